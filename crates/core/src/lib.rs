@@ -1,0 +1,28 @@
+//! Meridian's domain core: tickets and their status machine, regions, ownership
+//! epochs, notes, the replicated event envelope and hybrid logical time.
+//!
+//! Boundary: this crate performs no I/O. It has no tokio, no tonic, no sqlx and
+//! never reads the wall clock; time arrives through [`Clock`] or as an argument.
+//! That is what lets the store, the gateway and the simulation share one set of
+//! rules. Functions take `(state, now, input)` and return the new state or the
+//! reason it cannot change.
+
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod epoch;
+pub mod error;
+pub mod event;
+pub mod hlc;
+pub mod id;
+pub mod note;
+pub mod ticket;
+
+pub use clock::{Clock, ManualClock};
+pub use epoch::{EPOCH_STRIDE, Epoch, Ownership, WriteVerdict};
+pub use error::{Error, Result};
+pub use event::{EventEnvelope, EventKind, TicketChanges};
+pub use hlc::{Hlc, HlcTimestamp};
+pub use id::{NoteId, RegionId, Skill, TicketId, Tier};
+pub use note::{HandoffNote, Note, NoteSet};
+pub use ticket::{NewTicket, Priority, SlaDeadlines, Status, Ticket, TicketPatch};

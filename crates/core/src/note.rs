@@ -1,0 +1,189 @@
+//! Notes: an append-only set keyed by note id. Notes may be added in any
+//! region at any epoch; sets merge by union, so none is ever lost.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, NoteId, RegionId, Result, Status, TicketId};
+
+pub const NOTE_BODY_BYTES_MAX: usize = 16 * 1024;
+pub const AUTHOR_CHARS_MAX: usize = 200;
+pub const HANDOFF_FIELD_CHARS_MAX: usize = 2_000;
+
+/// A note on a ticket.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Note {
+    pub id: NoteId,
+    pub ticket_id: TicketId,
+    /// The region the note was written in.
+    pub region: RegionId,
+    pub author: String,
+    pub body: String,
+    pub created_at: Timestamp,
+    /// Written by Meridian from the ticket's history rather than by a person.
+    pub auto: bool,
+}
+
+/// The structured note that must accompany every handoff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffNote {
+    pub current_status: Status,
+    pub last_action: String,
+    pub next_action: String,
+    pub deadline: Option<Timestamp>,
+    pub text: String,
+    pub author: String,
+    pub auto: bool,
+}
+
+impl Note {
+    pub fn validate(&self) -> Result<()> {
+        check_author(&self.author)?;
+        if self.body.trim().is_empty() {
+            return Err(Error::InvalidField { field: "body", reason: "must not be empty".into() });
+        }
+        if self.body.len() > NOTE_BODY_BYTES_MAX {
+            return Err(Error::InvalidField {
+                field: "body",
+                reason: format!("is {} bytes; the limit is {NOTE_BODY_BYTES_MAX}", self.body.len()),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_author(author: &str) -> Result<()> {
+    if author.trim().is_empty() {
+        return Err(Error::InvalidField { field: "author", reason: "must not be empty".into() });
+    }
+    if author.chars().count() > AUTHOR_CHARS_MAX || author.chars().any(char::is_control) {
+        return Err(Error::InvalidField {
+            field: "author",
+            reason: format!("must be one line of at most {AUTHOR_CHARS_MAX} characters"),
+        });
+    }
+    Ok(())
+}
+
+impl HandoffNote {
+    pub fn validate(&self) -> Result<()> {
+        check_author(&self.author)?;
+        for (field, value) in [("note.last_action", &self.last_action), ("note.next_action", &self.next_action)] {
+            if value.trim().is_empty() {
+                return Err(Error::InvalidField { field, reason: "must not be empty".into() });
+            }
+            if value.chars().count() > HANDOFF_FIELD_CHARS_MAX {
+                return Err(Error::InvalidField {
+                    field,
+                    reason: format!("is longer than {HANDOFF_FIELD_CHARS_MAX} characters"),
+                });
+            }
+        }
+        if self.text.len() > NOTE_BODY_BYTES_MAX {
+            return Err(Error::InvalidField { field: "note.text", reason: format!("is longer than {NOTE_BODY_BYTES_MAX} bytes") });
+        }
+        Ok(())
+    }
+}
+
+/// The notes of one ticket, as a grow-only set. `merge` is commutative,
+/// associative and idempotent, so replicas that saw the same notes in any
+/// order, any number of times, agree.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteSet(BTreeMap<NoteId, Note>);
+
+impl NoteSet {
+    pub fn insert(&mut self, note: Note) {
+        match self.0.get(&note.id) {
+            // The same id twice is the same note delivered twice. Should two
+            // copies ever differ, keep the greater so every replica picks alike.
+            Some(existing) if existing >= &note => {}
+            _ => {
+                self.0.insert(note.id, note);
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &NoteSet) {
+        for note in other.0.values() {
+            self.insert(note.clone());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Note> {
+        self.0.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn note(id_seed: u8, body_seed: u8) -> Note {
+        let at = Timestamp::from_millisecond(1_700_000_000_000 + i64::from(id_seed)).unwrap();
+        Note {
+            id: NoteId::new_v7(at, [id_seed; 10]),
+            ticket_id: TicketId::new_v7(Timestamp::UNIX_EPOCH, [0; 10]),
+            region: RegionId::new("eu-west").unwrap(),
+            author: "ana".into(),
+            body: format!("body {body_seed}"),
+            created_at: at,
+            auto: false,
+        }
+    }
+
+    fn note_set() -> impl Strategy<Value = NoteSet> {
+        proptest::collection::vec((0u8..12, 0u8..3), 0..10).prop_map(|seeds| {
+            let mut set = NoteSet::default();
+            for (id, body) in seeds {
+                set.insert(note(id, body));
+            }
+            set
+        })
+    }
+
+    fn merged(a: &NoteSet, b: &NoteSet) -> NoteSet {
+        let mut out = a.clone();
+        out.merge(b);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative(a in note_set(), b in note_set()) {
+            prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+        }
+
+        #[test]
+        fn merge_is_associative(a in note_set(), b in note_set(), c in note_set()) {
+            prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+        }
+
+        #[test]
+        fn merge_is_idempotent_and_loses_nothing(a in note_set(), b in note_set()) {
+            let ab = merged(&a, &b);
+            prop_assert_eq!(merged(&ab, &b), ab.clone());
+            for n in a.iter().chain(b.iter()) {
+                prop_assert!(ab.0.contains_key(&n.id), "note {} lost in merge", n.id);
+            }
+        }
+    }
+
+    #[test]
+    fn empty_note_is_refused() {
+        let mut n = note(1, 1);
+        n.body = "  ".into();
+        assert_eq!(n.validate().unwrap_err().to_string(), "body: must not be empty");
+    }
+}

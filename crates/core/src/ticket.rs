@@ -1,0 +1,423 @@
+//! The ticket, its status machine and the owner-scoped changes to it.
+
+use std::{collections::BTreeSet, fmt, str::FromStr};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Ownership, RegionId, Result, Skill, TicketChanges, TicketId, Tier};
+
+/// Limits on ticket fields. Requests beyond them are refused, naming the field.
+pub mod limits {
+    pub const SUBJECT_CHARS_MAX: usize = 250;
+    pub const BODY_BYTES_MAX: usize = 64 * 1024;
+    pub const CUSTOMER_CHARS_MAX: usize = 200;
+    pub const ASSIGNEE_CHARS_MAX: usize = 200;
+    pub const LANGUAGE_CHARS_MAX: usize = 35;
+    pub const SKILLS_MAX: usize = 32;
+    pub const RESIDENCY_REGIONS_MAX: usize = 16;
+}
+
+/// Where a ticket is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    New,
+    Open,
+    Pending,
+    Escalated,
+    Solved,
+    Closed,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] =
+        [Status::New, Status::Open, Status::Pending, Status::Escalated, Status::Solved, Status::Closed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Open => "open",
+            Status::Pending => "pending",
+            Status::Escalated => "escalated",
+            Status::Solved => "solved",
+            Status::Closed => "closed",
+        }
+    }
+
+    /// The statuses this one may move to. `new` is only ever a starting point;
+    /// `solved` may be reopened; `closed` is final.
+    pub fn successors(self) -> &'static [Status] {
+        use Status::*;
+        match self {
+            New => &[Open, Pending, Escalated, Solved],
+            Open => &[Pending, Escalated, Solved],
+            Pending => &[Open, Escalated, Solved],
+            Escalated => &[Open, Pending, Solved],
+            Solved => &[Open, Closed],
+            Closed => &[],
+        }
+    }
+
+    pub fn can_become(self, to: Status) -> bool {
+        self.successors().contains(&to)
+    }
+
+    /// Open tickets are the ones a region must keep owning and hand off.
+    pub fn is_open(self) -> bool {
+        !matches!(self, Status::Solved | Status::Closed)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            Error::invalid("status", format!("{s:?} is not one of new, open, pending, escalated, solved, closed"))
+        })
+    }
+}
+
+/// How urgent a ticket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+    Urgent,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 4] = [Priority::Low, Priority::Normal, Priority::High, Priority::Urgent];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Priority {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| Error::invalid("priority", format!("{s:?} is not one of low, normal, high, urgent")))
+    }
+}
+
+/// SLA deadlines of a ticket, computed from its tier's policy at creation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlaDeadlines {
+    pub first_response_due: Option<Timestamp>,
+    pub resolution_due: Option<Timestamp>,
+}
+
+/// A ticket as every region projects it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: TicketId,
+    pub subject: String,
+    pub body: String,
+    pub customer: String,
+    pub tier: Tier,
+    pub skills: BTreeSet<Skill>,
+    pub language: String,
+    /// The regions the ticket's data must stay in; empty means anywhere.
+    pub residency: BTreeSet<RegionId>,
+    pub status: Status,
+    pub assignee: Option<String>,
+    pub priority: Priority,
+    pub owner: Ownership,
+    pub sla: SlaDeadlines,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// What a client supplies to create a ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTicket {
+    pub subject: String,
+    pub body: String,
+    pub customer: String,
+    pub tier: Tier,
+    pub skills: BTreeSet<Skill>,
+    pub language: String,
+    pub residency: BTreeSet<RegionId>,
+    pub priority: Priority,
+}
+
+/// An owner-scoped change requested by a client: `None` leaves a field alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketPatch {
+    pub status: Option<Status>,
+    /// `Some(None)` clears the assignee.
+    pub assignee: Option<Option<String>>,
+    pub priority: Option<Priority>,
+}
+
+fn check_text(field: &'static str, value: &str, required: bool, max_chars: usize) -> Result<()> {
+    if required && value.trim().is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    let chars = value.chars().count();
+    if chars > max_chars {
+        return Err(Error::invalid(field, format!("is {chars} characters; the limit is {max_chars}")));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+        return Err(Error::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// Checks an assignee name.
+pub fn check_assignee(assignee: &str) -> Result<()> {
+    check_text("assignee", assignee, true, limits::ASSIGNEE_CHARS_MAX)?;
+    if assignee.contains('\n') {
+        return Err(Error::invalid("assignee", "must be a single line"));
+    }
+    Ok(())
+}
+
+impl NewTicket {
+    /// Checks every field, naming the first one that is wrong.
+    pub fn validate(&self) -> Result<()> {
+        check_text("subject", &self.subject, true, limits::SUBJECT_CHARS_MAX)?;
+        if self.subject.contains('\n') {
+            return Err(Error::invalid("subject", "must be a single line"));
+        }
+        if self.body.len() > limits::BODY_BYTES_MAX {
+            return Err(Error::invalid(
+                "body",
+                format!("is {} bytes; the limit is {}", self.body.len(), limits::BODY_BYTES_MAX),
+            ));
+        }
+        check_text("body", &self.body, false, limits::BODY_BYTES_MAX)?;
+        check_text("customer", &self.customer, true, limits::CUSTOMER_CHARS_MAX)?;
+        check_text("language", &self.language, false, limits::LANGUAGE_CHARS_MAX)?;
+        if !self.language.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(Error::invalid("language", format!("{:?} is not a language tag such as en or pt-BR", self.language)));
+        }
+        if self.skills.len() > limits::SKILLS_MAX {
+            return Err(Error::invalid("skills", format!("has {} entries; the limit is {}", self.skills.len(), limits::SKILLS_MAX)));
+        }
+        if self.residency.len() > limits::RESIDENCY_REGIONS_MAX {
+            return Err(Error::invalid(
+                "residency",
+                format!("has {} regions; the limit is {}", self.residency.len(), limits::RESIDENCY_REGIONS_MAX),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TicketPatch {
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none() && self.assignee.is_none() && self.priority.is_none()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.is_empty() {
+            return Err(Error::invalid("update", "names no field to change"));
+        }
+        if let Some(Some(assignee)) = &self.assignee {
+            check_assignee(assignee)?;
+        }
+        Ok(())
+    }
+}
+
+impl Ticket {
+    /// A new ticket owned by `owner`, in status `new`.
+    pub fn create(id: TicketId, new: NewTicket, owner: Ownership, now: Timestamp) -> Result<Self> {
+        new.validate()?;
+        Ok(Self {
+            id,
+            subject: new.subject,
+            body: new.body,
+            customer: new.customer,
+            tier: new.tier,
+            skills: new.skills,
+            language: new.language,
+            residency: new.residency,
+            status: Status::New,
+            assignee: None,
+            priority: new.priority,
+            owner,
+            sla: SlaDeadlines::default(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// Decides an owner-scoped change requested in `region`: refused unless
+    /// that region owns the ticket, and unless every status move is legal.
+    /// Returns only the fields that actually change, stamped with the epoch
+    /// the write is made at (the store fences on it).
+    pub fn decide_patch(&self, region: &RegionId, patch: &TicketPatch) -> Result<TicketChanges> {
+        patch.validate()?;
+        let epoch = self.owner.authorize(region)?;
+        let mut changes = TicketChanges { epoch, ..TicketChanges::default() };
+        if let Some(to) = patch.status
+            && to != self.status
+        {
+            if !self.status.can_become(to) {
+                return Err(Error::IllegalTransition { from: self.status, to });
+            }
+            changes.status = Some(to);
+        }
+        if let Some(assignee) = &patch.assignee
+            && assignee != &self.assignee
+        {
+            changes.assignee = Some(assignee.clone());
+        }
+        if let Some(priority) = patch.priority
+            && priority != self.priority
+        {
+            changes.priority = Some(priority);
+        }
+        Ok(changes)
+    }
+
+    /// Applies changes already decided (locally or by the owner elsewhere).
+    pub fn apply(&mut self, changes: &TicketChanges, at: Timestamp) {
+        if let Some(status) = changes.status {
+            self.status = status;
+        }
+        if let Some(assignee) = &changes.assignee {
+            self.assignee.clone_from(assignee);
+        }
+        if let Some(priority) = changes.priority {
+            self.priority = priority;
+        }
+        self.updated_at = self.updated_at.max(at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Epoch;
+    use proptest::prelude::*;
+
+    fn region(name: &str) -> RegionId {
+        RegionId::new(name).unwrap()
+    }
+
+    pub(crate) fn sample_ticket() -> Ticket {
+        let id = TicketId::new_v7(Timestamp::UNIX_EPOCH, [1; 10]);
+        let owner = Ownership::new(region("us-east"), 0, Epoch::initial(0)).unwrap();
+        let new = NewTicket {
+            subject: "Printer on fire".into(),
+            body: "It is on fire.".into(),
+            customer: "acme".into(),
+            tier: Tier::new("standard").unwrap(),
+            skills: BTreeSet::new(),
+            language: "en".into(),
+            residency: BTreeSet::new(),
+            priority: Priority::High,
+        };
+        Ticket::create(id, new, owner, Timestamp::UNIX_EPOCH).unwrap()
+    }
+
+    fn status() -> impl Strategy<Value = Status> {
+        proptest::sample::select(Status::ALL.to_vec())
+    }
+
+    proptest! {
+        /// Any sequence of requested moves leaves the ticket in a state reached
+        /// only through legal transitions; illegal ones are refused and change
+        /// nothing; `closed` is final.
+        #[test]
+        fn only_legal_transitions(moves in proptest::collection::vec(status(), 0..60)) {
+            let mut ticket = sample_ticket();
+            let us = region("us-east");
+            for to in moves {
+                let before = ticket.status;
+                let patch = TicketPatch { status: Some(to), ..TicketPatch::default() };
+                match ticket.decide_patch(&us, &patch) {
+                    Ok(changes) => {
+                        if to == before {
+                            prop_assert_eq!(changes.status, None);
+                        } else {
+                            prop_assert!(before.can_become(to));
+                            prop_assert_eq!(changes.status, Some(to));
+                        }
+                        ticket.apply(&changes, Timestamp::UNIX_EPOCH);
+                        prop_assert_eq!(ticket.status, to);
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(e, Error::IllegalTransition { from: before, to });
+                        prop_assert!(!before.can_become(to));
+                        prop_assert_eq!(ticket.status, before);
+                    }
+                }
+                if before == Status::Closed {
+                    prop_assert_eq!(ticket.status, Status::Closed);
+                }
+            }
+        }
+
+        /// A non-owner is refused whatever it asks for, and learns the owner.
+        #[test]
+        fn non_owner_is_refused(to in status(), prio in proptest::sample::select(Priority::ALL.to_vec())) {
+            let ticket = sample_ticket();
+            let patch = TicketPatch { status: Some(to), priority: Some(prio), assignee: None };
+            let err = ticket.decide_patch(&region("eu-west"), &patch).unwrap_err();
+            prop_assert_eq!(err, Error::NotOwner { owner: region("us-east"), epoch: ticket.owner.epoch });
+        }
+    }
+
+    #[test]
+    fn nothing_returns_to_new_and_closed_is_final() {
+        for s in Status::ALL {
+            assert!(!s.can_become(Status::New), "{s} must not return to new");
+        }
+        assert!(Status::Closed.successors().is_empty());
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut t = sample_ticket();
+        let mut new = NewTicket {
+            subject: " ".into(),
+            body: String::new(),
+            customer: "c".into(),
+            tier: t.tier.clone(),
+            skills: BTreeSet::new(),
+            language: "en".into(),
+            residency: BTreeSet::new(),
+            priority: Priority::Low,
+        };
+        assert_eq!(new.validate().unwrap_err().to_string(), "subject: must not be empty");
+        new.subject = "x".repeat(251);
+        assert!(new.validate().unwrap_err().to_string().starts_with("subject: is 251 characters"));
+        new.subject = "ok".into();
+        new.body = "b".repeat(limits::BODY_BYTES_MAX + 1);
+        assert!(new.validate().unwrap_err().to_string().starts_with("body: "));
+        new.body.clear();
+        new.language = "en_US!".into();
+        assert!(new.validate().unwrap_err().to_string().starts_with("language: "));
+        t.status = Status::Solved;
+        let patch = TicketPatch::default();
+        assert_eq!(t.decide_patch(&region("us-east"), &patch).unwrap_err().to_string(), "update: names no field to change");
+    }
+}

@@ -1,0 +1,19 @@
+//! Compiles the protobuf API with protox (pure Rust), so building Meridian
+//! needs no system `protoc`. The encoded descriptor set is kept for gRPC
+//! server reflection.
+
+use std::{env, fs, path::PathBuf};
+
+use protox::prost::Message;
+
+const PROTOS: &[&str] = &["meridian/v1/tickets.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let fds = protox::compile(PROTOS, [&root])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out.join("meridian_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Conversions between protobuf messages and core types. Incoming messages
+//! are validated here field by field, so a handler never sees a malformed
+//! core value and every refusal names the field.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+use meridian_core as core;
+use prost_types::Timestamp as ProtoTimestamp;
+
+use crate::v1;
+
+/// A request field that could not become a core value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConvertError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConvertError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { field: field.into(), reason: reason.into() }
+    }
+}
+
+impl From<core::Error> for ConvertError {
+    fn from(err: core::Error) -> Self {
+        match err {
+            core::Error::InvalidField { field, reason } => Self::new(field, reason),
+            other => Self::new("request", other.to_string()),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ConvertError>;
+
+pub fn timestamp_to_proto(at: Timestamp) -> ProtoTimestamp {
+    ProtoTimestamp { seconds: at.as_second(), nanos: at.subsec_nanosecond() }
+}
+
+pub fn timestamp_from_proto(field: &str, at: &ProtoTimestamp) -> Result<Timestamp> {
+    Timestamp::new(at.seconds, at.nanos).map_err(|e| ConvertError::new(field, format!("is not a valid instant: {e}")))
+}
+
+pub fn status_to_proto(status: core::Status) -> v1::Status {
+    match status {
+        core::Status::New => v1::Status::New,
+        core::Status::Open => v1::Status::Open,
+        core::Status::Pending => v1::Status::Pending,
+        core::Status::Escalated => v1::Status::Escalated,
+        core::Status::Solved => v1::Status::Solved,
+        core::Status::Closed => v1::Status::Closed,
+    }
+}
+
+/// Reads a status; `STATUS_UNSPECIFIED` is `None`.
+pub fn status_from_proto(field: &str, raw: i32) -> Result<Option<core::Status>> {
+    let status = v1::Status::try_from(raw).map_err(|_| ConvertError::new(field, format!("{raw} is not a status")))?;
+    Ok(match status {
+        v1::Status::Unspecified => None,
+        v1::Status::New => Some(core::Status::New),
+        v1::Status::Open => Some(core::Status::Open),
+        v1::Status::Pending => Some(core::Status::Pending),
+        v1::Status::Escalated => Some(core::Status::Escalated),
+        v1::Status::Solved => Some(core::Status::Solved),
+        v1::Status::Closed => Some(core::Status::Closed),
+    })
+}
+
+pub fn priority_to_proto(priority: core::Priority) -> v1::Priority {
+    match priority {
+        core::Priority::Low => v1::Priority::Low,
+        core::Priority::Normal => v1::Priority::Normal,
+        core::Priority::High => v1::Priority::High,
+        core::Priority::Urgent => v1::Priority::Urgent,
+    }
+}
+
+/// Reads a priority; `PRIORITY_UNSPECIFIED` is `None`.
+pub fn priority_from_proto(field: &str, raw: i32) -> Result<Option<core::Priority>> {
+    let priority =
+        v1::Priority::try_from(raw).map_err(|_| ConvertError::new(field, format!("{raw} is not a priority")))?;
+    Ok(match priority {
+        v1::Priority::Unspecified => None,
+        v1::Priority::Low => Some(core::Priority::Low),
+        v1::Priority::Normal => Some(core::Priority::Normal),
+        v1::Priority::High => Some(core::Priority::High),
+        v1::Priority::Urgent => Some(core::Priority::Urgent),
+    })
+}
+
+pub fn ticket_to_proto(ticket: &core::Ticket) -> v1::Ticket {
+    v1::Ticket {
+        id: ticket.id.to_string(),
+        subject: ticket.subject.clone(),
+        body: ticket.body.clone(),
+        customer: ticket.customer.clone(),
+        tier: ticket.tier.to_string(),
+        skills: ticket.skills.iter().map(ToString::to_string).collect(),
+        language: ticket.language.clone(),
+        residency: ticket.residency.iter().map(ToString::to_string).collect(),
+        status: status_to_proto(ticket.status).into(),
+        assignee: ticket.assignee.clone(),
+        priority: priority_to_proto(ticket.priority).into(),
+        owner: Some(v1::Ownership {
+            owner_region: ticket.owner.owner_region.to_string(),
+            epoch: ticket.owner.epoch.raw(),
+        }),
+        sla: Some(v1::SlaDeadlines {
+            first_response_due: ticket.sla.first_response_due.map(timestamp_to_proto),
+            resolution_due: ticket.sla.resolution_due.map(timestamp_to_proto),
+        }),
+        created_at: Some(timestamp_to_proto(ticket.created_at)),
+        updated_at: Some(timestamp_to_proto(ticket.updated_at)),
+    }
+}
+
+pub fn note_to_proto(note: &core::Note) -> v1::Note {
+    v1::Note {
+        id: note.id.to_string(),
+        ticket_id: note.ticket_id.to_string(),
+        region: note.region.to_string(),
+        author: note.author.clone(),
+        body: note.body.clone(),
+        created_at: Some(timestamp_to_proto(note.created_at)),
+        auto: note.auto,
+    }
+}
+
+pub fn event_to_proto(event: &core::EventEnvelope) -> v1::Event {
+    v1::Event {
+        origin_region: event.origin_region.to_string(),
+        origin_seq: event.origin_seq,
+        ticket_id: event.ticket_id.to_string(),
+        epoch: event.epoch.raw(),
+        hlc_time: event.hlc_time.0,
+        traceparent: event.traceparent.clone().unwrap_or_default(),
+        kind: event.kind.name().to_owned(),
+        payload_json: event.kind.payload_json().unwrap_or_else(|_| "null".to_owned()),
+    }
+}
+
+pub fn ticket_id(field: &str, raw: &str) -> Result<core::TicketId> {
+    if raw.is_empty() {
+        return Err(ConvertError::new(field, "is required"));
+    }
+    raw.parse::<core::TicketId>().map_err(|e| ConvertError::new(field, strip_field(e)))
+}
+
+pub fn region_id(field: &str, raw: &str) -> Result<core::RegionId> {
+    core::RegionId::new(raw).map_err(|e| ConvertError::new(field, strip_field(e)))
+}
+
+/// The reason of a core field error, without the core's own field name (the
+/// request's field name replaces it).
+fn strip_field(err: core::Error) -> String {
+    match err {
+        core::Error::InvalidField { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
+fn slug_set<T: Ord>(field: &str, raw: &[String], parse: impl Fn(&str) -> core::Result<T>) -> Result<BTreeSet<T>> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, value)| parse(value).map_err(|e| ConvertError::new(format!("{field}[{i}]"), strip_field(e))))
+        .collect()
+}
+
+impl TryFrom<v1::CreateTicketRequest> for core::NewTicket {
+    type Error = ConvertError;
+
+    fn try_from(req: v1::CreateTicketRequest) -> Result<Self> {
+        let tier = if req.tier.is_empty() { "standard".to_owned() } else { req.tier };
+        let new = core::NewTicket {
+            subject: req.subject,
+            body: req.body,
+            customer: req.customer,
+            tier: core::Tier::new(tier).map_err(|e| ConvertError::new("tier", strip_field(e)))?,
+            skills: slug_set("skills", &req.skills, |s| core::Skill::new(s))?,
+            language: if req.language.is_empty() { "en".to_owned() } else { req.language },
+            residency: slug_set("residency", &req.residency, |s| core::RegionId::new(s))?,
+            priority: priority_from_proto("priority", req.priority)?.unwrap_or_default(),
+        };
+        new.validate()?;
+        Ok(new)
+    }
+}
+
+/// Reads an update request into the ticket id and the patch it asks for.
+pub fn update_from_proto(req: &v1::UpdateTicketRequest) -> Result<(core::TicketId, core::TicketPatch)> {
+    let id = ticket_id("ticket_id", &req.ticket_id)?;
+    let status = match req.status {
+        Some(raw) => Some(status_from_proto("status", raw)?.ok_or_else(|| ConvertError::new("status", "must not be STATUS_UNSPECIFIED"))?),
+        None => None,
+    };
+    let priority = match req.priority {
+        Some(raw) => {
+            Some(priority_from_proto("priority", raw)?.ok_or_else(|| ConvertError::new("priority", "must not be PRIORITY_UNSPECIFIED"))?)
+        }
+        None => None,
+    };
+    let assignee = match (&req.assignee, req.clear_assignee) {
+        (Some(_), true) => return Err(ConvertError::new("clear_assignee", "cannot be combined with assignee")),
+        (Some(name), false) => Some(Some(name.clone())),
+        (None, true) => Some(None),
+        (None, false) => None,
+    };
+    let patch = core::TicketPatch { status, assignee, priority };
+    patch.validate()?;
+    Ok((id, patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create() -> v1::CreateTicketRequest {
+        v1::CreateTicketRequest {
+            subject: "VPN down".into(),
+            body: "since 9am".into(),
+            customer: "acme".into(),
+            tier: "premium".into(),
+            skills: vec!["networking".into()],
+            language: String::new(),
+            residency: vec!["eu-west".into()],
+            priority: v1::Priority::Urgent.into(),
+        }
+    }
+
+    #[test]
+    fn create_request_becomes_a_validated_new_ticket() {
+        let new = core::NewTicket::try_from(create()).unwrap();
+        assert_eq!(new.language, "en");
+        assert_eq!(new.priority, core::Priority::Urgent);
+        assert_eq!(new.residency.len(), 1);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut req = create();
+        req.skills.push("Bad Skill".into());
+        let err = core::NewTicket::try_from(req).unwrap_err();
+        assert_eq!(err.field, "skills[1]");
+
+        let mut req = create();
+        req.priority = 42;
+        assert_eq!(core::NewTicket::try_from(req).unwrap_err().field, "priority");
+
+        let mut req = create();
+        req.subject.clear();
+        assert_eq!(core::NewTicket::try_from(req).unwrap_err().to_string(), "subject: must not be empty");
+
+        let update = v1::UpdateTicketRequest { ticket_id: "nope".into(), ..Default::default() };
+        assert_eq!(update_from_proto(&update).unwrap_err().field, "ticket_id");
+    }
+
+    #[test]
+    fn unassign_and_assign_conflict() {
+        let id = core::TicketId::new_v7(Timestamp::UNIX_EPOCH, [3; 10]).to_string();
+        let req = v1::UpdateTicketRequest {
+            ticket_id: id.clone(),
+            assignee: Some("bo".into()),
+            clear_assignee: true,
+            ..Default::default()
+        };
+        assert_eq!(update_from_proto(&req).unwrap_err().field, "clear_assignee");
+        let req = v1::UpdateTicketRequest { ticket_id: id, clear_assignee: true, ..Default::default() };
+        assert_eq!(update_from_proto(&req).unwrap().1.assignee, Some(None));
+    }
+}

@@ -15,6 +15,13 @@ pub enum Error {
     /// the current epoch.
     #[error("ticket is owned by {owner} at epoch {epoch}")]
     NotOwner { owner: RegionId, epoch: Epoch },
+    /// The owner offered the ticket to another region and awaits the
+    /// answer: no owner-scoped change until then.
+    #[error("ticket is being handed off to {to}; wait for its answer")]
+    HandoffPending { to: RegionId },
+    /// An acceptance that matches no pending offer.
+    #[error("no handoff from {from} to {to} is pending")]
+    NoSuchOffer { from: RegionId, to: RegionId },
     /// An epoch whose encoded owner is not the region that claims it.
     #[error("epoch {epoch} does not belong to region index {region_index}")]
     EpochOwnerMismatch { epoch: Epoch, region_index: u16 },

@@ -3,7 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Epoch, HlcTimestamp, Note, Priority, RegionId, Status, Ticket, TicketId};
+use jiff::Timestamp;
+
+use crate::{
+    Epoch, HandoffNote, HlcTimestamp, Note, Priority, RegionId, SlaDeadlines, SlaMetric, Status, Ticket, TicketId,
+};
 
 /// One event as it is stored and replicated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +35,9 @@ pub struct TicketChanges {
     pub assignee: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
+    /// The ticket's SLA clocks after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<SlaDeadlines>,
 }
 
 /// Reads a present field (even `null`) as `Some`, so that "clear" and
@@ -41,7 +48,7 @@ fn explicit_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) ->
 
 impl TicketChanges {
     pub fn is_empty(&self) -> bool {
-        self.status.is_none() && self.assignee.is_none() && self.priority.is_none()
+        self.status.is_none() && self.assignee.is_none() && self.priority.is_none() && self.sla.is_none()
     }
 }
 
@@ -53,6 +60,65 @@ pub enum EventKind {
     TicketCreated { ticket: Box<Ticket> },
     TicketUpdated { changes: TicketChanges },
     NoteAdded { note: Note },
+    /// An SLA clock passed the warning share of its target. Owner-scoped:
+    /// the owner records it, and `changes` carries the clocks after it.
+    SlaWarning { metric: SlaMetric, due: Timestamp, changes: TicketChanges },
+    /// An SLA clock passed its deadline.
+    SlaBreached { metric: SlaMetric, due: Timestamp, changes: TicketChanges },
+    /// The owner offers the ticket to `to` at the event's epoch, with the
+    /// structured handoff note and the ticket note it is shown as (carried
+    /// whole, so every replica stores the same note). The owner makes no
+    /// owner-scoped change until the answer.
+    HandoffOffered { to: RegionId, handoff: HandoffNote, note: Note },
+    /// Written by the new owner (the event's origin) at the new epoch: it
+    /// owns the ticket from now on. `offer_seq` is the offer in `from`'s log.
+    HandoffAccepted { from: RegionId, offer_seq: u64, previous_epoch: Epoch },
+    /// Written by the owner when the target refused: the owner keeps the
+    /// ticket, and the refusal stays in its history.
+    HandoffRefused { to: RegionId, reason: String },
+    /// Written by the successor (the event's origin) at a new epoch it owns,
+    /// after the coordinator recorded its takeover of `from`, the failed
+    /// owner; `fencing_token` is the coordinator's revision of that record.
+    TakenOver { from: RegionId, fencing_token: u64 },
+    /// A region's shift ended: what it handed over and to whom. Its
+    /// `ticket_id` is the summary's own id ([`ShiftSummary::id`]).
+    ShiftSummary { summary: ShiftSummary },
+}
+
+/// What an outgoing shift leaves the incoming one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShiftSummary {
+    pub region: RegionId,
+    pub shift_start: Timestamp,
+    pub shift_end: Timestamp,
+    /// Tickets handed off at the end of the shift, with where they went.
+    pub handed_off: Vec<(TicketId, RegionId)>,
+    /// Open tickets it could not hand off (refused, unreachable), kept.
+    pub kept: Vec<(TicketId, String)>,
+    /// Open tickets whose SLA is at risk or breached.
+    pub sla_at_risk: Vec<TicketId>,
+    /// Open tickets in status `escalated`.
+    pub escalations_open: Vec<TicketId>,
+    /// Handoff notes written by Meridian because the agent wrote none.
+    pub auto_notes: u32,
+    pub next_region: Option<RegionId>,
+    pub next_queue_owner: Option<String>,
+}
+
+impl ShiftSummary {
+    /// The summary's id: a UUIDv7 at the shift's end whose random bits come
+    /// from the region's name, so the same shift end always gets the same id
+    /// (a retried summary is a duplicate, not a second one).
+    pub fn id(&self) -> TicketId {
+        let mut random = [0u8; 10];
+        // FNV-1a over the region's name: stable across builds and machines.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in self.region.as_str().bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        random[..8].copy_from_slice(&hash.to_be_bytes());
+        TicketId::new_v7(self.shift_end, random)
+    }
 }
 
 impl EventKind {
@@ -61,13 +127,49 @@ impl EventKind {
             EventKind::TicketCreated { .. } => "ticket_created",
             EventKind::TicketUpdated { .. } => "ticket_updated",
             EventKind::NoteAdded { .. } => "note_added",
+            EventKind::SlaWarning { .. } => "sla_warning",
+            EventKind::SlaBreached { .. } => "sla_breached",
+            EventKind::HandoffOffered { .. } => "handoff_offered",
+            EventKind::HandoffAccepted { .. } => "handoff_accepted",
+            EventKind::HandoffRefused { .. } => "handoff_refused",
+            EventKind::TakenOver { .. } => "taken_over",
+            EventKind::ShiftSummary { .. } => "shift_summary",
         }
+    }
+
+    /// The owner-scoped field changes an event carries, projected the same
+    /// way whatever the event is called.
+    pub fn owner_changes(&self) -> Option<&TicketChanges> {
+        match self {
+            EventKind::TicketUpdated { changes }
+            | EventKind::SlaWarning { changes, .. }
+            | EventKind::SlaBreached { changes, .. } => Some(changes),
+            _ => None,
+        }
+    }
+
+    /// The names of the kinds that carry owner-scoped changes.
+    pub const CHANGE_KINDS: [&'static str; 3] = ["ticket_updated", "sla_warning", "sla_breached"];
+
+    /// The names of the kinds that move ownership or a pending offer.
+    pub const OWNERSHIP_KINDS: [&'static str; 4] =
+        ["handoff_offered", "handoff_accepted", "handoff_refused", "taken_over"];
+
+    /// Whether this event moves ownership or a pending offer.
+    pub fn is_ownership(&self) -> bool {
+        matches!(
+            self,
+            EventKind::HandoffOffered { .. }
+                | EventKind::HandoffAccepted { .. }
+                | EventKind::HandoffRefused { .. }
+                | EventKind::TakenOver { .. }
+        )
     }
 
     /// Owner-scoped events may only be written by the owner at its epoch;
     /// the rest (notes) merge from anywhere.
     pub fn is_owner_scoped(&self) -> bool {
-        matches!(self, EventKind::TicketCreated { .. } | EventKind::TicketUpdated { .. })
+        !matches!(self, EventKind::NoteAdded { .. } | EventKind::ShiftSummary { .. })
     }
 
     /// The payload alone, as JSON (the `kind` column holds the name).
@@ -99,6 +201,7 @@ mod tests {
                 status: Some(Status::Open),
                 assignee: Some(None),
                 priority: None,
+                sla: None,
             },
         };
         let payload = kind.payload_json().unwrap();

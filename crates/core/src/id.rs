@@ -24,6 +24,12 @@ macro_rules! uuid_v7_id {
                 Self(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
             }
 
+            /// The next id from `minter`: after every id it minted before,
+            /// even within the same millisecond.
+            pub fn mint(minter: &mut IdMinter, at: Timestamp, random: [u8; 10]) -> Self {
+                Self(minter.next(at, random))
+            }
+
             pub fn from_uuid(uuid: Uuid) -> Result<Self> {
                 if uuid.get_version_num() != 7 {
                     return Err(Error::invalid($field, format!("{uuid} is not a UUIDv7")));
@@ -68,6 +74,39 @@ uuid_v7_id!(
     NoteId,
     "note_id"
 );
+
+/// Mints UUIDv7s that strictly increase, even within one millisecond or
+/// when the clock steps back (RFC 9562 §6.2, method 2: the random bits act
+/// as a counter from the last id). Listings page by id, so one gateway's
+/// ids must sort in the order it created them.
+#[derive(Debug, Default)]
+pub struct IdMinter {
+    last: u128,
+}
+
+impl IdMinter {
+    const RAND_B: u128 = (1 << 62) - 1;
+    const RAND_A: u128 = 0xfff << 64;
+
+    fn next(&mut self, at: Timestamp, random: [u8; 10]) -> Uuid {
+        let millis = u64::try_from(at.as_millisecond()).unwrap_or(0);
+        let fresh = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().as_u128();
+        self.last = if fresh > self.last { fresh } else { Self::successor(self.last) };
+        Uuid::from_u128(self.last)
+    }
+
+    /// The next value after `v` that keeps the version and variant bits:
+    /// count up in `rand_b`, carry into `rand_a`, then into the timestamp.
+    fn successor(v: u128) -> u128 {
+        if v & Self::RAND_B != Self::RAND_B {
+            v + 1
+        } else if v & Self::RAND_A != Self::RAND_A {
+            (v & !Self::RAND_B) + (1 << 64)
+        } else {
+            (v & !(Self::RAND_B | Self::RAND_A)) + (1 << 80)
+        }
+    }
+}
 
 /// Checks a slug: lowercase ASCII letters, digits and single dashes, starting
 /// with a letter, at most `max_len` characters.
@@ -115,7 +154,7 @@ macro_rules! slug_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 
@@ -178,6 +217,30 @@ mod tests {
             let err = RegionId::new(bad).unwrap_err();
             assert!(err.to_string().starts_with("region: "), "{err}");
         }
+    }
+
+    #[test]
+    fn minted_ids_increase_within_a_millisecond_and_across_a_step_back() {
+        let mut minter = IdMinter::default();
+        let at = Timestamp::from_millisecond(5_000).unwrap();
+        let mut previous = TicketId::mint(&mut minter, at, [0xff; 10]);
+        for random in [[0u8; 10], [0x80; 10], [0xff; 10]] {
+            let next = TicketId::mint(&mut minter, at, random);
+            assert!(next > previous, "{next} after {previous}");
+            previous = next;
+        }
+        let earlier = TicketId::mint(&mut minter, Timestamp::from_millisecond(4_000).unwrap(), [0; 10]);
+        assert!(earlier > previous, "a clock step back must not reorder ids");
+        assert_eq!(TicketId::from_uuid(earlier.as_uuid()).unwrap(), earlier, "still a valid UUIDv7");
+    }
+
+    #[test]
+    fn the_counter_carries_without_touching_version_or_variant() {
+        let all_random = uuid::Builder::from_unix_timestamp_millis(7, &[0xff; 10]).into_uuid().as_u128();
+        let next = Uuid::from_u128(IdMinter::successor(all_random));
+        assert_eq!(next.get_version_num(), 7);
+        assert_eq!(next.get_variant(), uuid::Variant::RFC4122);
+        assert!(next.as_u128() > all_random);
     }
 
     #[test]

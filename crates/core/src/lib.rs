@@ -16,13 +16,15 @@ pub mod event;
 pub mod hlc;
 pub mod id;
 pub mod note;
+pub mod sla;
 pub mod ticket;
 
 pub use clock::{Clock, ManualClock};
 pub use epoch::{EPOCH_STRIDE, Epoch, Ownership, WriteVerdict};
 pub use error::{Error, Result};
-pub use event::{EventEnvelope, EventKind, TicketChanges};
+pub use event::{EventEnvelope, EventKind, ShiftSummary, TicketChanges};
 pub use hlc::{Hlc, HlcTimestamp};
-pub use id::{NoteId, RegionId, Skill, TicketId, Tier};
+pub use id::{IdMinter, NoteId, RegionId, Skill, TicketId, Tier};
 pub use note::{HandoffNote, Note, NoteSet};
-pub use ticket::{NewTicket, Priority, SlaDeadlines, Status, Ticket, TicketPatch};
+pub use sla::{SlaAlert, SlaClock, SlaDeadlines, SlaMetric, SlaState};
+pub use ticket::{NewTicket, Priority, Status, Ticket, TicketPatch};

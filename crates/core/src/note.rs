@@ -68,6 +68,25 @@ fn check_author(author: &str) -> Result<()> {
 }
 
 impl HandoffNote {
+    /// The note as people read it on the ticket.
+    pub fn render(&self, from: &RegionId, to: &RegionId) -> String {
+        let mut body = format!(
+            "Handoff {from} → {to}{}\nstatus: {}\nlast action: {}\nnext action: {}",
+            if self.auto { " (auto)" } else { "" },
+            self.current_status,
+            self.last_action,
+            self.next_action
+        );
+        if let Some(deadline) = self.deadline {
+            body.push_str(&format!("\ndeadline: {deadline}"));
+        }
+        if !self.text.trim().is_empty() {
+            body.push_str("\n\n");
+            body.push_str(self.text.trim());
+        }
+        body
+    }
+
     pub fn validate(&self) -> Result<()> {
         check_author(&self.author)?;
         for (field, value) in [("note.last_action", &self.last_action), ("note.next_action", &self.next_action)] {

@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, fmt, str::FromStr};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Ownership, RegionId, Result, Skill, TicketChanges, TicketId, Tier};
+use crate::{Epoch, Error, HandoffNote, Ownership, RegionId, Result, Skill, SlaDeadlines, TicketChanges, TicketId, Tier};
 
 /// Limits on ticket fields. Requests beyond them are refused, naming the field.
 pub mod limits {
@@ -124,13 +124,6 @@ impl FromStr for Priority {
     }
 }
 
-/// SLA deadlines of a ticket, computed from its tier's policy at creation.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlaDeadlines {
-    pub first_response_due: Option<Timestamp>,
-    pub resolution_due: Option<Timestamp>,
-}
-
 /// A ticket as every region projects it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
@@ -147,6 +140,11 @@ pub struct Ticket {
     pub assignee: Option<String>,
     pub priority: Priority,
     pub owner: Ownership,
+    /// The region this ticket is being handed to: set by the owner's offer,
+    /// cleared by the target's acceptance (which moves `owner`) or by a
+    /// refusal. While set, the owner makes no owner-scoped change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_to: Option<RegionId>,
     pub sla: SlaDeadlines,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -262,6 +260,7 @@ impl Ticket {
             assignee: None,
             priority: new.priority,
             owner,
+            handoff_to: None,
             sla: SlaDeadlines::default(),
             created_at: now,
             updated_at: now,
@@ -275,6 +274,9 @@ impl Ticket {
     pub fn decide_patch(&self, region: &RegionId, patch: &TicketPatch) -> Result<TicketChanges> {
         patch.validate()?;
         let epoch = self.owner.authorize(region)?;
+        if let Some(to) = &self.handoff_to {
+            return Err(Error::HandoffPending { to: to.clone() });
+        }
         let mut changes = TicketChanges { epoch, ..TicketChanges::default() };
         if let Some(to) = patch.status
             && to != self.status
@@ -283,6 +285,11 @@ impl Ticket {
                 return Err(Error::IllegalTransition { from: self.status, to });
             }
             changes.status = Some(to);
+            // The calendar-free SLA moves (met, reopened); a status that
+            // pauses the clock is the caller's to add, from the rules.
+            if !self.sla.is_empty() {
+                changes.sla = Some(self.sla.after_status(self.status, to, false));
+            }
         }
         if let Some(assignee) = &patch.assignee
             && assignee != &self.assignee
@@ -308,14 +315,54 @@ impl Ticket {
         if let Some(priority) = changes.priority {
             self.priority = priority;
         }
+        if let Some(sla) = changes.sla {
+            self.sla = sla;
+        }
         self.updated_at = self.updated_at.max(at);
+    }
+}
+
+impl Ticket {
+    /// Decides a handoff offer made in `region` to `to`: only the owner may
+    /// offer, one offer at a time, never to itself, never outside the
+    /// ticket's residency, and never without a valid note. Returns the
+    /// epoch the offer is made at (the store fences on it).
+    pub fn decide_handoff(&self, region: &RegionId, to: &RegionId, note: &HandoffNote) -> Result<Epoch> {
+        let epoch = self.owner.authorize(region)?;
+        if let Some(pending) = &self.handoff_to {
+            return Err(Error::HandoffPending { to: pending.clone() });
+        }
+        if to == region {
+            return Err(Error::invalid("to_region", format!("{to} already owns the ticket")));
+        }
+        if !self.residency.is_empty() && !self.residency.contains(to) {
+            let allowed: Vec<&str> = self.residency.iter().map(RegionId::as_str).collect();
+            return Err(Error::invalid(
+                "to_region",
+                format!("{to} is outside the ticket's residency ({}); its data may not move there", allowed.join(", ")),
+            ));
+        }
+        if self.status == Status::Closed {
+            return Err(Error::invalid("ticket_id", "a closed ticket is not handed off"));
+        }
+        note.validate()?;
+        Ok(epoch)
+    }
+
+    /// Decides `me` (with epoch index `my_index`) accepting the pending
+    /// offer from `from`: returns the new epoch, which `me` owns and which
+    /// is greater than every epoch before it.
+    pub fn decide_accept(&self, me: &RegionId, my_index: u16, from: &RegionId) -> Result<Epoch> {
+        if self.handoff_to.as_ref() != Some(me) || &self.owner.owner_region != from {
+            return Err(Error::NoSuchOffer { from: from.clone(), to: me.clone() });
+        }
+        Ok(self.owner.epoch.next_for(my_index))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Epoch;
     use proptest::prelude::*;
 
     fn region(name: &str) -> RegionId {
@@ -384,6 +431,68 @@ mod tests {
             let err = ticket.decide_patch(&region("eu-west"), &patch).unwrap_err();
             prop_assert_eq!(err, Error::NotOwner { owner: region("us-east"), epoch: ticket.owner.epoch });
         }
+    }
+
+    fn handoff_note() -> HandoffNote {
+        HandoffNote {
+            current_status: Status::Open,
+            last_action: "rebooted the edge router".into(),
+            next_action: "confirm with the customer".into(),
+            deadline: None,
+            text: String::new(),
+            author: "ana".into(),
+            auto: false,
+        }
+    }
+
+    proptest! {
+        /// A chain of handoffs among eight regions: only the owner offers,
+        /// an offer blocks owner-scoped writes until answered, only the
+        /// target accepts, and every acceptance mints a greater epoch that
+        /// encodes the new owner.
+        #[test]
+        fn handoff_chains_fence_and_grow(targets in proptest::collection::vec(0u16..8, 1..30)) {
+            let mut ticket = sample_ticket();
+            for target in targets {
+                let owner = ticket.owner.clone();
+                let owner_index = owner.epoch.owner_index();
+                let to = region(&format!("r{target}"));
+                let from = if owner_index == 0 { region("us-east") } else { owner.owner_region.clone() };
+                prop_assert_eq!(&from, &owner.owner_region);
+                if to == from {
+                    prop_assert!(ticket.decide_handoff(&from, &to, &handoff_note()).is_err());
+                    continue;
+                }
+                let stranger = region("stranger");
+                let refused = matches!(ticket.decide_handoff(&stranger, &to, &handoff_note()), Err(Error::NotOwner { .. }));
+                prop_assert!(refused);
+                let epoch = ticket.decide_handoff(&from, &to, &handoff_note()).unwrap();
+                prop_assert_eq!(epoch, owner.epoch);
+                ticket.handoff_to = Some(to.clone());
+                let patch = TicketPatch { priority: Some(Priority::Low), ..TicketPatch::default() };
+                prop_assert_eq!(ticket.decide_patch(&from, &patch).unwrap_err(), Error::HandoffPending { to: to.clone() });
+                let wrong = matches!(ticket.decide_accept(&stranger, 9, &from), Err(Error::NoSuchOffer { .. }));
+                prop_assert!(wrong);
+                let next = ticket.decide_accept(&to, target + 1, &from).unwrap();
+                prop_assert!(next > owner.epoch);
+                prop_assert_eq!(next.owner_index(), target + 1);
+                ticket.owner = Ownership { owner_region: to, epoch: next };
+                ticket.handoff_to = None;
+            }
+        }
+    }
+
+    #[test]
+    fn handoff_respects_residency_and_needs_a_note() {
+        let mut ticket = sample_ticket();
+        ticket.residency = [region("us-east"), region("us-west")].into();
+        let us = region("us-east");
+        let err = ticket.decide_handoff(&us, &region("eu-west"), &handoff_note()).unwrap_err();
+        assert!(err.to_string().starts_with("to_region: eu-west is outside the ticket's residency"), "{err}");
+        assert!(ticket.decide_handoff(&us, &region("us-west"), &handoff_note()).is_ok());
+        let mut note = handoff_note();
+        note.next_action = " ".into();
+        assert_eq!(ticket.decide_handoff(&us, &region("us-west"), &note).unwrap_err().to_string(), "note.next_action: must not be empty");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::{env, fs, path::PathBuf};
 
 use protox::prost::Message;
 
-const PROTOS: &[&str] = &["meridian/v1/tickets.proto"];
+const PROTOS: &[&str] = &["meridian/v1/tickets.proto", "meridian/v1/router.proto", "meridian/v1/mesh.proto", "meridian/v1/replication.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");

@@ -107,12 +107,38 @@ pub fn ticket_to_proto(ticket: &core::Ticket) -> v1::Ticket {
             owner_region: ticket.owner.owner_region.to_string(),
             epoch: ticket.owner.epoch.raw(),
         }),
-        sla: Some(v1::SlaDeadlines {
-            first_response_due: ticket.sla.first_response_due.map(timestamp_to_proto),
-            resolution_due: ticket.sla.resolution_due.map(timestamp_to_proto),
-        }),
+        sla: Some(sla_to_proto(&ticket.sla)),
         created_at: Some(timestamp_to_proto(ticket.created_at)),
         updated_at: Some(timestamp_to_proto(ticket.updated_at)),
+        handoff_to: ticket.handoff_to.as_ref().map(ToString::to_string),
+    }
+}
+
+pub fn sla_state_to_proto(state: core::SlaState) -> v1::SlaState {
+    match state {
+        core::SlaState::Running => v1::SlaState::Running,
+        core::SlaState::Paused => v1::SlaState::Paused,
+        core::SlaState::AtRisk => v1::SlaState::AtRisk,
+        core::SlaState::Breached => v1::SlaState::Breached,
+        core::SlaState::Met => v1::SlaState::Met,
+    }
+}
+
+fn clock_to_proto(clock: &core::SlaClock) -> v1::SlaClock {
+    v1::SlaClock {
+        due: Some(timestamp_to_proto(clock.due)),
+        warn_at: Some(timestamp_to_proto(clock.warn_at)),
+        state: sla_state_to_proto(clock.state).into(),
+    }
+}
+
+pub fn sla_to_proto(sla: &core::SlaDeadlines) -> v1::SlaDeadlines {
+    v1::SlaDeadlines {
+        first_response_due: sla.first_response.map(|c| timestamp_to_proto(c.due)),
+        resolution_due: sla.resolution.map(|c| timestamp_to_proto(c.due)),
+        first_response: sla.first_response.as_ref().map(clock_to_proto),
+        resolution: sla.resolution.as_ref().map(clock_to_proto),
+        at_risk: sla.is_at_risk(),
     }
 }
 
@@ -186,6 +212,36 @@ impl TryFrom<v1::CreateTicketRequest> for core::NewTicket {
         new.validate()?;
         Ok(new)
     }
+}
+
+/// Reads a handoff request: the ticket, the target and the note, every
+/// field checked. `author` defaults the note's author when it names none.
+pub fn handoff_from_proto(req: &v1::HandoffRequest) -> Result<(core::TicketId, core::RegionId, core::HandoffNote)> {
+    let id = ticket_id("ticket_id", &req.ticket_id)?;
+    if req.to_region.is_empty() {
+        return Err(ConvertError::new("to_region", "is required"));
+    }
+    let to = region_id("to_region", &req.to_region)?;
+    let Some(note) = &req.note else {
+        return Err(ConvertError::new("note", "is required: every handoff carries a note (status, last action, next action)"));
+    };
+    let current_status = status_from_proto("note.current_status", note.current_status)?
+        .ok_or_else(|| ConvertError::new("note.current_status", "is required"))?;
+    let deadline = note.deadline.as_ref().map(|d| timestamp_from_proto("note.deadline", d)).transpose()?;
+    let handoff = core::HandoffNote {
+        current_status,
+        last_action: note.last_action.clone(),
+        next_action: note.next_action.clone(),
+        deadline,
+        text: note.text.clone(),
+        author: note.author.clone(),
+        auto: false,
+    };
+    handoff.validate().map_err(|e| match e {
+        core::Error::InvalidField { field: "author", reason } => ConvertError::new("note.author", reason),
+        other => ConvertError::from(other),
+    })?;
+    Ok((id, to, handoff))
 }
 
 /// Reads an update request into the ticket id and the patch it asks for.

@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod convert;
+pub mod replication;
+pub mod router;
 
 /// Generated code for the `meridian.v1` package.
 #[allow(clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]

@@ -1,0 +1,226 @@
+//! The rules in force for a service (router or gateway), read from a file
+//! and hot-reloaded.
+//!
+//! The file is polled on an interval and re-parsed only when its content
+//! changes. A file that parses replaces the active rules in one swap of an
+//! `Arc<Rules>`, so a request sees either the old rules or the new ones,
+//! never a mix. A file that does not parse is refused: each problem is
+//! logged as `FILE:LINE:COL: message` and kept for the API to show, and the
+//! old rules stay in force.
+//!
+//! Boundary: file reading and the reload loop only; every answer about the
+//! rules comes from `meridian-rules`, which stays free of I/O.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::Hasher,
+    path::{Path, PathBuf},
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
+
+use meridian_rules::{Rules, RulesErrors};
+use tokio::time::MissedTickBehavior;
+
+/// The largest rules file read. The example for three regions with two
+/// years of holidays is about 10 KiB; anything near this is a wrong path.
+pub const RULES_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read; the message names it.
+    #[error("{0}")]
+    File(String),
+    /// The file was read but refused; one `FILE:LINE:COL: message` a line.
+    #[error("{0}")]
+    Refused(RulesErrors),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The rules in force, and why the file on disk is not (when it is not).
+#[derive(Debug)]
+pub struct ActiveRules {
+    current: RwLock<Arc<Rules>>,
+    /// Problems of the last file refused since the current rules were
+    /// loaded; empty when the file on disk is the one in force.
+    refused: RwLock<Arc<[String]>>,
+}
+
+impl ActiveRules {
+    pub fn new(rules: Rules) -> Self {
+        Self { current: RwLock::new(Arc::new(rules)), refused: RwLock::new(Arc::from([])) }
+    }
+
+    /// The rules in force now. Callers hold the `Arc` for a whole request,
+    /// so a reload in the middle of it changes nothing they see.
+    pub fn current(&self) -> Arc<Rules> {
+        // A poisoned lock still holds a whole `Arc` (a swap cannot be half
+        // done), so its value is safe to use.
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Why the file on disk is not in force; empty when it is.
+    pub fn refused(&self) -> Arc<[String]> {
+        self.refused.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn install(&self, rules: Rules) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
+        self.set_refused(Vec::new());
+    }
+
+    fn set_refused(&self, problems: Vec<String>) {
+        *self.refused.write().unwrap_or_else(PoisonError::into_inner) = Arc::from(problems);
+    }
+}
+
+/// A rules file and the rules loaded from it.
+#[derive(Debug, Clone)]
+pub struct RulesSource {
+    pub path: PathBuf,
+    pub active: Arc<ActiveRules>,
+    loaded_hash: u64,
+}
+
+impl RulesSource {
+    /// Loads the rules at start: a file that cannot be read or parsed is an
+    /// error, since there are no old rules to keep.
+    pub async fn load(path: &Path) -> Result<RulesSource> {
+        let (text, hash) = read(path).await.map_err(Error::File)?;
+        let rules = parse(path, text).await?;
+        tracing::info!(rules_version = %rules.version_id(), file = %path.display(), "rules loaded");
+        Ok(RulesSource { path: path.to_owned(), active: Arc::new(ActiveRules::new(rules)), loaded_hash: hash })
+    }
+
+    /// Polls the file every `interval` and installs each new version that
+    /// parses, calling `on_install` with it first. Runs until the task is
+    /// dropped or aborted.
+    pub async fn watch(self, interval: Duration, on_install: impl Fn(&Rules) + Send) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The first tick completes at once; the file was just loaded.
+        ticker.tick().await;
+        // The content last looked at, good or bad: an unchanged bad file is
+        // refused (and logged) once, not on every tick.
+        let mut seen_hash = Some(self.loaded_hash);
+        let active = &self.active;
+        loop {
+            ticker.tick().await;
+            let (text, hash) = match read(&self.path).await {
+                Ok(read) => read,
+                Err(reason) => {
+                    if seen_hash.is_some() {
+                        let version = active.current().version_id();
+                        tracing::warn!(rules_version = %version, problem = %reason, "rules file unreadable, the active rules stay in force");
+                        active.set_refused(vec![reason]);
+                    }
+                    // Whatever comes back next is read afresh.
+                    seen_hash = None;
+                    continue;
+                }
+            };
+            if seen_hash == Some(hash) {
+                continue;
+            }
+            seen_hash = Some(hash);
+            match parse(&self.path, text).await {
+                Ok(rules) => {
+                    let previous = active.current().version_id();
+                    tracing::info!(rules_version = %rules.version_id(), previous = %previous, file = %self.path.display(), "rules reloaded");
+                    on_install(&rules);
+                    active.install(rules);
+                }
+                Err(error) => {
+                    let problems: Vec<String> = match error {
+                        Error::Refused(errors) => errors.iter().map(ToString::to_string).collect(),
+                        Error::File(reason) => vec![reason],
+                    };
+                    let version = active.current().version_id();
+                    for problem in &problems {
+                        tracing::error!(rules_version = %version, problem = %problem, "rules file refused, the active rules stay in force");
+                    }
+                    active.set_refused(problems);
+                }
+            }
+        }
+    }
+}
+
+/// The file's text and a hash of its bytes.
+async fn read(path: &Path) -> std::result::Result<(String, u64), String> {
+    let label = path.display();
+    match tokio::fs::metadata(path).await {
+        Ok(meta) if meta.len() > RULES_FILE_BYTES_MAX => {
+            return Err(format!("{label}: is {} bytes; a rules file may have at most {RULES_FILE_BYTES_MAX}", meta.len()));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(format!("{label}: cannot read: {e}")),
+    }
+    let bytes = tokio::fs::read(path).await.map_err(|e| format!("{label}: cannot read: {e}"))?;
+    let mut hasher = DefaultHasher::new();
+    hasher.write(&bytes);
+    let hash = hasher.finish();
+    let text = String::from_utf8(bytes)
+        .map_err(|e| format!("{label}: is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))?;
+    Ok((text, hash))
+}
+
+/// Parsing a large file takes milliseconds; keep it off the async workers.
+async fn parse(path: &Path, text: String) -> Result<Rules> {
+    let name = path.display().to_string();
+    match tokio::task::spawn_blocking(move || Rules::parse(&name, &text)).await {
+        Ok(parsed) => parsed.map_err(Error::Refused),
+        Err(join) => Err(Error::File(format!("{}: the rules parser failed: {join}", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = include_str!("../../../deploy/rules.example.toml");
+
+    #[tokio::test]
+    async fn a_bad_file_leaves_the_old_rules_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let source = RulesSource::load(&path).await.unwrap();
+        let active = source.active.clone();
+        let first = active.current().version_id();
+        let installed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = installed.clone();
+        let watcher = tokio::spawn(source.watch(Duration::from_millis(20), move |rules| {
+            seen.lock().unwrap().push(rules.version_id());
+        }));
+
+        std::fs::write(&path, GOOD.replacen("overlap_minutes", "overlap_minutes_typo", 1)).unwrap();
+        let refused = wait_for(|| !active.refused().is_empty()).await;
+        assert!(refused, "the broken file is refused");
+        assert!(active.refused()[0].starts_with(&format!("{}:", path.display())), "{:?}", active.refused());
+        assert_eq!(active.current().version_id(), first, "old rules stay in force");
+
+        let changed = GOOD.replacen("version = \"", "version = \"v2-", 1);
+        std::fs::write(&path, &changed).unwrap();
+        assert!(wait_for(|| active.current().version_id() != first).await, "the fixed file is picked up");
+        assert!(active.refused().is_empty());
+        assert_eq!(installed.lock().unwrap().len(), 1);
+        watcher.abort();
+
+        let err = RulesSource::load(&dir.path().join("missing.toml")).await.unwrap_err().to_string();
+        assert!(err.contains("missing.toml: cannot read"), "{err}");
+    }
+
+    async fn wait_for(condition: impl Fn() -> bool) -> bool {
+        for _ in 0..250 {
+            if condition() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}

@@ -1,0 +1,384 @@
+//! The validated rules: what a parsed file means, with the lookups the router
+//! needs precomputed once per rules version.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use jiff::SignedDuration;
+use jiff::civil::{Date, Weekday};
+use jiff::tz::TimeZone;
+use meridian_core::{RegionId, Skill, Status, Tier};
+use serde::Serialize;
+
+use crate::schedule::Schedule;
+
+/// Most regions one rules file may define. Region sets are bit masks in the
+/// routing hot path; epochs allow indexes up to 1023, but one mesh with more
+/// than 64 regions is not a follow-the-sun mesh anyone runs.
+pub const REGIONS_MAX: usize = 64;
+/// Most distinct skills one rules file may name (skill sets are bit masks).
+pub const SKILLS_MAX: usize = 64;
+/// Largest overlap window between consecutive shifts.
+pub const OVERLAP_MINUTES_MAX: u32 = 240;
+/// Largest SLA target: one year of minutes.
+pub const SLA_MINUTES_MAX: u32 = 366 * 24 * 60;
+/// The name of the built-in round-the-clock calendar.
+pub const CALENDAR_24X7: &str = "24x7";
+
+/// A validated rules file. Cheap to share (`Arc<Rules>`); immutable.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub(crate) file_name: String,
+    pub(crate) version: String,
+    pub(crate) content_hash: String,
+    pub(crate) overlap_minutes: u32,
+    pub(crate) overlap: SignedDuration,
+    pub(crate) regions: Vec<Region>,
+    pub(crate) region_pos: HashMap<String, usize>,
+    /// Every skill any region covers; a skill's position is its bit.
+    pub(crate) skills: Vec<Skill>,
+    pub(crate) skill_bit: HashMap<String, u32>,
+    /// Position 0 is always the built-in `24x7` calendar.
+    pub(crate) calendars: Vec<Calendar>,
+    pub(crate) tiers: Vec<TierPolicy>,
+    pub(crate) tier_pos: HashMap<String, usize>,
+    pub(crate) residency: Vec<ResidencyRule>,
+    /// Region ids and residency rule names to the set of regions (bit per
+    /// region position) they allow.
+    pub(crate) residency_mask: HashMap<String, u64>,
+    pub(crate) routing: Routing,
+}
+
+/// A wall-clock time of day, in minutes after midnight; `24:00` (1440) is
+/// allowed as an end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WallTime(pub(crate) u32);
+
+impl WallTime {
+    pub fn minutes(self) -> u32 {
+        self.0
+    }
+
+    /// Parses `HH:MM`; `24:00` only when `allow_midnight_end`.
+    pub(crate) fn parse(text: &str, allow_midnight_end: bool) -> Option<Self> {
+        let (h, m) = text.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let h: u32 = h.parse().ok()?;
+        let m: u32 = m.parse().ok()?;
+        match (h, m) {
+            (0..=23, 0..=59) => Some(Self(h * 60 + m)),
+            (24, 0) if allow_midnight_end => Some(Self(24 * 60)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for WallTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
+    }
+}
+
+impl Serialize for WallTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A region of the mesh.
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub id: RegionId,
+    /// Encoded in ownership epochs; unique, below 1024.
+    pub index: u16,
+    pub time_zone: TimeZone,
+    pub time_zone_name: String,
+    pub skills: Vec<Skill>,
+    pub(crate) skill_mask: u64,
+    /// Open tickets the region can hold at full staffing.
+    pub capacity: u32,
+    /// Routing preference, 0 to 100; higher is preferred.
+    pub preference: u32,
+    /// Where tickets go, in order, when nothing is on shift and this region
+    /// starts the escalation.
+    pub escalation: Vec<RegionId>,
+    pub(crate) escalation_pos: Vec<usize>,
+    pub shifts: Vec<Shift>,
+    pub holidays: Vec<Holiday>,
+    pub(crate) schedule: Schedule,
+}
+
+/// A weekly shift of a region, in the region's wall-clock time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shift {
+    pub name: String,
+    #[serde(serialize_with = "serialize_days")]
+    pub days: Vec<Weekday>,
+    pub start: WallTime,
+    /// Before `start` means the shift crosses midnight into the next day.
+    pub end: WallTime,
+    pub queue_owner: String,
+}
+
+fn serialize_days<S: serde::Serializer>(days: &[Weekday], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(days.iter().map(|d| weekday_name(*d)))
+}
+
+pub(crate) fn weekday_name(d: Weekday) -> &'static str {
+    match d {
+        Weekday::Monday => "mon",
+        Weekday::Tuesday => "tue",
+        Weekday::Wednesday => "wed",
+        Weekday::Thursday => "thu",
+        Weekday::Friday => "fri",
+        Weekday::Saturday => "sat",
+        Weekday::Sunday => "sun",
+    }
+}
+
+/// A closed day (or part of one) in a region or calendar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holiday {
+    pub date: Date,
+    pub name: String,
+    /// `None` closes the whole day; otherwise the closed part of it.
+    pub hours: Option<(WallTime, WallTime)>,
+}
+
+/// A named business calendar, or the built-in `24x7`.
+#[derive(Debug, Clone)]
+pub struct Calendar {
+    pub name: String,
+    /// The zone deadlines are shown in.
+    pub time_zone: TimeZone,
+    pub(crate) kind: CalendarKind,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum CalendarKind {
+    /// Every instant counts.
+    Always,
+    /// An instant counts when any of the schedules is open.
+    Business(Vec<Schedule>),
+}
+
+/// Which SLA target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    FirstResponse,
+    NextResponse,
+    Resolution,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 3] = [
+        Metric::FirstResponse,
+        Metric::NextResponse,
+        Metric::Resolution,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::FirstResponse => "first_response",
+            Metric::NextResponse => "next_response",
+            Metric::Resolution => "resolution",
+        }
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Metric::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown metric {s:?}; use first_response, next_response or resolution")
+            })
+    }
+}
+
+/// A tier's SLA policy.
+#[derive(Debug, Clone)]
+pub struct TierPolicy {
+    pub tier: Tier,
+    pub(crate) calendar: usize,
+    pub first_response_minutes: u32,
+    pub next_response_minutes: u32,
+    pub resolution_minutes: u32,
+    /// Statuses during which the SLA clock stops.
+    pub pause_on: Vec<Status>,
+}
+
+impl TierPolicy {
+    pub fn minutes(&self, metric: Metric) -> u32 {
+        match metric {
+            Metric::FirstResponse => self.first_response_minutes,
+            Metric::NextResponse => self.next_response_minutes,
+            Metric::Resolution => self.resolution_minutes,
+        }
+    }
+
+    /// Does a ticket in `status` have its SLA clock stopped?
+    pub fn pauses_on(&self, status: Status) -> bool {
+        self.pause_on.contains(&status)
+    }
+}
+
+/// A named set of regions a ticket's data may stay in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResidencyRule {
+    pub name: String,
+    pub regions: Vec<RegionId>,
+}
+
+/// What happens to a ticket when no eligible region is on shift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutOfHoursKind {
+    /// The region whose next shift starts soonest.
+    NextOnShift,
+    /// A fixed on-call region.
+    OnCall,
+    /// The escalation path of the most preferred allowed region.
+    Escalation,
+}
+
+impl OutOfHoursKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutOfHoursKind::NextOnShift => "next_on_shift",
+            OutOfHoursKind::OnCall => "on_call",
+            OutOfHoursKind::Escalation => "escalation",
+        }
+    }
+}
+
+/// Routing settings.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub out_of_hours: OutOfHoursKind,
+    pub(crate) on_call: Option<usize>,
+    pub preference_weight: f64,
+    pub load_weight: f64,
+    pub headroom_weight: f64,
+}
+
+impl Rules {
+    /// The version the operator wrote in the file.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// A hash of the file's exact bytes (FNV-1a, 64 bits, hex): two files with
+    /// the same `version` string but different content are told apart.
+    pub fn content_hash(&self) -> &str {
+        &self.content_hash
+    }
+
+    /// `version+hash`, the identifier shown in responses and metrics.
+    pub fn version_id(&self) -> String {
+        format!("{}+{}", self.version, self.content_hash)
+    }
+
+    pub fn file_name(&self) -> &str {
+        &self.file_name
+    }
+
+    pub fn overlap_minutes(&self) -> u32 {
+        self.overlap_minutes
+    }
+
+    /// Regions in file order.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    pub fn region(&self, id: &str) -> Option<&Region> {
+        self.region_pos.get(id).map(|&i| &self.regions[i])
+    }
+
+    /// Every skill some region covers, in first-mentioned order.
+    pub fn skills(&self) -> &[Skill] {
+        &self.skills
+    }
+
+    /// Calendars, starting with the built-in `24x7`.
+    pub fn calendars(&self) -> &[Calendar] {
+        &self.calendars
+    }
+
+    pub fn calendar(&self, name: &str) -> Option<&Calendar> {
+        self.calendars.iter().find(|c| c.name == name)
+    }
+
+    pub fn tiers(&self) -> &[TierPolicy] {
+        &self.tiers
+    }
+
+    pub fn tier(&self, name: &str) -> Option<&TierPolicy> {
+        self.tier_pos.get(name).map(|&i| &self.tiers[i])
+    }
+
+    /// The calendar a tier's SLA is measured in.
+    pub fn tier_calendar(&self, policy: &TierPolicy) -> &Calendar {
+        // Built by the parser from a checked name; position 0 (24x7) always
+        // exists, so fall back to it rather than fail.
+        self.calendars
+            .get(policy.calendar)
+            .unwrap_or(&self.calendars[0])
+    }
+
+    pub fn residency_rules(&self) -> &[ResidencyRule] {
+        &self.residency
+    }
+
+    /// The regions a residency name allows: a rule's regions, or the region
+    /// itself when `name` is a region id.
+    pub fn residency(&self, name: &str) -> Option<Vec<RegionId>> {
+        if let Some(region) = self.region(name) {
+            return Some(vec![region.id.clone()]);
+        }
+        self.residency
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.regions.clone())
+    }
+
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    /// The on-call region, when the out-of-hours policy is `on_call`.
+    pub fn on_call_region(&self) -> Option<&Region> {
+        self.routing.on_call.map(|i| &self.regions[i])
+    }
+
+    pub(crate) fn known_tiers(&self) -> String {
+        join_names(self.tiers.iter().map(|t| t.tier.as_str()))
+    }
+}
+
+pub(crate) fn join_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<String> = names.map(|n| format!("{n:?}")).collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl Region {
+    pub fn covers(&self, skill: &str) -> bool {
+        self.skills.iter().any(|s| s.as_str() == skill)
+    }
+}

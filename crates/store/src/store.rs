@@ -1,0 +1,563 @@
+//! The store handle: opening, the write calls that queue for the writer, and
+//! the reads, which go straight to the pool.
+
+use std::{
+    fmt,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use jiff::Timestamp;
+use meridian_core::{
+    Clock, Epoch, EventEnvelope, EventKind, HandoffNote, Note, RegionId, SlaAlert, SlaMetric, Ticket, TicketChanges, TicketId,
+};
+use sqlx::{
+    AnyConnection, AnyPool, Executor,
+    any::{AnyPoolOptions, AnyRow},
+    pool::PoolConnectionMetadata,
+};
+use tokio::{
+    sync::{broadcast, mpsc, oneshot},
+    task::JoinHandle,
+};
+
+use crate::{
+    Backend, Error, Result, StoreConfig, Synchronous, TicketFilter, TicketPage, TicketRecord,
+    codec::{
+        self, Bind, CONFLICT_COLUMNS, EVENT_COLUMNS, NOTE_COLUMNS, SqlBuilder, TICKET_COLUMNS, millis, to_db,
+        truncate_ms, truncate_ticket_times,
+    },
+    schema,
+    writer::{Job, Reply, StatsCounters, Writer, WriterStats},
+};
+
+/// Extra data every local write carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteMeta {
+    pub hlc_time: meridian_core::HlcTimestamp,
+    /// W3C trace context of the span making the write.
+    pub traceparent: Option<String>,
+    /// The wall time of the write; stored as the event's `recorded_at`.
+    pub at: Timestamp,
+}
+
+/// How many events a live subscriber may fall behind before it lags
+/// (and must catch up from the log with `events_after`).
+pub const SUBSCRIBE_CAPACITY: usize = 4096;
+/// How long a SQLite connection waits for a lock before reporting busy.
+pub const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+/// The most tickets one `list_tickets` page returns.
+pub const LIST_LIMIT_MAX: u32 = 500;
+/// The most events one `events_after` page returns.
+pub const EVENTS_PAGE_MAX: u32 = 10_000;
+
+/// Meridian's durable storage for one region. Cheap to clone; all clones
+/// share one pool and one writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: AnyPool,
+    backend: Backend,
+    local_region: RegionId,
+    /// `None` once the store is closed: new writes are refused.
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    events: broadcast::Sender<Arc<EventEnvelope>>,
+    stats: Arc<StatsCounters>,
+}
+
+/// The wall clock. The store's only reading of it is for rows it records
+/// without a caller-supplied instant (applied remote events, conflicts,
+/// migrations); services use it as their production clock. Tests and the
+/// simulation pass their own clock to `open_with_clock`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend)
+            .field("local_region", &self.inner.local_region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects, brings the schema up to date and starts the writer.
+    pub async fn open(config: &StoreConfig, local_region: &RegionId) -> Result<Store> {
+        Self::open_with_clock(config, local_region, Arc::new(SystemClock)).await
+    }
+
+    /// [`Store::open`] with an injected clock.
+    pub async fn open_with_clock(
+        config: &StoreConfig,
+        local_region: &RegionId,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store> {
+        let backend = config.validate()?;
+        sqlx::any::install_default_drivers();
+
+        let synchronous = config.sqlite_synchronous;
+        let mut options = AnyPoolOptions::new().max_connections(config.max_connections).after_connect(
+            move |conn: &mut AnyConnection, _meta: PoolConnectionMetadata| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Per-connection settings, so they are set on every
+                        // connection the pool opens. WAL lets reads proceed
+                        // while the writer commits.
+                        conn.execute(sqlite_pragmas(synchronous)).await?;
+                    }
+                    Ok(())
+                })
+            },
+        );
+        if backend == Backend::Sqlite && config.is_sqlite_memory() {
+            // An in-memory database dies with its last connection, and
+            // several connections to it would contend on shared-cache table
+            // locks: keep exactly one, forever.
+            options = options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+        }
+        let pool = options.connect(&config.url).await?;
+
+        schema::migrate(&pool, backend, millis(clock.now())).await?;
+        sqlx::query("INSERT INTO origins (region, last_seq) VALUES ($1, 0) ON CONFLICT (region) DO NOTHING")
+            .bind(local_region.as_str())
+            .execute(&pool)
+            .await?;
+
+        let (events, _) = broadcast::channel(SUBSCRIBE_CAPACITY);
+        let (queue, receiver) = mpsc::channel(config.queue_capacity);
+        let stats = Arc::new(StatsCounters::default());
+        let writer = Writer {
+            pool: pool.clone(),
+            backend,
+            local_region: local_region.clone(),
+            clock,
+            events: events.clone(),
+            batch_max: config.batch_max,
+            stats: stats.clone(),
+        };
+        let writer = tokio::spawn(writer.run(receiver));
+        tracing::info!(backend = %backend, region = %local_region, "store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                pool,
+                backend,
+                local_region: local_region.clone(),
+                queue: Mutex::new(Some(queue)),
+                writer: Mutex::new(Some(writer)),
+                events,
+                stats,
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    pub fn local_region(&self) -> &RegionId {
+        &self.inner.local_region
+    }
+
+    /// Refuses new writes, lets the writer commit and answer everything
+    /// already queued, then closes the pool. Later calls return
+    /// [`Error::Closed`] (writes) or a pool-closed database error (reads).
+    pub async fn close(&self) {
+        drop(self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner).take());
+        let writer = self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(writer) = writer
+            && let Err(e) = writer.await
+        {
+            tracing::warn!(error = %e, "store writer ended abnormally");
+        }
+        self.inner.pool.close().await;
+    }
+
+    /// Queues a write and waits for its committed answer.
+    async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T> {
+        let queue = self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let Some(queue) = queue else { return Err(Error::Closed) };
+        let (sender, answer) = oneshot::channel();
+        queue.send(job(Reply::new(sender))).await.map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    // ---- local writes ----
+
+    /// Creates a ticket owned by this region: event `TicketCreated` at the
+    /// ticket's epoch. Instants are kept to the millisecond.
+    pub async fn create_ticket(&self, mut ticket: Ticket, meta: WriteMeta) -> Result<EventEnvelope> {
+        truncate_ticket_times(&mut ticket);
+        self.submit(|reply| Job::CreateTicket { ticket, meta, reply }).await
+    }
+
+    /// Applies owner-scoped changes, fenced on `changes.epoch`: refused with
+    /// [`Error::Fenced`] unless this region owns the ticket at that epoch,
+    /// with [`Error::Invalid`] for an illegal status move or empty changes.
+    /// Returns the updated projection.
+    pub async fn update_ticket(
+        &self,
+        ticket_id: TicketId,
+        changes: TicketChanges,
+        meta: WriteMeta,
+    ) -> Result<(Ticket, EventEnvelope)> {
+        let kind = EventKind::TicketUpdated { changes };
+        self.submit(|reply| Job::UpdateTicket { ticket_id, kind, meta, reply }).await
+    }
+
+    /// Records that an SLA clock passed its warning share or its deadline:
+    /// event `sla_warning` or `sla_breached`, fenced exactly like
+    /// [`Store::update_ticket`] on `changes.epoch`, with `changes.sla` the
+    /// clocks after the alert.
+    pub async fn record_sla_alert(
+        &self,
+        ticket_id: TicketId,
+        metric: SlaMetric,
+        alert: SlaAlert,
+        mut changes: TicketChanges,
+        meta: WriteMeta,
+    ) -> Result<(Ticket, EventEnvelope)> {
+        if let Some(sla) = changes.sla.as_mut() {
+            codec::truncate_sla(sla);
+        }
+        let Some(due) = changes.sla.as_ref().and_then(|sla| sla.clock(metric)).map(|clock| clock.due) else {
+            return Err(Error::invalid("changes.sla", format!("carries no {metric} clock")));
+        };
+        let kind = match alert {
+            SlaAlert::Warning => EventKind::SlaWarning { metric, due, changes },
+            SlaAlert::Breached => EventKind::SlaBreached { metric, due, changes },
+        };
+        self.submit(|reply| Job::UpdateTicket { ticket_id, kind, meta, reply }).await
+    }
+
+    /// Adds a note (event `NoteAdded` at the ticket's current epoch). A
+    /// second note with the same id is [`Error::Duplicate`].
+    pub async fn add_note(&self, mut note: Note, meta: WriteMeta) -> Result<EventEnvelope> {
+        note.created_at = truncate_ms(note.created_at);
+        self.submit(|reply| Job::AddNote { note, meta, reply }).await
+    }
+
+    // ---- handoff ----
+
+    /// The owner offers the ticket to `to`, at `epoch`, with its handoff
+    /// note (stored as a ticket note too). Fenced: refused unless this
+    /// region owns the ticket at `epoch` with no offer pending.
+    pub async fn offer_handoff(
+        &self,
+        ticket_id: TicketId,
+        epoch: Epoch,
+        to: RegionId,
+        handoff: HandoffNote,
+        mut note: Note,
+        meta: WriteMeta,
+    ) -> Result<(Ticket, EventEnvelope)> {
+        note.created_at = truncate_ms(note.created_at);
+        let kind = EventKind::HandoffOffered { to, handoff, note };
+        self.submit(|reply| Job::Ownership { ticket_id, epoch, kind, meta, reply }).await
+    }
+
+    /// This region accepts the pending offer `from` made as `offer_seq` of
+    /// its log at `previous_epoch`, and owns the ticket at `new_epoch` (which
+    /// must encode this region). Fenced on the offer being pending here.
+    pub async fn accept_handoff(
+        &self,
+        ticket_id: TicketId,
+        from: RegionId,
+        offer_seq: u64,
+        previous_epoch: Epoch,
+        new_epoch: Epoch,
+        meta: WriteMeta,
+    ) -> Result<(Ticket, EventEnvelope)> {
+        let kind = EventKind::HandoffAccepted { from, offer_seq, previous_epoch };
+        self.submit(|reply| Job::Ownership { ticket_id, epoch: new_epoch, kind, meta, reply }).await
+    }
+
+    /// The owner records that `to` refused its offer made at `epoch`, and
+    /// keeps the ticket.
+    pub async fn refuse_handoff(
+        &self,
+        ticket_id: TicketId,
+        epoch: Epoch,
+        to: RegionId,
+        reason: String,
+        meta: WriteMeta,
+    ) -> Result<(Ticket, EventEnvelope)> {
+        let kind = EventKind::HandoffRefused { to, reason };
+        self.submit(|reply| Job::Ownership { ticket_id, epoch, kind, meta, reply }).await
+    }
+
+    /// The successor takes a ticket the failed region `from` owned: event
+    /// `taken_over` at `new_epoch` (which must encode this region), fenced
+    /// on `from` still owning it below that epoch.
+    pub async fn take_over(
+        &self,
+        ticket_id: TicketId,
+        from: RegionId,
+        fencing_token: u64,
+        new_epoch: Epoch,
+        meta: WriteMeta,
+    ) -> Result<(Ticket, EventEnvelope)> {
+        let kind = EventKind::TakenOver { from, fencing_token };
+        self.submit(|reply| Job::Ownership { ticket_id, epoch: new_epoch, kind, meta, reply }).await
+    }
+
+    /// Records the summary of a shift of this region.
+    pub async fn record_shift_summary(&self, summary: meridian_core::ShiftSummary, meta: WriteMeta) -> Result<EventEnvelope> {
+        self.submit(|reply| Job::ShiftSummary { summary, meta, reply }).await
+    }
+
+    /// Shift summaries, newest shift end first, of one region or all.
+    pub async fn shift_summaries(&self, region: Option<&RegionId>, limit: u32) -> Result<Vec<meridian_core::ShiftSummary>> {
+        let limit = i64::from(limit.clamp(1, LIST_LIMIT_MAX));
+        let rows = match region {
+            Some(region) => {
+                sqlx::query("SELECT summary FROM shift_summaries WHERE region = $1 ORDER BY shift_end DESC LIMIT $2")
+                    .bind(region.as_str())
+                    .bind(limit)
+                    .fetch_all(&self.inner.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT summary FROM shift_summaries ORDER BY shift_end DESC LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(&self.inner.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(|row| codec::json_column(row, "shift_summaries", "summary")).collect()
+    }
+
+    /// The latest handoff offer written in `origin`'s log for a ticket.
+    pub async fn last_offer(&self, ticket_id: TicketId, origin: &RegionId) -> Result<Option<EventEnvelope>> {
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE ticket_id = $1 AND origin_region = $2 AND kind = $3 \
+             ORDER BY origin_seq DESC LIMIT 1"
+        ))
+        .bind(ticket_id.to_string())
+        .bind(origin.as_str())
+        .bind(EventKind::OWNERSHIP_KINDS[0])
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        row.as_ref().map(codec::event_from_row).transpose()
+    }
+
+    // ---- replication ----
+
+    /// Applies a peer's events, idempotently, in one transaction with the
+    /// cursor for `origin`. Returns the new cursor.
+    pub async fn apply_remote(&self, origin: &RegionId, events: Vec<EventEnvelope>) -> Result<u64> {
+        let origin = origin.clone();
+        self.submit(|reply| Job::ApplyRemote { origin, events, reply }).await
+    }
+
+    /// The last origin_seq of `origin` applied here; 0 when none.
+    pub async fn cursor(&self, origin: &RegionId) -> Result<u64> {
+        let row = sqlx::query("SELECT applied_seq FROM cursors WHERE origin_region = $1")
+            .bind(origin.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        row.map_or(Ok(0), |row| codec::uint(&row, "cursors", "applied_seq"))
+    }
+
+    /// Waits until this store has applied `origin`'s log up to `seq`
+    /// (durably: the cursor commits with the events). False on timeout.
+    /// Woken by the commit broadcast, so it costs no polling.
+    pub async fn wait_applied(&self, origin: &RegionId, seq: u64, timeout: std::time::Duration) -> Result<bool> {
+        // Subscribe before reading the cursor, so an apply in between is seen.
+        let mut committed = self.inner.events.subscribe();
+        if self.cursor(origin).await? >= seq {
+            return Ok(true);
+        }
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                match committed.recv().await {
+                    Ok(event) if &event.origin_region == origin && event.origin_seq >= seq => return Ok(true),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if self.cursor(origin).await? >= seq {
+                            return Ok(true);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(Error::Closed),
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or(Ok(false))
+    }
+
+    /// The last origin_seq written locally; 0 when none.
+    pub async fn local_head(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT last_seq FROM origins WHERE region = $1")
+            .bind(self.inner.local_region.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        row.map_or(Ok(0), |row| codec::uint(&row, "origins", "last_seq"))
+    }
+
+    // ---- reads ----
+
+    /// A ticket with its notes (by creation time, then id) and conflicts (in
+    /// the order they were recorded).
+    pub async fn get_ticket(&self, id: TicketId) -> Result<Option<TicketRecord>> {
+        let mut conn = self.inner.pool.acquire().await?;
+        let id_text = id.to_string();
+        let row = sqlx::query(&format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE ticket_id = $1"))
+            .bind(id_text.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let ticket = codec::ticket_from_row(&row)?;
+        let notes =
+            sqlx::query(&format!("SELECT {NOTE_COLUMNS} FROM notes WHERE ticket_id = $1 ORDER BY created_at, note_id"))
+                .bind(id_text.as_str())
+                .fetch_all(&mut *conn)
+                .await?;
+        let conflicts =
+            sqlx::query(&format!("SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE ticket_id = $1 ORDER BY id"))
+                .bind(id_text.as_str())
+                .fetch_all(&mut *conn)
+                .await?;
+        Ok(Some(TicketRecord {
+            ticket,
+            notes: decode_all(&notes, codec::note_from_row)?,
+            conflicts: decode_all(&conflicts, codec::conflict_from_row)?,
+        }))
+    }
+
+    /// A page of tickets matching every given filter, in ticket id order
+    /// (UUIDv7, so creation order). Pass `next_after` back as `after` for
+    /// the next page.
+    pub async fn list_tickets(&self, filter: &TicketFilter) -> Result<TicketPage> {
+        let limit = filter.limit.clamp(1, LIST_LIMIT_MAX);
+        let mut sql = SqlBuilder::new(format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE 1 = 1"));
+        if let Some(status) = filter.status {
+            sql.push(" AND status = ").bind(Bind::Text(status.as_str().to_owned()));
+        }
+        if let Some(owner) = &filter.owner_region {
+            sql.push(" AND owner_region = ").bind(Bind::Text(owner.as_str().to_owned()));
+        }
+        if let Some(assignee) = &filter.assignee {
+            sql.push(" AND assignee = ").bind(Bind::Text(assignee.clone()));
+        }
+        if let Some(tier) = &filter.tier {
+            sql.push(" AND tier = ").bind(Bind::Text(tier.as_str().to_owned()));
+        }
+        if filter.sla_at_risk {
+            sql.push(" AND sla_at_risk = ").bind(Bind::Int(1));
+        }
+        if let Some(after) = filter.after {
+            sql.push(" AND ticket_id > ").bind(Bind::Text(after.to_string()));
+        }
+        // One row more than asked tells whether another page exists.
+        sql.push(" ORDER BY ticket_id LIMIT ").bind(Bind::Int(i64::from(limit) + 1));
+        let rows = sql.query().fetch_all(&self.inner.pool).await?;
+        let mut tickets = decode_all(&rows, codec::ticket_from_row)?;
+        let more = tickets.len() > limit as usize;
+        tickets.truncate(limit as usize);
+        let next_after = if more { tickets.last().map(|t| t.id) } else { None };
+        Ok(TicketPage { tickets, next_after })
+    }
+
+    /// Tickets owned by `owner` whose SLA clocks need a look at `now` (a
+    /// warning or a deadline has passed), earliest first, at most `limit`.
+    pub async fn sla_due(&self, owner: &RegionId, now: Timestamp, limit: u32) -> Result<Vec<Ticket>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TICKET_COLUMNS} FROM tickets WHERE owner_region = $1 AND sla_check_at <= $2 \
+             ORDER BY sla_check_at LIMIT $3"
+        ))
+        .bind(owner.as_str())
+        .bind(millis(now))
+        .bind(i64::from(limit.clamp(1, LIST_LIMIT_MAX)))
+        .fetch_all(&self.inner.pool)
+        .await?;
+        decode_all(&rows, codec::ticket_from_row)
+    }
+
+    /// Events of `origin` after `after_seq`, in origin_seq order, at most
+    /// `limit` (capped at [`EVENTS_PAGE_MAX`]).
+    pub async fn events_after(&self, origin: &RegionId, after_seq: u64, limit: u32) -> Result<Vec<EventEnvelope>> {
+        let limit = limit.min(EVENTS_PAGE_MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE origin_region = $1 AND origin_seq > $2 \
+             ORDER BY origin_seq LIMIT $3"
+        ))
+        .bind(origin.as_str())
+        .bind(to_db(after_seq, "after_seq")?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.inner.pool)
+        .await?;
+        decode_all(&rows, codec::event_from_row)
+    }
+
+    /// Every event of a ticket, from every origin, in HLC order (ties broken
+    /// by origin, then origin_seq).
+    pub async fn events_for_ticket(&self, id: TicketId) -> Result<Vec<EventEnvelope>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE ticket_id = $1 ORDER BY hlc_time, origin_region, origin_seq"
+        ))
+        .bind(id.to_string())
+        .fetch_all(&self.inner.pool)
+        .await?;
+        decode_all(&rows, codec::event_from_row)
+    }
+
+    /// Events committed by this store from now on, local and applied remote,
+    /// in commit order. A receiver that falls more than
+    /// [`SUBSCRIBE_CAPACITY`] events behind gets `Lagged` and should resume
+    /// from the log with [`Store::events_after`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventEnvelope>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Writes queued for the writer right now, not counting the batch it is
+    /// committing: the depth of the group-commit queue.
+    pub fn queued_writes(&self) -> usize {
+        let queue = self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.as_ref().map_or(0, |queue| queue.max_capacity() - queue.capacity())
+    }
+
+    /// Group-commit counters of this store's writer since it opened.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.stats.snapshot()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.inner.pool
+    }
+}
+
+/// The settings every SQLite connection gets. Static strings: the
+/// `after_connect` callback must not borrow anything of its own.
+fn sqlite_pragmas(synchronous: Synchronous) -> &'static str {
+    // Keep the busy timeout in step with SQLITE_BUSY_TIMEOUT_MS.
+    const _: () = assert!(SQLITE_BUSY_TIMEOUT_MS == 5_000, "invariant: pragma strings match SQLITE_BUSY_TIMEOUT_MS");
+    match synchronous {
+        Synchronous::Normal => {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+        }
+        Synchronous::Full => {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+        }
+        Synchronous::Extra => {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = EXTRA; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+        }
+    }
+}
+
+fn decode_all<T>(rows: &[AnyRow], decode: impl Fn(&AnyRow) -> Result<T>) -> Result<Vec<T>> {
+    rows.iter().map(decode).collect()
+}

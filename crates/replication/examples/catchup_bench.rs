@@ -1,0 +1,369 @@
+//! Catch-up after a partition: region A holds N events that region B has
+//! never seen; B comes up, A dials it over mutual TLS on loopback, and the
+//! clock runs until B's cursor of A's log reaches A's head. The baseline,
+//! in the same run: the same events applied to a fresh store with
+//! `Store::apply_remote` directly, in batches, with no network.
+//!
+//! ```text
+//! cargo run --release -p meridian-replication --example catchup_bench
+//! cargo run --release -p meridian-replication --example catchup_bench -- --events 1000000
+//! ```
+//!
+//! Options: `--events N` (200000), `--rounds R` (3), `--batch N` (events
+//! per batch, 1000), `--postgres` (stores on `DATABASE_URL` instead of
+//! SQLite files). Prints every round and the medians.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // A benchmark: stop loudly on any failure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use jiff::Timestamp;
+use meridian_core::{
+    Epoch, EventEnvelope, HlcTimestamp, Note, NoteId, Ownership, Priority, RegionId, Skill, SlaDeadlines,
+    Status, Ticket, TicketId, Tier,
+};
+use meridian_replication::{ReplicationConfig, Replicator};
+use meridian_store::{EVENTS_PAGE_MAX, Store, StoreConfig, WriteMeta};
+use meridian_tls::{DevPkiPlan, MeshTls, Service, TlsFiles, TrustDomain, Validity, write_dev_pki};
+use sqlx::{AnyConnection, Connection, Executor};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+struct Options {
+    events: usize,
+    rounds: usize,
+    batch: usize,
+    postgres: Option<String>,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut options = Options { events: 200_000, rounds: 3, batch: 1_000, postgres: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut number = |name: &str| -> anyhow::Result<usize> {
+            let value = args.next().with_context(|| format!("{name} needs a number"))?;
+            value.replace('_', "").parse().with_context(|| format!("{name} {value:?} is not a number"))
+        };
+        match arg.as_str() {
+            "--events" => options.events = number("--events")?,
+            "--rounds" => options.rounds = number("--rounds")?.max(1),
+            "--batch" => options.batch = number("--batch")?,
+            "--postgres" => {
+                options.postgres = Some(std::env::var("DATABASE_URL").context("--postgres needs DATABASE_URL")?);
+            }
+            other => bail!("unknown option {other:?}; see the header of catchup_bench.rs"),
+        }
+    }
+    Ok(options)
+}
+
+
+/// Fresh databases: SQLite files in one directory, or PostgreSQL schemas.
+struct Databases {
+    dir: tempfile::TempDir,
+    postgres: Option<String>,
+    schemas: Vec<String>,
+    made: AtomicU64,
+}
+
+impl Databases {
+    async fn fresh(&mut self, name: &str) -> anyhow::Result<StoreConfig> {
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        match &self.postgres {
+            None => Ok(StoreConfig::sqlite_file(&self.dir.path().join(format!("{name}-{n}.db")))),
+            Some(url) => {
+                let schema = format!("bench_{}_{n}_{}", std::process::id(), name.replace('-', "_"));
+                let mut admin = AnyConnection::connect(url).await?;
+                admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await?;
+                admin.close().await?;
+                self.schemas.push(schema.clone());
+                let separator = if url.contains('?') { '&' } else { '?' };
+                Ok(StoreConfig::new(format!("{url}{separator}options=-c%20search_path%3D{schema}")))
+            }
+        }
+    }
+
+    async fn drop_all(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.postgres {
+            let mut admin = AnyConnection::connect(url).await?;
+            for schema in &self.schemas {
+                admin.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+fn random_bytes(tag: u8) -> [u8; 10] {
+    let mut random = [tag; 10];
+    random[..8].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    random
+}
+
+fn meta() -> WriteMeta {
+    let now = Timestamp::now();
+    WriteMeta {
+        hlc_time: HlcTimestamp::new(u64::try_from(now.as_millisecond()).unwrap(), 0),
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        at: now,
+    }
+}
+
+fn ticket(owner: &RegionId) -> Ticket {
+    let at = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+    Ticket {
+        id: TicketId::new_v7(at, random_bytes(1)),
+        subject: "VPN drops every few minutes".into(),
+        body: "Since this morning the VPN drops every few minutes for the whole Lisbon office.".into(),
+        customer: "acme".into(),
+        tier: Tier::new("standard").unwrap(),
+        skills: BTreeSet::from([Skill::new("networking").unwrap()]),
+        language: "en".into(),
+        residency: BTreeSet::new(),
+        status: Status::New,
+        assignee: None,
+        priority: Priority::Normal,
+        owner: Ownership { owner_region: owner.clone(), epoch: Epoch::initial(0) },
+        handoff_to: None,
+        sla: SlaDeadlines::default(),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// Fills `store`'s own log with `n` events: one ticket creation for every
+/// four events, the rest notes on those tickets.
+async fn fill(store: &Store, n: usize) {
+    let region = store.local_region().clone();
+    let tickets: Vec<TicketId> = futures::stream::iter(0..n.div_ceil(4))
+        .map(|_| {
+            let ticket = ticket(&region);
+            async move { store.create_ticket(ticket, meta()).await.unwrap().ticket_id }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    futures::stream::iter(0..n - tickets.len())
+        .map(|i| {
+            let at = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+            let note = Note {
+                id: NoteId::new_v7(at, random_bytes(2)),
+                ticket_id: tickets[i % tickets.len()],
+                region: region.clone(),
+                author: "ana".into(),
+                body: "Customer confirms the drops continue; collecting router logs.".into(),
+                created_at: at,
+                auto: false,
+            };
+            async move { store.add_note(note, meta()).await.unwrap() }
+        })
+        .buffer_unordered(256)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn read_log(store: &Store) -> anyhow::Result<Vec<EventEnvelope>> {
+    let mut log = Vec::new();
+    loop {
+        let after = log.last().map_or(0, |event: &EventEnvelope| event.origin_seq);
+        let page = store.events_after(store.local_region(), after, EVENTS_PAGE_MAX).await?;
+        if page.is_empty() {
+            return Ok(log);
+        }
+        log.extend(page);
+    }
+}
+
+/// A region's replicator and internal mutual-TLS server, until stopped.
+struct Running {
+    replicator: Replicator,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn start(config: ReplicationConfig, store: Store, tls: MeshTls, listener: TcpListener) -> anyhow::Result<Running> {
+    let replicator = Replicator::new(config, store, tls.clone(), Arc::new(meridian_store::SystemClock))?;
+    let (stop, stopped) = watch::channel(false);
+    let service = replicator.service();
+    let mut server_stop = stopped.clone();
+    let incoming = tls.incoming(listener);
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .await;
+    });
+    let mut run_stop = stopped;
+    let run = tokio::spawn(replicator.clone().run(async move {
+        let _ = run_stop.wait_for(|stop| *stop).await;
+    }));
+    Ok(Running { replicator, stop, tasks: vec![run, server] })
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+fn micros_per(elapsed: Duration, events: u64) -> f64 {
+    elapsed.as_secs_f64() * 1e6 / events as f64
+}
+
+/// What the two ends spend on the wire format: events to encoded batch
+/// frames (the sender), and bytes back to checked events (the receiver).
+fn codec_costs(log: &[EventEnvelope], batch: usize) -> (Duration, Duration) {
+    use meridian_proto::replication::{batch_to_proto, frame_from_proto};
+    use prost::Message;
+    let encoding = Instant::now();
+    let frames: Vec<Vec<u8>> = log
+        .chunks(batch)
+        .map(|chunk| batch_to_proto(chunk.iter().map(meridian_proto::convert::event_to_proto).collect()).encode_to_vec())
+        .collect();
+    let encode = encoding.elapsed();
+    let decoding = Instant::now();
+    for bytes in &frames {
+        let frame = meridian_proto::v1::ReplicationFrame::decode(bytes.as_slice()).unwrap();
+        frame_from_proto(frame).unwrap();
+    }
+    (encode, decoding.elapsed())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = options()?;
+    sqlx::any::install_default_drivers();
+    let a = RegionId::new("us-east")?;
+    let b = RegionId::new("eu-west")?;
+    let regions = vec![a.clone(), b.clone()];
+    let mut databases = Databases {
+        dir: tempfile::tempdir()?,
+        postgres: options.postgres.clone(),
+        schemas: Vec::new(),
+        made: AtomicU64::new(0),
+    };
+    let backend = if options.postgres.is_some() { "postgres" } else { "sqlite" };
+    println!(
+        "catch-up of {} events, batches of {}, {} rounds, {backend}, {} build",
+        options.events,
+        options.batch,
+        options.rounds,
+        if cfg!(debug_assertions) { "debug" } else { "release" }
+    );
+
+    let pki = tempfile::tempdir()?;
+    let now = SystemTime::now();
+    write_dev_pki(
+        pki.path(),
+        &DevPkiPlan {
+            trust_domain: TrustDomain::new("meridian.bench")?,
+            regions: regions.clone(),
+            services: vec![Service::Gateway],
+            ca_validity: Validity::days_from(now, 30),
+            cert_validity: Validity::days_from(now, 30),
+            replace_ca: false,
+        },
+    )?;
+    let tls_a = MeshTls::load(TlsFiles::dev(pki.path(), &a, Service::Gateway))?;
+    let tls_b = MeshTls::load(TlsFiles::dev(pki.path(), &b, Service::Gateway))?;
+
+    let store_a = Store::open(&databases.fresh("us-east").await?, &a).await?;
+    let filling = Instant::now();
+    fill(&store_a, options.events).await;
+    let head = store_a.local_head().await?;
+    println!("filled us-east with {head} events in {:.1} s", filling.elapsed().as_secs_f64());
+    let reading = Instant::now();
+    let log = read_log(&store_a).await?;
+    let read = reading.elapsed();
+    assert_eq!(log.len() as u64, head, "us-east's log is dense");
+    let (encode, decode) = codec_costs(&log, options.batch);
+    println!(
+        "costs per event, one core: read from the log {:.1} µs, encode {:.1} µs, decode and check {:.1} µs",
+        micros_per(read, head),
+        micros_per(encode, head),
+        micros_per(decode, head)
+    );
+
+    let mut baseline_rates = Vec::new();
+    let mut catchup_rates = Vec::new();
+    for round in 1..=options.rounds {
+        // Baseline: apply_remote straight into a fresh store.
+        let store_c = Store::open(&databases.fresh("baseline").await?, &b).await?;
+        let batches: Vec<Vec<EventEnvelope>> = log.chunks(options.batch).map(<[EventEnvelope]>::to_vec).collect();
+        let started = Instant::now();
+        for batch in batches {
+            store_c.apply_remote(&a, batch).await?;
+        }
+        let baseline = started.elapsed();
+        assert_eq!(store_c.cursor(&a).await?, head);
+        store_c.close().await;
+
+        // Catch-up over the network: B comes up empty, A dials it.
+        let store_b = Store::open(&databases.fresh("eu-west").await?, &b).await?;
+        let listener_a = TcpListener::bind("127.0.0.1:0").await?;
+        let listener_b = TcpListener::bind("127.0.0.1:0").await?;
+        let peers = BTreeMap::from([
+            (a.clone(), listener_a.local_addr()?.to_string()),
+            (b.clone(), listener_b.local_addr()?.to_string()),
+        ]);
+        let mut config_a = ReplicationConfig::new(a.clone(), regions.clone(), peers.clone());
+        config_a.batch_events_max = options.batch;
+        let mut config_b = ReplicationConfig::new(b.clone(), regions.clone(), peers);
+        config_b.batch_events_max = options.batch;
+        let running_b = start(config_b, store_b.clone(), tls_b.clone(), listener_b).await?;
+        let mut applied = running_b.replicator.applied();
+        let started = Instant::now();
+        let running_a = start(config_a, store_a.clone(), tls_a.clone(), listener_a).await?;
+        tokio::time::timeout(Duration::from_secs(600), applied.wait_for(|applied| applied.get(&a).is_some_and(|seq| *seq >= head)))
+            .await
+            .context("eu-west did not catch up within 10 minutes")??;
+        let catchup = started.elapsed();
+        assert_eq!(store_b.cursor(&a).await?, head);
+        running_a.stop().await;
+        running_b.stop().await;
+        store_b.close().await;
+
+        let baseline_rate = head as f64 / baseline.as_secs_f64();
+        let catchup_rate = head as f64 / catchup.as_secs_f64();
+        println!(
+            "round {round}: catch-up {:.2} s = {:.0} events/s; baseline apply_remote {:.2} s = {:.0} events/s ({:.0}% of baseline)",
+            catchup.as_secs_f64(),
+            catchup_rate,
+            baseline.as_secs_f64(),
+            baseline_rate,
+            100.0 * catchup_rate / baseline_rate
+        );
+        baseline_rates.push(baseline_rate);
+        catchup_rates.push(catchup_rate);
+    }
+    let catchup = median(&mut catchup_rates);
+    let baseline = median(&mut baseline_rates);
+    println!(
+        "median: catch-up {catchup:.0} events/s, baseline {baseline:.0} events/s ({:.0}% of baseline); target 50000 events/s: {}",
+        100.0 * catchup / baseline,
+        if catchup >= 50_000.0 { "met" } else { "NOT met" }
+    );
+    store_a.close().await;
+    databases.drop_all().await?;
+    Ok(())
+}

@@ -1,1 +1,336 @@
-//! stub
+//! The regional gateway: owns one region's ticket queue and serves the public
+//! `meridian.v1.TicketService` over gRPC, with standard health checking
+//! (`grpc.health.v1`) and server reflection so generic clients work without
+//! Meridian's protos.
+//!
+//! Boundary: a handler decodes and validates the request (through
+//! `meridian-proto`), asks `meridian-core` whether the change is allowed,
+//! writes through `meridian-store`, and encodes the answer. Domain rules live
+//! in the core, durability and fencing in the store; the gateway keeps no
+//! ticket state in memory, so several replicas may serve one region's
+//! database. Errors become gRPC statuses in one place, [`error`].
+//!
+//! Entry point: [`run`] with a config, a bound listener and a shutdown
+//! future; `main.rs` and the `meridian` CLI only build those.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod failover;
+mod mesh;
+mod service;
+mod shift;
+mod sla;
+
+use std::{future::Future, sync::Arc};
+
+use meridian_core::Clock;
+use meridian_proto::v1::{mesh_service_server::MeshServiceServer, ticket_service_server::TicketServiceServer};
+use meridian_replication::{ReplicationConfig, Replicator};
+use meridian_tls::MeshTls;
+use mesh::{MeshApi, MeshLink};
+use meridian_rules_source::{ActiveRules, RulesSource};
+use meridian_store::Store;
+use tokio::net::TcpListener;
+use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
+
+pub use config::{GatewayConfig, Limits, MeshSettings, RulesSettings, TlsFiles};
+pub use shift::parse_webhook;
+pub use error::{Error, Result};
+pub use service::{REGION_HEADER, TRACEPARENT_HEADER, TicketApi, WriteGate};
+
+/// The wall clock, for production. Tests and the simulation pass their own.
+pub use meridian_store::SystemClock;
+
+/// The sockets a gateway serves on: the public one for clients and, with a
+/// mesh, the internal one (mutual TLS) for other regions' gateways.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub mesh: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses the config names.
+    pub async fn bind(config: &GatewayConfig) -> Result<Listeners> {
+        let public = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+        let mesh = match &config.mesh {
+            Some(mesh) => Some(
+                TcpListener::bind(mesh.listen)
+                    .await
+                    .map_err(|e| Error::Config(format!("mesh: cannot listen on {}: {e}", mesh.listen)))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { public, mesh })
+    }
+}
+
+/// A clock that runs `speed` times faster than the wall clock from
+/// `start`: `meridian up --speed 60` shows a day of shifts in 24 minutes.
+#[derive(Debug)]
+pub struct ScaledClock {
+    start: jiff::Timestamp,
+    origin: std::time::Instant,
+    speed: u32,
+}
+
+impl ScaledClock {
+    pub fn new(start: jiff::Timestamp, speed: u32) -> Self {
+        Self { start, origin: std::time::Instant::now(), speed: speed.max(1) }
+    }
+}
+
+impl Clock for ScaledClock {
+    fn now(&self) -> jiff::Timestamp {
+        let elapsed = self.origin.elapsed().saturating_mul(self.speed);
+        let elapsed = jiff::SignedDuration::try_from(elapsed).unwrap_or(jiff::SignedDuration::MAX);
+        self.start.checked_add(elapsed).unwrap_or(jiff::Timestamp::MAX)
+    }
+}
+
+/// Opens the region's store and serves until `shutdown` completes, then
+/// drains in-flight calls and closes the store.
+pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`run`] with an injected clock.
+pub async fn run_with_clock(
+    config: GatewayConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    clock: Arc<dyn Clock>,
+) -> Result<()> {
+    // Certificates first: a bad file should stop the start before anything
+    // touches the database.
+    if let Some(tls) = &config.tls {
+        load_identity(tls)?;
+    }
+    let mesh = match &config.mesh {
+        Some(settings) => Some(
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|e| Error::Config(format!("mesh: cannot listen on {}: {e}", settings.listen)))?,
+        ),
+        None => None,
+    };
+    run_listeners(config, Listeners { public: listener, mesh }, shutdown, clock).await
+}
+
+/// [`run_with_clock`] on sockets bound by the caller (tests and `meridian
+/// up` bind every region's sockets first, so each knows its peers').
+pub async fn run_listeners(
+    config: GatewayConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+    clock: Arc<dyn Clock>,
+) -> Result<()> {
+    if let Some(tls) = &config.tls {
+        load_identity(tls)?;
+    }
+    let store = Store::open_with_clock(&config.store, &config.region, clock.clone()).await?;
+    let result = serve_listeners(&config, store.clone(), listeners, shutdown, clock).await;
+    store.close().await;
+    result
+}
+
+/// Loads the rules file, if the config names one, and starts its reload
+/// task; the task ends when the returned guard is dropped.
+async fn load_rules(config: &GatewayConfig) -> Result<(Option<Arc<ActiveRules>>, Option<AbortOnDrop>)> {
+    let Some(settings) = &config.rules else { return Ok((None, None)) };
+    let source = RulesSource::load(&settings.file).await.map_err(|e| Error::Config(format!("rules: {e}")))?;
+    check_region_indexes(config, &source.active.current())?;
+    let active = source.active.clone();
+    let watcher = tokio::spawn(source.watch(settings.reload_interval, |_| {}));
+    Ok((Some(active), Some(AbortOnDrop(watcher))))
+}
+
+/// The gateway's region order must give every region the epoch index the
+/// rules give it: both encode owners in epochs.
+fn check_region_indexes(config: &GatewayConfig, rules: &meridian_rules::Rules) -> Result<()> {
+    for region in rules.regions() {
+        match config.region_index(&region.id) {
+            Some(index) if index == region.index => {}
+            found => {
+                return Err(Error::Config(format!(
+                    "rules: region {} has epoch index {} in {} but {} in the gateway's regions list; make them agree",
+                    region.id,
+                    region.index,
+                    settings_file(config),
+                    found.map_or_else(|| "none".to_owned(), |i| i.to_string())
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn settings_file(config: &GatewayConfig) -> String {
+    config.rules.as_ref().map_or_else(String::new, |r| r.file.display().to_string())
+}
+
+/// How often mesh certificates are checked for a new version on disk.
+pub const TLS_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Aborts a background task when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves the gateway's services over an already open store (which stays
+/// open afterwards): for callers that want the store's own counters.
+pub async fn serve(
+    config: &GatewayConfig,
+    store: Store,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    clock: Arc<dyn Clock>,
+) -> Result<()> {
+    serve_listeners(config, store, Listeners { public: listener, mesh: None }, shutdown, clock).await
+}
+
+async fn serve_listeners(
+    config: &GatewayConfig,
+    store: Store,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+    clock: Arc<dyn Clock>,
+) -> Result<()> {
+    let Listeners { public: listener, mesh: mesh_listener } = listeners;
+    let local_index = config
+        .region_index(&config.region)
+        .ok_or_else(|| Error::Config(format!("region {} is not in regions", config.region)))?;
+    let (rules, _rules_watcher) = load_rules(config).await?;
+    let (mesh, _tls_reload) = match &config.mesh {
+        Some(settings) => {
+            let tls = MeshTls::load(settings.tls.clone()).map_err(|e| Error::Tls(format!("mesh: {e}")))?;
+            let reload = tls.spawn_reload(TLS_RELOAD_INTERVAL);
+            let link = MeshLink::new(tls.clone(), settings.peers.clone(), settings.handoff_timeout);
+            let replication = ReplicationConfig::new(config.region.clone(), config.regions.clone(), settings.peers.clone());
+            let replicator = Replicator::new(replication, store.clone(), tls.clone(), clock.clone())
+                .map_err(|e| Error::Config(format!("mesh: {e}")))?;
+            (Some((tls, Arc::new(link), replicator)), Some(reload))
+        }
+        None => (None, None),
+    };
+    // With a coordinator, the region's lease gates owner-scoped writes.
+    let failover = match &config.coordinator {
+        Some(settings) => Some(failover::Failover::start(settings, config.region.clone(), clock.clone()).await?),
+        None => None,
+    };
+    let (stop_streams, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_streams.send(true);
+    };
+    let api = TicketApi::new(service::ApiParts {
+        region: config.region.clone(),
+        region_index: local_index,
+        store,
+        clock,
+        rules,
+        stopping: stopping.clone(),
+        mesh: mesh.as_ref().map(|(_, link, _)| link.clone()),
+        gate: failover.as_ref().map_or_else(|| config.write_gate.clone(), |failover| failover.write_gate()),
+        replicator: mesh.as_ref().map(|(_, _, replicator)| replicator.clone()),
+        peer_tiers: config.mesh.as_ref().map(|m| m.peer_durability_tiers.clone()).unwrap_or_default(),
+    });
+    let _lease_task = failover.as_ref().map(|failover| {
+        let link = mesh.as_ref().map(|(_, link, _)| link.clone());
+        AbortOnDrop(tokio::spawn(failover.clone().run(api.clone(), link, stopping.clone())))
+    });
+    // Shift ends hand tickets to other regions: only with rules and a mesh.
+    let _shift_task = match (&config.rules, &config.mesh) {
+        (Some(settings), Some(_)) => Some(AbortOnDrop(tokio::spawn(shift::run(
+            api.clone(),
+            settings.shift_check_interval,
+            settings.webhooks.clone(),
+        )))),
+        _ => None,
+    };
+    let _sla_monitor = config
+        .rules
+        .as_ref()
+        .map(|settings| AbortOnDrop(tokio::spawn(sla::monitor(api.clone(), settings.sla_scan_interval))));
+    let tickets = TicketServiceServer::new(api.clone())
+        .max_decoding_message_size(config.limits.request_bytes_max)
+        .max_encoding_message_size(service::RESPONSE_BYTES_MAX);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<TicketServiceServer<TicketApi>>().await;
+    // Reflection in both versions: v1 for current tools, v1alpha for the
+    // many clients that still speak only it (grpcio-reflection, older grpcurl).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| Error::Config(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| Error::Config(format!("reflection: {e}")))?;
+
+    let mut server = Server::builder()
+        .timeout(config.limits.request_timeout)
+        .concurrency_limit_per_connection(config.limits.concurrency_per_connection_max);
+    let identity = config.tls.as_ref().map(load_identity).transpose()?;
+    let has_tls = identity.is_some();
+    if let Some(identity) = identity {
+        server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    let local_addr = listener.local_addr()?;
+    tracing::info!(region = %config.region, addr = %local_addr, tls = has_tls, "gateway serving");
+    let public = server
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(tickets)
+        // Nagle off: a listener bound by the caller does not get tonic's
+        // own tcp_nodelay, and delayed ACKs cost ~40 ms at the tail.
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown);
+    match (mesh, mesh_listener) {
+        (Some((tls, _, replicator)), Some(mesh_listener)) => {
+            let mesh_addr = mesh_listener.local_addr()?;
+            tracing::info!(region = %config.region, addr = %mesh_addr, identity = %tls.identity(), "mesh serving");
+            let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            // No server-wide timeout here: replication streams live as long
+            // as the connection; each unary call carries its own deadline.
+            let internal = Server::builder()
+                .add_service(MeshServiceServer::new(
+                    MeshApi::new(api.clone()).with_failover(failover.clone(), Some(replicator.clone())),
+                ))
+                .add_service(replicator.service())
+                .serve_with_incoming_shutdown(tls.incoming(mesh_listener), stopped(stopping.clone()));
+            let replicating = replicator.run(stopped(stopping));
+            let (public, internal, ()) = tokio::join!(public, internal, replicating);
+            public?;
+            internal?;
+        }
+        (Some(_), None) => return Err(Error::Config("mesh is configured but no mesh listener was given".into())),
+        (None, _) => public.await?,
+    }
+    tracing::info!(region = %config.region, "gateway stopped");
+    Ok(())
+}
+
+fn load_identity(tls: &TlsFiles) -> Result<Identity> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|e| Error::Tls(format!("{what} {}: {e}", path.display())))
+    };
+    let cert = read(&tls.cert, "tls.cert")?;
+    if !cert.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(Error::Tls(format!("tls.cert {}: not a PEM certificate", tls.cert.display())));
+    }
+    let key = read(&tls.key, "tls.key")?;
+    if !key.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(Error::Tls(format!("tls.key {}: not a PEM private key", tls.key.display())));
+    }
+    Ok(Identity::from_pem(cert, key))
+}

@@ -1,0 +1,543 @@
+//! The gateway's configuration: a TOML file, then environment overrides.
+//!
+//! A bad file is refused at start with `FILE:LINE:COL: reason`; a bad
+//! override names the variable. Unknown keys are errors, not silently
+//! ignored, so a typo never leaves a setting at its default.
+
+use std::{net::SocketAddr, path::{Path, PathBuf}, time::Duration};
+
+use meridian_core::RegionId;
+use meridian_store::{BATCH_MAX_DEFAULT, MAX_CONNECTIONS_DEFAULT, QUEUE_CAPACITY_DEFAULT, StoreConfig, Synchronous};
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The environment variables that override the file, and the key each one
+/// replaces.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("MERIDIAN_REGION", "region"),
+    ("MERIDIAN_LISTEN", "listen"),
+    ("MERIDIAN_DATABASE_URL", "database.url"),
+    ("MERIDIAN_TLS_CERT", "tls.cert"),
+    ("MERIDIAN_TLS_KEY", "tls.key"),
+    ("MERIDIAN_RULES", "rules.file"),
+];
+
+/// Everything one gateway process needs.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The region this gateway serves and owns tickets for.
+    pub region: RegionId,
+    /// Every region of the mesh, in order: a region's position is its epoch
+    /// index, so the list must be the same on every gateway and only ever
+    /// grow at the end.
+    pub regions: Vec<RegionId>,
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    /// Serve clients over TLS with this certificate chain and key (PEM).
+    pub tls: Option<TlsFiles>,
+    /// The follow-the-sun rules: SLA policies per tier. Without them
+    /// tickets carry no SLA clocks.
+    pub rules: Option<RulesSettings>,
+    /// The other regions, over mutual TLS: handoffs (and replication).
+    /// Without it the gateway serves its region alone.
+    pub mesh: Option<MeshSettings>,
+    pub limits: Limits,
+    /// Fences owner-scoped writes (installed by the failover machinery);
+    /// not read from the file. With a coordinator, the lease's gate
+    /// replaces it.
+    pub write_gate: crate::WriteGate,
+    /// The region's lease and takeovers (`[coordinator]`); without it the
+    /// region never fences itself and cannot take others over.
+    pub coordinator: Option<crate::failover::CoordinatorSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesSettings {
+    pub file: PathBuf,
+    /// How often the file is checked for a new version.
+    pub reload_interval: Duration,
+    /// How often the SLA monitor looks for clocks that passed a warning or
+    /// a deadline: the most an `SlaWarning` or `SlaBreached` can be late.
+    pub sla_scan_interval: Duration,
+    /// How often the shift-end task looks at the clock (with a mesh).
+    pub shift_check_interval: Duration,
+    /// Where each shift summary is POSTed as JSON (`http://` only).
+    pub webhooks: Vec<String>,
+}
+
+/// How this gateway reaches the other regions' gateways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshSettings {
+    /// The internal port: mutual TLS, gateways only.
+    pub listen: SocketAddr,
+    pub tls: meridian_tls::TlsFiles,
+    /// Each other region's internal `host:port`.
+    pub peers: std::collections::BTreeMap<RegionId, String>,
+    /// How long a handoff waits for the target's answer.
+    pub handoff_timeout: Duration,
+    /// Tiers whose writes are acknowledged only once another region has
+    /// durably applied them (RPO 0 even if this region is lost); the rest
+    /// are acknowledged on the local commit.
+    pub peer_durability_tiers: Vec<meridian_core::Tier>,
+}
+
+pub const HANDOFF_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+pub const RULES_RELOAD_MS_DEFAULT: u64 = 5_000;
+pub const SLA_SCAN_MS_DEFAULT: u64 = 1_000;
+pub const SHIFT_CHECK_MS_DEFAULT: u64 = 1_000;
+
+impl RulesSettings {
+    pub fn new(file: PathBuf) -> Self {
+        Self {
+            file,
+            reload_interval: Duration::from_millis(RULES_RELOAD_MS_DEFAULT),
+            sla_scan_interval: Duration::from_millis(SLA_SCAN_MS_DEFAULT),
+            shift_check_interval: Duration::from_millis(SHIFT_CHECK_MS_DEFAULT),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Bounds on what one request may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request message accepted, in bytes.
+    pub request_bytes_max: usize,
+    /// Every unary call gets this deadline unless the client sets a shorter one.
+    pub request_timeout: Duration,
+    /// Concurrent requests per client connection.
+    pub concurrency_per_connection_max: usize,
+}
+
+pub const REQUEST_BYTES_MAX_DEFAULT: usize = 256 * 1024;
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+pub const CONCURRENCY_PER_CONNECTION_MAX_DEFAULT: usize = 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
+            request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT),
+            concurrency_per_connection_max: CONCURRENCY_PER_CONNECTION_MAX_DEFAULT,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    region: RegionId,
+    #[serde(default)]
+    regions: Vec<RegionId>,
+    listen: SocketAddr,
+    database: DatabaseSection,
+    tls: Option<TlsSection>,
+    rules: Option<RulesSection>,
+    mesh: Option<MeshSection>,
+    #[serde(default)]
+    limits: LimitsSection,
+    coordinator: Option<crate::failover::CoordinatorSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeshSection {
+    listen: SocketAddr,
+    /// A directory laid out by `meridian certs dev`; or the three files.
+    tls_dir: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    peers: std::collections::BTreeMap<RegionId, String>,
+    handoff_timeout_ms: Option<u64>,
+    #[serde(default)]
+    peer_durability_tiers: Vec<meridian_core::Tier>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesSection {
+    file: PathBuf,
+    reload_interval_ms: Option<u64>,
+    sla_scan_interval_ms: Option<u64>,
+    shift_check_interval_ms: Option<u64>,
+    #[serde(default)]
+    webhooks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatabaseSection {
+    url: String,
+    #[serde(default)]
+    synchronous: SynchronousSetting,
+    max_connections: Option<u32>,
+    batch_max: Option<usize>,
+    queue_capacity: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SynchronousSetting {
+    Normal,
+    #[default]
+    Full,
+    Extra,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    request_bytes_max: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    concurrency_per_connection_max: Option<usize>,
+}
+
+impl GatewayConfig {
+    /// A config with default limits and no TLS, for `meridian up` and tests.
+    pub fn new(region: RegionId, regions: Vec<RegionId>, listen: SocketAddr, store: StoreConfig) -> Self {
+        Self {
+            region,
+            regions,
+            listen,
+            store,
+            tls: None,
+            rules: None,
+            mesh: None,
+            limits: Limits::default(),
+            write_gate: crate::WriteGate::default(),
+            coordinator: None,
+        }
+    }
+
+    /// Reads `path`, then applies the environment overrides.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: cannot read: {e}", path.display())))?;
+        Self::parse(&path.display().to_string(), &text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses a config's text; `env` looks up override variables. `file`
+    /// only labels errors.
+    pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut raw: toml::Table = toml::from_str(text).map_err(|e| Error::Config(located(file, text, &e)))?;
+        let applied: Vec<&str> = ENV_OVERRIDES
+            .iter()
+            .filter_map(|(var, key)| env(var).map(|value| (var, key, value)))
+            .map(|(var, key, value)| {
+                set_key(&mut raw, key, value);
+                *var
+            })
+            .collect();
+        let parsed: FileConfig = if applied.is_empty() {
+            toml::from_str(text).map_err(|e| Error::Config(located(file, text, &e)))?
+        } else {
+            // An override has no line in the file, so errors are reported
+            // against the variables that were applied.
+            raw.try_into().map_err(|e: toml::de::Error| {
+                Error::Config(format!("{file} with {}: {}", applied.join(", "), e.message().trim_end()))
+            })?
+        };
+        parsed.into_config(file)
+    }
+
+    /// The epoch index of `region`: its position in `regions`.
+    pub fn region_index(&self, region: &RegionId) -> Option<u16> {
+        self.regions.iter().position(|r| r == region).and_then(|i| u16::try_from(i).ok())
+    }
+}
+
+impl FileConfig {
+    fn into_config(self, file: &str) -> Result<GatewayConfig> {
+        let mut regions = self.regions;
+        if regions.is_empty() {
+            regions.push(self.region.clone());
+        }
+        for (i, region) in regions.iter().enumerate() {
+            if regions[..i].contains(region) {
+                return Err(Error::Config(format!("{file}: regions: {region} is listed twice")));
+            }
+        }
+        if !regions.contains(&self.region) {
+            return Err(Error::Config(format!(
+                "{file}: region: {} is not in regions [{}]; add it there",
+                self.region,
+                regions.iter().map(RegionId::as_str).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if regions.len() > meridian_core::EPOCH_STRIDE as usize {
+            return Err(Error::Config(format!("{file}: regions: at most {} regions", meridian_core::EPOCH_STRIDE)));
+        }
+        let db = self.database;
+        let mut store = StoreConfig::new(db.url);
+        store.sqlite_synchronous = match db.synchronous {
+            SynchronousSetting::Normal => Synchronous::Normal,
+            SynchronousSetting::Full => Synchronous::Full,
+            SynchronousSetting::Extra => Synchronous::Extra,
+        };
+        store.max_connections = positive(file, "database.max_connections", db.max_connections, MAX_CONNECTIONS_DEFAULT)?;
+        store.batch_max = positive(file, "database.batch_max", db.batch_max, BATCH_MAX_DEFAULT)?;
+        store.queue_capacity = positive(file, "database.queue_capacity", db.queue_capacity, QUEUE_CAPACITY_DEFAULT)?;
+        let defaults = Limits::default();
+        let limits = Limits {
+            request_bytes_max: positive(
+                file,
+                "limits.request_bytes_max",
+                self.limits.request_bytes_max,
+                defaults.request_bytes_max,
+            )?,
+            request_timeout: Duration::from_millis(positive(
+                file,
+                "limits.request_timeout_ms",
+                self.limits.request_timeout_ms,
+                REQUEST_TIMEOUT_MS_DEFAULT,
+            )?),
+            concurrency_per_connection_max: positive(
+                file,
+                "limits.concurrency_per_connection_max",
+                self.limits.concurrency_per_connection_max,
+                defaults.concurrency_per_connection_max,
+            )?,
+        };
+        let rules = match self.rules {
+            None => None,
+            Some(section) => Some(RulesSettings {
+                webhooks: {
+                    for (i, url) in section.webhooks.iter().enumerate() {
+                        crate::shift::parse_webhook(url)
+                            .map_err(|reason| Error::Config(format!("{file}: rules.webhooks[{i}]: {reason}")))?;
+                    }
+                    section.webhooks
+                },
+                shift_check_interval: Duration::from_millis(positive(
+                    file,
+                    "rules.shift_check_interval_ms",
+                    section.shift_check_interval_ms,
+                    SHIFT_CHECK_MS_DEFAULT,
+                )?),
+                file: section.file,
+                reload_interval: Duration::from_millis(positive(
+                    file,
+                    "rules.reload_interval_ms",
+                    section.reload_interval_ms,
+                    RULES_RELOAD_MS_DEFAULT,
+                )?),
+                sla_scan_interval: Duration::from_millis(positive(
+                    file,
+                    "rules.sla_scan_interval_ms",
+                    section.sla_scan_interval_ms,
+                    SLA_SCAN_MS_DEFAULT,
+                )?),
+            }),
+        };
+        let mesh = match self.mesh {
+            None => None,
+            Some(section) => {
+                let tls = match (section.tls_dir, section.cert, section.key, section.ca) {
+                    (Some(dir), None, None, None) => {
+                        meridian_tls::TlsFiles::dev(&dir, &self.region, meridian_tls::Service::Gateway)
+                    }
+                    (None, Some(cert), Some(key), Some(ca)) => meridian_tls::TlsFiles { cert, key, ca },
+                    _ => {
+                        return Err(Error::Config(format!(
+                            "{file}: mesh: set either tls_dir, or all of cert, key and ca"
+                        )));
+                    }
+                };
+                for peer in section.peers.keys() {
+                    if !regions.contains(peer) {
+                        return Err(Error::Config(format!("{file}: mesh.peers: {peer} is not in regions")));
+                    }
+                    if peer == &self.region {
+                        return Err(Error::Config(format!("{file}: mesh.peers: {peer} is this gateway's own region")));
+                    }
+                }
+                let handoff_timeout = Duration::from_millis(positive(
+                    file,
+                    "mesh.handoff_timeout_ms",
+                    section.handoff_timeout_ms,
+                    HANDOFF_TIMEOUT_MS_DEFAULT,
+                )?);
+                Some(MeshSettings {
+                    listen: section.listen,
+                    tls,
+                    peers: section.peers,
+                    handoff_timeout,
+                    peer_durability_tiers: section.peer_durability_tiers,
+                })
+            }
+        };
+        Ok(GatewayConfig {
+            region: self.region,
+            regions,
+            listen: self.listen,
+            store,
+            tls: self.tls.map(|t| TlsFiles { cert: t.cert, key: t.key }),
+            rules,
+            mesh,
+            limits,
+            write_gate: crate::WriteGate::default(),
+            coordinator: self.coordinator.map(|section| section.into_settings(file)).transpose()?,
+        })
+    }
+}
+
+fn positive<T: PartialEq + Default + Copy>(file: &str, key: &str, value: Option<T>, default: T) -> Result<T> {
+    match value {
+        Some(v) if v == T::default() => Err(Error::Config(format!("{file}: {key}: must be at least 1"))),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+/// Sets a dotted key in a TOML table, creating sections as needed.
+fn set_key(table: &mut toml::Table, key: &str, value: String) {
+    match key.split_once('.') {
+        None => {
+            table.insert(key.to_owned(), toml::Value::String(value));
+        }
+        Some((section, rest)) => {
+            let entry = table.entry(section.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(inner) = entry {
+                set_key(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// `FILE:LINE:COL: message` for a TOML error with a span.
+pub fn located(file: &str, text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let (line, col) = meridian_rules::line_column(text, span.start);
+            format!("{file}:{line}:{col}: {message}")
+        }
+        None => format!("{file}: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+region = "eu-west"
+regions = ["us-east", "eu-west", "apac-south"]
+listen = "127.0.0.1:7102"
+
+[database]
+url = "sqlite:/tmp/eu.db?mode=rwc"
+batch_max = 64
+
+[rules]
+file = "/etc/meridian/rules.toml"
+sla_scan_interval_ms = 250
+
+[mesh]
+listen = "127.0.0.1:7112"
+tls_dir = "/etc/meridian/pki"
+
+[mesh.peers]
+us-east = "10.0.0.1:7111"
+apac-south = "10.0.0.3:7111"
+
+[limits]
+request_timeout_ms = 2500
+"#;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn reads_a_good_file() {
+        let config = GatewayConfig::parse("gw.toml", GOOD, no_env).unwrap();
+        assert_eq!(config.region.as_str(), "eu-west");
+        assert_eq!(config.region_index(&config.region), Some(1));
+        assert_eq!(config.store.batch_max, 64);
+        assert_eq!(config.store.sqlite_synchronous, Synchronous::Full);
+        assert_eq!(config.limits.request_timeout, Duration::from_millis(2500));
+        assert_eq!(config.limits.request_bytes_max, REQUEST_BYTES_MAX_DEFAULT);
+        assert!(config.tls.is_none());
+        let rules = config.rules.unwrap();
+        assert_eq!(rules.file, PathBuf::from("/etc/meridian/rules.toml"));
+        assert_eq!(rules.sla_scan_interval, Duration::from_millis(250));
+        assert_eq!(rules.reload_interval, Duration::from_millis(RULES_RELOAD_MS_DEFAULT));
+        let mesh = config.mesh.unwrap();
+        assert_eq!(mesh.tls.cert, PathBuf::from("/etc/meridian/pki/eu-west-gateway.pem"));
+        assert_eq!(mesh.peers.len(), 2);
+        assert_eq!(mesh.handoff_timeout, Duration::from_millis(HANDOFF_TIMEOUT_MS_DEFAULT));
+    }
+
+    #[test]
+    fn errors_carry_file_line_and_column() {
+        let bad = GOOD.replace("region = \"eu-west\"", "region = \"EU West\"");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
+        assert!(err.starts_with("config: gw.toml:2:10: "), "{err}");
+        assert!(err.contains("must start with a lowercase letter"), "{err}");
+
+        let bad = GOOD.replace("batch_max = 64", "batch_max = 64\nbatch_maxx = 1");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
+        assert!(err.starts_with("config: gw.toml:9:1: unknown field `batch_maxx`"), "{err}");
+
+        let bad = GOOD.replace("listen = \"127.0.0.1:7102\"", "listen = \"localhost\"");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
+        assert!(err.starts_with("config: gw.toml:4:10: "), "{err}");
+
+        let bad = GOOD.replace("batch_max = 64", "batch_max = 0");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
+        assert_eq!(err, "config: gw.toml: database.batch_max: must be at least 1");
+
+        let bad = GOOD.replace("tls_dir = \"/etc/meridian/pki\"", "cert = \"/c.pem\"");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
+        assert_eq!(err, "config: gw.toml: mesh: set either tls_dir, or all of cert, key and ca");
+
+        let bad = GOOD.replace("us-east = \"10.0.0.1:7111\"", "eu-west = \"10.0.0.1:7111\"");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
+        assert_eq!(err, "config: gw.toml: mesh.peers: eu-west is this gateway's own region");
+
+        let bad = GOOD.replace("\"apac-south\"]", "\"apac-south\", \"eu-west\"]");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
+        assert_eq!(err, "config: gw.toml: regions: eu-west is listed twice");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = |name: &str| match name {
+            "MERIDIAN_DATABASE_URL" => Some("postgres://postgres@127.0.0.1/test".to_owned()),
+            "MERIDIAN_LISTEN" => Some("127.0.0.1:9999".to_owned()),
+            _ => None,
+        };
+        let config = GatewayConfig::parse("gw.toml", GOOD, env).unwrap();
+        assert_eq!(config.store.url, "postgres://postgres@127.0.0.1/test");
+        assert_eq!(config.listen.port(), 9999);
+
+        let env = |name: &str| (name == "MERIDIAN_REGION").then(|| "mars".to_owned());
+        let err = GatewayConfig::parse("gw.toml", GOOD, env).unwrap_err().to_string();
+        assert!(err.contains("region: mars is not in regions"), "{err}");
+
+        let env = |name: &str| (name == "MERIDIAN_LISTEN").then(|| "nowhere".to_owned());
+        let err = GatewayConfig::parse("gw.toml", GOOD, env).unwrap_err().to_string();
+        assert!(err.starts_with("config: gw.toml with MERIDIAN_LISTEN: "), "{err}");
+    }
+}

@@ -1,0 +1,294 @@
+//! Shift end, driven by the rules. While this region is on shift the task
+//! remembers which shift it is; in the overlap window before the shift ends
+//! it logs the open tickets it will hand over and how many still lack an
+//! agent's note; once the shift has ended it hands every open ticket it owns
+//! to the region the routing rules choose for it at that instant (residency
+//! and skills honoured, this region counted as down), records a
+//! `ShiftSummary` that replicates to every region, and posts it to the
+//! configured webhooks.
+//!
+//! A handoff note is the agent's when someone wrote a note on the ticket
+//! during the overlap window; otherwise Meridian writes one from the
+//! ticket's history and flags it `auto`.
+
+use std::{collections::HashMap, time::Duration};
+
+use jiff::Timestamp;
+use meridian_core::{EventKind, HandoffNote, RegionId, ShiftSummary, Status, Ticket};
+use meridian_rules::{RegionHealth, RouteRequest, Rules, ShiftPosition};
+use meridian_store::{TicketFilter, TicketRecord};
+use tokio::{io::{AsyncReadExt, AsyncWriteExt}, time::MissedTickBehavior};
+
+use crate::service::TicketApi;
+
+/// How long a webhook may take to answer.
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest webhook answer read (only its status line matters).
+const WEBHOOK_RESPONSE_BYTES_MAX: usize = 4096;
+
+/// The shift this region is on, as the task last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OnShift {
+    start: Timestamp,
+    end: Timestamp,
+    previewed: bool,
+}
+
+/// Runs until the task is dropped.
+pub(crate) async fn run(api: TicketApi, interval: Duration, webhooks: Vec<String>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut current: Option<OnShift> = None;
+    loop {
+        ticker.tick().await;
+        let Some(rules) = api.rules() else { continue };
+        let now = api.now();
+        let me = api.region().clone();
+        let active = rules.active_at(now);
+        let mine = active.iter().find(|a| a.region == me.as_str() && a.position == ShiftPosition::OnShift);
+        if let Some(shift) = current
+            && now >= shift.end
+            && mine.is_none_or(|m| m.effective_start != shift.start)
+        {
+            match shift_end(&api, &rules, shift.start, shift.end).await {
+                Ok(summary) => {
+                    tracing::info!(region = %me, handed_off = summary.handed_off.len(), kept = summary.kept.len(),
+                        auto_notes = summary.auto_notes, "shift ended");
+                    post_all(&webhooks, &summary).await;
+                }
+                Err(error) => tracing::error!(region = %me, error = %error, "shift end failed"),
+            }
+            current = None;
+        }
+        match mine {
+            Some(m) => {
+                let seen = current.filter(|c| c.start == m.effective_start);
+                let mut shift = seen.unwrap_or(OnShift { start: m.effective_start, end: m.effective_end, previewed: false });
+                shift.end = m.effective_end;
+                if m.handing_off && !shift.previewed {
+                    shift.previewed = true;
+                    preview(&api, shift.end).await;
+                }
+                current = Some(shift);
+            }
+            None if current.is_some_and(|c| now < c.end) => {}
+            None => current = None,
+        }
+    }
+}
+
+/// Every open ticket this region owns, with its notes.
+async fn open_tickets(api: &TicketApi) -> Result<Vec<TicketRecord>, meridian_store::Error> {
+    let store = api.store();
+    let mut filter = TicketFilter { owner_region: Some(api.region().clone()), limit: 500, ..TicketFilter::default() };
+    let mut open = Vec::new();
+    loop {
+        let page = store.list_tickets(&filter).await?;
+        for ticket in page.tickets.into_iter().filter(|t| t.status.is_open()) {
+            if let Some(record) = store.get_ticket(ticket.id).await? {
+                open.push(record);
+            }
+        }
+        match page.next_after {
+            Some(after) => filter.after = Some(after),
+            None => return Ok(open),
+        }
+    }
+}
+
+/// The agent's handoff note: the latest note a person wrote on the ticket
+/// during the overlap window before `end`.
+fn agent_note(record: &TicketRecord, window_start: Timestamp, end: Timestamp) -> Option<HandoffNote> {
+    let note = record.notes.iter().rev().find(|n| !n.auto && n.created_at >= window_start && n.created_at <= end)?;
+    let first_line = note.body.lines().next().unwrap_or_default();
+    Some(HandoffNote {
+        current_status: record.ticket.status,
+        last_action: first_line.chars().take(500).collect(),
+        next_action: "continue as the note says".into(),
+        deadline: record.ticket.sla.resolution.map(|c| c.due),
+        text: note.body.clone(),
+        author: note.author.clone(),
+        auto: false,
+    })
+}
+
+/// A note written from the ticket's history, for a ticket nobody wrote one
+/// for: what happened last and what is due next.
+fn auto_note(record: &TicketRecord, events: &[meridian_core::EventEnvelope]) -> HandoffNote {
+    let ticket = &record.ticket;
+    let last_note = record.notes.iter().rev().find(|n| !n.auto);
+    let last_status = events.iter().rev().find_map(|e| match &e.kind {
+        EventKind::TicketUpdated { changes } => changes.status,
+        _ => None,
+    });
+    let last_action = match (last_note, last_status) {
+        (Some(note), _) => format!("{} noted: {}", note.author, note.body.lines().next().unwrap_or_default()),
+        (None, Some(status)) => format!("status set to {status}"),
+        (None, None) => format!("created {}", ticket.created_at),
+    };
+    let next_action = match (ticket.status, ticket.sla.first_response, ticket.sla.resolution) {
+        (Status::New, Some(first), _) => format!("first response due {} ({})", first.due, first.state),
+        (_, _, Some(resolution)) => format!("resolution due {} ({})", resolution.due, resolution.state),
+        _ => "review the ticket and reply to the customer".into(),
+    };
+    let text = format!(
+        "Written by Meridian at shift end: {} notes, {} events, assignee {}.",
+        record.notes.len(),
+        events.len(),
+        ticket.assignee.as_deref().unwrap_or("none")
+    );
+    HandoffNote {
+        current_status: ticket.status,
+        last_action: last_action.chars().take(500).collect(),
+        next_action,
+        deadline: ticket.sla.resolution.map(|c| c.due),
+        text,
+        author: "meridian".into(),
+        auto: true,
+    }
+}
+
+fn route_request(ticket: &Ticket) -> RouteRequest {
+    RouteRequest {
+        tier: Some(ticket.tier.clone()),
+        skills: ticket.skills.iter().cloned().collect(),
+        residency: ticket.residency.iter().map(ToString::to_string).collect(),
+        priority: ticket.priority,
+    }
+}
+
+/// Where a ticket goes at `end`: the routing decision with this region down.
+fn incoming_region(rules: &Rules, me: &RegionId, end: Timestamp, request: &RouteRequest) -> Option<RegionId> {
+    let health: HashMap<RegionId, RegionHealth> = rules
+        .regions()
+        .iter()
+        .map(|r| (r.id.clone(), if &r.id == me { RegionHealth::Down } else { RegionHealth::Up }))
+        .collect();
+    let decision = rules.decide(end, &health, &HashMap::new(), request);
+    decision.region.filter(|r| *r != me).cloned()
+}
+
+async fn preview(api: &TicketApi, end: Timestamp) {
+    let Ok(open) = open_tickets(api).await else { return };
+    let window_start = end.checked_sub(api.overlap()).unwrap_or(end);
+    let lacking = open.iter().filter(|r| agent_note(r, window_start, end).is_none()).count();
+    tracing::info!(region = %api.region(), shift_end = %end, open = open.len(), lacking_agent_note = lacking,
+        "shift ends soon: open tickets will be handed off; those without an agent's note get an auto note");
+}
+
+/// Hands every open ticket over and records the summary.
+async fn shift_end(api: &TicketApi, rules: &Rules, start: Timestamp, end: Timestamp) -> Result<ShiftSummary, String> {
+    let me = api.region().clone();
+    let open = open_tickets(api).await.map_err(|e| e.to_string())?;
+    let window_start = end.checked_sub(api.overlap()).unwrap_or(end);
+    let mut summary = ShiftSummary {
+        region: me.clone(),
+        shift_start: start,
+        shift_end: end,
+        handed_off: Vec::new(),
+        kept: Vec::new(),
+        sla_at_risk: open.iter().filter(|r| r.ticket.sla.is_at_risk()).map(|r| r.ticket.id).collect(),
+        escalations_open: open.iter().filter(|r| r.ticket.status == Status::Escalated).map(|r| r.ticket.id).collect(),
+        auto_notes: 0,
+        next_region: None,
+        next_queue_owner: None,
+    };
+    for record in &open {
+        let id = record.ticket.id;
+        let Some(to) = incoming_region(rules, &me, end, &route_request(&record.ticket)) else {
+            summary.kept.push((id, "no other region may take it now".into()));
+            continue;
+        };
+        let note = match agent_note(record, window_start, end) {
+            Some(note) => note,
+            None => {
+                let events = api.store().events_for_ticket(id).await.map_err(|e| e.to_string())?;
+                auto_note(record, &events)
+            }
+        };
+        let auto = note.auto;
+        match api.handoff(&me, id, to.clone(), note, api.meta_with(None)).await {
+            Ok(_) => {
+                summary.auto_notes += u32::from(auto);
+                summary.handed_off.push((id, to));
+            }
+            Err(status) => {
+                tracing::warn!(ticket_id = %id, to = %to, error = %status.message(), "shift-end handoff failed; ticket kept");
+                summary.kept.push((id, status.message().to_owned()));
+            }
+        }
+    }
+    let next = {
+        let decision = rules.decide(end, &HashMap::new(), &HashMap::new(), &RouteRequest::default());
+        (decision.region.filter(|r| **r != me).cloned(), decision.queue_owner.map(str::to_owned))
+    };
+    summary.next_region = next.0.or_else(|| summary.handed_off.first().map(|(_, r)| r.clone()));
+    summary.next_queue_owner = next.1;
+    api.store().record_shift_summary(summary.clone(), api.meta_with(None)).await.map_err(|e| e.to_string())?;
+    Ok(summary)
+}
+
+async fn post_all(webhooks: &[String], summary: &ShiftSummary) {
+    let body = serde_json::json!({ "type": "shift_summary", "summary": summary }).to_string();
+    for url in webhooks {
+        match tokio::time::timeout(WEBHOOK_TIMEOUT, post_json(url, &body)).await {
+            Ok(Ok(status)) if (200..300).contains(&status) => tracing::info!(url = %url, status, "shift summary posted"),
+            Ok(Ok(status)) => tracing::warn!(url = %url, status, "webhook refused the shift summary"),
+            Ok(Err(error)) => tracing::warn!(url = %url, error = %error, "webhook failed"),
+            Err(_) => tracing::warn!(url = %url, "webhook timed out"),
+        }
+    }
+}
+
+/// Checks a webhook URL: plain `http://host:port/path`.
+pub fn parse_webhook(url: &str) -> Result<(String, String), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?} must start with http://"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains(['@', ' ']) {
+        return Err(format!("{url:?} has no usable host"));
+    }
+    let authority = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
+    Ok((authority, path.to_owned()))
+}
+
+/// One HTTP/1.1 POST of JSON; returns the status code. A dependency-free
+/// client is enough for a fire-and-forget notification.
+async fn post_json(url: &str, body: &str) -> Result<u16, String> {
+    let (authority, path) = parse_webhook(url)?;
+    let mut stream = tokio::net::TcpStream::connect(&authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         User-Agent: meridian\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    let mut answer = vec![0u8; WEBHOOK_RESPONSE_BYTES_MAX];
+    let mut read = 0;
+    while read < answer.len() {
+        let n = stream.read(&mut answer[read..]).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 || answer[..read + n].windows(2).any(|w| w == b"\r\n") {
+            read += n;
+            break;
+        }
+        read += n;
+    }
+    let head = String::from_utf8_lossy(&answer[..read]);
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse::<u16>().ok());
+    status.ok_or_else(|| format!("not an HTTP answer: {:?}", head.lines().next().unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_urls_are_checked() {
+        assert_eq!(parse_webhook("http://127.0.0.1:9000/hook").unwrap(), ("127.0.0.1:9000".into(), "/hook".into()));
+        assert_eq!(parse_webhook("http://hooks.internal").unwrap(), ("hooks.internal:80".into(), "/".into()));
+        assert!(parse_webhook("https://x/").unwrap_err().contains("must start with http://"));
+        assert!(parse_webhook("http:///x").unwrap_err().contains("no usable host"));
+    }
+}

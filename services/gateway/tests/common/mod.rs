@@ -1,0 +1,203 @@
+//! The three-region mesh harness shared by the gateway's mesh tests: real
+//! SQLite files (PostgreSQL for one region on request), real mutual TLS
+//! with a generated development CA, replication, a manual clock, and the
+//! invariant checks every scenario ends with.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use meridian_core::{EventKind, ManualClock, RegionId};
+use meridian_gateway::{GatewayConfig, Listeners, MeshSettings, RulesSettings};
+use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient};
+use meridian_store::Store;
+use meridian_test_support::{Backing, TestDatabase};
+use meridian_tls::{DevPkiPlan, Service, TlsFiles, TrustDomain, Validity, write_dev_pki};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+/// How a test wants its mesh.
+pub struct Options<'a> {
+    /// Run this region on PostgreSQL.
+    pub postgres_for: Option<&'a str>,
+    /// The manual clock's start.
+    pub at: &'a str,
+    pub webhooks: Vec<String>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Self { postgres_for: None, at: AFTERNOON_UTC, webhooks: Vec::new() }
+    }
+}
+
+pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "apac-south"];
+/// us-east and eu-west are on shift, apac-south is not (example rules).
+pub const AFTERNOON_UTC: &str = "2026-06-02T14:00:00Z";
+
+pub struct Region {
+    pub name: RegionId,
+    pub url: String,
+    pub db: TestDatabase,
+}
+
+pub struct Mesh {
+    pub regions: Vec<Region>,
+    pub clock: Arc<ManualClock>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<meridian_gateway::Result<()>>>,
+    _pki: tempfile::TempDir,
+}
+
+pub fn region(name: &str) -> RegionId {
+    RegionId::new(name).unwrap()
+}
+
+impl Mesh {
+    /// Starts three gateways.
+    pub async fn start(options: Options<'_>) -> Mesh {
+        let postgres_for = options.postgres_for;
+        let pki = tempfile::tempdir().unwrap();
+        let names: Vec<RegionId> = REGIONS.iter().map(|r| region(r)).collect();
+        let now = std::time::SystemTime::now();
+        let plan = DevPkiPlan {
+            trust_domain: TrustDomain::new("meridian.test").unwrap(),
+            regions: names.clone(),
+            services: vec![Service::Gateway],
+            ca_validity: Validity::days_from(now, 30),
+            cert_validity: Validity::days_from(now, 30),
+            replace_ca: false,
+        };
+        write_dev_pki(pki.path(), &plan).unwrap();
+        let clock = Arc::new(ManualClock::new(options.at.parse::<Timestamp>().unwrap()));
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml");
+
+        let mut bound = Vec::new();
+        for name in &names {
+            let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mesh = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            bound.push((name.clone(), public, mesh));
+        }
+        let mesh_addrs: BTreeMap<RegionId, String> =
+            bound.iter().map(|(r, _, m)| (r.clone(), m.local_addr().unwrap().to_string())).collect();
+
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut regions = Vec::new();
+        let mut tasks = Vec::new();
+        for (name, public, mesh) in bound {
+            let backing = if postgres_for == Some(name.as_str()) { Backing::Postgres } else { Backing::Sqlite };
+            let db = TestDatabase::new(backing).await.unwrap();
+            let public_addr = public.local_addr().unwrap();
+            let mut config = GatewayConfig::new(name.clone(), names.clone(), public_addr, db.config());
+            let mut settings = RulesSettings::new(rules.clone());
+            settings.shift_check_interval = Duration::from_millis(20);
+            settings.sla_scan_interval = Duration::from_millis(20);
+            settings.webhooks = options.webhooks.clone();
+            config.rules = Some(settings);
+            config.mesh = Some(MeshSettings {
+                listen: mesh.local_addr().unwrap(),
+                tls: TlsFiles::dev(pki.path(), &name, Service::Gateway),
+                peers: mesh_addrs.iter().filter(|(r, _)| **r != name).map(|(r, a)| (r.clone(), a.clone())).collect(),
+                handoff_timeout: Duration::from_secs(10),
+                peer_durability_tiers: vec![meridian_core::Tier::new("enterprise").unwrap()],
+            });
+            let mut stopped = stopped.clone();
+            let gateway_clock: Arc<dyn meridian_core::Clock> = clock.clone();
+            tasks.push(tokio::spawn(meridian_gateway::run_listeners(
+                config,
+                Listeners { public, mesh: Some(mesh) },
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+                gateway_clock,
+            )));
+            regions.push(Region { name, url: format!("http://{public_addr}"), db });
+        }
+        let mesh = Mesh { regions, clock, stop, tasks, _pki: pki };
+        for r in &mesh.regions {
+            mesh.wait_connected(r.name.as_str()).await;
+        }
+        mesh
+    }
+
+    pub async fn client(&self, name: &str) -> TicketServiceClient<Channel> {
+        let url = &self.regions.iter().find(|r| r.name.as_str() == name).unwrap().url;
+        for _ in 0..200 {
+            if let Ok(client) = TicketServiceClient::connect(url.clone()).await {
+                return client;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("gateway {name} at {url} never accepted a connection");
+    }
+
+    /// Until every replication stream of `name` is open.
+    pub async fn wait_connected(&self, name: &str) {
+        let mut client = self.client(name).await;
+        for _ in 0..500 {
+            let status = client.get_status(v1::GetStatusRequest {}).await.unwrap().into_inner();
+            if status.peers.len() == 2 && status.peers.iter().all(|p| p.connected) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{name}'s replication streams never all connected");
+    }
+
+    /// Until every region has applied every other region's whole log.
+    pub async fn wait_quiet(&self) {
+        for _ in 0..500 {
+            let mut heads = BTreeMap::new();
+            let mut applied = BTreeMap::new();
+            for r in &self.regions {
+                let status = self.client(r.name.as_str()).await.get_status(v1::GetStatusRequest {}).await.unwrap().into_inner();
+                heads.insert(status.region.clone(), status.local_head);
+                for p in status.peers {
+                    applied.insert((status.region.clone(), p.region), p.applied_seq);
+                }
+            }
+            if applied.iter().all(|((_, origin), seq)| heads.get(origin) == Some(seq)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the mesh never quiesced");
+    }
+
+    /// Checks the invariants on every region's store, opened beside the
+    /// running gateway.
+    pub async fn check_invariants(&self) {
+        self.wait_quiet().await;
+        let mut stores = Vec::new();
+        for r in &self.regions {
+            stores.push(Store::open(&r.db.config(), &r.name).await.unwrap());
+        }
+        let report = meridian_replication::check_convergence(&stores).await.unwrap();
+        assert!(report.is_converged(), "regions diverge: {report:?}");
+        // One writer per epoch: every owner-scoped event at an epoch was
+        // written by the region that epoch encodes.
+        for store in &stores {
+            for origin in REGIONS {
+                let events = store.events_after(&region(origin), 0, 10_000).await.unwrap();
+                for e in events.iter().filter(|e| e.kind.is_owner_scoped() && !matches!(e.kind, EventKind::TicketCreated { .. })) {
+                    let index = REGIONS.iter().position(|r| *r == e.origin_region.as_str()).unwrap() as u16;
+                    assert_eq!(e.epoch.owner_index(), index, "{} wrote {} at epoch {}", e.origin_region, e.kind.name(), e.epoch);
+                }
+            }
+        }
+        for store in stores {
+            store.close().await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.send(true).unwrap();
+        for task in self.tasks {
+            task.await.unwrap().unwrap();
+        }
+        for r in self.regions {
+            r.db.drop_now().await;
+        }
+    }
+}
+

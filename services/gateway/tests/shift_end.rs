@@ -1,0 +1,145 @@
+//! Shift end on a manual clock: eu-west's day shift ends at 16:00 UTC
+//! (example rules); at that instant every open ticket it owns goes to the
+//! region the routing rules choose (us-east, on shift until 21:00), with the
+//! agent's note where one was written in the overlap window and an `auto`
+//! note otherwise; a ticket whose residency keeps it in eu-west stays; the
+//! shift summary replicates and reaches a webhook.
+
+// Fixtures and helpers outside #[test] functions: a failure stops the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Mesh, Options, REGIONS, region};
+use jiff::Timestamp;
+use meridian_proto::v1;
+use meridian_store::Store;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    sync::mpsc,
+};
+
+/// A local HTTP receiver: answers 200 and hands over each request body.
+async fn webhook_receiver() -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/shift", listener.local_addr().unwrap());
+    let (bodies, received) = mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = socket.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    if body.len() >= length || n == 0 {
+                        assert!(head.starts_with("POST /hooks/shift HTTP/1.1"), "{head}");
+                        socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+                        bodies.send(body.to_owned()).await.unwrap();
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    (url, received)
+}
+
+fn create(subject: &str, residency: &[&str]) -> v1::CreateTicketRequest {
+    v1::CreateTicketRequest {
+        subject: subject.into(),
+        customer: "acme".into(),
+        tier: "premium".into(),
+        residency: residency.iter().map(|r| (*r).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shift_end_hands_every_open_ticket_over_with_notes_and_a_summary() {
+    let (url, mut hooks) = webhook_receiver().await;
+    // 15:45 UTC: eu-west is on shift and inside its 30-minute overlap window.
+    let mesh = Mesh::start(Options { at: "2026-06-02T15:45:00Z", webhooks: vec![url], ..Options::default() }).await;
+    let mut eu = mesh.client("eu-west").await;
+
+    let silent = eu.create_ticket(create("No note", &[])).await.unwrap().into_inner().ticket.unwrap();
+    let noted = eu.create_ticket(create("With a note", &[])).await.unwrap().into_inner().ticket.unwrap();
+    let solved = eu.create_ticket(create("Done", &[])).await.unwrap().into_inner().ticket.unwrap();
+    let pinned = eu.create_ticket(create("Stays home", &["eu-west"])).await.unwrap().into_inner().ticket.unwrap();
+    let set = |id: &str, status: v1::Status| v1::UpdateTicketRequest {
+        ticket_id: id.into(),
+        status: Some(status.into()),
+        ..Default::default()
+    };
+    eu.update_ticket(set(&noted.id, v1::Status::Open)).await.unwrap();
+    eu.update_ticket(set(&solved.id, v1::Status::Solved)).await.unwrap();
+    let agent = v1::AddNoteRequest {
+        ticket_id: noted.id.clone(),
+        author: "siobhan".into(),
+        body: "Waiting on the carrier's RMA number\nthey promised it by 17:00 CET".into(),
+    };
+    eu.add_note(agent).await.unwrap();
+    // Let the shift task see the shift it is on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    mesh.clock.set("2026-06-02T16:00:05Z".parse::<Timestamp>().unwrap());
+    let body = tokio::time::timeout(Duration::from_secs(20), hooks.recv()).await.expect("a webhook within 20 s").unwrap();
+    let posted: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(posted["type"], "shift_summary");
+    let summary = &posted["summary"];
+    assert_eq!(summary["region"], "eu-west");
+    assert_eq!(summary["shift_end"], "2026-06-02T16:00:00Z");
+    let handed: Vec<(String, String)> = serde_json::from_value(summary["handed_off"].clone()).unwrap();
+    let mut handed_ids: Vec<&str> = handed.iter().map(|(id, _)| id.as_str()).collect();
+    handed_ids.sort();
+    let mut expected = vec![silent.id.as_str(), noted.id.as_str()];
+    expected.sort();
+    assert_eq!(handed_ids, expected, "every open ticket, and only those, is handed off");
+    assert!(handed.iter().all(|(_, to)| to == "us-east"), "{handed:?}");
+    let kept: Vec<(String, String)> = serde_json::from_value(summary["kept"].clone()).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].0, pinned.id, "residency keeps the pinned ticket home");
+    assert_eq!(summary["auto_notes"], 1);
+    assert_eq!(summary["next_region"], "us-east");
+
+    mesh.wait_quiet().await;
+    for name in REGIONS {
+        let mut client = mesh.client(name).await;
+        let get = |id: &str| v1::GetTicketRequest { ticket_id: id.into() };
+        let silent_now = client.get_ticket(get(&silent.id)).await.unwrap().into_inner();
+        assert_eq!(silent_now.ticket.unwrap().owner.unwrap().owner_region, "us-east", "{name}");
+        let auto = silent_now.notes.iter().find(|n| n.body.starts_with("Handoff eu-west → us-east")).unwrap();
+        assert!(auto.auto, "{name}: no agent note, so Meridian wrote one: {}", auto.body);
+        assert!(auto.body.contains("next action: first response due"), "{}", auto.body);
+
+        let noted_now = client.get_ticket(get(&noted.id)).await.unwrap().into_inner();
+        assert_eq!(noted_now.ticket.unwrap().owner.unwrap().owner_region, "us-east", "{name}");
+        let handoff = noted_now.notes.iter().find(|n| n.body.starts_with("Handoff eu-west → us-east")).unwrap();
+        assert!(!handoff.auto, "{name}: the agent's note from the overlap window is used");
+        assert_eq!(handoff.author, "siobhan");
+        assert!(handoff.body.contains("last action: Waiting on the carrier's RMA number"), "{}", handoff.body);
+
+        let solved_now = client.get_ticket(get(&solved.id)).await.unwrap().into_inner();
+        assert_eq!(solved_now.ticket.unwrap().owner.unwrap().owner_region, "eu-west", "{name}: solved tickets stay");
+    }
+    mesh.check_invariants().await;
+
+    // The summary reached every region's store through replication.
+    for r in &mesh.regions {
+        let store = Store::open(&r.db.config(), &r.name).await.unwrap();
+        let summaries = store.shift_summaries(Some(&region("eu-west")), 10).await.unwrap();
+        assert_eq!(summaries.len(), 1, "{}", r.name);
+        assert_eq!(summaries[0].handed_off.len(), 2);
+        store.close().await;
+    }
+    mesh.stop().await;
+}

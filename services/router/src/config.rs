@@ -1,0 +1,578 @@
+//! The router's configuration: a TOML file, then environment overrides.
+//!
+//! A bad file is refused at start with `FILE:LINE:COL: reason`; a bad
+//! override names the variable. Unknown keys are errors, not silently
+//! ignored, so a typo never leaves a setting at its default.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7100"
+//!
+//! [rules]
+//! path = "rules.toml"          # relative to this file
+//! reload_interval_ms = 2000
+//!
+//! [gateways]                   # region id = the gateway's gRPC endpoint
+//! us-east = "http://127.0.0.1:7101"
+//! eu-west = "http://127.0.0.1:7102"
+//!
+//! [health]
+//! probe_interval_ms = 1000     # grpc.health.v1 Check on every gateway
+//! probe_deadline_ms = 1000     # one probe's deadline
+//! timeout_ms = 5000            # healthy while the last good probe is younger
+//!
+//! [limits]
+//! request_timeout_ms = 5000    # every call to the router
+//! forward_timeout_ms = 2000    # each CreateTicket at a gateway
+//! forward_attempts_max = 3     # gateways one SubmitTicket may try
+//! request_bytes_max = 262144
+//! concurrency_per_connection_max = 1024
+//!
+//! [failover]                   # optional: take over regions whose lease expires
+//! kind = "etcd"
+//! endpoints = ["http://127.0.0.1:2379"]
+//! region = "us-east"           # this replica's router certificate in tls_dir
+//! tls_dir = "pki"              # or cert, key and ca
+//! takeover_timeout_ms = 15000  # each TakeOver call at a successor
+//! takeover_grace_ms = 2000     # for regions not seen live since their last takeover
+//!
+//! [failover.gateways]          # each region's gateway internal (mesh) address
+//! us-east = "127.0.0.1:7111"
+//! eu-west = "127.0.0.1:7112"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meridian_core::RegionId;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{Error, Result};
+
+/// The environment variables that override the file, and the key each one
+/// replaces.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("MERIDIAN_LISTEN", "listen"),
+    ("MERIDIAN_RULES", "rules.path"),
+];
+
+pub const RULES_RELOAD_INTERVAL_MS_DEFAULT: u64 = 2_000;
+pub const PROBE_INTERVAL_MS_DEFAULT: u64 = 1_000;
+pub const PROBE_DEADLINE_MS_DEFAULT: u64 = 1_000;
+pub const HEALTH_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+pub const FORWARD_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+pub const FORWARD_ATTEMPTS_MAX_DEFAULT: usize = 3;
+pub const REQUEST_BYTES_MAX_DEFAULT: usize = 256 * 1024;
+pub const CONCURRENCY_PER_CONNECTION_MAX_DEFAULT: usize = 1024;
+
+/// Everything one router process needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// Where `main` binds; [`crate::run`] serves on the listener it is given.
+    pub listen: SocketAddr,
+    /// The follow-the-sun rules file, re-read every `rules_reload_interval`.
+    pub rules_path: PathBuf,
+    pub rules_reload_interval: Duration,
+    /// Each region's gateway endpoint (`http://HOST:PORT`). A region of the
+    /// rules without one is never routed to (it has no health report).
+    pub gateways: BTreeMap<RegionId, String>,
+    pub health: HealthConfig,
+    pub limits: Limits,
+    /// Takes over regions whose lease expires (`[failover]`); without it
+    /// the router only routes.
+    pub failover: Option<crate::failover::FailoverSettings>,
+}
+
+/// How the router learns which gateways are alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// How often each gateway's `grpc.health.v1.Health/Check` is called.
+    pub probe_interval: Duration,
+    /// One probe's deadline (also the connect timeout).
+    pub probe_deadline: Duration,
+    /// A region is healthy while its last successful probe is younger than
+    /// this; longer than `probe_interval`, so one lost probe is not an outage.
+    pub timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_millis(PROBE_INTERVAL_MS_DEFAULT),
+            probe_deadline: Duration::from_millis(PROBE_DEADLINE_MS_DEFAULT),
+            timeout: Duration::from_millis(HEALTH_TIMEOUT_MS_DEFAULT),
+        }
+    }
+}
+
+/// Bounds on what one request may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Every call to the router gets this deadline.
+    pub request_timeout: Duration,
+    /// Each CreateTicket forwarded to a gateway; shorter than
+    /// `request_timeout` so a failed gateway leaves time for the next one.
+    pub forward_timeout: Duration,
+    /// How many gateways one SubmitTicket may try.
+    pub forward_attempts_max: usize,
+    /// The largest request message accepted, in bytes.
+    pub request_bytes_max: usize,
+    /// Concurrent requests per client connection.
+    pub concurrency_per_connection_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT),
+            forward_timeout: Duration::from_millis(FORWARD_TIMEOUT_MS_DEFAULT),
+            forward_attempts_max: FORWARD_ATTEMPTS_MAX_DEFAULT,
+            request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
+            concurrency_per_connection_max: CONCURRENCY_PER_CONNECTION_MAX_DEFAULT,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: SocketAddr,
+    rules: RulesSection,
+    #[serde(default)]
+    gateways: BTreeMap<RegionId, Spanned<String>>,
+    #[serde(default)]
+    health: HealthSection,
+    #[serde(default)]
+    limits: LimitsSection,
+    failover: Option<crate::failover::FailoverSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesSection {
+    path: PathBuf,
+    reload_interval_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthSection {
+    probe_interval_ms: Option<Spanned<u64>>,
+    probe_deadline_ms: Option<Spanned<u64>>,
+    timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    request_timeout_ms: Option<Spanned<u64>>,
+    forward_timeout_ms: Option<Spanned<u64>>,
+    forward_attempts_max: Option<Spanned<usize>>,
+    request_bytes_max: Option<Spanned<usize>>,
+    concurrency_per_connection_max: Option<Spanned<usize>>,
+}
+
+impl RouterConfig {
+    /// A config with default intervals and limits, for `meridian up` and
+    /// tests. Refuses a gateway endpoint that is not an `http://` URI.
+    pub fn new(
+        listen: SocketAddr,
+        rules_path: impl Into<PathBuf>,
+        gateways: impl IntoIterator<Item = (RegionId, String)>,
+    ) -> Result<Self> {
+        let gateways: BTreeMap<RegionId, String> = gateways.into_iter().collect();
+        for (region, url) in &gateways {
+            check_endpoint(url)
+                .map_err(|reason| Error::Config(format!("gateways.{region}: {reason}")))?;
+        }
+        Ok(Self {
+            listen,
+            rules_path: rules_path.into(),
+            rules_reload_interval: Duration::from_millis(RULES_RELOAD_INTERVAL_MS_DEFAULT),
+            gateways,
+            health: HealthConfig::default(),
+            limits: Limits::default(),
+            failover: None,
+        })
+    }
+
+    /// Reads `path`, then applies the environment overrides. A relative
+    /// rules path is taken relative to the config file's directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: cannot read: {e}", path.display())))?;
+        let mut config = Self::parse(&path.display().to_string(), &text, |name| {
+            std::env::var(name).ok()
+        })?;
+        if config.rules_path.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            config.rules_path = dir.join(&config.rules_path);
+        }
+        Ok(config)
+    }
+
+    /// Parses a config's text; `env` looks up override variables. `file`
+    /// only labels errors.
+    pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let parsed: FileConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end();
+            Error::Config(match e.span() {
+                Some(span) => at(file, text, &span, message),
+                None => format!("{file}: {message}"),
+            })
+        })?;
+        let mut config = parsed.into_config(file, text)?;
+        // Overrides have no line in the file, so their errors name the
+        // variable instead.
+        for (var, key) in ENV_OVERRIDES {
+            let Some(value) = env(var) else { continue };
+            match *key {
+                "listen" => {
+                    config.listen = value.parse().map_err(|e| {
+                        Error::Config(format!(
+                            "{var}: {value:?} is not a socket address (HOST:PORT): {e}"
+                        ))
+                    })?;
+                }
+                "rules.path" => {
+                    if value.is_empty() {
+                        return Err(Error::Config(format!("{var}: must not be empty")));
+                    }
+                    config.rules_path = PathBuf::from(value);
+                }
+                _ => {}
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl FileConfig {
+    fn into_config(self, file: &str, text: &str) -> Result<RouterConfig> {
+        let millis = |value: Option<Spanned<u64>>, key: &str, default: u64| -> Result<Duration> {
+            Ok(Duration::from_millis(positive(
+                file, text, key, value, default,
+            )?))
+        };
+        let mut gateways = BTreeMap::new();
+        for (region, url) in self.gateways {
+            check_endpoint(url.get_ref()).map_err(|reason| {
+                Error::Config(at(
+                    file,
+                    text,
+                    &url.span(),
+                    &format!("gateways.{region}: {reason}"),
+                ))
+            })?;
+            gateways.insert(region, url.into_inner());
+        }
+        let health = HealthConfig {
+            probe_interval: millis(
+                self.health.probe_interval_ms,
+                "health.probe_interval_ms",
+                PROBE_INTERVAL_MS_DEFAULT,
+            )?,
+            probe_deadline: millis(
+                self.health.probe_deadline_ms,
+                "health.probe_deadline_ms",
+                PROBE_DEADLINE_MS_DEFAULT,
+            )?,
+            timeout: millis(
+                self.health.timeout_ms.clone(),
+                "health.timeout_ms",
+                HEALTH_TIMEOUT_MS_DEFAULT,
+            )?,
+        };
+        if health.timeout <= health.probe_interval {
+            let message = format!(
+                "health.timeout_ms ({} ms) must be longer than health.probe_interval_ms ({} ms), \
+                 or healthy gateways look down between two probes",
+                health.timeout.as_millis(),
+                health.probe_interval.as_millis()
+            );
+            return Err(Error::Config(located(
+                file,
+                text,
+                self.health.timeout_ms.map(|s| s.span()),
+                &message,
+            )));
+        }
+        let limits = Limits {
+            request_timeout: millis(
+                self.limits.request_timeout_ms,
+                "limits.request_timeout_ms",
+                REQUEST_TIMEOUT_MS_DEFAULT,
+            )?,
+            forward_timeout: millis(
+                self.limits.forward_timeout_ms.clone(),
+                "limits.forward_timeout_ms",
+                FORWARD_TIMEOUT_MS_DEFAULT,
+            )?,
+            forward_attempts_max: positive(
+                file,
+                text,
+                "limits.forward_attempts_max",
+                self.limits.forward_attempts_max,
+                FORWARD_ATTEMPTS_MAX_DEFAULT,
+            )?,
+            request_bytes_max: positive(
+                file,
+                text,
+                "limits.request_bytes_max",
+                self.limits.request_bytes_max,
+                REQUEST_BYTES_MAX_DEFAULT,
+            )?,
+            concurrency_per_connection_max: positive(
+                file,
+                text,
+                "limits.concurrency_per_connection_max",
+                self.limits.concurrency_per_connection_max,
+                CONCURRENCY_PER_CONNECTION_MAX_DEFAULT,
+            )?,
+        };
+        if limits.forward_timeout >= limits.request_timeout {
+            let message = format!(
+                "limits.forward_timeout_ms ({} ms) must be shorter than limits.request_timeout_ms ({} ms), \
+                 or a failed gateway leaves no time to try the next one",
+                limits.forward_timeout.as_millis(),
+                limits.request_timeout.as_millis()
+            );
+            return Err(Error::Config(located(
+                file,
+                text,
+                self.limits.forward_timeout_ms.map(|s| s.span()),
+                &message,
+            )));
+        }
+        if self.rules.path.as_os_str().is_empty() {
+            return Err(Error::Config(format!(
+                "{file}: rules.path: must not be empty"
+            )));
+        }
+        Ok(RouterConfig {
+            listen: self.listen,
+            rules_path: self.rules.path,
+            rules_reload_interval: millis(
+                self.rules.reload_interval_ms,
+                "rules.reload_interval_ms",
+                RULES_RELOAD_INTERVAL_MS_DEFAULT,
+            )?,
+            gateways,
+            health,
+            limits,
+            failover: self.failover.map(|section| section.into_settings(file)).transpose()?,
+        })
+    }
+}
+
+/// A gateway endpoint must be a plain `http://HOST:PORT` URI: TLS to the
+/// gateways arrives with the mesh's mTLS, and a path would be ignored.
+fn check_endpoint(url: &str) -> std::result::Result<(), String> {
+    let uri: tonic::transport::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URI ({e}); write http://HOST:PORT"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{url:?} must start with http:// (TLS to gateways is not supported yet)"
+        ));
+    }
+    if uri.port_u16().is_none() {
+        return Err(format!("{url:?} has no port; write http://HOST:PORT"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!("{url:?} has a path; write http://HOST:PORT"));
+    }
+    Ok(())
+}
+
+fn positive<T: PartialEq + Default + Copy>(
+    file: &str,
+    text: &str,
+    key: &str,
+    value: Option<Spanned<T>>,
+    default: T,
+) -> Result<T> {
+    match value {
+        Some(v) if *v.get_ref() == T::default() => Err(Error::Config(at(
+            file,
+            text,
+            &v.span(),
+            &format!("{key}: must be at least 1"),
+        ))),
+        Some(v) => Ok(v.into_inner()),
+        None => Ok(default),
+    }
+}
+
+fn located(file: &str, text: &str, span: Option<Range<usize>>, message: &str) -> String {
+    match span {
+        Some(span) => at(file, text, &span, message),
+        None => format!("{file}: {message}"),
+    }
+}
+
+/// `FILE:LINE:COL: message`, the line and column (1-based, in characters)
+/// of the span's start.
+fn at(file: &str, text: &str, span: &Range<usize>, message: &str) -> String {
+    let (line, column) = meridian_rules::line_column(text, span.start);
+    format!("{file}:{line}:{column}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:7100"
+
+[rules]
+path = "rules.toml"
+reload_interval_ms = 500
+
+[gateways]
+us-east = "http://127.0.0.1:7101"
+eu-west = "http://127.0.0.1:7102"
+
+[health]
+probe_interval_ms = 200
+timeout_ms = 1000
+
+[limits]
+forward_timeout_ms = 1500
+"#;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn error(text: &str) -> String {
+        RouterConfig::parse("router.toml", text, no_env)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn reads_a_good_file() {
+        let config = RouterConfig::parse("router.toml", GOOD, no_env).unwrap();
+        assert_eq!(config.listen.port(), 7100);
+        assert_eq!(config.rules_path, PathBuf::from("rules.toml"));
+        assert_eq!(config.rules_reload_interval, Duration::from_millis(500));
+        assert_eq!(config.gateways.len(), 2);
+        assert_eq!(
+            config.gateways[&RegionId::new("eu-west").unwrap()],
+            "http://127.0.0.1:7102"
+        );
+        assert_eq!(config.health.probe_interval, Duration::from_millis(200));
+        assert_eq!(
+            config.health.probe_deadline,
+            Duration::from_millis(PROBE_DEADLINE_MS_DEFAULT)
+        );
+        assert_eq!(config.health.timeout, Duration::from_secs(1));
+        assert_eq!(config.limits.forward_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            config.limits.forward_attempts_max,
+            FORWARD_ATTEMPTS_MAX_DEFAULT
+        );
+    }
+
+    #[test]
+    fn errors_carry_file_line_and_column() {
+        let err = error(&GOOD.replace("us-east = ", "US_East = "));
+        assert!(err.starts_with("config: router.toml:9:1: "), "{err}");
+        assert!(err.contains("must start with a lowercase letter"), "{err}");
+
+        let err = error(&GOOD.replace(
+            "reload_interval_ms = 500",
+            "reload_interval_ms = 500\nreload = 1",
+        ));
+        assert!(
+            err.starts_with("config: router.toml:7:1: unknown field `reload`"),
+            "{err}"
+        );
+
+        let err = error(&GOOD.replace("\"http://127.0.0.1:7102\"", "\"https://eu.example:443\""));
+        assert!(
+            err.starts_with("config: router.toml:10:11: gateways.eu-west: "),
+            "{err}"
+        );
+        assert!(err.contains("must start with http://"), "{err}");
+
+        let err = error(&GOOD.replace("\"http://127.0.0.1:7102\"", "\"http://127.0.0.1\""));
+        assert!(err.contains("has no port"), "{err}");
+
+        let err = error(&GOOD.replace("timeout_ms = 1000", "timeout_ms = 100"));
+        assert!(
+            err.starts_with("config: router.toml:14:14: health.timeout_ms (100 ms) must be longer"),
+            "{err}"
+        );
+
+        let err = error(&GOOD.replace("forward_timeout_ms = 1500", "forward_timeout_ms = 0"));
+        assert_eq!(
+            err,
+            "config: router.toml:17:22: limits.forward_timeout_ms: must be at least 1"
+        );
+
+        let err = error(&GOOD.replace("forward_timeout_ms = 1500", "forward_timeout_ms = 9000"));
+        assert!(
+            err.contains("must be shorter than limits.request_timeout_ms (5000 ms)"),
+            "{err}"
+        );
+
+        let err = error(&GOOD.replace("[rules]\npath = \"rules.toml\"\n", "[rules]\n"));
+        assert!(err.contains("missing field `path`"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = |name: &str| match name {
+            "MERIDIAN_LISTEN" => Some("127.0.0.1:9999".to_owned()),
+            "MERIDIAN_RULES" => Some("/etc/meridian/rules.toml".to_owned()),
+            _ => None,
+        };
+        let config = RouterConfig::parse("router.toml", GOOD, env).unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.rules_path, PathBuf::from("/etc/meridian/rules.toml"));
+
+        let env = |name: &str| (name == "MERIDIAN_LISTEN").then(|| "nowhere".to_owned());
+        let err = RouterConfig::parse("router.toml", GOOD, env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config: MERIDIAN_LISTEN: \"nowhere\" is not a socket address"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_resolves_the_rules_path_next_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let config = RouterConfig::load(&path).unwrap();
+        assert_eq!(config.rules_path, dir.path().join("rules.toml"));
+    }
+
+    #[test]
+    fn new_checks_endpoints() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let east = RegionId::new("us-east").unwrap();
+        let config = RouterConfig::new(
+            listen,
+            "rules.toml",
+            [(east.clone(), "http://127.0.0.1:1".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(config.limits, Limits::default());
+        let err = RouterConfig::new(listen, "rules.toml", [(east, "127.0.0.1:1".to_owned())])
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("config: gateways.us-east: "),
+            "{err}"
+        );
+    }
+}

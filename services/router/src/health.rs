@@ -1,0 +1,191 @@
+//! Region health from gateway heartbeats.
+//!
+//! A task per gateway calls the standard `grpc.health.v1.Health/Check` for
+//! the ticket service on an interval, and records the injected clock's
+//! instant of each successful probe. A region is up while its last success
+//! is younger than the health timeout. The tokio interval only paces the
+//! probes: every decision reads time from the [`Clock`], so tests and the
+//! simulation decide health by moving their clock.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use meridian_core::{Clock, RegionId};
+use meridian_rules::RegionHealth;
+use tokio::time::MissedTickBehavior;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// What the router knows of one gateway.
+#[derive(Debug, Clone, Copy, Default)]
+struct Probed {
+    /// The clock's instant of the last successful probe.
+    last_ok: Option<Timestamp>,
+    /// At least one probe (or forward) has finished, well or badly.
+    heard: bool,
+}
+
+/// The health of every region with a gateway.
+#[derive(Debug)]
+pub(crate) struct HealthTable {
+    timeout: SignedDuration,
+    regions: RwLock<HashMap<RegionId, Probed>>,
+}
+
+impl HealthTable {
+    pub(crate) fn new(regions: &BTreeSet<RegionId>, timeout: Duration) -> Self {
+        let timeout = SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX);
+        let regions = regions
+            .iter()
+            .map(|r| (r.clone(), Probed::default()))
+            .collect();
+        Self {
+            timeout,
+            regions: RwLock::new(regions),
+        }
+    }
+
+    fn up(&self, probed: &Probed, now: Timestamp) -> bool {
+        // A last success "in the future" (the clock moved back) counts as
+        // fresh: a clock step must not take every region down.
+        probed
+            .last_ok
+            .is_some_and(|at| now.duration_since(at) < self.timeout)
+    }
+
+    /// Every region's health at `now`, as the decision wants it. A region
+    /// not yet probed has no entry (the decision reports
+    /// `no_health_report`); one probed but not recently successful is down.
+    pub(crate) fn snapshot(&self, now: Timestamp) -> HashMap<RegionId, RegionHealth> {
+        let regions = self.regions.read().unwrap_or_else(PoisonError::into_inner);
+        regions
+            .iter()
+            .filter(|(_, p)| p.heard)
+            .map(|(id, p)| {
+                (
+                    id.clone(),
+                    if self.up(p, now) {
+                        RegionHealth::Up
+                    } else {
+                        RegionHealth::Down
+                    },
+                )
+            })
+            .collect()
+    }
+
+    pub(crate) fn is_up(&self, region: &str, now: Timestamp) -> bool {
+        let regions = self.regions.read().unwrap_or_else(PoisonError::into_inner);
+        // `HashMap<RegionId, _>` cannot be indexed by `&str` (RegionId does
+        // not borrow as str), and there are only a handful of regions.
+        regions
+            .iter()
+            .find(|(id, _)| id.as_str() == region)
+            .is_some_and(|(_, p)| self.up(p, now))
+    }
+
+    fn record(&self, region: &RegionId, ok_at: Option<Timestamp>) {
+        let mut regions = self.regions.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(probed) = regions.get_mut(region) {
+            probed.heard = true;
+            if ok_at.is_some() {
+                probed.last_ok = ok_at;
+            }
+        }
+    }
+
+    /// A forward to the region's gateway could not reach it: treat the
+    /// region as down until its next successful probe, so the requests in
+    /// between do not each spend a timeout on it.
+    pub(crate) fn record_unreachable(&self, region: &RegionId) {
+        let mut regions = self.regions.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(probed) = regions.get_mut(region) {
+            probed.heard = true;
+            probed.last_ok = None;
+        }
+    }
+}
+
+/// Probes one gateway every `interval` until the task is aborted.
+pub(crate) async fn probe(
+    region: RegionId,
+    channel: Channel,
+    table: Arc<HealthTable>,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+    deadline: Duration,
+) {
+    let mut client = HealthClient::new(channel);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Logged on changes only, not on every probe.
+    let mut last_ok: Option<bool> = None;
+    loop {
+        ticker.tick().await;
+        let request = HealthCheckRequest {
+            service: meridian_proto::v1::ticket_service_server::SERVICE_NAME.to_owned(),
+        };
+        let outcome = match tokio::time::timeout(deadline, client.check(request)).await {
+            Ok(Ok(response)) => match response.into_inner().status() {
+                ServingStatus::Serving => Ok(()),
+                other => Err(format!("gateway reports {}", other.as_str_name())),
+            },
+            Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+            Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
+        };
+        match outcome {
+            Ok(()) => {
+                table.record(&region, Some(clock.now()));
+                if last_ok != Some(true) {
+                    tracing::info!(region = %region, "gateway probe succeeded");
+                }
+                last_ok = Some(true);
+            }
+            Err(reason) => {
+                table.record(&region, None);
+                if last_ok != Some(false) {
+                    tracing::warn!(region = %region, reason = %reason, "gateway probe failed");
+                }
+                last_ok = Some(false);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_is_up_while_its_last_success_is_younger_than_the_timeout() {
+        let east = RegionId::new("us-east").unwrap();
+        let west = RegionId::new("eu-west").unwrap();
+        let table = HealthTable::new(&[east.clone(), west.clone()].into(), Duration::from_secs(5));
+        let t0: Timestamp = "2026-06-02T12:00:00Z".parse().unwrap();
+        assert!(
+            table.snapshot(t0).is_empty(),
+            "nothing heard yet: no health report"
+        );
+
+        table.record(&east, Some(t0));
+        table.record(&west, None);
+        let at = |secs: i64| t0.checked_add(SignedDuration::from_secs(secs)).unwrap();
+        let snapshot = table.snapshot(at(4));
+        assert_eq!(snapshot[&east], RegionHealth::Up);
+        assert_eq!(snapshot[&west], RegionHealth::Down);
+        assert!(table.is_up("us-east", at(4)));
+        assert_eq!(table.snapshot(at(5))[&east], RegionHealth::Down);
+        assert!(!table.is_up("us-east", at(5)));
+
+        // A failed probe does not forget an earlier success; an unreachable
+        // forward does.
+        table.record(&east, None);
+        assert_eq!(table.snapshot(at(1))[&east], RegionHealth::Up);
+        table.record_unreachable(&east);
+        assert_eq!(table.snapshot(at(1))[&east], RegionHealth::Down);
+    }
+}

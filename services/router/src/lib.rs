@@ -1,0 +1,187 @@
+//! The global router: decides which region takes each new ticket under the
+//! follow-the-sun rules, and forwards it to that region's gateway. Serves
+//! `meridian.v1.RouterService`, standard gRPC health (`grpc.health.v1`) and
+//! server reflection.
+//!
+//! Boundary: the router keeps no ticket state. A decision is a pure function
+//! of (rules version, instant, region health, region load, ticket
+//! attributes) computed by `meridian-rules`; this crate supplies the inputs
+//! and performs the effects:
+//! - the rules, read from disk and hot-reloaded by `meridian-rules-source`:
+//!   a bad file is refused with `FILE:LINE:COL` problems and the old rules
+//!   stay;
+//! - region health, from probing each gateway's health service
+//!   (`health`), judged against the injected [`Clock`];
+//! - forwarding a submitted ticket to the chosen gateway, and to the next
+//!   candidate when that fails (`service`).
+//!
+//! Protobuf conversions live in `meridian-proto`; errors become gRPC
+//! statuses in one place, [`error`].
+//!
+//! Entry point: [`run`] with a config, a bound listener and a shutdown
+//! future; `main.rs` and the `meridian` CLI only build those.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod failover;
+mod health;
+mod service;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+
+use meridian_core::{Clock, RegionId};
+use meridian_proto::v1::router_service_server::RouterServiceServer;
+use meridian_rules::Rules;
+use meridian_rules_source::RulesSource;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Endpoint, Server};
+
+pub use config::{HealthConfig, Limits, RouterConfig};
+pub use error::{Error, Result};
+
+use crate::health::HealthTable;
+use crate::service::RouterApi;
+
+/// The largest response the router sends: a decision lists every region, so
+/// even 64 regions stay far below this.
+const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
+
+/// The wall clock, for production. Tests and the simulation pass their own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+/// Loads the rules, starts probing the gateways and watching the rules
+/// file, and serves until `shutdown` completes. Fails at start when the
+/// rules file cannot be read or is refused.
+pub async fn run(
+    config: RouterConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`run`] with an injected clock: decisions and health ages read it.
+pub async fn run_with_clock(
+    config: RouterConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    clock: Arc<dyn Clock>,
+) -> Result<()> {
+    let source = RulesSource::load(&config.rules_path).await?;
+    let gateway_regions: BTreeSet<RegionId> = config.gateways.keys().cloned().collect();
+    warn_unserved(&source.active.current(), &gateway_regions);
+    let rules = source.active.clone();
+    let health = Arc::new(HealthTable::new(&gateway_regions, config.health.timeout));
+
+    let mut channels = HashMap::new();
+    for (region, url) in &config.gateways {
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Error::Config(format!("gateways.{region}: {url:?}: {e}")))?
+            .connect_timeout(config.health.probe_deadline)
+            // Keep-alives notice a gateway whose host vanished without
+            // closing the connection.
+            .http2_keep_alive_interval(config.health.probe_interval)
+            .keep_alive_timeout(config.health.probe_deadline)
+            .tcp_nodelay(true);
+        // Lazy: a gateway that is down at start is simply unhealthy until it
+        // comes up; the channel reconnects by itself.
+        channels.insert(region.clone(), endpoint.connect_lazy());
+    }
+
+    // Background work ends with the server: the set aborts its tasks when
+    // dropped, on every return path.
+    let mut tasks = JoinSet::new();
+    let served_regions = gateway_regions.clone();
+    tasks.spawn(source.watch(config.rules_reload_interval, move |rules| {
+        warn_unserved(rules, &served_regions)
+    }));
+    for (region, channel) in &channels {
+        tasks.spawn(health::probe(
+            region.clone(),
+            channel.clone(),
+            health.clone(),
+            clock.clone(),
+            config.health.probe_interval,
+            config.health.probe_deadline,
+        ));
+    }
+
+    // Failover: with a coordinator, take over regions whose lease expires.
+    if let Some(settings) = &config.failover {
+        let failover = failover::Failover::start(settings, rules.clone(), clock.clone()).await?;
+        tasks.spawn(failover.run());
+    }
+
+    let api = RouterApi::new(rules, health, channels, clock, config.limits);
+    let router = RouterServiceServer::new(api)
+        .max_decoding_message_size(config.limits.request_bytes_max)
+        .max_encoding_message_size(RESPONSE_BYTES_MAX);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RouterServiceServer<RouterApi>>()
+        .await;
+    // Reflection in both versions, as the gateway does: v1 for current
+    // tools, v1alpha for clients that speak only it (grpcio-reflection).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| Error::Config(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| Error::Config(format!("reflection: {e}")))?;
+
+    let local_addr = listener.local_addr()?;
+    tracing::info!(addr = %local_addr, gateways = config.gateways.len(), "router serving");
+    let served = Server::builder()
+        .timeout(config.limits.request_timeout)
+        .concurrency_limit_per_connection(config.limits.concurrency_per_connection_max)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(router)
+        // Nagle's algorithm on accepted sockets holds small responses back
+        // until the client's delayed ACK (about 40 ms on Linux): the
+        // builder's `tcp_nodelay` only covers listeners tonic binds itself.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await;
+    tasks.shutdown().await;
+    served?;
+    tracing::info!("router stopped");
+    Ok(())
+}
+
+/// Logs the regions the rules name that have no gateway (never routed to)
+/// and the gateways of regions the rules do not name (never used).
+fn warn_unserved(rules: &Rules, gateways: &BTreeSet<RegionId>) {
+    let version = rules.version_id();
+    for region in rules.regions() {
+        if !gateways.contains(&region.id) {
+            tracing::warn!(rules_version = %version, region = %region.id, "region has no gateway endpoint configured and will not be routed to");
+        }
+    }
+    for region in gateways {
+        if rules.region(region.as_str()).is_none() {
+            tracing::warn!(rules_version = %version, region = %region, "gateway configured for a region the rules do not define");
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The `meridian.v1.RouterService` handlers: decode and validate (through
+//! `meridian-proto`), decide (through `meridian-rules`), forward to a
+//! gateway when asked, encode. Errors become statuses in [`crate::error`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_core::{self as core, Clock, RegionId};
+use meridian_proto::router::{self as convert, within};
+use meridian_proto::{ConvertError, timestamp_to_proto, v1};
+use meridian_rules::{
+    Decision, FilterReason, RegionHealth, RegionLoad, RouteRequest, Rules, render,
+};
+use meridian_rules_source::ActiveRules;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+use crate::config::Limits;
+use crate::error::Error;
+use crate::health::HealthTable;
+
+type TicketClient = v1::ticket_service_client::TicketServiceClient<Channel>;
+
+/// Below this much time left in a request, no further gateway is tried: the
+/// attempt could not finish and the caller is better told now.
+const FORWARD_TIME_MIN: Duration = Duration::from_millis(20);
+
+/// The router's API over the shared rules, health table and gateway clients.
+#[derive(Clone)]
+pub struct RouterApi {
+    rules: Arc<ActiveRules>,
+    health: Arc<HealthTable>,
+    gateways: Arc<HashMap<RegionId, TicketClient>>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    /// Gateways do not report load yet, so every region counts as empty.
+    no_load: Arc<HashMap<RegionId, RegionLoad>>,
+}
+
+impl RouterApi {
+    pub(crate) fn new(
+        rules: Arc<ActiveRules>,
+        health: Arc<HealthTable>,
+        gateways: HashMap<RegionId, Channel>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Self {
+        let gateways = gateways
+            .into_iter()
+            .map(|(region, channel)| {
+                let client = TicketClient::new(channel)
+                    .max_decoding_message_size(limits.request_bytes_max.saturating_mul(4));
+                (region, client)
+            })
+            .collect();
+        Self {
+            rules,
+            health,
+            gateways: Arc::new(gateways),
+            clock,
+            limits,
+            no_load: Arc::new(HashMap::new()),
+        }
+    }
+
+    /// Creates the ticket at `region`'s gateway within `timeout`.
+    async fn forward(
+        &self,
+        region: &RegionId,
+        ticket: v1::CreateTicketRequest,
+        timeout: Duration,
+    ) -> Result<v1::CreateTicketResponse, Status> {
+        let Some(client) = self.gateways.get(region) else {
+            // The decision only picks regions with a health report, and only
+            // gateways have one; kept for safety.
+            return Err(Status::unavailable(
+                "no gateway endpoint is configured for this region",
+            ));
+        };
+        let mut client = client.clone();
+        let mut request = Request::new(ticket);
+        // The gateway learns the deadline too, and gives up when it passes.
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, client.create_ticket(request)).await {
+            Ok(result) => result.map(Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no answer within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// The route request a ticket's attributes make.
+fn route_request(ticket: &core::NewTicket) -> RouteRequest {
+    RouteRequest {
+        tier: Some(ticket.tier.clone()),
+        skills: ticket.skills.iter().cloned().collect(),
+        residency: ticket.residency.iter().map(ToString::to_string).collect(),
+        priority: ticket.priority,
+    }
+}
+
+/// Why no region can take a ticket, from the candidates: `us-east: down,
+/// eu-west: missing_skill`.
+fn no_region(decision: &Decision<'_>) -> Error {
+    let retryable = decision.candidates.iter().any(|c| {
+        matches!(
+            c.filtered,
+            Some(FilterReason::Down | FilterReason::NoHealthReport)
+        )
+    });
+    let detail = decision
+        .candidates
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.region,
+                c.filtered.map_or("kept", FilterReason::as_str)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Error::NoEligibleRegion { detail, retryable }
+}
+
+fn attempts_text(attempts: &[v1::ForwardAttempt]) -> String {
+    attempts
+        .iter()
+        .map(|a| format!("{}: {}: {}", a.region, a.error_code, a.error))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn log_decision(rules: &Rules, decision: &Decision<'_>, rpc: &'static str) {
+    tracing::debug!(
+        rpc,
+        rules_version = %rules.version_id(),
+        region = decision.region.map_or("", RegionId::as_str),
+        reason = decision.reason.as_str(),
+        "routing decision"
+    );
+}
+
+#[tonic::async_trait]
+impl v1::router_service_server::RouterService for RouterApi {
+    async fn route(
+        &self,
+        request: Request<v1::RouteRequest>,
+    ) -> Result<Response<v1::RouteResponse>, Status> {
+        let request = request.into_inner();
+        let ticket = convert::route_request_from_proto("ticket", request.ticket.as_ref())
+            .map_err(Error::from)?;
+        let rules = self.rules.current();
+        let now = self.clock.now();
+        let health = self.health.snapshot(now);
+        let decision = rules.decide(now, &health, &self.no_load, &ticket);
+        log_decision(&rules, &decision, "route");
+        Ok(Response::new(v1::RouteResponse {
+            rules_version: rules.version_id(),
+            decision: Some(convert::decision_to_proto(&decision)),
+        }))
+    }
+
+    async fn submit_ticket(
+        &self,
+        request: Request<v1::SubmitTicketRequest>,
+    ) -> Result<Response<v1::SubmitTicketResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let create = request
+            .ticket
+            .ok_or_else(|| Error::from(ConvertError::new("ticket", "is required")))?;
+        // The same validation the gateway applies, so a bad ticket is refused
+        // here, naming its field, before any gateway is bothered.
+        let new = core::NewTicket::try_from(create.clone())
+            .map_err(|e| Error::from(within("ticket", e)))?;
+        let ticket = route_request(&new);
+        let rules = self.rules.current();
+        let now = self.clock.now();
+        let mut health = self.health.snapshot(now);
+        let mut attempts: Vec<v1::ForwardAttempt> = Vec::new();
+        let deadline = started + self.limits.request_timeout;
+        loop {
+            // Each failed gateway is marked down and the decision taken
+            // again: on shift, that gives the next candidate by score; out of
+            // hours, the policy's next choice.
+            let decision = rules.decide(now, &health, &self.no_load, &ticket);
+            log_decision(&rules, &decision, "submit_ticket");
+            let Some(region) = decision.region.cloned() else {
+                if attempts.is_empty() {
+                    return Err(no_region(&decision).into());
+                }
+                return Err(Error::ForwardFailed {
+                    attempts: attempts_text(&attempts),
+                }
+                .into());
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if attempts.len() >= self.limits.forward_attempts_max || remaining < FORWARD_TIME_MIN {
+                let why = if remaining < FORWARD_TIME_MIN {
+                    "request deadline reached"
+                } else {
+                    "attempt budget spent"
+                };
+                return Err(Error::ForwardFailed {
+                    attempts: format!("{}; {why} before trying {region}", attempts_text(&attempts)),
+                }
+                .into());
+            }
+            let decision_proto = convert::decision_to_proto(&decision);
+            drop(decision);
+            let timeout = self.limits.forward_timeout.min(remaining);
+            match self.forward(&region, create.clone(), timeout).await {
+                Ok(created) => {
+                    attempts.push(v1::ForwardAttempt {
+                        region: region.to_string(),
+                        created: true,
+                        ..Default::default()
+                    });
+                    let owner = created
+                        .ticket
+                        .as_ref()
+                        .and_then(|t| t.owner.as_ref())
+                        .map(|o| o.owner_region.clone());
+                    if owner.as_deref().is_some_and(|o| o != region.as_str()) {
+                        // The endpoint configured for `region` serves another
+                        // region: the ticket exists there, so report that.
+                        tracing::error!(region = %region, owner = ?owner, "gateway endpoint serves another region; fix the router's gateways table");
+                    }
+                    tracing::info!(
+                        ticket_id = created.ticket.as_ref().map_or("", |t| t.id.as_str()),
+                        region = %region,
+                        reason = decision_proto.reason().as_str_name(),
+                        rules_version = %rules.version_id(),
+                        attempts = attempts.len(),
+                        "ticket submitted"
+                    );
+                    return Ok(Response::new(v1::SubmitTicketResponse {
+                        rules_version: rules.version_id(),
+                        decision: Some(decision_proto),
+                        region: owner.unwrap_or_else(|| region.to_string()),
+                        ticket: created.ticket,
+                        attempts,
+                    }));
+                }
+                Err(status) if status.code() == Code::InvalidArgument => {
+                    // The ticket itself is wrong; every gateway would say so.
+                    return Err(Error::GatewayRefused {
+                        region,
+                        message: status.message().to_owned(),
+                    }
+                    .into());
+                }
+                Err(status) => {
+                    tracing::warn!(region = %region, code = ?status.code(), error = %status.message(), "forward to gateway failed, trying the next candidate");
+                    if status.code() == Code::Unavailable {
+                        self.health.record_unreachable(&region);
+                    }
+                    attempts.push(v1::ForwardAttempt {
+                        region: region.to_string(),
+                        created: false,
+                        error_code: format!("{:?}", status.code()),
+                        error: status.message().to_owned(),
+                    });
+                    health.insert(region, RegionHealth::Down);
+                }
+            }
+        }
+    }
+
+    async fn active_regions(
+        &self,
+        request: Request<v1::ActiveRegionsRequest>,
+    ) -> Result<Response<v1::ActiveRegionsResponse>, Status> {
+        let request = request.into_inner();
+        let now = self.clock.now();
+        let at = convert::optional_instant("at", request.at.as_ref())
+            .map_err(Error::from)?
+            .unwrap_or(now);
+        let rules = self.rules.current();
+        let regions = rules
+            .active_at(at)
+            .iter()
+            .map(|shift| {
+                convert::active_shift_to_proto(shift, self.health.is_up(&shift.region, now))
+            })
+            .collect();
+        Ok(Response::new(v1::ActiveRegionsResponse {
+            rules_version: rules.version_id(),
+            at: Some(timestamp_to_proto(at)),
+            regions,
+            rules_refused: self.rules.refused().to_vec(),
+        }))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<v1::ExplainRequest>,
+    ) -> Result<Response<v1::ExplainResponse>, Status> {
+        let request = request.into_inner();
+        let ticket = convert::route_request_from_proto("ticket", request.ticket.as_ref())
+            .map_err(Error::from)?;
+        let now = self.clock.now();
+        let at = convert::optional_instant("at", request.at.as_ref())
+            .map_err(Error::from)?
+            .unwrap_or(now);
+        let down = convert::region_ids("assume_down", &request.assume_down).map_err(Error::from)?;
+        let rules = self.rules.current();
+        let mut health = self.health.snapshot(now);
+        for (i, region) in down.into_iter().enumerate() {
+            if rules.region(region.as_str()).is_none() {
+                let known = rules
+                    .regions()
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let reason = format!(
+                    "unknown region {:?}; the rules define {known}",
+                    region.as_str()
+                );
+                return Err(
+                    Error::from(ConvertError::new(format!("assume_down[{i}]"), reason)).into(),
+                );
+            }
+            health.insert(region, RegionHealth::Down);
+        }
+        let decision = rules.decide(at, &health, &self.no_load, &ticket);
+        log_decision(&rules, &decision, "explain");
+        Ok(Response::new(v1::ExplainResponse {
+            rules_version: rules.version_id(),
+            text: render::decision_table(&rules, &decision),
+            decision: Some(convert::decision_to_proto(&decision)),
+            rules_refused: self.rules.refused().to_vec(),
+        }))
+    }
+}

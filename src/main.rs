@@ -1,1 +1,152 @@
-fn main() {}
+//! `meridian`: the one command of the mesh. It runs a regional gateway
+//! (`meridian gateway`), the whole three-region mesh on loopback
+//! (`meridian up`), talks to gateways (`meridian ticket …`), checks and
+//! explains follow-the-sun rules (`meridian rules …`, `meridian sla …`) and
+//! drives load (`meridian load`).
+//!
+//! Boundary: argument parsing, printing and process lifecycle only. Every
+//! answer comes from a library crate; services are started through their
+//! `run` functions, exactly as the tests start them.
+
+#![forbid(unsafe_code)]
+
+mod certs_cli;
+mod load;
+mod region_cli;
+mod rules_cli;
+mod ticket_cli;
+mod up;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "meridian", version, about = "Meridian: a follow-the-sun support mesh")]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "MERIDIAN_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one regional gateway from a config file.
+    Gateway {
+        /// The gateway's TOML config; MERIDIAN_* variables override its keys.
+        #[arg(long, env = "MERIDIAN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the global router from a config file.
+    Router {
+        /// The router's TOML config; MERIDIAN_* variables override its keys.
+        #[arg(long, env = "MERIDIAN_ROUTER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the whole mesh on loopback: the router and three regional
+    /// gateways over embedded SQLite, with mutual TLS between regions.
+    /// Ctrl-C stops it cleanly.
+    Up(up::UpArgs),
+    /// Create, read, list, update and annotate tickets at a gateway.
+    #[command(subcommand)]
+    Ticket(ticket_cli::TicketCommand),
+    /// Check, explain and simulate follow-the-sun rules files.
+    #[command(subcommand)]
+    Rules(rules_cli::RulesCommand),
+    /// SLA arithmetic against a rules file.
+    #[command(subcommand)]
+    Sla(rules_cli::SlaCommand),
+    /// Fail a region over by hand (two-region meshes, or no router failover).
+    #[command(subcommand)]
+    Region(region_cli::RegionCommand),
+    /// Make and renew the development CA and service certificates for
+    /// mutual TLS.
+    #[command(subcommand)]
+    Certs(certs_cli::CertsCommand),
+    /// Drive CreateTicket load at a gateway and report throughput and
+    /// latency next to bare baselines measured in the same run.
+    Load(load::LoadArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json, &cli.command);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            // One clear line: the whole cause chain, joined.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(run_async(command))
+}
+
+async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Gateway { config } => {
+            let config = meridian_gateway::GatewayConfig::load(&config)?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            meridian_gateway::run(config, listener, ctrl_c()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Router { config } => {
+            let config = meridian_router::RouterConfig::load(&config)?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            meridian_router::run(config, listener, ctrl_c()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up(args) => up::run(args).await,
+        Command::Ticket(cmd) => ticket_cli::run(cmd).await,
+        Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Certs(cmd) => certs_cli::run(cmd),
+        Command::Region(cmd) => region_cli::run(cmd).await,
+        Command::Rules(cmd) => rules_cli::run_rules(cmd),
+        Command::Sla(cmd) => rules_cli::run_sla(cmd),
+    }
+}
+
+/// Completes on the first Ctrl-C (or SIGTERM on Unix).
+pub async fn ctrl_c() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Services log at info; one-shot client commands only warn, so their
+/// output stays what the user asked for.
+fn init_logging(json: bool, command: &Command) {
+    let default = match command {
+        Command::Gateway { .. } | Command::Router { .. } | Command::Up(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,552 @@
+//! `meridian ticket …`: a thin client of a gateway's `TicketService`.
+//! Table output for people, one JSON object for machines; a refusal is one
+//! line with the gRPC code and the gateway's reason, and exit code 1.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context, bail};
+use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient};
+use serde_json::{Value, json};
+use tonic::{
+    Request,
+    metadata::MetadataValue,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+};
+
+use crate::rules_cli::OutputFormat;
+
+/// Where the commands connect when `--target` is not given: `meridian up`'s
+/// first region.
+pub const TARGET_DEFAULT: &str = "http://127.0.0.1:7101";
+/// `meridian up`'s router.
+pub const ROUTER_DEFAULT: &str = "http://127.0.0.1:7100";
+
+#[derive(Debug, clap::Args)]
+pub struct Connection {
+    /// The gateway's URL (https needs --ca).
+    #[arg(long, env = "MERIDIAN_TARGET", default_value = TARGET_DEFAULT, global = true)]
+    target: String,
+    /// Act for this region (the meridian-region header); default: the
+    /// gateway's own region.
+    #[arg(long = "as-region", global = true)]
+    as_region: Option<String>,
+    /// PEM file of the CA that signed the gateway's certificate.
+    #[arg(long, env = "MERIDIAN_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// Deadline of the call, in seconds.
+    #[arg(long, default_value_t = 10, global = true)]
+    timeout_secs: u64,
+    #[arg(long, value_enum, default_value_t, global = true)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TicketCommand {
+    /// Create a ticket, owned by the gateway's region.
+    Create {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        customer: String,
+        #[arg(long, default_value = "")]
+        body: String,
+        /// Default: standard.
+        #[arg(long, default_value = "")]
+        tier: String,
+        /// A skill the ticket needs; repeat for several.
+        #[arg(long = "skill")]
+        skills: Vec<String>,
+        /// Default: en.
+        #[arg(long, default_value = "")]
+        language: String,
+        /// A region the ticket's data must stay in; repeat for several.
+        #[arg(long)]
+        residency: Vec<String>,
+        /// low, normal, high or urgent.
+        #[arg(long, default_value = "normal")]
+        priority: String,
+    },
+    /// Submit a ticket through the router: it goes to the region on shift.
+    Submit {
+        /// The router's URL.
+        #[arg(long, env = "MERIDIAN_ROUTER", default_value = ROUTER_DEFAULT)]
+        router: String,
+        #[arg(long, default_value_t = 10)]
+        timeout_secs: u64,
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        customer: String,
+        #[arg(long, default_value = "")]
+        body: String,
+        #[arg(long, default_value = "")]
+        tier: String,
+        #[arg(long = "skill")]
+        skills: Vec<String>,
+        #[arg(long)]
+        residency: Vec<String>,
+        #[arg(long, default_value = "normal")]
+        priority: String,
+    },
+    /// Hand a ticket to another region with a structured note. Returns once
+    /// the target's acceptance is durable there.
+    Handoff {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+        /// The region to hand the ticket to.
+        #[arg(long)]
+        to: String,
+        /// What was done last.
+        #[arg(long)]
+        last_action: String,
+        /// What the next region must do.
+        #[arg(long)]
+        next_action: String,
+        /// The ticket's status as you see it; default: its current status.
+        #[arg(long)]
+        current_status: Option<String>,
+        /// By when the next action is due (RFC 3339).
+        #[arg(long)]
+        deadline: Option<jiff::Timestamp>,
+        /// Anything else the next region should know.
+        #[arg(long, default_value = "")]
+        text: String,
+        #[arg(long, default_value = "meridian-cli")]
+        author: String,
+    },
+    /// Show a ticket with its notes and conflicts.
+    Get {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+    },
+    /// List tickets, filtered, one page at a time.
+    List {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        assignee: Option<String>,
+        #[arg(long)]
+        tier: Option<String>,
+        /// Only tickets with an SLA clock at risk or breached.
+        #[arg(long)]
+        at_risk: bool,
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+        /// The next_page_token of a previous page.
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Add a note (allowed in any region).
+    Note {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+        #[arg(long)]
+        author: String,
+        #[arg(long)]
+        body: String,
+    },
+    /// Change owner-scoped fields; only the owning region may.
+    Update {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, conflicts_with = "unassign")]
+        assignee: Option<String>,
+        #[arg(long)]
+        unassign: bool,
+        #[arg(long)]
+        priority: Option<String>,
+    },
+}
+
+pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TicketCommand::Create { conn, subject, customer, body, tier, skills, language, residency, priority } => {
+            let request = v1::CreateTicketRequest {
+                subject,
+                body,
+                customer,
+                tier,
+                skills,
+                language,
+                residency,
+                priority: parse_priority(&priority)?.into(),
+            };
+            let mut client = conn.client().await?;
+            let response = client.create_ticket(conn.request(request)?).await.map_err(refusal)?.into_inner();
+            let ticket = response.ticket.context("gateway answered without the ticket")?;
+            conn.print(&ticket_json(&ticket), &ticket_table(&ticket));
+        }
+        TicketCommand::Submit { router, timeout_secs, output, subject, customer, body, tier, skills, residency, priority } => {
+            let ticket = v1::CreateTicketRequest {
+                subject,
+                body,
+                customer,
+                tier,
+                skills,
+                language: String::new(),
+                residency,
+                priority: parse_priority(&priority)?.into(),
+            };
+            let channel = Endpoint::from_shared(router.clone())
+                .with_context(|| format!("--router {router:?} is not a URL"))?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(timeout_secs.max(1)))
+                .connect()
+                .await
+                .with_context(|| format!("cannot reach the router at {router}"))?;
+            let mut client = meridian_proto::v1::router_service_client::RouterServiceClient::new(channel);
+            let response = client
+                .submit_ticket(v1::SubmitTicketRequest { ticket: Some(ticket) })
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            let created = response.ticket.context("router answered without the ticket")?;
+            let attempts: Vec<Value> = response
+                .attempts
+                .iter()
+                .map(|a| json!({ "region": a.region, "created": a.created, "error_code": a.error_code, "error": a.error }))
+                .collect();
+            let mut value = ticket_json(&created);
+            value["routed_to"] = json!(response.region);
+            value["rules_version"] = json!(response.rules_version);
+            value["attempts"] = Value::Array(attempts);
+            let mut table = format!("routed to   {} (rules {})\n", response.region, response.rules_version);
+            for attempt in response.attempts.iter().filter(|a| !a.created) {
+                table.push_str(&format!("tried       {} first: {} {}\n", attempt.region, attempt.error_code, attempt.error));
+            }
+            table.push_str(&ticket_table(&created));
+            match output {
+                OutputFormat::Json => println!("{value}"),
+                OutputFormat::Table => print!("{table}"),
+            }
+        }
+        TicketCommand::Handoff {
+            conn,
+            id,
+            to,
+            last_action,
+            next_action,
+            current_status,
+            deadline,
+            text,
+            author,
+        } => {
+            let mut client = conn.client().await?;
+            let current_status = match current_status {
+                Some(status) => parse_status(&status)?.into(),
+                None => {
+                    let got = client
+                        .get_ticket(conn.request(v1::GetTicketRequest { ticket_id: id.clone() })?)
+                        .await
+                        .map_err(refusal)?
+                        .into_inner();
+                    got.ticket.map_or(0, |t| t.status)
+                }
+            };
+            let note = v1::HandoffNote {
+                current_status,
+                last_action,
+                next_action,
+                deadline: deadline.map(meridian_proto::timestamp_to_proto),
+                text,
+                author,
+            };
+            let request = v1::HandoffRequest { ticket_id: id, to_region: to, note: Some(note) };
+            let response = client.handoff(conn.request(request)?).await.map_err(refusal)?.into_inner();
+            let ticket = response.ticket.context("gateway answered without the ticket")?;
+            let mut value = ticket_json(&ticket);
+            value["offer_seq"] = json!(response.offer_seq);
+            value["accept_seq"] = json!(response.accept_seq);
+            conn.print(&value, &ticket_table(&ticket));
+        }
+        TicketCommand::Get { conn, id } => {
+            let mut client = conn.client().await?;
+            let response =
+                client.get_ticket(conn.request(v1::GetTicketRequest { ticket_id: id })?).await.map_err(refusal)?;
+            let response = response.into_inner();
+            let ticket = response.ticket.context("gateway answered without the ticket")?;
+            let mut value = ticket_json(&ticket);
+            value["notes"] = Value::Array(response.notes.iter().map(note_json).collect());
+            value["conflicts"] = Value::Array(response.conflicts.iter().map(conflict_json).collect());
+            let mut table = ticket_table(&ticket);
+            for note in &response.notes {
+                let auto = if note.auto { " (auto)" } else { "" };
+                table.push_str(&format!(
+                    "note        {} {} in {}{auto}: {}\n",
+                    time_text(note.created_at.as_ref()),
+                    note.author,
+                    note.region,
+                    note.body
+                ));
+            }
+            for conflict in &response.conflicts {
+                table.push_str(&format!(
+                    "conflict    {}#{} written at epoch {} (current {}): {}\n",
+                    conflict.origin_region,
+                    conflict.origin_seq,
+                    conflict.stale_epoch,
+                    conflict.current_epoch,
+                    conflict.changes_json
+                ));
+            }
+            conn.print(&value, &table);
+        }
+        TicketCommand::List { conn, status, owner, assignee, tier, at_risk, page_size, page_token } => {
+            let request = v1::ListTicketsRequest {
+                status: status.as_deref().map(parse_status).transpose()?.map_or(0, Into::into),
+                owner_region: owner.unwrap_or_default(),
+                assignee: assignee.unwrap_or_default(),
+                tier: tier.unwrap_or_default(),
+                page_size,
+                page_token,
+                sla_at_risk: at_risk,
+            };
+            let mut client = conn.client().await?;
+            let page = client.list_tickets(conn.request(request)?).await.map_err(refusal)?.into_inner();
+            let value = json!({
+                "tickets": page.tickets.iter().map(ticket_json).collect::<Vec<_>>(),
+                "next_page_token": page.next_page_token,
+            });
+            conn.print(&value, &list_table(&page));
+        }
+        TicketCommand::Note { conn, id, author, body } => {
+            let mut client = conn.client().await?;
+            let request = v1::AddNoteRequest { ticket_id: id, author, body };
+            let response = client.add_note(conn.request(request)?).await.map_err(refusal)?.into_inner();
+            let note = response.note.context("gateway answered without the note")?;
+            let table = format!("note {} added to ticket {}\n", note.id, note.ticket_id);
+            conn.print(&note_json(&note), &table);
+        }
+        TicketCommand::Update { conn, id, status, assignee, unassign, priority } => {
+            let request = v1::UpdateTicketRequest {
+                ticket_id: id,
+                status: status.as_deref().map(parse_status).transpose()?.map(Into::into),
+                assignee,
+                clear_assignee: unassign,
+                priority: priority.as_deref().map(parse_priority).transpose()?.map(Into::into),
+            };
+            let mut client = conn.client().await?;
+            let response = client.update_ticket(conn.request(request)?).await.map_err(refusal)?.into_inner();
+            let ticket = response.ticket.context("gateway answered without the ticket")?;
+            conn.print(&ticket_json(&ticket), &ticket_table(&ticket));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Connection {
+    async fn client(&self) -> anyhow::Result<TicketServiceClient<Channel>> {
+        let timeout = Duration::from_secs(self.timeout_secs.max(1));
+        let mut endpoint = Endpoint::from_shared(self.target.clone())
+            .with_context(|| format!("--target {:?} is not a URL", self.target))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(timeout);
+        if self.target.starts_with("https://") {
+            let Some(ca) = &self.ca else { bail!("--target {} is https: pass --ca FILE (the CA's PEM)", self.target) };
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+                .context("TLS settings refused")?;
+        }
+        let channel =
+            endpoint.connect().await.with_context(|| format!("cannot reach the gateway at {}", self.target))?;
+        Ok(TicketServiceClient::new(channel))
+    }
+
+    fn request<T>(&self, message: T) -> anyhow::Result<Request<T>> {
+        let mut request = Request::new(message);
+        if let Some(region) = &self.as_region {
+            let value = MetadataValue::try_from(region.as_str())
+                .with_context(|| format!("--as-region {region:?} is not a header value"))?;
+            request.metadata_mut().insert(meridian_gateway::REGION_HEADER, value);
+        }
+        Ok(request)
+    }
+
+    fn print(&self, value: &Value, table: &str) {
+        match self.output {
+            OutputFormat::Json => println!("{value}"),
+            OutputFormat::Table => print!("{table}"),
+        }
+    }
+}
+
+/// A gRPC refusal as one line: the code's canonical name and the reason.
+fn refusal(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", meridian_gateway::error::code_name(status.code()), status.message())
+}
+
+
+fn parse_status(text: &str) -> anyhow::Result<v1::Status> {
+    let status: meridian_core::Status = text.parse().map_err(|e| anyhow::anyhow!("--{e}"))?;
+    Ok(meridian_proto::convert::status_to_proto(status))
+}
+
+fn parse_priority(text: &str) -> anyhow::Result<v1::Priority> {
+    let priority: meridian_core::Priority = text.parse().map_err(|e| anyhow::anyhow!("--{e}"))?;
+    Ok(meridian_proto::convert::priority_to_proto(priority))
+}
+
+fn status_name(raw: i32) -> &'static str {
+    match meridian_proto::convert::status_from_proto("", raw).ok().flatten() {
+        Some(status) => status.as_str(),
+        None => "unspecified",
+    }
+}
+
+fn priority_name(raw: i32) -> &'static str {
+    match meridian_proto::convert::priority_from_proto("", raw).ok().flatten() {
+        Some(priority) => priority.as_str(),
+        None => "unspecified",
+    }
+}
+
+fn time_text(at: Option<&prost_types::Timestamp>) -> String {
+    at.and_then(|t| meridian_proto::timestamp_from_proto("", t).ok()).map_or_else(|| "-".to_owned(), |t| t.to_string())
+}
+
+fn time_json(at: Option<&prost_types::Timestamp>) -> Value {
+    at.and_then(|t| meridian_proto::timestamp_from_proto("", t).ok()).map_or(Value::Null, |t| json!(t.to_string()))
+}
+
+fn sla_state_name(raw: i32) -> &'static str {
+    match v1::SlaState::try_from(raw) {
+        Ok(v1::SlaState::Running) => "running",
+        Ok(v1::SlaState::Paused) => "paused",
+        Ok(v1::SlaState::AtRisk) => "at_risk",
+        Ok(v1::SlaState::Breached) => "breached",
+        Ok(v1::SlaState::Met) => "met",
+        Ok(v1::SlaState::Unspecified) | Err(_) => "unspecified",
+    }
+}
+
+fn clock_json(clock: Option<&v1::SlaClock>) -> Value {
+    clock.map_or(Value::Null, |c| {
+        json!({
+            "due": time_json(c.due.as_ref()),
+            "warn_at": time_json(c.warn_at.as_ref()),
+            "state": sla_state_name(c.state),
+        })
+    })
+}
+
+fn clock_text(clock: Option<&v1::SlaClock>) -> String {
+    clock.map_or_else(|| "-".to_owned(), |c| format!("{} ({})", time_text(c.due.as_ref()), sla_state_name(c.state)))
+}
+
+fn ticket_json(t: &v1::Ticket) -> Value {
+    let owner = t.owner.clone().unwrap_or_default();
+    let sla = t.sla.unwrap_or_default();
+    json!({
+        "id": t.id,
+        "subject": t.subject,
+        "body": t.body,
+        "customer": t.customer,
+        "tier": t.tier,
+        "skills": t.skills,
+        "language": t.language,
+        "residency": t.residency,
+        "status": status_name(t.status),
+        "assignee": t.assignee,
+        "priority": priority_name(t.priority),
+        "owner": { "region": owner.owner_region, "epoch": owner.epoch },
+        "handoff_to": t.handoff_to,
+        "sla": {
+            "first_response": clock_json(sla.first_response.as_ref()),
+            "resolution": clock_json(sla.resolution.as_ref()),
+            "at_risk": sla.at_risk,
+        },
+        "created_at": time_json(t.created_at.as_ref()),
+        "updated_at": time_json(t.updated_at.as_ref()),
+    })
+}
+
+fn note_json(n: &v1::Note) -> Value {
+    json!({
+        "id": n.id,
+        "ticket_id": n.ticket_id,
+        "region": n.region,
+        "author": n.author,
+        "body": n.body,
+        "created_at": time_json(n.created_at.as_ref()),
+        "auto": n.auto,
+    })
+}
+
+fn conflict_json(c: &v1::Conflict) -> Value {
+    json!({
+        "origin_region": c.origin_region,
+        "origin_seq": c.origin_seq,
+        "stale_epoch": c.stale_epoch,
+        "current_epoch": c.current_epoch,
+        "changes": serde_json::from_str::<Value>(&c.changes_json).unwrap_or(Value::Null),
+        "recorded_at": time_json(c.recorded_at.as_ref()),
+    })
+}
+
+fn ticket_table(t: &v1::Ticket) -> String {
+    let owner = t.owner.clone().unwrap_or_default();
+    let sla = t.sla.unwrap_or_default();
+    let rows = [
+        ("id", t.id.clone()),
+        ("subject", t.subject.clone()),
+        ("customer", t.customer.clone()),
+        ("status", status_name(t.status).to_owned()),
+        ("priority", priority_name(t.priority).to_owned()),
+        ("assignee", t.assignee.clone().unwrap_or_else(|| "-".to_owned())),
+        ("tier", t.tier.clone()),
+        ("skills", if t.skills.is_empty() { "-".to_owned() } else { t.skills.join(", ") }),
+        ("residency", if t.residency.is_empty() { "anywhere".to_owned() } else { t.residency.join(", ") }),
+        ("owner", match &t.handoff_to {
+            Some(to) => format!("{} at epoch {} (handing off to {to})", owner.owner_region, owner.epoch),
+            None => format!("{} at epoch {}", owner.owner_region, owner.epoch),
+        }),
+        ("first reply", clock_text(sla.first_response.as_ref())),
+        ("resolve by", clock_text(sla.resolution.as_ref())),
+        ("created", time_text(t.created_at.as_ref())),
+        ("updated", time_text(t.updated_at.as_ref())),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<11} {v}\n")).collect()
+}
+
+fn list_table(page: &v1::ListTicketsResponse) -> String {
+    let mut out = format!(
+        "{:<36}  {:<9}  {:<8}  {:<10}  {:<10}  {:<12}  {}\n",
+        "ID", "STATUS", "PRIORITY", "OWNER", "TIER", "ASSIGNEE", "SUBJECT"
+    );
+    for t in &page.tickets {
+        let owner = t.owner.as_ref().map_or("-", |o| o.owner_region.as_str());
+        let subject: String = t.subject.chars().take(48).collect();
+        out.push_str(&format!(
+            "{:<36}  {:<9}  {:<8}  {:<10}  {:<10}  {:<12}  {}\n",
+            t.id,
+            status_name(t.status),
+            priority_name(t.priority),
+            owner,
+            t.tier,
+            t.assignee.as_deref().unwrap_or("-"),
+            subject
+        ));
+    }
+    if page.tickets.is_empty() {
+        out.push_str("(no tickets)\n");
+    }
+    if !page.next_page_token.is_empty() {
+        out.push_str(&format!("more: --page-token {}\n", page.next_page_token));
+    }
+    out
+}

@@ -1,0 +1,237 @@
+//! `meridian up`: the whole mesh in one process on loopback, for a first
+//! look and for development. Each region gets its own gateway, its own
+//! SQLite database and its own certificate, exactly as separate processes
+//! would; regions reach each other over mutual TLS with a generated
+//! development CA, and the router routes by the rules in the data
+//! directory (hot-reloaded: edit the file and watch the decisions change).
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context;
+use meridian_core::RegionId;
+use meridian_gateway::{GatewayConfig, Listeners, MeshSettings, RulesSettings};
+use meridian_store::StoreConfig;
+use meridian_tls::{CA_CERT_FILE, DevPkiPlan, Service, TlsFiles, TrustDomain, Validity, write_dev_pki};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+
+/// The regions of the development mesh, in epoch-index order (the example
+/// rules give them the same indexes).
+pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "apac-south"];
+/// The rules `up` starts with when the data directory has none.
+const EXAMPLE_RULES: &str = include_str!("../deploy/rules.example.toml");
+const TRUST_DOMAIN: &str = "meridian.local";
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Where each region's SQLite database, the rules and the development
+    /// certificates live (created if missing).
+    #[arg(long, default_value = "meridian-data")]
+    data_dir: PathBuf,
+    /// The rules file; default: DATA_DIR/rules.toml, written from the
+    /// example on first start.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// The router listens on BASE, gateways on BASE+1..3, their mesh ports
+    /// on BASE+11..13; 0 picks free ports.
+    #[arg(long, default_value_t = 7100)]
+    base_port: u16,
+    /// Run the mesh's clock this many times faster than real time, to
+    /// watch a day of shift ends and handoffs in minutes (60: a day in 24
+    /// minutes).
+    #[arg(long, default_value_t = 1)]
+    speed: u32,
+    /// Start the mesh's clock at this instant (RFC 3339) instead of now,
+    /// e.g. just before a shift ends.
+    #[arg(long)]
+    start: Option<jiff::Timestamp>,
+}
+
+/// What the mesh prints about itself.
+struct Endpoint {
+    name: String,
+    url: String,
+    detail: String,
+}
+
+async fn bind(base: u16, offset: u16, what: &str) -> anyhow::Result<TcpListener> {
+    let port = match base {
+        0 => 0,
+        base => base.checked_add(offset).context("--base-port is too high")?,
+    };
+    TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port} for {what}; is another mesh running? (--base-port)"))
+}
+
+/// The rules file to use, written from the example when missing.
+fn rules_file(args: &UpArgs) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &args.rules {
+        return Ok(path.clone());
+    }
+    let path = args.data_dir.join("rules.toml");
+    if !path.exists() {
+        std::fs::write(&path, EXAMPLE_RULES).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(path)
+}
+
+/// The development PKI under the data directory, made once and reused.
+fn dev_pki(dir: &Path, regions: &[RegionId]) -> anyhow::Result<()> {
+    if dir.join(CA_CERT_FILE).exists() {
+        return Ok(());
+    }
+    let now = SystemTime::now();
+    let plan = DevPkiPlan {
+        trust_domain: TrustDomain::new(TRUST_DOMAIN)?,
+        regions: regions.to_vec(),
+        services: vec![Service::Gateway, Service::Router],
+        ca_validity: Validity::days_from(now, 3650),
+        cert_validity: Validity::days_from(now, 365),
+        replace_ca: false,
+    };
+    write_dev_pki(dir, &plan).with_context(|| format!("cannot write the development PKI to {}", dir.display()))?;
+    Ok(())
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    let regions: Vec<RegionId> = REGIONS.iter().map(|r| RegionId::new(*r)).collect::<Result<_, _>>()?;
+    let rules = rules_file(&args)?;
+    let pki = args.data_dir.join("pki");
+    dev_pki(&pki, &regions)?;
+
+    // Bind everything first, so each gateway knows its peers' addresses.
+    let router_listener = bind(args.base_port, 0, "the router").await?;
+    let mut listeners = Vec::new();
+    for (i, region) in regions.iter().enumerate() {
+        let offset = u16::try_from(i).context("too many regions")?;
+        let public = bind(args.base_port, 1 + offset, region.as_str()).await?;
+        let mesh = bind(args.base_port, 11 + offset, region.as_str()).await?;
+        listeners.push((region.clone(), public, mesh));
+    }
+    let mesh_addrs: Vec<(RegionId, SocketAddr)> =
+        listeners.iter().map(|(r, _, m)| Ok((r.clone(), m.local_addr()?))).collect::<std::io::Result<_>>()?;
+
+    let (stop, stopped) = watch::channel(false);
+    let shutdown = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let mut tasks: JoinSet<(String, anyhow::Result<()>)> = JoinSet::new();
+    // One in-process coordinator for the whole mesh: region leases and
+    // takeovers, as etcd holds them across real regions. Leases run on real
+    // time even with --speed, so keep-alives never fall behind the clock.
+    let coordinator: Arc<dyn meridian_coord::Coordinator> = Arc::new(meridian_coord::LocalCoordinator::new(
+        Arc::new(meridian_gateway::SystemClock),
+        meridian_coord::LocalConfig::default(),
+    ));
+    let mut endpoints = Vec::new();
+    let mut gateway_urls = Vec::new();
+    if args.speed == 0 {
+        anyhow::bail!("--speed must be at least 1");
+    }
+    let clock: Arc<dyn meridian_core::Clock> = match (args.speed, args.start) {
+        (1, None) => Arc::new(meridian_gateway::SystemClock),
+        (speed, start) => Arc::new(meridian_gateway::ScaledClock::new(start.unwrap_or_else(jiff::Timestamp::now), speed)),
+    };
+    for (region, public, mesh) in listeners {
+        let public_addr = public.local_addr()?;
+        let mesh_addr = mesh.local_addr()?;
+        let db = args.data_dir.join(format!("{region}.db"));
+        let mut config = GatewayConfig::new(region.clone(), regions.clone(), public_addr, StoreConfig::sqlite_file(&db));
+        config.rules = Some(RulesSettings::new(rules.clone()));
+        config.mesh = Some(MeshSettings {
+            listen: mesh_addr,
+            tls: TlsFiles::dev(&pki, &region, Service::Gateway),
+            peers: mesh_addrs.iter().filter(|(r, _)| r != &region).map(|(r, a)| (r.clone(), a.to_string())).collect(),
+            handoff_timeout: Duration::from_millis(meridian_gateway::config::HANDOFF_TIMEOUT_MS_DEFAULT),
+            peer_durability_tiers: vec![meridian_core::Tier::new("enterprise")?],
+        });
+        config.coordinator = Some(meridian_gateway::failover::CoordinatorSettings::shared(coordinator.clone()));
+        let url = format!("http://{public_addr}");
+        gateway_urls.push((region.clone(), url.clone()));
+        endpoints.push(Endpoint {
+            name: format!("gateway {region}"),
+            url,
+            detail: format!("{} (mesh mTLS {mesh_addr})", db.display()),
+        });
+        let stopped = shutdown(stopped.clone());
+        let clock = clock.clone();
+        tasks.spawn(async move {
+            let listeners = Listeners { public, mesh: Some(mesh) };
+            let ended = meridian_gateway::run_listeners(config, listeners, stopped, clock).await;
+            (format!("gateway {region}"), ended.map_err(anyhow::Error::from))
+        });
+    }
+    let router_addr = router_listener.local_addr()?;
+    let mut router_config = meridian_router::RouterConfig::new(router_addr, rules.clone(), gateway_urls)?;
+    let first_region = regions.first().context("no regions")?;
+    router_config.failover = Some(meridian_router::failover::FailoverSettings::shared(
+        coordinator.clone(),
+        TlsFiles::dev(&pki, first_region, Service::Router),
+        mesh_addrs.iter().map(|(r, a)| (r.clone(), a.to_string())).collect(),
+    ));
+    endpoints.insert(
+        0,
+        Endpoint { name: "router".into(), url: format!("http://{router_addr}"), detail: format!("rules {}", rules.display()) },
+    );
+    let stopped_router = shutdown(stopped.clone());
+    let router_clock = clock.clone();
+    tasks.spawn(async move {
+        let ended = meridian_router::run_with_clock(router_config, router_listener, stopped_router, router_clock).await;
+        ("router".to_owned(), ended.map_err(anyhow::Error::from))
+    });
+
+    println!("Meridian is up: {} regions and the router on loopback, data under {}", REGIONS.len(), args.data_dir.display());
+    if args.speed > 1 || args.start.is_some() {
+        println!("The mesh's clock starts at {} and runs {}x real time.", clock.now(), args.speed);
+    }
+    println!();
+    println!("{:<20} {:<24} DETAIL", "SERVICE", "URL");
+    for e in &endpoints {
+        println!("{:<20} {:<24} {}", e.name, e.url, e.detail);
+    }
+    let router_url = format!("http://{router_addr}");
+    let first_gateway = endpoints.get(1).map_or_else(String::new, |e| e.url.clone());
+    println!();
+    println!("Try:");
+    println!("  meridian ticket submit --router {router_url} --subject \"VPN down\" --customer acme --tier premium");
+    println!("  meridian ticket list --target {first_gateway}");
+    println!("  meridian ticket handoff ID --target {first_gateway} --to eu-west --last-action … --next-action …");
+    println!("Ctrl-C stops the mesh.");
+
+    let mut failure = None;
+    tokio::select! {
+        () = crate::ctrl_c() => tracing::info!("stopping the mesh"),
+        Some(ended) = tasks.join_next() => failure = Some(describe(ended)),
+    }
+    let _ = stop.send(true);
+    while let Some(ended) = tasks.join_next().await {
+        if let Err(error) = describe(ended) {
+            failure.get_or_insert(Err(error));
+        }
+    }
+    match failure {
+        Some(Err(error)) => Err(error),
+        // A service that stopped by itself before Ctrl-C is a failure too.
+        Some(Ok(name)) => anyhow::bail!("{name} stopped unexpectedly"),
+        None => {
+            println!("Meridian stopped.");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn describe(ended: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) -> anyhow::Result<String> {
+    match ended {
+        Ok((name, Ok(()))) => Ok(name),
+        Ok((name, Err(error))) => Err(error.context(format!("{name} failed"))),
+        Err(error) => Err(anyhow::anyhow!("a service task ended abnormally: {error}")),
+    }
+}

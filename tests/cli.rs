@@ -1,0 +1,179 @@
+//! The `meridian` binary as a user runs it: `meridian up` in a child
+//! process, then `meridian ticket …` against it.
+
+// Fixtures and helpers outside #[test] functions: a failure stops the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+const MERIDIAN: &str = env!("CARGO_BIN_EXE_meridian");
+
+struct Mesh {
+    child: Child,
+    /// Region name → gateway URL, as `meridian up` printed them.
+    gateways: Vec<(String, String)>,
+    router: String,
+}
+
+impl Mesh {
+    fn up(data_dir: &Path) -> Mesh {
+        let mut child = Command::new(MERIDIAN)
+            .args(["up", "--base-port", "0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut gateways = Vec::new();
+        let mut router = String::new();
+        for line in &mut lines {
+            let line = line.unwrap();
+            if line.starts_with("Ctrl-C") {
+                break;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields[..] {
+                ["gateway", region, url, ..] if url.starts_with("http://") => {
+                    gateways.push((region.to_owned(), url.to_owned()));
+                }
+                ["router", url, ..] if url.starts_with("http://") => router = url.to_owned(),
+                _ => {}
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        assert_eq!(gateways.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(), ["us-east", "eu-west", "apac-south"]);
+        assert!(router.starts_with("http://"), "meridian up prints the router's URL");
+        Mesh { child, gateways, router }
+    }
+
+    fn url(&self, region: &str) -> &str {
+        &self.gateways.iter().find(|(r, _)| r == region).unwrap().1
+    }
+
+    /// Stops the mesh as Ctrl-C would and returns its exit status.
+    fn interrupt(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "meridian up did not stop on SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn meridian(args: &[&str]) -> Output {
+    Command::new(MERIDIAN).args(args).output().unwrap()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn up_create_get_and_a_refused_non_owner_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::up(dir.path());
+    let us = mesh.url("us-east").to_owned();
+
+    let created = json(&meridian(&[
+        "ticket", "create", "--target", &us, "--subject", "VPN down", "--customer", "acme", "--skill", "networking",
+        "--priority", "high", "--output", "json",
+    ]));
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["owner"]["region"], "us-east");
+    assert_eq!(created["status"], "new");
+
+    let got = json(&meridian(&["ticket", "get", &id, "--target", &us, "--output", "json"]));
+    assert_eq!(got["subject"], "VPN down");
+    assert_eq!(got["priority"], "high");
+    assert_eq!(got["skills"], serde_json::json!(["networking"]));
+
+    // The owner's region may update; eu-west may not, and is told who owns it.
+    let refused = meridian(&["ticket", "update", &id, "--target", &us, "--as-region", "eu-west", "--status", "open"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(stderr.trim(), "error: FAILED_PRECONDITION: ticket is owned by us-east at epoch 0");
+    let updated = json(&meridian(&["ticket", "update", &id, "--target", &us, "--status", "open", "--output", "json"]));
+    assert_eq!(updated["status"], "open");
+
+    // Replication brings the ticket to eu-west, still owned by us-east.
+    let mut replicated = serde_json::Value::Null;
+    for _ in 0..100 {
+        let eu = json(&meridian(&["ticket", "list", "--target", mesh.url("eu-west"), "--output", "json"]));
+        if let Some(ticket) = eu["tickets"].as_array().and_then(|t| t.iter().find(|t| t["id"] == id.as_str()))
+            && ticket["status"] == "open"
+        {
+            replicated = ticket.clone();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(replicated["owner"]["region"], "us-east", "replicated to eu-west with its owner: {replicated}");
+
+    let table = meridian(&["ticket", "list", "--target", &us]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.lines().next().unwrap().starts_with("ID "), "{table}");
+    assert!(table.contains(&id) && table.contains("VPN down"), "{table}");
+
+    // Submitted through the router, a ticket lands in the region the router
+    // names, and that region's gateway has it.
+    let submitted = json(&meridian(&[
+        "ticket", "submit", "--router", &mesh.router, "--subject", "Invoice wrong", "--customer", "acme", "--tier",
+        "premium", "--output", "json",
+    ]));
+    let routed_to = submitted["routed_to"].as_str().unwrap().to_owned();
+    assert_eq!(submitted["owner"]["region"], routed_to.as_str());
+    let at_gateway = json(&meridian(&[
+        "ticket", "get", submitted["id"].as_str().unwrap(), "--target", mesh.url(&routed_to), "--output", "json",
+    ]));
+    assert_eq!(at_gateway["subject"], "Invoice wrong");
+    assert!(at_gateway["sla"]["resolution"]["due"].is_string(), "premium tickets get SLA clocks: {at_gateway}");
+
+    let status = mesh.interrupt();
+    assert!(status.success(), "meridian up exits 0 on Ctrl-C, got {status}");
+    assert!(dir.path().join("us-east.db").exists(), "each region keeps its SQLite file");
+    assert!(dir.path().join("pki/ca.pem").exists(), "up makes a development CA");
+    assert!(dir.path().join("rules.toml").exists(), "up writes the example rules to edit");
+}
+
+#[test]
+fn errors_are_one_line_and_exit_non_zero() {
+    let bad_id = meridian(&["ticket", "get", "nope", "--target", "http://127.0.0.1:1"]);
+    assert_eq!(bad_id.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad_id.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: cannot reach the gateway at http://127.0.0.1:1"), "{stderr}");
+
+    let bad_status = meridian(&["ticket", "update", "x", "--status", "done"]);
+    let stderr = String::from_utf8_lossy(&bad_status.stderr);
+    assert_eq!(bad_status.status.code(), Some(1));
+    assert!(stderr.starts_with("error: --status: \"done\" is not one of"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, "region = \"us-east\"\nlisten = \"127.0.0.1:0\"\n[database]\nurl = 3\n").unwrap();
+    let bad_config = meridian(&["gateway", "--config", config.to_str().unwrap()]);
+    assert_eq!(bad_config.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad_config.stderr);
+    let expected = format!("error: config: {}:4:7: invalid type: integer `3`, expected a string", config.display());
+    assert_eq!(stderr.trim(), expected);
+}

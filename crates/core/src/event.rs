@@ -79,7 +79,11 @@ pub enum EventKind {
     /// Written by the successor (the event's origin) at a new epoch it owns,
     /// after the coordinator recorded its takeover of `from`, the failed
     /// owner; `fencing_token` is the coordinator's revision of that record.
-    TakenOver { from: RegionId, fencing_token: u64 },
+    /// `previous_epoch` is the epoch `from` held, and `through_seq` the last
+    /// event of `from`'s log the successor had applied: `from`'s writes at
+    /// that epoch after it are stale everywhere, including in `from`'s own
+    /// copy (see [`crate::replay`]).
+    TakenOver { from: RegionId, fencing_token: u64, previous_epoch: Epoch, through_seq: u64 },
     /// A region's shift ended: what it handed over and to whom. Its
     /// `ticket_id` is the summary's own id ([`ShiftSummary::id`]).
     ShiftSummary { summary: ShiftSummary },

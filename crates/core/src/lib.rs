@@ -16,6 +16,7 @@ pub mod event;
 pub mod hlc;
 pub mod id;
 pub mod note;
+pub mod replay;
 pub mod sla;
 pub mod ticket;
 
@@ -26,5 +27,6 @@ pub use event::{EventEnvelope, EventKind, ShiftSummary, TicketChanges};
 pub use hlc::{Hlc, HlcTimestamp};
 pub use id::{IdMinter, NoteId, RegionId, Skill, TicketId, Tier};
 pub use note::{HandoffNote, Note, NoteSet};
+pub use replay::{Replayed, StaleWrite, replay};
 pub use sla::{SlaAlert, SlaClock, SlaDeadlines, SlaMetric, SlaState};
 pub use ticket::{NewTicket, Priority, Status, Ticket, TicketPatch};

@@ -329,6 +329,10 @@ impl<'c> WriteTx<'c> {
                 return Err(refused(Error::invalid("note.ticket_id", "names another ticket")));
             }
         }
+        let kind = &match kind {
+            EventKind::TakenOver { from, fencing_token, .. } => self.takeover_event(ticket_id, from, *fencing_token).await?,
+            other => other.clone(),
+        };
         let (event, row) = self.local_event(ticket_id, epoch, meta, kind.clone())?;
         let statement = ownership_statement(ticket_id, epoch, kind, meta.hlc_time.millis(), self.local_region, true)
             .map_err(refused)?;
@@ -343,6 +347,26 @@ impl<'c> WriteTx<'c> {
         let ticket = codec::ticket_from_row(&updated)?;
         let event = self.append_local(event, row, meta)?;
         Ok((ticket, event))
+    }
+
+    /// The `taken_over` event for `from`'s ticket: the epoch `from` holds
+    /// here and this store's cursor of `from`'s log, which together say
+    /// which of `from`'s writes the successor's ownership builds on.
+    async fn takeover_event(&mut self, ticket_id: TicketId, from: &RegionId, fencing_token: u64) -> Result<EventKind, Fail> {
+        let previous_epoch = match self.owner_row(ticket_id).await? {
+            Some(row) => row.epoch,
+            // The fenced statement misses and explains; nothing is written.
+            None => meridian_core::Epoch::default(),
+        };
+        let row = sqlx::query("SELECT applied_seq FROM cursors WHERE origin_region = $1")
+            .bind(from.as_str())
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        let through_seq = match row {
+            Some(row) => codec::uint(&row, "cursors", "applied_seq")?,
+            None => 0,
+        };
+        Ok(EventKind::TakenOver { from: from.clone(), fencing_token, previous_epoch, through_seq })
     }
 
     /// Who owns a ticket, for explaining a fenced write that matched no row.
@@ -527,8 +551,10 @@ impl<'c> WriteTx<'c> {
         match &event.kind {
             EventKind::TicketCreated { ticket } => {
                 let insert = bind_ticket(sqlx::query(INSERT_TICKET), ticket)?;
-                if insert.execute(&mut *self.conn).await?.rows_affected() == 1 {
-                    self.replay_pending_updates(ticket.id).await?;
+                // Changes from other origins may have arrived first and wait
+                // in the log; the fold puts them in place.
+                if insert.execute(&mut *self.conn).await?.rows_affected() == 1 && self.has_history(ticket.id).await? {
+                    self.rebuild(ticket.id).await?;
                 }
             }
             EventKind::NoteAdded { note } => {
@@ -547,8 +573,11 @@ impl<'c> WriteTx<'c> {
                     false,
                 )?;
                 // No row: superseded by a later epoch already here, or the
-                // ticket has not arrived yet (replayed when it does).
+                // ticket has not arrived yet (folded in when it does).
                 statement.query().fetch_optional(&mut *self.conn).await?;
+                if self.moved_past_writes_here(event).await? {
+                    self.rebuild(event.ticket_id).await?;
+                }
                 if let EventKind::HandoffOffered { note, .. } = kind {
                     bind_note(sqlx::query(INSERT_NOTE), note).execute(&mut *self.conn).await?;
                 }
@@ -572,54 +601,136 @@ impl<'c> WriteTx<'c> {
         if update.query().fetch_optional(&mut *self.conn).await?.is_some() {
             return Ok(());
         }
-        let row = sqlx::query("SELECT owner_epoch FROM tickets WHERE ticket_id = $1")
+        let exists = sqlx::query("SELECT 1 FROM tickets WHERE ticket_id = $1")
             .bind(event.ticket_id.to_string())
             .fetch_optional(&mut *self.conn)
             .await?;
-        let Some(row) = row else {
+        if exists.is_none() {
             tracing::debug!(ticket_id = %event.ticket_id, origin = %event.origin_region, origin_seq = event.origin_seq,
                 "update for a ticket not yet here waits in the log");
             return Ok(());
-        };
-        let current = codec::epoch(&row, "tickets", "owner_epoch")?;
-        tracing::warn!(ticket_id = %event.ticket_id, origin = %event.origin_region, origin_seq = event.origin_seq,
-            stale_epoch = %changes.epoch, current_epoch = %current, "owner-scoped write at another epoch kept as a conflict");
-        sqlx::query(
-            "INSERT INTO conflicts (ticket_id, origin_region, origin_seq, stale_epoch, current_epoch, changes, recorded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (origin_region, origin_seq) DO NOTHING",
-        )
-        .bind(event.ticket_id.to_string())
-        .bind(event.origin_region.as_str())
-        .bind(to_db(event.origin_seq, "origin_seq")?)
-        .bind(to_db(changes.epoch.raw(), "epoch")?)
-        .bind(to_db(current.raw(), "epoch")?)
-        .bind(changes_json(changes)?)
-        .bind(self.now_ms)
-        .execute(&mut *self.conn)
-        .await?;
-        Ok(())
+        }
+        // Another epoch here: the write is either stale (a conflict) or was
+        // made before an ownership move that arrived first. The fold tells.
+        self.rebuild(event.ticket_id).await
     }
 
-    /// Applies, in causal order, the updates that arrived before their
-    /// ticket did.
-    async fn replay_pending_updates(&mut self, ticket_id: TicketId) -> Result<(), Fail> {
+    /// Whether the ticket's log holds anything besides its creation.
+    async fn has_history(&mut self, ticket_id: TicketId) -> Result<bool, Fail> {
+        self.flush_local_events().await?;
+        let row = sqlx::query("SELECT 1 FROM events WHERE ticket_id = $1 AND kind <> 'ticket_created' LIMIT 1")
+            .bind(ticket_id.to_string())
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Whether an ownership move out of an epoch finds writes of the old
+    /// holder at that epoch made after it gave the epoch up: this store
+    /// applied them (the failed region's own late writes, say), and the
+    /// fold must now take them back as conflicts.
+    async fn moved_past_writes_here(&mut self, event: &EventEnvelope) -> Result<bool, Fail> {
+        let (from, epoch, first_stale) = match &event.kind {
+            EventKind::HandoffAccepted { from, offer_seq, previous_epoch } => (from, previous_epoch, *offer_seq),
+            EventKind::TakenOver { from, previous_epoch, through_seq, .. } => {
+                (from, previous_epoch, through_seq.saturating_add(1))
+            }
+            _ => return Ok(false),
+        };
+        self.flush_local_events().await?;
+        let row = sqlx::query(
+            "SELECT 1 FROM events WHERE ticket_id = $1 AND origin_region = $2 AND epoch = $3 AND origin_seq >= $4 \
+             AND kind IN ($5, $6, $7) LIMIT 1",
+        )
+        .bind(event.ticket_id.to_string())
+        .bind(from.as_str())
+        .bind(to_db(epoch.raw(), "epoch")?)
+        .bind(to_db(first_stale, "origin_seq")?);
+        let row = EventKind::CHANGE_KINDS.into_iter().fold(row, |q, kind| q.bind(kind));
+        Ok(row.fetch_optional(&mut *self.conn).await?.is_some())
+    }
+
+    /// Rewrites a ticket's projection and conflicts from its log with
+    /// [`meridian_core::replay`]: the slow path for events that arrived in
+    /// an order the incremental statements cannot follow.
+    async fn rebuild(&mut self, ticket_id: TicketId) -> Result<(), Fail> {
         // The query below must see every event written so far.
         self.flush_local_events().await?;
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE ticket_id = $1 AND kind IN ($2, $3, $4, $5, $6, $7, $8) \
-             ORDER BY hlc_time, origin_region, origin_seq"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE ticket_id = $1 AND kind IN ($2, $3, $4, $5, $6, $7, $8, $9)"
         );
-        let mut query = sqlx::query(&sql).bind(ticket_id.to_string());
+        let mut query = sqlx::query(&sql).bind(ticket_id.to_string()).bind("ticket_created");
         for kind in EventKind::CHANGE_KINDS.into_iter().chain(EventKind::OWNERSHIP_KINDS) {
             query = query.bind(kind);
         }
         let rows: Vec<AnyRow> = query.fetch_all(&mut *self.conn).await?;
-        for row in rows {
-            let event = codec::event_from_row(&row)?;
-            if event.kind.is_ownership() {
-                Box::pin(self.project_remote(&event)).await?;
-            } else if let Some(changes) = event.kind.owner_changes() {
-                self.apply_remote_update(&event, changes).await?;
+        let events = rows.iter().map(codec::event_from_row).collect::<Result<Vec<_>, _>>()?;
+        let Some(replayed) = meridian_core::replay(&events) else { return Ok(()) };
+        let ticket = &replayed.ticket;
+
+        let (sla_json, check_at, at_risk) = codec::sla_columns(&ticket.sla)?;
+        let mut sql = SqlBuilder::new("UPDATE tickets SET status = ");
+        sql.bind(Bind::Text(ticket.status.as_str().to_owned()))
+            .push(", assignee = ")
+            .bind(Bind::OptText(ticket.assignee.clone()))
+            .push(", priority = ")
+            .bind(Bind::Text(ticket.priority.as_str().to_owned()))
+            .push(", sla = ")
+            .bind(Bind::Text(sla_json))
+            .push(", sla_check_at = ");
+        match check_at {
+            Some(at) => sql.bind(Bind::Int(at)),
+            None => sql.push("NULL"),
+        };
+        sql.push(", sla_at_risk = ")
+            .bind(Bind::Int(at_risk))
+            .push(", owner_region = ")
+            .bind(Bind::Text(ticket.owner.owner_region.as_str().to_owned()))
+            .push(", owner_epoch = ")
+            .bind(Bind::Int(to_db(ticket.owner.epoch.raw(), "epoch")?))
+            .push(", handoff_to = ")
+            .bind(Bind::OptText(ticket.handoff_to.as_ref().map(|r| r.as_str().to_owned())))
+            .push(", updated_at = ")
+            .bind(Bind::Int(millis(ticket.updated_at)))
+            .push(" WHERE ticket_id = ")
+            .bind(Bind::Text(ticket_id.to_string()));
+        sql.query().execute(&mut *self.conn).await?;
+
+        // The conflicts are exactly the fold's stale writes; one recorded
+        // before keeps its first recording time.
+        let recorded = sqlx::query("SELECT origin_region, origin_seq FROM conflicts WHERE ticket_id = $1")
+            .bind(ticket_id.to_string())
+            .fetch_all(&mut *self.conn)
+            .await?;
+        for row in &recorded {
+            let origin = codec::parsed::<RegionId>(row, "conflicts", "origin_region")?;
+            let seq = codec::uint(row, "conflicts", "origin_seq")?;
+            if !replayed.stale.iter().any(|w| w.origin_region == origin && w.origin_seq == seq) {
+                sqlx::query("DELETE FROM conflicts WHERE origin_region = $1 AND origin_seq = $2")
+                    .bind(origin.as_str())
+                    .bind(to_db(seq, "origin_seq")?)
+                    .execute(&mut *self.conn)
+                    .await?;
+            }
+        }
+        for stale in &replayed.stale {
+            let inserted = sqlx::query(
+                "INSERT INTO conflicts (ticket_id, origin_region, origin_seq, stale_epoch, current_epoch, changes, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (origin_region, origin_seq) DO NOTHING",
+            )
+            .bind(ticket_id.to_string())
+            .bind(stale.origin_region.as_str())
+            .bind(to_db(stale.origin_seq, "origin_seq")?)
+            .bind(to_db(stale.changes.epoch.raw(), "epoch")?)
+            .bind(to_db(ticket.owner.epoch.raw(), "epoch")?)
+            .bind(changes_json(&stale.changes)?)
+            .bind(self.now_ms)
+            .execute(&mut *self.conn)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                tracing::warn!(%ticket_id, origin = %stale.origin_region, origin_seq = stale.origin_seq,
+                    stale_epoch = %stale.changes.epoch, current_epoch = %ticket.owner.epoch,
+                    "owner-scoped write at an epoch its writer no longer held kept as a conflict");
             }
         }
         Ok(())

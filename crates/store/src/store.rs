@@ -297,7 +297,9 @@ impl Store {
 
     /// The successor takes a ticket the failed region `from` owned: event
     /// `taken_over` at `new_epoch` (which must encode this region), fenced
-    /// on `from` still owning it below that epoch.
+    /// on `from` still owning it below that epoch. The event records the
+    /// epoch `from` held and how much of `from`'s log this store had
+    /// applied, read in the same transaction.
     pub async fn take_over(
         &self,
         ticket_id: TicketId,
@@ -306,7 +308,7 @@ impl Store {
         new_epoch: Epoch,
         meta: WriteMeta,
     ) -> Result<(Ticket, EventEnvelope)> {
-        let kind = EventKind::TakenOver { from, fencing_token };
+        let kind = EventKind::TakenOver { from, fencing_token, previous_epoch: Epoch::default(), through_seq: 0 };
         self.submit(|reply| Job::Ownership { ticket_id, epoch: new_epoch, kind, meta, reply }).await
     }
 

@@ -355,6 +355,9 @@ conformance!(
     replicated_handoffs_converge_in_any_order,
     wait_applied_wakes_on_the_apply,
     takeover_moves_only_what_the_failed_region_owned,
+    a_takeover_takes_back_the_failed_regions_late_write,
+    writes_a_takeover_covers_count_in_any_arrival_order,
+    a_write_made_before_a_handoff_counts_when_it_arrives_after,
     shift_summaries_are_recorded_once_and_replicate,
 );
 
@@ -927,21 +930,33 @@ mod cases {
         // ticket's creation does.
         let mut eu_log = Origin::new(eu());
         let (ticket, created) = eu_log.create();
+        let offer = eu_log.event(
+            ticket.id,
+            ticket.owner.epoch,
+            EventKind::HandoffOffered { to: apac(), handoff: handoff_note("bo"), note: offer_note(ticket.id, &eu(), &apac()) },
+        );
         let mut apac_log = Origin::new(apac());
         apac_log.hlc = eu_log.hlc + 100;
-        let ok = apac_log.update(ticket.id, status_change(ticket.owner.epoch, Status::Pending));
-        let stale =
-            apac_log.update(ticket.id, status_change(Epoch::from_raw(ticket.owner.epoch.raw() + 1024), Status::Solved));
-        let note = apac_log.note(ticket.id, ticket.owner.epoch);
+        let apac_epoch = ticket.owner.epoch.next_for(region_index(&apac()));
+        let accepted = apac_log.event(
+            ticket.id,
+            apac_epoch,
+            EventKind::HandoffAccepted { from: eu(), offer_seq: offer.origin_seq, previous_epoch: ticket.owner.epoch },
+        );
+        let ok = apac_log.update(ticket.id, status_change(apac_epoch, Status::Pending));
+        // apac-south never held eu-west's epoch: a write at it is stale.
+        let stale = apac_log.update(ticket.id, status_change(ticket.owner.epoch, Status::Solved));
+        let note = apac_log.note(ticket.id, apac_epoch);
 
-        assert_eq!(store.apply_remote(&apac(), vec![ok.clone(), stale.clone(), note]).await.unwrap(), 3);
+        assert_eq!(store.apply_remote(&apac(), vec![accepted, ok.clone(), stale.clone(), note]).await.unwrap(), 4);
         assert_eq!(store.get_ticket(ticket.id).await.unwrap(), None);
-        store.apply_remote(&eu(), vec![created]).await.unwrap();
+        store.apply_remote(&eu(), vec![created, offer]).await.unwrap();
 
         let record = store.get_ticket(ticket.id).await.unwrap().unwrap();
         assert_eq!(record.ticket.status, Status::Pending, "the waiting update was applied");
-        assert_eq!(record.ticket.updated_at, ms(ok.hlc_time.millis() as i64));
-        assert_eq!(record.notes.len(), 1, "the early note is shown");
+        assert_eq!((record.ticket.owner.owner_region.clone(), record.ticket.handoff_to.clone()), (apac(), None));
+        assert_eq!(record.ticket.updated_at, ms(ok.hlc_time.millis() as i64), "the stale write does not touch it");
+        assert_eq!(record.notes.len(), 2, "the early note and the offer's note are shown");
         assert_eq!(record.conflicts.len(), 1, "the waiting stale update became a conflict");
         assert_eq!(record.conflicts[0].origin_seq, stale.origin_seq);
     }
@@ -1480,7 +1495,13 @@ mod cases {
         for id in [owned.id, offered.id] {
             let (taken, event) = store.take_over(id, eu(), 42, new_epoch, meta(HLC0 + 1)).await.unwrap();
             assert_eq!((taken.owner.owner_region.clone(), taken.owner.epoch, taken.handoff_to.clone()), (us(), new_epoch, None));
-            assert_eq!(event.kind, EventKind::TakenOver { from: eu(), fencing_token: 42 });
+            let expected = EventKind::TakenOver {
+                from: eu(),
+                fencing_token: 42,
+                previous_epoch: owned.owner.epoch,
+                through_seq: 3,
+            };
+            assert_eq!(event.kind, expected, "records the epoch eu-west held and how much of its log is here");
         }
         // Not eu-west's: refused, nothing written.
         let err = store.take_over(mine.id, eu(), 42, new_epoch, meta(HLC0 + 2)).await.unwrap_err();
@@ -1491,6 +1512,102 @@ mod cases {
         let record = store.get_ticket(owned.id).await.unwrap().unwrap();
         assert_eq!(record.ticket.status, owned.status);
         assert_eq!(record.conflicts.len(), 1, "the failed region's late write is kept as a conflict");
+    }
+
+    /// This store is the failed region: it applied its own late write, and
+    /// the successor, which had seen its log only up to the write before,
+    /// took over. Applying the takeover takes the late write back as a
+    /// conflict, as every other replica records it.
+    pub async fn a_takeover_takes_back_the_failed_regions_late_write(ctx: Ctx) {
+        let store = &ctx.store;
+        let mine = ticket(&us());
+        let epoch = mine.owner.epoch;
+        store.create_ticket(mine.clone(), meta(HLC0)).await.unwrap();
+        let (_, seen) = store.update_ticket(mine.id, status_change(epoch, Status::Open), meta(HLC0 + 1)).await.unwrap();
+        let (_, late) = store.update_ticket(mine.id, status_change(epoch, Status::Pending), meta(HLC0 + 2)).await.unwrap();
+
+        let mut eu_log = Origin::new(eu());
+        let successor_epoch = epoch.next_for(region_index(&eu()));
+        let takeover = EventKind::TakenOver { from: us(), fencing_token: 7, previous_epoch: epoch, through_seq: seen.origin_seq };
+        let taken = eu_log.event(mine.id, successor_epoch, takeover);
+        store.apply_remote(&eu(), vec![taken]).await.unwrap();
+
+        let record = store.get_ticket(mine.id).await.unwrap().unwrap();
+        assert_eq!((record.ticket.owner.owner_region.clone(), record.ticket.owner.epoch), (eu(), successor_epoch));
+        assert_eq!(record.ticket.status, Status::Open, "the late write is taken back");
+        assert_eq!(record.conflicts.len(), 1, "{:?}", record.conflicts);
+        let conflict = &record.conflicts[0];
+        assert_eq!((conflict.origin_region.clone(), conflict.origin_seq), (us(), late.origin_seq));
+        assert_eq!((conflict.stale_epoch, conflict.current_epoch), (epoch, successor_epoch));
+        assert_eq!(conflict.changes.status, Some(Status::Pending));
+        // The successor's own writes apply on top.
+        let next = eu_log.update(mine.id, status_change(successor_epoch, Status::Escalated));
+        store.apply_remote(&eu(), vec![next]).await.unwrap();
+        let record = store.get_ticket(mine.id).await.unwrap().unwrap();
+        assert_eq!(record.ticket.status, Status::Escalated);
+        assert_eq!(record.conflicts.len(), 1);
+    }
+
+    /// A third region sees the takeover before the failed region's writes:
+    /// the one the successor had applied counts, the late one is a conflict,
+    /// exactly as when they arrive in log order.
+    pub async fn writes_a_takeover_covers_count_in_any_arrival_order(ctx: Ctx) {
+        let store = &ctx.store;
+        let mut eu_log = Origin::new(eu());
+        let (owned, created) = eu_log.create();
+        let epoch = owned.owner.epoch;
+        let seen = eu_log.update(owned.id, TicketChanges { assignee: Some(Some("bo".into())), ..status_change(epoch, Status::Open) });
+        let late = eu_log.update(owned.id, status_change(epoch, Status::Pending));
+        let mut apac_log = Origin::new(apac());
+        let successor_epoch = epoch.next_for(region_index(&apac()));
+        let takeover = EventKind::TakenOver { from: eu(), fencing_token: 7, previous_epoch: epoch, through_seq: seen.origin_seq };
+        let taken = apac_log.event(owned.id, successor_epoch, takeover);
+
+        store.apply_remote(&apac(), vec![taken]).await.unwrap();
+        store.apply_remote(&eu(), vec![created]).await.unwrap();
+        let record = store.get_ticket(owned.id).await.unwrap().unwrap();
+        assert_eq!((record.ticket.owner.owner_region.clone(), record.ticket.owner.epoch), (apac(), successor_epoch));
+        store.apply_remote(&eu(), vec![seen]).await.unwrap();
+        let record = store.get_ticket(owned.id).await.unwrap().unwrap();
+        assert_eq!((record.ticket.status, record.ticket.assignee.as_deref()), (Status::Open, Some("bo")), "covered: counts");
+        assert!(record.conflicts.is_empty(), "{:?}", record.conflicts);
+        store.apply_remote(&eu(), vec![late.clone()]).await.unwrap();
+        let record = store.get_ticket(owned.id).await.unwrap().unwrap();
+        assert_eq!(record.ticket.status, Status::Open, "after the successor's cursor: stale");
+        assert_eq!(record.conflicts.iter().map(|c| c.origin_seq).collect::<Vec<_>>(), [late.origin_seq]);
+    }
+
+    /// eu-west's update made before its offer reaches this store after
+    /// apac-south's acceptance: it was the owner's write at the time, so it
+    /// counts (not a conflict), under apac-south's later writes.
+    pub async fn a_write_made_before_a_handoff_counts_when_it_arrives_after(ctx: Ctx) {
+        let store = &ctx.store;
+        let mut eu_log = Origin::new(eu());
+        let (owned, created) = eu_log.create();
+        let epoch = owned.owner.epoch;
+        let before = eu_log.update(owned.id, TicketChanges { assignee: Some(Some("bo".into())), ..status_change(epoch, Status::Open) });
+        let offer = eu_log.event(
+            owned.id,
+            epoch,
+            EventKind::HandoffOffered { to: apac(), handoff: handoff_note("bo"), note: offer_note(owned.id, &eu(), &apac()) },
+        );
+        let mut apac_log = Origin::new(apac());
+        let new_epoch = epoch.next_for(region_index(&apac()));
+        let accepted = apac_log.event(
+            owned.id,
+            new_epoch,
+            EventKind::HandoffAccepted { from: eu(), offer_seq: offer.origin_seq, previous_epoch: epoch },
+        );
+        let after = apac_log.update(owned.id, status_change(new_epoch, Status::Pending));
+
+        store.apply_remote(&eu(), vec![created]).await.unwrap();
+        store.apply_remote(&apac(), vec![accepted, after]).await.unwrap();
+        store.apply_remote(&eu(), vec![before, offer]).await.unwrap();
+        let record = store.get_ticket(owned.id).await.unwrap().unwrap();
+        assert!(record.conflicts.is_empty(), "{:?}", record.conflicts);
+        assert_eq!(record.ticket.assignee.as_deref(), Some("bo"), "the owner's write before its offer counts");
+        assert_eq!(record.ticket.status, Status::Pending, "the new owner's later write wins");
+        assert_eq!((record.ticket.owner.owner_region.clone(), record.ticket.handoff_to.clone()), (apac(), None));
     }
 
     pub async fn shift_summaries_are_recorded_once_and_replicate(ctx: Ctx) {

@@ -424,25 +424,11 @@ impl Mesh {
     /// every ticket everywhere (`meridian-replication`'s convergence
     /// check), except the `known` differences a scenario names; and one
     /// writer per epoch, in every region's copy of every log.
-    pub async fn check_invariants(&self, known: &[(&str, meridian_core::TicketId, &[&str])]) {
+    pub async fn check_invariants(&self) {
         self.wait_quiet().await;
         let stores = self.stores().await;
         let report = meridian_replication::check_convergence(&stores).await.unwrap();
-        let unexpected: Vec<_> = report
-            .problems
-            .iter()
-            .filter(|problem| match problem {
-                meridian_replication::Divergence::TicketDiffers { store, reference, ticket, parts } => {
-                    !known.iter().any(|(region, id, known_parts)| {
-                        (store.as_str() == *region || reference.as_str() == *region)
-                            && id == ticket
-                            && parts.iter().all(|part| known_parts.contains(&part.as_str()))
-                    })
-                }
-                _ => true,
-            })
-            .collect();
-        assert!(unexpected.is_empty(), "regions diverge: {report}");
+        assert!(report.is_converged(), "regions diverge: {report}");
         for store in &stores {
             for origin in REGIONS {
                 let events = store.events_after(&region(origin), 0, 10_000).await.unwrap();

@@ -46,6 +46,16 @@ pub enum Error {
     Replaced { peer: RegionId },
     #[error("replication is shutting down")]
     Shutdown,
+    /// This store's log of `origin` is not dense up to its head: an event
+    /// below the cursor is missing. Anti-entropy cannot digest it.
+    #[error("this store's log of {origin} has a hole after origin_seq {after_seq}, though it holds up to {max_seq}")]
+    LogHole { origin: RegionId, after_seq: u64, max_seq: u64 },
+    /// A peer answered an anti-entropy call with an error status.
+    #[error("{peer} answered {call} with {code:?}: {message}")]
+    Call { peer: RegionId, call: &'static str, code: tonic::Code, message: String },
+    /// A peer did not answer an anti-entropy call in time.
+    #[error("{peer} did not answer {call} within {timeout_ms} ms")]
+    CallTimeout { peer: RegionId, call: &'static str, timeout_ms: u128 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -62,6 +72,7 @@ impl Error {
             Error::Apply { .. } => Status::failed_precondition(message),
             Error::NotPeerDurable { .. } | Error::NotApplied { .. } => Status::deadline_exceeded(message),
             Error::Store(e) if !e.is_retryable() => Status::internal(message),
+            Error::LogHole { .. } => Status::internal(message),
             Error::Config(_) => Status::internal(message),
             _ => Status::unavailable(message),
         }

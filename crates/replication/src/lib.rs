@@ -17,7 +17,11 @@
 //!   and applied cursors, lag in events and seconds, heartbeats), and the
 //!   `peer` durability tier ([`Replicator::wait_peer_durable`]);
 //! - **the convergence check** ([`check_convergence`]): do stores hold the
-//!   same logs and projections.
+//!   same logs and projections;
+//! - **anti-entropy and relay** ([`AntiEntropy`]): every interval each
+//!   region compares per-origin heads and bucket digests with every peer,
+//!   fetches what it lacks of any origin from whichever peer holds it (so a
+//!   region's events outlive the region), and reports ranges that differ.
 //!
 //! Boundary: the store decides what applying an event means (projections,
 //! fencing, conflicts) and guarantees idempotence and gap detection; this
@@ -60,21 +64,28 @@
 
 #![forbid(unsafe_code)]
 
+mod anti_entropy;
 mod config;
 pub mod convergence;
 mod dial;
+mod digest;
 mod error;
 mod replicator;
 mod service;
 mod session;
 mod state;
 
+pub use anti_entropy::{
+    ANTI_ENTROPY_CALL_TIMEOUT_DEFAULT, ANTI_ENTROPY_INTERVAL_DEFAULT, AntiEntropy, AntiEntropyConfig, AntiEntropyHandler,
+    AntiEntropyServer, AntiEntropyStats, BUCKET_EVENTS_MAX, DivergentBucket, FETCH_EVENTS_MAX,
+};
 pub use config::{
     BATCH_BYTES_MAX_DEFAULT, BATCH_EVENTS_MAX_DEFAULT, CONNECT_TIMEOUT_DEFAULT, FRAME_BYTES_MAX,
     HEARTBEAT_INTERVAL_DEFAULT, PEER_SILENCE_MAX_DEFAULT, RECONNECT_BACKOFF_MAX_DEFAULT,
     RECONNECT_BACKOFF_MIN_DEFAULT, ReplicationConfig,
 };
 pub use convergence::{ConvergenceReport, Divergence, check_convergence};
+pub use digest::BUCKET_EVENTS_DEFAULT;
 pub use error::{Error, Result};
 pub use replicator::Replicator;
 pub use service::{ReplicationHandler, ReplicationServer};

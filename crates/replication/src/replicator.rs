@@ -25,7 +25,7 @@ use crate::{Error, ReplicationConfig, Result, dial};
 /// [`Replicator::status`] for the status RPC and metrics.
 #[derive(Clone)]
 pub struct Replicator {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Replicator {

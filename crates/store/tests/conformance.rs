@@ -358,6 +358,7 @@ conformance!(
     a_takeover_takes_back_the_failed_regions_late_write,
     writes_a_takeover_covers_count_in_any_arrival_order,
     a_write_made_before_a_handoff_counts_when_it_arrives_after,
+    runs_of_creations_and_notes_apply_in_bulk_like_one_by_one,
     shift_summaries_are_recorded_once_and_replicate,
 );
 
@@ -1608,6 +1609,48 @@ mod cases {
         assert_eq!(record.ticket.assignee.as_deref(), Some("bo"), "the owner's write before its offer counts");
         assert_eq!(record.ticket.status, Status::Pending, "the new owner's later write wins");
         assert_eq!((record.ticket.owner.owner_region.clone(), record.ticket.handoff_to.clone()), (apac(), None));
+    }
+
+    /// Catch-up applies runs of creations and notes in multi-row
+    /// statements; the result must be what one-by-one application gives,
+    /// including a creation whose handoff was accepted elsewhere first.
+    pub async fn runs_of_creations_and_notes_apply_in_bulk_like_one_by_one(ctx: Ctx) {
+        let store = &ctx.store;
+        let mut eu_log = Origin::new(eu());
+        let (first, c1) = eu_log.create();
+        let (second, c2) = eu_log.create();
+        let offer = eu_log.event(
+            second.id,
+            second.owner.epoch,
+            EventKind::HandoffOffered { to: apac(), handoff: handoff_note("bo"), note: offer_note(second.id, &eu(), &apac()) },
+        );
+        let n1 = eu_log.note(first.id, first.owner.epoch);
+        let n2 = eu_log.note(second.id, second.owner.epoch);
+        let (third, c3) = eu_log.create();
+        let n3 = eu_log.note(third.id, third.owner.epoch);
+        let mut apac_log = Origin::new(apac());
+        let apac_epoch = second.owner.epoch.next_for(region_index(&apac()));
+        let accepted = apac_log.event(
+            second.id,
+            apac_epoch,
+            EventKind::HandoffAccepted { from: eu(), offer_seq: offer.origin_seq, previous_epoch: second.owner.epoch },
+        );
+        store.apply_remote(&apac(), vec![accepted]).await.unwrap();
+
+        let batch = vec![c1, c2, offer, n1, n2, c3, n3];
+        assert_eq!(store.apply_remote(&eu(), batch.clone()).await.unwrap(), 7);
+        assert_eq!(store.apply_remote(&eu(), batch).await.unwrap(), 7, "a redelivery changes nothing");
+        assert_eq!(event_count(store).await, 8);
+        for (ticket, notes) in [(&first, 1), (&third, 1)] {
+            let record = store.get_ticket(ticket.id).await.unwrap().unwrap();
+            assert_eq!(record.ticket, *ticket);
+            assert_eq!(record.notes.len(), notes);
+        }
+        let record = store.get_ticket(second.id).await.unwrap().unwrap();
+        assert_eq!((record.ticket.owner.owner_region.clone(), record.ticket.owner.epoch), (apac(), apac_epoch));
+        assert_eq!(record.ticket.handoff_to, None, "the offer was answered before it arrived");
+        assert_eq!(record.notes.len(), 2, "the offer's note and the plain one");
+        assert!(record.conflicts.is_empty());
     }
 
     pub async fn shift_summaries_are_recorded_once_and_replicate(ctx: Ctx) {

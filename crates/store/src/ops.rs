@@ -190,7 +190,7 @@ impl<'c> WriteTx<'c> {
             let size = LOCAL_EVENTS_PER_INSERT_MAX.min(1 << rest.len().ilog2());
             let (chunk, tail) = rest.split_at(size);
             rest = tail;
-            let sql = format!("{INSERT_EVENT_HEAD}{}", values_rows(chunk.len(), 9));
+            let sql = format!("{INSERT_EVENT_HEAD}{}", values_rows(self.backend, chunk.len(), 9));
             let mut query = sqlx::query(&sql);
             for (row, recorded_at_ms) in chunk {
                 query = query
@@ -571,7 +571,7 @@ impl<'c> WriteTx<'c> {
         let sql = format!(
             "INSERT INTO events (origin_region, origin_seq, ticket_id, epoch, hlc_time, traceparent, kind, payload, \
              recorded_at) VALUES {} ON CONFLICT (origin_region, origin_seq) DO NOTHING RETURNING origin_seq",
-            values_rows(run.len(), 9)
+            values_rows(self.backend, run.len(), 9)
         );
         let mut query = sqlx::query(&sql);
         for (_, row) in run {
@@ -607,7 +607,7 @@ impl<'c> WriteTx<'c> {
             })
             .collect();
         if !tickets.is_empty() {
-            let sql = format!("{INSERT_TICKET_HEAD}{} ON CONFLICT (ticket_id) DO NOTHING", values_rows(tickets.len(), 19));
+            let sql = format!("{INSERT_TICKET_HEAD}{} ON CONFLICT (ticket_id) DO NOTHING", values_rows(self.backend, tickets.len(), 19));
             let mut query = sqlx::query(&sql);
             for ticket in &tickets {
                 query = bind_ticket(query, ticket)?;
@@ -616,8 +616,8 @@ impl<'c> WriteTx<'c> {
             // Changes from other origins that came first wait in the log.
             let sql = format!(
                 "SELECT DISTINCT ticket_id FROM events WHERE ticket_id IN ({}) AND kind IN ({})",
-                (1..=tickets.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", "),
-                (tickets.len() + 1..=tickets.len() + 7).map(|i| format!("${i}")).collect::<Vec<_>>().join(", "),
+                placeholders(self.backend, 1, tickets.len()),
+                placeholders(self.backend, tickets.len() + 1, 7),
             );
             let mut query = sqlx::query(&sql);
             for ticket in &tickets {
@@ -640,7 +640,7 @@ impl<'c> WriteTx<'c> {
             })
             .collect();
         if !notes.is_empty() {
-            let sql = format!("{INSERT_NOTE_HEAD}{} ON CONFLICT (note_id) DO NOTHING", values_rows(notes.len(), 7));
+            let sql = format!("{INSERT_NOTE_HEAD}{} ON CONFLICT (note_id) DO NOTHING", values_rows(self.backend, notes.len(), 7));
             let mut query = sqlx::query(&sql);
             for note in &notes {
                 query = bind_note(query, note);
@@ -841,22 +841,38 @@ impl<'c> WriteTx<'c> {
     }
 }
 
-/// `($1, .., $cols), ($cols+1, ..), ..` for a multi-row `VALUES`.
-fn values_rows(rows: usize, cols: usize) -> String {
+/// `($1, .., $cols), ($cols+1, ..), ..` for a multi-row `VALUES`; `(?, ..)`
+/// on SQLite, whose lookup of a numbered parameter scans every parameter
+/// before it, which makes binding a long statement quadratic (it was a
+/// third of catch-up's time). Values are always bound in order.
+fn values_rows(backend: Backend, rows: usize, cols: usize) -> String {
     let mut sql = String::with_capacity(rows * cols * 5);
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
         }
         sql.push('(');
-        for col in 1..=cols {
-            if col > 1 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&(row * cols + col).to_string());
-        }
+        sql.push_str(&placeholders(backend, row * cols + 1, cols));
         sql.push(')');
+    }
+    sql
+}
+
+/// `count` comma-separated placeholders, numbered from `first` where the
+/// backend numbers them.
+fn placeholders(backend: Backend, first: usize, count: usize) -> String {
+    let mut sql = String::with_capacity(count * 5);
+    for n in first..first + count {
+        if n > first {
+            sql.push_str(", ");
+        }
+        match backend {
+            Backend::Sqlite => sql.push('?'),
+            Backend::Postgres => {
+                sql.push('$');
+                sql.push_str(&n.to_string());
+            }
+        }
     }
     sql
 }

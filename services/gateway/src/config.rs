@@ -21,6 +21,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("MERIDIAN_TLS_CERT", "tls.cert"),
     ("MERIDIAN_TLS_KEY", "tls.key"),
     ("MERIDIAN_RULES", "rules.file"),
+    ("MERIDIAN_MESH_ANTI_ENTROPY", "mesh.anti_entropy"),
 ];
 
 /// Everything one gateway process needs.
@@ -50,6 +51,11 @@ pub struct GatewayConfig {
     /// The region's lease and takeovers (`[coordinator]`); without it the
     /// region never fences itself and cannot take others over.
     pub coordinator: Option<crate::failover::CoordinatorSettings>,
+    /// With a mesh, how often anti-entropy compares this region's logs with
+    /// each peer's and fetches what is missing (`[mesh] anti_entropy`).
+    /// Kept here rather than in [`MeshSettings`] so that code building
+    /// `MeshSettings` field by field goes on compiling.
+    pub anti_entropy_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +167,27 @@ struct MeshSection {
     handoff_timeout_ms: Option<u64>,
     #[serde(default)]
     peer_durability_tiers: Vec<meridian_core::Tier>,
+    anti_entropy: Option<Interval>,
+}
+
+/// A duration written for people: `"30s"`, `"500ms"`, `"2m"` (or ISO 8601,
+/// `"PT30S"`), above zero. Parsed while the file is, so a bad value is
+/// reported at its line and column.
+#[derive(Debug, Clone, Copy)]
+struct Interval(Duration);
+
+impl<'de> Deserialize<'de> for Interval {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let text = String::deserialize(deserializer)?;
+        let parsed: jiff::SignedDuration = text
+            .parse()
+            .map_err(|e| D::Error::custom(format!("{text:?} is not a duration such as \"30s\" or \"500ms\": {e}")))?;
+        match Duration::try_from(parsed) {
+            Ok(duration) if !duration.is_zero() => Ok(Interval(duration)),
+            _ => Err(D::Error::custom(format!("{text:?}: must be above zero"))),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +250,7 @@ impl GatewayConfig {
             limits: Limits::default(),
             write_gate: crate::WriteGate::default(),
             coordinator: None,
+            anti_entropy_interval: meridian_replication::ANTI_ENTROPY_INTERVAL_DEFAULT,
         }
     }
 
@@ -346,6 +374,11 @@ impl FileConfig {
                 )?),
             }),
         };
+        let anti_entropy_interval = self
+            .mesh
+            .as_ref()
+            .and_then(|mesh| mesh.anti_entropy)
+            .map_or(meridian_replication::ANTI_ENTROPY_INTERVAL_DEFAULT, |interval| interval.0);
         let mesh = match self.mesh {
             None => None,
             Some(section) => {
@@ -394,6 +427,7 @@ impl FileConfig {
             limits,
             write_gate: crate::WriteGate::default(),
             coordinator: self.coordinator.map(|section| section.into_settings(file)).transpose()?,
+            anti_entropy_interval,
         })
     }
 }
@@ -457,6 +491,8 @@ sla_scan_interval_ms = 250
 listen = "127.0.0.1:7112"
 tls_dir = "/etc/meridian/pki"
 
+anti_entropy = "45s"
+
 [mesh.peers]
 us-east = "10.0.0.1:7111"
 apac-south = "10.0.0.3:7111"
@@ -487,6 +523,32 @@ request_timeout_ms = 2500
         assert_eq!(mesh.tls.cert, PathBuf::from("/etc/meridian/pki/eu-west-gateway.pem"));
         assert_eq!(mesh.peers.len(), 2);
         assert_eq!(mesh.handoff_timeout, Duration::from_millis(HANDOFF_TIMEOUT_MS_DEFAULT));
+        assert_eq!(config.anti_entropy_interval, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn anti_entropy_interval_is_a_duration_above_zero() {
+        let without = GOOD.replace("anti_entropy = \"45s\"\n", "");
+        let config = GatewayConfig::parse("gw.toml", &without, no_env).unwrap();
+        assert_eq!(config.anti_entropy_interval, meridian_replication::ANTI_ENTROPY_INTERVAL_DEFAULT);
+        let fast = GOOD.replace("\"45s\"", "\"250ms\"");
+        let config = GatewayConfig::parse("gw.toml", &fast, no_env).unwrap();
+        assert_eq!(config.anti_entropy_interval, Duration::from_millis(250));
+
+        let bad = GOOD.replace("\"45s\"", "\"soon\"");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
+        assert!(err.starts_with("config: gw.toml:18:16: \"soon\" is not a duration"), "{err}");
+        let zero = GOOD.replace("\"45s\"", "\"0s\"");
+        let err = GatewayConfig::parse("gw.toml", &zero, no_env).unwrap_err().to_string();
+        assert!(err.starts_with("config: gw.toml:18:16: \"0s\": must be above zero"), "{err}");
+
+        let env = |name: &str| (name == "MERIDIAN_MESH_ANTI_ENTROPY").then(|| "2m".to_owned());
+        let config = GatewayConfig::parse("gw.toml", GOOD, env).unwrap();
+        assert_eq!(config.anti_entropy_interval, Duration::from_secs(120));
+        let env = |name: &str| (name == "MERIDIAN_MESH_ANTI_ENTROPY").then(|| "-5s".to_owned());
+        let err = GatewayConfig::parse("gw.toml", GOOD, env).unwrap_err().to_string();
+        assert!(err.starts_with("config: gw.toml with MERIDIAN_MESH_ANTI_ENTROPY: "), "{err}");
+        assert!(err.contains("must be above zero"), "{err}");
     }
 
     #[test]

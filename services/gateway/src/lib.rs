@@ -27,7 +27,7 @@ use std::{future::Future, sync::Arc};
 
 use meridian_core::Clock;
 use meridian_proto::v1::{mesh_service_server::MeshServiceServer, ticket_service_server::TicketServiceServer};
-use meridian_replication::{ReplicationConfig, Replicator};
+use meridian_replication::{AntiEntropy, AntiEntropyConfig, ReplicationConfig, Replicator};
 use meridian_tls::MeshTls;
 use mesh::{MeshApi, MeshLink};
 use meridian_rules_source::{ActiveRules, RulesSource};
@@ -220,6 +220,13 @@ async fn serve_listeners(
         }
         None => (None, None),
     };
+    // Anti-entropy backs the streams up, and relays the events of a region
+    // that is gone to the regions it never reached.
+    let anti_entropy = mesh
+        .as_ref()
+        .map(|(_, _, replicator)| AntiEntropy::new(replicator, AntiEntropyConfig::new(config.anti_entropy_interval)))
+        .transpose()
+        .map_err(|e| Error::Config(format!("mesh: {e}")))?;
     // With a coordinator, the region's lease gates owner-scoped writes.
     let failover = match &config.coordinator {
         Some(settings) => Some(failover::Failover::start(settings, config.region.clone(), clock.clone()).await?),
@@ -307,9 +314,16 @@ async fn serve_listeners(
                     MeshApi::new(api.clone()).with_failover(failover.clone(), Some(replicator.clone())),
                 ))
                 .add_service(replicator.service())
+                .add_optional_service(anti_entropy.as_ref().map(AntiEntropy::service))
                 .serve_with_incoming_shutdown(tls.incoming(mesh_listener), stopped(stopping.clone()));
+            let repairing = anti_entropy.map(|anti_entropy| anti_entropy.run(stopped(stopping.clone())));
+            let repairing = async move {
+                if let Some(repairing) = repairing {
+                    repairing.await;
+                }
+            };
             let replicating = replicator.run(stopped(stopping));
-            let (public, internal, ()) = tokio::join!(public, internal, replicating);
+            let (public, internal, (), ()) = tokio::join!(public, internal, replicating, repairing);
             public?;
             internal?;
         }

@@ -33,7 +33,7 @@ use meridian_gateway::{
 use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient};
 use meridian_router::failover::{CoordinatorChoice, FailoverSettings};
 use meridian_store::Store;
-use meridian_test_support::TestDatabase;
+use meridian_test_support::{Backing, TestDatabase};
 use meridian_tls::{DevPkiPlan, Service, TlsFiles, TrustDomain, Validity, write_dev_pki};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::Channel;
@@ -58,6 +58,17 @@ pub const PATIENCE: Duration = Duration::from_secs(15);
 
 pub fn region(name: &str) -> RegionId {
     RegionId::new(name).unwrap()
+}
+
+/// The in-process variants keep us-east, the region every scenario fails,
+/// on PostgreSQL whenever it is available: its fencing and its return (the
+/// fold that takes back its late writes) run on both backends.
+fn backing_for(kind: Kind, index: usize) -> Backing {
+    if kind == Kind::Local && index == 0 && Backing::available().contains(&Backing::Postgres) {
+        Backing::Postgres
+    } else {
+        Backing::Sqlite
+    }
 }
 
 /// Which coordinator the mesh shares.
@@ -160,7 +171,7 @@ impl Mesh {
             };
             regions.push(RegionNode {
                 name: name.clone(),
-                db: TestDatabase::new(meridian_test_support::Backing::Sqlite).await.unwrap(),
+                db: TestDatabase::new(backing_for(kind, index)).await.unwrap(),
                 url: String::new(),
                 mesh_addr: mesh_addrs[index],
                 peer_links,

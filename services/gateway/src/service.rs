@@ -210,13 +210,19 @@ impl TicketApi {
             return Err(invalid(ConvertError::new("to_region", format!("{to} is not a peer of {}", self.inner.region))));
         }
         let current = self.load(id).await?.ticket;
-        let offer = match &current.handoff_to {
+        // The ticket's creation, if this region wrote it, goes with the
+        // offer: it tells the target the ticket's skills without a read
+        // there. Read while the offer commits, so it costs no time.
+        let creation = self.own_creation(id);
+        let (offer, creation) = match &current.handoff_to {
             // A retry after the target could not be reached: resend the
             // pending offer rather than making a new one.
             Some(pending) if *pending == to && &current.owner.owner_region == caller => {
-                self.inner.store.last_offer(id, &self.inner.region).await.map_err(from_store)?.ok_or_else(|| {
+                let (offer, creation) = tokio::join!(self.inner.store.last_offer(id, &self.inner.region), creation);
+                let offer = offer.map_err(from_store)?.ok_or_else(|| {
                     Status::internal("the ticket shows a pending offer but its event is missing")
-                })?
+                })?;
+                (offer, creation)
             }
             _ => {
                 let epoch = current.decide_handoff(caller, &to, &handoff).map_err(from_core)?;
@@ -229,20 +235,27 @@ impl TicketApi {
                     created_at: meta.at,
                     auto: handoff.auto,
                 };
-                let (_, event) = self
-                    .inner
-                    .store
-                    .offer_handoff(id, epoch, to.clone(), handoff, note, meta)
-                    .await
-                    .map_err(from_store)?;
-                event
+                let (offered, creation) =
+                    tokio::join!(self.inner.store.offer_handoff(id, epoch, to.clone(), handoff, note, meta), creation);
+                (offered.map_err(from_store)?.1, creation)
             }
         };
+        // The offer travels with the call, so the target need not wait for
+        // replication to bring it.
+        let offer_events = crate::mesh::carried_tail(
+            &self.inner.store,
+            self.inner.replicator.as_ref(),
+            &to,
+            creation.as_ref(),
+            &offer,
+        )
+        .await;
         let ask = v1::AcceptHandoffRequest {
             ticket_id: id.to_string(),
             from_region: self.inner.region.to_string(),
             offer_seq: offer.origin_seq,
             previous_epoch: offer.epoch.raw(),
+            offer_events,
         };
         let answer = mesh.accept_handoff(&to, ask).await.map_err(|status| {
             tracing::warn!(ticket_id = %id, to = %to, error = %status, "handoff target did not answer; offer stays pending");
@@ -261,18 +274,47 @@ impl TicketApi {
                 .map_err(from_store)?;
             return Err(Status::failed_precondition(format!("{to} refused the handoff: {}", answer.refusal_reason)));
         }
-        // The acceptance is durable in `to`; wait (briefly) for it to arrive
-        // here too, so the answer and later reads show the new owner.
-        let arrived = self.inner.store.wait_applied(&to, answer.accept_seq, self.handoff_wait()).await.map_err(from_store)?;
-        if !arrived {
+        // The acceptance is durable in `to`; it must be applied here too, so
+        // the answer and later reads show the new owner. The target carried
+        // it back, and replication brings it as well: whichever lands first
+        // will do (the store applies it once).
+        let store = &self.inner.store;
+        let replicated = store.wait_applied(&to, answer.accept_seq, self.handoff_wait());
+        let applied_here = match &answer.accept_events {
+            Some(batch) => {
+                let carried = crate::mesh::apply_carried_acceptance(store, &to, batch, answer.accept_seq);
+                tokio::pin!(replicated, carried);
+                tokio::select! {
+                    arrived = &mut replicated => arrived.map_err(from_store)?,
+                    applied = &mut carried => applied || replicated.await.map_err(from_store)?,
+                }
+            }
+            None => replicated.await.map_err(from_store)?,
+        };
+        if !applied_here {
             tracing::warn!(ticket_id = %id, to = %to, "acceptance not replicated here yet; answering from the target's word");
         }
-        let ticket = self.load(id).await?.ticket;
-        Ok(v1::HandoffResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
-            offer_seq: offer.origin_seq,
-            accept_seq: answer.accept_seq,
-        })
+        // The target's record of the ticket is the one this region now
+        // holds too (projections converge), and saves a read.
+        let ticket = match answer.ticket {
+            Some(ticket) if applied_here => ticket,
+            _ => ticket_to_proto(&self.load(id).await?.ticket),
+        };
+        Ok(v1::HandoffResponse { ticket: Some(ticket), offer_seq: offer.origin_seq, accept_seq: answer.accept_seq })
+    }
+
+    /// This region's `TicketCreated` of a ticket, if this region created it.
+    /// Only an aid to the handoff target, so a failed read is no error.
+    async fn own_creation(&self, id: TicketId) -> Option<EventEnvelope> {
+        match self.inner.store.events_for_ticket(id).await {
+            Ok(events) => events.into_iter().find(|e| {
+                matches!(e.kind, meridian_core::EventKind::TicketCreated { .. }) && e.origin_region == self.inner.region
+            }),
+            Err(error) => {
+                tracing::debug!(ticket_id = %id, error = %error, "cannot read the ticket's creation to carry");
+                None
+            }
+        }
     }
 
     pub(crate) fn region(&self) -> &RegionId {

@@ -1,0 +1,178 @@
+//! W3C trace context on the wire: in gRPC metadata (`traceparent`,
+//! `tracestate`) and as the `traceparent` string every event envelope
+//! carries, so the region that applies an event can link to the span that
+//! produced it.
+
+use std::sync::LazyLock;
+
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
+};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::{Error, Result};
+
+static PROPAGATOR: LazyLock<TraceContextPropagator> = LazyLock::new(TraceContextPropagator::new);
+
+/// Writes `cx`'s span context into gRPC request or response metadata.
+/// Nothing is written when `cx` has no valid span (telemetry off).
+pub fn inject_metadata(cx: &Context, metadata: &mut MetadataMap) {
+    PROPAGATOR.inject_context(cx, &mut MetadataInjector(metadata));
+}
+
+/// Writes the current `tracing` span's context into `metadata`: what a
+/// client does before each call.
+pub fn inject_current_metadata(metadata: &mut MetadataMap) {
+    inject_metadata(&tracing::Span::current().context(), metadata);
+}
+
+/// The caller's context from gRPC metadata: a remote parent for the
+/// server's span (`span.set_parent(extract_metadata(request.metadata()))`).
+/// Missing or malformed headers give a context with no span.
+pub fn extract_metadata(metadata: &MetadataMap) -> Context {
+    PROPAGATOR.extract(&MetadataExtractor(metadata))
+}
+
+/// The `traceparent` to store in an event envelope: the current `tracing`
+/// span's, or `None` when it has none (telemetry off, or no span).
+pub fn current_traceparent() -> Option<String> {
+    traceparent_of(&tracing::Span::current())
+}
+
+/// The `traceparent` of `span`, or `None` when it has no OpenTelemetry
+/// context.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let span_ref = cx.span();
+    let span_context = span_ref.span_context();
+    span_context.is_valid().then(|| format_traceparent(span_context))
+}
+
+/// `00-<trace id>-<span id>-<flags>`, the W3C version 00 format.
+pub fn format_traceparent(span_context: &SpanContext) -> String {
+    format!(
+        "00-{}-{}-{:02x}",
+        span_context.trace_id(),
+        span_context.span_id(),
+        span_context.trace_flags().to_u8()
+    )
+}
+
+/// Parses a `traceparent` into a remote span context. Strict for version
+/// 00; a later version is read by its first four fields, as the W3C
+/// specification asks.
+pub fn parse_traceparent(value: &str) -> Result<SpanContext> {
+    let bad = |reason| Error::Traceparent { value: value.to_owned(), reason };
+    let mut parts = value.split('-');
+    let (Some(version), Some(trace_id), Some(span_id), Some(flags)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("expected version-traceid-spanid-flags"));
+    };
+    if version.len() != 2 || !is_lower_hex(version) || version == "ff" {
+        return Err(bad("the version must be two lowercase hex digits other than ff"));
+    }
+    if version == "00" && parts.next().is_some() {
+        return Err(bad("version 00 has exactly four fields"));
+    }
+    if trace_id.len() != 32 || !is_lower_hex(trace_id) {
+        return Err(bad("the trace id must be 32 lowercase hex digits"));
+    }
+    if span_id.len() != 16 || !is_lower_hex(span_id) {
+        return Err(bad("the span id must be 16 lowercase hex digits"));
+    }
+    if flags.len() != 2 || !is_lower_hex(flags) {
+        return Err(bad("the flags must be two lowercase hex digits"));
+    }
+    let trace_id = TraceId::from_hex(trace_id).map_err(|_| bad("the trace id is not hex"))?;
+    let span_id = SpanId::from_hex(span_id).map_err(|_| bad("the span id is not hex"))?;
+    let flags = u8::from_str_radix(flags, 16).map_err(|_| bad("the flags are not hex"))?;
+    if trace_id == TraceId::INVALID {
+        return Err(bad("the trace id is all zeros"));
+    }
+    if span_id == SpanId::INVALID {
+        return Err(bad("the span id is all zeros"));
+    }
+    // Only the sampled bit is defined; others are dropped, as the
+    // specification asks of a version 00 reader.
+    let flags = TraceFlags::new(flags & TraceFlags::SAMPLED.to_u8());
+    Ok(SpanContext::new(trace_id, span_id, flags, true, TraceState::NONE))
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        // Both keys the propagator writes are valid ASCII metadata keys; a
+        // value that is not valid metadata is dropped rather than failing
+        // the call it rides on.
+        if let (Ok(key), Ok(value)) = (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(value)) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+struct MetadataExtractor<'a>(&'a MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|key| match key {
+                KeyRef::Ascii(key) => Some(key.as_str()),
+                KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn parses_and_formats_the_specification_example() {
+        let cx = parse_traceparent(VALID).ok();
+        assert_eq!(cx.as_ref().map(format_traceparent).as_deref(), Some(VALID));
+        assert!(cx.is_some_and(|cx| cx.is_remote() && cx.is_sampled()));
+    }
+
+    #[test]
+    fn refuses_malformed_values_naming_the_field() {
+        for (value, needle) in [
+            ("", "expected"),
+            ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331", "expected"),
+            ("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "version"),
+            ("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", "trace id"),
+            ("00-00000000000000000000000000000000-b7ad6b7169203331-01", "all zeros"),
+            ("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", "all zeros"),
+            ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01", "span id"),
+            ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1", "flags"),
+            ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra", "four fields"),
+        ] {
+            let err = parse_traceparent(value).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(needle), "{value:?}: {err:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn a_later_version_is_read_by_its_first_four_fields() {
+        let later = "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03-more";
+        let cx = parse_traceparent(later).ok();
+        assert_eq!(cx.map(|cx| cx.trace_flags()), Some(TraceFlags::SAMPLED));
+    }
+}

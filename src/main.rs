@@ -25,9 +25,11 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "meridian", version, about = "Meridian: a follow-the-sun support mesh")]
 struct Cli {
-    /// Log as JSON lines instead of text.
+    /// Log as JSON lines instead of text (the same as --log-format json).
     #[arg(long, global = true, env = "MERIDIAN_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    telemetry: meridian_telemetry::TelemetryArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,8 +75,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json, &cli.command);
-    match run(cli.command) {
+    match run(cli) {
         Ok(code) => code,
         Err(error) => {
             // One clear line: the whole cause chain, joined.
@@ -84,10 +85,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    runtime.block_on(run_async(command))
+    runtime.block_on(async {
+        // Inside the runtime: the OTLP exporter's connection lives on it.
+        let telemetry = init_telemetry(&cli).await?;
+        let result = run_async(cli.command).await;
+        // Flush spans and metrics whether or not the command succeeded.
+        if let Err(error) = telemetry.shutdown().await {
+            eprintln!("warning: {error}");
+        }
+        result
+    })
 }
 
 async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
@@ -135,18 +145,32 @@ pub async fn ctrl_c() {
 }
 
 /// Services log at info; one-shot client commands only warn, so their
-/// output stays what the user asked for.
-fn init_logging(json: bool, command: &Command) {
-    let default = match command {
-        Command::Gateway { .. } | Command::Router { .. } | Command::Up(_) => "info",
-        _ => "warn",
+/// output stays what the user asked for. Logs go to stderr; spans and
+/// metrics are exported only when an OTLP endpoint is given.
+async fn init_telemetry(cli: &Cli) -> anyhow::Result<meridian_telemetry::Telemetry> {
+    let (service, default_filter, region) = match &cli.command {
+        // The region is the config's; a config that does not load fails
+        // properly once the command runs.
+        Command::Gateway { config } => (
+            "meridian-gateway",
+            "info",
+            meridian_gateway::GatewayConfig::load(config).ok().map(|c| c.region.to_string()),
+        ),
+        Command::Router { .. } => ("meridian-router", "info", None),
+        // One process, every region: spans name their region themselves.
+        Command::Up(_) => ("meridian-up", "info", None),
+        _ => ("meridian", "warn", None),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    let mut config = cli.telemetry.config(service);
+    config.region = region;
+    config.log_writer = meridian_telemetry::LogWriter::Stderr;
+    config.default_log_filter = default_filter.to_owned();
+    if cli.log_json {
+        config.log_format = meridian_telemetry::LogFormat::Json;
     }
+    let mut telemetry = meridian_telemetry::Telemetry::init(&config)?;
+    if let Some(addr) = cli.telemetry.metrics_listen {
+        telemetry.serve_metrics(addr).await?;
+    }
+    Ok(telemetry)
 }

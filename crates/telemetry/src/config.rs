@@ -9,7 +9,7 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum LogFormat {
-    /// One readable line per event (tracing-subscriber's default format).
+    /// One readable line per event.
     #[default]
     Human,
     /// One JSON object per line, for log shippers.

@@ -2,7 +2,7 @@
 //! providers and their exporters, and shutting them down so that nothing
 //! already recorded is lost.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig as _;
@@ -20,7 +20,7 @@ use tracing_subscriber::{
     layer::SubscriberExt as _,
 };
 
-use crate::{Error, LogFormat, LogWriter, Metrics, Result, TelemetryConfig, TicketRatioSampler};
+use crate::{Error, LogFormat, LogWriter, Metrics, MetricsServer, Result, TelemetryConfig, TicketRatioSampler};
 
 /// Spans finished but not yet exported; past this, new spans are dropped
 /// rather than let memory grow while a collector is down.
@@ -45,6 +45,7 @@ const TRANSPORT_TARGETS: [&str; 7] = ["h2", "hyper", "hyper_util", "tonic", "tow
 pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
     metrics: Metrics,
+    metrics_server: Option<MetricsServer>,
     export_timeout: Duration,
     shut_down: bool,
 }
@@ -102,7 +103,10 @@ impl Telemetry {
         }
         let dispatch = tracing::Dispatch::new(Registry::default().with(layers));
 
-        Ok((Self { tracer_provider, metrics, export_timeout: config.export_timeout, shut_down: false }, dispatch))
+        Ok((
+            Self { tracer_provider, metrics, metrics_server: None, export_timeout: config.export_timeout, shut_down: false },
+            dispatch,
+        ))
     }
 
     /// Whether spans and metrics are exported over OTLP.
@@ -114,11 +118,22 @@ impl Telemetry {
         &self.metrics
     }
 
+    /// Serves these metrics at `http://ADDR/metrics` for as long as the
+    /// guard lives; returns the bound address (useful with port 0).
+    pub async fn serve_metrics(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
+        let server = MetricsServer::bind(addr, self.metrics.clone()).await?;
+        let bound = server.local_addr();
+        tracing::info!(addr = %bound, "serving metrics at /metrics");
+        self.metrics_server = Some(server);
+        Ok(bound)
+    }
+
     /// Exports every finished span and the current metrics, then stops the
     /// exporters. The blocking part runs off the async threads, so this is
     /// safe on any Tokio runtime.
     pub async fn shutdown(mut self) -> Result<()> {
         self.shut_down = true;
+        self.metrics_server = None;
         let (tracer, meter, timeout) =
             (self.tracer_provider.clone(), self.metrics.provider().clone(), self.export_timeout);
         tokio::task::spawn_blocking(move || shutdown_providers(tracer.as_ref(), &meter, timeout))

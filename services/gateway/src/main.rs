@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use meridian_telemetry::{Telemetry, TelemetryArgs, TelemetryConfig};
 
 #[derive(Parser)]
 #[command(version, about = "Runs one Meridian regional gateway")]
@@ -13,21 +14,32 @@ struct Args {
     /// The gateway's TOML config; MERIDIAN_* variables override its keys.
     #[arg(long, env = "MERIDIAN_CONFIG")]
     config: PathBuf,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-    ).init();
     let args = Args::parse();
     let config = meridian_gateway::GatewayConfig::load(&args.config)?;
+    let mut telemetry = Telemetry::init(&TelemetryConfig {
+        region: Some(config.region.to_string()),
+        ..args.telemetry.config("meridian-gateway")
+    })?;
+    if let Some(addr) = args.telemetry.metrics_listen {
+        telemetry.serve_metrics(addr).await?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    meridian_gateway::run(config, listener, shutdown).await?;
+    let result = meridian_gateway::run(config, listener, shutdown).await;
+    // Flush spans and metrics whether or not the gateway stopped cleanly.
+    if let Err(error) = telemetry.shutdown().await {
+        eprintln!("warning: {error}");
+    }
+    result?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use meridian_router::RouterConfig;
-use tracing_subscriber::EnvFilter;
+use meridian_telemetry::{Telemetry, TelemetryArgs};
 
 /// Meridian's global router: sends each new ticket to the region on shift.
 #[derive(Debug, Parser)]
@@ -15,21 +15,28 @@ struct Args {
     /// The router's TOML config; MERIDIAN_LISTEN and MERIDIAN_RULES override it.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let args = Args::parse();
+    // The router serves every region, so its resource names none.
+    let mut telemetry = Telemetry::init(&args.telemetry.config("meridian-router"))?;
+    if let Some(addr) = args.telemetry.metrics_listen {
+        telemetry.serve_metrics(addr).await?;
+    }
     let config = RouterConfig::load(&args.config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    meridian_router::run(config, listener, shutdown_signal()).await?;
+    let result = meridian_router::run(config, listener, shutdown_signal()).await;
+    // Flush spans and metrics whether or not the router stopped cleanly.
+    if let Err(error) = telemetry.shutdown().await {
+        eprintln!("warning: {error}");
+    }
+    result?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use meridian_core::{EventKind, ManualClock, RegionId};
 use meridian_gateway::{GatewayConfig, Listeners, MeshSettings, RulesSettings};
 use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient};
 use meridian_store::Store;
-use meridian_test_support::{Backing, TestDatabase};
+use meridian_test_support::{Backing, TestDatabase, proxy::Proxy};
 use meridian_tls::{DevPkiPlan, Service, TlsFiles, TrustDomain, Validity, write_dev_pki};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -23,11 +23,15 @@ pub struct Options<'a> {
     /// The manual clock's start.
     pub at: &'a str,
     pub webhooks: Vec<String>,
+    /// Route every gateway-to-gateway connection (replication streams and
+    /// mesh calls) through a proxy of its own, one per dialling region and
+    /// target, so a test can slow, cut or freeze one link.
+    pub proxied_links: bool,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Self { postgres_for: None, at: AFTERNOON_UTC, webhooks: Vec::new() }
+        Self { postgres_for: None, at: AFTERNOON_UTC, webhooks: Vec::new(), proxied_links: false }
     }
 }
 
@@ -39,6 +43,8 @@ pub struct Region {
     pub name: RegionId,
     pub url: String,
     pub db: TestDatabase,
+    /// The gateway's own mesh (mutual TLS) listener, not a proxy.
+    pub mesh_addr: std::net::SocketAddr,
 }
 
 pub struct Mesh {
@@ -47,6 +53,9 @@ pub struct Mesh {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<meridian_gateway::Result<()>>>,
     _pki: tempfile::TempDir,
+    /// With `proxied_links`: the proxy each (dialling region, target) pair
+    /// goes through.
+    links: BTreeMap<(RegionId, RegionId), Proxy>,
 }
 
 pub fn region(name: &str) -> RegionId {
@@ -80,6 +89,19 @@ impl Mesh {
         }
         let mesh_addrs: BTreeMap<RegionId, String> =
             bound.iter().map(|(r, _, m)| (r.clone(), m.local_addr().unwrap().to_string())).collect();
+        let mut links = BTreeMap::new();
+        if options.proxied_links {
+            for from in &names {
+                for to in names.iter().filter(|to| *to != from) {
+                    links.insert((from.clone(), to.clone()), Proxy::start(mesh_addrs[to].parse().unwrap()).await);
+                }
+            }
+        }
+        // Where `from` dials `to`: through its proxy when links are proxied.
+        let peer_addr = |from: &RegionId, to: &RegionId| match links.get(&(from.clone(), to.clone())) {
+            Some(proxy) => proxy.addr.to_string(),
+            None => mesh_addrs[to].clone(),
+        };
 
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut regions = Vec::new();
@@ -88,6 +110,7 @@ impl Mesh {
             let backing = if postgres_for == Some(name.as_str()) { Backing::Postgres } else { Backing::Sqlite };
             let db = TestDatabase::new(backing).await.unwrap();
             let public_addr = public.local_addr().unwrap();
+            let mesh_addr = mesh.local_addr().unwrap();
             let mut config = GatewayConfig::new(name.clone(), names.clone(), public_addr, db.config());
             let mut settings = RulesSettings::new(rules.clone());
             settings.shift_check_interval = Duration::from_millis(20);
@@ -97,7 +120,7 @@ impl Mesh {
             config.mesh = Some(MeshSettings {
                 listen: mesh.local_addr().unwrap(),
                 tls: TlsFiles::dev(pki.path(), &name, Service::Gateway),
-                peers: mesh_addrs.iter().filter(|(r, _)| **r != name).map(|(r, a)| (r.clone(), a.clone())).collect(),
+                peers: names.iter().filter(|r| **r != name).map(|r| (r.clone(), peer_addr(&name, r))).collect(),
                 handoff_timeout: Duration::from_secs(10),
                 peer_durability_tiers: vec![meridian_core::Tier::new("enterprise").unwrap()],
             });
@@ -111,13 +134,42 @@ impl Mesh {
                 },
                 gateway_clock,
             )));
-            regions.push(Region { name, url: format!("http://{public_addr}"), db });
+            regions.push(Region { name, url: format!("http://{public_addr}"), db, mesh_addr });
         }
-        let mesh = Mesh { regions, clock, stop, tasks, _pki: pki };
+        let mesh = Mesh { regions, clock, stop, tasks, _pki: pki, links };
         for r in &mesh.regions {
             mesh.wait_connected(r.name.as_str()).await;
         }
         mesh
+    }
+
+    /// The development PKI the gateways' mesh certificates come from
+    /// (`ca.pem`, `ca-key.pem`, `<region>-gateway.pem`, …).
+    pub fn pki_dir(&self) -> &Path {
+        self._pki.path()
+    }
+
+    /// The certificate, key and CA bundle region `name`'s gateway reads
+    /// (and reloads) for the mesh.
+    pub fn tls_files(&self, name: &str) -> TlsFiles {
+        TlsFiles::dev(self.pki_dir(), &region(name), Service::Gateway)
+    }
+
+    pub fn region(&self, name: &str) -> &Region {
+        self.regions.iter().find(|r| r.name.as_str() == name).unwrap()
+    }
+
+    /// The proxy `from`'s connections to `to` go through (`proxied_links`).
+    pub fn link(&self, from: &str, to: &str) -> &Proxy {
+        self.links.get(&(region(from), region(to))).expect("the mesh was started with proxied_links")
+    }
+
+    /// Adds `delay` each way to every link between regions (`proxied_links`).
+    pub fn set_link_delay(&self, delay: Duration) {
+        assert!(!self.links.is_empty(), "the mesh was started without proxied_links");
+        for proxy in self.links.values() {
+            proxy.set_delay(delay);
+        }
     }
 
     pub async fn client(&self, name: &str) -> TicketServiceClient<Channel> {

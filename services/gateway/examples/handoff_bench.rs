@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use common::{Mesh, Options};
 use hdrhistogram::Histogram;
 use meridian_proto::v1::{self, mesh_service_client::MeshServiceClient, ticket_service_client::TicketServiceClient};
-use meridian_tls::{MeshTls, PeerIdentity, Service, TrustDomain};
+use meridian_tls::MeshTls;
 use tonic::{Code, transport::Channel};
 
 /// The one-way delays the proxied mesh is measured at.
@@ -98,8 +98,7 @@ async fn create_and_hand_off(us: &mut TicketServiceClient<Channel>, creates: &mu
 /// gateway at `addr` (its listener, or the proxy in front of it).
 async fn mesh_client(mesh: &Mesh, addr: &str) -> MeshServiceClient<Channel> {
     let tls = MeshTls::load(mesh.tls_files("us-east")).unwrap();
-    let expected = PeerIdentity::new(TrustDomain::new("meridian.test").unwrap(), common::region("eu-west"), Service::Gateway);
-    MeshServiceClient::new(tls.connect(addr, expected).await.unwrap())
+    mesh.mesh_client_with(&tls, "eu-west", addr).await
 }
 
 /// One bare round trip: eu-west authenticates the call and refuses it for

@@ -9,10 +9,10 @@ use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 use jiff::Timestamp;
 use meridian_core::{EventKind, ManualClock, RegionId};
 use meridian_gateway::{GatewayConfig, Listeners, MeshSettings, RulesSettings};
-use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient};
+use meridian_proto::v1::{self, mesh_service_client::MeshServiceClient, ticket_service_client::TicketServiceClient};
 use meridian_store::Store;
 use meridian_test_support::{Backing, TestDatabase, proxy::Proxy};
-use meridian_tls::{DevPkiPlan, Service, TlsFiles, TrustDomain, Validity, write_dev_pki};
+use meridian_tls::{DevPkiPlan, MeshTls, PeerIdentity, Service, TlsFiles, TrustDomain, Validity, write_dev_pki};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
@@ -36,6 +36,8 @@ impl Default for Options<'_> {
 }
 
 pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "apac-south"];
+/// The trust domain of the mesh's development PKI.
+pub const TRUST_DOMAIN: &str = "meridian.test";
 /// us-east and eu-west are on shift, apac-south is not (example rules).
 pub const AFTERNOON_UTC: &str = "2026-06-02T14:00:00Z";
 
@@ -70,7 +72,7 @@ impl Mesh {
         let names: Vec<RegionId> = REGIONS.iter().map(|r| region(r)).collect();
         let now = std::time::SystemTime::now();
         let plan = DevPkiPlan {
-            trust_domain: TrustDomain::new("meridian.test").unwrap(),
+            trust_domain: TrustDomain::new(TRUST_DOMAIN).unwrap(),
             regions: names.clone(),
             services: vec![Service::Gateway],
             ca_validity: Validity::days_from(now, 30),
@@ -157,6 +159,21 @@ impl Mesh {
 
     pub fn region(&self, name: &str) -> &Region {
         self.regions.iter().find(|r| r.name.as_str() == name).unwrap()
+    }
+
+    /// A client of `to`'s mesh port at `addr` (its listener, or a proxy in
+    /// front of it) presenting `tls`'s certificate, which must prove `to`'s
+    /// gateway identity; connects now.
+    pub async fn mesh_client_with(&self, tls: &MeshTls, to: &str, addr: &str) -> MeshServiceClient<Channel> {
+        let expected = PeerIdentity::new(TrustDomain::new(TRUST_DOMAIN).unwrap(), region(to), Service::Gateway);
+        MeshServiceClient::new(tls.connect(addr, expected).await.unwrap())
+    }
+
+    /// A client of `to`'s mesh port, straight to its listener, that speaks
+    /// as `as_region`'s gateway (with its certificate from the PKI).
+    pub async fn mesh_client(&self, as_region: &str, to: &str) -> MeshServiceClient<Channel> {
+        let tls = MeshTls::load(self.tls_files(as_region)).unwrap();
+        self.mesh_client_with(&tls, to, &self.region(to).mesh_addr.to_string()).await
     }
 
     /// The proxy `from`'s connections to `to` go through (`proxied_links`).

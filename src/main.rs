@@ -15,6 +15,7 @@ mod load;
 mod region_cli;
 mod rules_cli;
 mod ticket_cli;
+mod trace_cli;
 mod up;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -55,6 +56,9 @@ enum Command {
     /// Create, read, list, update and annotate tickets at a gateway.
     #[command(subcommand)]
     Ticket(ticket_cli::TicketCommand),
+    /// Show a ticket's journey through the regions: who held it and for how
+    /// long, each handoff with its note, where it waited, and its trace.
+    Trace(trace_cli::TraceArgs),
     /// Check, explain and simulate follow-the-sun rules files.
     #[command(subcommand)]
     Rules(rules_cli::RulesCommand),
@@ -120,6 +124,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Up(args) => up::run(args).await,
         Command::Ticket(cmd) => ticket_cli::run(cmd).await,
+        Command::Trace(args) => trace_cli::run(args).await,
         Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Certs(cmd) => certs_cli::run(cmd),
         Command::Region(cmd) => region_cli::run(cmd).await,

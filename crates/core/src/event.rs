@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use jiff::Timestamp;
 
 use crate::{
-    Epoch, HandoffNote, HlcTimestamp, Note, Priority, RegionId, SlaDeadlines, SlaMetric, Status, Ticket, TicketId,
+    Epoch, HandoffNote, HlcTimestamp, IntakeSpike, Note, Priority, RegionId, SlaDeadlines, SlaMetric, Status, Ticket,
+    TicketId,
 };
 
 /// One event as it is stored and replicated.
@@ -87,6 +88,12 @@ pub enum EventKind {
     /// A region's shift ended: what it handed over and to whom. Its
     /// `ticket_id` is the summary's own id ([`ShiftSummary::id`]).
     ShiftSummary { summary: ShiftSummary },
+    /// A region's intake of one tier and skill spiked above its rolling
+    /// baseline ([`crate::spike`]). Regional, like a shift summary: its
+    /// `ticket_id` is the alert's own id ([`IntakeSpike::raised_id`]).
+    IntakeSpike { spike: IntakeSpike },
+    /// That intake fell back; `ticket_id` is [`IntakeSpike::cleared_id`].
+    IntakeSpikeCleared { spike: IntakeSpike },
 }
 
 /// What an outgoing shift leaves the incoming one.
@@ -138,6 +145,8 @@ impl EventKind {
             EventKind::HandoffRefused { .. } => "handoff_refused",
             EventKind::TakenOver { .. } => "taken_over",
             EventKind::ShiftSummary { .. } => "shift_summary",
+            EventKind::IntakeSpike { .. } => "intake_spike",
+            EventKind::IntakeSpikeCleared { .. } => "intake_spike_cleared",
         }
     }
 
@@ -171,9 +180,16 @@ impl EventKind {
     }
 
     /// Owner-scoped events may only be written by the owner at its epoch;
-    /// the rest (notes) merge from anywhere.
+    /// the rest (notes, and the regional records that belong to no ticket)
+    /// merge from anywhere.
     pub fn is_owner_scoped(&self) -> bool {
-        !matches!(self, EventKind::NoteAdded { .. } | EventKind::ShiftSummary { .. })
+        !matches!(
+            self,
+            EventKind::NoteAdded { .. }
+                | EventKind::ShiftSummary { .. }
+                | EventKind::IntakeSpike { .. }
+                | EventKind::IntakeSpikeCleared { .. }
+        )
     }
 
     /// The payload alone, as JSON (the `kind` column holds the name).
@@ -212,5 +228,29 @@ mod tests {
         assert_eq!(payload, r#"{"changes":{"assignee":null,"epoch":2,"status":"open"}}"#);
         assert_eq!(EventKind::from_parts(kind.name(), &payload).unwrap(), kind);
         assert!(EventKind::from_parts("no_such_kind", "{}").is_err());
+    }
+
+    #[test]
+    fn intake_spikes_are_regional_records() {
+        let spike = IntakeSpike {
+            region: RegionId::new("us-east").unwrap(),
+            tier: crate::Tier::new("premium").unwrap(),
+            skill: Some(crate::Skill::new("billing").unwrap()),
+            bucket_start: "2026-06-01T14:16:00Z".parse().unwrap(),
+            bucket_end: "2026-06-01T14:17:00Z".parse().unwrap(),
+            count: 40,
+            baseline: crate::Rate::from_f64(3.25),
+            deviation: crate::Rate::from_f64(1.803),
+            threshold: crate::Rate::from_f64(10.462),
+            since: "2026-06-01T14:16:00Z".parse().unwrap(),
+            peak: 40,
+            queue_owner: Some("us-east-day-lead".into()),
+        };
+        for kind in [EventKind::IntakeSpike { spike: spike.clone() }, EventKind::IntakeSpikeCleared { spike: spike.clone() }] {
+            let payload = kind.payload_json().unwrap();
+            assert!(payload.contains(r#""baseline":3.25"#), "{payload}");
+            assert_eq!(EventKind::from_parts(kind.name(), &payload).unwrap(), kind);
+            assert!(!kind.is_owner_scoped() && !kind.is_ownership() && kind.owner_changes().is_none(), "{kind:?}");
+        }
     }
 }

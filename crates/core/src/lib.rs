@@ -1,5 +1,6 @@
 //! Meridian's domain core: tickets and their status machine, regions, ownership
-//! epochs, notes, the replicated event envelope and hybrid logical time.
+//! epochs, notes, the replicated event envelope, hybrid logical time and
+//! intake-spike detection.
 //!
 //! Boundary: this crate performs no I/O. It has no tokio, no tonic, no sqlx and
 //! never reads the wall clock; time arrives through [`Clock`] or as an argument.
@@ -18,6 +19,7 @@ pub mod id;
 pub mod note;
 pub mod replay;
 pub mod sla;
+pub mod spike;
 pub mod ticket;
 
 pub use clock::{Clock, ManualClock};
@@ -29,4 +31,5 @@ pub use id::{IdMinter, NoteId, RegionId, Skill, TicketId, Tier};
 pub use note::{HandoffNote, Note, NoteSet};
 pub use replay::{Replayed, StaleWrite, replay};
 pub use sla::{SlaAlert, SlaClock, SlaDeadlines, SlaMetric, SlaState};
+pub use spike::{IntakeSpike, Rate, SpikeChange, SpikeConfig, SpikeDetector, SpikeKey};
 pub use ticket::{NewTicket, Priority, Status, Ticket, TicketPatch};

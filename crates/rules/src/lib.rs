@@ -1,6 +1,6 @@
 //! Meridian's follow-the-sun rules: regions and their shifts, holidays,
 //! overlap windows, business calendars, SLA policies per tier, residency,
-//! the routing decision and coverage simulation.
+//! the routing decision, coverage simulation and volume-spike settings.
 //!
 //! Boundary: this crate performs **no I/O** and never reads the wall clock.
 //! A rules file arrives as text (`Rules::parse(file_name, text)`; the file
@@ -36,6 +36,8 @@
 //! - [`Rules::decide`] → [`Decision`]: where a ticket goes and why.
 //! - [`Rules::coverage`] → [`Coverage`], rendered by
 //!   [`render::coverage_table`] and [`render::coverage_svg`].
+//! - [`Rules::spike`] (the `[spike]` table, volume-spike alert settings)
+//!   and [`Rules::queue_owner_at`]: who hears about a spike.
 
 #![forbid(unsafe_code)]
 

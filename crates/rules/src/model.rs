@@ -7,7 +7,7 @@ use std::fmt;
 use jiff::SignedDuration;
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
-use meridian_core::{RegionId, Skill, Status, Tier};
+use meridian_core::{RegionId, Skill, SpikeConfig, Status, Tier};
 use serde::Serialize;
 
 use crate::schedule::Schedule;
@@ -47,6 +47,8 @@ pub struct Rules {
     /// region position) they allow.
     pub(crate) residency_mask: HashMap<String, u64>,
     pub(crate) routing: Routing,
+    /// Volume-spike alerts (`[spike]`); `None` when the file has no table.
+    pub(crate) spike: Option<SpikeConfig>,
 }
 
 /// A wall-clock time of day, in minutes after midnight; `24:00` (1440) is
@@ -356,6 +358,12 @@ impl Rules {
 
     pub fn routing(&self) -> &Routing {
         &self.routing
+    }
+
+    /// Volume-spike alert settings, when the file has a `[spike]` table:
+    /// without one, gateways watch no intake.
+    pub fn spike(&self) -> Option<&SpikeConfig> {
+        self.spike.as_ref()
     }
 
     /// The on-call region, when the out-of-hours policy is `on_call`.

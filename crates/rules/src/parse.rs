@@ -7,7 +7,7 @@ use std::ops::Range;
 use jiff::SignedDuration;
 use jiff::civil::{Date, Weekday};
 use jiff::tz::{TimeZone, TimeZoneDatabase};
-use meridian_core::{RegionId, Skill, Status, Tier};
+use meridian_core::{RegionId, Skill, SpikeConfig, Status, Tier, spike};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -34,10 +34,25 @@ struct RawRules {
     tiers: BTreeMap<Spanned<String>, Spanned<RawTier>>,
     #[serde(default)]
     residency: BTreeMap<Spanned<String>, Spanned<RawResidency>>,
-    /// Reserved for spike handling; accepted and ignored for now.
     #[serde(default)]
-    #[allow(dead_code)]
-    spike: Option<serde::de::IgnoredAny>,
+    spike: Option<Spanned<RawSpike>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpike {
+    #[serde(default)]
+    bucket: Option<Spanned<String>>,
+    #[serde(default)]
+    alpha: Option<Spanned<f64>>,
+    #[serde(default)]
+    threshold_sigmas: Option<Spanned<f64>>,
+    #[serde(default)]
+    clear_sigmas: Option<Spanned<f64>>,
+    #[serde(default)]
+    min_count: Option<Spanned<i64>>,
+    #[serde(default)]
+    warmup_buckets: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -406,6 +421,7 @@ impl Builder<'_> {
         let (tiers, tier_pos) = self.tiers(&raw.tiers, &calendar_names, &declared);
         let residency = self.residency(&raw.residency, &ids, &region_pos, &region_names);
         let routing = self.routing(raw.routing.as_ref(), &region_pos, &region_names);
+        let spike = raw.spike.as_ref().map(|raw| self.spike(raw));
 
         if raw.regions.is_empty() {
             self.errors.at(
@@ -450,6 +466,7 @@ impl Builder<'_> {
             residency,
             residency_mask,
             routing,
+            spike,
         }
     }
 
@@ -1162,6 +1179,118 @@ impl Builder<'_> {
             }
         }
         routing
+    }
+}
+
+impl Builder<'_> {
+    /// The `[spike]` table: every key optional, defaults from the core.
+    fn spike(&mut self, raw: &Spanned<RawSpike>) -> SpikeConfig {
+        let mut config = SpikeConfig::default();
+        let table = raw.span();
+        let raw = raw.get_ref();
+        if let Some(bucket) = &raw.bucket {
+            match parse_bucket(bucket.get_ref()) {
+                Some(d) if (spike::BUCKET_MIN..=spike::BUCKET_MAX).contains(&d) => config.bucket = d,
+                _ => self.errors.at(
+                    bucket.span(),
+                    format!(
+                        "spike bucket is {:?}; use a whole number of seconds, minutes or hours from \"1s\" to \"24h\", such as \"1m\"",
+                        bucket.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(alpha) = &raw.alpha {
+            let v = *alpha.get_ref();
+            if v > 0.0 && v <= 1.0 {
+                config.alpha = v;
+            } else {
+                self.errors.at(
+                    alpha.span(),
+                    format!("spike alpha is {v}; use a number above 0 and at most 1 (the weight of the newest bucket in the baseline, such as 0.1)"),
+                );
+            }
+        }
+        if let Some(sigmas) = &raw.threshold_sigmas {
+            let v = *sigmas.get_ref();
+            if v.is_finite() && v > 0.0 && v <= 100.0 {
+                config.threshold_sigmas = v;
+            } else {
+                self.errors.at(
+                    sigmas.span(),
+                    format!("spike threshold_sigmas is {v}; use a number above 0 and at most 100"),
+                );
+            }
+        }
+        if let Some(sigmas) = &raw.clear_sigmas {
+            let v = *sigmas.get_ref();
+            if v.is_finite() && v >= 0.0 {
+                config.clear_sigmas = v;
+            } else {
+                self.errors.at(
+                    sigmas.span(),
+                    format!(
+                        "spike clear_sigmas is {v}; use a number from 0 up to threshold_sigmas"
+                    ),
+                );
+            }
+        }
+        // Hysteresis needs the clear line below the raise line.
+        if config.clear_sigmas >= config.threshold_sigmas {
+            let span = raw
+                .clear_sigmas
+                .as_ref()
+                .or(raw.threshold_sigmas.as_ref())
+                .map_or(table, |s| s.span());
+            self.errors.at(
+                span,
+                format!(
+                    "spike clear_sigmas ({}) must be below threshold_sigmas ({}), or an alert could never stay raised",
+                    config.clear_sigmas, config.threshold_sigmas
+                ),
+            );
+        }
+        for (value, field, target) in [
+            (&raw.min_count, "min_count", &mut config.min_count),
+            (
+                &raw.warmup_buckets,
+                "warmup_buckets",
+                &mut config.warmup_buckets,
+            ),
+        ] {
+            if let Some(n) = value {
+                match u32::try_from(*n.get_ref()) {
+                    Ok(v) if (1..=SPIKE_COUNT_MAX).contains(&v) => *target = v,
+                    _ => self.errors.at(
+                        n.span(),
+                        format!(
+                            "spike {field} is {}; use a whole number from 1 to {SPIKE_COUNT_MAX}",
+                            n.get_ref()
+                        ),
+                    ),
+                }
+            }
+        }
+        config
+    }
+}
+
+/// Largest `min_count` or `warmup_buckets`.
+const SPIKE_COUNT_MAX: u32 = 1_000_000;
+
+/// A bucket length as written: a whole number and `s`, `m` or `h`.
+fn parse_bucket(text: &str) -> Option<SignedDuration> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let n: i64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    if n <= 0 {
+        return None;
+    }
+    match unit {
+        's' => Some(SignedDuration::from_secs(n)),
+        'm' => n.checked_mul(60).map(SignedDuration::from_secs),
+        'h' => n.checked_mul(3600).map(SignedDuration::from_secs),
+        _ => None,
     }
 }
 

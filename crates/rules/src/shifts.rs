@@ -6,10 +6,14 @@
 //! take new tickets, while the outgoing region (still on shift, in its last
 //! `overlap_minutes`) prepares its handoffs.
 
+use std::collections::HashMap;
+
 use jiff::{SignedDuration, Timestamp};
+use meridian_core::RegionId;
 use serde::Serialize;
 
 use crate::model::{Region, Rules};
+use crate::route::{RegionHealth, RouteRequest};
 use crate::schedule::Open;
 
 /// How far ahead "the next shift" is looked for. A region with no shift in
@@ -168,6 +172,29 @@ impl Rules {
             });
         }
         out
+    }
+
+    /// Who owns `region`'s queue at `at`: the `queue_owner` of the shift it
+    /// is on; off shift (intake after hours, or a region covering for a
+    /// failed one), the queue owner wherever new tickets go at `at`. `None`
+    /// for an unknown region, or when no region anywhere is on shift.
+    pub fn queue_owner_at(&self, region: &str, at: Timestamp) -> Option<String> {
+        let region = self.region(region)?;
+        if let Some(open) = region.schedule.open_at(at) {
+            return region
+                .shifts
+                .get(open.label as usize)
+                .map(|s| s.queue_owner.clone());
+        }
+        // Every region counted up and idle: only the shifts matter (a region
+        // with no health report would be filtered out).
+        let health: HashMap<RegionId, RegionHealth> = self
+            .regions
+            .iter()
+            .map(|r| (r.id.clone(), RegionHealth::Up))
+            .collect();
+        let decision = self.decide(at, &health, &HashMap::new(), &RouteRequest::default());
+        decision.queue_owner.map(str::to_owned)
     }
 
     /// Is `region` on shift at `at`? `None` for an unknown region.

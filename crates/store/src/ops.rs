@@ -440,6 +440,32 @@ impl<'c> WriteTx<'c> {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Records an intake-spike alert or its clearing (`kind` is
+    /// `intake_spike` or `intake_spike_cleared`): an event whose ticket id is
+    /// the alert's own and that projects nowhere (the log is its record).
+    /// The same alert twice, as when two replicas of this region close the
+    /// same bucket, is a duplicate.
+    pub(crate) async fn intake_spike(&mut self, kind: &EventKind, meta: &WriteMeta) -> Result<EventEnvelope, Fail> {
+        let (spike, id) = match kind {
+            EventKind::IntakeSpike { spike } => (spike, spike.raised_id()),
+            EventKind::IntakeSpikeCleared { spike } => (spike, spike.cleared_id()),
+            other => return Err(refused(Error::invalid("kind", format!("{} is not an intake spike", other.name())))),
+        };
+        if &spike.region != self.local_region {
+            return Err(refused(Error::invalid("spike.region", format!("{} is not this store's region", spike.region))));
+        }
+        let (event, row) = self.local_event(id, meridian_core::Epoch::default(), meta, kind.clone())?;
+        let queued = self.local_events.iter().any(|(queued, _)| queued.ticket_id == row.ticket_id);
+        let logged = sqlx::query("SELECT 1 FROM events WHERE ticket_id = $1 LIMIT 1")
+            .bind(row.ticket_id.as_str())
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        if queued || logged.is_some() {
+            return Err(refused(Error::Duplicate(format!("{} {id}", kind.name()))));
+        }
+        self.append_local(event, row, meta)
+    }
+
     // ---- replication apply ----
 
     /// Applies a peer's events after this store's cursor for that origin,
@@ -469,6 +495,8 @@ impl<'c> WriteTx<'c> {
                 EventKind::NoteAdded { note } => Some(note.ticket_id),
                 EventKind::HandoffOffered { note, .. } => Some(note.ticket_id),
                 EventKind::ShiftSummary { summary } => Some(summary.id()),
+                EventKind::IntakeSpike { spike } => Some(spike.raised_id()),
+                EventKind::IntakeSpikeCleared { spike } => Some(spike.cleared_id()),
                 _ => None,
             };
             if let Some(carried) = carried

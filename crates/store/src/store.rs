@@ -317,6 +317,14 @@ impl Store {
         self.submit(|reply| Job::ShiftSummary { summary, meta, reply }).await
     }
 
+    /// Records an intake-spike alert of this region, raised
+    /// ([`EventKind::IntakeSpike`]) or cleared
+    /// ([`EventKind::IntakeSpikeCleared`]); the same alert twice is
+    /// [`Error::Duplicate`].
+    pub async fn record_intake_spike(&self, kind: EventKind, meta: WriteMeta) -> Result<EventEnvelope> {
+        self.submit(|reply| Job::IntakeSpike { kind, meta, reply }).await
+    }
+
     /// Shift summaries, newest shift end first, of one region or all.
     pub async fn shift_summaries(&self, region: Option<&RegionId>, limit: u32) -> Result<Vec<meridian_core::ShiftSummary>> {
         let limit = i64::from(limit.clamp(1, LIST_LIMIT_MAX));
@@ -562,4 +570,73 @@ fn sqlite_pragmas(synchronous: Synchronous) -> &'static str {
 
 fn decode_all<T>(rows: &[AnyRow], decode: impl Fn(&AnyRow) -> Result<T>) -> Result<Vec<T>> {
     rows.iter().map(decode).collect()
+}
+
+#[cfg(test)]
+mod intake_spike_tests {
+    use meridian_core::{HlcTimestamp, IntakeSpike, Rate, Tier};
+
+    use super::*;
+
+    fn spike(region: &str) -> IntakeSpike {
+        IntakeSpike {
+            region: RegionId::new(region).unwrap(),
+            tier: Tier::new("premium").unwrap(),
+            skill: None,
+            bucket_start: "2026-06-01T14:16:00Z".parse().unwrap(),
+            bucket_end: "2026-06-01T14:17:00Z".parse().unwrap(),
+            count: 40,
+            baseline: Rate::from_f64(3.2),
+            deviation: Rate::from_f64(1.8),
+            threshold: Rate::from_f64(10.4),
+            since: "2026-06-01T14:16:00Z".parse().unwrap(),
+            peak: 40,
+            queue_owner: Some("us-east-day-lead".into()),
+        }
+    }
+
+    fn meta() -> WriteMeta {
+        WriteMeta { hlc_time: HlcTimestamp::new(1_780_000_000_000, 0), traceparent: None, at: Timestamp::UNIX_EPOCH }
+    }
+
+    /// Spike events are logged under their own id, once; replicated ones
+    /// are checked against that id and project nowhere.
+    #[tokio::test]
+    async fn intake_spikes_are_logged_once_and_replicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let us = RegionId::new("us-east").unwrap();
+        let store = Store::open(&StoreConfig::sqlite_file(&dir.path().join("s.db")), &us).await.unwrap();
+
+        let raised = EventKind::IntakeSpike { spike: spike("us-east") };
+        let event = store.record_intake_spike(raised.clone(), meta()).await.unwrap();
+        assert_eq!(event.ticket_id, spike("us-east").raised_id());
+        assert_eq!(event.epoch, Epoch::default());
+        let again = store.record_intake_spike(raised.clone(), meta()).await.unwrap_err();
+        assert!(matches!(again, Error::Duplicate(_)), "{again}");
+        let cleared = EventKind::IntakeSpikeCleared { spike: spike("us-east") };
+        assert_eq!(store.record_intake_spike(cleared, meta()).await.unwrap().ticket_id, spike("us-east").cleared_id());
+        let foreign = store.record_intake_spike(EventKind::IntakeSpike { spike: spike("eu-west") }, meta()).await;
+        assert!(foreign.unwrap_err().to_string().contains("spike.region"));
+        let not_a_spike = EventKind::TicketUpdated { changes: TicketChanges::default() };
+        assert!(store.record_intake_spike(not_a_spike, meta()).await.is_err());
+        assert_eq!(store.events_after(&us, 0, 10).await.unwrap().len(), 2);
+
+        let eu = RegionId::new("eu-west").unwrap();
+        let theirs = spike("eu-west");
+        let remote = |ticket_id| EventEnvelope {
+            origin_region: eu.clone(),
+            origin_seq: 1,
+            ticket_id,
+            epoch: Epoch::default(),
+            hlc_time: HlcTimestamp::new(1_780_000_000_001, 0),
+            traceparent: None,
+            kind: EventKind::IntakeSpike { spike: theirs.clone() },
+        };
+        let mislabelled = store.apply_remote(&eu, vec![remote(theirs.cleared_id())]).await.unwrap_err();
+        assert!(mislabelled.to_string().contains("ticket_id"), "{mislabelled}");
+        assert_eq!(store.apply_remote(&eu, vec![remote(theirs.raised_id())]).await.unwrap(), 1);
+        assert_eq!(store.events_for_ticket(theirs.raised_id()).await.unwrap().len(), 1);
+        assert!(store.get_ticket(theirs.raised_id()).await.unwrap().is_none(), "no projection");
+        store.close().await;
+    }
 }

@@ -71,6 +71,7 @@ pub(crate) enum Job {
     Ownership { ticket_id: TicketId, epoch: Epoch, kind: EventKind, meta: WriteMeta, reply: Reply<(Ticket, EventEnvelope)> },
     ApplyRemote { origin: RegionId, events: Vec<EventEnvelope>, reply: Reply<u64> },
     ShiftSummary { summary: meridian_core::ShiftSummary, meta: WriteMeta, reply: Reply<EventEnvelope> },
+    IntakeSpike { kind: EventKind, meta: WriteMeta, reply: Reply<EventEnvelope> },
 }
 
 impl Job {
@@ -99,6 +100,10 @@ impl Job {
                 let result = tx.shift_summary(summary, meta).await;
                 reply.settle(result.map(|event| (event.clone(), vec![event])))
             }
+            Job::IntakeSpike { kind, meta, reply } => {
+                let result = tx.intake_spike(kind, meta).await;
+                reply.settle(result.map(|event| (event.clone(), vec![event])))
+            }
         }
     }
 
@@ -109,6 +114,7 @@ impl Job {
                 reply.outcome = None
             }
             Job::UpdateTicket { reply, .. } | Job::Ownership { reply, .. } => reply.outcome = None,
+            Job::IntakeSpike { reply, .. } => reply.outcome = None,
             Job::ApplyRemote { reply, .. } => reply.outcome = None,
         }
     }
@@ -117,6 +123,7 @@ impl Job {
         match self {
             Job::CreateTicket { reply, .. } | Job::AddNote { reply, .. } | Job::ShiftSummary { reply, .. } => reply.answer(),
             Job::UpdateTicket { reply, .. } | Job::Ownership { reply, .. } => reply.answer(),
+            Job::IntakeSpike { reply, .. } => reply.answer(),
             Job::ApplyRemote { reply, .. } => reply.answer(),
         }
     }
@@ -127,6 +134,7 @@ impl Job {
                 reply.send(Err(error))
             }
             Job::UpdateTicket { reply, .. } | Job::Ownership { reply, .. } => reply.send(Err(error)),
+            Job::IntakeSpike { reply, .. } => reply.send(Err(error)),
             Job::ApplyRemote { reply, .. } => reply.send(Err(error)),
         }
     }

@@ -7,9 +7,9 @@
 //! through the offer. B applies those events itself, idempotently (the
 //! replication stream brings the same ones, and the store keeps each
 //! `(origin_region, origin_seq)` once), and queues its `HandoffAccepted`
-//! right behind them, so one group commit usually covers both: waiting for
-//! replication to bring the offer first cost a whole stream hop and a
-//! commit of its own. B decides before it writes (with rules, B must be on
+//! right behind them, so one group commit often covers both (waiting for
+//! replication's apply always cost a commit of its own first; it still
+//! does when replication reaches B's writer first). B decides before it writes (with rules, B must be on
 //! shift and cover the ticket's skills); the acceptance itself is fenced in
 //! the store on the offer being pending at its epoch, so if it cannot be
 //! written in that one step (the carried events do not continue B's copy

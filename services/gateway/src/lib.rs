@@ -22,6 +22,7 @@ mod mesh;
 mod service;
 mod shift;
 mod sla;
+mod spike;
 
 use std::{future::Future, sync::Arc};
 
@@ -262,6 +263,10 @@ async fn serve_listeners(
         )))),
         _ => None,
     };
+    // Volume-spike alerts follow the rules' [spike] table.
+    let _spike_task = config.rules.as_ref().map(|settings| {
+        AbortOnDrop(tokio::spawn(spike::run(api.clone(), settings.shift_check_interval, settings.webhooks.clone())))
+    });
     let _sla_monitor = config
         .rules
         .as_ref()

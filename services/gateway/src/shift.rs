@@ -256,7 +256,7 @@ pub fn parse_webhook(url: &str) -> Result<(String, String), String> {
 
 /// One HTTP/1.1 POST of JSON; returns the status code. A dependency-free
 /// client is enough for a fire-and-forget notification.
-async fn post_json(url: &str, body: &str) -> Result<u16, String> {
+pub(crate) async fn post_json(url: &str, body: &str) -> Result<u16, String> {
     let (authority, path) = parse_webhook(url)?;
     let mut stream = tokio::net::TcpStream::connect(&authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
     let request = format!(

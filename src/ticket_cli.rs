@@ -351,20 +351,7 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
 impl Connection {
     async fn client(&self) -> anyhow::Result<TicketServiceClient<Channel>> {
         let timeout = Duration::from_secs(self.timeout_secs.max(1));
-        let mut endpoint = Endpoint::from_shared(self.target.clone())
-            .with_context(|| format!("--target {:?} is not a URL", self.target))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(timeout);
-        if self.target.starts_with("https://") {
-            let Some(ca) = &self.ca else { bail!("--target {} is https: pass --ca FILE (the CA's PEM)", self.target) };
-            let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
-                .context("TLS settings refused")?;
-        }
-        let channel =
-            endpoint.connect().await.with_context(|| format!("cannot reach the gateway at {}", self.target))?;
-        Ok(TicketServiceClient::new(channel))
+        gateway_client(&self.target, self.ca.as_deref(), timeout).await
     }
 
     fn request<T>(&self, message: T) -> anyhow::Result<Request<T>> {
@@ -383,6 +370,28 @@ impl Connection {
             OutputFormat::Table => print!("{table}"),
         }
     }
+}
+
+/// A client of the gateway at `url`, over TLS checked against `ca` when the
+/// URL is https; every call has `timeout`.
+pub async fn gateway_client(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    timeout: Duration,
+) -> anyhow::Result<TicketServiceClient<Channel>> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("{url:?} is not a URL"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout);
+    if url.starts_with("https://") {
+        let Some(ca) = ca else { bail!("{url} is https: pass --ca FILE (the CA's PEM)") };
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+            .context("TLS settings refused")?;
+    }
+    let channel = endpoint.connect().await.with_context(|| format!("cannot reach the gateway at {url}"))?;
+    Ok(TicketServiceClient::new(channel))
 }
 
 /// A gRPC refusal as one line: the code's canonical name and the reason.

@@ -33,7 +33,7 @@ use jiff::Timestamp;
 use meridian_core::{EventEnvelope, EventKind, TicketId};
 use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient};
 use serde::Serialize;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 use crate::{rules_cli::OutputFormat, ticket_cli::TARGET_DEFAULT};
 
@@ -213,19 +213,7 @@ impl Reading {
     }
 
     async fn client(&self, url: &str) -> anyhow::Result<TicketServiceClient<Channel>> {
-        let mut endpoint = Endpoint::from_shared(url.to_owned())
-            .with_context(|| format!("{url:?} is not a URL"))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(self.timeout);
-        if url.starts_with("https://") {
-            let Some(ca) = &self.ca else { bail!("{url} is https: pass --ca FILE (the CA's PEM)") };
-            let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
-                .context("TLS settings refused")?;
-        }
-        let channel = endpoint.connect().await.with_context(|| format!("cannot reach the gateway at {url}"))?;
-        Ok(TicketServiceClient::new(channel))
+        crate::ticket_cli::gateway_client(url, self.ca.as_deref(), self.timeout).await
     }
 }
 

@@ -157,14 +157,19 @@ fn route_request(ticket: &Ticket) -> RouteRequest {
     }
 }
 
-/// Where a ticket goes at `end`: the routing decision with this region down.
-fn incoming_region(rules: &Rules, me: &RegionId, end: Timestamp, request: &RouteRequest) -> Option<RegionId> {
-    let health: HashMap<RegionId, RegionHealth> = rules
+/// Every region up but this one: routing as it will be once this shift ends.
+/// (Routing skips regions with no health report, so all must be named.)
+fn without(rules: &Rules, me: &RegionId) -> HashMap<RegionId, RegionHealth> {
+    rules
         .regions()
         .iter()
         .map(|r| (r.id.clone(), if &r.id == me { RegionHealth::Down } else { RegionHealth::Up }))
-        .collect();
-    let decision = rules.decide(end, &health, &HashMap::new(), request);
+        .collect()
+}
+
+/// Where a ticket goes at `end`: the routing decision with this region down.
+fn incoming_region(rules: &Rules, me: &RegionId, end: Timestamp, request: &RouteRequest) -> Option<RegionId> {
+    let decision = rules.decide(end, &without(rules, me), &HashMap::new(), request);
     decision.region.filter(|r| *r != me).cloned()
 }
 
@@ -219,7 +224,7 @@ async fn shift_end(api: &TicketApi, rules: &Rules, start: Timestamp, end: Timest
         }
     }
     let next = {
-        let decision = rules.decide(end, &HashMap::new(), &HashMap::new(), &RouteRequest::default());
+        let decision = rules.decide(end, &without(rules, &me), &HashMap::new(), &RouteRequest::default());
         (decision.region.filter(|r| **r != me).cloned(), decision.queue_owner.map(str::to_owned))
     };
     summary.next_region = next.0.or_else(|| summary.handed_off.first().map(|(_, r)| r.clone()));

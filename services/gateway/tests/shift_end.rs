@@ -110,6 +110,7 @@ async fn shift_end_hands_every_open_ticket_over_with_notes_and_a_summary() {
     assert_eq!(kept[0].0, pinned.id, "residency keeps the pinned ticket home");
     assert_eq!(summary["auto_notes"], 1);
     assert_eq!(summary["next_region"], "us-east");
+    assert_eq!(summary["next_queue_owner"], "us-east-day-lead", "the incoming shift's named owner");
 
     mesh.wait_quiet().await;
     for name in REGIONS {

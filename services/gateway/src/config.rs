@@ -66,9 +66,11 @@ pub struct RulesSettings {
     /// How often the SLA monitor looks for clocks that passed a warning or
     /// a deadline: the most an `SlaWarning` or `SlaBreached` can be late.
     pub sla_scan_interval: Duration,
-    /// How often the shift-end task looks at the clock (with a mesh).
+    /// How often the shift-end task looks at the clock (with a mesh), and
+    /// the intake-spike task closes its buckets.
     pub shift_check_interval: Duration,
-    /// Where each shift summary is POSTed as JSON (`http://` only).
+    /// Where each shift summary and intake-spike alert is POSTed as JSON
+    /// (`http://` only).
     pub webhooks: Vec<String>,
 }
 

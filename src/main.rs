@@ -153,18 +153,24 @@ pub async fn ctrl_c() {
 /// output stays what the user asked for. Logs go to stderr; spans and
 /// metrics are exported only when an OTLP endpoint is given.
 async fn init_telemetry(cli: &Cli) -> anyhow::Result<meridian_telemetry::Telemetry> {
-    let (service, default_filter, region) = match &cli.command {
-        // The region is the config's; a config that does not load fails
-        // properly once the command runs.
-        Command::Gateway { config } => (
-            "meridian-gateway",
+    // The region and `[telemetry] metrics_listen` are the config's; a
+    // config that does not load fails properly once the command runs.
+    let (service, default_filter, region, metrics_listen) = match &cli.command {
+        Command::Gateway { config } => {
+            let config = meridian_gateway::GatewayConfig::load(config).ok();
+            let listen = config.as_ref().and_then(|c| c.telemetry.metrics_listen);
+            ("meridian-gateway", "info", config.map(|c| c.region.to_string()), listen)
+        }
+        Command::Router { config } => (
+            "meridian-router",
             "info",
-            meridian_gateway::GatewayConfig::load(config).ok().map(|c| c.region.to_string()),
+            None,
+            meridian_router::RouterConfig::load(config).ok().and_then(|c| c.metrics_listen),
         ),
-        Command::Router { .. } => ("meridian-router", "info", None),
-        // One process, every region: spans name their region themselves.
-        Command::Up(_) => ("meridian-up", "info", None),
-        _ => ("meridian", "warn", None),
+        // One process, every region: spans and series name their region
+        // themselves, and one `/metrics` serves them all.
+        Command::Up(_) => ("meridian-up", "info", None, None),
+        _ => ("meridian", "warn", None, None),
     };
     let mut config = cli.telemetry.config(service);
     config.region = region;
@@ -174,7 +180,7 @@ async fn init_telemetry(cli: &Cli) -> anyhow::Result<meridian_telemetry::Telemet
         config.log_format = meridian_telemetry::LogFormat::Json;
     }
     let mut telemetry = meridian_telemetry::Telemetry::init(&config)?;
-    if let Some(addr) = cli.telemetry.metrics_listen {
+    if let Some(addr) = cli.telemetry.metrics_listen.or(metrics_listen) {
         telemetry.serve_metrics(addr).await?;
     }
     Ok(telemetry)

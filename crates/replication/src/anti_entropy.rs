@@ -346,10 +346,12 @@ impl AntiEntropy {
                 break;
             };
             let before = store.cursor(origin).await?;
+            let spans = crate::trace::apply_spans(store.local_region(), before, &events);
             let cursor = store
                 .apply_remote(origin, events)
                 .await
                 .map_err(|source| Error::Apply { peer: origin.clone(), source })?;
+            drop(spans);
             let moved = cursor.saturating_sub(before);
             repaired += moved;
             self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner).stats.repaired_events += moved;

@@ -74,6 +74,7 @@ mod replicator;
 mod service;
 mod session;
 mod state;
+pub mod trace;
 
 pub use anti_entropy::{
     ANTI_ENTROPY_CALL_TIMEOUT_DEFAULT, ANTI_ENTROPY_INTERVAL_DEFAULT, AntiEntropy, AntiEntropyConfig, AntiEntropyHandler,
@@ -87,6 +88,6 @@ pub use config::{
 pub use convergence::{ConvergenceReport, Divergence, check_convergence};
 pub use digest::BUCKET_EVENTS_DEFAULT;
 pub use error::{Error, Result};
-pub use replicator::Replicator;
+pub use replicator::{Replicator, WeakReplicator};
 pub use service::{ReplicationHandler, ReplicationServer};
 pub use state::PeerStatus;

@@ -28,6 +28,16 @@ pub struct Replicator {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// See [`Replicator::downgrade`].
+#[derive(Clone)]
+pub struct WeakReplicator(std::sync::Weak<Shared>);
+
+impl WeakReplicator {
+    pub fn upgrade(&self) -> Option<Replicator> {
+        self.0.upgrade().map(|shared| Replicator { shared })
+    }
+}
+
 impl std::fmt::Debug for Replicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replicator").field("local", self.shared.local()).finish_non_exhaustive()
@@ -90,6 +100,12 @@ impl Replicator {
     /// Every peer's stream and lag, in the mesh's order.
     pub fn status(&self) -> Vec<PeerStatus> {
         self.shared.status()
+    }
+
+    /// A handle that does not keep the replicator alive (for metric
+    /// callbacks, which outlive the gateway that registered them).
+    pub fn downgrade(&self) -> WeakReplicator {
+        WeakReplicator(Arc::downgrade(&self.shared))
     }
 
     /// Waits until at least one peer has durably applied this region's log

@@ -406,7 +406,11 @@ async fn apply(
                 Err(_) => break,
             }
         }
-        match shared.store.apply_remote(&peer, events).await {
+        let applied = shared.applied.borrow().get(&peer).copied().unwrap_or(0);
+        let spans = crate::trace::apply_spans(shared.store.local_region(), applied, &events);
+        let outcome = shared.store.apply_remote(&peer, events).await;
+        drop(spans);
+        match outcome {
             Ok(cursor) => {
                 shared.record_applied(&peer, cursor);
                 resends.answered_up_to(cursor);

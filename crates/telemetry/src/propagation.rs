@@ -37,6 +37,17 @@ pub fn extract_metadata(metadata: &MetadataMap) -> Context {
     PROPAGATOR.extract(&MetadataExtractor(metadata))
 }
 
+/// Makes the caller's span, named in gRPC request metadata, the parent of
+/// `span` (call before entering it). Without a valid caller context the
+/// span stays a root.
+pub fn set_parent_from_metadata(span: &tracing::Span, metadata: &MetadataMap) {
+    let cx = extract_metadata(metadata);
+    if cx.span().span_context().is_valid() {
+        // Fails only once the span has started, or with telemetry off.
+        let _ = span.set_parent(cx);
+    }
+}
+
 /// The `traceparent` to store in an event envelope: the current `tracing`
 /// span's, or `None` when it has none (telemetry off, or no span).
 pub fn current_traceparent() -> Option<String> {
@@ -50,6 +61,17 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     let span_ref = cx.span();
     let span_context = span_ref.span_context();
     span_context.is_valid().then(|| format_traceparent(span_context))
+}
+
+/// Whether a stored `traceparent` names a sampled span. Cheap (the flags
+/// are the last two characters), so an applier can skip the events whose
+/// producer was not kept before making a span for them.
+pub fn is_sampled(traceparent: &str) -> bool {
+    traceparent.len() >= 55
+        && traceparent
+            .get(traceparent.len() - 2..)
+            .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+            .is_some_and(|flags| flags & TraceFlags::SAMPLED.to_u8() != 0)
 }
 
 /// `00-<trace id>-<span id>-<flags>`, the W3C version 00 format.
@@ -167,6 +189,13 @@ mod tests {
             let err = parse_traceparent(value).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(needle), "{value:?}: {err:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn sampled_flag_is_read_from_the_end() {
+        assert!(is_sampled(VALID));
+        assert!(!is_sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"));
+        assert!(!is_sampled("01"));
     }
 
     #[test]

@@ -70,6 +70,28 @@ pub fn link_producer(span: &tracing::Span, producer_traceparent: &str) -> Result
     Ok(())
 }
 
+/// Links `span` to the caller's span named in gRPC request metadata, if
+/// there is one. A ticket span's parent is the ticket's root, so the
+/// caller (a client, the router, the owner offering a handoff) is a link
+/// rather than the parent.
+pub fn link_caller(span: &tracing::Span, metadata: &tonic::metadata::MetadataMap) {
+    let cx = crate::propagation::extract_metadata(metadata);
+    let caller = cx.span().span_context().clone();
+    if caller.is_valid() {
+        span.add_link(caller);
+    }
+}
+
+/// Links `span` to `other` (a span in another trace that led to it, such
+/// as the request that caused a ticket's step).
+pub fn link_span(span: &tracing::Span, other: &tracing::Span) {
+    let cx = other.context();
+    let other = cx.span().span_context().clone();
+    if other.is_valid() {
+        span.add_link(other);
+    }
+}
+
 /// The span that applies a replicated event: in the ticket's trace, of
 /// kind consumer, linked to the producer span when the envelope carries a
 /// `traceparent`. Fields left empty for the caller to record:

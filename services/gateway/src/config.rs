@@ -56,6 +56,40 @@ pub struct GatewayConfig {
     /// Kept here rather than in [`MeshSettings`] so that code building
     /// `MeshSettings` field by field goes on compiling.
     pub anti_entropy_interval: Duration,
+    /// `[telemetry]`: where `/metrics` is served and how often the queue
+    /// gauges are counted.
+    pub telemetry: TelemetrySettings,
+    /// The metrics this gateway's instruments report to; not read from the
+    /// file. `None` means the process's global meter provider (what
+    /// `Telemetry::init` installs); tests pass their own.
+    pub metrics: Option<meridian_telemetry::Metrics>,
+}
+
+/// `[telemetry]` of a gateway file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetrySettings {
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (the
+    /// `--metrics-listen` flag wins over this key).
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often the queue-depth and SLA gauges are counted from the
+    /// store: a scrape reads the last count, never the database.
+    pub queue_scan_interval: Duration,
+}
+
+/// Default of `[telemetry] queue_scan_interval_ms`.
+pub const QUEUE_SCAN_MS_DEFAULT: u64 = 5_000;
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self { metrics_listen: None, queue_scan_interval: Duration::from_millis(QUEUE_SCAN_MS_DEFAULT) }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelemetrySection {
+    metrics_listen: Option<SocketAddr>,
+    queue_scan_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +187,8 @@ struct FileConfig {
     #[serde(default)]
     limits: LimitsSection,
     coordinator: Option<crate::failover::CoordinatorSection>,
+    #[serde(default)]
+    telemetry: TelemetrySection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,6 +289,8 @@ impl GatewayConfig {
             write_gate: crate::WriteGate::default(),
             coordinator: None,
             anti_entropy_interval: meridian_replication::ANTI_ENTROPY_INTERVAL_DEFAULT,
+            telemetry: TelemetrySettings::default(),
+            metrics: None,
         }
     }
 
@@ -430,6 +468,16 @@ impl FileConfig {
             write_gate: crate::WriteGate::default(),
             coordinator: self.coordinator.map(|section| section.into_settings(file)).transpose()?,
             anti_entropy_interval,
+            telemetry: TelemetrySettings {
+                metrics_listen: self.telemetry.metrics_listen,
+                queue_scan_interval: Duration::from_millis(positive(
+                    file,
+                    "telemetry.queue_scan_interval_ms",
+                    self.telemetry.queue_scan_interval_ms,
+                    QUEUE_SCAN_MS_DEFAULT,
+                )?),
+            },
+            metrics: None,
         })
     }
 }

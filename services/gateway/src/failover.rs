@@ -47,6 +47,7 @@ use meridian_replication::Replicator;
 use meridian_store::TicketFilter;
 use serde::Deserialize;
 use tokio::sync::watch;
+use tracing::Instrument;
 use tonic::Status;
 
 use crate::{Error, Result, WriteGate, error::from_store, mesh::MeshLink, service::TicketApi};
@@ -476,8 +477,15 @@ impl Failover {
                 .filter(|ticket| ticket.status != TicketStatus::Closed)
                 .map(|ticket| {
                     let (id, new_epoch) = (ticket.id, ticket.owner.epoch.next_for(api.region_index()));
-                    let (store, failed, meta) = (store.clone(), failed.clone(), api.meta_with(None));
+                    // One `takeover` span per ticket, in the ticket's trace;
+                    // its `TakenOver` event names it.
+                    let span = crate::spans::ticket_span(crate::spans::Step::Takeover, me, id, None);
+                    span.record("meridian.epoch", new_epoch.raw());
+                    span.record("meridian.reason", failed.as_str());
+                    let meta = api.meta_with(meridian_telemetry::propagation::traceparent_of(&span));
+                    let (store, failed) = (store.clone(), failed.clone());
                     async move { (id, store.take_over(id, failed, fencing_token.get(), new_epoch, meta).await) }
+                        .instrument(span)
                 })
                 .collect();
             let mut outcomes = stream::iter(writes).buffer_unordered(TAKEOVER_WRITES_IN_FLIGHT);

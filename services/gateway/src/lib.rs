@@ -19,10 +19,12 @@ pub mod config;
 pub mod error;
 pub mod failover;
 mod mesh;
+mod metrics;
 mod service;
 mod shift;
 mod sla;
 mod spike;
+mod spans;
 
 use std::{future::Future, sync::Arc};
 
@@ -36,7 +38,7 @@ use meridian_store::Store;
 use tokio::net::TcpListener;
 use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
 
-pub use config::{GatewayConfig, Limits, MeshSettings, RulesSettings, TlsFiles};
+pub use config::{GatewayConfig, Limits, MeshSettings, RulesSettings, TelemetrySettings, TlsFiles};
 pub use shift::parse_webhook;
 pub use error::{Error, Result};
 pub use service::{REGION_HEADER, TRACEPARENT_HEADER, TicketApi, WriteGate};
@@ -238,6 +240,11 @@ async fn serve_listeners(
         shutdown.await;
         let _ = stop_streams.send(true);
     };
+    // The config's metrics (tests), else the process's (`Telemetry::init`).
+    let meter = match &config.metrics {
+        Some(metrics) => metrics.meter("meridian-gateway"),
+        None => meridian_telemetry::opentelemetry::global::meter("meridian-gateway"),
+    };
     let api = TicketApi::new(service::ApiParts {
         region: config.region.clone(),
         region_index: local_index,
@@ -249,7 +256,14 @@ async fn serve_listeners(
         gate: failover.as_ref().map_or_else(|| config.write_gate.clone(), |failover| failover.write_gate()),
         replicator: mesh.as_ref().map(|(_, _, replicator)| replicator.clone()),
         peer_tiers: config.mesh.as_ref().map(|m| m.peer_durability_tiers.clone()).unwrap_or_default(),
+        metrics: metrics::GatewayMetrics::new(&meter, &config.region),
     });
+    let _observed = metrics::observe(
+        &meter,
+        &api,
+        mesh.as_ref().map(|(_, _, replicator)| replicator.clone()),
+        config.telemetry.queue_scan_interval,
+    );
     let _lease_task = failover.as_ref().map(|failover| {
         let link = mesh.as_ref().map(|(_, link, _)| link.clone());
         AbortOnDrop(tokio::spawn(failover.clone().run(api.clone(), link, stopping.clone())))

@@ -37,8 +37,14 @@ use meridian_replication::Replicator;
 use meridian_store::Store;
 use meridian_tls::{GatewayChannels, MeshTls, Service};
 use tonic::{Request, Response, Status, transport::Channel};
+use tracing::Instrument;
 
-use crate::{error::from_store, failover::Failover, service::TicketApi};
+use crate::{
+    error::from_store,
+    failover::Failover,
+    service::TicketApi,
+    spans::{self, Step},
+};
 
 /// The most events of its own log a region carries in one handoff call: the
 /// offer (or acceptance) and what the other side had not acknowledged
@@ -135,7 +141,10 @@ pub(crate) async fn apply_carried_acceptance(store: &Store, to: &RegionId, batch
             return false;
         }
     };
-    match store.apply_remote(to, events).await {
+    let spans = meridian_replication::trace::apply_spans(store.local_region(), 0, &events);
+    let applied = store.apply_remote(to, events).await;
+    drop(spans);
+    match applied {
         Ok(cursor) => cursor >= accept_seq,
         Err(meridian_store::Error::Gap { expected, got, .. }) => {
             tracing::debug!(to = %to, expected, got, "carried acceptance does not continue the log here; waiting for replication");
@@ -180,6 +189,8 @@ impl MeshLink {
         let mut client = MeshServiceClient::new(self.channel(to)?);
         let mut request = Request::new(request);
         request.set_timeout(self.handoff_timeout);
+        // The target's answer span links to the offer span (the current one).
+        meridian_telemetry::propagation::inject_current_metadata(request.metadata_mut());
         Ok(client.accept_handoff(request).await?.into_inner())
     }
 
@@ -194,6 +205,7 @@ impl MeshLink {
         let mut client = MeshServiceClient::new(self.channel(successor)?);
         let mut request = Request::new(request);
         request.set_timeout(timeout);
+        meridian_telemetry::propagation::inject_current_metadata(request.metadata_mut());
         Ok(client.take_over(request).await?.into_inner())
     }
 }
@@ -249,11 +261,68 @@ impl MeshService for MeshApi {
         request: Request<v1::AcceptHandoffRequest>,
     ) -> Result<Response<v1::AcceptHandoffResponse>, Status> {
         let caller = meridian_tls::require(&request, &[Service::Gateway])?;
+        let ticket_id =
+            meridian_proto::convert::ticket_id("ticket_id", &request.get_ref().ticket_id).map_err(crate::error::invalid)?;
+        // The answer's span, in the ticket's trace, linked to the offer span.
+        let span = spans::ticket_span(Step::HandoffAccept, self.api.region(), ticket_id, Some(request.metadata()));
+        span.record("meridian.handoff.to", self.api.region().as_str());
+        let answer = self.accept_in_span(&caller, ticket_id, request.into_inner()).instrument(span.clone()).await;
+        match &answer {
+            Ok(answer) if answer.accepted => {
+                span.record("meridian.epoch", answer.new_epoch);
+                spans::record_outcome(&span, "accepted", None);
+            }
+            Ok(answer) => spans::record_outcome(&span, "refused", Some(&answer.refusal_reason)),
+            Err(status) => spans::record_outcome(&span, "failed", Some(status.message())),
+        }
+        answer.map(Response::new)
+    }
+
+    async fn take_over(
+        &self,
+        request: Request<v1::TakeOverRequest>,
+    ) -> Result<Response<v1::TakeOverResponse>, Status> {
+        // The router decides takeovers; the failed region's own gateway,
+        // returning, may ask to finish its takeover and learn where it ends.
+        let caller = meridian_tls::require(&request, &[Service::Router, Service::Gateway])?;
         let req = request.into_inner();
-        let ticket_id = meridian_proto::convert::ticket_id("ticket_id", &req.ticket_id).map_err(crate::error::invalid)?;
+        let failed =
+            meridian_proto::convert::region_id("failed_region", &req.failed_region).map_err(crate::error::invalid)?;
+        if caller.service() == Service::Gateway {
+            meridian_tls::require_region(&caller, &failed)?;
+        }
+        if req.fencing_token == 0 {
+            return Err(Status::invalid_argument("fencing_token: is required (the takeover's coordinator revision)"));
+        }
+        // Unimplemented rather than a precondition: the router takes a
+        // failed precondition as "nothing left to do", and a gateway
+        // without a coordinator must be fixed, not skipped.
+        let Some(failover) = &self.failover else {
+            return Err(Status::unimplemented(format!(
+                "{} has no [coordinator] configured; it cannot take regions over",
+                self.api.region()
+            )));
+        };
+        let token = meridian_coord::Revision::new(req.fencing_token);
+        tracing::info!(from = %failed, fencing_token = %token, caller = %caller, "takeover asked");
+        let answer = failover.take_over(&self.api, self.replicator.as_ref(), &failed, token).await?;
+        Ok(Response::new(answer))
+    }
+}
+
+impl MeshApi {
+    /// `AcceptHandoff` past its span: decode the offer, apply what came
+    /// with it, decide and record the answer.
+    async fn accept_in_span(
+        &self,
+        caller: &meridian_tls::PeerIdentity,
+        ticket_id: TicketId,
+        request_inner: v1::AcceptHandoffRequest,
+    ) -> Result<v1::AcceptHandoffResponse, Status> {
+        let req = request_inner;
         let from = meridian_proto::convert::region_id("from_region", &req.from_region).map_err(crate::error::invalid)?;
         // A gateway speaks only for its own region.
-        meridian_tls::require_region(&caller, &from)?;
+        meridian_tls::require_region(caller, &from)?;
         let offer = Offer { ticket_id, from, offer_seq: req.offer_seq, previous_epoch: Epoch::from_raw(req.previous_epoch) };
         let carried = req
             .offer_events
@@ -295,42 +364,10 @@ impl MeshService for MeshApi {
                 ticket: None,
             },
         };
-        Ok(Response::new(answer))
+        Ok(answer)
     }
 
-    async fn take_over(
-        &self,
-        request: Request<v1::TakeOverRequest>,
-    ) -> Result<Response<v1::TakeOverResponse>, Status> {
-        // The router decides takeovers; the failed region's own gateway,
-        // returning, may ask to finish its takeover and learn where it ends.
-        let caller = meridian_tls::require(&request, &[Service::Router, Service::Gateway])?;
-        let req = request.into_inner();
-        let failed =
-            meridian_proto::convert::region_id("failed_region", &req.failed_region).map_err(crate::error::invalid)?;
-        if caller.service() == Service::Gateway {
-            meridian_tls::require_region(&caller, &failed)?;
-        }
-        if req.fencing_token == 0 {
-            return Err(Status::invalid_argument("fencing_token: is required (the takeover's coordinator revision)"));
-        }
-        // Unimplemented rather than a precondition: the router takes a
-        // failed precondition as "nothing left to do", and a gateway
-        // without a coordinator must be fixed, not skipped.
-        let Some(failover) = &self.failover else {
-            return Err(Status::unimplemented(format!(
-                "{} has no [coordinator] configured; it cannot take regions over",
-                self.api.region()
-            )));
-        };
-        let token = meridian_coord::Revision::new(req.fencing_token);
-        tracing::info!(from = %failed, fencing_token = %token, caller = %caller, "takeover asked");
-        let answer = failover.take_over(&self.api, self.replicator.as_ref(), &failed, token).await?;
-        Ok(Response::new(answer))
-    }
-}
 
-impl MeshApi {
     /// Decodes and checks the events the owner carried: its log, ending with
     /// the offer this call is about, made to this region at the previous
     /// epoch.
@@ -401,10 +438,12 @@ impl MeshApi {
         // together. If the acceptance runs without the offer applied (the
         // carried events leave a gap here, say), its fenced statement
         // matches no row and nothing of it is written.
+        let apply_spans = meridian_replication::trace::apply_spans(store.local_region(), 0, &events);
         let (applied, accepted) = tokio::join!(
             store.apply_remote(&offer.from, events),
             store.accept_handoff(offer.ticket_id, offer.from.clone(), offer.offer_seq, offer.previous_epoch, new_epoch, meta),
         );
+        drop(apply_spans);
         match accepted {
             Ok((ticket, event)) => Ok(Some(Outcome::Accepted(Box::new(ticket), event))),
             Err(error) => {

@@ -22,11 +22,15 @@ use meridian_proto::{
 use meridian_store::{ConflictRecord, Store, TicketFilter, WriteMeta};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use meridian_telemetry::propagation::{current_traceparent, traceparent_of};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tracing::Instrument;
 
 use crate::{
     error::{from_core, from_store, invalid},
     mesh::MeshLink,
+    metrics::{GatewayMetrics, HandoffOutcome},
+    spans::{self, Step},
 };
 
 /// The request header naming the region the caller acts for (until tokens
@@ -74,6 +78,16 @@ struct Inner {
     replicator: Option<Replicator>,
     /// Tiers acknowledged only once another region durably applied the write.
     peer_tiers: Vec<meridian_core::Tier>,
+    metrics: GatewayMetrics,
+}
+
+/// See [`TicketApi::downgrade`].
+pub(crate) struct WeakTicketApi(std::sync::Weak<Inner>);
+
+impl WeakTicketApi {
+    pub(crate) fn upgrade(&self) -> Option<TicketApi> {
+        self.0.upgrade().map(|inner| TicketApi { inner })
+    }
 }
 
 /// Whether this gateway may make owner-scoped writes now: `None` when it
@@ -113,6 +127,7 @@ pub(crate) struct ApiParts {
     pub gate: WriteGate,
     pub replicator: Option<Replicator>,
     pub peer_tiers: Vec<meridian_core::Tier>,
+    pub metrics: GatewayMetrics,
 }
 
 /// How long a handoff waits without a mesh setting.
@@ -120,10 +135,29 @@ const HANDOFF_WAIT_DEFAULT: std::time::Duration = std::time::Duration::from_secs
 
 impl TicketApi {
     pub(crate) fn new(parts: ApiParts) -> Self {
-        let ApiParts { region, region_index, store, clock, rules, stopping, mesh, gate, replicator, peer_tiers } = parts;
+        let ApiParts { region, region_index, store, clock, rules, stopping, mesh, gate, replicator, peer_tiers, metrics } = parts;
         let hlc = Mutex::new(Hlc::default());
-        let inner = Inner { region, region_index, store, clock, rules, hlc, ids: Mutex::default(), stopping, mesh, gate, replicator, peer_tiers };
+        let inner = Inner {
+            region,
+            region_index,
+            store,
+            clock,
+            rules,
+            hlc,
+            ids: Mutex::default(),
+            stopping,
+            mesh,
+            gate,
+            replicator,
+            peer_tiers,
+            metrics,
+        };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// A handle that does not keep the handlers alive (metric callbacks).
+    pub(crate) fn downgrade(&self) -> WeakTicketApi {
+        WeakTicketApi(Arc::downgrade(&self.inner))
     }
 
     /// For a tier with `peer` durability, waits until another region has
@@ -190,8 +224,66 @@ impl TicketApi {
     }
 
     /// Offers the ticket to `to` (or finds the offer already pending there),
-    /// asks `to` to accept, and records a refusal.
+    /// asks `to` to accept, and records a refusal. One `handoff.offer` span
+    /// in the ticket's trace, linked to `caller_metadata`'s span if given.
     pub(crate) async fn handoff(
+        &self,
+        caller: &RegionId,
+        id: TicketId,
+        to: RegionId,
+        handoff: meridian_core::HandoffNote,
+        meta: WriteMeta,
+    ) -> Result<v1::HandoffResponse, Status> {
+        self.handoff_traced(caller, id, to, handoff, meta, None).await
+    }
+
+    pub(crate) async fn handoff_traced(
+        &self,
+        caller: &RegionId,
+        id: TicketId,
+        to: RegionId,
+        handoff: meridian_core::HandoffNote,
+        mut meta: WriteMeta,
+        caller_metadata: Option<&MetadataMap>,
+    ) -> Result<v1::HandoffResponse, Status> {
+        let span = spans::ticket_span(Step::HandoffOffer, &self.inner.region, id, caller_metadata);
+        span.record("meridian.handoff.to", to.as_str());
+        // The offer's envelope names this span, so the target's apply and
+        // answer link to it.
+        meta.traceparent = traceparent_of(&span).or(meta.traceparent);
+        let started = std::time::Instant::now();
+        let result = self.handoff_in_span(caller, id, to, handoff, meta).instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(answer) => {
+                if let Some(owner) = answer.ticket.as_ref().and_then(|t| t.owner.as_ref()) {
+                    span.record("meridian.epoch", owner.epoch);
+                }
+                spans::record_outcome(&span, "accepted", None);
+                Some(HandoffOutcome::Accepted)
+            }
+            Err(status) => {
+                let outcome = match status.code() {
+                    tonic::Code::FailedPrecondition if status.message().contains("refused the handoff") => {
+                        Some(HandoffOutcome::Refused)
+                    }
+                    tonic::Code::Unavailable if status.message().starts_with("handoff to") => Some(HandoffOutcome::Unanswered),
+                    // Refused before anything was offered (bad request,
+                    // not the owner): not a handoff.
+                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::NotFound => None,
+                    _ => Some(HandoffOutcome::Failed),
+                };
+                let name = outcome.map_or("rejected", HandoffOutcome::as_str);
+                spans::record_outcome(&span, name, Some(status.message()));
+                outcome
+            }
+        };
+        if let Some(outcome) = outcome {
+            self.inner.metrics.handoff(outcome, started.elapsed());
+        }
+        result
+    }
+
+    async fn handoff_in_span(
         &self,
         caller: &RegionId,
         id: TicketId,
@@ -226,6 +318,8 @@ impl TicketApi {
             }
             _ => {
                 let epoch = current.decide_handoff(caller, &to, &handoff).map_err(from_core)?;
+                tracing::Span::current().record("meridian.epoch", epoch.raw());
+                self.inner.metrics.handoff_note(handoff.auto);
                 let note = Note {
                     id: self.mint(meta.at, NoteId::mint)?,
                     ticket_id: id,
@@ -329,9 +423,11 @@ impl TicketApi {
         self.inner.clock.now()
     }
 
-    /// The instant, the HLC stamp and trace context for one local write.
+    /// The instant, the HLC stamp and trace context for one local write:
+    /// the current span's, or with no span context (export off) the
+    /// caller's header.
     fn write_meta(&self, metadata: &MetadataMap) -> WriteMeta {
-        self.meta_with(traceparent(metadata))
+        self.meta_with(current_traceparent().or_else(|| traceparent(metadata)))
     }
 
     /// A fresh id, after every id this gateway minted before.
@@ -340,7 +436,9 @@ impl TicketApi {
         Ok(mint(&mut self.inner.ids.lock().unwrap_or_else(PoisonError::into_inner), at, random))
     }
 
+    /// `traceparent` `None` means the current span's, if it has one.
     pub(crate) fn meta_with(&self, traceparent: Option<String>) -> WriteMeta {
+        let traceparent = traceparent.or_else(current_traceparent);
         let at = self.inner.clock.now();
         let millis = u64::try_from(at.as_millisecond()).unwrap_or(0);
         let hlc_time = self.inner.hlc.lock().unwrap_or_else(PoisonError::into_inner).tick(millis);
@@ -466,18 +564,32 @@ fn conflict_to_proto(conflict: &ConflictRecord) -> v1::Conflict {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl TicketService for TicketApi {
-    async fn create_ticket(
+impl TicketApi {
+    /// `CreateTicket` in a `ticket.create` span: the id is minted first,
+    /// since the span's trace is the ticket's.
+    async fn create_ticket_traced(
         &self,
         request: Request<v1::CreateTicketRequest>,
     ) -> Result<Response<v1::CreateTicketResponse>, Status> {
         self.check_gate()?;
-        let meta = self.write_meta(request.metadata());
-        let new = meridian_core::NewTicket::try_from(request.into_inner()).map_err(invalid)?;
+        let (metadata, _, message) = request.into_parts();
+        let mut meta = self.write_meta(&metadata);
+        let new = meridian_core::NewTicket::try_from(message).map_err(invalid)?;
         let id = self.mint(meta.at, TicketId::mint)?;
+        let span = spans::ticket_span(Step::Create, &self.inner.region, id, Some(&metadata));
+        meta.traceparent = traceparent_of(&span).or(meta.traceparent);
+        self.create_in_span(id, new, meta).instrument(span).await
+    }
+
+    async fn create_in_span(
+        &self,
+        id: TicketId,
+        new: meridian_core::NewTicket,
+        meta: WriteMeta,
+    ) -> Result<Response<v1::CreateTicketResponse>, Status> {
         let owner = Ownership::new(self.inner.region.clone(), self.inner.region_index, Epoch::initial(self.inner.region_index))
             .map_err(from_core)?;
+        tracing::Span::current().record("meridian.epoch", owner.epoch.raw());
         let mut ticket = Ticket::create(id, new, owner, meta.at).map_err(from_core)?;
         ticket.sla = self.sla_for_new(&ticket.tier, meta.at)?;
         let event = self.inner.store.create_ticket(ticket, meta).await.map_err(from_store)?;
@@ -487,6 +599,64 @@ impl TicketService for TicketApi {
         tracing::debug!(ticket_id = %ticket.id, seq = event.origin_seq, "ticket created");
         self.durable(&ticket.tier, event.origin_seq).await?;
         Ok(Response::new(v1::CreateTicketResponse { ticket: Some(ticket_to_proto(ticket)), origin_seq: event.origin_seq }))
+    }
+}
+
+impl TicketApi {
+    async fn update_in_span(
+        &self,
+        caller: RegionId,
+        id: TicketId,
+        patch: meridian_core::TicketPatch,
+        meta: WriteMeta,
+    ) -> Result<Response<v1::UpdateTicketResponse>, Status> {
+        let current = self.load(id).await?;
+        // The core decides (owner, legal transition); the store fences the
+        // write on the epoch it was decided at, so a concurrent ownership
+        // change between the two turns into FAILED_PRECONDITION, not a lost
+        // update.
+        let mut changes: TicketChanges = current.ticket.decide_patch(&caller, &patch).map_err(from_core)?;
+        self.sla_for_status(&current.ticket, &mut changes, meta.at).await?;
+        if changes.is_empty() {
+            return Ok(Response::new(v1::UpdateTicketResponse { ticket: Some(ticket_to_proto(&current.ticket)), origin_seq: 0 }));
+        }
+        let (ticket, event) = self.inner.store.update_ticket(id, changes, meta).await.map_err(from_store)?;
+        tracing::Span::current().record("meridian.epoch", event.epoch.raw());
+        self.durable(&ticket.tier, event.origin_seq).await?;
+        Ok(Response::new(v1::UpdateTicketResponse { ticket: Some(ticket_to_proto(&ticket)), origin_seq: event.origin_seq }))
+    }
+
+    async fn note_in_span(
+        &self,
+        ticket_id: TicketId,
+        req: v1::AddNoteRequest,
+        meta: WriteMeta,
+    ) -> Result<Response<v1::AddNoteResponse>, Status> {
+        let note = Note {
+            id: self.mint(meta.at, NoteId::mint)?,
+            ticket_id,
+            region: self.inner.region.clone(),
+            author: req.author,
+            body: req.body,
+            created_at: meta.at,
+            auto: false,
+        };
+        note.validate().map_err(from_core)?;
+        let event = self.inner.store.add_note(note, meta).await.map_err(from_store)?;
+        let meridian_core::EventKind::NoteAdded { note } = &event.kind else {
+            return Err(Status::internal("store answered a note with another event kind"));
+        };
+        Ok(Response::new(v1::AddNoteResponse { note: Some(note_to_proto(note)), origin_seq: event.origin_seq }))
+    }
+}
+
+#[tonic::async_trait]
+impl TicketService for TicketApi {
+    async fn create_ticket(
+        &self,
+        request: Request<v1::CreateTicketRequest>,
+    ) -> Result<Response<v1::CreateTicketResponse>, Status> {
+        self.create_ticket_traced(request).await
     }
 
     async fn get_ticket(&self, request: Request<v1::GetTicketRequest>) -> Result<Response<v1::GetTicketResponse>, Status> {
@@ -542,51 +712,26 @@ impl TicketService for TicketApi {
     ) -> Result<Response<v1::UpdateTicketResponse>, Status> {
         let caller = self.caller_region(request.metadata())?;
         self.check_gate()?;
-        let meta = self.write_meta(request.metadata());
         let (id, patch) = convert::update_from_proto(request.get_ref()).map_err(invalid)?;
-        let current = self.load(id).await?;
-        // The core decides (owner, legal transition); the store fences the
-        // write on the epoch it was decided at, so a concurrent ownership
-        // change between the two turns into FAILED_PRECONDITION, not a lost
-        // update.
-        let mut changes: TicketChanges = current.ticket.decide_patch(&caller, &patch).map_err(from_core)?;
-        self.sla_for_status(&current.ticket, &mut changes, meta.at).await?;
-        if changes.is_empty() {
-            return Ok(Response::new(v1::UpdateTicketResponse { ticket: Some(ticket_to_proto(&current.ticket)), origin_seq: 0 }));
-        }
-        let (ticket, event) = self.inner.store.update_ticket(id, changes, meta).await.map_err(from_store)?;
-        self.durable(&ticket.tier, event.origin_seq).await?;
-        Ok(Response::new(v1::UpdateTicketResponse { ticket: Some(ticket_to_proto(&ticket)), origin_seq: event.origin_seq }))
+        let span = spans::ticket_span(Step::Update, &self.inner.region, id, Some(request.metadata()));
+        let meta = span.in_scope(|| self.write_meta(request.metadata()));
+        self.update_in_span(caller, id, patch, meta).instrument(span).await
     }
 
     async fn add_note(&self, request: Request<v1::AddNoteRequest>) -> Result<Response<v1::AddNoteResponse>, Status> {
-        let meta = self.write_meta(request.metadata());
-        let req = request.into_inner();
-        let ticket_id = convert::ticket_id("ticket_id", &req.ticket_id).map_err(invalid)?;
-        let note = Note {
-            id: self.mint(meta.at, NoteId::mint)?,
-            ticket_id,
-            region: self.inner.region.clone(),
-            author: req.author,
-            body: req.body,
-            created_at: meta.at,
-            auto: false,
-        };
-        note.validate().map_err(from_core)?;
-        let event = self.inner.store.add_note(note, meta).await.map_err(from_store)?;
-        let meridian_core::EventKind::NoteAdded { note } = &event.kind else {
-            return Err(Status::internal("store answered a note with another event kind"));
-        };
-        Ok(Response::new(v1::AddNoteResponse { note: Some(note_to_proto(note)), origin_seq: event.origin_seq }))
+        let ticket_id = convert::ticket_id("ticket_id", &request.get_ref().ticket_id).map_err(invalid)?;
+        let span = spans::ticket_span(Step::Note, &self.inner.region, ticket_id, Some(request.metadata()));
+        let meta = span.in_scope(|| self.write_meta(request.metadata()));
+        self.note_in_span(ticket_id, request.into_inner(), meta).instrument(span).await
     }
 
     async fn handoff(&self, request: Request<v1::HandoffRequest>) -> Result<Response<v1::HandoffResponse>, Status> {
         let caller = self.caller_region(request.metadata())?;
         let meta = self.write_meta(request.metadata());
         let (id, to, handoff) = convert::handoff_from_proto(request.get_ref()).map_err(invalid)?;
-        Ok(Response::new(TicketApi::handoff(self, &caller, id, to, handoff, meta).await?))
+        let answer = self.handoff_traced(&caller, id, to, handoff, meta, Some(request.metadata())).await?;
+        Ok(Response::new(answer))
     }
-
     async fn get_status(&self, _request: Request<v1::GetStatusRequest>) -> Result<Response<v1::GetStatusResponse>, Status> {
         let local_head = self.inner.store.local_head().await.map_err(from_store)?;
         let peers = self.inner.replicator.as_ref().map_or_else(Vec::new, |r| {

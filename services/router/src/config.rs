@@ -85,6 +85,9 @@ pub struct RouterConfig {
     /// Takes over regions whose lease expires (`[failover]`); without it
     /// the router only routes.
     pub failover: Option<crate::failover::FailoverSettings>,
+    /// `[telemetry] metrics_listen`: serve Prometheus metrics at
+    /// `http://ADDR/metrics` (the `--metrics-listen` flag wins).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How the router learns which gateways are alive.
@@ -149,6 +152,14 @@ struct FileConfig {
     #[serde(default)]
     limits: LimitsSection,
     failover: Option<crate::failover::FailoverSection>,
+    #[serde(default)]
+    telemetry: TelemetrySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelemetrySection {
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +208,7 @@ impl RouterConfig {
             health: HealthConfig::default(),
             limits: Limits::default(),
             failover: None,
+            metrics_listen: None,
         })
     }
 
@@ -366,6 +378,7 @@ impl FileConfig {
             health,
             limits,
             failover: self.failover.map(|section| section.into_settings(file)).transpose()?,
+            metrics_listen: self.telemetry.metrics_listen,
         })
     }
 }

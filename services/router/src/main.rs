@@ -24,10 +24,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // The router serves every region, so its resource names none.
     let mut telemetry = Telemetry::init(&args.telemetry.config("meridian-router"))?;
-    if let Some(addr) = args.telemetry.metrics_listen {
+    let config = RouterConfig::load(&args.config)?;
+    if let Some(addr) = args.telemetry.metrics_listen.or(config.metrics_listen) {
         telemetry.serve_metrics(addr).await?;
     }
-    let config = RouterConfig::load(&args.config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -13,7 +13,9 @@ use meridian_rules::{
     Decision, FilterReason, RegionHealth, RegionLoad, RouteRequest, Rules, render,
 };
 use meridian_rules_source::ActiveRules;
+use meridian_telemetry::opentelemetry::KeyValue;
 use tokio::time::Instant;
+use tracing::Instrument;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
@@ -83,6 +85,7 @@ impl RouterApi {
         let mut request = Request::new(ticket);
         // The gateway learns the deadline too, and gives up when it passes.
         request.set_timeout(timeout);
+        meridian_telemetry::propagation::inject_current_metadata(request.metadata_mut());
         match tokio::time::timeout(timeout, client.create_ticket(request)).await {
             Ok(result) => result.map(Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded(format!(
@@ -135,6 +138,42 @@ fn attempts_text(attempts: &[v1::ForwardAttempt]) -> String {
         .join("; ")
 }
 
+/// The decision as a `route` span in the ticket's own trace (now that the
+/// ticket exists), linked to the `router.submit` span that made it.
+fn route_span(ticket_id: &str, region: &RegionId, reason: &str, attempts: usize) {
+    let Ok(id) = meridian_proto::convert::ticket_id("ticket.id", ticket_id) else { return };
+    let span = tracing::info_span!(
+        "route",
+        meridian.ticket_id = %id,
+        meridian.region = %region,
+        meridian.reason = reason,
+        meridian.attempts = attempts,
+    );
+    // A span fresh from the macro has not started.
+    let _ = meridian_telemetry::ticket::set_ticket_parent(&span, id);
+    meridian_telemetry::ticket::link_span(&span, &tracing::Span::current());
+}
+
+/// Routing decisions taken, by reason and chosen region (`none` when no
+/// region could take the ticket). From the process's meter provider.
+fn count_decision(decision: &Decision<'_>) {
+    static DECISIONS: std::sync::LazyLock<meridian_telemetry::opentelemetry::metrics::Counter<u64>> =
+        std::sync::LazyLock::new(|| {
+            meridian_telemetry::opentelemetry::global::meter("meridian-router")
+                .u64_counter("meridian.routing.decisions")
+                .with_description("Routing decisions, by reason and chosen region")
+                .with_unit("{decision}")
+                .build()
+        });
+    DECISIONS.add(
+        1,
+        &[
+            KeyValue::new("reason", decision.reason.as_str().to_owned()),
+            KeyValue::new("meridian.region", decision.region.map_or("none", RegionId::as_str).to_owned()),
+        ],
+    );
+}
+
 fn log_decision(rules: &Rules, decision: &Decision<'_>, rpc: &'static str) {
     tracing::debug!(
         rpc,
@@ -145,27 +184,8 @@ fn log_decision(rules: &Rules, decision: &Decision<'_>, rpc: &'static str) {
     );
 }
 
-#[tonic::async_trait]
-impl v1::router_service_server::RouterService for RouterApi {
-    async fn route(
-        &self,
-        request: Request<v1::RouteRequest>,
-    ) -> Result<Response<v1::RouteResponse>, Status> {
-        let request = request.into_inner();
-        let ticket = convert::route_request_from_proto("ticket", request.ticket.as_ref())
-            .map_err(Error::from)?;
-        let rules = self.rules.current();
-        let now = self.clock.now();
-        let health = self.health.snapshot(now);
-        let decision = rules.decide(now, &health, &self.no_load, &ticket);
-        log_decision(&rules, &decision, "route");
-        Ok(Response::new(v1::RouteResponse {
-            rules_version: rules.version_id(),
-            decision: Some(convert::decision_to_proto(&decision)),
-        }))
-    }
-
-    async fn submit_ticket(
+impl RouterApi {
+    async fn submit_in_span(
         &self,
         request: Request<v1::SubmitTicketRequest>,
     ) -> Result<Response<v1::SubmitTicketResponse>, Status> {
@@ -190,6 +210,7 @@ impl v1::router_service_server::RouterService for RouterApi {
             // hours, the policy's next choice.
             let decision = rules.decide(now, &health, &self.no_load, &ticket);
             log_decision(&rules, &decision, "submit_ticket");
+            count_decision(&decision);
             let Some(region) = decision.region.cloned() else {
                 if attempts.is_empty() {
                     return Err(no_region(&decision).into());
@@ -231,8 +252,10 @@ impl v1::router_service_server::RouterService for RouterApi {
                         // region: the ticket exists there, so report that.
                         tracing::error!(region = %region, owner = ?owner, "gateway endpoint serves another region; fix the router's gateways table");
                     }
+                    let ticket_id = created.ticket.as_ref().map_or("", |t| t.id.as_str());
+                    route_span(ticket_id, &region, decision_proto.reason().as_str_name(), attempts.len());
                     tracing::info!(
-                        ticket_id = created.ticket.as_ref().map_or("", |t| t.id.as_str()),
+                        ticket_id,
                         region = %region,
                         reason = decision_proto.reason().as_str_name(),
                         rules_version = %rules.version_id(),
@@ -270,6 +293,41 @@ impl v1::router_service_server::RouterService for RouterApi {
                 }
             }
         }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::router_service_server::RouterService for RouterApi {
+    async fn route(
+        &self,
+        request: Request<v1::RouteRequest>,
+    ) -> Result<Response<v1::RouteResponse>, Status> {
+        let request = request.into_inner();
+        let ticket = convert::route_request_from_proto("ticket", request.ticket.as_ref())
+            .map_err(Error::from)?;
+        let rules = self.rules.current();
+        let now = self.clock.now();
+        let health = self.health.snapshot(now);
+        let decision = rules.decide(now, &health, &self.no_load, &ticket);
+        log_decision(&rules, &decision, "route");
+        count_decision(&decision);
+        Ok(Response::new(v1::RouteResponse {
+            rules_version: rules.version_id(),
+            decision: Some(convert::decision_to_proto(&decision)),
+        }))
+    }
+
+    async fn submit_ticket(
+        &self,
+        request: Request<v1::SubmitTicketRequest>,
+    ) -> Result<Response<v1::SubmitTicketResponse>, Status> {
+        // The ticket's id (and so its trace) exists only once a gateway has
+        // created it: this span is in the caller's trace and travels to the
+        // gateway, whose `ticket.create` span links to it; the decision is
+        // then a `route` span in the ticket's own trace.
+        let span = tracing::info_span!("router.submit", otel.kind = "server", meridian.ticket_id = tracing::field::Empty);
+        meridian_telemetry::propagation::set_parent_from_metadata(&span, request.metadata());
+        self.submit_in_span(request).instrument(span).await
     }
 
     async fn active_regions(

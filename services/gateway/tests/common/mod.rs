@@ -27,11 +27,14 @@ pub struct Options<'a> {
     /// mesh calls) through a proxy of its own, one per dialling region and
     /// target, so a test can slow, cut or freeze one link.
     pub proxied_links: bool,
+    /// Every gateway reports to these metrics (one `/metrics` for the
+    /// mesh, as in `meridian up`), counting queues every 50 ms.
+    pub metrics: Option<meridian_telemetry::Metrics>,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Self { postgres_for: None, at: AFTERNOON_UTC, webhooks: Vec::new(), proxied_links: false }
+        Self { postgres_for: None, at: AFTERNOON_UTC, webhooks: Vec::new(), proxied_links: false, metrics: None }
     }
 }
 
@@ -119,6 +122,10 @@ impl Mesh {
             settings.sla_scan_interval = Duration::from_millis(20);
             settings.webhooks = options.webhooks.clone();
             config.rules = Some(settings);
+            if let Some(metrics) = &options.metrics {
+                config.metrics = Some(metrics.clone());
+                config.telemetry.queue_scan_interval = Duration::from_millis(50);
+            }
             config.mesh = Some(MeshSettings {
                 listen: mesh.local_addr().unwrap(),
                 tls: TlsFiles::dev(pki.path(), &name, Service::Gateway),

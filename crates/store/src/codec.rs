@@ -123,6 +123,21 @@ pub(crate) struct EventRow {
 }
 
 impl EventRow {
+    /// Binds the row's columns, then `recorded_at_ms`, in the order of the
+    /// log's insert statements.
+    pub(crate) fn bind<'q>(&'q self, query: AnyQuery<'q>, recorded_at_ms: i64) -> AnyQuery<'q> {
+        query
+            .bind(self.origin_region.as_str())
+            .bind(self.origin_seq)
+            .bind(self.ticket_id.as_str())
+            .bind(self.epoch)
+            .bind(self.hlc_time)
+            .bind(self.traceparent.as_deref())
+            .bind(self.kind)
+            .bind(self.payload.as_str())
+            .bind(recorded_at_ms)
+    }
+
     pub(crate) fn new(event: &EventEnvelope) -> Result<Self> {
         Ok(Self {
             origin_region: event.origin_region.as_str().to_owned(),

@@ -193,16 +193,7 @@ impl<'c> WriteTx<'c> {
             let sql = format!("{INSERT_EVENT_HEAD}{}", values_rows(self.backend, chunk.len(), 9));
             let mut query = sqlx::query(&sql);
             for (row, recorded_at_ms) in chunk {
-                query = query
-                    .bind(row.origin_region.as_str())
-                    .bind(row.origin_seq)
-                    .bind(row.ticket_id.as_str())
-                    .bind(row.epoch)
-                    .bind(row.hlc_time)
-                    .bind(row.traceparent.as_deref())
-                    .bind(row.kind)
-                    .bind(row.payload.as_str())
-                    .bind(*recorded_at_ms);
+                query = row.bind(query, *recorded_at_ms);
             }
             query.execute(&mut *self.conn).await?;
         }
@@ -212,16 +203,8 @@ impl<'c> WriteTx<'c> {
     /// Appends a replicated event to the log; an event already there is left
     /// alone and `false` is returned.
     async fn insert_remote_event(&mut self, row: &EventRow, recorded_at_ms: i64) -> Result<bool, Fail> {
-        let done = sqlx::query(INSERT_REMOTE_EVENT)
-            .bind(row.origin_region.as_str())
-            .bind(row.origin_seq)
-            .bind(row.ticket_id.as_str())
-            .bind(row.epoch)
-            .bind(row.hlc_time)
-            .bind(row.traceparent.as_deref())
-            .bind(row.kind)
-            .bind(row.payload.as_str())
-            .bind(recorded_at_ms)
+        let done = row
+            .bind(sqlx::query(INSERT_REMOTE_EVENT), recorded_at_ms)
             .execute(&mut *self.conn)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -603,16 +586,7 @@ impl<'c> WriteTx<'c> {
         );
         let mut query = sqlx::query(&sql);
         for (_, row) in run {
-            query = query
-                .bind(row.origin_region.as_str())
-                .bind(row.origin_seq)
-                .bind(row.ticket_id.as_str())
-                .bind(row.epoch)
-                .bind(row.hlc_time)
-                .bind(row.traceparent.as_deref())
-                .bind(row.kind)
-                .bind(row.payload.as_str())
-                .bind(self.now_ms);
+            query = row.bind(query, self.now_ms);
         }
         let inserted = query.fetch_all(&mut *self.conn).await?;
         let mut new_seqs = Vec::with_capacity(inserted.len());

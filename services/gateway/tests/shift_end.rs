@@ -16,43 +16,6 @@ use common::{Mesh, Options, REGIONS, region};
 use jiff::Timestamp;
 use meridian_proto::v1;
 use meridian_store::Store;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-    sync::mpsc,
-};
-
-/// A local HTTP receiver: answers 200 and hands over each request body.
-async fn webhook_receiver() -> (String, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks/shift", listener.local_addr().unwrap());
-    let (bodies, received) = mpsc::channel(8);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = socket.read(&mut buf).await.unwrap();
-                request.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&request).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
-                        .map(|v| v.trim().parse().unwrap())
-                        .unwrap_or(0);
-                    if body.len() >= length || n == 0 {
-                        assert!(head.starts_with("POST /hooks/shift HTTP/1.1"), "{head}");
-                        socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.unwrap();
-                        bodies.send(body.to_owned()).await.unwrap();
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    (url, received)
-}
 
 fn create(subject: &str, residency: &[&str]) -> v1::CreateTicketRequest {
     v1::CreateTicketRequest {
@@ -66,7 +29,7 @@ fn create(subject: &str, residency: &[&str]) -> v1::CreateTicketRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shift_end_hands_every_open_ticket_over_with_notes_and_a_summary() {
-    let (url, mut hooks) = webhook_receiver().await;
+    let (url, mut hooks) = meridian_test_support::webhook::receiver("/hooks/shift").await;
     // 15:45 UTC: eu-west is on shift and inside its 30-minute overlap window.
     let mesh = Mesh::start(Options { at: "2026-06-02T15:45:00Z", webhooks: vec![url], ..Options::default() }).await;
     let mut eu = mesh.client("eu-west").await;

@@ -16,49 +16,13 @@ use meridian_gateway::{GatewayConfig, RulesSettings};
 use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient, watch_events_request::Scope};
 use meridian_store::Store;
 use meridian_test_support::{Backing, TestDatabase};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-    sync::mpsc,
-};
+use tokio::{net::TcpListener, sync::mpsc};
 use tokio_stream::StreamExt;
 use tonic::{Streaming, transport::Channel};
 
 /// Monday 14:00 UTC (10:00 in New York): us-east's day shift. The gateway
 /// starts half-way into a minute, which the detector does not count.
 const MINUTE_ZERO: &str = "2026-06-01T14:00:00Z";
-
-/// A local HTTP receiver: answers 200 and hands over each request body.
-async fn webhook_receiver() -> (String, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks/spike", listener.local_addr().unwrap());
-    let (bodies, received) = mpsc::channel(16);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = socket.read(&mut buf).await.unwrap();
-                request.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&request).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
-                        .map(|v| v.trim().parse().unwrap())
-                        .unwrap_or(0);
-                    if body.len() >= length || n == 0 {
-                        assert!(head.starts_with("POST /hooks/spike HTTP/1.1"), "{head}");
-                        socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.unwrap();
-                        bodies.send(body.to_owned()).await.unwrap();
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    (url, received)
-}
 
 struct Harness {
     clock: Arc<ManualClock>,
@@ -71,7 +35,7 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Harness {
-        let (url, hooks) = webhook_receiver().await;
+        let (url, hooks) = meridian_test_support::webhook::receiver("/hooks/spike").await;
         let db = TestDatabase::new(Backing::Sqlite).await.unwrap();
         let clock = Arc::new(ManualClock::new(at(0) + SignedDuration::from_secs(30)));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

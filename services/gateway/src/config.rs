@@ -556,6 +556,21 @@ request_timeout_ms = 2500
     }
 
     #[test]
+    fn reads_the_telemetry_section() {
+        let config = GatewayConfig::parse("gw.toml", GOOD, no_env).unwrap();
+        assert_eq!(config.telemetry, TelemetrySettings::default(), "no section, the defaults");
+        let with = format!("{GOOD}\n[telemetry]\nmetrics_listen = \"127.0.0.1:9464\"\nqueue_scan_interval_ms = 1000\n");
+        let config = GatewayConfig::parse("gw.toml", &with, no_env).unwrap();
+        assert_eq!(config.telemetry.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(config.telemetry.queue_scan_interval, Duration::from_secs(1));
+        let zero = format!("{GOOD}\n[telemetry]\nqueue_scan_interval_ms = 0\n");
+        let err = GatewayConfig::parse("gw.toml", &zero, no_env).unwrap_err().to_string();
+        assert!(err.contains("telemetry.queue_scan_interval_ms: must be at least 1"), "{err}");
+        let bad = format!("{GOOD}\n[telemetry]\nmetrics_listen = \"nowhere\"\n");
+        assert!(GatewayConfig::parse("gw.toml", &bad, no_env).is_err());
+    }
+
+    #[test]
     fn reads_a_good_file() {
         let config = GatewayConfig::parse("gw.toml", GOOD, no_env).unwrap();
         assert_eq!(config.region.as_str(), "eu-west");

@@ -470,6 +470,14 @@ forward_timeout_ms = 1500
     }
 
     #[test]
+    fn reads_the_metrics_address() {
+        assert_eq!(RouterConfig::parse("router.toml", GOOD, no_env).unwrap().metrics_listen, None);
+        let with = format!("{GOOD}\n[telemetry]\nmetrics_listen = \"127.0.0.1:9465\"\n");
+        let config = RouterConfig::parse("router.toml", &with, no_env).unwrap();
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:9465".parse().unwrap()));
+    }
+
+    #[test]
     fn reads_a_good_file() {
         let config = RouterConfig::parse("router.toml", GOOD, no_env).unwrap();
         assert_eq!(config.listen.port(), 7100);

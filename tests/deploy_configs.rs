@@ -121,6 +121,7 @@ fn every_deploy_config_loads_and_they_agree_with_each_other_and_compose() {
         assert_eq!(peers, others, "{name}: a peer for every other region");
         assert_eq!(mesh.tls.ca, Path::new(CONTAINER_DIR).join("pki/ca.pem"), "{name}");
         assert!(gateway.coordinator.is_some(), "{name}: leases in etcd");
+        assert_eq!(gateway.telemetry.metrics_listen.map(|a| a.port()), Some(9464), "{name}: /metrics");
         let service = format!("gateway-{region}");
         assert!(services.contains(&service), "compose.yaml has a {service} service: {services:?}");
         assert!(
@@ -146,6 +147,7 @@ fn every_deploy_config_loads_and_they_agree_with_each_other_and_compose() {
     // regions over through their mesh ports.
     let router = &configs.router;
     assert_eq!(router.rules_path, Path::new("rules.toml"), "relative to router.toml, beside it in the container");
+    assert_eq!(router.metrics_listen.map(|a| a.port()), Some(9464), "router.toml: /metrics");
     assert_eq!(router.gateways.keys().collect::<Vec<_>>(), rule_regions.keys().collect::<Vec<_>>());
     for (region, url) in &router.gateways {
         let (host, port) = host_port(url);

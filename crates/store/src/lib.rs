@@ -46,6 +46,14 @@ pub struct TicketRecord {
     pub conflicts: Vec<ConflictRecord>,
 }
 
+/// A conflict as the store recorded it, published after its commit
+/// ([`Store::subscribe_conflicts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedConflict {
+    pub ticket_id: meridian_core::TicketId,
+    pub conflict: ConflictRecord,
+}
+
 /// An owner-scoped write that arrived at an epoch other than the ticket's
 /// current one. It was not applied; it is kept so a person can see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -89,6 +89,7 @@ pub(crate) struct WriteTx<'c> {
     /// When this transaction started, for rows recorded without a caller's
     /// instant (applied remote events, conflicts).
     now_ms: i64,
+    now: Timestamp,
     first_seq: u64,
     last_seq: u64,
     /// Local events waiting to be inserted together when the transaction
@@ -96,6 +97,8 @@ pub(crate) struct WriteTx<'c> {
     /// Local events never collide (their sequence numbers are fresh), so
     /// deferring them cannot turn a refusal into a failure.
     local_events: Vec<(EventRow, i64)>,
+    /// Conflicts this transaction recorded, published after it commits.
+    conflicts: Vec<crate::RecordedConflict>,
 }
 
 impl<'c> WriteTx<'c> {
@@ -120,14 +123,17 @@ impl<'c> WriteTx<'c> {
             backend,
             local_region,
             now_ms: millis(now),
+            now,
             first_seq: last_seq,
             last_seq,
             local_events: Vec::new(),
+            conflicts: Vec::new(),
         })
     }
 
-    /// Writes the new log head, if this transaction allocated any.
-    pub(crate) async fn finish(mut self) -> Result<(), Error> {
+    /// Writes the new log head, if this transaction allocated any; returns
+    /// the conflicts it recorded.
+    pub(crate) async fn finish(mut self) -> Result<Vec<crate::RecordedConflict>, Error> {
         self.flush_local_events().await?;
         if self.last_seq != self.first_seq {
             sqlx::query("UPDATE origins SET last_seq = $2 WHERE region = $1")
@@ -136,7 +142,7 @@ impl<'c> WriteTx<'c> {
                 .execute(&mut *self.conn)
                 .await?;
         }
-        Ok(())
+        Ok(self.conflicts)
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -837,6 +843,17 @@ impl<'c> WriteTx<'c> {
                 tracing::warn!(%ticket_id, origin = %stale.origin_region, origin_seq = stale.origin_seq,
                     stale_epoch = %stale.changes.epoch, current_epoch = %ticket.owner.epoch,
                     "owner-scoped write at an epoch its writer no longer held kept as a conflict");
+                self.conflicts.push(crate::RecordedConflict {
+                    ticket_id,
+                    conflict: crate::ConflictRecord {
+                        origin_region: stale.origin_region.clone(),
+                        origin_seq: stale.origin_seq,
+                        stale_epoch: stale.changes.epoch,
+                        current_epoch: ticket.owner.epoch,
+                        changes: stale.changes.clone(),
+                        recorded_at: self.now,
+                    },
+                });
             }
         }
         Ok(())

@@ -65,6 +65,7 @@ struct Inner {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     events: broadcast::Sender<Arc<EventEnvelope>>,
+    conflicts: broadcast::Sender<Arc<crate::RecordedConflict>>,
     stats: Arc<StatsCounters>,
 }
 
@@ -134,6 +135,7 @@ impl Store {
             .await?;
 
         let (events, _) = broadcast::channel(SUBSCRIBE_CAPACITY);
+        let (conflicts, _) = broadcast::channel(SUBSCRIBE_CAPACITY);
         let (queue, receiver) = mpsc::channel(config.queue_capacity);
         let stats = Arc::new(StatsCounters::default());
         let writer = Writer {
@@ -142,6 +144,7 @@ impl Store {
             local_region: local_region.clone(),
             clock,
             events: events.clone(),
+            conflicts: conflicts.clone(),
             batch_max: config.batch_max,
             stats: stats.clone(),
         };
@@ -155,6 +158,7 @@ impl Store {
                 queue: Mutex::new(Some(queue)),
                 writer: Mutex::new(Some(writer)),
                 events,
+                conflicts,
                 stats,
             }),
         })
@@ -530,6 +534,13 @@ impl Store {
     /// from the log with [`Store::events_after`].
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventEnvelope>> {
         self.inner.events.subscribe()
+    }
+
+    /// Conflicts recorded by this store from now on, after their commit:
+    /// for the gateway's conflict spans and counts. Lagging receivers miss
+    /// some (the conflicts themselves stay on their tickets).
+    pub fn subscribe_conflicts(&self) -> broadcast::Receiver<Arc<crate::RecordedConflict>> {
+        self.inner.conflicts.subscribe()
     }
 
     /// Writes queued for the writer right now, not counting the batch it is

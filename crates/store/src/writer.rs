@@ -174,12 +174,19 @@ impl StatsCounters {
     }
 }
 
+/// What one transaction committed, to publish.
+struct Committed {
+    events: Vec<EventEnvelope>,
+    conflicts: Vec<crate::RecordedConflict>,
+}
+
 pub(crate) struct Writer {
     pub pool: AnyPool,
     pub backend: Backend,
     pub local_region: RegionId,
     pub clock: Arc<dyn Clock>,
     pub events: broadcast::Sender<Arc<EventEnvelope>>,
+    pub conflicts: broadcast::Sender<Arc<crate::RecordedConflict>>,
     pub batch_max: usize,
     pub stats: Arc<StatsCounters>,
 }
@@ -198,9 +205,9 @@ impl Writer {
     async fn commit_batch(&self, mut batch: Vec<Job>) {
         if batch.len() > 1 {
             match self.transact(&mut batch).await {
-                Ok(events) => {
+                Ok(committed) => {
                     self.stats.committed(batch.len());
-                    self.publish(events);
+                    self.publish(committed);
                     batch.into_iter().for_each(Job::answer);
                     return;
                 }
@@ -215,9 +222,9 @@ impl Writer {
         }
         for mut job in batch {
             match self.transact(std::slice::from_mut(&mut job)).await {
-                Ok(events) => {
+                Ok(committed) => {
                     self.stats.committed(1);
-                    self.publish(events);
+                    self.publish(committed);
                     job.answer();
                 }
                 Err(error) => job.fail(error),
@@ -226,7 +233,7 @@ impl Writer {
     }
 
     /// Runs `jobs` in one transaction and commits it.
-    async fn transact(&self, jobs: &mut [Job]) -> Result<Vec<EventEnvelope>> {
+    async fn transact(&self, jobs: &mut [Job]) -> Result<Committed> {
         let mut tx = begin_write(&self.pool, self.backend).await?;
         let result = async {
             let mut write = WriteTx::start(&mut tx, self.backend, &self.local_region, self.clock.now()).await?;
@@ -234,14 +241,14 @@ impl Writer {
             for job in jobs.iter_mut() {
                 events.extend(job.run(&mut write).await?);
             }
-            write.finish().await?;
-            Ok::<_, Error>(events)
+            let conflicts = write.finish().await?;
+            Ok::<_, Error>(Committed { events, conflicts })
         }
         .await;
         match result {
-            Ok(events) => {
+            Ok(committed) => {
                 tx.commit().await?;
-                Ok(events)
+                Ok(committed)
             }
             Err(error) => {
                 if let Err(rollback) = tx.rollback().await {
@@ -252,10 +259,13 @@ impl Writer {
         }
     }
 
-    fn publish(&self, events: Vec<EventEnvelope>) {
-        for event in events {
-            // No subscriber is not an error: watch streams come and go.
+    fn publish(&self, committed: Committed) {
+        // No subscriber is not an error: watch streams come and go.
+        for event in committed.events {
             let _ = self.events.send(Arc::new(event));
+        }
+        for conflict in committed.conflicts {
+            let _ = self.conflicts.send(Arc::new(conflict));
         }
     }
 }

@@ -1531,7 +1531,11 @@ mod cases {
         let successor_epoch = epoch.next_for(region_index(&eu()));
         let takeover = EventKind::TakenOver { from: us(), fencing_token: 7, previous_epoch: epoch, through_seq: seen.origin_seq };
         let taken = eu_log.event(mine.id, successor_epoch, takeover);
+        let mut recorded = store.subscribe_conflicts();
         store.apply_remote(&eu(), vec![taken]).await.unwrap();
+        let published = recorded.try_recv().expect("the new conflict is published after the commit");
+        assert_eq!((published.ticket_id, published.conflict.origin_seq), (mine.id, late.origin_seq));
+        assert!(matches!(recorded.try_recv(), Err(TryRecvError::Empty)), "once");
 
         let record = store.get_ticket(mine.id).await.unwrap().unwrap();
         assert_eq!((record.ticket.owner.owner_region.clone(), record.ticket.owner.epoch), (eu(), successor_epoch));

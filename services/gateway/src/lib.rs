@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod conflicts;
 pub mod error;
 pub mod failover;
 mod mesh;
@@ -264,6 +265,7 @@ async fn serve_listeners(
         mesh.as_ref().map(|(_, _, replicator)| replicator.clone()),
         config.telemetry.queue_scan_interval,
     );
+    let _conflict_watch = AbortOnDrop(tokio::spawn(conflicts::watch(api.clone())));
     let _lease_task = failover.as_ref().map(|failover| {
         let link = mesh.as_ref().map(|(_, link, _)| link.clone());
         AbortOnDrop(tokio::spawn(failover.clone().run(api.clone(), link, stopping.clone())))

@@ -68,6 +68,7 @@ pub(crate) struct GatewayMetrics {
     handoffs: Counter<u64>,
     handoff_latency: Histogram<f64>,
     handoff_notes: Counter<u64>,
+    conflicts: Counter<u64>,
 }
 
 impl GatewayMetrics {
@@ -90,6 +91,11 @@ impl GatewayMetrics {
                 .with_description("Handoff notes written with new offers, by whether they were generated (auto)")
                 .with_unit("{note}")
                 .build(),
+            conflicts: meter
+                .u64_counter("meridian.conflicts")
+                .with_description("Stale owner-scoped writes this region recorded as conflicts, by the writing region")
+                .with_unit("{conflict}")
+                .build(),
         }
     }
 
@@ -97,6 +103,12 @@ impl GatewayMetrics {
         let attributes = [self.region.clone(), KeyValue::new("outcome", outcome.as_str())];
         self.handoffs.add(1, &attributes);
         self.handoff_latency.record(latency.as_secs_f64(), &attributes);
+    }
+
+    /// `count` conflicts recorded here, written by `origin` ("unknown" for
+    /// ones a lagging watcher missed).
+    pub(crate) fn conflicts(&self, origin: &str, count: u64) {
+        self.conflicts.add(count, &[self.region.clone(), KeyValue::new("origin", origin.to_owned())]);
     }
 
     pub(crate) fn handoff_note(&self, auto: bool) {

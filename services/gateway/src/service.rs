@@ -415,6 +415,10 @@ impl TicketApi {
         &self.inner.region
     }
 
+    pub(crate) fn metrics(&self) -> &GatewayMetrics {
+        &self.inner.metrics
+    }
+
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
     }

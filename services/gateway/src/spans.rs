@@ -1,5 +1,6 @@
 //! The spans a gateway adds to a ticket's trace: create, update, note,
-//! handoff offer (owner side), handoff answer (target side) and takeover.
+//! handoff offer (owner side), handoff answer (target side), takeover, and
+//! each conflict recorded here.
 //! Each is a child of the ticket's virtual root (`set_ticket_parent`), so
 //! every region's spans of one ticket sit in one trace; the caller's span,
 //! when its `traceparent` came in the request metadata, is a link.
@@ -38,6 +39,7 @@ pub(crate) enum Step {
     HandoffOffer,
     HandoffAccept,
     Takeover,
+    Conflict,
 }
 
 /// The span of `step` for `ticket` in `region`, in the ticket's trace,
@@ -50,6 +52,7 @@ pub(crate) fn ticket_span(step: Step, region: &RegionId, ticket: TicketId, calle
         Step::HandoffOffer => ticket_span!("handoff.offer", region, ticket),
         Step::HandoffAccept => ticket_span!("handoff.accept", region, ticket),
         Step::Takeover => ticket_span!("takeover", region, ticket),
+        Step::Conflict => ticket_span!("conflict", region, ticket),
     };
     // A span fresh from the macro has not started, which is the only way
     // setting its parent fails.

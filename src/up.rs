@@ -16,6 +16,7 @@ use std::{
 use anyhow::Context;
 use meridian_core::RegionId;
 use meridian_gateway::{GatewayConfig, Listeners, MeshSettings, RulesSettings};
+use meridian_proto::v1;
 use meridian_store::StoreConfig;
 use meridian_tls::{CA_CERT_FILE, DevPkiPlan, Service, TlsFiles, TrustDomain, Validity, write_dev_pki};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
@@ -170,7 +171,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let router_addr = router_listener.local_addr()?;
-    let mut router_config = meridian_router::RouterConfig::new(router_addr, rules.clone(), gateway_urls)?;
+    let mut router_config = meridian_router::RouterConfig::new(router_addr, rules.clone(), gateway_urls.clone())?;
     let first_region = regions.first().context("no regions")?;
     router_config.failover = Some(meridian_router::failover::FailoverSettings::shared(
         coordinator.clone(),
@@ -188,6 +189,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         ("router".to_owned(), ended.map_err(anyhow::Error::from))
     });
 
+    // A gateway serves before it holds its lease, and refuses owner-scoped
+    // writes until then; "up" means every region can take writes.
+    tokio::select! {
+        leased = wait_until_leased(&gateway_urls) => leased?,
+        Some(ended) = tasks.join_next() => {
+            let (name, result) = ended.context("a service task panicked")?;
+            result.with_context(|| format!("{name} failed while starting"))?;
+            anyhow::bail!("{name} stopped while starting");
+        }
+    }
     println!("Meridian is up: {} regions and the router on loopback, data under {}", REGIONS.len(), args.data_dir.display());
     if args.speed > 1 || args.start.is_some() {
         println!("The mesh's clock starts at {} and runs {}x real time.", clock.now(), args.speed);
@@ -234,4 +245,33 @@ fn describe(ended: Result<(String, anyhow::Result<()>), tokio::task::JoinError>)
         Ok((name, Err(error))) => Err(error.context(format!("{name} failed"))),
         Err(error) => Err(anyhow::anyhow!("a service task ended abnormally: {error}")),
     }
+}
+
+/// Waits until every gateway in `gateways` reports that it holds its
+/// region's lease (not fenced), saying which one it still waits for.
+async fn wait_until_leased(gateways: &[(RegionId, String)]) -> anyhow::Result<()> {
+    const PATIENCE: Duration = Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    for (region, url) in gateways {
+        let mut said = false;
+        loop {
+            let status = match crate::ticket_cli::gateway_client(url, None, Duration::from_secs(2)).await {
+                Ok(mut client) => client.get_status(v1::GetStatusRequest {}).await.map(tonic::Response::into_inner).ok(),
+                Err(_) => None,
+            };
+            if status.as_ref().is_some_and(|s| !s.fenced) {
+                break;
+            }
+            if started.elapsed() > PATIENCE {
+                let reason = status.map_or_else(|| "not answering".to_owned(), |s| s.fenced_reason);
+                anyhow::bail!("gateway {region} did not take its lease within {PATIENCE:?}: {reason}");
+            }
+            if !said && started.elapsed() > Duration::from_secs(2) {
+                eprintln!("waiting for gateway {region} to take its region's lease…");
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
 }

@@ -1197,18 +1197,27 @@ mod cases {
         raw
     }
 
-    /// Releases the lock once `queued` writes wait in the queue (the writer
-    /// itself holds one more, blocked on the lock).
+    /// Releases the lock once every write waits: `queued` in the queue and
+    /// one taken by the writer, blocked on the lock. A writer that woke late
+    /// may have taken several into its blocked batch; the queue then
+    /// settles below `queued`, and a queue unchanged for half a second is
+    /// released too (the batches still number at most two).
     async fn release_writer(mut raw: sqlx::AnyConnection, store: &meridian_store::Store, queued: usize) {
         // Well short of SQLite's busy timeout, after which the blocked
         // writer would give up.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while store.queued_writes() < queued {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} writes queued, expected {queued}",
-                store.queued_writes()
-            );
+        let mut last = (store.queued_writes(), tokio::time::Instant::now());
+        loop {
+            let now_queued = store.queued_writes();
+            if now_queued >= queued {
+                break;
+            }
+            if now_queued != last.0 {
+                last = (now_queued, tokio::time::Instant::now());
+            } else if last.1.elapsed() > Duration::from_millis(500) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "only {now_queued} writes queued, expected {queued}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         sqlx::raw_sql("COMMIT").execute(&mut raw).await.unwrap();

@@ -25,6 +25,9 @@
 
 mod driver;
 mod report;
+
+pub use self::report::{GroupCommit, Report, Row, Scenario};
+pub use self::driver::{CpuUse, QueueDepth};
 mod targets;
 
 use std::time::Duration;
@@ -34,7 +37,6 @@ use serde::Serialize;
 
 use self::{
     driver::{Hooks, Op, Round, drive, drive_blocking},
-    report::{GroupCommit, Report, Row, Scenario},
     targets::{
         Backing, CreateOp, EchoOp, EchoServer, FsyncProbe, InsertPool, SpawnedGateway, StoreOp, TempDir, connect,
     },
@@ -229,13 +231,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Runs the load test and prints the report on stdout.
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let output = args.output;
-    let plan = Plan::new(&args)?;
-    let report = execute(&plan).await?;
+    let report = measure_report(&args).await?;
     match output {
         LoadOutput::Table => print!("{}", report.to_table()),
         LoadOutput::Json => println!("{}", report.to_json()?),
     }
     Ok(())
+}
+
+/// Runs the load test and returns what it measured, printing only
+/// progress (on stderr): the benchmark suite's intake scenarios.
+pub async fn measure_report(args: &LoadArgs) -> anyhow::Result<Report> {
+    execute(&Plan::new(args)?).await
 }
 
 /// Sets up, measures everything the plan asks for, and always tears down

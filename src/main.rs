@@ -11,7 +11,6 @@
 #![forbid(unsafe_code)]
 
 mod certs_cli;
-mod load;
 mod region_cli;
 mod rules_cli;
 mod ticket_cli;
@@ -22,6 +21,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use meridian::load;
 
 #[derive(Parser)]
 #[command(name = "meridian", version, about = "Meridian: a follow-the-sun support mesh")]

@@ -60,7 +60,7 @@ impl Round {
 
 /// Where the CPU went during a round (Linux `/proc`; `None` elsewhere).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub(crate) struct CpuUse {
+pub struct CpuUse {
     /// This process (load generator, and the gateway when spawned), in
     /// percent of one core: 200 means both cores of a 2-core machine.
     pub process_pct: f64,
@@ -73,7 +73,7 @@ pub(crate) struct CpuUse {
 
 /// How many writes waited for the store's writer, sampled during a round.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub(crate) struct QueueDepth {
+pub struct QueueDepth {
     pub mean: f64,
     pub max: usize,
 }

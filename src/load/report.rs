@@ -33,7 +33,7 @@ impl Scenario {
     pub const ALL: [Scenario; 5] =
         [Scenario::Create, Scenario::Store, Scenario::Echo, Scenario::Insert, Scenario::Fsync];
 
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Scenario::Create => "create",
             Scenario::Store => "store",
@@ -46,7 +46,7 @@ impl Scenario {
 
 /// The store writer's group commit during a round (spawned gateways only).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub(crate) struct GroupCommit {
+pub struct GroupCommit {
     pub transactions: u64,
     pub commands: u64,
     /// The average batch: how many creates one commit (one fsync) carried.
@@ -73,7 +73,7 @@ impl GroupCommit {
 
 /// One scenario at one concurrency: the median of its rounds.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct Row {
+pub struct Row {
     pub scenario: Scenario,
     pub concurrency: u32,
     /// Successful operations per second in the median round (by ops/s).
@@ -135,7 +135,7 @@ impl Row {
 
 /// Everything one `meridian load` run measured.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct Report {
+pub struct Report {
     /// `spawn` or the URL of the gateway that was driven.
     pub target: String,
     pub backend: Option<SpawnBackend>,
@@ -170,15 +170,15 @@ impl Report {
         }
     }
 
-    pub(crate) fn find(&self, scenario: Scenario, concurrency: u32) -> Option<&Row> {
+    pub fn find(&self, scenario: Scenario, concurrency: u32) -> Option<&Row> {
         self.rows.iter().find(|row| row.scenario == scenario && row.concurrency == concurrency)
     }
 
-    pub(crate) fn to_json(&self) -> anyhow::Result<String> {
+    pub fn to_json(&self) -> anyhow::Result<String> {
         Ok(serde_json::to_string(self)?)
     }
 
-    pub(crate) fn to_table(&self) -> String {
+    pub fn to_table(&self) -> String {
         let mut out = String::new();
         let backend = self.backend.map(|b| format!(" {}", b.as_str())).unwrap_or_default();
         let _ = writeln!(

@@ -104,7 +104,7 @@ impl Telemetry {
             // attributes, and activating an OpenTelemetry context on every
             // enter (nothing here reads it; trace context is taken from the
             // `tracing` span). Together they cost ticket intake about 15% of
-            // its throughput on the overhead benchmark (`trace_overhead`).
+            // its throughput on the `trace-overhead` benchmark.
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
                 .with_tracked_inactivity(false)

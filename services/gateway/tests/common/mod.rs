@@ -84,7 +84,13 @@ impl Mesh {
         };
         write_dev_pki(pki.path(), &plan).unwrap();
         let clock = Arc::new(ManualClock::new(options.at.parse::<Timestamp>().unwrap()));
-        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml");
+        // The workspace's example rules, from this crate or from the
+        // benchmark suite, which shares this harness.
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|dir| dir.join("deploy/rules.example.toml"))
+            .find(|path| path.exists())
+            .unwrap();
 
         let mut bound = Vec::new();
         for name in &names {

@@ -4,23 +4,23 @@
 //! in the same run: the same events applied to a fresh store with
 //! `Store::apply_remote` directly, in batches, with no network.
 //!
-//! ```text
-//! cargo run --release -p meridian-replication --example catchup_bench
-//! cargo run --release -p meridian-replication --example catchup_bench -- --events 1000000
-//! ```
-//!
-//! Options: `--events N` (200000), `--rounds R` (3), `--batch N` (events
-//! per batch, 1000), `--postgres` (stores on `DATABASE_URL` instead of
-//! SQLite files). Prints every round and the medians.
+//! Full size: 100,000 events over several rounds, then 1,000,000 once,
+//! batches of 1000 events, SQLite stores (WAL, synchronous=FULL).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // A benchmark: stop loudly on any failure.
+
+use crate::{
+    Sizes,
+    progress::Progress,
+    report::{Chart, Row, ScenarioReport, Series},
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures::StreamExt;
 use jiff::Timestamp;
 use meridian_core::{
@@ -30,72 +30,19 @@ use meridian_core::{
 use meridian_replication::{ReplicationConfig, Replicator};
 use meridian_store::{EVENTS_PAGE_MAX, Store, StoreConfig, WriteMeta};
 use meridian_tls::{DevPkiPlan, MeshTls, Service, TlsFiles, TrustDomain, Validity, write_dev_pki};
-use sqlx::{AnyConnection, Connection, Executor};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-struct Options {
-    events: usize,
-    rounds: usize,
-    batch: usize,
-    postgres: Option<String>,
-}
-
-fn options() -> anyhow::Result<Options> {
-    let mut options = Options { events: 200_000, rounds: 3, batch: 1_000, postgres: None };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut number = |name: &str| -> anyhow::Result<usize> {
-            let value = args.next().with_context(|| format!("{name} needs a number"))?;
-            value.replace('_', "").parse().with_context(|| format!("{name} {value:?} is not a number"))
-        };
-        match arg.as_str() {
-            "--events" => options.events = number("--events")?,
-            "--rounds" => options.rounds = number("--rounds")?.max(1),
-            "--batch" => options.batch = number("--batch")?,
-            "--postgres" => {
-                options.postgres = Some(std::env::var("DATABASE_URL").context("--postgres needs DATABASE_URL")?);
-            }
-            other => bail!("unknown option {other:?}; see the header of catchup_bench.rs"),
-        }
-    }
-    Ok(options)
-}
-
-
-/// Fresh databases: SQLite files in one directory, or PostgreSQL schemas.
+/// Fresh SQLite databases, each its own file in one directory.
 struct Databases {
     dir: tempfile::TempDir,
-    postgres: Option<String>,
-    schemas: Vec<String>,
     made: AtomicU64,
 }
 
 impl Databases {
-    async fn fresh(&mut self, name: &str) -> anyhow::Result<StoreConfig> {
+    fn fresh(&self, name: &str) -> StoreConfig {
         let n = self.made.fetch_add(1, Ordering::Relaxed);
-        match &self.postgres {
-            None => Ok(StoreConfig::sqlite_file(&self.dir.path().join(format!("{name}-{n}.db")))),
-            Some(url) => {
-                let schema = format!("bench_{}_{n}_{}", std::process::id(), name.replace('-', "_"));
-                let mut admin = AnyConnection::connect(url).await?;
-                admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await?;
-                admin.close().await?;
-                self.schemas.push(schema.clone());
-                let separator = if url.contains('?') { '&' } else { '?' };
-                Ok(StoreConfig::new(format!("{url}{separator}options=-c%20search_path%3D{schema}")))
-            }
-        }
-    }
-
-    async fn drop_all(&self) -> anyhow::Result<()> {
-        if let Some(url) = &self.postgres {
-            let mut admin = AnyConnection::connect(url).await?;
-            for schema in &self.schemas {
-                admin.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await?;
-            }
-        }
-        Ok(())
+        StoreConfig::sqlite_file(&self.dir.path().join(format!("{name}-{n}.db")))
     }
 }
 
@@ -107,7 +54,7 @@ fn random_bytes(tag: u8) -> [u8; 10] {
     random
 }
 
-fn meta() -> WriteMeta {
+pub(crate) fn meta() -> WriteMeta {
     let now = Timestamp::now();
     WriteMeta {
         hlc_time: HlcTimestamp::new(u64::try_from(now.as_millisecond()).unwrap(), 0),
@@ -116,7 +63,7 @@ fn meta() -> WriteMeta {
     }
 }
 
-fn ticket(owner: &RegionId) -> Ticket {
+pub(crate) fn ticket(owner: &RegionId) -> Ticket {
     let at = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
     Ticket {
         id: TicketId::new_v7(at, random_bytes(1)),
@@ -249,28 +196,26 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let options = options()?;
+const BATCH: usize = 1_000;
+
+/// One size's medians: (events, catch-up events/s, baseline events/s).
+struct Measured {
+    events: u64,
+    catchup: f64,
+    baseline: f64,
+    read_us: f64,
+    encode_us: f64,
+    decode_us: f64,
+}
+
+pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
+    let plan: Vec<(usize, usize)> =
+        if sizes.smoke { vec![(2_000, 1)] } else { vec![(10_000, sizes.rounds as usize), (100_000, sizes.rounds as usize), (1_000_000, 1)] };
     sqlx::any::install_default_drivers();
     let a = RegionId::new("us-east")?;
     let b = RegionId::new("eu-west")?;
     let regions = vec![a.clone(), b.clone()];
-    let mut databases = Databases {
-        dir: tempfile::tempdir()?,
-        postgres: options.postgres.clone(),
-        schemas: Vec::new(),
-        made: AtomicU64::new(0),
-    };
-    let backend = if options.postgres.is_some() { "postgres" } else { "sqlite" };
-    println!(
-        "catch-up of {} events, batches of {}, {} rounds, {backend}, {} build",
-        options.events,
-        options.batch,
-        options.rounds,
-        if cfg!(debug_assertions) { "debug" } else { "release" }
-    );
-
+    let databases = Databases { dir: tempfile::tempdir()?, made: AtomicU64::new(0) };
     let pki = tempfile::tempdir()?;
     let now = SystemTime::now();
     write_dev_pki(
@@ -287,83 +232,104 @@ async fn main() -> anyhow::Result<()> {
     let tls_a = MeshTls::load(TlsFiles::dev(pki.path(), &a, Service::Gateway))?;
     let tls_b = MeshTls::load(TlsFiles::dev(pki.path(), &b, Service::Gateway))?;
 
-    let store_a = Store::open(&databases.fresh("us-east").await?, &a).await?;
-    let filling = Instant::now();
-    fill(&store_a, options.events).await;
-    let head = store_a.local_head().await?;
-    println!("filled us-east with {head} events in {:.1} s", filling.elapsed().as_secs_f64());
-    let reading = Instant::now();
-    let log = read_log(&store_a).await?;
-    let read = reading.elapsed();
-    assert_eq!(log.len() as u64, head, "us-east's log is dense");
-    let (encode, decode) = codec_costs(&log, options.batch);
-    println!(
-        "costs per event, one core: read from the log {:.1} µs, encode {:.1} µs, decode and check {:.1} µs",
-        micros_per(read, head),
-        micros_per(encode, head),
-        micros_per(decode, head)
-    );
+    let mut measured = Vec::new();
+    for (events, rounds) in &plan {
+        let store_a = Store::open(&databases.fresh("us-east"), &a).await?;
+        progress.say(&format!("filling us-east with {events} events"));
+        fill(&store_a, *events).await;
+        let head = store_a.local_head().await?;
+        let reading = Instant::now();
+        let log = read_log(&store_a).await?;
+        let read = reading.elapsed();
+        anyhow::ensure!(log.len() as u64 == head, "us-east's log is not dense");
+        let (encode, decode) = codec_costs(&log, BATCH);
 
-    let mut baseline_rates = Vec::new();
-    let mut catchup_rates = Vec::new();
-    for round in 1..=options.rounds {
-        // Baseline: apply_remote straight into a fresh store.
-        let store_c = Store::open(&databases.fresh("baseline").await?, &b).await?;
-        let batches: Vec<Vec<EventEnvelope>> = log.chunks(options.batch).map(<[EventEnvelope]>::to_vec).collect();
-        let started = Instant::now();
-        for batch in batches {
-            store_c.apply_remote(&a, batch).await?;
-        }
-        let baseline = started.elapsed();
-        assert_eq!(store_c.cursor(&a).await?, head);
-        store_c.close().await;
+        let mut baseline_rates = Vec::new();
+        let mut catchup_rates = Vec::new();
+        for round in 1..=*rounds {
+            progress.say(&format!("{head} events, round {round}/{rounds}: baseline apply_remote"));
+            // Baseline: apply_remote straight into a fresh store.
+            let store_c = Store::open(&databases.fresh("baseline"), &b).await?;
+            let batches: Vec<Vec<EventEnvelope>> = log.chunks(BATCH).map(<[EventEnvelope]>::to_vec).collect();
+            let started = Instant::now();
+            for batch in batches {
+                store_c.apply_remote(&a, batch).await?;
+            }
+            let baseline = started.elapsed();
+            anyhow::ensure!(store_c.cursor(&a).await? == head, "the baseline store did not apply everything");
+            store_c.close().await;
 
-        // Catch-up over the network: B comes up empty, A dials it.
-        let store_b = Store::open(&databases.fresh("eu-west").await?, &b).await?;
-        let listener_a = TcpListener::bind("127.0.0.1:0").await?;
-        let listener_b = TcpListener::bind("127.0.0.1:0").await?;
-        let peers = BTreeMap::from([
-            (a.clone(), listener_a.local_addr()?.to_string()),
-            (b.clone(), listener_b.local_addr()?.to_string()),
-        ]);
-        let mut config_a = ReplicationConfig::new(a.clone(), regions.clone(), peers.clone());
-        config_a.batch_events_max = options.batch;
-        let mut config_b = ReplicationConfig::new(b.clone(), regions.clone(), peers);
-        config_b.batch_events_max = options.batch;
-        let running_b = start(config_b, store_b.clone(), tls_b.clone(), listener_b).await?;
-        let mut applied = running_b.replicator.applied();
-        let started = Instant::now();
-        let running_a = start(config_a, store_a.clone(), tls_a.clone(), listener_a).await?;
-        tokio::time::timeout(Duration::from_secs(600), applied.wait_for(|applied| applied.get(&a).is_some_and(|seq| *seq >= head)))
+            progress.say(&format!("{head} events, round {round}/{rounds}: catch-up over mTLS"));
+            // Catch-up over the network: B comes up empty, A dials it.
+            let store_b = Store::open(&databases.fresh("eu-west"), &b).await?;
+            let listener_a = TcpListener::bind("127.0.0.1:0").await?;
+            let listener_b = TcpListener::bind("127.0.0.1:0").await?;
+            let peers = BTreeMap::from([
+                (a.clone(), listener_a.local_addr()?.to_string()),
+                (b.clone(), listener_b.local_addr()?.to_string()),
+            ]);
+            let mut config_a = ReplicationConfig::new(a.clone(), regions.clone(), peers.clone());
+            config_a.batch_events_max = BATCH;
+            let mut config_b = ReplicationConfig::new(b.clone(), regions.clone(), peers);
+            config_b.batch_events_max = BATCH;
+            let running_b = start(config_b, store_b.clone(), tls_b.clone(), listener_b).await?;
+            let mut applied = running_b.replicator.applied();
+            let started = Instant::now();
+            let running_a = start(config_a, store_a.clone(), tls_a.clone(), listener_a).await?;
+            tokio::time::timeout(
+                Duration::from_secs(600),
+                applied.wait_for(|applied| applied.get(&a).is_some_and(|seq| *seq >= head)),
+            )
             .await
             .context("eu-west did not catch up within 10 minutes")??;
-        let catchup = started.elapsed();
-        assert_eq!(store_b.cursor(&a).await?, head);
-        running_a.stop().await;
-        running_b.stop().await;
-        store_b.close().await;
-
-        let baseline_rate = head as f64 / baseline.as_secs_f64();
-        let catchup_rate = head as f64 / catchup.as_secs_f64();
-        println!(
-            "round {round}: catch-up {:.2} s = {:.0} events/s; baseline apply_remote {:.2} s = {:.0} events/s ({:.0}% of baseline)",
-            catchup.as_secs_f64(),
-            catchup_rate,
-            baseline.as_secs_f64(),
-            baseline_rate,
-            100.0 * catchup_rate / baseline_rate
-        );
-        baseline_rates.push(baseline_rate);
-        catchup_rates.push(catchup_rate);
+            let catchup = started.elapsed();
+            anyhow::ensure!(store_b.cursor(&a).await? == head, "eu-west's cursor is not at us-east's head");
+            running_a.stop().await;
+            running_b.stop().await;
+            store_b.close().await;
+            baseline_rates.push(head as f64 / baseline.as_secs_f64());
+            catchup_rates.push(head as f64 / catchup.as_secs_f64());
+        }
+        store_a.close().await;
+        measured.push(Measured {
+            events: head,
+            catchup: median(&mut catchup_rates),
+            baseline: median(&mut baseline_rates),
+            read_us: micros_per(read, head),
+            encode_us: micros_per(encode, head),
+            decode_us: micros_per(decode, head),
+        });
     }
-    let catchup = median(&mut catchup_rates);
-    let baseline = median(&mut baseline_rates);
-    println!(
-        "median: catch-up {catchup:.0} events/s, baseline {baseline:.0} events/s ({:.0}% of baseline); target 50000 events/s: {}",
-        100.0 * catchup / baseline,
-        if catchup >= 50_000.0 { "met" } else { "NOT met" }
+
+    let mut report = ScenarioReport::new(
+        "catch-up",
+        format!(
+            "two regions on SQLite (WAL, synchronous=FULL) over mTLS on loopback, batches of {BATCH}; sizes and rounds {plan:?}"
+        ),
     );
-    store_a.close().await;
-    databases.drop_all().await?;
-    Ok(())
+    for m in &measured {
+        let baseline = report.row(Row::new(format!("{} events: apply_remote, no network", m.events), m.baseline, "events/s").baseline());
+        report.row(Row::new(format!("{} events: catch-up over mTLS", m.events), m.catchup, "events/s").against(&baseline));
+    }
+    if let Some(largest) = measured.last() {
+        report.target(&format!("catch-up of {} events", largest.events), 50_000.0, largest.catchup, "events/s", true);
+        report.notes.push(format!(
+            "Per event on one core at {} events: reading the origin's log {:.1} µs, encoding {:.1} µs, decoding and checking {:.1} µs.",
+            largest.events, largest.read_us, largest.encode_us, largest.decode_us
+        ));
+    }
+    report.charts.push(Chart {
+        name: "catch-up-rate".into(),
+        title: "catch-up rate by events left behind".into(),
+        x_label: "events left behind".into(),
+        y_label: "events/s".into(),
+        log_x: true,
+        log_y: false,
+        x_ticks: Vec::new(),
+        series: vec![
+            Series { name: "catch-up over mTLS".into(), points: measured.iter().map(|m| (m.events as f64, m.catchup)).collect() },
+            Series { name: "apply_remote (baseline)".into(), points: measured.iter().map(|m| (m.events as f64, m.baseline)).collect() },
+        ],
+    });
+    Ok(report)
 }

@@ -1,14 +1,12 @@
 //! How fast the router decides, in process and over gRPC.
 //!
-//! `cargo run --release -p meridian-router --example route_bench [-- CONNECTIONS]`
-//!
 //! 1. In process: `Rules::decide` on the example rules for a mix of tickets
 //!    at instants spread over a week, alone and with the conversion to the
 //!    protobuf answer (what every `Route` call does), on one thread and on
 //!    every core.
 //! 2. Over gRPC on loopback: three real gateways (SQLite in a temporary
 //!    directory) and the router in this process; 32 concurrent callers
-//!    spread over CONNECTIONS HTTP/2 connections (default 1) call `Route`
+//!    over one HTTP/2 connection call `Route`
 //!    for a fixed time, and the same callers call
 //!    the standard health `Check` as a baseline (a no-op gRPC call: what
 //!    the transport alone costs). Latencies go into an HDR histogram.
@@ -17,7 +15,7 @@
 //! reported. Client and server share this process and its cores, as they
 //! do in `meridian up`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // A benchmark binary: fail loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // A benchmark: fail loudly.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
@@ -39,29 +37,90 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-const RULES: &str = include_str!("../../../deploy/rules.example.toml");
-const ROUNDS: usize = 5;
+use crate::{
+    Sizes,
+    progress::Progress,
+    report::{Chart, Row, ScenarioReport, Series},
+};
+
+const RULES: &str = include_str!("../../deploy/rules.example.toml");
+/// Decisions per thread per round at full size.
 const DECISIONS_PER_ROUND: usize = 400_000;
 const CONCURRENCY: usize = 32;
-const GRPC_WARMUP: Duration = Duration::from_millis(500);
-const GRPC_ROUND: Duration = Duration::from_secs(2);
 /// A Monday 14:00 UTC: us-east and eu-west on shift.
 const BENCH_INSTANT: &str = "2026-06-08T14:00:00Z";
 
-fn main() {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    println!("route_bench: {threads} cores, {ROUNDS} rounds, medians over rounds\n");
-    in_process(threads);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .unwrap();
-    let connections = std::env::args()
-        .nth(1)
-        .map_or(1, |n| n.parse().expect("CONNECTIONS must be a number"));
-    runtime.block_on(over_grpc(connections));
+/// How big this run is.
+struct Plan {
+    rounds: usize,
+    decisions: usize,
+    grpc_warmup: Duration,
+    grpc_round: Duration,
 }
+
+pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
+    let plan = if sizes.smoke {
+        Plan { rounds: 1, decisions: 2_000, grpc_warmup: Duration::from_millis(50), grpc_round: Duration::from_millis(200) }
+    } else {
+        Plan {
+            rounds: sizes.rounds as usize + 2,
+            decisions: DECISIONS_PER_ROUND,
+            grpc_warmup: Duration::from_millis(500),
+            grpc_round: Duration::from_secs(2),
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut report = ScenarioReport::new(
+        "route",
+        format!(
+            "example rules; in process: {} decisions per thread x {} rounds; gRPC: {CONCURRENCY} callers on one connection, {} rounds of {:?}",
+            plan.decisions, plan.rounds, plan.rounds, plan.grpc_round
+        ),
+    );
+    progress.say("in process");
+    let decisions = plan.decisions;
+    let rounds = plan.rounds;
+    let in_process = tokio::task::spawn_blocking(move || in_process(threads, decisions, rounds)).await?;
+    for (label, one, all) in &in_process {
+        report.row(Row::new(format!("{label}, 1 thread"), *one, "decisions/s"));
+        report.row(Row::new(format!("{label}, {threads} threads"), *all, "decisions/s"));
+    }
+    if let Some((_, _, all)) = in_process.first() {
+        report.target(&format!("decisions/s in process ({threads} threads)"), 500_000.0, *all, "decisions/s", true);
+    }
+    progress.say("over gRPC");
+    let grpc = over_grpc(&plan).await;
+    let check = grpc.iter().find(|g| g.call == Call::HealthCheck).map(|g| {
+        report.row(Row::new("gRPC health Check (no-op call)", g.rate, "calls/s").latency(g.p50_us / 1000.0, g.p99_us / 1000.0).baseline())
+    });
+    if let Some(route) = grpc.iter().find(|g| g.call == Call::Route) {
+        let mut row = Row::new("gRPC Route", route.rate, "calls/s").latency(route.p50_us / 1000.0, route.p99_us / 1000.0);
+        if let Some(check) = &check {
+            row = row.against(check);
+        }
+        report.row(row);
+        report.target("Route p99 over gRPC", 1.0, route.p99_us / 1000.0, "ms", false);
+    }
+    report.charts.push(Chart {
+        name: "route-grpc-latency".into(),
+        title: format!("Route over gRPC: latency distribution ({CONCURRENCY} callers)"),
+        x_label: "percentile".into(),
+        y_label: "latency (ms)".into(),
+        log_x: false,
+        log_y: false,
+        x_ticks: PERCENTILES.iter().enumerate().map(|(i, p)| (i as f64, (*p).to_owned())).collect(),
+        series: grpc
+            .iter()
+            .map(|g| Series {
+                name: g.call.label().to_owned(),
+                points: g.curve_us.iter().enumerate().map(|(i, v)| (i as f64, v / 1000.0)).collect(),
+            })
+            .collect(),
+    });
+    Ok(report)
+}
+
+const PERCENTILES: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -100,7 +159,8 @@ fn requests() -> Vec<RouteRequest> {
     ]
 }
 
-fn in_process(threads: usize) {
+/// (label, decisions/s on one thread, decisions/s on every thread).
+fn in_process(threads: usize, decisions: usize, rounds: usize) -> Vec<(&'static str, f64, f64)> {
     let rules = Rules::parse("rules.example.toml", RULES).unwrap_or_else(|e| panic!("{e}"));
     let health: HashMap<RegionId, RegionHealth> = rules
         .regions()
@@ -121,7 +181,7 @@ fn in_process(threads: usize) {
         .collect();
     let run = |offset: usize, encode: bool| {
         let mut routed = 0usize;
-        for i in 0..DECISIONS_PER_ROUND {
+        for i in 0..decisions {
             let k = i + offset;
             let d = rules.decide(
                 instants[k % instants.len()],
@@ -138,13 +198,14 @@ fn in_process(threads: usize) {
         }
         routed
     };
+    let mut figures = Vec::new();
     for (label, encode) in [("decide", false), ("decide + protobuf answer", true)] {
         let mut one = Vec::new();
         let mut all = Vec::new();
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds {
             let began = Instant::now();
             black_box(run(0, encode));
-            one.push(DECISIONS_PER_ROUND as f64 / began.elapsed().as_secs_f64());
+            one.push(decisions as f64 / began.elapsed().as_secs_f64());
 
             let began = Instant::now();
             std::thread::scope(|scope| {
@@ -155,17 +216,11 @@ fn in_process(threads: usize) {
                     black_box(h.join().unwrap());
                 }
             });
-            all.push((DECISIONS_PER_ROUND * threads) as f64 / began.elapsed().as_secs_f64());
+            all.push((decisions * threads) as f64 / began.elapsed().as_secs_f64());
         }
-        let one = median(&mut one);
-        println!(
-            "in process, {label}: {:>10.0} decisions/s on 1 thread ({:.0} ns each), {:>10.0} decisions/s on {threads} threads",
-            one,
-            1e9 / one,
-            median(&mut all)
-        );
+        figures.push((label, median(&mut one), median(&mut all)));
     }
-    println!();
+    figures
 }
 
 // ─── over gRPC ───────────────────────────────────────────────────────────────
@@ -218,7 +273,7 @@ async fn start_mesh() -> Mesh {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Call {
     Route,
     HealthCheck,
@@ -304,7 +359,18 @@ async fn round(channels: &[Channel], call: Call, duration: Duration) -> (Histogr
     (merged, calls)
 }
 
-async fn over_grpc(connections: usize) {
+/// One gRPC call's figures: medians over rounds.
+struct GrpcFigures {
+    call: Call,
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// p50, p90, p99, p99.9 and max of the median round.
+    curve_us: Vec<f64>,
+}
+
+async fn over_grpc(plan: &Plan) -> Vec<GrpcFigures> {
+    let connections = 1;
     let mesh = start_mesh().await;
     let mut channels = Vec::new();
     for _ in 0..connections.max(1) {
@@ -340,29 +406,32 @@ async fn over_grpc(connections: usize) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let mut figures = Vec::new();
     for call in [Call::HealthCheck, Call::Route] {
-        round(&channels, call, GRPC_WARMUP).await;
-        let (mut p50s, mut p99s, mut rates) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            let (histogram, calls) = round(&channels, call, GRPC_ROUND).await;
-            p50s.push(histogram.value_at_quantile(0.50) as f64);
-            p99s.push(histogram.value_at_quantile(0.99) as f64);
-            rates.push(calls as f64 / GRPC_ROUND.as_secs_f64());
+        round(&channels, call, plan.grpc_warmup).await;
+        let mut rounds = Vec::new();
+        for _ in 0..plan.rounds {
+            let (histogram, calls) = round(&channels, call, plan.grpc_round).await;
+            rounds.push((histogram, calls as f64 / plan.grpc_round.as_secs_f64()));
         }
-        println!(
-            "gRPC loopback, concurrency {CONCURRENCY}, {} connection(s), {:<24} p50 {:>5.0} µs  p99 {:>5.0} µs  {:>7.0} calls/s  (p99 per round: {})",
-            channels.len(),
-            call.label(),
-            median(&mut p50s),
-            median(&mut p99s.clone()),
-            median(&mut rates),
-            p99s.iter()
-                .map(|v| format!("{v:.0}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+        let (mut p50s, mut p99s, mut rates): (Vec<f64>, Vec<f64>, Vec<f64>) = (
+            rounds.iter().map(|(h, _)| h.value_at_quantile(0.5) as f64).collect(),
+            rounds.iter().map(|(h, _)| h.value_at_quantile(0.99) as f64).collect(),
+            rounds.iter().map(|(_, rate)| *rate).collect(),
         );
+        let p99 = median(&mut p99s);
+        // The curve of the round whose p99 is the median one.
+        let curve_us = rounds
+            .iter()
+            .find(|(h, _)| h.value_at_quantile(0.99) as f64 == p99)
+            .map(|(h, _)| {
+                [0.5, 0.9, 0.99, 0.999].iter().map(|q| h.value_at_quantile(*q) as f64).chain([h.max() as f64]).collect()
+            })
+            .unwrap_or_default();
+        figures.push(GrpcFigures { call, rate: median(&mut rates), p50_us: median(&mut p50s), p99_us: p99, curve_us });
     }
     for stop in mesh.stops {
         let _ = stop.send(());
     }
+    figures
 }

@@ -4,19 +4,17 @@
 //! receiver (`testing::OtlpReceiver`) in the parent process.
 //!
 //! Telemetry is process-wide (one global subscriber), so each measurement
-//! runs in a child process of this example, configured as a gateway
+//! runs in a child process (this binary with `--trace-child`), configured as a gateway
 //! binary would be (`Telemetry::init`, default batching, logs at warn).
 //! Rounds interleave the three settings (off, 100%, 10%, off, …) so drift
 //! of a shared machine spreads over all of them; the median round of each
 //! is reported with its ratio to export-off of the same run, and the best
 //! round of each (the least disturbed on a shared machine).
 //!
-//! `cargo run --release -p meridian-gateway --example trace_overhead -- [SECONDS] [ROUNDS] [CONCURRENCY]`
-//!
-//! SECONDS per measured round (5, after 1 s of warm-up), ROUNDS per
-//! setting (5), CONCURRENCY closed-loop callers on one connection (16).
+//! Full size: 5 s per measured round after 1 s of warm-up, rounds + 2
+//! rounds per setting, 16 closed-loop callers on one connection.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // A benchmark: fail loudly.
 
 use std::{
     sync::{
@@ -32,7 +30,16 @@ use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient};
 use meridian_store::StoreConfig;
 use meridian_telemetry::{Telemetry, TelemetryConfig, testing::OtlpReceiver};
 
-const WARM_UP: Duration = Duration::from_secs(1);
+use crate::{
+    Sizes,
+    progress::Progress,
+    report::{Chart, Row, ScenarioReport, Series},
+};
+
+/// The first argument that makes this binary a measurement's child.
+pub const CHILD_FLAG: &str = "--trace-child";
+
+const WARM_UP_MAX: Duration = Duration::from_secs(1);
 /// Export off, on at 100%, on at 10%.
 const SETTINGS: [Option<f64>; 3] = [None, Some(1.0), Some(0.1)];
 
@@ -40,44 +47,42 @@ fn name(setting: Option<f64>) -> String {
     setting.map_or_else(|| "export off".to_owned(), |ratio| format!("export on, {:.0}% sampled", ratio * 100.0))
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--child") {
-        let ratio: Option<f64> = args[2].parse().ok();
-        let endpoint = args[3].clone();
-        let seconds: u64 = args[4].parse().unwrap();
-        let concurrency: usize = args[5].parse().unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-        let creates = runtime.block_on(child(ratio, endpoint, Duration::from_secs(seconds), concurrency));
-        println!("{creates}");
-        return;
-    }
-    let seconds: u64 = args.get(1).map_or(5, |a| a.parse().unwrap());
-    let rounds: usize = args.get(2).map_or(5, |a| a.parse().unwrap());
-    let concurrency: usize = args.get(3).map_or(16, |a| a.parse().unwrap());
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(parent(seconds, rounds, concurrency));
+/// The child's side: `--trace-child RATIO|off ENDPOINT MILLIS CONCURRENCY`;
+/// prints the creates that succeeded while measured.
+pub async fn child_main(args: &[String]) -> anyhow::Result<()> {
+    let [ratio, endpoint, millis, concurrency] = args else {
+        anyhow::bail!("{CHILD_FLAG} RATIO ENDPOINT MILLIS CONCURRENCY");
+    };
+    let ratio: Option<f64> = ratio.parse().ok();
+    let creates = child(ratio, endpoint.clone(), Duration::from_millis(millis.parse()?), concurrency.parse()?).await;
+    println!("{creates}");
+    Ok(())
 }
 
-async fn parent(seconds: u64, rounds: usize, concurrency: usize) {
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let exe = std::env::current_exe().unwrap();
+pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
+    let (duration, rounds, concurrency) =
+        if sizes.smoke { (Duration::from_millis(300), 1, 4) } else { (Duration::from_secs(5), sizes.rounds as usize + 2, 16) };
+    let receiver = OtlpReceiver::start().await?;
+    let exe = std::env::current_exe()?;
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); SETTINGS.len()];
     for round in 0..rounds {
         for (i, setting) in SETTINGS.iter().enumerate() {
+            progress.say(&format!("round {}/{rounds}: {}", round + 1, name(*setting)));
             let ratio = setting.map_or_else(|| "off".to_owned(), |r| r.to_string());
-            let command_args = ["--child".to_owned(), ratio, receiver.endpoint(), seconds.to_string(), concurrency.to_string()];
+            let command_args = [
+                CHILD_FLAG.to_owned(),
+                ratio,
+                receiver.endpoint(),
+                duration.as_millis().to_string(),
+                concurrency.to_string(),
+            ];
             let exe = exe.clone();
             // The receiver keeps serving on this runtime while the child runs.
-            let output = tokio::task::spawn_blocking(move || std::process::Command::new(exe).args(command_args).output())
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(output.status.success(), "child failed: {}", String::from_utf8_lossy(&output.stderr));
-            let creates: f64 = String::from_utf8_lossy(&output.stdout).trim().lines().last().unwrap().parse().unwrap();
-            let per_second = creates / seconds as f64;
-            eprintln!("round {}: {:<24} {per_second:>8.0} creates/s", round + 1, name(*setting));
-            results[i].push(per_second);
+            let output = tokio::task::spawn_blocking(move || std::process::Command::new(exe).args(command_args).output()).await??;
+            anyhow::ensure!(output.status.success(), "child failed: {}", String::from_utf8_lossy(&output.stderr));
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let creates: f64 = stdout.trim().lines().last().unwrap_or_default().parse()?;
+            results[i].push(creates / duration.as_secs_f64());
         }
     }
     let medians: Vec<f64> = results
@@ -87,24 +92,36 @@ async fn parent(seconds: u64, rounds: usize, concurrency: usize) {
             r[r.len() / 2]
         })
         .collect();
-    println!(
-        "CreateTicket, 1 gateway (SQLite WAL, synchronous=FULL), {concurrency} callers, {rounds} rounds of {seconds} s per setting, median round:"
+    let mut report = ScenarioReport::new(
+        "trace-overhead",
+        format!(
+            "CreateTicket on one gateway (SQLite WAL, synchronous=FULL), {concurrency} callers, {rounds} interleaved rounds of {duration:?} per setting, export over OTLP/gRPC to a real receiver"
+        ),
     );
-    // The best round too: on a machine shared with other work, the least
-    // disturbed round of each setting is the steadier comparison.
-    let best: Vec<f64> = results.iter().map(|r| r.last().copied().unwrap_or(0.0)).collect();
-    for (i, setting) in SETTINGS.iter().enumerate() {
-        println!(
-            "  {:<24} median {:>6.0} creates/s = {:>5.1}% of export off;  best {:>6.0} = {:>5.1}%   (rounds: {})",
-            name(*setting),
-            medians[i],
-            100.0 * medians[i] / medians[0],
-            best[i],
-            100.0 * best[i] / best[0],
-            results[i].iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
-        );
+    let off = report.row(Row::new(name(None), medians[0], "creates/s").baseline());
+    for (i, setting) in SETTINGS.iter().enumerate().skip(1) {
+        let row = report.row(Row::new(name(*setting), medians[i], "creates/s").against(&off));
+        if *setting == Some(1.0) {
+            let overhead = 100.0 * (1.0 - row.ratio.unwrap_or(0.0));
+            report.target("overhead at 100% sampling", 5.0, overhead, "%", false);
+        }
     }
-    println!("  spans received by the OTLP receiver: {}", receiver.spans().len());
+    report.notes.push(format!("spans received by the OTLP receiver: {}", receiver.spans().len()));
+    report.charts.push(Chart {
+        name: "trace-overhead-rounds".into(),
+        title: "intake throughput per round, by tracing setting".into(),
+        x_label: "round (sorted)".into(),
+        y_label: "creates/s".into(),
+        log_x: false,
+        log_y: false,
+        x_ticks: (0..rounds).map(|r| (r as f64, (r + 1).to_string())).collect(),
+        series: SETTINGS
+            .iter()
+            .zip(&results)
+            .map(|(setting, rates)| Series { name: name(*setting), points: rates.iter().enumerate().map(|(i, v)| (i as f64, *v)).collect() })
+            .collect(),
+    });
+    Ok(report)
 }
 
 /// One measurement: a gateway with this telemetry, driven for `duration`.
@@ -159,7 +176,7 @@ async fn child(ratio: Option<f64>, endpoint: String, duration: Duration, concurr
             })
         })
         .collect();
-    tokio::time::sleep(WARM_UP).await;
+    tokio::time::sleep(WARM_UP_MAX.min(duration)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(duration).await;

@@ -12,14 +12,14 @@
 //! identity to eu-west's mesh port over the same link (an `AcceptHandoff`
 //! the target refuses as malformed before touching its store).
 //!
-//! `cargo run --release -p meridian-gateway --example handoff_bench -- [HANDOFFS] [ROUNDS] [DELAYED_HANDOFFS]`
-//!
-//! HANDOFFS per round on the direct mesh (500), ROUNDS of it (3; the median
-//! round is reported), DELAYED_HANDOFFS per delay (100).
+//! Full size: 500 handoffs per round on the direct mesh (the median round
+//! is reported), 100 per delay. The mesh harness is the gateway tests' own.
 
+// A benchmark stops loudly on the first failure: every unwrap here is on a
+// call the mesh under test must answer.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../services/gateway/tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -30,9 +30,14 @@ use meridian_proto::v1::{self, mesh_service_client::MeshServiceClient, ticket_se
 use meridian_tls::MeshTls;
 use tonic::{Code, transport::Channel};
 
+use crate::{
+    Sizes,
+    progress::Progress,
+    report::{Chart, Row as Figure, ScenarioReport, Series},
+};
+
 /// The one-way delays the proxied mesh is measured at.
 const DELAYS_MS: [u64; 3] = [0, 40, 150];
-const WARM_UP: usize = 20;
 
 fn note() -> v1::HandoffNote {
     v1::HandoffNote {
@@ -60,14 +65,22 @@ fn ms(micros: u64) -> f64 {
 /// p50 and p99 of one measurement, in microseconds.
 #[derive(Clone, Copy)]
 struct Quantiles {
-    n: u64,
     p50: u64,
+    p90: u64,
     p99: u64,
+    p999: u64,
+    max: u64,
 }
 
 impl From<&Histogram<u64>> for Quantiles {
     fn from(h: &Histogram<u64>) -> Self {
-        Self { n: h.len(), p50: h.value_at_quantile(0.5), p99: h.value_at_quantile(0.99) }
+        Self {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
     }
 }
 
@@ -111,9 +124,9 @@ async fn round_trip(client: &mut MeshServiceClient<Channel>, times: &mut Histogr
 }
 
 /// `count` handoffs, creates and round trips, interleaved.
-async fn measure(link: String, count: usize, us: &mut TicketServiceClient<Channel>, rtt: &mut MeshServiceClient<Channel>) -> Row {
+async fn measure(link: String, count: usize, warm_up: usize, us: &mut TicketServiceClient<Channel>, rtt: &mut MeshServiceClient<Channel>) -> Row {
     let (mut creates, mut handoffs, mut round_trips) = (histogram(), histogram(), histogram());
-    for _ in 0..WARM_UP {
+    for _ in 0..warm_up {
         create_and_hand_off(us, &mut histogram(), &mut histogram()).await;
         round_trip(rtt, &mut histogram()).await;
     }
@@ -125,74 +138,90 @@ async fn measure(link: String, count: usize, us: &mut TicketServiceClient<Channe
 }
 
 /// The direct mesh, in rounds: the figures of the target.
-async fn direct(handoffs: usize, rounds: usize) -> Row {
+async fn direct(handoffs: usize, rounds: usize, warm_up: usize, progress: &Progress) -> Row {
     let mesh = Mesh::start(Options::default()).await;
     let mut us = mesh.client("us-east").await;
     let mut rtt = mesh_client(&mesh, &mesh.region("eu-west").mesh_addr.to_string()).await;
     let mut rows = Vec::new();
     for round in 1..=rounds {
-        let row = measure("direct".into(), handoffs, &mut us, &mut rtt).await;
-        println!("direct, round {round}");
-        println!("  handoff    p50 {:>6.2} ms  p99 {:>6.2} ms", ms(row.handoff.p50), ms(row.handoff.p99));
-        println!("  create     p50 {:>6.2} ms  p99 {:>6.2} ms", ms(row.create.p50), ms(row.create.p99));
-        println!("  round trip p50 {:>6.2} ms  p99 {:>6.2} ms", ms(row.round_trip.p50), ms(row.round_trip.p99));
-        rows.push(row);
+        progress.say(&format!("direct mesh, round {round}/{rounds}: {handoffs} handoffs"));
+        rows.push(measure("direct".into(), handoffs, warm_up, &mut us, &mut rtt).await);
     }
     mesh.stop().await;
     rows.sort_by_key(|row| row.handoff.p50);
     let mut median = rows.swap_remove(rows.len() / 2);
-    median.link = format!("direct (median of {rounds} rounds)");
+    median.link = "direct".into();
     median
 }
 
 /// The proxied mesh at each delay.
-async fn delayed(handoffs: usize) -> Vec<Row> {
+async fn delayed(handoffs: usize, delays_ms: &[u64], warm_up: usize, progress: &Progress) -> Vec<(u64, Row)> {
     let mesh = Mesh::start(Options { proxied_links: true, ..Options::default() }).await;
     let mut us = mesh.client("us-east").await;
     let mut rtt = mesh_client(&mesh, &mesh.link("us-east", "eu-west").addr.to_string()).await;
     let mut rows = Vec::new();
-    for delay_ms in DELAYS_MS {
+    for &delay_ms in delays_ms {
+        progress.say(&format!("proxied mesh, +{delay_ms} ms each way: {handoffs} handoffs"));
         mesh.set_link_delay(Duration::from_millis(delay_ms));
-        let row = measure(format!("proxy +{delay_ms} ms each way"), handoffs, &mut us, &mut rtt).await;
-        println!("{}", row.link);
-        println!("  handoff    p50 {:>7.2} ms  p99 {:>7.2} ms", ms(row.handoff.p50), ms(row.handoff.p99));
-        rows.push(row);
+        rows.push((delay_ms, measure(format!("proxy +{delay_ms} ms each way"), handoffs, warm_up, &mut us, &mut rtt).await));
     }
     mesh.stop().await;
     rows
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let handoffs = args.first().copied().unwrap_or(500);
-    let rounds = args.get(1).copied().unwrap_or(3).max(1);
-    let delayed_handoffs = args.get(2).copied().unwrap_or(100);
+const PERCENTILES: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
 
-    let mut rows = vec![direct(handoffs, rounds).await];
-    rows.extend(delayed(delayed_handoffs).await);
-
-    println!();
-    println!(
-        "{:<32} {:>5} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>12} | {:>8}",
-        "link", "n", "handoff", "p99", "create", "p99", "rtt", "p99", "baseline p50", "ratio"
+pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
+    let (handoffs, delayed_handoffs, warm_up) = if sizes.smoke { (5, 3, 2) } else { (500, 100, 20) };
+    let rounds = sizes.rounds as usize;
+    let mut report = ScenarioReport::new(
+        "handoff",
+        format!(
+            "three gateways on SQLite (synchronous=FULL) with mTLS replication; {handoffs} handoffs x {rounds} rounds direct (median round), {delayed_handoffs} per added delay, {warm_up} warm-up each"
+        ),
     );
-    for row in &rows {
+    let mut rows = vec![(0, direct(handoffs, rounds, warm_up, progress).await)];
+    rows.extend(delayed(delayed_handoffs, &DELAYS_MS, warm_up, progress).await);
+    for (delay_ms, row) in &rows {
         // One durable commit plus one mutual-TLS round trip over the link.
-        let baseline = row.create.p50 + row.round_trip.p50;
-        println!(
-            "{:<32} {:>5} | {:>6.2} ms {:>6.2} ms | {:>6.2} ms {:>6.2} ms | {:>6.2} ms {:>6.2} ms | {:>9.2} ms | {:>7.2}x",
-            row.link,
-            row.handoff.n,
-            ms(row.handoff.p50),
-            ms(row.handoff.p99),
-            ms(row.create.p50),
-            ms(row.create.p99),
-            ms(row.round_trip.p50),
-            ms(row.round_trip.p99),
-            ms(baseline),
-            row.handoff.p50 as f64 / baseline.max(1) as f64,
+        let baseline = report.row(
+            Figure::new(format!("{}: create + mTLS round trip", row.link), ms(row.create.p50 + row.round_trip.p50), "ms")
+                .latency(ms(row.create.p50) + ms(row.round_trip.p50), ms(row.create.p99) + ms(row.round_trip.p99))
+                .baseline(),
         );
+        report.row(
+            Figure::new(format!("{}: handoff", row.link), ms(row.handoff.p50), "ms")
+                .latency(ms(row.handoff.p50), ms(row.handoff.p99))
+                .against(&baseline),
+        );
+        if row.link == "direct" {
+            report.target("handoff p99 on loopback", 10.0, ms(row.handoff.p99), "ms", false);
+            report.target("handoff p50 on loopback", 3.0, ms(row.handoff.p50), "ms", false);
+        } else if *delay_ms > 0 {
+            // One added round trip is the delay twice (once each way).
+            let allowed = 2.0 * *delay_ms as f64 + 10.0;
+            report.target(&format!("handoff p99 at +{delay_ms} ms: one added round trip + 10 ms"), allowed, ms(row.handoff.p99), "ms", false);
+        }
     }
-    println!("handoff, create and rtt columns: p50 then p99; baseline = create p50 + rtt p50; ratio = handoff p50 / baseline");
+    report.notes.push(
+        "A handoff is three durable commits in sequence (the offer, the target's acceptance, the owner applying the acceptance) and one mTLS round trip; the ratio is against one commit plus one round trip.".into(),
+    );
+    report.charts.push(Chart {
+        name: "handoff-latency".into(),
+        title: "handoff latency distribution by link".into(),
+        x_label: "percentile".into(),
+        y_label: "latency (ms)".into(),
+        log_x: false,
+        log_y: true,
+        x_ticks: PERCENTILES.iter().enumerate().map(|(i, p)| (i as f64, (*p).to_owned())).collect(),
+        series: rows
+            .iter()
+            .map(|(_, row)| {
+                let q = row.handoff;
+                let values = [q.p50, q.p90, q.p99, q.p999, q.max];
+                Series { name: row.link.clone(), points: values.iter().enumerate().map(|(i, v)| (i as f64, ms(*v))).collect() }
+            })
+            .collect(),
+    });
+    Ok(report)
 }

@@ -485,8 +485,19 @@ fn check_overlay(o: &Overlay) {
     let CoordinatorChoice::Etcd { endpoints: router_etcd, .. } = &failover.coordinator else { panic!("{r}: etcd") };
     assert_eq!(gateway_etcd, router_etcd, "{r}: gateways and router share the etcd cluster");
 
+    // The image of deploy/Dockerfile: its user, its entrypoint (the
+    // Deployments pass only the subcommand).
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    let user = dockerfile.lines().rfind(|l| l.starts_with("USER ")).expect("deploy/Dockerfile has a USER");
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/meridian\"]"), "the image's entrypoint is the meridian binary");
     // Resources on every container; the built image, not a bare name.
     for deployment in ["gateway", "router"] {
+        let security = &o.pod_spec(deployment)["securityContext"];
+        assert_eq!(
+            format!("USER {}:{}", security["runAsUser"], security["runAsGroup"]),
+            user.trim(),
+            "{r}: {deployment} runs as the image's user"
+        );
         let c = o.container(deployment);
         for pointer in ["/resources/requests/cpu", "/resources/requests/memory", "/resources/limits/memory"] {
             assert!(c.pointer(pointer).is_some(), "{r}: {deployment} sets {pointer}");
@@ -494,7 +505,6 @@ fn check_overlay(o: &Overlay) {
         let image = str_at(c, "/image");
         assert!(image.ends_with("/meridian:0.1.0") || image.contains("/meridian:"), "{r}: {deployment} image {image}");
         assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true, "{r}: {deployment}");
-        assert_eq!(o.pod_spec(deployment)["securityContext"]["runAsUser"], 65532, "{r}: the image's non-root user");
     }
 
     check_network_policies(o, public, mesh_port, gateway_metrics, router_listen, router_metrics);

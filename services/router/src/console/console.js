@@ -80,7 +80,7 @@ function regionCard(region, sunMinute) {
       peers = el("div", { class: "peers" }, "replication lag: ", g.peers.map((p, i) => [
         i ? " · " : "",
         `${p.region} ${p.connected ? "" : "(disconnected) "}${p.lag_events} ev / ${p.lag_seconds.toFixed(1)} s`,
-      ]));
+      ]).flat());
     }
   }
   return el("section", { class: "region" + (region.active ? " active" : ""), "data-region": region.id, "data-active": region.active ? "true" : "false" },
@@ -129,7 +129,7 @@ function noteText(note) {
 }
 
 function describe(item) {
-  const p = (item.payload && item.payload.payload) || {};
+  const p = item.payload || {};
   switch (item.kind) {
     case "handoff_offered": return [`${item.origin_region} → ${p.to}: offered`, noteText(p.handoff)];
     case "handoff_accepted": return [`${p.from} → ${item.origin_region}: accepted at epoch ${item.epoch}`, null];
@@ -200,7 +200,7 @@ function gridView(grid, changed) {
       return el("i", { class: cls, title: `${row.name} day ${Math.floor(h / 24) + 1} ${String(h % 24).padStart(2, "0")}:00 UTC: ${m} min${mark ? " (" + mark + ")" : ""}` });
     });
     return el("div", { class: "row", "data-row": row.kind + "/" + row.name },
-      el("span", { class: "name " + row.kind }, row.kind === "skill" ? "skill " + row.name : row.name),
+      el("span", { class: "name kind-" + row.kind }, row.kind === "skill" ? "skill " + row.name : row.name),
       el("div", { class: "cells" }, cells));
   });
   return rows;
@@ -224,15 +224,15 @@ async function runWhatIf() {
   out.replaceChildren(el("p", { class: "muted" }, "comparing…"));
   const { ok, body } = await getJson("/api/rules/what-if", { method: "POST", headers: { "content-type": "text/plain" }, body: byId("what-if-text").value });
   if (!ok) {
-    out.replaceChildren(el("p", { class: "error", "data-what-if": "error" }, body.error),
-      body.problems ? el("ul", { class: "error" }, body.problems.map((p) => el("li", { "data-line": p.line, "data-column": p.column }, p.text))) : null);
+    out.replaceChildren(...[el("p", { class: "error", "data-what-if": "error" }, body.error),
+      body.problems ? el("ul", { class: "error" }, body.problems.map((p) => el("li", { "data-line": p.line, "data-column": p.column }, p.text))) : null].filter(Boolean));
     return;
   }
   const changed = new Set(body.changed_cells.map((c) => c.kind + "/" + c.name + "/" + c.hour));
   const moved = body.tickets_moved;
-  out.replaceChildren(
+  out.replaceChildren(...[
     el("p", { "data-what-if": "ok" }, `${body.proposed_version} against ${body.active_version}: ${body.changed_cells_total} changed cells (outlined), ${moved.length} of ${body.tickets_considered} tickets of the last day would have gone elsewhere.`),
-    el("div", { class: "grid" }, gridView(body.grid, changed)),
+    el("div", { class: "grid", id: "what-if-grid" }, gridView(body.grid, changed)),
     el("h2", {}, "Where the last day's tickets would have gone"),
     el("table", {},
       el("tr", {}, el("th", {}, "region"), el("th", {}, "active rules"), el("th", {}, "proposed")),
@@ -245,7 +245,8 @@ async function runWhatIf() {
         el("td", {}, time(m.created_at)),
         el("td", {}, `${m.active || "none"} (${m.active_reason.replaceAll("_", " ")})`),
         el("td", {}, `${m.proposed || "none"} (${m.proposed_reason.replaceAll("_", " ")})`)))) : null,
-    body.ticket_errors.length ? el("p", { class: "error" }, "could not list: " + body.ticket_errors.join("; ")) : null);
+    body.ticket_errors.length ? el("p", { class: "error" }, "could not list: " + body.ticket_errors.join("; ")) : null,
+  ].filter(Boolean));
 }
 
 // ---- Journey ----
@@ -260,7 +261,7 @@ async function startJourney() {
   byId("trace").replaceChildren("trace id ", el("code", {}, body.trace_id), " ",
     body.trace_url ? el("a", { href: body.trace_url, target: "_blank", rel: "noopener" }, "open in the tracing UI") : "(no tracing UI configured)");
   byId("steps").replaceChildren(...body.steps.map((step) => {
-    const p = (step.payload && step.payload.payload) || {};
+    const p = step.payload || {};
     let text = step.kind.replaceAll("_", " ");
     let extra = null;
     if (step.kind.startsWith("handoff") || step.kind === "taken_over") { const [t, b] = describe(step); text = t; extra = b; }

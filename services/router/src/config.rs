@@ -548,6 +548,27 @@ forward_timeout_ms = 1500
     }
 
     #[test]
+    fn reads_the_console_section() {
+        assert_eq!(RouterConfig::parse("router.toml", GOOD, no_env).unwrap().console, None);
+        let with = format!("{GOOD}\n[console]\n");
+        let console = RouterConfig::parse("router.toml", &with, no_env).unwrap().console.unwrap();
+        assert_eq!(console.listen, CONSOLE_LISTEN_DEFAULT.parse().unwrap());
+        assert_eq!(console.tracing_ui, None);
+        let with = format!(
+            "{GOOD}\n[console]\nlisten = \"127.0.0.1:7300\"\ntracing_ui = \"http://localhost:16686/trace/{{trace_id}}\"\n"
+        );
+        let console = RouterConfig::parse("router.toml", &with, no_env).unwrap().console.unwrap();
+        assert_eq!(console.listen.port(), 7300);
+        assert_eq!(console.tracing_ui.as_deref(), Some("http://localhost:16686/trace/{trace_id}"));
+
+        let bad = format!("{GOOD}\n[console]\ntracing_ui = \"http://localhost:16686/\"\n");
+        let line = bad.lines().count();
+        let err = error(&bad);
+        assert!(err.starts_with(&format!("config: router.toml:{line}:14: console.tracing_ui: ")), "{err}");
+        assert!(err.contains("has no {trace_id}"), "{err}");
+    }
+
+    #[test]
     fn reads_a_good_file() {
         let config = RouterConfig::parse("router.toml", GOOD, no_env).unwrap();
         assert_eq!(config.listen.port(), 7100);

@@ -174,8 +174,14 @@ fn problem(status: StatusCode, message: &str) -> Response<Body> {
     reply(status, "application/json", body)
 }
 
+/// Until the console has authentication, only the router's own host may
+/// use it (an IPv4-mapped IPv6 loopback address counts as loopback).
+fn local_only_allows(peer: SocketAddr) -> bool {
+    peer.ip().to_canonical().is_loopback()
+}
+
 async fn respond(console: &Console, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
-    if !peer.ip().to_canonical().is_loopback() {
+    if !local_only_allows(peer) {
         return reply(
             StatusCode::FORBIDDEN,
             "text/plain; charset=utf-8",
@@ -729,6 +735,16 @@ mod tests {
         assert_eq!(url, "http://localhost:16686/trace/0190a1b2c3d47e5f8a9b0c1d2e3f4a5b");
         assert_eq!(trace_url(None, id), None);
         assert_eq!(trace_url(Some("x/{trace_id}"), "not-a-ticket"), None);
+    }
+
+    #[test]
+    fn only_loopback_peers_are_served() {
+        for allowed in ["127.0.0.1:5000", "127.9.9.9:1", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            assert!(local_only_allows(allowed.parse().unwrap()), "{allowed}");
+        }
+        for refused in ["10.0.0.7:5000", "192.168.1.2:1", "[2001:db8::1]:5000", "[::ffff:10.0.0.7]:5000", "0.0.0.0:1"] {
+            assert!(!local_only_allows(refused.parse().unwrap()), "{refused}");
+        }
     }
 
     #[test]

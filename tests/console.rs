@@ -40,7 +40,7 @@ fn require_all() -> bool {
 
 fn find(var: &str, candidates: &[&str]) -> Option<PathBuf> {
     if let Ok(path) = std::env::var(var) {
-        return Some(PathBuf::from(path));
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
     }
     candidates.iter().map(PathBuf::from).find(|p| p.is_file())
 }
@@ -255,14 +255,14 @@ async fn gateway(url: &str) -> TicketServiceClient<tonic::transport::Channel> {
     TicketServiceClient::connect(url.to_owned()).await.unwrap()
 }
 
-/// Open tickets per region as GetStatus reports them (what the Now page
-/// shows as the queue).
-async fn queues(mesh: &Mesh) -> BTreeMap<String, u64> {
+/// Open tickets and tickets at SLA risk per region, as GetStatus reports
+/// them (what the Now page shows).
+async fn queues(mesh: &Mesh) -> BTreeMap<String, (u64, u64)> {
     let mut out = BTreeMap::new();
     for (region, url) in &mesh.gateways {
         let status = gateway(url).await.get_status(v1::GetStatusRequest {}).await.unwrap().into_inner();
         let open = status.queue_by_status.iter().filter(|(s, _)| !matches!(s.as_str(), "solved" | "closed")).map(|(_, n)| n).sum();
-        out.insert(region.clone(), open);
+        out.insert(region.clone(), (open, status.sla_at_risk));
     }
     out
 }
@@ -321,7 +321,8 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
         let shown = browser
             .script(
                 "return { active: [...document.querySelectorAll('[data-region][data-active=true]')].map(e => e.dataset.region).sort(),
-                          queues: Object.fromEntries([...document.querySelectorAll('[data-queue]')].map(e => [e.dataset.queue, Number(e.textContent)])),
+                          queues: Object.fromEntries([...document.querySelectorAll('[data-queue]')].map(e => [e.dataset.queue,
+                              [Number(e.textContent), Number(document.querySelector(`[data-sla-risk='${e.dataset.queue}']`).textContent)]])),
                           version: document.getElementById('rules-version').textContent };",
             )
             .await;
@@ -329,10 +330,14 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
         let queues = queues(&mesh).await;
         let shown_active: BTreeSet<String> =
             shown["active"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-        let shown_queues: BTreeMap<String, u64> =
-            shown["queues"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(u64::MAX))).collect();
+        let shown_queues: BTreeMap<String, (u64, u64)> = shown["queues"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), (v[0].as_u64().unwrap_or(u64::MAX), v[1].as_u64().unwrap_or(u64::MAX))))
+            .collect();
         if shown_active == active && shown_queues == queues && shown["version"] == json!(version) {
-            assert_eq!(queues[&east_region], 3, "three tickets queued at {east_region}");
+            assert_eq!(queues[&east_region].0, 3, "three tickets queued at {east_region}");
             break;
         }
         assert!(

@@ -259,7 +259,8 @@ async function startJourney() {
   if (!ok) { showError("journey-error", body.error); document.body.dataset.ready = "true"; return; }
   byId("ticket-summary").textContent = `${body.subject || ""} · ${body.status || "?"} · owner ${body.owner_region || "?"} at epoch ${body.epoch ?? "?"}`;
   byId("trace").replaceChildren("trace id ", el("code", {}, body.trace_id), " ",
-    body.trace_url ? el("a", { href: body.trace_url, target: "_blank", rel: "noopener" }, "open in the tracing UI") : "(no tracing UI configured)");
+    body.trace_url ? el("a", { href: body.trace_url, target: "_blank", rel: "noopener" }, "open in the tracing UI") : "(no tracing UI configured)",
+    el("br"), "asked: ", Object.entries(body.regions).map(([r, h]) => h.error ? `${r} (unreachable: ${h.error})` : `${r} (${h.events} events)`).join(" · "));
   byId("steps").replaceChildren(...body.steps.map((step) => {
     const p = step.payload || {};
     let text = step.kind.replaceAll("_", " ");
@@ -270,7 +271,8 @@ async function startJourney() {
     else if (step.kind === "ticket_updated" && p.changes) text = "updated: " + Object.keys(p.changes).filter((k) => k !== "epoch").join(", ");
     return el("li", { "data-kind": step.kind },
       el("div", { class: "head" }, el("span", { class: "kind " + step.kind }, text),
-        el("span", { class: "muted" }, time(step.at) + " · " + step.origin_region + "#" + step.origin_seq + " · epoch " + step.epoch)),
+        el("span", { class: "muted" }, time(step.at) + " · " + step.origin_region + "#" + step.origin_seq + " · epoch " + step.epoch),
+        step.missing_in.length ? el("span", { class: "badge warn", "data-missing-in": step.missing_in.join(" ") }, "not yet in " + step.missing_in.join(", ")) : null),
       extra);
   }));
   byId("conflicts").replaceChildren(...(body.conflicts.length ? body.conflicts.map((c) =>

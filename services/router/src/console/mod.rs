@@ -445,8 +445,17 @@ struct Journey {
     status: Option<String>,
     /// Each asked region, and the events it holds (or why it could not say).
     regions: BTreeMap<String, RegionHolding>,
-    steps: Vec<HandoffItem>,
+    steps: Vec<JourneyStep>,
     conflicts: Vec<ConflictView>,
+}
+
+/// One event of the journey, and the asked regions that have not applied it
+/// (yet): what `meridian trace` shows as replication still to come.
+#[derive(Debug, Serialize)]
+struct JourneyStep {
+    #[serde(flatten)]
+    event: HandoffItem,
+    missing_in: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -504,13 +513,16 @@ async fn journey(console: &Console, raw_id: &str) -> Response<Body> {
     };
     let mut seen = BTreeSet::new();
     let mut events = Vec::new();
+    let mut held: BTreeMap<String, BTreeSet<(String, u64)>> = BTreeMap::new();
     while let Some(joined) = asks.join_next().await {
         let Ok((region, ticket, answer)) = joined else { continue };
         let holding = journey.regions.entry(region.clone()).or_default();
         match answer {
             Ok(list) => {
                 holding.events = list.len();
+                let region_held = held.entry(region.clone()).or_default();
                 for event in list {
+                    region_held.insert((event.origin_region.clone(), event.origin_seq));
                     if seen.insert((event.origin_region.clone(), event.origin_seq)) {
                         events.push(event);
                     }
@@ -552,7 +564,16 @@ async fn journey(console: &Console, raw_id: &str) -> Response<Body> {
         return problem(StatusCode::NOT_FOUND, &message);
     }
     events.sort_by(|a, b| (a.hlc_time, &a.origin_region, a.origin_seq).cmp(&(b.hlc_time, &b.origin_region, b.origin_seq)));
-    journey.steps = events.iter().map(|e| handoff_item(console.tracing_ui.as_deref(), e)).collect();
+    journey.steps = events
+        .iter()
+        .map(|e| {
+            let key = (e.origin_region.clone(), e.origin_seq);
+            JourneyStep {
+                event: handoff_item(console.tracing_ui.as_deref(), e),
+                missing_in: held.iter().filter(|(_, set)| !set.contains(&key)).map(|(r, _)| r.clone()).collect(),
+            }
+        })
+        .collect();
     json(StatusCode::OK, &journey)
 }
 

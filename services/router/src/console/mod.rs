@@ -85,7 +85,8 @@ const JOURNEY_HTML: &str = include_str!("journey.html");
 const CSS: &str = include_str!("console.css");
 const JS: &str = include_str!("console.js");
 
-/// What the console reads; shared by every connection.
+/// What the console reads; shared by every connection (cloning is cheap).
+#[derive(Clone)]
 pub(crate) struct Console {
     rules: Arc<ActiveRules>,
     health: Arc<HealthTable>,
@@ -287,13 +288,7 @@ fn sse_message(event: Option<&str>, data: &str) -> Result<Frame<Bytes>, Infallib
 /// The Now page's state every [`NOW_TICK`], until the page goes away.
 fn now_events(console: &Console) -> Response<Body> {
     let (sender, receiver) = mpsc::channel(SSE_BUFFER);
-    let console = Console {
-        rules: console.rules.clone(),
-        health: console.health.clone(),
-        gateways: console.gateways.clone(),
-        clock: console.clock.clone(),
-        tracing_ui: console.tracing_ui.clone(),
-    };
+    let console = console.clone();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(NOW_TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

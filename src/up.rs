@@ -39,7 +39,7 @@ pub struct UpArgs {
     #[arg(long)]
     rules: Option<PathBuf>,
     /// The router listens on BASE, gateways on BASE+1..3, their mesh ports
-    /// on BASE+11..13; 0 picks free ports.
+    /// on BASE+11..13, the web console on BASE+20; 0 picks free ports.
     #[arg(long, default_value_t = 7100)]
     base_port: u16,
     /// Run the mesh's clock this many times faster than real time, to
@@ -51,6 +51,10 @@ pub struct UpArgs {
     /// e.g. just before a shift ends.
     #[arg(long)]
     start: Option<jiff::Timestamp>,
+    /// Link each ticket in the console to its trace in this tracing UI;
+    /// `{trace_id}` is replaced by the ticket's trace id.
+    #[arg(long, env = "MERIDIAN_TRACING_UI", value_name = "URL_TEMPLATE")]
+    tracing_ui: Option<String>,
 }
 
 /// What the mesh prints about itself.
@@ -110,6 +114,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     // Bind everything first, so each gateway knows its peers' addresses.
     let router_listener = bind(args.base_port, 0, "the router").await?;
+    let console_listener = bind(args.base_port, 20, "the console").await?;
     let mut listeners = Vec::new();
     for (i, region) in regions.iter().enumerate() {
         let offset = u16::try_from(i).context("too many regions")?;
@@ -178,14 +183,36 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         TlsFiles::dev(&pki, first_region, Service::Router),
         mesh_addrs.iter().map(|(r, a)| (r.clone(), a.to_string())).collect(),
     ));
+    if let Some(template) = &args.tracing_ui
+        && !template.contains(meridian_router::config::TRACE_ID_PLACEHOLDER)
+    {
+        anyhow::bail!("--tracing-ui {template:?} has no {{trace_id}} to fill (e.g. http://localhost:16686/trace/{{trace_id}})");
+    }
+    let console_addr = console_listener.local_addr()?;
+    router_config.console = Some(meridian_router::ConsoleConfig {
+        listen: console_addr,
+        tracing_ui: args.tracing_ui.clone(),
+    });
     endpoints.insert(
         0,
         Endpoint { name: "router".into(), url: format!("http://{router_addr}"), detail: format!("rules {}", rules.display()) },
     );
+    endpoints.push(Endpoint {
+        name: "console".into(),
+        url: format!("http://{console_addr}/"),
+        detail: "web console: Now, Handoffs, Rules (local-only)".into(),
+    });
     let stopped_router = shutdown(stopped.clone());
     let router_clock = clock.clone();
     tasks.spawn(async move {
-        let ended = meridian_router::run_with_clock(router_config, router_listener, stopped_router, router_clock).await;
+        let ended = meridian_router::run_with_console(
+            router_config,
+            router_listener,
+            Some(console_listener),
+            stopped_router,
+            router_clock,
+        )
+        .await;
         ("router".to_owned(), ended.map_err(anyhow::Error::from))
     });
 
@@ -215,6 +242,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  meridian ticket submit --router {router_url} --subject \"VPN down\" --customer acme --tier premium");
     println!("  meridian ticket list --target {first_gateway}");
     println!("  meridian ticket handoff ID --target {first_gateway} --to eu-west --last-action … --next-action …");
+    println!("  open http://{console_addr}/ in a browser for the console");
     println!("Ctrl-C stops the mesh.");
 
     let mut failure = None;

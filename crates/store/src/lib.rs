@@ -89,6 +89,15 @@ impl Default for TicketFilter {
     }
 }
 
+/// What a region's queue holds: `queue_counts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Tickets the region owns, by status name; statuses with none are absent.
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    /// Owned tickets, neither solved nor closed, with an SLA clock at risk or breached.
+    pub sla_at_risk: u64,
+}
+
 /// One page of `list_tickets`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TicketPage {

@@ -21,7 +21,7 @@ use tokio::{
 };
 
 use crate::{
-    Backend, Error, Result, StoreConfig, Synchronous, TicketFilter, TicketPage, TicketRecord,
+    Backend, Error, QueueCounts, Result, StoreConfig, Synchronous, TicketFilter, TicketPage, TicketRecord,
     codec::{
         self, Bind, CONFLICT_COLUMNS, EVENT_COLUMNS, NOTE_COLUMNS, SqlBuilder, TICKET_COLUMNS, millis, to_db,
         truncate_ms, truncate_ticket_times,
@@ -480,6 +480,31 @@ impl Store {
         tickets.truncate(limit as usize);
         let next_after = if more { tickets.last().map(|t| t.id) } else { None };
         Ok(TicketPage { tickets, next_after })
+    }
+
+    /// How many tickets `owner` holds, by status, and how many of its open
+    /// ones are at SLA risk: two aggregate queries for the console.
+    pub async fn queue_counts(&self, owner: &RegionId) -> Result<QueueCounts> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS tickets FROM tickets WHERE owner_region = $1 GROUP BY status",
+        )
+        .bind(owner.as_str())
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let mut counts = QueueCounts::default();
+        for row in &rows {
+            let status = codec::text(row, "tickets", "status")?;
+            counts.by_status.insert(status, codec::uint(row, "tickets", "tickets")?);
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS tickets FROM tickets WHERE owner_region = $1 AND sla_at_risk = 1 \
+             AND status <> 'solved' AND status <> 'closed'",
+        )
+        .bind(owner.as_str())
+        .fetch_one(&self.inner.pool)
+        .await?;
+        counts.sla_at_risk = codec::uint(&row, "tickets", "tickets")?;
+        Ok(counts)
     }
 
     /// Tickets owned by `owner` whose SLA clocks need a look at `now` (a

@@ -754,6 +754,7 @@ impl TicketService for TicketApi {
                 .collect()
         });
         let fenced = self.check_gate().err();
+        let queue = self.inner.store.queue_counts(&self.inner.region).await.map_err(from_store)?;
         Ok(Response::new(v1::GetStatusResponse {
             region: self.inner.region.to_string(),
             local_head,
@@ -761,6 +762,8 @@ impl TicketService for TicketApi {
             peers,
             fenced: fenced.is_some(),
             fenced_reason: fenced.map(|s| s.message().to_owned()).unwrap_or_default(),
+            queue_by_status: queue.by_status.into_iter().collect(),
+            sla_at_risk: queue.sla_at_risk,
         }))
     }
 

@@ -118,6 +118,22 @@ on_every_backend!(create_get_and_list, |gw| {
     assert!(listed.next_page_token.is_empty());
 });
 
+on_every_backend!(get_status_counts_the_queue_by_status, |gw| {
+    let mut client = gw.client().await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(client.create_ticket(create_request(&format!("q{i}"))).await.unwrap().into_inner().ticket.unwrap().id);
+    }
+    for (id, status) in [(&ids[0], v1::Status::Open), (&ids[1], v1::Status::Open), (&ids[2], v1::Status::Solved)] {
+        let update = v1::UpdateTicketRequest { ticket_id: id.clone(), status: Some(status.into()), ..Default::default() };
+        client.update_ticket(update).await.unwrap();
+    }
+    let status = client.get_status(v1::GetStatusRequest {}).await.unwrap().into_inner();
+    let queue: Vec<(&str, u64)> = status.queue_by_status.iter().map(|(s, n)| (s.as_str(), *n)).collect::<std::collections::BTreeMap<_, _>>().into_iter().collect();
+    assert_eq!(queue, [("new", 1), ("open", 2), ("solved", 1)], "{:?}", gw.db.backing);
+    assert_eq!(status.sla_at_risk, 0, "fresh tickets are far from their SLA targets");
+});
+
 on_every_backend!(list_filters_and_pages, |gw| {
     let mut client = gw.client().await;
     let mut ids = Vec::new();

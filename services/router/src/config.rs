@@ -27,6 +27,10 @@
 //! request_bytes_max = 262144
 //! concurrency_per_connection_max = 1024
 //!
+//! [console]                    # optional: the web console (local-only until auth)
+//! listen = "127.0.0.1:7190"    # the default; loopback peers only
+//! tracing_ui = "http://localhost:16686/trace/{trace_id}"   # optional trace links
+//!
 //! [failover]                   # optional: take over regions whose lease expires
 //! kind = "etcd"
 //! endpoints = ["http://127.0.0.1:2379"]
@@ -68,6 +72,10 @@ pub const FORWARD_TIMEOUT_MS_DEFAULT: u64 = 2_000;
 pub const FORWARD_ATTEMPTS_MAX_DEFAULT: usize = 3;
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 256 * 1024;
 pub const CONCURRENCY_PER_CONNECTION_MAX_DEFAULT: usize = 1024;
+/// Where the console listens when `[console]` gives no `listen`.
+pub const CONSOLE_LISTEN_DEFAULT: &str = "127.0.0.1:7190";
+/// The placeholder a `tracing_ui` template must contain.
+pub const TRACE_ID_PLACEHOLDER: &str = "{trace_id}";
 
 /// Everything one router process needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +96,29 @@ pub struct RouterConfig {
     /// `[telemetry] metrics_listen`: serve Prometheus metrics at
     /// `http://ADDR/metrics` (the `--metrics-listen` flag wins).
     pub metrics_listen: Option<SocketAddr>,
+    /// `[console]`: serve the web console; `None` serves none.
+    pub console: Option<ConsoleConfig>,
+}
+
+/// The web console (`crate::console`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// Where the console's HTTP server binds. Only loopback peers are
+    /// served until authentication lands.
+    pub listen: SocketAddr,
+    /// A tracing UI link template with `{trace_id}` (32 hex digits), e.g.
+    /// `http://localhost:16686/trace/{trace_id}` for Jaeger.
+    pub tracing_ui: Option<String>,
+}
+
+impl ConsoleConfig {
+    /// A console on `listen` without trace links.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            tracing_ui: None,
+        }
+    }
 }
 
 /// How the router learns which gateways are alive.
@@ -154,6 +185,14 @@ struct FileConfig {
     failover: Option<crate::failover::FailoverSection>,
     #[serde(default)]
     telemetry: TelemetrySection,
+    console: Option<ConsoleSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleSection {
+    listen: Option<SocketAddr>,
+    tracing_ui: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +248,7 @@ impl RouterConfig {
             limits: Limits::default(),
             failover: None,
             metrics_listen: None,
+            console: None,
         })
     }
 
@@ -361,6 +401,35 @@ impl FileConfig {
                 &message,
             )));
         }
+        let console = match self.console {
+            None => None,
+            Some(section) => {
+                let listen = match section.listen {
+                    Some(listen) => listen,
+                    None => CONSOLE_LISTEN_DEFAULT.parse().map_err(|e| {
+                        Error::Config(format!("console.listen default: {e}"))
+                    })?,
+                };
+                if let Some(template) = &section.tracing_ui
+                    && !template.get_ref().contains(TRACE_ID_PLACEHOLDER)
+                {
+                    return Err(Error::Config(at(
+                        file,
+                        text,
+                        &template.span(),
+                        &format!(
+                            "console.tracing_ui: {:?} has no {TRACE_ID_PLACEHOLDER} to fill \
+                             (e.g. http://localhost:16686/trace/{{trace_id}})",
+                            template.get_ref()
+                        ),
+                    )));
+                }
+                Some(ConsoleConfig {
+                    listen,
+                    tracing_ui: section.tracing_ui.map(Spanned::into_inner),
+                })
+            }
+        };
         if self.rules.path.as_os_str().is_empty() {
             return Err(Error::Config(format!(
                 "{file}: rules.path: must not be empty"
@@ -379,6 +448,7 @@ impl FileConfig {
             limits,
             failover: self.failover.map(|section| section.into_settings(file)).transpose()?,
             metrics_listen: self.telemetry.metrics_listen,
+            console,
         })
     }
 }
@@ -475,6 +545,27 @@ forward_timeout_ms = 1500
         let with = format!("{GOOD}\n[telemetry]\nmetrics_listen = \"127.0.0.1:9465\"\n");
         let config = RouterConfig::parse("router.toml", &with, no_env).unwrap();
         assert_eq!(config.metrics_listen, Some("127.0.0.1:9465".parse().unwrap()));
+    }
+
+    #[test]
+    fn reads_the_console_section() {
+        assert_eq!(RouterConfig::parse("router.toml", GOOD, no_env).unwrap().console, None);
+        let with = format!("{GOOD}\n[console]\n");
+        let console = RouterConfig::parse("router.toml", &with, no_env).unwrap().console.unwrap();
+        assert_eq!(console.listen, CONSOLE_LISTEN_DEFAULT.parse().unwrap());
+        assert_eq!(console.tracing_ui, None);
+        let with = format!(
+            "{GOOD}\n[console]\nlisten = \"127.0.0.1:7300\"\ntracing_ui = \"http://localhost:16686/trace/{{trace_id}}\"\n"
+        );
+        let console = RouterConfig::parse("router.toml", &with, no_env).unwrap().console.unwrap();
+        assert_eq!(console.listen.port(), 7300);
+        assert_eq!(console.tracing_ui.as_deref(), Some("http://localhost:16686/trace/{trace_id}"));
+
+        let bad = format!("{GOOD}\n[console]\ntracing_ui = \"http://localhost:16686/\"\n");
+        let line = bad.lines().count();
+        let err = error(&bad);
+        assert!(err.starts_with(&format!("config: router.toml:{line}:14: console.tracing_ui: ")), "{err}");
+        assert!(err.contains("has no {trace_id}"), "{err}");
     }
 
     #[test]

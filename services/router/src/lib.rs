@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod console;
 pub mod error;
 pub mod failover;
 mod health;
@@ -42,7 +43,8 @@ use tokio::task::JoinSet;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Endpoint, Server};
 
-pub use config::{HealthConfig, Limits, RouterConfig};
+pub use config::{ConsoleConfig, HealthConfig, Limits, RouterConfig};
+pub use console::WHAT_IF_BYTES_MAX;
 pub use error::{Error, Result};
 
 use crate::health::HealthTable;
@@ -77,6 +79,25 @@ pub async fn run(
 pub async fn run_with_clock(
     config: RouterConfig,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    clock: Arc<dyn Clock>,
+) -> Result<()> {
+    let console_listener = match &config.console {
+        Some(console) => Some(TcpListener::bind(console.listen).await.map_err(|e| {
+            Error::Config(format!("console.listen: cannot bind {}: {e}", console.listen))
+        })?),
+        None => None,
+    };
+    run_with_console(config, listener, console_listener, shutdown, clock).await
+}
+
+/// [`run_with_clock`] with the console's listener bound by the caller (so
+/// `meridian up` and tests can bind port 0 and know the port). Serves the
+/// console only when `config.console` is set.
+pub async fn run_with_console(
+    config: RouterConfig,
+    listener: TcpListener,
+    console_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
     clock: Arc<dyn Clock>,
 ) -> Result<()> {
@@ -123,6 +144,19 @@ pub async fn run_with_clock(
     if let Some(settings) = &config.failover {
         let failover = failover::Failover::start(settings, rules.clone(), clock.clone()).await?;
         tasks.spawn(failover.run());
+    }
+
+    if let (Some(settings), Some(console_listener)) = (&config.console, console_listener) {
+        let console = console::Console::new(
+            settings,
+            rules.clone(),
+            health.clone(),
+            &channels,
+            clock.clone(),
+        );
+        let addr = console_listener.local_addr()?;
+        tracing::info!(url = %format!("http://{addr}/"), "console serving");
+        tasks.spawn(console::serve(Arc::new(console), console_listener));
     }
 
     let api = RouterApi::new(rules, health, channels, clock, config.limits);

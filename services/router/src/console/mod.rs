@@ -1,0 +1,772 @@
+//! The web console: a small HTTP/1 server (hyper) beside the router's gRPC
+//! port, with three pages (Now, Handoffs, Rules) and a ticket's journey.
+//!
+//! Data sources, all read live and never stored:
+//! - the router's own state: the active rules, its health table and its
+//!   decision logic (`meridian-rules`), read through the injected clock;
+//! - each gateway's `TicketService`: `GetStatus` (queue, SLA risk, lease
+//!   fencing, replication lag), `WatchEvents` (a region's log for the
+//!   Handoffs stream, a ticket's events for its journey), `GetTicket` and
+//!   `ListTickets` (the last day's tickets for the what-if).
+//!
+//! Live pages use server-sent events (`text/event-stream`). Pages are
+//! plain HTML, CSS and a little JavaScript compiled into the binary with
+//! `include_str!`: nothing is fetched from elsewhere.
+//!
+//! Access: until the console has authentication, it is local-only. It
+//! binds loopback by default and answers 403 to any peer that is not a
+//! loopback address, whatever it is bound to.
+
+mod view;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use jiff::{SignedDuration, Timestamp};
+use meridian_core::{Clock, RegionId};
+use meridian_proto::v1;
+use meridian_proto::v1::watch_events_request::Scope;
+use meridian_core::{Priority, Skill, Tier};
+use meridian_rules::RouteRequest;
+use meridian_rules_source::ActiveRules;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::config::{ConsoleConfig, TRACE_ID_PLACEHOLDER};
+use crate::health::HealthTable;
+
+type TicketClient = v1::ticket_service_client::TicketServiceClient<Channel>;
+type Body = BoxBody<Bytes, Infallible>;
+
+/// Connections served at once (each SSE page holds one).
+const CONNECTIONS_MAX: usize = 64;
+/// The largest what-if rules file accepted.
+pub const WHAT_IF_BYTES_MAX: usize = 256 * 1024;
+/// Each call to a gateway.
+const GATEWAY_DEADLINE: Duration = Duration::from_secs(2);
+/// How often the Now stream sends the page's state.
+const NOW_TICK: Duration = Duration::from_secs(1);
+/// Events of each region's log the Handoffs page starts with.
+const HANDOFF_BACKLOG_EVENTS: u64 = 1_000;
+/// A gateway whose stream failed is asked again after this.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(2);
+/// SSE messages buffered per page before the stream waits for the browser.
+const SSE_BUFFER: usize = 64;
+/// The most events of one ticket read from one gateway.
+const JOURNEY_EVENTS_MAX: usize = 10_000;
+/// How long a ticket's event stream may stay quiet before its backlog is
+/// taken as complete (the stream stays open for live events).
+const JOURNEY_IDLE: Duration = Duration::from_millis(300);
+/// The most tickets the what-if re-routes.
+const WHAT_IF_TICKETS_MAX: usize = 5_000;
+/// The event kinds the Handoffs page shows.
+const HANDOFF_KINDS: [&str; 5] =
+    ["handoff_offered", "handoff_accepted", "handoff_refused", "taken_over", "shift_summary"];
+
+const NOW_HTML: &str = include_str!("now.html");
+const HANDOFFS_HTML: &str = include_str!("handoffs.html");
+const RULES_HTML: &str = include_str!("rules.html");
+const JOURNEY_HTML: &str = include_str!("journey.html");
+const CSS: &str = include_str!("console.css");
+const JS: &str = include_str!("console.js");
+
+/// What the console reads; shared by every connection (cloning is cheap).
+#[derive(Clone)]
+pub(crate) struct Console {
+    rules: Arc<ActiveRules>,
+    health: Arc<HealthTable>,
+    gateways: BTreeMap<RegionId, TicketClient>,
+    clock: Arc<dyn Clock>,
+    tracing_ui: Option<String>,
+}
+
+impl Console {
+    pub(crate) fn new(
+        config: &ConsoleConfig,
+        rules: Arc<ActiveRules>,
+        health: Arc<HealthTable>,
+        channels: &HashMap<RegionId, Channel>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let gateways = channels
+            .iter()
+            .map(|(region, channel)| (region.clone(), TicketClient::new(channel.clone())))
+            .collect();
+        Self { rules, health, gateways, clock, tracing_ui: config.tracing_ui.clone() }
+    }
+}
+
+/// Serves the console on `listener` until the task is aborted; the
+/// connections are aborted with it.
+pub(crate) async fn serve(console: Arc<Console>, listener: TcpListener) {
+    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::debug!(%error, "console accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %peer, limit = CONNECTIONS_MAX, "console connection refused: too many open");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let console = console.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let console = console.clone();
+                async move { Ok::<_, Infallible>(respond(&console, peer, request).await) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(error) = served {
+                tracing::debug!(%error, peer = %peer, "console connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed()
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => reply(status, "application/json", bytes),
+        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the answer: {error}")),
+    }
+}
+
+/// An error as `{"error": "..."}`.
+fn problem(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    reply(status, "application/json", body)
+}
+
+/// Until the console has authentication, only the router's own host may
+/// use it (an IPv4-mapped IPv6 loopback address counts as loopback).
+fn local_only_allows(peer: SocketAddr) -> bool {
+    peer.ip().to_canonical().is_loopback()
+}
+
+async fn respond(console: &Console, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+    if !local_only_allows(peer) {
+        return reply(
+            StatusCode::FORBIDDEN,
+            "text/plain; charset=utf-8",
+            "the console is local-only until it has authentication: open it from the router's host\n",
+        );
+    }
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    if method == Method::POST {
+        return match path.as_str() {
+            "/api/rules/what-if" => what_if(console, request).await,
+            _ => problem(StatusCode::METHOD_NOT_ALLOWED, &format!("{path} takes GET")),
+        };
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return problem(StatusCode::METHOD_NOT_ALLOWED, "use GET, or POST for /api/rules/what-if");
+    }
+    const HTML: &str = "text/html; charset=utf-8";
+    match path.as_str() {
+        "/" | "/now" => reply(StatusCode::OK, HTML, NOW_HTML),
+        "/handoffs" => reply(StatusCode::OK, HTML, HANDOFFS_HTML),
+        "/rules" => reply(StatusCode::OK, HTML, RULES_HTML),
+        "/console.css" => reply(StatusCode::OK, "text/css; charset=utf-8", CSS),
+        "/console.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", JS),
+        "/api/now" => json(StatusCode::OK, &now(console).await),
+        "/api/now/events" => now_events(console),
+        "/api/handoffs/events" => handoff_events(console).await,
+        "/api/rules" => rules(console),
+        _ => {
+            if path.starts_with("/journey/") {
+                reply(StatusCode::OK, HTML, JOURNEY_HTML)
+            } else if let Some(id) = path.strip_prefix("/api/journey/") {
+                journey(console, id).await
+            } else {
+                problem(StatusCode::NOT_FOUND, &format!("no page {path}: try /, /handoffs or /rules"))
+            }
+        }
+    }
+}
+
+/// Every gateway's status, asked at once, each within its deadline.
+async fn statuses(console: &Console) -> BTreeMap<String, view::GatewayView> {
+    let mut asks = JoinSet::new();
+    for (region, client) in &console.gateways {
+        let (region, mut client) = (region.to_string(), client.clone());
+        asks.spawn(async move {
+            let answer = tokio::time::timeout(GATEWAY_DEADLINE, client.get_status(v1::GetStatusRequest {})).await;
+            let view = match answer {
+                Ok(Ok(status)) => view::GatewayView::from_status(&status.into_inner()),
+                Ok(Err(status)) => view::GatewayView::unreachable(format!("{:?}: {}", status.code(), status.message())),
+                Err(_) => view::GatewayView::unreachable(format!(
+                    "no answer within {} ms",
+                    GATEWAY_DEADLINE.as_millis()
+                )),
+            };
+            (region, view)
+        });
+    }
+    let mut out = BTreeMap::new();
+    while let Some(joined) = asks.join_next().await {
+        if let Ok((region, view)) = joined {
+            out.insert(region, view);
+        }
+    }
+    out
+}
+
+async fn now(console: &Console) -> view::NowView {
+    let statuses = statuses(console).await;
+    let rules = console.rules.current();
+    let at = console.clock.now();
+    let health = console.health.snapshot(at);
+    view::now_view(&rules, console.rules.refused().to_vec(), at, &health, &statuses)
+}
+
+/// An SSE response fed by `receiver`.
+fn sse(receiver: mpsc::Receiver<Result<Frame<Bytes>, Infallible>>) -> Response<Body> {
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(ReceiverStream::new(receiver))));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// One SSE message: `event` (when not the default) and one JSON line.
+fn sse_message(event: Option<&str>, data: &str) -> Result<Frame<Bytes>, Infallible> {
+    let mut text = String::with_capacity(data.len() + 32);
+    if let Some(event) = event {
+        text.push_str("event: ");
+        text.push_str(event);
+        text.push('\n');
+    }
+    // JSON from serde has no raw newlines; split anyway, as SSE requires.
+    for line in data.split('\n') {
+        text.push_str("data: ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push('\n');
+    Ok(Frame::data(Bytes::from(text)))
+}
+
+/// The Now page's state every [`NOW_TICK`], until the page goes away.
+fn now_events(console: &Console) -> Response<Body> {
+    let (sender, receiver) = mpsc::channel(SSE_BUFFER);
+    let console = console.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(NOW_TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = sender.closed() => return,
+            }
+            let state = now(&console).await;
+            let Ok(data) = serde_json::to_string(&state) else { return };
+            if sender.send(sse_message(None, &data)).await.is_err() {
+                return;
+            }
+        }
+    });
+    sse(receiver)
+}
+
+/// One handoff-related event as the Handoffs page shows it.
+#[derive(Debug, Serialize)]
+struct HandoffItem {
+    at: Timestamp,
+    origin_region: String,
+    origin_seq: u64,
+    epoch: u64,
+    ticket_id: String,
+    kind: String,
+    /// The event's payload as the gateway stores it.
+    payload: serde_json::Value,
+    journey_url: String,
+    trace_url: Option<String>,
+}
+
+fn hlc_instant(hlc: u64) -> Timestamp {
+    let millis = i64::try_from(meridian_core::HlcTimestamp(hlc).millis()).unwrap_or(i64::MAX);
+    Timestamp::from_millisecond(millis).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// The tracing UI's link for a ticket's trace: the trace id is the ticket
+/// id's 128 bits, as `meridian trace` prints it.
+fn trace_url(template: Option<&str>, ticket_id: &str) -> Option<String> {
+    let template = template?;
+    let id = ticket_id.parse::<meridian_core::TicketId>().ok()?;
+    let trace_id = format!("{:032x}", meridian_telemetry::ticket::trace_id(id));
+    Some(template.replace(TRACE_ID_PLACEHOLDER, &trace_id).replace("{ticket_id}", ticket_id))
+}
+
+fn handoff_item(tracing_ui: Option<&str>, event: &v1::Event) -> HandoffItem {
+    let payload = serde_json::from_str(&event.payload_json)
+        .unwrap_or_else(|_| serde_json::Value::String(event.payload_json.clone()));
+    HandoffItem {
+        at: hlc_instant(event.hlc_time),
+        origin_region: event.origin_region.clone(),
+        origin_seq: event.origin_seq,
+        epoch: event.epoch,
+        ticket_id: event.ticket_id.clone(),
+        kind: event.kind.clone(),
+        payload,
+        journey_url: format!("/journey/{}", event.ticket_id),
+        trace_url: (event.kind != "shift_summary").then(|| trace_url(tracing_ui, &event.ticket_id)).flatten(),
+    }
+}
+
+/// Follows every gateway's own log (the recent backlog, then live) and
+/// sends its handoffs, refusals, takeovers and shift summaries.
+async fn handoff_events(console: &Console) -> Response<Body> {
+    let (sender, receiver) = mpsc::channel(SSE_BUFFER);
+    for (region, client) in &console.gateways {
+        let (region, mut client, sender) = (region.to_string(), client.clone(), sender.clone());
+        let tracing_ui = console.tracing_ui.clone();
+        tokio::spawn(async move {
+            let mut after_seq: Option<u64> = None;
+            loop {
+                let ended = tokio::select! {
+                    ended = follow_region(&region, &mut client, &mut after_seq, tracing_ui.as_deref(), &sender) => ended,
+                    () = sender.closed() => return,
+                };
+                let message = serde_json::json!({ "region": region, "error": ended }).to_string();
+                if sender.send(sse_message(Some("problem"), &message)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+                    () = sender.closed() => return,
+                }
+            }
+        });
+    }
+    // A first message tells the page the stream is open.
+    let hello = serde_json::json!({ "regions": console.gateways.keys().map(ToString::to_string).collect::<Vec<_>>() });
+    let _ = sender.try_send(sse_message(Some("hello"), &hello.to_string()));
+    sse(receiver)
+}
+
+/// Streams one region's log from `after_seq` (the recent backlog the first
+/// time) until it fails; returns why.
+async fn follow_region(
+    region: &str,
+    client: &mut TicketClient,
+    after_seq: &mut Option<u64>,
+    tracing_ui: Option<&str>,
+    sender: &mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+) -> String {
+    let start = match *after_seq {
+        Some(seq) => seq,
+        None => match tokio::time::timeout(GATEWAY_DEADLINE, client.get_status(v1::GetStatusRequest {})).await {
+            Ok(Ok(status)) => status.into_inner().local_head.saturating_sub(HANDOFF_BACKLOG_EVENTS),
+            Ok(Err(status)) => return format!("{region}: {:?}: {}", status.code(), status.message()),
+            Err(_) => return format!("{region}: no answer within {} ms", GATEWAY_DEADLINE.as_millis()),
+        },
+    };
+    let request = v1::WatchEventsRequest { scope: Some(Scope::Region(region.to_owned())), after_seq: start };
+    let mut stream = match tokio::time::timeout(GATEWAY_DEADLINE, client.watch_events(request)).await {
+        Ok(Ok(stream)) => stream.into_inner(),
+        Ok(Err(status)) => return format!("{region}: {:?}: {}", status.code(), status.message()),
+        Err(_) => return format!("{region}: no answer within {} ms", GATEWAY_DEADLINE.as_millis()),
+    };
+    *after_seq = Some(start);
+    loop {
+        match stream.message().await {
+            Ok(Some(event)) => {
+                *after_seq = Some(event.origin_seq);
+                if !HANDOFF_KINDS.contains(&event.kind.as_str()) {
+                    continue;
+                }
+                let item = handoff_item(tracing_ui, &event);
+                let Ok(data) = serde_json::to_string(&item) else { continue };
+                if sender.send(sse_message(None, &data)).await.is_err() {
+                    return "the page went away".to_owned();
+                }
+            }
+            Ok(None) => return format!("{region}: the gateway ended the stream"),
+            Err(status) => return format!("{region}: {:?}: {}", status.code(), status.message()),
+        }
+    }
+}
+
+/// A ticket's journey: its events from every gateway (deduplicated, in
+/// hybrid-logical order), the ticket as the gateways hold it, and its
+/// conflicts. The same data `meridian trace` reads.
+#[derive(Debug, Serialize)]
+struct Journey {
+    ticket_id: String,
+    trace_id: String,
+    trace_url: Option<String>,
+    subject: Option<String>,
+    owner_region: Option<String>,
+    epoch: Option<u64>,
+    status: Option<String>,
+    /// Each asked region, and the events it holds (or why it could not say).
+    regions: BTreeMap<String, RegionHolding>,
+    steps: Vec<JourneyStep>,
+    conflicts: Vec<ConflictView>,
+}
+
+/// One event of the journey, and the asked regions that have not applied it
+/// (yet): what `meridian trace` shows as replication still to come.
+#[derive(Debug, Serialize)]
+struct JourneyStep {
+    #[serde(flatten)]
+    event: HandoffItem,
+    missing_in: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct RegionHolding {
+    events: usize,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ConflictView {
+    seen_in: String,
+    origin_region: String,
+    origin_seq: u64,
+    stale_epoch: u64,
+    current_epoch: u64,
+    changes_json: String,
+}
+
+async fn journey(console: &Console, raw_id: &str) -> Response<Body> {
+    let id = match raw_id.parse::<meridian_core::TicketId>() {
+        Ok(id) => id,
+        Err(error) => {
+            return problem(StatusCode::BAD_REQUEST, &format!("{raw_id:?} is not a ticket id (a UUID): {error}"));
+        }
+    };
+    let ticket_id = id.to_string();
+    let mut asks = JoinSet::new();
+    for (region, client) in &console.gateways {
+        let (region, mut client, ticket_id) = (region.to_string(), client.clone(), ticket_id.clone());
+        asks.spawn(async move {
+            let ticket = tokio::time::timeout(
+                GATEWAY_DEADLINE,
+                client.get_ticket(v1::GetTicketRequest { ticket_id: ticket_id.clone() }),
+            )
+            .await;
+            let ticket = match ticket {
+                Ok(Ok(answer)) => Some(answer.into_inner()),
+                _ => None,
+            };
+            let events = ticket_events(&mut client, &ticket_id).await;
+            (region, ticket, events)
+        });
+    }
+    let mut journey = Journey {
+        trace_id: format!("{:032x}", meridian_telemetry::ticket::trace_id(id)),
+        trace_url: trace_url(console.tracing_ui.as_deref(), &ticket_id),
+        ticket_id: ticket_id.clone(),
+        subject: None,
+        owner_region: None,
+        epoch: None,
+        status: None,
+        regions: BTreeMap::new(),
+        steps: Vec::new(),
+        conflicts: Vec::new(),
+    };
+    let mut seen = BTreeSet::new();
+    let mut events = Vec::new();
+    let mut held: BTreeMap<String, BTreeSet<(String, u64)>> = BTreeMap::new();
+    while let Some(joined) = asks.join_next().await {
+        let Ok((region, ticket, answer)) = joined else { continue };
+        let holding = journey.regions.entry(region.clone()).or_default();
+        match answer {
+            Ok(list) => {
+                holding.events = list.len();
+                let region_held = held.entry(region.clone()).or_default();
+                for event in list {
+                    region_held.insert((event.origin_region.clone(), event.origin_seq));
+                    if seen.insert((event.origin_region.clone(), event.origin_seq)) {
+                        events.push(event);
+                    }
+                }
+            }
+            Err(error) => holding.error = Some(error),
+        }
+        if let Some(answer) = ticket {
+            if let Some(ticket) = &answer.ticket {
+                // The owner's own copy is the authority on owner-scoped fields.
+                let owner = ticket.owner.as_ref().map(|o| (o.owner_region.clone(), o.epoch));
+                let is_owner = owner.as_ref().is_some_and(|(r, _)| *r == region);
+                if journey.subject.is_none() || is_owner {
+                    journey.subject = Some(ticket.subject.clone());
+                    journey.owner_region = owner.as_ref().map(|(r, _)| r.clone());
+                    journey.epoch = owner.map(|(_, e)| e);
+                    journey.status = Some(ticket.status().as_str_name().trim_start_matches("STATUS_").to_lowercase());
+                }
+            }
+            for conflict in &answer.conflicts {
+                journey.conflicts.push(ConflictView {
+                    seen_in: region.clone(),
+                    origin_region: conflict.origin_region.clone(),
+                    origin_seq: conflict.origin_seq,
+                    stale_epoch: conflict.stale_epoch,
+                    current_epoch: conflict.current_epoch,
+                    changes_json: conflict.changes_json.clone(),
+                });
+            }
+        }
+    }
+    if events.is_empty() && journey.subject.is_none() {
+        let problems: Vec<String> =
+            journey.regions.iter().filter_map(|(r, h)| h.error.as_ref().map(|e| format!("{r}: {e}"))).collect();
+        let mut message = format!("no gateway knows ticket {ticket_id}");
+        if !problems.is_empty() {
+            message.push_str(&format!(" (could not ask: {})", problems.join("; ")));
+        }
+        return problem(StatusCode::NOT_FOUND, &message);
+    }
+    events.sort_by(|a, b| (a.hlc_time, &a.origin_region, a.origin_seq).cmp(&(b.hlc_time, &b.origin_region, b.origin_seq)));
+    journey.steps = events
+        .iter()
+        .map(|e| {
+            let key = (e.origin_region.clone(), e.origin_seq);
+            JourneyStep {
+                event: handoff_item(console.tracing_ui.as_deref(), e),
+                missing_in: held.iter().filter(|(_, set)| !set.contains(&key)).map(|(r, _)| r.clone()).collect(),
+            }
+        })
+        .collect();
+    json(StatusCode::OK, &journey)
+}
+
+/// The events of one ticket a gateway holds: its backlog, read until the
+/// stream goes quiet (it stays open for live events).
+async fn ticket_events(client: &mut TicketClient, ticket_id: &str) -> Result<Vec<v1::Event>, String> {
+    let request = v1::WatchEventsRequest { scope: Some(Scope::TicketId(ticket_id.to_owned())), after_seq: 0 };
+    let mut stream = match tokio::time::timeout(GATEWAY_DEADLINE, client.watch_events(request)).await {
+        Ok(Ok(stream)) => stream.into_inner(),
+        Ok(Err(status)) => return Err(format!("{:?}: {}", status.code(), status.message())),
+        Err(_) => return Err(format!("no answer within {} ms", GATEWAY_DEADLINE.as_millis())),
+    };
+    let mut events = Vec::new();
+    // The backlog is one store query: give the first event longer.
+    let mut wait = GATEWAY_DEADLINE;
+    while events.len() < JOURNEY_EVENTS_MAX {
+        match tokio::time::timeout(wait, stream.message()).await {
+            Ok(Ok(Some(event))) => events.push(event),
+            Ok(Ok(None)) | Err(_) => break,
+            Ok(Err(status)) => return Err(format!("{:?}: {}", status.code(), status.message())),
+        }
+        wait = JOURNEY_IDLE;
+    }
+    Ok(events)
+}
+
+/// The active rules' coverage grid, for the week starting today (UTC).
+fn rules(console: &Console) -> Response<Body> {
+    let rules = console.rules.current();
+    let today = console.clock.now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let grid = view::grid(&rules.coverage(today, view::GRID_DAYS));
+    let body = serde_json::json!({
+        "rules_version": rules.version_id(),
+        "file_name": rules.file_name(),
+        "rules_refused": console.rules.refused().to_vec(),
+        "what_if_bytes_max": WHAT_IF_BYTES_MAX,
+        "grid": grid,
+    });
+    json(StatusCode::OK, &body)
+}
+
+/// Reads a rules file from the request body (at most
+/// [`WHAT_IF_BYTES_MAX`]) and answers what it would change. Applies
+/// nothing.
+async fn what_if(console: &Console, request: Request<Incoming>) -> Response<Body> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the rules file is larger than {WHAT_IF_BYTES_MAX} bytes; the what-if takes files up to that size"),
+        )
+    };
+    if declared.is_some_and(|n| n > WHAT_IF_BYTES_MAX as u64) {
+        return too_large();
+    }
+    let body = match Limited::new(request.into_body(), WHAT_IF_BYTES_MAX).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return too_large();
+            }
+            return problem(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {error}"));
+        }
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return problem(StatusCode::BAD_REQUEST, "the rules file is not UTF-8 text");
+    };
+    let now = console.clock.now();
+    let tickets = last_day_tickets(console, now).await;
+    let active = console.rules.current();
+    let regions: BTreeSet<RegionId> = console.gateways.keys().cloned().collect();
+    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+    // Parsing and two coverage simulations are CPU work: keep them off the
+    // async workers.
+    let text = text.to_owned();
+    let (tickets, errors) = tickets;
+    let answer = tokio::task::spawn_blocking(move || view::what_if(&active, &text, today, &tickets, &regions)).await;
+    match answer {
+        Ok(Ok(answer)) => {
+            let mut value = serde_json::to_value(&answer).unwrap_or(serde_json::Value::Null);
+            if let Some(object) = value.as_object_mut() {
+                object.insert("ticket_errors".into(), serde_json::json!(errors));
+            }
+            json(StatusCode::OK, &value)
+        }
+        Ok(Err(problems)) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({
+                "error": format!("the rules file is refused: {} problem(s)", problems.len()),
+                "problems": problems,
+            }),
+        ),
+        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, &format!("the what-if failed: {error}")),
+    }
+}
+
+/// Every gateway's tickets created in the last 24 hours before `now`
+/// (at most [`WHAT_IF_TICKETS_MAX`]), and the gateways that could not say.
+async fn last_day_tickets(console: &Console, now: Timestamp) -> (Vec<view::PastTicket>, Vec<String>) {
+    let since = now.checked_sub(SignedDuration::from_hours(24)).unwrap_or(now);
+    let mut tickets = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (region, client) in &console.gateways {
+        let mut client = client.clone();
+        let mut page_token = String::new();
+        loop {
+            let request = v1::ListTicketsRequest {
+                owner_region: region.to_string(),
+                page_size: 500,
+                page_token: page_token.clone(),
+                ..Default::default()
+            };
+            let page = match tokio::time::timeout(GATEWAY_DEADLINE, client.list_tickets(request)).await {
+                Ok(Ok(page)) => page.into_inner(),
+                Ok(Err(status)) => {
+                    errors.push(format!("{region}: {:?}: {}", status.code(), status.message()));
+                    break;
+                }
+                Err(_) => {
+                    errors.push(format!("{region}: no answer within {} ms", GATEWAY_DEADLINE.as_millis()));
+                    break;
+                }
+            };
+            for ticket in page.tickets {
+                let Some(created_at) = ticket.created_at.as_ref().and_then(|t| {
+                    Timestamp::new(t.seconds, t.nanos).ok()
+                }) else {
+                    continue;
+                };
+                if created_at < since || created_at > now || !seen.insert(ticket.id.clone()) {
+                    continue;
+                }
+                tickets.push(view::PastTicket {
+                    id: ticket.id.clone(),
+                    created_at,
+                    owner_region: ticket.owner.as_ref().map(|o| o.owner_region.clone()).unwrap_or_default(),
+                    request: route_request(&ticket),
+                });
+            }
+            if page.next_page_token.is_empty() || tickets.len() >= WHAT_IF_TICKETS_MAX {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+    tickets.truncate(WHAT_IF_TICKETS_MAX);
+    (tickets, errors)
+}
+
+/// The routing attributes of a stored ticket; attributes that no longer
+/// parse are left out rather than failing the what-if.
+fn route_request(ticket: &v1::Ticket) -> RouteRequest {
+    let attributes = v1::TicketAttributes {
+        tier: ticket.tier.clone(),
+        skills: ticket.skills.clone(),
+        residency: ticket.residency.clone(),
+        priority: ticket.priority,
+    };
+    meridian_proto::router::route_request_from_proto("ticket", Some(&attributes)).unwrap_or_else(|_| RouteRequest {
+        tier: Tier::new(ticket.tier.as_str()).ok(),
+        skills: ticket.skills.iter().filter_map(|s| Skill::new(s.as_str()).ok()).collect(),
+        residency: Vec::new(),
+        priority: Priority::Normal,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_link_fills_the_ticket_ids_128_bits() {
+        let id = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        let url = trace_url(Some("http://localhost:16686/trace/{trace_id}"), id).unwrap();
+        assert_eq!(url, "http://localhost:16686/trace/0190a1b2c3d47e5f8a9b0c1d2e3f4a5b");
+        assert_eq!(trace_url(None, id), None);
+        assert_eq!(trace_url(Some("x/{trace_id}"), "not-a-ticket"), None);
+    }
+
+    #[test]
+    fn only_loopback_peers_are_served() {
+        for allowed in ["127.0.0.1:5000", "127.9.9.9:1", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            assert!(local_only_allows(allowed.parse().unwrap()), "{allowed}");
+        }
+        for refused in ["10.0.0.7:5000", "192.168.1.2:1", "[2001:db8::1]:5000", "[::ffff:10.0.0.7]:5000", "0.0.0.0:1"] {
+            assert!(!local_only_allows(refused.parse().unwrap()), "{refused}");
+        }
+    }
+
+    #[test]
+    fn an_sse_message_is_data_lines_and_a_blank_line() {
+        let Ok(frame) = sse_message(Some("problem"), "{\"a\":1}");
+        let bytes = frame.into_data().unwrap();
+        assert_eq!(&bytes[..], b"event: problem\ndata: {\"a\":1}\n\n");
+    }
+}

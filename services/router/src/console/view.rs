@@ -1,0 +1,652 @@
+//! What the console's pages show, as JSON, from the rules and what the
+//! gateways report. Pure: no I/O and no clock (the instant is a parameter),
+//! so each shape is unit-tested here and the server only gathers inputs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use meridian_core::RegionId;
+use meridian_proto::v1;
+use meridian_rules::{Coverage, CoverageRowKind, RegionHealth, RegionLoad, RouteRequest, Rules, RulesErrors};
+use serde::Serialize;
+
+/// One UTC day, the span of the Now page's bands.
+const DAY: SignedDuration = SignedDuration::from_hours(24);
+/// Days the coverage grid and the what-if compare.
+pub(crate) const GRID_DAYS: u32 = 7;
+/// Changed cells listed in one what-if answer; the total is always given.
+const CHANGED_CELLS_MAX: usize = 500;
+
+/// A stretch of one region's band, as instants and as minutes into the day
+/// (0 to 1440) so the page can place it without time-zone arithmetic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct BandSpan {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub from_minute: i64,
+    pub to_minute: i64,
+    pub label: String,
+}
+
+/// A region's 24-hour band for the UTC day of `day_start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Band {
+    pub shifts: Vec<BandSpan>,
+    /// The `overlap_minutes` before each shift starts.
+    pub overlaps: Vec<BandSpan>,
+    pub holidays: Vec<BandSpan>,
+}
+
+/// The start (00:00 UTC) of the UTC day holding `at`.
+pub(crate) fn utc_day_start(at: Timestamp) -> Timestamp {
+    let date = at.to_zoned(TimeZone::UTC).date();
+    TimeZone::UTC.to_timestamp(date.at(0, 0, 0, 0)).unwrap_or(at)
+}
+
+fn clip(day_start: Timestamp, start: Timestamp, end: Timestamp, label: String) -> Option<BandSpan> {
+    let day_end = day_start.checked_add(DAY).ok()?;
+    let (start, end) = (start.max(day_start), end.min(day_end));
+    (start < end).then(|| BandSpan {
+        start,
+        end,
+        from_minute: start.duration_since(day_start).as_mins(),
+        to_minute: end.duration_since(day_start).as_mins(),
+        label,
+    })
+}
+
+/// Each region's band for the UTC day starting at `day_start`.
+pub(crate) fn bands(rules: &Rules, day_start: Timestamp) -> BTreeMap<String, Band> {
+    let overlap = SignedDuration::from_mins(i64::from(rules.overlap_minutes()));
+    // Shifts that start just after midnight still show their overlap, and a
+    // shift that started yesterday shows its part of today.
+    let from = day_start.checked_sub(DAY).unwrap_or(day_start);
+    let until = day_start.checked_add(DAY.saturating_mul(2)).unwrap_or(day_start);
+    let mut out = BTreeMap::new();
+    for region in rules.regions() {
+        let mut band = Band { shifts: Vec::new(), overlaps: Vec::new(), holidays: Vec::new() };
+        for (start, end, name) in rules.shift_windows(region, from, until) {
+            if let Some(span) = clip(day_start, start, end, name.clone()) {
+                band.shifts.push(span);
+            }
+            if overlap.is_positive()
+                && let Ok(overlap_start) = start.checked_sub(overlap)
+                && let Some(span) = clip(day_start, overlap_start, start, format!("overlap before {name}"))
+            {
+                band.overlaps.push(span);
+            }
+        }
+        for holiday in &region.holidays {
+            let tz = &region.time_zone;
+            let (start, end) = match holiday.hours {
+                None => (holiday.date.at(0, 0, 0, 0), holiday.date.tomorrow().map(|d| d.at(0, 0, 0, 0))),
+                Some((from, to)) => (wall(holiday.date, from.minutes()), Ok(wall(holiday.date, to.minutes()))),
+            };
+            let (Ok(start), Ok(Ok(end))) = (tz.to_timestamp(start), end.map(|e| tz.to_timestamp(e))) else {
+                continue;
+            };
+            if let Some(span) = clip(day_start, start, end, holiday.name.clone()) {
+                band.holidays.push(span);
+            }
+        }
+        out.insert(region.id.to_string(), band);
+    }
+    out
+}
+
+/// `minutes` after midnight of `date` (1440 is the next midnight).
+fn wall(date: Date, minutes: u32) -> jiff::civil::DateTime {
+    let midnight = date.at(0, 0, 0, 0);
+    midnight.checked_add(SignedDuration::from_mins(i64::from(minutes))).unwrap_or(midnight)
+}
+
+/// What one gateway said when asked for its status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct GatewayView {
+    pub reachable: bool,
+    /// Why the gateway could not be asked, when it could not.
+    pub error: Option<String>,
+    pub fenced: bool,
+    pub fenced_reason: String,
+    pub local_head: u64,
+    pub rules_version: String,
+    pub queue_by_status: BTreeMap<String, u64>,
+    /// Tickets neither solved nor closed: the queue the page shows.
+    pub queue_open: u64,
+    pub sla_at_risk: u64,
+    pub peers: Vec<PeerView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct PeerView {
+    pub region: String,
+    pub connected: bool,
+    pub lag_events: u64,
+    pub lag_seconds: f64,
+    pub last_error: String,
+}
+
+impl GatewayView {
+    pub(crate) fn from_status(status: &v1::GetStatusResponse) -> Self {
+        let queue_by_status: BTreeMap<String, u64> =
+            status.queue_by_status.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let queue_open = queue_by_status
+            .iter()
+            .filter(|(status, _)| !matches!(status.as_str(), "solved" | "closed"))
+            .map(|(_, n)| *n)
+            .sum();
+        Self {
+            reachable: true,
+            error: None,
+            fenced: status.fenced,
+            fenced_reason: status.fenced_reason.clone(),
+            local_head: status.local_head,
+            rules_version: status.rules_version.clone(),
+            queue_by_status,
+            queue_open,
+            sla_at_risk: status.sla_at_risk,
+            peers: status
+                .peers
+                .iter()
+                .map(|p| PeerView {
+                    region: p.region.clone(),
+                    connected: p.connected,
+                    lag_events: p.lag_events,
+                    lag_seconds: p.lag_seconds,
+                    last_error: p.last_error.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn unreachable(error: String) -> Self {
+        Self {
+            reachable: false,
+            error: Some(error),
+            fenced: false,
+            fenced_reason: String::new(),
+            local_head: 0,
+            rules_version: String::new(),
+            queue_by_status: BTreeMap::new(),
+            queue_open: 0,
+            sla_at_risk: 0,
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// One region on the Now page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct RegionNow {
+    pub id: String,
+    pub time_zone: String,
+    /// `on_shift`, `overlap` or `off_shift`, as ActiveRegions says.
+    pub position: String,
+    /// On shift (not only in its overlap window): ActiveRegions lists it.
+    pub active: bool,
+    pub shift: String,
+    pub queue_owner: String,
+    /// The router's health verdict; `None` before the first probe.
+    pub healthy: Option<bool>,
+    pub band: Band,
+    /// `None` for a region without a gateway.
+    pub gateway: Option<GatewayView>,
+}
+
+/// The Now page's whole state at one instant; sent on every SSE tick.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct NowView {
+    pub at: Timestamp,
+    pub day_start: Timestamp,
+    pub rules_version: String,
+    pub rules_refused: Vec<String>,
+    /// Where a plain ticket (no tier, skills or residency) goes now, by the
+    /// router's own decision.
+    pub routes_to: Option<String>,
+    pub route_reason: String,
+    pub regions: Vec<RegionNow>,
+}
+
+/// Builds the Now page from the rules, the router's health table and each
+/// gateway's status.
+pub(crate) fn now_view(
+    rules: &Rules,
+    refused: Vec<String>,
+    at: Timestamp,
+    health: &HashMap<RegionId, RegionHealth>,
+    statuses: &BTreeMap<String, GatewayView>,
+) -> NowView {
+    let day_start = utc_day_start(at);
+    let mut bands = bands(rules, day_start);
+    let active = rules.active_at(at);
+    let no_load: HashMap<RegionId, RegionLoad> = HashMap::new();
+    let decision = rules.decide(at, health, &no_load, &RouteRequest::default());
+    let regions = rules
+        .regions()
+        .iter()
+        .map(|region| {
+            let shift = active.iter().find(|s| s.region == region.id.as_str());
+            let position = shift.map_or("off_shift", |s| s.position.as_str());
+            RegionNow {
+                id: region.id.to_string(),
+                time_zone: region.time_zone_name.clone(),
+                position: position.to_owned(),
+                active: position == "on_shift",
+                shift: shift.map(|s| s.shift.clone()).unwrap_or_default(),
+                queue_owner: shift.map(|s| s.queue_owner.clone()).unwrap_or_default(),
+                healthy: health.get(&region.id).map(|h| *h == RegionHealth::Up),
+                band: bands
+                    .remove(region.id.as_str())
+                    .unwrap_or(Band { shifts: Vec::new(), overlaps: Vec::new(), holidays: Vec::new() }),
+                gateway: statuses.get(region.id.as_str()).cloned(),
+            }
+        })
+        .collect();
+    NowView {
+        at,
+        day_start,
+        rules_version: rules.version_id(),
+        rules_refused: refused,
+        routes_to: decision.region.map(ToString::to_string),
+        route_reason: decision.reason.as_str().to_owned(),
+        regions,
+    }
+}
+
+/// One row of the coverage grid, with each hour's minutes covered and a
+/// mark for the hours to highlight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct GridRow {
+    pub kind: CoverageRowKind,
+    pub name: String,
+    pub minutes: Vec<u8>,
+    /// Per hour: `""`, `"gap"` (the `any` row, nobody fully on shift) or
+    /// `"parity"` (a skill row: someone on shift, nobody with the skill).
+    pub marks: Vec<&'static str>,
+}
+
+/// The coverage grid as the Rules page draws it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct GridView {
+    pub rules_version: String,
+    pub from: Date,
+    pub days: u32,
+    pub rows: Vec<GridRow>,
+    pub gap_hours: u32,
+    pub parity_gap_hours: u32,
+}
+
+fn hour_index(from: Timestamp, at: Timestamp) -> usize {
+    usize::try_from(at.duration_since(from).as_hours()).unwrap_or(0)
+}
+
+/// Sets `marks[from..to]`, clipped to the grid.
+fn mark_hours(marks: &mut [bool], from: usize, to: usize) {
+    let to = to.min(marks.len());
+    if let Some(slice) = marks.get_mut(from.min(to)..to) {
+        slice.fill(true);
+    }
+}
+
+pub(crate) fn grid(coverage: &Coverage) -> GridView {
+    let from = TimeZone::UTC.to_timestamp(coverage.from.at(0, 0, 0, 0)).unwrap_or(Timestamp::UNIX_EPOCH);
+    let hours = coverage.days as usize * 24;
+    let mut gap = vec![false; hours];
+    for range in &coverage.gaps {
+        mark_hours(&mut gap, hour_index(from, range.start), hour_index(from, range.end));
+    }
+    let mut parity: HashMap<&str, Vec<bool>> = HashMap::new();
+    for skill in &coverage.parity_gaps {
+        let marks = parity.entry(skill.skill.as_str()).or_insert_with(|| vec![false; hours]);
+        for range in &skill.ranges {
+            mark_hours(marks, hour_index(from, range.start), hour_index(from, range.end));
+        }
+    }
+    let rows = coverage
+        .rows
+        .iter()
+        .map(|row| {
+            let marks = (0..row.minutes.len())
+                .map(|h| match row.kind {
+                    CoverageRowKind::Any if gap.get(h).copied().unwrap_or(false) => "gap",
+                    CoverageRowKind::Skill
+                        if parity.get(row.name.as_str()).and_then(|m| m.get(h)).copied().unwrap_or(false) =>
+                    {
+                        "parity"
+                    }
+                    _ => "",
+                })
+                .collect();
+            GridRow { kind: row.kind, name: row.name.clone(), minutes: row.minutes.clone(), marks }
+        })
+        .collect();
+    GridView {
+        rules_version: coverage.rules_version.clone(),
+        from: coverage.from,
+        days: coverage.days,
+        rows,
+        gap_hours: coverage.gaps.iter().map(|r| r.hours).sum(),
+        parity_gap_hours: coverage.parity_gaps.iter().flat_map(|s| &s.ranges).map(|r| r.hours).sum(),
+    }
+}
+
+/// One problem of a refused what-if file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct ProblemView {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// `FILE:LINE:COL: message`, as `meridian rules check` prints it.
+    pub text: String,
+}
+
+pub(crate) fn problems(errors: &RulesErrors) -> Vec<ProblemView> {
+    errors
+        .iter()
+        .map(|e| ProblemView { line: e.line, column: e.column, message: e.message.clone(), text: e.to_string() })
+        .collect()
+}
+
+/// One hour of one row whose covered minutes the new rules change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct ChangedCell {
+    pub kind: CoverageRowKind,
+    pub name: String,
+    pub hour: usize,
+    pub at: Timestamp,
+    /// Covered minutes under the active rules; `None` when the row is new.
+    pub before: Option<u8>,
+    /// Under the new rules; `None` when the row is gone.
+    pub after: Option<u8>,
+}
+
+/// Every cell of the two grids (rows matched by kind and name) that differs.
+pub(crate) fn changed_cells(before: &Coverage, after: &Coverage) -> Vec<ChangedCell> {
+    let from = TimeZone::UTC.to_timestamp(after.from.at(0, 0, 0, 0)).unwrap_or(Timestamp::UNIX_EPOCH);
+    let key = |kind: CoverageRowKind, name: &str| (format!("{kind:?}"), name.to_owned());
+    let old: BTreeMap<_, _> = before.rows.iter().map(|r| (key(r.kind, &r.name), r)).collect();
+    let new: BTreeMap<_, _> = after.rows.iter().map(|r| (key(r.kind, &r.name), r)).collect();
+    let keys: BTreeSet<_> = old.keys().chain(new.keys()).cloned().collect();
+    let mut out = Vec::new();
+    for k in keys {
+        let (o, n) = (old.get(&k), new.get(&k));
+        let Some(row) = n.or(o) else { continue };
+        let hours = o.map_or(0, |r| r.minutes.len()).max(n.map_or(0, |r| r.minutes.len()));
+        for hour in 0..hours {
+            let b = o.and_then(|r| r.minutes.get(hour).copied());
+            let a = n.and_then(|r| r.minutes.get(hour).copied());
+            if a != b {
+                out.push(ChangedCell {
+                    kind: row.kind,
+                    name: row.name.clone(),
+                    hour,
+                    at: from.checked_add(SignedDuration::from_hours(hour as i64)).unwrap_or(from),
+                    before: b,
+                    after: a,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A ticket as the what-if re-routes it.
+#[derive(Debug, Clone)]
+pub(crate) struct PastTicket {
+    pub id: String,
+    pub created_at: Timestamp,
+    pub owner_region: String,
+    pub request: RouteRequest,
+}
+
+/// Where one ticket goes under each rules file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Rerouted {
+    pub ticket_id: String,
+    pub created_at: Timestamp,
+    /// Where it is now (it may have been handed off since).
+    pub owner_region: String,
+    pub active: Option<String>,
+    pub active_reason: String,
+    pub proposed: Option<String>,
+    pub proposed_reason: String,
+}
+
+/// The what-if's answer for a file that parses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct WhatIf {
+    pub active_version: String,
+    pub proposed_version: String,
+    pub grid: GridView,
+    pub changed_cells_total: usize,
+    pub changed_cells: Vec<ChangedCell>,
+    pub tickets_considered: usize,
+    /// The tickets the new rules would have sent elsewhere.
+    pub tickets_moved: Vec<Rerouted>,
+    pub by_region_active: BTreeMap<String, usize>,
+    pub by_region_proposed: BTreeMap<String, usize>,
+}
+
+/// Parses `text` as a rules file and compares it with `active`: coverage
+/// from `from` for [`GRID_DAYS`] days, and where each of `tickets` would
+/// have gone at its creation, with every region of `regions` healthy (the
+/// router keeps no history of health). Applies nothing.
+pub(crate) fn what_if(
+    active: &Rules,
+    text: &str,
+    from: Date,
+    tickets: &[PastTicket],
+    regions: &BTreeSet<RegionId>,
+) -> Result<WhatIf, Vec<ProblemView>> {
+    let proposed = Rules::parse("what-if.toml", text).map_err(|e| problems(&e))?;
+    let before = active.coverage(from, GRID_DAYS);
+    let after = proposed.coverage(from, GRID_DAYS);
+    let mut cells = changed_cells(&before, &after);
+    let changed_cells_total = cells.len();
+    cells.truncate(CHANGED_CELLS_MAX);
+    let health: HashMap<RegionId, RegionHealth> = regions.iter().map(|r| (r.clone(), RegionHealth::Up)).collect();
+    let no_load: HashMap<RegionId, RegionLoad> = HashMap::new();
+    let mut moved = Vec::new();
+    let mut by_active: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_proposed: BTreeMap<String, usize> = BTreeMap::new();
+    let none = "none".to_owned();
+    for ticket in tickets {
+        let a = active.decide(ticket.created_at, &health, &no_load, &ticket.request);
+        let p = proposed.decide(ticket.created_at, &health, &no_load, &ticket.request);
+        let (ar, pr) = (a.region.map(ToString::to_string), p.region.map(ToString::to_string));
+        *by_active.entry(ar.clone().unwrap_or_else(|| none.clone())).or_default() += 1;
+        *by_proposed.entry(pr.clone().unwrap_or_else(|| none.clone())).or_default() += 1;
+        if ar != pr {
+            moved.push(Rerouted {
+                ticket_id: ticket.id.clone(),
+                created_at: ticket.created_at,
+                owner_region: ticket.owner_region.clone(),
+                active: ar,
+                active_reason: a.reason.as_str().to_owned(),
+                proposed: pr,
+                proposed_reason: p.reason.as_str().to_owned(),
+            });
+        }
+    }
+    Ok(WhatIf {
+        active_version: active.version_id(),
+        proposed_version: proposed.version_id(),
+        grid: grid(&after),
+        changed_cells_total,
+        changed_cells: cells,
+        tickets_considered: tickets.len(),
+        tickets_moved: moved,
+        by_region_active: by_active,
+        by_region_proposed: by_proposed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = r#"
+version = "v1"
+overlap_minutes = 30
+
+[[regions]]
+id = "east"
+index = 0
+time_zone = "UTC"
+skills = ["billing"]
+capacity = 10
+
+[[regions.shifts]]
+name = "day"
+days = ["mon-sun"]
+start = "08:00"
+end = "16:00"
+queue_owner = "east-lead"
+
+[[regions.holidays]]
+date = "2026-06-02"
+name = "founders day"
+start = "12:00"
+end = "13:00"
+
+[[regions]]
+id = "west"
+index = 1
+time_zone = "UTC"
+skills = ["billing"]
+capacity = 10
+
+[[regions.shifts]]
+name = "late"
+days = ["mon-sun"]
+start = "16:00"
+end = "23:00"
+queue_owner = "west-lead"
+
+[tiers.standard]
+calendar = "24x7"
+first_response_minutes = 60
+next_response_minutes = 120
+resolution_minutes = 480
+"#;
+
+    fn rules(text: &str) -> Rules {
+        Rules::parse("rules.toml", text).unwrap()
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_band_holds_the_days_shifts_their_overlaps_and_holidays() {
+        let rules = rules(RULES);
+        let bands = bands(&rules, at("2026-06-02T00:00:00Z"));
+        let east = &bands["east"];
+        let spans: Vec<(i64, i64)> = east.shifts.iter().map(|s| (s.from_minute, s.to_minute)).collect();
+        // The holiday cuts the day shift in two.
+        assert_eq!(spans, [(480, 720), (780, 960)]);
+        assert_eq!(east.holidays.len(), 1);
+        assert_eq!((east.holidays[0].from_minute, east.holidays[0].to_minute), (720, 780));
+        assert!(east.overlaps.iter().any(|o| (o.from_minute, o.to_minute) == (450, 480)));
+        let west = &bands["west"];
+        assert_eq!(west.shifts.iter().map(|s| (s.from_minute, s.to_minute)).collect::<Vec<_>>(), [(960, 1380)]);
+    }
+
+    #[test]
+    fn now_names_the_active_region_and_each_gateways_queue() {
+        let rules = rules(RULES);
+        let mut statuses = BTreeMap::new();
+        let status = v1::GetStatusResponse {
+            region: "east".into(),
+            queue_by_status: [("open".to_owned(), 3), ("closed".to_owned(), 5), ("new".to_owned(), 1)].into(),
+            sla_at_risk: 2,
+            ..Default::default()
+        };
+        statuses.insert("east".to_owned(), GatewayView::from_status(&status));
+        statuses.insert("west".to_owned(), GatewayView::unreachable("connection refused".into()));
+        let health: HashMap<RegionId, RegionHealth> =
+            [(RegionId::new("east").unwrap(), RegionHealth::Up), (RegionId::new("west").unwrap(), RegionHealth::Down)]
+                .into();
+        let view = now_view(&rules, Vec::new(), at("2026-06-02T10:00:00Z"), &health, &statuses);
+        assert_eq!(view.routes_to.as_deref(), Some("east"));
+        let east = &view.regions[0];
+        assert!(east.active);
+        assert_eq!(east.shift, "day");
+        assert_eq!(east.healthy, Some(true));
+        let gateway = east.gateway.as_ref().unwrap();
+        assert_eq!((gateway.queue_open, gateway.sla_at_risk), (4, 2));
+        let west = &view.regions[1];
+        assert!(!west.active);
+        assert_eq!(west.healthy, Some(false));
+        assert!(!west.gateway.as_ref().unwrap().reachable);
+    }
+
+    #[test]
+    fn bad_rules_in_a_what_if_name_line_and_column() {
+        let active = rules(RULES);
+        let bad = RULES.replace("time_zone = \"UTC\"\nskills = [\"billing\"]\ncapacity = 10\n\n[[regions.shifts]]\nname = \"late\"", "time_zone = \"Europe/Londn\"\nskills = [\"billing\"]\ncapacity = 10\n\n[[regions.shifts]]\nname = \"late\"");
+        assert_ne!(bad, RULES, "the test must change the file");
+        let date: Date = "2026-06-01".parse().unwrap();
+        let errors = what_if(&active, &bad, date, &[], &BTreeSet::new()).unwrap_err();
+        assert!(!errors.is_empty());
+        let line = bad.lines().position(|l| l.contains("Europe/Londn")).unwrap() + 1;
+        assert_eq!(errors[0].line, line);
+        assert_eq!(errors[0].column, 13, "{errors:?}");
+        assert!(errors[0].text.starts_with(&format!("what-if.toml:{line}:13: ")), "{}", errors[0].text);
+
+        let errors = what_if(&active, "version = ", date, &[], &BTreeSet::new()).unwrap_err();
+        assert_eq!((errors[0].line, errors[0].column > 0), (1, true), "{errors:?}");
+    }
+
+    #[test]
+    fn a_what_if_lists_changed_cells_and_tickets_that_would_move() {
+        let active = rules(RULES);
+        // West starts two hours earlier and is preferred.
+        let proposed = RULES
+            .replace("version = \"v1\"", "version = \"v2\"")
+            .replace("start = \"16:00\"", "start = \"14:00\"")
+            .replace(
+                "capacity = 10\n\n[[regions.shifts]]\nname = \"late\"",
+                "capacity = 10\npreference = 90\n\n[[regions.shifts]]\nname = \"late\"",
+            );
+        assert!(proposed.contains("preference = 90") && proposed.contains("\"14:00\""));
+        let regions: BTreeSet<RegionId> = [RegionId::new("east").unwrap(), RegionId::new("west").unwrap()].into();
+        let ticket = |id: &str, t: &str| PastTicket {
+            id: id.into(),
+            created_at: at(t),
+            owner_region: "east".into(),
+            request: RouteRequest::default(),
+        };
+        let tickets = [ticket("a", "2026-06-02T09:00:00Z"), ticket("b", "2026-06-02T14:30:00Z")];
+        let date: Date = "2026-06-01".parse().unwrap();
+        let answer = what_if(&active, &proposed, date, &tickets, &regions).unwrap();
+        assert!(answer.proposed_version.starts_with("v2+"), "{}", answer.proposed_version);
+        // West's rows gain 14:00 and 15:00 on each of the seven days.
+        let west: Vec<&ChangedCell> =
+            answer.changed_cells.iter().filter(|c| c.name == "west" && c.kind == CoverageRowKind::Region).collect();
+        assert_eq!(west.len(), 14, "{west:?}");
+        assert_eq!((west[0].hour, west[0].before, west[0].after), (14, Some(0), Some(60)));
+        assert_eq!(answer.tickets_considered, 2);
+        let moved: Vec<(&str, Option<&str>, Option<&str>)> = answer
+            .tickets_moved
+            .iter()
+            .map(|m| (m.ticket_id.as_str(), m.active.as_deref(), m.proposed.as_deref()))
+            .collect();
+        assert_eq!(moved, [("b", Some("east"), Some("west"))]);
+    }
+
+    #[test]
+    fn the_grid_marks_gaps_on_the_any_row() {
+        let rules = rules(RULES);
+        let grid = grid(&rules.coverage("2026-06-01".parse().unwrap(), 1));
+        let any = grid.rows.iter().find(|r| r.kind == CoverageRowKind::Any).unwrap();
+        // Nobody from 23:00 to 08:00.
+        assert_eq!(any.marks[3], "gap");
+        assert_eq!(any.marks[10], "");
+        assert_eq!(any.marks[23], "gap");
+        assert!(grid.gap_hours >= 9);
+    }
+}

@@ -21,6 +21,7 @@ pub mod error;
 pub mod failover;
 mod mesh;
 mod metrics;
+mod replica;
 mod service;
 mod shift;
 mod sla;
@@ -135,9 +136,27 @@ pub async fn run_listeners(
     if let Some(tls) = &config.tls {
         load_identity(tls)?;
     }
-    let store = Store::open_with_clock(&config.store, &config.region, clock.clone()).await?;
-    let result = serve_listeners(&config, store.clone(), listeners, shutdown, clock).await;
+    // One shutdown for both lives of the process: standby, then active.
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let Listeners { public, mesh } = listeners;
+    let Some((mut lock, public)) = replica::become_active(&config, public, shutdown.clone()).await? else {
+        return Ok(());
+    };
+    // Opened only now, under the lock: the sequence head and cursors come
+    // from the database, and the new writer generation fences off any
+    // former active that lost the lock without noticing.
+    let store = Store::open_fenced(&config.store, &config.region, clock.clone()).await?;
+    let serving = serve_listeners(&config, store.clone(), Listeners { public, mesh }, shutdown, clock);
+    // Losing the lock, or finding the region superseded, ends the process's
+    // active life: it stops serving and reports the reason, and its
+    // supervisor starts it again as a standby.
+    let result = tokio::select! {
+        result = serving => result,
+        lost = lock.lost() => Err(Error::Replica(lost.to_string())),
+        superseded = store.superseded() => Err(Error::Replica(superseded.to_string())),
+    };
     store.close().await;
+    drop(lock);
     result
 }
 

@@ -127,6 +127,10 @@ pub async fn run_with_clock(
 
 /// [`run_with_clock`] on sockets bound by the caller (tests and `meridian
 /// up` bind every region's sockets first, so each knows its peers').
+///
+/// Serves as a standby until this process holds the region's writer lock
+/// (another replica holds it), then as the region's active replica; returns
+/// [`Error::Replica`] if it stops being the active one.
 pub async fn run_listeners(
     config: GatewayConfig,
     listeners: Listeners,

@@ -389,3 +389,123 @@ async fn a_stalled_former_active_cannot_commit_beside_its_successor() {
     drop(b);
     database.drop_now().await;
 }
+
+/// With a coordinator, the promoted standby leases the region only once the
+/// crashed active's lease has expired: meanwhile it serves notes (never
+/// gated) and refuses creations as fenced, then writes on, continuing the
+/// region's one log. In-process (`run_listeners`), so both replicas share
+/// one in-process coordinator; "crashing" the active drops its run future,
+/// which drops the lock session and stops renewing the lease without
+/// revoking it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_standby_leases_the_region_once_the_old_lease_expires() {
+    use meridian_coord::{Coordinator, LocalConfig, LocalCoordinator};
+    use meridian_core::{Clock, RegionId};
+    use meridian_gateway::{
+        GatewayConfig, Listeners, SystemClock,
+        failover::CoordinatorSettings,
+    };
+
+    const LEASE_TTL: Duration = Duration::from_millis(2_000);
+    let Some(database) = TestDatabase::new(Backing::Postgres).await else { return };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let coordinator: Arc<dyn Coordinator> = Arc::new(LocalCoordinator::new(
+        clock.clone(),
+        LocalConfig { safety_margin: Duration::from_millis(300), tick: Duration::from_millis(20) },
+    ));
+    let regions: Vec<RegionId> =
+        ["us-east", "eu-west", "apac-south"].into_iter().map(|r| RegionId::new(r).unwrap()).collect();
+    let start = || {
+        let coordinator = coordinator.clone();
+        let regions = regions.clone();
+        let store = database.config();
+        let clock = clock.clone();
+        async move {
+            let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = public.local_addr().unwrap();
+            let mut config = GatewayConfig::new(regions[0].clone(), regions, addr, store);
+            config.coordinator =
+                Some(CoordinatorSettings { lease_ttl: LEASE_TTL, ..CoordinatorSettings::shared(coordinator) });
+            let task = tokio::spawn(meridian_gateway::run_listeners(
+                config,
+                Listeners { public, mesh: None },
+                std::future::pending(),
+                clock,
+            ));
+            (addr, task)
+        }
+    };
+    let (a_addr, a_task) = start().await;
+    let a_url = format!("http://{a_addr}");
+    // The active leases the region, then creates.
+    let ticket = {
+        let started = Instant::now();
+        loop {
+            if let Some(mut to_a) = client(&a_url).await
+                && let Ok(created) = to_a.create_ticket(create_request("under the first lease".into())).await
+            {
+                break created.into_inner().ticket.unwrap();
+            }
+            assert!(started.elapsed() < START_MAX, "the active never leased the region");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (b_addr, b_task) = start().await;
+    let b_url = format!("http://{b_addr}");
+    let started = Instant::now();
+    loop {
+        if let Some(mut to_b) = client(&b_url).await
+            && let Err(refused) = to_b.create_ticket(create_request("to the standby".into())).await
+            && refused.message().starts_with("standby replica of region us-east")
+        {
+            break;
+        }
+        assert!(started.elapsed() < START_MAX, "the second replica never answered as a standby");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Crash the active.
+    a_task.abort();
+    let crashed_at = Instant::now();
+    let mut to_b = loop {
+        if let Some(mut to_b) = client(&b_url).await
+            && to_b.get_status(v1::GetStatusRequest {}).await.is_ok()
+        {
+            break to_b;
+        }
+        assert!(crashed_at.elapsed() < FAILOVER_MAX, "the standby was not promoted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let promoted = crashed_at.elapsed();
+    // Notes are never gated: the new active takes them at once.
+    let note = v1::AddNoteRequest { ticket_id: ticket.id.clone(), author: "agent".into(), body: "still here".into() };
+    let noted = to_b.add_note(note).await.unwrap().into_inner();
+    assert_eq!(noted.origin_seq, 2, "the new active continues the log");
+    // Creations wait for the old lease to expire, then go through.
+    let mut refused_fenced = 0;
+    let created = loop {
+        match to_b.create_ticket(create_request("under the new lease".into())).await {
+            Ok(created) => break created.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                refused_fenced += 1;
+            }
+        }
+        assert!(crashed_at.elapsed() < LEASE_TTL + FAILOVER_MAX, "the new active never leased the region");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let leased = crashed_at.elapsed();
+    eprintln!(
+        "replicas: crash to promotion {} ms, to the first creation under the new lease {} ms (lease ttl {} ms)",
+        promoted.as_millis(),
+        leased.as_millis(),
+        LEASE_TTL.as_millis()
+    );
+    if promoted < LEASE_TTL.saturating_sub(Duration::from_millis(500)) {
+        assert!(refused_fenced > 0, "creations were allowed before the old lease could have expired");
+    }
+    assert_eq!(created.origin_seq, 3);
+    b_task.abort();
+    let _ = b_task.await;
+    database.drop_now().await;
+}

@@ -159,10 +159,20 @@ pub async fn run_listeners(
         lost = lock.lost() => Err(Error::Replica(lost.to_string())),
         superseded = store.superseded() => Err(Error::Replica(superseded.to_string())),
     };
-    store.close().await;
+    if result.is_ok() {
+        store.close().await;
+    } else if tokio::time::timeout(REPLICA_CLOSE_MAX, store.close()).await.is_err() {
+        // A database that cannot be reached may hold a commit for as long
+        // as TCP does; the fence already keeps it from mattering.
+        tracing::warn!(region = %config.region, "the store did not close in time after leaving the active role");
+    }
     drop(lock);
     result
 }
+
+/// How long a replica that stopped being active waits for its store to
+/// close before it exits regardless.
+const REPLICA_CLOSE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Loads the rules file, if the config names one, and starts its reload
 /// task; the task ends when the returned guard is dropped.

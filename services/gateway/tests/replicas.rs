@@ -509,3 +509,27 @@ async fn a_promoted_standby_leases_the_region_once_the_old_lease_expires() {
     let _ = b_task.await;
     database.drop_now().await;
 }
+
+/// SQLite takes the same roles: a second process on the same file waits as
+/// a standby (the lock file beside the database) and takes over when the
+/// first dies, continuing the one log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_one_sqlite_file_is_a_standby() {
+    let database = TestDatabase::new(Backing::Sqlite).await.unwrap();
+    let url = database.config().url;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = start_pair(dir.path(), &url).await;
+    let mut to_a = client(&a.url()).await.unwrap();
+    assert_eq!(to_a.create_ticket(create_request("first".into())).await.unwrap().into_inner().origin_seq, 1);
+    let refused = client(&b.url()).await.unwrap().create_ticket(create_request("second".into())).await.unwrap_err();
+    assert_eq!(refused.message(), "standby replica of region us-east: another replica holds the region");
+
+    a.child.kill().unwrap();
+    a.wait_exit(Duration::from_secs(5)).await;
+    b.wait_health(TICKETS, ServingStatus::Serving, FAILOVER_MAX).await;
+    let mut to_b = client(&b.url()).await.unwrap();
+    assert_eq!(to_b.create_ticket(create_request("after".into())).await.unwrap().into_inner().origin_seq, 2);
+    let mut db = connect(&url).await;
+    assert_eq!(writer_generation(&mut db).await, 2);
+    let _ = db.close().await;
+}

@@ -25,6 +25,14 @@ pub enum Error {
     /// store's cursor stands. The sender must resend from `expected`.
     #[error("replication gap from {origin}: expected origin_seq {expected}, got {got}")]
     Gap { origin: RegionId, expected: u64, got: u64 },
+    /// Another replica of the region became its active writer (claimed a
+    /// newer writer generation) after this store opened: this store writes
+    /// nothing any more. The process should stop serving writes.
+    #[error(
+        "another replica became the active writer of region {region} (writer generation {current}; this process \
+         holds {held}): this process no longer writes"
+    )]
+    Superseded { region: RegionId, held: u64, current: u64 },
     /// The store was closed (or its writer task is gone).
     #[error("store is closed")]
     Closed,

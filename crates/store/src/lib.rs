@@ -21,6 +21,7 @@ mod codec;
 mod config;
 mod error;
 mod ops;
+mod region_lock;
 mod schema;
 mod store;
 mod writer;
@@ -32,6 +33,9 @@ pub use config::{
     BATCH_MAX_DEFAULT, Backend, MAX_CONNECTIONS_DEFAULT, QUEUE_CAPACITY_DEFAULT, StoreConfig, Synchronous,
 };
 pub use error::{Error, Result};
+pub use region_lock::{
+    REGION_LOCK_CHECK_TIMEOUT_MS, REGION_LOCK_HEARTBEAT_MS, REGION_LOCK_KEEPALIVE_S, RegionLock,
+};
 pub use schema::schema_version;
 pub use store::{EVENTS_PAGE_MAX, LIST_LIMIT_MAX, SQLITE_BUSY_TIMEOUT_MS, SUBSCRIBE_CAPACITY, Store, SystemClock, WriteMeta};
 pub use writer::WriterStats;

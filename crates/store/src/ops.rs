@@ -106,18 +106,33 @@ impl<'c> WriteTx<'c> {
     /// commit, so gateway replicas sharing one database allocate one dense
     /// sequence; every batch takes this lock first, so locks are always
     /// taken in the same order.
+    ///
+    /// `generation` is the writer generation this store claimed when it
+    /// opened as the region's active writer ([`crate::Store::open_fenced`]).
+    /// It is read under the same lock, and a store whose generation is no
+    /// longer the region's is refused with [`Error::Superseded`] before it
+    /// writes anything: another replica took the region over, and claiming
+    /// the generation waits for this lock, so no transaction of the stale
+    /// writer can commit after the successor's claim.
     pub(crate) async fn start(
         conn: &'c mut AnyConnection,
         backend: Backend,
         local_region: &'c RegionId,
         now: Timestamp,
+        generation: Option<u64>,
     ) -> Result<Self, Error> {
-        let sql = format!("SELECT last_seq FROM origins WHERE region = $1{}", for_update(backend));
+        let sql = format!("SELECT last_seq, writer_generation FROM origins WHERE region = $1{}", for_update(backend));
         let row = sqlx::query(&sql).bind(local_region.as_str()).fetch_optional(&mut *conn).await?;
         let Some(row) = row else {
             return Err(Error::Corrupt(format!("origins: no row for the local region {local_region}")));
         };
         let last_seq = codec::uint(&row, "origins", "last_seq")?;
+        if let Some(held) = generation {
+            let current = codec::uint(&row, "origins", "writer_generation")?;
+            if current != held {
+                return Err(Error::Superseded { region: local_region.clone(), held, current });
+            }
+        }
         Ok(Self {
             conn,
             backend,

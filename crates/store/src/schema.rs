@@ -11,9 +11,15 @@ struct Migration {
     sql: &'static str,
 }
 
-const SQLITE: &[Migration] = &[Migration { version: 1, sql: include_str!("../migrations/sqlite/0001_init.sql") }];
+const SQLITE: &[Migration] = &[
+    Migration { version: 1, sql: include_str!("../migrations/sqlite/0001_init.sql") },
+    Migration { version: 2, sql: include_str!("../migrations/sqlite/0002_writer_generation.sql") },
+];
 
-const POSTGRES: &[Migration] = &[Migration { version: 1, sql: include_str!("../migrations/postgres/0001_init.sql") }];
+const POSTGRES: &[Migration] = &[
+    Migration { version: 1, sql: include_str!("../migrations/postgres/0001_init.sql") },
+    Migration { version: 2, sql: include_str!("../migrations/postgres/0002_writer_generation.sql") },
+];
 
 fn migrations(backend: Backend) -> &'static [Migration] {
     match backend {

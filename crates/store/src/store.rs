@@ -67,6 +67,8 @@ struct Inner {
     events: broadcast::Sender<Arc<EventEnvelope>>,
     conflicts: broadcast::Sender<Arc<crate::RecordedConflict>>,
     stats: Arc<StatsCounters>,
+    generation: Option<u64>,
+    superseded: tokio::sync::watch::Sender<Option<(u64, u64)>>,
 }
 
 /// The wall clock. The store's only reading of it is for rows it records
@@ -103,6 +105,31 @@ impl Store {
         local_region: &RegionId,
         clock: Arc<dyn Clock>,
     ) -> Result<Store> {
+        Self::open_inner(config, local_region, clock, false).await
+    }
+
+    /// Opens the store as the region's one active writer: claims the next
+    /// writer generation of the region's log, and fences every write
+    /// transaction on it. Once another store claims a newer generation,
+    /// every write of this one is refused with [`Error::Superseded`] and
+    /// nothing it writes commits; [`Store::superseded`] then resolves.
+    ///
+    /// The caller holds the region's [`crate::RegionLock`]: the lock decides
+    /// who is active, the generation makes sure that a former active which
+    /// lost the lock without noticing (stalled, partitioned) cannot commit
+    /// beside its successor. Sequence heads and cursors are read from the
+    /// database in every transaction, so nothing of a former active's
+    /// memory needs to be carried over.
+    pub async fn open_fenced(config: &StoreConfig, local_region: &RegionId, clock: Arc<dyn Clock>) -> Result<Store> {
+        Self::open_inner(config, local_region, clock, true).await
+    }
+
+    async fn open_inner(
+        config: &StoreConfig,
+        local_region: &RegionId,
+        clock: Arc<dyn Clock>,
+        fenced: bool,
+    ) -> Result<Store> {
         let backend = config.validate()?;
         sqlx::any::install_default_drivers();
 
@@ -133,6 +160,24 @@ impl Store {
             .bind(local_region.as_str())
             .execute(&pool)
             .await?;
+        // Claiming waits for the row lock every write transaction takes
+        // first, so a transaction of the former writer either committed
+        // before this or will see the new generation and refuse.
+        let generation = if fenced {
+            let row = sqlx::query(
+                "UPDATE origins SET writer_generation = writer_generation + 1 WHERE region = $1 \
+                 RETURNING writer_generation",
+            )
+            .bind(local_region.as_str())
+            .fetch_one(&pool)
+            .await?;
+            let generation = codec::uint(&row, "origins", "writer_generation")?;
+            tracing::info!(region = %local_region, generation, "claimed the region's writer generation");
+            Some(generation)
+        } else {
+            None
+        };
+        let (superseded, _) = tokio::sync::watch::channel(None);
 
         let (events, _) = broadcast::channel(SUBSCRIBE_CAPACITY);
         let (conflicts, _) = broadcast::channel(SUBSCRIBE_CAPACITY);
@@ -147,6 +192,8 @@ impl Store {
             conflicts: conflicts.clone(),
             batch_max: config.batch_max,
             stats: stats.clone(),
+            generation,
+            superseded: superseded.clone(),
         };
         let writer = tokio::spawn(writer.run(receiver));
         tracing::info!(backend = %backend, region = %local_region, "store opened");
@@ -160,8 +207,30 @@ impl Store {
                 events,
                 conflicts,
                 stats,
+                generation,
+                superseded,
             }),
         })
+    }
+
+    /// The writer generation this store claimed ([`Store::open_fenced`]);
+    /// `None` for an unfenced store.
+    pub fn writer_generation(&self) -> Option<u64> {
+        self.inner.generation
+    }
+
+    /// Resolves once this fenced store has found that another replica
+    /// claimed the region ([`Error::Superseded`]); never for an unfenced
+    /// store. From then on it refuses every write.
+    pub async fn superseded(&self) -> Error {
+        let mut watch = self.inner.superseded.subscribe();
+        let seen = watch.wait_for(Option::is_some).await.ok().and_then(|seen| *seen);
+        match seen {
+            Some((held, current)) => Error::Superseded { region: self.inner.local_region.clone(), held, current },
+            // The sender lives in `Inner`, as long as this handle: not
+            // reached while `self` exists, and never resolves falsely.
+            None => std::future::pending().await,
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -189,6 +189,13 @@ pub(crate) struct Writer {
     pub conflicts: broadcast::Sender<Arc<crate::RecordedConflict>>,
     pub batch_max: usize,
     pub stats: Arc<StatsCounters>,
+    /// The writer generation this store claimed, when it opened as the
+    /// region's fenced active writer; `None` writes unfenced.
+    pub generation: Option<u64>,
+    /// Set once a transaction found the generation superseded: `(held,
+    /// current)`. From then on every write is refused without touching
+    /// the database.
+    pub superseded: tokio::sync::watch::Sender<Option<(u64, u64)>>,
 }
 
 impl Writer {
@@ -197,7 +204,15 @@ impl Writer {
     pub(crate) async fn run(self, mut queue: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(self.batch_max);
         while queue.recv_many(&mut batch, self.batch_max).await > 0 {
-            self.commit_batch(std::mem::take(&mut batch)).await;
+            let superseded = *self.superseded.borrow();
+            match superseded {
+                Some((held, current)) => {
+                    for job in batch.drain(..) {
+                        job.fail(Error::Superseded { region: self.local_region.clone(), held, current });
+                    }
+                }
+                None => self.commit_batch(std::mem::take(&mut batch)).await,
+            }
         }
         tracing::debug!(region = %self.local_region, "store writer stopped");
     }
@@ -209,6 +224,10 @@ impl Writer {
                     self.stats.committed(batch.len());
                     self.publish(committed);
                     batch.into_iter().for_each(Job::answer);
+                    return;
+                }
+                Err(error) if self.note_superseded(&error) => {
+                    batch.into_iter().for_each(|job| job.fail(self.superseded_error()));
                     return;
                 }
                 Err(error) => {
@@ -227,16 +246,35 @@ impl Writer {
                     self.publish(committed);
                     job.answer();
                 }
-                Err(error) => job.fail(error),
+                Err(error) => {
+                    self.note_superseded(&error);
+                    job.fail(error)
+                }
             }
         }
+    }
+
+    /// Remembers that this writer was superseded, if `error` says so: the
+    /// store then refuses every later write and tells its owner.
+    fn note_superseded(&self, error: &Error) -> bool {
+        let Error::Superseded { held, current, .. } = error else { return false };
+        if self.superseded.borrow().is_none() {
+            tracing::error!(region = %self.local_region, held, current, "another replica took over the region; this store stops writing");
+            self.superseded.send_replace(Some((*held, *current)));
+        }
+        true
+    }
+
+    fn superseded_error(&self) -> Error {
+        let (held, current) = self.superseded.borrow().unwrap_or_default();
+        Error::Superseded { region: self.local_region.clone(), held, current }
     }
 
     /// Runs `jobs` in one transaction and commits it.
     async fn transact(&self, jobs: &mut [Job]) -> Result<Committed> {
         let mut tx = begin_write(&self.pool, self.backend).await?;
         let result = async {
-            let mut write = WriteTx::start(&mut tx, self.backend, &self.local_region, self.clock.now()).await?;
+            let mut write = WriteTx::start(&mut tx, self.backend, &self.local_region, self.clock.now(), self.generation).await?;
             let mut events = Vec::new();
             for job in jobs.iter_mut() {
                 events.extend(job.run(&mut write).await?);

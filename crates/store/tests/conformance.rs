@@ -46,6 +46,15 @@ mod harness {
             store
         }
 
+        /// Opens another store on the same database as the region's fenced
+        /// active writer (a replica that just took the region lock).
+        pub async fn open_fenced(&self) -> Store {
+            let clock = std::sync::Arc::new(meridian_store::SystemClock);
+            let store = Store::open_fenced(&self.config, &us(), clock).await.unwrap();
+            self.opened.lock().unwrap().push(store.clone());
+            store
+        }
+
         /// Closes the store and opens it again, as a restart would.
         pub async fn reopen(&mut self) {
             self.store.close().await;
@@ -335,6 +344,8 @@ conformance!(
     notes_append_and_are_idempotent_by_id,
     concurrent_creates_get_a_dense_sequence,
     two_stores_share_one_dense_sequence,
+    a_superseded_writer_cannot_commit,
+    region_lock_admits_one_holder,
     events_after_pages_in_order,
     events_for_ticket_orders_by_hlc_then_origin,
     apply_remote_is_idempotent,
@@ -745,6 +756,66 @@ mod cases {
         assert_eq!(seqs, (1..=60).collect::<Vec<u64>>());
         assert_eq!(ctx.store.local_head().await.unwrap(), 60);
         assert_eq!(other.local_head().await.unwrap(), 60);
+    }
+
+    pub async fn a_superseded_writer_cannot_commit(ctx: Ctx) {
+        // The former active replica, then its successor on the same database.
+        let former = ctx.open_fenced().await;
+        let held = former.writer_generation().unwrap();
+        let first = former.create_ticket(ticket(&us()), meta(HLC0)).await.unwrap();
+        assert_eq!(first.origin_seq, 1);
+        let successor = ctx.open_fenced().await;
+        assert_eq!(successor.writer_generation(), Some(held + 1));
+
+        // A batch of the former writer commits nothing, and says why.
+        let mut tasks = Vec::new();
+        for i in 0..8u64 {
+            let former = former.clone();
+            tasks.push(tokio::spawn(async move { former.create_ticket(ticket(&us()), meta(HLC0 + 1 + i)).await }));
+        }
+        for task in tasks {
+            let err = task.await.unwrap().unwrap_err();
+            assert!(
+                matches!(&err, Error::Superseded { held: h, current, .. } if *h == held && *current == held + 1),
+                "{err}"
+            );
+            assert!(err.to_string().contains("another replica became the active writer of region us-east"), "{err}");
+        }
+        let noticed = tokio::time::timeout(Duration::from_secs(5), former.superseded()).await.unwrap();
+        assert!(matches!(noticed, Error::Superseded { .. }), "{noticed}");
+        // Notes are fenced too.
+        let late = former.add_note(note(first.ticket_id, &us(), "late", 0), meta(HLC0 + 20)).await.unwrap_err();
+        assert!(matches!(late, Error::Superseded { .. }), "{late}");
+
+        // The successor continues the one dense log from the database.
+        let next = successor.create_ticket(ticket(&us()), meta(HLC0 + 30)).await.unwrap();
+        assert_eq!(next.origin_seq, 2);
+        let log: Vec<u64> = successor.events_after(&us(), 0, 100).await.unwrap().iter().map(|e| e.origin_seq).collect();
+        assert_eq!(log, vec![1, 2]);
+        // An unfenced store (tools, the shared-sequence mode above) is not
+        // affected by generations.
+        ctx.store.create_ticket(ticket(&us()), meta(HLC0 + 40)).await.unwrap();
+        assert_eq!(successor.local_head().await.unwrap(), 3);
+    }
+
+    pub async fn region_lock_admits_one_holder(ctx: Ctx) {
+        use meridian_store::RegionLock;
+        let first = RegionLock::try_acquire(&ctx.config, &us()).await.unwrap().expect("the lock is free");
+        assert!(RegionLock::try_acquire(&ctx.config, &us()).await.unwrap().is_none(), "a second holder");
+        // On PostgreSQL another region on the same database has a lock of
+        // its own; a SQLite file is one region's, and its lock file too.
+        let other_region = RegionLock::try_acquire(&ctx.config, &eu()).await.unwrap();
+        assert_eq!(other_region.is_some(), ctx.backend() == Backend::Postgres);
+        first.release();
+        // The server releases a session's lock once it sees the session end.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if RegionLock::try_acquire(&ctx.config, &us()).await.unwrap().is_some() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the released lock was not free within 5 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn events_after_pages_in_order(ctx: Ctx) {

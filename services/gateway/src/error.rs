@@ -18,6 +18,9 @@ pub enum Error {
     Serve(#[from] tonic::transport::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// This replica stopped being the region's active replica.
+    #[error("replica: {0}")]
+    Replica(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -89,6 +92,7 @@ pub(crate) fn from_store(error: meridian_store::Error) -> Status {
         E::Duplicate(_) => Status::already_exists(error.to_string()),
         E::Invalid(inner) => from_core(inner),
         E::Closed => Status::unavailable("gateway is shutting down"),
+        E::Superseded { .. } => Status::unavailable(error.to_string()),
         ref e if e.is_retryable() => {
             tracing::warn!(error = %e, "storage busy");
             Status::unavailable("storage is busy; retry")

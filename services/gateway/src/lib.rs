@@ -21,6 +21,7 @@ pub mod error;
 pub mod failover;
 mod mesh;
 mod metrics;
+mod replica;
 mod service;
 mod shift;
 mod sla;
@@ -126,6 +127,10 @@ pub async fn run_with_clock(
 
 /// [`run_with_clock`] on sockets bound by the caller (tests and `meridian
 /// up` bind every region's sockets first, so each knows its peers').
+///
+/// Serves as a standby until this process holds the region's writer lock
+/// (another replica holds it), then as the region's active replica; returns
+/// [`Error::Replica`] if it stops being the active one.
 pub async fn run_listeners(
     config: GatewayConfig,
     listeners: Listeners,
@@ -135,11 +140,39 @@ pub async fn run_listeners(
     if let Some(tls) = &config.tls {
         load_identity(tls)?;
     }
-    let store = Store::open_with_clock(&config.store, &config.region, clock.clone()).await?;
-    let result = serve_listeners(&config, store.clone(), listeners, shutdown, clock).await;
-    store.close().await;
+    // One shutdown for both lives of the process: standby, then active.
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let Listeners { public, mesh } = listeners;
+    let Some((mut lock, public)) = replica::become_active(&config, public, shutdown.clone()).await? else {
+        return Ok(());
+    };
+    // Opened only now, under the lock: the sequence head and cursors come
+    // from the database, and the new writer generation fences off any
+    // former active that lost the lock without noticing.
+    let store = Store::open_fenced(&config.store, &config.region, clock.clone()).await?;
+    let serving = serve_listeners(&config, store.clone(), Listeners { public, mesh }, shutdown, clock);
+    // Losing the lock, or finding the region superseded, ends the process's
+    // active life: it stops serving and reports the reason, and its
+    // supervisor starts it again as a standby.
+    let result = tokio::select! {
+        result = serving => result,
+        lost = lock.lost() => Err(Error::Replica(lost.to_string())),
+        superseded = store.superseded() => Err(Error::Replica(superseded.to_string())),
+    };
+    if result.is_ok() {
+        store.close().await;
+    } else if tokio::time::timeout(REPLICA_CLOSE_MAX, store.close()).await.is_err() {
+        // A database that cannot be reached may hold a commit for as long
+        // as TCP does; the fence already keeps it from mattering.
+        tracing::warn!(region = %config.region, "the store did not close in time after leaving the active role");
+    }
+    drop(lock);
     result
 }
+
+/// How long a replica that stopped being active waits for its store to
+/// close before it exits regardless.
+const REPLICA_CLOSE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Loads the rules file, if the config names one, and starts its reload
 /// task; the task ends when the returned guard is dropped.

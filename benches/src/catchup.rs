@@ -2,9 +2,11 @@
 //! never seen; B comes up, A dials it over mutual TLS on loopback, and the
 //! clock runs until B's cursor of A's log reaches A's head. The baseline,
 //! in the same run: the same events applied to a fresh store with
-//! `Store::apply_remote` directly, in batches, with no network.
+//! `Store::apply_remote` directly, in batches, with no network; and the
+//! floor under that, the same events inserted as plain rows in batches.
 //!
-//! Full size: 100,000 events over several rounds, then 1,000,000 once,
+//! Full size: 10,000 and 100,000 events over several rounds, then
+//! 1,000,000 once,
 //! batches of 1000 events, SQLite stores (WAL, synchronous=FULL).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // A benchmark: stop loudly on any failure.
@@ -198,11 +200,47 @@ fn median(values: &mut [f64]) -> f64 {
 
 const BATCH: usize = 1_000;
 
+/// The floor of applying a log: the same events as rows (origin, seq, the
+/// event's JSON) in a plain table of a fresh SQLite file with the store's
+/// durability (WAL, synchronous=FULL), `BATCH` rows per multi-row INSERT
+/// and one transaction per batch. No checks, no projection, no network.
+async fn bare_batched_insert(path: &std::path::Path, log: &[EventEnvelope]) -> anyhow::Result<Duration> {
+    use sqlx::{Connection, Executor, sqlite::SqliteConnectOptions};
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
+    let mut db = sqlx::SqliteConnection::connect_with(&options).await?;
+    db.execute("CREATE TABLE events (origin TEXT NOT NULL, seq INTEGER NOT NULL, payload TEXT NOT NULL, PRIMARY KEY (origin, seq))")
+        .await?;
+    let rows: Vec<(String, i64, String)> = log
+        .iter()
+        .map(|e| Ok((e.origin_region.to_string(), i64::try_from(e.origin_seq)?, serde_json::to_string(e)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let started = Instant::now();
+    for batch in rows.chunks(BATCH) {
+        let placeholders = vec!["(?, ?, ?)"; batch.len()].join(", ");
+        let sql = format!("INSERT INTO events (origin, seq, payload) VALUES {placeholders}");
+        let mut query = sqlx::query(&sql);
+        for (origin, seq, payload) in batch {
+            query = query.bind(origin).bind(seq).bind(payload);
+        }
+        let mut tx = db.begin().await?;
+        query.execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    let elapsed = started.elapsed();
+    db.close().await?;
+    Ok(elapsed)
+}
+
 /// One size's medians: (events, catch-up events/s, baseline events/s).
 struct Measured {
     events: u64,
     catchup: f64,
     baseline: f64,
+    bare: f64,
     read_us: f64,
     encode_us: f64,
     decode_us: f64,
@@ -246,7 +284,12 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
 
         let mut baseline_rates = Vec::new();
         let mut catchup_rates = Vec::new();
+        let mut bare_rates = Vec::new();
         for round in 1..=*rounds {
+            progress.say(&format!("{head} events, round {round}/{rounds}: bare batched insert"));
+            let bare = bare_batched_insert(&databases.dir.path().join(format!("bare-{round}-{head}.db")), &log).await?;
+            bare_rates.push(head as f64 / bare.as_secs_f64());
+
             progress.say(&format!("{head} events, round {round}/{rounds}: baseline apply_remote"));
             // Baseline: apply_remote straight into a fresh store.
             let store_c = Store::open(&databases.fresh("baseline"), &b).await?;
@@ -295,6 +338,7 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
             events: head,
             catchup: median(&mut catchup_rates),
             baseline: median(&mut baseline_rates),
+            bare: median(&mut bare_rates),
             read_us: micros_per(read, head),
             encode_us: micros_per(encode, head),
             decode_us: micros_per(decode, head),
@@ -308,8 +352,10 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         ),
     );
     for m in &measured {
+        let bare = report.row(Row::new(format!("{} events: bare batched insert", m.events), m.bare, "events/s").baseline());
         let baseline = report.row(Row::new(format!("{} events: apply_remote, no network", m.events), m.baseline, "events/s").baseline());
         report.row(Row::new(format!("{} events: catch-up over mTLS", m.events), m.catchup, "events/s").against(&baseline));
+        report.row(Row::new(format!("{} events: catch-up vs bare insert", m.events), m.catchup, "events/s").against(&bare));
     }
     if let Some(largest) = measured.last() {
         report.target(&format!("catch-up of {} events", largest.events), 50_000.0, largest.catchup, "events/s", true);
@@ -328,7 +374,8 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         x_ticks: Vec::new(),
         series: vec![
             Series { name: "catch-up over mTLS".into(), points: measured.iter().map(|m| (m.events as f64, m.catchup)).collect() },
-            Series { name: "apply_remote (baseline)".into(), points: measured.iter().map(|m| (m.events as f64, m.baseline)).collect() },
+            Series { name: "apply_remote, no network".into(), points: measured.iter().map(|m| (m.events as f64, m.baseline)).collect() },
+            Series { name: "bare batched insert".into(), points: measured.iter().map(|m| (m.events as f64, m.bare)).collect() },
         ],
     });
     Ok(report)

@@ -4,9 +4,10 @@
 //! pure decision on a fixed ticket (`services/gateway/src/service.rs`).
 //! The first byte picks the request; the rest is its encoding.
 //!
-//! No input may panic. Beyond that, a request the gateway accepts must
+//! No input may panic. Beyond that, a create the gateway accepts must
 //! produce a ticket whose own encoding, sent back as a request, is accepted
-//! to the same value (conversion is idempotent).
+//! to the same value (conversion is idempotent), and a handoff it decides
+//! must write a note that peers accept.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -107,8 +108,23 @@ fn add_note(req: v1::AddNoteRequest) {
 
 fn handoff(req: v1::HandoffRequest) {
     let Ok((_id, to, note)) = convert::handoff_from_proto(&req) else { return };
-    if stored().decide_handoff(&home(), &to, &note).is_ok() {
-        let _ = note.render(&home(), &to);
+    if stored().decide_handoff(&home(), &to, &note).is_err() {
+        return;
+    }
+    // The offer carries the note rendered as a ticket note, and every peer
+    // checks it like one (`replication::check_note`): a handoff accepted
+    // here but refused there would stop this region's log at that event.
+    let written = Note {
+        id: NoteId::new_v7(now(), [3; 10]),
+        ticket_id: stored().id,
+        region: home(),
+        author: note.author.clone(),
+        body: note.render(&home(), &to),
+        created_at: now(),
+        auto: note.auto,
+    };
+    if let Err(e) = written.validate() {
+        panic!("a handoff the owner decides writes a note every peer refuses: {e}");
     }
 }
 

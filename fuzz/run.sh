@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target for SECONDS each (default 10): `fuzz/run.sh`
 # in CI, `fuzz/run.sh 600` for a longer run on demand. Extra arguments go
-# to libFuzzer (`fuzz/run.sh 60 -jobs=2`); FUZZ_TARGETS="a b" picks targets.
+# to libFuzzer (`fuzz/run.sh 60 -max_len=65536`); FUZZ_TARGETS="a b" picks targets.
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`) and a nightly
 # compiler: rustup's nightly if installed, else the stable one with

@@ -153,7 +153,7 @@ fn frames(dir: &Path) -> Result<()> {
         author: "ana".into(),
         auto: false,
     };
-    let events = vec![
+    let events = [
         envelope(1, id, epoch, EventKind::TicketCreated { ticket: Box::new(ticket) })?,
         envelope(2, id, epoch, EventKind::NoteAdded { note: note(2, "called the customer")? })?,
         envelope(

@@ -346,6 +346,19 @@ impl Ticket {
             return Err(Error::invalid("ticket_id", "a closed ticket is not handed off"));
         }
         note.validate()?;
+        // The offer carries the note rendered as a ticket note, which every
+        // peer checks like any note: one too long to store there would stop
+        // replication of this region's log at the offer.
+        let rendered = note.render(region, to).len();
+        if rendered > crate::note::NOTE_BODY_BYTES_MAX {
+            return Err(Error::invalid(
+                "note.text",
+                format!(
+                    "the handoff note is {rendered} bytes with its status and actions; the limit is {} bytes: shorten the text",
+                    crate::note::NOTE_BODY_BYTES_MAX
+                ),
+            ));
+        }
         Ok(epoch)
     }
 
@@ -493,6 +506,24 @@ pub(crate) mod tests {
         let mut note = handoff_note();
         note.next_action = " ".into();
         assert_eq!(ticket.decide_handoff(&us, &region("us-west"), &note).unwrap_err().to_string(), "note.next_action: must not be empty");
+    }
+
+    /// Found by the `request_validation` fuzz target's check that a decided
+    /// handoff writes a note peers accept (its seed `handoff-longest-text`):
+    /// a text within its own limit rendered longer than any peer stores.
+    #[test]
+    fn a_handoff_note_must_fit_a_note_once_rendered() {
+        let ticket = sample_ticket();
+        let (us, to) = (region("us-east"), region("us-west"));
+        let mut note = handoff_note();
+        note.text = "x".repeat(crate::note::NOTE_BODY_BYTES_MAX);
+        assert!(note.validate().is_ok(), "the text alone is within its limit");
+        let err = ticket.decide_handoff(&us, &to, &note).unwrap_err();
+        assert!(err.to_string().starts_with("note.text: the handoff note is "), "{err}");
+        let header = note.render(&us, &to).len() - note.text.len();
+        note.text.truncate(crate::note::NOTE_BODY_BYTES_MAX - header);
+        assert_eq!(note.render(&us, &to).len(), crate::note::NOTE_BODY_BYTES_MAX);
+        assert!(ticket.decide_handoff(&us, &to, &note).is_ok());
     }
 
     #[test]

@@ -87,6 +87,26 @@ impl HandoffNote {
         body
     }
 
+    /// Shortens `text` (at a character boundary, marked with `…`) so that
+    /// the note rendered for `from → to` fits one ticket note. For notes
+    /// Meridian writes itself from a longer source, such as an agent's note
+    /// copied at shift end; a person's handoff is refused instead.
+    pub fn fit_to_note(mut self, from: &RegionId, to: &RegionId) -> Self {
+        const MARK: &str = "…";
+        let rendered = self.render(from, to).len();
+        if rendered <= NOTE_BODY_BYTES_MAX {
+            return self;
+        }
+        let over = rendered - NOTE_BODY_BYTES_MAX + MARK.len();
+        let mut keep = self.text.trim().len().saturating_sub(over);
+        let text = self.text.trim();
+        while keep > 0 && !text.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        self.text = format!("{}{MARK}", &text[..keep]);
+        self
+    }
+
     pub fn validate(&self) -> Result<()> {
         check_author(&self.author)?;
         for (field, value) in [("note.last_action", &self.last_action), ("note.next_action", &self.next_action)] {

@@ -526,6 +526,24 @@ pub(crate) mod tests {
         assert!(ticket.decide_handoff(&us, &to, &note).is_ok());
     }
 
+    /// What the shift end does with an agent's note of any length: shorten
+    /// it, at a character boundary and marked, until the handoff travels.
+    #[test]
+    fn fit_to_note_shortens_only_what_would_not_travel() {
+        let ticket = sample_ticket();
+        let (us, to) = (region("us-east"), region("us-west"));
+        let mut note = handoff_note();
+        note.text = "short".into();
+        assert_eq!(note.clone().fit_to_note(&us, &to).text, "short", "a note that fits is left alone");
+        // Multi-byte characters right at the cut.
+        note.text = "é".repeat(crate::note::NOTE_BODY_BYTES_MAX / 2);
+        let fitted = note.fit_to_note(&us, &to);
+        assert!(fitted.text.ends_with('…'));
+        assert!(fitted.render(&us, &to).len() <= crate::note::NOTE_BODY_BYTES_MAX);
+        assert!(fitted.validate().is_ok());
+        assert!(ticket.decide_handoff(&us, &to, &fitted).is_ok());
+    }
+
     #[test]
     fn nothing_returns_to_new_and_closed_is_final() {
         for s in Status::ALL {

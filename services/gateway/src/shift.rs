@@ -211,6 +211,9 @@ async fn shift_end(api: &TicketApi, rules: &Rules, start: Timestamp, end: Timest
                 auto_note(record, &events)
             }
         };
+        // An agent's note may be as long as a note may be; with the
+        // handoff's status lines around it, it must be shortened to travel.
+        let note = note.fit_to_note(&me, &to);
         let auto = note.auto;
         match api.handoff(&me, id, to.clone(), note, api.meta_with(None)).await {
             Ok(_) => {

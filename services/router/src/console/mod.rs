@@ -85,6 +85,9 @@ const JOURNEY_HTML: &str = include_str!("journey.html");
 const CSS: &str = include_str!("console.css");
 const JS: &str = include_str!("console.js");
 
+/// Every gateway's status, and when it was asked.
+type AskedStatuses = (std::time::Instant, BTreeMap<String, view::GatewayView>);
+
 /// What the console reads; shared by every connection (cloning is cheap).
 #[derive(Clone)]
 pub(crate) struct Console {
@@ -93,6 +96,10 @@ pub(crate) struct Console {
     gateways: BTreeMap<RegionId, TicketClient>,
     clock: Arc<dyn Clock>,
     tracing_ui: Option<String>,
+    /// The last statuses the live Now pages were sent, and when they were
+    /// asked: every open page shares one round of `GetStatus` per tick
+    /// instead of asking every gateway itself.
+    live_statuses: Arc<tokio::sync::Mutex<Option<AskedStatuses>>>,
 }
 
 impl Console {
@@ -107,7 +114,7 @@ impl Console {
             .iter()
             .map(|(region, channel)| (region.clone(), TicketClient::new(channel.clone())))
             .collect();
-        Self { rules, health, gateways, clock, tracing_ui: config.tracing_ui.clone() }
+        Self { rules, health, gateways, clock, tracing_ui: config.tracing_ui.clone(), live_statuses: Arc::default() }
     }
 }
 
@@ -251,7 +258,24 @@ async fn statuses(console: &Console) -> BTreeMap<String, view::GatewayView> {
 }
 
 async fn now(console: &Console) -> view::NowView {
+    now_from(console, statuses(console).await)
+}
+
+/// [`statuses`] for the live pages: asked at most once per half tick, by
+/// whichever page asks first; the others wait for that answer.
+async fn live_statuses(console: &Console) -> BTreeMap<String, view::GatewayView> {
+    let mut last = console.live_statuses.lock().await;
+    if let Some((asked, statuses)) = last.as_ref()
+        && asked.elapsed() < NOW_TICK / 2
+    {
+        return statuses.clone();
+    }
     let statuses = statuses(console).await;
+    *last = Some((std::time::Instant::now(), statuses.clone()));
+    statuses
+}
+
+fn now_from(console: &Console, statuses: BTreeMap<String, view::GatewayView>) -> view::NowView {
     let rules = console.rules.current();
     let at = console.clock.now();
     let health = console.health.snapshot(at);
@@ -297,7 +321,7 @@ fn now_events(console: &Console) -> Response<Body> {
                 _ = ticker.tick() => {}
                 () = sender.closed() => return,
             }
-            let state = now(&console).await;
+            let state = now_from(&console, live_statuses(&console).await);
             let Ok(data) = serde_json::to_string(&state) else { return };
             if sender.send(sse_message(None, &data)).await.is_err() {
                 return;

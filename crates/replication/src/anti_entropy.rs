@@ -36,7 +36,7 @@ use meridian_proto::replication::batch_from_proto;
 use meridian_proto::v1::{
     self, anti_entropy_service_client::AntiEntropyServiceClient, anti_entropy_service_server::AntiEntropyServiceServer,
 };
-use meridian_tls::{PeerIdentity, Service};
+use meridian_tls::Service;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
@@ -181,12 +181,11 @@ impl AntiEntropy {
                 tracing::info!(peer = %peer, "no address for peer; anti-entropy will only answer it");
                 continue;
             };
-            let expected = PeerIdentity::new(shared.tls.identity().trust_domain().clone(), peer.clone(), Service::Gateway);
             let endpoint = Endpoint::from_shared(format!("http://{addr}"))
                 .map_err(|e| Error::Config(format!("anti-entropy: address of {peer} ({addr}): {e}")))?
                 .connect_timeout(shared.config.connect_timeout)
                 .tcp_nodelay(true);
-            peers.push((peer.clone(), endpoint.connect_with_connector_lazy(shared.tls.connector(expected))));
+            peers.push((peer.clone(), shared.transport.connect_lazy(peer, endpoint)));
         }
         let digests = LogDigests::new(shared.store.clone(), config.bucket_events);
         Ok(Self { inner: Arc::new(Inner { shared, config, digests, peers, stats: Mutex::new(StatsState::default()) }) })

@@ -1,14 +1,11 @@
 //! The dialling side: one loop per peer this region dials, reconnecting
 //! with capped exponential backoff.
 
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::time::Duration;
 
 use meridian_core::RegionId;
 use meridian_proto::replication::{ReplicationMessage, frame_from_proto, hello_to_proto};
 use meridian_proto::v1::{self, replication_service_client::ReplicationServiceClient};
-use meridian_tls::{PeerIdentity, Service};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -45,23 +42,14 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, peer: RegionId, addr: String)
         let mut shutdown = shared.shutdown.subscribe();
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
-            () = tokio::time::sleep(jittered(backoff)) => {}
+            () = tokio::time::sleep(shared.transport.jitter(backoff)) => {}
         }
         backoff = backoff.saturating_mul(2).min(config.reconnect_backoff_max);
     }
 }
 
-/// Somewhere in `[pause / 2, pause]`, so that regions that lost each other
-/// at once do not dial again in lockstep.
-fn jittered(pause: Duration) -> Duration {
-    let random = RandomState::new().hash_one(std::time::SystemTime::now());
-    let half = pause / 2;
-    let half_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_nanos(random % half_nanos)
-}
-
-/// Connects with mutual TLS (the server must be `peer`'s gateway), opens
-/// the stream and exchanges Hellos.
+/// Connects through the transport (with mutual TLS, the server must be
+/// `peer`'s gateway), opens the stream and exchanges Hellos.
 async fn open(
     shared: &Arc<Shared>,
     peer: &RegionId,
@@ -69,14 +57,14 @@ async fn open(
 ) -> Result<(PeerHello, Streaming<v1::ReplicationFrame>, Outbound)> {
     let config = &shared.config;
     let connect_error = |reason: String| Error::Connect { peer: peer.clone(), addr: addr.to_owned(), reason };
-    let expected = PeerIdentity::new(shared.tls.identity().trust_domain().clone(), peer.clone(), Service::Gateway);
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| connect_error(e.to_string()))?
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true);
     let opening = async {
-        let channel = endpoint
-            .connect_with_connector(shared.tls.connector(expected))
+        let channel = shared
+            .transport
+            .connect(peer, endpoint)
             .await
             .map_err(|e| connect_error(error_chain(&e)))?;
         let mut client = ReplicationServiceClient::new(channel)

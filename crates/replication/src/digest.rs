@@ -19,15 +19,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use meridian_core::{EventEnvelope, RegionId};
 use meridian_proto::convert::event_to_proto;
-use meridian_store::Store;
 use prost::Message;
 
+use crate::seam::ReplicaLog;
 use crate::{Error, Result};
 
 /// How many events a complete bucket covers, unless configured otherwise.
 pub const BUCKET_EVENTS_DEFAULT: u64 = 4096;
 /// The most events read from the store (and hashed) in one step.
 const HASH_PAGE_EVENTS: u64 = 1024;
+/// Pages up to this many events are hashed on the task itself: that takes
+/// far less than the half millisecond a task may hold its thread, and a
+/// blocking-pool thread would cost more than it saves (and would run
+/// outside the deterministic simulation's single-threaded schedule).
+const HASH_INLINE_EVENTS_MAX: usize = 64;
 
 /// 64-bit FNV-1a: small, deterministic on every platform, and enough to
 /// tell corruption apart (this guards against accidents, not adversaries:
@@ -83,7 +88,7 @@ pub(crate) struct OriginSummary {
 
 /// The digests of one store's logs, kept between summaries.
 pub(crate) struct LogDigests {
-    store: Store,
+    store: Arc<dyn ReplicaLog>,
     bucket_events: u64,
     /// One entry per origin, each behind its own lock: two summaries of one
     /// origin must not extend its hash at once, but different origins may.
@@ -108,7 +113,7 @@ impl Default for OriginDigests {
 }
 
 impl LogDigests {
-    pub fn new(store: Store, bucket_events: u64) -> Self {
+    pub fn new(store: Arc<dyn ReplicaLog>, bucket_events: u64) -> Self {
         Self { store, bucket_events, origins: Mutex::new(BTreeMap::new()) }
     }
 
@@ -173,18 +178,23 @@ impl LogDigests {
             if !dense {
                 return Err(Error::LogHole { origin: origin.clone(), after_seq: state.covered, max_seq });
             }
-            // Encoding and hashing a page takes longer than an async task
-            // should hold its thread.
             let tail = state.tail;
-            let tail = tokio::task::spawn_blocking(move || {
+            let hash_page = move || {
                 let mut tail = tail;
                 for event in &page {
                     hash_event(&mut tail, event);
                 }
                 tail
-            })
-            .await
-            .map_err(|e| if e.is_panic() { std::panic::resume_unwind(e.into_panic()) } else { Error::Shutdown })?;
+            };
+            let tail = if page_len_small(want) {
+                hash_page()
+            } else {
+                // Encoding and hashing a full page takes longer than an
+                // async task should hold its thread.
+                tokio::task::spawn_blocking(hash_page)
+                    .await
+                    .map_err(|e| if e.is_panic() { std::panic::resume_unwind(e.into_panic()) } else { Error::Shutdown })?
+            };
             state.tail = tail;
             state.covered += want;
             if state.covered == bucket_end {
@@ -194,6 +204,10 @@ impl LogDigests {
         }
         Ok(())
     }
+}
+
+fn page_len_small(events: u64) -> bool {
+    usize::try_from(events).is_ok_and(|events| events <= HASH_INLINE_EVENTS_MAX)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use meridian_tls::{MeshTls, Service};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::seam::{PeerTransport, ReplicaLog};
 use crate::service::{self, ReplicationServer};
 use crate::state::{PeerStatus, Shared};
 use crate::{Error, ReplicationConfig, Result, dial};
@@ -48,22 +49,36 @@ impl Replicator {
     /// Checks the configuration against the store and the certificate (both
     /// must be this region's, the certificate a gateway's). Starts nothing.
     pub fn new(config: ReplicationConfig, store: Store, tls: MeshTls, clock: Arc<dyn Clock>) -> Result<Self> {
+        let identity = tls.identity();
+        let replicator = Self::with_seams(config, Arc::new(store), Arc::new(tls), clock)?;
+        let local = replicator.shared.local();
+        if identity.region() != local || identity.service() != Service::Gateway {
+            return Err(Error::Config(format!(
+                "the certificate is {identity}; replication for {local} needs that region's gateway certificate"
+            )));
+        }
+        Ok(replicator)
+    }
+
+    /// A replicator over any log and transport: what the deterministic
+    /// simulation runs (an in-memory log, simulated TCP). Checks the
+    /// configuration against the log; the transport is trusted to reach
+    /// peers' gateways. Starts nothing.
+    pub fn with_seams(
+        config: ReplicationConfig,
+        log: Arc<dyn ReplicaLog>,
+        transport: Arc<dyn PeerTransport>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         config.validate()?;
-        if store.local_region() != &config.local {
+        if log.local_region() != &config.local {
             return Err(Error::Config(format!(
                 "the store is region {}'s, but replication is configured for {}",
-                store.local_region(),
+                log.local_region(),
                 config.local
             )));
         }
-        let identity = tls.identity();
-        if identity.region() != &config.local || identity.service() != Service::Gateway {
-            return Err(Error::Config(format!(
-                "the certificate is {identity}; replication for {} needs that region's gateway certificate",
-                config.local
-            )));
-        }
-        Ok(Self { shared: Arc::new(Shared::new(config, store, tls, clock)) })
+        Ok(Self { shared: Arc::new(Shared::new(config, log, transport, clock)) })
     }
 
     pub fn config(&self) -> &ReplicationConfig {

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use meridian_core::{Clock, RegionId};
-use meridian_store::Store;
-use meridian_tls::MeshTls;
 use tokio::sync::{oneshot, watch};
 
 use crate::ReplicationConfig;
+use crate::seam::{PeerTransport, ReplicaLog};
 
 /// One peer as [`Replicator::status`](crate::Replicator::status) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +47,8 @@ pub struct PeerStatus {
 /// Everything a replicator's tasks share.
 pub(crate) struct Shared {
     pub config: ReplicationConfig,
-    pub store: Store,
-    pub tls: MeshTls,
+    pub store: Arc<dyn ReplicaLog>,
+    pub transport: Arc<dyn PeerTransport>,
     pub clock: Arc<dyn Clock>,
     pub peers: BTreeMap<RegionId, Mutex<PeerState>>,
     /// Each peer's acknowledged cursor of this region's log (the highest
@@ -84,13 +83,18 @@ pub(crate) struct SessionGuard {
 }
 
 impl Shared {
-    pub fn new(config: ReplicationConfig, store: Store, tls: MeshTls, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: ReplicationConfig,
+        store: Arc<dyn ReplicaLog>,
+        transport: Arc<dyn PeerTransport>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let peers: BTreeMap<RegionId, Mutex<PeerState>> =
             config.peer_regions().map(|peer| (peer.clone(), Mutex::new(PeerState::default()))).collect();
         Self {
             config,
             store,
-            tls,
+            transport,
             clock,
             peers,
             acked: watch::Sender::new(BTreeMap::new()),

@@ -1,0 +1,375 @@
+//! The model store: one region's database as plain memory, with the real
+//! store's contract, behind [`ReplicaLog`].
+//!
+//! The real store (`meridian-store`) runs sqlx on a writer thread and
+//! reads the wall clock, neither of which a deterministic simulation can
+//! schedule. This model keeps what replication and the invariants depend
+//! on: each origin's log dense from 1, a cursor per origin that is the
+//! log's length, `apply_remote` that skips what it holds, refuses a gap
+//! with nothing applied, and publishes every commit; local writes fenced
+//! by the core's own decisions (`decide_patch`, `decide_handoff`,
+//! `decide_accept`, `Ownership`) on the projection the core's
+//! [`replay`] derives from the events held. A [`RegionDb`] lives outside
+//! the simulated host, so a crash keeps what was committed; what was in
+//! flight (frames, unapplied batches) dies with the host's tasks.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use meridian_core::{
+    Epoch, EventEnvelope, EventKind, HandoffNote, Hlc, NewTicket, Note, NoteId, Ownership, RegionId,
+    ShiftSummary, Ticket, TicketId, TicketPatch, replay,
+};
+use meridian_replication::{BoxFuture, ReplicaLog};
+use tokio::sync::broadcast;
+
+/// How many commits a subscriber may fall behind before it lags (and the
+/// shipper pages from the log instead), as in the store.
+const COMMITS_QUEUE: usize = 256;
+
+/// Why a local write was refused.
+pub type Refusal = String;
+
+/// One region's durable state.
+pub struct RegionDb {
+    pub region: RegionId,
+    pub index: u16,
+    /// Every origin's log as this region holds it, this region's own
+    /// included; the cursor of an origin is its length.
+    pub logs: BTreeMap<RegionId, Vec<EventEnvelope>>,
+    hlc: Hlc,
+    commits: broadcast::Sender<Arc<EventEnvelope>>,
+}
+
+/// A region's database, shared by its host (through [`ModelLog`]) and the
+/// workload.
+pub type SharedDb = Arc<Mutex<RegionDb>>;
+
+pub fn lock(db: &SharedDb) -> MutexGuard<'_, RegionDb> {
+    db.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RegionDb {
+    pub fn new(region: RegionId, index: u16) -> SharedDb {
+        let (commits, _) = broadcast::channel(COMMITS_QUEUE);
+        Arc::new(Mutex::new(Self { region, index, logs: BTreeMap::new(), hlc: Hlc::default(), commits }))
+    }
+
+    pub fn cursor(&self, origin: &RegionId) -> u64 {
+        self.logs.get(origin).map_or(0, |log| log.len() as u64)
+    }
+
+    pub fn head(&self) -> u64 {
+        self.cursor(&self.region)
+    }
+
+    /// The ticket as this region's events project it.
+    pub fn ticket(&self, id: TicketId) -> Option<Ticket> {
+        replay(&self.ticket_events(id)).map(|replayed| replayed.ticket)
+    }
+
+    pub fn ticket_events(&self, id: TicketId) -> Vec<EventEnvelope> {
+        self.logs.values().flatten().filter(|event| event.ticket_id == id).cloned().collect()
+    }
+
+    /// Every ticket id this region has a creation event of.
+    pub fn ticket_ids(&self) -> Vec<TicketId> {
+        let mut ids: Vec<TicketId> = self
+            .logs
+            .values()
+            .flatten()
+            .filter(|event| matches!(event.kind, EventKind::TicketCreated { .. }))
+            .map(|event| event.ticket_id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn apply_remote(&mut self, origin: &RegionId, mut events: Vec<EventEnvelope>, now: Timestamp) -> meridian_store::Result<u64> {
+        if let Some(foreign) = events.iter().find(|event| &event.origin_region != origin) {
+            return Err(meridian_store::Error::Config(format!(
+                "apply_remote({origin}) got an event of {}",
+                foreign.origin_region
+            )));
+        }
+        events.sort_by_key(|event| event.origin_seq);
+        let cursor = self.cursor(origin);
+        let mut next = cursor + 1;
+        let mut to_apply = Vec::new();
+        for event in events {
+            if event.origin_seq < next {
+                continue;
+            }
+            if event.origin_seq > next {
+                return Err(meridian_store::Error::Gap { origin: origin.clone(), expected: next, got: event.origin_seq });
+            }
+            to_apply.push(event);
+            next += 1;
+        }
+        let now_millis = millis(now);
+        for event in to_apply {
+            self.hlc.observe(event.hlc_time, now_millis);
+            let event = Arc::new(event);
+            self.logs.entry(origin.clone()).or_default().push((*event).clone());
+            let _ = self.commits.send(event);
+        }
+        Ok(next - 1)
+    }
+
+    /// Appends a local event and publishes it: the commit of a local write.
+    fn append(&mut self, ticket_id: TicketId, epoch: Epoch, kind: EventKind, now: Timestamp) -> EventEnvelope {
+        let event = EventEnvelope {
+            origin_region: self.region.clone(),
+            origin_seq: self.head() + 1,
+            ticket_id,
+            epoch,
+            hlc_time: self.hlc.tick(millis(now)),
+            traceparent: None,
+            kind,
+        };
+        self.logs.entry(self.region.clone()).or_default().push(event.clone());
+        let _ = self.commits.send(Arc::new(event.clone()));
+        event
+    }
+
+    // ------------------------------------------------ local writes (the gateway's)
+
+    pub fn create(&mut self, id: TicketId, new: NewTicket, now: Timestamp) -> Result<EventEnvelope, Refusal> {
+        if self.ticket(id).is_some() {
+            return Err(format!("ticket {id} already exists"));
+        }
+        let epoch = Epoch::initial(self.index);
+        let owner = Ownership::new(self.region.clone(), self.index, epoch).map_err(|e| e.to_string())?;
+        let ticket = Ticket::create(id, new, owner, now).map_err(|e| e.to_string())?;
+        Ok(self.append(id, epoch, EventKind::TicketCreated { ticket: Box::new(ticket) }, now))
+    }
+
+    pub fn update(&mut self, id: TicketId, patch: &TicketPatch, now: Timestamp) -> Result<Option<EventEnvelope>, Refusal> {
+        let ticket = self.ticket(id).ok_or_else(|| format!("ticket {id} not found"))?;
+        let changes = ticket.decide_patch(&self.region, patch).map_err(|e| e.to_string())?;
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let epoch = changes.epoch;
+        Ok(Some(self.append(id, epoch, EventKind::TicketUpdated { changes }, now)))
+    }
+
+    pub fn note(&mut self, id: TicketId, note_id: NoteId, body: String, now: Timestamp) -> Result<EventEnvelope, Refusal> {
+        let ticket = self.ticket(id).ok_or_else(|| format!("ticket {id} not found"))?;
+        let note =
+            Note { id: note_id, ticket_id: id, region: self.region.clone(), author: "sim".into(), body, created_at: now, auto: false };
+        note.validate().map_err(|e| e.to_string())?;
+        Ok(self.append(id, ticket.owner.epoch, EventKind::NoteAdded { note }, now))
+    }
+
+    pub fn offer(&mut self, id: TicketId, to: &RegionId, note_id: NoteId, now: Timestamp) -> Result<EventEnvelope, Refusal> {
+        let ticket = self.ticket(id).ok_or_else(|| format!("ticket {id} not found"))?;
+        let handoff = HandoffNote {
+            current_status: ticket.status,
+            last_action: "looked at it".into(),
+            next_action: "carry on".into(),
+            deadline: None,
+            text: String::new(),
+            author: "sim".into(),
+            auto: true,
+        };
+        let epoch = ticket.decide_handoff(&self.region, to, &handoff).map_err(|e| e.to_string())?;
+        let note = Note {
+            id: note_id,
+            ticket_id: id,
+            region: self.region.clone(),
+            author: "sim".into(),
+            body: handoff.render(&self.region, to),
+            created_at: now,
+            auto: true,
+        };
+        Ok(self.append(id, epoch, EventKind::HandoffOffered { to: to.clone(), handoff, note }, now))
+    }
+
+    /// Accepts every offer made to this region that it holds, as the
+    /// gateway does once replication brought the offer.
+    pub fn accept_pending(&mut self, now: Timestamp) -> Vec<EventEnvelope> {
+        let mut accepted = Vec::new();
+        for id in self.ticket_ids() {
+            let Some(ticket) = self.ticket(id) else { continue };
+            if ticket.handoff_to.as_ref() != Some(&self.region) {
+                continue;
+            }
+            let from = ticket.owner.owner_region.clone();
+            let Ok(new_epoch) = ticket.decide_accept(&self.region, self.index, &from) else { continue };
+            // The offer in `from`'s log that made the handoff pending.
+            let offer_seq = self.logs.get(&from).and_then(|log| {
+                log.iter()
+                    .rev()
+                    .find(|event| {
+                        event.ticket_id == id
+                            && event.epoch == ticket.owner.epoch
+                            && matches!(&event.kind, EventKind::HandoffOffered { to, .. } if to == &self.region)
+                    })
+                    .map(|event| event.origin_seq)
+            });
+            let Some(offer_seq) = offer_seq else { continue };
+            let kind = EventKind::HandoffAccepted { from, offer_seq, previous_epoch: ticket.owner.epoch };
+            accepted.push(self.append(id, new_epoch, kind, now));
+        }
+        accepted
+    }
+
+    /// Takes over every ticket `from` owns in this region's projection, as
+    /// the gateway's `Failover::take_over` does.
+    pub fn take_over(&mut self, from: &RegionId, fencing_token: u64, now: Timestamp) -> Vec<EventEnvelope> {
+        let through_seq = self.cursor(from);
+        let mut taken = Vec::new();
+        for id in self.ticket_ids() {
+            let Some(ticket) = self.ticket(id) else { continue };
+            if &ticket.owner.owner_region != from {
+                continue;
+            }
+            let new_epoch = ticket.owner.epoch.next_for(self.index);
+            let kind =
+                EventKind::TakenOver { from: from.clone(), fencing_token, previous_epoch: ticket.owner.epoch, through_seq };
+            taken.push(self.append(id, new_epoch, kind, now));
+        }
+        taken
+    }
+
+    /// The end of a shift: a summary of what was handed to `next`.
+    pub fn shift_summary(
+        &mut self,
+        shift_start: Timestamp,
+        now: Timestamp,
+        handed_off: Vec<(TicketId, RegionId)>,
+        next: &RegionId,
+    ) -> Result<EventEnvelope, Refusal> {
+        let summary = ShiftSummary {
+            region: self.region.clone(),
+            shift_start,
+            shift_end: now,
+            handed_off,
+            kept: Vec::new(),
+            sla_at_risk: Vec::new(),
+            escalations_open: Vec::new(),
+            auto_notes: 0,
+            next_region: Some(next.clone()),
+            next_queue_owner: None,
+        };
+        let id = summary.id();
+        if self.logs.values().flatten().any(|event| event.ticket_id == id) {
+            return Err(format!("shift summary {id} already recorded"));
+        }
+        Ok(self.append(id, Epoch::default(), EventKind::ShiftSummary { summary }, now))
+    }
+}
+
+fn millis(at: Timestamp) -> u64 {
+    u64::try_from(at.as_millisecond()).unwrap_or(0)
+}
+
+/// The simulated instant: the simulation's start plus its elapsed time, in
+/// whole milliseconds (what the store keeps).
+pub fn sim_now(start: Timestamp, elapsed: Duration) -> Timestamp {
+    let millis = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
+    start.checked_add(jiff::SignedDuration::from_millis(millis)).unwrap_or(start)
+}
+
+/// A host's handle on its region's database: what the real replicator
+/// runs on inside the simulation. `now` reads the simulated clock.
+pub struct ModelLog {
+    region: RegionId,
+    db: SharedDb,
+    clock: Arc<dyn meridian_core::Clock>,
+}
+
+impl ModelLog {
+    pub fn new(db: SharedDb, clock: Arc<dyn meridian_core::Clock>) -> Self {
+        let region = lock(&db).region.clone();
+        Self { region, db, clock }
+    }
+}
+
+impl ReplicaLog for ModelLog {
+    fn local_region(&self) -> &RegionId {
+        &self.region
+    }
+
+    fn cursor<'a>(&'a self, origin: &'a RegionId) -> BoxFuture<'a, meridian_store::Result<u64>> {
+        let cursor = lock(&self.db).cursor(origin);
+        Box::pin(async move { Ok(cursor) })
+    }
+
+    fn local_head(&self) -> BoxFuture<'_, meridian_store::Result<u64>> {
+        let head = lock(&self.db).head();
+        Box::pin(async move { Ok(head) })
+    }
+
+    fn events_after<'a>(
+        &'a self,
+        origin: &'a RegionId,
+        after_seq: u64,
+        limit: u32,
+    ) -> BoxFuture<'a, meridian_store::Result<Vec<EventEnvelope>>> {
+        let page: Vec<EventEnvelope> = {
+            let db = lock(&self.db);
+            let log = db.logs.get(origin).map(Vec::as_slice).unwrap_or_default();
+            let start = usize::try_from(after_seq).unwrap_or(usize::MAX).min(log.len());
+            let limit = usize::try_from(limit.min(meridian_store::EVENTS_PAGE_MAX)).unwrap_or(usize::MAX);
+            log[start..].iter().take(limit).cloned().collect()
+        };
+        Box::pin(async move { Ok(page) })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<EventEnvelope>> {
+        lock(&self.db).commits.subscribe()
+    }
+
+    fn apply_remote<'a>(
+        &'a self,
+        origin: &'a RegionId,
+        events: Vec<EventEnvelope>,
+    ) -> BoxFuture<'a, meridian_store::Result<u64>> {
+        let now = self.clock.now();
+        let outcome = lock(&self.db).apply_remote(origin, events, now);
+        Box::pin(async move { outcome })
+    }
+
+    fn wait_applied<'a>(
+        &'a self,
+        origin: &'a RegionId,
+        seq: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'a, meridian_store::Result<bool>> {
+        Box::pin(async move {
+            let mut commits = self.subscribe();
+            let reached = || lock(&self.db).cursor(origin) >= seq;
+            let waited = tokio::time::timeout(timeout, async {
+                while !reached() {
+                    match commits.recv().await {
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            })
+            .await;
+            Ok(waited.is_ok() && reached())
+        })
+    }
+}
+
+/// A stable hash of a log, for the determinism check: FNV-1a over each
+/// event's debug form.
+pub fn fingerprint(dbs: &[SharedDb]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for db in dbs {
+        let db = lock(db);
+        for (origin, log) in &db.logs {
+            for event in log {
+                for byte in format!("{}{origin}{event:?}", db.region).bytes() {
+                    hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+        }
+    }
+    hash
+}

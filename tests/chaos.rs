@@ -828,8 +828,16 @@ async fn kill_during_handoff(
     kill_source: bool,
 ) -> String {
     let mut source = mesh.client(from);
-    let created = source.create_ticket(create_request(9_000_000 + from as u64)).await.expect("a ticket to hand off");
-    let created = created.into_inner();
+    let started = Instant::now();
+    let created = loop {
+        match source.create_ticket(create_request(9_000_000 + from as u64)).await {
+            Ok(created) => break created.into_inner(),
+            Err(status) => {
+                assert!(started.elapsed() < PATIENCE, "{} never took a ticket to hand off: {status:?}", REGIONS[from]);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     let ticket = created.ticket.as_ref().unwrap().id.clone();
     record_created(state, from, created);
     let link = &mesh.links[&(from, to)];

@@ -332,7 +332,8 @@ struct Gateway {
 }
 
 struct Mesh {
-    dir: tempfile::TempDir,
+    /// Configs, logs and SQLite files; kept when the test fails.
+    dir: Option<tempfile::TempDir>,
     etcd: Etcd,
     gateways: Vec<Gateway>,
     router: Proc,
@@ -355,7 +356,24 @@ fn lazy_channel(addr: SocketAddr) -> Channel {
         .connect_lazy()
 }
 
+/// A failed run keeps its directory (every process's log, the configs, the
+/// SQLite databases) for a post-mortem, and says where; processes are
+/// killed either way (each [`Proc`] on drop).
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("chaos: FAILED; logs, configs and databases kept in {}", dir.keep().display());
+        }
+    }
+}
+
 impl Mesh {
+    fn path(&self) -> &Path {
+        self.dir.as_ref().map_or(Path::new("."), tempfile::TempDir::path)
+    }
+
     async fn start(etcd_binary: &Path, seed: u64) -> Mesh {
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
@@ -460,7 +478,7 @@ impl Mesh {
             dir.path().join("router.log"),
         );
         let router_client = RouterServiceClient::new(lazy_channel(router_addr));
-        let mesh = Mesh { dir, etcd, gateways, router, router_client, links, etcd_links, postgres };
+        let mesh = Mesh { dir: Some(dir), etcd, gateways, router, router_client, links, etcd_links, postgres };
         for index in 0..3 {
             mesh.wait_serving(index).await;
         }
@@ -902,7 +920,7 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
     let seed = std::env::var("MERIDIAN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(SEED_DEFAULT);
     eprintln!("chaos: seed {seed} (MERIDIAN_SEED={seed} replays this load)");
     let mut mesh = Mesh::start(&etcd_binary, seed).await;
-    eprintln!("chaos: mesh up in {:?}, files under {}", test_started.elapsed(), mesh.dir.path().display());
+    eprintln!("chaos: mesh up in {:?}, files under {}", test_started.elapsed(), mesh.path().display());
 
     let state = Arc::new(Mutex::new(LoadState::default()));
     let stop = Arc::new(AtomicBool::new(false));

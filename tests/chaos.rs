@@ -932,6 +932,7 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
     let mut faults = FaultLog { started: Some(Instant::now()), ..FaultLog::default() };
     let start = faults.started.unwrap();
     let mut handoff_kills = Vec::new();
+    let mut figures = Vec::new();
 
     sleep_until(start, 3_000).await;
     for link in mesh.links.values() {
@@ -961,6 +962,21 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
     sleep_until(start, 22_000).await;
     mesh.heal_all();
     faults.note("heal", "apac-south rejoins".into());
+    // The returning region must catch up with its successor, acknowledge
+    // the takeover and lease again: how long that takes, within the 4 s
+    // before the next fault.
+    let healed = Instant::now();
+    let deadline = start + Duration::from_millis(26_000);
+    let mut returned = None;
+    while returned.is_none() && Instant::now() < deadline {
+        if mesh.status(AP).await.is_some_and(|status| !status.fenced) {
+            returned = Some(healed.elapsed());
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let returned = returned.map_or_else(|| "not within 4 s".to_owned(), |took| format!("{took:.1?}"));
+    figures.push(format!("apac-south leased again after the heal: {returned}"));
 
     sleep_until(start, 26_000).await;
     mesh.gateways[US].proc.kill_9();
@@ -968,7 +984,8 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
     sleep_until(start, 27_500).await;
     mesh.restart(US);
     faults.note("restart", "us-east".into());
-    mesh.wait_serving(US).await;
+    let took = mesh.wait_serving(US).await;
+    figures.push(format!("us-east restart to leased and serving: {took:.1?}"));
 
     let outcome = kill_during_handoff(&mut mesh, &state, &mut faults, EU, AP, false).await;
     handoff_kills.push(format!("eu-west -> apac-south, target killed: {outcome}"));
@@ -1100,6 +1117,9 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
         writeln!(summary, "  events checked in {:<10} {events}", REGIONS[index]).unwrap();
     }
     writeln!(summary, "  convergence check: {report}; {} acknowledged writes looked for", report.acked_checked).unwrap();
+    for figure in &figures {
+        writeln!(summary, "  {figure}").unwrap();
+    }
     writeln!(summary, "  load ran {load_time:?}; converged {converge:?} after healing").unwrap();
     writeln!(summary, "  clean exits: {clean:?}").unwrap();
     writeln!(summary, "  violations: {}", violations.len()).unwrap();

@@ -344,6 +344,9 @@ struct Mesh {
     /// `etcd_links[&(region, member)]`: the proxy region's gateway dials to
     /// reach etcd member `member`.
     etcd_links: BTreeMap<(usize, usize), ChaosProxy>,
+    /// `router_links[&(region, internal)]`: the proxy the router dials to
+    /// reach the region's gateway, public or internal port.
+    router_links: BTreeMap<(usize, bool), ChaosProxy>,
     postgres: Option<TestDatabase>,
 }
 
@@ -454,9 +457,18 @@ impl Mesh {
         }
 
         let router_addr = free_addr();
+        // The router reaches each gateway (health probes and forwarded
+        // creations on the public port, TakeOver on the internal one)
+        // through proxies too, so a region cut off is cut off from it.
+        let mut router_links = BTreeMap::new();
+        for index in 0..3 {
+            router_links.insert((index, false), ChaosProxy::start(public_addrs[index], seed ^ 0x7007).await);
+            router_links.insert((index, true), ChaosProxy::start(mesh_addrs[index], seed ^ 0x7008).await);
+        }
         let gateway_urls: String =
-            (0..3).map(|i| format!("{} = \"http://{}\"\n", REGIONS[i], public_addrs[i])).collect();
-        let failover_gateways: String = (0..3).map(|i| format!("{} = \"{}\"\n", REGIONS[i], mesh_addrs[i])).collect();
+            (0..3).map(|i| format!("{} = \"http://{}\"\n", REGIONS[i], router_links[&(i, false)].addr)).collect();
+        let failover_gateways: String =
+            (0..3).map(|i| format!("{} = \"{}\"\n", REGIONS[i], router_links[&(i, true)].addr)).collect();
         let etcd_urls: Vec<String> = etcd.urls().iter().map(|u| format!("\"{u}\"")).collect();
         let router_config = format!(
             "listen = \"{router_addr}\"\n\n[rules]\npath = \"{rules}\"\n\n[gateways]\n{gateway_urls}\n\
@@ -478,7 +490,7 @@ impl Mesh {
             dir.path().join("router.log"),
         );
         let router_client = RouterServiceClient::new(lazy_channel(router_addr));
-        let mesh = Mesh { dir: Some(dir), etcd, gateways, router, router_client, links, etcd_links, postgres };
+        let mesh = Mesh { dir: Some(dir), etcd, gateways, router, router_client, links, etcd_links, router_links, postgres };
         for index in 0..3 {
             mesh.wait_serving(index).await;
         }
@@ -522,8 +534,10 @@ impl Mesh {
                 link.cut();
             }
         }
-        for ((from, _), link) in &self.etcd_links {
-            if *from == index {
+        let etcd = self.etcd_links.iter().map(|((from, _), link)| (*from, link));
+        let router = self.router_links.iter().map(|((to, _), link)| (*to, link));
+        for (region, link) in etcd.chain(router) {
+            if region == index {
                 link.cut();
             }
         }
@@ -536,7 +550,7 @@ impl Mesh {
     }
 
     fn heal_all(&self) {
-        for link in self.links.values().chain(self.etcd_links.values()) {
+        for link in self.links.values().chain(self.etcd_links.values()).chain(self.router_links.values()) {
             link.heal();
         }
     }
@@ -957,7 +971,15 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
 
     sleep_until(start, 14_000).await;
     mesh.isolate(AP);
-    faults.note("full cut", "apac-south from its peers and from etcd (its lease lapses)".into());
+    faults.note("full cut", "apac-south from its peers, the router and etcd (its lease lapses)".into());
+    // The router dies while that lease runs out and comes back before it
+    // has: the restarted router must still have apac-south taken over.
+    sleep_until(start, 14_300).await;
+    mesh.router.kill_9();
+    faults.note("kill -9", "the router".into());
+    sleep_until(start, 14_800).await;
+    mesh.router.spawn();
+    faults.note("restart", "the router".into());
 
     sleep_until(start, 22_000).await;
     mesh.heal_all();
@@ -1054,8 +1076,13 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
     // router's creations (answered without one), and that an epoch's owner
     // index is the writer's own place in the region list.
     let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
+    // Takeovers by failed region: which regions the router had taken over.
+    let mut taken_from: BTreeMap<String, usize> = BTreeMap::new();
     for event in views[US].logs.values().flatten() {
         *kinds.entry(event.kind.name()).or_default() += 1;
+        if let EventKind::TakenOver { from, .. } = &event.kind {
+            *taken_from.entry(from.to_string()).or_default() += 1;
+        }
     }
     for view in &views {
         let events = || view.logs.values().flatten();
@@ -1113,6 +1140,7 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
     writeln!(summary, "  tickets created through the router, checked by creation: {}", state.submitted.len()).unwrap();
     writeln!(summary, "  tickets known to the load: {}", state.tickets.len()).unwrap();
     writeln!(summary, "  events by kind (us-east's copy of every log): {kinds:?}").unwrap();
+    writeln!(summary, "  tickets taken over, by failed region: {taken_from:?}").unwrap();
     for (index, events) in events_per_region.iter().enumerate() {
         writeln!(summary, "  events checked in {:<10} {events}", REGIONS[index]).unwrap();
     }
@@ -1129,8 +1157,8 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
     assert!(violations.is_empty(), "{} violations:\n{}", violations.len(), violations.join("\n"));
     // The schedule did what it says: the cut-off region was taken over.
     assert!(
-        kinds.get("taken_over").copied().unwrap_or(0) > 0,
-        "apac-south was cut off for 8 s with a 2 s lease, yet nothing was taken over"
+        taken_from.get("apac-south").copied().unwrap_or(0) > 0,
+        "apac-south was cut off for 8 s with a 2 s lease, yet none of its tickets was taken over: {taken_from:?}"
     );
     assert!(state.acked.len() > 100, "the load acknowledged only {} writes", state.acked.len());
     assert!(

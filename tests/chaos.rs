@@ -1141,6 +1141,8 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
     writeln!(summary, "  tickets known to the load: {}", state.tickets.len()).unwrap();
     writeln!(summary, "  events by kind (us-east's copy of every log): {kinds:?}").unwrap();
     writeln!(summary, "  tickets taken over, by failed region: {taken_from:?}").unwrap();
+    let conflicts: usize = views[US].tickets.values().map(|record| record.conflicts.len()).sum();
+    writeln!(summary, "  conflicts (stale owner writes kept visible, the same everywhere): {conflicts}").unwrap();
     for (index, events) in events_per_region.iter().enumerate() {
         writeln!(summary, "  events checked in {:<10} {events}", REGIONS[index]).unwrap();
     }

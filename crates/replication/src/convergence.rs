@@ -7,13 +7,16 @@
 //! Each origin's own store is the reference for its log: a replica must hold
 //! exactly the same events, no fewer (lost), no more (unknown to the
 //! origin), none twice, none different. Projections are compared ticket by
-//! ticket against the first store that has the ticket.
+//! ticket against the first store that has the ticket. Every event any
+//! store holds is also checked for invariant 1: one writer per epoch.
+//! The checks work on [`RegionView`]s, so the simulation's model stores and
+//! the chaos test's real databases go through the same code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use meridian_core::{EventEnvelope, RegionId, TicketId};
+use meridian_core::{Epoch, EventEnvelope, EventKind, RegionId, TicketId};
 use meridian_store::{ConflictRecord, EVENTS_PAGE_MAX, LIST_LIMIT_MAX, Store, TicketFilter, TicketRecord};
 
 use crate::Result;
@@ -27,6 +30,8 @@ pub struct ConvergenceReport {
     pub events_checked: usize,
     /// Distinct tickets compared.
     pub tickets_checked: usize,
+    /// Acknowledged writes looked for ([`check_acked`]), in every view.
+    pub acked_checked: usize,
     pub problems: Vec<Divergence>,
 }
 
@@ -48,6 +53,15 @@ pub enum Divergence {
     /// `store`'s projection of a ticket differs from `reference`'s in these
     /// parts (ticket fields by name, `notes`, `conflicts`).
     TicketDiffers { store: RegionId, reference: RegionId, ticket: TicketId, parts: Vec<String> },
+    /// Owner-scoped writes of one ticket at one epoch came from several
+    /// regions (invariant 1).
+    EpochTwoWriters { ticket: TicketId, epoch: Epoch, regions: Vec<RegionId> },
+    /// Several regions wrote at epochs with the same owner index.
+    EpochIndexShared { index: u16, regions: Vec<RegionId> },
+    /// `store` lacks these acknowledged writes of `origin`.
+    AckedLost { store: RegionId, origin: RegionId, seqs: Vec<RangeInclusive<u64>> },
+    /// At an acknowledged write's place `store` holds another ticket's event.
+    AckedElsewhere { store: RegionId, origin: RegionId, seq: u64, acked: TicketId, found: TicketId },
 }
 
 impl ConvergenceReport {
@@ -95,8 +109,24 @@ impl fmt::Display for Divergence {
             Divergence::TicketDiffers { store, reference, ticket, parts } => {
                 write!(f, "{store}'s ticket {ticket} differs from {reference}'s in {}", parts.join(", "))
             }
+            Divergence::EpochTwoWriters { ticket, epoch, regions } => {
+                write!(f, "ticket {ticket}: epoch {epoch} written by {}", names(regions))
+            }
+            Divergence::EpochIndexShared { index, regions } => {
+                write!(f, "epoch owner index {index} written by {}", names(regions))
+            }
+            Divergence::AckedLost { store, origin, seqs } => {
+                write!(f, "{store} lacks acknowledged {origin} events {}", ranges(seqs))
+            }
+            Divergence::AckedElsewhere { store, origin, seq, acked, found } => {
+                write!(f, "{store} holds ticket {found}'s event at acknowledged {origin} event {seq} (of ticket {acked})")
+            }
         }
     }
+}
+
+fn names(regions: &[RegionId]) -> String {
+    regions.iter().map(RegionId::as_str).collect::<Vec<_>>().join(" and ")
 }
 
 fn ranges(seqs: &[RangeInclusive<u64>]) -> String {
@@ -118,20 +148,74 @@ fn to_ranges(seqs: impl IntoIterator<Item = u64>) -> Vec<RangeInclusive<u64>> {
     out
 }
 
+/// What one region holds, read out of its store ([`read_view`]) or out of
+/// a model of one (the simulation): the checks below work on this alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionView {
+    pub region: RegionId,
+    /// Every origin's log as this region holds it, in `origin_seq` order.
+    pub logs: BTreeMap<RegionId, Vec<EventEnvelope>>,
+    /// Every ticket's projection as this region holds it.
+    pub tickets: BTreeMap<TicketId, TicketRecord>,
+}
+
+/// A write a client was told is durable: `origin`'s event `seq`, about
+/// `ticket_id`. Invariant 2 says every region ends up holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    pub origin: RegionId,
+    pub seq: u64,
+    pub ticket_id: TicketId,
+}
+
 /// Compares the logs of every origin and the projection of every ticket
 /// across `stores` (one per region; each region's own store is the
-/// reference for its log). Reads everything: meant for tests, the
-/// simulation and occasional audits, not for a hot path.
+/// reference for its log), and checks that no epoch was written by two
+/// regions. Reads everything: meant for tests and occasional audits, not
+/// for a hot path.
 pub async fn check_convergence(stores: &[Store]) -> Result<ConvergenceReport> {
+    let mut views = Vec::with_capacity(stores.len());
+    for store in stores {
+        views.push(read_view(store).await?);
+    }
+    Ok(check_views(&views))
+}
+
+/// Everything `store` holds, as a [`RegionView`]: the logs of every origin
+/// it has events of, and every ticket's projection.
+pub async fn read_view(store: &Store) -> Result<RegionView> {
+    let mut view = RegionView { region: store.local_region().clone(), logs: BTreeMap::new(), tickets: BTreeMap::new() };
+    let mut origins: BTreeSet<RegionId> = store.origins().await?.into_iter().collect();
+    origins.insert(view.region.clone());
+    for origin in origins {
+        let log = read_log(store, &origin).await?;
+        if !log.is_empty() {
+            view.logs.insert(origin, log);
+        }
+    }
+    for id in ticket_ids(store).await? {
+        if let Some(record) = store.get_ticket(id).await? {
+            view.tickets.insert(id, record);
+        }
+    }
+    Ok(view)
+}
+
+/// The checks of [`check_convergence`] on views already read: each view's
+/// own log is dense and every other view holds exactly it; every view has
+/// the same projection of every ticket; no epoch of any ticket carries
+/// owner-scoped writes from two regions, and no epoch owner index names two
+/// regions.
+pub fn check_views(views: &[RegionView]) -> ConvergenceReport {
     let mut report = ConvergenceReport::default();
-    let origins: BTreeSet<RegionId> = stores.iter().map(|store| store.local_region().clone()).collect();
-    for origin in &origins {
-        let Some(reference) = stores.iter().find(|store| store.local_region() == origin) else { continue };
-        let own = read_log(reference, origin).await?;
+    for home in views {
+        let origin = &home.region;
+        let empty = Vec::new();
+        let own = home.logs.get(origin).unwrap_or(&empty);
         report.events_checked += own.len();
         report.heads.insert(origin.clone(), own.last().map_or(0, |event| event.origin_seq));
         let mut previous = 0;
-        for event in &own {
+        for event in own {
             if event.origin_seq != previous + 1 {
                 report.problems.push(Divergence::NotDense {
                     origin: origin.clone(),
@@ -142,14 +226,104 @@ pub async fn check_convergence(stores: &[Store]) -> Result<ConvergenceReport> {
             previous = event.origin_seq;
         }
         let own: BTreeMap<u64, &EventEnvelope> = own.iter().map(|event| (event.origin_seq, event)).collect();
-        for replica in stores.iter().filter(|store| store.local_region() != origin) {
-            let copy = read_log(replica, origin).await?;
+        for replica in views.iter().filter(|view| &view.region != origin) {
+            let copy = replica.logs.get(origin).unwrap_or(&empty);
             report.events_checked += copy.len();
-            compare_log(&mut report, replica.local_region(), origin, &own, &copy);
+            compare_log(&mut report, &replica.region, origin, &own, copy);
         }
     }
-    compare_tickets(&mut report, stores).await?;
-    Ok(report)
+    compare_tickets(&mut report, views);
+    check_epochs(&mut report, views);
+    report
+}
+
+/// Adds to `report` every acknowledged write that some view does not hold
+/// at its told place: the seq missing, or holding another ticket's event.
+pub fn check_acked(report: &mut ConvergenceReport, views: &[RegionView], acked: &[Acked]) {
+    report.acked_checked += acked.len();
+    for view in views {
+        let by_seq: BTreeMap<(&RegionId, u64), &EventEnvelope> = view
+            .logs
+            .iter()
+            .flat_map(|(origin, log)| log.iter().map(move |event| ((origin, event.origin_seq), event)))
+            .collect();
+        let mut lost = Vec::new();
+        for write in acked {
+            match by_seq.get(&(&write.origin, write.seq)) {
+                Some(event) if event.ticket_id == write.ticket_id => {}
+                Some(event) => report.problems.push(Divergence::AckedElsewhere {
+                    store: view.region.clone(),
+                    origin: write.origin.clone(),
+                    seq: write.seq,
+                    acked: write.ticket_id,
+                    found: event.ticket_id,
+                }),
+                None => lost.push(write),
+            }
+        }
+        let mut by_origin: BTreeMap<&RegionId, Vec<u64>> = BTreeMap::new();
+        for write in lost {
+            by_origin.entry(&write.origin).or_default().push(write.seq);
+        }
+        for (origin, mut seqs) in by_origin {
+            seqs.sort_unstable();
+            seqs.dedup();
+            report.problems.push(Divergence::AckedLost {
+                store: view.region.clone(),
+                origin: origin.clone(),
+                seqs: to_ranges(seqs),
+            });
+        }
+    }
+}
+
+/// Invariant 1, one writer per epoch: over every event any view holds, an
+/// owner-scoped write (everything but notes and regional records) at epoch
+/// `e` of a ticket comes from one region only, and one epoch owner index
+/// belongs to one region.
+fn check_epochs(report: &mut ConvergenceReport, views: &[RegionView]) {
+    let mut writers: BTreeMap<(TicketId, Epoch), BTreeSet<&RegionId>> = BTreeMap::new();
+    let mut index_owner: BTreeMap<u16, BTreeSet<&RegionId>> = BTreeMap::new();
+    for event in views.iter().flat_map(|view| view.logs.values().flatten()) {
+        if !owner_scoped(&event.kind) {
+            continue;
+        }
+        writers.entry((event.ticket_id, event.epoch)).or_default().insert(&event.origin_region);
+        index_owner.entry(event.epoch.owner_index()).or_default().insert(&event.origin_region);
+    }
+    for ((ticket, epoch), regions) in writers {
+        if regions.len() > 1 {
+            report.problems.push(Divergence::EpochTwoWriters {
+                ticket,
+                epoch,
+                regions: regions.into_iter().cloned().collect(),
+            });
+        }
+    }
+    for (index, regions) in index_owner {
+        if regions.len() > 1 {
+            report.problems.push(Divergence::EpochIndexShared { index, regions: regions.into_iter().cloned().collect() });
+        }
+    }
+}
+
+/// Writes only the ticket's owner at the event's epoch may make. Notes
+/// merge from anywhere, and shift summaries and spikes are regional.
+fn owner_scoped(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::TicketCreated { .. }
+        | EventKind::TicketUpdated { .. }
+        | EventKind::SlaWarning { .. }
+        | EventKind::SlaBreached { .. }
+        | EventKind::HandoffOffered { .. }
+        | EventKind::HandoffAccepted { .. }
+        | EventKind::HandoffRefused { .. }
+        | EventKind::TakenOver { .. } => true,
+        EventKind::NoteAdded { .. }
+        | EventKind::ShiftSummary { .. }
+        | EventKind::IntakeSpike { .. }
+        | EventKind::IntakeSpikeCleared { .. } => false,
+    }
 }
 
 fn compare_log(
@@ -218,28 +392,24 @@ async fn ticket_ids(store: &Store) -> Result<Vec<TicketId>> {
     }
 }
 
-async fn compare_tickets(report: &mut ConvergenceReport, stores: &[Store]) -> Result<()> {
-    let mut ids = BTreeSet::new();
-    for store in stores {
-        ids.extend(ticket_ids(store).await?);
-    }
+fn compare_tickets(report: &mut ConvergenceReport, views: &[RegionView]) {
+    let ids: BTreeSet<TicketId> = views.iter().flat_map(|view| view.tickets.keys().copied()).collect();
     report.tickets_checked = ids.len();
     for id in ids {
-        let mut reference: Option<(&RegionId, TicketRecord)> = None;
-        for store in stores {
-            let region = store.local_region();
-            let Some(record) = store.get_ticket(id).await? else {
-                report.problems.push(Divergence::TicketMissing { store: region.clone(), ticket: id });
+        let mut reference: Option<(&RegionId, &TicketRecord)> = None;
+        for view in views {
+            let Some(record) = view.tickets.get(&id) else {
+                report.problems.push(Divergence::TicketMissing { store: view.region.clone(), ticket: id });
                 continue;
             };
-            match &reference {
-                None => reference = Some((region, record)),
+            match reference {
+                None => reference = Some((&view.region, record)),
                 Some((reference_region, expected)) => {
-                    let parts = differing_parts(expected, &record);
+                    let parts = differing_parts(expected, record);
                     if !parts.is_empty() {
                         report.problems.push(Divergence::TicketDiffers {
-                            store: region.clone(),
-                            reference: (*reference_region).clone(),
+                            store: view.region.clone(),
+                            reference: reference_region.clone(),
                             ticket: id,
                             parts,
                         });
@@ -248,7 +418,6 @@ async fn compare_tickets(report: &mut ConvergenceReport, stores: &[Store]) -> Re
             }
         }
     }
-    Ok(())
 }
 
 /// The parts of two projections of one ticket that differ. A conflict's
@@ -297,5 +466,114 @@ mod tests {
         assert_eq!(to_ranges([1, 2, 3, 5, 7, 8]), vec![1..=3, 5..=5, 7..=8]);
         assert_eq!(ranges(&to_ranges([1, 2, 3, 5])), "1..=3, 5");
         assert!(to_ranges([]).is_empty());
+    }
+
+    fn region(name: &str) -> RegionId {
+        RegionId::new(name).unwrap()
+    }
+
+    fn update(origin: &str, seq: u64, ticket: TicketId, epoch: Epoch) -> EventEnvelope {
+        EventEnvelope {
+            origin_region: region(origin),
+            origin_seq: seq,
+            ticket_id: ticket,
+            epoch,
+            hlc_time: meridian_core::HlcTimestamp::new(1_000 + seq, 0),
+            traceparent: None,
+            kind: EventKind::TicketUpdated { changes: meridian_core::TicketChanges { epoch, ..Default::default() } },
+        }
+    }
+
+    fn view(name: &str, logs: &[(&str, Vec<EventEnvelope>)]) -> RegionView {
+        RegionView {
+            region: region(name),
+            logs: logs.iter().map(|(origin, log)| (region(origin), log.clone())).collect(),
+            tickets: BTreeMap::new(),
+        }
+    }
+
+    fn ticket_id(n: u8) -> TicketId {
+        TicketId::new_v7(jiff::Timestamp::UNIX_EPOCH, [n; 10])
+    }
+
+    #[test]
+    fn identical_views_are_clean_and_every_event_is_counted() {
+        let t = ticket_id(1);
+        let a = vec![update("a", 1, t, Epoch::initial(0)), update("a", 2, t, Epoch::initial(0))];
+        let views = [view("a", &[("a", a.clone())]), view("b", &[("a", a)])];
+        let mut report = check_views(&views);
+        check_acked(&mut report, &views, &[Acked { origin: region("a"), seq: 2, ticket_id: t }]);
+        assert!(report.is_converged(), "{report}");
+        assert_eq!(report.events_checked, 4);
+        assert_eq!(report.acked_checked, 1);
+    }
+
+    #[test]
+    fn an_epoch_written_by_two_regions_is_reported() {
+        let t = ticket_id(2);
+        let epoch = Epoch::initial(0);
+        let a = vec![update("a", 1, t, epoch)];
+        let b = vec![update("b", 1, t, epoch)];
+        let views = [view("a", &[("a", a.clone()), ("b", b.clone())]), view("b", &[("a", a), ("b", b)])];
+        let report = check_views(&views);
+        assert!(
+            report.problems.contains(&Divergence::EpochTwoWriters {
+                ticket: t,
+                epoch,
+                regions: vec![region("a"), region("b")]
+            }),
+            "{report}"
+        );
+        assert!(report.problems.iter().any(|p| matches!(p, Divergence::EpochIndexShared { index: 0, .. })), "{report}");
+    }
+
+    #[test]
+    fn a_note_from_another_region_at_the_owners_epoch_is_no_second_writer() {
+        let t = ticket_id(5);
+        let epoch = Epoch::initial(0);
+        let mut note = update("b", 1, t, epoch);
+        note.kind = EventKind::NoteAdded {
+            note: meridian_core::Note {
+                id: meridian_core::NoteId::new_v7(jiff::Timestamp::UNIX_EPOCH, [9; 10]),
+                ticket_id: t,
+                region: region("b"),
+                author: "bo".into(),
+                body: "seen it".into(),
+                created_at: jiff::Timestamp::UNIX_EPOCH,
+                auto: false,
+            },
+        };
+        let a = vec![update("a", 1, t, epoch)];
+        let b = vec![note];
+        let views = [view("a", &[("a", a.clone()), ("b", b.clone())]), view("b", &[("a", a), ("b", b)])];
+        let report = check_views(&views);
+        assert!(report.is_converged(), "{report}");
+    }
+
+    #[test]
+    fn acknowledged_writes_missing_or_replaced_are_reported_per_region() {
+        let t = ticket_id(3);
+        let other = ticket_id(4);
+        let a = vec![update("a", 1, t, Epoch::initial(0)), update("a", 2, other, Epoch::initial(0))];
+        let views = [view("a", &[("a", a.clone())]), view("b", &[("a", a[..1].to_vec())])];
+        let mut report = check_views(&views);
+        let acked = [
+            Acked { origin: region("a"), seq: 2, ticket_id: t },
+            Acked { origin: region("a"), seq: 3, ticket_id: t },
+        ];
+        check_acked(&mut report, &views, &acked);
+        assert!(report.problems.contains(&Divergence::Lost { store: region("b"), origin: region("a"), seqs: vec![2..=2] }));
+        assert!(report.problems.contains(&Divergence::AckedElsewhere {
+            store: region("a"),
+            origin: region("a"),
+            seq: 2,
+            acked: t,
+            found: other,
+        }));
+        assert!(report.problems.contains(&Divergence::AckedLost {
+            store: region("b"),
+            origin: region("a"),
+            seqs: vec![2..=3],
+        }));
     }
 }

@@ -478,6 +478,15 @@ impl Store {
         waited.unwrap_or(Ok(false))
     }
 
+    /// Every region this store holds events of, its own included when it
+    /// wrote any. For audits and the convergence check.
+    pub async fn origins(&self) -> Result<Vec<RegionId>> {
+        let rows = sqlx::query("SELECT DISTINCT origin_region FROM events ORDER BY origin_region")
+            .fetch_all(&self.inner.pool)
+            .await?;
+        decode_all(&rows, |row| codec::parsed(row, "events", "origin_region"))
+    }
+
     /// The last origin_seq written locally; 0 when none.
     pub async fn local_head(&self) -> Result<u64> {
         let row = sqlx::query("SELECT last_seq FROM origins WHERE region = $1")

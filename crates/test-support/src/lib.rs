@@ -10,6 +10,7 @@
 // A fixture that cannot be set up must stop the test on the spot.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod chaos_proxy;
 pub mod proxy;
 pub mod webhook;
 

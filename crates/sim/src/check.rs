@@ -45,6 +45,9 @@ pub enum Violation {
     ProjectionMissing { region: RegionId, ticket_id: TicketId },
     WrongOwner { ticket_id: TicketId, owner: RegionId, epoch: Epoch },
     EpochWrittenByTwo { ticket_id: TicketId, epoch: Epoch, writers: Vec<RegionId> },
+    /// A problem `meridian_replication::check_views` or `check_acked` (the
+    /// checker shared with the chaos test) found.
+    Shared(String),
 }
 
 impl fmt::Display for Violation {
@@ -77,6 +80,7 @@ impl fmt::Display for Violation {
                 let writers: Vec<&str> = writers.iter().map(RegionId::as_str).collect();
                 write!(f, "ticket {ticket_id} epoch {epoch:?} has owner-scoped writes from {}", writers.join(", "))
             }
+            Violation::Shared(problem) => write!(f, "shared checker: {problem}"),
         }
     }
 }

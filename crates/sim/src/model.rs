@@ -13,7 +13,7 @@
 //! the simulated host, so a crash keeps what was committed; what was in
 //! flight (frames, unapplied batches) dies with the host's tasks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -72,6 +72,22 @@ impl RegionDb {
 
     pub fn ticket_events(&self, id: TicketId) -> Vec<EventEnvelope> {
         self.logs.values().flatten().filter(|event| event.ticket_id == id).cloned().collect()
+    }
+
+    /// The tickets this region holds an offer of (to `to`, or to anyone):
+    /// the only ones a handoff can be pending on.
+    pub fn offered(&self, to: Option<&RegionId>) -> BTreeSet<TicketId> {
+        self.logs
+            .values()
+            .flatten()
+            .filter(|event| matches!(&event.kind, EventKind::HandoffOffered { to: target, .. } if to.is_none_or(|to| to == target)))
+            .map(|event| event.ticket_id)
+            .collect()
+    }
+
+    /// Whether some ticket has an offer no one has answered yet.
+    pub fn handoff_pending(&self) -> bool {
+        self.offered(None).into_iter().any(|id| self.ticket(id).is_some_and(|t| t.handoff_to.is_some()))
     }
 
     /// Every ticket id this region has a creation event of.
@@ -192,7 +208,7 @@ impl RegionDb {
     /// gateway does once replication brought the offer.
     pub fn accept_pending(&mut self, now: Timestamp) -> Vec<EventEnvelope> {
         let mut accepted = Vec::new();
-        for id in self.ticket_ids() {
+        for id in self.offered(Some(&self.region.clone())) {
             let Some(ticket) = self.ticket(id) else { continue };
             if ticket.handoff_to.as_ref() != Some(&self.region) {
                 continue;
@@ -355,6 +371,43 @@ impl ReplicaLog for ModelLog {
             Ok(waited.is_ok() && reached())
         })
     }
+}
+
+/// A region's state as the shared checker reads it
+/// ([`meridian_replication::RegionView`]): its logs, and each ticket's
+/// record as the store keeps it (the projection, the notes by creation time
+/// then id, the stale writes as conflicts).
+pub fn region_view(region: &RegionId, logs: &BTreeMap<RegionId, Vec<EventEnvelope>>) -> meridian_replication::RegionView {
+    let mut by_ticket: BTreeMap<TicketId, Vec<EventEnvelope>> = BTreeMap::new();
+    for event in logs.values().flatten() {
+        by_ticket.entry(event.ticket_id).or_default().push(event.clone());
+    }
+    let mut tickets = BTreeMap::new();
+    for (id, events) in by_ticket {
+        let Some(replayed) = replay(&events) else { continue };
+        let mut notes: Vec<Note> = events
+            .iter()
+            .filter_map(|event| match &event.kind {
+                EventKind::NoteAdded { note } | EventKind::HandoffOffered { note, .. } => Some(note.clone()),
+                _ => None,
+            })
+            .collect();
+        notes.sort_by(|a, b| (a.created_at, a.id).cmp(&(b.created_at, b.id)));
+        let conflicts = replayed
+            .stale
+            .iter()
+            .map(|stale| meridian_store::ConflictRecord {
+                origin_region: stale.origin_region.clone(),
+                origin_seq: stale.origin_seq,
+                stale_epoch: stale.changes.epoch,
+                current_epoch: replayed.ticket.owner.epoch,
+                changes: stale.changes.clone(),
+                recorded_at: replayed.ticket.updated_at,
+            })
+            .collect();
+        tickets.insert(id, meridian_store::TicketRecord { ticket: replayed.ticket, notes, conflicts });
+    }
+    meridian_replication::RegionView { region: region.clone(), logs: logs.clone(), tickets }
 }
 
 /// A stable hash of a log, for the determinism check: FNV-1a over each

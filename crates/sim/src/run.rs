@@ -655,7 +655,7 @@ impl Driver<'_> {
         self.mesh.dbs.iter().all(|db| {
             let db = lock(db);
             self.mesh.regions.iter().zip(&heads).all(|(origin, head)| db.cursor(origin) == *head)
-                && db.ticket_ids().iter().all(|id| db.ticket(*id).is_none_or(|t| t.handoff_to.is_none()))
+                && !db.handoff_pending()
         })
     }
 }
@@ -682,7 +682,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
     let epoch = SystemTime::UNIX_EPOCH + Duration::from_millis(START_MS as u64);
     let sim = turmoil::Builder::new()
         .simulation_duration(options.work + options.quiesce_max + Duration::from_secs(5))
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(Duration::from_millis(2))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(base_latency)
         .repair_rate(0.2)
@@ -770,7 +770,18 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
         mesh.dbs.iter().map(|db| { let db = lock(db); (db.region.clone(), db.logs.clone()) }).collect();
     let views: Vec<RegionView<'_>> = snapshots.iter().map(|(region, logs)| RegionView { region: region.clone(), logs }).collect();
     let acked = guard(&mesh.acked).clone();
-    let report = check(&regions, &views, &acked);
+    let mut report = check(&regions, &views, &acked);
+    // The shared checker (the chaos test's too) over the same state, with
+    // each region's ticket records as the store would hold them.
+    let shared_views: Vec<meridian_replication::RegionView> =
+        snapshots.iter().map(|(region, logs)| crate::model::region_view(region, logs)).collect();
+    let shared_acked: Vec<meridian_replication::Acked> = acked
+        .iter()
+        .map(|a| meridian_replication::Acked { origin: a.origin.clone(), seq: a.seq, ticket_id: a.ticket_id })
+        .collect();
+    let mut shared = meridian_replication::check_views(&shared_views);
+    meridian_replication::check_acked(&mut shared, &shared_views, &shared_acked);
+    report.violations.extend(shared.problems.iter().map(|problem| crate::check::Violation::Shared(problem.to_string())));
     let takeovers = guard(&mesh.coordinator).next_token;
     let fingerprint = crate::model::fingerprint(&mesh.dbs);
     let faults = std::mem::take(&mut driver.faults);

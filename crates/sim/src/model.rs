@@ -392,7 +392,7 @@ pub fn region_view(region: &RegionId, logs: &BTreeMap<RegionId, Vec<EventEnvelop
                 _ => None,
             })
             .collect();
-        notes.sort_by(|a, b| (a.created_at, a.id).cmp(&(b.created_at, b.id)));
+        notes.sort_by_key(|note| (note.created_at, note.id));
         let conflicts = replayed
             .stale
             .iter()

@@ -693,7 +693,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
         sim,
         mesh: mesh.clone(),
         fault_rng: Rng::new(seed),
-        rng: Rng::new(seed ^ 0x5eed_0f_10ad),
+        rng: Rng::new(seed ^ 0x5eed_0f10_ad00),
         fault_log: Vec::new(),
         hosts: regions.iter().map(ToString::to_string).chain([ROUTER.to_owned()]).collect(),
         crashed: BTreeSet::new(),
@@ -704,9 +704,9 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
         base_latency,
         tier,
     };
-    for index in 0..regions.len() {
+    for (index, region) in regions.iter().enumerate() {
         let mesh = mesh.clone();
-        driver.sim.host(regions[index].as_str(), move || region_host(mesh.clone(), index));
+        driver.sim.host(region.as_str(), move || region_host(mesh.clone(), index));
     }
     {
         let mesh = mesh.clone();

@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use meridian_core::{EventEnvelope, RegionId, TicketId};
+use std::collections::HashMap;
+
+use meridian_core::{EventEnvelope, EventKind, RegionId, TicketId, residency};
 use meridian_store::{ConflictRecord, EVENTS_PAGE_MAX, LIST_LIMIT_MAX, Store, TicketFilter, TicketRecord};
 
 use crate::Result;
@@ -141,11 +143,12 @@ pub async fn check_convergence(stores: &[Store]) -> Result<ConvergenceReport> {
             }
             previous = event.origin_seq;
         }
+        let residencies = log_residencies(reference, &own).await?;
         let own: BTreeMap<u64, &EventEnvelope> = own.iter().map(|event| (event.origin_seq, event)).collect();
         for replica in stores.iter().filter(|store| store.local_region() != origin) {
             let copy = read_log(replica, origin).await?;
             report.events_checked += copy.len();
-            compare_log(&mut report, replica.local_region(), origin, &own, &copy);
+            compare_log(&mut report, replica.local_region(), origin, &own, &copy, &residencies);
         }
     }
     compare_tickets(&mut report, stores).await?;
@@ -158,6 +161,7 @@ fn compare_log(
     origin: &RegionId,
     own: &BTreeMap<u64, &EventEnvelope>,
     copy: &[EventEnvelope],
+    residencies: &Residencies,
 ) {
     let mut seen = BTreeSet::new();
     let mut unknown = Vec::new();
@@ -172,7 +176,7 @@ fn compare_log(
         }
         match own.get(&event.origin_seq) {
             None => unknown.push(event.origin_seq),
-            Some(original) if *original != event => report.problems.push(Divergence::Differs {
+            Some(original) if !same_event(original, event, store, residencies) => report.problems.push(Divergence::Differs {
                 store: store.clone(),
                 origin: origin.clone(),
                 seq: event.origin_seq,
@@ -191,6 +195,31 @@ fn compare_log(
             origin: origin.clone(),
             seqs: to_ranges(unknown),
         });
+    }
+}
+
+/// The residency of each ticket an origin's log holds text of.
+type Residencies = HashMap<TicketId, BTreeSet<RegionId>>;
+
+/// Residencies of the tickets `log`'s notes and offers are about, from the
+/// origin's own store (which has every ticket it wrote a note on).
+async fn log_residencies(reference: &Store, log: &[EventEnvelope]) -> Result<Residencies> {
+    let ids: BTreeSet<TicketId> = log.iter().filter_map(|event| residency::residency_ticket(&event.kind)).collect();
+    Ok(reference.residencies(&ids.into_iter().collect::<Vec<_>>()).await?)
+}
+
+/// Whether `copy`, held by `store`, is what `store` must hold of the
+/// origin's `original`: the event itself in a region that may hold its
+/// ticket's text, its redacted form (residency) anywhere else. A
+/// redacted copy inside the set, or the text outside it, differs.
+fn same_event(original: &EventEnvelope, copy: &EventEnvelope, store: &RegionId, residencies: &Residencies) -> bool {
+    let residency = match &original.kind {
+        EventKind::TicketCreated { ticket } => Some(&ticket.residency),
+        kind => residency::residency_ticket(kind).and_then(|id| residencies.get(&id)),
+    };
+    match residency {
+        Some(set) if !residency::may_hold(set, store) => residency::redact_event(original) == *copy,
+        _ => original == copy,
     }
 }
 
@@ -225,17 +254,24 @@ async fn compare_tickets(report: &mut ConvergenceReport, stores: &[Store]) -> Re
     }
     report.tickets_checked = ids.len();
     for id in ids {
-        let mut reference: Option<(&RegionId, TicketRecord)> = None;
+        let mut records = Vec::with_capacity(stores.len());
         for store in stores {
             let region = store.local_region();
-            let Some(record) = store.get_ticket(id).await? else {
-                report.problems.push(Divergence::TicketMissing { store: region.clone(), ticket: id });
-                continue;
-            };
+            match store.get_ticket(id).await? {
+                Some(record) => records.push((region, record)),
+                None => report.problems.push(Divergence::TicketMissing { store: region.clone(), ticket: id }),
+            }
+        }
+        // Residency: the reference is a region that may hold the text.
+        if let Some(first) = records.iter().position(|(region, record)| residency::may_hold(&record.ticket.residency, region)) {
+            records[..=first].rotate_right(1);
+        }
+        let mut reference: Option<(&RegionId, TicketRecord)> = None;
+        for (region, record) in records {
             match &reference {
                 None => reference = Some((region, record)),
                 Some((reference_region, expected)) => {
-                    let parts = differing_parts(expected, &record);
+                    let parts = differing_parts(&expected_here(expected, region), &record);
                     if !parts.is_empty() {
                         report.problems.push(Divergence::TicketDiffers {
                             store: region.clone(),
@@ -249,6 +285,20 @@ async fn compare_tickets(report: &mut ConvergenceReport, stores: &[Store]) -> Re
         }
     }
     Ok(())
+}
+
+/// What `region` must hold of a ticket whose full projection is `full`:
+/// all of it inside the ticket's residency, the redacted ticket and notes
+/// outside it.
+fn expected_here<'a>(full: &'a TicketRecord, region: &RegionId) -> std::borrow::Cow<'a, TicketRecord> {
+    if residency::may_hold(&full.ticket.residency, region) {
+        return std::borrow::Cow::Borrowed(full);
+    }
+    std::borrow::Cow::Owned(TicketRecord {
+        ticket: full.ticket.redacted(),
+        notes: full.notes.iter().map(meridian_core::Note::redacted).collect(),
+        conflicts: full.conflicts.clone(),
+    })
 }
 
 /// The parts of two projections of one ticket that differ. A conflict's

@@ -610,6 +610,34 @@ impl Store {
         decode_all(&rows, codec::event_from_row)
     }
 
+    /// The residency of each of these tickets this store has (an empty set:
+    /// anywhere); tickets not here are absent from the answer. What the
+    /// senders of events ask before they ship a ticket's text elsewhere
+    /// (`meridian_core::residency`).
+    pub async fn residencies(
+        &self,
+        ids: &[TicketId],
+    ) -> Result<std::collections::HashMap<TicketId, std::collections::BTreeSet<RegionId>>> {
+        /// Ids per query: far under every backend's limit on parameters.
+        const IDS_PER_QUERY: usize = 500;
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_QUERY) {
+            let sql = format!(
+                "SELECT ticket_id, residency FROM tickets WHERE ticket_id IN ({})",
+                crate::ops::placeholders(self.backend(), 1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(&self.inner.pool).await? {
+                let id = codec::parsed::<TicketId>(&row, "tickets", "ticket_id")?;
+                found.insert(id, codec::json_column(&row, "tickets", "residency")?);
+            }
+        }
+        Ok(found)
+    }
+
     /// Every event of a ticket, from every origin, in HLC order (ties broken
     /// by origin, then origin_seq).
     pub async fn events_for_ticket(&self, id: TicketId) -> Result<Vec<EventEnvelope>> {

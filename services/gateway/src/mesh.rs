@@ -539,3 +539,71 @@ impl MeshApi {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use jiff::Timestamp;
+    use meridian_core::{HlcTimestamp, NewTicket, Note, NoteId, Ownership, Priority, Tier, residency::is_redacted};
+    use meridian_store::{StoreConfig, WriteMeta};
+
+    use super::*;
+
+    fn region(name: &str) -> RegionId {
+        RegionId::new(name).unwrap()
+    }
+
+    /// The tail carried in a handoff call holds other tickets' events too:
+    /// a ticket pinned away from the peer goes redacted, the rest whole.
+    #[tokio::test]
+    async fn the_carried_tail_is_redacted_for_the_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let us = region("us-east");
+        let store = Store::open(&StoreConfig::sqlite_file(&dir.path().join("us.db")), &us).await.unwrap();
+        let at = Timestamp::from_millisecond(1_780_000_000_000).unwrap();
+        let mut hlc = 0;
+        let mut meta = || {
+            hlc += 1;
+            WriteMeta { hlc_time: HlcTimestamp::new(1_780_000_000_000, hlc), traceparent: None, at }
+        };
+        let mut events = Vec::new();
+        for (seed, subject, residency) in [(1u8, "secret subject", vec![us.clone()]), (2, "open subject", vec![])] {
+            let new = NewTicket {
+                subject: subject.into(),
+                body: "body text".into(),
+                customer: "acme".into(),
+                tier: Tier::new("premium").unwrap(),
+                skills: BTreeSet::new(),
+                language: "en".into(),
+                residency: residency.into_iter().collect(),
+                priority: Priority::Normal,
+            };
+            let owner = Ownership::new(us.clone(), 0, Epoch::initial(0)).unwrap();
+            let ticket = Ticket::create(TicketId::new_v7(at, [seed; 10]), new, owner, at).unwrap();
+            let id = ticket.id;
+            events.push(store.create_ticket(ticket, meta()).await.unwrap());
+            let note = Note {
+                id: NoteId::new_v7(at, [seed + 10; 10]),
+                ticket_id: id,
+                region: us.clone(),
+                author: "ana".into(),
+                body: format!("note on {subject}"),
+                created_at: at,
+                auto: false,
+            };
+            events.push(store.add_note(note, meta()).await.unwrap());
+        }
+        let last = events.last().unwrap();
+        let batch = carried_tail(&store, None, &region("eu-west"), None, last).await.unwrap();
+        let carried = batch_from_proto("tail", &batch).unwrap();
+        assert_eq!(carried.iter().map(|e| e.origin_seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let redacted: Vec<bool> = carried.iter().map(|e| is_redacted(&e.kind)).collect();
+        assert_eq!(redacted, [true, true, false, false]);
+        assert!(!format!("{carried:?}").contains("secret"));
+        // To a region of its residency, all of it.
+        let batch = carried_tail(&store, None, &us, None, last).await.unwrap();
+        assert_eq!(batch_from_proto("tail", &batch).unwrap(), events);
+        store.close().await;
+    }
+}

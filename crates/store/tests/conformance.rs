@@ -953,8 +953,9 @@ mod cases {
     /// Residency: this store (us-east) keeps redacted copies of tickets
     /// pinned elsewhere, projected without their text, and refuses a
     /// redacted copy of a ticket it is in the residency of.
-    pub async fn redacted_copies_are_kept_outside_the_residency_and_refused_inside(ctx: Ctx) {
+    pub async fn redacted_copies_are_kept_outside_the_residency_and_refused_inside(mut ctx: Ctx) {
         use meridian_core::{EventEnvelope, RegionId, residency::redact_event};
+        assert!(!ctx.store.may_hold_pinned(), "a new store holds no pinned ticket");
         let store = &ctx.store;
         let mut eu_log = Origin::new(eu());
         let pin = |event: EventEnvelope, set: &[RegionId]| {
@@ -989,6 +990,9 @@ mod cases {
             store.residencies(&[elsewhere.id, here.id, ticket_id()]).await.unwrap(),
             [(elsewhere.id, [eu()].into()), (here.id, [us(), eu()].into())].into()
         );
+        assert!(store.may_hold_pinned());
+        ctx.reopen().await;
+        assert!(ctx.store.may_hold_pinned(), "read again at open");
     }
 
     pub async fn stale_epoch_update_becomes_a_conflict(ctx: Ctx) {

@@ -71,6 +71,7 @@ mod dial;
 mod digest;
 mod error;
 mod replicator;
+pub mod residency;
 mod service;
 mod session;
 mod state;

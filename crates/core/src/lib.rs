@@ -18,6 +18,7 @@ pub mod hlc;
 pub mod id;
 pub mod note;
 pub mod replay;
+pub mod residency;
 pub mod sla;
 pub mod spike;
 pub mod ticket;

@@ -335,12 +335,8 @@ impl Ticket {
         if to == region {
             return Err(Error::invalid("to_region", format!("{to} already owns the ticket")));
         }
-        if !self.residency.is_empty() && !self.residency.contains(to) {
-            let allowed: Vec<&str> = self.residency.iter().map(RegionId::as_str).collect();
-            return Err(Error::invalid(
-                "to_region",
-                format!("{to} is outside the ticket's residency ({}); its data may not move there", allowed.join(", ")),
-            ));
+        if let Some(reason) = crate::residency::refusal(&self.residency, to) {
+            return Err(Error::invalid("to_region", reason));
         }
         if self.status == Status::Closed {
             return Err(Error::invalid("ticket_id", "a closed ticket is not handed off"));

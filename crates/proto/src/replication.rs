@@ -196,6 +196,13 @@ fn check_payload(field: &str, kind: &EventKind, ticket_id: core::TicketId, epoch
             Err(ConvertError::new(named(inner), format!("is {carried}, but the event is about ticket {ticket_id}")))
         }
     };
+    // A redacted copy (residency, see `meridian_core::residency`) has its
+    // text emptied: all of it, or it is not one. Its other fields are
+    // checked like any event's.
+    let redacted = core::residency::is_redacted(kind);
+    if redacted && core::residency::redact(kind) != *kind {
+        return Err(ConvertError::new(payload.clone(), "is partly redacted: a redacted event has all of its text emptied"));
+    }
     match kind {
         EventKind::TicketCreated { ticket } => {
             same_ticket("ticket.id", ticket.id)?;
@@ -205,10 +212,12 @@ fn check_payload(field: &str, kind: &EventKind, ticket_id: core::TicketId, epoch
                     format!("is {}, but the event was written at epoch {epoch}", ticket.owner.epoch),
                 ));
             }
+            // The redacted copy's text is checked as a placeholder would be.
+            let text = |value: &String| if redacted { "redacted".to_owned() } else { value.clone() };
             let as_new = core::NewTicket {
-                subject: ticket.subject.clone(),
+                subject: text(&ticket.subject),
                 body: ticket.body.clone(),
-                customer: ticket.customer.clone(),
+                customer: text(&ticket.customer),
                 tier: ticket.tier.clone(),
                 skills: ticket.skills.clone(),
                 language: ticket.language.clone(),
@@ -222,12 +231,14 @@ fn check_payload(field: &str, kind: &EventKind, ticket_id: core::TicketId, epoch
         }
         EventKind::NoteAdded { note } => {
             same_ticket("note.ticket_id", note.ticket_id)?;
-            check_note(&named("note"), note)?;
+            check_note(&named("note"), note, redacted)?;
         }
         EventKind::HandoffOffered { handoff, note, .. } => {
             same_ticket("note.ticket_id", note.ticket_id)?;
-            check_note(&named("note"), note)?;
-            handoff.validate().map_err(|e| core_error(&named("handoff"), e))?;
+            check_note(&named("note"), note, redacted)?;
+            if !redacted {
+                handoff.validate().map_err(|e| core_error(&named("handoff"), e))?;
+            }
         }
         EventKind::HandoffAccepted { offer_seq, previous_epoch, .. } => {
             if *offer_seq == 0 || *offer_seq > STORED_INT_MAX {
@@ -259,8 +270,11 @@ fn check_payload(field: &str, kind: &EventKind, ticket_id: core::TicketId, epoch
     Ok(())
 }
 
-fn check_note(field: &str, note: &core::Note) -> Result<()> {
+fn check_note(field: &str, note: &core::Note, redacted: bool) -> Result<()> {
     core::NoteId::from_uuid(note.id.as_uuid()).map_err(|e| core_error(field, e))?;
+    if redacted {
+        return Ok(());
+    }
     note.validate().map_err(|e| core_error(field, e))
 }
 
@@ -509,6 +523,34 @@ mod tests {
             ..noted(3, ticket.ticket_id)
         };
         assert_eq!(refused(batch(&[backwards])), "batch.events[0].payload_json.previous_epoch");
+    }
+
+    /// Redacted copies (residency) decode as they are; half-redacted ones
+    /// are refused, and a redacted copy still passes every other check.
+    #[test]
+    fn redacted_copies_decode_and_half_redacted_ones_do_not() {
+        let mut pinned = created(1);
+        if let EventKind::TicketCreated { ticket } = &mut pinned.kind {
+            ticket.residency = BTreeSet::from([region("eu-west")]);
+        }
+        let events = [core::residency::redact_event(&pinned), core::residency::redact_event(&noted(2, pinned.ticket_id))];
+        let Ok(ReplicationMessage::Batch(decoded)) = frame_from_proto(batch(&events)) else { panic!("refused") };
+        assert_eq!(decoded, events);
+        assert!(decoded.iter().all(|e| core::residency::is_redacted(&e.kind)));
+
+        let mut half = events[0].clone();
+        if let EventKind::TicketCreated { ticket } = &mut half.kind {
+            ticket.body = "still here".into();
+        }
+        assert_eq!(refused(batch(&[half])), "batch.events[0].payload_json");
+        let mut half_note = events[1].clone();
+        if let EventKind::NoteAdded { note } = &mut half_note.kind {
+            note.author = "ana".into();
+        }
+        assert_eq!(refused(batch(&[half_note])), "batch.events[0].payload_json");
+        let mut moved = events[1].clone();
+        moved.ticket_id = ticket_id(42);
+        assert_eq!(refused(batch(&[moved])), "batch.events[0].payload_json.note.ticket_id");
     }
 
     #[test]

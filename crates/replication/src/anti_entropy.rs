@@ -41,6 +41,7 @@ use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::residency::{Unvouched, for_peer};
 use crate::digest::{BUCKET_EVENTS_DEFAULT, BucketDigest, LogDigests};
 use crate::state::Shared;
 use crate::{Error, FRAME_BYTES_MAX, Replicator, Result};
@@ -299,12 +300,13 @@ impl AntiEntropy {
         } else {
             for theirs in &origins {
                 let ours = inner.digests.summarize(&theirs.origin).await?;
-                let ours: BTreeMap<(u64, u64), u64> =
-                    ours.buckets.iter().map(|b| ((b.first_seq, b.last_seq), b.digest)).collect();
+                let ours: BTreeMap<(u64, u64), BucketDigest> =
+                    ours.buckets.iter().map(|b| ((b.first_seq, b.last_seq), *b)).collect();
                 for bucket in &theirs.buckets {
-                    if let Some(&digest) = ours.get(&(bucket.first_seq, bucket.last_seq))
-                        && digest != bucket.digest
+                    if let Some(mine) = ours.get(&(bucket.first_seq, bucket.last_seq))
+                        && !mine.agrees_with(bucket)
                     {
+                        let digest = mine.digest;
                         self.report(DivergentBucket {
                             peer: peer.clone(),
                             origin: theirs.origin.clone(),
@@ -452,7 +454,13 @@ fn summary_from_proto(peer: &RegionId, summary: v1::LogSummaryResponse) -> Resul
                     bucket.first_seq, bucket.last_seq, raw.max_seq
                 )));
             }
-            buckets.push(BucketDigest { first_seq: bucket.first_seq, last_seq: bucket.last_seq, digest: bucket.digest });
+            buckets.push(BucketDigest {
+                first_seq: bucket.first_seq,
+                last_seq: bucket.last_seq,
+                digest: bucket.digest,
+                text_free: bucket.text_free,
+                redacted: bucket.redacted,
+            });
         }
         origins.push(PeerOrigin { origin, max_seq: raw.max_seq, buckets });
     }
@@ -499,7 +507,7 @@ impl std::fmt::Debug for AntiEntropyHandler {
 impl AntiEntropyHandler {
     /// Lets in gateways of the mesh's other regions; refuses anyone else,
     /// with a log line.
-    fn admit<T>(&self, request: &Request<T>, call: &str) -> Result<(), Status> {
+    fn admit<T>(&self, request: &Request<T>, call: &str) -> Result<RegionId, Status> {
         // `require` logs its own refusals.
         let identity = meridian_tls::require(request, &[Service::Gateway])?;
         let shared = &self.inner.shared;
@@ -508,7 +516,7 @@ impl AntiEntropyHandler {
             tracing::warn!(peer = %identity, call, reason = %reason, "anti-entropy call refused");
             return Err(Status::permission_denied(reason));
         }
-        Ok(())
+        Ok(identity.region().clone())
     }
 }
 
@@ -526,7 +534,13 @@ impl v1::anti_entropy_service_server::AntiEntropyService for AntiEntropyHandler 
             let buckets = summary
                 .buckets
                 .iter()
-                .map(|b| v1::BucketDigest { first_seq: b.first_seq, last_seq: b.last_seq, digest: b.digest })
+                .map(|b| v1::BucketDigest {
+                    first_seq: b.first_seq,
+                    last_seq: b.last_seq,
+                    digest: b.digest,
+                    text_free: b.text_free,
+                    redacted: b.redacted,
+                })
                 .collect();
             origins.push(v1::OriginSummary { origin: origin.to_string(), max_seq: summary.max_seq, buckets });
         }
@@ -538,7 +552,7 @@ impl v1::anti_entropy_service_server::AntiEntropyService for AntiEntropyHandler 
     }
 
     async fn fetch_log(&self, request: Request<v1::FetchLogRequest>) -> Result<Response<v1::FetchLogResponse>, Status> {
-        self.admit(&request, "FetchLog")?;
+        let peer = self.admit(&request, "FetchLog")?;
         let inner = &self.inner;
         let request = request.into_inner();
         let origin = region_id("origin", &request.origin).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -556,6 +570,13 @@ impl v1::anti_entropy_service_server::AntiEntropyService for AntiEntropyHandler 
             .shared
             .store
             .events_after(&origin, request.after_seq, limit)
+            .await
+            .map_err(|e| Error::from(e).to_status())?;
+        // Residency: the peer gets a pinned ticket's text only inside its
+        // set, and never a redacted copy there; the answer stops before an
+        // event this region cannot serve so, and the peer fetches the rest
+        // from a region that can (the origin, or another region of the set).
+        let page = for_peer(inner.shared.store.as_ref(), &peer, &page, Unvouched::Stop)
             .await
             .map_err(|e| Error::from(e).to_status())?;
         let mut events = Vec::with_capacity(page.len());
@@ -589,7 +610,10 @@ mod tests {
         v1::OriginSummary {
             origin: name.into(),
             max_seq,
-            buckets: buckets.iter().map(|&(first_seq, last_seq)| v1::BucketDigest { first_seq, last_seq, digest: 7 }).collect(),
+            buckets: buckets
+                .iter()
+                .map(|&(first_seq, last_seq)| v1::BucketDigest { first_seq, last_seq, digest: 7, ..Default::default() })
+                .collect(),
         }
     }
 
@@ -600,7 +624,10 @@ mod tests {
         let decoded = summary_from_proto(&peer, good).unwrap();
         assert_eq!(decoded.bucket_events, 4);
         assert_eq!(decoded.origins.len(), 2);
-        assert_eq!(decoded.origins[0].buckets[1], BucketDigest { first_seq: 5, last_seq: 6, digest: 7 });
+        assert_eq!(
+            decoded.origins[0].buckets[1],
+            BucketDigest { first_seq: 5, last_seq: 6, digest: 7, text_free: 0, redacted: false }
+        );
 
         let refused = |response: v1::LogSummaryResponse| summary_from_proto(&peer, response).err().unwrap().to_string();
         let mut wrong_region = summary(vec![]);

@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use meridian_core::{Epoch, EventEnvelope, EventKind, RegionId, TicketId};
+use std::collections::HashMap;
+
+use meridian_core::{Epoch, EventEnvelope, EventKind, RegionId, TicketId, residency};
 use meridian_store::{ConflictRecord, EVENTS_PAGE_MAX, LIST_LIMIT_MAX, Store, TicketFilter, TicketRecord};
 
 use crate::Result;
@@ -225,11 +227,12 @@ pub fn check_views(views: &[RegionView]) -> ConvergenceReport {
             }
             previous = event.origin_seq;
         }
+        let residencies = log_residencies(home, own);
         let own: BTreeMap<u64, &EventEnvelope> = own.iter().map(|event| (event.origin_seq, event)).collect();
         for replica in views.iter().filter(|view| &view.region != origin) {
             let copy = replica.logs.get(origin).unwrap_or(&empty);
             report.events_checked += copy.len();
-            compare_log(&mut report, &replica.region, origin, &own, copy);
+            compare_log(&mut report, &replica.region, origin, &own, copy, &residencies);
         }
     }
     compare_tickets(&mut report, views);
@@ -332,6 +335,7 @@ fn compare_log(
     origin: &RegionId,
     own: &BTreeMap<u64, &EventEnvelope>,
     copy: &[EventEnvelope],
+    residencies: &Residencies,
 ) {
     let mut seen = BTreeSet::new();
     let mut unknown = Vec::new();
@@ -346,7 +350,7 @@ fn compare_log(
         }
         match own.get(&event.origin_seq) {
             None => unknown.push(event.origin_seq),
-            Some(original) if *original != event => report.problems.push(Divergence::Differs {
+            Some(original) if !same_event(original, event, store, residencies) => report.problems.push(Divergence::Differs {
                 store: store.clone(),
                 origin: origin.clone(),
                 seq: event.origin_seq,
@@ -365,6 +369,33 @@ fn compare_log(
             origin: origin.clone(),
             seqs: to_ranges(unknown),
         });
+    }
+}
+
+/// The residency of each ticket an origin's log holds text of.
+type Residencies = HashMap<TicketId, BTreeSet<RegionId>>;
+
+/// Residencies of the tickets `log`'s notes and offers are about, from the
+/// origin's own store (which has every ticket it wrote a note on).
+fn log_residencies(home: &RegionView, log: &[EventEnvelope]) -> Residencies {
+    log.iter()
+        .filter_map(|event| residency::residency_ticket(&event.kind))
+        .filter_map(|id| home.tickets.get(&id).map(|record| (id, record.ticket.residency.clone())))
+        .collect()
+}
+
+/// Whether `copy`, held by `store`, is what `store` must hold of the
+/// origin's `original`: the event itself in a region that may hold its
+/// ticket's text, its redacted form (residency) anywhere else. A
+/// redacted copy inside the set, or the text outside it, differs.
+fn same_event(original: &EventEnvelope, copy: &EventEnvelope, store: &RegionId, residencies: &Residencies) -> bool {
+    let residency = match &original.kind {
+        EventKind::TicketCreated { ticket } => Some(&ticket.residency),
+        kind => residency::residency_ticket(kind).and_then(|id| residencies.get(&id)),
+    };
+    match residency {
+        Some(set) if !residency::may_hold(set, store) => residency::redact_event(original) == *copy,
+        _ => original == copy,
     }
 }
 
@@ -396,19 +427,26 @@ fn compare_tickets(report: &mut ConvergenceReport, views: &[RegionView]) {
     let ids: BTreeSet<TicketId> = views.iter().flat_map(|view| view.tickets.keys().copied()).collect();
     report.tickets_checked = ids.len();
     for id in ids {
-        let mut reference: Option<(&RegionId, &TicketRecord)> = None;
+        let mut records = Vec::with_capacity(views.len());
         for view in views {
-            let Some(record) = view.tickets.get(&id) else {
-                report.problems.push(Divergence::TicketMissing { store: view.region.clone(), ticket: id });
-                continue;
-            };
+            match view.tickets.get(&id) {
+                Some(record) => records.push((&view.region, record)),
+                None => report.problems.push(Divergence::TicketMissing { store: view.region.clone(), ticket: id }),
+            }
+        }
+        // Residency: the reference is a region that may hold the text.
+        if let Some(first) = records.iter().position(|(region, record)| residency::may_hold(&record.ticket.residency, region)) {
+            records[..=first].rotate_right(1);
+        }
+        let mut reference: Option<(&RegionId, &TicketRecord)> = None;
+        for (region, record) in records {
             match reference {
-                None => reference = Some((&view.region, record)),
+                None => reference = Some((region, record)),
                 Some((reference_region, expected)) => {
-                    let parts = differing_parts(expected, record);
+                    let parts = differing_parts(&expected_here(expected, region), record);
                     if !parts.is_empty() {
                         report.problems.push(Divergence::TicketDiffers {
-                            store: view.region.clone(),
+                            store: region.clone(),
                             reference: reference_region.clone(),
                             ticket: id,
                             parts,
@@ -418,6 +456,20 @@ fn compare_tickets(report: &mut ConvergenceReport, views: &[RegionView]) {
             }
         }
     }
+}
+
+/// What `region` must hold of a ticket whose full projection is `full`:
+/// all of it inside the ticket's residency, the redacted ticket and notes
+/// outside it.
+fn expected_here<'a>(full: &'a TicketRecord, region: &RegionId) -> std::borrow::Cow<'a, TicketRecord> {
+    if residency::may_hold(&full.ticket.residency, region) {
+        return std::borrow::Cow::Borrowed(full);
+    }
+    std::borrow::Cow::Owned(TicketRecord {
+        ticket: full.ticket.redacted(),
+        notes: full.notes.iter().map(meridian_core::Note::redacted).collect(),
+        conflicts: full.conflicts.clone(),
+    })
 }
 
 /// The parts of two projections of one ticket that differ. A conflict's

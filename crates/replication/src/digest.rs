@@ -69,12 +69,71 @@ pub(crate) fn hash_event(state: &mut Fnv64, event: &EventEnvelope) {
     state.write(&encoded);
 }
 
+/// Feeds one event's redacted form (residency, `meridian_core::residency`)
+/// the way [`hash_event`] feeds the event.
+pub(crate) fn hash_text_free(state: &mut Fnv64, event: &EventEnvelope) {
+    if meridian_core::residency::carries_text(&event.kind) && !meridian_core::residency::is_redacted(&event.kind) {
+        hash_event(state, &meridian_core::residency::redact_event(event));
+    } else {
+        hash_event(state, event);
+    }
+}
+
 /// The digest of the events `first_seq ..= last_seq` of one origin.
+///
+/// Residency: outside a pinned ticket's regions a store holds redacted
+/// copies of its events, so `digest` differs from a full copy's.
+/// `text_free` hashes every event's redacted form, which all copies share,
+/// and `redacted` says this store holds redacted copies in the bucket: two
+/// buckets hold the same events when their digests agree, or when their
+/// `text_free` digests agree and one of them holds redacted copies. Text
+/// changed behind the store's back in a bucket without redacted copies
+/// still shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketDigest {
     pub first_seq: u64,
     pub last_seq: u64,
     pub digest: u64,
+    pub text_free: u64,
+    pub redacted: bool,
+}
+
+impl BucketDigest {
+    /// Whether the two buckets (of one range) hold the same events, given
+    /// redacted copies (see the type's doc).
+    pub fn agrees_with(&self, other: &BucketDigest) -> bool {
+        self.digest == other.digest || (self.text_free == other.text_free && (self.redacted || other.redacted))
+    }
+}
+
+/// The running hashes of a bucket.
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    full: Fnv64,
+    text_free: Fnv64,
+    redacted: bool,
+}
+
+impl Running {
+    fn new() -> Self {
+        Self { full: Fnv64::new(), text_free: Fnv64::new(), redacted: false }
+    }
+
+    fn add(&mut self, event: &EventEnvelope) {
+        hash_event(&mut self.full, event);
+        hash_text_free(&mut self.text_free, event);
+        self.redacted |= meridian_core::residency::is_redacted(&event.kind);
+    }
+
+    fn bucket(&self, first_seq: u64, last_seq: u64) -> BucketDigest {
+        BucketDigest {
+            first_seq,
+            last_seq,
+            digest: self.full.finish(),
+            text_free: self.text_free.finish(),
+            redacted: self.redacted,
+        }
+    }
 }
 
 /// What a store holds of one origin's log.
@@ -99,16 +158,16 @@ pub(crate) struct LogDigests {
 #[derive(Debug, Clone)]
 struct OriginDigests {
     /// The digests of buckets `0 .. complete.len()`.
-    complete: Vec<u64>,
+    complete: Vec<Running>,
     /// The last `origin_seq` hashed; the tail is `complete.len()*B+1 ..= covered`.
     covered: u64,
-    /// The running hash of the tail.
-    tail: Fnv64,
+    /// The running hashes of the tail.
+    tail: Running,
 }
 
 impl Default for OriginDigests {
     fn default() -> Self {
-        Self { complete: Vec::new(), covered: 0, tail: Fnv64::new() }
+        Self { complete: Vec::new(), covered: 0, tail: Running::new() }
     }
 }
 
@@ -152,11 +211,11 @@ impl LogDigests {
         let size = self.bucket_events;
         let mut buckets: Vec<BucketDigest> = (0u64..)
             .zip(&state.complete)
-            .map(|(k, digest)| BucketDigest { first_seq: k * size + 1, last_seq: (k + 1) * size, digest: *digest })
+            .map(|(k, running)| running.bucket(k * size + 1, (k + 1) * size))
             .collect();
         let tail_first = state.complete.len() as u64 * size + 1;
         if state.covered >= tail_first {
-            buckets.push(BucketDigest { first_seq: tail_first, last_seq: state.covered, digest: state.tail.finish() });
+            buckets.push(state.tail.bucket(tail_first, state.covered));
         }
         Ok(OriginSummary { max_seq, buckets })
     }
@@ -182,7 +241,7 @@ impl LogDigests {
             let hash_page = move || {
                 let mut tail = tail;
                 for event in &page {
-                    hash_event(&mut tail, event);
+                    tail.add(event);
                 }
                 tail
             };
@@ -198,8 +257,8 @@ impl LogDigests {
             state.tail = tail;
             state.covered += want;
             if state.covered == bucket_end {
-                state.complete.push(state.tail.finish());
-                state.tail = Fnv64::new();
+                state.complete.push(state.tail);
+                state.tail = Running::new();
             }
         }
         Ok(())

@@ -71,6 +71,7 @@ mod dial;
 mod digest;
 mod error;
 mod replicator;
+pub mod residency;
 mod seam;
 mod service;
 mod session;
@@ -90,6 +91,6 @@ pub use convergence::{Acked, ConvergenceReport, Divergence, RegionView, check_ac
 pub use digest::BUCKET_EVENTS_DEFAULT;
 pub use error::{Error, Result};
 pub use replicator::{Replicator, WeakReplicator};
-pub use seam::{BoxFuture, PeerTransport, ReplicaLog};
+pub use seam::{BoxFuture, PeerTransport, ReplicaLog, Residencies};
 pub use service::{ReplicationHandler, ReplicationServer};
 pub use state::PeerStatus;

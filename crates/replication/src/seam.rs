@@ -13,13 +13,14 @@
 //! simulation's layer does, from the simulated host's name) and otherwise
 //! reads the verified client certificate.
 
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_core::{EventEnvelope, RegionId};
+use meridian_core::{EventEnvelope, RegionId, TicketId};
 use meridian_store::Store;
 use meridian_tls::{MeshTls, PeerIdentity, Service};
 use tokio::sync::broadcast;
@@ -62,7 +63,15 @@ pub trait ReplicaLog: Send + Sync + 'static {
         seq: u64,
         timeout: Duration,
     ) -> BoxFuture<'a, meridian_store::Result<bool>>;
+    /// Whether any ticket here may be pinned to a residency (if not, the
+    /// region's own events ship without a look-up).
+    fn may_hold_pinned(&self) -> bool;
+    /// The residency of each of these tickets held here (empty: anywhere).
+    fn residencies<'a>(&'a self, ids: &'a [TicketId]) -> BoxFuture<'a, meridian_store::Result<Residencies>>;
 }
+
+/// Each ticket's residency, as [`ReplicaLog::residencies`] answers.
+pub type Residencies = HashMap<TicketId, BTreeSet<RegionId>>;
 
 impl ReplicaLog for Store {
     fn local_region(&self) -> &RegionId {
@@ -105,6 +114,14 @@ impl ReplicaLog for Store {
         timeout: Duration,
     ) -> BoxFuture<'a, meridian_store::Result<bool>> {
         Box::pin(Store::wait_applied(self, origin, seq, timeout))
+    }
+
+    fn may_hold_pinned(&self) -> bool {
+        Store::may_hold_pinned(self)
+    }
+
+    fn residencies<'a>(&'a self, ids: &'a [TicketId]) -> BoxFuture<'a, meridian_store::Result<Residencies>> {
+        Box::pin(Store::residencies(self, ids))
     }
 }
 

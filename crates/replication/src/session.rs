@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tonic::{Status, Streaming};
 
+use crate::residency::{Unvouched, for_peer};
 use crate::state::Shared;
 use crate::{Error, Result};
 
@@ -96,7 +97,7 @@ pub(crate) async fn run(
     let (resend_tx, resend_rx) = watch::channel(0u64);
     let (apply_tx, apply_rx) = mpsc::channel(APPLY_QUEUE);
     let mut tasks = JoinSet::new();
-    tasks.spawn(ship(shared.clone(), hello.cursor + 1, ship_tx, rewind_rx));
+    tasks.spawn(ship(shared.clone(), peer.clone(), hello.cursor + 1, ship_tx, rewind_rx));
     tasks.spawn(write(shared.clone(), peer.clone(), outbound.clone(), ship_rx, ack_rx, resend_rx));
     tasks.spawn(receive(shared.clone(), peer.clone(), inbound, apply_tx, rewind_tx));
     tasks.spawn(apply(shared.clone(), peer.clone(), apply_rx, ack_tx, resend_tx));
@@ -196,6 +197,7 @@ fn cut_batches<E: Borrow<EventEnvelope>>(events: &[E], events_max: usize, bytes_
 /// trusted to be complete (lag, or an event out of sequence).
 async fn ship(
     shared: Arc<Shared>,
+    peer: RegionId,
     mut next: u64,
     out: mpsc::Sender<v1::ReplicationFrame>,
     mut rewind: watch::Receiver<u64>,
@@ -218,6 +220,8 @@ async fn ship(
             let page = store.events_after(&local, next.saturating_sub(1), page_max).await?;
             let Some(last) = page.last() else { break };
             shared.note_head(last.origin_seq);
+            // Residency: a pinned ticket's text goes only to its regions.
+            let page = for_peer(store.as_ref(), &peer, &page, Unvouched::Redact).await?;
             for (frame, last_seq) in cut_batches(&page, events_max, bytes_max) {
                 match hand_on(&out, frame, &mut rewind).await? {
                     Handed::Queued => next = last_seq + 1,
@@ -273,6 +277,7 @@ async fn ship(
                 }
             }
             shared.note_head(expected - 1);
+            let events = for_peer(store.as_ref(), &peer, &events, Unvouched::Redact).await?;
             for (frame, last_seq) in cut_batches(&events, events_max, bytes_max) {
                 match hand_on(&out, frame, &mut rewind).await? {
                     Handed::Queued => next = last_seq + 1,

@@ -452,3 +452,102 @@ async fn only_gateways_of_other_regions_may_compare_logs() {
     assert!(status.message().starts_with("origin:"), "{status:?}");
     mesh.shutdown().await;
 }
+
+// -------------------------------------------------------------- residency
+
+/// A ticket pinned to us-east and apac-south, with us-east ↔ apac-south
+/// cut. eu-west, outside the set, holds only the redacted copies of its
+/// events (no subject, no note text), and its anti-entropy answers to
+/// apac-south stop before them: apac-south stays short of them rather than
+/// keep a redacted copy, and once the link heals holds the full events
+/// from us-east. The digests of a full and a redacted log agree, and the
+/// convergence check takes the redacted copy outside the set for the event
+/// it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_redacted_copy_is_relayed_into_a_tickets_residency() {
+    let mut mesh = Mesh::start(Backing::Sqlite, true, Duration::from_millis(100)).await;
+    let origin = mesh.regions[US].region.clone();
+    let us = mesh.regions[US].store.clone();
+    // An unpinned ticket and three notes, the pinned ticket and its note,
+    // then four more unpinned events.
+    write_burst(&us, 0, 4, 2).await;
+    let mut pinned = ticket(&origin, 0);
+    pinned.residency = [origin.clone(), mesh.regions[APAC].region.clone()].into();
+    us.create_ticket(pinned.clone(), meta()).await.unwrap();
+    us.add_note(note(pinned.id, &origin, "passport number 123456789"), meta()).await.unwrap();
+    write_burst(&us, 0, 4, 2).await;
+    let head = us.local_head().await.unwrap();
+    assert_eq!(head, 10);
+    let eu = &mesh.regions[EU];
+    wait_until(Duration::from_secs(15), "eu-west applied us-east's log", || async {
+        eu.store.cursor(&origin).await.unwrap() == head
+    })
+    .await;
+
+    let eu_log = read_log(&eu.store, &origin).await;
+    assert!(eu_log[4..6].iter().all(|e| meridian_core::residency::is_redacted(&e.kind)), "{:?}", &eu_log[4..6]);
+    let dump = format!("{eu_log:?}");
+    assert!(!dump.contains(&pinned.subject) && !dump.contains("passport"), "{dump}");
+    let copy = eu.store.get_ticket(pinned.id).await.unwrap().unwrap();
+    assert_eq!((copy.ticket.subject.as_str(), copy.ticket.body.as_str(), copy.ticket.customer.as_str()), ("", "", ""));
+    assert_eq!((copy.ticket.owner.clone(), copy.ticket.residency.clone()), (pinned.owner.clone(), pinned.residency.clone()));
+    assert_eq!(copy.notes.len(), 1);
+    assert_eq!((copy.notes[0].body.as_str(), copy.notes[0].author.as_str()), ("", ""));
+
+    mesh.regions[EU].start_anti_entropy();
+    mesh.regions[APAC].start_anti_entropy();
+    let (eu, apac) = (&mesh.regions[EU], &mesh.regions[APAC]);
+    wait_until(Duration::from_secs(15), "apac-south got the events before the pinned ticket", || async {
+        apac.store.cursor(&origin).await.unwrap() == 4
+    })
+    .await;
+    let rounds = apac.stats().rounds;
+    wait_until(Duration::from_secs(15), "three more rounds", || async { apac.stats().rounds >= rounds + 3 }).await;
+    assert_eq!(apac.store.cursor(&origin).await.unwrap(), 4, "eu-west relayed past a redacted copy");
+    assert!(apac.store.get_ticket(pinned.id).await.unwrap().is_none());
+
+    // The link heals: us-east's stream brings the full events.
+    for proxy in &mesh._proxies {
+        proxy.set_mode(Mode::Forward);
+    }
+    wait_until(Duration::from_secs(30), "apac-south holds us-east's whole log", || async {
+        apac.store.cursor(&origin).await.unwrap() == head
+    })
+    .await;
+    assert_eq!(read_log(&apac.store, &origin).await, read_log(&us, &origin).await);
+    let full = apac.store.get_ticket(pinned.id).await.unwrap().unwrap();
+    assert_eq!(full.ticket.subject, pinned.subject);
+    assert_eq!(full.notes[0].body, "passport number 123456789");
+
+    // eu-west (redacted) and apac-south (full) compare the same digests.
+    let rounds = (eu.stats().rounds, apac.stats().rounds);
+    wait_until(Duration::from_secs(15), "three more rounds on both", || async {
+        eu.stats().rounds >= rounds.0 + 3 && apac.stats().rounds >= rounds.1 + 3
+    })
+    .await;
+    assert_eq!(eu.stats().divergent_buckets, 0, "{:?}", eu.stats());
+    assert_eq!(apac.stats().divergent_buckets, 0, "{:?}", apac.stats());
+    let stores: Vec<Store> = mesh.regions.iter().map(|region| region.store.clone()).collect();
+    let report = check_convergence(&stores).await.unwrap();
+    assert!(report.is_converged(), "{report}");
+
+    // And the check still sees a redacted copy inside the set, or the text
+    // outside it, as the divergence it is.
+    let url = apac.db.as_ref().unwrap().config().url;
+    let mut raw = AnyConnection::connect(&url).await.unwrap();
+    let redacted_note = eu_log[5].kind.payload_json().unwrap();
+    sqlx::query("UPDATE events SET payload = $1 WHERE origin_region = $2 AND origin_seq = 6")
+        .bind(redacted_note)
+        .bind(origin.as_str())
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    raw.close().await.unwrap();
+    let report = check_convergence(&stores).await.unwrap();
+    assert_eq!(
+        report.problems,
+        vec![Divergence::Differs { store: apac.region.clone(), origin: origin.clone(), seq: 6 }],
+        "{report}"
+    );
+    mesh.shutdown().await;
+}

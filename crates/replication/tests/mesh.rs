@@ -343,3 +343,39 @@ async fn lag_is_reported_in_events_and_seconds_while_a_peer_is_down() {
     mesh.assert_converged(None).await;
     mesh.shutdown().await;
 }
+
+/// Residency on the stream's backlog path: us-east writes a ticket pinned
+/// to it and eu-west, with a note and a handoff offer, before any stream
+/// runs; once they start, eu-west gets every event whole and apac-south
+/// redacted copies of the same events, and the mesh converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_ships_a_pinned_tickets_text_only_inside_its_residency() {
+    let mut spec = MeshSpec::new(Backing::Sqlite, &THREE);
+    spec.start = false;
+    let mut mesh = Mesh::start(spec).await;
+    let us = mesh.nodes[0].store.clone();
+    let (us_east, eu_west) = (region("us-east"), region("eu-west"));
+    let mut pinned = ticket(&us_east, 0);
+    pinned.residency = [us_east.clone(), eu_west.clone()].into();
+    us.create_ticket(pinned.clone(), meta()).await.unwrap();
+    us.add_note(note(pinned.id, &us_east, "the customer's home address"), meta()).await.unwrap();
+    let offer = note(pinned.id, &us_east, &handoff_note().render(&us_east, &eu_west));
+    us.offer_handoff(pinned.id, pinned.owner.epoch, eu_west.clone(), handoff_note(), offer, meta()).await.unwrap();
+    let own = us.events_after(&us_east, 0, 100).await.unwrap();
+    assert_eq!(own.len(), 3);
+    for node in &mut mesh.nodes {
+        node.start().await;
+    }
+    mesh.wait_caught_up(Duration::from_secs(15)).await;
+
+    assert_eq!(mesh.nodes[1].store.events_after(&us_east, 0, 100).await.unwrap(), own, "eu-west is in the set");
+    let copies = mesh.nodes[2].store.events_after(&us_east, 0, 100).await.unwrap();
+    let redacted: Vec<_> = own.iter().map(meridian_core::residency::redact_event).collect();
+    assert_eq!(copies, redacted, "apac-south holds the redacted copies");
+    let dump = format!("{copies:?}");
+    for text in [pinned.subject.as_str(), "home address", "restarted the sync job", "customer is in Lisbon"] {
+        assert!(!dump.contains(text), "{text} reached apac-south: {dump}");
+    }
+    mesh.assert_converged(None).await;
+    mesh.shutdown().await;
+}

@@ -371,6 +371,20 @@ impl ReplicaLog for ModelLog {
             Ok(waited.is_ok() && reached())
         })
     }
+
+    fn may_hold_pinned(&self) -> bool {
+        lock(&self.db)
+            .logs
+            .values()
+            .flatten()
+            .any(|event| matches!(&event.kind, EventKind::TicketCreated { ticket } if !ticket.residency.is_empty()))
+    }
+
+    fn residencies<'a>(&'a self, ids: &'a [TicketId]) -> BoxFuture<'a, meridian_store::Result<meridian_replication::Residencies>> {
+        let db = lock(&self.db);
+        let found = ids.iter().filter_map(|id| db.ticket(*id).map(|ticket| (*id, ticket.residency))).collect();
+        Box::pin(async move { Ok(found) })
+    }
 }
 
 /// A region's state as the shared checker reads it

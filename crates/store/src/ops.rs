@@ -524,6 +524,7 @@ impl<'c> WriteTx<'c> {
             .map_err(refused)?;
             incoming.push((event, EventRow::new(event).map_err(refused)?));
         }
+        self.refuse_redacted_copies_here(origin, events).await?;
         incoming.sort_by_key(|(event, _)| event.origin_seq);
 
         // Make sure the cursor row exists so it can be locked. This write
@@ -590,6 +591,49 @@ impl<'c> WriteTx<'c> {
             .execute(&mut *self.conn)
             .await?;
         Ok((new_cursor, applied))
+    }
+
+    /// Refuses redacted copies (`meridian_core::residency`) of events of a
+    /// ticket this region is in the residency of: here the full event must
+    /// be stored, and a sender that has only the copy must not send it.
+    /// Senders decide so themselves; this is the receiving end's guard.
+    /// A note of a ticket not here yet cannot be checked and is let in.
+    async fn refuse_redacted_copies_here(&mut self, origin: &RegionId, events: &[EventEnvelope]) -> Result<(), Fail> {
+        use meridian_core::residency::{is_redacted, may_hold, residency_ticket};
+        let here = self.local_region.clone();
+        let refusal = |event: &EventEnvelope| {
+            refused(Error::invalid(
+                "payload_json",
+                format!(
+                    "event {} of {origin} is a redacted copy, but {here} is in ticket {}'s residency and keeps the full event",
+                    event.origin_seq, event.ticket_id
+                ),
+            ))
+        };
+        let mut ask = Vec::new();
+        for event in events.iter().filter(|event| is_redacted(&event.kind)) {
+            match &event.kind {
+                EventKind::TicketCreated { ticket } if may_hold(&ticket.residency, &here) => return Err(refusal(event)),
+                kind => ask.extend(residency_ticket(kind).map(|id| (id, event))),
+            }
+        }
+        for chunk in ask.chunks(500) {
+            let sql = format!(
+                "SELECT ticket_id, residency FROM tickets WHERE ticket_id IN ({})",
+                placeholders(self.backend, 1, chunk.len())
+            );
+            let query = chunk.iter().fold(sqlx::query(&sql), |q, (id, _)| q.bind(id.to_string()));
+            for row in query.fetch_all(&mut *self.conn).await? {
+                let id = codec::parsed::<TicketId>(&row, "tickets", "ticket_id")?;
+                let residency: std::collections::BTreeSet<RegionId> = codec::json_column(&row, "tickets", "residency")?;
+                if may_hold(&residency, &here)
+                    && let Some((_, event)) = chunk.iter().find(|(asked, _)| *asked == id)
+                {
+                    return Err(refusal(event));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Applies a run of creations and notes: their events, tickets and
@@ -894,7 +938,7 @@ fn values_rows(backend: Backend, rows: usize, cols: usize) -> String {
 
 /// `count` comma-separated placeholders, numbered from `first` where the
 /// backend numbers them.
-fn placeholders(backend: Backend, first: usize, count: usize) -> String {
+pub(crate) fn placeholders(backend: Backend, first: usize, count: usize) -> String {
     let mut sql = String::with_capacity(count * 5);
     for n in first..first + count {
         if n > first {

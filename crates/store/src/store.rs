@@ -69,6 +69,10 @@ struct Inner {
     stats: Arc<StatsCounters>,
     generation: Option<u64>,
     superseded: tokio::sync::watch::Sender<Option<(u64, u64)>>,
+    /// Whether any ticket here may be pinned to regions (see
+    /// [`Store::may_hold_pinned`]): read at open, set before any write of
+    /// a pinned ticket is queued, never cleared.
+    pinned: std::sync::atomic::AtomicBool,
 }
 
 /// The wall clock. The store's only reading of it is for rows it records
@@ -178,6 +182,8 @@ impl Store {
             None
         };
         let (superseded, _) = tokio::sync::watch::channel(None);
+        // Residency's fast path: most meshes pin no ticket at all.
+        let pinned = sqlx::query("SELECT 1 FROM tickets WHERE residency <> '[]' LIMIT 1").fetch_optional(&pool).await?.is_some();
 
         let (events, _) = broadcast::channel(SUBSCRIBE_CAPACITY);
         let (conflicts, _) = broadcast::channel(SUBSCRIBE_CAPACITY);
@@ -209,6 +215,7 @@ impl Store {
                 stats,
                 generation,
                 superseded,
+                pinned: std::sync::atomic::AtomicBool::new(pinned),
             }),
         })
     }
@@ -270,6 +277,9 @@ impl Store {
     /// ticket's epoch. Instants are kept to the millisecond.
     pub async fn create_ticket(&self, mut ticket: Ticket, meta: WriteMeta) -> Result<EventEnvelope> {
         truncate_ticket_times(&mut ticket);
+        if !ticket.residency.is_empty() {
+            self.inner.pinned.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         self.submit(|reply| Job::CreateTicket { ticket, meta, reply }).await
     }
 
@@ -438,6 +448,9 @@ impl Store {
     /// Applies a peer's events, idempotently, in one transaction with the
     /// cursor for `origin`. Returns the new cursor.
     pub async fn apply_remote(&self, origin: &RegionId, events: Vec<EventEnvelope>) -> Result<u64> {
+        if events.iter().any(|e| matches!(&e.kind, EventKind::TicketCreated { ticket } if !ticket.residency.is_empty())) {
+            self.inner.pinned.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let origin = origin.clone();
         self.submit(|reply| Job::ApplyRemote { origin, events, reply }).await
     }
@@ -617,6 +630,42 @@ impl Store {
         .fetch_all(&self.inner.pool)
         .await?;
         decode_all(&rows, codec::event_from_row)
+    }
+
+    /// Whether any ticket in this store may be pinned to regions. `false`
+    /// means none is, and none was being written when this was read: every
+    /// ticket here may go anywhere, so a region's own log (whose tickets
+    /// are all here) ships without looking residencies up.
+    pub fn may_hold_pinned(&self) -> bool {
+        self.inner.pinned.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The residency of each of these tickets this store has (an empty set:
+    /// anywhere); tickets not here are absent from the answer. What the
+    /// senders of events ask before they ship a ticket's text elsewhere
+    /// (`meridian_core::residency`).
+    pub async fn residencies(
+        &self,
+        ids: &[TicketId],
+    ) -> Result<std::collections::HashMap<TicketId, std::collections::BTreeSet<RegionId>>> {
+        /// Ids per query: far under every backend's limit on parameters.
+        const IDS_PER_QUERY: usize = 500;
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_QUERY) {
+            let sql = format!(
+                "SELECT ticket_id, residency FROM tickets WHERE ticket_id IN ({})",
+                crate::ops::placeholders(self.backend(), 1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(&self.inner.pool).await? {
+                let id = codec::parsed::<TicketId>(&row, "tickets", "ticket_id")?;
+                found.insert(id, codec::json_column(&row, "tickets", "residency")?);
+            }
+        }
+        Ok(found)
     }
 
     /// Every event of a ticket, from every origin, in HLC order (ties broken

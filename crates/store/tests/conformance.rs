@@ -351,6 +351,7 @@ conformance!(
     apply_remote_is_idempotent,
     apply_remote_refuses_gaps,
     apply_remote_refuses_foreign_events,
+    redacted_copies_are_kept_outside_the_residency_and_refused_inside,
     stale_epoch_update_becomes_a_conflict,
     update_arriving_before_its_ticket_is_applied_later,
     cursor_advances_with_events_across_restarts,
@@ -947,6 +948,51 @@ mod cases {
         assert_eq!(event_count(store).await, 0);
         assert_eq!(store.cursor(&eu()).await.unwrap(), 0);
         assert_eq!(store.local_head().await.unwrap(), 0);
+    }
+
+    /// Residency: this store (us-east) keeps redacted copies of tickets
+    /// pinned elsewhere, projected without their text, and refuses a
+    /// redacted copy of a ticket it is in the residency of.
+    pub async fn redacted_copies_are_kept_outside_the_residency_and_refused_inside(mut ctx: Ctx) {
+        use meridian_core::{EventEnvelope, RegionId, residency::redact_event};
+        assert!(!ctx.store.may_hold_pinned(), "a new store holds no pinned ticket");
+        let store = &ctx.store;
+        let mut eu_log = Origin::new(eu());
+        let pin = |event: EventEnvelope, set: &[RegionId]| {
+            let mut event = event;
+            if let EventKind::TicketCreated { ticket } = &mut event.kind {
+                ticket.residency = set.iter().cloned().collect();
+            }
+            event
+        };
+        let (elsewhere, created) = eu_log.create();
+        let created = redact_event(&pin(created, &[eu()]));
+        let note = redact_event(&eu_log.note(elsewhere.id, elsewhere.owner.epoch));
+        let (here, here_created) = eu_log.create();
+        let here_created = pin(here_created, &[us(), eu()]);
+        assert_eq!(store.apply_remote(&eu(), vec![created, note, here_created.clone()]).await.unwrap(), 3);
+        let copy = store.get_ticket(elsewhere.id).await.unwrap().unwrap();
+        assert_eq!((copy.ticket.subject.as_str(), copy.ticket.body.as_str(), copy.ticket.customer.as_str()), ("", "", ""));
+        assert_eq!((copy.ticket.owner.clone(), copy.ticket.tier.clone()), (elsewhere.owner.clone(), elsewhere.tier.clone()));
+        assert_eq!((copy.notes.len(), copy.notes[0].body.as_str()), (1, ""));
+
+        let redacted_note = redact_event(&eu_log.note(here.id, here.owner.epoch));
+        let err = store.apply_remote(&eu(), vec![redacted_note]).await.unwrap_err();
+        assert!(err.to_string().contains("is a redacted copy, but us-east is in ticket"), "{err}");
+        let mut apac_log = Origin::new(apac());
+        let (_, pinned_here) = apac_log.create();
+        let err = store.apply_remote(&apac(), vec![redact_event(&pin(pinned_here, &[us()]))]).await.unwrap_err();
+        assert!(err.to_string().contains("is a redacted copy"), "{err}");
+        assert_eq!(store.cursor(&eu()).await.unwrap(), 3);
+        assert_eq!(store.cursor(&apac()).await.unwrap(), 0);
+        assert_eq!(store.get_ticket(here.id).await.unwrap().unwrap().ticket.subject, here.subject);
+        assert_eq!(
+            store.residencies(&[elsewhere.id, here.id, ticket_id()]).await.unwrap(),
+            [(elsewhere.id, [eu()].into()), (here.id, [us(), eu()].into())].into()
+        );
+        assert!(store.may_hold_pinned());
+        ctx.reopen().await;
+        assert!(ctx.store.may_hold_pinned(), "read again at open");
     }
 
     pub async fn stale_epoch_update_becomes_a_conflict(ctx: Ctx) {

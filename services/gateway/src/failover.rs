@@ -463,6 +463,7 @@ impl Failover {
         api.check_gate()?;
         let store = api.store();
         let mut taken = 0u64;
+        let mut kept_home = 0u64;
         let mut after = None;
         loop {
             let filter = TicketFilter { owner_region: Some(failed.clone()), after, limit: TAKEOVER_PAGE, ..TicketFilter::default() };
@@ -471,10 +472,20 @@ impl Failover {
             // Closed is final: no owner-scoped write can ever happen on a
             // closed ticket, so moving it would cost an event per ticket
             // of history and change nothing anyone can do.
+            // Residency: a ticket pinned to regions this one is not among
+            // stays with its failed owner until it returns (this region holds
+            // only its redacted copy, and must not own it).
+            for ticket in page.tickets.iter().filter(|t| t.status != TicketStatus::Closed) {
+                if let Some(reason) = meridian_core::residency::refusal(&ticket.residency, me) {
+                    kept_home += 1;
+                    tracing::info!(ticket_id = %ticket.id, from = %failed, reason = %reason, "ticket not taken over; it waits for a region of its residency");
+                }
+            }
             let writes: Vec<_> = page
                 .tickets
                 .iter()
                 .filter(|ticket| ticket.status != TicketStatus::Closed)
+                .filter(|ticket| meridian_core::residency::may_hold(&ticket.residency, me))
                 .map(|ticket| {
                     let (id, new_epoch) = (ticket.id, ticket.owner.epoch.next_for(api.region_index()));
                     // One `takeover` span per ticket, in the ticket's trace;
@@ -524,7 +535,7 @@ impl Failover {
             },
             _ => false,
         };
-        tracing::info!(from = %failed, fencing_token = %fencing_token, tickets_taken = taken, through_seq, peer_durable,
+        tracing::info!(from = %failed, fencing_token = %fencing_token, tickets_taken = taken, kept_by_residency = kept_home, through_seq, peer_durable,
             "takeover carried out");
         Ok(v1::TakeOverResponse { tickets_taken: taken, through_seq, peer_durable })
     }

@@ -33,7 +33,10 @@ use meridian_proto::{
     replication::batch_from_proto,
     v1::{self, mesh_service_client::MeshServiceClient, mesh_service_server::MeshService},
 };
-use meridian_replication::Replicator;
+use meridian_replication::{
+    Replicator,
+    residency::{Unvouched, for_peer},
+};
 use meridian_store::Store;
 use meridian_tls::{GatewayChannels, MeshTls, Service};
 use tonic::{Request, Response, Status, transport::Channel};
@@ -78,24 +81,34 @@ pub(crate) async fn carried_tail(
         tracing::debug!(peer = %peer, acked, last = last.origin_seq, "peer is too far behind to carry the log tail");
         return None;
     }
-    let mut events = Vec::new();
+    let mut tail: Vec<EventEnvelope> = Vec::new();
     if let Some(earlier) = earlier
         && earlier.origin_region == last.origin_region
         && earlier.origin_seq <= acked
     {
-        events.push(event_to_proto(earlier));
+        tail.push(earlier.clone());
     }
     if before > 0 {
         let limit = u32::try_from(before).unwrap_or(u32::MAX);
         match store.events_after(store.local_region(), acked, limit).await {
-            Ok(page) => events.extend(page.iter().filter(|e| e.origin_seq < last.origin_seq).map(event_to_proto)),
+            Ok(page) => tail.extend(page.into_iter().filter(|e| e.origin_seq < last.origin_seq)),
             Err(error) => {
                 tracing::warn!(peer = %peer, error = %error, "cannot read the log tail to carry; the peer waits for replication");
                 return None;
             }
         }
     }
-    events.push(event_to_proto(last));
+    tail.push(last.clone());
+    // Residency: the tail may hold other tickets' text, which goes to the
+    // peer only if it is in their residency (the ticket handed off always
+    // is: handoffs never leave the set).
+    let events: Vec<v1::Event> = match for_peer(store, peer, &tail, Unvouched::Redact).await {
+        Ok(shipped) => shipped.iter().map(|event| event_to_proto(event)).collect(),
+        Err(error) => {
+            tracing::warn!(peer = %peer, error = %error, "cannot read residencies to carry the log tail; the peer waits for replication");
+            return None;
+        }
+    };
     let payload_bytes: usize = events.iter().map(|e| e.payload_json.len()).sum();
     (payload_bytes <= CARRIED_PAYLOAD_BYTES_MAX).then_some(v1::EventBatch { events })
 }
@@ -491,11 +504,15 @@ impl MeshApi {
         Ok(Outcome::Accepted(Box::new(ticket), event))
     }
 
-    /// Why this region refuses the ticket now, if it does: fenced, or the
+    /// Why this region refuses the ticket now, if it does: fenced, outside
+    /// the ticket's residency (the owner never offers so; a guard), or the
     /// rules say no.
     fn refusal(&self, ticket: &Ticket) -> Option<String> {
         if let Err(fenced) = self.api.check_gate() {
             return Some(fenced.message().to_owned());
+        }
+        if let Some(reason) = meridian_core::residency::refusal(&ticket.residency, self.api.region()) {
+            return Some(reason);
         }
         self.api.handoff_refusal(ticket)
     }
@@ -520,5 +537,73 @@ impl MeshApi {
                 ticket.id, ticket.owner.owner_region, ticket.owner.epoch
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use jiff::Timestamp;
+    use meridian_core::{HlcTimestamp, NewTicket, Note, NoteId, Ownership, Priority, Tier, residency::is_redacted};
+    use meridian_store::{StoreConfig, WriteMeta};
+
+    use super::*;
+
+    fn region(name: &str) -> RegionId {
+        RegionId::new(name).unwrap()
+    }
+
+    /// The tail carried in a handoff call holds other tickets' events too:
+    /// a ticket pinned away from the peer goes redacted, the rest whole.
+    #[tokio::test]
+    async fn the_carried_tail_is_redacted_for_the_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let us = region("us-east");
+        let store = Store::open(&StoreConfig::sqlite_file(&dir.path().join("us.db")), &us).await.unwrap();
+        let at = Timestamp::from_millisecond(1_780_000_000_000).unwrap();
+        let mut hlc = 0;
+        let mut meta = || {
+            hlc += 1;
+            WriteMeta { hlc_time: HlcTimestamp::new(1_780_000_000_000, hlc), traceparent: None, at }
+        };
+        let mut events = Vec::new();
+        for (seed, subject, residency) in [(1u8, "secret subject", vec![us.clone()]), (2, "open subject", vec![])] {
+            let new = NewTicket {
+                subject: subject.into(),
+                body: "body text".into(),
+                customer: "acme".into(),
+                tier: Tier::new("premium").unwrap(),
+                skills: BTreeSet::new(),
+                language: "en".into(),
+                residency: residency.into_iter().collect(),
+                priority: Priority::Normal,
+            };
+            let owner = Ownership::new(us.clone(), 0, Epoch::initial(0)).unwrap();
+            let ticket = Ticket::create(TicketId::new_v7(at, [seed; 10]), new, owner, at).unwrap();
+            let id = ticket.id;
+            events.push(store.create_ticket(ticket, meta()).await.unwrap());
+            let note = Note {
+                id: NoteId::new_v7(at, [seed + 10; 10]),
+                ticket_id: id,
+                region: us.clone(),
+                author: "ana".into(),
+                body: format!("note on {subject}"),
+                created_at: at,
+                auto: false,
+            };
+            events.push(store.add_note(note, meta()).await.unwrap());
+        }
+        let last = events.last().unwrap();
+        let batch = carried_tail(&store, None, &region("eu-west"), None, last).await.unwrap();
+        let carried = batch_from_proto("tail", &batch).unwrap();
+        assert_eq!(carried.iter().map(|e| e.origin_seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let redacted: Vec<bool> = carried.iter().map(|e| is_redacted(&e.kind)).collect();
+        assert_eq!(redacted, [true, true, false, false]);
+        assert!(!format!("{carried:?}").contains("secret"));
+        // To a region of its residency, all of it.
+        let batch = carried_tail(&store, None, &us, None, last).await.unwrap();
+        assert_eq!(batch_from_proto("tail", &batch).unwrap(), events);
+        store.close().await;
     }
 }

@@ -591,6 +591,13 @@ impl TicketApi {
         new: meridian_core::NewTicket,
         meta: WriteMeta,
     ) -> Result<Response<v1::CreateTicketResponse>, Status> {
+        // Residency: a pinned ticket is created only inside its set, so its
+        // text is never written anywhere else (the router sends it there).
+        if let Some(reason) = meridian_core::residency::refusal(&new.residency, &self.inner.region) {
+            return Err(Status::failed_precondition(format!(
+                "residency: {reason}; create the ticket in one of its regions"
+            )));
+        }
         let owner = Ownership::new(self.inner.region.clone(), self.inner.region_index, Epoch::initial(self.inner.region_index))
             .map_err(from_core)?;
         tracing::Span::current().record("meridian.epoch", owner.epoch.raw());
@@ -646,6 +653,16 @@ impl TicketApi {
             auto: false,
         };
         note.validate().map_err(from_core)?;
+        // Residency: a note on a pinned ticket is written only inside its
+        // set; this region holds a redacted copy and must not hold the text.
+        let residencies = self.inner.store.residencies(&[ticket_id]).await.map_err(from_store)?;
+        if let Some(residency) = residencies.get(&ticket_id)
+            && let Some(reason) = meridian_core::residency::refusal(residency, &self.inner.region)
+        {
+            return Err(Status::failed_precondition(format!(
+                "residency: {reason}; add the note in one of the ticket's regions"
+            )));
+        }
         let event = self.inner.store.add_note(note, meta).await.map_err(from_store)?;
         let meridian_core::EventKind::NoteAdded { note } = &event.kind else {
             return Err(Status::internal("store answered a note with another event kind"));

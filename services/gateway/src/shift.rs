@@ -200,10 +200,24 @@ async fn shift_end(api: &TicketApi, rules: &Rules, start: Timestamp, end: Timest
     };
     for record in &open {
         let id = record.ticket.id;
+        let residency = &record.ticket.residency;
         let Some(to) = incoming_region(rules, &me, end, &route_request(&record.ticket)) else {
-            summary.kept.push((id, "no other region may take it now".into()));
+            let reason = if residency.is_empty() {
+                "no other region may take it now".to_owned()
+            } else {
+                let set: Vec<&str> = residency.iter().map(RegionId::as_str).collect();
+                format!("no other region of its residency ({}) may take it now", set.join(", "))
+            };
+            summary.kept.push((id, reason));
             continue;
         };
+        // Routing honours residency; this keeps a pinned ticket home even
+        // if the rules ever chose otherwise (the handoff would be refused).
+        if let Some(reason) = meridian_core::residency::refusal(residency, &to) {
+            tracing::warn!(ticket_id = %id, to = %to, reason = %reason, "shift-end target outside the ticket's residency; ticket kept");
+            summary.kept.push((id, reason));
+            continue;
+        }
         let note = match agent_note(record, window_start, end) {
             Some(note) => note,
             None => {

@@ -313,6 +313,9 @@ async fn a_takeover_by_hand(kind: Kind) {
     for subject in ["VPN down", "Mail slow"] {
         ids.push(us.create_ticket(create(subject)).await.unwrap().into_inner().ticket.unwrap().id);
     }
+    // Residency keeps this one from apac-south: it waits for us-east.
+    let pinned = v1::CreateTicketRequest { residency: vec!["us-east".into()], ..create("Stays home") };
+    let pinned = us.create_ticket(pinned).await.unwrap().into_inner().ticket.unwrap().id;
     mesh.wait_quiet().await;
     let (us_east, apac) = (region("us-east"), region("apac-south"));
     let apac_addr = mesh.node("apac-south").mesh_addr.to_string();
@@ -366,6 +369,9 @@ async fn a_takeover_by_hand(kind: Kind) {
     let mut ap = mesh.client("apac-south").await;
     let owned = owned_by(&mut ap, "apac-south").await;
     assert!(ids.iter().all(|id| owned.contains(id)), "{owned:?}");
+    assert!(!owned.contains(&pinned), "a successor outside the ticket's residency does not take it: {owned:?}");
+    let waiting = ap.get_ticket(v1::GetTicketRequest { ticket_id: pinned.clone() }).await.unwrap().into_inner().ticket.unwrap();
+    assert_eq!(waiting.owner.unwrap().owner_region, "us-east");
 
     mesh.heal_coordinator("us-east");
     mesh.restart_gateway("us-east").await;

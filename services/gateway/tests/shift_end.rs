@@ -71,6 +71,7 @@ async fn shift_end_hands_every_open_ticket_over_with_notes_and_a_summary() {
     let kept: Vec<(String, String)> = serde_json::from_value(summary["kept"].clone()).unwrap();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0].0, pinned.id, "residency keeps the pinned ticket home");
+    assert_eq!(kept[0].1, "no other region of its residency (eu-west) may take it now", "the summary says why");
     assert_eq!(summary["auto_notes"], 1);
     assert_eq!(summary["next_region"], "us-east");
     assert_eq!(summary["next_queue_owner"], "us-east-day-lead", "the incoming shift's named owner");

@@ -35,7 +35,7 @@ mod run;
 pub use check::{Acked, Report, Violation};
 
 /// Whether this build replays a seed exactly: built with
-/// `RUSTFLAGS="--cfg tokio_unstable"`, turmoil seeds each host's tokio
+/// `--cfg tokio_unstable` (the workspace's `.cargo/config.toml`), turmoil seeds each host's tokio
 /// runtime, whose `select!` otherwise polls ready branches in a random
 /// order. Without it a seed still replays the same fault schedule and the
 /// same workload draws, but interleavings (and so the final logs) may vary.

@@ -14,6 +14,7 @@ mod certs_cli;
 mod region_cli;
 mod rules_cli;
 mod ticket_cli;
+mod token_cli;
 mod trace_cli;
 mod up;
 
@@ -72,6 +73,10 @@ enum Command {
     /// mutual TLS.
     #[command(subcommand)]
     Certs(certs_cli::CertsCommand),
+    /// Make development signing keys and mint bearer tokens for the public
+    /// services.
+    #[command(subcommand)]
+    Token(token_cli::TokenCommand),
     /// Drive CreateTicket load at a gateway and report throughput and
     /// latency next to bare baselines measured in the same run.
     Load(load::LoadArgs),
@@ -127,6 +132,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
         Command::Trace(args) => trace_cli::run(args).await,
         Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Certs(cmd) => certs_cli::run(cmd),
+        Command::Token(cmd) => token_cli::run(cmd),
         Command::Region(cmd) => region_cli::run(cmd).await,
         Command::Rules(cmd) => rules_cli::run_rules(cmd),
         Command::Sla(cmd) => rules_cli::run_sla(cmd),

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tonic::{
     Request,
     metadata::MetadataValue,
+    service::interceptor::InterceptedService,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
@@ -33,6 +34,10 @@ pub struct Connection {
     /// PEM file of the CA that signed the gateway's certificate.
     #[arg(long, env = "MERIDIAN_CA", global = true)]
     ca: Option<PathBuf>,
+    /// The bearer token (JWT) to call with; `meridian up` prints one per
+    /// role and writes them under DATA_DIR/tokens.
+    #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
     /// Deadline of the call, in seconds.
     #[arg(long, default_value_t = 10, global = true)]
     timeout_secs: u64,
@@ -70,9 +75,15 @@ pub enum TicketCommand {
     },
     /// Submit a ticket through the router: it goes to the region on shift.
     Submit {
-        /// The router's URL.
+        /// The router's URL (https needs --ca).
         #[arg(long, env = "MERIDIAN_ROUTER", default_value = ROUTER_DEFAULT)]
         router: String,
+        /// PEM file of the CA that signed the router's certificate.
+        #[arg(long, env = "MERIDIAN_CA")]
+        ca: Option<PathBuf>,
+        /// The bearer token (JWT) to call with.
+        #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
         #[arg(long, value_enum, default_value_t)]
@@ -190,7 +201,20 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             let ticket = response.ticket.context("gateway answered without the ticket")?;
             conn.print(&ticket_json(&ticket), &ticket_table(&ticket));
         }
-        TicketCommand::Submit { router, timeout_secs, output, subject, customer, body, tier, skills, residency, priority } => {
+        TicketCommand::Submit {
+            router,
+            ca,
+            token,
+            timeout_secs,
+            output,
+            subject,
+            customer,
+            body,
+            tier,
+            skills,
+            residency,
+            priority,
+        } => {
             let ticket = v1::CreateTicketRequest {
                 subject,
                 body,
@@ -201,14 +225,13 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 residency,
                 priority: parse_priority(&priority)?.into(),
             };
-            let channel = Endpoint::from_shared(router.clone())
-                .with_context(|| format!("--router {router:?} is not a URL"))?
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(timeout_secs.max(1)))
-                .connect()
-                .await
-                .with_context(|| format!("cannot reach the router at {router}"))?;
-            let mut client = meridian_proto::v1::router_service_client::RouterServiceClient::new(channel);
+            let endpoint = endpoint(&router, ca.as_deref(), Duration::from_secs(timeout_secs.max(1)))
+                .with_context(|| format!("--router {router:?}"))?;
+            let channel = endpoint.connect().await.with_context(|| format!("cannot reach the router at {router}"))?;
+            let mut client = meridian_proto::v1::router_service_client::RouterServiceClient::with_interceptor(
+                channel,
+                bearer(token.as_deref())?,
+            );
             let response = client
                 .submit_ticket(v1::SubmitTicketRequest { ticket: Some(ticket) })
                 .await
@@ -349,9 +372,9 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
 }
 
 impl Connection {
-    async fn client(&self) -> anyhow::Result<TicketServiceClient<Channel>> {
+    async fn client(&self) -> anyhow::Result<GatewayClient> {
         let timeout = Duration::from_secs(self.timeout_secs.max(1));
-        gateway_client(&self.target, self.ca.as_deref(), timeout).await
+        gateway_client(&self.target, self.ca.as_deref(), self.token.as_deref(), timeout).await
     }
 
     fn request<T>(&self, message: T) -> anyhow::Result<Request<T>> {
@@ -372,13 +395,25 @@ impl Connection {
     }
 }
 
+/// A gateway client whose calls carry the bearer token, if one was given.
+pub type GatewayClient = TicketServiceClient<InterceptedService<Channel, meridian_auth::BearerToken>>;
+
 /// A client of the gateway at `url`, over TLS checked against `ca` when the
-/// URL is https; every call has `timeout`.
+/// URL is https, sending `token` (if any) on every call; every call has
+/// `timeout`.
 pub async fn gateway_client(
     url: &str,
     ca: Option<&std::path::Path>,
+    token: Option<&str>,
     timeout: Duration,
-) -> anyhow::Result<TicketServiceClient<Channel>> {
+) -> anyhow::Result<GatewayClient> {
+    let endpoint = endpoint(url, ca, timeout)?;
+    let channel = endpoint.connect().await.with_context(|| format!("cannot reach the gateway at {url}"))?;
+    Ok(TicketServiceClient::with_interceptor(channel, bearer(token)?))
+}
+
+/// An endpoint for `url`, with TLS checked against `ca` when it is https.
+fn endpoint(url: &str, ca: Option<&std::path::Path>, timeout: Duration) -> anyhow::Result<Endpoint> {
     let mut endpoint = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("{url:?} is not a URL"))?
         .connect_timeout(Duration::from_secs(5))
@@ -390,8 +425,12 @@ pub async fn gateway_client(
             .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
             .context("TLS settings refused")?;
     }
-    let channel = endpoint.connect().await.with_context(|| format!("cannot reach the gateway at {url}"))?;
-    Ok(TicketServiceClient::new(channel))
+    Ok(endpoint)
+}
+
+/// The `authorization` header for `token`; none without one.
+fn bearer(token: Option<&str>) -> anyhow::Result<meridian_auth::BearerToken> {
+    meridian_auth::BearerToken::new(token).context("--token")
 }
 
 /// A gRPC refusal as one line: the code's canonical name and the reason.

@@ -31,9 +31,9 @@ use std::{
 use anyhow::{Context, bail};
 use jiff::Timestamp;
 use meridian_core::{EventEnvelope, EventKind, TicketId};
-use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient};
+use crate::ticket_cli::GatewayClient;
+use meridian_proto::v1;
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use crate::{rules_cli::OutputFormat, ticket_cli::TARGET_DEFAULT};
 
@@ -60,6 +60,9 @@ pub struct TraceArgs {
     /// PEM file of the CA that signed the gateways' certificates.
     #[arg(long, env = "MERIDIAN_CA")]
     ca: Option<PathBuf>,
+    /// The bearer token (JWT) to call with: an sre's reads every region.
+    #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// A link to the trace in a tracing UI, with `{trace_id}` (and
     /// optionally `{ticket_id}`) in it, e.g.
     /// http://localhost:16686/trace/{trace_id} for Jaeger.
@@ -92,6 +95,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let reading = Reading {
         ticket_id,
         ca: args.ca.clone(),
+        token: args.token.clone(),
         timeout: Duration::from_secs(args.timeout_secs),
         idle: Duration::from_millis(args.idle_ms),
     };
@@ -150,6 +154,7 @@ pub fn trace_link(template: &str, ticket_id: TicketId) -> anyhow::Result<String>
 struct Reading {
     ticket_id: TicketId,
     ca: Option<PathBuf>,
+    token: Option<String>,
     timeout: Duration,
     idle: Duration,
 }
@@ -184,7 +189,7 @@ impl Reading {
     /// over after `idle` without an event, or at the overall deadline.
     async fn events(
         &self,
-        client: &mut TicketServiceClient<Channel>,
+        client: &mut GatewayClient,
         url: &str,
         first_wait: Duration,
     ) -> anyhow::Result<(Vec<v1::Event>, bool)> {
@@ -212,8 +217,8 @@ impl Reading {
         }
     }
 
-    async fn client(&self, url: &str) -> anyhow::Result<TicketServiceClient<Channel>> {
-        crate::ticket_cli::gateway_client(url, self.ca.as_deref(), self.timeout).await
+    async fn client(&self, url: &str) -> anyhow::Result<GatewayClient> {
+        crate::ticket_cli::gateway_client(url, self.ca.as_deref(), self.token.as_deref(), self.timeout).await
     }
 }
 

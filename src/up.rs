@@ -4,6 +4,12 @@
 //! would; regions reach each other over mutual TLS with a generated
 //! development CA, and the router routes by the rules in the data
 //! directory (hot-reloaded: edit the file and watch the decisions change).
+//!
+//! The public ports serve TLS (certificates of the same development CA) and
+//! require a bearer token: `up` makes a development signing key and JWKS
+//! under `DATA_DIR/auth`, mints a token per role (an agent token per
+//! region) into `DATA_DIR/tokens`, prints them, and writes `DATA_DIR/env`
+//! for the CLI. `--no-auth` serves plaintext without tokens, as before.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -55,6 +61,77 @@ pub struct UpArgs {
     /// `{trace_id}` is replaced by the ticket's trace id.
     #[arg(long, env = "MERIDIAN_TRACING_UI", value_name = "URL_TEMPLATE")]
     tracing_ui: Option<String>,
+    /// Serve the public ports in plaintext and without tokens (loopback
+    /// only; loudly logged).
+    #[arg(long)]
+    no_auth: bool,
+}
+
+/// What clients need when the mesh requires tokens.
+struct DevAuth {
+    /// `[auth]` of every public service.
+    settings: meridian_auth::AuthSettings,
+    ca: PathBuf,
+    /// (name, token file, token), in print order.
+    tokens: Vec<(String, PathBuf, String)>,
+    /// The router console's own token (an sre's).
+    console_token: PathBuf,
+    env_file: PathBuf,
+}
+
+/// The development signing key, JWKS and one token per role (agents: one
+/// per region), minted fresh at every start.
+fn dev_auth(data_dir: &Path, pki: &Path, regions: &[RegionId]) -> anyhow::Result<DevAuth> {
+    use meridian_auth::Role;
+    let auth_dir = data_dir.join("auth");
+    let key = crate::token_cli::dev_keys(&auth_dir, false, false)?;
+    let tokens_dir = data_dir.join("tokens");
+    std::fs::create_dir_all(&tokens_dir).with_context(|| format!("cannot create {}", tokens_dir.display()))?;
+    let hours = crate::token_cli::DEV_TOKEN_HOURS;
+    let mut wanted: Vec<(String, Role, Option<&RegionId>)> =
+        regions.iter().map(|r| (format!("agent-{r}"), Role::Agent, Some(r))).collect();
+    wanted.extend([Role::Operator, Role::Sre, Role::Admin].map(|role| (role.to_string(), role, None)));
+    wanted.push(("console".to_owned(), Role::Sre, None));
+    let mut tokens = Vec::new();
+    for (name, role, region) in wanted {
+        let subject = (name == "console").then(|| "meridian-console".to_owned());
+        let token = crate::token_cli::mint(&key, role, region, subject, hours);
+        let path = tokens_dir.join(format!("{name}.jwt"));
+        meridian_tls::write_atomically(&path, token.as_bytes(), 0o600)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        tokens.push((name, path, token));
+    }
+    let console_token = tokens_dir.join("console.jwt");
+    tokens.retain(|(name, _, _)| name != "console");
+    let ca = pki.join(CA_CERT_FILE);
+    let env_file = data_dir.join("env");
+    Ok(DevAuth {
+        settings: meridian_auth::AuthSettings::new(auth_dir.join(crate::token_cli::JWKS_FILE)),
+        ca,
+        tokens,
+        console_token,
+        env_file,
+    })
+}
+
+/// `DATA_DIR/env`: what the CLI needs to call this mesh as the first
+/// region's agent (`source` it; switch roles with MERIDIAN_TOKEN).
+fn write_env(auth: &DevAuth, gateway: &str, router: &str) -> anyhow::Result<()> {
+    let first_agent = auth.tokens.first().map(|(_, path, _)| path.clone()).context("no regions")?;
+    let env = format!(
+        "# Written by `meridian up`: `source` it to call the mesh with the CLI.\n\
+         export MERIDIAN_TARGET={gateway}\n\
+         export MERIDIAN_ROUTER={router}\n\
+         export MERIDIAN_CA={}\n\
+         export MERIDIAN_TOKEN=\"$(cat {})\"\n",
+        absolute(&auth.ca).display(),
+        absolute(&first_agent).display(),
+    );
+    std::fs::write(&auth.env_file, env).with_context(|| format!("cannot write {}", auth.env_file.display()))
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
 /// What the mesh prints about itself.
@@ -111,6 +188,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let rules = rules_file(&args)?;
     let pki = args.data_dir.join("pki");
     dev_pki(&pki, &regions)?;
+    let auth = if args.no_auth { None } else { Some(dev_auth(&args.data_dir, &pki, &regions)?) };
+    let scheme = if auth.is_some() { "https" } else { "http" };
 
     // Bind everything first, so each gateway knows its peers' addresses.
     let router_listener = bind(args.base_port, 0, "the router").await?;
@@ -160,7 +239,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             peer_durability_tiers: vec![meridian_core::Tier::new("enterprise")?],
         });
         config.coordinator = Some(meridian_gateway::failover::CoordinatorSettings::shared(coordinator.clone()));
-        let url = format!("http://{public_addr}");
+        if let Some(auth) = &auth {
+            // The public port's certificate is the region's gateway one
+            // (it names localhost and 127.0.0.1 besides its SPIFFE id).
+            let files = TlsFiles::dev(&pki, &region, Service::Gateway);
+            config.tls = Some(meridian_gateway::TlsFiles { cert: files.cert, key: files.key });
+            config.auth = Some(auth.settings.clone());
+        }
+        let url = format!("{scheme}://{public_addr}");
         gateway_urls.push((region.clone(), url.clone()));
         endpoints.push(Endpoint {
             name: format!("gateway {region}"),
@@ -188,6 +274,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!("--tracing-ui {template:?} has no {{trace_id}} to fill (e.g. http://localhost:16686/trace/{{trace_id}})");
     }
+    if let Some(auth) = &auth {
+        let files = TlsFiles::dev(&pki, first_region, Service::Router);
+        router_config.tls = Some(meridian_router::PublicTls { cert: files.cert, key: files.key });
+        router_config.gateway_ca = Some(auth.ca.clone());
+        router_config.auth = Some(auth.settings.clone());
+        router_config.gateway_token_file = Some(auth.console_token.clone());
+    }
     let console_addr = console_listener.local_addr()?;
     router_config.console = Some(meridian_router::ConsoleConfig {
         listen: console_addr,
@@ -195,7 +288,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     });
     endpoints.insert(
         0,
-        Endpoint { name: "router".into(), url: format!("http://{router_addr}"), detail: format!("rules {}", rules.display()) },
+        Endpoint { name: "router".into(), url: format!("{scheme}://{router_addr}"), detail: format!("rules {}", rules.display()) },
     );
     endpoints.push(Endpoint {
         name: "console".into(),
@@ -219,7 +312,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     // A gateway serves before it holds its lease, and refuses owner-scoped
     // writes until then; "up" means every region can take writes.
     tokio::select! {
-        leased = wait_until_leased(&gateway_urls) => leased?,
+        leased = wait_until_leased(&gateway_urls, auth.as_ref()) => leased?,
         Some(ended) = tasks.join_next() => {
             let (name, result) = ended.context("a service task panicked")?;
             result.with_context(|| format!("{name} failed while starting"))?;
@@ -235,8 +328,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     for e in &endpoints {
         println!("{:<20} {:<24} {}", e.name, e.url, e.detail);
     }
-    let router_url = format!("http://{router_addr}");
+    let router_url = format!("{scheme}://{router_addr}");
     let first_gateway = endpoints.get(1).map_or_else(String::new, |e| e.url.clone());
+    println!();
+    match &auth {
+        Some(auth) => {
+            write_env(auth, &first_gateway, &router_url)?;
+            println!("Public ports serve TLS (CA {}) and require a bearer token.", auth.ca.display());
+            println!("Development tokens (valid {} days; also in {}):", crate::token_cli::DEV_TOKEN_HOURS / 24, args.data_dir.join("tokens").display());
+            for (name, _, token) in &auth.tokens {
+                println!("  {name:<18} {token}");
+            }
+            println!();
+            println!("For the CLI (as the {} agent): source {}", first_region, auth.env_file.display());
+        }
+        None => println!("--no-auth: public ports are plaintext and take no token (loopback only)."),
+    }
     println!();
     println!("Try:");
     println!("  meridian ticket submit --router {router_url} --subject \"VPN down\" --customer acme --tier premium");
@@ -277,13 +384,19 @@ fn describe(ended: Result<(String, anyhow::Result<()>), tokio::task::JoinError>)
 
 /// Waits until every gateway in `gateways` reports that it holds its
 /// region's lease (not fenced), saying which one it still waits for.
-async fn wait_until_leased(gateways: &[(RegionId, String)]) -> anyhow::Result<()> {
+async fn wait_until_leased(gateways: &[(RegionId, String)], auth: Option<&DevAuth>) -> anyhow::Result<()> {
+    // The console's token is an sre's: it may read every gateway's status.
+    let token = match auth {
+        Some(auth) => Some(std::fs::read_to_string(&auth.console_token).context("the console's token")?),
+        None => None,
+    };
+    let ca = auth.map(|a| a.ca.as_path());
     const PATIENCE: Duration = Duration::from_secs(30);
     let started = std::time::Instant::now();
     for (region, url) in gateways {
         let mut said = false;
         loop {
-            let status = match crate::ticket_cli::gateway_client(url, None, Duration::from_secs(2)).await {
+            let status = match crate::ticket_cli::gateway_client(url, ca, token.as_deref(), Duration::from_secs(2)).await {
                 Ok(mut client) => client.get_status(v1::GetStatusRequest {}).await.map(tonic::Response::into_inner).ok(),
                 Err(_) => None,
             };

@@ -1,5 +1,6 @@
 //! The `meridian` binary as a user runs it: `meridian up` in a child
-//! process, then `meridian ticket …` against it.
+//! process, then `meridian ticket …` against it over TLS with the
+//! development tokens `up` printed and wrote.
 
 // Fixtures and helpers outside #[test] functions: a failure stops the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -18,6 +19,9 @@ struct Mesh {
     /// Region name → gateway URL, as `meridian up` printed them.
     gateways: Vec<(String, String)>,
     router: String,
+    /// Token name (`admin`, `agent-eu-west`, …) → token, as printed.
+    tokens: Vec<(String, String)>,
+    ca: std::path::PathBuf,
 }
 
 impl Mesh {
@@ -33,6 +37,7 @@ impl Mesh {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut gateways = Vec::new();
         let mut router = String::new();
+        let mut tokens = Vec::new();
         for line in &mut lines {
             let line = line.unwrap();
             if line.starts_with("Ctrl-C") {
@@ -40,18 +45,36 @@ impl Mesh {
             }
             let fields: Vec<&str> = line.split_whitespace().collect();
             match fields[..] {
-                ["gateway", region, url, ..] if url.starts_with("http://") => {
+                ["gateway", region, url, ..] if url.starts_with("https://") => {
                     gateways.push((region.to_owned(), url.to_owned()));
                 }
-                ["router", url, ..] if url.starts_with("http://") => router = url.to_owned(),
+                ["router", url, ..] if url.starts_with("https://") => router = url.to_owned(),
+                [name, token] if token.starts_with("eyJ") => tokens.push((name.to_owned(), token.to_owned())),
                 _ => {}
             }
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         assert_eq!(gateways.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(), ["us-east", "eu-west", "apac-south"]);
-        assert!(router.starts_with("http://"), "meridian up prints the router's URL");
-        Mesh { child, gateways, router }
+        assert!(router.starts_with("https://"), "meridian up prints the router's URL");
+        let names: Vec<&str> = tokens.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["agent-us-east", "agent-eu-west", "agent-apac-south", "operator", "sre", "admin"]);
+        Mesh { child, gateways, router, tokens, ca: data_dir.join("pki/ca.pem") }
+    }
+
+    fn token(&self, name: &str) -> &str {
+        &self.tokens.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    /// `meridian ARGS` with the mesh's CA and the token `token` (by name)
+    /// in the environment, as `source DATA_DIR/env` would set them.
+    fn cli(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(MERIDIAN)
+            .args(args)
+            .env("MERIDIAN_CA", &self.ca)
+            .env("MERIDIAN_TOKEN", self.token(token))
+            .output()
+            .unwrap()
     }
 
     fn url(&self, region: &str) -> &str {
@@ -94,7 +117,13 @@ fn up_create_get_and_a_refused_non_owner_update() {
     let mesh = Mesh::up(dir.path());
     let us = mesh.url("us-east").to_owned();
 
-    let created = json(&meridian(&[
+    // Without a token the gateway refuses, saying why.
+    let anonymous = meridian(&["ticket", "list", "--target", &us, "--ca", mesh.ca.to_str().unwrap()]);
+    assert_eq!(anonymous.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(stderr.trim().starts_with("error: UNAUTHENTICATED: no bearer token"), "{stderr}");
+
+    let created = json(&mesh.cli("agent-us-east", &[
         "ticket", "create", "--target", &us, "--subject", "VPN down", "--customer", "acme", "--skill", "networking",
         "--priority", "high", "--output", "json",
     ]));
@@ -102,23 +131,34 @@ fn up_create_get_and_a_refused_non_owner_update() {
     assert_eq!(created["owner"]["region"], "us-east");
     assert_eq!(created["status"], "new");
 
-    let got = json(&meridian(&["ticket", "get", &id, "--target", &us, "--output", "json"]));
+    let got = json(&mesh.cli("agent-us-east", &["ticket", "get", &id, "--target", &us, "--output", "json"]));
     assert_eq!(got["subject"], "VPN down");
     assert_eq!(got["priority"], "high");
     assert_eq!(got["skills"], serde_json::json!(["networking"]));
 
-    // The owner's region may update; eu-west may not, and is told who owns it.
-    let refused = meridian(&["ticket", "update", &id, "--target", &us, "--as-region", "eu-west", "--status", "open"]);
+    // The owner's region may update; eu-west may not, and is told who owns
+    // it: an admin acting for eu-west meets the owner check, an eu-west
+    // agent the authorization check.
+    let refused =
+        mesh.cli("admin", &["ticket", "update", &id, "--target", &us, "--as-region", "eu-west", "--status", "open"]);
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(stderr.trim(), "error: FAILED_PRECONDITION: ticket is owned by us-east at epoch 0");
-    let updated = json(&meridian(&["ticket", "update", &id, "--target", &us, "--status", "open", "--output", "json"]));
+    let refused = mesh.cli("agent-eu-west", &["ticket", "update", &id, "--target", &us, "--status", "open"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(
+        stderr.trim(),
+        format!("error: PERMISSION_DENIED: agent dev-agent-eu-west of eu-west may not update ticket {id}: it is owned by us-east")
+    );
+    let updated =
+        json(&mesh.cli("agent-us-east", &["ticket", "update", &id, "--target", &us, "--status", "open", "--output", "json"]));
     assert_eq!(updated["status"], "open");
 
     // Replication brings the ticket to eu-west, still owned by us-east.
     let mut replicated = serde_json::Value::Null;
     for _ in 0..100 {
-        let eu = json(&meridian(&["ticket", "list", "--target", mesh.url("eu-west"), "--output", "json"]));
+        let eu = json(&mesh.cli("sre", &["ticket", "list", "--target", mesh.url("eu-west"), "--output", "json"]));
         if let Some(ticket) = eu["tickets"].as_array().and_then(|t| t.iter().find(|t| t["id"] == id.as_str()))
             && ticket["status"] == "open"
         {
@@ -129,20 +169,20 @@ fn up_create_get_and_a_refused_non_owner_update() {
     }
     assert_eq!(replicated["owner"]["region"], "us-east", "replicated to eu-west with its owner: {replicated}");
 
-    let table = meridian(&["ticket", "list", "--target", &us]);
+    let table = mesh.cli("agent-us-east", &["ticket", "list", "--target", &us]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.lines().next().unwrap().starts_with("ID "), "{table}");
     assert!(table.contains(&id) && table.contains("VPN down"), "{table}");
 
     // Submitted through the router, a ticket lands in the region the router
     // names, and that region's gateway has it.
-    let submitted = json(&meridian(&[
+    let submitted = json(&mesh.cli("agent-eu-west", &[
         "ticket", "submit", "--router", &mesh.router, "--subject", "Invoice wrong", "--customer", "acme", "--tier",
         "premium", "--output", "json",
     ]));
     let routed_to = submitted["routed_to"].as_str().unwrap().to_owned();
     assert_eq!(submitted["owner"]["region"], routed_to.as_str());
-    let at_gateway = json(&meridian(&[
+    let at_gateway = json(&mesh.cli("sre", &[
         "ticket", "get", submitted["id"].as_str().unwrap(), "--target", mesh.url(&routed_to), "--output", "json",
     ]));
     assert_eq!(at_gateway["subject"], "Invoice wrong");
@@ -152,6 +192,8 @@ fn up_create_get_and_a_refused_non_owner_update() {
     assert!(status.success(), "meridian up exits 0 on Ctrl-C, got {status}");
     assert!(dir.path().join("us-east.db").exists(), "each region keeps its SQLite file");
     assert!(dir.path().join("pki/ca.pem").exists(), "up makes a development CA");
+    assert!(dir.path().join("auth/jwks.json").exists(), "up makes a development JWKS");
+    assert!(dir.path().join("tokens/admin.jwt").exists(), "up writes its tokens for scripts");
     assert!(dir.path().join("rules.toml").exists(), "up writes the example rules to edit");
 }
 

@@ -67,6 +67,8 @@ fn up(data_dir: &Path) -> Mesh {
         .args(["up", "--base-port", "0", "--data-dir"])
         .arg(data_dir)
         .args(["--tracing-ui", "http://localhost:16686/trace/{trace_id}"])
+        // The console's own pages are the subject here, over plaintext gRPC.
+        .arg("--no-auth")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

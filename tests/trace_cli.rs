@@ -25,7 +25,8 @@ struct Mesh {
 impl Mesh {
     fn up(data_dir: &Path) -> Mesh {
         let mut child = Command::new(MERIDIAN)
-            .args(["up", "--base-port", "0", "--start", START, "--data-dir"])
+            // Plaintext without tokens: the trace command is the subject here.
+            .args(["up", "--no-auth", "--base-port", "0", "--start", START, "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

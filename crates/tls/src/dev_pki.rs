@@ -171,13 +171,26 @@ impl std::fmt::Debug for IssuedCert {
 /// The identity's trust domain is not checked against the CA's, so tests
 /// can make the certificates peers must refuse.
 pub fn issue(ca: &DevCa, identity: &PeerIdentity, validity: Validity) -> Result<IssuedCert> {
+    let common_name = format!("{} {}", identity.region(), identity.service());
+    let (cert_pem, key_pem) = issue_pem(ca, identity.trust_domain().as_str(), &common_name, &identity.to_string(), validity)?;
+    Ok(IssuedCert { identity: identity.clone(), cert_pem, key_pem, validity })
+}
+
+/// Issues a certificate and key (PEM) whose URI SAN is `uri` verbatim, a
+/// SPIFFE id or not: for tests that peers refuse certificates of the
+/// right CA that name no valid Meridian identity.
+pub fn issue_with_uri(ca: &DevCa, uri: &str, validity: Validity) -> Result<(String, String)> {
+    issue_pem(ca, ca.trust_domain.as_str(), "not a meridian identity", uri, validity)
+}
+
+fn issue_pem(ca: &DevCa, organization: &str, common_name: &str, uri: &str, validity: Validity) -> Result<(String, String)> {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
-    name.push(DnType::OrganizationName, identity.trust_domain().as_str());
-    name.push(DnType::CommonName, format!("{} {}", identity.region(), identity.service()));
+    name.push(DnType::OrganizationName, organization);
+    name.push(DnType::CommonName, common_name);
     params.distinguished_name = name;
     params.subject_alt_names = vec![
-        SanType::URI(Ia5String::try_from(identity.to_string())?),
+        SanType::URI(Ia5String::try_from(uri.to_owned())?),
         SanType::DnsName(Ia5String::try_from("localhost")?),
         SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
@@ -189,7 +202,7 @@ pub fn issue(ca: &DevCa, identity: &PeerIdentity, validity: Validity) -> Result<
     params.not_after = validity.not_after.into();
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca.issuer)?;
-    Ok(IssuedCert { identity: identity.clone(), cert_pem: cert.pem(), key_pem: key.serialize_pem(), validity })
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// What to write with [`write_dev_pki`].

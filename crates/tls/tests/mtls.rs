@@ -363,6 +363,30 @@ async fn a_client_from_another_trust_domain_is_refused() {
 }
 
 #[tokio::test]
+async fn a_client_cert_of_our_ca_with_a_wrong_spiffe_id_is_refused() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki.tls("us-east", Service::Gateway), &[Service::Gateway]).await;
+    // Signed by the mesh's own CA, but naming no Meridian identity: an
+    // unknown service, a path outside the region/<r>/<service> scheme, and
+    // a URI that is not a SPIFFE id at all.
+    let cases = [
+        ("spiffe://meridian.test/region/eu-west/billing", "spiffe://meridian.test/region/eu-west/billing"),
+        ("spiffe://meridian.test/tenant/acme", "spiffe://meridian.test/tenant/acme"),
+        ("https://meridian.test/region/eu-west/gateway", "no spiffe:// URI SAN"),
+    ];
+    for (uri, logged) in cases {
+        let (cert_pem, key_pem) = meridian_tls::issue_with_uri(&pki.ca, uri, valid_now()).unwrap();
+        // The library will not load a certificate without a valid identity
+        // of its own, so the client is plain rustls.
+        let channel = raw_channel(server.addr, pki.ca.cert_pem(), Some((&cert_pem, &key_pem)));
+        let status = health_check(channel).await.unwrap_err();
+        assert_refused_with_alert(&status, "CertificateUnknown");
+        logs().wait_for(&["mtls handshake refused", &server.local, logged]).await;
+    }
+    assert!(server.seen.lock().unwrap().is_empty(), "no call with a wrong SPIFFE id reached the service");
+}
+
+#[tokio::test]
 async fn a_router_calling_a_gateway_only_service_is_denied() {
     let pki = Pki::new();
     let server = TestServer::start(&pki.tls("us-east", Service::Gateway), &[Service::Gateway]).await;

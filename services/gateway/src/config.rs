@@ -20,6 +20,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("MERIDIAN_DATABASE_URL", "database.url"),
     ("MERIDIAN_TLS_CERT", "tls.cert"),
     ("MERIDIAN_TLS_KEY", "tls.key"),
+    ("MERIDIAN_AUTH_JWKS", "auth.jwks"),
     ("MERIDIAN_RULES", "rules.file"),
     ("MERIDIAN_MESH_ANTI_ENTROPY", "mesh.anti_entropy"),
 ];
@@ -37,6 +38,10 @@ pub struct GatewayConfig {
     pub store: StoreConfig,
     /// Serve clients over TLS with this certificate chain and key (PEM).
     pub tls: Option<TlsFiles>,
+    /// `[auth]`: bearer tokens checked against a JWKS on every
+    /// `TicketService` call. `None` serves without authentication (loudly
+    /// logged; for loopback development and tests).
+    pub auth: Option<meridian_auth::AuthSettings>,
     /// The follow-the-sun rules: SLA policies per tier. Without them
     /// tickets carry no SLA clocks.
     pub rules: Option<RulesSettings>,
@@ -182,6 +187,7 @@ struct FileConfig {
     listen: SocketAddr,
     database: DatabaseSection,
     tls: Option<TlsSection>,
+    auth: Option<meridian_auth::AuthSettings>,
     rules: Option<RulesSection>,
     mesh: Option<MeshSection>,
     #[serde(default)]
@@ -283,6 +289,7 @@ impl GatewayConfig {
             listen,
             store,
             tls: None,
+            auth: None,
             rules: None,
             mesh: None,
             limits: Limits::default(),
@@ -462,6 +469,7 @@ impl FileConfig {
             listen: self.listen,
             store,
             tls: self.tls.map(|t| TlsFiles { cert: t.cert, key: t.key }),
+            auth: self.auth,
             rules,
             mesh,
             limits,

@@ -345,8 +345,24 @@ async fn serve_listeners(
         server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
     let local_addr = listener.local_addr()?;
-    tracing::info!(region = %config.region, addr = %local_addr, tls = has_tls, "gateway serving");
+    // Every TicketService call passes the token check first; health and
+    // reflection stay open for probes and tools.
+    let (auth, _jwks_reload) = match &config.auth {
+        Some(settings) => {
+            let (layer, reload) = settings
+                // Token lifetimes are real time, even under `up --speed`.
+                .start(meridian_auth::gateway_policy(), Arc::new(SystemClock))
+                .map_err(|e| Error::Config(format!("auth: {e}")))?;
+            (layer, Some(reload))
+        }
+        None => {
+            meridian_auth::warn_unauthenticated("gateway", local_addr);
+            (meridian_auth::AuthLayer::disabled(), None)
+        }
+    };
+    tracing::info!(region = %config.region, addr = %local_addr, tls = has_tls, auth = auth.is_enabled(), "gateway serving");
     let public = server
+        .layer(auth)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

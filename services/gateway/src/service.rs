@@ -496,17 +496,42 @@ impl TicketApi {
         Ok(())
     }
 
-    /// The region the caller acts for.
-    fn caller_region(&self, metadata: &MetadataMap) -> Result<RegionId, Status> {
-        match metadata.get(REGION_HEADER) {
-            None => Ok(self.inner.region.clone()),
+    /// The region the caller acts for: an agent's token region (a
+    /// `meridian-region` header naming another is refused), else the
+    /// header, else this gateway's region.
+    fn caller_region<T>(&self, request: &Request<T>) -> Result<RegionId, Status> {
+        let header = match request.metadata().get(REGION_HEADER) {
+            None => None,
             Some(value) => {
                 let text = value
                     .to_str()
                     .map_err(|_| invalid(ConvertError::new(REGION_HEADER, "is not ASCII")))?;
-                convert::region_id(REGION_HEADER, text).map_err(invalid)
+                Some(convert::region_id(REGION_HEADER, text).map_err(invalid)?)
             }
+        };
+        let agent = meridian_auth::principal(request).and_then(|p| p.agent_region().map(|r| (p, r)));
+        match (agent, header) {
+            (Some((principal, region)), Some(header)) if &header != region => {
+                let reason = format!("agent {} of {region} may not act for {header} ({REGION_HEADER} header)", principal.subject);
+                tracing::warn!(subject = %principal.subject, %reason, "call refused: permission denied");
+                Err(Status::permission_denied(reason))
+            }
+            (Some((_, region)), _) => Ok(region.clone()),
+            (None, header) => Ok(header.unwrap_or_else(|| self.inner.region.clone())),
         }
+    }
+
+    /// For an agent, `PERMISSION_DENIED` unless its region owns ticket
+    /// `id` (reads the ticket); other roles pass without a read.
+    async fn check_agent_owns(
+        &self,
+        principal: Option<&meridian_auth::Principal>,
+        id: TicketId,
+        what: &str,
+    ) -> Result<(), Status> {
+        let Some(principal) = principal.filter(|p| p.agent_region().is_some()) else { return Ok(()) };
+        let record = self.load(id).await?;
+        principal.check_owner(&record.ticket.owner.owner_region, &format!("{what} ticket {id}"))
     }
 
     async fn load(&self, id: TicketId) -> Result<meridian_store::TicketRecord, Status> {
@@ -683,6 +708,9 @@ impl TicketService for TicketApi {
     async fn get_ticket(&self, request: Request<v1::GetTicketRequest>) -> Result<Response<v1::GetTicketResponse>, Status> {
         let id = convert::ticket_id("ticket_id", &request.get_ref().ticket_id).map_err(invalid)?;
         let record = self.load(id).await?;
+        if let Some(principal) = meridian_auth::principal(&request) {
+            principal.check_owner(&record.ticket.owner.owner_region, &format!("read ticket {id}"))?;
+        }
         Ok(Response::new(v1::GetTicketResponse {
             ticket: Some(ticket_to_proto(&record.ticket)),
             notes: record.notes.iter().map(note_to_proto).collect(),
@@ -694,7 +722,19 @@ impl TicketService for TicketApi {
         &self,
         request: Request<v1::ListTicketsRequest>,
     ) -> Result<Response<v1::ListTicketsResponse>, Status> {
-        let req = request.into_inner();
+        let agent = meridian_auth::principal(&request).and_then(|p| p.agent_region().map(|r| (p.subject.clone(), r.clone())));
+        let mut req = request.into_inner();
+        // An agent lists its region's tickets: no owner filter means its
+        // region, another region is refused.
+        if let Some((subject, region)) = agent {
+            if req.owner_region.is_empty() {
+                req.owner_region = region.to_string();
+            } else if req.owner_region != region.as_str() {
+                let reason = format!("agent {subject} of {region} may not list tickets owned by {}", req.owner_region);
+                tracing::warn!(%subject, %reason, "call refused: permission denied");
+                return Err(Status::permission_denied(reason));
+            }
+        }
         let limit = match req.page_size {
             0 => PAGE_SIZE_DEFAULT,
             n if n <= PAGE_SIZE_MAX => n,
@@ -731,9 +771,10 @@ impl TicketService for TicketApi {
         &self,
         request: Request<v1::UpdateTicketRequest>,
     ) -> Result<Response<v1::UpdateTicketResponse>, Status> {
-        let caller = self.caller_region(request.metadata())?;
+        let caller = self.caller_region(&request)?;
         self.check_gate()?;
         let (id, patch) = convert::update_from_proto(request.get_ref()).map_err(invalid)?;
+        self.check_agent_owns(meridian_auth::principal(&request), id, "update").await?;
         let span = spans::ticket_span(Step::Update, &self.inner.region, id, Some(request.metadata()));
         let meta = span.in_scope(|| self.write_meta(request.metadata()));
         self.update_in_span(caller, id, patch, meta).instrument(span).await
@@ -741,15 +782,17 @@ impl TicketService for TicketApi {
 
     async fn add_note(&self, request: Request<v1::AddNoteRequest>) -> Result<Response<v1::AddNoteResponse>, Status> {
         let ticket_id = convert::ticket_id("ticket_id", &request.get_ref().ticket_id).map_err(invalid)?;
+        self.check_agent_owns(meridian_auth::principal(&request), ticket_id, "add a note to").await?;
         let span = spans::ticket_span(Step::Note, &self.inner.region, ticket_id, Some(request.metadata()));
         let meta = span.in_scope(|| self.write_meta(request.metadata()));
         self.note_in_span(ticket_id, request.into_inner(), meta).instrument(span).await
     }
 
     async fn handoff(&self, request: Request<v1::HandoffRequest>) -> Result<Response<v1::HandoffResponse>, Status> {
-        let caller = self.caller_region(request.metadata())?;
+        let caller = self.caller_region(&request)?;
         let meta = self.write_meta(request.metadata());
         let (id, to, handoff) = convert::handoff_from_proto(request.get_ref()).map_err(invalid)?;
+        self.check_agent_owns(meridian_auth::principal(&request), id, "hand off").await?;
         let answer = self.handoff_traced(&caller, id, to, handoff, meta, Some(request.metadata())).await?;
         Ok(Response::new(answer))
     }
@@ -790,6 +833,7 @@ impl TicketService for TicketApi {
         &self,
         request: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let principal = meridian_auth::principal(&request).cloned();
         let req = request.into_inner();
         let scope = match req.scope {
             Some(Scope::TicketId(raw)) => {
@@ -800,6 +844,18 @@ impl TicketService for TicketApi {
             }
             None => return Err(invalid(ConvertError::new("scope", "set ticket_id or region"))),
         };
+        match &scope {
+            WatchScope::Ticket(id) => self.check_agent_owns(principal.as_ref(), *id, "watch").await?,
+            WatchScope::Region(region, _) => {
+                if let Some((principal, own)) = principal.as_ref().and_then(|p| p.agent_region().map(|r| (p, r)))
+                    && own != region
+                {
+                    let reason = format!("agent {} of {own} may not watch the event log of {region}", principal.subject);
+                    tracing::warn!(subject = %principal.subject, %reason, "call refused: permission denied");
+                    return Err(Status::permission_denied(reason));
+                }
+            }
+        }
         // Subscribe before reading the backlog, so nothing committed in
         // between is missed; the backlog's high marks drop the overlap.
         let live = self.inner.store.subscribe();

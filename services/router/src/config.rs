@@ -31,6 +31,15 @@
 //! listen = "127.0.0.1:7190"    # the default; loopback peers only
 //! tracing_ui = "http://localhost:16686/trace/{trace_id}"   # optional trace links
 //!
+//! [tls]                        # optional: serve clients over TLS
+//! cert = "router.pem"
+//! key = "router-key.pem"
+//! gateway_ca = "ca.pem"        # needed for https:// gateway endpoints
+//!
+//! [auth]                       # optional on loopback: bearer tokens (JWT, EdDSA)
+//! jwks = "jwks.json"           # public keys, re-read when the file changes
+//! gateway_token_file = "console.token"   # the console's own token (an sre's)
+//!
 //! [failover]                   # optional: take over regions whose lease expires
 //! kind = "etcd"
 //! endpoints = ["http://127.0.0.1:2379"]
@@ -98,6 +107,26 @@ pub struct RouterConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// `[console]`: serve the web console; `None` serves none.
     pub console: Option<ConsoleConfig>,
+    /// `[tls]`: serve clients over TLS with this certificate chain and
+    /// key; `None` serves plaintext.
+    pub tls: Option<PublicTls>,
+    /// `[tls] gateway_ca`: the CA bundle (PEM) that `https://` gateway
+    /// endpoints are verified against.
+    pub gateway_ca: Option<PathBuf>,
+    /// `[auth]`: bearer tokens on every `RouterService` call; `None` serves
+    /// without authentication (loudly logged).
+    pub auth: Option<meridian_auth::AuthSettings>,
+    /// `[auth] gateway_token_file`: the token the router's own calls to the
+    /// gateways carry (the console's reads); forwarded tickets carry the
+    /// caller's token instead.
+    pub gateway_token_file: Option<PathBuf>,
+}
+
+/// The router's certificate chain and key for its public listener (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The web console (`crate::console`).
@@ -186,6 +215,26 @@ struct FileConfig {
     #[serde(default)]
     telemetry: TelemetrySection,
     console: Option<ConsoleSection>,
+    tls: Option<TlsSection>,
+    auth: Option<AuthSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    gateway_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    jwks: PathBuf,
+    issuer: Option<String>,
+    audience: Option<String>,
+    reload_interval_ms: Option<u64>,
+    gateway_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +298,10 @@ impl RouterConfig {
             failover: None,
             metrics_listen: None,
             console: None,
+            tls: None,
+            gateway_ca: None,
+            auth: None,
+            gateway_token_file: None,
         })
     }
 
@@ -430,6 +483,31 @@ impl FileConfig {
                 })
             }
         };
+        let (tls, gateway_ca) = match self.tls {
+            None => (None, None),
+            Some(TlsSection { cert: Some(cert), key: Some(key), gateway_ca }) => (Some(PublicTls { cert, key }), gateway_ca),
+            Some(TlsSection { cert: None, key: None, gateway_ca }) => (None, gateway_ca),
+            Some(_) => return Err(Error::Config(format!("{file}: tls: set both cert and key, or neither"))),
+        };
+        for (region, url) in &gateways {
+            if url.starts_with("https://") && gateway_ca.is_none() {
+                return Err(Error::Config(format!(
+                    "{file}: gateways.{region}: {url:?} is https: set tls.gateway_ca (the CA of the gateways' certificates)"
+                )));
+            }
+        }
+        let (auth, gateway_token_file) = match self.auth {
+            None => (None, None),
+            Some(section) => (
+                Some(meridian_auth::AuthSettings {
+                    jwks: section.jwks,
+                    issuer: section.issuer,
+                    audience: section.audience,
+                    reload_interval_ms: section.reload_interval_ms,
+                }),
+                section.gateway_token_file,
+            ),
+        };
         if self.rules.path.as_os_str().is_empty() {
             return Err(Error::Config(format!(
                 "{file}: rules.path: must not be empty"
@@ -449,20 +527,23 @@ impl FileConfig {
             failover: self.failover.map(|section| section.into_settings(file)).transpose()?,
             metrics_listen: self.telemetry.metrics_listen,
             console,
+            tls,
+            gateway_ca,
+            auth,
+            gateway_token_file,
         })
     }
 }
 
-/// A gateway endpoint must be a plain `http://HOST:PORT` URI: TLS to the
-/// gateways arrives with the mesh's mTLS, and a path would be ignored.
+/// A gateway endpoint must be a plain `http://HOST:PORT` or
+/// `https://HOST:PORT` URI (https needs `tls.gateway_ca`); a path would be
+/// ignored.
 fn check_endpoint(url: &str) -> std::result::Result<(), String> {
     let uri: tonic::transport::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URI ({e}); write http://HOST:PORT"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "{url:?} must start with http:// (TLS to gateways is not supported yet)"
-        ));
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("{url:?} must start with http:// or https://"));
     }
     if uri.port_u16().is_none() {
         return Err(format!("{url:?} has no port; write http://HOST:PORT"));
@@ -607,12 +688,14 @@ forward_timeout_ms = 1500
             "{err}"
         );
 
-        let err = error(&GOOD.replace("\"http://127.0.0.1:7102\"", "\"https://eu.example:443\""));
+        let err = error(&GOOD.replace("\"http://127.0.0.1:7102\"", "\"ftp://eu.example:443\""));
         assert!(
             err.starts_with("config: router.toml:10:11: gateways.eu-west: "),
             "{err}"
         );
-        assert!(err.contains("must start with http://"), "{err}");
+        assert!(err.contains("must start with http:// or https://"), "{err}");
+        let err = error(&GOOD.replace("\"http://127.0.0.1:7102\"", "\"https://eu.example:443\""));
+        assert!(err.contains("is https: set tls.gateway_ca"), "{err}");
 
         let err = error(&GOOD.replace("\"http://127.0.0.1:7102\"", "\"http://127.0.0.1\""));
         assert!(err.contains("has no port"), "{err}");

@@ -41,9 +41,9 @@ use meridian_rules_source::RulesSource;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
 
-pub use config::{ConsoleConfig, HealthConfig, Limits, RouterConfig};
+pub use config::{ConsoleConfig, HealthConfig, Limits, PublicTls, RouterConfig};
 pub use console::WHAT_IF_BYTES_MAX;
 pub use error::{Error, Result};
 
@@ -107,10 +107,20 @@ pub async fn run_with_console(
     let rules = source.active.clone();
     let health = Arc::new(HealthTable::new(&gateway_regions, config.health.timeout));
 
+    let gateway_tls = gateway_tls(&config)?;
     let mut channels = HashMap::new();
     for (region, url) in &config.gateways {
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| Error::Config(format!("gateways.{region}: {url:?}: {e}")))?
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Error::Config(format!("gateways.{region}: {url:?}: {e}")))?;
+        if url.starts_with("https://") {
+            let Some(tls) = &gateway_tls else {
+                return Err(Error::Config(format!("gateways.{region}: {url:?} is https: set tls.gateway_ca")));
+            };
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Error::Config(format!("gateways.{region}: {url:?}: {e}")))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(config.health.probe_deadline)
             // Keep-alives notice a gateway whose host vanished without
             // closing the connection.
@@ -153,6 +163,7 @@ pub async fn run_with_console(
             health.clone(),
             &channels,
             clock.clone(),
+            gateway_token(&config)?,
         );
         let addr = console_listener.local_addr()?;
         tracing::info!(url = %format!("http://{addr}/"), "console serving");
@@ -182,10 +193,33 @@ pub async fn run_with_console(
         .map_err(|e| Error::Config(format!("reflection: {e}")))?;
 
     let local_addr = listener.local_addr()?;
-    tracing::info!(addr = %local_addr, gateways = config.gateways.len(), "router serving");
-    let served = Server::builder()
+    let mut server = Server::builder()
         .timeout(config.limits.request_timeout)
-        .concurrency_limit_per_connection(config.limits.concurrency_per_connection_max)
+        .concurrency_limit_per_connection(config.limits.concurrency_per_connection_max);
+    if let Some(tls) = &config.tls {
+        server = server.tls_config(ServerTlsConfig::new().identity(load_identity(tls)?))?;
+    }
+    // Every RouterService call passes the token check first; health and
+    // reflection stay open.
+    let (auth, _jwks_reload) = match &config.auth {
+        Some(settings) => {
+            let (layer, reload) = settings
+                // Token lifetimes are real time, whatever clock routes.
+                .start(meridian_auth::router_policy(), Arc::new(SystemClock))
+                .map_err(|e| Error::Config(format!("auth: {e}")))?;
+            (layer, Some(reload))
+        }
+        None => {
+            meridian_auth::warn_unauthenticated("router", local_addr);
+            (meridian_auth::AuthLayer::disabled(), None)
+        }
+    };
+    tracing::info!(
+        addr = %local_addr, gateways = config.gateways.len(), tls = config.tls.is_some(), auth = auth.is_enabled(),
+        "router serving"
+    );
+    let served = server
+        .layer(auth)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -202,6 +236,32 @@ pub async fn run_with_console(
     served?;
     tracing::info!("router stopped");
     Ok(())
+}
+
+/// The client TLS settings for `https://` gateways, from `tls.gateway_ca`.
+fn gateway_tls(config: &RouterConfig) -> Result<Option<ClientTlsConfig>> {
+    let Some(path) = &config.gateway_ca else { return Ok(None) };
+    let pem = std::fs::read(path).map_err(|e| Error::Config(format!("tls.gateway_ca {}: {e}", path.display())))?;
+    Ok(Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))))
+}
+
+/// The token of `[auth] gateway_token_file`, for the router's own calls.
+fn gateway_token(config: &RouterConfig) -> Result<meridian_auth::BearerToken> {
+    let token = match &config.gateway_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("auth.gateway_token_file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    meridian_auth::BearerToken::new(token.as_deref()).map_err(|e| Error::Config(format!("auth.gateway_token_file: {e}")))
+}
+
+fn load_identity(tls: &config::PublicTls) -> Result<Identity> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|e| Error::Config(format!("{what} {}: {e}", path.display())))
+    };
+    Ok(Identity::from_pem(read(&tls.cert, "tls.cert")?, read(&tls.key, "tls.key")?))
 }
 
 /// Logs the regions the rules name that have no gateway (never routed to)

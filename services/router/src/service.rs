@@ -73,6 +73,7 @@ impl RouterApi {
         region: &RegionId,
         ticket: v1::CreateTicketRequest,
         timeout: Duration,
+        authorization: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     ) -> Result<v1::CreateTicketResponse, Status> {
         let Some(client) = self.gateways.get(region) else {
             // The decision only picks regions with a health report, and only
@@ -85,6 +86,9 @@ impl RouterApi {
         let mut request = Request::new(ticket);
         // The gateway learns the deadline too, and gives up when it passes.
         request.set_timeout(timeout);
+        if let Some(authorization) = authorization {
+            request.metadata_mut().insert(meridian_auth::AUTHORIZATION, authorization.clone());
+        }
         meridian_telemetry::propagation::inject_current_metadata(request.metadata_mut());
         match tokio::time::timeout(timeout, client.create_ticket(request)).await {
             Ok(result) => result.map(Response::into_inner),
@@ -190,6 +194,8 @@ impl RouterApi {
         request: Request<v1::SubmitTicketRequest>,
     ) -> Result<Response<v1::SubmitTicketResponse>, Status> {
         let started = Instant::now();
+        // The gateway checks the caller too: its token travels on.
+        let authorization = request.metadata().get(meridian_auth::AUTHORIZATION).cloned();
         let request = request.into_inner();
         let create = request
             .ticket
@@ -235,7 +241,7 @@ impl RouterApi {
             let decision_proto = convert::decision_to_proto(&decision);
             drop(decision);
             let timeout = self.limits.forward_timeout.min(remaining);
-            match self.forward(&region, create.clone(), timeout).await {
+            match self.forward(&region, create.clone(), timeout, authorization.as_ref()).await {
                 Ok(created) => {
                     attempts.push(v1::ForwardAttempt {
                         region: region.to_string(),

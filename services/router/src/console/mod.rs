@@ -50,7 +50,11 @@ use tonic::transport::Channel;
 use crate::config::{ConsoleConfig, TRACE_ID_PLACEHOLDER};
 use crate::health::HealthTable;
 
-type TicketClient = v1::ticket_service_client::TicketServiceClient<Channel>;
+/// The console's calls carry the router's own token (an sre's) when the
+/// gateways require one.
+type TicketClient = v1::ticket_service_client::TicketServiceClient<
+    tonic::service::interceptor::InterceptedService<Channel, meridian_auth::BearerToken>,
+>;
 type Body = BoxBody<Bytes, Infallible>;
 
 /// Connections served at once (each SSE page holds one).
@@ -109,10 +113,13 @@ impl Console {
         health: Arc<HealthTable>,
         channels: &HashMap<RegionId, Channel>,
         clock: Arc<dyn Clock>,
+        token: meridian_auth::BearerToken,
     ) -> Self {
         let gateways = channels
             .iter()
-            .map(|(region, channel)| (region.clone(), TicketClient::new(channel.clone())))
+            .map(|(region, channel)| {
+                (region.clone(), v1::ticket_service_client::TicketServiceClient::with_interceptor(channel.clone(), token.clone()))
+            })
             .collect();
         Self { rules, health, gateways, clock, tracing_ui: config.tracing_ui.clone(), live_statuses: Arc::default() }
     }

@@ -1,0 +1,231 @@
+//! `meridian-auth`: who a client of Meridian's public services is, and what
+//! it may do.
+//!
+//! It owns:
+//! - **tokens** ([`jwt`]): compact JWS with `alg: EdDSA` (Ed25519, through
+//!   `ring`), minted by the development tooling with a [`SigningKey`] and
+//!   verified by a [`Verifier`]: signature, `kid`, `exp`, `nbf` (with a
+//!   small leeway), `iss`/`aud` when configured, and the claims `sub`,
+//!   `role` and `region`;
+//! - **keys** ([`jwks`]): the verification keys come from a JWKS file that
+//!   is re-read when it changes (mtime polled, and at once — rate-limited —
+//!   when a token names an unknown `kid`), so keys rotate without a restart;
+//! - **roles and the per-RPC table** ([`Role`], [`Policy`]): which roles may
+//!   call each method of the public services;
+//! - **one tower layer** ([`AuthLayer`]): every request to a protected
+//!   service is authenticated and authorized before it reaches the handler,
+//!   which finds the verified [`Principal`] in the request's extensions.
+//!   Refusals are `UNAUTHENTICATED` (no, bad or expired token) or
+//!   `PERMISSION_DENIED` (the role may not call the method), each with the
+//!   reason, and logged with `tracing::warn!` (never the token).
+//!
+//! Boundary: this crate knows tokens, keys and roles, not tickets. Checks
+//! that need a ticket (an agent writes only tickets its region owns) are
+//! made by the handlers with [`Principal::agent_region`]; they know the
+//! owner. Service-to-service identity (mutual TLS, SPIFFE ids) is
+//! `meridian-tls`'s.
+
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod jwks;
+pub mod jwt;
+mod layer;
+mod policy;
+
+use std::{fmt, str::FromStr};
+
+use meridian_core::RegionId;
+
+pub use error::{AuthError, Result};
+pub use jwks::{JWKS_RELOAD_INTERVAL, Jwks, JwksSource};
+pub use jwt::{Claims, LEEWAY_SECS, SigningKey, Verifier, VerifierSettings};
+pub use layer::{AuthLayer, AuthService};
+pub use policy::{Access, Policy, gateway_policy, router_policy};
+
+/// The header a client sends its token in: `authorization: Bearer <jwt>`.
+pub const AUTHORIZATION: &str = "authorization";
+
+/// What a caller is allowed to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads and writes the tickets of its own region.
+    Agent,
+    /// Changes and tries the follow-the-sun rules.
+    Operator,
+    /// Reads everything: tickets, traces, status.
+    Sre,
+    /// Everything, including failover and certificates.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Agent, Role::Operator, Role::Sre, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Operator => "operator",
+            Role::Sre => "sre",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = AuthError;
+    fn from_str(s: &str) -> Result<Self> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            AuthError::Claim(format!("role {s:?} is not one of agent, operator, sre, admin"))
+        })
+    }
+}
+
+/// A verified caller: put in the request's extensions by [`AuthLayer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`: who, for logs and audit.
+    pub subject: String,
+    pub role: Role,
+    /// The token's `region`: required for agents, optional (global) for the
+    /// other roles.
+    pub region: Option<RegionId>,
+}
+
+impl Principal {
+    /// The region an agent acts for; `None` for the other roles, which are
+    /// not bound to a region.
+    pub fn agent_region(&self) -> Option<&RegionId> {
+        match self.role {
+            Role::Agent => self.region.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// `PERMISSION_DENIED` unless this principal may touch a ticket owned
+    /// by `owner`: agents only their region's, every other role that got
+    /// past the layer any. `what` says what was tried ("update ticket X").
+    pub fn check_owner(&self, owner: &RegionId, what: &str) -> std::result::Result<(), tonic::Status> {
+        match self.agent_region() {
+            Some(region) if region != owner => {
+                let reason = format!("agent {} of {region} may not {what}: it is owned by {owner}", self.subject);
+                tracing::warn!(subject = %self.subject, role = %self.role, %reason, "call refused: permission denied");
+                Err(tonic::Status::permission_denied(reason))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.region {
+            Some(region) => write!(f, "{} ({} of {region})", self.subject, self.role),
+            None => write!(f, "{} ({})", self.subject, self.role),
+        }
+    }
+}
+
+/// The verified caller of `request`, if the service runs behind an
+/// [`AuthLayer`] with authentication on.
+pub fn principal<T>(request: &tonic::Request<T>) -> Option<&Principal> {
+    request.extensions().get::<Principal>()
+}
+
+/// `[auth]` of a service's config file.
+///
+/// ```toml
+/// [auth]
+/// jwks = "/etc/meridian/jwks.json"   # Ed25519 public keys (JWKS), re-read when it changes
+/// issuer = "https://idp.example"     # optional: required `iss`
+/// audience = "meridian"              # optional: required member of `aud`
+/// reload_interval_ms = 2000          # optional: how often the JWKS is re-read
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwks: std::path::PathBuf,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default)]
+    pub reload_interval_ms: Option<u64>,
+}
+
+impl AuthSettings {
+    pub fn new(jwks: impl Into<std::path::PathBuf>) -> Self {
+        Self { jwks: jwks.into(), issuer: None, audience: None, reload_interval_ms: None }
+    }
+
+    /// Loads the JWKS and builds the layer for `policy`; the returned task
+    /// polls the JWKS file until it is dropped.
+    pub fn start(&self, policy: Policy, clock: std::sync::Arc<dyn meridian_core::Clock>) -> Result<(AuthLayer, jwks::ReloadTask)> {
+        let source = std::sync::Arc::new(JwksSource::load(&self.jwks)?);
+        let interval = self.reload_interval_ms.map_or(JWKS_RELOAD_INTERVAL, std::time::Duration::from_millis);
+        let reload = source.spawn_reload(interval.max(std::time::Duration::from_millis(10)));
+        let settings = VerifierSettings { issuer: self.issuer.clone(), audience: self.audience.clone() };
+        Ok((AuthLayer::new(Verifier::new(source, settings, clock), policy), reload))
+    }
+}
+
+/// Logs, loudly, that a public listener serves without authentication.
+/// On loopback that is development; elsewhere anyone who reaches the port
+/// can read and write, which the log says in so many words.
+pub fn warn_unauthenticated(service: &str, addr: std::net::SocketAddr) {
+    if addr.ip().is_loopback() {
+        tracing::warn!(%service, %addr, "public listener has no [auth]: any local process may call it without a token (development only)");
+    } else {
+        tracing::error!(%service, %addr, "public listener is NOT loopback and has no [auth]: anyone who reaches it can read and write tickets; configure [auth] and [tls]");
+    }
+}
+
+/// A tonic client interceptor that sends `authorization: Bearer <token>`
+/// on every call (none when built from `None`): the CLI's, and the
+/// router's own calls to the gateways.
+#[derive(Clone, Default)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the token itself.
+        f.write_str(if self.0.is_some() { "BearerToken(set)" } else { "BearerToken(none)" })
+    }
+}
+
+impl BearerToken {
+    /// `token` is the bare JWT; `Err` if it cannot be a header value.
+    pub fn new(token: Option<&str>) -> Result<Self> {
+        match token.map(str::trim).filter(|t| !t.is_empty()) {
+            None => Ok(Self(None)),
+            Some(token) => format!("Bearer {token}")
+                .parse()
+                .map(|value| Self(Some(value)))
+                .map_err(|_| AuthError::Malformed("the token has characters a header cannot carry".into())),
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Adds the header to one request.
+    pub fn apply<T>(&self, request: &mut tonic::Request<T>) {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert(AUTHORIZATION, value.clone());
+        }
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        self.apply(&mut request);
+        Ok(request)
+    }
+}

@@ -60,6 +60,11 @@ pub enum Divergence {
     EpochTwoWriters { ticket: TicketId, epoch: Epoch, regions: Vec<RegionId> },
     /// Several regions wrote at epochs with the same owner index.
     EpochIndexShared { index: u16, regions: Vec<RegionId> },
+    /// `writer` wrote an owner-scoped event of a ticket at an epoch that
+    /// encodes another region ([`check_owners`]).
+    EpochNotWriters { ticket: TicketId, epoch: Epoch, writer: RegionId },
+    /// `store`'s projection names `owner`, which its epoch does not encode.
+    WrongOwner { store: RegionId, ticket: TicketId, owner: RegionId, epoch: Epoch },
     /// `store` lacks these acknowledged writes of `origin`.
     AckedLost { store: RegionId, origin: RegionId, seqs: Vec<RangeInclusive<u64>> },
     /// At an acknowledged write's place `store` holds another ticket's event.
@@ -116,6 +121,12 @@ impl fmt::Display for Divergence {
             }
             Divergence::EpochIndexShared { index, regions } => {
                 write!(f, "epoch owner index {index} written by {}", names(regions))
+            }
+            Divergence::EpochNotWriters { ticket, epoch, writer } => {
+                write!(f, "ticket {ticket}: {writer} wrote at epoch {epoch}, which encodes another region")
+            }
+            Divergence::WrongOwner { store, ticket, owner, epoch } => {
+                write!(f, "{store}'s ticket {ticket} is owned by {owner} at epoch {epoch}, which encodes another region")
             }
             Divergence::AckedLost { store, origin, seqs } => {
                 write!(f, "{store} lacks acknowledged {origin} events {}", ranges(seqs))
@@ -280,6 +291,40 @@ pub fn check_acked(report: &mut ConvergenceReport, views: &[RegionView], acked: 
     }
 }
 
+/// Invariants 1 and 4 against the mesh's region order (an epoch's owner
+/// index is its owner's position in `regions`): every owner-scoped event
+/// was written by the region its epoch encodes, and every projection's
+/// owner is the region its epoch encodes.
+pub fn check_owners(report: &mut ConvergenceReport, views: &[RegionView], regions: &[RegionId]) {
+    let encoded = |epoch: Epoch| regions.get(usize::from(epoch.owner_index()));
+    let mut reported = BTreeSet::new();
+    for view in views {
+        for event in view.logs.values().flatten() {
+            if event.kind.is_owner_scoped()
+                && encoded(event.epoch) != Some(&event.origin_region)
+                && reported.insert((event.ticket_id, event.epoch, event.origin_region.clone()))
+            {
+                report.problems.push(Divergence::EpochNotWriters {
+                    ticket: event.ticket_id,
+                    epoch: event.epoch,
+                    writer: event.origin_region.clone(),
+                });
+            }
+        }
+        for (id, record) in &view.tickets {
+            let owner = &record.ticket.owner;
+            if encoded(owner.epoch) != Some(&owner.owner_region) {
+                report.problems.push(Divergence::WrongOwner {
+                    store: view.region.clone(),
+                    ticket: *id,
+                    owner: owner.owner_region.clone(),
+                    epoch: owner.epoch,
+                });
+            }
+        }
+    }
+}
+
 /// Invariant 1, one writer per epoch: over every event any view holds, an
 /// owner-scoped write (everything but notes and regional records) at epoch
 /// `e` of a ticket comes from one region only, and one epoch owner index
@@ -288,7 +333,7 @@ fn check_epochs(report: &mut ConvergenceReport, views: &[RegionView]) {
     let mut writers: BTreeMap<(TicketId, Epoch), BTreeSet<&RegionId>> = BTreeMap::new();
     let mut index_owner: BTreeMap<u16, BTreeSet<&RegionId>> = BTreeMap::new();
     for event in views.iter().flat_map(|view| view.logs.values().flatten()) {
-        if !owner_scoped(&event.kind) {
+        if !event.kind.is_owner_scoped() {
             continue;
         }
         writers.entry((event.ticket_id, event.epoch)).or_default().insert(&event.origin_region);
@@ -310,24 +355,6 @@ fn check_epochs(report: &mut ConvergenceReport, views: &[RegionView]) {
     }
 }
 
-/// Writes only the ticket's owner at the event's epoch may make. Notes
-/// merge from anywhere, and shift summaries and spikes are regional.
-fn owner_scoped(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::TicketCreated { .. }
-        | EventKind::TicketUpdated { .. }
-        | EventKind::SlaWarning { .. }
-        | EventKind::SlaBreached { .. }
-        | EventKind::HandoffOffered { .. }
-        | EventKind::HandoffAccepted { .. }
-        | EventKind::HandoffRefused { .. }
-        | EventKind::TakenOver { .. } => true,
-        EventKind::NoteAdded { .. }
-        | EventKind::ShiftSummary { .. }
-        | EventKind::IntakeSpike { .. }
-        | EventKind::IntakeSpikeCleared { .. } => false,
-    }
-}
 
 fn compare_log(
     report: &mut ConvergenceReport,
@@ -577,6 +604,20 @@ mod tests {
             "{report}"
         );
         assert!(report.problems.iter().any(|p| matches!(p, Divergence::EpochIndexShared { index: 0, .. })), "{report}");
+    }
+
+    #[test]
+    fn a_write_at_an_epoch_encoding_another_region_is_reported() {
+        let t = ticket_id(6);
+        let a = vec![update("a", 1, t, Epoch::initial(1))];
+        let views = [view("a", &[("a", a.clone())]), view("b", &[("a", a)])];
+        let mut report = check_views(&views);
+        assert!(report.is_converged(), "{report}");
+        check_owners(&mut report, &views, &[region("a"), region("b")]);
+        assert_eq!(
+            report.problems,
+            vec![Divergence::EpochNotWriters { ticket: t, epoch: Epoch::initial(1), writer: region("a") }]
+        );
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub use config::{
     HEARTBEAT_INTERVAL_DEFAULT, PEER_SILENCE_MAX_DEFAULT, RECONNECT_BACKOFF_MAX_DEFAULT,
     RECONNECT_BACKOFF_MIN_DEFAULT, ReplicationConfig,
 };
-pub use convergence::{Acked, ConvergenceReport, Divergence, RegionView, check_acked, check_convergence, check_views, read_view};
+pub use convergence::{Acked, ConvergenceReport, Divergence, RegionView, check_acked, check_convergence, check_owners, check_views, read_view};
 pub use digest::BUCKET_EVENTS_DEFAULT;
 pub use error::{Error, Result};
 pub use replicator::{Replicator, WeakReplicator};

@@ -12,7 +12,7 @@ use meridian_tls::TrustDomain;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tonic::service::interceptor::InterceptedService;
 
-use crate::check::{Acked, RegionView, Report, check};
+use crate::check::{Acked, Report, check};
 use crate::model::{ModelLog, RegionDb, SharedDb, lock, sim_now};
 use crate::net::{SimTransport, identify, incoming};
 use crate::rng::Rng;
@@ -768,20 +768,11 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
 
     let snapshots: Vec<(RegionId, BTreeMap<RegionId, Vec<meridian_core::EventEnvelope>>)> =
         mesh.dbs.iter().map(|db| { let db = lock(db); (db.region.clone(), db.logs.clone()) }).collect();
-    let views: Vec<RegionView<'_>> = snapshots.iter().map(|(region, logs)| RegionView { region: region.clone(), logs }).collect();
-    let acked = guard(&mesh.acked).clone();
-    let mut report = check(&regions, &views, &acked);
-    // The shared checker (the chaos test's too) over the same state, with
-    // each region's ticket records as the store would hold them.
-    let shared_views: Vec<meridian_replication::RegionView> =
+    // Each region's ticket records as the store would hold them.
+    let views: Vec<meridian_replication::RegionView> =
         snapshots.iter().map(|(region, logs)| crate::model::region_view(region, logs)).collect();
-    let shared_acked: Vec<meridian_replication::Acked> = acked
-        .iter()
-        .map(|a| meridian_replication::Acked { origin: a.origin.clone(), seq: a.seq, ticket_id: a.ticket_id })
-        .collect();
-    let mut shared = meridian_replication::check_views(&shared_views);
-    meridian_replication::check_acked(&mut shared, &shared_views, &shared_acked);
-    report.violations.extend(shared.problems.iter().map(|problem| crate::check::Violation::Shared(problem.to_string())));
+    let acked = guard(&mesh.acked).clone();
+    let report = check(&regions, &views, &acked);
     let takeovers = guard(&mesh.coordinator).next_token;
     let fingerprint = crate::model::fingerprint(&mesh.dbs);
     let faults = std::mem::take(&mut driver.faults);

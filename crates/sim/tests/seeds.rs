@@ -7,7 +7,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::Mutex;
+
 use meridian_sim::{Outcome, SimOptions, run_seed};
+
+/// One simulation at a time in this process: run beside another, a seed's
+/// interleaving has been seen to shift by one quiescence poll (cause not
+/// yet found; see ARCHITECTURE.md, "Deterministic simulation"), and the two
+/// would only share two cores anyway.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
@@ -34,6 +42,7 @@ fn explain(outcome: &Outcome) -> String {
 
 #[test]
 fn seeds_hold_every_invariant() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(seed) = env_u64("MERIDIAN_SEED") {
         let outcome = run_seed(seed, &SimOptions { verbose: true, ..SimOptions::default() });
         eprintln!(
@@ -80,6 +89,7 @@ fn seeds_hold_every_invariant() {
 /// logs.
 #[test]
 fn a_seed_replays_exactly() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let options = SimOptions::default();
     let first = run_seed(42, &options);
     let second = run_seed(42, &options);

@@ -225,27 +225,6 @@ impl Drop for Proc {
     }
 }
 
-/// The etcd binary, or `None` after a loud SKIPPED line (a failure under
-/// `MERIDIAN_REQUIRE_ALL=1`).
-fn etcd_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("MERIDIAN_ETCD_BIN")
-        .map(PathBuf::from)
-        .filter(|path| path.is_file())
-        .or_else(|| {
-            std::env::var_os("PATH")
-                .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("etcd")).find(|path| path.is_file()))
-        })
-        .or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|path| path.is_file()));
-    if found.is_none() {
-        assert!(
-            !meridian_test_support::require_all(),
-            "MERIDIAN_REQUIRE_ALL=1 but etcd is not installed: apt-get install etcd-server (binary /usr/bin/etcd), or set MERIDIAN_ETCD_BIN"
-        );
-        eprintln!("chaos test SKIPPED: no etcd binary on PATH (apt-get install etcd-server, or set MERIDIAN_ETCD_BIN)");
-    }
-    found
-}
-
 /// Three etcd members on loopback. A 50 ms heartbeat and a 500 ms election
 /// timeout lower etcd's minimum lease ttl to 1 s and keep expiry prompt.
 struct Etcd {
@@ -929,7 +908,7 @@ async fn kill_during_handoff(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
-    let Some(etcd_binary) = etcd_binary() else { return };
+    let Some(etcd_binary) = meridian_test_support::etcd_binary("chaos test") else { return };
     let test_started = Instant::now();
     let seed = std::env::var("MERIDIAN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(SEED_DEFAULT);
     eprintln!("chaos: seed {seed} (MERIDIAN_SEED={seed} replays this load)");

@@ -42,6 +42,29 @@ pub fn require_all() -> bool {
     std::env::var("MERIDIAN_REQUIRE_ALL").as_deref() == Ok("1")
 }
 
+/// The etcd binary (`MERIDIAN_ETCD_BIN`, `etcd` on `PATH`, or Debian's
+/// `/usr/bin/etcd`), or `None` after a loud line saying `what` is skipped.
+/// Panics under `MERIDIAN_REQUIRE_ALL=1`.
+pub fn etcd_binary(what: &str) -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let found = std::env::var_os("MERIDIAN_ETCD_BIN")
+        .map(PathBuf::from)
+        .filter(|path| path.is_file())
+        .or_else(|| {
+            std::env::var_os("PATH")
+                .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("etcd")).find(|path| path.is_file()))
+        })
+        .or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|path| path.is_file()));
+    if found.is_none() {
+        assert!(
+            !require_all(),
+            "MERIDIAN_REQUIRE_ALL=1 but etcd is not installed: apt-get install etcd-server (binary /usr/bin/etcd), or set MERIDIAN_ETCD_BIN"
+        );
+        eprintln!("{what} SKIPPED: no etcd binary on PATH (apt-get install etcd-server, or set MERIDIAN_ETCD_BIN)");
+    }
+    found
+}
+
 /// `DATABASE_URL`, or `None` after saying loudly that PostgreSQL tests are
 /// skipped. Panics under `MERIDIAN_REQUIRE_ALL=1`.
 pub fn postgres_url() -> Option<String> {

@@ -9,7 +9,7 @@
 
 use std::{
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::Duration,
@@ -227,27 +227,6 @@ pub async fn wait_for_status(
     }
 }
 
-/// The etcd binary, or `None` after a loud SKIPPED line (a failure under
-/// `MERIDIAN_REQUIRE_ALL=1`).
-pub fn etcd_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("MERIDIAN_ETCD_BIN")
-        .map(PathBuf::from)
-        .filter(|path| path.is_file())
-        .or_else(|| {
-            std::env::var_os("PATH")
-                .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("etcd")).find(|path| path.is_file()))
-        })
-        .or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|path| path.is_file()));
-    if found.is_none() {
-        assert!(
-            !meridian_test_support::require_all(),
-            "MERIDIAN_REQUIRE_ALL=1 but etcd is not installed: apt-get install etcd-server (binary /usr/bin/etcd), or set MERIDIAN_ETCD_BIN"
-        );
-        eprintln!("etcd tests SKIPPED: no etcd binary on PATH (apt-get install etcd-server, or set MERIDIAN_ETCD_BIN)");
-    }
-    found
-}
-
 /// Real etcd members on free loopback ports, each with a data directory in
 /// one temporary directory; every member is killed when this is dropped.
 ///
@@ -269,7 +248,7 @@ impl EtcdCluster {
     /// Starts `size` members and waits until each answers. `None` when etcd
     /// is not installed.
     pub async fn start(size: usize) -> Option<EtcdCluster> {
-        let binary = etcd_binary()?;
+        let binary = meridian_test_support::etcd_binary("etcd tests")?;
         let mut last_failure = String::new();
         // A port picked as free can be taken before etcd binds it; retry.
         for _ in 0..3 {

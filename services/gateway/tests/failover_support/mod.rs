@@ -11,7 +11,7 @@ pub use meridian_test_support::proxy;
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -557,7 +557,7 @@ impl Etcd {
     /// `None` (after a loud SKIPPED line) when etcd is not installed; a
     /// failure instead under `MERIDIAN_REQUIRE_ALL=1`.
     pub async fn start() -> Option<Etcd> {
-        let binary = etcd_binary()?;
+        let binary = meridian_test_support::etcd_binary("failover tests on etcd")?;
         let mut last_failure = String::new();
         // A port picked as free can be taken before etcd binds it: retry.
         for _ in 0..3 {
@@ -640,21 +640,3 @@ impl Drop for Etcd {
     }
 }
 
-fn etcd_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("MERIDIAN_ETCD_BIN")
-        .map(PathBuf::from)
-        .filter(|path| path.is_file())
-        .or_else(|| {
-            std::env::var_os("PATH")
-                .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("etcd")).find(|path| path.is_file()))
-        })
-        .or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|path| path.is_file()));
-    if found.is_none() {
-        assert!(
-            !meridian_test_support::require_all(),
-            "MERIDIAN_REQUIRE_ALL=1 but etcd is not installed: apt-get install etcd-server (binary /usr/bin/etcd), or set MERIDIAN_ETCD_BIN"
-        );
-        eprintln!("failover tests on etcd SKIPPED: no etcd binary on PATH (apt-get install etcd-server, or set MERIDIAN_ETCD_BIN)");
-    }
-    found
-}

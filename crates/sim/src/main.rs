@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     println!("writes refused          {refused}");
     println!("takeovers               {takeovers}");
     println!("event copies checked    {events}");
-    println!("acked writes checked    {acked} (write x region)");
+    println!("acked writes checked    {acked} (each looked for in every region)");
     println!("tickets checked         {tickets}");
     println!("stale writes (conflicts){stale:>6}");
     for (kind, count) in &faults {

@@ -7,6 +7,10 @@
 //!
 //! Exits with status 1 if any seed broke an invariant, naming the seed and
 //! the command that replays it.
+//!
+//! `--replay N` runs seed `--from` N times with the state probe on (every
+//! region's log lengths every 10 simulated ms) and compares each run with
+//! the first, printing the first line where they part.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -18,10 +22,11 @@ struct Args {
     seeds: u64,
     from: u64,
     options: SimOptions,
+    replay: Option<u64>,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut args = Args { seeds: 100, from: 0, options: SimOptions::default() };
+    let mut args = Args { seeds: 100, from: 0, options: SimOptions::default(), replay: None };
     let mut iter = std::env::args().skip(1);
     while let Some(flag) = iter.next() {
         let mut number = |name: &str| -> Result<u64, String> {
@@ -33,8 +38,11 @@ fn parse() -> Result<Args, String> {
             "--from" => args.from = number("--from")?,
             "--work-ms" => args.options.work = Duration::from_millis(number("--work-ms")?),
             "--verbose" => args.options.verbose = true,
+            "--replay" => args.replay = Some(number("--replay")?),
             "--help" | "-h" => {
-                return Err("usage: meridian-sim [--seeds N] [--from S] [--work-ms MS] [--verbose]".to_owned());
+                return Err(
+                    "usage: meridian-sim [--seeds N] [--from S] [--work-ms MS] [--verbose] [--replay N]".to_owned()
+                );
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -50,6 +58,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(runs) = args.replay {
+        return replay(args.from, runs, &args.options);
+    }
     let started = Instant::now();
     let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
     let (mut events, mut acked, mut tickets, mut stale, mut takeovers, mut writes, mut refused) = (0, 0, 0, 0, 0, 0, 0);
@@ -98,4 +109,34 @@ fn main() -> ExitCode {
     }
     println!("violations              {} seeds {:?}", failed.len(), failed);
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Runs `seed` `runs` times and reports where any run parts from the first.
+fn replay(seed: u64, runs: u64, options: &SimOptions) -> ExitCode {
+    let options = SimOptions { probe: true, ..options.clone() };
+    let first = run_seed(seed, &options);
+    eprintln!("run 1: {} trace lines, fingerprint {:016x}", first.trace.len(), first.fingerprint);
+    let mut parted = 0;
+    for run in 2..=runs {
+        let outcome = run_seed(seed, &options);
+        let split = first.trace.iter().zip(&outcome.trace).position(|(a, b)| a != b);
+        match split {
+            None if first.trace.len() == outcome.trace.len() && first.fingerprint == outcome.fingerprint => {
+                eprintln!("run {run}: identical");
+            }
+            _ => {
+                parted += 1;
+                let at = split.unwrap_or(first.trace.len().min(outcome.trace.len()));
+                eprintln!("run {run}: parts at trace line {at}");
+                for line in at.saturating_sub(3)..(at + 1).min(first.trace.len()) {
+                    eprintln!("  first: {}", first.trace[line]);
+                }
+                for line in at.saturating_sub(3)..(at + 1).min(outcome.trace.len()) {
+                    eprintln!("  this:  {}", outcome.trace[line]);
+                }
+            }
+        }
+    }
+    println!("seed {seed}: {runs} runs, {parted} parted from the first");
+    if parted == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

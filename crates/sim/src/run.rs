@@ -48,13 +48,42 @@ pub struct SimOptions {
     pub quiesce_max: Duration,
     /// Print each fault and coordinator decision as it happens.
     pub verbose: bool,
+    /// Add every region's log lengths to the trace every 10 simulated ms:
+    /// two runs of a seed that differ then differ near where it started.
+    pub probe: bool,
 }
 
 impl Default for SimOptions {
     fn default() -> Self {
-        Self { work: Duration::from_secs(5), quiesce_max: Duration::from_secs(30), verbose: false }
+        Self { work: Duration::from_secs(5), quiesce_max: Duration::from_secs(30), verbose: false, probe: false }
     }
 }
+
+/// Tokio task ids come from one process-wide counter, and a runtime drops
+/// its tasks shard by shard, a task's shard being its id modulo the shard
+/// count (4 on a current-thread runtime). A crashed or restarted host's
+/// tasks drop their sockets in that order, each drop sends a FIN or RST,
+/// and each segment draws its latency from the simulation's one random
+/// stream: so where the counter stood when a run began decided what
+/// happened after the first crash. Every run starts at an id that is a
+/// multiple of [`TASK_ID_ALIGN`], which makes the drop order, like
+/// everything else, a function of the seed (within one run, one thread
+/// spawns every task).
+fn align_task_ids() -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        for _ in 0..TASK_ID_ALIGN {
+            let id: u64 = tokio::spawn(async {}).id().to_string().parse().map_err(|e| format!("tokio task id: {e}"))?;
+            if (id + 1) % TASK_ID_ALIGN == 0 {
+                return Ok(());
+            }
+        }
+        Err(format!("tokio task ids did not reach a multiple of {TASK_ID_ALIGN}: is another thread spawning tasks?"))
+    })
+}
+
+/// A multiple of every shard count tokio uses for a current-thread runtime.
+const TASK_ID_ALIGN: u64 = 64;
 
 /// What a seed did and what the checker found.
 #[derive(Debug, Clone)]
@@ -642,6 +671,26 @@ impl Driver<'_> {
 
     /// Healed and quiet: every region up, every log the same length as its
     /// origin's, nothing owed (no takeover waiting, no offer to accept).
+    /// Every region's log length per origin, into the trace (see
+    /// [`SimOptions::probe`]).
+    fn probe(&self) {
+        let now = self.sim.elapsed();
+        if now.as_millis() % 10 != 0 {
+            return;
+        }
+        let lengths: Vec<String> = self
+            .mesh
+            .dbs
+            .iter()
+            .map(|db| {
+                let db = lock(db);
+                let cursors: Vec<String> = self.mesh.regions.iter().map(|origin| db.cursor(origin).to_string()).collect();
+                format!("{}[{}]", db.region, cursors.join(","))
+            })
+            .collect();
+        guard(&self.mesh.trace).push(format!("t={:>6}ms probe {}", now.as_millis(), lengths.join(" ")));
+    }
+
     fn converged(&mut self) -> bool {
         for index in 0..self.mesh.regions.len() {
             if !self.region_up(index) {
@@ -663,6 +712,9 @@ impl Driver<'_> {
 /// Runs one seed: workload and faults for `options.work`, then heals and
 /// runs until quiet (at most `options.quiesce_max`), then checks.
 pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
+    if let Err(e) = align_task_ids() {
+        return Outcome::failed(seed, e);
+    }
     let regions: Vec<RegionId> = ["us-east", "eu-west", "ap-south"].iter().filter_map(|r| RegionId::new(*r).ok()).collect();
     let mesh = Mesh {
         dbs: regions.iter().enumerate().map(|(i, r)| RegionDb::new(r.clone(), i as u16)).collect(),
@@ -722,6 +774,9 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
             error = Some(e.to_string());
             break;
         }
+        if options.probe {
+            driver.probe();
+        }
         let now = driver.sim.elapsed();
         driver.undo_due(false);
         if now >= next_fault {
@@ -747,6 +802,9 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
         if let Err(e) = driver.sim.step() {
             error = Some(e.to_string());
             break;
+        }
+        if options.probe {
+            driver.probe();
         }
         let now = driver.sim.elapsed();
         if now.as_millis() % 50 != 0 {

@@ -74,7 +74,7 @@ fn align_task_ids() -> Result<(), String> {
     runtime.block_on(async {
         for _ in 0..TASK_ID_ALIGN {
             let id: u64 = tokio::spawn(async {}).id().to_string().parse().map_err(|e| format!("tokio task id: {e}"))?;
-            if (id + 1) % TASK_ID_ALIGN == 0 {
+            if (id + 1).is_multiple_of(TASK_ID_ALIGN) {
                 return Ok(());
             }
         }

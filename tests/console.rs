@@ -9,7 +9,7 @@
 //! (active regions, queue depths), that a handoff made through the API
 //! appears on the Handoffs page without a reload, that the what-if names a
 //! bad file's line and column, and that no page overflows a 390 px phone
-//! screen. The what-if is an operator's: the sre's page disables it, so the
+//! screen (the login page included). The what-if is an operator's: the sre's page disables it, so the
 //! test logs out and logs in again by typing the operator's token. Screenshots of each page (desktop and phone) are saved under
 //! `target/console-screenshots/`.
 //!
@@ -381,6 +381,8 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
     assert_eq!(browser.url().await, format!("{}/login?next=/handoffs", mesh.console));
     let (status, _) = browser.fetch("GET", "/api/now", None).await;
     assert_eq!(status, 401, "no cookie yet");
+    saved.push(browser.screenshot(&shots, "login-desktop").await);
+    saved.push(browser.phone_check(&shots, "login").await);
     // The one-click URL that `meridian up` prints: the page posts the token
     // from the fragment and the console sends the browser home.
     browser.goto(&mesh.console_login).await;

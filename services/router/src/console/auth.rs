@@ -32,8 +32,8 @@ pub(crate) const WHAT_IF_ROLES: &[Role] = &[Role::Operator, Role::Admin];
 /// What a request needs before it is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Need {
-    /// The login and logout pages and the static CSS and script (the login
-    /// page needs them).
+    /// The login and logout pages, the static CSS and script (the login
+    /// page needs them), and the favicon browsers ask for (there is none).
     Open,
     /// A reader's token: every page and read API, SSE streams included.
     Read,
@@ -45,7 +45,7 @@ pub(crate) enum Need {
 /// learns what the console serves without a token.
 pub(crate) fn need(method: &Method, path: &str) -> Need {
     match path {
-        "/login" | "/logout" | "/console.css" | "/console.js" => Need::Open,
+        "/login" | "/logout" | "/console.css" | "/console.js" | "/favicon.ico" => Need::Open,
         "/api/rules/what-if" if method == Method::POST => Need::WhatIf,
         _ => Need::Read,
     }
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn only_login_logout_and_static_files_are_open() {
-        for open in ["/login", "/logout", "/console.css", "/console.js"] {
+        for open in ["/login", "/logout", "/console.css", "/console.js", "/favicon.ico"] {
             assert_eq!(need(&Method::GET, open), Need::Open, "{open}");
         }
         assert_eq!(need(&Method::POST, "/login"), Need::Open);

@@ -361,7 +361,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  meridian ticket handoff ID --target {first_gateway} --to eu-west --last-action … --next-action …");
     match &console_login {
         Some(url) => {
-            println!("  open the console, logged in as the sre (operators and admins may also run the what-if):");
+            println!("  open the console, logged in as the sre (log in with the operator token to run the what-if):");
             println!("    {url}");
         }
         None => println!("  open {console_url} in a browser for the console"),

@@ -290,10 +290,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         0,
         Endpoint { name: "router".into(), url: format!("{scheme}://{router_addr}"), detail: format!("rules {}", rules.display()) },
     );
-    endpoints.push(Endpoint {
-        name: "console".into(),
-        url: format!("http://{console_addr}/"),
-        detail: "web console: Now, Handoffs, Rules (local-only)".into(),
+    // With auth the console serves HTTPS with the router's certificate and
+    // takes the same tokens; without, it is local-only plain HTTP.
+    let console_url = format!("{scheme}://{console_addr}/");
+    let console_detail = match &auth {
+        Some(_) => "web console: Now, Handoffs, Rules (log in with an sre, operator or admin token)",
+        None => "web console: Now, Handoffs, Rules (local-only)",
+    };
+    endpoints.push(Endpoint { name: "console".into(), url: console_url.clone(), detail: console_detail.into() });
+    // One click logs in as the sre: the token rides in the URL's fragment,
+    // which the browser never sends (so no server or proxy logs it); the
+    // login page posts it and clears it from the address bar.
+    let console_login = auth.as_ref().and_then(|auth| {
+        let (_, _, token) = auth.tokens.iter().find(|(name, _, _)| name == "sre")?;
+        Some(format!("{scheme}://{console_addr}/login#token={token}"))
     });
     let stopped_router = shutdown(stopped.clone());
     let router_clock = clock.clone();
@@ -349,7 +359,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  meridian ticket submit --router {router_url} --subject \"VPN down\" --customer acme --tier premium");
     println!("  meridian ticket list --target {first_gateway}");
     println!("  meridian ticket handoff ID --target {first_gateway} --to eu-west --last-action … --next-action …");
-    println!("  open http://{console_addr}/ in a browser for the console");
+    match &console_login {
+        Some(url) => {
+            println!("  open the console, logged in as the sre (log in with the operator token to run the what-if):");
+            println!("    {url}");
+        }
+        None => println!("  open {console_url} in a browser for the console"),
+    }
     println!("Ctrl-C stops the mesh.");
 
     let mut failure = None;

@@ -1,12 +1,16 @@
-//! The web console in a real headless Chromium against `meridian up`.
+//! The web console in a real headless Chromium against `meridian up` with
+//! its default authentication: tokens, and TLS on every public port and the
+//! console.
 //!
 //! The test drives Debian's `chromium` through `chromedriver` with W3C
 //! WebDriver (JSON over HTTP, sent with a small hyper HTTP/1 client): it
-//! loads each page, checks that what the pages show matches the gRPC API
+//! logs in with the one-click URL `meridian up` prints (as the sre), checks
+//! that the token stays out of the page's reach, then loads each page, checks that what the pages show matches the gRPC API
 //! (active regions, queue depths), that a handoff made through the API
 //! appears on the Handoffs page without a reload, that the what-if names a
 //! bad file's line and column, and that no page overflows a 390 px phone
-//! screen. Screenshots of each page (desktop and phone) are saved under
+//! screen (the login page included). The what-if is an operator's: the sre's page disables it, so the
+//! test logs out and logs in again by typing the operator's token. Screenshots of each page (desktop and phone) are saved under
 //! `target/console-screenshots/`.
 //!
 //! Without `chromium` or `chromedriver` the test says so loudly and passes;
@@ -25,9 +29,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use meridian_auth::BearerToken;
 use meridian_proto::v1::{self, router_service_client::RouterServiceClient, ticket_service_client::TicketServiceClient};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 const MERIDIAN: &str = env!("CARGO_BIN_EXE_meridian");
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -59,7 +66,13 @@ struct Mesh {
     _process: Process,
     router: String,
     console: String,
+    /// The printed one-click login (the sre's token in the fragment).
+    console_login: String,
     gateways: Vec<(String, String)>,
+    /// The printed development tokens by name (`operator`, `sre`, …).
+    tokens: BTreeMap<String, String>,
+    /// The development CA's certificate (PEM).
+    ca: Vec<u8>,
 }
 
 fn up(data_dir: &Path) -> Mesh {
@@ -67,15 +80,14 @@ fn up(data_dir: &Path) -> Mesh {
         .args(["up", "--base-port", "0", "--data-dir"])
         .arg(data_dir)
         .args(["--tracing-ui", "http://localhost:16686/trace/{trace_id}"])
-        // The console's own pages are the subject here, over plaintext gRPC.
-        .arg("--no-auth")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut router, mut console, mut gateways) = (String::new(), String::new(), Vec::new());
+    let (mut router, mut console, mut console_login, mut gateways) = (String::new(), String::new(), String::new(), Vec::new());
+    let mut tokens = BTreeMap::new();
     for line in &mut lines {
         let line = line.unwrap();
         if line.starts_with("Ctrl-C") {
@@ -83,16 +95,22 @@ fn up(data_dir: &Path) -> Mesh {
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields[..] {
-            ["gateway", region, url, ..] if url.starts_with("http://") => gateways.push((region.to_owned(), url.to_owned())),
-            ["router", url, ..] if url.starts_with("http://") => router = url.to_owned(),
-            ["console", url, ..] if url.starts_with("http://") => console = url.trim_end_matches('/').to_owned(),
+            ["gateway", region, url, ..] if url.starts_with("https://") => gateways.push((region.to_owned(), url.to_owned())),
+            ["router", url, ..] if url.starts_with("https://") => router = url.to_owned(),
+            ["console", url, ..] if url.starts_with("https://") => console = url.trim_end_matches('/').to_owned(),
+            [url] if url.contains("/login#token=") => console_login = url.to_owned(),
+            [name, token] if token.starts_with("ey") && token.matches('.').count() == 2 => {
+                tokens.insert(name.to_owned(), token.to_owned());
+            }
             _ => {}
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
-    assert!(console.starts_with("http://127.0.0.1:"), "meridian up prints the console's URL");
+    assert!(console.starts_with("https://127.0.0.1:"), "meridian up prints the console's URL, https with auth");
+    assert_eq!(console_login, format!("{console}/login#token={}", tokens["sre"]), "the one-click login is the sre's");
     assert_eq!(gateways.len(), 3);
-    Mesh { _process: Process(child), router, console, gateways }
+    let ca = std::fs::read(data_dir.join("pki").join("ca.pem")).unwrap();
+    Mesh { _process: Process(child), router, console, console_login, gateways, tokens, ca }
 }
 
 /// One HTTP/1 request on a fresh connection: the status and the body.
@@ -149,12 +167,18 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not become ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The console serves HTTPS with the mesh's development CA, which
+        // this throwaway browser profile does not trust. Chromium has no flag
+        // to add a CA; `--ignore-certificate-errors` is acceptable for a test
+        // browser that only ever opens this console (TLS itself is checked by
+        // the router's console_auth test, against the CA).
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
+            "acceptInsecureCerts": true,
             "goog:chromeOptions": {
                 "binary": chromium.to_string_lossy(),
                 "args": ["--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage",
-                         "--disable-gpu", format!("--window-size={},{}", DESKTOP.0, DESKTOP.1)],
+                         "--disable-gpu", "--ignore-certificate-errors", format!("--window-size={},{}", DESKTOP.0, DESKTOP.1)],
             },
         }}});
         let (status, session) = http_json("POST", &format!("{root}/session"), Some(capabilities)).await;
@@ -176,6 +200,23 @@ impl Browser {
 
     async fn script(&self, script: &str) -> Value {
         self.command("POST", "/execute/sync", json!({ "script": script, "args": [] })).await
+    }
+
+    /// `fetch` from the page (with its cookie): the status and the body.
+    async fn fetch(&self, method: &str, path: &str, body: Option<String>) -> (u64, String) {
+        let script = format!(
+            "return fetch({}, {{ method: {}, body: {}, headers: {{ 'content-type': 'text/plain' }} }})
+                 .then(r => r.text().then(t => [r.status, t]));",
+            json!(path),
+            json!(method),
+            body.map_or(Value::Null, Value::String)
+        );
+        let answer = self.script(&script).await;
+        (answer[0].as_u64().unwrap(), answer[1].as_str().unwrap().to_owned())
+    }
+
+    async fn url(&self) -> String {
+        self.command("GET", "/url", Value::Null).await.as_str().unwrap().to_owned()
     }
 
     async fn size(&self, (width, height): (u32, u32)) {
@@ -253,8 +294,27 @@ fn screenshots_dir() -> PathBuf {
     dir
 }
 
-async fn gateway(url: &str) -> TicketServiceClient<tonic::transport::Channel> {
-    TicketServiceClient::connect(url.to_owned()).await.unwrap()
+type Authed = InterceptedService<Channel, BearerToken>;
+
+/// A TLS channel to `url`, checked against the mesh's CA.
+async fn channel(mesh: &Mesh, url: &str) -> Channel {
+    Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&mesh.ca)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// The test's own gRPC calls are an admin's: it creates, hands off and
+/// reads status across regions.
+fn admin(mesh: &Mesh) -> BearerToken {
+    BearerToken::new(Some(&mesh.tokens["admin"])).unwrap()
+}
+
+async fn gateway(mesh: &Mesh, url: &str) -> TicketServiceClient<Authed> {
+    TicketServiceClient::with_interceptor(channel(mesh, url).await, admin(mesh))
 }
 
 /// Open tickets and tickets at SLA risk per region, as GetStatus reports
@@ -262,7 +322,7 @@ async fn gateway(url: &str) -> TicketServiceClient<tonic::transport::Channel> {
 async fn queues(mesh: &Mesh) -> BTreeMap<String, (u64, u64)> {
     let mut out = BTreeMap::new();
     for (region, url) in &mesh.gateways {
-        let status = gateway(url).await.get_status(v1::GetStatusRequest {}).await.unwrap().into_inner();
+        let status = gateway(mesh, url).await.get_status(v1::GetStatusRequest {}).await.unwrap().into_inner();
         let open = status.queue_by_status.iter().filter(|(s, _)| !matches!(s.as_str(), "solved" | "closed")).map(|(_, n)| n).sum();
         out.insert(region.clone(), (open, status.sla_at_risk));
     }
@@ -270,7 +330,7 @@ async fn queues(mesh: &Mesh) -> BTreeMap<String, (u64, u64)> {
 }
 
 async fn active_regions(mesh: &Mesh) -> (String, BTreeSet<String>) {
-    let mut router = RouterServiceClient::connect(mesh.router.clone()).await.unwrap();
+    let mut router = RouterServiceClient::with_interceptor(channel(mesh, &mesh.router).await, admin(mesh));
     let answer = router.active_regions(v1::ActiveRegionsRequest::default()).await.unwrap().into_inner();
     let on_shift = answer
         .regions
@@ -308,12 +368,33 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
 
     // Something in the queues first, so the depths compared are not all 0.
     let (east_region, east_url) = mesh.gateways[0].clone();
-    let mut east = gateway(&east_url).await;
+    let mut east = gateway(&mesh, &east_url).await;
     for i in 0..3 {
         east.create_ticket(create(&format!("queued {i}"))).await.unwrap();
     }
 
     let browser = Browser::start(&chromium, &chromedriver).await;
+
+    // ---- Login: not logged in, a page sends the browser to log in ----
+    browser.goto(&format!("{}/handoffs", mesh.console)).await;
+    browser.wait_for("the login page", "return document.body.dataset.page === 'login' && document.body.dataset.ready === 'true';").await;
+    assert_eq!(browser.url().await, format!("{}/login?next=/handoffs", mesh.console));
+    let (status, _) = browser.fetch("GET", "/api/now", None).await;
+    assert_eq!(status, 401, "no cookie yet");
+    saved.push(browser.screenshot(&shots, "login-desktop").await);
+    saved.push(browser.phone_check(&shots, "login").await);
+    // The one-click URL that `meridian up` prints: the page posts the token
+    // from the fragment and the console sends the browser home.
+    browser.goto(&mesh.console_login).await;
+    browser.wait_for("the login to land on Now", "return document.body.dataset.page === 'now';").await;
+    assert_eq!(browser.url().await, format!("{}/", mesh.console), "no token left in the address bar");
+    let back = browser.script("return history.length;").await;
+    eprintln!("after the one-click login: history length {back}");
+    let cookie = browser.script("return document.cookie;").await;
+    assert!(!cookie.as_str().unwrap().contains(&mesh.tokens["sre"]), "the login cookie is HttpOnly: {cookie}");
+    browser.wait_for("the session badge", "const s = document.querySelector('#session [data-role]'); return s && s.textContent;").await;
+    let who = browser.script("return document.querySelector('#session [data-role]').textContent;").await;
+    assert_eq!(who, json!("dev-sre (sre)"), "the header names who is logged in");
 
     // ---- Now: the active regions and queue depths match the API ----
     browser.goto(&format!("{}/", mesh.console)).await;
@@ -439,9 +520,45 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
     saved.push(browser.screenshot(&shots, "journey-desktop").await);
     saved.push(browser.phone_check(&shots, "journey").await);
 
-    // ---- Rules: the grid, and a what-if with a bad then a good file ----
+    // ---- The what-if is an operator's: log out, log in as one by typing ----
     browser.goto(&format!("{}/rules", mesh.console)).await;
     browser.ready().await;
+    browser.wait_for("the sre's what-if button to be disabled", "return document.getElementById('what-if-run').disabled;").await;
+    let (status, answer) = browser.fetch("POST", "/api/rules/what-if", Some("version = \"x\"".into())).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("role sre may not run the what-if"), "{answer}");
+    browser.wait_for("the logout button", "return document.getElementById('logout') !== null;").await;
+    browser.script("document.getElementById('logout').click(); return null;").await;
+    browser.wait_for("the login page after logout", "return document.body.dataset.page === 'login' && document.body.dataset.ready === 'true';").await;
+    let (status, _) = browser.fetch("GET", "/api/now", None).await;
+    assert_eq!(status, 401, "logged out");
+    browser.goto(&format!("{}/rules", mesh.console)).await;
+    browser.wait_for("the login page", "return document.body.dataset.page === 'login' && document.body.dataset.ready === 'true';").await;
+    // A refused token says why, and logs nobody in.
+    browser
+        .script(&format!(
+            "document.getElementById('login-token').value = {}; document.getElementById('login-submit').click(); return null;",
+            json!(mesh.tokens["agent-us-east"])
+        ))
+        .await;
+    let refusal = browser
+        .wait_for("the agent's refusal", "const e = document.getElementById('login-error'); return e && e.textContent;")
+        .await;
+    assert!(refusal.as_str().unwrap().contains("role agent may not use the console"), "{refusal}");
+    browser.goto(&format!("{}/rules", mesh.console)).await;
+    browser.wait_for("the login page", "return document.body.dataset.page === 'login' && document.body.dataset.ready === 'true';").await;
+    browser
+        .script(&format!(
+            "document.getElementById('login-token').value = {}; document.getElementById('login-submit').click(); return null;",
+            json!(mesh.tokens["operator"])
+        ))
+        .await;
+    browser.wait_for("the login to land on Rules", "return document.body.dataset.page === 'rules';").await;
+    browser.ready().await;
+    browser.wait_for("the operator's session", "const s = document.querySelector('#session [data-role=operator]'); return s !== null;").await;
+    assert_eq!(browser.script("return document.getElementById('what-if-run').disabled;").await, json!(false));
+
+    // ---- Rules: the grid, and a what-if with a bad then a good file ----
     let (version, _) = active_regions(&mesh).await;
     let shown = browser
         .script("return [document.getElementById('rules-version').textContent, document.querySelectorAll('#grid .row').length];")
@@ -482,15 +599,15 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
     saved.push(browser.screenshot(&shots, "rules-desktop").await);
     saved.push(browser.phone_check(&shots, "rules").await);
 
-    // ---- Bad input gets clear errors ----
-    let (status, answer) = http_json("GET", &format!("{}/api/journey/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", mesh.console), None).await;
+    // ---- Bad input gets clear errors (asked from the logged-in page) ----
+    let (status, answer) = browser.fetch("GET", "/api/journey/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", None).await;
     assert_eq!(status, 404, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("no gateway knows ticket"), "{answer}");
-    let (status, answer) = http_json("GET", &format!("{}/api/journey/not-a-ticket", mesh.console), None).await;
+    assert!(answer.contains("no gateway knows ticket"), "{answer}");
+    let (status, answer) = browser.fetch("GET", "/api/journey/not-a-ticket", None).await;
     assert_eq!(status, 400, "{answer}");
-    let huge = vec![b'#'; meridian_router::WHAT_IF_BYTES_MAX + 1];
-    let (status, body) = http("POST", &format!("{}/api/rules/what-if", mesh.console), Some(huge), "text/plain").await;
-    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    let huge = "#".repeat(meridian_router::WHAT_IF_BYTES_MAX + 1);
+    let (status, answer) = browser.fetch("POST", "/api/rules/what-if", Some(huge)).await;
+    assert_eq!(status, 413, "{answer}");
 
     for path in &saved {
         println!("console screenshot: {}", path.display());

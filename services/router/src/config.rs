@@ -27,8 +27,9 @@
 //! request_bytes_max = 262144
 //! concurrency_per_connection_max = 1024
 //!
-//! [console]                    # optional: the web console (local-only until auth)
-//! listen = "127.0.0.1:7190"    # the default; loopback peers only
+//! [console]                    # optional: the web console
+//! listen = "127.0.0.1:7190"    # the default; with [auth] and [tls]: HTTPS, any peer with a token;
+//!                              # with [auth] only: loopback addresses only; without [auth]: loopback peers only
 //! tracing_ui = "http://localhost:16686/trace/{trace_id}"   # optional trace links
 //!
 //! [tls]                        # optional: serve clients over TLS
@@ -132,8 +133,10 @@ pub struct PublicTls {
 /// The web console (`crate::console`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleConfig {
-    /// Where the console's HTTP server binds. Only loopback peers are
-    /// served until authentication lands.
+    /// Where the console's HTTP server binds. With `[auth]` every request
+    /// needs a token and any peer may ask (over HTTPS with `[tls]`; without
+    /// `[tls]` only a loopback address may be bound); without `[auth]` only
+    /// loopback peers are served.
     pub listen: SocketAddr,
     /// A tracing UI link template with `{trace_id}` (32 hex digits), e.g.
     /// `http://localhost:16686/trace/{trace_id}` for Jaeger.

@@ -156,7 +156,31 @@ pub async fn run_with_console(
         tasks.spawn(failover.run());
     }
 
+    // One verifier (one JWKS, one reload) for the gRPC layer and the
+    // console; token lifetimes are real time, whatever clock routes.
+    let (verifier, _jwks_reload) = match &config.auth {
+        Some(settings) => {
+            let (verifier, reload) = start_verifier(settings)?;
+            (Some(verifier), Some(reload))
+        }
+        None => (None, None),
+    };
+
     if let (Some(settings), Some(console_listener)) = (&config.console, console_listener) {
+        let addr = console_listener.local_addr()?;
+        let transport = console::transport(verifier.is_some(), config.tls.is_some(), addr).map_err(Error::Config)?;
+        let (acceptor, scheme) = match (transport, &config.tls) {
+            (console::Transport::Https, Some(tls)) => {
+                let read = |path: &std::path::Path, what: &str| {
+                    std::fs::read(path).map_err(|e| Error::Config(format!("{what} {}: {e}", path.display())))
+                };
+                let acceptor = console::tls_acceptor(&read(&tls.cert, "tls.cert")?, &read(&tls.key, "tls.key")?)
+                    .map_err(Error::Config)?;
+                (Some(acceptor), "https")
+            }
+            _ => (None, "http"),
+        };
+        let auth = verifier.clone().map(|verifier| console::ConsoleAuth { verifier, tls: acceptor.is_some() });
         let console = console::Console::new(
             settings,
             rules.clone(),
@@ -164,10 +188,10 @@ pub async fn run_with_console(
             &channels,
             clock.clone(),
             gateway_token(&config)?,
+            auth,
         );
-        let addr = console_listener.local_addr()?;
-        tracing::info!(url = %format!("http://{addr}/"), "console serving");
-        tasks.spawn(console::serve(Arc::new(console), console_listener));
+        tracing::info!(url = %format!("{scheme}://{addr}/"), auth = verifier.is_some(), "console serving");
+        tasks.spawn(console::serve(Arc::new(console), console_listener, acceptor));
     }
 
     let api = RouterApi::new(rules, health, channels, clock, config.limits);
@@ -201,17 +225,11 @@ pub async fn run_with_console(
     }
     // Every RouterService call passes the token check first; health and
     // reflection stay open.
-    let (auth, _jwks_reload) = match &config.auth {
-        Some(settings) => {
-            let (layer, reload) = settings
-                // Token lifetimes are real time, whatever clock routes.
-                .start(meridian_auth::router_policy(), Arc::new(SystemClock))
-                .map_err(|e| Error::Config(format!("auth: {e}")))?;
-            (layer, Some(reload))
-        }
+    let auth = match verifier {
+        Some(verifier) => meridian_auth::AuthLayer::new(verifier, meridian_auth::router_policy()),
         None => {
             meridian_auth::warn_unauthenticated("router", local_addr);
-            (meridian_auth::AuthLayer::disabled(), None)
+            meridian_auth::AuthLayer::disabled()
         }
     };
     tracing::info!(
@@ -236,6 +254,19 @@ pub async fn run_with_console(
     served?;
     tracing::info!("router stopped");
     Ok(())
+}
+
+/// `[auth]`'s verifier, as `AuthSettings::start` makes it, kept so the
+/// console checks tokens with the same keys; the task re-reads the JWKS
+/// until dropped.
+fn start_verifier(settings: &meridian_auth::AuthSettings) -> Result<(meridian_auth::Verifier, meridian_auth::jwks::ReloadTask)> {
+    let source = Arc::new(
+        meridian_auth::JwksSource::load(&settings.jwks).map_err(|e| Error::Config(format!("auth: {e}")))?,
+    );
+    let interval = settings.reload_interval_ms.map_or(meridian_auth::JWKS_RELOAD_INTERVAL, std::time::Duration::from_millis);
+    let reload = source.spawn_reload(interval.max(std::time::Duration::from_millis(10)));
+    let expect = meridian_auth::VerifierSettings { issuer: settings.issuer.clone(), audience: settings.audience.clone() };
+    Ok((meridian_auth::Verifier::new(source, expect, Arc::new(SystemClock)), reload))
 }
 
 /// The client TLS settings for `https://` gateways, from `tls.gateway_ca`.

@@ -38,8 +38,44 @@ function showError(id, message) {
   node.textContent = message || "";
 }
 
+// Not logged in (or the token expired or lost its key): to the login
+// page, back here afterwards.
+function toLogin() {
+  location.assign("/login?next=" + encodeURIComponent(location.pathname));
+}
+
+// A live stream failed: when the reason is the login, go and log in
+// rather than reconnecting forever.
+async function checkSession() {
+  try {
+    const response = await fetch("/api/session");
+    if (response.status === 401) toLogin();
+  } catch (_) { /* the console is away; the stream reconnects */ }
+}
+
+// Who is logged in, and a way out, in the page's header.
+async function showSession() {
+  const header = document.querySelector("header");
+  if (!header) return;
+  let session = null;
+  try {
+    const response = await fetch("/api/session");
+    if (response.status === 401) { toLogin(); return; }
+    session = await response.json();
+  } catch (_) { return; }
+  if (!session.auth) return;
+  header.append(el("span", { id: "session", class: "session" },
+    el("span", { class: "muted", "data-role": session.role }, `${session.subject} (${session.role})`),
+    el("form", { method: "post", action: "/logout" }, el("button", { type: "submit", id: "logout" }, "Log out"))));
+  if (!session.what_if) {
+    const run = byId("what-if-run");
+    if (run) { run.disabled = true; run.title = `role ${session.role} may not run the what-if`; }
+  }
+}
+
 async function getJson(url, options) {
   const response = await fetch(url, options);
+  if (response.status === 401) { toLogin(); return { ok: false, status: 401, body: { error: "not logged in" } }; }
   let body = null;
   try { body = await response.json(); } catch (_) { body = { error: "the console answered " + response.status }; }
   return { ok: response.ok, status: response.status, body };
@@ -110,7 +146,7 @@ function renderNow(state) {
 function startNow() {
   const source = new EventSource("/api/now/events");
   source.onopen = () => live(true, "live");
-  source.onerror = () => live(false, "reconnecting…");
+  source.onerror = () => { live(false, "reconnecting…"); checkSession(); };
   source.onmessage = (message) => renderNow(JSON.parse(message.data));
 }
 
@@ -167,7 +203,7 @@ function startHandoffs() {
   const list = byId("handoffs");
   const problems = {};
   const source = new EventSource("/api/handoffs/events");
-  source.onerror = () => live(false, "reconnecting…");
+  source.onerror = () => { live(false, "reconnecting…"); checkSession(); };
   source.addEventListener("hello", () => { live(true, "live"); list.replaceChildren(); document.body.dataset.ready = "true"; });
   source.addEventListener("problem", (message) => {
     const p = JSON.parse(message.data);
@@ -281,6 +317,26 @@ async function startJourney() {
   document.body.dataset.ready = "true";
 }
 
+// ---- Login ----
+
+// `meridian up` prints /login#token=…: a fragment never reaches the server
+// or its logs. Take the token out of the address bar and history at once,
+// then post it as if pasted.
+function startLogin() {
+  const form = byId("login-form");
+  const next = new URLSearchParams(location.search).get("next");
+  if (next) form.elements.next.value = next;
+  const match = /^#(?:.*&)?token=([^&]+)/.exec(location.hash);
+  if (match) {
+    history.replaceState(null, "", location.pathname + location.search);
+    form.elements.token.value = decodeURIComponent(match[1]);
+    form.submit();
+    return;
+  }
+  document.body.dataset.ready = "true";
+}
+
 const page = document.body.dataset.page;
 for (const link of document.querySelectorAll("[data-nav]")) link.classList.toggle("current", link.dataset.nav === page);
-({ now: startNow, handoffs: startHandoffs, rules: startRules, journey: startJourney })[page]?.();
+if (page !== "login") showSession();
+({ now: startNow, handoffs: startHandoffs, rules: startRules, journey: startJourney, login: startLogin })[page]?.();

@@ -13,10 +13,14 @@
 //! plain HTML, CSS and a little JavaScript compiled into the binary with
 //! `include_str!`: nothing is fetched from elsewhere.
 //!
-//! Access: until the console has authentication, it is local-only. It
-//! binds loopback by default and answers 403 to any peer that is not a
-//! loopback address, whatever it is bound to.
+//! Access: with the router's `[auth]`, every request but the login page
+//! needs a token of a role that may read (`auth`), from any peer; the
+//! console serves HTTPS with the router's `[tls]` certificate, and refuses
+//! to start on a non-loopback address without it. Without `[auth]` it is
+//! local-only: it binds loopback by default and answers 403 to any peer
+//! that is not a loopback address, whatever it is bound to.
 
+mod auth;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -46,6 +50,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+
+pub(crate) use auth::ConsoleAuth;
 
 use crate::config::{ConsoleConfig, TRACE_ID_PLACEHOLDER};
 use crate::health::HealthTable;
@@ -86,6 +92,16 @@ const NOW_HTML: &str = include_str!("now.html");
 const HANDOFFS_HTML: &str = include_str!("handoffs.html");
 const RULES_HTML: &str = include_str!("rules.html");
 const JOURNEY_HTML: &str = include_str!("journey.html");
+const LOGIN_HTML: &str = include_str!("login.html");
+/// Where the login page shows why a token was refused.
+const LOGIN_ERROR_SLOT: &str = "<!--login-error-->";
+/// The largest login form accepted (a token is at most 8 KiB).
+const LOGIN_BYTES_MAX: usize = 16 * 1024;
+/// How often an open SSE stream checks its token again: a stream outlives
+/// neither its token's expiry nor its key by more than this.
+const SSE_RECHECK: Duration = Duration::from_secs(5);
+/// A TLS peer that has not finished its handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CSS: &str = include_str!("console.css");
 const JS: &str = include_str!("console.js");
 
@@ -104,6 +120,8 @@ pub(crate) struct Console {
     /// asked: every open page shares one round of `GetStatus` per tick
     /// instead of asking every gateway itself.
     live_statuses: Arc<tokio::sync::Mutex<Option<AskedStatuses>>>,
+    /// `Some` when the router has `[auth]`: every request is authenticated.
+    auth: Option<ConsoleAuth>,
 }
 
 impl Console {
@@ -114,6 +132,7 @@ impl Console {
         channels: &HashMap<RegionId, Channel>,
         clock: Arc<dyn Clock>,
         token: meridian_auth::BearerToken,
+        auth: Option<ConsoleAuth>,
     ) -> Self {
         let gateways = channels
             .iter()
@@ -121,13 +140,60 @@ impl Console {
                 (region.clone(), v1::ticket_service_client::TicketServiceClient::with_interceptor(channel.clone(), token.clone()))
             })
             .collect();
-        Self { rules, health, gateways, clock, tracing_ui: config.tracing_ui.clone(), live_statuses: Arc::default() }
+        Self { rules, health, gateways, clock, tracing_ui: config.tracing_ui.clone(), live_statuses: Arc::default(), auth }
     }
 }
 
-/// Serves the console on `listener` until the task is aborted; the
-/// connections are aborted with it.
-pub(crate) async fn serve(console: Arc<Console>, listener: TcpListener) {
+/// How the console is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Http,
+    Https,
+}
+
+/// How a console on `listen` is served: HTTPS whenever it takes tokens and
+/// the router has a certificate, so tokens never cross the network in clear
+/// text; plain HTTP on loopback; and refused, naming the fields, when it
+/// would take tokens in clear text from other hosts. Without `[auth]` the
+/// console is local-only over HTTP, as it always was.
+pub(crate) fn transport(auth: bool, tls: bool, listen: SocketAddr) -> Result<Transport, String> {
+    match (auth, tls) {
+        (false, _) => Ok(Transport::Http),
+        (true, true) => Ok(Transport::Https),
+        (true, false) if listen.ip().to_canonical().is_loopback() => Ok(Transport::Http),
+        (true, false) => Err(format!(
+            "console.listen {listen} is not a loopback address and the router has [auth] but no [tls] cert and key: \
+             the console would take tokens over plaintext HTTP; set tls.cert and tls.key, or bind console.listen to 127.0.0.1"
+        )),
+    }
+}
+
+/// The console's TLS server settings from the router's `[tls]` certificate
+/// chain and key (PEM), for HTTP/1.1.
+pub(crate) fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.cert: {e}"))?;
+    if chain.is_empty() {
+        return Err("tls.cert: no certificate in the file".to_owned());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("tls.key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("console TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("tls.cert and tls.key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves the console on `listener` (over TLS with `tls`) until the task
+/// is aborted; the connections are aborted with it.
+pub(crate) async fn serve(console: Arc<Console>, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let mut connections = JoinSet::new();
     loop {
@@ -146,21 +212,36 @@ pub(crate) async fn serve(console: Arc<Console>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let console = console.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let service = service_fn(move |request| {
-                let console = console.clone();
-                async move { Ok::<_, Infallible>(respond(&console, peer, request).await) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(error) = served {
-                tracing::debug!(%error, peer = %peer, "console connection ended");
+            match tls {
+                None => serve_connection(console, peer, stream).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(console, peer, stream).await,
+                    Ok(Err(error)) => tracing::debug!(%error, peer = %peer, "console TLS handshake failed"),
+                    Err(_) => tracing::debug!(peer = %peer, "console TLS handshake timed out"),
+                },
             }
             drop(permit);
         });
+    }
+}
+
+async fn serve_connection<I>(console: Arc<Console>, peer: SocketAddr, io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let console = console.clone();
+        async move { Ok::<_, Infallible>(respond(&console, peer, request).await) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%error, peer = %peer, "console connection ended");
     }
 }
 
@@ -189,22 +270,96 @@ fn problem(status: StatusCode, message: &str) -> Response<Body> {
     reply(status, "application/json", body)
 }
 
-/// Until the console has authentication, only the router's own host may
-/// use it (an IPv4-mapped IPv6 loopback address counts as loopback).
+/// Without `[auth]`, only the router's own host may use the console (an
+/// IPv4-mapped IPv6 loopback address counts as loopback).
 fn local_only_allows(peer: SocketAddr) -> bool {
     peer.ip().to_canonical().is_loopback()
 }
 
+fn header_str(request: &Request<Incoming>, name: header::HeaderName) -> Option<&str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn see_other(location: &str) -> Response<Body> {
+    let mut response = reply(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", format!("see {location}\n"));
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+fn with_cookie(mut response: Response<Body>, cookie: &str) -> Response<Body> {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// The login page, with `error` shown when a token was refused.
+fn login_page(status: StatusCode, error: Option<&str>) -> Response<Body> {
+    let slot = error.map_or_else(String::new, |e| {
+        format!("<p id=\"login-error\" class=\"error\" role=\"alert\">{}</p>", auth::html_escape(e))
+    });
+    reply(status, "text/html; charset=utf-8", LOGIN_HTML.replace(LOGIN_ERROR_SLOT, &slot))
+}
+
 async fn respond(console: &Console, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
-    if !local_only_allows(peer) {
+    if console.auth.is_none() && !local_only_allows(peer) {
         return reply(
             StatusCode::FORBIDDEN,
             "text/plain; charset=utf-8",
-            "the console is local-only until it has authentication: open it from the router's host\n",
+            "the console is local-only without [auth]: open it from the router's host\n",
         );
     }
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
+    let tls = console.auth.as_ref().is_some_and(|a| a.tls);
+    if method == Method::POST
+        && let Err(reason) =
+            auth::origin_allows(header_str(&request, header::ORIGIN), header_str(&request, header::HOST), tls)
+    {
+        tracing::warn!(%path, peer = %peer, %reason, "console request refused: cross-origin");
+        return problem(StatusCode::FORBIDDEN, &reason);
+    }
+    if path == "/login" || path == "/logout" {
+        let Some(settings) = &console.auth else { return see_other("/") };
+        return match (method == Method::POST, path.as_str()) {
+            (false, "/login") => login_page(StatusCode::OK, None),
+            (true, "/login") => login(settings, peer, request).await,
+            (true, _) => with_cookie(see_other("/login"), &auth::logout_cookie(settings.tls)),
+            (false, _) => problem(StatusCode::METHOD_NOT_ALLOWED, "/logout takes POST"),
+        };
+    }
+    // With `[auth]`: who asks, and whether that role may; refusals are
+    // logged with the reason, never the token.
+    let mut caller = None;
+    let need = auth::need(&method, &path);
+    if let Some(settings) = &console.auth
+        && need != auth::Need::Open
+    {
+        let (principal, token) = match settings.authenticate(request.headers()) {
+            Ok(verified) => verified,
+            Err(reason) => {
+                tracing::warn!(%path, peer = %peer, %reason, "console request refused: unauthenticated");
+                if auth::is_api(&path) {
+                    let mut response = problem(StatusCode::UNAUTHORIZED, &format!("log in first: {reason}"));
+                    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    return response;
+                }
+                let next = auth::safe_next(&path).filter(|p| *p != "/");
+                return see_other(&next.map_or_else(|| "/login".to_owned(), |p| format!("/login?next={p}")));
+            }
+        };
+        if let Err(reason) = auth::allows(need, principal.role) {
+            tracing::warn!(%path, peer = %peer, subject = %principal.subject, role = %principal.role, %reason, "console request refused: permission denied");
+            if auth::is_api(&path) {
+                return problem(StatusCode::FORBIDDEN, &reason);
+            }
+            return reply(StatusCode::FORBIDDEN, "text/plain; charset=utf-8", format!("{reason}\nLog in with another token at /login\n"));
+        }
+        tracing::debug!(%path, principal = %principal, "console request authorized");
+        caller = Some((principal, token.to_owned()));
+    }
     if method == Method::POST {
         return match path.as_str() {
             "/api/rules/what-if" => what_if(console, request).await,
@@ -215,15 +370,32 @@ async fn respond(console: &Console, peer: SocketAddr, request: Request<Incoming>
         return problem(StatusCode::METHOD_NOT_ALLOWED, "use GET, or POST for /api/rules/what-if");
     }
     const HTML: &str = "text/html; charset=utf-8";
+    // A live stream checks its token again while it runs.
+    let guard = |response: Response<Body>| match (&console.auth, &caller) {
+        (Some(settings), Some((_, token))) => guarded(response, settings.clone(), token.clone(), path.clone()),
+        _ => response,
+    };
     match path.as_str() {
         "/" | "/now" => reply(StatusCode::OK, HTML, NOW_HTML),
         "/handoffs" => reply(StatusCode::OK, HTML, HANDOFFS_HTML),
         "/rules" => reply(StatusCode::OK, HTML, RULES_HTML),
         "/console.css" => reply(StatusCode::OK, "text/css; charset=utf-8", CSS),
         "/console.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", JS),
+        "/api/session" => json(
+            StatusCode::OK,
+            &match &caller {
+                Some((principal, _)) => serde_json::json!({
+                    "auth": true,
+                    "subject": principal.subject,
+                    "role": principal.role.as_str(),
+                    "what_if": auth::allows(auth::Need::WhatIf, principal.role).is_ok(),
+                }),
+                None => serde_json::json!({ "auth": false, "what_if": true }),
+            },
+        ),
         "/api/now" => json(StatusCode::OK, &now(console).await),
-        "/api/now/events" => now_events(console),
-        "/api/handoffs/events" => handoff_events(console).await,
+        "/api/now/events" => guard(now_events(console)),
+        "/api/handoffs/events" => guard(handoff_events(console).await),
         "/api/rules" => rules(console),
         _ => {
             if path.starts_with("/journey/") {
@@ -235,6 +407,70 @@ async fn respond(console: &Console, peer: SocketAddr, request: Request<Incoming>
             }
         }
     }
+}
+
+/// `POST /login` with a form `token=<jwt>` (and `next=<path>`): verifies
+/// the token and its role, then sets it as the login cookie for no longer
+/// than it lives and sends the browser on (303).
+async fn login(settings: &ConsoleAuth, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+    let body = match Limited::new(request.into_body(), LOGIN_BYTES_MAX).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return login_page(StatusCode::PAYLOAD_TOO_LARGE, Some("the login form is too large for a token")),
+    };
+    let body = String::from_utf8_lossy(&body);
+    let token = auth::form_value(&body, "token").unwrap_or_default();
+    let token = token.trim();
+    let refuse = |status: StatusCode, reason: &str| {
+        tracing::warn!(peer = %peer, %reason, "console login refused");
+        login_page(status, Some(reason))
+    };
+    if token.is_empty() {
+        return refuse(StatusCode::UNAUTHORIZED, "paste a token (a JWT) to log in");
+    }
+    let principal = match settings.verifier.verify(token) {
+        Ok(principal) => principal,
+        Err(error) => return refuse(StatusCode::UNAUTHORIZED, &error.to_string()),
+    };
+    if let Err(reason) = auth::allows(auth::Need::Read, principal.role) {
+        return refuse(StatusCode::FORBIDDEN, &reason);
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let lifetime = auth::expiry(token).map_or(0, |exp| exp.saturating_sub(now));
+    if lifetime <= 0 {
+        return refuse(StatusCode::UNAUTHORIZED, "the token expires now: log in with a fresh one");
+    }
+    let next = auth::form_value(&body, "next");
+    let next = next.as_deref().and_then(auth::safe_next).unwrap_or("/");
+    tracing::info!(peer = %peer, principal = %principal, "console login");
+    with_cookie(see_other(next), &auth::login_cookie(token, lifetime, settings.tls))
+}
+
+/// `response`'s body, ended as soon as `token` stops verifying (expired, or
+/// its key left the JWKS): checked every [`SSE_RECHECK`].
+fn guarded(response: Response<Body>, settings: ConsoleAuth, token: String, path: String) -> Response<Body> {
+    let (parts, mut body) = response.into_parts();
+    let (sender, receiver) = mpsc::channel(SSE_BUFFER);
+    tokio::spawn(async move {
+        let mut recheck = tokio::time::interval(SSE_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.tick().await;
+        loop {
+            tokio::select! {
+                frame = body.frame() => match frame {
+                    Some(frame) => if sender.send(frame).await.is_err() { return },
+                    None => return,
+                },
+                _ = recheck.tick() => {
+                    if let Err(error) = settings.verifier.verify(&token) {
+                        tracing::warn!(%path, reason = %error, "console stream ended: its token no longer verifies");
+                        return;
+                    }
+                }
+                () = sender.closed() => return,
+            }
+        }
+    });
+    Response::from_parts(parts, BodyExt::boxed(StreamBody::new(ReceiverStream::new(receiver))))
 }
 
 /// Every gateway's status, asked at once, each within its deadline.
@@ -782,6 +1018,19 @@ mod tests {
         assert_eq!(url, "http://localhost:16686/trace/0190a1b2c3d47e5f8a9b0c1d2e3f4a5b");
         assert_eq!(trace_url(None, id), None);
         assert_eq!(trace_url(Some("x/{trace_id}"), "not-a-ticket"), None);
+    }
+
+    #[test]
+    fn tokens_cross_the_network_only_over_tls() {
+        let loopback: SocketAddr = "127.0.0.1:7190".parse().unwrap();
+        let anywhere: SocketAddr = "0.0.0.0:7190".parse().unwrap();
+        assert_eq!(transport(false, false, anywhere), Ok(Transport::Http), "without auth: local-only HTTP as before");
+        assert_eq!(transport(false, true, loopback), Ok(Transport::Http));
+        assert_eq!(transport(true, true, anywhere), Ok(Transport::Https));
+        assert_eq!(transport(true, true, loopback), Ok(Transport::Https));
+        assert_eq!(transport(true, false, loopback), Ok(Transport::Http), "tokens stay on this host");
+        let refused = transport(true, false, anywhere).unwrap_err();
+        assert!(refused.starts_with("console.listen 0.0.0.0:7190 is not a loopback address") && refused.contains("tls.cert"), "{refused}");
     }
 
     #[test]

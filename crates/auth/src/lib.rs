@@ -167,11 +167,19 @@ impl AuthSettings {
     /// Loads the JWKS and builds the layer for `policy`; the returned task
     /// polls the JWKS file until it is dropped.
     pub fn start(&self, policy: Policy, clock: std::sync::Arc<dyn meridian_core::Clock>) -> Result<(AuthLayer, jwks::ReloadTask)> {
+        let (verifier, reload) = self.start_verifier(clock)?;
+        Ok((AuthLayer::new(verifier, policy), reload))
+    }
+
+    /// Loads the JWKS and builds a verifier, for a service that checks
+    /// tokens in more than one place (the router's layer and its console);
+    /// the returned task polls the JWKS file until it is dropped.
+    pub fn start_verifier(&self, clock: std::sync::Arc<dyn meridian_core::Clock>) -> Result<(Verifier, jwks::ReloadTask)> {
         let source = std::sync::Arc::new(JwksSource::load(&self.jwks)?);
         let interval = self.reload_interval_ms.map_or(JWKS_RELOAD_INTERVAL, std::time::Duration::from_millis);
         let reload = source.spawn_reload(interval.max(std::time::Duration::from_millis(10)));
         let settings = VerifierSettings { issuer: self.issuer.clone(), audience: self.audience.clone() };
-        Ok((AuthLayer::new(Verifier::new(source, settings, clock), policy), reload))
+        Ok((Verifier::new(source, settings, clock), reload))
     }
 }
 

@@ -160,7 +160,8 @@ pub async fn run_with_console(
     // console; token lifetimes are real time, whatever clock routes.
     let (verifier, _jwks_reload) = match &config.auth {
         Some(settings) => {
-            let (verifier, reload) = start_verifier(settings)?;
+            let (verifier, reload) =
+                settings.start_verifier(Arc::new(SystemClock)).map_err(|e| Error::Config(format!("auth: {e}")))?;
             (Some(verifier), Some(reload))
         }
         None => (None, None),
@@ -254,19 +255,6 @@ pub async fn run_with_console(
     served?;
     tracing::info!("router stopped");
     Ok(())
-}
-
-/// `[auth]`'s verifier, as `AuthSettings::start` makes it, kept so the
-/// console checks tokens with the same keys; the task re-reads the JWKS
-/// until dropped.
-fn start_verifier(settings: &meridian_auth::AuthSettings) -> Result<(meridian_auth::Verifier, meridian_auth::jwks::ReloadTask)> {
-    let source = Arc::new(
-        meridian_auth::JwksSource::load(&settings.jwks).map_err(|e| Error::Config(format!("auth: {e}")))?,
-    );
-    let interval = settings.reload_interval_ms.map_or(meridian_auth::JWKS_RELOAD_INTERVAL, std::time::Duration::from_millis);
-    let reload = source.spawn_reload(interval.max(std::time::Duration::from_millis(10)));
-    let expect = meridian_auth::VerifierSettings { issuer: settings.issuer.clone(), audience: settings.audience.clone() };
-    Ok((meridian_auth::Verifier::new(source, expect, Arc::new(SystemClock)), reload))
 }
 
 /// The client TLS settings for `https://` gateways, from `tls.gateway_ca`.

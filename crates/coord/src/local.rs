@@ -301,7 +301,7 @@ impl Coordinator for LocalCoordinator {
         let mut state = self.inner.lock();
         let not_live = successors
             .iter()
-            .find(|region| !state.regions.get(*region).is_some_and(|entry| entry.lease.is_some()))
+            .find(|region| state.regions.get(*region).is_none_or(|entry| entry.lease.is_none()))
             .cloned();
         let fencing_token = Revision::new(state.revision + 1);
         let entry = state.regions.entry(failed_region.clone()).or_default();

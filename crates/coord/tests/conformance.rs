@@ -122,7 +122,7 @@ mod suite {
         h.kill(&us_lease);
         let within = h.ttl() + h.expiry_slack() + Duration::from_millis(200);
         let (sa_down, _) = wait_for_status(h, &sa, within, |status| !status.is_live()).await;
-        let earlier = h.coordinator().record_takeover(&sa, &[eu.clone()], sa_down.revision).await.unwrap();
+        let earlier = h.coordinator().record_takeover(&sa, std::slice::from_ref(&eu), sa_down.revision).await.unwrap();
         assert_eq!((earlier.failed_region.clone(), earlier.successor.clone()), (sa.clone(), eu.clone()));
 
         let (us_down, _) = wait_for_status(h, &us, within, |status| !status.is_live()).await;
@@ -145,7 +145,7 @@ mod suite {
         // Later attempts on either region fail: the takeovers await acknowledgement.
         let now = h.peer().region_status(&us).await.unwrap();
         assert!(matches!(
-            h.peer().record_takeover(&us, &[ap.clone()], now.revision).await,
+            h.peer().record_takeover(&us, std::slice::from_ref(&ap), now.revision).await,
             Err(Error::TakenOver { takeover }) if takeover == winner
         ));
         assert_eq!(h.peer().takeover_of(&us).await.unwrap(), Some(winner));
@@ -158,7 +158,7 @@ mod suite {
         let us_lease = h.coordinator().acquire_lease(&us, h.ttl()).await.unwrap();
         let eu_lease = h.coordinator().acquire_lease(&eu, h.ttl()).await.unwrap();
         let status = h.coordinator().region_status(&us).await.unwrap();
-        match h.coordinator().record_takeover(&us, &[eu.clone()], status.revision).await {
+        match h.coordinator().record_takeover(&us, std::slice::from_ref(&eu), status.revision).await {
             Err(Error::RegionAlive { region, lease_id }) => {
                 assert_eq!(region, us);
                 assert_eq!(lease_id, us_lease.id());
@@ -169,15 +169,15 @@ mod suite {
         eu_lease.release().await.unwrap();
         let status = h.coordinator().region_status(&us).await.unwrap();
         assert!(matches!(
-            h.coordinator().record_takeover(&us, &[eu.clone()], status.revision).await,
+            h.coordinator().record_takeover(&us, std::slice::from_ref(&eu), status.revision).await,
             Err(Error::SuccessorNotLive { .. })
         ));
         assert!(matches!(
-            h.coordinator().record_takeover(&us, &[us.clone()], status.revision).await,
+            h.coordinator().record_takeover(&us, std::slice::from_ref(&us), status.revision).await,
             Err(Error::Invalid { field: "successor", .. })
         ));
         let _eu_lease = h.coordinator().acquire_lease(&eu, h.ttl()).await.unwrap();
-        let takeover = h.coordinator().record_takeover(&us, &[eu.clone()], status.revision).await.unwrap();
+        let takeover = h.coordinator().record_takeover(&us, std::slice::from_ref(&eu), status.revision).await.unwrap();
         assert!(takeover.fencing_token > status.revision);
     }
 
@@ -209,11 +209,11 @@ mod suite {
         }
         let takeover = h.coordinator().record_takeover(&us, &[ap.clone(), eu.clone()], down.revision).await.unwrap();
         assert_eq!(takeover.successor, ap);
-        assert_eq!(takeover.also, [eu.clone()]);
+        assert_eq!(takeover.also, std::slice::from_ref(&eu));
         assert_eq!(takeover.successors().cloned().collect::<Vec<_>>(), [ap.clone(), eu.clone()]);
         assert_eq!(h.peer().takeover_of(&us).await.unwrap(), Some(takeover.clone()));
         assert_eq!(h.peer().region_status(&us).await.unwrap().takeover, Some(takeover.clone()));
-        match h.peer().record_takeover(&us, &[eu.clone()], down.revision).await {
+        match h.peer().record_takeover(&us, std::slice::from_ref(&eu), down.revision).await {
             Err(Error::TakenOver { takeover: found }) => assert_eq!(found, takeover),
             other => panic!("a second takeover was recorded: {other:?}"),
         }
@@ -231,7 +231,7 @@ mod suite {
         h.kill(&us_lease);
         let within = h.ttl() + h.expiry_slack() + Duration::from_millis(200);
         let (down, _) = wait_for_status(h, &us, within, |status| !status.is_live()).await;
-        let takeover = h.coordinator().record_takeover(&us, &[eu.clone()], down.revision).await.unwrap();
+        let takeover = h.coordinator().record_takeover(&us, std::slice::from_ref(&eu), down.revision).await.unwrap();
         drop(us_lease);
 
         // The returning region (another process: the peer client) learns it.
@@ -254,7 +254,7 @@ mod suite {
         assert_eq!(status.acknowledged, Some(takeover.fencing_token));
 
         // A router still deciding on the view from before the acknowledgement is refused.
-        match h.coordinator().record_takeover(&us, &[eu.clone()], before_ack.revision).await {
+        match h.coordinator().record_takeover(&us, std::slice::from_ref(&eu), before_ack.revision).await {
             Err(Error::StaleObservation { acknowledged_at, .. }) => assert!(acknowledged_at > before_ack.revision),
             other => panic!("a stale view took the region over again: {other:?}"),
         }

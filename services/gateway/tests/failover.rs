@@ -446,6 +446,115 @@ async fn pinned_tickets_fail_over_inside_their_residency_local() {
     pinned_tickets_fail_over_inside_their_residency(Kind::Local).await;
 }
 
+/// us-east is taken over by eu-west and apac-south, then apac-south dies
+/// too before us-east returns. With `owes`, apac-south took a ticket of
+/// us-east (pinned to us-east and apac-south): us-east must learn its
+/// epoch, so it stays fenced until apac-south is back, then learns and
+/// leases. Without, apac-south took nothing of us-east's: the returning
+/// us-east passes over the silent successor and leases at once.
+async fn a_successor_dies_before_the_region_returns(kind: Kind, owes: bool) {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(mut mesh) = Mesh::start(kind, true).await else { return };
+    let mut us = mesh.client("us-east").await;
+    let mut eu = mesh.client("eu-west").await;
+    let mut ap = mesh.client("apac-south").await;
+    let free = us.create_ticket(create("VPN down")).await.unwrap().into_inner().ticket.unwrap();
+    let with_ap = if owes {
+        let pinned = v1::CreateTicketRequest { residency: vec!["us-east".into(), "apac-south".into()], ..create("Payroll") };
+        Some(us.create_ticket(pinned).await.unwrap().into_inner().ticket.unwrap())
+    } else {
+        None
+    };
+    mesh.wait_quiet().await;
+
+    mesh.cut_coordinator("us-east");
+    let killed_at = Instant::now();
+    mesh.kill_gateway("us-east").await;
+    let within = LEASE_TTL + TAKEOVER_MARGIN;
+    wait_owned(&mut eu, "eu-west", std::slice::from_ref(&free.id), killed_at, within).await;
+    if let Some(with_ap) = &with_ap {
+        wait_owned(&mut ap, "apac-south", std::slice::from_ref(&with_ap.id), killed_at, within).await;
+    }
+    let takeover = mesh.region_status("us-east").await.takeover.expect("a pending takeover of us-east");
+    assert_eq!(takeover.successors().map(|r| r.as_str()).collect::<Vec<_>>(), ["eu-west", "apac-south"]);
+    mesh.wait_quiet_among(&["eu-west", "apac-south"]).await;
+
+    // apac-south dies; the router hands it to eu-west, the only live region.
+    mesh.cut_coordinator("apac-south");
+    mesh.kill_gateway("apac-south").await;
+    let deadline = Instant::now() + PATIENCE;
+    while mesh.region_status("apac-south").await.takeover.is_none() {
+        assert!(Instant::now() < deadline, "apac-south was never taken over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    mesh.heal_coordinator("us-east");
+    mesh.restart_gateway("us-east").await;
+    if owes {
+        // It cannot learn apac-south's epoch for the pinned ticket: it waits.
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let status = mesh.status("us-east").await;
+            assert!(status.fenced, "us-east leased without learning apac-south's takeover epochs");
+            if status.fenced_reason.contains("was taken over by eu-west, apac-south") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "us-east never started learning its takeover: {}", status.fenced_reason);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let waiting_since = Instant::now();
+        while waiting_since.elapsed() < LEASE_TTL + Duration::from_secs(1) {
+            let status = mesh.status("us-east").await;
+            assert!(status.fenced, "us-east leased without learning apac-south's takeover epochs");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(mesh.region_status("us-east").await.takeover, Some(takeover.clone()));
+        mesh.heal_coordinator("apac-south");
+        mesh.restart_gateway("apac-south").await;
+        mesh.wait_leased("apac-south").await;
+    }
+    let back_after = mesh.wait_leased("us-east").await;
+    eprintln!("[{kind:?}] owes={owes}: us-east leased again {back_after:?} after it restarted (or apac-south was back)");
+    let status = mesh.region_status("us-east").await;
+    assert!(status.takeover.is_none() && status.is_live(), "{status:?}");
+    assert_eq!(status.acknowledged, Some(takeover.fencing_token));
+    let mut us = mesh.client("us-east").await;
+    let mut taken = vec![(free.id.clone(), "eu-west")];
+    taken.extend(with_ap.iter().map(|t| (t.id.clone(), "apac-south")));
+    for (id, taker) in taken {
+        let refused = us.update_ticket(set_status(&id, v1::Status::Pending)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().starts_with(&format!("ticket is owned by {taker}")), "{refused:?}");
+    }
+    if !owes {
+        mesh.heal_coordinator("apac-south");
+        mesh.restart_gateway("apac-south").await;
+        mesh.wait_leased("apac-south").await;
+    }
+    mesh.check_invariants().await;
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_successor_that_took_a_pinned_ticket_holds_the_return_until_it_is_back_etcd() {
+    a_successor_dies_before_the_region_returns(Kind::Etcd, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_successor_that_took_a_pinned_ticket_holds_the_return_until_it_is_back_local() {
+    a_successor_dies_before_the_region_returns(Kind::Local, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_successor_that_took_nothing_of_the_region_is_passed_over_etcd() {
+    a_successor_dies_before_the_region_returns(Kind::Etcd, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_successor_that_took_nothing_of_the_region_is_passed_over_local() {
+    a_successor_dies_before_the_region_returns(Kind::Local, false).await;
+}
+
 /// `meridian region failover` without a router: refused while the region
 /// is alive, then recorded and carried out; running it again takes
 /// nothing new. The successor checks who asks and for which takeover.

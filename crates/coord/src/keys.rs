@@ -121,6 +121,12 @@ pub(crate) struct LeaseRecord {
 pub(crate) struct TakeoverRecord {
     pub failed_region: RegionId,
     pub successor: RegionId,
+    /// The successors after the primary. Absent in records written before
+    /// it existed (read as none); left out when empty, so a single-successor
+    /// record is byte for byte what older routers wrote. Older readers
+    /// ignore the field and see only the primary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<RegionId>,
     pub recorded_at: Timestamp,
     /// Unique per call, so a retried transaction can tell its own write
     /// from a competitor's.
@@ -132,6 +138,7 @@ impl TakeoverRecord {
         Takeover {
             failed_region: self.failed_region,
             successor: self.successor,
+            also: self.also,
             fencing_token,
             recorded_at: self.recorded_at,
         }
@@ -177,6 +184,54 @@ mod tests {
         assert_eq!(layout.parse(b"/meridian/regionsX/us-east/lease"), None);
         assert_eq!(layout.parse(b"/meridian/regions/US/lease"), None);
         assert!(KeyLayout::new("/").is_err());
+    }
+
+    fn record(also: &[&str]) -> TakeoverRecord {
+        TakeoverRecord {
+            failed_region: region("us-east"),
+            successor: region("eu-west"),
+            also: also.iter().map(|name| region(name)).collect(),
+            recorded_at: Timestamp::from_second(1_800_000_000).unwrap(),
+            nonce: "n-1".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_takeover_record_round_trips_with_its_successor_list() {
+        let key = b"/meridian/regions/us-east/takeover";
+        let written = record(&["apac-south", "sa-east"]);
+        let decoded: TakeoverRecord = decode(key, &encode(&written)).unwrap();
+        assert_eq!(decoded, written);
+        let takeover = decoded.into_takeover(Revision::new(42));
+        let order: Vec<&str> = takeover.successors().map(RegionId::as_str).collect();
+        assert_eq!(order, ["eu-west", "apac-south", "sa-east"]);
+        assert!(takeover.names(&region("sa-east")) && !takeover.names(&region("us-east")));
+        // Each ticket's taker is the first listed region its residency allows.
+        assert_eq!(takeover.taker(|_| true), Some(&region("eu-west")));
+        assert_eq!(takeover.taker(|r| r.as_str() != "eu-west"), Some(&region("apac-south")));
+        assert_eq!(takeover.taker(|r| r.as_str() == "sa-east"), Some(&region("sa-east")));
+        assert_eq!(takeover.taker(|r| r.as_str() == "us-east"), None);
+    }
+
+    #[test]
+    fn records_of_the_older_format_still_read_and_single_successor_records_are_unchanged() {
+        let key = b"/meridian/regions/us-east/takeover";
+        // What routers wrote before successor lists existed.
+        let old = br#"{"failed_region":"us-east","successor":"eu-west","recorded_at":"2027-01-15T08:00:00Z","nonce":"n-1"}"#;
+        assert_eq!(decode::<TakeoverRecord>(key, old).unwrap(), record(&[]));
+        // A one-successor record is written exactly as before.
+        assert_eq!(encode(&record(&[])), old.to_vec());
+        // And an older reader (no `also`) reads a new record's primary.
+        #[derive(Deserialize)]
+        struct OlderReader {
+            successor: RegionId,
+        }
+        let older: OlderReader = decode(key, &encode(&record(&["apac-south"]))).unwrap();
+        assert_eq!(older.successor, region("eu-west"));
+        let err = decode::<TakeoverRecord>(key, br#"{"failed_region":"us-east","successor":"eu-west","also":["US"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("record \"/meridian/regions/us-east/takeover\" is malformed"), "{err}");
     }
 
     #[test]

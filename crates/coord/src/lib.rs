@@ -6,7 +6,8 @@
 //! once `now >= last successful renewal + ttl - safety_margin`, which is
 //! strictly before the coordination store can let the lease expire. The
 //! router watches which regions hold live leases ([`Coordinator::watch_regions`])
-//! and, when one expires, records a **takeover** in one transaction
+//! and, when one expires, records a **takeover** by an ordered list of
+//! successors in one transaction
 //! ([`Coordinator::record_takeover`]): exactly one concurrent takeover wins,
 //! and the store revision of that write is the **fencing token**, greater than
 //! any token handed out before. A returning region reads the record
@@ -72,18 +73,22 @@ pub trait Coordinator: Send + Sync + 'static {
     /// `lease: None` within the store's expiry granularity.
     async fn watch_regions(&self) -> Result<watch::Receiver<RegionView>>;
 
-    /// Records, in one transaction, that `successor` takes over
-    /// `failed_region`'s tickets. It succeeds only if, at the moment it is
-    /// applied, `failed_region` holds no live lease, no takeover of it awaits
-    /// acknowledgement, `successor` holds a live lease, and `failed_region`
-    /// has not acknowledged a takeover after `expected_revision` (the
+    /// Records, in one transaction, that `successors` take over
+    /// `failed_region`'s tickets: the first is the primary
+    /// ([`Takeover::successor`]), the rest ([`Takeover::also`]) take, in
+    /// that order, the tickets whose residency excludes those before them.
+    /// It succeeds only if, at the moment it is applied, `failed_region`
+    /// holds no live lease, no takeover of it awaits acknowledgement, every
+    /// successor holds a live lease, and `failed_region` has not
+    /// acknowledged a takeover after `expected_revision` (the
     /// [`RegionStatus::revision`] or [`RegionView::revision`] the caller
     /// decided on). Of two concurrent takeovers exactly one wins; the loser
-    /// gets [`Error::TakenOver`] naming the winner.
+    /// gets [`Error::TakenOver`] naming the winner. `successors` must be
+    /// non-empty, without repeats, and must not name `failed_region`.
     async fn record_takeover(
         &self,
         failed_region: &RegionId,
-        successor: &RegionId,
+        successors: &[RegionId],
         expected_revision: Revision,
     ) -> Result<Takeover>;
 

@@ -292,14 +292,17 @@ impl Coordinator for LocalCoordinator {
     async fn record_takeover(
         &self,
         failed_region: &RegionId,
-        successor: &RegionId,
+        successors: &[RegionId],
         expected_revision: Revision,
     ) -> Result<Takeover> {
-        check_takeover_regions(failed_region, successor)?;
+        let (successor, also) = check_takeover_regions(failed_region, successors)?;
         self.inner.evaluate();
         let now = self.inner.clock.now();
         let mut state = self.inner.lock();
-        let successor_live = state.regions.get(successor).is_some_and(|entry| entry.lease.is_some());
+        let not_live = successors
+            .iter()
+            .find(|region| state.regions.get(*region).is_none_or(|entry| entry.lease.is_none()))
+            .cloned();
         let fencing_token = Revision::new(state.revision + 1);
         let entry = state.regions.entry(failed_region.clone()).or_default();
         if let Some(held) = &entry.lease {
@@ -308,8 +311,8 @@ impl Coordinator for LocalCoordinator {
         if let Some(takeover) = &entry.takeover {
             return Err(Error::TakenOver { takeover: takeover.clone() });
         }
-        if !successor_live {
-            return Err(Error::SuccessorNotLive { failed_region: failed_region.clone(), successor: successor.clone() });
+        if let Some(successor) = not_live {
+            return Err(Error::SuccessorNotLive { failed_region: failed_region.clone(), successor });
         }
         if let Some((_, acknowledged_at)) = entry.acknowledged
             && acknowledged_at > expected_revision
@@ -319,13 +322,14 @@ impl Coordinator for LocalCoordinator {
         let takeover = Takeover {
             failed_region: failed_region.clone(),
             successor: successor.clone(),
+            also: also.to_vec(),
             fencing_token,
             recorded_at: now,
         };
         entry.takeover = Some(takeover.clone());
         state.revision = fencing_token.get();
         self.inner.publish(&state);
-        tracing::info!(region = %failed_region, successor = %successor, fencing_token = %fencing_token, "takeover recorded");
+        tracing::info!(region = %failed_region, successor = %successor, also = ?also, fencing_token = %fencing_token, "takeover recorded");
         Ok(takeover)
     }
 
@@ -357,9 +361,22 @@ impl Coordinator for LocalCoordinator {
     }
 }
 
-pub(crate) fn check_takeover_regions(failed_region: &RegionId, successor: &RegionId) -> Result<()> {
-    if failed_region == successor {
-        return Err(Error::invalid("successor", format!("region {successor} cannot take over itself")));
+/// Checks a takeover's successor list and splits it into the primary and
+/// the rest.
+pub(crate) fn check_takeover_regions<'a>(
+    failed_region: &RegionId,
+    successors: &'a [RegionId],
+) -> Result<(&'a RegionId, &'a [RegionId])> {
+    let Some((successor, also)) = successors.split_first() else {
+        return Err(Error::invalid("successors", format!("a takeover of {failed_region} names no successor")));
+    };
+    if successors.contains(failed_region) {
+        return Err(Error::invalid("successor", format!("region {failed_region} cannot take over itself")));
     }
-    Ok(())
+    for (index, region) in successors.iter().enumerate() {
+        if successors[..index].contains(region) {
+            return Err(Error::invalid("successors", format!("region {region} is named twice")));
+        }
+    }
+    Ok((successor, also))
 }

@@ -60,15 +60,42 @@ pub struct LiveLease {
     pub ttl: Duration,
 }
 
-/// The record that `successor` took over `failed_region`'s tickets.
+/// The record that `failed_region`'s tickets are taken over: by
+/// `successor`, the primary, and, for tickets whose residency excludes it,
+/// by the first region of `also` that may hold them. [`Takeover::successors`]
+/// is the whole list in preference order; each ticket's taker is the first
+/// region of it that the ticket may be held in, so the takers are disjoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Takeover {
     pub failed_region: RegionId,
+    /// The primary successor: the router's first choice.
     pub successor: RegionId,
+    /// The other live regions, in the router's preference order after the
+    /// primary; empty in records written before pinned tickets failed over
+    /// (and in takeovers made by hand).
+    pub also: Vec<RegionId>,
     /// The revision of the write that recorded the takeover.
     pub fencing_token: Revision,
     /// When the coordinator recorded it (its clock; informational only).
     pub recorded_at: Timestamp,
+}
+
+impl Takeover {
+    /// Every successor, the primary first, in preference order.
+    pub fn successors(&self) -> impl Iterator<Item = &RegionId> {
+        std::iter::once(&self.successor).chain(self.also.iter())
+    }
+
+    /// Whether `region` is one of the successors.
+    pub fn names(&self, region: &RegionId) -> bool {
+        self.successors().any(|successor| successor == region)
+    }
+
+    /// The successor that takes a ticket: the first one `may_hold` accepts.
+    /// `None` when no successor may hold it (it stays with its failed owner).
+    pub fn taker(&self, mut may_hold: impl FnMut(&RegionId) -> bool) -> Option<&RegionId> {
+        self.successors().find(|region| may_hold(region))
+    }
 }
 
 /// One region as the coordination store sees it at `revision`.

@@ -122,13 +122,14 @@ mod suite {
         h.kill(&us_lease);
         let within = h.ttl() + h.expiry_slack() + Duration::from_millis(200);
         let (sa_down, _) = wait_for_status(h, &sa, within, |status| !status.is_live()).await;
-        let earlier = h.coordinator().record_takeover(&sa, &eu, sa_down.revision).await.unwrap();
+        let earlier = h.coordinator().record_takeover(&sa, std::slice::from_ref(&eu), sa_down.revision).await.unwrap();
         assert_eq!((earlier.failed_region.clone(), earlier.successor.clone()), (sa.clone(), eu.clone()));
 
         let (us_down, _) = wait_for_status(h, &us, within, |status| !status.is_live()).await;
+        let (by_eu, by_ap) = ([eu.clone()], [ap.clone()]);
         let (first, second) = tokio::join!(
-            h.coordinator().record_takeover(&us, &eu, us_down.revision),
-            h.peer().record_takeover(&us, &ap, us_down.revision),
+            h.coordinator().record_takeover(&us, &by_eu, us_down.revision),
+            h.peer().record_takeover(&us, &by_ap, us_down.revision),
         );
         let (winner, loser) = match (first, second) {
             (Ok(winner), Err(loser)) | (Err(loser), Ok(winner)) => (winner, loser),
@@ -144,7 +145,7 @@ mod suite {
         // Later attempts on either region fail: the takeovers await acknowledgement.
         let now = h.peer().region_status(&us).await.unwrap();
         assert!(matches!(
-            h.peer().record_takeover(&us, &ap, now.revision).await,
+            h.peer().record_takeover(&us, std::slice::from_ref(&ap), now.revision).await,
             Err(Error::TakenOver { takeover }) if takeover == winner
         ));
         assert_eq!(h.peer().takeover_of(&us).await.unwrap(), Some(winner));
@@ -157,7 +158,7 @@ mod suite {
         let us_lease = h.coordinator().acquire_lease(&us, h.ttl()).await.unwrap();
         let eu_lease = h.coordinator().acquire_lease(&eu, h.ttl()).await.unwrap();
         let status = h.coordinator().region_status(&us).await.unwrap();
-        match h.coordinator().record_takeover(&us, &eu, status.revision).await {
+        match h.coordinator().record_takeover(&us, std::slice::from_ref(&eu), status.revision).await {
             Err(Error::RegionAlive { region, lease_id }) => {
                 assert_eq!(region, us);
                 assert_eq!(lease_id, us_lease.id());
@@ -168,16 +169,56 @@ mod suite {
         eu_lease.release().await.unwrap();
         let status = h.coordinator().region_status(&us).await.unwrap();
         assert!(matches!(
-            h.coordinator().record_takeover(&us, &eu, status.revision).await,
+            h.coordinator().record_takeover(&us, std::slice::from_ref(&eu), status.revision).await,
             Err(Error::SuccessorNotLive { .. })
         ));
         assert!(matches!(
-            h.coordinator().record_takeover(&us, &us, status.revision).await,
+            h.coordinator().record_takeover(&us, std::slice::from_ref(&us), status.revision).await,
             Err(Error::Invalid { field: "successor", .. })
         ));
         let _eu_lease = h.coordinator().acquire_lease(&eu, h.ttl()).await.unwrap();
-        let takeover = h.coordinator().record_takeover(&us, &eu, status.revision).await.unwrap();
+        let takeover = h.coordinator().record_takeover(&us, std::slice::from_ref(&eu), status.revision).await.unwrap();
         assert!(takeover.fencing_token > status.revision);
+    }
+
+    /// A takeover names an ordered list of live successors, read back the
+    /// same by another client; a list with a dead region, a repeat, the
+    /// failed region or nobody is refused.
+    pub async fn a_takeover_names_its_successors_in_order(h: &impl Harness) {
+        let (us, eu, ap, sa) = (region("us-east"), region("eu-west"), region("apac-south"), region("sa-east"));
+        let us_lease = h.coordinator().acquire_lease(&us, h.ttl()).await.unwrap();
+        let _eu_lease = h.coordinator().acquire_lease(&eu, h.ttl()).await.unwrap();
+        let _ap_lease = h.coordinator().acquire_lease(&ap, h.ttl()).await.unwrap();
+        h.kill(&us_lease);
+        let within = h.ttl() + h.expiry_slack() + Duration::from_millis(200);
+        let (down, _) = wait_for_status(h, &us, within, |status| !status.is_live()).await;
+        for (successors, field) in [
+            (vec![], "successors"),
+            (vec![ap.clone(), ap.clone()], "successors"),
+            (vec![ap.clone(), us.clone()], "successor"),
+        ] {
+            match h.coordinator().record_takeover(&us, &successors, down.revision).await {
+                Err(Error::Invalid { field: found, .. }) => assert_eq!(found, field, "{successors:?}"),
+                other => panic!("{successors:?} was not refused: {other:?}"),
+            }
+        }
+        // sa-east never leased: naming it anywhere in the list is refused.
+        match h.coordinator().record_takeover(&us, &[ap.clone(), sa.clone()], down.revision).await {
+            Err(Error::SuccessorNotLive { successor, .. }) => assert_eq!(successor, sa),
+            other => panic!("a dead successor was listed: {other:?}"),
+        }
+        let takeover = h.coordinator().record_takeover(&us, &[ap.clone(), eu.clone()], down.revision).await.unwrap();
+        assert_eq!(takeover.successor, ap);
+        assert_eq!(takeover.also, std::slice::from_ref(&eu));
+        assert_eq!(takeover.successors().cloned().collect::<Vec<_>>(), [ap.clone(), eu.clone()]);
+        assert_eq!(h.peer().takeover_of(&us).await.unwrap(), Some(takeover.clone()));
+        assert_eq!(h.peer().region_status(&us).await.unwrap().takeover, Some(takeover.clone()));
+        match h.peer().record_takeover(&us, std::slice::from_ref(&eu), down.revision).await {
+            Err(Error::TakenOver { takeover: found }) => assert_eq!(found, takeover),
+            other => panic!("a second takeover was recorded: {other:?}"),
+        }
+        h.peer().acknowledge_takeover(&us, takeover.fencing_token).await.unwrap();
+        assert_eq!(h.peer().region_status(&us).await.unwrap().acknowledged, Some(takeover.fencing_token));
     }
 
     /// A returning region reads the takeover, cannot take its lease until it
@@ -190,7 +231,7 @@ mod suite {
         h.kill(&us_lease);
         let within = h.ttl() + h.expiry_slack() + Duration::from_millis(200);
         let (down, _) = wait_for_status(h, &us, within, |status| !status.is_live()).await;
-        let takeover = h.coordinator().record_takeover(&us, &eu, down.revision).await.unwrap();
+        let takeover = h.coordinator().record_takeover(&us, std::slice::from_ref(&eu), down.revision).await.unwrap();
         drop(us_lease);
 
         // The returning region (another process: the peer client) learns it.
@@ -213,7 +254,7 @@ mod suite {
         assert_eq!(status.acknowledged, Some(takeover.fencing_token));
 
         // A router still deciding on the view from before the acknowledgement is refused.
-        match h.coordinator().record_takeover(&us, &eu, before_ack.revision).await {
+        match h.coordinator().record_takeover(&us, std::slice::from_ref(&eu), before_ack.revision).await {
             Err(Error::StaleObservation { acknowledged_at, .. }) => assert!(acknowledged_at > before_ack.revision),
             other => panic!("a stale view took the region over again: {other:?}"),
         }
@@ -256,4 +297,5 @@ conformance!(
     takeover_has_exactly_one_winner,
     takeover_requires_a_dead_region_and_a_live_successor,
     a_returning_region_reads_and_acknowledges_its_takeover,
+    a_takeover_names_its_successors_in_order,
 );

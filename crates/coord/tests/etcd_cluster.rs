@@ -49,7 +49,7 @@ mod cluster {
             .expect("the router sees eu-west's lease expire")
             .unwrap();
         let down = router.region_status(&eu).await.unwrap();
-        let takeover = router.record_takeover(&eu, &us, down.revision).await.unwrap();
+        let takeover = router.record_takeover(&eu, std::slice::from_ref(&us), down.revision).await.unwrap();
         assert_eq!(router.takeover_of(&eu).await.unwrap(), Some(takeover));
     }
 }

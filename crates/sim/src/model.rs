@@ -156,6 +156,10 @@ impl RegionDb {
         if self.ticket(id).is_some() {
             return Err(format!("ticket {id} already exists"));
         }
+        // The gateway refuses a creation outside the ticket's residency.
+        if let Some(reason) = meridian_core::residency::refusal(&new.residency, &self.region) {
+            return Err(reason);
+        }
         let epoch = Epoch::initial(self.index);
         let owner = Ownership::new(self.region.clone(), self.index, epoch).map_err(|e| e.to_string())?;
         let ticket = Ticket::create(id, new, owner, now).map_err(|e| e.to_string())?;
@@ -174,6 +178,10 @@ impl RegionDb {
 
     pub fn note(&mut self, id: TicketId, note_id: NoteId, body: String, now: Timestamp) -> Result<EventEnvelope, Refusal> {
         let ticket = self.ticket(id).ok_or_else(|| format!("ticket {id} not found"))?;
+        // Outside its residency a region holds a redacted copy and writes no text.
+        if let Some(reason) = meridian_core::residency::refusal(&ticket.residency, &self.region) {
+            return Err(reason);
+        }
         let note =
             Note { id: note_id, ticket_id: id, region: self.region.clone(), author: "sim".into(), body, created_at: now, auto: false };
         note.validate().map_err(|e| e.to_string())?;
@@ -233,14 +241,19 @@ impl RegionDb {
         accepted
     }
 
-    /// Takes over every ticket `from` owns in this region's projection, as
-    /// the gateway's `Failover::take_over` does.
-    pub fn take_over(&mut self, from: &RegionId, fencing_token: u64, now: Timestamp) -> Vec<EventEnvelope> {
+    /// Takes over every ticket `from` owns in this region's projection whose
+    /// taker is this region (the first of `successors` its residency
+    /// allows), as the gateway's `Failover::take_over` does.
+    pub fn take_over(&mut self, from: &RegionId, successors: &[RegionId], fencing_token: u64, now: Timestamp) -> Vec<EventEnvelope> {
         let through_seq = self.cursor(from);
         let mut taken = Vec::new();
         for id in self.ticket_ids() {
             let Some(ticket) = self.ticket(id) else { continue };
             if &ticket.owner.owner_region != from {
+                continue;
+            }
+            let taker = successors.iter().find(|r| meridian_core::residency::may_hold(&ticket.residency, r));
+            if taker != Some(&self.region) {
                 continue;
             }
             let new_epoch = ticket.owner.epoch.next_for(self.index);

@@ -101,6 +101,9 @@ pub struct Outcome {
     pub writes_acked: u64,
     pub writes_refused: u64,
     pub takeovers: u64,
+    /// Tickets taken over by a successor after the primary: pinned tickets
+    /// whose residency excludes the primary.
+    pub taken_by_later_successors: u64,
     pub report: Report,
     /// Whether the logs converged before `quiesce_max` ran out.
     pub quiesced: bool,
@@ -122,6 +125,7 @@ impl Outcome {
             writes_acked: 0,
             writes_refused: 0,
             takeovers: 0,
+            taken_by_later_successors: 0,
             report: Report::default(),
             quiesced: false,
             sim_ms: 0,
@@ -144,15 +148,25 @@ struct Coordinator {
     /// Takeovers not yet acknowledged by the failed region, by it.
     takeovers: BTreeMap<RegionId, Takeover>,
     next_token: u64,
+    /// Tickets taken by a successor other than the primary.
+    taken_by_later: u64,
 }
 
 #[derive(Debug, Clone)]
 struct Takeover {
-    successor: RegionId,
+    /// Every live region, the primary first (production's successor list;
+    /// each ticket goes to the first one its residency allows).
+    successors: Vec<RegionId>,
     token: u64,
-    /// The successor's log head once it wrote the takeover: what the
-    /// failed region must have applied before it leases again.
-    done_through: Option<u64>,
+    /// Each successor's log head once it wrote its share of the takeover:
+    /// what the failed region must have applied before it leases again.
+    done_through: BTreeMap<RegionId, u64>,
+}
+
+impl Takeover {
+    fn done(&self) -> bool {
+        self.successors.iter().all(|successor| self.done_through.contains_key(successor))
+    }
 }
 
 /// Everything the hosts and the driver share; durable across crashes.
@@ -172,6 +186,20 @@ struct Mesh {
 
 fn guard<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The residency of a new ticket created in region `home`, from draws the
+/// creation branch does not otherwise use (so the draw count stays fixed):
+/// a fifth are pinned to `home` and one other region (half the time the
+/// next in mesh order, which succeeds `home` first, half the time the one
+/// after), one in twenty to `home` alone, the rest anywhere.
+fn pinned(regions: &[RegionId], home: usize, other_pick: usize, value: u64) -> BTreeSet<RegionId> {
+    let n = regions.len();
+    match value % 100 {
+        0..20 => [regions[home].clone(), regions[(home + 1 + other_pick) % n].clone()].into(),
+        20..25 => [regions[home].clone()].into(),
+        _ => BTreeSet::new(),
+    }
 }
 
 fn start() -> Timestamp {
@@ -299,14 +327,18 @@ fn learned_takeover(mesh: &Mesh, index: usize) -> bool {
     let region = &mesh.regions[index];
     let mut coordinator = guard(&mesh.coordinator);
     let Some(takeover) = coordinator.takeovers.get(region).cloned() else { return true };
-    let Some(through) = takeover.done_through else { return false };
-    if lock(&mesh.dbs[index]).cursor(&takeover.successor) < through {
+    if !takeover.done() {
         return false;
     }
+    let db = lock(&mesh.dbs[index]);
+    if takeover.done_through.iter().any(|(successor, through)| db.cursor(successor) < *through) {
+        return false;
+    }
+    drop(db);
     coordinator.takeovers.remove(region);
     coordinator.renewed_at.insert(region.clone(), host_elapsed());
     drop(coordinator);
-    mesh.note(host_elapsed(), format!("{region} learned its takeover by {} (token {})", takeover.successor, takeover.token));
+    mesh.note(host_elapsed(), format!("{region} learned its takeover by {:?} (token {})", takeover.successors, takeover.token));
     true
 }
 
@@ -325,12 +357,18 @@ async fn duties(mesh: Mesh, index: usize) {
         let mut db = lock(&mesh.dbs[index]);
         let accepted = db.accept_pending(at);
         let mut taken = Vec::new();
+        let mut by_later = 0;
         for (failed, takeover) in coordinator.takeovers.iter_mut() {
-            if takeover.successor == region && takeover.done_through.is_none() {
-                taken.extend(db.take_over(failed, takeover.token, at));
-                takeover.done_through = Some(db.head());
+            if takeover.successors.contains(&region) && !takeover.done_through.contains_key(&region) {
+                let share = db.take_over(failed, &takeover.successors, takeover.token, at);
+                if takeover.successors.first() != Some(&region) {
+                    by_later += share.len() as u64;
+                }
+                taken.extend(share);
+                takeover.done_through.insert(region.clone(), db.head());
             }
         }
+        coordinator.taken_by_later += by_later;
         drop(db);
         drop(coordinator);
         mesh.ack(&accepted);
@@ -388,13 +426,15 @@ async fn failover_loop(mesh: Mesh) {
                 continue;
             }
             let n = mesh.regions.len();
-            let Some(successor) = (1..n).map(|k| &mesh.regions[(i + k) % n]).find(|r| fresh(&coordinator, r)).cloned() else {
+            let successors: Vec<RegionId> =
+                (1..n).map(|k| &mesh.regions[(i + k) % n]).filter(|r| fresh(&coordinator, r)).cloned().collect();
+            if successors.is_empty() {
                 continue;
-            };
+            }
             coordinator.next_token += 1;
             let token = coordinator.next_token;
-            coordinator.takeovers.insert(failed.clone(), Takeover { successor: successor.clone(), token, done_through: None });
-            mesh.note(now, format!("router: {failed}'s lease lapsed; {successor} takes over (token {token})"));
+            mesh.note(now, format!("router: {failed}'s lease lapsed; {successors:?} take over (token {token})"));
+            coordinator.takeovers.insert(failed.clone(), Takeover { successors, token, done_through: BTreeMap::new() });
         }
     }
 }
@@ -582,7 +622,7 @@ impl Driver<'_> {
                 tier: self.tier.clone(),
                 skills: BTreeSet::new(),
                 language: "en".into(),
-                residency: BTreeSet::new(),
+                residency: pinned(&self.mesh.regions, index, other_pick, value),
                 priority: Priority::Normal,
             };
             let outcome = lock(&self.mesh.dbs[index]).create(id, new, at).map(Some);
@@ -697,7 +737,7 @@ impl Driver<'_> {
                 return false;
             }
         }
-        if guard(&self.mesh.coordinator).takeovers.values().any(|t| t.done_through.is_none()) {
+        if guard(&self.mesh.coordinator).takeovers.values().any(|t| !t.done()) {
             return false;
         }
         let heads: Vec<u64> = self.mesh.dbs.iter().map(|db| lock(db).head()).collect();
@@ -831,12 +871,29 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
         snapshots.iter().map(|(region, logs)| crate::model::region_view(region, logs)).collect();
     let acked = guard(&mesh.acked).clone();
     let report = check(&regions, &views, &acked);
-    let takeovers = guard(&mesh.coordinator).next_token;
+    let (takeovers, taken_by_later_successors) = {
+        let coordinator = guard(&mesh.coordinator);
+        (coordinator.next_token, coordinator.taken_by_later)
+    };
     let fingerprint = crate::model::fingerprint(&mesh.dbs);
     let faults = std::mem::take(&mut driver.faults);
     let fault_log = std::mem::take(&mut driver.fault_log);
     let (writes_acked, writes_refused) = (acked.len() as u64, driver.writes_refused);
     drop(driver);
     let trace = guard(&mesh.trace).clone();
-    Outcome { seed, trace, fault_log, faults, writes_acked, writes_refused, takeovers, report, quiesced, sim_ms, fingerprint, error }
+    Outcome {
+        seed,
+        trace,
+        fault_log,
+        faults,
+        writes_acked,
+        writes_refused,
+        takeovers,
+        taken_by_later_successors,
+        report,
+        quiesced,
+        sim_ms,
+        fingerprint,
+        error,
+    }
 }

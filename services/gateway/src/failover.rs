@@ -13,18 +13,24 @@
 //! - **Takeover.** When the router has recorded that this region succeeds a
 //!   failed one, it calls `MeshService.TakeOver` here; [`Failover::take_over`]
 //!   checks the coordinator's record (the token must be the pending one and
-//!   name this region) and writes `TakenOver` at the next epoch this region
-//!   owns for every ticket the failed region owns in this region's
-//!   projection. The store fences each one on the failed region still
-//!   owning it below that epoch, so a second call takes nothing new.
+//!   name this region among its successors) and writes `TakenOver` at the
+//!   next epoch this region owns for every open ticket the failed region
+//!   owns in this region's projection and that is this region's to take.
+//!   The store fences each one on the failed region still owning it below
+//!   that epoch, so a second call takes nothing new. A takeover lists
+//!   several successors (the primary first): each ticket is taken by the
+//!   first one its residency allows, so the successors' shares are
+//!   disjoint.
 //! - **Returning.** A region with a takeover awaiting its acknowledgement
-//!   must learn the epochs the successor minted before it leases again: it
-//!   asks the successor to finish the takeover (the same idempotent
-//!   `TakeOver`, which answers where the takeover ends in the successor's
-//!   log), waits until replication has applied the successor's log that
-//!   far, acknowledges the takeover, and only then takes its lease. From
-//!   then on its own stale writes (made before it fenced, replicated late)
-//!   arrive everywhere at an epoch below the successor's and are kept as
+//!   must learn the epochs the successors minted before it leases again: it
+//!   asks every successor to finish the takeover (the same idempotent
+//!   `TakeOver`, which answers where the takeover ends in that successor's
+//!   log), waits until replication has applied each log that far,
+//!   acknowledges the takeover, and only then takes its lease. A successor
+//!   that does not answer holds the return up only while one of the
+//!   region's open tickets is that successor's to take. From then on its
+//!   own stale writes (made before it fenced, replicated late) arrive
+//!   everywhere at an epoch below the successor's and are kept as
 //!   conflicts.
 //!
 //! Asking the successor, rather than waiting for the router's call to have
@@ -316,53 +322,121 @@ impl Failover {
         }
     }
 
-    /// A returning region: has the successor finish the takeover and say
-    /// where it ends in its log, waits for replication to apply that far,
-    /// then acknowledges.
+    /// A returning region: has every successor finish its share of the
+    /// takeover and say where it ends in its log, waits for replication to
+    /// apply each log that far, then acknowledges.
+    ///
+    /// A successor that does not answer (dead, or cut off from this region)
+    /// is passed over only when none of the open tickets this region still
+    /// owns, as its own store shows them, is that successor's to take: then
+    /// it minted no epoch this region needs to learn. Otherwise the region
+    /// keeps asking, as it does for a primary that does not answer: leasing
+    /// without those epochs would let it write on tickets another region
+    /// owns.
     async fn learn(&self, takeover: &Takeover, api: &TicketApi, link: Option<&MeshLink>) -> Result<(), Wait> {
         let successor = &takeover.successor;
         let token = takeover.fencing_token;
+        let named: Vec<&str> = takeover.successors().map(RegionId::as_str).collect();
+        let named = named.join(", ");
         self.slot.wait(format!(
-            "{} was taken over by {successor} (fencing token {token}); learning the epochs it minted",
+            "{} was taken over by {named} (fencing token {token}); learning the epochs they minted",
             self.region
         ));
-        tracing::warn!(region = %self.region, successor = %successor, fencing_token = %token,
-            "this region was taken over; learning the successor's epochs before leasing again");
+        tracing::warn!(region = %self.region, successor = %successor, also = ?takeover.also, fencing_token = %token,
+            "this region was taken over; learning the successors' epochs before leasing again");
         let Some(link) = link else {
             tracing::error!(region = %self.region, successor = %successor,
                 "this region was taken over but has no mesh to learn the takeover from; configure [mesh]");
             return Err(Wait::For(RETRY_MAX));
         };
         let ask = v1::TakeOverRequest { failed_region: self.region.to_string(), fencing_token: token.get() };
-        let answer = match link.take_over(successor, ask, self.catch_up_timeout).await {
-            Ok(answer) => answer,
-            Err(status) => {
-                tracing::warn!(region = %self.region, successor = %successor, code = ?status.code(), error = status.message(),
-                    "the successor did not say where the takeover ends; retrying");
-                return Err(Wait::Backoff);
+        // All at once: one successor that does not answer costs one timeout,
+        // not one per successor.
+        let answers = futures::future::join_all(takeover.successors().map(|successor| {
+            let ask = ask.clone();
+            async move { (successor, link.take_over(successor, ask, self.catch_up_timeout).await) }
+        }))
+        .await;
+        let mut silent = Vec::new();
+        let mut learnt = Vec::new();
+        for (successor, answer) in answers {
+            match answer {
+                Ok(answer) => learnt.push((successor, answer.through_seq)),
+                Err(status) => {
+                    tracing::warn!(region = %self.region, successor = %successor, code = ?status.code(), error = status.message(),
+                        "a successor did not say where the takeover ends");
+                    silent.push(successor);
+                }
             }
-        };
-        match api.store().wait_applied(successor, answer.through_seq, self.catch_up_timeout).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::info!(region = %self.region, successor = %successor, through_seq = answer.through_seq,
-                    "still applying the successor's log up to the end of the takeover");
-                return Err(Wait::Now);
+        }
+        if !silent.is_empty() {
+            match self.owed_to(takeover, &silent, api).await {
+                Ok(0) => {
+                    tracing::info!(region = %self.region, silent = ?silent,
+                        "passing over successors that do not answer: none of this region's open tickets is theirs to take");
+                }
+                Ok(owed) => {
+                    tracing::warn!(region = %self.region, silent = ?silent, tickets = owed,
+                        "successors that do not answer may have taken tickets of this region; asking again");
+                    return Err(Wait::Backoff);
+                }
+                Err(error) => {
+                    tracing::warn!(region = %self.region, error = %error, "cannot read this region's tickets");
+                    return Err(Wait::Backoff);
+                }
             }
-            Err(error) => {
-                tracing::warn!(region = %self.region, error = %error, "cannot read the replication cursor");
-                return Err(Wait::Backoff);
+        }
+        for (successor, through_seq) in &learnt {
+            match api.store().wait_applied(successor, *through_seq, self.catch_up_timeout).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(region = %self.region, successor = %successor, through_seq,
+                        "still applying a successor's log up to the end of the takeover");
+                    return Err(Wait::Now);
+                }
+                Err(error) => {
+                    tracing::warn!(region = %self.region, error = %error, "cannot read the replication cursor");
+                    return Err(Wait::Backoff);
+                }
             }
         }
         match self.coordinator.acknowledge_takeover(&self.region, token).await {
             Ok(()) => {
-                tracing::info!(region = %self.region, successor = %successor, fencing_token = %token,
-                    through_seq = answer.through_seq, "takeover learnt and acknowledged; leasing again");
+                tracing::info!(region = %self.region, successors = %named, fencing_token = %token,
+                    through_seq = ?learnt, "takeover learnt and acknowledged; leasing again");
                 Ok(())
             }
             Err(error) => {
                 tracing::warn!(region = %self.region, fencing_token = %token, error = %error, "cannot acknowledge the takeover");
                 Err(Wait::Backoff)
+            }
+        }
+    }
+
+    /// How many open tickets this region owns in its own store whose taker
+    /// under `takeover` is one of `successors`.
+    async fn owed_to(
+        &self,
+        takeover: &Takeover,
+        successors: &[&RegionId],
+        api: &TicketApi,
+    ) -> Result<u64, meridian_store::Error> {
+        let store = api.store();
+        let mut owed = 0u64;
+        let mut after = None;
+        loop {
+            let filter =
+                TicketFilter { owner_region: Some(self.region.clone()), after, limit: TAKEOVER_PAGE, ..TicketFilter::default() };
+            let page = store.list_tickets(&filter).await?;
+            for ticket in page.tickets.iter().filter(|ticket| ticket.status != TicketStatus::Closed) {
+                let taker = takeover.taker(|region| meridian_core::residency::may_hold(&ticket.residency, region));
+                if taker.is_some_and(|taker| successors.contains(&taker)) {
+                    owed += 1;
+                }
+            }
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(owed),
             }
         }
     }
@@ -434,12 +508,13 @@ impl Failover {
         }
         let _one_at_a_time = self.taking_over.lock().await;
         let pending = self.coordinator.takeover_of(failed).await.map_err(coordinator_unavailable)?;
-        match pending {
-            Some(takeover) if takeover.fencing_token == fencing_token && &takeover.successor == me => {}
+        let takeover = match pending {
+            Some(takeover) if takeover.fencing_token == fencing_token && takeover.names(me) => takeover,
             Some(takeover) if takeover.fencing_token == fencing_token => {
+                let named: Vec<&str> = takeover.successors().map(RegionId::as_str).collect();
                 return Err(Status::failed_precondition(format!(
-                    "the takeover of {failed} at fencing token {fencing_token} names {} as successor, not {me}",
-                    takeover.successor
+                    "the takeover of {failed} at fencing token {fencing_token} names {} as successors, not {me}",
+                    named.join(", ")
                 )));
             }
             Some(takeover) => {
@@ -458,12 +533,13 @@ impl Failover {
                     Status::not_found(format!("no takeover of {failed} is pending"))
                 });
             }
-        }
+        };
         // The successor writes at new epochs of its own: only while it may.
         api.check_gate()?;
         let store = api.store();
         let mut taken = 0u64;
         let mut kept_home = 0u64;
+        let mut left_to_others = 0u64;
         let mut after = None;
         loop {
             let filter = TicketFilter { owner_region: Some(failed.clone()), after, limit: TAKEOVER_PAGE, ..TicketFilter::default() };
@@ -472,20 +548,31 @@ impl Failover {
             // Closed is final: no owner-scoped write can ever happen on a
             // closed ticket, so moving it would cost an event per ticket
             // of history and change nothing anyone can do.
-            // Residency: a ticket pinned to regions this one is not among
-            // stays with its failed owner until it returns (this region holds
-            // only its redacted copy, and must not own it).
+            // Residency: each open ticket is taken by the first successor
+            // its set allows (the same answer in every successor, so the
+            // takers are disjoint); one no listed region may hold stays
+            // with its failed owner until it returns.
+            let mut mine = Vec::new();
             for ticket in page.tickets.iter().filter(|t| t.status != TicketStatus::Closed) {
-                if let Some(reason) = meridian_core::residency::refusal(&ticket.residency, me) {
-                    kept_home += 1;
-                    tracing::info!(ticket_id = %ticket.id, from = %failed, reason = %reason, "ticket not taken over; it waits for a region of its residency");
+                match takeover.taker(|region| meridian_core::residency::may_hold(&ticket.residency, region)) {
+                    Some(taker) if taker == me => mine.push(ticket),
+                    Some(taker) => {
+                        left_to_others += 1;
+                        tracing::debug!(ticket_id = %ticket.id, from = %failed, taker = %taker, "ticket left to the successor of its residency");
+                    }
+                    None => {
+                        kept_home += 1;
+                        // Said once, by the primary: every successor sees it.
+                        if &takeover.successor == me {
+                            tracing::info!(ticket_id = %ticket.id, from = %failed,
+                                reason = %meridian_core::residency::refusal(&ticket.residency, me).unwrap_or_default(),
+                                "ticket not taken over; no live successor is in its residency, so it waits for its owner");
+                        }
+                    }
                 }
             }
-            let writes: Vec<_> = page
-                .tickets
-                .iter()
-                .filter(|ticket| ticket.status != TicketStatus::Closed)
-                .filter(|ticket| meridian_core::residency::may_hold(&ticket.residency, me))
+            let writes: Vec<_> = mine
+                .into_iter()
                 .map(|ticket| {
                     let (id, new_epoch) = (ticket.id, ticket.owner.epoch.next_for(api.region_index()));
                     // One `takeover` span per ticket, in the ticket's trace;
@@ -535,8 +622,8 @@ impl Failover {
             },
             _ => false,
         };
-        tracing::info!(from = %failed, fencing_token = %fencing_token, tickets_taken = taken, kept_by_residency = kept_home, through_seq, peer_durable,
-            "takeover carried out");
+        tracing::info!(from = %failed, fencing_token = %fencing_token, tickets_taken = taken, left_to_other_successors = left_to_others,
+            kept_by_residency = kept_home, through_seq, peer_durable, "takeover carried out");
         Ok(v1::TakeOverResponse { tickets_taken: taken, through_seq, peer_durable })
     }
 }

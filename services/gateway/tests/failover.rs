@@ -138,6 +138,7 @@ async fn a_killed_region_is_taken_over(kind: Kind) {
     );
     let takeover = mesh.region_status("us-east").await.takeover.expect("a pending takeover of us-east");
     assert_eq!(takeover.successor, region("eu-west"));
+    assert_eq!(takeover.also, [region("apac-south")], "every other live region is listed after the primary");
     for (before, id) in ours.iter().zip(&ids) {
         let (_, old_epoch) = owner(before);
         for client in [&mut eu, &mut ap] {
@@ -300,6 +301,258 @@ async fn a_partitioned_region_returns_and_its_stale_write_is_a_conflict_etcd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_region_returns_and_its_stale_write_is_a_conflict_local() {
     a_partitioned_region_returns(Kind::Local).await;
+}
+
+/// Every region's view of `id`'s owner, once `expected` owns it in all
+/// of them (or after `PATIENCE`, to fail with what each shows).
+async fn owner_everywhere(clients: &mut [(&str, &mut TicketServiceClient<Channel>)], id: &str, expected: &str) -> Vec<(String, u64)> {
+    let mut owners = Vec::new();
+    for (name, client) in clients.iter_mut() {
+        let deadline = Instant::now() + PATIENCE;
+        let found = loop {
+            let found = owner(&get(client, id).await.ticket.unwrap());
+            if found.0 == expected || Instant::now() > deadline {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(found.0, expected, "in {name}: {id} is owned by {found:?}");
+        owners.push(found);
+    }
+    owners
+}
+
+/// us-east dies with open tickets: unpinned, pinned to a set with
+/// apac-south but without eu-west (the primary successor), pinned to a
+/// set with eu-west, and pinned to us-east alone. The router's takeover
+/// lists eu-west then apac-south; eu-west takes the unpinned and its
+/// pinned ones, apac-south the one only it may hold, each at an epoch of
+/// its own, every ticket once; the one pinned to us-east alone stays home.
+/// us-east returns, learns both successors' epochs and leases again.
+async fn pinned_tickets_fail_over_inside_their_residency(kind: Kind) {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(mut mesh) = Mesh::start(kind, true).await else { return };
+    let mut us = mesh.client("us-east").await;
+    let mut eu = mesh.client("eu-west").await;
+    let mut ap = mesh.client("apac-south").await;
+    let pinned = |subject: &str, set: &[&str]| v1::CreateTicketRequest {
+        residency: set.iter().map(|r| (*r).to_owned()).collect(),
+        ..create(subject)
+    };
+    let free = us.create_ticket(create("VPN down")).await.unwrap().into_inner().ticket.unwrap();
+    let with_ap = us.create_ticket(pinned("Payroll export", &["us-east", "apac-south"])).await.unwrap().into_inner().ticket.unwrap();
+    let with_eu = us.create_ticket(pinned("GDPR request", &["us-east", "eu-west"])).await.unwrap().into_inner().ticket.unwrap();
+    let home = us.create_ticket(pinned("Stays home", &["us-east"])).await.unwrap().into_inner().ticket.unwrap();
+    us.update_ticket(set_status(&with_ap.id, v1::Status::Open)).await.unwrap();
+    mesh.wait_quiet().await;
+
+    mesh.cut_coordinator("us-east");
+    let killed_at = Instant::now();
+    mesh.kill_gateway("us-east").await;
+    let within = LEASE_TTL + TAKEOVER_MARGIN;
+    let taken_after = wait_owned(&mut ap, "apac-south", std::slice::from_ref(&with_ap.id), killed_at, within).await;
+    let by_eu = [free.id.clone(), with_eu.id.clone()];
+    let eu_after = wait_owned(&mut eu, "eu-west", &by_eu, killed_at, within).await;
+    eprintln!(
+        "[{kind:?}] us-east's pinned ticket was taken over by apac-south {taken_after:?}, its others by eu-west {eu_after:?} \
+         after its keep-alive stopped (lease_ttl {LEASE_TTL:?} + margin {TAKEOVER_MARGIN:?})"
+    );
+    let takeover = mesh.region_status("us-east").await.takeover.expect("a pending takeover of us-east");
+    assert_eq!(takeover.successor, region("eu-west"));
+    assert_eq!(takeover.also, [region("apac-south")]);
+
+    // Owner and epoch, as every live region sees them.
+    for (ticket, taker, index) in [(&free, "eu-west", 1), (&with_eu, "eu-west", 1), (&with_ap, "apac-south", 2)] {
+        let owners = owner_everywhere(&mut [("eu-west", &mut eu), ("apac-south", &mut ap)], &ticket.id, taker).await;
+        for (_, epoch) in owners {
+            assert!(epoch > owner(ticket).1, "{}: epoch {epoch} is not above {}", ticket.id, owner(ticket).1);
+            assert_eq!(epoch % meridian_core::EPOCH_STRIDE, index, "{}: epoch {epoch} is not one {taker} owns", ticket.id);
+        }
+    }
+    for (name, client) in [("eu-west", &mut eu), ("apac-south", &mut ap)] {
+        assert_eq!(owner(&get(client, &home.id).await.ticket.unwrap()), owner(&home), "in {name}: the home-only ticket moved");
+    }
+    // Asking again takes nothing new, at either successor.
+    let router_tls = MeshTls::load(TlsFiles::dev(mesh.pki.path(), &region("eu-west"), Service::Router)).unwrap();
+    for name in ["eu-west", "apac-south"] {
+        let identity = PeerIdentity::new(router_tls.identity().trust_domain().clone(), region(name), Service::Gateway);
+        let channel = router_tls.connect(&mesh.node(name).mesh_addr.to_string(), identity).await.unwrap();
+        let ask = v1::TakeOverRequest { failed_region: "us-east".into(), fencing_token: takeover.fencing_token.get() };
+        let again = MeshServiceClient::new(channel).take_over(ask).await.unwrap().into_inner();
+        assert_eq!(again.tickets_taken, 0, "{name} took something twice");
+    }
+    // apac-south owns its share: it writes it.
+    ap.update_ticket(v1::UpdateTicketRequest { ticket_id: with_ap.id.clone(), assignee: Some("kei".into()), ..Default::default() })
+        .await
+        .unwrap();
+    mesh.wait_quiet_among(&["eu-west", "apac-south"]).await;
+    // Nobody took a ticket twice: one TakenOver per moved ticket, in every
+    // live region's copy of both successors' logs.
+    let stores = mesh.stores().await;
+    for (store, name) in stores.iter().zip(failover_support::REGIONS) {
+        if name == "us-east" {
+            continue;
+        }
+        let mut taken: Vec<(String, String)> = Vec::new();
+        for origin in ["eu-west", "apac-south"] {
+            for event in store.events_after(&region(origin), 0, 10_000).await.unwrap() {
+                if matches!(event.kind, meridian_core::EventKind::TakenOver { .. }) {
+                    taken.push((event.ticket_id.to_string(), origin.to_owned()));
+                }
+            }
+        }
+        taken.sort();
+        let mut expected = vec![
+            (free.id.clone(), "eu-west".to_owned()),
+            (with_ap.id.clone(), "apac-south".to_owned()),
+            (with_eu.id.clone(), "eu-west".to_owned()),
+        ];
+        expected.sort();
+        assert_eq!(taken, expected, "in {name}");
+    }
+    for store in stores {
+        store.close().await;
+    }
+
+    // us-east returns: it learns both successors' epochs before it leases.
+    mesh.heal_coordinator("us-east");
+    mesh.restart_gateway("us-east").await;
+    let back_after = mesh.wait_leased("us-east").await;
+    eprintln!("[{kind:?}] the returning us-east learnt two successors and leased again {back_after:?} after it restarted");
+    let status = mesh.region_status("us-east").await;
+    assert!(status.takeover.is_none() && status.is_live(), "{status:?}");
+    assert_eq!(status.acknowledged, Some(takeover.fencing_token));
+    let mut us = mesh.client("us-east").await;
+    for (id, taker) in [(&with_ap.id, "apac-south"), (&free.id, "eu-west"), (&with_eu.id, "eu-west")] {
+        let refused = us.update_ticket(set_status(id, v1::Status::Pending)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().starts_with(&format!("ticket is owned by {taker}")), "{refused:?}");
+    }
+    // What us-east learnt before leasing: apac-south's write is there.
+    assert_eq!(get(&mut us, &with_ap.id).await.ticket.unwrap().assignee.as_deref(), Some("kei"));
+    // The ticket no successor could hold is still us-east's to work.
+    us.update_ticket(set_status(&home.id, v1::Status::Open)).await.unwrap();
+    mesh.check_invariants().await;
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_tickets_fail_over_inside_their_residency_etcd() {
+    pinned_tickets_fail_over_inside_their_residency(Kind::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_tickets_fail_over_inside_their_residency_local() {
+    pinned_tickets_fail_over_inside_their_residency(Kind::Local).await;
+}
+
+/// us-east is taken over by eu-west and apac-south, then apac-south dies
+/// too before us-east returns. With `owes`, apac-south took a ticket of
+/// us-east (pinned to us-east and apac-south): us-east must learn its
+/// epoch, so it stays fenced until apac-south is back, then learns and
+/// leases. Without, apac-south took nothing of us-east's: the returning
+/// us-east passes over the silent successor and leases at once.
+async fn a_successor_dies_before_the_region_returns(kind: Kind, owes: bool) {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(mut mesh) = Mesh::start(kind, true).await else { return };
+    let mut us = mesh.client("us-east").await;
+    let mut eu = mesh.client("eu-west").await;
+    let mut ap = mesh.client("apac-south").await;
+    let free = us.create_ticket(create("VPN down")).await.unwrap().into_inner().ticket.unwrap();
+    let with_ap = if owes {
+        let pinned = v1::CreateTicketRequest { residency: vec!["us-east".into(), "apac-south".into()], ..create("Payroll") };
+        Some(us.create_ticket(pinned).await.unwrap().into_inner().ticket.unwrap())
+    } else {
+        None
+    };
+    mesh.wait_quiet().await;
+
+    mesh.cut_coordinator("us-east");
+    let killed_at = Instant::now();
+    mesh.kill_gateway("us-east").await;
+    let within = LEASE_TTL + TAKEOVER_MARGIN;
+    wait_owned(&mut eu, "eu-west", std::slice::from_ref(&free.id), killed_at, within).await;
+    if let Some(with_ap) = &with_ap {
+        wait_owned(&mut ap, "apac-south", std::slice::from_ref(&with_ap.id), killed_at, within).await;
+    }
+    let takeover = mesh.region_status("us-east").await.takeover.expect("a pending takeover of us-east");
+    assert_eq!(takeover.successors().map(|r| r.as_str()).collect::<Vec<_>>(), ["eu-west", "apac-south"]);
+    mesh.wait_quiet_among(&["eu-west", "apac-south"]).await;
+
+    // apac-south dies; the router hands it to eu-west, the only live region.
+    mesh.cut_coordinator("apac-south");
+    mesh.kill_gateway("apac-south").await;
+    let deadline = Instant::now() + PATIENCE;
+    while mesh.region_status("apac-south").await.takeover.is_none() {
+        assert!(Instant::now() < deadline, "apac-south was never taken over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    mesh.heal_coordinator("us-east");
+    mesh.restart_gateway("us-east").await;
+    if owes {
+        // It cannot learn apac-south's epoch for the pinned ticket: it waits.
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let status = mesh.status("us-east").await;
+            assert!(status.fenced, "us-east leased without learning apac-south's takeover epochs");
+            if status.fenced_reason.contains("was taken over by eu-west, apac-south") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "us-east never started learning its takeover: {}", status.fenced_reason);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let waiting_since = Instant::now();
+        while waiting_since.elapsed() < LEASE_TTL + Duration::from_secs(1) {
+            let status = mesh.status("us-east").await;
+            assert!(status.fenced, "us-east leased without learning apac-south's takeover epochs");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(mesh.region_status("us-east").await.takeover, Some(takeover.clone()));
+        mesh.heal_coordinator("apac-south");
+        mesh.restart_gateway("apac-south").await;
+        mesh.wait_leased("apac-south").await;
+    }
+    let back_after = mesh.wait_leased("us-east").await;
+    eprintln!("[{kind:?}] owes={owes}: us-east leased again {back_after:?} after it restarted (or apac-south was back)");
+    let status = mesh.region_status("us-east").await;
+    assert!(status.takeover.is_none() && status.is_live(), "{status:?}");
+    assert_eq!(status.acknowledged, Some(takeover.fencing_token));
+    let mut us = mesh.client("us-east").await;
+    let mut taken = vec![(free.id.clone(), "eu-west")];
+    taken.extend(with_ap.iter().map(|t| (t.id.clone(), "apac-south")));
+    for (id, taker) in taken {
+        let refused = us.update_ticket(set_status(&id, v1::Status::Pending)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().starts_with(&format!("ticket is owned by {taker}")), "{refused:?}");
+    }
+    if !owes {
+        mesh.heal_coordinator("apac-south");
+        mesh.restart_gateway("apac-south").await;
+        mesh.wait_leased("apac-south").await;
+    }
+    mesh.check_invariants().await;
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_successor_that_took_a_pinned_ticket_holds_the_return_until_it_is_back_etcd() {
+    a_successor_dies_before_the_region_returns(Kind::Etcd, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_successor_that_took_a_pinned_ticket_holds_the_return_until_it_is_back_local() {
+    a_successor_dies_before_the_region_returns(Kind::Local, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_successor_that_took_nothing_of_the_region_is_passed_over_etcd() {
+    a_successor_dies_before_the_region_returns(Kind::Etcd, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_successor_that_took_nothing_of_the_region_is_passed_over_local() {
+    a_successor_dies_before_the_region_returns(Kind::Local, false).await;
 }
 
 /// `meridian region failover` without a router: refused while the region

@@ -19,6 +19,15 @@
 //! a dead owner because the rules say nobody works now. Never the failed
 //! region.
 //!
+//! A takeover names every live region with a known gateway, in that same
+//! preference order ([`successor_order`]): the first is the primary
+//! successor, and each ticket is taken by the first region of the list its
+//! residency allows, so a pinned ticket whose set excludes the primary
+//! still gets a live owner whenever a region of its set is live. The
+//! router calls `TakeOver` on every listed region, each retried on its
+//! own: one unreachable successor delays only the tickets that are its to
+//! take.
+//!
 //! A region that was taken over comes back by acknowledging the takeover
 //! and then leasing; between those two steps it holds no lease and no
 //! pending takeover, which looks like a dead region. So a region this
@@ -237,7 +246,9 @@ pub struct HandTakeover {
 /// `successor` takes `failed` over (refused while `failed` holds a live
 /// lease), then has the successor's gateway at `successor_addr` take the
 /// tickets. Running it again after a partial failure finishes the same
-/// takeover.
+/// takeover. A takeover by hand names one successor: a ticket pinned to a
+/// set without it stays with `failed`. A pending takeover (say, a router's)
+/// that lists `successor` anywhere is carried out at `successor`: its share.
 pub async fn failover_by_hand(
     coordinator: &dyn Coordinator,
     tls: &MeshTls,
@@ -248,11 +259,11 @@ pub async fn failover_by_hand(
 ) -> Result<HandTakeover, FailoverError> {
     let status = coordinator.region_status(failed).await?;
     let (takeover, recorded_now) = match status.takeover {
-        Some(takeover) if &takeover.successor == successor => (takeover, false),
+        Some(takeover) if takeover.names(successor) => (takeover, false),
         Some(takeover) => return Err(FailoverError::OtherSuccessor { failed: failed.clone(), takeover }),
-        None => match coordinator.record_takeover(failed, successor, status.revision).await {
+        None => match coordinator.record_takeover(failed, std::slice::from_ref(successor), status.revision).await {
             Ok(takeover) => (takeover, true),
-            Err(meridian_coord::Error::TakenOver { takeover }) if &takeover.successor == successor => (takeover, false),
+            Err(meridian_coord::Error::TakenOver { takeover }) if takeover.names(successor) => (takeover, false),
             Err(meridian_coord::Error::TakenOver { takeover }) => {
                 return Err(FailoverError::OtherSuccessor { failed: failed.clone(), takeover });
             }
@@ -260,12 +271,17 @@ pub async fn failover_by_hand(
         },
     };
     let channel = tls.connect_lazy(successor_addr, gateway_identity(tls, successor))?;
-    let answer = carry_out(channel, &takeover, timeout).await?;
+    let answer = carry_out(channel, &takeover, successor, timeout).await?;
     Ok(HandTakeover { takeover, recorded_now, answer })
 }
 
-/// Calls `TakeOver` on the successor's gateway.
-async fn carry_out(channel: Channel, takeover: &Takeover, timeout: Duration) -> Result<v1::TakeOverResponse, FailoverError> {
+/// Calls `TakeOver` on `successor`'s gateway (one of the takeover's).
+async fn carry_out(
+    channel: Channel,
+    takeover: &Takeover,
+    successor: &RegionId,
+    timeout: Duration,
+) -> Result<v1::TakeOverResponse, FailoverError> {
     let mut request = Request::new(v1::TakeOverRequest {
         failed_region: takeover.failed_region.to_string(),
         fencing_token: takeover.fencing_token.get(),
@@ -275,7 +291,7 @@ async fn carry_out(channel: Channel, takeover: &Takeover, timeout: Duration) -> 
         Ok(answer) => Ok(answer.into_inner()),
         Err(status) => Err(FailoverError::Successor {
             failed: takeover.failed_region.clone(),
-            successor: takeover.successor.clone(),
+            successor: successor.clone(),
             code: status.code(),
             message: status.message().to_owned(),
         }),
@@ -284,6 +300,19 @@ async fn carry_out(channel: Channel, takeover: &Takeover, timeout: Duration) -> 
 
 fn gateway_identity(tls: &MeshTls, region: &RegionId) -> PeerIdentity {
     PeerIdentity::new(tls.identity().trust_domain().clone(), region.clone(), Service::Gateway)
+}
+
+/// Every region of `live` but `failed`, in the order they succeed it: the
+/// first is [`choose_successor`]'s pick, the second its pick once the first
+/// is set aside, and so on. Empty when no other region is live.
+pub fn successor_order(rules: &Rules, at: Timestamp, failed: &RegionId, live: &[RegionId]) -> Vec<RegionId> {
+    let mut left: Vec<RegionId> = live.iter().filter(|region| *region != failed).cloned().collect();
+    let mut order = Vec::with_capacity(left.len());
+    while let Some(next) = choose_successor(rules, at, failed, &left) {
+        left.retain(|region| *region != next);
+        order.push(next);
+    }
+    order
 }
 
 /// Picks who takes `failed`'s tickets among the `live` regions (see the
@@ -316,6 +345,10 @@ pub fn choose_successor(rules: &Rules, at: Timestamp, failed: &RegionId, live: &
     }
     candidates.first().map(|region| (*region).clone())
 }
+
+/// One successor's part of one takeover: (failed region, fencing token,
+/// successor).
+type CallKey = (RegionId, Revision, RegionId);
 
 /// The router's failover task.
 pub(crate) struct Failover {
@@ -375,11 +408,14 @@ impl Failover {
     /// Watches the regions until the task is aborted.
     pub(crate) async fn run(self: Arc<Self>) {
         let mut tracks: HashMap<RegionId, Track> = HashMap::new();
-        // Takeovers carried out (or found finished), and those under way.
-        let mut done: HashSet<(RegionId, Revision)> = HashSet::new();
-        let mut retry_at: HashMap<(RegionId, Revision), Instant> = HashMap::new();
-        let mut under_way: JoinSet<((RegionId, Revision), bool)> = JoinSet::new();
-        let mut busy: HashSet<(RegionId, Revision)> = HashSet::new();
+        // Per takeover and successor: the calls carried out (or found
+        // finished), and those under way. Each successor of a takeover is
+        // called and retried on its own, so one that cannot be reached
+        // holds up no other.
+        let mut done: HashSet<CallKey> = HashSet::new();
+        let mut retry_at: HashMap<CallKey, Instant> = HashMap::new();
+        let mut under_way: JoinSet<(CallKey, bool)> = JoinSet::new();
+        let mut busy: HashSet<CallKey> = HashSet::new();
         let mut view = self.watch().await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -407,13 +443,18 @@ impl Failover {
                 continue;
             }
             for takeover in self.decide(&snapshot, &mut tracks).await {
-                let key = (takeover.failed_region.clone(), takeover.fencing_token);
-                if done.contains(&key) || busy.contains(&key) || retry_at.get(&key).is_some_and(|at| *at > Instant::now()) {
-                    continue;
+                for successor in takeover.successors() {
+                    let key = (takeover.failed_region.clone(), takeover.fencing_token, successor.clone());
+                    if done.contains(&key)
+                        || busy.contains(&key)
+                        || retry_at.get(&key).is_some_and(|at| *at > Instant::now())
+                    {
+                        continue;
+                    }
+                    busy.insert(key.clone());
+                    let (this, takeover, successor) = (self.clone(), takeover.clone(), successor.clone());
+                    under_way.spawn(async move { (key, this.complete(&takeover, &successor).await) });
                 }
-                busy.insert(key.clone());
-                let this = self.clone();
-                under_way.spawn(async move { (key, this.complete(&takeover).await) });
             }
         }
     }
@@ -472,13 +513,14 @@ impl Failover {
         let failed = &status.region;
         let live: Vec<RegionId> =
             view.live_regions().filter(|region| self.channels.knows(region)).cloned().collect();
-        let Some(successor) = choose_successor(&self.rules.current(), self.clock.now(), failed, &live) else {
+        let successors = successor_order(&self.rules.current(), self.clock.now(), failed, &live);
+        let Some(successor) = successors.first().cloned() else {
             tracing::warn!(region = %failed, "region's lease expired but no other region with a known gateway is live to take it over");
             return None;
         };
-        match self.coordinator.record_takeover(failed, &successor, view.revision).await {
+        match self.coordinator.record_takeover(failed, &successors, view.revision).await {
             Ok(takeover) => {
-                tracing::warn!(region = %failed, successor = %successor, fencing_token = %takeover.fencing_token,
+                tracing::warn!(region = %failed, successor = %successor, also = ?takeover.also, fencing_token = %takeover.fencing_token,
                     observed_revision = %view.revision, "region's lease expired; takeover recorded");
                 Some(takeover)
             }
@@ -502,10 +544,9 @@ impl Failover {
         }
     }
 
-    /// Has the successor take the tickets; `true` once there is nothing
-    /// left to do for this takeover.
-    async fn complete(&self, takeover: &Takeover) -> bool {
-        let successor = &takeover.successor;
+    /// Has `successor` (one of the takeover's) take its share of the
+    /// tickets; `true` once there is nothing left for it to do.
+    async fn complete(&self, takeover: &Takeover, successor: &RegionId) -> bool {
         let channel = match self.channel(successor) {
             Ok(channel) => channel,
             Err(reason) => {
@@ -513,7 +554,7 @@ impl Failover {
                 return false;
             }
         };
-        match carry_out(channel, takeover, self.takeover_timeout).await {
+        match carry_out(channel, takeover, successor, self.takeover_timeout).await {
             Ok(answer) => {
                 tracing::info!(region = %takeover.failed_region, successor = %successor, fencing_token = %takeover.fencing_token,
                     tickets_taken = answer.tickets_taken, through_seq = answer.through_seq, peer_durable = answer.peer_durable,
@@ -620,6 +661,35 @@ resolution_minutes = 480
         // A live region the rules do not know still beats leaving tickets to a dead owner.
         let strangers = [region("east"), region("north")];
         assert_eq!(choose_successor(&rules, at("2026-06-02T10:00:00Z"), &region("east"), &strangers), Some(region("north")));
+    }
+
+    #[test]
+    fn the_successor_list_follows_the_same_preference_never_naming_the_failed_region() {
+        let rules = Rules::parse("rules.toml", RULES).unwrap();
+        let all = [region("east"), region("west"), region("south")];
+        let order = |at_text: &str, failed: &str, live: &[RegionId]| successor_order(&rules, at(at_text), &region(failed), live);
+        // 10:00, west fails: east is on shift; south starts at 23:00.
+        assert_eq!(order("2026-06-02T10:00:00Z", "west", &all), [region("east"), region("south")]);
+        // 10:00, east fails: west starts at 14:00, before south.
+        assert_eq!(order("2026-06-02T10:00:00Z", "east", &all), [region("west"), region("south")]);
+        // 15:45, south fails: west on shift before east, which is handing off.
+        assert_eq!(order("2026-06-02T15:45:00Z", "south", &all), [region("west"), region("east")]);
+        // 22:45: south is in its overlap window; then east (next at 08:00) before west (14:00).
+        let four = [region("west"), region("east"), region("south"), region("north")];
+        assert_eq!(order("2026-06-02T22:45:00Z", "north", &four), [region("south"), region("east"), region("west")]);
+        // A region the rules do not know comes last, in the order given.
+        let strangers = [region("north"), region("east"), region("west"), region("zeta")];
+        assert_eq!(order("2026-06-02T10:00:00Z", "east", &strangers), [region("west"), region("north"), region("zeta")]);
+        // The head of the list is always choose_successor's pick.
+        for at_text in ["2026-06-02T03:00:00Z", "2026-06-02T10:00:00Z", "2026-06-02T15:45:00Z", "2026-06-02T22:45:00Z"] {
+            for failed in ["east", "west", "south"] {
+                let list = order(at_text, failed, &all);
+                assert_eq!(list.first().cloned(), choose_successor(&rules, at(at_text), &region(failed), &all));
+                assert_eq!(list.len(), 2, "{at_text} {failed}: {list:?}");
+                assert!(!list.contains(&region(failed)));
+            }
+        }
+        assert!(order("2026-06-02T10:00:00Z", "east", &[region("east")]).is_empty());
     }
 
     fn section(text: &str) -> Result<FailoverSettings> {

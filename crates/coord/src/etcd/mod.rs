@@ -5,9 +5,10 @@
 //! - acquire: `ver(lease) == 0 && ver(takeover) == 0` → put `lease` attached
 //!   to a fresh etcd lease; else read both to say why.
 //! - takeover: `ver(lease) == 0 && ver(takeover) == 0 &&
-//!   ver(successor's lease) > 0 && mod(acknowledged) < expected + 1` → put
-//!   `takeover`; the revision of that put is the fencing token. Two
-//!   concurrent takeovers cannot both see `ver(takeover) == 0`.
+//!   mod(acknowledged) < expected + 1 && ver(each successor's lease) > 0` →
+//!   put `takeover` (the ordered successor list in it); the revision of that
+//!   put is the fencing token. Two concurrent takeovers cannot both see
+//!   `ver(takeover) == 0`.
 //! - acknowledge: `mod(takeover) == token` → delete `takeover`, put
 //!   `acknowledged`.
 //!
@@ -225,44 +226,41 @@ impl Coordinator for EtcdCoordinator {
     async fn record_takeover(
         &self,
         failed_region: &RegionId,
-        successor: &RegionId,
+        successors: &[RegionId],
         expected_revision: Revision,
     ) -> Result<Takeover> {
-        check_takeover_regions(failed_region, successor)?;
+        let (successor, also) = check_takeover_regions(failed_region, successors)?;
         let lease_key = self.layout.lease_key(failed_region);
         let takeover_key = self.layout.takeover_key(failed_region);
-        let successor_key = self.layout.lease_key(successor);
+        let successor_keys: Vec<String> = successors.iter().map(|region| self.layout.lease_key(region)).collect();
         let acknowledged_key = self.layout.acknowledged_key(failed_region);
         let record = TakeoverRecord {
             failed_region: failed_region.clone(),
             successor: successor.clone(),
+            also: also.to_vec(),
             recorded_at: Timestamp::now(),
             nonce: uuid::Uuid::now_v7().to_string(),
         };
+        let mut compares = vec![
+            version_equals(&lease_key, 0),
+            version_equals(&takeover_key, 0),
+            compare_of(
+                &acknowledged_key,
+                compare::CompareResult::Less,
+                compare::TargetUnion::ModRevision(expected_revision.to_etcd().saturating_add(1)),
+            ),
+        ];
+        compares.extend(successor_keys.iter().map(|key| {
+            compare_of(key, compare::CompareResult::Greater, compare::TargetUnion::Version(0))
+        }));
+        let mut reads = vec![range_one(&lease_key), range_one(&takeover_key), range_one(&acknowledged_key)];
+        reads.extend(successor_keys.iter().map(|key| range_one(key)));
         let response = self
-            .txn(TxnRequest {
-                compare: vec![
-                    version_equals(&lease_key, 0),
-                    version_equals(&takeover_key, 0),
-                    compare_of(&successor_key, compare::CompareResult::Greater, compare::TargetUnion::Version(0)),
-                    compare_of(
-                        &acknowledged_key,
-                        compare::CompareResult::Less,
-                        compare::TargetUnion::ModRevision(expected_revision.to_etcd().saturating_add(1)),
-                    ),
-                ],
-                success: vec![put(&takeover_key, keys::encode(&record), 0)],
-                failure: vec![
-                    range_one(&lease_key),
-                    range_one(&takeover_key),
-                    range_one(&successor_key),
-                    range_one(&acknowledged_key),
-                ],
-            })
+            .txn(TxnRequest { compare: compares, success: vec![put(&takeover_key, keys::encode(&record), 0)], failure: reads })
             .await?;
         if response.succeeded {
             let fencing_token = header_revision(&response)?;
-            tracing::info!(region = %failed_region, successor = %successor, fencing_token = %fencing_token, "takeover recorded");
+            tracing::info!(region = %failed_region, successor = %successor, also = ?also, fencing_token = %fencing_token, "takeover recorded");
             return Ok(record.into_takeover(fencing_token));
         }
         let found = range_results(&response);
@@ -284,10 +282,14 @@ impl Coordinator for EtcdCoordinator {
         if let Some(takeover) = pending {
             return Err(Error::TakenOver { takeover });
         }
-        if found.get(2).and_then(Option::as_ref).is_none() {
-            return Err(Error::SuccessorNotLive { failed_region: failed_region.clone(), successor: successor.clone() });
+        for (index, region) in successors.iter().enumerate() {
+            if found.get(3 + index).and_then(Option::as_ref).is_none() {
+                return Err(Error::SuccessorNotLive { failed_region: failed_region.clone(), successor: region.clone() });
+            }
         }
-        if let Some(kv) = found.get(3).and_then(Option::as_ref) {
+        if let Some(kv) = found.get(2).and_then(Option::as_ref)
+            && kv.mod_revision > expected_revision.to_etcd()
+        {
             return Err(Error::StaleObservation {
                 region: failed_region.clone(),
                 expected_revision,

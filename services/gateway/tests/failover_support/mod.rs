@@ -383,6 +383,28 @@ impl Mesh {
         }
     }
 
+    /// Until each of the regions `names` has applied the others' whole logs
+    /// (for when a region is down).
+    pub async fn wait_quiet_among(&self, names: &[&str]) {
+        let started = Instant::now();
+        loop {
+            let mut heads = BTreeMap::new();
+            let mut applied = BTreeMap::new();
+            for name in names {
+                let status = self.status(name).await;
+                heads.insert(status.region.clone(), status.local_head);
+                for p in status.peers.into_iter().filter(|p| names.contains(&p.region.as_str())) {
+                    applied.insert((status.region.clone(), p.region), p.applied_seq);
+                }
+            }
+            if applied.iter().all(|((_, origin), seq)| heads.get(origin) == Some(seq)) {
+                return;
+            }
+            assert!(started.elapsed() < PATIENCE, "{names:?} never quiesced: heads {heads:?}, applied {applied:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Cuts `name` off the coordinator: its lease is no longer renewed
     /// (and it can neither read nor write there) until healed.
     pub fn cut_coordinator(&self, name: &str) {
@@ -526,11 +548,11 @@ impl Coordinator for Cuttable {
     async fn record_takeover(
         &self,
         failed_region: &RegionId,
-        successor: &RegionId,
+        successors: &[RegionId],
         expected_revision: Revision,
     ) -> meridian_coord::Result<Takeover> {
         self.check()?;
-        self.inner.record_takeover(failed_region, successor, expected_revision).await
+        self.inner.record_takeover(failed_region, successors, expected_revision).await
     }
 
     async fn takeover_of(&self, region: &RegionId) -> meridian_coord::Result<Option<Takeover>> {

@@ -380,7 +380,7 @@ async fn dev_certs_script_makes_the_files_the_configs_name() {
 
     // The tokens verify against the JWKS the services read, with the roles
     // they are named after.
-    let jwks = Arc::new(meridian_auth::JwksSource::load(&dir.path().join("auth/jwks.json")).unwrap());
+    let jwks = Arc::new(meridian_auth::JwksSource::load(dir.path().join("auth/jwks.json")).unwrap());
     let clock: Arc<dyn meridian_core::Clock> = Arc::new(meridian_gateway::SystemClock);
     let verifier = meridian_auth::Verifier::new(jwks, meridian_auth::VerifierSettings::default(), clock);
     for (file, role) in [("router", "sre"), ("admin", "admin"), ("agent-eu-west", "agent")] {

@@ -10,7 +10,10 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use meridian_core::RegionId;
-use meridian_tls::{CA_CERT_FILE, DevPkiPlan, PkiFile, Service, TrustDomain, Validity, WrittenFile, write_dev_pki};
+use meridian_tls::{
+    CA_CERT_FILE, CA_KEY_FILE, DevCa, DevPkiPlan, PkiFile, Service, TrustDomain, Validity, WrittenFile, issue_server,
+    write_atomically, write_dev_pki,
+};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CertsCommand {
@@ -42,6 +45,24 @@ pub enum CertsCommand {
         #[arg(long)]
         new_ca: bool,
     },
+    /// Issue a TLS server certificate for a public port (gateway or router)
+    /// from the development CA in --pki: NAME.pem and NAME-key.pem there,
+    /// naming every --dns name plus localhost, 127.0.0.1 and ::1. It
+    /// carries no SPIFFE id, so the mesh never accepts it as a peer.
+    Server {
+        /// A directory `meridian certs dev` wrote (ca.pem, ca-key.pem).
+        #[arg(long)]
+        pki: PathBuf,
+        /// The files' name: NAME.pem and NAME-key.pem.
+        #[arg(long)]
+        name: String,
+        /// The DNS names clients dial, comma-separated or repeated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        dns: Vec<String>,
+        /// How long the certificate is valid, in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 pub fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
@@ -65,6 +86,37 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 format!("cannot write the development PKI to {}{hint}", out.display())
             })?;
             print!("{}", render(&plan, &out, &written));
+            Ok(ExitCode::SUCCESS)
+        }
+        CertsCommand::Server { pki, name, dns, days } => {
+            anyhow::ensure!(days > 0, "--days must be at least 1");
+            anyhow::ensure!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'),
+                "--name {name:?}: letters, digits, '-', '_' and '.' only (it names files)"
+            );
+            let read = |file: &str| {
+                let path = pki.join(file);
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {} (make the CA with `meridian certs dev --out {}`)", path.display(), pki.display()))
+            };
+            let ca = DevCa::from_pem(&read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?)
+                .with_context(|| format!("{}: not a development CA", pki.join(CA_CERT_FILE).display()))?;
+            let validity = Validity::days_from(SystemTime::now(), days);
+            let (cert, key) = issue_server(&ca, &dns, validity).context("--dns")?;
+            let cert_path = pki.join(format!("{name}.pem"));
+            let key_path = pki.join(format!("{name}-key.pem"));
+            // Key first, as `certs dev` does: a poller never pairs a new
+            // certificate with the old key.
+            write_atomically(&key_path, key.as_bytes(), 0o600).with_context(|| format!("cannot write {}", key_path.display()))?;
+            write_atomically(&cert_path, cert.as_bytes(), 0o644)
+                .with_context(|| format!("cannot write {}", cert_path.display()))?;
+            println!(
+                "{}  server certificate for {}, localhost, 127.0.0.1, ::1  {}",
+                cert_path.display(),
+                dns.join(", "),
+                format_time(validity.not_after)
+            );
+            println!("{}  private key, mode 0600", key_path.display());
             Ok(ExitCode::SUCCESS)
         }
     }

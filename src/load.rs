@@ -85,6 +85,15 @@ pub struct LoadArgs {
     /// Its database is unknown here, so the insert baseline is skipped.
     #[arg(long, value_name = "URL", conflicts_with = "spawn")]
     pub target: Option<String>,
+    /// PEM file of the CA that signed an https --target's certificate
+    /// (`meridian up` with auth: DATA_DIR/pki/ca.pem).
+    #[arg(long, env = "MERIDIAN_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// The bearer token (JWT) every call to --target carries: an agent's of
+    /// the target's region, or an admin's (`meridian up` writes them under
+    /// DATA_DIR/tokens). Not sent to a --spawn gateway, which has no [auth].
+    #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true, value_name = "JWT")]
+    pub token: Option<String>,
     /// Start a gateway in this process on a loopback port over this backend
     /// (postgres reads DATABASE_URL). The default when --target is not given
     /// is sqlite.
@@ -139,6 +148,9 @@ struct Plan {
     batch_max: Option<usize>,
     scenarios: Vec<Scenario>,
     progress: bool,
+    /// For a --target only.
+    ca: Option<std::path::PathBuf>,
+    token: meridian_auth::BearerToken,
 }
 
 impl Plan {
@@ -200,6 +212,8 @@ impl Plan {
             batch_max: args.batch_max,
             scenarios,
             progress: !args.quiet,
+            ca: args.ca.clone(),
+            token: meridian_auth::BearerToken::new(args.token.as_deref()).map_err(|e| anyhow!("--token: {e}"))?,
         })
     }
 
@@ -251,7 +265,7 @@ pub async fn measure_report(args: &LoadArgs) -> anyhow::Result<Report> {
 async fn execute(plan: &Plan) -> anyhow::Result<Report> {
     // Refuse a bad target before starting anything.
     let target_endpoint = match &plan.target {
-        Target::Url(url) => Some(targets::require_loopback_url(url).await?),
+        Target::Url(url) => Some(targets::require_loopback_url(url, plan.ca.as_deref()).await?),
         Target::Spawn(_) => None,
     };
     let echo = if plan.runs(Scenario::Echo) { Some(EchoServer::start().await?) } else { None };
@@ -314,9 +328,13 @@ async fn measure_all(
         None => None,
     };
     let measured = async {
-        let endpoint = match (&gateway, target_endpoint) {
-            (Some(gateway), _) => gateway.endpoint.clone(),
-            (None, Some(endpoint)) => endpoint,
+        let (endpoint, token) = match (&gateway, target_endpoint) {
+            (Some(gateway), _) => (gateway.endpoint.clone(), meridian_auth::BearerToken::default()),
+            (None, Some(endpoint)) => {
+                let channel = connect(&endpoint, 1).await.context("gateway")?.remove(0);
+                targets::check_access(channel, plan.token.clone(), &report.target).await?;
+                (endpoint, plan.token.clone())
+            }
             (None, None) => bail!("no gateway to drive"),
         };
         for &concurrency in &plan.concurrency {
@@ -337,7 +355,10 @@ async fn measure_all(
             }
             let channels = connect(&endpoint, connections).await.context("gateway")?;
             let ops = || {
-                pick(&channels, concurrency).zip(0..).map(|(channel, worker)| CreateOp::new(channel, worker)).collect()
+                pick(&channels, concurrency)
+                    .zip(0..)
+                    .map(|(channel, worker)| CreateOp::new(channel, worker, token.clone()))
+                    .collect()
             };
             report.rows.push(measure(plan, Scenario::Create, concurrency, ops, gateway.as_ref()).await?);
             if plan.runs(Scenario::Store)
@@ -485,6 +506,15 @@ mod tests {
             let err = Plan::new(&args(argv).unwrap()).unwrap_err().to_string();
             assert!(err.contains(needle), "{argv:?}: {err}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_https_target_needs_its_ca() {
+        let plan = Plan::new(&args(&["--target", "https://127.0.0.1:1", "--quiet"]).unwrap()).unwrap();
+        let err = execute(&plan).await.unwrap_err().to_string();
+        assert!(err.contains("is https: pass --ca FILE"), "{err}");
+        let err = Plan::new(&args(&["--target", "http://127.0.0.1:1", "--token", "a\nb"]).unwrap()).unwrap_err().to_string();
+        assert!(err.starts_with("--token: "), "{err}");
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod certs_cli;
+mod health_cli;
 mod region_cli;
 mod rules_cli;
 mod ticket_cli;
@@ -80,6 +81,9 @@ enum Command {
     /// Drive CreateTicket load at a gateway and report throughput and
     /// latency next to bare baselines measured in the same run.
     Load(load::LoadArgs),
+    /// Ask a gateway or router whether it is SERVING (grpc.health.v1, over
+    /// TLS with --ca): the Kubernetes probes of the TLS public ports.
+    Health(health_cli::HealthArgs),
 }
 
 fn main() -> ExitCode {
@@ -131,6 +135,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ticket(cmd) => ticket_cli::run(cmd).await,
         Command::Trace(args) => trace_cli::run(args).await,
         Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Health(args) => health_cli::run(args).await,
         Command::Certs(cmd) => certs_cli::run(cmd),
         Command::Token(cmd) => token_cli::run(cmd),
         Command::Region(cmd) => region_cli::run(cmd).await,
@@ -185,8 +190,14 @@ async fn init_telemetry(cli: &Cli) -> anyhow::Result<meridian_telemetry::Telemet
     if cli.log_json {
         config.log_format = meridian_telemetry::LogFormat::Json;
     }
+    // A probe runs inside a service's container, with its environment: it
+    // must neither export nor take the service's /metrics port.
+    let probe = matches!(cli.command, Command::Health(_));
+    if probe {
+        config.otlp_endpoint = None;
+    }
     let mut telemetry = meridian_telemetry::Telemetry::init(&config)?;
-    if let Some(addr) = cli.telemetry.metrics_listen.or(metrics_listen) {
+    if let Some(addr) = cli.telemetry.metrics_listen.or(metrics_listen).filter(|_| !probe) {
         telemetry.serve_metrics(addr).await?;
     }
     Ok(telemetry)

@@ -1,6 +1,8 @@
 //! The `meridian` binary as a user runs it: `meridian up` in a child
-//! process, then `meridian ticket …` against it over TLS with the
-//! development tokens `up` printed and wrote.
+//! process, then `meridian ticket …`, `meridian load` and `meridian health`
+//! against it over TLS with the development tokens `up` printed and wrote;
+//! and `meridian gateway` / `meridian router` refusing to listen off
+//! loopback without `[auth]`.
 
 // Fixtures and helpers outside #[test] functions: a failure stops the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -188,6 +190,42 @@ fn up_create_get_and_a_refused_non_owner_update() {
     assert_eq!(at_gateway["subject"], "Invoice wrong");
     assert!(at_gateway["sla"]["resolution"]["due"].is_string(), "premium tickets get SLA clocks: {at_gateway}");
 
+    // `meridian load` drives the authenticated gateway with the token and
+    // CA from the environment (as `source DATA_DIR/env` sets them)...
+    let load_args = [
+        "load", "--target", &us, "--scenarios", "create", "--concurrency", "2", "--duration", "300ms", "--warmup", "0s",
+        "--rounds", "1", "--quiet", "--output", "json",
+    ];
+    let report = json(&mesh.cli("agent-us-east", &load_args));
+    let create = &report["rows"].as_array().unwrap()[0];
+    assert_eq!(create["scenario"], "create", "{report}");
+    assert!(create["ops"].as_u64().unwrap() > 0 && create["errors"] == 0, "{report}");
+    // ...and without a token it stops at once with the gateway's reason,
+    // instead of measuring refusals.
+    let refused = Command::new(MERIDIAN).args(load_args).env("MERIDIAN_CA", &mesh.ca).env_remove("MERIDIAN_TOKEN").output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains(&format!("{us} refused CreateTicket: Unauthenticated: no bearer token")), "{stderr}");
+    // A role that may not create (an sre reads) is refused too, with the
+    // reason.
+    let wrong = mesh.cli("sre", &load_args);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("refused CreateTicket: PermissionDenied"), "{}", String::from_utf8_lossy(&wrong.stderr));
+
+    // `meridian health`, the Kubernetes probe: over TLS, no token needed.
+    let health = Command::new(MERIDIAN)
+        .args(["health", "--target", &us, "--service", "meridian.v1.TicketService", "--ca"])
+        .arg(&mesh.ca)
+        .env_remove("MERIDIAN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
+    assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "meridian.v1.TicketService SERVING");
+    let unknown = Command::new(MERIDIAN).args(["health", "--target", &us, "--service", "nope", "--ca"]).arg(&mesh.ca).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(1), "an unknown service is not healthy");
+    let no_ca = meridian(&["health", "--target", &mesh.router]);
+    assert!(String::from_utf8_lossy(&no_ca.stderr).contains("is https: pass --ca FILE"), "{no_ca:?}");
+
     let status = mesh.interrupt();
     assert!(status.success(), "meridian up exits 0 on Ctrl-C, got {status}");
     assert!(dir.path().join("us-east.db").exists(), "each region keeps its SQLite file");
@@ -218,4 +256,73 @@ fn errors_are_one_line_and_exit_non_zero() {
     let stderr = String::from_utf8_lossy(&bad_config.stderr);
     let expected = format!("error: config: {}:4:7: invalid type: integer `3`, expected a string", config.display());
     assert_eq!(stderr.trim(), expected);
+}
+
+/// Secure by default, as an operator meets it: a gateway or router whose
+/// public listener is not loopback and whose file has no `[auth]` does not
+/// start, and says which field to add; `[auth] disabled = true` is the
+/// explicit way to serve without tokens anyway.
+#[test]
+fn a_gateway_or_router_off_loopback_refuses_to_start_without_auth_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gw.db");
+    let gateway = format!("region = \"us-east\"\nlisten = \"0.0.0.0:0\"\n[database]\nurl = \"sqlite:{}?mode=rwc\"\n", db.display());
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, &gateway).unwrap();
+    let refused = meridian(&["gateway", "--config", config.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "error: config: {}: [auth] is missing: the public listener 0.0.0.0:0 is not loopback; \
+             add [auth] jwks = \"FILE\", or set [auth] disabled = true to serve without tokens",
+            config.display()
+        )
+    );
+
+    // The opt-out: it starts and serves.
+    std::fs::write(&config, format!("{gateway}[auth]\ndisabled = true\n")).unwrap();
+    let mut child = Command::new(MERIDIAN)
+        .args(["gateway", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env_remove("MERIDIAN_LISTEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("gateway serving") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let serving = rx.recv_timeout(Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    let serving = serving.expect("the gateway with [auth] disabled = true starts and serves");
+    // Without the log's colours.
+    let mut plain = String::new();
+    let mut rest = serving.as_str();
+    while let Some(start) = rest.find('\u{1b}') {
+        plain.push_str(&rest[..start]);
+        rest = rest[start..].split_once('m').map_or("", |(_, after)| after);
+    }
+    plain.push_str(rest);
+    assert!(plain.contains("addr=0.0.0.0:") && plain.contains("auth=false"), "{plain}");
+
+    // The router: the same rule, before it reads anything else.
+    let router = dir.path().join("router.toml");
+    std::fs::write(&router, "listen = \"0.0.0.0:0\"\n[rules]\npath = \"rules.toml\"\n").unwrap();
+    let refused = meridian(&["router", "--config", router.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("[auth] is missing: the public listener 0.0.0.0:0 is not loopback"), "{stderr}");
+    std::fs::write(&router, "listen = \"0.0.0.0:0\"\n[rules]\npath = \"rules.toml\"\n[auth]\njwks = \"jwks.json\"\n").unwrap();
+    let stderr = String::from_utf8_lossy(&meridian(&["router", "--config", router.to_str().unwrap()]).stderr).into_owned();
+    assert!(stderr.contains("[tls] is missing"), "tokens never cross the network in clear text: {stderr}");
 }

@@ -21,6 +21,11 @@
 //!   rules with `Rules::parse`; and the ports, probes, mounts, certificates,
 //!   NetworkPolicies, disruption budgets and autoscaler agree with them,
 //!   within each region and across regions.
+//! - Security: every public port serves TLS from a mounted cert-manager
+//!   Secret and requires bearer tokens from the mounted `meridian-jwks`
+//!   ConfigMap; the router dials every gateway over https, checks it with a
+//!   mounted CA and carries a token from a mounted Secret; the probes speak
+//!   TLS (`meridian health`).
 //! - Reloading: a mounted ConfigMap or Secret changes by the kubelet swapping
 //!   a `..data` symlink; the rules watcher and the TLS reload both notice.
 //!
@@ -47,8 +52,9 @@ use meridian_tls::{PeerIdentity, Service};
 use serde_json::Value;
 
 const REGIONS: [&str; 3] = ["us-east", "eu-west", "apac-south"];
-/// The Kubernetes version the manifests are validated against (gRPC probes,
-/// the preStop sleep action and `unhealthyPodEvictionPolicy` are all in it).
+/// The Kubernetes version the manifests are validated against (exec probes'
+/// timeouts, the preStop sleep action and `unhealthyPodEvictionPolicy` are
+/// all in it).
 const KUBERNETES_VERSION: &str = "1.32.0";
 const NAMESPACE: &str = "meridian";
 const REGION_LABEL: &str = "meridian.io/region";
@@ -143,7 +149,7 @@ fn array_at<'a>(value: &'a Value, pointer: &str) -> &'a Vec<Value> {
 }
 
 fn host_port(addr: &str) -> (String, u16) {
-    let addr = addr.strip_prefix("http://").unwrap_or(addr);
+    let addr = addr.strip_prefix("http://").or_else(|| addr.strip_prefix("https://")).unwrap_or(addr);
     let (host, port) = addr.rsplit_once(':').unwrap_or_else(|| panic!("{addr:?} has no port"));
     (host.to_owned(), port.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}")))
 }
@@ -315,6 +321,17 @@ impl Manifests {
         );
         uris[0].as_str().unwrap().parse().unwrap_or_else(|e| panic!("{}: Certificate {certificate}: {e}", self.region))
     }
+
+    /// A public port's Certificate: its DNS names. Server auth only and no
+    /// URI, so it can never pass for a mesh identity.
+    fn public_names(&self, certificate: &str) -> BTreeSet<String> {
+        let cert = self.get("Certificate", certificate);
+        let r = self.region.as_str();
+        assert!(cert["spec"].get("uris").is_none(), "{r}: Certificate {certificate}: no SPIFFE URI on a public certificate");
+        let usages: BTreeSet<&str> = array_at(cert, "/spec/usages").iter().filter_map(Value::as_str).collect();
+        assert!(usages.contains("server auth") && !usages.contains("client auth"), "{r}: Certificate {certificate}: {usages:?}");
+        array_at(cert, "/spec/dnsNames").iter().map(|n| n.as_str().unwrap().to_owned()).collect()
+    }
 }
 
 #[test]
@@ -355,7 +372,7 @@ fn the_validator_refuses_unknown_fields_wrong_types_and_unknown_kinds() {
     let broken = [
         ("minAvailable: 1", "minAvailabel: 1", "minAvailabel"),
         ("secretName: gateway-mesh-tls", "secretNam: gateway-mesh-tls", "secretNam"),
-        ("port: 7101\n            service:", "port: grpc\n            service:", "'grpc' is not of type 'integer'"),
+        ("containerPort: 7101", "containerPort: grpc", "'grpc' is not of type 'integer'"),
         ("kind: HorizontalPodAutoscaler", "kind: HorizontalPodAutoscalr", "no schema"),
     ];
     for (from, to, expect) in broken {
@@ -485,6 +502,8 @@ fn check_overlay(o: &Overlay) {
     let CoordinatorChoice::Etcd { endpoints: router_etcd, .. } = &failover.coordinator else { panic!("{r}: etcd") };
     assert_eq!(gateway_etcd, router_etcd, "{r}: gateways and router share the etcd cluster");
 
+    check_public_security(o);
+
     // The image of deploy/Dockerfile: its user, its entrypoint (the
     // Deployments pass only the subcommand).
     let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
@@ -524,18 +543,79 @@ fn check_overlay(o: &Overlay) {
     assert!(u64_at(hpas[0], "/spec/minReplicas") >= 2, "{r}: the autoscaler keeps two routers");
 }
 
+/// Every public port serves TLS with its Certificate's Secret and takes
+/// tokens from the mounted JWKS; the router dials the gateways over https
+/// with a mounted CA and carries a token from a mounted Secret.
+fn check_public_security(o: &Overlay) {
+    let r = o.region.as_str();
+    // Off loopback: the loaders themselves refuse these files without
+    // [auth] (and [tls]), so a config that loaded is protected; check what
+    // it names is really there.
+    assert!(!o.gateway.listen.ip().is_loopback() && !o.router.listen.ip().is_loopback(), "{r}");
+    let jwks_map = o.config_map("meridian-jwks");
+    assert_eq!(str_at(jwks_map, "/metadata/name"), "meridian-jwks", "{r}: the JWKS keeps its name, so edits reload in place");
+    let jwks: Value = serde_json::from_str(str_at(jwks_map, "/data/jwks.json"))
+        .unwrap_or_else(|e| panic!("{r}: meridian-jwks jwks.json is not JSON: {e}"));
+    assert!(jwks["keys"].is_array(), "{r}: meridian-jwks holds a JWKS document: {jwks}");
+    for (deployment, config_auth, config_tls, certificate) in [
+        ("gateway", o.gateway.auth.as_ref(), o.gateway.tls.as_ref().map(|t| (&t.cert, &t.key)), "gateway-public"),
+        ("router", o.router.auth.as_ref(), o.router.tls.as_ref().map(|t| (&t.cert, &t.key)), "router-public"),
+    ] {
+        let auth = config_auth.unwrap_or_else(|| panic!("{r}: {deployment}.toml has [auth]"));
+        let jwks_dir = o.mount_of(deployment, "configMap", "meridian-jwks");
+        assert_eq!(auth.jwks, jwks_dir.join("jwks.json"), "{r}: {deployment} reads the mounted meridian-jwks");
+        let (cert, key) = config_tls.unwrap_or_else(|| panic!("{r}: {deployment}.toml has [tls] cert and key"));
+        let secret = str_at(o.get("Certificate", certificate), "/spec/secretName");
+        let tls_dir = o.mount_of(deployment, "secret", secret);
+        assert_eq!([cert, key], [&tls_dir.join("tls.crt"), &tls_dir.join("tls.key")], "{r}: {deployment} serves {certificate}");
+        let names = o.public_names(certificate);
+        let service = format!("{deployment}.{NAMESPACE}.svc.cluster.local");
+        assert!(names.contains(&service), "{r}: {certificate} names {service}: {names:?}");
+        assert!(names.contains(o.hostname(deployment)), "{r}: {certificate} names {}: {names:?}", o.hostname(deployment));
+    }
+    let gateway_issuer = &o.get("Certificate", "gateway-public")["spec"]["issuerRef"];
+    assert_eq!(gateway_issuer, &o.get("Certificate", "router-public")["spec"]["issuerRef"], "{r}: one public CA");
+    for (region, url) in &o.router.gateways {
+        assert!(url.starts_with("https://"), "{r}: router gateways.{region} = {url:?} is TLS");
+    }
+    let public_tls = o.mount_of("router", "secret", str_at(o.get("Certificate", "router-public"), "/spec/secretName"));
+    assert_eq!(o.router.gateway_ca.as_ref(), Some(&public_tls.join("ca.crt")), "{r}: the router checks gateways with the public CA");
+    let token_dir = o.mount_of("router", "secret", "meridian-router-token");
+    assert_eq!(o.router.gateway_token_file.as_ref(), Some(&token_dir.join("token")), "{r}: the router's own token");
+    let gateway_volumes = array_at(o.pod_spec("gateway"), "/volumes");
+    assert!(
+        !gateway_volumes.iter().any(|v| v["secret"]["secretName"] == "meridian-router-token"),
+        "{r}: the router's token is mounted into the router only"
+    );
+}
+
 /// Readiness asks for `service` (the gateway: only the active replica
-/// serves it), liveness and startup for the process (""), all over gRPC on
-/// the public port.
+/// serves it), liveness and startup for the process (""), all with
+/// `meridian health` over TLS to the public port (the kubelet's own gRPC
+/// probes cannot speak TLS), checking the certificate against the public
+/// CA under a name it carries.
 fn check_probes(o: &Overlay, deployment: &str, port: u16, service: &str) {
     let r = o.region.as_str();
     let c = o.container(deployment);
+    let certificate = format!("{deployment}-public");
+    let names = o.public_names(&certificate);
+    let ca = o.mount_of(deployment, "secret", str_at(o.get("Certificate", &certificate), "/spec/secretName")).join("ca.crt");
     for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
-        let grpc = c[probe].get("grpc").unwrap_or_else(|| panic!("{r}: {deployment} {probe} is a gRPC probe"));
-        assert_eq!(u64_at(grpc, "/port"), u64::from(port), "{r}: {deployment} {probe} port");
-        let asked = grpc.get("service").and_then(Value::as_str).unwrap_or("");
+        let command: Vec<&str> = array_at(&c[probe], "/exec/command").iter().map(|a| a.as_str().unwrap()).collect();
+        assert_eq!(command[..2], ["/usr/local/bin/meridian", "health"], "{r}: {deployment} {probe}: {command:?}");
+        let flag = |name: &str| command.iter().find_map(|a| a.strip_prefix(&format!("--{name}=")));
+        assert_eq!(flag("target"), Some(format!("https://127.0.0.1:{port}").as_str()), "{r}: {deployment} {probe} target");
+        assert_eq!(flag("ca"), Some(ca.to_str().unwrap()), "{r}: {deployment} {probe} CA");
+        let server_name = flag("tls-server-name").unwrap_or_else(|| panic!("{r}: {deployment} {probe}: --tls-server-name"));
+        assert!(names.contains(server_name), "{r}: {deployment} {probe}: {server_name} is not in {certificate}: {names:?}");
         let expected = if probe == "readinessProbe" { service } else { "" };
-        assert_eq!(asked, expected, "{r}: {deployment} {probe} service");
+        assert_eq!(flag("service").unwrap_or(""), expected, "{r}: {deployment} {probe} service");
+        assert!(u64_at(&c[probe], "/timeoutSeconds") >= 2, "{r}: {deployment} {probe}: time for a process and a handshake");
+        // Every flag is one the command takes (a typo would fail every probe).
+        for arg in &command[2..] {
+            let name = arg.strip_prefix("--").and_then(|a| a.split('=').next()).unwrap_or(arg);
+            assert!(["target", "ca", "tls-server-name", "service"].contains(&name), "{r}: {deployment} {probe}: {arg}");
+        }
     }
 }
 
@@ -630,6 +710,8 @@ fn the_regions_find_each_other_and_share_one_trust_domain_rules_and_etcd() {
         let failover = o.router.failover.as_ref().unwrap();
         for peer in others {
             assert_eq!(host_port(&o.router.gateways[peer]), public_addr[peer], "{r}: router gateways.{peer}");
+            let peer_names = overlays.iter().find(|p| &p.region == peer).unwrap().public_names("gateway-public");
+            assert!(peer_names.contains(&public_addr[peer].0), "{r}: {peer}'s gateway certificate names what {r}'s router dials");
             assert_eq!(host_port(&failover.gateways[peer]), mesh_addr[peer], "{r}: router failover.gateways.{peer}");
         }
     }
@@ -640,6 +722,12 @@ fn the_regions_find_each_other_and_share_one_trust_domain_rules_and_etcd() {
         for certificate in ["gateway-mesh", "router-mesh"] {
             assert_eq!(o.identity(certificate).trust_domain(), &trust_domain, "{}: {certificate}: one trust domain", o.region);
         }
+        assert_eq!(
+            o.get("Certificate", "gateway-public")["spec"]["issuerRef"],
+            first.get("Certificate", "gateway-public")["spec"]["issuerRef"],
+            "{}: one public CA for every region (routers check other regions' gateways with their own ca.crt)",
+            o.region
+        );
         assert_eq!(o.gateway.regions, first.gateway.regions, "{}: the same region order everywhere", o.region);
         assert_eq!(o.rules_text, first.rules_text, "{}: the same rules everywhere", o.region);
         let endpoints = |o: &Overlay| match &o.gateway.coordinator.as_ref().unwrap().backend {

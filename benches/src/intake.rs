@@ -31,6 +31,8 @@ pub async fn run(backend: Backend, sizes: &Sizes, progress: &Progress) -> anyhow
     progress.say(&format!("concurrency {concurrency:?}, {} rounds of {duration:?}", sizes.rounds));
     let args = LoadArgs {
         target: None,
+        ca: None,
+        token: None,
         spawn: Some(spawn),
         concurrency: concurrency.clone(),
         duration,

@@ -25,7 +25,10 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::{Channel, Endpoint, Server, server::TcpIncoming};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Server, server::TcpIncoming},
+};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use super::{SpawnBackend, driver::Op};
@@ -44,17 +47,44 @@ const BODY: &str = "The export to CSV stops at 65,536 rows and the last column i
 // ---- targets ----
 
 /// Refuses a gRPC URL whose host is not a loopback address: the load
-/// generator never sends traffic off this machine.
-pub(crate) async fn require_loopback_url(url: &str) -> anyhow::Result<Endpoint> {
-    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| anyhow!("--target {url:?} is not a URL: {e}"))?;
-    let uri = endpoint.uri();
-    if uri.scheme_str() != Some("http") {
-        bail!("--target {url:?}: only plain http:// on loopback is supported (e.g. http://127.0.0.1:50051)");
+/// generator never sends traffic off this machine. An https URL (`meridian
+/// up` with auth) is checked against `ca`.
+pub(crate) async fn require_loopback_url(url: &str, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| anyhow!("--target {url:?} is not a URL: {e}"))?;
+    let uri = endpoint.uri().clone();
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            let Some(ca) = ca else { bail!("--target {url} is https: pass --ca FILE (the CA's PEM; MERIDIAN_CA)") };
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+                .context("TLS settings refused")?;
+        }
+        _ => bail!("--target {url:?}: http:// or https:// on loopback (e.g. http://127.0.0.1:50051)"),
     }
     let host = uri.host().ok_or_else(|| anyhow!("--target {url:?} has no host"))?;
     let port = uri.port_u16().unwrap_or(80);
     require_loopback_host("--target", host, port).await?;
     Ok(endpoint)
+}
+
+/// One `CreateTicket` before any measuring, so that a gateway that refuses
+/// the caller (no token, an expired one, a role or region it may not
+/// create for) stops the run with the gateway's own reason, instead of a
+/// table of failed calls. Other failures are left to the rounds, which
+/// count them.
+pub(crate) async fn check_access(channel: Channel, token: meridian_auth::BearerToken, url: &str) -> anyhow::Result<()> {
+    let mut client = TicketServiceClient::with_interceptor(channel, token);
+    match client.create_ticket(create_request("load-preflight@example.com")).await {
+        Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+            bail!(
+                "{url} refused CreateTicket: {} (pass --token, or MERIDIAN_TOKEN: `source DATA_DIR/env` after `meridian up`)",
+                status_text(status)
+            )
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn require_loopback_host(what: &str, host: &str, port: u16) -> anyhow::Result<()> {
@@ -322,13 +352,15 @@ async fn connect_admin(url: &str) -> anyhow::Result<PgConnection> {
 
 /// `CreateTicket` on a gateway.
 pub(crate) struct CreateOp {
-    client: TicketServiceClient<Channel>,
+    client: TicketServiceClient<InterceptedService<Channel, meridian_auth::BearerToken>>,
     customer: String,
 }
 
 impl CreateOp {
-    pub(crate) fn new(channel: Channel, worker: u32) -> Self {
-        Self { client: TicketServiceClient::new(channel), customer: format!("load-{worker}@example.com") }
+    /// Every call carries `token` (none for a spawned gateway, which has no
+    /// `[auth]`).
+    pub(crate) fn new(channel: Channel, worker: u32, token: meridian_auth::BearerToken) -> Self {
+        Self { client: TicketServiceClient::with_interceptor(channel, token), customer: format!("load-{worker}@example.com") }
     }
 }
 

@@ -183,6 +183,36 @@ pub fn issue_with_uri(ca: &DevCa, uri: &str, validity: Validity) -> Result<(Stri
     issue_pem(ca, ca.trust_domain.as_str(), "not a meridian identity", uri, validity)
 }
 
+/// Issues a server-only certificate and key (PEM) for a public port:
+/// `dns_names` plus `localhost`, `127.0.0.1` and `::1`, and no SPIFFE id,
+/// so the mesh never takes it for a peer (its verifier wants exactly one
+/// Meridian URI) and it cannot act as a client.
+pub fn issue_server(ca: &DevCa, dns_names: &[String], validity: Validity) -> Result<(String, String)> {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::OrganizationName, ca.trust_domain.as_str());
+    name.push(DnType::CommonName, dns_names.first().map_or("localhost", String::as_str));
+    params.distinguished_name = name;
+    let mut sans = Vec::new();
+    for dns in dns_names.iter().map(String::as_str).chain(["localhost"]) {
+        let san = SanType::DnsName(Ia5String::try_from(dns.to_owned())?);
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+    }
+    sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    sans.push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+    params.subject_alt_names = sans;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = validity.not_before.into();
+    params.not_after = validity.not_after.into();
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca.issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 fn issue_pem(ca: &DevCa, organization: &str, common_name: &str, uri: &str, validity: Validity) -> Result<(String, String)> {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();

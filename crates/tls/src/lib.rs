@@ -79,8 +79,8 @@ mod verify;
 pub use authz::{RequirePeer, authorize, peer_identity, require, require_region};
 pub use client::{CONNECT_TIMEOUT, GatewayChannels, MeshConnector};
 pub use dev_pki::{
-    CA_CERT_FILE, CA_KEY_FILE, DevCa, DevPkiPlan, IssuedCert, PkiFile, Validity, WrittenFile, dev_ca, issue, issue_with_uri,
-    write_atomically, write_dev_pki,
+    CA_CERT_FILE, CA_KEY_FILE, DevCa, DevPkiPlan, IssuedCert, PkiFile, Validity, WrittenFile, dev_ca, issue,
+    issue_server, issue_with_uri, write_atomically, write_dev_pki,
 };
 pub use error::{Error, Result};
 pub use identity::{PeerIdentity, Service, TrustDomain};

@@ -187,7 +187,7 @@ struct FileConfig {
     listen: SocketAddr,
     database: DatabaseSection,
     tls: Option<TlsSection>,
-    auth: Option<meridian_auth::AuthSettings>,
+    auth: Option<AuthSection>,
     rules: Option<RulesSection>,
     mesh: Option<MeshSection>,
     #[serde(default)]
@@ -268,8 +268,83 @@ enum SynchronousSetting {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TlsSection {
-    cert: PathBuf,
-    key: PathBuf,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    /// Serve the public port in plaintext on purpose (e.g. behind a proxy
+    /// that terminates TLS): the opt-out of [`check_public_listener`].
+    #[serde(default)]
+    disabled: bool,
+}
+
+/// `[auth]`: [`meridian_auth::AuthSettings`], or `disabled = true`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    jwks: Option<PathBuf>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    reload_interval_ms: Option<u64>,
+    /// Serve without tokens on purpose: the opt-out of
+    /// [`check_public_listener`].
+    #[serde(default)]
+    disabled: bool,
+}
+
+/// What `[auth]` of the file asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AuthChoice {
+    /// No `[auth]` table.
+    Missing,
+    /// `[auth] disabled = true`.
+    Disabled,
+    Enabled(meridian_auth::AuthSettings),
+}
+
+/// Secure by default: a public listener that is not loopback serves only
+/// with `[auth]`, and an authenticated one only over `[tls]` (bearer tokens
+/// never cross a network in clear text), unless the file opts out with
+/// `[auth] disabled = true` or `[tls] disabled = true`. Loopback listeners
+/// are development and tests, and keep working without either. The
+/// router's loader has the same rule.
+fn check_public_listener(file: &str, listen: SocketAddr, auth: &AuthChoice, tls: bool, tls_disabled: bool) -> std::result::Result<(), String> {
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    match auth {
+        AuthChoice::Missing => Err(format!(
+            "{file}: [auth] is missing: the public listener {listen} is not loopback; \
+             add [auth] jwks = \"FILE\", or set [auth] disabled = true to serve without tokens"
+        )),
+        AuthChoice::Enabled(_) if !tls && !tls_disabled => Err(format!(
+            "{file}: [tls] is missing: the public listener {listen} is not loopback and [auth] takes bearer \
+             tokens, which must not cross the network in clear text; add [tls] cert = \"FILE\" and key = \"FILE\", \
+             or set [tls] disabled = true if a proxy in front terminates TLS"
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl AuthSection {
+    fn into_choice(self, file: &str) -> std::result::Result<AuthChoice, String> {
+        match (self.disabled, self.jwks) {
+            (true, None) if self.issuer.is_none() && self.audience.is_none() && self.reload_interval_ms.is_none() => {
+                Ok(AuthChoice::Disabled)
+            }
+            (true, _) => Err(format!(
+                "{file}: auth: disabled = true takes no other key (jwks, issuer, audience, reload_interval_ms); keep one or the other"
+            )),
+            (false, None) => Err(format!(
+                "{file}: auth.jwks is missing: name the JWKS file of the token issuer's public keys, \
+                 or set disabled = true to serve without tokens"
+            )),
+            (false, Some(jwks)) => Ok(AuthChoice::Enabled(meridian_auth::AuthSettings {
+                jwks,
+                issuer: self.issuer,
+                audience: self.audience,
+                reload_interval_ms: self.reload_interval_ms,
+            })),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -463,13 +538,30 @@ impl FileConfig {
                 })
             }
         };
+        let (tls, tls_disabled) = match self.tls {
+            None => (None, false),
+            Some(TlsSection { cert: Some(cert), key: Some(key), disabled: false }) => (Some(TlsFiles { cert, key }), false),
+            Some(TlsSection { cert: None, key: None, disabled: true }) => (None, true),
+            Some(TlsSection { disabled: true, .. }) => {
+                return Err(Error::Config(format!("{file}: tls: disabled = true takes no cert or key; remove one or the other")));
+            }
+            Some(_) => return Err(Error::Config(format!("{file}: tls: set both cert and key"))),
+        };
+        let auth = match self.auth {
+            None => AuthChoice::Missing,
+            Some(section) => section.into_choice(file).map_err(Error::Config)?,
+        };
+        check_public_listener(file, self.listen, &auth, tls.is_some(), tls_disabled).map_err(Error::Config)?;
         Ok(GatewayConfig {
             region: self.region,
             regions,
             listen: self.listen,
             store,
-            tls: self.tls.map(|t| TlsFiles { cert: t.cert, key: t.key }),
-            auth: self.auth,
+            tls,
+            auth: match auth {
+                AuthChoice::Enabled(settings) => Some(settings),
+                AuthChoice::Missing | AuthChoice::Disabled => None,
+            },
             rules,
             mesh,
             limits,
@@ -654,6 +746,62 @@ request_timeout_ms = 2500
         let bad = GOOD.replace("\"apac-south\"]", "\"apac-south\", \"eu-west\"]");
         let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
         assert_eq!(err, "config: gw.toml: regions: eu-west is listed twice");
+    }
+
+    #[test]
+    fn a_public_listener_off_loopback_needs_auth_and_tls_or_an_explicit_opt_out() {
+        let public = GOOD.replace("listen = \"127.0.0.1:7102\"", "listen = \"0.0.0.0:7102\"");
+        let err = GatewayConfig::parse("gateway.toml", &public, no_env).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "config: gateway.toml: [auth] is missing: the public listener 0.0.0.0:7102 is not loopback; \
+             add [auth] jwks = \"FILE\", or set [auth] disabled = true to serve without tokens"
+        );
+        // MERIDIAN_LISTEN moves a loopback file off loopback: the same check.
+        let env = |name: &str| (name == "MERIDIAN_LISTEN").then(|| "[::]:7102".to_owned());
+        let err = GatewayConfig::parse("gateway.toml", GOOD, env).unwrap_err().to_string();
+        assert!(err.contains("[auth] is missing: the public listener [::]:7102 is not loopback"), "{err}");
+
+        // Tokens, but in clear text.
+        let with_auth = format!("{public}\n[auth]\njwks = \"/etc/meridian/auth/jwks.json\"\n");
+        let err = GatewayConfig::parse("gateway.toml", &with_auth, no_env).unwrap_err().to_string();
+        assert!(err.starts_with("config: gateway.toml: [tls] is missing: the public listener 0.0.0.0:7102"), "{err}");
+        assert!(err.contains("set [tls] disabled = true"), "{err}");
+
+        // Both: starts, with the files named.
+        let secure = format!("{with_auth}\n[tls]\ncert = \"/tls/tls.crt\"\nkey = \"/tls/tls.key\"\n");
+        let config = GatewayConfig::parse("gateway.toml", &secure, no_env).unwrap();
+        assert_eq!(config.auth.unwrap().jwks, PathBuf::from("/etc/meridian/auth/jwks.json"));
+        assert_eq!(config.tls.unwrap().cert, PathBuf::from("/tls/tls.crt"));
+        // The JWKS may come from the environment alone.
+        let env = |name: &str| (name == "MERIDIAN_AUTH_JWKS").then(|| "/jwks.json".to_owned());
+        let tls_only = format!("{public}\n[auth]\n[tls]\ncert = \"/c\"\nkey = \"/k\"\n");
+        assert_eq!(GatewayConfig::parse("gateway.toml", &tls_only, env).unwrap().auth.unwrap().jwks, PathBuf::from("/jwks.json"));
+        let err = GatewayConfig::parse("gateway.toml", &tls_only, no_env).unwrap_err().to_string();
+        assert!(err.starts_with("config: gateway.toml: auth.jwks is missing"), "{err}");
+
+        // The explicit opt-outs.
+        let open = format!("{public}\n[auth]\ndisabled = true\n");
+        let config = GatewayConfig::parse("gateway.toml", &open, no_env).unwrap();
+        assert!(config.auth.is_none() && config.tls.is_none());
+        let proxied = format!("{with_auth}\n[tls]\ndisabled = true\n");
+        let config = GatewayConfig::parse("gateway.toml", &proxied, no_env).unwrap();
+        assert!(config.auth.is_some() && config.tls.is_none());
+
+        // An opt-out that contradicts itself is refused, not guessed at.
+        let both = format!("{public}\n[auth]\ndisabled = true\njwks = \"/j.json\"\n");
+        let err = GatewayConfig::parse("gateway.toml", &both, no_env).unwrap_err().to_string();
+        assert!(err.contains("auth: disabled = true takes no other key"), "{err}");
+        let both = format!("{with_auth}\n[tls]\ndisabled = true\ncert = \"/c\"\n");
+        let err = GatewayConfig::parse("gateway.toml", &both, no_env).unwrap_err().to_string();
+        assert!(err.contains("tls: disabled = true takes no cert or key"), "{err}");
+        let half = format!("{with_auth}\n[tls]\ncert = \"/c\"\n");
+        let err = GatewayConfig::parse("gateway.toml", &half, no_env).unwrap_err().to_string();
+        assert!(err.contains("tls: set both cert and key"), "{err}");
+
+        // Loopback without either keeps working (development, tests).
+        let config = GatewayConfig::parse("gateway.toml", GOOD, no_env).unwrap();
+        assert!(config.auth.is_none() && config.tls.is_none());
     }
 
     #[test]

@@ -36,10 +36,14 @@
 //! cert = "router.pem"
 //! key = "router-key.pem"
 //! gateway_ca = "ca.pem"        # needed for https:// gateway endpoints
+//! # disabled = true            # instead of cert/key: plaintext on purpose (a proxy terminates TLS)
 //!
 //! [auth]                       # optional on loopback: bearer tokens (JWT, EdDSA)
 //! jwks = "jwks.json"           # public keys, re-read when the file changes
 //! gateway_token_file = "console.token"   # the console's own token (an sre's)
+//! # disabled = true            # instead of jwks: serve without tokens on purpose
+//! # (a listener that is not loopback needs [auth], and with jwks also [tls]
+//! # or `[tls] disabled = true`; the router refuses to start otherwise)
 //!
 //! [failover]                   # optional: take over regions whose lease expires
 //! kind = "etcd"
@@ -228,16 +232,63 @@ struct TlsSection {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     gateway_ca: Option<PathBuf>,
+    /// Serve the public port in plaintext on purpose (e.g. behind a proxy
+    /// that terminates TLS): the opt-out of [`check_public_listener`].
+    #[serde(default)]
+    disabled: bool,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthSection {
-    jwks: PathBuf,
+    jwks: Option<PathBuf>,
     issuer: Option<String>,
     audience: Option<String>,
     reload_interval_ms: Option<u64>,
     gateway_token_file: Option<PathBuf>,
+    /// Serve without tokens on purpose: the opt-out of
+    /// [`check_public_listener`]. `gateway_token_file` still applies (the
+    /// gateways may require tokens even if this router does not).
+    #[serde(default)]
+    disabled: bool,
+}
+
+/// What the file says about its public listener's protection, kept until
+/// the environment overrides are applied (`MERIDIAN_LISTEN` may move the
+/// listener off loopback).
+#[derive(Debug, Clone, Copy)]
+struct Protection {
+    /// `[auth]` is present (with `disabled = true` or a `jwks`).
+    auth_section: bool,
+    /// `[tls] disabled = true`.
+    tls_disabled: bool,
+}
+
+/// Secure by default: a public listener that is not loopback serves only
+/// with `[auth]`, and an authenticated one only over `[tls]` (bearer tokens
+/// never cross a network in clear text), unless the file opts out with
+/// `[auth] disabled = true` or `[tls] disabled = true`. Loopback listeners
+/// are development and tests, and keep working without either. The
+/// gateway's loader has the same rule.
+fn check_public_listener(file: &str, config: &RouterConfig, protection: Protection) -> Result<()> {
+    let listen = config.listen;
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if !protection.auth_section {
+        return Err(Error::Config(format!(
+            "{file}: [auth] is missing: the public listener {listen} is not loopback; \
+             add [auth] jwks = \"FILE\", or set [auth] disabled = true to serve without tokens"
+        )));
+    }
+    if config.auth.is_some() && config.tls.is_none() && !protection.tls_disabled {
+        return Err(Error::Config(format!(
+            "{file}: [tls] is missing: the public listener {listen} is not loopback and [auth] takes bearer \
+             tokens, which must not cross the network in clear text; add [tls] cert = \"FILE\" and key = \"FILE\", \
+             or set [tls] disabled = true if a proxy in front terminates TLS"
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,7 +385,7 @@ impl RouterConfig {
                 None => format!("{file}: {message}"),
             })
         })?;
-        let mut config = parsed.into_config(file, text)?;
+        let (mut config, protection) = parsed.into_config(file, text)?;
         // Overrides have no line in the file, so their errors name the
         // variable instead.
         for (var, key) in ENV_OVERRIDES {
@@ -356,12 +407,13 @@ impl RouterConfig {
                 _ => {}
             }
         }
+        check_public_listener(file, &config, protection)?;
         Ok(config)
     }
 }
 
 impl FileConfig {
-    fn into_config(self, file: &str, text: &str) -> Result<RouterConfig> {
+    fn into_config(self, file: &str, text: &str) -> Result<(RouterConfig, Protection)> {
         let millis = |value: Option<Spanned<u64>>, key: &str, default: u64| -> Result<Duration> {
             Ok(Duration::from_millis(positive(
                 file, text, key, value, default,
@@ -486,10 +538,18 @@ impl FileConfig {
                 })
             }
         };
+        let tls_disabled = self.tls.as_ref().is_some_and(|section| section.disabled);
         let (tls, gateway_ca) = match self.tls {
             None => (None, None),
-            Some(TlsSection { cert: Some(cert), key: Some(key), gateway_ca }) => (Some(PublicTls { cert, key }), gateway_ca),
-            Some(TlsSection { cert: None, key: None, gateway_ca }) => (None, gateway_ca),
+            Some(TlsSection { cert: Some(cert), key: Some(key), gateway_ca, disabled: false }) => {
+                (Some(PublicTls { cert, key }), gateway_ca)
+            }
+            Some(TlsSection { cert: None, key: None, gateway_ca, .. }) => (None, gateway_ca),
+            Some(TlsSection { disabled: true, .. }) => {
+                return Err(Error::Config(format!(
+                    "{file}: tls: disabled = true takes no cert or key (gateway_ca may stay); remove one or the other"
+                )));
+            }
             Some(_) => return Err(Error::Config(format!("{file}: tls: set both cert and key, or neither"))),
         };
         for (region, url) in &gateways {
@@ -499,24 +559,47 @@ impl FileConfig {
                 )));
             }
         }
+        let auth_section = self.auth.is_some();
         let (auth, gateway_token_file) = match self.auth {
             None => (None, None),
-            Some(section) => (
-                Some(meridian_auth::AuthSettings {
-                    jwks: section.jwks,
-                    issuer: section.issuer,
-                    audience: section.audience,
-                    reload_interval_ms: section.reload_interval_ms,
-                }),
-                section.gateway_token_file,
-            ),
+            Some(section) if section.disabled => {
+                if section.jwks.is_some()
+                    || section.issuer.is_some()
+                    || section.audience.is_some()
+                    || section.reload_interval_ms.is_some()
+                {
+                    return Err(Error::Config(format!(
+                        "{file}: auth: disabled = true takes no jwks, issuer, audience or reload_interval_ms \
+                         (gateway_token_file may stay); keep one or the other"
+                    )));
+                }
+                (None, section.gateway_token_file)
+            }
+            Some(section) => {
+                let Some(jwks) = section.jwks else {
+                    return Err(Error::Config(format!(
+                        "{file}: auth.jwks is missing: name the JWKS file of the token issuer's public keys, \
+                         or set disabled = true to serve without tokens"
+                    )));
+                };
+                (
+                    Some(meridian_auth::AuthSettings {
+                        jwks,
+                        issuer: section.issuer,
+                        audience: section.audience,
+                        reload_interval_ms: section.reload_interval_ms,
+                    }),
+                    section.gateway_token_file,
+                )
+            }
         };
         if self.rules.path.as_os_str().is_empty() {
             return Err(Error::Config(format!(
                 "{file}: rules.path: must not be empty"
             )));
         }
-        Ok(RouterConfig {
+        let protection = Protection { auth_section, tls_disabled };
+        let config = RouterConfig {
             listen: self.listen,
             rules_path: self.rules.path,
             rules_reload_interval: millis(
@@ -534,7 +617,8 @@ impl FileConfig {
             gateway_ca,
             auth,
             gateway_token_file,
-        })
+        };
+        Ok((config, protection))
     }
 }
 
@@ -723,6 +807,55 @@ forward_timeout_ms = 1500
 
         let err = error(&GOOD.replace("[rules]\npath = \"rules.toml\"\n", "[rules]\n"));
         assert!(err.contains("missing field `path`"), "{err}");
+    }
+
+    #[test]
+    fn a_public_listener_off_loopback_needs_auth_and_tls_or_an_explicit_opt_out() {
+        let public = GOOD.replace("listen = \"127.0.0.1:7100\"", "listen = \"0.0.0.0:7100\"");
+        assert_eq!(
+            error(&public),
+            "config: router.toml: [auth] is missing: the public listener 0.0.0.0:7100 is not loopback; \
+             add [auth] jwks = \"FILE\", or set [auth] disabled = true to serve without tokens"
+        );
+        // MERIDIAN_LISTEN moves a loopback file off loopback: the same check.
+        let env = |name: &str| (name == "MERIDIAN_LISTEN").then(|| "10.1.2.3:7100".to_owned());
+        let err = RouterConfig::parse("router.toml", GOOD, env).unwrap_err().to_string();
+        assert!(err.contains("[auth] is missing: the public listener 10.1.2.3:7100 is not loopback"), "{err}");
+
+        let with_auth = format!("{public}\n[auth]\njwks = \"/auth/jwks.json\"\ngateway_token_file = \"/token/router.jwt\"\n");
+        let err = error(&with_auth);
+        assert!(err.starts_with("config: router.toml: [tls] is missing: the public listener 0.0.0.0:7100"), "{err}");
+        // gateway_ca alone is the client side: still no TLS on the listener.
+        let err = error(&format!("{with_auth}\n[tls]\ngateway_ca = \"/ca.pem\"\n"));
+        assert!(err.contains("[tls] is missing"), "{err}");
+
+        let secure = format!("{with_auth}\n[tls]\ncert = \"/tls/tls.crt\"\nkey = \"/tls/tls.key\"\ngateway_ca = \"/ca.pem\"\n");
+        let config = RouterConfig::parse("router.toml", &secure, no_env).unwrap();
+        assert_eq!(config.auth.unwrap().jwks, PathBuf::from("/auth/jwks.json"));
+        assert_eq!(config.tls.unwrap().key, PathBuf::from("/tls/tls.key"));
+        assert_eq!(config.gateway_token_file, Some(PathBuf::from("/token/router.jwt")));
+
+        let err = error(&format!("{public}\n[auth]\n[tls]\ncert = \"/c\"\nkey = \"/k\"\n"));
+        assert!(err.starts_with("config: router.toml: auth.jwks is missing"), "{err}");
+
+        // The explicit opt-outs; the gateways' token stays usable.
+        let open = format!("{public}\n[auth]\ndisabled = true\ngateway_token_file = \"/t.jwt\"\n");
+        let config = RouterConfig::parse("router.toml", &open, no_env).unwrap();
+        assert!(config.auth.is_none() && config.tls.is_none());
+        assert_eq!(config.gateway_token_file, Some(PathBuf::from("/t.jwt")));
+        let proxied = format!("{with_auth}\n[tls]\ndisabled = true\ngateway_ca = \"/ca.pem\"\n");
+        let config = RouterConfig::parse("router.toml", &proxied, no_env).unwrap();
+        assert!(config.auth.is_some() && config.tls.is_none());
+        assert_eq!(config.gateway_ca, Some(PathBuf::from("/ca.pem")));
+
+        let err = error(&format!("{public}\n[auth]\ndisabled = true\njwks = \"/j.json\"\n"));
+        assert!(err.contains("auth: disabled = true takes no jwks"), "{err}");
+        let err = error(&format!("{with_auth}\n[tls]\ndisabled = true\ncert = \"/c\"\nkey = \"/k\"\n"));
+        assert!(err.contains("tls: disabled = true takes no cert or key"), "{err}");
+
+        // Loopback without either keeps working (development, tests).
+        let config = RouterConfig::parse("router.toml", GOOD, no_env).unwrap();
+        assert!(config.auth.is_none() && config.tls.is_none());
     }
 
     #[test]

@@ -183,6 +183,46 @@ impl AuthSettings {
     }
 }
 
+/// How a config file protects its service's public listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerProtection {
+    /// The file has `[auth]` (a `jwks`, or `disabled = true`).
+    pub auth_section: bool,
+    /// `[auth]` names a JWKS: the listener takes bearer tokens.
+    pub tokens: bool,
+    /// `[tls]` names a certificate and key.
+    pub tls: bool,
+    /// `[tls] disabled = true`.
+    pub tls_disabled: bool,
+}
+
+/// Secure by default, for the gateway's and the router's loaders alike: a
+/// public listener that is not loopback serves only with `[auth]`, and an
+/// authenticated one only over `[tls]` (bearer tokens never cross a network
+/// in clear text), unless the file opts out with `[auth] disabled = true`
+/// or `[tls] disabled = true`. Loopback listeners are development and
+/// tests, and keep working without either. The error names `file` and the
+/// table to add.
+pub fn check_public_listener(file: &str, listen: std::net::SocketAddr, protection: ListenerProtection) -> std::result::Result<(), String> {
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if !protection.auth_section {
+        return Err(format!(
+            "{file}: [auth] is missing: the public listener {listen} is not loopback; \
+             add [auth] jwks = \"FILE\", or set [auth] disabled = true to serve without tokens"
+        ));
+    }
+    if protection.tokens && !protection.tls && !protection.tls_disabled {
+        return Err(format!(
+            "{file}: [tls] is missing: the public listener {listen} is not loopback and [auth] takes bearer \
+             tokens, which must not cross the network in clear text; add [tls] cert = \"FILE\" and key = \"FILE\", \
+             or set [tls] disabled = true if a proxy in front terminates TLS"
+        ));
+    }
+    Ok(())
+}
+
 /// Logs, loudly, that a public listener serves without authentication.
 /// On loopback that is development; elsewhere anyone who reaches the port
 /// can read and write, which the log says in so many words.
@@ -235,5 +275,33 @@ impl tonic::service::Interceptor for BearerToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
         self.apply(&mut request);
         Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::{ListenerProtection, check_public_listener};
+
+    const NONE: ListenerProtection = ListenerProtection { auth_section: false, tokens: false, tls: false, tls_disabled: false };
+
+    #[test]
+    fn only_loopback_or_an_explicit_opt_out_serves_without_tokens_and_tls() {
+        let public = "0.0.0.0:7101".parse().unwrap();
+        assert_eq!(check_public_listener("g.toml", "127.0.0.1:7101".parse().unwrap(), NONE), Ok(()));
+        assert_eq!(check_public_listener("g.toml", "[::1]:7101".parse().unwrap(), NONE), Ok(()));
+
+        let missing = check_public_listener("g.toml", public, NONE).unwrap_err();
+        assert!(missing.starts_with("g.toml: [auth] is missing") && missing.contains("0.0.0.0:7101"), "{missing}");
+
+        let tokens = ListenerProtection { auth_section: true, tokens: true, ..NONE };
+        let plaintext = check_public_listener("g.toml", public, tokens).unwrap_err();
+        assert!(plaintext.starts_with("g.toml: [tls] is missing"), "{plaintext}");
+        assert_eq!(check_public_listener("g.toml", public, ListenerProtection { tls: true, ..tokens }), Ok(()));
+        assert_eq!(check_public_listener("g.toml", public, ListenerProtection { tls_disabled: true, ..tokens }), Ok(()));
+
+        // `[auth] disabled = true` is the file saying so.
+        assert_eq!(check_public_listener("g.toml", public, ListenerProtection { auth_section: true, ..NONE }), Ok(()));
     }
 }

@@ -271,7 +271,7 @@ struct TlsSection {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     /// Serve the public port in plaintext on purpose (e.g. behind a proxy
-    /// that terminates TLS): the opt-out of [`check_public_listener`].
+    /// that terminates TLS): the opt-out of [`meridian_auth::check_public_listener`].
     #[serde(default)]
     disabled: bool,
 }
@@ -285,7 +285,7 @@ struct AuthSection {
     audience: Option<String>,
     reload_interval_ms: Option<u64>,
     /// Serve without tokens on purpose: the opt-out of
-    /// [`check_public_listener`].
+    /// [`meridian_auth::check_public_listener`].
     #[serde(default)]
     disabled: bool,
 }
@@ -298,30 +298,6 @@ enum AuthChoice {
     /// `[auth] disabled = true`.
     Disabled,
     Enabled(meridian_auth::AuthSettings),
-}
-
-/// Secure by default: a public listener that is not loopback serves only
-/// with `[auth]`, and an authenticated one only over `[tls]` (bearer tokens
-/// never cross a network in clear text), unless the file opts out with
-/// `[auth] disabled = true` or `[tls] disabled = true`. Loopback listeners
-/// are development and tests, and keep working without either. The
-/// router's loader has the same rule.
-fn check_public_listener(file: &str, listen: SocketAddr, auth: &AuthChoice, tls: bool, tls_disabled: bool) -> std::result::Result<(), String> {
-    if listen.ip().is_loopback() {
-        return Ok(());
-    }
-    match auth {
-        AuthChoice::Missing => Err(format!(
-            "{file}: [auth] is missing: the public listener {listen} is not loopback; \
-             add [auth] jwks = \"FILE\", or set [auth] disabled = true to serve without tokens"
-        )),
-        AuthChoice::Enabled(_) if !tls && !tls_disabled => Err(format!(
-            "{file}: [tls] is missing: the public listener {listen} is not loopback and [auth] takes bearer \
-             tokens, which must not cross the network in clear text; add [tls] cert = \"FILE\" and key = \"FILE\", \
-             or set [tls] disabled = true if a proxy in front terminates TLS"
-        )),
-        _ => Ok(()),
-    }
 }
 
 impl AuthSection {
@@ -551,7 +527,13 @@ impl FileConfig {
             None => AuthChoice::Missing,
             Some(section) => section.into_choice(file).map_err(Error::Config)?,
         };
-        check_public_listener(file, self.listen, &auth, tls.is_some(), tls_disabled).map_err(Error::Config)?;
+        let protection = meridian_auth::ListenerProtection {
+            auth_section: auth != AuthChoice::Missing,
+            tokens: matches!(auth, AuthChoice::Enabled(_)),
+            tls: tls.is_some(),
+            tls_disabled,
+        };
+        meridian_auth::check_public_listener(file, self.listen, protection).map_err(Error::Config)?;
         Ok(GatewayConfig {
             region: self.region,
             regions,

@@ -233,7 +233,7 @@ struct TlsSection {
     key: Option<PathBuf>,
     gateway_ca: Option<PathBuf>,
     /// Serve the public port in plaintext on purpose (e.g. behind a proxy
-    /// that terminates TLS): the opt-out of [`check_public_listener`].
+    /// that terminates TLS): the opt-out of [`meridian_auth::check_public_listener`].
     #[serde(default)]
     disabled: bool,
 }
@@ -247,7 +247,7 @@ struct AuthSection {
     reload_interval_ms: Option<u64>,
     gateway_token_file: Option<PathBuf>,
     /// Serve without tokens on purpose: the opt-out of
-    /// [`check_public_listener`]. `gateway_token_file` still applies (the
+    /// [`meridian_auth::check_public_listener`]. `gateway_token_file` still applies (the
     /// gateways may require tokens even if this router does not).
     #[serde(default)]
     disabled: bool,
@@ -264,31 +264,16 @@ struct Protection {
     tls_disabled: bool,
 }
 
-/// Secure by default: a public listener that is not loopback serves only
-/// with `[auth]`, and an authenticated one only over `[tls]` (bearer tokens
-/// never cross a network in clear text), unless the file opts out with
-/// `[auth] disabled = true` or `[tls] disabled = true`. Loopback listeners
-/// are development and tests, and keep working without either. The
-/// gateway's loader has the same rule.
+/// [`meridian_auth::check_public_listener`] on the listener as the
+/// environment left it.
 fn check_public_listener(file: &str, config: &RouterConfig, protection: Protection) -> Result<()> {
-    let listen = config.listen;
-    if listen.ip().is_loopback() {
-        return Ok(());
-    }
-    if !protection.auth_section {
-        return Err(Error::Config(format!(
-            "{file}: [auth] is missing: the public listener {listen} is not loopback; \
-             add [auth] jwks = \"FILE\", or set [auth] disabled = true to serve without tokens"
-        )));
-    }
-    if config.auth.is_some() && config.tls.is_none() && !protection.tls_disabled {
-        return Err(Error::Config(format!(
-            "{file}: [tls] is missing: the public listener {listen} is not loopback and [auth] takes bearer \
-             tokens, which must not cross the network in clear text; add [tls] cert = \"FILE\" and key = \"FILE\", \
-             or set [tls] disabled = true if a proxy in front terminates TLS"
-        )));
-    }
-    Ok(())
+    let protection = meridian_auth::ListenerProtection {
+        auth_section: protection.auth_section,
+        tokens: config.auth.is_some(),
+        tls: config.tls.is_some(),
+        tls_disabled: protection.tls_disabled,
+    };
+    meridian_auth::check_public_listener(file, config.listen, protection).map_err(Error::Config)
 }
 
 #[derive(Debug, Deserialize)]

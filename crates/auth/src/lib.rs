@@ -183,6 +183,59 @@ impl AuthSettings {
     }
 }
 
+/// `[auth]` as a service's config file spells it: the keys of
+/// [`AuthSettings`], or `disabled = true` to serve without tokens on purpose
+/// (the opt-out of [`check_public_listener`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthTable {
+    pub jwks: Option<std::path::PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub reload_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// What an `[auth]` table asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthChoice {
+    /// `disabled = true`.
+    Disabled,
+    Enabled(AuthSettings),
+}
+
+impl AuthTable {
+    /// The table's choice, or why it is contradictory or incomplete.
+    /// `kept` names the service's own keys of the table (the router's
+    /// `gateway_token_file`), which `disabled = true` leaves in force.
+    pub fn into_choice(self, file: &str, kept: &[&str]) -> std::result::Result<AuthChoice, String> {
+        match (self.disabled, self.jwks) {
+            (true, None) if self.issuer.is_none() && self.audience.is_none() && self.reload_interval_ms.is_none() => {
+                Ok(AuthChoice::Disabled)
+            }
+            (true, _) if kept.is_empty() => Err(format!(
+                "{file}: auth: disabled = true takes no other key (jwks, issuer, audience, reload_interval_ms); keep one or the other"
+            )),
+            (true, _) => Err(format!(
+                "{file}: auth: disabled = true takes no jwks, issuer, audience or reload_interval_ms \
+                 ({} may stay); keep one or the other",
+                kept.join(", ")
+            )),
+            (false, None) => Err(format!(
+                "{file}: auth.jwks is missing: name the JWKS file of the token issuer's public keys, \
+                 or set disabled = true to serve without tokens"
+            )),
+            (false, Some(jwks)) => Ok(AuthChoice::Enabled(AuthSettings {
+                jwks,
+                issuer: self.issuer,
+                audience: self.audience,
+                reload_interval_ms: self.reload_interval_ms,
+            })),
+        }
+    }
+}
+
 /// How a config file protects its service's public listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerProtection {

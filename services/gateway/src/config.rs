@@ -187,7 +187,7 @@ struct FileConfig {
     listen: SocketAddr,
     database: DatabaseSection,
     tls: Option<TlsSection>,
-    auth: Option<AuthSection>,
+    auth: Option<meridian_auth::AuthTable>,
     rules: Option<RulesSection>,
     mesh: Option<MeshSection>,
     #[serde(default)]
@@ -274,53 +274,6 @@ struct TlsSection {
     /// that terminates TLS): the opt-out of [`meridian_auth::check_public_listener`].
     #[serde(default)]
     disabled: bool,
-}
-
-/// `[auth]`: [`meridian_auth::AuthSettings`], or `disabled = true`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuthSection {
-    jwks: Option<PathBuf>,
-    issuer: Option<String>,
-    audience: Option<String>,
-    reload_interval_ms: Option<u64>,
-    /// Serve without tokens on purpose: the opt-out of
-    /// [`meridian_auth::check_public_listener`].
-    #[serde(default)]
-    disabled: bool,
-}
-
-/// What `[auth]` of the file asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum AuthChoice {
-    /// No `[auth]` table.
-    Missing,
-    /// `[auth] disabled = true`.
-    Disabled,
-    Enabled(meridian_auth::AuthSettings),
-}
-
-impl AuthSection {
-    fn into_choice(self, file: &str) -> std::result::Result<AuthChoice, String> {
-        match (self.disabled, self.jwks) {
-            (true, None) if self.issuer.is_none() && self.audience.is_none() && self.reload_interval_ms.is_none() => {
-                Ok(AuthChoice::Disabled)
-            }
-            (true, _) => Err(format!(
-                "{file}: auth: disabled = true takes no other key (jwks, issuer, audience, reload_interval_ms); keep one or the other"
-            )),
-            (false, None) => Err(format!(
-                "{file}: auth.jwks is missing: name the JWKS file of the token issuer's public keys, \
-                 or set disabled = true to serve without tokens"
-            )),
-            (false, Some(jwks)) => Ok(AuthChoice::Enabled(meridian_auth::AuthSettings {
-                jwks,
-                issuer: self.issuer,
-                audience: self.audience,
-                reload_interval_ms: self.reload_interval_ms,
-            })),
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -523,13 +476,10 @@ impl FileConfig {
             }
             Some(_) => return Err(Error::Config(format!("{file}: tls: set both cert and key"))),
         };
-        let auth = match self.auth {
-            None => AuthChoice::Missing,
-            Some(section) => section.into_choice(file).map_err(Error::Config)?,
-        };
+        let auth = self.auth.map(|table| table.into_choice(file, &[])).transpose().map_err(Error::Config)?;
         let protection = meridian_auth::ListenerProtection {
-            auth_section: auth != AuthChoice::Missing,
-            tokens: matches!(auth, AuthChoice::Enabled(_)),
+            auth_section: auth.is_some(),
+            tokens: matches!(auth, Some(meridian_auth::AuthChoice::Enabled(_))),
             tls: tls.is_some(),
             tls_disabled,
         };
@@ -541,8 +491,8 @@ impl FileConfig {
             store,
             tls,
             auth: match auth {
-                AuthChoice::Enabled(settings) => Some(settings),
-                AuthChoice::Missing | AuthChoice::Disabled => None,
+                Some(meridian_auth::AuthChoice::Enabled(settings)) => Some(settings),
+                Some(meridian_auth::AuthChoice::Disabled) | None => None,
             },
             rules,
             mesh,

@@ -547,35 +547,19 @@ impl FileConfig {
         let auth_section = self.auth.is_some();
         let (auth, gateway_token_file) = match self.auth {
             None => (None, None),
-            Some(section) if section.disabled => {
-                if section.jwks.is_some()
-                    || section.issuer.is_some()
-                    || section.audience.is_some()
-                    || section.reload_interval_ms.is_some()
-                {
-                    return Err(Error::Config(format!(
-                        "{file}: auth: disabled = true takes no jwks, issuer, audience or reload_interval_ms \
-                         (gateway_token_file may stay); keep one or the other"
-                    )));
-                }
-                (None, section.gateway_token_file)
-            }
             Some(section) => {
-                let Some(jwks) = section.jwks else {
-                    return Err(Error::Config(format!(
-                        "{file}: auth.jwks is missing: name the JWKS file of the token issuer's public keys, \
-                         or set disabled = true to serve without tokens"
-                    )));
+                let table = meridian_auth::AuthTable {
+                    jwks: section.jwks,
+                    issuer: section.issuer,
+                    audience: section.audience,
+                    reload_interval_ms: section.reload_interval_ms,
+                    disabled: section.disabled,
                 };
-                (
-                    Some(meridian_auth::AuthSettings {
-                        jwks,
-                        issuer: section.issuer,
-                        audience: section.audience,
-                        reload_interval_ms: section.reload_interval_ms,
-                    }),
-                    section.gateway_token_file,
-                )
+                let auth = match table.into_choice(file, &["gateway_token_file"]).map_err(Error::Config)? {
+                    meridian_auth::AuthChoice::Enabled(settings) => Some(settings),
+                    meridian_auth::AuthChoice::Disabled => None,
+                };
+                (auth, section.gateway_token_file)
             }
         };
         if self.rules.path.as_os_str().is_empty() {

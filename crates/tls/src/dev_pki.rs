@@ -203,14 +203,7 @@ pub fn issue_server(ca: &DevCa, dns_names: &[String], validity: Validity) -> Res
     sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     sans.push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
     params.subject_alt_names = sans;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = validity.not_before.into();
-    params.not_after = validity.not_after.into();
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &ca.issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    sign_leaf(params, vec![ExtendedKeyUsagePurpose::ServerAuth], ca, validity)
 }
 
 fn issue_pem(ca: &DevCa, organization: &str, common_name: &str, uri: &str, validity: Validity) -> Result<(String, String)> {
@@ -225,8 +218,15 @@ fn issue_pem(ca: &DevCa, organization: &str, common_name: &str, uri: &str, valid
         SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
     ];
+    sign_leaf(params, vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth], ca, validity)
+}
+
+/// Signs a leaf certificate for `params`' names with a new key: a
+/// signature key with `usages`, valid for `validity`, naming its issuer.
+/// Returns (certificate PEM, key PEM).
+fn sign_leaf(mut params: CertificateParams, usages: Vec<ExtendedKeyUsagePurpose>, ca: &DevCa, validity: Validity) -> Result<(String, String)> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = usages;
     params.use_authority_key_identifier_extension = true;
     params.not_before = validity.not_before.into();
     params.not_after = validity.not_after.into();

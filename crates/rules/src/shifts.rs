@@ -66,10 +66,13 @@ impl Region {
             };
         };
         if first.start <= at {
-            // Follow shifts that start exactly when this one ends; a few at
-            // most, since a week holds finitely many.
+            // Follow shifts that start exactly when this one ends, as far as
+            // the lookahead: a rotation of short back-to-back slots (72
+            // twenty-minute slots a day, say) is one stretch of coverage,
+            // and stopping after a few slots would report it handing off
+            // hours early.
             let mut covered_until = first.end;
-            for next in iter.take(8) {
+            for next in iter {
                 if next.start > covered_until {
                     break;
                 }

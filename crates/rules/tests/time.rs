@@ -352,3 +352,51 @@ proptest! {
         }
     }
 }
+
+/// An on-call rotation of 20-minute slots from 08:00 to 20:00 UTC: one
+/// stretch of coverage, not 36 shifts that each end in 20 minutes.
+#[test]
+fn back_to_back_short_shifts_are_one_stretch() {
+    let mut text = String::from(
+        "version = \"rotation\"\noverlap_minutes = 15\n\n[[regions]]\nid = \"oncall\"\n\
+         index = 0\ntime_zone = \"UTC\"\nskills = [\"general\"]\ncapacity = 10\n",
+    );
+    for slot in 0..36 {
+        let start = 8 * 60 + slot * 20;
+        let end = start + 20;
+        text.push_str(&format!(
+            "\n[[regions.shifts]]\nname = \"slot{slot}\"\ndays = [\"mon-sun\"]\n\
+             start = \"{:02}:{:02}\"\nend = \"{:02}:{:02}\"\nqueue_owner = \"person{slot}\"\n",
+            start / 60,
+            start % 60,
+            end / 60,
+            end % 60,
+        ));
+    }
+    text.push_str(
+        "\n[tiers.standard]\ncalendar = \"24x7\"\nfirst_response_minutes = 60\n\
+         next_response_minutes = 120\nresolution_minutes = 600\n",
+    );
+    let rules = parse(&text);
+    // 10:05Z: six hours into twelve of continuous coverage.
+    let at = ts("2026-06-02T10:05:00Z");
+    let active = rules.active_at(at);
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert!(!active[0].handing_off, "a rotation is not handing off mid-day: {active:?}");
+    let health = [(
+        meridian_core::RegionId::new("oncall").unwrap(),
+        meridian_rules::RegionHealth::Up,
+    )]
+    .into_iter()
+    .collect();
+    let decision = rules.decide(
+        at,
+        &health,
+        &std::collections::HashMap::new(),
+        &meridian_rules::RouteRequest::default(),
+    );
+    assert_eq!(decision.candidates[0].shift_ends_at, Some(ts("2026-06-02T20:00:00Z")));
+    // In the last slot's final 15 minutes the rotation does hand off.
+    let active = rules.active_at(ts("2026-06-02T19:50:00Z"));
+    assert!(active[0].handing_off, "{active:?}");
+}

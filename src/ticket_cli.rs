@@ -247,7 +247,15 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             value["routed_to"] = json!(response.region);
             value["rules_version"] = json!(response.rules_version);
             value["attempts"] = Value::Array(attempts);
+            let reason = response.decision.as_ref().map_or("", |d| d.reason().as_str_name()).to_ascii_lowercase();
+            let reason = reason.strip_prefix("route_reason_").unwrap_or(&reason).to_owned();
+            value["reason"] = json!(reason);
+            value["warning"] = json!(response.warning);
             let mut table = format!("routed to   {} (rules {})\n", response.region, response.rules_version);
+            table.push_str(&format!("reason      {reason}\n"));
+            if !response.warning.is_empty() {
+                table.push_str(&format!("warning     {}\n", response.warning));
+            }
             for attempt in response.attempts.iter().filter(|a| !a.created) {
                 table.push_str(&format!("tried       {} first: {} {}\n", attempt.region, attempt.error_code, attempt.error));
             }

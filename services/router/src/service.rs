@@ -110,6 +110,74 @@ fn route_request(ticket: &core::NewTicket) -> RouteRequest {
     }
 }
 
+/// The ticket as the gateway must see it: residency rule names (`eu-only`)
+/// replaced by the regions they allow. Routing reads names and regions
+/// alike, but a gateway knows only regions, and would refuse a ticket whose
+/// set names a rule as "outside the ticket's residency". An entry that is
+/// neither is refused here, naming it.
+fn expand_residency(
+    rules: &Rules,
+    mut create: v1::CreateTicketRequest,
+) -> Result<v1::CreateTicketRequest, Error> {
+    let mut regions = std::collections::BTreeSet::new();
+    for name in &create.residency {
+        let Some(allowed) = rules.residency(name) else {
+            return Err(Error::from(ConvertError::new(
+                "ticket.residency",
+                format!(
+                    "{name:?} is neither a region nor a residency rule of rules {}",
+                    rules.version_id()
+                ),
+            )));
+        };
+        regions.extend(allowed.iter().map(ToString::to_string));
+    }
+    create.residency = regions.into_iter().collect();
+    Ok(create)
+}
+
+/// What a submitter must know when the ticket lands off shift: the region,
+/// when its shift opens, and whether the first response falls due before
+/// that. Empty when the region is on shift (no `next_shift_at`).
+/// The ticket's own first-response clock counts; a gateway that runs
+/// without rules sets none, and then the router's rules say when it falls
+/// due.
+fn off_shift_warning(
+    rules: &Rules,
+    now: jiff::Timestamp,
+    decision: &v1::RoutingDecision,
+    region: &RegionId,
+    ticket: Option<&v1::Ticket>,
+) -> String {
+    let Some(opens) = decision.next_shift_at.as_ref().and_then(convert_timestamp) else {
+        return String::new();
+    };
+    let due = ticket
+        .and_then(|t| t.sla.as_ref())
+        .and_then(|sla| sla.first_response_due.as_ref())
+        .and_then(convert_timestamp)
+        .or_else(|| {
+            let tier = ticket.map(|t| t.tier.as_str())?;
+            rules.sla_clocks(tier, now).ok()?.first_response.map(|clock| clock.due)
+        });
+    let opens_text = opens.strftime("%Y-%m-%dT%H:%M:%SZ");
+    match due {
+        Some(due) if due < opens => format!(
+            "{region} is off shift until {opens_text}; the first response is due {} and will breach before it opens unless someone answers",
+            due.strftime("%Y-%m-%dT%H:%M:%SZ")
+        ),
+        Some(due) => format!(
+            "{region} is off shift until {opens_text}; the first response is due {}, after it opens",
+            due.strftime("%Y-%m-%dT%H:%M:%SZ")
+        ),
+        None => format!("{region} is off shift until {opens_text}"),
+    }
+}
+
+fn convert_timestamp(t: &prost_types::Timestamp) -> Option<jiff::Timestamp> {
+    meridian_proto::timestamp_from_proto("timestamp", t).ok()
+}
+
 /// Why no region can take a ticket, from the candidates: `us-east: down,
 /// eu-west: missing_skill`.
 fn no_region(decision: &Decision<'_>) -> Error {
@@ -206,6 +274,7 @@ impl RouterApi {
             .map_err(|e| Error::from(within("ticket", e)))?;
         let ticket = route_request(&new);
         let rules = self.rules.current();
+        let create = expand_residency(&rules, create)?;
         let now = self.clock.now();
         let mut health = self.health.snapshot(now);
         let mut attempts: Vec<v1::ForwardAttempt> = Vec::new();
@@ -268,12 +337,17 @@ impl RouterApi {
                         attempts = attempts.len(),
                         "ticket submitted"
                     );
+                    let warning = off_shift_warning(&rules, now, &decision_proto, &region, created.ticket.as_ref());
+                    if !warning.is_empty() {
+                        tracing::warn!(ticket_id, region = %region, warning = %warning, "ticket routed off shift");
+                    }
                     return Ok(Response::new(v1::SubmitTicketResponse {
                         rules_version: rules.version_id(),
                         decision: Some(decision_proto),
                         region: owner.unwrap_or_else(|| region.to_string()),
                         ticket: created.ticket,
                         attempts,
+                        warning,
                     }));
                 }
                 Err(status) if status.code() == Code::InvalidArgument => {

@@ -62,6 +62,7 @@ async fn submitted_ticket_is_created_at_the_region_on_shift() {
         .into_inner();
     assert_eq!(submitted.region, "south");
     assert_eq!(submitted.decision.unwrap().queue_owner, "south-night-lead");
+    assert_eq!(submitted.warning, "", "on shift: nothing to warn of");
     let id = submitted.ticket.unwrap().id;
     let mut south = mesh.gateway("south").client().await;
     let got = south
@@ -89,8 +90,31 @@ async fn submitted_ticket_is_created_at_the_region_on_shift() {
         decision.out_of_hours_policy(),
         v1::OutOfHoursPolicy::NextOnShift
     );
+    // Landing off shift is never silent: the submitter learns when west
+    // opens, and that the hour's first response falls due long before.
+    assert_eq!(
+        submitted.warning,
+        "west is off shift until 2026-06-03T08:00:00Z; the first response is due \
+         2026-06-02T23:00:00Z and will breach before it opens unless someone answers"
+    );
 
-    // A residency no region satisfies cannot be placed anywhere.
+    // A named residency rule routes like its regions, and the gateway gets
+    // the regions: it knows no rule names, and refused "west-only" as a
+    // region outside the ticket's residency before.
+    let mut named = create_request("named residency");
+    named.residency = vec!["west-only".into()];
+    let submitted = router
+        .submit_ticket(v1::SubmitTicketRequest {
+            ticket: Some(named),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(submitted.region, "west");
+    assert_eq!(submitted.ticket.unwrap().residency, ["west"]);
+
+    // A residency entry that is neither a region nor a rule is bad input,
+    // named as such, not a routing failure.
     let mut nowhere = create_request("nowhere");
     nowhere.residency = vec!["mars".into()];
     let err = router
@@ -99,9 +123,10 @@ async fn submitted_ticket_is_created_at_the_region_on_shift() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(
-        err.message().contains("east: residency"),
+        err.message()
+            .starts_with("ticket.residency: \"mars\" is neither a region nor a residency rule"),
         "{}",
         err.message()
     );

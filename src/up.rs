@@ -264,6 +264,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let router_addr = router_listener.local_addr()?;
     let mut router_config = meridian_router::RouterConfig::new(router_addr, rules.clone(), gateway_urls.clone())?;
     let first_region = regions.first().context("no regions")?;
+    // Health ages are read on the mesh's clock, which --speed runs N times
+    // faster than the probes' real-time interval: scale the timeout so a
+    // region is still judged on the same real seconds without a probe (at
+    // 30x, a 1 s probe interval is 30 s of mesh time, and an unscaled
+    // timeout marked every region down between two probes).
+    router_config.health.timeout = router_config.health.timeout.saturating_mul(args.speed);
     router_config.failover = Some(meridian_router::failover::FailoverSettings::shared(
         coordinator.clone(),
         TlsFiles::dev(&pki, first_region, Service::Router),

@@ -108,6 +108,9 @@ pub struct RulesSettings {
     /// How often the shift-end task looks at the clock (with a mesh), and
     /// the intake-spike task closes its buckets.
     pub shift_check_interval: Duration,
+    /// The continuity sweep's period, on the mesh's clock
+    /// ([`SWEEP_MS_DEFAULT`]).
+    pub sweep_interval: Duration,
     /// Where each shift summary and intake-spike alert is POSTed as JSON
     /// (`http://` only).
     pub webhooks: Vec<String>,
@@ -134,6 +137,10 @@ pub const HANDOFF_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const RULES_RELOAD_MS_DEFAULT: u64 = 5_000;
 pub const SLA_SCAN_MS_DEFAULT: u64 = 1_000;
 pub const SHIFT_CHECK_MS_DEFAULT: u64 = 1_000;
+/// The continuity sweep's period on the mesh's clock: the longest an open
+/// ticket stays with an off-shift region while one that may take it is on
+/// shift (a shift start anywhere in the mesh sweeps at once).
+pub const SWEEP_MS_DEFAULT: u64 = 60_000;
 
 impl RulesSettings {
     pub fn new(file: PathBuf) -> Self {
@@ -142,6 +149,7 @@ impl RulesSettings {
             reload_interval: Duration::from_millis(RULES_RELOAD_MS_DEFAULT),
             sla_scan_interval: Duration::from_millis(SLA_SCAN_MS_DEFAULT),
             shift_check_interval: Duration::from_millis(SHIFT_CHECK_MS_DEFAULT),
+            sweep_interval: Duration::from_millis(SWEEP_MS_DEFAULT),
             webhooks: Vec::new(),
         }
     }
@@ -241,6 +249,7 @@ struct RulesSection {
     reload_interval_ms: Option<u64>,
     sla_scan_interval_ms: Option<u64>,
     shift_check_interval_ms: Option<u64>,
+    sweep_interval_ms: Option<u64>,
     #[serde(default)]
     webhooks: Vec<String>,
 }
@@ -409,6 +418,12 @@ impl FileConfig {
                     "rules.shift_check_interval_ms",
                     section.shift_check_interval_ms,
                     SHIFT_CHECK_MS_DEFAULT,
+                )?),
+                sweep_interval: Duration::from_millis(positive(
+                    file,
+                    "rules.sweep_interval_ms",
+                    section.sweep_interval_ms,
+                    SWEEP_MS_DEFAULT,
                 )?),
                 file: section.file,
                 reload_interval: Duration::from_millis(positive(

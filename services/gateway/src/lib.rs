@@ -308,6 +308,7 @@ async fn serve_listeners(
         (Some(settings), Some(_)) => Some(AbortOnDrop(tokio::spawn(shift::run(
             api.clone(),
             settings.shift_check_interval,
+            settings.sweep_interval,
             settings.webhooks.clone(),
         )))),
         _ => None,

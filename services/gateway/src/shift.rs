@@ -35,10 +35,12 @@ struct OnShift {
 }
 
 /// Runs until the task is dropped.
-pub(crate) async fn run(api: TicketApi, interval: Duration, webhooks: Vec<String>) {
+pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Duration, webhooks: Vec<String>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut current: Option<OnShift> = None;
+    let sweep_every = jiff::SignedDuration::try_from(sweep_interval).unwrap_or(jiff::SignedDuration::MAX);
+    let mut last_sweep: Option<(Timestamp, String, Vec<(String, ShiftPosition)>)> = None;
     loop {
         ticker.tick().await;
         let Some(rules) = api.rules() else { continue };
@@ -74,7 +76,85 @@ pub(crate) async fn run(api: TicketApi, interval: Duration, webhooks: Vec<String
             None if current.is_some_and(|c| now < c.end) => {}
             None => current = None,
         }
+        // The continuity sweep, after any shift end above has handed its
+        // tickets over: on its period, and at once whenever a shift starts
+        // or ends anywhere in the mesh or the rules change.
+        let seen: Vec<(String, ShiftPosition)> = active.iter().map(|a| (a.region.clone(), a.position)).collect();
+        let due = last_sweep.as_ref().is_none_or(|(at, version, positions)| {
+            now.duration_since(*at) >= sweep_every || *at > now || *version != rules.version_id() || *positions != seen
+        });
+        if due {
+            sweep(&api, &rules, now).await;
+            last_sweep = Some((now, rules.version_id(), seen));
+        }
     }
+}
+
+/// The continuity sweep (invariant 7): every open ticket this region owns
+/// while it may not work it (off shift, or lacking the ticket's skills or
+/// residency) goes to the best region that is on shift and may take it, by
+/// the same decision as intake, with an auto note where no agent wrote one
+/// in the last overlap window. A ticket nobody on shift may take stays,
+/// and is logged as stranded.
+async fn sweep(api: &TicketApi, rules: &Rules, now: Timestamp) {
+    let me = api.region().clone();
+    let open = match open_tickets(api).await {
+        Ok(open) => open,
+        Err(error) => {
+            tracing::warn!(region = %me, error = %error, "continuity sweep could not list open tickets");
+            return;
+        }
+    };
+    let all_up: HashMap<RegionId, RegionHealth> = rules.regions().iter().map(|r| (r.id.clone(), RegionHealth::Up)).collect();
+    let others = without(rules, &me);
+    let window_start = now.checked_sub(api.overlap()).unwrap_or(now);
+    let (mut moved, mut stranded) = (0usize, 0usize);
+    for record in open.iter().filter(|r| r.ticket.owner.owner_region == me) {
+        let request = route_request(&record.ticket);
+        let here = rules.decide(now, &all_up, &HashMap::new(), &request);
+        let workable_here = here.candidates.iter().any(|c| *c.region == me && c.filtered.is_none());
+        if workable_here {
+            continue;
+        }
+        let there = rules.decide(now, &others, &HashMap::new(), &request);
+        let to = match (there.region, there.reason) {
+            (Some(to), meridian_rules::Reason::OnShift | meridian_rules::Reason::Overlap) if *to != me => to.clone(),
+            _ => {
+                stranded += 1;
+                continue;
+            }
+        };
+        let id = record.ticket.id;
+        let note = match agent_note(record, window_start, now) {
+            Some(note) => note,
+            None => match api.store().events_for_ticket(id).await {
+                Ok(events) => sweep_note(auto_note(record, &events)),
+                Err(error) => {
+                    tracing::warn!(ticket_id = %id, error = %error, "continuity sweep could not read the ticket's events");
+                    continue;
+                }
+            },
+        };
+        let note = note.fit_to_note(&me, &to);
+        match api.handoff(&me, id, to.clone(), note, api.meta_with(None)).await {
+            Ok(_) => {
+                moved += 1;
+                tracing::info!(ticket_id = %id, to = %to, "continuity sweep handed an off-shift ticket on");
+            }
+            Err(status) => {
+                tracing::warn!(ticket_id = %id, to = %to, error = %status.message(), "continuity sweep handoff failed; next sweep tries again");
+            }
+        }
+    }
+    if moved > 0 || stranded > 0 {
+        tracing::info!(region = %me, moved, stranded, "continuity sweep");
+    }
+}
+
+/// An auto note says who wrote it: the sweep, not a shift end.
+fn sweep_note(mut note: HandoffNote) -> HandoffNote {
+    note.text = note.text.replacen("at shift end", "in the continuity sweep (this region may not work it now)", 1);
+    note
 }
 
 /// Every open ticket this region owns, with its notes.

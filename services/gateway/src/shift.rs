@@ -34,13 +34,20 @@ struct OnShift {
     previewed: bool,
 }
 
+/// What the last continuity sweep saw: a change in any of it sweeps again.
+struct LastSweep {
+    at: Timestamp,
+    rules_version: String,
+    positions: Vec<(String, ShiftPosition)>,
+}
+
 /// Runs until the task is dropped.
 pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Duration, webhooks: Vec<String>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut current: Option<OnShift> = None;
     let sweep_every = jiff::SignedDuration::try_from(sweep_interval).unwrap_or(jiff::SignedDuration::MAX);
-    let mut last_sweep: Option<(Timestamp, String, Vec<(String, ShiftPosition)>)> = None;
+    let mut last_sweep: Option<LastSweep> = None;
     loop {
         ticker.tick().await;
         let Some(rules) = api.rules() else { continue };
@@ -80,12 +87,15 @@ pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Dura
         // tickets over: on its period, and at once whenever a shift starts
         // or ends anywhere in the mesh or the rules change.
         let seen: Vec<(String, ShiftPosition)> = active.iter().map(|a| (a.region.clone(), a.position)).collect();
-        let due = last_sweep.as_ref().is_none_or(|(at, version, positions)| {
-            now.duration_since(*at) >= sweep_every || *at > now || *version != rules.version_id() || *positions != seen
+        let due = last_sweep.as_ref().is_none_or(|last| {
+            now.duration_since(last.at) >= sweep_every
+                || last.at > now
+                || last.rules_version != rules.version_id()
+                || last.positions != seen
         });
         if due {
             sweep(&api, &rules, now).await;
-            last_sweep = Some((now, rules.version_id(), seen));
+            last_sweep = Some(LastSweep { at: now, rules_version: rules.version_id(), positions: seen });
         }
     }
 }

@@ -23,6 +23,9 @@
 mod auth;
 mod view;
 
+// The what-if is pure: `meridian rules what-if` runs the same comparison.
+pub use view::{ChangedCell, GRID_DAYS, GridRow, GridView, PastTicket, ProblemView, Rerouted, WhatIf, what_if};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;

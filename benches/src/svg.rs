@@ -2,7 +2,7 @@
 //! axes with round ticks, optional log scales, one coloured line with
 //! markers per series, and a legend. Enough for latency distributions and
 //! throughput curves. What stays here is choosing each axis's range and
-//! tick positions (decades on a log axis, names for category positions).
+//! naming category positions (percentiles).
 
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
@@ -49,28 +49,6 @@ impl Axis {
         }
         Self { low, high, log }
     }
-
-    fn ticks(&self) -> Vec<f64> {
-        if self.log {
-            let mut ticks = Vec::new();
-            let mut t = self.low;
-            while t <= self.high * 1.0001 {
-                ticks.push(t);
-                t *= 10.0;
-            }
-            return ticks;
-        }
-        let raw = (self.high - self.low) / 5.0;
-        let magnitude = 10f64.powf(raw.log10().floor());
-        let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(raw);
-        let mut ticks = Vec::new();
-        let mut t = (self.low / step).ceil() * step;
-        while t <= self.high + step * 1e-9 {
-            ticks.push(t);
-            t += step;
-        }
-        ticks
-    }
 }
 
 /// The chart as an SVG document.
@@ -78,40 +56,14 @@ pub fn render(chart: &Chart) -> anyhow::Result<String> {
     let points = || chart.series.iter().flat_map(|s| s.points.iter());
     let x = Axis::fit(points().map(|p| p.0), chart.log_x);
     let y = Axis::fit(points().map(|p| p.1), chart.log_y);
-    let x_keys: Vec<f64> = if chart.x_ticks.is_empty() {
-        x.ticks()
-    } else {
-        chart.x_ticks.iter().map(|(at, _)| *at).collect()
-    };
-    let (x_range, y_range) = (x.low..x.high, y.low..y.high);
-    let (x_keys, y_keys) = (x_keys, y.ticks());
+    let (xr, yr) = (x.low..x.high, y.low..y.high);
     let mut svg = String::new();
     // Each combination of scales is its own coordinate type in plotters.
     match (x.log, y.log) {
-        (false, false) => draw(
-            chart,
-            &mut svg,
-            x_range.with_key_points(x_keys),
-            y_range.with_key_points(y_keys),
-        ),
-        (true, false) => draw(
-            chart,
-            &mut svg,
-            x_range.log_scale().with_key_points(x_keys),
-            y_range.with_key_points(y_keys),
-        ),
-        (false, true) => draw(
-            chart,
-            &mut svg,
-            x_range.with_key_points(x_keys),
-            y_range.log_scale().with_key_points(y_keys),
-        ),
-        (true, true) => draw(
-            chart,
-            &mut svg,
-            x_range.log_scale().with_key_points(x_keys),
-            y_range.log_scale().with_key_points(y_keys),
-        ),
+        (false, false) => draw(chart, &mut svg, xr, yr),
+        (true, false) => draw(chart, &mut svg, xr.log_scale(), yr),
+        (false, true) => draw(chart, &mut svg, xr, yr.log_scale()),
+        (true, true) => draw(chart, &mut svg, xr.log_scale(), yr.log_scale()),
     }
     .map_err(|e| anyhow::anyhow!("cannot draw chart {}: {e}", chart.name))?;
     Ok(svg)
@@ -142,7 +94,11 @@ where
             .map_or_else(|| number(*v), |(_, name)| name.clone())
     };
     let y_label = |v: &f64| number(*v);
+    // Category positions (percentiles) get one label each.
+    let x_labels = if chart.x_ticks.is_empty() { 8 } else { chart.x_ticks.len() };
     plot.configure_mesh()
+        .x_labels(x_labels)
+        .y_labels(6)
         .x_desc(chart.x_label.as_str())
         .y_desc(chart.y_label.as_str())
         .x_label_formatter(&x_label)

@@ -21,10 +21,8 @@
 //! that is not a loopback address, whatever it is bound to.
 
 mod auth;
-mod view;
-
-// The what-if is pure: `meridian rules what-if` runs the same comparison.
-pub use view::{ChangedCell, GRID_DAYS, GridRow, GridView, PastTicket, ProblemView, Rerouted, WhatIf, what_if};
+// `pub(crate)`: the pure what-if is re-exported for `meridian rules what-if`.
+pub(crate) mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;

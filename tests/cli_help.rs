@@ -51,10 +51,8 @@ fn subcommands(help: &str) -> Vec<String> {
             if !line.starts_with("  ") {
                 break;
             }
-            if let Some(name) = line.split_whitespace().next() {
-                if name != "help" {
-                    names.push(name.to_owned());
-                }
+            if let Some(name) = line.split_whitespace().next().filter(|n| *n != "help") {
+                names.push(name.to_owned());
             }
         }
     }

@@ -160,10 +160,7 @@ fn render(plan: &DevPkiPlan, out: &std::path::Path, written: &[WrittenFile]) -> 
     text
 }
 
-/// A certificate's expiry, to the second, in UTC.
+/// A certificate's expiry in UTC, at the CLI's one precision.
 fn format_time(time: SystemTime) -> String {
-    jiff::Timestamp::try_from(time)
-        .and_then(|ts| jiff::Timestamp::from_second(ts.as_second()))
-        .map(|ts| ts.to_string())
-        .unwrap_or_else(|_| "?".to_owned())
+    jiff::Timestamp::try_from(time).map_or_else(|_| "?".to_owned(), crate::cli_output::instant)
 }

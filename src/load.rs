@@ -73,7 +73,9 @@ impl SpawnBackend {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LoadOutput {
+    /// Text for people.
     Table,
+    /// Exactly one JSON object.
     Json,
 }
 
@@ -81,9 +83,11 @@ pub enum LoadOutput {
 /// baselines measured in the same run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// An already running gateway on this machine, e.g. http://127.0.0.1:50051.
-    /// Its database is unknown here, so the insert baseline is skipped.
-    #[arg(long, value_name = "URL", conflicts_with = "spawn")]
+    /// An already running gateway on this machine, e.g.
+    /// https://127.0.0.1:7101 (`meridian up`'s first region). Its database
+    /// is unknown here, so the store and insert scenarios are skipped. An
+    /// explicit --spawn overrides MERIDIAN_TARGET.
+    #[arg(long, env = "MERIDIAN_TARGET", value_name = "URL")]
     pub target: Option<String>,
     /// PEM file of the CA that signed an https --target's certificate
     /// (`meridian up` with auth: DATA_DIR/pki/ca.pem).
@@ -94,9 +98,9 @@ pub struct LoadArgs {
     /// DATA_DIR/tokens). Not sent to a --spawn gateway, which has no [auth].
     #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true, value_name = "JWT")]
     pub token: Option<String>,
-    /// Start a gateway in this process on a loopback port over this backend
-    /// (postgres reads DATABASE_URL). The default when --target is not given
-    /// is sqlite.
+    /// Benchmark a gateway of this process's own instead, started on a
+    /// loopback port over this backend (postgres reads DATABASE_URL): the
+    /// self-contained benchmark. Either this or --target is needed.
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub spawn: Option<SpawnBackend>,
     /// Concurrent callers, one call in flight each; repeat the flag or give a
@@ -125,6 +129,7 @@ pub struct LoadArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// table for people, json for one JSON object on stdout (errors too).
     #[arg(long, value_enum, default_value_t = LoadOutput::Table)]
     pub output: LoadOutput,
 }
@@ -155,10 +160,21 @@ struct Plan {
 
 impl Plan {
     fn new(args: &LoadArgs) -> anyhow::Result<Self> {
+        // clap cannot say whether --target came from MERIDIAN_TARGET: an
+        // explicit --spawn wins over the environment, not over the flag.
+        let from_env = std::env::var("MERIDIAN_TARGET").ok();
         let target = match (&args.target, args.spawn) {
+            (Some(url), Some(spawn)) if from_env.as_deref() == Some(url.as_str()) => {
+                Target::Spawn(spawn)
+            }
             (Some(_), Some(_)) => bail!("give either --target or --spawn, not both"),
             (Some(url), None) => Target::Url(url.clone()),
-            (None, spawn) => Target::Spawn(spawn.unwrap_or(SpawnBackend::Sqlite)),
+            (None, Some(spawn)) => Target::Spawn(spawn),
+            (None, None) => bail!(
+                "no gateway to drive: give --target URL (or set MERIDIAN_TARGET, as \
+                 `source DATA_DIR/env` does), or --spawn sqlite|postgres to benchmark a \
+                 gateway of this process's own"
+            ),
         };
         if args.concurrency.is_empty() {
             bail!("--concurrency needs at least one value");
@@ -460,14 +476,15 @@ mod tests {
 
     #[test]
     fn arguments_parse_with_defaults_and_lists() {
-        let plan = Plan::new(&args(&[]).unwrap()).unwrap();
+        let plan = Plan::new(&args(&["--spawn", "sqlite"]).unwrap()).unwrap();
         assert_eq!(plan.target, Target::Spawn(SpawnBackend::Sqlite));
         assert_eq!(plan.concurrency, vec![1, 16, 64]);
         assert_eq!((plan.duration, plan.warmup, plan.rounds), (Duration::from_secs(10), Duration::from_secs(2), 3));
         assert_eq!(plan.scenarios, Scenario::ALL.to_vec());
         let plan = Plan::new(&args(&["--target", "http://127.0.0.1:1"]).unwrap()).unwrap();
         assert_eq!(plan.scenarios, vec![Scenario::Create, Scenario::Echo, Scenario::Fsync]);
-        let plan = Plan::new(&args(&["--scenarios", "create,store"]).unwrap()).unwrap();
+        let plan = Plan::new(&args(&["--spawn", "sqlite", "--scenarios", "create,store"]).unwrap());
+        let plan = plan.unwrap();
         assert_eq!(plan.scenarios, vec![Scenario::Create, Scenario::Store]);
 
         let parsed =
@@ -484,7 +501,8 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_refused_by_name() {
-        let err = Plan::new(&args(&["--concurrency", "16,0"]).unwrap()).unwrap_err().to_string();
+        let err = Plan::new(&args(&["--spawn", "sqlite", "--concurrency", "16,0"]).unwrap());
+        let err = err.unwrap_err().to_string();
         assert!(err.contains("--concurrency 0") && err.contains("between 1 and"), "{err}");
 
         let err = args(&["--spawn", "mysql"]).unwrap_err().to_string();
@@ -493,13 +511,15 @@ mod tests {
         let err = args(&["--duration", "ten"]).unwrap_err().to_string();
         assert!(err.contains("not a duration"), "{err}");
 
-        let err = args(&["--target", "http://127.0.0.1:1", "--spawn", "sqlite"]).unwrap_err().to_string();
+        let both = args(&["--target", "http://127.0.0.1:1", "--spawn", "sqlite"]).unwrap();
+        let err = Plan::new(&both).unwrap_err().to_string();
         assert!(err.contains("--target") && err.contains("--spawn"), "{err}");
 
         for (argv, needle) in [
-            (&["--duration", "0s"][..], "--duration"),
-            (&["--rounds", "0"][..], "--rounds"),
-            (&["--connections", "0"][..], "--connections"),
+            (&[][..], "MERIDIAN_TARGET"),
+            (&["--spawn", "sqlite", "--duration", "0s"][..], "--duration"),
+            (&["--spawn", "sqlite", "--rounds", "0"][..], "--rounds"),
+            (&["--spawn", "sqlite", "--connections", "0"][..], "--connections"),
             (&["--target", "http://127.0.0.1:1", "--batch-max", "8"][..], "--batch-max"),
             (&["--target", "http://127.0.0.1:1", "--scenarios", "create,insert"][..], "--scenarios insert"),
         ] {

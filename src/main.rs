@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod certs_cli;
+mod cli_output;
 mod health_cli;
 mod region_cli;
 mod rules_cli;
@@ -22,7 +23,7 @@ mod up;
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use meridian::load;
 
 #[derive(Parser)]
@@ -31,8 +32,6 @@ struct Cli {
     /// Log as JSON lines instead of text (the same as --log-format json).
     #[arg(long, global = true, env = "MERIDIAN_LOG_JSON")]
     log_json: bool,
-    #[command(flatten)]
-    telemetry: meridian_telemetry::TelemetryArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,17 +43,28 @@ enum Command {
         /// The gateway's TOML config; MERIDIAN_* variables override its keys.
         #[arg(long, env = "MERIDIAN_CONFIG")]
         config: PathBuf,
+        // Server flags live on server commands only: a client command must
+        // not read MERIDIAN_METRICS_LISTEN and take the service's port.
+        #[command(flatten)]
+        telemetry: meridian_telemetry::TelemetryArgs,
     },
     /// Run the global router from a config file.
     Router {
         /// The router's TOML config; MERIDIAN_* variables override its keys.
         #[arg(long, env = "MERIDIAN_ROUTER_CONFIG")]
         config: PathBuf,
+        #[command(flatten)]
+        telemetry: meridian_telemetry::TelemetryArgs,
     },
     /// Run the whole mesh on loopback: the router and three regional
     /// gateways over embedded SQLite, with mutual TLS between regions.
     /// Ctrl-C stops it cleanly.
-    Up(up::UpArgs),
+    Up {
+        #[command(flatten)]
+        args: up::UpArgs,
+        #[command(flatten)]
+        telemetry: meridian_telemetry::TelemetryArgs,
+    },
     /// Create, read, list, update and annotate tickets at a gateway.
     #[command(subcommand)]
     Ticket(ticket_cli::TicketCommand),
@@ -86,15 +96,31 @@ enum Command {
     Health(health_cli::HealthArgs),
 }
 
+impl Command {
+    /// The telemetry flags of a server command; none for a client command.
+    fn server_telemetry(&self) -> Option<&meridian_telemetry::TelemetryArgs> {
+        match self {
+            Command::Gateway { telemetry, .. }
+            | Command::Router { telemetry, .. }
+            | Command::Up { telemetry, .. } => Some(telemetry),
+            _ => None,
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(error) => return cli_output::usage_error(error),
+    };
+    let json = cli_output::wants_json(&matches);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => return cli_output::usage_error(error),
+    };
     match run(cli) {
         Ok(code) => code,
-        Err(error) => {
-            // One clear line: the whole cause chain, joined.
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => cli_output::fail(&error, json),
     }
 }
 
@@ -115,7 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Gateway { config } => {
+        Command::Gateway { config, .. } => {
             let config = meridian_gateway::GatewayConfig::load(&config)?;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
@@ -123,7 +149,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
             meridian_gateway::run(config, listener, ctrl_c()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Router { config } => {
+        Command::Router { config, .. } => {
             let config = meridian_router::RouterConfig::load(&config)?;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
@@ -131,7 +157,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
             meridian_router::run(config, listener, ctrl_c()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up(args) => up::run(args).await,
+        Command::Up { args, .. } => up::run(args).await,
         Command::Ticket(cmd) => ticket_cli::run(cmd).await,
         Command::Trace(args) => trace_cli::run(args).await,
         Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
@@ -167,12 +193,12 @@ async fn init_telemetry(cli: &Cli) -> anyhow::Result<meridian_telemetry::Telemet
     // The region and `[telemetry] metrics_listen` are the config's; a
     // config that does not load fails properly once the command runs.
     let (service, default_filter, region, metrics_listen) = match &cli.command {
-        Command::Gateway { config } => {
+        Command::Gateway { config, .. } => {
             let config = meridian_gateway::GatewayConfig::load(config).ok();
             let listen = config.as_ref().and_then(|c| c.telemetry.metrics_listen);
             ("meridian-gateway", "info", config.map(|c| c.region.to_string()), listen)
         }
-        Command::Router { config } => (
+        Command::Router { config, .. } => (
             "meridian-router",
             "info",
             None,
@@ -180,24 +206,25 @@ async fn init_telemetry(cli: &Cli) -> anyhow::Result<meridian_telemetry::Telemet
         ),
         // One process, every region: spans and series name their region
         // themselves, and one `/metrics` serves them all.
-        Command::Up(_) => ("meridian-up", "info", None, None),
+        Command::Up { .. } => ("meridian-up", "info", None, None),
         _ => ("meridian", "warn", None, None),
     };
-    let mut config = cli.telemetry.config(service);
+    let server = cli.command.server_telemetry();
+    let mut config = match server {
+        Some(flags) => flags.config(service),
+        None => meridian_telemetry::TelemetryConfig::new(service),
+    };
     config.region = region;
     config.log_writer = meridian_telemetry::LogWriter::Stderr;
     config.default_log_filter = default_filter.to_owned();
     if cli.log_json {
         config.log_format = meridian_telemetry::LogFormat::Json;
     }
-    // A probe runs inside a service's container, with its environment: it
-    // must neither export nor take the service's /metrics port.
-    let probe = matches!(cli.command, Command::Health(_));
-    if probe {
-        config.otlp_endpoint = None;
-    }
+    // Client commands (the health probe among them) take no server flags,
+    // so they neither export nor take a service's /metrics port.
     let mut telemetry = meridian_telemetry::Telemetry::init(&config)?;
-    if let Some(addr) = cli.telemetry.metrics_listen.or(metrics_listen).filter(|_| !probe) {
+    let flag = server.and_then(|flags| flags.metrics_listen);
+    if let Some(addr) = flag.or(metrics_listen) {
         telemetry.serve_metrics(addr).await?;
     }
     Ok(telemetry)

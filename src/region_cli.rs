@@ -34,8 +34,11 @@ pub struct FailoverArgs {
     /// The successor gateway's internal (mesh) address, HOST:PORT.
     #[arg(long)]
     successor_addr: String,
-    /// etcd client URLs, comma-separated or repeated.
-    #[arg(long = "etcd", env = "MERIDIAN_ETCD_ENDPOINTS", value_delimiter = ',', required = true)]
+    /// etcd client URLs, comma-separated or repeated; needed here or in
+    /// the environment.
+    // Checked in `failover`, not with `required`: clap would show it as
+    // required even when MERIDIAN_ETCD_ENDPOINTS supplies it.
+    #[arg(long = "etcd", env = "MERIDIAN_ETCD_ENDPOINTS", value_delimiter = ',')]
     etcd: Vec<String>,
     /// Where Meridian's keys live in etcd (the gateways' and router's
     /// `key_prefix`); default: the coordinator's.
@@ -83,6 +86,10 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         tls.identity()
     );
     let timeout = Duration::from_millis(args.timeout_ms);
+    anyhow::ensure!(
+        args.etcd.iter().any(|e| !e.trim().is_empty()),
+        "--etcd: give the etcd client URLs (or set MERIDIAN_ETCD_ENDPOINTS)"
+    );
     let coordinator = connect_etcd(args.etcd, args.key_prefix, Duration::from_secs(5))
         .await
         .context("cannot set up the etcd client")?;

@@ -18,7 +18,10 @@ use meridian_core::{Priority, RegionId, Skill, Tier};
 use meridian_rules::{
     COVERAGE_DAYS_MAX, Metric, Pauses, RegionHealth, RouteRequest, Rules, RulesErrors, render,
 };
+use meridian_router::what_if;
 use serde_json::json;
+
+use crate::cli_output;
 
 /// How a command prints its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -34,24 +37,29 @@ pub enum OutputFormat {
 pub enum RulesCommand {
     /// Validate a rules file: exit 0, or 1 with `FILE:LINE:COL: message` lines.
     Check {
+        /// The rules file (TOML).
         file: PathBuf,
+        /// table for people, json for one JSON object on stdout (errors too).
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
     },
     /// The regions on shift (or in their overlap window) at an instant.
     Active {
+        /// The rules file (TOML).
         file: PathBuf,
-        /// RFC 3339 instant, such as 2026-06-01T14:00:00Z.
-        #[arg(long)]
+        /// RFC 3339 instant, such as 2026-06-01T14:00:00Z, or now.
+        #[arg(long, default_value = "now", value_parser = crate::cli_output::parse_instant)]
         at: Timestamp,
+        /// table for people, json for one JSON object on stdout (errors too).
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
     },
     /// Where a ticket would be routed at an instant, and why.
     Explain {
+        /// The rules file (TOML).
         file: PathBuf,
-        /// RFC 3339 instant, such as 2026-06-01T14:00:00Z.
-        #[arg(long)]
+        /// RFC 3339 instant, such as 2026-06-01T14:00:00Z, or now.
+        #[arg(long, default_value = "now", value_parser = crate::cli_output::parse_instant)]
         at: Timestamp,
         /// The ticket's tier (scores SLA headroom).
         #[arg(long)]
@@ -69,14 +77,16 @@ pub enum RulesCommand {
         /// low, normal, high or urgent.
         #[arg(long, default_value = "normal")]
         priority: String,
+        /// table for people, json for one JSON object on stdout (errors too).
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
     },
     /// Coverage per region and per skill, hour by hour (UTC), with gaps.
     Simulate {
+        /// The rules file (TOML).
         file: PathBuf,
-        /// First day (UTC), such as 2026-06-01.
-        #[arg(long)]
+        /// First day (UTC), such as 2026-06-01, or now (today).
+        #[arg(long, default_value = "now", value_parser = parse_day)]
         from: Date,
         /// Number of days, 1 to 366.
         #[arg(long, default_value_t = 7)]
@@ -84,6 +94,25 @@ pub enum RulesCommand {
         /// Also write the grid as an SVG picture to this file.
         #[arg(long)]
         svg: Option<PathBuf>,
+        /// table for people, json for one JSON object on stdout (errors too).
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Compare a proposed rules file with the rules in force, as the
+    /// console's what-if does, applying nothing: the coverage cells (region,
+    /// skill, hour) that change over 7 days from --from.
+    WhatIf {
+        /// The proposed rules file (TOML).
+        proposed: PathBuf,
+        /// The rules file in force to compare with; needed here or in the
+        /// environment.
+        #[arg(long, env = "MERIDIAN_RULES", value_name = "FILE")]
+        active: Option<PathBuf>,
+        /// First day (UTC) of the comparison, such as 2026-06-01, or now
+        /// (today).
+        #[arg(long, default_value = "now", value_parser = parse_day)]
+        from: Date,
+        /// table for people, json for one JSON object on stdout (errors too).
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
     },
@@ -94,14 +123,16 @@ pub enum SlaCommand {
     /// The SLA deadline of a ticket of some tier, as RFC 3339 with the offset
     /// of the tier's calendar.
     Deadline {
+        /// The rules file (TOML).
         file: PathBuf,
+        /// The ticket's tier, as the rules name it.
         #[arg(long)]
         tier: String,
         /// first_response, next_response or resolution.
         #[arg(long)]
         metric: Metric,
-        /// When the clock started (RFC 3339).
-        #[arg(long)]
+        /// When the clock started (RFC 3339), or now.
+        #[arg(long, value_parser = crate::cli_output::parse_instant)]
         start: Timestamp,
         /// Start of a pause (the ticket was pending); pairs with the
         /// --paused-until at the same position.
@@ -110,6 +141,7 @@ pub enum SlaCommand {
         /// End of a pause.
         #[arg(long = "paused-until")]
         paused_until: Vec<Timestamp>,
+        /// table for people, json for one JSON object on stdout (errors too).
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
     },
@@ -156,7 +188,9 @@ fn emit(text: &str) -> anyhow::Result<()> {
 }
 
 fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
-    emit(&format!("{}\n", serde_json::to_string_pretty(value)?))
+    let mut value = value.clone();
+    cli_output::normalize_instants(&mut value);
+    emit(&format!("{}\n", serde_json::to_string_pretty(&value)?))
 }
 
 /// Loads the rules or returns early with exit code 1 after printing why.
@@ -193,7 +227,7 @@ pub fn run_rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
             match output {
                 OutputFormat::Table => emit(&render::active_table(&rules, at, &active))?,
                 OutputFormat::Json => print_json(&json!({
-                    "at": at,
+                    "at": cli_output::instant(at),
                     "rules_version": rules.version_id(),
                     "active": active,
                     "next_change": rules.next_shift_change(at),
@@ -270,7 +304,82 @@ pub fn run_rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        RulesCommand::WhatIf { proposed, active, from, output } => {
+            // Not clap's `required`: that shows as required even when
+            // MERIDIAN_RULES supplies it.
+            let active = active
+                .context("--active: give the rules file in force (or set MERIDIAN_RULES)")?;
+            let active_rules = rules_or_exit!(active, output);
+            // Parsed here first so that a refusal names the file as given.
+            let _ = rules_or_exit!(proposed, output);
+            let text = std::fs::read_to_string(&proposed)
+                .with_context(|| format!("reading rules file {}", proposed.display()))?;
+            let regions = active_rules.regions().iter().map(|r| r.id.clone()).collect();
+            let answer = what_if::what_if(&active_rules, &text, from, &[], &regions)
+                .map_err(|problems| {
+                    let lines: Vec<_> = problems.into_iter().map(|p| p.text).collect();
+                    anyhow::anyhow!("{} is refused: {}", proposed.display(), lines.join("; "))
+                })?;
+            match output {
+                OutputFormat::Table => emit(&what_if_text(&answer))?,
+                OutputFormat::Json => print_json(&what_if_json(&answer)?)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// A day given on the command line: YYYY-MM-DD, or `now` (today in UTC).
+fn parse_day(text: &str) -> Result<Date, String> {
+    if text.trim().eq_ignore_ascii_case("now") {
+        return Ok(Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date());
+    }
+    text.trim()
+        .parse::<Date>()
+        .map_err(|e| format!("{text:?} is not a day (such as 2026-06-01) or now: {e}"))
+}
+
+/// The what-if for people: what changes, hour by hour.
+fn what_if_text(answer: &what_if::WhatIf) -> String {
+    let mut out = format!(
+        "rules in force {}, proposed {}\n",
+        answer.active_version, answer.proposed_version
+    );
+    let grid = &answer.grid;
+    out.push_str(&format!(
+        "{} coverage cells change over {} days from {} (gaps under the proposal: {} h)\n",
+        answer.changed_cells_total, grid.days, grid.from, grid.gap_hours
+    ));
+    let minutes = |m: Option<u8>| m.map_or_else(|| "-".to_owned(), |m| format!("{m} min"));
+    for cell in &answer.changed_cells {
+        let kind = serde_json::to_value(cell.kind).ok();
+        let kind = kind.as_ref().and_then(|k| k.as_str()).unwrap_or("row");
+        out.push_str(&format!(
+            "  {}  {kind} {}: {} -> {}\n",
+            cli_output::instant(cell.at),
+            cell.name,
+            minutes(cell.before),
+            minutes(cell.after)
+        ));
+    }
+    if answer.changed_cells.len() < answer.changed_cells_total {
+        out.push_str(&format!(
+            "  ... and {} more\n",
+            answer.changed_cells_total - answer.changed_cells.len()
+        ));
+    }
+    out
+}
+
+/// The what-if as one JSON object, instants at the CLI's one precision.
+fn what_if_json(answer: &what_if::WhatIf) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(answer)?;
+    if let Some(cells) = value.get_mut("changed_cells").and_then(|c| c.as_array_mut()) {
+        for (cell, changed) in cells.iter_mut().zip(&answer.changed_cells) {
+            cell["at"] = json!(cli_output::instant(changed.at));
+        }
+    }
+    Ok(value)
 }
 
 pub fn run_sla(cmd: SlaCommand) -> anyhow::Result<ExitCode> {

@@ -41,6 +41,7 @@ pub struct Connection {
     /// Deadline of the call, in seconds.
     #[arg(long, default_value_t = 10, global = true)]
     timeout_secs: u64,
+    /// table for people, json for one JSON object on stdout (errors too).
     #[arg(long, value_enum, default_value_t, global = true)]
     output: OutputFormat,
 }
@@ -51,13 +52,16 @@ pub enum TicketCommand {
     Create {
         #[command(flatten)]
         conn: Connection,
+        /// One line saying what the ticket is about.
         #[arg(long)]
         subject: String,
+        /// Who asked (an account or e-mail address).
         #[arg(long)]
         customer: String,
+        /// The customer's message.
         #[arg(long, default_value = "")]
         body: String,
-        /// Default: standard.
+        /// The support tier, as the rules name it; default: standard.
         #[arg(long, default_value = "")]
         tier: String,
         /// A skill the ticket needs; repeat for several.
@@ -84,22 +88,31 @@ pub enum TicketCommand {
         /// The bearer token (JWT) to call with.
         #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Deadline of the call, in seconds.
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
+        /// table for people, json for one JSON object on stdout (errors too).
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
+        /// One line saying what the ticket is about.
         #[arg(long)]
         subject: String,
+        /// Who asked (an account or e-mail address).
         #[arg(long)]
         customer: String,
+        /// The customer's message.
         #[arg(long, default_value = "")]
         body: String,
+        /// The support tier, as the rules name it; default: standard.
         #[arg(long, default_value = "")]
         tier: String,
+        /// A skill the ticket needs; repeat for several.
         #[arg(long = "skill")]
         skills: Vec<String>,
+        /// A region the ticket's data must stay in; repeat for several.
         #[arg(long)]
         residency: Vec<String>,
+        /// low, normal, high or urgent.
         #[arg(long, default_value = "normal")]
         priority: String,
     },
@@ -108,6 +121,7 @@ pub enum TicketCommand {
     Handoff {
         #[command(flatten)]
         conn: Connection,
+        /// The ticket's id (a UUID).
         id: String,
         /// The region to hand the ticket to.
         #[arg(long)]
@@ -127,6 +141,7 @@ pub enum TicketCommand {
         /// Anything else the next region should know.
         #[arg(long, default_value = "")]
         text: String,
+        /// Who writes the note.
         #[arg(long, default_value = "meridian-cli")]
         author: String,
     },
@@ -134,23 +149,30 @@ pub enum TicketCommand {
     Get {
         #[command(flatten)]
         conn: Connection,
+        /// The ticket's id (a UUID).
         id: String,
     },
     /// List tickets, filtered, one page at a time.
     List {
         #[command(flatten)]
         conn: Connection,
+        /// Only tickets in this status: new, open, pending, escalated,
+        /// solved or closed.
         #[arg(long)]
         status: Option<String>,
+        /// Only tickets this region owns.
         #[arg(long)]
         owner: Option<String>,
+        /// Only tickets assigned to this agent.
         #[arg(long)]
         assignee: Option<String>,
+        /// Only tickets of this tier.
         #[arg(long)]
         tier: Option<String>,
         /// Only tickets with an SLA clock at risk or breached.
         #[arg(long)]
         at_risk: bool,
+        /// Tickets per page.
         #[arg(long, default_value_t = 50)]
         page_size: u32,
         /// The next_page_token of a previous page.
@@ -161,9 +183,12 @@ pub enum TicketCommand {
     Note {
         #[command(flatten)]
         conn: Connection,
+        /// The ticket's id (a UUID).
         id: String,
+        /// Who writes the note.
         #[arg(long)]
         author: String,
+        /// The note's text.
         #[arg(long)]
         body: String,
     },
@@ -171,13 +196,18 @@ pub enum TicketCommand {
     Update {
         #[command(flatten)]
         conn: Connection,
+        /// The ticket's id (a UUID).
         id: String,
+        /// The new status: new, open, pending, escalated, solved or closed.
         #[arg(long)]
         status: Option<String>,
+        /// Assign the ticket to this agent.
         #[arg(long, conflicts_with = "unassign")]
         assignee: Option<String>,
+        /// Leave the ticket unassigned.
         #[arg(long)]
         unassign: bool,
+        /// The new priority: low, normal, high or urgent.
         #[arg(long)]
         priority: Option<String>,
     },
@@ -472,11 +502,13 @@ fn priority_name(raw: i32) -> &'static str {
 }
 
 fn time_text(at: Option<&prost_types::Timestamp>) -> String {
-    at.and_then(|t| meridian_proto::timestamp_from_proto("", t).ok()).map_or_else(|| "-".to_owned(), |t| t.to_string())
+    at.and_then(|t| meridian_proto::timestamp_from_proto("", t).ok())
+        .map_or_else(|| "-".to_owned(), crate::cli_output::instant)
 }
 
 fn time_json(at: Option<&prost_types::Timestamp>) -> Value {
-    at.and_then(|t| meridian_proto::timestamp_from_proto("", t).ok()).map_or(Value::Null, |t| json!(t.to_string()))
+    at.and_then(|t| meridian_proto::timestamp_from_proto("", t).ok())
+        .map_or(Value::Null, |t| json!(crate::cli_output::instant(t)))
 }
 
 fn sla_state_name(raw: i32) -> &'static str {

@@ -51,9 +51,14 @@ pub enum TokenCommand {
         /// The region claim; required for agents.
         #[arg(long)]
         region: Option<RegionId>,
+        /// A rules file whose regions --region must be one of (a typo is
+        /// refused, not minted into a token no gateway accepts).
+        #[arg(long, env = "MERIDIAN_RULES", value_name = "FILE")]
+        rules: Option<PathBuf>,
         /// Who the token is for (`sub`); default: the role and region.
         #[arg(long)]
         subject: Option<String>,
+        /// How long the token is valid, in hours.
         #[arg(long, default_value_t = DEV_TOKEN_HOURS)]
         ttl_hours: u32,
     },
@@ -66,7 +71,10 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             println!("signing key {} (kid {})", out.join(SIGNING_KEY_FILE).display(), key.kid());
             println!("JWKS        {}", out.join(JWKS_FILE).display());
         }
-        TokenCommand::Mint { key, role, region, subject, ttl_hours } => {
+        TokenCommand::Mint { key, role, region, rules, subject, ttl_hours } => {
+            if let (Some(region), Some(rules)) = (&region, &rules) {
+                check_region(region, rules)?;
+            }
             let text = std::fs::read_to_string(&key).with_context(|| format!("cannot read --key {}", key.display()))?;
             let key = SigningKey::from_private_jwk(&text).with_context(|| format!("--key {}", key.display()))?;
             let role: Role = role.parse().context("--role")?;
@@ -76,6 +84,25 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a region the rules file does not define, naming the near miss.
+fn check_region(region: &RegionId, file: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read --rules {}", file.display()))?;
+    let rules = meridian_rules::Rules::parse(&file.display().to_string(), &text)
+        .map_err(|errors| anyhow::anyhow!("--rules {}: refused:\n{errors}", file.display()))?;
+    if rules.region(region.as_str()).is_some() {
+        return Ok(());
+    }
+    let known: Vec<&str> = rules.regions().iter().map(|r| r.id.as_str()).collect();
+    let hint = meridian_rules::closest(region.as_str(), known.iter().copied())
+        .map_or_else(String::new, |near| format!(" (did you mean {near:?}?)"));
+    anyhow::bail!(
+        "--region {region}: no such region in {}{hint}; the rules define {}",
+        file.display(),
+        known.join(", ")
+    )
 }
 
 /// A token for `role`, valid from now for `ttl_hours`.

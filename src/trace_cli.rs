@@ -80,8 +80,9 @@ pub struct TraceArgs {
     /// Measure the current holder's time up to this instant (RFC 3339)
     /// rather than this machine's clock: for a mesh on a simulated clock
     /// (`meridian up --start/--speed`).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli_output::parse_instant)]
     now: Option<Timestamp>,
+    /// table for people, json for one JSON object on stdout (errors too).
     #[arg(long, value_enum, default_value_t)]
     output: OutputFormat,
 }
@@ -280,9 +281,11 @@ pub struct Stay {
     pub came_by: String,
     /// The region it came from (handoff, takeover).
     pub from_region: Option<String>,
+    #[serde(serialize_with = "crate::cli_output::ser_instant")]
     pub since: Timestamp,
     /// When the next holder took it, or the ticket closed; `None` while it
     /// still holds it.
+    #[serde(serialize_with = "crate::cli_output::ser_opt_instant")]
     pub until: Option<Timestamp>,
     /// `until` (or now) minus `since`.
     pub held_ms: i64,
@@ -294,6 +297,7 @@ pub struct Stay {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Step {
     /// The origin's hybrid-logical time, as a wall-clock instant.
+    #[serde(serialize_with = "crate::cli_output::ser_instant")]
     pub at: Timestamp,
     pub origin_region: String,
     pub origin_seq: u64,
@@ -312,7 +316,11 @@ pub enum StepDetail {
     Created { subject: String },
     Updated { changes: Vec<String> },
     Note { author: String, body: String, auto: bool },
-    Sla { metric: String, due: Timestamp },
+    Sla {
+        metric: String,
+        #[serde(serialize_with = "crate::cli_output::ser_instant")]
+        due: Timestamp,
+    },
     HandoffOffered { to: String, note: HandoffNoteView },
     HandoffAccepted {
         from: String,
@@ -334,6 +342,7 @@ pub struct HandoffNoteView {
     pub current_status: String,
     pub last_action: String,
     pub next_action: String,
+    #[serde(serialize_with = "crate::cli_output::ser_opt_instant")]
     pub deadline: Option<Timestamp>,
     pub text: String,
     pub author: String,
@@ -694,7 +703,7 @@ pub fn human_duration(ms: i64) -> String {
 
 /// An instant to the millisecond, in UTC.
 fn instant_text(at: Timestamp) -> String {
-    at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    crate::cli_output::instant(at)
 }
 
 /// One line for a step, without its instant.

@@ -115,18 +115,56 @@ fn dev_auth(data_dir: &Path, pki: &Path, regions: &[RegionId]) -> anyhow::Result
 }
 
 /// `DATA_DIR/env`: what the CLI needs to call this mesh as the first
-/// region's agent (`source` it; switch roles with MERIDIAN_TOKEN).
-fn write_env(auth: &DevAuth, gateway: &str, router: &str) -> anyhow::Result<()> {
-    let first_agent = auth.tokens.first().map(|(_, path, _)| path.clone()).context("no regions")?;
-    let env = format!(
-        "# Written by `meridian up`: `source` it to call the mesh with the CLI.\n\
+/// region's agent (`source` it), and, commented, the lines that switch to
+/// each other role: another region's agent, the operator, the sre (with
+/// every gateway as a peer, which `meridian trace` asks) and the admin.
+fn write_env(
+    auth: &DevAuth,
+    gateways: &[(RegionId, String)],
+    router: &str,
+    rules: &Path,
+) -> anyhow::Result<()> {
+    let token_file = |name: &str| {
+        auth.tokens.iter().find(|(n, _, _)| n == name).map(|(_, path, _)| absolute(path))
+    };
+    let (first_region, gateway) = gateways.first().context("no regions")?;
+    let first_agent = token_file(&format!("agent-{first_region}")).context("no agent token")?;
+    let peers: Vec<&str> = gateways.iter().map(|(_, url)| url.as_str()).collect();
+    let mut env = format!(
+        "# Written by `meridian up`: `source` it to call the mesh with the CLI as\n\
+         # the {first_region} agent. To act as another role, run its line below.\n\
          export MERIDIAN_TARGET={gateway}\n\
          export MERIDIAN_ROUTER={router}\n\
          export MERIDIAN_CA={}\n\
+         export MERIDIAN_RULES={}\n\
          export MERIDIAN_TOKEN=\"$(cat {})\"\n",
         absolute(&auth.ca).display(),
-        absolute(&first_agent).display(),
+        absolute(rules).display(),
+        first_agent.display(),
     );
+    for (region, url) in gateways.iter().skip(1) {
+        if let Some(path) = token_file(&format!("agent-{region}")) {
+            env.push_str(&format!(
+                "\n# The {region} agent: tickets in {region}.\n\
+                 # export MERIDIAN_TARGET={url} MERIDIAN_TOKEN=\"$(cat {})\"\n",
+                path.display()
+            ));
+        }
+    }
+    let roles = [
+        ("operator", "rules and the console's what-if"),
+        ("sre", "`meridian trace TICKET` across every region, the console"),
+        ("admin", "everything, region failover"),
+    ];
+    for (role, what) in roles {
+        let Some(path) = token_file(role) else { continue };
+        // The sre reads every region: `meridian trace` asks each gateway.
+        let peers = if role == "sre" { format!(" MERIDIAN_PEERS={}", peers.join(",")) } else { String::new() };
+        env.push_str(&format!(
+            "\n# The {role}: {what}.\n# export MERIDIAN_TOKEN=\"$(cat {})\"{peers}\n",
+            path.display()
+        ));
+    }
     std::fs::write(&auth.env_file, env).with_context(|| format!("cannot write {}", auth.env_file.display()))
 }
 
@@ -349,7 +387,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!();
     match &auth {
         Some(auth) => {
-            write_env(auth, &first_gateway, &router_url)?;
+            write_env(auth, &gateway_urls, &router_url, &rules)?;
             println!("Public ports serve TLS (CA {}) and require a bearer token.", auth.ca.display());
             println!("Development tokens (valid {} days; also in {}):", crate::token_cli::DEV_TOKEN_HOURS / 24, args.data_dir.join("tokens").display());
             for (name, _, token) in &auth.tokens {

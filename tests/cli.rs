@@ -104,6 +104,23 @@ impl Drop for Mesh {
     }
 }
 
+/// The `export NAME=VALUE` lines of an env file, `$(cat FILE)` read as the
+/// shell would.
+fn env_exports(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(assignment) = line.strip_prefix("export ") else { continue };
+        let (name, value) = assignment.split_once('=').unwrap();
+        let value = value.trim_matches('"');
+        let value = match value.strip_prefix("$(cat ").and_then(|v| v.strip_suffix(')')) {
+            Some(file) => std::fs::read_to_string(file).unwrap().trim().to_owned(),
+            None => value.to_owned(),
+        };
+        out.push((name.to_owned(), value));
+    }
+    out
+}
+
 fn meridian(args: &[&str]) -> Output {
     Command::new(MERIDIAN).args(args).output().unwrap()
 }
@@ -211,6 +228,41 @@ fn up_create_get_and_a_refused_non_owner_update() {
     let wrong = mesh.cli("sre", &load_args);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("refused CreateTicket: PermissionDenied"), "{}", String::from_utf8_lossy(&wrong.stderr));
+
+    // With no --target, `meridian load` follows MERIDIAN_TARGET (here from
+    // the env file `up` wrote) instead of benchmarking a gateway of its own.
+    let env_file = std::fs::read_to_string(dir.path().join("env")).unwrap();
+    let exported = env_exports(&env_file);
+    let mut load = Command::new(MERIDIAN);
+    load.args(&load_args[..1]).args(&load_args[3..]).env_remove("MERIDIAN_TARGET");
+    for (name, value) in &exported {
+        load.env(name, value);
+    }
+    let followed = load.output().unwrap();
+    assert!(followed.status.success(), "{}", String::from_utf8_lossy(&followed.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&followed.stdout).unwrap();
+    assert_eq!(report["target"], us.as_str(), "{report}");
+    assert!(report["rows"][0]["ops"].as_u64().unwrap() > 0, "{report}");
+    // The env file says how to act as each role: the sre's line carries
+    // every gateway as a peer for `meridian trace`.
+    let sre_line = env_file.lines().find(|l| l.contains("/sre.jwt")).unwrap();
+    assert!(sre_line.starts_with("# export MERIDIAN_TOKEN="), "{env_file}");
+    for (_, url) in &mesh.gateways {
+        assert!(sre_line.contains(url.as_str()), "{sre_line}");
+    }
+    for role in ["operator", "admin", "agent-eu-west", "agent-apac-south"] {
+        assert!(env_file.contains(&format!("/{role}.jwt")), "no line for {role}: {env_file}");
+    }
+    // Without a target anywhere, it asks for one rather than guessing.
+    let nothing = Command::new(MERIDIAN)
+        .args(&load_args[..1])
+        .args(&load_args[3..])
+        .env_remove("MERIDIAN_TARGET")
+        .output()
+        .unwrap();
+    assert_eq!(nothing.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&nothing.stdout).unwrap();
+    assert!(error["error"].as_str().unwrap().contains("MERIDIAN_TARGET"), "{error}");
 
     // `meridian health`, the Kubernetes probe: over TLS, no token needed.
     let health = Command::new(MERIDIAN)

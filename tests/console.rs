@@ -3,7 +3,7 @@
 //! console.
 //!
 //! The test drives Debian's `chromium` through `chromedriver` with W3C
-//! WebDriver (JSON over HTTP, sent with a small hyper HTTP/1 client): it
+//! WebDriver (the `fantoccini` client): it
 //! logs in with the one-click URL `meridian up` prints (as the sre), checks
 //! that the token stays out of the page's reach, then loads each page, checks that what the pages show matches the gRPC API
 //! (active regions, queue depths), that a handoff made through the API
@@ -26,13 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::connect::HttpConnector;
 use meridian_auth::BearerToken;
 use meridian_proto::v1::{self, router_service_client::RouterServiceClient, ticket_service_client::TicketServiceClient};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
@@ -113,34 +110,9 @@ fn up(data_dir: &Path) -> Mesh {
     Mesh { _process: Process(child), router, console, console_login, gateways, tokens, ca }
 }
 
-/// One HTTP/1 request on a fresh connection: the status and the body.
-async fn http(method: &str, url: &str, body: Option<Vec<u8>>, content_type: &str) -> (u16, Vec<u8>) {
-    let uri: hyper::Uri = url.parse().unwrap();
-    let authority = uri.authority().unwrap().to_string();
-    let stream = TcpStream::connect(&authority).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(connection);
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(hyper::header::HOST, authority)
-        .header(hyper::header::CONTENT_TYPE, content_type)
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(60), sender.send_request(request)).await.unwrap().unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, bytes.to_vec())
-}
-
-async fn http_json(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let (status, bytes) = http(method, url, body.map(|b| b.to_string().into_bytes()), "application/json").await;
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
-/// A W3C WebDriver session in chromedriver.
+/// A W3C WebDriver session in chromedriver, driven by `fantoccini`.
 struct Browser {
-    base: String,
+    client: fantoccini::Client,
     _driver: Process,
 }
 
@@ -155,24 +127,12 @@ impl Browser {
                 .spawn()
                 .unwrap(),
         );
-        let root = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                let (_, status) = http_json("GET", &format!("{root}/status"), None).await;
-                if status["value"]["ready"] == json!(true) {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not become ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         // The console serves HTTPS with the mesh's development CA, which
         // this throwaway browser profile does not trust. Chromium has no flag
         // to add a CA; `--ignore-certificate-errors` is acceptable for a test
         // browser that only ever opens this console (TLS itself is checked by
         // the router's console_auth test, against the CA).
-        let capabilities = json!({ "capabilities": { "alwaysMatch": {
+        let capabilities = json!({
             "browserName": "chrome",
             "acceptInsecureCerts": true,
             "goog:chromeOptions": {
@@ -180,26 +140,32 @@ impl Browser {
                 "args": ["--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage",
                          "--disable-gpu", "--ignore-certificate-errors", format!("--window-size={},{}", DESKTOP.0, DESKTOP.1)],
             },
-        }}});
-        let (status, session) = http_json("POST", &format!("{root}/session"), Some(capabilities)).await;
-        assert_eq!(status, 200, "new session: {session}");
-        let id = session["value"]["sessionId"].as_str().unwrap().to_owned();
-        Browser { base: format!("{root}/session/{id}"), _driver: driver }
-    }
-
-    async fn command(&self, method: &str, path: &str, body: Value) -> Value {
-        let body = (method == "POST").then_some(body);
-        let (status, answer) = http_json(method, &format!("{}{path}", self.base), body).await;
-        assert_eq!(status, 200, "{method} {path}: {answer}");
-        answer["value"].clone()
+        });
+        let Value::Object(capabilities) = capabilities else { unreachable!() };
+        // chromedriver drives no TLS: a plain HTTP connector is enough.
+        let mut builder = fantoccini::ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(capabilities);
+        let root = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + PATIENCE;
+        // Until chromedriver listens, a new session fails to connect.
+        let client = loop {
+            match builder.connect(&root).await {
+                Ok(client) => break client,
+                Err(error) => {
+                    assert!(Instant::now() < deadline, "chromedriver did not start a session: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        Browser { client, _driver: driver }
     }
 
     async fn goto(&self, url: &str) {
-        self.command("POST", "/url", json!({ "url": url })).await;
+        self.client.goto(url).await.unwrap();
     }
 
     async fn script(&self, script: &str) -> Value {
-        self.command("POST", "/execute/sync", json!({ "script": script, "args": [] })).await
+        self.client.execute(script, Vec::new()).await.unwrap()
     }
 
     /// `fetch` from the page (with its cookie): the status and the body.
@@ -216,11 +182,11 @@ impl Browser {
     }
 
     async fn url(&self) -> String {
-        self.command("GET", "/url", Value::Null).await.as_str().unwrap().to_owned()
+        self.client.current_url().await.unwrap().to_string()
     }
 
     async fn size(&self, (width, height): (u32, u32)) {
-        self.command("POST", "/window/rect", json!({ "width": width, "height": height })).await;
+        self.client.set_window_size(width, height).await.unwrap();
     }
 
     /// Polls `script` until it returns something other than null or false.
@@ -241,8 +207,7 @@ impl Browser {
     }
 
     async fn screenshot(&self, dir: &Path, name: &str) -> PathBuf {
-        let value = self.command("GET", "/screenshot", Value::Null).await;
-        let png = base64_decode(value.as_str().unwrap());
+        let png = self.client.screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "a screenshot is a PNG");
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();
@@ -260,30 +225,6 @@ impl Browser {
         self.size(DESKTOP).await;
         path
     }
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => u32::from(c - b'A'),
-            b'a'..=b'z' => u32::from(c - b'a') + 26,
-            b'0'..=b'9' => u32::from(c - b'0') + 52,
-            b'+' => 62,
-            b'/' => 63,
-            other => panic!("not base64: {other}"),
-        }
-    };
-    let clean: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
-    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
-    for chunk in clean.chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            n |= value(*c) << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    out
 }
 
 fn screenshots_dir() -> PathBuf {

@@ -228,7 +228,7 @@ fn write_out(report: &Report, dir: &std::path::Path) -> anyhow::Result<()> {
     write("report.md", &report.to_markdown("."))?;
     for scenario in &report.scenarios {
         for chart in &scenario.charts {
-            write(&format!("{}.svg", chart.name), &svg::render(chart))?;
+            write(&format!("{}.svg", chart.name), &svg::render(chart)?)?;
         }
     }
     eprintln!("wrote {}", dir.display());

@@ -1,42 +1,45 @@
 //! Progress on stderr while the suite runs: a bar over the scenarios, the
-//! scenario's elapsed time and what it is doing now. On a terminal the
-//! line redraws in place; elsewhere (CI logs) each step is its own line.
+//! scenario's elapsed time and what it is doing now. On a terminal it is an
+//! `indicatif` bar redrawn in place; elsewhere (CI logs, where indicatif
+//! draws nothing) each step is its own line.
 
-use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Progress {
     quiet: bool,
-    terminal: bool,
-    state: Mutex<State>,
+    /// Drawn on a terminal only; hidden otherwise.
+    bar: ProgressBar,
 }
 
-struct State {
-    scenario: String,
-    index: usize,
-    total: usize,
-    started: Instant,
-}
-
-const BAR: usize = 20;
+const TEMPLATE: &str = "[{bar:20}] {pos}/{len} {prefix} {elapsed:>5}  {msg}";
 
 impl Progress {
     pub fn new(quiet: bool, total: usize) -> Self {
-        Self {
-            quiet,
-            terminal: std::io::stderr().is_terminal(),
-            state: Mutex::new(State { scenario: String::new(), index: 0, total, started: Instant::now() }),
-        }
+        let total = u64::try_from(total).unwrap_or(u64::MAX);
+        let bar = if quiet || !std::io::stderr().is_terminal() {
+            ProgressBar::hidden()
+        } else {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(TEMPLATE)
+                .map(|style| style.progress_chars("#>."))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            // Redraw the elapsed time between steps too.
+            bar.enable_steady_tick(Duration::from_millis(250));
+            bar
+        };
+        bar.set_length(total);
+        Self { quiet, bar }
     }
 
     /// Starts the `index`-th scenario (from 1).
     pub fn scenario(&self, index: usize, name: &str) {
-        if let Ok(mut state) = self.state.lock() {
-            state.scenario = name.to_owned();
-            state.index = index;
-            state.started = Instant::now();
-        }
+        self.bar.set_position(u64::try_from(index.saturating_sub(1)).unwrap_or(0));
+        self.bar.set_prefix(name.to_owned());
+        self.bar.reset_elapsed();
         self.say("starting");
     }
 
@@ -45,25 +48,24 @@ impl Progress {
         if self.quiet {
             return;
         }
-        let Ok(state) = self.state.lock() else { return };
-        let done = state.index.saturating_sub(1) * BAR / state.total.max(1);
-        let bar: String = (0..BAR).map(|i| if i < done { '#' } else { '.' }).collect();
-        let line = format!(
-            "[{bar}] {}/{} {} {:>5.1}s  {step}",
-            state.index,
-            state.total,
-            state.scenario,
-            state.started.elapsed().as_secs_f64()
-        );
-        let mut err = std::io::stderr().lock();
-        let _ = if self.terminal { write!(err, "\r\x1b[2K{line}") } else { writeln!(err, "{line}") };
-        let _ = err.flush();
+        if self.bar.is_hidden() {
+            eprintln!(
+                "[{}/{}] {} {:>5.1}s  {step}",
+                self.bar.position() + 1,
+                self.bar.length().unwrap_or(0),
+                self.bar.prefix(),
+                self.bar.elapsed().as_secs_f64()
+            );
+        } else {
+            self.bar.set_message(step.to_owned());
+        }
     }
 
-    /// Ends the in-place line so the report starts on its own.
+    /// Ends the bar so the report starts on its own line.
     pub fn finish(&self) {
-        if !self.quiet && self.terminal {
-            let _ = writeln!(std::io::stderr());
+        if let Some(total) = self.bar.length() {
+            self.bar.set_position(total);
         }
+        self.bar.finish();
     }
 }

@@ -1,18 +1,26 @@
-//! Line charts as standalone SVG: axes with round ticks, optional log
-//! scales, one coloured line with markers per series, and a legend. Enough
-//! for latency distributions and throughput curves; no dependency.
+//! Line charts as standalone SVG, drawn by `plotters` (SVG backend only):
+//! axes with round ticks, optional log scales, one coloured line with
+//! markers per series, and a legend. Enough for latency distributions and
+//! throughput curves. What stays here is choosing each axis's range and
+//! naming category positions (percentiles).
 
-use std::fmt::Write as _;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::prelude::*;
 
 use crate::report::{Chart, number};
 
-const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 400.0;
-const LEFT: f64 = 80.0;
-const RIGHT: f64 = 190.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 60.0;
-const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+const WIDTH: u32 = 720;
+const HEIGHT: u32 = 400;
+const COLOURS: [RGBColor; 8] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+];
 
 /// One axis: its range in data units and whether it is logarithmic.
 struct Axis {
@@ -41,113 +49,87 @@ impl Axis {
         }
         Self { low, high, log }
     }
-
-    /// Where `v` falls, from 0 (low) to 1 (high).
-    fn unit(&self, v: f64) -> f64 {
-        if self.log {
-            (v.max(self.low).log10() - self.low.log10()) / (self.high.log10() - self.low.log10())
-        } else {
-            (v - self.low) / (self.high - self.low)
-        }
-    }
-
-    fn ticks(&self) -> Vec<f64> {
-        if self.log {
-            let mut ticks = Vec::new();
-            let mut t = self.low;
-            while t <= self.high * 1.0001 {
-                ticks.push(t);
-                t *= 10.0;
-            }
-            return ticks;
-        }
-        let raw = (self.high - self.low) / 5.0;
-        let magnitude = 10f64.powf(raw.log10().floor());
-        let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(raw);
-        let mut ticks = Vec::new();
-        let mut t = (self.low / step).ceil() * step;
-        while t <= self.high + step * 1e-9 {
-            ticks.push(t);
-            t += step;
-        }
-        ticks
-    }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// The chart as an SVG document.
-pub fn render(chart: &Chart) -> String {
+pub fn render(chart: &Chart) -> anyhow::Result<String> {
     let points = || chart.series.iter().flat_map(|s| s.points.iter());
     let x = Axis::fit(points().map(|p| p.0), chart.log_x);
     let y = Axis::fit(points().map(|p| p.1), chart.log_y);
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let px = |v: f64| LEFT + x.unit(v) * plot_w;
-    let py = |v: f64| TOP + (1.0 - y.unit(v)) * plot_h;
-
+    let (xr, yr) = (x.low..x.high, y.low..y.high);
     let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(svg, r#"<text x="{}" y="22" font-size="15" font-weight="bold">{}</text>"#, LEFT, escape(&chart.title));
-    // Grid and ticks.
-    for t in y.ticks() {
-        let at = py(t);
-        let _ = writeln!(svg, r##"<line x1="{LEFT}" x2="{}" y1="{at:.1}" y2="{at:.1}" stroke="#e5e5e5"/>"##, LEFT + plot_w);
-        let _ = writeln!(svg, r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, at + 4.0, number(t));
+    // Each combination of scales is its own coordinate type in plotters.
+    match (x.log, y.log) {
+        (false, false) => draw(chart, &mut svg, xr, yr),
+        (true, false) => draw(chart, &mut svg, xr.log_scale(), yr),
+        (false, true) => draw(chart, &mut svg, xr, yr.log_scale()),
+        (true, true) => draw(chart, &mut svg, xr.log_scale(), yr.log_scale()),
     }
-    let x_ticks: Vec<(f64, String)> =
-        if chart.x_ticks.is_empty() { x.ticks().into_iter().map(|t| (t, number(t))).collect() } else { chart.x_ticks.clone() };
-    for (t, label) in &x_ticks {
-        let at = px(*t);
-        let _ = writeln!(svg, r##"<line x1="{at:.1}" x2="{at:.1}" y1="{TOP}" y2="{}" stroke="#f0f0f0"/>"##, TOP + plot_h);
-        let _ = writeln!(svg, r#"<text x="{at:.1}" y="{}" text-anchor="middle">{}</text>"#, TOP + plot_h + 18.0, escape(label));
-    }
-    let _ = writeln!(
-        svg,
-        r#"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="black"/>"#
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
-        LEFT + plot_w / 2.0,
-        HEIGHT - 14.0,
-        escape(&chart.x_label)
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text transform="translate(18,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
-        TOP + plot_h / 2.0,
-        escape(&chart.y_label)
-    );
-    // Series and legend.
+    .map_err(|e| anyhow::anyhow!("cannot draw chart {}: {e}", chart.name))?;
+    Ok(svg)
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+fn draw<X, Y>(chart: &Chart, svg: &mut String, x: X, y: Y) -> DrawResult
+where
+    X: AsRangedCoord<Value = f64>,
+    Y: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut plot = ChartBuilder::on(&root)
+        .caption(&chart.title, ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(76)
+        .build_cartesian_2d(x, y)?;
+    let x_label = |v: &f64| {
+        chart
+            .x_ticks
+            .iter()
+            .find(|(at, _)| (at - v).abs() <= 1e-9 * at.abs().max(1.0))
+            .map_or_else(|| number(*v), |(_, name)| name.clone())
+    };
+    let y_label = |v: &f64| number(*v);
+    // Category positions (percentiles) get one label each.
+    let x_labels = if chart.x_ticks.is_empty() { 8 } else { chart.x_ticks.len() };
+    plot.configure_mesh()
+        .x_labels(x_labels)
+        .y_labels(6)
+        .x_desc(chart.x_label.as_str())
+        .y_desc(chart.y_label.as_str())
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&y_label)
+        .bold_line_style(RGBColor(0xe5, 0xe5, 0xe5))
+        .light_line_style(WHITE)
+        .draw()?;
     for (i, series) in chart.series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let visible: Vec<(f64, f64)> = series
             .points
             .iter()
             .copied()
-            .filter(|(a, b)| a.is_finite() && b.is_finite() && (!chart.log_x || *a > 0.0) && (!chart.log_y || *b > 0.0))
+            .filter(|(a, b)| {
+                a.is_finite() && b.is_finite() && (!chart.log_x || *a > 0.0) && (!chart.log_y || *b > 0.0)
+            })
             .collect();
-        let path: Vec<String> = visible.iter().map(|(a, b)| format!("{:.1},{:.1}", px(*a), py(*b))).collect();
-        if path.len() > 1 {
-            let _ = writeln!(svg, r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#, path.join(" "));
-        }
-        for (a, b) in &visible {
-            let _ = writeln!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#, px(*a), py(*b));
-        }
-        let ly = TOP + 10.0 + 20.0 * i as f64;
-        let lx = WIDTH - RIGHT + 14.0;
-        let _ = writeln!(svg, r#"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="3"/>"#, lx + 18.0);
-        let _ = writeln!(svg, r#"<text x="{}" y="{}">{}</text>"#, lx + 24.0, ly + 4.0, escape(&series.name));
+        plot.draw_series(LineSeries::new(visible.iter().copied(), colour.stroke_width(2)))?
+            .label(series.name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(3)));
+        plot.draw_series(visible.iter().map(|p| Circle::new(*p, 3, colour.filled())))?;
     }
-    svg.push_str("</svg>\n");
-    svg
+    if !chart.series.is_empty() {
+        plot.configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -173,19 +155,18 @@ mod tests {
 
     #[test]
     fn draws_each_series_with_its_points_and_escapes_text() {
-        let svg = render(&chart(false));
+        let svg = render(&chart(false)).unwrap();
         assert!(svg.starts_with("<svg"));
-        assert_eq!(svg.matches("<polyline").count(), 2);
         assert_eq!(svg.matches("<circle").count(), 5);
         assert!(svg.contains("A &amp; B"));
-        assert!(svg.contains(">echo<"));
+        assert!(svg.contains(">echo<") && svg.contains(">create<"), "the legend names each series");
     }
 
     #[test]
     fn log_axes_have_decade_ticks_and_drop_non_positive_points() {
         let mut c = chart(true);
         c.series[0].points.push((128.0, 0.0));
-        let svg = render(&c);
+        let svg = render(&c).unwrap();
         assert_eq!(svg.matches("<circle").count(), 5, "the zero point cannot be drawn on a log axis");
         for decade in ["100", "1,000", "10,000"] {
             assert!(svg.contains(&format!(">{decade}<")), "tick {decade} in {svg}");
@@ -193,9 +174,21 @@ mod tests {
     }
 
     #[test]
+    fn category_positions_carry_their_names() {
+        let mut c = chart(false);
+        c.log_x = false;
+        c.x_ticks = vec![(0.0, "p50".into()), (1.0, "p99".into()), (2.0, "max".into())];
+        c.series = vec![Series { name: "create".into(), points: vec![(0.0, 1.0), (1.0, 3.0), (2.0, 9.0)] }];
+        let svg = render(&c).unwrap();
+        for name in [">p50<", ">p99<", ">max<"] {
+            assert!(svg.contains(name), "{name} in {svg}");
+        }
+    }
+
+    #[test]
     fn empty_chart_still_renders() {
         let mut c = chart(false);
         c.series.clear();
-        assert!(render(&c).ends_with("</svg>\n"));
+        assert!(render(&c).unwrap().trim_end().ends_with("</svg>"));
     }
 }

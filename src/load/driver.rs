@@ -12,8 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::io::IsTerminal as _;
+
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 /// The longest one operation may take before it counts as an error. It also
@@ -233,6 +236,16 @@ impl Background {
             let label = label.to_owned();
             let counters = counters.clone();
             let mut stopped = stopped.clone();
+            // On a terminal one `indicatif` line redraws in place; elsewhere
+            // (CI logs) a line a second, as indicatif would draw nothing.
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let bar = ProgressBar::new_spinner();
+                let style = ProgressStyle::with_template("load: {prefix}: {spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                bar.set_style(style);
+                bar.set_prefix(label.clone());
+                bar
+            });
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval_at(
                     tokio::time::Instant::now() + Duration::from_secs(1),
@@ -240,14 +253,26 @@ impl Background {
                 );
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => eprintln!(
-                            "load: {label}: {:>5.1} s, {} ops, {} errors",
-                            start.elapsed().as_secs_f64(),
-                            counters.ok.load(Ordering::Relaxed),
-                            counters.errors.load(Ordering::Relaxed),
-                        ),
+                        _ = tick.tick() => {
+                            let line = format!(
+                                "{:>5.1} s, {} ops, {} errors",
+                                start.elapsed().as_secs_f64(),
+                                counters.ok.load(Ordering::Relaxed),
+                                counters.errors.load(Ordering::Relaxed),
+                            );
+                            match &bar {
+                                Some(bar) => {
+                                    bar.set_message(line);
+                                    bar.tick();
+                                }
+                                None => eprintln!("load: {label}: {line}"),
+                            }
+                        }
                         _ = stopped.changed() => break,
                     }
+                }
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
                 }
             })
         });

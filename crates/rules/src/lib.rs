@@ -68,6 +68,7 @@ pub use route::{
     Candidate, Decision, FilterReason, Reason, RegionHealth, RegionLoad, RouteRequest, Score,
     Warning,
 };
+pub use suggest::closest;
 pub use shifts::{ActiveShift, ShiftChange, ShiftChangeKind, ShiftPosition};
 pub use sla::{SLA_WARNING_PERCENT, pause_spans};
 

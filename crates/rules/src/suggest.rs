@@ -2,7 +2,7 @@
 
 /// The candidate closest to `input` by edit distance (ignoring ASCII case),
 /// if it is close enough to be a plausible typo.
-pub(crate) fn closest<'a>(
+pub fn closest<'a>(
     input: &str,
     candidates: impl Iterator<Item = &'a str>,
 ) -> Option<&'a str> {

@@ -99,16 +99,16 @@ impl TelemetryConfig {
 pub struct TelemetryArgs {
     /// Export spans and metrics over OTLP/gRPC to this collector, e.g.
     /// http://127.0.0.1:4317. Export is off without it.
-    #[arg(long, global = true, env = "MERIDIAN_OTLP_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "MERIDIAN_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
     /// Share of ticket traces to keep, from 0.0 (none) to 1.0 (all).
-    #[arg(long, global = true, env = "MERIDIAN_TRACE_SAMPLE", default_value_t = 1.0, value_name = "RATIO")]
+    #[arg(long, env = "MERIDIAN_TRACE_SAMPLE", default_value_t = 1.0, value_name = "RATIO")]
     pub trace_sample: f64,
     /// Log lines as readable text or JSON objects.
-    #[arg(long, global = true, env = "MERIDIAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    #[arg(long, env = "MERIDIAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
     /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, global = true, env = "MERIDIAN_METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "MERIDIAN_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 

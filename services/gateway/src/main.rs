@@ -19,8 +19,20 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The one error style of every Meridian command: `error: ` and
+            // the whole cause chain on one line (anyhow's own is `Error:`).
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let config = meridian_gateway::GatewayConfig::load(&args.config)?;
     let mut telemetry = Telemetry::init(&TelemetryConfig {
         region: Some(config.region.to_string()),

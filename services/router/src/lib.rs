@@ -45,6 +45,12 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server,
 
 pub use config::{ConsoleConfig, HealthConfig, Limits, PublicTls, RouterConfig};
 pub use console::WHAT_IF_BYTES_MAX;
+/// The console's what-if, for `meridian rules what-if`.
+pub mod what_if {
+    pub use crate::console::view::{
+        ChangedCell, GRID_DAYS, GridRow, GridView, PastTicket, ProblemView, Rerouted, WhatIf, what_if,
+    };
+}
 pub use error::{Error, Result};
 
 use crate::health::HealthTable;

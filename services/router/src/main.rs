@@ -20,8 +20,20 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The one error style of every Meridian command: `error: ` and
+            // the whole cause chain on one line (anyhow's own is `Error:`).
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     // The router serves every region, so its resource names none.
     let mut telemetry = Telemetry::init(&args.telemetry.config("meridian-router"))?;
     let config = RouterConfig::load(&args.config)?;

@@ -21,7 +21,8 @@
 //! that is not a loopback address, whatever it is bound to.
 
 mod auth;
-mod view;
+// `pub(crate)`: the pure what-if is re-exported for `meridian rules what-if`.
+pub(crate) mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;

@@ -15,7 +15,7 @@ use serde::Serialize;
 /// One UTC day, the span of the Now page's bands.
 const DAY: SignedDuration = SignedDuration::from_hours(24);
 /// Days the coverage grid and the what-if compare.
-pub(crate) const GRID_DAYS: u32 = 7;
+pub const GRID_DAYS: u32 = 7;
 /// Changed cells listed in one what-if answer; the total is always given.
 const CHANGED_CELLS_MAX: usize = 500;
 
@@ -258,7 +258,7 @@ pub(crate) fn now_view(
 /// One row of the coverage grid, with each hour's minutes covered and a
 /// mark for the hours to highlight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct GridRow {
+pub struct GridRow {
     pub kind: CoverageRowKind,
     pub name: String,
     pub minutes: Vec<u8>,
@@ -269,7 +269,7 @@ pub(crate) struct GridRow {
 
 /// The coverage grid as the Rules page draws it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct GridView {
+pub struct GridView {
     pub rules_version: String,
     pub from: Date,
     pub days: u32,
@@ -334,7 +334,7 @@ pub(crate) fn grid(coverage: &Coverage) -> GridView {
 
 /// One problem of a refused what-if file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct ProblemView {
+pub struct ProblemView {
     pub line: usize,
     pub column: usize,
     pub message: String,
@@ -351,7 +351,7 @@ pub(crate) fn problems(errors: &RulesErrors) -> Vec<ProblemView> {
 
 /// One hour of one row whose covered minutes the new rules change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct ChangedCell {
+pub struct ChangedCell {
     pub kind: CoverageRowKind,
     pub name: String,
     pub hour: usize,
@@ -394,7 +394,7 @@ pub(crate) fn changed_cells(before: &Coverage, after: &Coverage) -> Vec<ChangedC
 
 /// A ticket as the what-if re-routes it.
 #[derive(Debug, Clone)]
-pub(crate) struct PastTicket {
+pub struct PastTicket {
     pub id: String,
     pub created_at: Timestamp,
     pub owner_region: String,
@@ -403,7 +403,7 @@ pub(crate) struct PastTicket {
 
 /// Where one ticket goes under each rules file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct Rerouted {
+pub struct Rerouted {
     pub ticket_id: String,
     pub created_at: Timestamp,
     /// Where it is now (it may have been handed off since).
@@ -416,7 +416,7 @@ pub(crate) struct Rerouted {
 
 /// The what-if's answer for a file that parses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct WhatIf {
+pub struct WhatIf {
     pub active_version: String,
     pub proposed_version: String,
     pub grid: GridView,
@@ -433,7 +433,7 @@ pub(crate) struct WhatIf {
 /// from `from` for [`GRID_DAYS`] days, and where each of `tickets` would
 /// have gone at its creation, with every region of `regions` healthy (the
 /// router keeps no history of health). Applies nothing.
-pub(crate) fn what_if(
+pub fn what_if(
     active: &Rules,
     text: &str,
     from: Date,

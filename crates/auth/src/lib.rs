@@ -52,6 +52,35 @@ pub use jwt::{Claims, LEEWAY_SECS, SigningKey, Verifier, VerifierSettings};
 pub use layer::{AuthLayer, AuthService};
 pub use policy::{Access, Policy, gateway_policy, router_policy};
 
+/// The health service name (`grpc.health.v1`) whose status is that of the
+/// token keys: SERVING while they are fresh, NOT_SERVING while refreshing
+/// them fails (the last good keys stay in force) or before any arrived.
+pub const KEYS_HEALTH_SERVICE: &str = "meridian.auth.Keys";
+
+/// Keeps the health of [`KEYS_HEALTH_SERVICE`] in step with
+/// the token keys: NOT_SERVING while the latest read or fetch failed (the
+/// last good keys still verify) or before any keys arrived. Runs until
+/// the source is dropped; spawn it beside the service's health reporter.
+pub async fn report_key_health(keys: std::sync::Arc<JwksSource>, health: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    let mut status = keys.subscribe();
+    let mut reported = None;
+    loop {
+        let now = status.borrow_and_update().clone();
+        if reported != Some(now.healthy()) {
+            reported = Some(now.healthy());
+            let serving = if now.healthy() { ServingStatus::Serving } else { ServingStatus::NotServing };
+            if let Some(error) = &now.last_error {
+                tracing::warn!(origin = %keys.origin(), %error, failures = now.failures, "token keys: refresh failing; the last good keys stay in force");
+            }
+            health.set_service_status(KEYS_HEALTH_SERVICE, serving).await;
+        }
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// The header a client sends its token in: `authorization: Bearer <jwt>`.
 pub const AUTHORIZATION: &str = "authorization";
 

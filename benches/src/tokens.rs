@@ -56,7 +56,7 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
     write_jwks(&path, &jwks)?;
     let source = Arc::new(JwksSource::load_with(&path, &[Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA])?);
     let settings = VerifierSettings { issuer: Some(ISSUER.into()), audience: Some("meridian".into()) };
-    let verifier = Verifier::new(source, settings, Arc::new(meridian_core::SystemClock));
+    let verifier = Verifier::new(source, settings, Arc::new(meridian_store::SystemClock));
 
     let mut slowest = f64::INFINITY;
     for case in cases {

@@ -189,6 +189,12 @@ pub struct Verifier {
     clock: Arc<dyn Clock>,
 }
 
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("keys", &self.keys.origin()).field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
 impl Verifier {
     /// A verifier of the algorithms `keys` was read for, reading the
     /// principal from `sub`, `role` and `region`.

@@ -11,9 +11,14 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use meridian_auth::{Algorithm, AuthError, AuthSettings, ClaimMapping, Principal, Role, Verifier, jwks::ReloadTask};
-use meridian_core::{RegionId, SystemClock};
+use meridian_core::{ManualClock, RegionId};
 use serde_json::{Value, json};
 use support::{TestIssuer, now, pyjwt, wait_until};
+
+/// The wall clock's now: the tokens carry real times.
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(jiff::Timestamp::now()))
+}
 
 fn claims(sub: &str, extra: Value) -> Value {
     let mut claims = json!({"sub": sub, "iss": "ISSUER", "aud": ["meridian", "other"], "iat": now(), "exp": now() + 3600});
@@ -40,7 +45,7 @@ async fn verifier(issuer: &TestIssuer) -> (Verifier, ReloadTask) {
         .into(),
         ..ClaimMapping::default()
     };
-    let (verifier, task) = settings.start_verifier(Arc::new(SystemClock)).unwrap();
+    let (verifier, task) = settings.start_verifier(clock()).unwrap();
     let keys = verifier.keys().clone();
     wait_until("the issuer's keys", Duration::from_secs(10), || keys.status().confirmed_at.is_some()).await;
     (verifier, task)
@@ -195,7 +200,7 @@ async fn an_issuer_is_reached_only_over_https_it_trusts() {
     issuer.set_jwks(minted.jwks_of(&["rsa-1"]));
     let mut settings = AuthSettings::from_issuer(&issuer.url);
     settings.reload_interval_ms = Some(100);
-    let (verifier, _task) = settings.start_verifier(Arc::new(SystemClock)).unwrap();
+    let (verifier, _task) = settings.start_verifier(clock()).unwrap();
     let keys = verifier.keys().clone();
     wait_until("a failed fetch", Duration::from_secs(10), || keys.status().last_error.is_some()).await;
     let error = keys.status().last_error.unwrap();
@@ -203,6 +208,6 @@ async fn an_issuer_is_reached_only_over_https_it_trusts() {
     assert!(keys.current().is_empty() && !keys.status().healthy());
 
     let plain = AuthSettings::from_issuer("http://localhost:1");
-    let err = plain.start_verifier(Arc::new(SystemClock)).unwrap_err().to_string();
+    let err = plain.start_verifier(clock()).unwrap_err().to_string();
     assert!(err.contains("must be an https:// URL"), "{err}");
 }

@@ -526,9 +526,42 @@ impl tonic::service::Interceptor for BearerToken {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
 
-    use super::{ListenerProtection, check_public_listener};
+    use super::{Algorithm, AuthChoice, AuthTable, ListenerProtection, Role, check_public_listener};
+
+    fn table(toml: &str) -> Result<AuthChoice, String> {
+        let table: AuthTable = toml::from_str(toml).map_err(|e| e.to_string())?;
+        table.into_choice("g.toml", &[])
+    }
+
+    #[test]
+    fn the_auth_table_takes_an_issuer_an_allow_list_and_a_claim_mapping() {
+        let choice = table(
+            "issuer = \"https://idp\"\nalgorithms = [\"RS256\", \"ES256\"]\n\
+             [claims]\nrole = \"groups\"\nroles = { \"Ops\" = \"operator\" }\n",
+        )
+        .unwrap();
+        let AuthChoice::Enabled(settings) = choice else { panic!("disabled") };
+        assert_eq!((settings.jwks.as_ref(), settings.issuer.as_deref()), (None, Some("https://idp")));
+        assert_eq!(settings.algorithms(), [Algorithm::RS256, Algorithm::ES256]);
+        assert_eq!(settings.claims.role, "groups");
+        assert_eq!(settings.claims.roles.get("Ops"), Some(&Role::Operator));
+        let AuthChoice::Enabled(file) = table("jwks = \"/k.json\"").unwrap() else { panic!("disabled") };
+        assert_eq!(file.algorithms(), [Algorithm::EdDSA], "the development tokens' default");
+        let AuthChoice::Enabled(idp) = table("issuer = \"https://idp\"").unwrap() else { panic!("disabled") };
+        assert_eq!(idp.algorithms(), [Algorithm::RS256], "OIDC's mandatory algorithm");
+
+        let err = |toml: &str| table(toml).unwrap_err();
+        assert!(err("issuer = \"https://i\"\nalgorithms = [\"HS256\"]").contains("auth.algorithms: HS256 is HMAC"));
+        assert!(err("issuer = \"https://i\"\nalgorithms = [\"XY\"]").contains("auth.algorithms: \"XY\" is not one of RS256"));
+        assert!(err("issuer = \"https://i\"\nalgorithms = []").contains("auth.algorithms is empty"));
+        assert!(err("jwks = \"/k\"\nca = \"/ca.pem\"").contains("auth.ca is the CA of the issuer's HTTPS"));
+        let bad_role = err("issuer = \"https://i\"\n[claims]\nroles = { \"g\" = \"root\" }");
+        assert!(bad_role.contains("auth.claims.roles.\"g\": \"root\" is not one of agent"), "{bad_role}");
+        assert!(err("audience = \"m\"").starts_with("g.toml: auth.jwks is missing"));
+        assert!(err("disabled = true\nissuer = \"https://i\"").contains("disabled = true takes no other key"));
+    }
 
     const NONE: ListenerProtection = ListenerProtection { auth_section: false, tokens: false, tls: false, tls_disabled: false };
 

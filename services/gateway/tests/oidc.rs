@@ -133,7 +133,7 @@ async fn a_gateway_with_an_oidc_issuer_takes_its_rs256_tokens_and_maps_groups_to
         priority: v1::Priority::High.into(),
     };
     let created = client.create_ticket(with(agent, create)).await.unwrap().into_inner();
-    assert_eq!(created.ticket.unwrap().owner_region, "us-east", "the agent group's token writes its region's tickets");
+    assert_eq!(created.ticket.unwrap().owner.unwrap().owner_region, "us-east", "the agent group's token writes its region's tickets");
     assert_eq!(keys_health(channel.clone()).await, ServingStatus::Serving as i32);
 
     // The issuer goes away: tokens still verify with the last good keys;

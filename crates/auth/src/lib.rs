@@ -308,6 +308,8 @@ pub struct ClaimsTable {
 
 /// What an `[auth]` table asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Made once per config load: the size is of no consequence.
+#[allow(clippy::large_enum_variant)]
 pub enum AuthChoice {
     /// `disabled = true`.
     Disabled,

@@ -10,6 +10,7 @@
 //! | `route` | routing decisions in process and over gRPC | a no-op gRPC call |
 //! | `catch-up` | events/s applied after a partition left N behind | `apply_remote` in batches with no network |
 //! | `trace-overhead` | intake with export off, 100 % and 10 % | export off |
+//! | `tokens` | bearer-token verifications/s: RS256, ES256, EdDSA | ring's bare signature check of the same token |
 //! | `scale` | RSS and list latency at 1,000,000 tickets; a simulated week of ten regions | — |
 //!
 //! `cargo run --release -p meridian-bench` runs all of them;
@@ -28,6 +29,7 @@ mod report;
 mod route;
 mod scale;
 mod svg;
+mod tokens;
 mod trace;
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
@@ -48,17 +50,19 @@ enum Scenario {
     Route,
     CatchUp,
     TraceOverhead,
+    Tokens,
     Scale,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::IntakeSqlite,
         Scenario::IntakePostgres,
         Scenario::Handoff,
         Scenario::Route,
         Scenario::CatchUp,
         Scenario::TraceOverhead,
+        Scenario::Tokens,
         Scenario::Scale,
     ];
 
@@ -70,6 +74,7 @@ impl Scenario {
             Scenario::Route => "route",
             Scenario::CatchUp => "catch-up",
             Scenario::TraceOverhead => "trace-overhead",
+            Scenario::Tokens => "tokens",
             Scenario::Scale => "scale",
         }
     }
@@ -188,6 +193,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Scenario::Route => route::run(&sizes, &progress).await.map(Some),
             Scenario::CatchUp => catchup::run(&sizes, &progress).await.map(Some),
             Scenario::TraceOverhead => trace::run(&sizes, &progress).await.map(Some),
+            Scenario::Tokens => tokens::run(&sizes, &progress).await.map(Some),
             Scenario::Scale => scale::run(&sizes, &progress).await.map(Some),
         };
         match result {

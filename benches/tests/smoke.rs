@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const ALWAYS: [&str; 6] = ["intake-sqlite", "handoff", "route", "catch-up", "trace-overhead", "scale"];
+const ALWAYS: [&str; 7] = ["intake-sqlite", "handoff", "route", "catch-up", "trace-overhead", "tokens", "scale"];
 
 #[test]
 fn every_scenario_completes_and_reports_in_smoke_mode() {
@@ -61,7 +61,7 @@ fn every_scenario_completes_and_reports_in_smoke_mode() {
         }
     }
     // Every scenario with a baseline sets a figure against it.
-    for name in ["intake-sqlite", "handoff", "route", "catch-up", "trace-overhead", "scale"] {
+    for name in ["intake-sqlite", "handoff", "route", "catch-up", "trace-overhead", "tokens", "scale"] {
         let scenario = scenarios.iter().find(|s| s["name"] == name).unwrap();
         assert!(
             scenario["rows"].as_array().unwrap().iter().any(|r| r["ratio"].is_number()),

@@ -8,8 +8,10 @@ pub enum AuthError {
     Missing,
     #[error("malformed token: {0}")]
     Malformed(String),
-    #[error("token signed with unknown key id {0:?} (not in the JWKS)")]
+    #[error("token signed with unknown key id {0:?} (not in the JWKS in force)")]
     UnknownKey(String),
+    #[error("token algorithm: {0}")]
+    Algorithm(String),
     #[error("token signature does not verify")]
     BadSignature,
     #[error("token expired at {exp} (now {now}, leeway {leeway}s)")]
@@ -24,6 +26,8 @@ pub enum AuthError {
     Claim(String),
     #[error("JWKS {path}: {reason}")]
     Jwks { path: String, reason: String },
+    #[error("{0}")]
+    Config(String),
     #[error("signing key: {0}")]
     Key(String),
 }

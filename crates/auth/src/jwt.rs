@@ -1,19 +1,24 @@
-//! Compact JWS tokens signed with Ed25519 (`alg: EdDSA`): minting for the
-//! development tooling and tests, verification for the services.
+//! Bearer tokens (compact JWS): verification for the services with
+//! `jsonwebtoken` — RS256/384/512, PS256/384/512, ES256/384 and EdDSA, as
+//! the allow-list of `[auth] algorithms` admits — and Ed25519 minting for
+//! the development tooling and tests.
 //!
-//! The JOSE subset is written here rather than taken from a JWT crate: one
-//! algorithm, three base64url segments and a few claims are less code than
-//! a dependency's configuration, and refusing every other `alg` (notably
-//! `none` and HMAC with a public key) is then a matter of one comparison.
+//! Minting stays here (a few lines on ring): the development tokens are
+//! one algorithm, and the verifier reads them like any issuer's.
 
 use std::sync::Arc;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use meridian_core::{Clock, RegionId};
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
+use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 
-use crate::{AuthError, Principal, Result, Role, jwks::JwksSource};
+use crate::{
+    AuthError, Principal, Result, Role,
+    claims::ClaimMapping,
+    jwks::{JwksSource, Key},
+};
 
 /// How far `exp` and `nbf` may be off, for clock skew between the minting
 /// host and the verifying one.
@@ -75,31 +80,6 @@ impl Claims {
     pub fn with_audience(mut self, aud: impl Into<String>) -> Self {
         self.aud = Some(serde_json::Value::String(aud.into()));
         self
-    }
-
-    fn has_audience(&self, expected: &str) -> bool {
-        match &self.aud {
-            Some(serde_json::Value::String(aud)) => aud == expected,
-            Some(serde_json::Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(expected)),
-            _ => false,
-        }
-    }
-
-    /// The principal these claims describe, if they describe a valid one.
-    fn principal(&self) -> Result<Principal> {
-        if self.sub.is_empty() {
-            return Err(AuthError::Claim("sub is empty".into()));
-        }
-        let role: Role = self.role.parse()?;
-        let region = self
-            .region
-            .as_deref()
-            .map(|r| RegionId::new(r).map_err(|e| AuthError::Claim(format!("region {r:?}: {e}"))))
-            .transpose()?;
-        if role == Role::Agent && region.is_none() {
-            return Err(AuthError::Claim("an agent token needs a region claim".into()));
-        }
-        Ok(Principal { subject: self.sub.clone(), role, region })
     }
 }
 
@@ -205,73 +185,155 @@ pub struct VerifierSettings {
 pub struct Verifier {
     keys: Arc<JwksSource>,
     settings: VerifierSettings,
+    claims: Arc<ClaimMapping>,
     clock: Arc<dyn Clock>,
 }
 
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("keys", &self.keys.origin()).field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
 impl Verifier {
+    /// A verifier of the algorithms `keys` was read for, reading the
+    /// principal from `sub`, `role` and `region`.
     pub fn new(keys: Arc<JwksSource>, settings: VerifierSettings, clock: Arc<dyn Clock>) -> Self {
-        Self { keys, settings, clock }
+        crate::ring_provider::install();
+        Self { keys, settings, claims: Arc::new(ClaimMapping::default()), clock }
+    }
+
+    /// Reads the principal from the claims `mapping` names.
+    pub fn with_claims(mut self, mapping: ClaimMapping) -> Self {
+        self.claims = Arc::new(mapping);
+        self
     }
 
     pub fn keys(&self) -> &Arc<JwksSource> {
         &self.keys
     }
 
-    /// The principal of a valid token, or why it is not valid.
+    /// The principal of a valid token, or why it is not valid. A token
+    /// naming a key an issuer has not yet been asked for is refused here
+    /// (the fetch starts, rate-limited, in the background);
+    /// [`Verifier::verify_async`] waits for that fetch instead.
     pub fn verify(&self, token: &str) -> Result<Principal> {
+        let header = self.header(token)?;
+        let key = self.keys.key(&header.kid).ok_or_else(|| AuthError::UnknownKey(header.kid.clone()))?;
+        self.check(token, header.alg, &key)
+    }
+
+    /// [`Verifier::verify`], fetching the issuer's keys first (rate-limited)
+    /// when the token names a key id the set in force lacks: the first
+    /// token after an issuer rotates its keys is accepted, not refused.
+    pub async fn verify_async(&self, token: &str) -> Result<Principal> {
+        let header = self.header(token)?;
+        let key = self.keys.key_async(&header.kid).await.ok_or_else(|| AuthError::UnknownKey(header.kid.clone()))?;
+        self.check(token, header.alg, &key)
+    }
+
+    /// The token's `alg` (which must be allowed) and `kid`; nothing in it
+    /// is trusted yet.
+    fn header(&self, token: &str) -> Result<TokenHeader> {
         if token.len() > TOKEN_BYTES_MAX {
             return Err(AuthError::Malformed(format!("longer than {TOKEN_BYTES_MAX} bytes")));
         }
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        if token.split('.').count() != 3 {
             return Err(AuthError::Malformed("not three dot-separated segments".into()));
-        };
-        let header: Header = decode_json(header, "header")?;
-        if header.alg != ALG {
-            return Err(AuthError::Malformed(format!("alg {:?}: only {ALG} is accepted", header.alg)));
         }
+        // The allow-list first, on the raw `alg`: `none`, HMAC and anything
+        // unlisted are refused before any key is looked at.
+        let allowed = self.keys.allowed();
+        let alg = raw_alg(token)?;
+        if !allowed.iter().any(|a| format!("{a:?}") == alg) {
+            let names: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+            return Err(AuthError::Algorithm(format!(
+                "alg {alg:?}: only {} accepted (auth.algorithms)",
+                names.join(", ")
+            )));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(format!("header: {e}")))?;
         let kid = header.kid.ok_or_else(|| AuthError::Malformed("header has no kid".into()))?;
-        let key = self.keys.key(&kid).ok_or(AuthError::UnknownKey(kid))?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|e| AuthError::Malformed(format!("signature: {e}")))?;
-        let signed_len = header_len_plus_payload(token);
-        let signing_input = token.get(..signed_len).ok_or_else(|| AuthError::Malformed("segments".into()))?;
-        UnparsedPublicKey::new(&ED25519, key.as_slice())
-            .verify(signing_input.as_bytes(), &signature)
-            .map_err(|_| AuthError::BadSignature)?;
-        // Claims are read only once the signature holds.
-        let claims: Claims = decode_json(payload, "payload")?;
-        let now = self.clock.now().as_second();
-        if now > claims.exp.saturating_add(LEEWAY_SECS) {
-            return Err(AuthError::Expired { exp: claims.exp, now, leeway: LEEWAY_SECS });
+        Ok(TokenHeader { alg: header.alg, kid })
+    }
+
+    /// The signature (by `jsonwebtoken`, with ring), then the claims.
+    fn check(&self, token: &str, alg: Algorithm, key: &Key) -> Result<Principal> {
+        if !key.algorithms().contains(&alg) {
+            return Err(AuthError::Algorithm(format!("{alg:?} does not match the key the token names")));
         }
-        if let Some(nbf) = claims.nbf
+        // jsonwebtoken checks the signature and the algorithm; time,
+        // issuer and audience are checked below against the service's
+        // clock (tests and the simulation run on a manual one).
+        let mut validation = Validation::new(alg);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.decoding, &validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                _ => AuthError::Malformed(e.to_string()),
+            })?;
+        let claims = data.claims;
+        let seconds = |name: &str| -> Result<Option<i64>> {
+            match claims.get(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                // NumericDate may carry a fraction (RFC 7519 §2).
+                Some(value) => value
+                    .as_i64()
+                    .or_else(|| value.as_f64().map(|f| f as i64))
+                    .map(Some)
+                    .ok_or_else(|| AuthError::Claim(format!("{name} is not a number of seconds"))),
+            }
+        };
+        let exp = seconds("exp")?.ok_or_else(|| AuthError::Claim("exp is missing: tokens must expire".into()))?;
+        let now = self.clock.now().as_second();
+        if now > exp.saturating_add(LEEWAY_SECS) {
+            return Err(AuthError::Expired { exp, now, leeway: LEEWAY_SECS });
+        }
+        if let Some(nbf) = seconds("nbf")?
             && now.saturating_add(LEEWAY_SECS) < nbf
         {
             return Err(AuthError::NotYetValid { nbf, now });
         }
-        if let Some(expected) = &self.settings.issuer
-            && claims.iss.as_deref() != Some(expected.as_str())
-        {
-            return Err(AuthError::Issuer { found: claims.iss.unwrap_or_default(), expected: expected.clone() });
+        if let Some(expected) = &self.settings.issuer {
+            let found = claims.get("iss").and_then(serde_json::Value::as_str);
+            if found != Some(expected.as_str()) {
+                return Err(AuthError::Issuer { found: found.unwrap_or_default().to_owned(), expected: expected.clone() });
+            }
         }
         if let Some(expected) = &self.settings.audience
-            && !claims.has_audience(expected)
+            && !has_audience(claims.get("aud"), expected)
         {
             return Err(AuthError::Audience { expected: expected.clone() });
         }
-        claims.principal()
+        self.claims.principal(&claims)
     }
 }
 
-/// Length of `header.payload` in a token known to have three segments.
-fn header_len_plus_payload(token: &str) -> usize {
-    token.rfind('.').unwrap_or(0)
+/// The header's `alg`, as written.
+fn raw_alg(token: &str) -> Result<String> {
+    let header = token.split('.').next().unwrap_or_default();
+    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|e| AuthError::Malformed(format!("header: {e}")))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| AuthError::Malformed(format!("header: {e}")))?;
+    match header.get("alg") {
+        Some(serde_json::Value::String(alg)) => Ok(alg.clone()),
+        _ => Err(AuthError::Malformed("header has no alg".into())),
+    }
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(segment: &str, what: &str) -> Result<T> {
-    let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|e| AuthError::Malformed(format!("{what}: {e}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| AuthError::Malformed(format!("{what}: {e}")))
+struct TokenHeader {
+    alg: Algorithm,
+    kid: String,
+}
+
+/// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
+fn has_audience(aud: Option<&serde_json::Value>, expected: &str) -> bool {
+    match aud {
+        Some(serde_json::Value::String(aud)) => aud == expected,
+        Some(serde_json::Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(expected)),
+        _ => false,
+    }
 }

@@ -77,30 +77,44 @@ where
         // serves this request (tower's usual dance).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if let Some(shared) = &self.shared {
-            match shared.check(&request) {
+        let Some(shared) = self.shared.clone() else { return Box::pin(inner.call(request)) };
+        // What the check needs, taken out of the request before any await
+        // (the request's body need not be `Sync`).
+        let method = request.uri().path().to_owned();
+        let token = bearer(&request).map(str::to_owned);
+        Box::pin(async move {
+            // Awaits only when a token names a key an issuer has not yet
+            // been asked for (see `Verifier::verify_async`).
+            match shared.check(&method, token).await {
                 Ok(Some(principal)) => {
                     request.extensions_mut().insert(principal);
                 }
                 Ok(None) => {}
-                Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
+                Err(status) => return Ok(status.into_http()),
             }
-        }
-        Box::pin(inner.call(request))
+            inner.call(request).await
+        })
     }
 }
 
 impl Shared {
     /// `Ok(None)` for an open path, `Ok(Some)` for an allowed caller, the
     /// refusal otherwise (already logged).
-    fn check<B>(&self, request: &http::Request<B>) -> Result<Option<Principal>, Status> {
-        let method = request.uri().path();
+    async fn check(&self, method: &str, token: Result<String, AuthError>) -> Result<Option<Principal>, Status> {
         let Access::Roles(allowed) = self.policy.access(method) else { return Ok(None) };
-        let principal = bearer(request).and_then(|token| self.verifier.verify(token)).map_err(|error| {
+        let principal = match token {
+            Ok(token) => self.verifier.verify_async(&token).await,
+            Err(error) => Err(error),
+        };
+        let principal = principal.map_err(|error| {
             let reason = error.to_string();
             tracing::warn!(%method, %reason, "call refused: unauthenticated");
             Status::unauthenticated(reason)
         })?;
+        self.authorize(method, allowed, principal)
+    }
+
+    fn authorize(&self, method: &str, allowed: &[crate::Role], principal: Principal) -> Result<Option<Principal>, Status> {
         if !allowed.contains(&principal.role) {
             let reason = if allowed.is_empty() {
                 format!("{method} is not open to any role")

@@ -2,14 +2,18 @@
 //! it may do.
 //!
 //! It owns:
-//! - **tokens** ([`jwt`]): compact JWS with `alg: EdDSA` (Ed25519, through
-//!   `ring`), minted by the development tooling with a [`SigningKey`] and
-//!   verified by a [`Verifier`]: signature, `kid`, `exp`, `nbf` (with a
-//!   small leeway), `iss`/`aud` when configured, and the claims `sub`,
-//!   `role` and `region`;
-//! - **keys** ([`jwks`]): the verification keys come from a JWKS file that
-//!   is re-read when it changes (mtime polled, and at once — rate-limited —
-//!   when a token names an unknown `kid`), so keys rotate without a restart;
+//! - **tokens** ([`jwt`]): compact JWS verified by a [`Verifier`] with
+//!   `jsonwebtoken` (signatures by `ring`): an allow-list of algorithms
+//!   (RS256, ES256, EdDSA, …), `kid`, `exp`, `nbf` (with a small leeway),
+//!   `iss`/`aud` when configured, and the principal read from claims as
+//!   `[auth.claims]` maps them ([`ClaimMapping`]). The development tooling
+//!   mints EdDSA tokens with a [`SigningKey`];
+//! - **keys** ([`jwks`]): from a JWKS file that is re-read when it changes,
+//!   or from an OIDC issuer ([`oidc`]: discovery, then the JWKS over HTTPS,
+//!   cached as `Cache-Control` says); either is refreshed at once —
+//!   rate-limited — when a token names an unknown `kid`, so keys rotate
+//!   without a restart, and a failed refresh keeps the last good keys and
+//!   shows in [`KeyStatus`];
 //! - **roles and the per-RPC table** ([`Role`], [`Policy`]): which roles may
 //!   call each method of the public services;
 //! - **one tower layer** ([`AuthLayer`]): every request to a protected
@@ -27,21 +31,55 @@
 
 #![forbid(unsafe_code)]
 
+mod claims;
 mod error;
 pub mod jwks;
 pub mod jwt;
 mod layer;
+pub mod oidc;
 mod policy;
+mod ring_provider;
 
 use std::{fmt, str::FromStr};
 
 use meridian_core::RegionId;
 
 pub use error::{AuthError, Result};
-pub use jwks::{JWKS_RELOAD_INTERVAL, Jwks, JwksSource};
+pub use claims::ClaimMapping;
+pub use jsonwebtoken::Algorithm;
+pub use jwks::{JWKS_RELOAD_INTERVAL, Jwks, JwksSource, KeyStatus};
 pub use jwt::{Claims, LEEWAY_SECS, SigningKey, Verifier, VerifierSettings};
 pub use layer::{AuthLayer, AuthService};
 pub use policy::{Access, Policy, gateway_policy, router_policy};
+
+/// The health service name (`grpc.health.v1`) whose status is that of the
+/// token keys: SERVING while they are fresh, NOT_SERVING while refreshing
+/// them fails (the last good keys stay in force) or before any arrived.
+pub const KEYS_HEALTH_SERVICE: &str = "meridian.auth.Keys";
+
+/// Keeps the health of [`KEYS_HEALTH_SERVICE`] in step with
+/// the token keys: NOT_SERVING while the latest read or fetch failed (the
+/// last good keys still verify) or before any keys arrived. Runs until
+/// the source is dropped; spawn it beside the service's health reporter.
+pub async fn report_key_health(keys: std::sync::Arc<JwksSource>, health: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    let mut status = keys.subscribe();
+    let mut reported = None;
+    loop {
+        let now = status.borrow_and_update().clone();
+        if reported != Some(now.healthy()) {
+            reported = Some(now.healthy());
+            let serving = if now.healthy() { ServingStatus::Serving } else { ServingStatus::NotServing };
+            if let Some(error) = &now.last_error {
+                tracing::warn!(origin = %keys.origin(), %error, failures = now.failures, "token keys: refresh failing; the last good keys stay in force");
+            }
+            health.set_service_status(KEYS_HEALTH_SERVICE, serving).await;
+        }
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
+}
 
 /// The header a client sends its token in: `authorization: Bearer <jwt>`.
 pub const AUTHORIZATION: &str = "authorization";
@@ -138,48 +176,102 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Option<&Principal> {
     request.extensions().get::<Principal>()
 }
 
-/// `[auth]` of a service's config file.
+/// `[auth]` of a service's config file, checked (see [`AuthTable`] for the
+/// keys as a file spells them, and docs/auth.md).
 ///
 /// ```toml
 /// [auth]
-/// jwks = "/etc/meridian/jwks.json"   # Ed25519 public keys (JWKS), re-read when it changes
-/// issuer = "https://idp.example"     # optional: required `iss`
+/// jwks = "/etc/meridian/jwks.json"   # keys from a JWKS file, re-read when it changes
+/// issuer = "https://idp.example"     # required `iss`; without `jwks`, the OIDC issuer
+///                                    # whose keys are discovered and fetched over HTTPS
 /// audience = "meridian"              # optional: required member of `aud`
-/// reload_interval_ms = 2000          # optional: how often the JWKS is re-read
+/// algorithms = ["RS256", "ES256"]    # optional allow-list (default: EdDSA for a
+///                                    # file, RS256 for an issuer)
+/// ca = "/etc/meridian/idp-ca.pem"    # optional: the only CA trusted for the issuer
+/// reload_interval_ms = 2000          # optional: file poll / issuer refresh without max-age
+///
+/// [auth.claims]                      # optional: where the principal is read
+/// subject = "sub"
+/// role = "groups"
+/// region = "region"
+/// roles = { "meridian-sre" = "sre", "support-eu" = "agent" }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
-    pub jwks: std::path::PathBuf,
-    #[serde(default)]
+    /// The JWKS file; `None` takes the keys from `issuer` instead.
+    pub jwks: Option<std::path::PathBuf>,
     pub issuer: Option<String>,
-    #[serde(default)]
     pub audience: Option<String>,
-    #[serde(default)]
     pub reload_interval_ms: Option<u64>,
+    /// The algorithms tokens may be signed with; `None` is the default of
+    /// the key source ([`AuthSettings::algorithms`]).
+    pub algorithms: Option<Vec<Algorithm>>,
+    /// PEM file of the CA(s) trusted for the issuer's HTTPS (a private
+    /// issuer); `None` trusts the public web PKI.
+    pub ca: Option<std::path::PathBuf>,
+    pub claims: ClaimMapping,
 }
 
 impl AuthSettings {
+    /// Keys from the JWKS file `jwks` (EdDSA unless `algorithms` says
+    /// otherwise): what `meridian up` and the tests configure.
     pub fn new(jwks: impl Into<std::path::PathBuf>) -> Self {
-        Self { jwks: jwks.into(), issuer: None, audience: None, reload_interval_ms: None }
+        Self { jwks: Some(jwks.into()), ..Self::from_issuer("") }
     }
 
-    /// Loads the JWKS and builds the layer for `policy`; the returned task
-    /// polls the JWKS file until it is dropped.
+    /// Keys discovered from the OIDC issuer at `issuer` (an https URL).
+    pub fn from_issuer(issuer: impl Into<String>) -> Self {
+        let issuer: String = issuer.into();
+        Self {
+            jwks: None,
+            issuer: Some(issuer).filter(|i| !i.is_empty()),
+            audience: None,
+            reload_interval_ms: None,
+            algorithms: None,
+            ca: None,
+            claims: ClaimMapping::default(),
+        }
+    }
+
+    /// The allow-list in force: as configured, else EdDSA for a file (the
+    /// development tokens) and RS256 for an issuer (the one algorithm every
+    /// OpenID provider must offer).
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        match (&self.algorithms, &self.jwks) {
+            (Some(algorithms), _) => algorithms.clone(),
+            (None, Some(_)) => vec![Algorithm::EdDSA],
+            (None, None) => vec![Algorithm::RS256],
+        }
+    }
+
+    /// Loads the keys and builds the layer for `policy`; the returned task
+    /// keeps the keys fresh until it is dropped.
     pub fn start(&self, policy: Policy, clock: std::sync::Arc<dyn meridian_core::Clock>) -> Result<(AuthLayer, jwks::ReloadTask)> {
         let (verifier, reload) = self.start_verifier(clock)?;
         Ok((AuthLayer::new(verifier, policy), reload))
     }
 
-    /// Loads the JWKS and builds a verifier, for a service that checks
+    /// Loads the keys and builds a verifier, for a service that checks
     /// tokens in more than one place (the router's layer and its console);
-    /// the returned task polls the JWKS file until it is dropped.
+    /// the returned task keeps the keys fresh (polls the file, or fetches
+    /// from the issuer) until it is dropped. An issuer's first fetch runs
+    /// in that task: this returns at once.
     pub fn start_verifier(&self, clock: std::sync::Arc<dyn meridian_core::Clock>) -> Result<(Verifier, jwks::ReloadTask)> {
-        let source = std::sync::Arc::new(JwksSource::load(&self.jwks)?);
-        let interval = self.reload_interval_ms.map_or(JWKS_RELOAD_INTERVAL, std::time::Duration::from_millis);
+        let algorithms = self.algorithms();
+        let (source, default_interval) = match (&self.jwks, &self.issuer) {
+            (Some(path), _) => (JwksSource::load_with(path, &algorithms)?, JWKS_RELOAD_INTERVAL),
+            (None, Some(issuer)) => {
+                (JwksSource::issuer(issuer, self.ca.as_deref(), &algorithms)?, jwks::ISSUER_REFRESH_DEFAULT)
+            }
+            (None, None) => {
+                return Err(AuthError::Config("auth: name jwks (a JWKS file) or issuer (an OIDC issuer URL)".into()));
+            }
+        };
+        let source = std::sync::Arc::new(source);
+        let interval = self.reload_interval_ms.map_or(default_interval, std::time::Duration::from_millis);
         let reload = source.spawn_reload(interval.max(std::time::Duration::from_millis(10)));
         let settings = VerifierSettings { issuer: self.issuer.clone(), audience: self.audience.clone() };
-        Ok((Verifier::new(source, settings, clock), reload))
+        Ok((Verifier::new(source, settings, clock).with_claims(self.claims.clone()), reload))
     }
 }
 
@@ -195,53 +287,156 @@ pub struct AuthTable {
     pub reload_interval_ms: Option<u64>,
     #[serde(default)]
     pub disabled: bool,
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub claims: Option<ClaimsTable>,
+}
+
+/// `[auth.claims]` as a config file spells it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsTable {
+    pub subject: Option<String>,
+    pub role: Option<String>,
+    pub region: Option<String>,
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, String>,
 }
 
 /// What an `[auth]` table asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Made once per config load: the size is of no consequence.
+#[allow(clippy::large_enum_variant)]
 pub enum AuthChoice {
     /// `disabled = true`.
     Disabled,
     Enabled(AuthSettings),
 }
 
+/// The algorithms `[auth] algorithms` may name: the public-key ones.
+const ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
 impl AuthTable {
+    /// Whether any key besides `disabled` is set.
+    fn has_keys(&self) -> bool {
+        let Self { jwks, issuer, audience, reload_interval_ms, disabled: _, algorithms, ca, claims } = self;
+        jwks.is_some()
+            || issuer.is_some()
+            || audience.is_some()
+            || reload_interval_ms.is_some()
+            || algorithms.is_some()
+            || ca.is_some()
+            || claims.is_some()
+    }
+
     /// The table's choice, or why it is contradictory or incomplete.
     /// `kept` names the service's own keys of the table (the router's
     /// `gateway_token_file`), which `disabled = true` leaves in force.
     pub fn into_choice(self, file: &str, kept: &[&str]) -> std::result::Result<AuthChoice, String> {
-        match (self.disabled, self.jwks) {
-            (true, None) if self.issuer.is_none() && self.audience.is_none() && self.reload_interval_ms.is_none() => {
-                Ok(AuthChoice::Disabled)
-            }
-            (true, _) if kept.is_empty() => Err(format!(
-                "{file}: auth: disabled = true takes no other key (jwks, issuer, audience, reload_interval_ms); keep one or the other"
-            )),
-            (true, _) => Err(format!(
-                "{file}: auth: disabled = true takes no jwks, issuer, audience or reload_interval_ms \
-                 ({} may stay); keep one or the other",
-                kept.join(", ")
-            )),
-            (false, None) => Err(format!(
-                "{file}: auth.jwks is missing: name the JWKS file of the token issuer's public keys, \
-                 or set disabled = true to serve without tokens"
-            )),
-            (false, Some(jwks)) => Ok(AuthChoice::Enabled(AuthSettings {
-                jwks,
-                issuer: self.issuer,
-                audience: self.audience,
-                reload_interval_ms: self.reload_interval_ms,
-            })),
+        const KEYS: &str = "jwks, issuer, audience, algorithms, ca, claims, reload_interval_ms";
+        if self.disabled {
+            return match (self.has_keys(), kept.is_empty()) {
+                (false, _) => Ok(AuthChoice::Disabled),
+                (true, true) => Err(format!(
+                    "{file}: auth: disabled = true takes no other key ({KEYS}); keep one or the other"
+                )),
+                (true, false) => Err(format!(
+                    "{file}: auth: disabled = true takes none of {KEYS} ({} may stay); keep one or the other",
+                    kept.join(", ")
+                )),
+            };
         }
+        if self.jwks.is_none() && self.issuer.is_none() {
+            return Err(format!(
+                "{file}: auth.jwks is missing: name the JWKS file of the token issuer's public keys, \
+                 or auth.issuer (an OIDC issuer's https URL) to fetch its keys, \
+                 or set disabled = true to serve without tokens"
+            ));
+        }
+        if self.ca.is_some() && self.jwks.is_some() {
+            return Err(format!(
+                "{file}: auth.ca is the CA of the issuer's HTTPS, and keys come from auth.jwks (a file): \
+                 drop one of them"
+            ));
+        }
+        let algorithms = self.algorithms.map(|names| parse_algorithms(file, &names)).transpose()?;
+        let claims = self.claims.map(|table| table.into_mapping(file)).transpose()?.unwrap_or_default();
+        Ok(AuthChoice::Enabled(AuthSettings {
+            jwks: self.jwks,
+            issuer: self.issuer,
+            audience: self.audience,
+            reload_interval_ms: self.reload_interval_ms,
+            algorithms,
+            ca: self.ca,
+            claims,
+        }))
+    }
+}
+
+fn parse_algorithms(file: &str, names: &[String]) -> std::result::Result<Vec<Algorithm>, String> {
+    let known = || ALGORITHMS.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ");
+    if names.is_empty() {
+        return Err(format!("{file}: auth.algorithms is empty: name at least one of {}", known()));
+    }
+    names
+        .iter()
+        .map(|name| match name.parse::<Algorithm>() {
+            Ok(alg) if ALGORITHMS.contains(&alg) => Ok(alg),
+            Ok(_) => Err(format!(
+                "{file}: auth.algorithms: {name} is HMAC (a shared secret); only public-key algorithms are taken: {}",
+                known()
+            )),
+            Err(_) => Err(format!("{file}: auth.algorithms: {name:?} is not one of {}", known())),
+        })
+        .collect()
+}
+
+impl ClaimsTable {
+    fn into_mapping(self, file: &str) -> std::result::Result<ClaimMapping, String> {
+        let defaults = ClaimMapping::default();
+        let name = |value: Option<String>, key: &str, default: String| match value {
+            Some(v) if v.trim().is_empty() => Err(format!("{file}: auth.claims.{key} is empty: name a claim")),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        let roles = self
+            .roles
+            .into_iter()
+            .map(|(group, role)| {
+                let role = role
+                    .parse::<Role>()
+                    .map_err(|_| format!("{file}: auth.claims.roles.{group:?}: {role:?} is not one of agent, operator, sre, admin"))?;
+                Ok((group, role))
+            })
+            .collect::<std::result::Result<_, String>>()?;
+        Ok(ClaimMapping {
+            subject: name(self.subject, "subject", defaults.subject)?,
+            role: name(self.role, "role", defaults.role)?,
+            region: name(self.region, "region", defaults.region)?,
+            roles,
+        })
     }
 }
 
 /// How a config file protects its service's public listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerProtection {
-    /// The file has `[auth]` (a `jwks`, or `disabled = true`).
+    /// The file has `[auth]` (a `jwks` or `issuer`, or `disabled = true`).
     pub auth_section: bool,
-    /// `[auth]` names a JWKS: the listener takes bearer tokens.
+    /// `[auth]` names keys: the listener takes bearer tokens.
     pub tokens: bool,
     /// `[tls]` names a certificate and key.
     pub tls: bool,
@@ -333,9 +528,42 @@ impl tonic::service::Interceptor for BearerToken {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
 
-    use super::{ListenerProtection, check_public_listener};
+    use super::{Algorithm, AuthChoice, AuthTable, ListenerProtection, Role, check_public_listener};
+
+    fn table(toml: &str) -> Result<AuthChoice, String> {
+        let table: AuthTable = toml::from_str(toml).map_err(|e| e.to_string())?;
+        table.into_choice("g.toml", &[])
+    }
+
+    #[test]
+    fn the_auth_table_takes_an_issuer_an_allow_list_and_a_claim_mapping() {
+        let choice = table(
+            "issuer = \"https://idp\"\nalgorithms = [\"RS256\", \"ES256\"]\n\
+             [claims]\nrole = \"groups\"\nroles = { \"Ops\" = \"operator\" }\n",
+        )
+        .unwrap();
+        let AuthChoice::Enabled(settings) = choice else { panic!("disabled") };
+        assert_eq!((settings.jwks.as_ref(), settings.issuer.as_deref()), (None, Some("https://idp")));
+        assert_eq!(settings.algorithms(), [Algorithm::RS256, Algorithm::ES256]);
+        assert_eq!(settings.claims.role, "groups");
+        assert_eq!(settings.claims.roles.get("Ops"), Some(&Role::Operator));
+        let AuthChoice::Enabled(file) = table("jwks = \"/k.json\"").unwrap() else { panic!("disabled") };
+        assert_eq!(file.algorithms(), [Algorithm::EdDSA], "the development tokens' default");
+        let AuthChoice::Enabled(idp) = table("issuer = \"https://idp\"").unwrap() else { panic!("disabled") };
+        assert_eq!(idp.algorithms(), [Algorithm::RS256], "OIDC's mandatory algorithm");
+
+        let err = |toml: &str| table(toml).unwrap_err();
+        assert!(err("issuer = \"https://i\"\nalgorithms = [\"HS256\"]").contains("auth.algorithms: HS256 is HMAC"));
+        assert!(err("issuer = \"https://i\"\nalgorithms = [\"XY\"]").contains("auth.algorithms: \"XY\" is not one of RS256"));
+        assert!(err("issuer = \"https://i\"\nalgorithms = []").contains("auth.algorithms is empty"));
+        assert!(err("jwks = \"/k\"\nca = \"/ca.pem\"").contains("auth.ca is the CA of the issuer's HTTPS"));
+        let bad_role = err("issuer = \"https://i\"\n[claims]\nroles = { \"g\" = \"root\" }");
+        assert!(bad_role.contains("auth.claims.roles.\"g\": \"root\" is not one of agent"), "{bad_role}");
+        assert!(err("audience = \"m\"").starts_with("g.toml: auth.jwks is missing"));
+        assert!(err("disabled = true\nissuer = \"https://i\"").contains("disabled = true takes no other key"));
+    }
 
     const NONE: ListenerProtection = ListenerProtection { auth_section: false, tokens: false, tls: false, tls_disabled: false };
 

@@ -718,12 +718,12 @@ request_timeout_ms = 2500
         // Both: starts, with the files named.
         let secure = format!("{with_auth}\n[tls]\ncert = \"/tls/tls.crt\"\nkey = \"/tls/tls.key\"\n");
         let config = GatewayConfig::parse("gateway.toml", &secure, no_env).unwrap();
-        assert_eq!(config.auth.unwrap().jwks, PathBuf::from("/etc/meridian/auth/jwks.json"));
+        assert_eq!(config.auth.unwrap().jwks, Some(PathBuf::from("/etc/meridian/auth/jwks.json")));
         assert_eq!(config.tls.unwrap().cert, PathBuf::from("/tls/tls.crt"));
         // The JWKS may come from the environment alone.
         let env = |name: &str| (name == "MERIDIAN_AUTH_JWKS").then(|| "/jwks.json".to_owned());
         let tls_only = format!("{public}\n[auth]\n[tls]\ncert = \"/c\"\nkey = \"/k\"\n");
-        assert_eq!(GatewayConfig::parse("gateway.toml", &tls_only, env).unwrap().auth.unwrap().jwks, PathBuf::from("/jwks.json"));
+        assert_eq!(GatewayConfig::parse("gateway.toml", &tls_only, env).unwrap().auth.unwrap().jwks, Some(PathBuf::from("/jwks.json")));
         let err = GatewayConfig::parse("gateway.toml", &tls_only, no_env).unwrap_err().to_string();
         assert!(err.starts_with("config: gateway.toml: auth.jwks is missing"), "{err}");
 

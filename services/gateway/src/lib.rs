@@ -215,6 +215,7 @@ pub const TLS_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_s
 /// Aborts a background task when its owner goes away.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
@@ -348,17 +349,23 @@ async fn serve_listeners(
     let local_addr = listener.local_addr()?;
     // Every TicketService call passes the token check first; health and
     // reflection stay open for probes and tools.
-    let (auth, _jwks_reload) = match &config.auth {
+    // The keys' freshness shows in metrics and as the health of
+    // `meridian.auth.Keys` (`meridian health --service meridian.auth.Keys`).
+    let (auth, _jwks_reload, _key_health, _key_metrics) = match &config.auth {
         Some(settings) => {
-            let (layer, reload) = settings
+            let (verifier, reload) = settings
                 // Token lifetimes are real time, even under `up --speed`.
-                .start(meridian_auth::gateway_policy(), Arc::new(SystemClock))
+                .start_verifier(Arc::new(SystemClock))
                 .map_err(|e| Error::Config(format!("auth: {e}")))?;
-            (layer, Some(reload))
+            let keys = verifier.keys().clone();
+            let key_metrics = keys.observe(&meter);
+            let key_health = AbortOnDrop(tokio::spawn(meridian_auth::report_key_health(keys, health.clone())));
+            let layer = meridian_auth::AuthLayer::new(verifier, meridian_auth::gateway_policy());
+            (layer, Some(reload), Some(key_health), Some(key_metrics))
         }
         None => {
             meridian_auth::warn_unauthenticated("gateway", local_addr);
-            (meridian_auth::AuthLayer::disabled(), None)
+            (meridian_auth::AuthLayer::disabled(), None, None, None)
         }
     };
     tracing::info!(region = %config.region, addr = %local_addr, tls = has_tls, auth = auth.is_enabled(), "gateway serving");

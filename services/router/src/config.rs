@@ -245,6 +245,9 @@ struct AuthSection {
     issuer: Option<String>,
     audience: Option<String>,
     reload_interval_ms: Option<u64>,
+    algorithms: Option<Vec<String>>,
+    ca: Option<PathBuf>,
+    claims: Option<meridian_auth::ClaimsTable>,
     gateway_token_file: Option<PathBuf>,
     /// Serve without tokens on purpose: the opt-out of
     /// [`meridian_auth::check_public_listener`]. `gateway_token_file` still applies (the
@@ -554,6 +557,9 @@ impl FileConfig {
                     audience: section.audience,
                     reload_interval_ms: section.reload_interval_ms,
                     disabled: section.disabled,
+                    algorithms: section.algorithms,
+                    ca: section.ca,
+                    claims: section.claims,
                 };
                 let auth = match table.into_choice(file, &["gateway_token_file"]).map_err(Error::Config)? {
                     meridian_auth::AuthChoice::Enabled(settings) => Some(settings),
@@ -800,7 +806,7 @@ forward_timeout_ms = 1500
 
         let secure = format!("{with_auth}\n[tls]\ncert = \"/tls/tls.crt\"\nkey = \"/tls/tls.key\"\ngateway_ca = \"/ca.pem\"\n");
         let config = RouterConfig::parse("router.toml", &secure, no_env).unwrap();
-        assert_eq!(config.auth.unwrap().jwks, PathBuf::from("/auth/jwks.json"));
+        assert_eq!(config.auth.unwrap().jwks, Some(PathBuf::from("/auth/jwks.json")));
         assert_eq!(config.tls.unwrap().key, PathBuf::from("/tls/tls.key"));
         assert_eq!(config.gateway_token_file, Some(PathBuf::from("/token/router.jwt")));
 

@@ -209,6 +209,13 @@ pub async fn run_with_console(
     health_reporter
         .set_serving::<RouterServiceServer<RouterApi>>()
         .await;
+    // The token keys' freshness: health of `meridian.auth.Keys`, and metrics.
+    let _key_health = verifier.as_ref().map(|verifier| {
+        KeyHealthTask(tokio::spawn(meridian_auth::report_key_health(verifier.keys().clone(), health_reporter.clone())))
+    });
+    let _key_metrics = verifier
+        .as_ref()
+        .map(|verifier| verifier.keys().observe(&meridian_telemetry::opentelemetry::global::meter("meridian-router")));
     // Reflection in both versions, as the gateway does: v1 for current
     // tools, v1alpha for clients that speak only it (grpcio-reflection).
     let reflection = || {
@@ -302,5 +309,15 @@ fn warn_unserved(rules: &Rules, gateways: &BTreeSet<RegionId>) {
         if rules.region(region.as_str()).is_none() {
             tracing::warn!(rules_version = %version, region = %region, "gateway configured for a region the rules do not define");
         }
+    }
+}
+
+/// The key-health task of [`meridian_auth::report_key_health`]; stops when
+/// dropped.
+struct KeyHealthTask(tokio::task::JoinHandle<()>);
+
+impl Drop for KeyHealthTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

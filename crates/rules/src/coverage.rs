@@ -98,6 +98,27 @@ pub struct CalendarDay {
 }
 
 impl Rules {
+    /// One sentence per region with no holiday in the year from `today`
+    /// (`rules check` prints them): a region that works every public
+    /// holiday is rare, and a feed that ran out is easy to miss.
+    pub fn holiday_warnings(&self, today: Date) -> Vec<String> {
+        let last = today.checked_add(jiff::Span::new().days(364)).unwrap_or(today);
+        self.regions
+            .iter()
+            .filter(|r| !r.holidays.iter().any(|h| h.touches(today, last)))
+            .map(|r| {
+                let source = match &r.holidays_ics {
+                    Some(file) => format!(" ({file} has none in it)"),
+                    None => String::new(),
+                };
+                format!(
+                    "warning: region {:?} has no holidays from {today} to {last}{source}; add [[regions.holidays]] (such as every = \"12-25\") or holidays_ics",
+                    r.id.as_str()
+                )
+            })
+            .collect()
+    }
+
     /// Holidays and openings of every region, and of every calendar with its
     /// own hours, that touch `[from, to]` (dates, inclusive), by date.
     pub fn calendar_days(&self, from: Date, to: Date) -> Vec<CalendarDay> {

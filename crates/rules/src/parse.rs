@@ -832,9 +832,12 @@ impl Builder<'_> {
                             }
                         },
                     };
-                    let text = match &h.to {
-                        Some(to) => format!("every {} to {}", every.get_ref().trim(), to.get_ref().trim()),
-                        None => format!("every {}", every.get_ref().trim()),
+                    let text = match (&h.to, &h.observed) {
+                        (Some(to), _) => format!("every {} to {}", every.get_ref().trim(), to.get_ref().trim()),
+                        (None, Some(o)) if observe != recur::Observed::No => {
+                            format!("every {}, observed {}", every.get_ref().trim(), o.get_ref())
+                        }
+                        _ => format!("every {}", every.get_ref().trim()),
                     };
                     for year in recur::YEARS {
                         let Some(first) = rule.in_year(year) else { continue };

@@ -739,7 +739,7 @@ impl Builder<'_> {
         raw: &[Spanned<RawHoliday>],
         ics: Option<&Spanned<String>>,
     ) -> (Vec<Holiday>, Vec<CivilRange>) {
-        // (first, last, name, hours, rule text, observed)
+        // (first, last, name, hours, rule as written)
         let mut plain: Vec<(Date, Date, String, Option<(WallTime, WallTime)>, String)> = Vec::new();
         let mut observed: Vec<(recur::Occurrence, String, Option<(WallTime, WallTime)>, String)> =
             Vec::new();
@@ -878,25 +878,23 @@ impl Builder<'_> {
             }
         }
         // Substitutes avoid every day that is already a holiday.
-        let mut taken: Vec<Date> = Vec::new();
+        let mut taken: std::collections::BTreeSet<Date> = std::collections::BTreeSet::new();
         for (first, last, _, hours, _) in &plain {
             if hours.is_none() {
                 let mut d = *first;
                 while d <= *last {
-                    taken.push(d);
+                    taken.insert(d);
                     let Ok(next) = d.tomorrow() else { break };
                     d = next;
                 }
             }
         }
         taken.extend(observed.iter().map(|(o, ..)| o.date));
-        taken.sort();
-        taken.dedup();
-        let mut occurrences: Vec<recur::Occurrence> = observed
+        let occurrences: Vec<recur::Occurrence> = observed
             .iter()
             .map(|(o, ..)| recur::Occurrence { date: o.date, observed: o.observed })
             .collect();
-        let moved = recur::observe(&mut occurrences, &mut taken);
+        let moved = recur::observe(&occurrences, &mut taken);
         for ((_, name, hours, rule), date) in observed.into_iter().zip(moved) {
             plain.push((date, date, name, hours, rule));
         }

@@ -5,6 +5,7 @@
 //! Rules are expanded to dates once, when the rules are parsed, for every
 //! year in [`YEARS`]: the schedule engine then sees plain dated closures.
 
+use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
 
 use jiff::ToSpan;
@@ -206,7 +207,7 @@ pub(crate) struct Occurrence {
 /// date that is already a holiday; substitutes avoid them (and each other),
 /// earliest holiday first, so Christmas on a Saturday takes Monday and
 /// Boxing Day on the Sunday takes Tuesday.
-pub(crate) fn observe(occurrences: &mut [Occurrence], taken: &mut Vec<Date>) -> Vec<Date> {
+pub(crate) fn observe(occurrences: &[Occurrence], taken: &mut BTreeSet<Date>) -> Vec<Date> {
     let mut order: Vec<usize> = (0..occurrences.len()).collect();
     order.sort_by_key(|&i| occurrences[i].date);
     let mut out: Vec<Date> = occurrences.iter().map(|o| o.date).collect();
@@ -230,7 +231,7 @@ pub(crate) fn observe(occurrences: &mut [Occurrence], taken: &mut Vec<Date>) -> 
             _ => None,
         };
         if let Some(d) = moved {
-            taken.push(d);
+            taken.insert(d);
             out[i] = d;
         }
     }

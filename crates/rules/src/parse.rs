@@ -740,8 +740,8 @@ impl Builder<'_> {
         ics: Option<&Spanned<String>>,
     ) -> (Vec<Holiday>, Vec<CivilRange>) {
         // (first, last, name, hours, rule as written)
-        let mut plain: Vec<(Date, Date, String, Option<(WallTime, WallTime)>, String)> = Vec::new();
-        let mut observed: Vec<(recur::Occurrence, String, Option<(WallTime, WallTime)>, String)> =
+        let mut plain: Vec<(Date, Date, String, Hours, String)> = Vec::new();
+        let mut observed: Vec<(recur::Occurrence, String, Hours, String)> =
             Vec::new();
         for h in raw {
             let span = h.span();
@@ -780,12 +780,11 @@ impl Builder<'_> {
                 },
             };
             match (&h.date, &h.every) {
-                (Some(date), None) => {
+                (Some(_), None) => {
                     if let Some(o) = &h.observed {
                         self.errors.at(o.span(), "observed applies to recurring holidays (every = ...); a dated holiday is closed on its date");
                         continue;
                     }
-                    let _ = date;
                     let Some(Some(first)) = first else { continue };
                     let last = match &h.to {
                         None => first,
@@ -1705,6 +1704,9 @@ fn parse_bucket(text: &str) -> Option<SignedDuration> {
         _ => None,
     }
 }
+
+/// The closed part of each day of a holiday; `None` is the whole day.
+type Hours = Option<(WallTime, WallTime)>;
 
 /// One holiday read from a feed, with where it came from.
 struct IcsRead {

@@ -134,6 +134,10 @@ pub enum SlaCommand {
         /// When the clock started (RFC 3339), or now.
         #[arg(long, value_parser = crate::cli_output::parse_instant)]
         start: Timestamp,
+        /// The ticket's customer: its own calendar ([customers.NAME]) wins
+        /// over the tier's.
+        #[arg(long)]
+        customer: Option<String>,
         /// Start of a pause (the ticket was pending); pairs with the
         /// --paused-until at the same position.
         #[arg(long = "paused-from")]
@@ -152,7 +156,13 @@ pub enum SlaCommand {
 fn load(file: &Path) -> anyhow::Result<Result<Rules, RulesErrors>> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading rules file {}", file.display()))?;
-    Ok(Rules::parse(&file.display().to_string(), &text))
+    // iCalendar feeds (holidays_ics) are read beside the rules file.
+    let dir = file.parent().unwrap_or(Path::new(".")).to_owned();
+    let read = |feed: &str| {
+        let path = dir.join(feed);
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    Ok(Rules::parse_with_files(&file.display().to_string(), &text, &read))
 }
 
 /// Prints a refused file's errors (stderr for people, one JSON object on
@@ -208,11 +218,18 @@ pub fn run_rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
         RulesCommand::Check { file, output } => {
             let rules = rules_or_exit!(file, output);
             let name = file.display().to_string();
+            let warnings = rules.holiday_warnings(Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date());
             match output {
-                OutputFormat::Table => emit(&format!("{}\n", render::check_ok(&name, &rules)))?,
+                OutputFormat::Table => {
+                    emit(&format!("{}\n", render::check_ok(&name, &rules)))?;
+                    for warning in &warnings {
+                        eprintln!("{warning}");
+                    }
+                }
                 OutputFormat::Json => print_json(&json!({
                     "file": name,
                     "ok": true,
+                    "warnings": warnings,
                     "version": rules.version(),
                     "content_hash": rules.content_hash(),
                     "regions": rules.regions().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
@@ -389,6 +406,7 @@ pub fn run_sla(cmd: SlaCommand) -> anyhow::Result<ExitCode> {
             tier,
             metric,
             start,
+            customer,
             paused_from,
             paused_until,
             output,
@@ -402,7 +420,8 @@ pub fn run_sla(cmd: SlaCommand) -> anyhow::Result<ExitCode> {
             }
             let rules = rules_or_exit!(file, output);
             let pauses = Pauses::new(paused_from.into_iter().zip(paused_until))?;
-            let deadline = rules.sla_deadline(&tier, metric, start, &pauses)?;
+            let deadline =
+                rules.sla_deadline_for(&tier, customer.as_deref(), metric, start, &pauses)?;
             match output {
                 OutputFormat::Table => emit(&render::deadline_text(&deadline))?,
                 OutputFormat::Json => print_json(&serde_json::to_value(&deadline)?)?,

@@ -8,6 +8,10 @@
 //! logged as `FILE:LINE:COL: message` and kept for the API to show, and the
 //! old rules stay in force.
 //!
+//! The iCalendar feeds a rules file names (`holidays_ics`, beside it) are
+//! part of its content: they are read with it, and a change to one reloads
+//! the rules as a change to the file does.
+//!
 //! Boundary: file reading and the reload loop only; every answer about the
 //! rules comes from `meridian-rules`, which stays free of I/O.
 
@@ -27,6 +31,10 @@ use tokio::time::MissedTickBehavior;
 /// The largest rules file read. The example for three regions with two
 /// years of holidays is about 10 KiB; anything near this is a wrong path.
 pub const RULES_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+/// The largest `.ics` feed read. A country's holidays for twenty years are
+/// about 40 KiB.
+pub const ICS_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -83,6 +91,8 @@ pub struct RulesSource {
     pub path: PathBuf,
     pub active: Arc<ActiveRules>,
     loaded_hash: u64,
+    /// The feeds the last parse asked for, watched with the file.
+    feeds: Vec<String>,
 }
 
 impl RulesSource {
@@ -90,9 +100,11 @@ impl RulesSource {
     /// error, since there are no old rules to keep.
     pub async fn load(path: &Path) -> Result<RulesSource> {
         let (text, hash) = read(path).await.map_err(Error::File)?;
-        let rules = parse(path, text).await?;
+        let (parsed, feeds) = parse(path, text).await;
+        let rules = parsed?;
+        let hash = with_feeds(path, hash, &feeds).await;
         tracing::info!(rules_version = %rules.version_id(), file = %path.display(), "rules loaded");
-        Ok(RulesSource { path: path.to_owned(), active: Arc::new(ActiveRules::new(rules)), loaded_hash: hash })
+        Ok(RulesSource { path: path.to_owned(), active: Arc::new(ActiveRules::new(rules)), loaded_hash: hash, feeds })
     }
 
     /// Polls the file every `interval` and installs each new version that
@@ -106,6 +118,7 @@ impl RulesSource {
         // The content last looked at, good or bad: an unchanged bad file is
         // refused (and logged) once, not on every tick.
         let mut seen_hash = Some(self.loaded_hash);
+        let mut feeds = self.feeds.clone();
         let active = &self.active;
         loop {
             ticker.tick().await;
@@ -122,11 +135,15 @@ impl RulesSource {
                     continue;
                 }
             };
+            let hash = with_feeds(&self.path, hash, &feeds).await;
             if seen_hash == Some(hash) {
                 continue;
             }
-            seen_hash = Some(hash);
-            match parse(&self.path, text).await {
+            let (parsed, asked) = parse(&self.path, text).await;
+            // The feeds just read are the ones watched from now on.
+            seen_hash = Some(if asked == feeds { hash } else { with_feeds(&self.path, hash, &asked).await });
+            feeds = asked;
+            match parsed {
                 Ok(rules) => {
                     let previous = active.current().version_id();
                     tracing::info!(rules_version = %rules.version_id(), previous = %previous, file = %self.path.display(), "rules reloaded");
@@ -168,12 +185,54 @@ async fn read(path: &Path) -> std::result::Result<(String, u64), String> {
     Ok((text, hash))
 }
 
+/// The rules file's hash combined with its feeds' names and bytes (a feed
+/// that cannot be read counts as its error), so a changed feed reloads.
+async fn with_feeds(path: &Path, hash: u64, feeds: &[String]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    hasher.write_u64(hash);
+    for feed in feeds {
+        hasher.write(feed.as_bytes());
+        match tokio::fs::read(beside(path, feed)).await {
+            Ok(bytes) => hasher.write(&bytes),
+            Err(e) => hasher.write(e.to_string().as_bytes()),
+        }
+    }
+    hasher.finish()
+}
+
+fn beside(path: &Path, feed: &str) -> PathBuf {
+    path.parent().unwrap_or(Path::new(".")).join(feed)
+}
+
+/// Reads a feed for the parser (which has checked the name is a plain
+/// file name), with the size limit.
+fn read_feed(path: &Path, feed: &str) -> std::result::Result<String, String> {
+    let file = beside(path, feed);
+    let meta = std::fs::metadata(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if meta.len() > ICS_FILE_BYTES_MAX {
+        return Err(format!("{} is {} bytes; a feed may have at most {ICS_FILE_BYTES_MAX}", file.display(), meta.len()));
+    }
+    std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))
+}
+
 /// Parsing a large file takes milliseconds; keep it off the async workers.
-async fn parse(path: &Path, text: String) -> Result<Rules> {
+/// Also returns the feeds the rules asked for, read or not.
+async fn parse(path: &Path, text: String) -> (Result<Rules>, Vec<String>) {
     let name = path.display().to_string();
-    match tokio::task::spawn_blocking(move || Rules::parse(&name, &text)).await {
-        Ok(parsed) => parsed.map_err(Error::Refused),
-        Err(join) => Err(Error::File(format!("{}: the rules parser failed: {join}", path.display()))),
+    let owned = path.to_owned();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let asked = std::sync::Mutex::new(Vec::<String>::new());
+        let read = |feed: &str| {
+            asked.lock().unwrap_or_else(PoisonError::into_inner).push(feed.to_owned());
+            read_feed(&owned, feed)
+        };
+        let parsed = Rules::parse_with_files(&name, &text, &read);
+        (parsed, asked.into_inner().unwrap_or_else(PoisonError::into_inner))
+    })
+    .await;
+    match parsed {
+        Ok((parsed, asked)) => (parsed.map_err(Error::Refused), asked),
+        Err(join) => (Err(Error::File(format!("{}: the rules parser failed: {join}", path.display()))), Vec::new()),
     }
 }
 
@@ -212,6 +271,36 @@ mod tests {
 
         let err = RulesSource::load(&dir.path().join("missing.toml")).await.unwrap_err().to_string();
         assert!(err.contains("missing.toml: cannot read"), "{err}");
+    }
+
+    const FEED: &str = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nSUMMARY:Closed\r\n\
+                        DTSTART;VALUE=DATE:20260602\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+
+    #[tokio::test]
+    async fn a_changed_feed_reloads_the_rules_and_a_bad_one_is_refused_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules.toml");
+        let feed = dir.path().join("closures.ics");
+        let text = GOOD.replacen("time_zone = \"Europe/Dublin\"\n", "time_zone = \"Europe/Dublin\"\nholidays_ics = \"closures.ics\"\n", 1);
+        assert_ne!(text, GOOD);
+        std::fs::write(&path, &text).unwrap();
+        std::fs::write(&feed, FEED).unwrap();
+        let source = RulesSource::load(&path).await.unwrap();
+        let active = source.active.clone();
+        // Tuesday 2 June 2026, 10:00 in Dublin: closed by the feed.
+        let at: jiff::Timestamp = "2026-06-02T09:00:00Z".parse().unwrap();
+        assert_eq!(active.current().on_shift("eu-west", at), Some(false));
+        let watcher = tokio::spawn(source.watch(Duration::from_millis(20), |_| {}));
+
+        std::fs::write(&feed, FEED.replace("20260602", "20260603")).unwrap();
+        assert!(wait_for(|| active.current().on_shift("eu-west", at) == Some(true)).await, "the changed feed is read");
+
+        std::fs::write(&feed, FEED.replace("DTSTART;VALUE=DATE:20260602", "DTSTART:tomorrow")).unwrap();
+        assert!(wait_for(|| !active.refused().is_empty()).await, "the broken feed is refused");
+        let expected = format!("{}:4:1: DTSTART", feed.display());
+        assert!(active.refused()[0].starts_with(&expected), "{:?}", active.refused());
+        assert_eq!(active.current().on_shift("eu-west", at), Some(true), "old rules stay in force");
+        watcher.abort();
     }
 
     async fn wait_for(condition: impl Fn() -> bool) -> bool {

@@ -13,9 +13,10 @@ use crate::error::{Result, TimeError};
 use crate::model::{Calendar, CalendarKind, Metric, Rules};
 use crate::schedule::{OpenIter, Schedule};
 
-/// How far ahead a deadline is searched for. An SLA that cannot be met within
-/// ten years of open time is a mistake in the calendar (no hours, or every day
-/// a holiday), reported as [`TimeError::NoBusinessTime`].
+/// How far ahead a deadline is searched for. A calendar with no open time in
+/// ten years is a mistake (no hours, or every day a holiday), reported as
+/// [`TimeError::NoBusinessTime`]; one with too little for the target as
+/// [`TimeError::BeyondHorizon`].
 pub const DEADLINE_HORIZON_DAYS: u32 = 3660;
 
 /// Intervals during which an SLA clock is stopped, as `[from, until)`.
@@ -224,6 +225,16 @@ impl Calendar {
         if until == Timestamp::MAX {
             return Err(TimeError::OutOfRange);
         }
+        let open = target - remaining;
+        if open > SignedDuration::ZERO {
+            return Err(TimeError::BeyondHorizon {
+                calendar: self.name.clone(),
+                from: start,
+                horizon_days: DEADLINE_HORIZON_DAYS,
+                target_minutes: target.as_secs() / 60,
+                open_minutes: open.as_secs() / 60,
+            });
+        }
         Err(TimeError::NoBusinessTime {
             calendar: self.name.clone(),
             from: start,
@@ -258,11 +269,25 @@ impl Rules {
         start: Timestamp,
         pauses: &Pauses,
     ) -> Result<SlaDeadline> {
+        self.sla_deadline_for(tier, None, metric, start, pauses)
+    }
+
+    /// As [`Rules::sla_deadline`], for a ticket of `customer`: measured in
+    /// the customer's calendar when the rules give one (`[customers.NAME]`),
+    /// else the tier's.
+    pub fn sla_deadline_for(
+        &self,
+        tier: &str,
+        customer: Option<&str>,
+        metric: Metric,
+        start: Timestamp,
+        pauses: &Pauses,
+    ) -> Result<SlaDeadline> {
         let policy = self.tier(tier).ok_or_else(|| TimeError::UnknownTier {
             tier: tier.to_owned(),
             known: self.known_tiers(),
         })?;
-        let calendar = self.tier_calendar(policy);
+        let calendar = self.sla_calendar(policy, customer);
         let minutes = policy.minutes(metric);
         let deadline_at = calendar.deadline(start, minutes, pauses)?;
         // Pause time that fell inside business hours before the deadline: what

@@ -7,7 +7,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::model::Rules;
+use crate::model::{Holiday, Opening, Rules};
 
 /// Most days one simulation covers.
 pub const COVERAGE_DAYS_MAX: u32 = 366;
@@ -63,6 +63,101 @@ pub struct Coverage {
     /// Per skill, hours during which some region is on shift but no region
     /// with the skill is.
     pub parity_gaps: Vec<SkillGaps>,
+    /// Holidays, ranges and extra or replacement hours of the regions and of
+    /// calendars with their own hours that fall in the window, by date: why
+    /// the grid looks the way it does on those days.
+    pub calendar_days: Vec<CalendarDay>,
+}
+
+/// What a [`CalendarDay`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalendarDayKind {
+    /// Closed (whole days or part of each).
+    Holiday,
+    /// Extra open hours.
+    Opening,
+    /// The date's only open hours.
+    Hours,
+}
+
+/// A holiday or opening of a region or calendar, for the grid's legend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CalendarDay {
+    /// A region id, or `calendar NAME`.
+    pub owner: String,
+    pub kind: CalendarDayKind,
+    pub date: Date,
+    /// Inclusive.
+    pub last: Date,
+    pub name: String,
+    /// `"22:00–02:00"`; `None` for whole days.
+    pub hours: Option<String>,
+    /// As written: `"every last mon of may"`, `"england-and-wales.ics:12"`.
+    pub rule: String,
+}
+
+impl Rules {
+    /// One sentence per region with no holiday in the year from `today`
+    /// (`rules check` prints them): a region that works every public
+    /// holiday is rare, and a feed that ran out is easy to miss.
+    pub fn holiday_warnings(&self, today: Date) -> Vec<String> {
+        let last = today.checked_add(jiff::Span::new().days(364)).unwrap_or(today);
+        self.regions
+            .iter()
+            .filter(|r| !r.holidays.iter().any(|h| h.touches(today, last)))
+            .map(|r| {
+                let source = match &r.holidays_ics {
+                    Some(file) => format!(" ({file} has none in it)"),
+                    None => String::new(),
+                };
+                format!(
+                    "warning: region {:?} has no holidays from {today} to {last}{source}; add [[regions.holidays]] (such as every = \"12-25\") or holidays_ics",
+                    r.id.as_str()
+                )
+            })
+            .collect()
+    }
+
+    /// Holidays and openings of every region, and of every calendar with its
+    /// own hours, that touch `[from, to]` (dates, inclusive), by date.
+    pub fn calendar_days(&self, from: Date, to: Date) -> Vec<CalendarDay> {
+        let mut out = Vec::new();
+        let mut add = |owner: String, holidays: Vec<&Holiday>, openings: Vec<&Opening>| {
+            for h in holidays {
+                out.push(CalendarDay {
+                    owner: owner.clone(),
+                    kind: CalendarDayKind::Holiday,
+                    date: h.date,
+                    last: h.last,
+                    name: h.name.clone(),
+                    hours: h.hours.map(|(s, e)| format!("{s}–{e}")),
+                    rule: h.rule.clone(),
+                });
+            }
+            for o in openings {
+                out.push(CalendarDay {
+                    owner: owner.clone(),
+                    kind: if o.instead { CalendarDayKind::Hours } else { CalendarDayKind::Opening },
+                    date: o.date,
+                    last: o.date,
+                    name: o.name.clone(),
+                    hours: Some(format!("{}–{}", o.start, o.end)),
+                    rule: o.date.to_string(),
+                });
+            }
+        };
+        for region in &self.regions {
+            let (h, o) = region.days_between(from, to);
+            add(region.id.to_string(), h, o);
+        }
+        for calendar in self.calendars.iter().filter(|c| c.own_hours) {
+            let (h, o) = calendar.days_between(from, to);
+            add(format!("calendar {}", calendar.name), h, o);
+        }
+        out.sort_by(|a, b| (a.date, &a.owner).cmp(&(b.date, &b.owner)));
+        out
+    }
 }
 
 /// A set of minutes, one bit each.
@@ -232,6 +327,7 @@ impl Rules {
             }
         }
 
+        let last = from.checked_add(jiff::Span::new().days(i64::from(days) - 1)).unwrap_or(from);
         Coverage {
             rules_version: self.version.clone(),
             from,
@@ -239,6 +335,7 @@ impl Rules {
             rows,
             gaps,
             parity_gaps,
+            calendar_days: self.calendar_days(from, last),
         }
     }
 }

@@ -82,6 +82,21 @@ impl<'t> Collector<'t> {
         ));
     }
 
+    /// Records a problem in another file (an `.ics` feed) at `line`, sorted
+    /// with the problems at `anchor`, the rules' reference to that file.
+    pub(crate) fn elsewhere(
+        &mut self,
+        anchor: Range<usize>,
+        file: &str,
+        line: usize,
+        message: impl Into<String>,
+    ) {
+        self.errors.push((
+            anchor.start.min(self.text.len()),
+            RulesError { file: file.to_owned(), line, column: 1, message: message.into() },
+        ));
+    }
+
     /// The 1-based line and column of a byte offset.
     pub(crate) fn line_of(&self, span: &Range<usize>) -> usize {
         line_column(self.text, span.start.min(self.text.len())).0
@@ -137,6 +152,18 @@ pub enum TimeError {
         calendar: String,
         from: jiff::Timestamp,
         horizon_days: u32,
+    },
+    /// The calendar has open time, but less than the target within the
+    /// search horizon: the target cannot be met there.
+    #[error(
+        "calendar {calendar:?} cannot meet a target of {target_minutes} business minutes within the search horizon: the {horizon_days} days after {from} hold only {open_minutes} open minutes; lower the target or give the calendar more hours"
+    )]
+    BeyondHorizon {
+        calendar: String,
+        from: jiff::Timestamp,
+        horizon_days: u32,
+        target_minutes: i64,
+        open_minutes: i64,
     },
     /// The answer would fall outside the range of instants jiff can represent.
     #[error("the deadline falls outside the supported range of dates (years -9999 to 9999)")]

@@ -44,8 +44,10 @@
 mod calendar;
 mod coverage;
 mod error;
+mod ics;
 mod model;
 mod parse;
+mod recur;
 pub mod render;
 mod route;
 mod schedule;
@@ -54,13 +56,15 @@ mod sla;
 mod suggest;
 
 pub use calendar::{DEADLINE_HORIZON_DAYS, Pauses, SlaDeadline};
+pub use recur::YEARS as RECURRING_YEARS;
 
 pub use coverage::{
-    COVERAGE_DAYS_MAX, Coverage, CoverageRow, CoverageRowKind, HourRange, SkillGaps,
+    COVERAGE_DAYS_MAX, CalendarDay, CalendarDayKind, Coverage, CoverageRow, CoverageRowKind,
+    HourRange, SkillGaps,
 };
 pub use error::{Result, RulesError, RulesErrors, TimeError, line_column};
 pub use model::{
-    CALENDAR_24X7, Calendar, Holiday, Metric, OVERLAP_MINUTES_MAX, OutOfHoursKind, REGIONS_MAX,
+    CALENDAR_24X7, Calendar, Holiday, Metric, OVERLAP_MINUTES_MAX, Opening, OutOfHoursKind, REGIONS_MAX,
     Region, ResidencyRule, Routing, Rules, SKILLS_MAX, SLA_MINUTES_MAX, Shift, TierPolicy,
     WallTime,
 };

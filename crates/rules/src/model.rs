@@ -49,6 +49,10 @@ pub struct Rules {
     pub(crate) routing: Routing,
     /// Volume-spike alerts (`[spike]`); `None` when the file has no table.
     pub(crate) spike: Option<SpikeConfig>,
+    /// `[customers.NAME] calendar = ...`: customer to calendar position.
+    pub(crate) customers: HashMap<String, usize>,
+    /// `.ics` files the rules read, by the name written in the rules.
+    pub(crate) ics_files: Vec<String>,
 }
 
 /// A wall-clock time of day, in minutes after midnight; `24:00` (1440) is
@@ -108,7 +112,14 @@ pub struct Region {
     pub escalation: Vec<RegionId>,
     pub(crate) escalation_pos: Vec<usize>,
     pub shifts: Vec<Shift>,
+    /// Every closure, expanded and sorted by date.
     pub holidays: Vec<Holiday>,
+    /// Extra or replacement hours, sorted by date; open time labelled
+    /// `shifts.len() + i` belongs to `openings[i]`.
+    pub openings: Vec<Opening>,
+    /// The `.ics` feed the holidays were read from, if any.
+    pub holidays_ics: Option<String>,
+    pub(crate) opening_shifts: Vec<Shift>,
     pub(crate) schedule: Schedule,
 }
 
@@ -140,13 +151,57 @@ pub(crate) fn weekday_name(d: Weekday) -> &'static str {
     }
 }
 
-/// A closed day (or part of one) in a region or calendar.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A closed day (or days, or part of each) in a region or calendar: one
+/// occurrence, with recurring rules and `.ics` feeds already expanded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Holiday {
+    /// The first closed day (for an observed holiday, the day it moved to).
+    pub date: Date,
+    /// The last closed day, inclusive; `date` itself for one day.
+    pub last: Date,
+    pub name: String,
+    /// `None` closes the whole of each day; otherwise the closed part of
+    /// each. An end at or before the start runs past midnight.
+    pub hours: Option<(WallTime, WallTime)>,
+    /// Where it comes from, as written: `"2026-12-25"`, `"every last mon
+    /// of may"`, `"england-and-wales.ics:12"`.
+    pub rule: String,
+}
+
+/// Extra open time on one date in a region or calendar, or (`instead`)
+/// the date's only open time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Opening {
     pub date: Date,
     pub name: String,
-    /// `None` closes the whole day; otherwise the closed part of it.
-    pub hours: Option<(WallTime, WallTime)>,
+    pub start: WallTime,
+    /// At or before `start` runs past midnight.
+    pub end: WallTime,
+    /// These hours replace the date's regular hours (and close its holidays).
+    pub instead: bool,
+    /// Who owns the queue (regions only).
+    pub queue_owner: String,
+}
+
+impl Holiday {
+    /// Does it close some of `[from, to]` (dates, inclusive)?
+    pub fn touches(&self, from: Date, to: Date) -> bool {
+        self.last >= from && self.date <= to
+    }
+}
+
+/// The holidays and openings of a region or calendar that touch
+/// `[from, to]`, in date order.
+fn between<'a>(
+    holidays: &'a [Holiday],
+    openings: &'a [Opening],
+    from: Date,
+    to: Date,
+) -> (Vec<&'a Holiday>, Vec<&'a Opening>) {
+    (
+        holidays.iter().filter(|h| h.touches(from, to)).collect(),
+        openings.iter().filter(|o| o.date >= from && o.date <= to).collect(),
+    )
 }
 
 /// A named business calendar, or the built-in `24x7`.
@@ -155,7 +210,21 @@ pub struct Calendar {
     pub name: String,
     /// The zone deadlines are shown in.
     pub time_zone: TimeZone,
+    /// A calendar with its own hours: its closures and extra hours (one
+    /// built from regions carries its regions').
+    pub holidays: Vec<Holiday>,
+    pub openings: Vec<Opening>,
+    pub holidays_ics: Option<String>,
+    /// Has its own hours (`time_zone`), not its regions'.
+    pub(crate) own_hours: bool,
     pub(crate) kind: CalendarKind,
+}
+
+impl Calendar {
+    /// Holidays and openings that touch `[from, to]`.
+    pub fn days_between(&self, from: Date, to: Date) -> (Vec<&Holiday>, Vec<&Opening>) {
+        between(&self.holidays, &self.openings, from, to)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -340,6 +409,32 @@ impl Rules {
             .unwrap_or(&self.calendars[0])
     }
 
+    /// The calendar a customer's SLA clocks follow: the customer's own
+    /// (`[customers.NAME]`) when the rules give one, else the tier's.
+    pub fn sla_calendar(&self, policy: &TierPolicy, customer: Option<&str>) -> &Calendar {
+        customer
+            .and_then(|c| self.customers.get(c.trim()))
+            .and_then(|&i| self.calendars.get(i))
+            .unwrap_or_else(|| self.tier_calendar(policy))
+    }
+
+    /// Customers with their own calendar, and its name, sorted.
+    pub fn customer_calendars(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = self
+            .customers
+            .iter()
+            .filter_map(|(c, &i)| Some((c.as_str(), self.calendars.get(i)?.name.as_str())))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The `.ics` files these rules read (names as written, beside the
+    /// rules file): a reloader re-reads them with the rules.
+    pub fn ics_files(&self) -> &[String] {
+        &self.ics_files
+    }
+
     pub fn residency_rules(&self) -> &[ResidencyRule] {
         &self.residency
     }
@@ -388,5 +483,18 @@ pub(crate) fn join_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
 impl Region {
     pub fn covers(&self, skill: &str) -> bool {
         self.skills.iter().any(|s| s.as_str() == skill)
+    }
+
+    /// Holidays and openings that touch `[from, to]`.
+    pub fn days_between(&self, from: Date, to: Date) -> (Vec<&Holiday>, Vec<&Opening>) {
+        between(&self.holidays, &self.openings, from, to)
+    }
+
+    /// The shift (or extra opening) an open stretch's label names.
+    pub(crate) fn shift_of(&self, label: u32) -> Option<&Shift> {
+        let label = label as usize;
+        self.shifts
+            .get(label)
+            .or_else(|| self.opening_shifts.get(label.checked_sub(self.shifts.len())?))
     }
 }

@@ -17,6 +17,7 @@ use crate::schedule::{
     CivilRange, DayInterval, MINUTES_PER_DAY, Schedule, civil_at, weekday_index,
 };
 use crate::suggest::closest;
+use crate::{ics, recur};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +37,28 @@ struct RawRules {
     residency: BTreeMap<Spanned<String>, Spanned<RawResidency>>,
     #[serde(default)]
     spike: Option<Spanned<RawSpike>>,
+    #[serde(default)]
+    customers: BTreeMap<Spanned<String>, Spanned<RawCustomer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCustomer {
+    calendar: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpening {
+    date: Spanned<String>,
+    start: Spanned<String>,
+    end: Spanned<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    instead: bool,
+    #[serde(default)]
+    queue_owner: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +110,10 @@ struct RawRegion {
     shifts: Vec<Spanned<RawShift>>,
     #[serde(default)]
     holidays: Vec<Spanned<RawHoliday>>,
+    #[serde(default)]
+    holidays_ics: Option<Spanned<String>>,
+    #[serde(default)]
+    openings: Vec<Spanned<RawOpening>>,
 }
 
 #[derive(Deserialize)]
@@ -111,7 +138,14 @@ struct RawHours {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHoliday {
-    date: Spanned<String>,
+    #[serde(default)]
+    date: Option<Spanned<String>>,
+    #[serde(default)]
+    every: Option<Spanned<String>>,
+    #[serde(default)]
+    to: Option<Spanned<String>>,
+    #[serde(default)]
+    observed: Option<Spanned<String>>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -131,6 +165,10 @@ struct RawCalendar {
     hours: Vec<Spanned<RawHours>>,
     #[serde(default)]
     holidays: Vec<Spanned<RawHoliday>>,
+    #[serde(default)]
+    holidays_ics: Option<Spanned<String>>,
+    #[serde(default)]
+    openings: Vec<Spanned<RawOpening>>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +193,19 @@ impl Rules {
     /// crate never reads files. Returns every problem found, each with its
     /// line and column, or rules that are complete and consistent.
     pub fn parse(file_name: &str, text: &str) -> Result<Rules, RulesErrors> {
+        Self::parse_with_files(file_name, text, &|name: &str| {
+            Err(format!("{name} is not read here: iCalendar feeds are read beside a rules file on disk"))
+        })
+    }
+
+    /// As [`Rules::parse`], reading each `holidays_ics` file through `read`
+    /// (given the name as written; the caller resolves it beside the rules
+    /// file). A problem in a feed is reported with the feed's name and line.
+    pub fn parse_with_files(
+        file_name: &str,
+        text: &str,
+        read: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<Rules, RulesErrors> {
         let mut errors = Collector::new(file_name, text);
         let raw: RawRules = match toml::from_str(text) {
             Ok(raw) => raw,
@@ -169,6 +220,8 @@ impl Rules {
             db,
             file_name,
             text,
+            read,
+            ics_files: Vec::new(),
         };
         let rules = builder.build(raw);
         // Every check has run; only a file with no problem at all is accepted.
@@ -208,6 +261,8 @@ struct Builder<'t> {
     db: TimeZoneDatabase,
     file_name: &'t str,
     text: &'t str,
+    read: &'t dyn Fn(&str) -> Result<String, String>,
+    ics_files: Vec<String>,
 }
 
 /// Weekly hours as written, kept for the overlap check and the messages.
@@ -419,6 +474,7 @@ impl Builder<'_> {
         // tier naming one gets no second error.
         let declared: Vec<String> = raw.calendars.keys().map(|k| k.get_ref().clone()).collect();
         let (tiers, tier_pos) = self.tiers(&raw.tiers, &calendar_names, &declared);
+        let customers = self.customers(&raw.customers, &calendar_names, &declared);
         let residency = self.residency(&raw.residency, &ids, &region_pos, &region_names);
         let routing = self.routing(raw.routing.as_ref(), &region_pos, &region_names);
         let spike = raw.spike.as_ref().map(|raw| self.spike(raw));
@@ -467,6 +523,8 @@ impl Builder<'_> {
             residency_mask,
             routing,
             spike,
+            customers,
+            ics_files: std::mem::take(&mut self.ics_files),
         }
     }
 
@@ -623,78 +681,376 @@ impl Builder<'_> {
         days
     }
 
-    fn holidays(&mut self, raw: &[Spanned<RawHoliday>]) -> (Vec<Holiday>, Vec<CivilRange>) {
-        let mut holidays = Vec::new();
-        let mut closures = Vec::new();
+    /// A `YYYY-MM-DD` field.
+    fn date(&mut self, text: &Spanned<String>, what: &str) -> Option<Date> {
+        match text.get_ref().parse::<Date>() {
+            Ok(d) if text.get_ref().len() == 10 => Some(d),
+            Ok(_) => {
+                self.errors.at(
+                    text.span(),
+                    format!("{what} {:?} must be a date only, written YYYY-MM-DD", text.get_ref()),
+                );
+                None
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let reason = reason
+                    .strip_prefix("parsed date is not valid: ")
+                    .unwrap_or(&reason)
+                    .to_owned();
+                self.errors.at(
+                    text.span(),
+                    format!(
+                        "{what} {:?} is not a valid date: {reason}; write it as YYYY-MM-DD",
+                        text.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A start–end pair on a date; an end at or before the start runs past
+    /// midnight (but not an empty one).
+    fn day_hours(
+        &mut self,
+        start: &Spanned<String>,
+        end: &Spanned<String>,
+        what: &str,
+    ) -> Option<(WallTime, WallTime)> {
+        let s = self.wall_time(start, &format!("{what} start"), false);
+        let e = self.wall_time(end, &format!("{what} end"), true);
+        let (s, e) = (s?, e?);
+        if s == e {
+            self.errors.at(
+                end.span(),
+                format!("{what} starts and ends at {s}; an end before the start runs past midnight, \"24:00\" ends at midnight"),
+            );
+            return None;
+        }
+        Some((s, e))
+    }
+
+    /// Reads a region's or calendar's holidays: dated, ranges, recurring
+    /// (with observed rules) and an `.ics` feed, expanded for
+    /// [`recur::YEARS`]; returns them sorted, with their closures.
+    fn holidays(
+        &mut self,
+        raw: &[Spanned<RawHoliday>],
+        ics: Option<&Spanned<String>>,
+    ) -> (Vec<Holiday>, Vec<CivilRange>) {
+        // (first, last, name, hours, rule as written)
+        let mut plain: Vec<(Date, Date, String, Hours, String)> = Vec::new();
+        let mut observed: Vec<(recur::Occurrence, String, Hours, String)> =
+            Vec::new();
         for h in raw {
+            let span = h.span();
             let h = h.get_ref();
-            let date = match h.date.get_ref().parse::<Date>() {
-                Ok(d) if h.date.get_ref().len() == 10 => Some(d),
-                Ok(_) => {
-                    self.errors.at(
-                        h.date.span(),
-                        format!(
-                            "holiday date {:?} must be a date only, written YYYY-MM-DD",
-                            h.date.get_ref()
-                        ),
-                    );
-                    None
-                }
-                Err(e) => {
-                    let reason = e.to_string();
-                    let reason = reason
-                        .strip_prefix("parsed date is not valid: ")
-                        .unwrap_or(&reason)
-                        .to_owned();
-                    self.errors.at(
-                        h.date.span(),
-                        format!("holiday date {:?} is not a valid date: {reason}; write it as YYYY-MM-DD", h.date.get_ref()),
-                    );
-                    None
-                }
-            };
+            // Checked first so a bad date is reported beside bad hours.
+            let first = h.date.as_ref().map(|d| self.date(d, "holiday date"));
             let hours = match (&h.start, &h.end) {
                 (None, None) => None,
-                (Some(start), Some(end)) => {
-                    let s = self.wall_time(start, "holiday start", false);
-                    let e = self.wall_time(end, "holiday end", true);
-                    match (s, e) {
-                        (Some(s), Some(e)) if s < e => Some(Some((s, e))),
-                        (Some(s), Some(e)) => {
-                            self.errors.at(
-                                end.span(),
-                                format!("holiday end {e} is not after its start {s}; a partial holiday closes start–end of one day"),
-                            );
-                            Some(None)
-                        }
-                        _ => Some(None),
-                    }
-                }
+                (Some(start), Some(end)) => match self.day_hours(start, end, "holiday") {
+                    Some(hours) => Some(hours),
+                    None => continue,
+                },
                 (Some(one), None) | (None, Some(one)) => {
                     self.errors.at(
                         one.span(),
                         "a partial holiday needs both start and end; remove both to close the whole day",
                     );
-                    Some(None)
+                    continue;
                 }
             };
-            let Some(date) = date else { continue };
-            let hours = match hours {
-                None => None,
-                Some(Some(h)) => Some(h),
-                Some(None) => continue,
+            let name = h.name.clone().unwrap_or_default();
+            let observe = match &h.observed {
+                None => recur::Observed::No,
+                Some(o) => match o.get_ref().as_str() {
+                    "next_weekday" => recur::Observed::NextWeekday,
+                    "nearest_weekday" => recur::Observed::NearestWeekday,
+                    "sunday_to_monday" => recur::Observed::SundayToMonday,
+                    "no" => recur::Observed::No,
+                    other => {
+                        self.errors.at(
+                            o.span(),
+                            format!("unknown observed rule {other:?}; use \"next_weekday\" (weekend to the next free weekday), \"nearest_weekday\" (Saturday to Friday, Sunday to Monday) or \"sunday_to_monday\""),
+                        );
+                        continue;
+                    }
+                },
             };
-            let (from, until) = hours.map_or((0, MINUTES_PER_DAY), |(s, e)| (s.0, e.0));
-            if let (Some(start), Some(end)) = (civil_at(date, from), civil_at(date, until)) {
-                closures.push(CivilRange { start, end });
+            match (&h.date, &h.every) {
+                (Some(_), None) => {
+                    if let Some(o) = &h.observed {
+                        self.errors.at(o.span(), "observed applies to recurring holidays (every = ...); a dated holiday is closed on its date");
+                        continue;
+                    }
+                    let Some(Some(first)) = first else { continue };
+                    let last = match &h.to {
+                        None => first,
+                        Some(to) => {
+                            let Some(last) = self.date(to, "holiday to") else { continue };
+                            let days = first.until(last).map(|s| s.get_days()).unwrap_or(-1);
+                            if !(0..=366).contains(&days) {
+                                self.errors.at(
+                                    to.span(),
+                                    format!("holiday to {last} must be on or after its date {first} and within 366 days of it"),
+                                );
+                                continue;
+                            }
+                            last
+                        }
+                    };
+                    let rule = if last == first { first.to_string() } else { format!("{first} to {last}") };
+                    plain.push((first, last, name, hours, rule));
+                }
+                (None, Some(every)) => {
+                    let rule = match recur::Rule::parse(every.get_ref()) {
+                        Ok(rule) => rule,
+                        Err(message) => {
+                            self.errors.at(every.span(), format!("holiday every {message}"));
+                            continue;
+                        }
+                    };
+                    let to = match &h.to {
+                        None => None,
+                        Some(to) => match (rule, recur::Rule::parse(to.get_ref())) {
+                            (recur::Rule::Fixed { .. }, Ok(recur::Rule::Fixed { month, day })) => {
+                                if h.observed.is_some() {
+                                    self.errors.at(to.span(), "a range is not moved by an observed rule; remove observed or to");
+                                    continue;
+                                }
+                                Some((month, day))
+                            }
+                            _ => {
+                                self.errors.at(
+                                    to.span(),
+                                    format!("holiday to {:?}: a recurring range runs between two fixed dates, such as every = \"12-24\", to = \"01-02\"", to.get_ref()),
+                                );
+                                continue;
+                            }
+                        },
+                    };
+                    let text = match (&h.to, &h.observed) {
+                        (Some(to), _) => format!("every {} to {}", every.get_ref().trim(), to.get_ref().trim()),
+                        (None, Some(o)) if observe != recur::Observed::No => {
+                            format!("every {}, observed {}", every.get_ref().trim(), o.get_ref())
+                        }
+                        _ => format!("every {}", every.get_ref().trim()),
+                    };
+                    for year in recur::YEARS {
+                        let Some(first) = rule.in_year(year) else { continue };
+                        if let Some((month, day)) = to {
+                            // A range that ends before it starts ends next year.
+                            let last = Date::new(year, month, day)
+                                .ok()
+                                .filter(|l| *l >= first)
+                                .or_else(|| Date::new(year + 1, month, day).ok());
+                            if let Some(last) = last {
+                                plain.push((first, last, name.clone(), hours, text.clone()));
+                            }
+                        } else if observe == recur::Observed::No {
+                            plain.push((first, first, name.clone(), hours, text.clone()));
+                        } else {
+                            observed.push((
+                                recur::Occurrence { date: first, observed: observe },
+                                name.clone(),
+                                hours,
+                                text.clone(),
+                            ));
+                        }
+                    }
+                }
+                (Some(date), Some(_)) => self.errors.at(
+                    date.span(),
+                    "a holiday has either date (one date, or a range with to) or every (each year); not both",
+                ),
+                (None, None) => self.errors.at(
+                    span,
+                    "a holiday needs date = \"YYYY-MM-DD\" or every = \"MM-DD\" (or \"last mon of may\", \"easter+1\")",
+                ),
             }
-            holidays.push(Holiday {
-                date,
-                name: h.name.clone().unwrap_or_default(),
-                hours,
-            });
+        }
+        if let Some(ics) = ics {
+            for h in self.ics(ics) {
+                plain.push((h.first, h.last, h.name, None, h.rule));
+            }
+        }
+        // Substitutes avoid every day that is already a holiday.
+        let mut taken: std::collections::BTreeSet<Date> = std::collections::BTreeSet::new();
+        for (first, last, _, hours, _) in &plain {
+            if hours.is_none() {
+                let mut d = *first;
+                while d <= *last {
+                    taken.insert(d);
+                    let Ok(next) = d.tomorrow() else { break };
+                    d = next;
+                }
+            }
+        }
+        taken.extend(observed.iter().map(|(o, ..)| o.date));
+        let occurrences: Vec<recur::Occurrence> = observed
+            .iter()
+            .map(|(o, ..)| recur::Occurrence { date: o.date, observed: o.observed })
+            .collect();
+        let moved = recur::observe(&occurrences, &mut taken);
+        for ((_, name, hours, rule), date) in observed.into_iter().zip(moved) {
+            plain.push((date, date, name, hours, rule));
+        }
+        plain.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+
+        let mut holidays = Vec::with_capacity(plain.len());
+        let mut closures = Vec::with_capacity(plain.len());
+        for (first, last, name, hours, rule) in plain {
+            match hours {
+                None => {
+                    if let (Some(start), Some(end)) =
+                        (civil_at(first, 0), last.tomorrow().ok().and_then(|d| civil_at(d, 0)))
+                    {
+                        closures.push(CivilRange { start, end });
+                    }
+                }
+                Some((s, e)) => {
+                    let len = if e.0 > s.0 { e.0 - s.0 } else { e.0 + MINUTES_PER_DAY - s.0 };
+                    let mut d = first;
+                    while d <= last {
+                        if let (Some(start), Some(end)) = (civil_at(d, s.0), civil_at(d, s.0 + len)) {
+                            closures.push(CivilRange { start, end });
+                        }
+                        let Ok(next) = d.tomorrow() else { break };
+                        d = next;
+                    }
+                }
+            }
+            holidays.push(Holiday { date: first, last, name, hours, rule });
         }
         (holidays, closures)
+    }
+
+    /// Reads and parses an `.ics` feed named in the rules; problems are
+    /// reported in the feed, at its line.
+    fn ics(&mut self, name: &Spanned<String>) -> Vec<IcsRead> {
+        let file = name.get_ref().trim();
+        let plain = !file.is_empty()
+            && !file.contains(['/', '\\'])
+            && !file.starts_with('.')
+            && file.ends_with(".ics");
+        if !plain {
+            self.errors.at(
+                name.span(),
+                format!("holidays_ics {file:?} must name a .ics file beside the rules file, such as \"england-and-wales.ics\" (no directories)"),
+            );
+            return Vec::new();
+        }
+        if !self.ics_files.iter().any(|f| f == file) {
+            self.ics_files.push(file.to_owned());
+        }
+        let text = match (self.read)(file) {
+            Ok(text) => text,
+            Err(reason) => {
+                self.errors.at(name.span(), format!("holidays_ics {file:?} cannot be read: {reason}"));
+                return Vec::new();
+            }
+        };
+        let label = beside(self.file_name, file);
+        match ics::parse(&text) {
+            Ok(list) => list
+                .into_iter()
+                .map(|h| IcsRead {
+                    first: h.first,
+                    last: h.last,
+                    name: h.name,
+                    rule: format!("{file}:{}{}", h.line, if h.recurring { " (RRULE)" } else { "" }),
+                })
+                .collect(),
+            Err(e) => {
+                self.errors.elsewhere(name.span(), &label, e.line, e.message);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Extra or replacement hours on dates; `label` numbers them after the
+    /// shifts. Returns them sorted, with the open ranges and the closures
+    /// that `instead` adds.
+    fn openings(
+        &mut self,
+        raw: &[Spanned<RawOpening>],
+        label_from: usize,
+        region: bool,
+    ) -> (Vec<Opening>, Vec<(CivilRange, u32)>, Vec<CivilRange>) {
+        let mut list = Vec::new();
+        for o in raw {
+            let o = o.get_ref();
+            let date = self.date(&o.date, "opening date");
+            let hours = self.day_hours(&o.start, &o.end, "opening");
+            let queue_owner = match (&o.queue_owner, region) {
+                (Some(q), true) => q.get_ref().trim().to_owned(),
+                (Some(q), false) => {
+                    self.errors.at(q.span(), "queue_owner belongs to a region's opening; a calendar's opening only adds business time");
+                    String::new()
+                }
+                (None, _) => String::new(),
+            };
+            let (Some(date), Some((start, end))) = (date, hours) else { continue };
+            list.push(Opening {
+                date,
+                name: o.name.clone().unwrap_or_default(),
+                start,
+                end,
+                instead: o.instead,
+                queue_owner,
+            });
+        }
+        list.sort_by_key(|o| (o.date, o.start));
+        let mut open = Vec::new();
+        let mut closed = Vec::new();
+        for (i, o) in list.iter().enumerate() {
+            let len = if o.end.0 > o.start.0 { o.end.0 - o.start.0 } else { o.end.0 + MINUTES_PER_DAY - o.start.0 };
+            if let (Some(start), Some(end)) = (civil_at(o.date, o.start.0), civil_at(o.date, o.start.0 + len)) {
+                open.push((CivilRange { start, end }, (label_from + i) as u32));
+            }
+            if o.instead
+                && let (Some(start), Some(end)) = (civil_at(o.date, 0), civil_at(o.date, MINUTES_PER_DAY))
+            {
+                closed.push(CivilRange { start, end });
+            }
+        }
+        (list, open, closed)
+    }
+
+    fn customers(
+        &mut self,
+        raw: &BTreeMap<Spanned<String>, Spanned<RawCustomer>>,
+        calendar_names: &[String],
+        declared: &[String],
+    ) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for (name, c) in raw {
+            let calendar = &c.get_ref().calendar;
+            match calendar_names.iter().position(|n| n == calendar.get_ref()) {
+                Some(i) => {
+                    out.insert(name.get_ref().trim().to_owned(), i);
+                }
+                None if declared.contains(calendar.get_ref()) => {}
+                None => {
+                    let hint = match closest(calendar.get_ref(), calendar_names.iter().map(String::as_str)) {
+                        Some(s) => format!(" (did you mean {s:?}?)"),
+                        None => String::new(),
+                    };
+                    self.errors.at(
+                        calendar.span(),
+                        format!(
+                            "customer {:?} names calendar {:?}, which is not defined{hint}; define [calendars.{}] or use \"24x7\"",
+                            name.get_ref(),
+                            calendar.get_ref(),
+                            calendar.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        out
     }
 
     /// Builds the regions, returning them and, for each raw region, the
@@ -858,7 +1214,22 @@ impl Builder<'_> {
                 });
             }
             let week = self.weekly(&written);
-            let (holidays, closures) = self.holidays(&r.holidays);
+            let (holidays, mut closures) = self.holidays(&r.holidays, r.holidays_ics.as_ref());
+            let (openings, open, instead) = self.openings(&r.openings, shifts.len(), true);
+            closures.extend(instead);
+            // An opening without its own queue owner is owned by the
+            // region's first shift's.
+            let default_owner = shifts.first().map(|s| s.queue_owner.clone()).unwrap_or_default();
+            let opening_shifts: Vec<Shift> = openings
+                .iter()
+                .map(|o| Shift {
+                    name: if o.name.is_empty() { format!("opening {}", o.date) } else { o.name.clone() },
+                    days: vec![o.date.weekday()],
+                    start: o.start,
+                    end: o.end,
+                    queue_owner: if o.queue_owner.is_empty() { default_owner.clone() } else { o.queue_owner.clone() },
+                })
+                .collect();
 
             // A region with a bad time zone or index is still built (with a
             // placeholder), so references to it do not produce a cascade of
@@ -867,7 +1238,7 @@ impl Builder<'_> {
             let index = index.unwrap_or(0);
             built.push(id.as_ref().map(|_| regions.len()));
             if let Some(id) = id {
-                let schedule = Schedule::new(tz.clone(), week, closures);
+                let schedule = Schedule::new(tz.clone(), week, closures, open);
                 regions.push(Region {
                     id,
                     index,
@@ -881,6 +1252,9 @@ impl Builder<'_> {
                     escalation_pos: Vec::new(),
                     shifts,
                     holidays,
+                    openings,
+                    holidays_ics: r.holidays_ics.as_ref().map(|f| f.get_ref().trim().to_owned()),
+                    opening_shifts,
                     schedule,
                 });
             }
@@ -898,6 +1272,10 @@ impl Builder<'_> {
         let mut out = vec![Calendar {
             name: CALENDAR_24X7.to_owned(),
             time_zone: TimeZone::UTC,
+            holidays: Vec::new(),
+            openings: Vec::new(),
+            holidays_ics: None,
+            own_hours: false,
             kind: CalendarKind::Always,
         }];
         let mut entries: Vec<_> = raw.iter().collect();
@@ -913,11 +1291,15 @@ impl Builder<'_> {
             }
             match (&cal.regions, &cal.time_zone) {
                 (Some(list), None) => {
-                    if !cal.hours.is_empty() || !cal.holidays.is_empty() {
+                    if !cal.hours.is_empty()
+                        || !cal.holidays.is_empty()
+                        || !cal.openings.is_empty()
+                        || cal.holidays_ics.is_some()
+                    {
                         self.errors.at(
                             list.span(),
                             format!(
-                                "calendar {:?} takes its hours and holidays from its regions; remove hours and holidays, or replace regions with time_zone",
+                                "calendar {:?} takes its hours, holidays and openings from its regions; remove them here (give them to the regions), or replace regions with time_zone",
                                 name.get_ref()
                             ),
                         );
@@ -926,15 +1308,34 @@ impl Builder<'_> {
                         self.errors.at(list.span(), format!("calendar {:?} names no region; list at least one", name.get_ref()));
                     }
                     let mut schedules = Vec::new();
+                    let mut holidays = Vec::new();
+                    let mut openings = Vec::new();
                     for entry in list.get_ref() {
                         match region_pos.get(entry.get_ref().as_str()).and_then(|&i| regions.get(i)) {
-                            Some(region) => schedules.push(region.schedule.clone()),
+                            Some(region) => {
+                                schedules.push(region.schedule.clone());
+                                holidays.extend(region.holidays.iter().cloned().map(|mut h| {
+                                    h.name = format!("{} ({})", h.name, region.id);
+                                    h
+                                }));
+                                openings.extend(region.openings.iter().cloned());
+                            }
                             None => self.unknown_region(entry, region_names, &format!("calendar {:?}", name.get_ref())),
                         }
                     }
                     if let Some(first) = schedules.first() {
                         let tz = first.tz.clone();
-                        out.push(Calendar { name: name.get_ref().clone(), time_zone: tz, kind: CalendarKind::Business(schedules) });
+                        holidays.sort_by_key(|h: &Holiday| (h.date, h.last));
+                        openings.sort_by_key(|o: &Opening| (o.date, o.start));
+                        out.push(Calendar {
+                            name: name.get_ref().clone(),
+                            time_zone: tz,
+                            holidays,
+                            openings,
+                            holidays_ics: None,
+                            own_hours: false,
+                            kind: CalendarKind::Business(schedules),
+                        });
                     }
                 }
                 (None, Some(tz_name)) => {
@@ -964,10 +1365,20 @@ impl Builder<'_> {
                         written.push(Written { label: format!("hours {}", i + 1), line, span, days, start, end });
                     }
                     let week = self.weekly(&written);
-                    let (_, closures) = self.holidays(&cal.holidays);
+                    let (holidays, mut closures) = self.holidays(&cal.holidays, cal.holidays_ics.as_ref());
+                    let (openings, open, instead) = self.openings(&cal.openings, 0, false);
+                    closures.extend(instead);
                     if let Some((tz, _)) = tz {
-                        let schedule = Schedule::new(tz.clone(), week, closures);
-                        out.push(Calendar { name: name.get_ref().clone(), time_zone: tz, kind: CalendarKind::Business(vec![schedule]) });
+                        let schedule = Schedule::new(tz.clone(), week, closures, open);
+                        out.push(Calendar {
+                            name: name.get_ref().clone(),
+                            time_zone: tz,
+                            holidays,
+                            openings,
+                            holidays_ics: cal.holidays_ics.as_ref().map(|f| f.get_ref().trim().to_owned()),
+                            own_hours: true,
+                            kind: CalendarKind::Business(vec![schedule]),
+                        });
                     }
                 }
                 (Some(list), Some(_)) => self.errors.at(
@@ -1291,6 +1702,25 @@ fn parse_bucket(text: &str) -> Option<SignedDuration> {
         'm' => n.checked_mul(60).map(SignedDuration::from_secs),
         'h' => n.checked_mul(3600).map(SignedDuration::from_secs),
         _ => None,
+    }
+}
+
+/// The closed part of each day of a holiday; `None` is the whole day.
+type Hours = Option<(WallTime, WallTime)>;
+
+/// One holiday read from a feed, with where it came from.
+struct IcsRead {
+    first: Date,
+    last: Date,
+    name: String,
+    rule: String,
+}
+
+/// The path of `file` beside the rules file, for messages.
+fn beside(rules_file: &str, file: &str) -> String {
+    match std::path::Path::new(rules_file).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(file).display().to_string(),
+        _ => file.to_owned(),
     }
 }
 

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::calendar::SlaDeadline;
-use crate::coverage::{Coverage, CoverageRowKind, HourRange};
+use crate::coverage::{CalendarDayKind, Coverage, CoverageRowKind, HourRange};
 use crate::model::Rules;
 use crate::route::{Decision, Reason, Warning};
 use crate::shifts::{ActiveShift, ShiftPosition};
@@ -369,6 +369,24 @@ pub fn coverage_table(c: &Coverage) -> String {
         );
         for g in &c.gaps {
             let _ = writeln!(out, "  {}", range_text(g));
+        }
+    }
+    if !c.calendar_days.is_empty() {
+        out.push_str("holidays and extra hours in this window:\n");
+        for d in &c.calendar_days {
+            let dates = if d.last == d.date {
+                d.date.strftime("%a %Y-%m-%d").to_string()
+            } else {
+                format!("{} to {}", d.date.strftime("%a %Y-%m-%d"), d.last.strftime("%a %Y-%m-%d"))
+            };
+            let what = match d.kind {
+                CalendarDayKind::Holiday => "closed",
+                CalendarDayKind::Opening => "extra opening",
+                CalendarDayKind::Hours => "only open",
+            };
+            let hours = d.hours.as_deref().map_or_else(|| "all day".to_owned(), str::to_owned);
+            let name = if d.name.is_empty() { String::new() } else { format!(" {:?}", d.name) };
+            let _ = writeln!(out, "  {dates}  {}: {what} {hours}{name} ({})", d.owner, d.rule);
         }
     }
     if c.parity_gaps.is_empty() {

@@ -325,7 +325,7 @@ impl Rules {
                 chosen: false,
                 queue_owner: state
                     .stretch
-                    .and_then(|s| region.shifts.get(s.label as usize))
+                    .and_then(|s| region.shift_of(s.label))
                     .map(|s| s.queue_owner.as_str()),
                 open_tickets,
                 capacity: region.capacity,

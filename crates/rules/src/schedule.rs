@@ -55,6 +55,8 @@ pub(crate) struct Schedule {
     days: [Vec<DayInterval>; 7],
     /// Sorted and merged: no two ranges overlap or touch.
     closures: Vec<CivilRange>,
+    /// Extra open time, sorted by start; closures do not cut it.
+    openings: Vec<(CivilRange, u32)>,
 }
 
 /// One stretch of open time, already cut by closures.
@@ -74,7 +76,10 @@ impl Schedule {
         tz: TimeZone,
         mut days: [Vec<DayInterval>; 7],
         mut closures: Vec<CivilRange>,
+        mut openings: Vec<(CivilRange, u32)>,
     ) -> Self {
+        openings.retain(|(c, _)| c.start < c.end);
+        openings.sort_by_key(|(c, label)| (c.start, c.end, *label));
         for day in &mut days {
             day.sort_by_key(|i| (i.start_min, i.end_min));
         }
@@ -91,6 +96,7 @@ impl Schedule {
             tz,
             days,
             closures: merged,
+            openings,
         }
     }
 
@@ -107,7 +113,7 @@ impl Schedule {
             .yesterday()
             .and_then(|d| d.yesterday())
             .unwrap_or(local.date());
-        OpenIter {
+        let weekly = WeeklyIter {
             schedule: self,
             from,
             local_from: local,
@@ -117,6 +123,18 @@ impl Schedule {
             index: 0,
             current: None,
             done: false,
+        };
+        // Openings are at most a day long: any still open at `from` starts
+        // on or after the day before `from`'s local date (two for a fold).
+        let first_start = first.at(0, 0, 0, 0);
+        let extra = self.openings.partition_point(|(c, _)| c.start < first_start);
+        OpenIter {
+            weekly: weekly.peekable(),
+            schedule: self,
+            extra,
+            from,
+            until,
+            covered_until: None,
         }
     }
 
@@ -175,8 +193,74 @@ struct Instance {
     closure: usize,
 }
 
-/// Iterator over a schedule's open stretches; see [`Schedule::open_from`].
+/// Iterator over a schedule's open stretches, weekly hours and extra
+/// openings merged in order without overlap; see [`Schedule::open_from`].
 pub(crate) struct OpenIter<'s> {
+    weekly: std::iter::Peekable<WeeklyIter<'s>>,
+    schedule: &'s Schedule,
+    /// The next opening to look at.
+    extra: usize,
+    from: Timestamp,
+    until: Timestamp,
+    /// Everything before this instant has been yielded already.
+    covered_until: Option<Timestamp>,
+}
+
+impl OpenIter<'_> {
+    /// The next extra opening that ends after `from`, resolved.
+    fn peek_extra(&mut self) -> Option<Open> {
+        let tz = &self.schedule.tz;
+        while let Some((range, label)) = self.schedule.openings.get(self.extra) {
+            let start = resolve(tz, range.start)?;
+            let end = resolve(tz, range.end)?;
+            if end <= self.from || start >= end {
+                self.extra += 1;
+                continue;
+            }
+            if start >= self.until {
+                return None;
+            }
+            return Some(Open { start, end, label: *label, nominal_start: start, nominal_end: end });
+        }
+        None
+    }
+}
+
+impl Iterator for OpenIter<'_> {
+    type Item = Open;
+
+    fn next(&mut self) -> Option<Open> {
+        loop {
+            let extra = self.peek_extra();
+            let weekly = self.weekly.peek().copied();
+            let mut next = match (weekly, extra) {
+                (None, None) => return None,
+                (Some(w), Some(e)) if e.start < w.start => {
+                    self.extra += 1;
+                    e
+                }
+                (Some(w), _) => {
+                    self.weekly.next();
+                    w
+                }
+                (None, Some(e)) => {
+                    self.extra += 1;
+                    e
+                }
+            };
+            if let Some(covered) = self.covered_until {
+                next.start = next.start.max(covered);
+            }
+            if next.start < next.end {
+                self.covered_until = Some(next.end);
+                return Some(next);
+            }
+        }
+    }
+}
+
+/// The weekly hours minus closures.
+struct WeeklyIter<'s> {
     schedule: &'s Schedule,
     from: Timestamp,
     local_from: DateTime,
@@ -188,7 +272,7 @@ pub(crate) struct OpenIter<'s> {
     done: bool,
 }
 
-impl OpenIter<'_> {
+impl WeeklyIter<'_> {
     /// The next piece of the current instance, skipping closures.
     fn next_piece(&mut self) -> Option<Open> {
         let closures = &self.schedule.closures;
@@ -278,7 +362,7 @@ impl OpenIter<'_> {
     }
 }
 
-impl Iterator for OpenIter<'_> {
+impl Iterator for WeeklyIter<'_> {
     type Item = Open;
 
     fn next(&mut self) -> Option<Open> {
@@ -350,7 +434,7 @@ mod tests {
             start: date(2026, 7, 4).at(0, 0, 0, 0),
             end: date(2026, 7, 4).at(2, 0, 0, 0),
         };
-        let s = Schedule::new(tz, days, vec![closure]);
+        let s = Schedule::new(tz, days, vec![closure], Vec::new());
         let got: Vec<_> = s
             .open_from(ts("2026-07-03T00:00:00Z"), ts("2026-07-06T00:00:00Z"))
             .map(|o| (o.start.to_string(), o.end.to_string(), o.label))

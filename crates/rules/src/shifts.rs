@@ -153,7 +153,7 @@ impl Rules {
             if state.position == ShiftPosition::OffShift {
                 continue;
             }
-            let shift = region.shifts.get(open.label as usize);
+            let shift = region.shift_of(open.label);
             let handing_off = state.position == ShiftPosition::OnShift
                 && !self.overlap.is_zero()
                 && state
@@ -184,10 +184,7 @@ impl Rules {
     pub fn queue_owner_at(&self, region: &str, at: Timestamp) -> Option<String> {
         let region = self.region(region)?;
         if let Some(open) = region.schedule.open_at(at) {
-            return region
-                .shifts
-                .get(open.label as usize)
-                .map(|s| s.queue_owner.clone());
+            return region.shift_of(open.label).map(|s| s.queue_owner.clone());
         }
         // Every region counted up and idle: only the shifts matter (a region
         // with no health report would be filtered out).
@@ -236,7 +233,7 @@ impl Rules {
             } else {
                 continue;
             };
-            let shift = region.shifts.get(open.label as usize);
+            let shift = region.shift_of(open.label);
             return Some(ShiftChange {
                 at,
                 region: region.id.to_string(),
@@ -261,8 +258,7 @@ impl Rules {
             .open_from(from, until)
             .map(|o| {
                 let name = region
-                    .shifts
-                    .get(o.label as usize)
+                    .shift_of(o.label)
                     .map(|s| s.name.clone())
                     .unwrap_or_default();
                 (o.start, o.end, name)

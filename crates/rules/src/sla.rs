@@ -1,7 +1,8 @@
 //! SLA clocks of a ticket from its tier's policy: when each target is due
-//! and when it turns "at risk", in the tier's calendar (the customer's, not
-//! the region's, so a handoff never moves a deadline), stopped while the
-//! ticket sat in a status that pauses the clock.
+//! and when it turns "at risk", in the customer's calendar when the rules
+//! give one (`[customers.NAME]`), else the tier's; never the region's, so a
+//! handoff never moves a deadline. Clocks stop while the ticket sat in a
+//! status that pauses them.
 
 use jiff::{SignedDuration, Timestamp};
 use meridian_core::{SlaClock, SlaDeadlines, SlaMetric, SlaState, Status};
@@ -27,8 +28,15 @@ impl Rules {
 
     /// One clock: due after the target's business minutes, at risk after
     /// [`SLA_WARNING_PERCENT`] of them.
-    fn clock(&self, policy: &TierPolicy, metric: SlaMetric, start: Timestamp, pauses: &Pauses) -> Result<SlaClock> {
-        let calendar = self.tier_calendar(policy);
+    fn clock(
+        &self,
+        policy: &TierPolicy,
+        customer: Option<&str>,
+        metric: SlaMetric,
+        start: Timestamp,
+        pauses: &Pauses,
+    ) -> Result<SlaClock> {
+        let calendar = self.sla_calendar(policy, customer);
         let target = SignedDuration::from_mins(i64::from(policy.minutes(rules_metric(metric))));
         let warning = SignedDuration::from_secs(target.as_secs() * SLA_WARNING_PERCENT / 100);
         Ok(SlaClock {
@@ -40,10 +48,17 @@ impl Rules {
 
     /// The SLA clocks of a new ticket of `tier` created at `start`.
     pub fn sla_clocks(&self, tier: &str, start: Timestamp) -> Result<SlaDeadlines> {
+        self.sla_clocks_for(tier, None, start)
+    }
+
+    /// The SLA clocks of a new ticket of `tier` for `customer`, in the
+    /// customer's calendar when the rules give one.
+    pub fn sla_clocks_for(&self, tier: &str, customer: Option<&str>, start: Timestamp) -> Result<SlaDeadlines> {
         let policy = self.policy(tier)?;
+        let none = Pauses::none();
         Ok(SlaDeadlines {
-            first_response: Some(self.clock(policy, SlaMetric::FirstResponse, start, &Pauses::none())?),
-            resolution: Some(self.clock(policy, SlaMetric::Resolution, start, &Pauses::none())?),
+            first_response: Some(self.clock(policy, customer, SlaMetric::FirstResponse, start, &none)?),
+            resolution: Some(self.clock(policy, customer, SlaMetric::Resolution, start, &none)?),
         })
     }
 
@@ -57,13 +72,25 @@ impl Rules {
     /// deadlines pushed back by the pauses (as far as they fell in business
     /// hours); clocks that were met or breached stay as they are.
     pub fn sla_resume(&self, tier: &str, start: Timestamp, current: &SlaDeadlines, pauses: &Pauses) -> Result<SlaDeadlines> {
+        self.sla_resume_for(tier, None, start, current, pauses)
+    }
+
+    /// As [`Rules::sla_resume`], in `customer`'s calendar when it has one.
+    pub fn sla_resume_for(
+        &self,
+        tier: &str,
+        customer: Option<&str>,
+        start: Timestamp,
+        current: &SlaDeadlines,
+        pauses: &Pauses,
+    ) -> Result<SlaDeadlines> {
         let policy = self.policy(tier)?;
         let mut next = *current;
         for metric in SlaMetric::ALL {
             if let Some(clock) = next.clock_mut(metric)
                 && clock.state == SlaState::Paused
             {
-                *clock = self.clock(policy, metric, start, pauses)?;
+                *clock = self.clock(policy, customer, metric, start, pauses)?;
             }
         }
         Ok(next)

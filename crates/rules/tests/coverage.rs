@@ -102,6 +102,9 @@ fn a_week_of_the_example() {
           Sat 2026-06-06 01:00 → Sat 2026-06-06 14:00 UTC (13 h)
           Sat 2026-06-06 22:00 → Sun 2026-06-07 14:00 UTC (16 h)
           Sun 2026-06-07 22:00 → Sun 2026-06-07 23:00 UTC (1 h)
+        holidays and extra hours in this window:
+          Mon 2026-06-01  apac-south: closed all day "Vesak Day (observed)" (2026-06-01)
+          Mon 2026-06-01  eu-west: closed all day "June Bank Holiday" (2026-06-01)
         knowledge-parity gaps (someone is on shift, nobody with the skill):
           billing: 25 h
             Tue 2026-06-02 01:00 → Tue 2026-06-02 07:00 UTC (6 h)

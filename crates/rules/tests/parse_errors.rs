@@ -230,7 +230,7 @@ fn unknown_keys_and_bad_toml() {
     check(
         &format!("verison = \"x\"\n{BASE}"),
         expect![[r#"
-            rules.toml:1:1: unknown field `verison`, expected one of `version`, `overlap_minutes`, `routing`, `regions`, `calendars`, `tiers`, `residency`, `spike`
+            rules.toml:1:1: unknown field `verison`, expected one of `version`, `overlap_minutes`, `routing`, `regions`, `calendars`, `tiers`, `residency`, `spike`, `customers`
         "#]],
     );
     check(

@@ -240,9 +240,23 @@ fn a_calendar_with_no_time_left_reports_it() {
             .unwrap(),
         ts("2026-06-15T10:00:00Z")
     );
-    // A ten-year search for a year of minutes fails with a clear error.
+    // A year of minutes at one hour a week is beyond the ten-year search:
+    // the message says the target cannot be met, not that there is no time.
     let err = cal
         .deadline(ts("2026-05-31T00:00:00Z"), 525_600, &Pauses::none())
+        .unwrap_err();
+    assert!(matches!(err, TimeError::BeyondHorizon { .. }), "{err}");
+    expect_test::expect![[r#"calendar "closed" cannot meet a target of 525600 business minutes within the search horizon: the 3660 days after 2026-05-31T00:00:00Z hold only 31320 open minutes; lower the target or give the calendar more hours"#]].assert_eq(&err.to_string());
+    // A calendar with no open time at all says so.
+    let text = NIGHT_RULES.replace(
+        "[calendars.ny-shifts]",
+        "[calendars.never]\ntime_zone = \"UTC\"\nhours = [{ days = [\"mon\"], start = \"09:00\", end = \"10:00\" }]\nholidays = [{ every = \"01-01\", to = \"12-31\" }]\n\n[calendars.ny-shifts]",
+    );
+    let rules = parse(&text);
+    let err = rules
+        .calendar("never")
+        .unwrap()
+        .deadline(ts("2026-05-31T00:00:00Z"), 60, &Pauses::none())
         .unwrap_err();
     assert!(matches!(err, TimeError::NoBusinessTime { .. }), "{err}");
 }

@@ -449,8 +449,9 @@ impl TicketApi {
         WriteMeta { hlc_time, traceparent, at }
     }
 
-    /// The SLA clocks of a new ticket, from its tier's policy.
-    fn sla_for_new(&self, tier: &meridian_core::Tier, at: jiff::Timestamp) -> Result<SlaDeadlines, Status> {
+    /// The SLA clocks of a new ticket, from its tier's policy, in its
+    /// customer's calendar when the rules give one (else the tier's).
+    fn sla_for_new(&self, tier: &meridian_core::Tier, customer: &str, at: jiff::Timestamp) -> Result<SlaDeadlines, Status> {
         let Some(rules) = &self.inner.rules else { return Ok(SlaDeadlines::default()) };
         let rules = rules.current();
         if rules.tier(tier.as_str()).is_none() {
@@ -460,7 +461,7 @@ impl TicketApi {
                 format!("{:?} is not a tier of rules {}; use one of {}", tier.as_str(), rules.version_id(), known.join(", ")),
             )));
         }
-        rules.sla_clocks(tier.as_str(), at).map_err(|e| {
+        rules.sla_clocks_for(tier.as_str(), Some(customer), at).map_err(|e| {
             tracing::error!(tier = %tier, error = %e, "sla clocks cannot be computed");
             Status::failed_precondition(format!("tier {tier}: SLA deadline cannot be computed: {e}"))
         })
@@ -488,7 +489,7 @@ impl TicketApi {
             let history = status_history(ticket, &events);
             let pauses = meridian_rules::pause_spans(&history, at, |s| rules.sla_pauses(tier, s))
                 .map_err(|e| Status::internal(format!("sla pauses: {e}")))?;
-            let resumed = rules.sla_resume(tier, ticket.created_at, &base, &pauses).map_err(|e| {
+            let resumed = rules.sla_resume_for(tier, Some(&ticket.customer), ticket.created_at, &base, &pauses).map_err(|e| {
                 Status::failed_precondition(format!("tier {tier}: SLA deadline cannot be computed: {e}"))
             })?;
             changes.sla = Some(resumed);
@@ -627,7 +628,7 @@ impl TicketApi {
             .map_err(from_core)?;
         tracing::Span::current().record("meridian.epoch", owner.epoch.raw());
         let mut ticket = Ticket::create(id, new, owner, meta.at).map_err(from_core)?;
-        ticket.sla = self.sla_for_new(&ticket.tier, meta.at)?;
+        ticket.sla = self.sla_for_new(&ticket.tier, &ticket.customer, meta.at)?;
         let event = self.inner.store.create_ticket(ticket, meta).await.map_err(from_store)?;
         let meridian_core::EventKind::TicketCreated { ticket } = &event.kind else {
             return Err(Status::internal("store answered a create with another event kind"));

@@ -89,6 +89,7 @@ function band(region, sunMinute) {
   for (const s of region.band.overlaps) spans.push(el("span", { class: "overlap", title: s.label, style: `left:${pct(s.from_minute)};width:${pct(s.to_minute - s.from_minute)}` }));
   for (const s of region.band.shifts) spans.push(el("span", { class: "shift", title: s.label, style: `left:${pct(s.from_minute)};width:${pct(s.to_minute - s.from_minute)}` }));
   for (const s of region.band.holidays) spans.push(el("span", { class: "holiday", title: s.label, style: `left:${pct(s.from_minute)};width:${pct(s.to_minute - s.from_minute)}` }));
+  for (const s of region.band.openings || []) spans.push(el("span", { class: "opening", title: s.label, style: `left:${pct(s.from_minute)};width:${pct(s.to_minute - s.from_minute)}` }));
   spans.push(el("span", { class: "sun", title: "now", style: `left:${pct(sunMinute)}` }));
   return el("div", { class: "band", "data-band": region.id }, spans);
 }
@@ -242,6 +243,14 @@ function gridView(grid, changed) {
   return rows;
 }
 
+// The holidays, ranges and extra hours behind the grid, one line each.
+function calendarDays(days) {
+  if (!days.length) return [el("li", { class: "muted" }, "no holidays or extra hours in these days")];
+  const what = { holiday: "closed", opening: "extra opening", hours: "only open" };
+  return days.map((d) => el("li", { class: "calendar-day " + d.kind, "data-kind": d.kind },
+    `${d.date}${d.last !== d.date ? " to " + d.last : ""} ${d.owner}: ${what[d.kind]} ${d.hours || "all day"}${d.name ? " “" + d.name + "”" : ""} (${d.rule})`));
+}
+
 async function startRules() {
   live(true, "");
   const { ok, body } = await getJson("/api/rules");
@@ -251,6 +260,7 @@ async function startRules() {
   showError("refused", body.rules_refused.length ? "A new rules file was refused; the active rules stay:\n" + body.rules_refused.join("\n") : "");
   byId("gap-summary").textContent = `${body.grid.gap_hours} gap hours, ${body.grid.parity_gap_hours} knowledge-parity gap hours from ${body.grid.from}`;
   byId("grid").replaceChildren(...gridView(body.grid));
+  byId("calendar-days").replaceChildren(...calendarDays(body.grid.calendar_days || []));
   byId("what-if-run").addEventListener("click", runWhatIf);
   document.body.dataset.ready = "true";
 }

@@ -9,7 +9,9 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use meridian_core::RegionId;
 use meridian_proto::v1;
-use meridian_rules::{Coverage, CoverageRowKind, RegionHealth, RegionLoad, RouteRequest, Rules, RulesErrors};
+use meridian_rules::{
+    CalendarDay, Coverage, CoverageRowKind, RegionHealth, RegionLoad, RouteRequest, Rules, RulesErrors,
+};
 use serde::Serialize;
 
 /// One UTC day, the span of the Now page's bands.
@@ -36,7 +38,10 @@ pub(crate) struct Band {
     pub shifts: Vec<BandSpan>,
     /// The `overlap_minutes` before each shift starts.
     pub overlaps: Vec<BandSpan>,
+    /// Closures: dated, recurring, ranges, from a feed.
     pub holidays: Vec<BandSpan>,
+    /// Extra (or replacement) hours on the day.
+    pub openings: Vec<BandSpan>,
 }
 
 /// The start (00:00 UTC) of the UTC day holding `at`.
@@ -66,7 +71,7 @@ pub(crate) fn bands(rules: &Rules, day_start: Timestamp) -> BTreeMap<String, Ban
     let until = day_start.checked_add(DAY.saturating_mul(2)).unwrap_or(day_start);
     let mut out = BTreeMap::new();
     for region in rules.regions() {
-        let mut band = Band { shifts: Vec::new(), overlaps: Vec::new(), holidays: Vec::new() };
+        let mut band = Band { shifts: Vec::new(), overlaps: Vec::new(), holidays: Vec::new(), openings: Vec::new() };
         for (start, end, name) in rules.shift_windows(region, from, until) {
             if let Some(span) = clip(day_start, start, end, name.clone()) {
                 band.shifts.push(span);
@@ -78,17 +83,36 @@ pub(crate) fn bands(rules: &Rules, day_start: Timestamp) -> BTreeMap<String, Ban
                 band.overlaps.push(span);
             }
         }
-        for holiday in &region.holidays {
-            let tz = &region.time_zone;
-            let (start, end) = match holiday.hours {
-                None => (holiday.date.at(0, 0, 0, 0), holiday.date.tomorrow().map(|d| d.at(0, 0, 0, 0))),
-                Some((from, to)) => (wall(holiday.date, from.minutes()), Ok(wall(holiday.date, to.minutes()))),
-            };
-            let (Ok(start), Ok(Ok(end))) = (tz.to_timestamp(start), end.map(|e| tz.to_timestamp(e))) else {
-                continue;
-            };
-            if let Some(span) = clip(day_start, start, end, holiday.name.clone()) {
-                band.holidays.push(span);
+        // The region's local days that can reach into this UTC day.
+        let tz = &region.time_zone;
+        let utc_date = day_start.to_zoned(TimeZone::UTC).date();
+        let (Ok(first), Ok(last)) = (utc_date.yesterday(), utc_date.tomorrow()) else { continue };
+        let (holidays, openings) = region.days_between(first, last);
+        let local = |date: Date, from: u32, to: u32| {
+            // An end at or before the start runs past midnight.
+            let to = if to <= from { to + 1440 } else { to };
+            Some((tz.to_timestamp(wall(date, from)).ok()?, tz.to_timestamp(wall(date, to)).ok()?))
+        };
+        for holiday in holidays {
+            let label = if holiday.name.is_empty() { holiday.rule.clone() } else { holiday.name.clone() };
+            let mut date = holiday.date.max(first);
+            while date <= holiday.last.min(last) {
+                let (from, to) = holiday.hours.map_or((0, 1440), |(s, e)| (s.minutes(), e.minutes()));
+                if let Some((start, end)) = local(date, from, to)
+                    && let Some(span) = clip(day_start, start, end, label.clone())
+                {
+                    band.holidays.push(span);
+                }
+                let Ok(next) = date.tomorrow() else { break };
+                date = next;
+            }
+        }
+        for opening in openings {
+            let label = format!("{} (extra hours)", if opening.name.is_empty() { "opening" } else { &opening.name });
+            if let Some((start, end)) = local(opening.date, opening.start.minutes(), opening.end.minutes())
+                && let Some(span) = clip(day_start, start, end, label)
+            {
+                band.openings.push(span);
             }
         }
         out.insert(region.id.to_string(), band);
@@ -239,7 +263,7 @@ pub(crate) fn now_view(
                 healthy: health.get(&region.id).map(|h| *h == RegionHealth::Up),
                 band: bands
                     .remove(region.id.as_str())
-                    .unwrap_or(Band { shifts: Vec::new(), overlaps: Vec::new(), holidays: Vec::new() }),
+                    .unwrap_or(Band { shifts: Vec::new(), overlaps: Vec::new(), holidays: Vec::new(), openings: Vec::new() }),
                 gateway: statuses.get(region.id.as_str()).cloned(),
             }
         })
@@ -276,6 +300,8 @@ pub struct GridView {
     pub rows: Vec<GridRow>,
     pub gap_hours: u32,
     pub parity_gap_hours: u32,
+    /// The holidays, ranges and extra hours behind the grid, by date.
+    pub calendar_days: Vec<CalendarDay>,
 }
 
 fn hour_index(from: Timestamp, at: Timestamp) -> usize {
@@ -329,6 +355,7 @@ pub(crate) fn grid(coverage: &Coverage) -> GridView {
         rows,
         gap_hours: coverage.gaps.iter().map(|r| r.hours).sum(),
         parity_gap_hours: coverage.parity_gaps.iter().flat_map(|s| &s.ranges).map(|r| r.hours).sum(),
+        calendar_days: coverage.calendar_days.clone(),
     }
 }
 
@@ -553,6 +580,43 @@ resolution_minutes = 480
         assert!(east.overlaps.iter().any(|o| (o.from_minute, o.to_minute) == (450, 480)));
         let west = &bands["west"];
         assert_eq!(west.shifts.iter().map(|s| (s.from_minute, s.to_minute)).collect::<Vec<_>>(), [(960, 1380)]);
+    }
+
+    #[test]
+    fn bands_and_the_grid_show_recurring_holidays_ranges_and_openings() {
+        let text = RULES.replace(
+            "[[regions]]\nid = \"west\"",
+            "[[regions.holidays]]\nevery = \"last mon of may\"\nname = \"spring\"\n\
+             [[regions.holidays]]\nevery = \"12-31\"\nto = \"01-01\"\nname = \"year end\"\n\
+             [[regions.holidays]]\ndate = \"2026-06-03\"\nstart = \"22:00\"\nend = \"02:00\"\nname = \"upgrade\"\n\
+             [[regions.openings]]\ndate = \"2026-06-06\"\nstart = \"18:00\"\nend = \"20:00\"\nname = \"release\"\n\n\
+             [[regions]]\nid = \"west\"",
+        );
+        let rules = rules(&text);
+        // Monday 25 May 2026 is the last Monday of May: closed all day.
+        let may = bands(&rules, at("2026-05-25T00:00:00Z"));
+        assert!(may["east"].shifts.is_empty());
+        assert_eq!(may["east"].holidays.iter().map(|h| (h.from_minute, h.to_minute, h.label.as_str())).collect::<Vec<_>>(), [(0, 1440, "spring")]);
+        // The range crosses the year: 1 January 2027 is closed too.
+        let jan = bands(&rules, at("2027-01-01T00:00:00Z"));
+        assert_eq!(jan["east"].holidays.len(), 1);
+        // A closure across midnight shows on both days.
+        let night = bands(&rules, at("2026-06-04T00:00:00Z"));
+        assert_eq!(night["east"].holidays.iter().map(|h| (h.from_minute, h.to_minute)).collect::<Vec<_>>(), [(0, 120)]);
+        let evening = bands(&rules, at("2026-06-03T00:00:00Z"));
+        assert_eq!(evening["east"].holidays.iter().map(|h| (h.from_minute, h.to_minute)).collect::<Vec<_>>(), [(1320, 1440)]);
+        // The extra opening is a band of its own and is on shift.
+        let saturday = bands(&rules, at("2026-06-06T00:00:00Z"));
+        assert_eq!(saturday["east"].openings.iter().map(|o| (o.from_minute, o.to_minute)).collect::<Vec<_>>(), [(1080, 1200)]);
+        assert!(saturday["east"].shifts.iter().any(|s| (s.from_minute, s.to_minute) == (1080, 1200)));
+        // The grid lists what lies behind it.
+        let view = grid(&rules.coverage(Date::new(2026, 6, 1).unwrap(), GRID_DAYS));
+        let days: Vec<(String, String)> = view.calendar_days.iter().map(|d| (d.date.to_string(), d.name.clone())).collect();
+        assert_eq!(days, [
+            ("2026-06-02".to_owned(), "founders day".to_owned()),
+            ("2026-06-03".to_owned(), "upgrade".to_owned()),
+            ("2026-06-06".to_owned(), "release".to_owned()),
+        ]);
     }
 
     #[test]

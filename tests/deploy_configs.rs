@@ -140,7 +140,8 @@ fn named_files(configs: &Configs) -> Vec<(String, PathBuf)> {
         let mesh = &gateway.mesh.as_ref().unwrap().tls;
         let public = gateway.tls.as_ref().unwrap();
         let auth = gateway.auth.as_ref().unwrap();
-        for file in [&mesh.cert, &mesh.key, &mesh.ca, &public.cert, &public.key, &auth.jwks] {
+        let jwks = auth.jwks.as_ref().expect("the deployments read a JWKS file");
+        for file in [&mesh.cert, &mesh.key, &mesh.ca, &public.cert, &public.key, jwks] {
             named.push((service.clone(), file.clone()));
         }
     }
@@ -151,7 +152,7 @@ fn named_files(configs: &Configs) -> Vec<(String, PathBuf)> {
         named.push(("router".to_owned(), file.clone()));
     }
     named.push(("router".to_owned(), router.gateway_ca.clone().unwrap()));
-    named.push(("router".to_owned(), router.auth.as_ref().unwrap().jwks.clone()));
+    named.push(("router".to_owned(), router.auth.as_ref().unwrap().jwks.clone().expect("router.toml: [auth] names a JWKS file")));
     named.push(("router".to_owned(), router.gateway_token_file.clone().unwrap()));
     named
 }
@@ -244,7 +245,8 @@ fn every_public_port_serves_tls_and_requires_tokens_from_a_mounted_jwks() {
         assert!(!gateway.listen.ip().is_loopback(), "{name}: listens for the other containers");
         let auth = gateway.auth.as_ref().unwrap_or_else(|| panic!("{name}: has [auth]"));
         let tls = gateway.tls.as_ref().unwrap_or_else(|| panic!("{name}: has [tls] on the public port"));
-        let jwks = mounted_from(&compose, &service, &auth.jwks).unwrap_or_else(|| panic!("{service} mounts {:?}", auth.jwks));
+        let file = auth.jwks.as_deref().unwrap_or_else(|| panic!("{name}: [auth] names a JWKS file"));
+        let jwks = mounted_from(&compose, &service, file).unwrap_or_else(|| panic!("{service} mounts {:?}", auth.jwks));
         assert_eq!(jwks, Path::new("auth/jwks.json"), "{name}: the JWKS copy dev-certs.sh writes");
         assert!(
             compose_volumes(&compose, &service).contains(&("./auth".to_owned(), format!("{CONTAINER_DIR}/auth"))),
@@ -266,7 +268,8 @@ fn every_public_port_serves_tls_and_requires_tokens_from_a_mounted_jwks() {
     assert!(!router.listen.ip().is_loopback());
     let auth = router.auth.as_ref().expect("router.toml: [auth]");
     let tls = router.tls.as_ref().expect("router.toml: [tls] cert and key");
-    assert_eq!(mounted_from(&compose, "router", &auth.jwks).as_deref(), Some(Path::new("auth/jwks.json")));
+    let file = auth.jwks.as_deref().expect("router.toml: [auth] names a JWKS file");
+    assert_eq!(mounted_from(&compose, "router", file).as_deref(), Some(Path::new("auth/jwks.json")));
     for file in [&tls.cert, &tls.key] {
         assert!(mounted_from(&compose, "router", file).is_some_and(|s| s.starts_with("pki")), "router mounts {file:?}");
     }

@@ -563,7 +563,7 @@ fn check_public_security(o: &Overlay) {
     ] {
         let auth = config_auth.unwrap_or_else(|| panic!("{r}: {deployment}.toml has [auth]"));
         let jwks_dir = o.mount_of(deployment, "configMap", "meridian-jwks");
-        assert_eq!(auth.jwks, jwks_dir.join("jwks.json"), "{r}: {deployment} reads the mounted meridian-jwks");
+        assert_eq!(auth.jwks, Some(jwks_dir.join("jwks.json")), "{r}: {deployment} reads the mounted meridian-jwks");
         let (cert, key) = config_tls.unwrap_or_else(|| panic!("{r}: {deployment}.toml has [tls] cert and key"));
         let secret = str_at(o.get("Certificate", certificate), "/spec/secretName");
         let tls_dir = o.mount_of(deployment, "secret", secret);

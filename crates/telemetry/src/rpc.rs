@@ -302,7 +302,88 @@ pub fn code_name(code: Code) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt as _;
+
     use super::*;
+    use crate::{Telemetry, TelemetryConfig};
+
+    /// A response body of canned frames: messages, then maybe trailers.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    /// A server that answers every call with one canned response.
+    #[derive(Clone)]
+    struct Canned {
+        headers: HeaderMap,
+        trailers: Option<HeaderMap>,
+    }
+
+    impl Service<Request<()>> for Canned {
+        type Response = Response<Frames>;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Self::Response, BoxError>>;
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _request: Request<()>) -> Self::Future {
+            let mut frames = VecDeque::from([Frame::data(Bytes::from_static(b"message"))]);
+            frames.extend(self.trailers.clone().map(Frame::trailers));
+            let mut response = Response::new(Frames(frames));
+            *response.headers_mut() = self.headers.clone();
+            std::future::ready(Ok(response))
+        }
+    }
+
+    fn status(code: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", http::HeaderValue::from_static(code));
+        headers
+    }
+
+    #[tokio::test]
+    async fn codes_are_read_from_trailers_from_trailers_only_headers_and_from_drops() {
+        let (telemetry, _dispatch) = Telemetry::build(&TelemetryConfig::new("rpc-test")).unwrap();
+        let layer = RpcMetricsLayer::new(&telemetry.metrics().meter("test"), vec![KeyValue::new("meridian.server", "t")]);
+        let call = |canned: Canned, path: &'static str| {
+            let mut service = layer.layer(canned);
+            async move { service.call(Request::builder().uri(path).body(()).unwrap()).await.unwrap() }
+        };
+        // A stream that ends with INTERNAL in its trailers.
+        let streamed = Canned { headers: HeaderMap::new(), trailers: Some(status("13")) };
+        let response = call(streamed.clone(), "/p.S/Stream").await;
+        response.into_body().collect().await.unwrap();
+        // An error before any message: the status is in the headers.
+        let trailers_only = Canned { headers: status("5"), trailers: None };
+        drop(call(trailers_only, "/p.S/Get").await);
+        // A stream the client abandons before its end.
+        drop(call(streamed, "/p.S/Abandoned").await);
+        // A made-up method answered UNIMPLEMENTED.
+        let unimplemented = Canned { headers: status("12"), trailers: None };
+        drop(call(unimplemented, "/p.S/Nonsense").await);
+
+        let text = telemetry.metrics().render_prometheus().unwrap();
+        for (method, code) in [("p.S/Stream", "INTERNAL"), ("p.S/Get", "NOT_FOUND"), ("p.S/Abandoned", "CANCELLED"), ("_OTHER", "UNIMPLEMENTED")] {
+            let series = format!(
+                "rpc_server_call_duration_seconds_count{{meridian_server=\"t\",rpc_method=\"{method}\",\
+                 rpc_response_status_code=\"{code}\",rpc_system_name=\"grpc\"}} 1"
+            );
+            assert!(text.lines().any(|l| l == series), "missing {series} in:\n{text}");
+        }
+        assert_eq!(text.matches("rpc_server_call_duration_seconds_count{").count(), 4, "one series per call:\n{text}");
+    }
 
     #[test]
     fn only_plain_service_and_method_paths_are_kept() {

@@ -190,8 +190,8 @@ impl TicketApi {
     }
 
     /// The rules in force and the refusals of the file, when rules are set.
-    pub(crate) fn active_rules(&self) -> Option<&Arc<ActiveRules>> {
-        self.inner.rules.as_ref()
+    pub(crate) fn active_rules(&self) -> Option<Arc<ActiveRules>> {
+        self.inner.rules.clone()
     }
 
     /// The rules' overlap window; zero without rules.

@@ -10,6 +10,10 @@
 //! under `DATA_DIR/auth`, mints a token per role (an agent token per
 //! region) into `DATA_DIR/tokens`, prints them, and writes `DATA_DIR/env`
 //! for the CLI. `--no-auth` serves plaintext without tokens, as before.
+//!
+//! `/metrics` (every region, the router and the process) is served on
+//! 127.0.0.1:9464 unless `--metrics-listen` says otherwise. The banner that
+//! says where everything is comes before any service starts logging.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -33,6 +37,10 @@ pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "apac-south"];
 /// The rules `up` starts with when the data directory has none.
 const EXAMPLE_RULES: &str = include_str!("../deploy/rules.example.toml");
 const TRUST_DOMAIN: &str = "meridian.local";
+/// Where `up` serves `/metrics` unless `--metrics-listen` says otherwise:
+/// the port OpenTelemetry's Prometheus exporters use by default, on
+/// loopback. `--base-port 0` picks a free port here too.
+pub const METRICS_PORT_DEFAULT: u16 = 9464;
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -256,6 +264,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     ));
     let mut endpoints = Vec::new();
     let mut gateway_urls = Vec::new();
+    let mut starts: Vec<ServiceStart> = Vec::new();
     if args.speed == 0 {
         anyhow::bail!("--speed must be at least 1");
     }
@@ -293,11 +302,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         });
         let stopped = shutdown(stopped.clone());
         let clock = clock.clone();
-        tasks.spawn(async move {
+        // Started after the banner, so it comes before their logs.
+        starts.push(Box::pin(async move {
             let listeners = Listeners { public, mesh: Some(mesh) };
             let ended = meridian_gateway::run_listeners(config, listeners, stopped, clock).await;
             (format!("gateway {region}"), ended.map_err(anyhow::Error::from))
-        });
+        }));
     }
     let router_addr = router_listener.local_addr()?;
     let mut router_config = meridian_router::RouterConfig::new(router_addr, rules.clone(), gateway_urls.clone())?;
@@ -349,6 +359,44 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let (_, _, token) = auth.tokens.iter().find(|(name, _, _)| name == "sre")?;
         Some(format!("{scheme}://{console_addr}/login#token={token}"))
     });
+    let metrics = serve_metrics(args.base_port).await?;
+    if let Some(server) = &metrics {
+        endpoints.push(Endpoint {
+            name: "metrics".into(),
+            url: format!("http://{}/metrics", server.addr),
+            detail: "Prometheus: RED per method, queues, SLAs, lag (docs/operations.md)".into(),
+        });
+    }
+    let router_url = format!("{scheme}://{router_addr}");
+    let first_gateway = endpoints.get(1).map_or_else(String::new, |e| e.url.clone());
+    // The banner first: where everything is, before the services log.
+    println!("Meridian is starting: {} regions and the router on loopback, data under {}", REGIONS.len(), args.data_dir.display());
+    if args.speed > 1 || args.start.is_some() {
+        println!("The mesh's clock starts at {} and runs {}x real time.", clock.now(), args.speed);
+    }
+    println!();
+    println!("{:<20} {:<30} DETAIL", "SERVICE", "URL");
+    for e in &endpoints {
+        println!("{:<20} {:<30} {}", e.name, e.url, e.detail);
+    }
+    println!();
+    match &auth {
+        Some(auth) => {
+            write_env(auth, &gateway_urls, &router_url, &rules)?;
+            println!("Public ports serve TLS (CA {}) and require a bearer token.", auth.ca.display());
+            println!("Development tokens (valid {} days; also in {}):", crate::token_cli::DEV_TOKEN_HOURS / 24, args.data_dir.join("tokens").display());
+            for (name, _, token) in &auth.tokens {
+                println!("  {name:<18} {token}");
+            }
+            println!();
+            println!("For the CLI (as the {} agent): source {}", first_region, auth.env_file.display());
+        }
+        None => println!("--no-auth: public ports are plaintext and take no token (loopback only)."),
+    }
+    println!();
+    for start in starts {
+        tasks.spawn(start);
+    }
     let stopped_router = shutdown(stopped.clone());
     let router_clock = clock.clone();
     tasks.spawn(async move {
@@ -373,31 +421,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("{name} stopped while starting");
         }
     }
-    println!("Meridian is up: {} regions and the router on loopback, data under {}", REGIONS.len(), args.data_dir.display());
-    if args.speed > 1 || args.start.is_some() {
-        println!("The mesh's clock starts at {} and runs {}x real time.", clock.now(), args.speed);
-    }
-    println!();
-    println!("{:<20} {:<24} DETAIL", "SERVICE", "URL");
-    for e in &endpoints {
-        println!("{:<20} {:<24} {}", e.name, e.url, e.detail);
-    }
-    let router_url = format!("{scheme}://{router_addr}");
-    let first_gateway = endpoints.get(1).map_or_else(String::new, |e| e.url.clone());
-    println!();
-    match &auth {
-        Some(auth) => {
-            write_env(auth, &gateway_urls, &router_url, &rules)?;
-            println!("Public ports serve TLS (CA {}) and require a bearer token.", auth.ca.display());
-            println!("Development tokens (valid {} days; also in {}):", crate::token_cli::DEV_TOKEN_HOURS / 24, args.data_dir.join("tokens").display());
-            for (name, _, token) in &auth.tokens {
-                println!("  {name:<18} {token}");
-            }
-            println!();
-            println!("For the CLI (as the {} agent): source {}", first_region, auth.env_file.display());
-        }
-        None => println!("--no-auth: public ports are plaintext and take no token (loopback only)."),
-    }
+    println!("Meridian is up: every region holds its lease and takes writes.");
     println!();
     println!("Try:");
     println!("  meridian ticket submit --router {router_url} --subject \"VPN down\" --customer acme --tier premium");
@@ -432,6 +456,31 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A service's task, spawned once the banner is out.
+type ServiceStart = std::pin::Pin<Box<dyn std::future::Future<Output = (String, anyhow::Result<()>)> + Send>>;
+
+/// Where `/metrics` is served, and the server `up` started for it (if it
+/// did: `--metrics-listen` may have started one already).
+struct MetricsEndpoint {
+    addr: SocketAddr,
+    _server: Option<meridian_telemetry::MetricsServer>,
+}
+
+/// Serves the process's metrics at 127.0.0.1:[`METRICS_PORT_DEFAULT`]
+/// (any free port with `--base-port 0`), unless they are served already.
+async fn serve_metrics(base_port: u16) -> anyhow::Result<Option<MetricsEndpoint>> {
+    if let Some(addr) = meridian_telemetry::Metrics::serving() {
+        return Ok(Some(MetricsEndpoint { addr, _server: None }));
+    }
+    let Some(metrics) = meridian_telemetry::Metrics::installed() else { return Ok(None) };
+    let port = if base_port == 0 { 0 } else { METRICS_PORT_DEFAULT };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let server = meridian_telemetry::MetricsServer::bind(addr, metrics)
+        .await
+        .context("is another mesh running? (--metrics-listen picks another address)")?;
+    Ok(Some(MetricsEndpoint { addr: server.local_addr(), _server: Some(server) }))
 }
 
 fn describe(ended: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) -> anyhow::Result<String> {

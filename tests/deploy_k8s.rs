@@ -356,11 +356,96 @@ fn every_overlay_renders_and_validates_offline_against_the_kubernetes_schemas() 
         for kind in ["Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Certificate"] {
             assert!(report.contains(&format!("ok {kind}/")), "{region}: a {kind} was validated:\n{report}");
         }
-        assert!(report.contains("ok Certificate/gateway-mesh (cert-manager schema subset)"), "{report}");
+        assert!(report.contains("ok Certificate/gateway-mesh (cert-manager.io/v1 schema subset)"), "{report}");
     }
 }
 
 /// A wrong manifest really fails: the validator is not a rubber stamp.
+/// `kubectl kustomize` of a kustomization made in a temporary directory
+/// that adds `k8s/components/monitoring` to the region's overlay, as a user
+/// does; `None` without kubectl.
+fn render_with_monitoring(test: &str, region: &str) -> Option<String> {
+    let dir = tempfile::tempdir().unwrap();
+    // kustomize takes only relative paths to other kustomizations.
+    let up = "../".repeat(dir.path().components().count() - 1);
+    let repo = root().strip_prefix("/").unwrap().display().to_string();
+    let kustomization = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {up}{repo}/k8s/overlays/{region}\n\
+         components:\n  - {up}{repo}/k8s/components/monitoring\n"
+    );
+    std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap();
+    let output = match Command::new("kubectl").arg("kustomize").arg(dir.path()).output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            skip(test, "kubectl is not installed (apt-get install kubectl)");
+            return None;
+        }
+        Err(e) => panic!("cannot run kubectl: {e}"),
+    };
+    assert!(output.status.success(), "{region} with the monitoring component: {}", String::from_utf8_lossy(&output.stderr));
+    Some(String::from_utf8(output.stdout).unwrap())
+}
+
+#[test]
+fn the_optional_monitoring_component_validates_and_scrapes_every_pods_metrics_port() {
+    const TEST: &str = "k8s monitoring component";
+    for region in REGIONS {
+        let Some(yaml) = render_with_monitoring(TEST, region) else { return };
+        if !python_has("kubernetes_validate, jsonschema, yaml") {
+            skip(TEST, "python3 with kubernetes-validate is not installed (pip install kubernetes-validate)");
+            return;
+        }
+        // The PodMonitor is a CRD kubernetes-validate has no schema for: it
+        // is checked against a hand-written subset of the operator's CRD
+        // (tests/k8s/podmonitor-monitoring-coreos-v1.schema.json), strictly.
+        let output = validate_py(&["--kubernetes", KUBERNETES_VERSION], &yaml);
+        let report = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{region} with monitoring does not validate:\n{report}");
+        assert!(report.contains("ok PodMonitor/meridian (monitoring.coreos.com/v1 schema subset)"), "{report}");
+        // What it selects and scrapes is what the pods serve.
+        let output = validate_py(&["--json"], &yaml);
+        let Value::Array(docs) = serde_json::from_slice(&output.stdout).unwrap() else { panic!("not a list") };
+        let monitors: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "PodMonitor").collect();
+        assert_eq!(monitors.len(), 1, "{region}: one PodMonitor");
+        let monitor = monitors[0];
+        assert_eq!(str_at(monitor, "/metadata/namespace"), NAMESPACE);
+        let selector = monitor["spec"]["selector"]["matchLabels"].as_object().unwrap();
+        let endpoints = array_at(monitor, "/spec/podMetricsEndpoints");
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(str_at(&endpoints[0], "/path"), "/metrics");
+        let port_name = str_at(&endpoints[0], "/port");
+        let mut scraped = BTreeSet::new();
+        for deployment in docs.iter().filter(|d| d["kind"] == "Deployment") {
+            let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+            if selector.iter().all(|(k, v)| &labels[k] == v) {
+                let name = str_at(deployment, "/metadata/name").to_owned();
+                let ports = array_at(deployment, "/spec/template/spec/containers/0/ports");
+                let port = ports.iter().find(|p| p["name"] == port_name);
+                let port = port.unwrap_or_else(|| panic!("{region}: {name} has no port named {port_name}"));
+                assert_eq!(port["containerPort"], 9464, "{region}: {name}'s metrics port");
+                scraped.insert(name);
+            }
+        }
+        assert_eq!(scraped, BTreeSet::from(["gateway".to_owned(), "router".to_owned()]), "{region}");
+    }
+}
+
+/// The image's binary is built without debug info (the exec probes start
+/// it every few seconds): the Dockerfile builds the `dist` profile, which
+/// has none.
+#[test]
+fn the_image_binary_has_no_debug_info() {
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("cargo build --profile dist"), "deploy/Dockerfile builds the dist profile");
+    assert!(dockerfile.contains("target/dist/meridian"), "and ships that binary");
+    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let dist = cargo.split("[profile.dist]").nth(1).expect("Cargo.toml has [profile.dist]");
+    let dist = dist.split("\n[").next().unwrap();
+    for line in ["inherits = \"release\"", "debug = false", "strip = \"symbols\""] {
+        assert!(dist.lines().any(|l| l.trim() == line), "[profile.dist] has {line}: {dist}");
+    }
+}
+
 #[test]
 fn the_validator_refuses_unknown_fields_wrong_types_and_unknown_kinds() {
     const TEST: &str = "k8s validator self-check";
@@ -573,6 +658,17 @@ fn check_public_security(o: &Overlay) {
         assert!(names.contains(&service), "{r}: {certificate} names {service}: {names:?}");
         assert!(names.contains(o.hostname(deployment)), "{r}: {certificate} names {}: {names:?}", o.hostname(deployment));
     }
+    // Every Service port serves TLS (the mesh port mutual TLS): none may
+    // claim cleartext HTTP/2, which a mesh or load balancer would speak.
+    for service in o.docs.iter().filter(|d| d["kind"] == "Service") {
+        for port in array_at(service, "/spec/ports") {
+            let name = format!("{r}: Service {} port {}", service["metadata"]["name"], port["name"]);
+            assert_ne!(port["appProtocol"], "kubernetes.io/h2c", "{name} serves TLS, not h2c");
+            assert_eq!(port["appProtocol"], "https", "{name}: gRPC over TLS is appProtocol https");
+        }
+    }
+    assert!(!o.docs.iter().any(|d| d["apiVersion"].as_str().is_some_and(|v| v.starts_with("monitoring.coreos.com/"))),
+        "{r}: the overlay renders no Prometheus-operator kind (clusters without its CRDs still apply it)");
     let gateway_issuer = &o.get("Certificate", "gateway-public")["spec"]["issuerRef"];
     assert_eq!(gateway_issuer, &o.get("Certificate", "router-public")["spec"]["issuerRef"], "{r}: one public CA");
     for (region, url) in &o.router.gateways {

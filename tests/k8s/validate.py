@@ -6,8 +6,10 @@
 
 Validation: every built-in kind against the schemas bundled with PyPI's
 kubernetes-validate for that Kubernetes version, strictly (unknown fields
-are errors); cert-manager's Certificate, which those schemas lack, against
-certificate-cert-manager-v1.schema.json beside this file. Any other kind
+are errors); cert-manager's Certificate and the Prometheus operator's
+PodMonitor, which those schemas lack, against hand-written subsets of their
+CRDs beside this file (certificate-cert-manager-v1.schema.json,
+podmonitor-monitoring-coreos-v1.schema.json). Any other kind
 is an error, never a skipped warning. Nothing here touches the network.
 Used by tests/deploy_k8s.rs.
 """
@@ -21,6 +23,7 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 CRD_SCHEMAS = {
     ("cert-manager.io/v1", "Certificate"): "certificate-cert-manager-v1.schema.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-monitoring-coreos-v1.schema.json",
 }
 
 
@@ -42,7 +45,7 @@ def validate(docs, version):
                 with open(os.path.join(HERE, crd)) as f:
                     schema = json.load(f)
                 jsonschema.Draft202012Validator(schema).validate(doc)
-                checked = "cert-manager schema subset"
+                checked = "%s schema subset" % doc.get("apiVersion")
             else:
                 checked = "Kubernetes %s" % kubernetes_validate.validate(doc, version, strict=True)
         except utils.SchemaNotFoundError as e:

@@ -21,8 +21,11 @@ use std::{
     collections::hash_map::DefaultHasher,
     hash::Hasher,
     path::{Path, PathBuf},
-    sync::{Arc, PoisonError, RwLock},
-    time::Duration,
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use meridian_rules::{Rules, RulesErrors};
@@ -55,11 +58,19 @@ pub struct ActiveRules {
     /// Problems of the last file refused since the current rules were
     /// loaded; empty when the file on disk is the one in force.
     refused: RwLock<Arc<[String]>>,
+    /// Files refused since start, and when the last one was (Unix seconds).
+    refusals: AtomicU64,
+    last_refused_unix_s: AtomicU64,
 }
 
 impl ActiveRules {
     pub fn new(rules: Rules) -> Self {
-        Self { current: RwLock::new(Arc::new(rules)), refused: RwLock::new(Arc::from([])) }
+        Self {
+            current: RwLock::new(Arc::new(rules)),
+            refused: RwLock::new(Arc::from([])),
+            refusals: AtomicU64::new(0),
+            last_refused_unix_s: AtomicU64::new(0),
+        }
     }
 
     /// The rules in force now. Callers hold the `Arc` for a whole request,
@@ -75,12 +86,28 @@ impl ActiveRules {
         self.refused.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// Files refused (unreadable or invalid) since start.
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
+    }
+
+    /// When a file was last refused, in seconds since the Unix epoch; 0
+    /// when none was.
+    pub fn last_refused_unix_s(&self) -> u64 {
+        self.last_refused_unix_s.load(Ordering::Relaxed)
+    }
+
     fn install(&self, rules: Rules) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
         self.set_refused(Vec::new());
     }
 
     fn set_refused(&self, problems: Vec<String>) {
+        if !problems.is_empty() {
+            self.refusals.fetch_add(1, Ordering::Relaxed);
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            self.last_refused_unix_s.store(now, Ordering::Relaxed);
+        }
         *self.refused.write().unwrap_or_else(PoisonError::into_inner) = Arc::from(problems);
     }
 }
@@ -260,6 +287,8 @@ mod tests {
         let refused = wait_for(|| !active.refused().is_empty()).await;
         assert!(refused, "the broken file is refused");
         assert!(active.refused()[0].starts_with(&format!("{}:", path.display())), "{:?}", active.refused());
+        assert_eq!(active.refusals(), 1, "one bad file, one refusal");
+        assert!(active.last_refused_unix_s() > 1_700_000_000, "{}", active.last_refused_unix_s());
         assert_eq!(active.current().version_id(), first, "old rules stay in force");
 
         let changed = GOOD.replacen("version = \"", "version = \"v2-", 1);

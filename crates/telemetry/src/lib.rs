@@ -9,6 +9,8 @@
 //!   through the string stored in every event envelope.
 //! - [`metrics`] holds OpenTelemetry metrics, exported over OTLP and
 //!   rendered as Prometheus text by a small `/metrics` HTTP server.
+//! - [`rpc`] is the tower layer that records RED metrics of every gRPC
+//!   call a server answers; [`process`] reports the process and the build.
 //! - `testing` (feature `test-receiver`) is a real OTLP collector on
 //!   loopback that tests export to.
 //!
@@ -21,7 +23,9 @@
 mod config;
 mod error;
 pub mod metrics;
+pub mod process;
 pub mod propagation;
+pub mod rpc;
 mod sampler;
 mod setup;
 #[cfg(feature = "test-receiver")]
@@ -33,6 +37,7 @@ pub use config::TelemetryArgs;
 pub use config::{LogFormat, LogWriter, TelemetryConfig};
 pub use error::{Error, Result};
 pub use metrics::{Metrics, MetricsServer};
+pub use rpc::RpcMetricsLayer;
 pub use sampler::TicketRatioSampler;
 pub use setup::Telemetry;
 

@@ -2,10 +2,11 @@
 //! configured and always readable as Prometheus text from a small
 //! `/metrics` HTTP server.
 //!
-//! The Prometheus text is encoded here (a page of code) rather than through
-//! the `prometheus` crate or `opentelemetry-prometheus`, which would bring a
-//! second metrics registry and its protobuf stack for one text format.
-//! Naming follows the OpenTelemetry-to-Prometheus rules that matter for us:
+//! The SDK's collected metrics are mapped to Prometheus families here and
+//! written by `prometheus-client` (the Prometheus project's crate), whose
+//! text encoder does the escaping and the suffixes; its registry is used
+//! only as the encoder's entry point, so the OpenTelemetry SDK stays the
+//! one place instruments live. Naming follows the OpenTelemetry-to-Prometheus rules that matter for us:
 //! dots become underscores, the unit is appended (`s` → `_seconds`),
 //! monotonic sums are counters ending in `_total`, and the resource
 //! attributes appear once as `target_info`.
@@ -13,7 +14,6 @@
 use std::{
     collections::BTreeMap,
     convert::Infallible,
-    fmt::Write as _,
     future::Future,
     net::SocketAddr,
     sync::{Arc, Weak},
@@ -25,6 +25,12 @@ use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use opentelemetry::{KeyValue, metrics::Meter, metrics::MeterProvider as _};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, NoLabelSet, prometheus_text},
+    metrics::MetricType,
+    registry::Registry,
+};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
@@ -49,7 +55,13 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Metrics {
     provider: SdkMeterProvider,
     prometheus: PrometheusReader,
+    _process: Arc<crate::process::ProcessInstruments>,
 }
+
+/// The process's metrics once [`crate::Telemetry::init`] installed them,
+/// and where `/metrics` serves them when it does.
+static INSTALLED: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
+static SERVING: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
 
 impl Metrics {
     /// A provider with the Prometheus reader and, when given, a periodic
@@ -60,7 +72,24 @@ impl Metrics {
         if let Some(otlp) = otlp {
             builder = builder.with_reader(otlp);
         }
-        Self { provider: builder.build(), prometheus }
+        let provider = builder.build();
+        let process = Arc::new(crate::process::register(&provider.meter("meridian-process")));
+        Self { provider, prometheus, _process: process }
+    }
+
+    /// The metrics [`crate::Telemetry::init`] installed for this process.
+    pub fn installed() -> Option<Metrics> {
+        INSTALLED.get().cloned()
+    }
+
+    pub(crate) fn install(&self) {
+        let _ = INSTALLED.set(self.clone());
+    }
+
+    /// Where this process serves `/metrics`, once a [`MetricsServer`]
+    /// bound for the installed metrics (first one wins).
+    pub fn serving() -> Option<SocketAddr> {
+        SERVING.get().copied()
     }
 
     /// A meter for instruments of one component (the instrumentation
@@ -73,12 +102,16 @@ impl Metrics {
         &self.provider
     }
 
+    fn provider_is(&self, other: &Metrics) -> bool {
+        Arc::ptr_eq(&self.prometheus.0, &other.prometheus.0)
+    }
+
     /// Every instrument's current value in the Prometheus text format
     /// (version 0.0.4).
     pub fn render_prometheus(&self) -> Result<String> {
         let mut collected = ResourceMetrics::default();
         self.prometheus.collect(&mut collected).map_err(|e| Error::Metrics(e.to_string()))?;
-        Ok(encode_prometheus(&collected))
+        encode_prometheus(&collected)
     }
 }
 
@@ -123,6 +156,9 @@ impl MetricsServer {
         let local_addr = listener
             .local_addr()
             .map_err(|source| Error::Io { context: "cannot read the /metrics address".to_owned(), source })?;
+        if INSTALLED.get().is_some_and(|installed| installed.provider_is(&metrics)) {
+            let _ = SERVING.set(local_addr);
+        }
         let task = tokio::spawn(async move {
             if let Err(error) = serve_metrics(listener, metrics, std::future::pending()).await {
                 tracing::warn!(%error, "metrics server stopped");
@@ -203,66 +239,166 @@ fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Byte
             let mut response = reply(StatusCode::OK, text);
             response
                 .headers_mut()
-                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(prometheus_text::CONTENT_TYPE));
             response
         }
         Err(error) => reply(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
     }
 }
 
-/// One metric family: its help, type and sample lines.
+/// One metric family as read from the SDK, before encoding.
 struct Family {
     help: String,
-    kind: &'static str,
-    samples: String,
+    kind: MetricType,
+    samples: Vec<(Labels, Value)>,
 }
 
-/// Encodes collected metrics in the Prometheus text format. Families are
-/// sorted by name so the output is stable.
-pub(crate) fn encode_prometheus(collected: &ResourceMetrics) -> String {
+type Labels = Vec<(String, String)>;
+
+enum Value {
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    /// Sum, count and `(upper bound, count in that bucket)` pairs, the last
+    /// one at +Inf; the encoder makes them cumulative.
+    Histogram(f64, u64, Vec<(f64, u64)>),
+}
+
+/// Encodes collected metrics in the Prometheus text format (0.0.4) with
+/// `prometheus-client`'s encoder: the names, types and label sets are
+/// mapped here, the text (escaping, suffixes, bucket lines) is the
+/// library's. Families are sorted by name so the output is stable.
+pub(crate) fn encode_prometheus(collected: &ResourceMetrics) -> Result<String> {
     let mut families: BTreeMap<String, Family> = BTreeMap::new();
     for scope in collected.scope_metrics() {
         for metric in scope.metrics() {
             let base = prometheus_name(metric.name(), metric.unit());
+            let help = metric.description();
             match metric.data() {
-                AggregatedMetrics::F64(data) => add_family(&mut families, &base, metric.description(), data),
-                AggregatedMetrics::U64(data) => add_family(&mut families, &base, metric.description(), data),
-                AggregatedMetrics::I64(data) => add_family(&mut families, &base, metric.description(), data),
+                AggregatedMetrics::F64(data) => add_family(&mut families, &base, help, data),
+                AggregatedMetrics::U64(data) => add_family(&mut families, &base, help, data),
+                AggregatedMetrics::I64(data) => add_family(&mut families, &base, help, data),
             }
         }
     }
+    let resource: Labels = collected
+        .resource()
+        .iter()
+        .map(|(key, value)| (sanitize(key.as_str()), value.as_str().into_owned()))
+        .collect();
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot { resource, families }));
     let mut out = String::new();
-    let resource: Vec<KeyValue> =
-        collected.resource().iter().map(|(key, value)| KeyValue::new(key.clone(), value.clone())).collect();
-    if !resource.is_empty() {
-        out.push_str("# HELP target_info Target metadata\n# TYPE target_info gauge\n");
-        let _ = writeln!(out, "target_info{} 1", labels(resource.iter(), None));
+    prometheus_text::encode(&mut out, &registry).map_err(|e| Error::Metrics(e.to_string()))?;
+    Ok(out)
+}
+
+/// One scrape's worth of families, handed to the library's encoder.
+#[derive(Debug)]
+struct Snapshot {
+    resource: Labels,
+    families: BTreeMap<String, Family>,
+}
+
+impl std::fmt::Debug for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Family").field("kind", &self.kind).field("samples", &self.samples.len()).finish()
     }
-    for (name, family) in families {
-        if family.samples.is_empty() {
-            continue;
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        if !self.resource.is_empty() {
+            let mut target = sorted(&self.resource);
+            target.dedup_by(|a, b| a.0 == b.0);
+            encoder
+                .encode_descriptor("target", "Target metadata", None, MetricType::Info)?
+                .encode_info(&target)?;
         }
-        if !family.help.is_empty() {
-            let _ = writeln!(out, "# HELP {name} {}", escape_help(&family.help));
+        for (name, family) in &self.families {
+            if family.samples.is_empty() {
+                continue;
+            }
+            let mut metric = encoder.encode_descriptor(name, &family.help, None, family.kind)?;
+            for (labels, value) in &family.samples {
+                if family.kind == MetricType::Info {
+                    metric.encode_info(labels)?;
+                    continue;
+                }
+                let mut sample = metric.encode_family(labels)?;
+                match (family.kind, value) {
+                    (MetricType::Counter, Value::U64(v)) => sample.encode_counter::<NoLabelSet, _, u64>(v, None)?,
+                    (MetricType::Counter, Value::F64(v)) => sample.encode_counter::<NoLabelSet, _, f64>(v, None)?,
+                    // A monotonic sum never goes below zero.
+                    (MetricType::Counter, Value::I64(v)) => {
+                        sample.encode_counter::<NoLabelSet, _, u64>(&u64::try_from(*v).unwrap_or(0), None)?
+                    }
+                    (_, Value::U64(v)) => sample.encode_gauge(v)?,
+                    (_, Value::I64(v)) => sample.encode_gauge(v)?,
+                    (_, Value::F64(v)) => sample.encode_gauge(v)?,
+                    (_, Value::Histogram(sum, count, buckets)) => {
+                        sample.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?
+                    }
+                }
+            }
         }
-        let _ = writeln!(out, "# TYPE {name} {}", family.kind);
-        out.push_str(&family.samples);
+        Ok(())
     }
-    out
+}
+
+/// The SDK's numbers, as the values the encoder takes.
+trait Sample: Copy {
+    fn value(self) -> Value;
+    fn as_f64(self) -> f64;
+}
+
+impl Sample for u64 {
+    fn value(self) -> Value {
+        Value::U64(self)
+    }
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Sample for i64 {
+    fn value(self) -> Value {
+        Value::I64(self)
+    }
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Sample for f64 {
+    fn value(self) -> Value {
+        Value::F64(self)
+    }
+    fn as_f64(self) -> f64 {
+        self
+    }
 }
 
 fn add_family<T: Sample>(families: &mut BTreeMap<String, Family>, base: &str, help: &str, data: &MetricData<T>) {
+    // The library appends `_total` to counters and `_info` to infos, so
+    // the family is named without them.
     let (name, kind) = match data {
         MetricData::Sum(sum) if sum.is_monotonic() => {
-            (if base.ends_with("_total") { base.to_owned() } else { format!("{base}_total") }, "counter")
+            (base.strip_suffix("_total").unwrap_or(base).to_owned(), MetricType::Counter)
         }
-        MetricData::Sum(_) | MetricData::Gauge(_) => (base.to_owned(), "gauge"),
-        MetricData::Histogram(_) => (base.to_owned(), "histogram"),
+        // A gauge named `…_info` (value 1, the facts in its labels) is an
+        // info metric, as `meridian_build_info` is.
+        MetricData::Gauge(_) if base.ends_with("_info") => {
+            (base.strip_suffix("_info").unwrap_or(base).to_owned(), MetricType::Info)
+        }
+        MetricData::Sum(_) | MetricData::Gauge(_) => (base.to_owned(), MetricType::Gauge),
+        MetricData::Histogram(_) => (base.to_owned(), MetricType::Histogram),
         // Only produced when a view asks for it, and no view does.
         MetricData::ExponentialHistogram(_) => return,
     };
-    let family =
-        families.entry(name.clone()).or_insert_with(|| Family { help: help.to_owned(), kind, samples: String::new() });
+    let family = families
+        .entry(name)
+        .or_insert_with(|| Family { help: help.to_owned(), kind, samples: Vec::new() });
     if family.kind != kind {
         // Two instruments whose names collide after sanitising: keep the
         // first rather than emit a family Prometheus would refuse.
@@ -272,73 +408,38 @@ fn add_family<T: Sample>(families: &mut BTreeMap<String, Family>, base: &str, he
     match data {
         MetricData::Sum(sum) => {
             for point in sum.data_points() {
-                let _ = writeln!(out, "{name}{} {}", labels(point.attributes(), None), point.value().render());
+                out.push((labels(point.attributes()), point.value().value()));
             }
         }
         MetricData::Gauge(gauge) => {
             for point in gauge.data_points() {
-                let _ = writeln!(out, "{name}{} {}", labels(point.attributes(), None), point.value().render());
+                out.push((labels(point.attributes()), point.value().value()));
             }
         }
         MetricData::Histogram(histogram) => {
             for point in histogram.data_points() {
-                let mut cumulative = 0u64;
-                for (bound, count) in point.bounds().zip(point.bucket_counts()) {
-                    cumulative += count;
-                    let le = bound.render();
-                    let _ = writeln!(out, "{name}_bucket{} {cumulative}", labels(point.attributes(), Some(&le)));
-                }
-                let _ = writeln!(out, "{name}_bucket{} {}", labels(point.attributes(), Some("+Inf")), point.count());
-                let _ = writeln!(out, "{name}_sum{} {}", labels(point.attributes(), None), point.sum().render());
-                let _ = writeln!(out, "{name}_count{} {}", labels(point.attributes(), None), point.count());
+                let mut buckets: Vec<(f64, u64)> = point.bounds().zip(point.bucket_counts()).collect();
+                // The SDK keeps one more count than bounds: the +Inf bucket.
+                let overflow = point.bucket_counts().nth(buckets.len()).unwrap_or(0);
+                buckets.push((f64::INFINITY, overflow));
+                let value = Value::Histogram(point.sum().as_f64(), point.count(), buckets);
+                out.push((labels(point.attributes()), value));
             }
         }
         MetricData::ExponentialHistogram(_) => {}
     }
 }
 
-/// A sample value as Prometheus writes it.
-trait Sample: Copy {
-    fn render(self) -> String;
+/// Attributes as sanitised label pairs, sorted by name.
+fn labels<'a>(attributes: impl Iterator<Item = &'a KeyValue>) -> Labels {
+    let pairs: Labels = attributes.map(|kv| (sanitize(kv.key.as_str()), kv.value.as_str().into_owned())).collect();
+    sorted(&pairs)
 }
 
-impl Sample for u64 {
-    fn render(self) -> String {
-        self.to_string()
-    }
-}
-
-impl Sample for i64 {
-    fn render(self) -> String {
-        self.to_string()
-    }
-}
-
-impl Sample for f64 {
-    fn render(self) -> String {
-        if self.is_nan() {
-            "NaN".to_owned()
-        } else if self.is_infinite() {
-            if self > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
-        } else {
-            self.to_string()
-        }
-    }
-}
-
-/// `{key="value",…}` with `le` last, or nothing when there are no labels.
-fn labels<'a>(attributes: impl Iterator<Item = &'a KeyValue>, le: Option<&str>) -> String {
-    let mut pairs: Vec<(String, String)> =
-        attributes.map(|kv| (sanitize(kv.key.as_str()), escape_label(&kv.value.as_str()))).collect();
+fn sorted(pairs: &Labels) -> Labels {
+    let mut pairs = pairs.clone();
     pairs.sort();
-    if let Some(le) = le {
-        pairs.push(("le".to_owned(), le.to_owned()));
-    }
-    if pairs.is_empty() {
-        return String::new();
-    }
-    let inner: Vec<String> = pairs.into_iter().map(|(key, value)| format!("{key}=\"{value}\"")).collect();
-    format!("{{{}}}", inner.join(","))
+    pairs
 }
 
 /// The Prometheus name of an OpenTelemetry instrument: sanitised, with
@@ -369,14 +470,6 @@ fn sanitize(name: &str) -> String {
     out
 }
 
-fn escape_label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-fn escape_help(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,17 +483,29 @@ mod tests {
     }
 
     #[test]
-    fn label_values_are_escaped() {
-        let kv = [KeyValue::new("peer.region", "a\"b\\c\nd")];
-        assert_eq!(labels(kv.iter(), Some("0.5")), r#"{peer_region="a\"b\\c\nd",le="0.5"}"#);
-        assert_eq!(labels([].iter(), None), "");
-    }
-
-    #[test]
-    fn floats_render_as_prometheus_reads_them() {
-        assert_eq!(f64::INFINITY.render(), "+Inf");
-        assert_eq!(f64::NEG_INFINITY.render(), "-Inf");
-        assert_eq!(f64::NAN.render(), "NaN");
-        assert_eq!(0.25f64.render(), "0.25");
+    fn label_values_are_escaped_and_infos_and_counters_get_their_suffix() {
+        let mut families = BTreeMap::new();
+        let attributes = vec![("peer_region".to_owned(), "a\"b\\c\nd".to_owned())];
+        families.insert(
+            "meridian_build".to_owned(),
+            Family { help: "Build".into(), kind: MetricType::Info, samples: vec![(attributes.clone(), Value::U64(1))] },
+        );
+        families.insert(
+            "meridian_handoffs".to_owned(),
+            Family { help: "Two\nlines".into(), kind: MetricType::Counter, samples: vec![(attributes, Value::U64(3))] },
+        );
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Snapshot { resource: Vec::new(), families }));
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &registry).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        for expected in [
+            r#"meridian_build_info{peer_region="a\"b\\c\nd"} 1"#,
+            "# HELP meridian_handoffs_total Two\\nlines",
+            "# TYPE meridian_handoffs_total counter",
+            r#"meridian_handoffs_total{peer_region="a\"b\\c\nd"} 3"#,
+        ] {
+            assert!(lines.contains(&expected), "missing {expected:?} in:\n{out}");
+        }
     }
 }

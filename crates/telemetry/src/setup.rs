@@ -64,6 +64,7 @@ impl Telemetry {
         let (telemetry, dispatch) = Self::build(config)?;
         tracing::dispatcher::set_global_default(dispatch).map_err(|e| Error::Subscriber(e.to_string()))?;
         opentelemetry::global::set_meter_provider(telemetry.metrics.provider().clone());
+        telemetry.metrics.install();
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         if let Some(provider) = &telemetry.tracer_provider {
             opentelemetry::global::set_tracer_provider(provider.clone());
@@ -227,12 +228,15 @@ fn tracer_provider(config: &TelemetryConfig, endpoint: &str, resource: Resource)
 
 fn log_layer(config: &TelemetryConfig) -> Box<dyn Layer<Registry> + Send + Sync> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.default_log_filter));
-    let writer = match config.log_writer {
-        LogWriter::Stdout => BoxMakeWriter::new(std::io::stdout),
-        LogWriter::Stderr => BoxMakeWriter::new(std::io::stderr),
+    use std::io::IsTerminal as _;
+    // Colours only on a terminal: a file or a pipe gets plain text.
+    let (writer, terminal) = match config.log_writer {
+        LogWriter::Stdout => (BoxMakeWriter::new(std::io::stdout), std::io::stdout().is_terminal()),
+        LogWriter::Stderr => (BoxMakeWriter::new(std::io::stderr), std::io::stderr().is_terminal()),
     };
+    let ansi = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     match config.log_format {
-        LogFormat::Human => fmt::layer().with_writer(writer).with_filter(filter).boxed(),
+        LogFormat::Human => fmt::layer().with_ansi(ansi).with_writer(writer).with_filter(filter).boxed(),
         LogFormat::Json => fmt::layer().json().with_writer(writer).with_filter(filter).boxed(),
     }
 }

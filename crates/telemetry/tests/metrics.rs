@@ -89,3 +89,41 @@ async fn metrics_endpoint_serves_a_counter_and_a_histogram_as_prometheus_text() 
     assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
     telemetry.shutdown().await.unwrap();
 }
+
+/// The gateway reports the rules version from one observable gauge read
+/// per collection: a scrape after a reload shows only the new version.
+#[tokio::test]
+async fn an_observable_gauge_reports_only_what_its_last_callback_saw() {
+    let (telemetry, _dispatch) = Telemetry::build(&TelemetryConfig::new("meridian-gateway")).unwrap();
+    let version = std::sync::Arc::new(std::sync::Mutex::new("v1"));
+    let read = version.clone();
+    let _gauge = telemetry
+        .metrics()
+        .meter("meridian-gateway")
+        .u64_observable_gauge("meridian.rules.version")
+        .with_callback(move |observer| observer.observe(1, &[KeyValue::new("version", *read.lock().unwrap())]))
+        .build();
+    let versions = |text: &str| text.lines().filter(|l| l.starts_with("meridian_rules_version{")).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(versions(&telemetry.metrics().render_prometheus().unwrap()), [r#"meridian_rules_version{version="v1"} 1"#]);
+    *version.lock().unwrap() = "v2";
+    assert_eq!(versions(&telemetry.metrics().render_prometheus().unwrap()), [r#"meridian_rules_version{version="v2"} 1"#]);
+}
+
+#[tokio::test]
+async fn every_process_reports_its_resources_and_build() {
+    let (telemetry, _dispatch) = Telemetry::build(&TelemetryConfig::new("meridian")).unwrap();
+    let text = telemetry.metrics().render_prometheus().unwrap();
+    for family in [
+        "# TYPE process_cpu_seconds_total counter",
+        "# TYPE process_resident_memory_bytes gauge",
+        "# TYPE process_open_fds gauge",
+        "# TYPE process_max_fds gauge",
+        "# TYPE process_start_time_seconds gauge",
+        "# TYPE meridian_build_info gauge",
+    ] {
+        assert!(text.lines().any(|l| l == family), "missing {family:?} in:\n{text}");
+    }
+    let build = text.lines().find(|l| l.starts_with("meridian_build_info{")).unwrap();
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(build.contains(&version) && build.contains("commit=\"") && build.ends_with(" 1"), "{build}");
+}

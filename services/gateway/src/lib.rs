@@ -369,7 +369,19 @@ async fn serve_listeners(
         }
     };
     tracing::info!(region = %config.region, addr = %local_addr, tls = has_tls, auth = auth.is_enabled(), "gateway serving");
+    // RED metrics outermost, so calls the token check refuses count too.
+    use meridian_telemetry::opentelemetry::KeyValue;
+    let rpc_metrics = |port: &'static str| {
+        meridian_telemetry::RpcMetricsLayer::new(
+            &meter,
+            vec![
+                KeyValue::new("meridian.region", config.region.to_string()),
+                KeyValue::new("meridian.server", port),
+            ],
+        )
+    };
     let public = server
+        .layer(rpc_metrics("gateway"))
         .layer(auth)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -388,6 +400,7 @@ async fn serve_listeners(
             // No server-wide timeout here: replication streams live as long
             // as the connection; each unary call carries its own deadline.
             let internal = Server::builder()
+                .layer(rpc_metrics("mesh"))
                 .add_service(MeshServiceServer::new(
                     MeshApi::new(api.clone()).with_failover(failover.clone(), Some(replicator.clone())),
                 ))

@@ -9,7 +9,8 @@
 //!   auto notes is `auto="true"` over the sum).
 //! - Observed on collection, from memory only: replication lag per peer in
 //!   events and seconds (the replicator's acked and applied cursors),
-//!   the rules version in force, whether owner-scoped writes are fenced
+//!   the rules version in force, whether the file on disk is refused
+//!   (and how often and when it was), whether owner-scoped writes are fenced
 //!   (the lease), and queue depth per status and SLAs at risk and breached
 //!   per tier from the last count.
 //! - The count: a task reads this region's owned tickets from the store
@@ -27,7 +28,7 @@ use meridian_replication::Replicator;
 use meridian_store::{Store, TicketFilter};
 use meridian_telemetry::opentelemetry::{
     KeyValue,
-    metrics::{Counter, Histogram, Meter, ObservableGauge},
+    metrics::{Counter, Histogram, Meter, ObservableCounter, ObservableGauge},
 };
 
 use crate::service::TicketApi;
@@ -129,6 +130,7 @@ struct QueueCount {
 pub(crate) struct Observed {
     _gauges: Vec<ObservableGauge<u64>>,
     _lag_seconds: ObservableGauge<f64>,
+    _refusals: ObservableCounter<u64>,
     _count: Arc<Mutex<QueueCount>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -166,19 +168,28 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
         ("meridian.sla.at_risk", "Open tickets this region owns with an SLA clock past its warning, by tier", false),
         ("meridian.sla.breached", "Open tickets this region owns with an SLA clock past its deadline, by tier", true),
     ] {
-        let (weak, r) = (Arc::downgrade(&count), region.clone());
+        let (weak, r, weak_api) = (Arc::downgrade(&count), region.clone(), api.downgrade());
         gauges.push(
             meter
                 .u64_observable_gauge(name)
                 .with_description(description)
                 .with_unit("{ticket}")
                 .with_callback(move |observer| {
+                    // Every tier of the rules in force has a series, at
+                    // zero until a ticket of it is at risk: zero is the
+                    // truth, and alerts on absent series misfire.
+                    let mut by_tier: BTreeMap<String, u64> = weak_api
+                        .upgrade()
+                        .and_then(|api| api.rules())
+                        .map(|rules| rules.tiers().iter().map(|t| (t.tier.to_string(), 0)).collect())
+                        .unwrap_or_default();
                     with_count(&weak, |count| {
-                        let by_tier = if breached { &count.breached } else { &count.at_risk };
-                        for (tier, n) in by_tier {
-                            observer.observe(*n, &[r.clone(), KeyValue::new("tier", tier.clone())]);
-                        }
+                        let counted = if breached { &count.breached } else { &count.at_risk };
+                        by_tier.extend(counted.iter().map(|(tier, n)| (tier.clone(), *n)));
                     });
+                    for (tier, n) in by_tier {
+                        observer.observe(n, &[r.clone(), KeyValue::new("tier", tier)]);
+                    }
                 })
                 .build(),
         );
@@ -215,6 +226,21 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
     let (weak_api, r) = (api.downgrade(), region.clone());
     gauges.push(
         meter
+            .u64_observable_gauge("meridian.region.on_shift")
+            .with_description("1 while this region is on shift by the rules in force (overlap not counted)")
+            .with_callback(move |observer| {
+                let Some(api) = weak_api.upgrade() else { return };
+                if let Some(on_shift) = api.rules().and_then(|rules| rules.on_shift(api.region().as_str(), api.now())) {
+                    observer.observe(u64::from(on_shift), std::slice::from_ref(&r));
+                }
+            })
+            .build(),
+    );
+    // One read of the rules in force per collection, so a scrape sees one
+    // version: never the old and the new side by side.
+    let (weak_api, r) = (api.downgrade(), region.clone());
+    gauges.push(
+        meter
             .u64_observable_gauge("meridian.rules.version")
             .with_description("The rules in force (value 1; the version is the label)")
             .with_callback(move |observer| {
@@ -224,6 +250,41 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
             })
             .build(),
     );
+    let (weak_api, r) = (api.downgrade(), region.clone());
+    gauges.push(
+        meter
+            .u64_observable_gauge("meridian.rules.refused")
+            .with_description("1 while the rules file on disk is refused and older rules stay in force")
+            .with_callback(move |observer| {
+                if let Some(active) = weak_api.upgrade().and_then(|api| api.active_rules()) {
+                    observer.observe(u64::from(!active.refused().is_empty()), std::slice::from_ref(&r));
+                }
+            })
+            .build(),
+    );
+    let (weak_api, r) = (api.downgrade(), region.clone());
+    gauges.push(
+        meter
+            .u64_observable_gauge("meridian.rules.last_refused_timestamp")
+            .with_description("When a rules file was last refused, in seconds since the Unix epoch (0: never)")
+            .with_unit("s")
+            .with_callback(move |observer| {
+                if let Some(active) = weak_api.upgrade().and_then(|api| api.active_rules()) {
+                    observer.observe(active.last_refused_unix_s(), std::slice::from_ref(&r));
+                }
+            })
+            .build(),
+    );
+    let (weak_api, r) = (api.downgrade(), region.clone());
+    let refusals = meter
+        .u64_observable_counter("meridian.rules.refusals")
+        .with_description("Rules files refused since start (each new bad content counts once)")
+        .with_callback(move |observer| {
+            if let Some(active) = weak_api.upgrade().and_then(|api| api.active_rules()) {
+                observer.observe(active.refusals(), std::slice::from_ref(&r));
+            }
+        })
+        .build();
     let (weak_api, r) = (api.downgrade(), region);
     gauges.push(
         meter
@@ -238,7 +299,7 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
     );
 
     let task = tokio::spawn(count_queue(api.store().clone(), api.region().clone(), Arc::downgrade(&count), scan_interval));
-    Observed { _gauges: gauges, _lag_seconds: lag_seconds, _count: count, task }
+    Observed { _gauges: gauges, _lag_seconds: lag_seconds, _refusals: refusals, _count: count, task }
 }
 
 fn with_count(count: &Weak<Mutex<QueueCount>>, read: impl FnOnce(&QueueCount)) {

@@ -189,6 +189,11 @@ impl TicketApi {
         self.inner.rules.as_ref().map(|r| r.current())
     }
 
+    /// The rules in force and the refusals of the file, when rules are set.
+    pub(crate) fn active_rules(&self) -> Option<Arc<ActiveRules>> {
+        self.inner.rules.clone()
+    }
+
     /// The rules' overlap window; zero without rules.
     pub(crate) fn overlap(&self) -> jiff::SignedDuration {
         self.rules().map_or(jiff::SignedDuration::ZERO, |r| jiff::SignedDuration::from_mins(i64::from(r.overlap_minutes())))

@@ -250,7 +250,13 @@ pub async fn run_with_console(
         addr = %local_addr, gateways = config.gateways.len(), tls = config.tls.is_some(), auth = auth.is_enabled(),
         "router serving"
     );
+    // RED metrics outermost, so calls the token check refuses count too.
+    let rpc_metrics = meridian_telemetry::RpcMetricsLayer::new(
+        &meridian_telemetry::opentelemetry::global::meter("meridian-router"),
+        vec![meridian_telemetry::opentelemetry::KeyValue::new("meridian.server", "router")],
+    );
     let served = server
+        .layer(rpc_metrics)
         .layer(auth)
         .add_service(health_service)
         .add_service(reflection_v1)

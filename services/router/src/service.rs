@@ -226,8 +226,10 @@ fn route_span(ticket_id: &str, region: &RegionId, reason: &str, attempts: usize)
     meridian_telemetry::ticket::link_span(&span, &tracing::Span::current());
 }
 
-/// Routing decisions taken, by reason and chosen region (`none` when no
-/// region could take the ticket). From the process's meter provider.
+/// Routing decisions taken, by reason and chosen region (`chosen_region`,
+/// `none` when no region could take the ticket; `meridian_region` always
+/// means the reporting region, which a router has not). From the
+/// process's meter provider.
 fn count_decision(decision: &Decision<'_>) {
     static DECISIONS: std::sync::LazyLock<meridian_telemetry::opentelemetry::metrics::Counter<u64>> =
         std::sync::LazyLock::new(|| {
@@ -241,7 +243,7 @@ fn count_decision(decision: &Decision<'_>) {
         1,
         &[
             KeyValue::new("reason", decision.reason.as_str().to_owned()),
-            KeyValue::new("meridian.region", decision.region.map_or("none", RegionId::as_str).to_owned()),
+            KeyValue::new("chosen_region", decision.region.map_or("none", RegionId::as_str).to_owned()),
         ],
     );
 }

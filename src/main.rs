@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             // One clear line: the whole cause chain, joined.
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", meridian::terminal_safe(&format!("{error:#}")));
             ExitCode::FAILURE
         }
     }

@@ -254,7 +254,7 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             table.push_str(&ticket_table(&created));
             match output {
                 OutputFormat::Json => println!("{value}"),
-                OutputFormat::Table => print!("{table}"),
+                OutputFormat::Table => print!("{}", meridian::terminal_safe(&table)),
             }
         }
         TicketCommand::Handoff {
@@ -390,7 +390,7 @@ impl Connection {
     fn print(&self, value: &Value, table: &str) {
         match self.output {
             OutputFormat::Json => println!("{value}"),
-            OutputFormat::Table => print!("{table}"),
+            OutputFormat::Table => print!("{}", meridian::terminal_safe(&table)),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! | `catch-up` | events/s applied after a partition left N behind | `apply_remote` in batches with no network |
 //! | `trace-overhead` | intake with export off, 100 % and 10 % | export off |
 //! | `scale` | RSS and list latency at 1,000,000 tickets; a simulated week of ten regions | — |
+//! | `stalled` | gateway RSS and `GetStatus` latency with 1,000 `WatchEvents` streams never read | the same gateway idle |
 //!
 //! `cargo run --release -p meridian-bench` runs all of them;
 //! `cargo run --release -p meridian-bench -- handoff` runs one; `--smoke`
@@ -27,6 +28,7 @@ mod progress;
 mod report;
 mod route;
 mod scale;
+mod stalled;
 mod svg;
 mod trace;
 
@@ -49,10 +51,11 @@ enum Scenario {
     CatchUp,
     TraceOverhead,
     Scale,
+    Stalled,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::IntakeSqlite,
         Scenario::IntakePostgres,
         Scenario::Handoff,
@@ -60,6 +63,7 @@ impl Scenario {
         Scenario::CatchUp,
         Scenario::TraceOverhead,
         Scenario::Scale,
+        Scenario::Stalled,
     ];
 
     fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl Scenario {
             Scenario::CatchUp => "catch-up",
             Scenario::TraceOverhead => "trace-overhead",
             Scenario::Scale => "scale",
+            Scenario::Stalled => "stalled",
         }
     }
 }
@@ -189,6 +194,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Scenario::CatchUp => catchup::run(&sizes, &progress).await.map(Some),
             Scenario::TraceOverhead => trace::run(&sizes, &progress).await.map(Some),
             Scenario::Scale => scale::run(&sizes, &progress).await.map(Some),
+            Scenario::Stalled => stalled::run(&sizes, &progress).await.map(Some),
         };
         match result {
             Ok(Some(mut scenario_report)) => {

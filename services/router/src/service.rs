@@ -134,6 +134,11 @@ fn no_region(decision: &Decision<'_>) -> Error {
     Error::NoEligibleRegion { detail, retryable }
 }
 
+/// The rules' regions, for messages: `us-east, eu-west, apac-south`.
+fn region_names(rules: &Rules) -> String {
+    rules.regions().iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 fn attempts_text(attempts: &[v1::ForwardAttempt]) -> String {
     attempts
         .iter()
@@ -196,6 +201,18 @@ impl RouterApi {
         let started = Instant::now();
         // The gateway checks the caller too: its token travels on.
         let authorization = request.metadata().get(meridian_auth::AUTHORIZATION).cloned();
+        let rules = self.rules.current();
+        // A token for a region the mesh does not have is no agent of it.
+        if let Some(principal) = meridian_auth::principal(&request)
+            && let Some(region) = &principal.region
+            && rules.region(region.as_str()).is_none()
+        {
+            return Err(Status::permission_denied(format!(
+                "the token of {} names region {region}, which is not a region of this mesh ({})",
+                principal.subject,
+                region_names(&rules)
+            )));
+        }
         let request = request.into_inner();
         let create = request
             .ticket
@@ -204,8 +221,11 @@ impl RouterApi {
         // here, naming its field, before any gateway is bothered.
         let new = core::NewTicket::try_from(create.clone())
             .map_err(|e| Error::from(within("ticket", e)))?;
+        if let Some(unknown) = new.residency.iter().find(|r| rules.region(r.as_str()).is_none()) {
+            let reason = format!("unknown region {unknown}; the mesh has {}", region_names(&rules));
+            return Err(Error::from(ConvertError::new("ticket.residency", reason)).into());
+        }
         let ticket = route_request(&new);
-        let rules = self.rules.current();
         let now = self.clock.now();
         let mut health = self.health.snapshot(now);
         let mut attempts: Vec<v1::ForwardAttempt> = Vec::new();

@@ -26,7 +26,8 @@ pub fn wants_json(matches: &ArgMatches) -> bool {
 /// `--output json`, the same as one JSON object on stdout.
 pub fn fail(error: &anyhow::Error, json: bool) -> ExitCode {
     let message = format!("{error:#}");
-    eprintln!("error: {message}");
+    // What the server said may carry control characters: escape them.
+    eprintln!("error: {}", meridian::terminal_safe(&message));
     if json {
         println!("{}", json!({ "ok": false, "error": message }));
     }

@@ -6,3 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod load;
+pub mod terminal;
+
+pub use terminal::terminal_safe;

@@ -292,7 +292,7 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             table.push_str(&ticket_table(&created));
             match output {
                 OutputFormat::Json => println!("{value}"),
-                OutputFormat::Table => print!("{table}"),
+                OutputFormat::Table => print!("{}", meridian::terminal_safe(&table)),
             }
         }
         TicketCommand::Handoff {
@@ -428,7 +428,7 @@ impl Connection {
     fn print(&self, value: &Value, table: &str) {
         match self.output {
             OutputFormat::Json => println!("{value}"),
-            OutputFormat::Table => print!("{table}"),
+            OutputFormat::Table => print!("{}", meridian::terminal_safe(&table)),
         }
     }
 }

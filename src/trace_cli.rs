@@ -131,7 +131,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     journey.unreached = unreached;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string(&journey).context("cannot encode the journey")?),
-        OutputFormat::Table => print!("{}", render(&journey)),
+        OutputFormat::Table => print!("{}", meridian::terminal_safe(&render(&journey))),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -227,6 +227,30 @@ fn dev_pki(dir: &Path, regions: &[RegionId]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A server-only certificate for one public port (`gateway-us-east`,
+/// `router`), made once under `pki/public/` from the development CA: no
+/// SPIFFE id and no client use, so a certificate a client can fetch from a
+/// public port is never a mesh identity.
+fn public_cert(pki: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let dir = pki.join("public");
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let read = |file: &str| {
+        let path = pki.join(file);
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let ca = meridian_tls::DevCa::from_pem(&read(CA_CERT_FILE)?, &read(meridian_tls::CA_KEY_FILE)?)?;
+    let validity = Validity::days_from(SystemTime::now(), 365);
+    let (cert_pem, key_pem) = meridian_tls::issue_server(&ca, &["localhost".to_owned()], validity)?;
+    meridian_tls::write_atomically(&key, key_pem.as_bytes(), 0o600)?;
+    meridian_tls::write_atomically(&cert, cert_pem.as_bytes(), 0o644)?;
+    Ok((cert, key))
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
@@ -287,10 +311,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         });
         config.coordinator = Some(meridian_gateway::failover::CoordinatorSettings::shared(coordinator.clone()));
         if let Some(auth) = &auth {
-            // The public port's certificate is the region's gateway one
-            // (it names localhost and 127.0.0.1 besides its SPIFFE id).
-            let files = TlsFiles::dev(&pki, &region, Service::Gateway);
-            config.tls = Some(meridian_gateway::TlsFiles { cert: files.cert, key: files.key });
+            // The public port has its own server-only certificate: the
+            // mesh identity stays on the mesh port.
+            let (cert, key) = public_cert(&pki, &format!("gateway-{region}"))?;
+            config.tls = Some(meridian_gateway::TlsFiles { cert, key });
             config.auth = Some(auth.settings.clone());
         }
         let url = format!("{scheme}://{public_addr}");
@@ -329,8 +353,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--tracing-ui {template:?} has no {{trace_id}} to fill (e.g. http://localhost:16686/trace/{{trace_id}})");
     }
     if let Some(auth) = &auth {
-        let files = TlsFiles::dev(&pki, first_region, Service::Router);
-        router_config.tls = Some(meridian_router::PublicTls { cert: files.cert, key: files.key });
+        let (cert, key) = public_cert(&pki, "router")?;
+        router_config.tls = Some(meridian_router::PublicTls { cert, key });
         router_config.gateway_ca = Some(auth.ca.clone());
         router_config.auth = Some(auth.settings.clone());
         router_config.gateway_token_file = Some(auth.console_token.clone());
@@ -524,4 +548,33 @@ async fn wait_until_leased(gateways: &[(RegionId, String)], auth: Option<&DevAut
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use meridian_tls::rustls::pki_types::{CertificateDer, pem::PemObject};
+
+    use super::*;
+
+    #[test]
+    fn public_ports_get_a_certificate_that_is_no_mesh_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let regions = vec![RegionId::new("us-east").unwrap()];
+        dev_pki(dir.path(), &regions).unwrap();
+        let (cert, key) = public_cert(dir.path(), "gateway-us-east").unwrap();
+        assert!(key.exists());
+        let pem = std::fs::read(&cert).unwrap();
+        let der = CertificateDer::from_pem_slice(&pem).unwrap();
+        let error = meridian_tls::PeerIdentity::from_cert_der(&der).unwrap_err();
+        assert!(error.to_string().contains("SPIFFE") || error.to_string().contains("spiffe"), "{error}");
+        // Made once: a second start serves the same certificate.
+        let (again, _) = public_cert(dir.path(), "gateway-us-east").unwrap();
+        assert_eq!(std::fs::read(again).unwrap(), pem);
+        // The mesh keeps its own identity, with its SPIFFE id.
+        let mesh = TlsFiles::dev(dir.path(), &regions[0], Service::Gateway);
+        let mesh_der = CertificateDer::from_pem_slice(&std::fs::read(mesh.cert).unwrap()).unwrap();
+        meridian_tls::PeerIdentity::from_cert_der(&mesh_der).unwrap();
+    }
 }

@@ -12,6 +12,7 @@
 //! | `trace-overhead` | intake with export off, 100 % and 10 % | export off |
 //! | `tokens` | bearer-token verifications/s: RS256, ES256, EdDSA | ring's bare signature check of the same token |
 //! | `scale` | RSS and list latency at 1,000,000 tickets; a simulated week of ten regions | — |
+//! | `stalled` | gateway RSS and `GetStatus` latency with 1,000 `WatchEvents` streams never read | the same gateway idle |
 //!
 //! `cargo run --release -p meridian-bench` runs all of them;
 //! `cargo run --release -p meridian-bench -- handoff` runs one; `--smoke`
@@ -28,6 +29,7 @@ mod progress;
 mod report;
 mod route;
 mod scale;
+mod stalled;
 mod svg;
 mod tokens;
 mod trace;
@@ -52,10 +54,11 @@ enum Scenario {
     TraceOverhead,
     Tokens,
     Scale,
+    Stalled,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 8] = [
+    const ALL: [Scenario; 9] = [
         Scenario::IntakeSqlite,
         Scenario::IntakePostgres,
         Scenario::Handoff,
@@ -64,6 +67,7 @@ impl Scenario {
         Scenario::TraceOverhead,
         Scenario::Tokens,
         Scenario::Scale,
+        Scenario::Stalled,
     ];
 
     fn name(self) -> &'static str {
@@ -76,6 +80,7 @@ impl Scenario {
             Scenario::TraceOverhead => "trace-overhead",
             Scenario::Tokens => "tokens",
             Scenario::Scale => "scale",
+            Scenario::Stalled => "stalled",
         }
     }
 }
@@ -195,6 +200,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Scenario::TraceOverhead => trace::run(&sizes, &progress).await.map(Some),
             Scenario::Tokens => tokens::run(&sizes, &progress).await.map(Some),
             Scenario::Scale => scale::run(&sizes, &progress).await.map(Some),
+            Scenario::Stalled => stalled::run(&sizes, &progress).await.map(Some),
         };
         match result {
             Ok(Some(mut scenario_report)) => {

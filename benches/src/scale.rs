@@ -133,7 +133,7 @@ struct GatewayFigures {
 }
 
 /// `VmRSS` and `VmHWM` of a process, in MB.
-fn memory_mb(pid: u32) -> anyhow::Result<(f64, f64)> {
+pub(crate) fn memory_mb(pid: u32) -> anyhow::Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> f64 {
         status

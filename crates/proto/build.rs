@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(PROTOS, [&root])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("meridian_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Decode failures are the client's error (INVALID_ARGUMENT naming the
+    // field), not INTERNAL: see src/codec.rs.
+    tonic_prost_build::configure().codec_path("crate::codec::ProtoCodec").compile_fds(fds)?;
     Ok(())
 }

@@ -57,7 +57,7 @@ macro_rules! uuid_v7_id {
             type Err = Error;
             fn from_str(s: &str) -> Result<Self> {
                 let uuid = Uuid::parse_str(s.trim())
-                    .map_err(|e| Error::invalid($field, format!("{s:?} is not a UUID: {e}")))?;
+                    .map_err(|e| Error::invalid($field, format!("{} is not a UUID: {e}", crate::text::echo(s))))?;
                 Self::from_uuid(uuid)
             }
         }
@@ -114,16 +114,16 @@ fn check_slug(field: &'static str, value: &str, max_len: usize) -> Result<()> {
     let reason = if value.is_empty() {
         Some("must not be empty".to_owned())
     } else if value.len() > max_len {
-        Some(format!("{value:?} is longer than {max_len} characters"))
+        Some(format!("{} is longer than {max_len} characters", crate::text::echo(value)))
     } else if !value.starts_with(|c: char| c.is_ascii_lowercase()) {
-        Some(format!("{value:?} must start with a lowercase letter"))
+        Some(format!("{} must start with a lowercase letter", crate::text::echo(value)))
     } else if let Some(bad) = value
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
     {
-        Some(format!("{value:?} contains {bad:?}; use lowercase letters, digits, '-' and '_'"))
+        Some(format!("{} contains {bad:?}; use lowercase letters, digits, '-' and '_'", crate::text::echo(value)))
     } else if value.ends_with('-') || value.contains("--") {
-        Some(format!("{value:?} must not end with '-' or contain '--'"))
+        Some(format!("{} must not end with '-' or contain '--'", crate::text::echo(value)))
     } else {
         None
     };

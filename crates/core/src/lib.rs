@@ -21,6 +21,7 @@ pub mod replay;
 pub mod residency;
 pub mod sla;
 pub mod spike;
+pub mod text;
 pub mod ticket;
 
 pub use clock::{Clock, ManualClock};
@@ -33,4 +34,5 @@ pub use note::{HandoffNote, Note, NoteSet};
 pub use replay::{Replayed, StaleWrite, replay};
 pub use sla::{SlaAlert, SlaClock, SlaDeadlines, SlaMetric, SlaState};
 pub use spike::{IntakeSpike, Rate, SpikeChange, SpikeConfig, SpikeDetector, SpikeKey};
+pub use text::{TextKind, check_free_text, echo};
 pub use ticket::{NewTicket, Priority, Status, Ticket, TicketPatch};

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::text::{TextKind, check_free_text};
 use crate::{Error, NoteId, RegionId, Result, Status, TicketId};
 
 pub const NOTE_BODY_BYTES_MAX: usize = 16 * 1024;
@@ -50,7 +51,7 @@ impl Note {
                 reason: format!("is {} bytes; the limit is {NOTE_BODY_BYTES_MAX}", self.body.len()),
             });
         }
-        Ok(())
+        check_free_text("body", &self.body, TextKind::Body)
     }
 }
 
@@ -58,13 +59,13 @@ fn check_author(author: &str) -> Result<()> {
     if author.trim().is_empty() {
         return Err(Error::InvalidField { field: "author", reason: "must not be empty".into() });
     }
-    if author.chars().count() > AUTHOR_CHARS_MAX || author.chars().any(char::is_control) {
+    if author.chars().count() > AUTHOR_CHARS_MAX {
         return Err(Error::InvalidField {
             field: "author",
             reason: format!("must be one line of at most {AUTHOR_CHARS_MAX} characters"),
         });
     }
-    Ok(())
+    check_free_text("author", author, TextKind::Line)
 }
 
 impl HandoffNote {
@@ -119,11 +120,12 @@ impl HandoffNote {
                     reason: format!("is longer than {HANDOFF_FIELD_CHARS_MAX} characters"),
                 });
             }
+            check_free_text(field, value, TextKind::Line)?;
         }
         if self.text.len() > NOTE_BODY_BYTES_MAX {
             return Err(Error::InvalidField { field: "note.text", reason: format!("is longer than {NOTE_BODY_BYTES_MAX} bytes") });
         }
-        Ok(())
+        check_free_text("note.text", &self.text, TextKind::Body)
     }
 }
 

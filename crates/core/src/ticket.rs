@@ -5,6 +5,7 @@ use std::{collections::BTreeSet, fmt, str::FromStr};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::text::{TextKind, check_free_text};
 use crate::{Epoch, Error, HandoffNote, Ownership, RegionId, Result, Skill, SlaDeadlines, TicketChanges, TicketId, Tier};
 
 /// Limits on ticket fields. Requests beyond them are refused, naming the field.
@@ -79,7 +80,7 @@ impl FromStr for Status {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            Error::invalid("status", format!("{s:?} is not one of new, open, pending, escalated, solved, closed"))
+            Error::invalid("status", format!("{} is not one of new, open, pending, escalated, solved, closed", crate::text::echo(s)))
         })
     }
 }
@@ -120,7 +121,7 @@ impl FromStr for Priority {
         Priority::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| Error::invalid("priority", format!("{s:?} is not one of low, normal, high, urgent")))
+            .ok_or_else(|| Error::invalid("priority", format!("{} is not one of low, normal, high, urgent", crate::text::echo(s))))
     }
 }
 
@@ -172,7 +173,7 @@ pub struct TicketPatch {
     pub priority: Option<Priority>,
 }
 
-fn check_text(field: &'static str, value: &str, required: bool, max_chars: usize) -> Result<()> {
+fn check_text(field: &'static str, value: &str, required: bool, max_chars: usize, kind: TextKind) -> Result<()> {
     if required && value.trim().is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }
@@ -180,37 +181,27 @@ fn check_text(field: &'static str, value: &str, required: bool, max_chars: usize
     if chars > max_chars {
         return Err(Error::invalid(field, format!("is {chars} characters; the limit is {max_chars}")));
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
-        return Err(Error::invalid(field, "contains control characters"));
-    }
-    Ok(())
+    check_free_text(field, value, kind)
 }
 
 /// Checks an assignee name.
 pub fn check_assignee(assignee: &str) -> Result<()> {
-    check_text("assignee", assignee, true, limits::ASSIGNEE_CHARS_MAX)?;
-    if assignee.contains('\n') {
-        return Err(Error::invalid("assignee", "must be a single line"));
-    }
-    Ok(())
+    check_text("assignee", assignee, true, limits::ASSIGNEE_CHARS_MAX, TextKind::Line)
 }
 
 impl NewTicket {
     /// Checks every field, naming the first one that is wrong.
     pub fn validate(&self) -> Result<()> {
-        check_text("subject", &self.subject, true, limits::SUBJECT_CHARS_MAX)?;
-        if self.subject.contains('\n') {
-            return Err(Error::invalid("subject", "must be a single line"));
-        }
+        check_text("subject", &self.subject, true, limits::SUBJECT_CHARS_MAX, TextKind::Line)?;
         if self.body.len() > limits::BODY_BYTES_MAX {
             return Err(Error::invalid(
                 "body",
                 format!("is {} bytes; the limit is {}", self.body.len(), limits::BODY_BYTES_MAX),
             ));
         }
-        check_text("body", &self.body, false, limits::BODY_BYTES_MAX)?;
-        check_text("customer", &self.customer, true, limits::CUSTOMER_CHARS_MAX)?;
-        check_text("language", &self.language, false, limits::LANGUAGE_CHARS_MAX)?;
+        check_text("body", &self.body, false, limits::BODY_BYTES_MAX, TextKind::Body)?;
+        check_text("customer", &self.customer, true, limits::CUSTOMER_CHARS_MAX, TextKind::Line)?;
+        check_text("language", &self.language, false, limits::LANGUAGE_CHARS_MAX, TextKind::Line)?;
         if !self.language.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(Error::invalid("language", format!("{:?} is not a language tag such as en or pt-BR", self.language)));
         }

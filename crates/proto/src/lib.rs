@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod convert;
 pub mod replication;
 pub mod router;

@@ -310,25 +310,25 @@ fn check_traceparent(value: &str) -> std::result::Result<(), String> {
     let mut fields = [""; 4];
     for (slot, (name, len)) in fields.iter_mut().zip(lengths) {
         let Some(part) = parts.next() else {
-            return Err(format!("{value:?} has no {name}; expected version-traceid-parentid-flags"));
+            return Err(format!("{} has no {name}; expected version-traceid-parentid-flags", core::echo(value)));
         };
         if part.len() != len || !part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(format!("{value:?}: the {name} must be {len} lowercase hex digits"));
+            return Err(format!("{}: the {name} must be {len} lowercase hex digits", core::echo(value)));
         }
         *slot = part;
     }
     let [version, trace_id, parent_id, _flags] = fields;
     if version == "ff" {
-        return Err(format!("{value:?}: version ff is invalid"));
+        return Err(format!("{}: version ff is invalid", core::echo(value)));
     }
     if version == "00" && parts.next().is_some() {
-        return Err(format!("{value:?}: version 00 has exactly four fields"));
+        return Err(format!("{}: version 00 has exactly four fields", core::echo(value)));
     }
     if trace_id.bytes().all(|b| b == b'0') {
-        return Err(format!("{value:?}: the trace id must not be all zeros"));
+        return Err(format!("{}: the trace id must not be all zeros", core::echo(value)));
     }
     if parent_id.bytes().all(|b| b == b'0') {
-        return Err(format!("{value:?}: the parent id must not be all zeros"));
+        return Err(format!("{}: the parent id must not be all zeros", core::echo(value)));
     }
     Ok(())
 }

@@ -28,6 +28,9 @@ pub enum Error {
     Generate(#[from] rcgen::Error),
     #[error("tls configuration: {0}")]
     Config(#[from] rustls::Error),
+    /// The certificate or key of a public (client-facing) port.
+    #[error("{0}")]
+    Public(String),
     #[error("invalid endpoint {addr:?}: {reason}")]
     Endpoint { addr: String, reason: String },
     #[error("connect to {addr}: {source}")]

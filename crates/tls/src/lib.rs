@@ -20,8 +20,9 @@
 //! Boundary: this crate knows certificates, handshakes and identities, not
 //! what services do. It serves no gRPC service and defines no protobuf; the
 //! services decide which peers they accept, by calling [`require`] or
-//! installing [`RequirePeer`]. Client-facing TLS with bearer tokens is not
-//! here.
+//! installing [`RequirePeer`]. The public ports' listeners ([`public_incoming`],
+//! [`with_http2_limits`]) are here too, because they share the handshake
+//! discipline; what a bearer token allows is not.
 //!
 //! Why reload swaps whole configurations: each reload builds a new rustls
 //! `ServerConfig` (and client configurations) from files that were checked
@@ -66,6 +67,9 @@
 
 #![forbid(unsafe_code)]
 
+/// The rustls this crate builds its configurations with.
+pub use rustls;
+
 mod authz;
 mod client;
 mod dev_pki;
@@ -73,6 +77,7 @@ mod error;
 mod identity;
 mod material;
 mod mesh;
+mod public;
 mod server;
 mod verify;
 
@@ -86,4 +91,10 @@ pub use error::{Error, Result};
 pub use identity::{PeerIdentity, Service, TrustDomain};
 pub use material::TlsFiles;
 pub use mesh::{MeshTls, ReloadTask, Reloaded};
+pub use public::{
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT,
+    HTTP2_STREAM_WINDOW_BYTES, HTTP2_STREAMS_PER_CONNECTION_MAX, PUBLIC_CONNECTIONS_PER_ADDRESS_MAX,
+    PUBLIC_HANDSHAKE_TIMEOUT, PUBLIC_HANDSHAKES_PER_ADDRESS_MAX, PublicIncoming, PublicLimits, PublicStream,
+    public_incoming, public_server_config, with_http2_limits,
+};
 pub use server::{HANDSHAKE_TIMEOUT, HANDSHAKES_IN_FLIGHT_MAX, TlsIncoming};

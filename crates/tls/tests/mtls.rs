@@ -662,3 +662,18 @@ fn writing_the_dev_pki_again_keeps_the_ca_and_renews_the_certs() {
     let err = write_dev_pki(dir.path(), &plan(false)).unwrap_err().to_string();
     assert!(err.contains("the key does not belong to the certificate"), "{err}");
 }
+
+#[tokio::test]
+async fn a_public_port_certificate_is_refused_at_the_mesh_port() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki.tls("us-east", Service::Gateway), &[Service::Gateway]).await;
+    // What `meridian up` and `meridian certs server` give a public port:
+    // signed by the same CA, server use only, no SPIFFE id. Anyone can
+    // fetch it from the public port; it must never pass for a peer.
+    let (cert_pem, key_pem) = meridian_tls::issue_server(&pki.ca, &["localhost".to_owned()], valid_now()).unwrap();
+    let channel = raw_channel(server.addr, pki.ca.cert_pem(), Some((&cert_pem, &key_pem)));
+    let status = health_check(channel).await.unwrap_err();
+    assert!(format!("{status:?}").contains("received fatal alert"), "{status:?}");
+    logs().wait_for(&["mtls handshake refused", &server.local]).await;
+    assert!(server.seen.lock().unwrap().is_empty(), "the public certificate reached a mesh service");
+}

@@ -170,6 +170,17 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Concurrent requests per client connection.
     pub concurrency_per_connection_max: usize,
+    /// Handshake deadline and connections per address of the public port
+    /// (`meridian_tls::PublicLimits`; not read from the file).
+    pub public: meridian_tls::PublicLimits,
+    /// Open `WatchEvents` streams per principal (token subject, or client
+    /// address without tokens).
+    pub watch_streams_per_principal_max: usize,
+    /// Open `WatchEvents` streams of the gateway.
+    pub watch_streams_max: usize,
+    /// How long a watch waits for a client that reads nothing before it
+    /// ends the stream with `RESOURCE_EXHAUSTED` and a resume cursor.
+    pub watch_stall_timeout: Duration,
 }
 
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 256 * 1024;
@@ -182,6 +193,10 @@ impl Default for Limits {
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT),
             concurrency_per_connection_max: CONCURRENCY_PER_CONNECTION_MAX_DEFAULT,
+            public: meridian_tls::PublicLimits::default(),
+            watch_streams_per_principal_max: crate::watch::WATCH_STREAMS_PER_PRINCIPAL_MAX,
+            watch_streams_max: crate::watch::WATCH_STREAMS_MAX,
+            watch_stall_timeout: crate::watch::WATCH_STALL_TIMEOUT,
         }
     }
 }
@@ -402,6 +417,7 @@ impl FileConfig {
                 self.limits.concurrency_per_connection_max,
                 defaults.concurrency_per_connection_max,
             )?,
+            ..defaults
         };
         let rules = match self.rules {
             None => None,

@@ -27,6 +27,7 @@ mod shift;
 mod sla;
 mod spike;
 mod spans;
+pub mod watch;
 
 use std::{future::Future, sync::Arc};
 
@@ -38,7 +39,7 @@ use mesh::{MeshApi, MeshLink};
 use meridian_rules_source::{ActiveRules, RulesSource};
 use meridian_store::Store;
 use tokio::net::TcpListener;
-use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::Server;
 
 pub use config::{GatewayConfig, Limits, MeshSettings, RulesSettings, TelemetrySettings, TlsFiles};
 pub use shift::parse_webhook;
@@ -112,7 +113,7 @@ pub async fn run_with_clock(
     // Certificates first: a bad file should stop the start before anything
     // touches the database.
     if let Some(tls) = &config.tls {
-        load_identity(tls)?;
+        public_tls_config(tls)?;
     }
     let mesh = match &config.mesh {
         Some(settings) => Some(
@@ -138,7 +139,7 @@ pub async fn run_listeners(
     clock: Arc<dyn Clock>,
 ) -> Result<()> {
     if let Some(tls) = &config.tls {
-        load_identity(tls)?;
+        public_tls_config(tls)?;
     }
     // One shutdown for both lives of the process: standby, then active.
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
@@ -292,6 +293,12 @@ async fn serve_listeners(
         replicator: mesh.as_ref().map(|(_, _, replicator)| replicator.clone()),
         peer_tiers: config.mesh.as_ref().map(|m| m.peer_durability_tiers.clone()).unwrap_or_default(),
         metrics: metrics::GatewayMetrics::new(&meter, &config.region),
+        watch_caps: watch::WatchCaps::new(
+            config.limits.watch_streams_per_principal_max,
+            config.limits.watch_streams_max,
+        ),
+        watch_stall: config.limits.watch_stall_timeout,
+        regions: config.regions.clone(),
     });
     let _observed = metrics::observe(
         &meter,
@@ -325,6 +332,10 @@ async fn serve_listeners(
     let tickets = TicketServiceServer::new(api.clone())
         .max_decoding_message_size(config.limits.request_bytes_max)
         .max_encoding_message_size(service::RESPONSE_BYTES_MAX);
+    let tickets = tonic::service::interceptor::InterceptedService::new(
+        tickets,
+        service::MeshRegions(Arc::new(config.regions.clone())),
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TicketServiceServer<TicketApi>>().await;
@@ -334,18 +345,21 @@ async fn serve_listeners(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Only what this port serves: the descriptor set also holds
+            // services of other ports, which would answer UNIMPLEMENTED.
+            .with_service_name("meridian.v1.TicketService")
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
     };
     let reflection_v1 = reflection().build_v1().map_err(|e| Error::Config(format!("reflection: {e}")))?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| Error::Config(format!("reflection: {e}")))?;
 
-    let mut server = Server::builder()
+    let server = meridian_tls::with_http2_limits(Server::builder())
         .timeout(config.limits.request_timeout)
         .concurrency_limit_per_connection(config.limits.concurrency_per_connection_max);
-    let identity = config.tls.as_ref().map(load_identity).transpose()?;
-    let has_tls = identity.is_some();
-    if let Some(identity) = identity {
-        server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
-    }
+    let public_tls = config.tls.as_ref().map(public_tls_config).transpose()?;
+    let has_tls = public_tls.is_some();
     let local_addr = listener.local_addr()?;
     // Every TicketService call passes the token check first; health and
     // reflection stay open for probes and tools.
@@ -382,14 +396,18 @@ async fn serve_listeners(
     };
     let public = server
         .layer(rpc_metrics("gateway"))
+        .layer(meridian_proto::codec::OversizeLayer::new(config.limits.request_bytes_max, "limits.request_bytes_max"))
         .layer(auth)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(tickets)
-        // Nagle off: a listener bound by the caller does not get tonic's
-        // own tcp_nodelay, and delayed ACKs cost ~40 ms at the tail.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown);
+        // TLS, the HTTP/2 preface within the handshake timeout, and
+        // connections per address; Nagle off on every accepted socket.
+        .serve_with_incoming_shutdown(
+            meridian_tls::public_incoming(listener, public_tls, config.limits.public),
+            shutdown,
+        );
     match (mesh, mesh_listener) {
         (Some((tls, _, replicator)), Some(mesh_listener)) => {
             let mesh_addr = mesh_listener.local_addr()?;
@@ -399,7 +417,7 @@ async fn serve_listeners(
             };
             // No server-wide timeout here: replication streams live as long
             // as the connection; each unary call carries its own deadline.
-            let internal = Server::builder()
+            let internal = meridian_tls::with_http2_limits(Server::builder())
                 .layer(rpc_metrics("mesh"))
                 .add_service(MeshServiceServer::new(
                     MeshApi::new(api.clone()).with_failover(failover.clone(), Some(replicator.clone())),
@@ -425,7 +443,13 @@ async fn serve_listeners(
     Ok(())
 }
 
-fn load_identity(tls: &TlsFiles) -> Result<Identity> {
+/// The public port's rustls configuration from `[tls]`.
+fn public_tls_config(tls: &TlsFiles) -> Result<Arc<meridian_tls::rustls::ServerConfig>> {
+    let (cert, key) = load_identity(tls)?;
+    meridian_tls::public_server_config(&cert, &key).map_err(|e| Error::Tls(format!("{}: {e}", tls.cert.display())))
+}
+
+fn load_identity(tls: &TlsFiles) -> Result<(Vec<u8>, Vec<u8>)> {
     let read = |path: &std::path::Path, what: &str| {
         std::fs::read(path).map_err(|e| Error::Tls(format!("{what} {}: {e}", path.display())))
     };
@@ -437,5 +461,5 @@ fn load_identity(tls: &TlsFiles) -> Result<Identity> {
     if !key.windows(11).any(|w| w == b"-----BEGIN ") {
         return Err(Error::Tls(format!("tls.key {}: not a PEM private key", tls.key.display())));
     }
-    Ok(Identity::from_pem(cert, key))
+    Ok((cert, key))
 }

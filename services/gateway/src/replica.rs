@@ -106,9 +106,13 @@ async fn serve_standby(
         });
         Some((accepted, listener))
     });
-    let mut server = Server::builder().timeout(config.limits.request_timeout);
+    // The standby shares its socket with the active life that follows, so
+    // it keeps tonic's own TLS; it serves only health and refusals.
+    let mut server = meridian_tls::with_http2_limits(Server::builder()).timeout(config.limits.request_timeout);
     if let Some(tls) = &config.tls {
-        server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(crate::load_identity(tls)?))?;
+        let (cert, key) = crate::load_identity(tls)?;
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     server.add_service(health_service).add_service(refuse).serve_with_incoming_shutdown(incoming, stop).await?;
     Ok(())

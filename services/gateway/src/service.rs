@@ -21,7 +21,6 @@ use meridian_proto::{
 };
 use meridian_store::{ConflictRecord, Store, TicketFilter, WriteMeta};
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use meridian_telemetry::propagation::{current_traceparent, traceparent_of};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::Instrument;
@@ -31,6 +30,7 @@ use crate::{
     mesh::MeshLink,
     metrics::{GatewayMetrics, HandoffOutcome},
     spans::{self, Step},
+    watch::{Stalled, WatchCaps, WatchStream},
 };
 
 /// The request header naming the region the caller acts for (until tokens
@@ -43,11 +43,13 @@ pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Page size when a list request says 0.
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
 pub const PAGE_SIZE_MAX: u32 = 500;
-/// Events a watch stream may buffer for a slow client before it is cut off
-/// (the client resumes with `after_seq`).
-pub const WATCH_BUFFER: usize = 256;
-/// Events read from the log per page while a watch catches up.
-const WATCH_PAGE: u32 = 1_000;
+/// Events a watch stream may buffer for a slow client; when they stay
+/// unread for the stall timeout the stream is cut off (the client resumes
+/// with `after_seq`). See [`crate::watch`].
+pub const WATCH_BUFFER: usize = 32;
+/// Events read from the log per page while a watch catches up: a stalled
+/// reader holds one page at most.
+const WATCH_PAGE: u32 = 64;
 
 /// The handlers of one gateway. Cheap to clone.
 #[derive(Clone)]
@@ -79,6 +81,12 @@ struct Inner {
     /// Tiers acknowledged only once another region durably applied the write.
     peer_tiers: Vec<meridian_core::Tier>,
     metrics: GatewayMetrics,
+    /// Open watch streams per principal and in total.
+    watch_caps: Arc<WatchCaps>,
+    /// How long a watch waits on a client that reads nothing.
+    watch_stall: std::time::Duration,
+    /// The regions of the mesh: residency may name only these.
+    regions: Vec<RegionId>,
 }
 
 /// See [`TicketApi::downgrade`].
@@ -128,6 +136,10 @@ pub(crate) struct ApiParts {
     pub replicator: Option<Replicator>,
     pub peer_tiers: Vec<meridian_core::Tier>,
     pub metrics: GatewayMetrics,
+    pub watch_caps: Arc<WatchCaps>,
+    pub watch_stall: std::time::Duration,
+    /// The regions of the mesh (the config's `regions`).
+    pub regions: Vec<RegionId>,
 }
 
 /// How long a handoff waits without a mesh setting.
@@ -135,7 +147,22 @@ const HANDOFF_WAIT_DEFAULT: std::time::Duration = std::time::Duration::from_secs
 
 impl TicketApi {
     pub(crate) fn new(parts: ApiParts) -> Self {
-        let ApiParts { region, region_index, store, clock, rules, stopping, mesh, gate, replicator, peer_tiers, metrics } = parts;
+        let ApiParts {
+            region,
+            region_index,
+            store,
+            clock,
+            rules,
+            stopping,
+            mesh,
+            gate,
+            replicator,
+            peer_tiers,
+            metrics,
+            watch_caps,
+            watch_stall,
+            regions,
+        } = parts;
         let hlc = Mutex::new(Hlc::default());
         let inner = Inner {
             region,
@@ -151,6 +178,9 @@ impl TicketApi {
             replicator,
             peer_tiers,
             metrics,
+            watch_caps,
+            watch_stall,
+            regions,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -622,6 +652,10 @@ impl TicketApi {
         new: meridian_core::NewTicket,
         meta: WriteMeta,
     ) -> Result<Response<v1::CreateTicketResponse>, Status> {
+        if let Some(unknown) = new.residency.iter().find(|r| !self.inner.regions.contains(r)) {
+            let reason = format!("unknown region {unknown}; the mesh has {}", region_names(&self.inner.regions));
+            return Err(invalid(ConvertError::new("residency", reason)));
+        }
         // Residency: a pinned ticket is created only inside its set, so its
         // text is never written anywhere else (the router sends it there).
         if let Some(reason) = meridian_core::residency::refusal(&new.residency, &self.inner.region) {
@@ -840,6 +874,7 @@ impl TicketService for TicketApi {
         request: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let principal = meridian_auth::principal(&request).cloned();
+        let remote = request.remote_addr();
         let req = request.into_inner();
         let scope = match req.scope {
             Some(Scope::TicketId(raw)) => {
@@ -862,22 +897,75 @@ impl TicketService for TicketApi {
                 }
             }
         }
+        // Without tokens the client's address stands for the principal.
+        let holder = match (&principal, remote) {
+            (Some(principal), _) => format!("principal {}", principal.subject),
+            (None, Some(addr)) => format!("client {}", addr.ip()),
+            (None, None) => "the anonymous client".to_owned(),
+        };
+        let slot = self.inner.watch_caps.acquire(holder)?;
+        let start = match &scope {
+            WatchScope::Region(region, after_seq) => (region.to_string(), *after_seq),
+            WatchScope::Ticket(_) => (String::new(), 0),
+        };
         // Subscribe before reading the backlog, so nothing committed in
         // between is missed; the backlog's high marks drop the overlap.
         let live = self.inner.store.subscribe();
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        let (stall_sender, stalled) = tokio::sync::oneshot::channel();
         let store = self.inner.store.clone();
         let mut stopping = self.inner.stopping.clone();
+        let stall = self.inner.watch_stall;
         tokio::spawn(async move {
+            let sink = WatchSink { sender: &sender, stall };
             let ended = tokio::select! {
-                ended = watch(store, scope, live, &sender) => ended,
-                _ = stopping.wait_for(|stop| *stop) => Err(Status::unavailable("gateway is shutting down")),
+                ended = watch(store, scope, live, &sink) => ended,
+                _ = stopping.wait_for(|stop| *stop) => Err(Ended::Status(Status::unavailable("gateway is shutting down"))),
             };
-            if let Err(status) = ended {
-                let _ = sender.send(Err(status)).await;
+            let stalled = match ended {
+                Ok(()) => None,
+                // The status waits behind the queued events, but no longer
+                // than a stalled reader may keep the stream.
+                Err(Ended::Status(status)) => match sender.send_timeout(Err(status), stall).await {
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => Some(Stalled { waited: stall }),
+                    _ => None,
+                },
+                Err(Ended::Stalled(stalled)) => Some(stalled),
+            };
+            if let Some(stalled) = stalled {
+                let _ = stall_sender.send(stalled);
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(WatchStream::new(receiver, stalled, start, slot))))
+    }
+}
+
+/// Regions for messages: `us-east, eu-west, apac-south`.
+fn region_names(regions: &[RegionId]) -> String {
+    regions.iter().map(RegionId::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// Refuses every call whose token names a region the mesh does not have:
+/// an agent of `mars` is no agent here. Runs after the token check, which
+/// put the principal in the request.
+#[derive(Clone)]
+pub(crate) struct MeshRegions(pub(crate) Arc<Vec<RegionId>>);
+
+impl tonic::service::Interceptor for MeshRegions {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(principal) = meridian_auth::principal(&request)
+            && let Some(region) = &principal.region
+            && !self.0.contains(region)
+        {
+            let reason = format!(
+                "the token of {} names region {region}, which is not a region of this mesh ({})",
+                principal.subject,
+                region_names(&self.0)
+            );
+            tracing::warn!(subject = %principal.subject, %reason, "call refused: permission denied");
+            return Err(Status::permission_denied(reason));
+        }
+        Ok(request)
     }
 }
 
@@ -901,14 +989,37 @@ impl WatchScope {
 
 type WatchSender = mpsc::Sender<Result<v1::Event, Status>>;
 
-/// Sends one event unless it was sent already; false once the client is gone.
-async fn emit(sender: &WatchSender, event: &EventEnvelope, sent: &mut HashMap<RegionId, u64>) -> bool {
+/// Where a watch's events go, and how long it waits for room.
+struct WatchSink<'a> {
+    sender: &'a WatchSender,
+    stall: std::time::Duration,
+}
+
+/// Why a watch ended before its client went away.
+enum Ended {
+    Status(Status),
+    Stalled(Stalled),
+}
+
+impl From<Status> for Ended {
+    fn from(status: Status) -> Self {
+        Ended::Status(status)
+    }
+}
+
+/// Sends one event unless it was sent already; `Ok(false)` once the client
+/// is gone, `Stalled` when it took nothing for the stall timeout.
+async fn emit(sink: &WatchSink<'_>, event: &EventEnvelope, sent: &mut HashMap<RegionId, u64>) -> Result<bool, Ended> {
     let high = sent.entry(event.origin_region.clone()).or_insert(0);
     if event.origin_seq <= *high {
-        return true;
+        return Ok(true);
     }
     *high = event.origin_seq;
-    sender.send(Ok(event_to_proto(event))).await.is_ok()
+    match sink.sender.send_timeout(Ok(event_to_proto(event)), sink.stall).await {
+        Ok(()) => Ok(true),
+        Err(mpsc::error::SendTimeoutError::Closed(_)) => Ok(false),
+        Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Ended::Stalled(Stalled { waited: sink.stall })),
+    }
 }
 
 /// Sends the stored events of the scope, then live ones, until the client
@@ -917,15 +1028,15 @@ async fn watch(
     store: Store,
     scope: WatchScope,
     mut live: broadcast::Receiver<Arc<EventEnvelope>>,
-    sender: &WatchSender,
-) -> Result<(), Status> {
+    sink: &WatchSink<'_>,
+) -> Result<(), Ended> {
     // The last origin_seq sent per origin: live events at or below it were
     // already sent from the backlog.
     let mut sent: HashMap<RegionId, u64> = HashMap::new();
     match &scope {
         WatchScope::Ticket(id) => {
             for event in store.events_for_ticket(*id).await.map_err(from_store)? {
-                if !emit(sender, &event, &mut sent).await {
+                if !emit(sink, &event, &mut sent).await? {
                     return Ok(());
                 }
             }
@@ -938,7 +1049,7 @@ async fn watch(
                 let Some(last) = page.last() else { break };
                 after = last.origin_seq;
                 for event in &page {
-                    if !emit(sender, event, &mut sent).await {
+                    if !emit(sink, event, &mut sent).await? {
                         return Ok(());
                     }
                 }
@@ -947,20 +1058,24 @@ async fn watch(
     }
     loop {
         tokio::select! {
-            () = sender.closed() => return Ok(()),
+            () = sink.sender.closed() => return Ok(()),
             received = live.recv() => match received {
                 Ok(event) => {
-                    if scope.matches(&event) && !emit(sender, &event, &mut sent).await {
+                    if scope.matches(&event) && !emit(sink, &event, &mut sent).await? {
                         return Ok(());
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    return Err(Status::resource_exhausted(format!(
-                        "watch fell {missed} events behind; resume with after_seq"
-                    )));
+                    let after = match &scope {
+                        WatchScope::Region(region, _) => sent.get(region).copied().unwrap_or(0),
+                        WatchScope::Ticket(_) => 0,
+                    };
+                    return Err(Ended::Status(Status::resource_exhausted(format!(
+                        "watch fell {missed} events behind; resume with after_seq={after}"
+                    ))));
                 }
                 Err(broadcast::error::RecvError::Closed) => {
-                    return Err(Status::unavailable("gateway is shutting down"));
+                    return Err(Ended::Status(Status::unavailable("gateway is shutting down")));
                 }
             }
         }

@@ -506,7 +506,9 @@ async fn the_router_checks_tokens_and_forwards_the_callers_to_the_gateway() {
     );
 
     // An agent's submission reaches the gateway (over TLS, with the agent's
-    // token) once the router has seen the gateway healthy.
+    // token) once the router has seen the gateway healthy. The router's
+    // mesh is its rules' one region, so the agent is one of us-east.
+    let agent = keys.token(Role::Agent, Some("us-east"));
     let mut submitted = None;
     for _ in 0..100 {
         match client.submit_ticket(with(Some(&agent), submit.clone())).await {
@@ -535,4 +537,24 @@ fn base64_url_decode(text: &str) -> Vec<u8> {
 fn base64_url_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_a_region_outside_the_mesh_is_refused() {
+    let keys = Keys::new();
+    let gw = Gateway::start(&keys).await;
+    let mut client = gw.client().await;
+    let id = us_ticket(&mut client, &keys).await;
+    for role in [Role::Agent, Role::Admin] {
+        let mars = keys.token(role, Some("mars"));
+        let mars = Some(mars.as_str());
+        let expected = "names region mars, which is not a region of this mesh (us-east, eu-west, apac-south)";
+        assert_refused(client.create_ticket(with(mars, create_request("from mars"))).await, Code::PermissionDenied, expected);
+        let get = v1::GetTicketRequest { ticket_id: id.clone() };
+        assert_refused(client.get_ticket(with(mars, get)).await, Code::PermissionDenied, expected);
+    }
+    // The mesh's own regions still work.
+    let us = keys.token(Role::Agent, Some("us-east"));
+    client.create_ticket(with(Some(us.as_str()), create_request("from here"))).await.unwrap();
+    gw.stop().await;
 }

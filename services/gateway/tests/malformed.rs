@@ -124,16 +124,16 @@ async fn malformed_and_oversized_messages_are_refused_and_harm_nothing() {
     // ---- the public port
     let public = Channel::from_shared(mesh.region("us-east").url.clone()).unwrap().connect().await.unwrap();
     let refused = raw_call(public.clone(), "/meridian.v1.TicketService/CreateTicket", garbage()).await.unwrap_err();
-    assert_eq!(refused.code(), Code::Internal, "the gRPC status for a message that does not parse: {refused:?}");
+    assert_eq!(refused.code(), Code::InvalidArgument, "the gRPC status for a message that does not parse: {refused:?}");
     assert!(refused.message().starts_with("failed to decode Protobuf message"), "{}", refused.message());
     let refused = raw_call(public.clone(), "/meridian.v1.TicketService/AddNote", garbage()).await.unwrap_err();
-    assert_eq!(refused.code(), Code::Internal, "{refused:?}");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
 
     let mut huge = create("huge");
     huge.body = "x".repeat(5 * 1024 * 1024);
     let refused = us.create_ticket(huge).await.unwrap_err();
-    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
-    assert!(refused.message().contains("limit"), "names the limit: {}", refused.message());
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("limits.request_bytes_max"), "names the limit: {}", refused.message());
 
     let out_of_range = v1::UpdateTicketRequest { ticket_id: ticket.id.clone(), status: Some(99), ..Default::default() };
     let refused = us.update_ticket(out_of_range).await.unwrap_err();
@@ -151,7 +151,7 @@ async fn malformed_and_oversized_messages_are_refused_and_harm_nothing() {
     let mesh_addr = mesh.region("us-east").mesh_addr.to_string();
     let channel = tls.connect(&mesh_addr, gateway("us-east")).await.unwrap();
     let refused = raw_call(channel.clone(), "/meridian.v1.MeshService/AcceptHandoff", garbage()).await.unwrap_err();
-    assert_eq!(refused.code(), Code::Internal, "{refused:?}");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().starts_with("failed to decode Protobuf message"), "{}", refused.message());
 
     let mut client = mesh.mesh_client("eu-west", "us-east").await;

@@ -193,6 +193,9 @@ pub struct Limits {
     pub request_bytes_max: usize,
     /// Concurrent requests per client connection.
     pub concurrency_per_connection_max: usize,
+    /// Handshake deadline and connections per address of the public port
+    /// (not read from the file).
+    pub public: meridian_tls::PublicLimits,
 }
 
 impl Default for Limits {
@@ -203,6 +206,7 @@ impl Default for Limits {
             forward_attempts_max: FORWARD_ATTEMPTS_MAX_DEFAULT,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             concurrency_per_connection_max: CONCURRENCY_PER_CONNECTION_MAX_DEFAULT,
+            public: meridian_tls::PublicLimits::default(),
         }
     }
 }
@@ -482,6 +486,7 @@ impl FileConfig {
                 self.limits.concurrency_per_connection_max,
                 CONCURRENCY_PER_CONNECTION_MAX_DEFAULT,
             )?,
+            public: meridian_tls::PublicLimits::default(),
         };
         if limits.forward_timeout >= limits.request_timeout {
             let message = format!(

@@ -40,8 +40,7 @@ use meridian_rules::Rules;
 use meridian_rules_source::RulesSource;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Server};
 
 pub use config::{ConsoleConfig, HealthConfig, Limits, PublicTls, RouterConfig};
 pub use console::WHAT_IF_BYTES_MAX;
@@ -222,6 +221,12 @@ pub async fn run_with_console(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Only what this port serves: the descriptor set also holds
+            // services of other ports, which would answer UNIMPLEMENTED.
+            .with_service_name("meridian.v1.RouterService")
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
     };
     let reflection_v1 = reflection()
         .build_v1()
@@ -231,12 +236,18 @@ pub async fn run_with_console(
         .map_err(|e| Error::Config(format!("reflection: {e}")))?;
 
     let local_addr = listener.local_addr()?;
-    let mut server = Server::builder()
+    let server = meridian_tls::with_http2_limits(Server::builder())
         .timeout(config.limits.request_timeout)
         .concurrency_limit_per_connection(config.limits.concurrency_per_connection_max);
-    if let Some(tls) = &config.tls {
-        server = server.tls_config(ServerTlsConfig::new().identity(load_identity(tls)?))?;
-    }
+    let public_tls = match &config.tls {
+        Some(tls) => {
+            let (cert, key) = load_identity(tls)?;
+            let config = meridian_tls::public_server_config(&cert, &key)
+                .map_err(|e| Error::Config(format!("tls.cert {}: {e}", tls.cert.display())))?;
+            Some(config)
+        }
+        None => None,
+    };
     // Every RouterService call passes the token check first; health and
     // reflection stay open.
     let auth = match verifier {
@@ -257,16 +268,20 @@ pub async fn run_with_console(
     );
     let served = server
         .layer(rpc_metrics)
+        .layer(meridian_proto::codec::OversizeLayer::new(
+            config.limits.request_bytes_max,
+            "limits.request_bytes_max",
+        ))
         .layer(auth)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(router)
-        // Nagle's algorithm on accepted sockets holds small responses back
-        // until the client's delayed ACK (about 40 ms on Linux): the
-        // builder's `tcp_nodelay` only covers listeners tonic binds itself.
+        // TLS, the HTTP/2 preface within the handshake timeout and
+        // connections per address; Nagle off on every accepted socket
+        // (delayed ACKs would hold small responses back ~40 ms).
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            meridian_tls::public_incoming(listener, public_tls, config.limits.public),
             shutdown,
         )
         .await;
@@ -295,11 +310,11 @@ fn gateway_token(config: &RouterConfig) -> Result<meridian_auth::BearerToken> {
     meridian_auth::BearerToken::new(token.as_deref()).map_err(|e| Error::Config(format!("auth.gateway_token_file: {e}")))
 }
 
-fn load_identity(tls: &config::PublicTls) -> Result<Identity> {
+fn load_identity(tls: &config::PublicTls) -> Result<(Vec<u8>, Vec<u8>)> {
     let read = |path: &std::path::Path, what: &str| {
         std::fs::read(path).map_err(|e| Error::Config(format!("{what} {}: {e}", path.display())))
     };
-    Ok(Identity::from_pem(read(&tls.cert, "tls.cert")?, read(&tls.key, "tls.key")?))
+    Ok((read(&tls.cert, "tls.cert")?, read(&tls.key, "tls.key")?))
 }
 
 /// Logs the regions the rules name that have no gateway (never routed to)

@@ -125,8 +125,10 @@ fn expand_residency(
             return Err(Error::from(ConvertError::new(
                 "ticket.residency",
                 format!(
-                    "{name:?} is neither a region nor a residency rule of rules {}",
-                    rules.version_id()
+                    "{name:?} is neither a region nor a residency rule of rules {} (regions: {}; rules: {})",
+                    rules.version_id(),
+                    region_names(rules),
+                    rules.residency_rules().iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             )));
         };
@@ -202,6 +204,11 @@ fn no_region(decision: &Decision<'_>) -> Error {
     Error::NoEligibleRegion { detail, retryable }
 }
 
+/// The rules' regions, for messages: `us-east, eu-west, apac-south`.
+fn region_names(rules: &Rules) -> String {
+    rules.regions().iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 fn attempts_text(attempts: &[v1::ForwardAttempt]) -> String {
     attempts
         .iter()
@@ -266,6 +273,18 @@ impl RouterApi {
         let started = Instant::now();
         // The gateway checks the caller too: its token travels on.
         let authorization = request.metadata().get(meridian_auth::AUTHORIZATION).cloned();
+        let rules = self.rules.current();
+        // A token for a region the mesh does not have is no agent of it.
+        if let Some(principal) = meridian_auth::principal(&request)
+            && let Some(region) = &principal.region
+            && rules.region(region.as_str()).is_none()
+        {
+            return Err(Status::permission_denied(format!(
+                "the token of {} names region {region}, which is not a region of this mesh ({})",
+                principal.subject,
+                region_names(&rules)
+            )));
+        }
         let request = request.into_inner();
         let create = request
             .ticket
@@ -275,7 +294,6 @@ impl RouterApi {
         let new = core::NewTicket::try_from(create.clone())
             .map_err(|e| Error::from(within("ticket", e)))?;
         let ticket = route_request(&new);
-        let rules = self.rules.current();
         let create = expand_residency(&rules, create)?;
         let now = self.clock.now();
         let mut health = self.health.snapshot(now);

@@ -10,6 +10,7 @@
 //! | `route` | routing decisions in process and over gRPC | a no-op gRPC call |
 //! | `catch-up` | events/s applied after a partition left N behind | `apply_remote` in batches with no network |
 //! | `trace-overhead` | intake with export off, 100 % and 10 % | export off |
+//! | `console` | a logged-in user's p99 while 500 slow connections are held | the same request on an idle console |
 //! | `scale` | RSS and list latency at 1,000,000 tickets; a simulated week of ten regions | — |
 //!
 //! `cargo run --release -p meridian-bench` runs all of them;
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod catchup;
+mod console;
 mod handoff;
 mod intake;
 mod progress;
@@ -48,17 +50,19 @@ enum Scenario {
     Route,
     CatchUp,
     TraceOverhead,
+    Console,
     Scale,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::IntakeSqlite,
         Scenario::IntakePostgres,
         Scenario::Handoff,
         Scenario::Route,
         Scenario::CatchUp,
         Scenario::TraceOverhead,
+        Scenario::Console,
         Scenario::Scale,
     ];
 
@@ -70,6 +74,7 @@ impl Scenario {
             Scenario::Route => "route",
             Scenario::CatchUp => "catch-up",
             Scenario::TraceOverhead => "trace-overhead",
+            Scenario::Console => "console",
             Scenario::Scale => "scale",
         }
     }
@@ -188,6 +193,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Scenario::Route => route::run(&sizes, &progress).await.map(Some),
             Scenario::CatchUp => catchup::run(&sizes, &progress).await.map(Some),
             Scenario::TraceOverhead => trace::run(&sizes, &progress).await.map(Some),
+            Scenario::Console => console::run(&sizes, &progress).await.map(Some),
             Scenario::Scale => scale::run(&sizes, &progress).await.map(Some),
         };
         match result {

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const ALWAYS: [&str; 6] = ["intake-sqlite", "handoff", "route", "catch-up", "trace-overhead", "scale"];
+const ALWAYS: [&str; 7] = ["intake-sqlite", "handoff", "route", "catch-up", "trace-overhead", "console", "scale"];
 
 #[test]
 fn every_scenario_completes_and_reports_in_smoke_mode() {

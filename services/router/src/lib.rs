@@ -44,7 +44,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
 
 pub use config::{ConsoleConfig, HealthConfig, Limits, PublicTls, RouterConfig};
-pub use console::WHAT_IF_BYTES_MAX;
+pub use console::{STREAMS_PER_PRINCIPAL_MAX, WHAT_IF_BYTES_MAX};
 pub use error::{Error, Result};
 
 use crate::health::HealthTable;

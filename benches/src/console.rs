@@ -44,7 +44,10 @@ async fn user_requests(console: &Console, bearer: &str, requests: u32) -> Histog
     let mut times = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     for _ in 0..requests {
         let started = Instant::now();
-        let answer = console.get("/api/session", &[("authorization", bearer)]).await.expect("the console answers");
+        let answer = console
+            .get("/api/session", &[("authorization", bearer)])
+            .await
+            .expect("the console answers");
         assert_eq!(answer.status, 200, "{}", answer.body);
         times.record(started.elapsed().as_micros() as u64).unwrap();
     }
@@ -67,8 +70,18 @@ fn hold_slow_connections(
         let (console, holding, stop) = (console.clone(), holding.clone(), stop.clone());
         clients.spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                let cut = slow_client(console.clone(), kind, from, holding.clone(), Duration::from_secs(60)).await;
-                assert!(cut.is_some(), "a slow {kind:?} client was not cut off within 60 s");
+                let cut = slow_client(
+                    console.clone(),
+                    kind,
+                    from,
+                    holding.clone(),
+                    Duration::from_secs(60),
+                )
+                .await;
+                assert!(
+                    cut.is_some(),
+                    "a slow {kind:?} client was not cut off within 60 s"
+                );
             }
         });
     }
@@ -93,19 +106,27 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         idle_p99.push(idle.value_at_quantile(0.99));
         idle_all.add(&idle).unwrap();
 
-        progress.say(&format!("round {round}/{}: {slow_count} slow connections", sizes.rounds));
+        progress.say(&format!(
+            "round {round}/{}: {slow_count} slow connections",
+            sizes.rounds
+        ));
         let holding = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut clients = hold_slow_connections(&console, slow_count, &holding, &stop);
         let deadline = Instant::now() + Duration::from_secs(30);
         while holding.load(Ordering::SeqCst) < slow_count {
-            anyhow::ensure!(Instant::now() < deadline, "the slow clients did not all connect within 30 s");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the slow clients did not all connect within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let mut loaded = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
         for _ in 0..requests {
             held_min = held_min.min(holding.load(Ordering::SeqCst));
-            loaded.add(&user_requests(&console, &bearer, 1).await).unwrap();
+            loaded
+                .add(&user_requests(&console, &bearer, 1).await)
+                .unwrap();
         }
         loaded_p99.push(loaded.value_at_quantile(0.99));
         loaded_all.add(&loaded).unwrap();
@@ -128,14 +149,30 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
     );
     let idle = report.row(
         Row::new("p99, idle console", ms(median(&mut idle_p99)), "ms")
-            .latency(ms(idle_all.value_at_quantile(0.5)), ms(idle_all.value_at_quantile(0.99)))
+            .latency(
+                ms(idle_all.value_at_quantile(0.5)),
+                ms(idle_all.value_at_quantile(0.99)),
+            )
             .baseline(),
     );
-    let loaded = Row::new(format!("p99, {slow_count} slow connections held"), ms(median(&mut loaded_p99)), "ms")
-        .latency(ms(loaded_all.value_at_quantile(0.5)), ms(loaded_all.value_at_quantile(0.99)))
-        .against(&idle);
+    let loaded = Row::new(
+        format!("p99, {slow_count} slow connections held"),
+        ms(median(&mut loaded_p99)),
+        "ms",
+    )
+    .latency(
+        ms(loaded_all.value_at_quantile(0.5)),
+        ms(loaded_all.value_at_quantile(0.99)),
+    )
+    .against(&idle);
     report.row(loaded.clone());
-    report.target("p99 beside the slow connections", 1000.0, loaded.value, "ms", false);
+    report.target(
+        "p99 beside the slow connections",
+        1000.0,
+        loaded.value,
+        "ms",
+        false,
+    );
     report.notes.push(format!(
         "at least {held_min} of {slow_count} slow connections were held at every loaded request \
          (a cut-off client reconnects at once); the slow clients run in the benchmark's own process"

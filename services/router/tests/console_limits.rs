@@ -54,7 +54,13 @@ async fn a_logged_in_user_is_served_while_200_slow_clients_hold_connections() {
         for _ in 0..count {
             let from = Ipv4Addr::new(127, 0, 0, 2 + n % 8);
             n = n.wrapping_add(1);
-            slow.spawn(slow_client(console.clone(), kind, from, holding.clone(), CUT_OFF_WITHIN));
+            slow.spawn(slow_client(
+                console.clone(),
+                kind,
+                from,
+                holding.clone(),
+                CUT_OFF_WITHIN,
+            ));
         }
     }
 
@@ -63,7 +69,11 @@ async fn a_logged_in_user_is_served_while_200_slow_clients_hold_connections() {
     // each answer comes within a second.
     let deadline = Instant::now() + Duration::from_secs(20);
     while holding.load(Ordering::SeqCst) < 200 {
-        assert!(Instant::now() < deadline, "only {} slow clients got a connection", holding.load(Ordering::SeqCst));
+        assert!(
+            Instant::now() < deadline,
+            "only {} slow clients got a connection",
+            holding.load(Ordering::SeqCst)
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut served_beside_all = 0;
@@ -71,36 +81,69 @@ async fn a_logged_in_user_is_served_while_200_slow_clients_hold_connections() {
     let started = Instant::now();
     while holding.load(Ordering::SeqCst) > 0 {
         let held_before = holding.load(Ordering::SeqCst);
-        for (path, credential) in [("/", ("cookie", cookie.as_str())), ("/api/session", ("authorization", bearer.as_str()))] {
+        for (path, credential) in [
+            ("/", ("cookie", cookie.as_str())),
+            ("/api/session", ("authorization", bearer.as_str())),
+        ] {
             let asked = Instant::now();
-            let answer = console.get(path, &[credential]).await.expect("the console answers");
+            let answer = console
+                .get(path, &[credential])
+                .await
+                .expect("the console answers");
             let took = asked.elapsed();
             assert_eq!(answer.status, 200, "{path}: {}", answer.body);
-            assert!(took < Duration::from_secs(1), "{path} took {took:?} beside {held_before} slow clients");
+            assert!(
+                took < Duration::from_secs(1),
+                "{path} took {took:?} beside {held_before} slow clients"
+            );
             slowest = slowest.max(took);
         }
         if held_before == 200 && holding.load(Ordering::SeqCst) == 200 {
             served_beside_all += 1;
         }
-        assert!(started.elapsed() < CUT_OFF_WITHIN + Duration::from_secs(5), "the slow clients outlived their timeouts");
+        assert!(
+            started.elapsed() < CUT_OFF_WITHIN + Duration::from_secs(5),
+            "the slow clients outlived their timeouts"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(served_beside_all > 0, "the user was never asked while all 200 slow clients held connections");
-    eprintln!("served the user {served_beside_all} times beside 200 held slow clients; slowest request {slowest:?}");
+    assert!(
+        served_beside_all > 0,
+        "the user was never asked while all 200 slow clients held connections"
+    );
+    eprintln!(
+        "served the user {served_beside_all} times beside 200 held slow clients; slowest request {slowest:?}"
+    );
 
     // Each slow client was cut off by its timeout, well before it would
     // have finished (a 1,000-byte form at a byte every 2 s takes 33 min).
     let mut longest = std::collections::BTreeMap::new();
     while let Some(cut) = slow.join_next().await {
-        let cut = cut.unwrap().expect("every slow client is cut off by its timeout");
-        let longest = longest.entry(format!("{:?}", cut.kind)).or_insert(Duration::ZERO);
+        let cut = cut
+            .unwrap()
+            .expect("every slow client is cut off by its timeout");
+        let longest = longest
+            .entry(format!("{:?}", cut.kind))
+            .or_insert(Duration::ZERO);
         *longest = (*longest).max(cut.held);
         if cut.kind == Slow::LoginBody {
-            assert!(cut.answer.starts_with("HTTP/1.1 408"), "a slow login form is answered 408: {}", cut.answer);
-            assert!(cut.answer.contains("did not arrive within 10 s"), "{}", cut.answer);
+            assert!(
+                cut.answer.starts_with("HTTP/1.1 408"),
+                "a slow login form is answered 408: {}",
+                cut.answer
+            );
+            assert!(
+                cut.answer.contains("did not arrive within 10 s"),
+                "{}",
+                cut.answer
+            );
         }
         if cut.kind == Slow::LoginBody {
-            assert!(cut.held >= Duration::from_secs(4), "a slow body is cut by its timeout, not at once: {:?}", cut.held);
+            assert!(
+                cut.held >= Duration::from_secs(4),
+                "a slow body is cut by its timeout, not at once: {:?}",
+                cut.held
+            );
         }
     }
     eprintln!("slow clients held their connections at most: {longest:?}");
@@ -116,14 +159,22 @@ async fn connections_past_the_per_address_cap_are_closed_at_once() {
     for _ in 0..PER_ADDRESS_MAX {
         let socket = TcpSocket::new_v4().unwrap();
         socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).unwrap();
-        held.push(socket.connect(SocketAddr::from(([127, 0, 0, 1], console.port))).await.unwrap());
+        held.push(
+            socket
+                .connect(SocketAddr::from(([127, 0, 0, 1], console.port)))
+                .await
+                .unwrap(),
+        );
     }
     // The accept loop takes them in order; give it a moment to count them.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for _ in 0..4 {
         let socket = TcpSocket::new_v4().unwrap();
         socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).unwrap();
-        let mut extra = socket.connect(SocketAddr::from(([127, 0, 0, 1], console.port))).await.unwrap();
+        let mut extra = socket
+            .connect(SocketAddr::from(([127, 0, 0, 1], console.port)))
+            .await
+            .unwrap();
         let mut byte = [0u8; 1];
         let read = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut byte)).await;
         assert!(
@@ -133,13 +184,32 @@ async fn connections_past_the_per_address_cap_are_closed_at_once() {
     }
     // The held ones are still open, and other addresses are served.
     let mut byte = [0u8; 1];
-    let still_open = tokio::time::timeout(Duration::from_millis(200), held[0].read(&mut byte)).await;
-    assert!(still_open.is_err(), "a connection under the cap is held until its timeout: {still_open:?}");
+    let still_open =
+        tokio::time::timeout(Duration::from_millis(200), held[0].read(&mut byte)).await;
+    assert!(
+        still_open.is_err(),
+        "a connection under the cap is held until its timeout: {still_open:?}"
+    );
     let sre = console.token("sre-tester", Role::Sre);
-    let answer = console.get("/api/session", &[("authorization", &format!("Bearer {sre}"))]).await;
-    assert_eq!(answer.map(|a| a.status), Some(200), "127.0.0.1 is served beside the capped address");
-    let mut second = console.connect_from(Ipv4Addr::new(127, 0, 0, 21)).await.unwrap();
-    second.write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let answer = console
+        .get(
+            "/api/session",
+            &[("authorization", &format!("Bearer {sre}"))],
+        )
+        .await;
+    assert_eq!(
+        answer.map(|a| a.status),
+        Some(200),
+        "127.0.0.1 is served beside the capped address"
+    );
+    let mut second = console
+        .connect_from(Ipv4Addr::new(127, 0, 0, 21))
+        .await
+        .unwrap();
+    second
+        .write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut answer = String::new();
     second.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -151,7 +221,11 @@ async fn one_principal_holds_at_most_its_cap_of_live_streams() {
     let sre = console.token("sre-tester", Role::Sre);
     let mut streams = Vec::new();
     for n in 0..STREAMS_PER_PRINCIPAL_MAX {
-        let path = if n % 2 == 0 { "/api/now/events" } else { "/api/handoffs/events" };
+        let path = if n % 2 == 0 {
+            "/api/now/events"
+        } else {
+            "/api/handoffs/events"
+        };
         let (status, body, stream) = console.stream(path, &sre).await;
         assert_eq!(status, 200, "stream {n}: {body}");
         streams.push(stream.unwrap());
@@ -160,12 +234,17 @@ async fn one_principal_holds_at_most_its_cap_of_live_streams() {
         let (status, body, _) = console.stream(path, &sre).await;
         assert_eq!(status, 429, "{path}: {body}");
         assert!(
-            body.contains(&format!("sre-tester already has {STREAMS_PER_PRINCIPAL_MAX} live streams open")),
+            body.contains(&format!(
+                "sre-tester already has {STREAMS_PER_PRINCIPAL_MAX} live streams open"
+            )),
             "{body}"
         );
     }
     // Pages and APIs other than streams are still the sre's.
-    let answer = console.get("/api/now", &[("authorization", &format!("Bearer {sre}"))]).await.unwrap();
+    let answer = console
+        .get("/api/now", &[("authorization", &format!("Bearer {sre}"))])
+        .await
+        .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.body);
 
     // Another user is not locked out.
@@ -173,8 +252,15 @@ async fn one_principal_holds_at_most_its_cap_of_live_streams() {
     let (status, body, stream) = console.stream("/api/now/events", &operator).await;
     assert_eq!(status, 200, "{body}");
     let mut stream = stream.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(10), stream.frame()).await.unwrap().unwrap().unwrap();
-    assert!(first.into_data().unwrap().starts_with(b"data: "), "the other user's stream sends the Now state");
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.into_data().unwrap().starts_with(b"data: "),
+        "the other user's stream sends the Now state"
+    );
 
     // A stream that ends gives its slot back (the Now stream notices a
     // closed connection at its next tick, every second).
@@ -187,7 +273,10 @@ async fn one_principal_holds_at_most_its_cap_of_live_streams() {
             break;
         }
         assert_eq!(status, 429, "{body}");
-        assert!(Instant::now() < deadline, "a closed stream did not free its slot");
+        assert!(
+            Instant::now() < deadline,
+            "a closed stream did not free its slot"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -198,12 +287,27 @@ fn header<'a>(answer: &'a Answer, name: &str) -> &'a str {
 
 fn assert_security_headers(what: &str, answer: &Answer, tls: bool) {
     let csp = header(answer, "content-security-policy");
-    for directive in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
-        assert!(csp.split("; ").any(|d| d == directive), "{what}: {directive} in {csp:?}");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(
+            csp.split("; ").any(|d| d == directive),
+            "{what}: {directive} in {csp:?}"
+        );
     }
     assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
-    assert_eq!(header(answer, "x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(
+        header(answer, "x-content-type-options"),
+        "nosniff",
+        "{what}"
+    );
     assert_eq!(header(answer, "x-frame-options"), "DENY", "{what}");
+    // Not `no-referrer`: a browser would post the login form with
+    // `Origin: null`, which the CSRF check refuses.
+    assert_eq!(header(answer, "referrer-policy"), "same-origin", "{what}");
     let hsts = header(answer, "strict-transport-security");
     if tls {
         assert_eq!(hsts, "max-age=31536000", "{what}");
@@ -225,8 +329,18 @@ async fn every_answer_carries_the_security_headers() {
         ("script", "/console.js", vec![], 200),
         ("API", "/api/now", vec![("authorization", &bearer)], 200),
         ("API without a token", "/api/now", vec![], 401),
-        ("journey API", "/api/journey/not-a-ticket", vec![("authorization", &bearer)], 400),
-        ("unknown path", "/nope", vec![("authorization", &bearer)], 404),
+        (
+            "journey API",
+            "/api/journey/not-a-ticket",
+            vec![("authorization", &bearer)],
+            400,
+        ),
+        (
+            "unknown path",
+            "/nope",
+            vec![("authorization", &bearer)],
+            404,
+        ),
     ];
     for (what, path, headers, status) in asks {
         let answer = console.get(path, &headers).await.unwrap();

@@ -27,7 +27,11 @@ pub(crate) enum Refused {
 
 impl<K: std::hash::Hash + Eq + Clone> Counts<K> {
     fn new(per_key_max: usize, total_max: usize) -> Self {
-        Self { held: Mutex::new((0, HashMap::new())), per_key_max, total_max }
+        Self {
+            held: Mutex::new((0, HashMap::new())),
+            per_key_max,
+            total_max,
+        }
     }
 
     fn take(&self, key: &K) -> Result<(), Refused> {
@@ -97,7 +101,10 @@ impl ConnectionLimits {
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<Slot<IpAddr>, Refused> {
         let key = client_key(ip);
         self.0.take(&key)?;
-        Ok(Slot { counts: self.0.clone(), key })
+        Ok(Slot {
+            counts: self.0.clone(),
+            key,
+        })
     }
 }
 
@@ -114,7 +121,10 @@ impl StreamLimits {
     pub(crate) fn open(&self, principal: &str) -> Result<Slot<String>, Refused> {
         let key = principal.to_owned();
         self.0.take(&key)?;
-        Ok(Slot { counts: self.0.clone(), key })
+        Ok(Slot {
+            counts: self.0.clone(),
+            key,
+        })
     }
 }
 
@@ -131,9 +141,16 @@ mod tests {
         let _second = limits.admit(a).unwrap();
         assert_eq!(limits.admit(a).unwrap_err(), Refused::PerKey(2));
         let _other = limits.admit(b).unwrap();
-        assert_eq!(limits.admit(b).unwrap_err(), Refused::Total(3), "the overall cap holds too");
+        assert_eq!(
+            limits.admit(b).unwrap_err(),
+            Refused::Total(3),
+            "the overall cap holds too"
+        );
         drop(first);
-        assert!(limits.admit(a).is_ok(), "a closed connection frees its slot");
+        assert!(
+            limits.admit(a).is_ok(),
+            "a closed connection frees its slot"
+        );
     }
 
     #[test]

@@ -168,8 +168,16 @@ impl Console {
                 (region.clone(), v1::ticket_service_client::TicketServiceClient::with_interceptor(channel.clone(), token.clone()))
             })
             .collect();
-        Self { rules, health, gateways, clock, tracing_ui: config.tracing_ui.clone(), live_statuses: Arc::default(), auth,
-            streams: limits::StreamLimits::new(STREAMS_PER_PRINCIPAL_MAX, STREAMS_MAX) }
+        Self {
+            rules,
+            health,
+            gateways,
+            clock,
+            tracing_ui: config.tracing_ui.clone(),
+            live_statuses: Arc::default(),
+            auth,
+            streams: limits::StreamLimits::new(STREAMS_PER_PRINCIPAL_MAX, STREAMS_MAX),
+        }
     }
 }
 
@@ -245,7 +253,8 @@ pub(crate) async fn serve(console: Arc<Console>, listener: TcpListener, tls: Opt
         let slot = match limits.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(limits::Refused::PerKey(limit)) => {
-                tracing::warn!(peer = %peer, limit, "console connection refused: too many open from this address");
+                let why = "console connection refused: too many open from this address";
+                tracing::warn!(peer = %peer, limit, "{why}");
                 continue;
             }
             Err(limits::Refused::Total(limit)) => {
@@ -313,19 +322,17 @@ fn router(console: Console) -> axum::Router {
         .route("/rules", get(|| async { reply(StatusCode::OK, HTML, RULES_HTML) }))
         .route("/journey/", get(|| async { reply(StatusCode::OK, HTML, JOURNEY_HTML) }))
         .route("/journey/{*ticket}", get(|| async { reply(StatusCode::OK, HTML, JOURNEY_HTML) }))
-        .route("/console.css", get(|| async { reply(StatusCode::OK, "text/css; charset=utf-8", CSS) }))
-        .route("/console.js", get(|| async { reply(StatusCode::OK, "text/javascript; charset=utf-8", JS) }))
+        .route("/console.css", get(|| async { reply(StatusCode::OK, CSS_TYPE, CSS) }))
+        .route("/console.js", get(|| async { reply(StatusCode::OK, JS_TYPE, JS) }))
         .route("/login", any(login_route))
         .route("/logout", any(login_route))
         .route("/api/session", get(session))
-        .route("/api/now", get(|State(console): State<Console>| async move { json(StatusCode::OK, &now(&console).await) }))
+        .route("/api/now", get(api_now))
         .route("/api/now/events", get(now_events))
         .route("/api/handoffs/events", get(handoff_events))
         .route("/api/rules", get(|State(console): State<Console>| async move { rules(&console) }))
         .route("/api/rules/what-if", post(what_if))
-        .route("/api/journey/{*ticket}", get(|State(console): State<Console>, Path(id): Path<String>| async move {
-            journey(&console, &id).await
-        }))
+        .route("/api/journey/{*ticket}", get(api_journey))
         .fallback(|request: Request| async move {
             let path = request.uri().path();
             problem(StatusCode::NOT_FOUND, &format!("no page {path}: try /, /handoffs or /rules"))
@@ -342,7 +349,9 @@ fn router(console: Console) -> axum::Router {
         .layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT));
     let mut routes = security_headers()
         .into_iter()
-        .fold(routes, |routes, (name, value)| routes.layer(SetResponseHeaderLayer::if_not_present(name, value)));
+        .fold(routes, |routes, (name, value)| {
+            routes.layer(SetResponseHeaderLayer::if_not_present(name, value))
+        });
     if tls {
         // Browsers keep to HTTPS for this host once they have seen it.
         routes = routes.layer(SetResponseHeaderLayer::if_not_present(
@@ -359,7 +368,9 @@ const HSTS: &str = "max-age=31536000";
 /// The headers every answer carries: scripts, styles and connections only
 /// from the console itself (every page's script and style is a served
 /// file, so no inline code is allowed), no framing, no MIME sniffing, no
-/// referrer (journey URLs name tickets).
+/// referrer to other sites (journey URLs name tickets). Not `no-referrer`:
+/// with it a browser sends `Origin: null` on the login form's POST, which
+/// the CSRF check refuses.
 fn security_headers() -> [(header::HeaderName, HeaderValue); 4] {
     [
         (
@@ -371,11 +382,21 @@ fn security_headers() -> [(header::HeaderName, HeaderValue); 4] {
         ),
         (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (header::REFERRER_POLICY, HeaderValue::from_static("same-origin")),
     ]
 }
 
 const HTML: &str = "text/html; charset=utf-8";
+const CSS_TYPE: &str = "text/css; charset=utf-8";
+const JS_TYPE: &str = "text/javascript; charset=utf-8";
+
+async fn api_now(State(console): State<Console>) -> Response {
+    json(StatusCode::OK, &now(&console).await)
+}
+
+async fn api_journey(State(console): State<Console>, Path(id): Path<String>) -> Response {
+    journey(&console, &id).await
+}
 
 fn full(body: impl Into<Bytes>) -> Body {
     Body::from(body.into())
@@ -495,7 +516,11 @@ async fn gate(State(console): State<Console>, mut request: Request, next: Next) 
 
 /// `/login` and `/logout`, any method: without `[auth]` there is nothing
 /// to log into, and the browser goes to the Now page.
-async fn login_route(State(console): State<Console>, Extension(Peer(peer)): Extension<Peer>, request: Request) -> Response {
+async fn login_route(
+    State(console): State<Console>,
+    Extension(Peer(peer)): Extension<Peer>,
+    request: Request,
+) -> Response {
     let Some(settings) = &console.auth else { return see_other("/") };
     let post = request.method() == Method::POST;
     match (post, request.uri().path()) {
@@ -546,8 +571,12 @@ async fn read_body(request: Request, bytes_max: usize) -> Result<Bytes, BodyErro
     match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
         Err(_) => Err(BodyError::TooSlow),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if caused_by::<http_body_util::LengthLimitError>(&*error) => Err(BodyError::TooLarge),
-        Ok(Err(error)) if caused_by::<tower_http::timeout::TimeoutError>(&*error) => Err(BodyError::TooSlow),
+        Ok(Err(error)) if caused_by::<http_body_util::LengthLimitError>(&*error) => {
+            Err(BodyError::TooLarge)
+        }
+        Ok(Err(error)) if caused_by::<tower_http::timeout::TimeoutError>(&*error) => {
+            Err(BodyError::TooSlow)
+        }
         Ok(Err(error)) => Err(BodyError::Broken(error.to_string())),
     }
 }
@@ -586,14 +615,16 @@ async fn login(settings: &ConsoleAuth, peer: SocketAddr, request: Request) -> Re
     let body = match read_body(request, LOGIN_BYTES_MAX).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
-            return login_page(StatusCode::PAYLOAD_TOO_LARGE, Some("the login form is too large for a token"));
+            let why = "the login form is too large for a token";
+            return login_page(StatusCode::PAYLOAD_TOO_LARGE, Some(why));
         }
         Err(BodyError::TooSlow) => {
             tracing::warn!(peer = %peer, "console login refused: the form came too slowly");
             return too_slow();
         }
         Err(BodyError::Broken(error)) => {
-            return login_page(StatusCode::BAD_REQUEST, Some(&format!("cannot read the login form: {error}")));
+            let why = format!("cannot read the login form: {error}");
+            return login_page(StatusCode::BAD_REQUEST, Some(&why));
         }
     };
     let body = String::from_utf8_lossy(&body);
@@ -626,7 +657,11 @@ async fn login(settings: &ConsoleAuth, peer: SocketAddr, request: Request) -> Re
 
 /// A slot for one more live stream of the caller (the token's subject;
 /// the client address without `[auth]`), or 429 saying why.
-fn open_stream(console: &Console, caller: &Caller, peer: SocketAddr) -> Result<StreamSlot, Response> {
+fn open_stream(
+    console: &Console,
+    caller: &Caller,
+    peer: SocketAddr,
+) -> Result<StreamSlot, Response> {
     let who = match &caller.0 {
         Some((principal, _)) => principal.subject.clone(),
         None => format!("address {}", limits::client_key(peer.ip())),
@@ -638,7 +673,10 @@ fn open_stream(console: &Console, caller: &Caller, peer: SocketAddr) -> Result<S
                  close a console tab, or wait for one to end"
             ),
             limits::Refused::Total(max) => {
-                format!("the console already serves {max} live streams, the most it holds: try again later")
+                format!(
+                    "the console already serves {max} live streams, the most it holds: \
+                     try again later"
+                )
             }
         };
         tracing::warn!(who = %who, %reason, "console stream refused");
@@ -652,9 +690,17 @@ type StreamSlot = limits::Slot<String>;
 
 /// A live stream's response: its body ends as soon as the caller's token
 /// stops verifying, and holds `slot` until it is dropped.
-fn live(console: &Console, caller: Caller, path: &str, response: Response, slot: StreamSlot) -> Response {
+fn live(
+    console: &Console,
+    caller: Caller,
+    path: &str,
+    response: Response,
+    slot: StreamSlot,
+) -> Response {
     let response = match (&console.auth, caller.0) {
-        (Some(settings), Some((_, token))) => guarded(response, settings.clone(), token, path.to_owned()),
+        (Some(settings), Some((_, token))) => {
+            guarded(response, settings.clone(), token, path.to_owned())
+        }
         _ => response,
     };
     let (parts, body) = response.into_parts();
@@ -1123,7 +1169,10 @@ async fn what_if(State(console): State<Console>, request: Request) -> Response {
         Err(BodyError::TooLarge) => {
             return problem(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the rules file is larger than {WHAT_IF_BYTES_MAX} bytes; the what-if takes files up to that size"),
+                &format!(
+                    "the rules file is larger than {WHAT_IF_BYTES_MAX} bytes; \
+                     the what-if takes files up to that size"
+                ),
             );
         }
         Err(BodyError::TooSlow) => return too_slow(),

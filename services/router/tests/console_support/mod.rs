@@ -64,30 +64,53 @@ impl Console {
         let jwks = dir.path().join("jwks.json");
         write_jwks(&jwks, &[key.public_jwk()]).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let console_listener = TcpListener::bind(if tls { "0.0.0.0:0" } else { "127.0.0.1:0" }).await.unwrap();
+        let console_listener = TcpListener::bind(if tls { "0.0.0.0:0" } else { "127.0.0.1:0" })
+            .await
+            .unwrap();
         let port = console_listener.local_addr().unwrap().port();
         // A gateway that is not there: the console still answers, saying so.
-        let gateways = [(RegionId::new("us-east").unwrap(), "http://127.0.0.1:9".to_owned())];
-        let mut config = RouterConfig::new(listener.local_addr().unwrap(), &rules, gateways).unwrap();
+        let gateways = [(
+            RegionId::new("us-east").unwrap(),
+            "http://127.0.0.1:9".to_owned(),
+        )];
+        let mut config =
+            RouterConfig::new(listener.local_addr().unwrap(), &rules, gateways).unwrap();
         config.console = Some(ConsoleConfig::new(console_listener.local_addr().unwrap()));
         let mut connector = None;
         if tls {
             let validity = Validity::days_from(SystemTime::now(), 1);
             let ca = dev_ca(&TrustDomain::new("meridian.local").unwrap(), validity).unwrap();
-            let (cert, cert_key) =
-                issue_with_uri(&ca, "spiffe://meridian.local/region/us-east/router", validity).unwrap();
-            let (cert_path, key_path) = (dir.path().join("router.pem"), dir.path().join("router-key.pem"));
+            let (cert, cert_key) = issue_with_uri(
+                &ca,
+                "spiffe://meridian.local/region/us-east/router",
+                validity,
+            )
+            .unwrap();
+            let (cert_path, key_path) = (
+                dir.path().join("router.pem"),
+                dir.path().join("router-key.pem"),
+            );
             std::fs::write(&cert_path, cert).unwrap();
             std::fs::write(&key_path, cert_key).unwrap();
             config.auth = Some(AuthSettings::new(&jwks));
-            config.tls = Some(PublicTls { cert: cert_path, key: key_path });
+            config.tls = Some(PublicTls {
+                cert: cert_path,
+                key: key_path,
+            });
             let mut roots = RootCertStore::empty();
-            roots.add(rustls::pki_types::CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()).unwrap();
-            let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            roots
+                .add(
+                    rustls::pki_types::CertificateDer::from_pem_slice(ca.cert_pem().as_bytes())
+                        .unwrap(),
+                )
+                .unwrap();
+            let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
             connector = Some(TlsConnector::from(Arc::new(client)));
         }
         let (stop, stopped) = oneshot::channel::<()>();
@@ -95,14 +118,28 @@ impl Console {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            meridian_router::run_with_console(config, listener, Some(console_listener), shutdown, Arc::new(SystemClock))
-                .await
-                .unwrap();
+            meridian_router::run_with_console(
+                config,
+                listener,
+                Some(console_listener),
+                shutdown,
+                Arc::new(SystemClock),
+            )
+            .await
+            .unwrap();
         });
-        let console = Console { _dir: dir, _stop: stop, key, port, connector };
+        let console = Console {
+            _dir: dir,
+            _stop: stop,
+            key,
+            port,
+            connector,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() && console.get("/login", &[]).await.is_some() {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+                && console.get("/login", &[]).await.is_some()
+            {
                 break;
             }
             assert!(Instant::now() < deadline, "the console did not come up");
@@ -112,7 +149,8 @@ impl Console {
     }
 
     pub fn token(&self, subject: &str, role: Role) -> String {
-        self.key.mint(&Claims::new(subject, role, None, now(), 3600))
+        self.key
+            .mint(&Claims::new(subject, role, None, now(), 3600))
     }
 
     /// A connection from source address `from`, through TLS when the
@@ -120,30 +158,52 @@ impl Console {
     pub async fn connect_from(&self, from: Ipv4Addr) -> std::io::Result<Box<dyn Io>> {
         let socket = TcpSocket::new_v4()?;
         socket.bind(SocketAddr::new(IpAddr::V4(from), 0))?;
-        let tcp = socket.connect(SocketAddr::from(([127, 0, 0, 1], self.port))).await?;
+        let tcp = socket
+            .connect(SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .await?;
         match &self.connector {
             None => Ok(Box::new(tcp)),
-            Some(connector) => Ok(Box::new(connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await?)),
+            Some(connector) => Ok(Box::new(
+                connector
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await?,
+            )),
         }
     }
 
     /// One request from 127.0.0.1 on a fresh connection; `None` when the
     /// console closed it unanswered.
-    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<Answer> {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<Answer> {
         let io = self.connect_from(Ipv4Addr::LOCALHOST).await.ok()?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.ok()?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .ok()?;
         tokio::spawn(connection);
-        let mut request =
-            hyper::Request::builder().method(method).uri(path).header(header::HOST, format!("127.0.0.1:{}", self.port));
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, format!("127.0.0.1:{}", self.port));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         let request = request.body(Full::new(Bytes::new())).unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request)).await.ok()?.ok()?;
+        let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
+            .await
+            .ok()?
+            .ok()?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await.ok()?.to_bytes();
-        Some(Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+        Some(Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     }
 
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Option<Answer> {
@@ -151,9 +211,15 @@ impl Console {
     }
 
     /// A live stream from 127.0.0.1: its status, and its body while open.
-    pub async fn stream(&self, path: &str, token: &str) -> (u16, String, Option<hyper::body::Incoming>) {
+    pub async fn stream(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> (u16, String, Option<hyper::body::Incoming>) {
         let io = self.connect_from(Ipv4Addr::LOCALHOST).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .unwrap();
         tokio::spawn(connection);
         let request = hyper::Request::builder()
             .uri(path)
@@ -204,13 +270,22 @@ pub async fn slow_client(
     let mut io: Box<dyn Io> = if kind == Slow::IdleTcp {
         let socket = TcpSocket::new_v4().unwrap();
         socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).unwrap();
-        Box::new(socket.connect(SocketAddr::from(([127, 0, 0, 1], console.port))).await.unwrap())
+        Box::new(
+            socket
+                .connect(SocketAddr::from(([127, 0, 0, 1], console.port)))
+                .await
+                .unwrap(),
+        )
     } else {
         console.connect_from(from).await.unwrap()
     };
     let (head, trickle, every): (String, &[u8], Duration) = match kind {
         Slow::IdleTcp => (String::new(), b"", Duration::from_secs(3600)),
-        Slow::Head => ("GET / HTTP/1.1\r\nHost: localhost\r\n".to_owned(), b"X", Duration::from_secs(1)),
+        Slow::Head => (
+            "GET / HTTP/1.1\r\nHost: localhost\r\n".to_owned(),
+            b"X",
+            Duration::from_secs(1),
+        ),
         Slow::LoginBody => (
             format!(
                 "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{}\r\ncontent-type: application/x-www-form-urlencoded\r\n\
@@ -249,6 +324,9 @@ pub async fn slow_client(
         }
     }
     holding.fetch_sub(1, Ordering::SeqCst);
-    Some(Cut { kind, held: started.elapsed(), answer: String::from_utf8_lossy(&answer).into_owned() })
+    Some(Cut {
+        kind,
+        held: started.elapsed(),
+        answer: String::from_utf8_lossy(&answer).into_owned(),
+    })
 }
-

@@ -87,6 +87,9 @@ const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A whole request body (the login form, a what-if file) must arrive
 /// within this, however it trickles in.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A body declared larger than its limit is read and dropped, up to this,
+/// before the 413 (larger ones are refused without reading).
+const DRAIN_BYTES_MAX: u64 = 1024 * 1024;
 /// Live streams (SSE) one principal may hold open at once.
 pub const STREAMS_PER_PRINCIPAL_MAX: usize = 8;
 /// Live streams open at once in all.
@@ -564,7 +567,18 @@ async fn read_body(request: Request, bytes_max: usize) -> Result<Bytes, BodyErro
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > bytes_max as u64) {
+    if let Some(declared) = declared.filter(|n| *n > bytes_max as u64) {
+        // Read and drop what the client sends (within the deadline, up to
+        // a bound) before answering: closing a connection with unread data
+        // resets it, and a browser then reports a failed fetch instead of
+        // the 413.
+        if declared <= DRAIN_BYTES_MAX {
+            let mut body = request.into_body();
+            let drain = async {
+                while let Some(Ok(_)) = body.frame().await {}
+            };
+            let _ = tokio::time::timeout(BODY_READ_TIMEOUT, drain).await;
+        }
         return Err(BodyError::TooLarge);
     }
     let read = Limited::new(request.into_body(), bytes_max).collect();

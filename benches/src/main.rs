@@ -11,6 +11,7 @@
 //! | `catch-up` | events/s applied after a partition left N behind | `apply_remote` in batches with no network |
 //! | `trace-overhead` | intake with export off, 100 % and 10 % | export off |
 //! | `tokens` | bearer-token verifications/s: RS256, ES256, EdDSA | ring's bare signature check of the same token |
+//! | `console` | a logged-in user's p99 while 500 slow connections are held | the same request on an idle console |
 //! | `scale` | RSS and list latency at 1,000,000 tickets; a simulated week of ten regions | — |
 //! | `stalled` | gateway RSS and `GetStatus` latency with 1,000 `WatchEvents` streams never read | the same gateway idle |
 //!
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod catchup;
+mod console;
 mod handoff;
 mod intake;
 mod progress;
@@ -53,12 +55,13 @@ enum Scenario {
     CatchUp,
     TraceOverhead,
     Tokens,
+    Console,
     Scale,
     Stalled,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 9] = [
+    const ALL: [Scenario; 10] = [
         Scenario::IntakeSqlite,
         Scenario::IntakePostgres,
         Scenario::Handoff,
@@ -66,6 +69,7 @@ impl Scenario {
         Scenario::CatchUp,
         Scenario::TraceOverhead,
         Scenario::Tokens,
+        Scenario::Console,
         Scenario::Scale,
         Scenario::Stalled,
     ];
@@ -79,6 +83,7 @@ impl Scenario {
             Scenario::CatchUp => "catch-up",
             Scenario::TraceOverhead => "trace-overhead",
             Scenario::Tokens => "tokens",
+            Scenario::Console => "console",
             Scenario::Scale => "scale",
             Scenario::Stalled => "stalled",
         }
@@ -199,6 +204,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Scenario::CatchUp => catchup::run(&sizes, &progress).await.map(Some),
             Scenario::TraceOverhead => trace::run(&sizes, &progress).await.map(Some),
             Scenario::Tokens => tokens::run(&sizes, &progress).await.map(Some),
+            Scenario::Console => console::run(&sizes, &progress).await.map(Some),
             Scenario::Scale => scale::run(&sizes, &progress).await.map(Some),
             Scenario::Stalled => stalled::run(&sizes, &progress).await.map(Some),
         };

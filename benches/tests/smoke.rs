@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const ALWAYS: [&str; 8] = ["intake-sqlite", "handoff", "route", "catch-up", "trace-overhead", "tokens", "scale", "stalled"];
+const ALWAYS: [&str; 9] = ["intake-sqlite", "handoff", "route", "catch-up", "trace-overhead", "tokens", "console", "scale", "stalled"];
 
 #[test]
 fn every_scenario_completes_and_reports_in_smoke_mode() {

@@ -43,7 +43,7 @@ use tokio::task::JoinSet;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Server};
 
 pub use config::{ConsoleConfig, HealthConfig, Limits, PublicTls, RouterConfig};
-pub use console::WHAT_IF_BYTES_MAX;
+pub use console::{STREAMS_PER_PRINCIPAL_MAX, WHAT_IF_BYTES_MAX};
 /// The console's what-if, for `meridian rules what-if`.
 pub mod what_if {
     pub use crate::console::view::{

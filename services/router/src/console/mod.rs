@@ -21,6 +21,7 @@
 //! that is not a loopback address, whatever it is bound to.
 
 mod auth;
+mod limits;
 // `pub(crate)`: the pure what-if is re-exported for `meridian rules what-if`.
 pub(crate) mod view;
 
@@ -30,15 +31,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::extract::{Extension, Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{any, get, post};
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use jiff::{SignedDuration, Timestamp};
+use meridian_auth::Principal;
 use meridian_core::{Clock, RegionId};
 use meridian_proto::v1;
 use meridian_proto::v1::watch_events_request::Scope;
@@ -47,9 +53,12 @@ use meridian_rules::RouteRequest;
 use meridian_rules_source::ActiveRules;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tonic::transport::Channel;
 
 pub(crate) use auth::ConsoleAuth;
@@ -62,10 +71,30 @@ use crate::health::HealthTable;
 type TicketClient = v1::ticket_service_client::TicketServiceClient<
     tonic::service::interceptor::InterceptedService<Channel, meridian_auth::BearerToken>,
 >;
-type Body = BoxBody<Bytes, Infallible>;
+/// What an SSE page's feeder sends the response body.
+type SseFrame = Result<Frame<Bytes>, Infallible>;
 
-/// Connections served at once (each SSE page holds one).
-const CONNECTIONS_MAX: usize = 64;
+/// Connections served at once from one client address (an IPv6 /64
+/// counts as one address): an idle or slow client holds at most these.
+/// Each SSE page holds one.
+const CONNECTIONS_PER_ADDRESS_MAX: usize = 32;
+/// Connections served at once in all (a bound on file descriptors).
+const CONNECTIONS_MAX: usize = 2_048;
+/// A request's head (and the next one's, on a kept-alive connection) must
+/// arrive within this, or the connection is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request body that pauses this long between chunks is cut off.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A whole request body (the login form, a what-if file) must arrive
+/// within this, however it trickles in.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A body declared larger than its limit is read and dropped, up to this,
+/// before the 413 (larger ones are refused without reading).
+const DRAIN_BYTES_MAX: u64 = 1024 * 1024;
+/// Live streams (SSE) one principal may hold open at once.
+pub const STREAMS_PER_PRINCIPAL_MAX: usize = 8;
+/// Live streams open at once in all.
+const STREAMS_MAX: usize = 1_024;
 /// The largest what-if rules file accepted.
 pub const WHAT_IF_BYTES_MAX: usize = 256 * 1024;
 /// Each call to a gateway.
@@ -102,7 +131,7 @@ const LOGIN_BYTES_MAX: usize = 16 * 1024;
 /// neither its token's expiry nor its key by more than this.
 const SSE_RECHECK: Duration = Duration::from_secs(5);
 /// A TLS peer that has not finished its handshake by then is dropped.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const CSS: &str = include_str!("console.css");
 const JS: &str = include_str!("console.js");
 
@@ -123,6 +152,8 @@ pub(crate) struct Console {
     live_statuses: Arc<tokio::sync::Mutex<Option<AskedStatuses>>>,
     /// `Some` when the router has `[auth]`: every request is authenticated.
     auth: Option<ConsoleAuth>,
+    /// Live streams open, per principal.
+    streams: limits::StreamLimits,
 }
 
 impl Console {
@@ -141,7 +172,16 @@ impl Console {
                 (region.clone(), v1::ticket_service_client::TicketServiceClient::with_interceptor(channel.clone(), token.clone()))
             })
             .collect();
-        Self { rules, health, gateways, clock, tracing_ui: config.tracing_ui.clone(), live_statuses: Arc::default(), auth }
+        Self {
+            rules,
+            health,
+            gateways,
+            clock,
+            tracing_ui: config.tracing_ui.clone(),
+            live_statuses: Arc::default(),
+            auth,
+            streams: limits::StreamLimits::new(STREAMS_PER_PRINCIPAL_MAX, STREAMS_MAX),
+        }
     }
 }
 
@@ -194,8 +234,14 @@ pub(crate) fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<tokio_rust
 
 /// Serves the console on `listener` (over TLS with `tls`) until the task
 /// is aborted; the connections are aborted with it.
+///
+/// The accept loop is ours (rather than `axum::serve`) so that each
+/// connection is admitted under the per-address cap before anything is
+/// read, its TLS handshake has a deadline, and hyper reads its request
+/// heads under [`HEADER_READ_TIMEOUT`].
 pub(crate) async fn serve(console: Arc<Console>, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
-    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let app = router(Console::clone(&console));
+    let limits = limits::ConnectionLimits::new(CONNECTIONS_PER_ADDRESS_MAX, CONNECTIONS_MAX);
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -207,38 +253,60 @@ pub(crate) async fn serve(console: Arc<Console>, listener: TcpListener, tls: Opt
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %peer, limit = CONNECTIONS_MAX, "console connection refused: too many open");
-            continue;
+        // Refused connections are closed at once: nothing is read from them.
+        let slot = match limits.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(limits::Refused::PerKey(limit)) => {
+                let why = "console connection refused: too many open from this address";
+                tracing::warn!(peer = %peer, limit, "{why}");
+                continue;
+            }
+            Err(limits::Refused::Total(limit)) => {
+                tracing::warn!(peer = %peer, limit, "console connection refused: too many open");
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
-        let console = console.clone();
+        let app = app.clone();
         let tls = tls.clone();
         connections.spawn(async move {
             match tls {
-                None => serve_connection(console, peer, stream).await,
+                None => serve_connection(app, peer, stream).await,
                 Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => serve_connection(console, peer, stream).await,
+                    Ok(Ok(stream)) => serve_connection(app, peer, stream).await,
                     Ok(Err(error)) => tracing::debug!(%error, peer = %peer, "console TLS handshake failed"),
                     Err(_) => tracing::debug!(peer = %peer, "console TLS handshake timed out"),
                 },
             }
-            drop(permit);
+            drop(slot);
         });
     }
 }
 
-async fn serve_connection<I>(console: Arc<Console>, peer: SocketAddr, io: I)
+/// The client address of a request, put in its extensions by the accept
+/// loop.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// Who asks, once the gate has verified the token (`None` without
+/// `[auth]`), and the token (a live stream checks it again).
+#[derive(Debug, Clone)]
+struct Caller(Option<(Principal, String)>);
+
+async fn serve_connection<I>(app: axum::Router, peer: SocketAddr, io: I)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request| {
-        let console = console.clone();
-        async move { Ok::<_, Infallible>(respond(&console, peer, request).await) }
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(Peer(peer));
+        // A Router is always ready: `call` without `poll_ready` is allowed.
+        tower_service::Service::call(&mut app.clone(), request)
     });
+    // The header read timeout also bounds an idle keep-alive connection:
+    // hyper starts it whenever it waits for the next request's head.
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(io), service)
         .await;
     if let Err(error) = served {
@@ -246,11 +314,99 @@ where
     }
 }
 
-fn full(body: impl Into<Bytes>) -> Body {
-    Full::new(body.into()).boxed()
+/// The console's routes behind its gate (local-only rule, CSRF check,
+/// authentication and roles), with the security headers on every answer
+/// and a deadline between the chunks of a request body.
+fn router(console: Console) -> axum::Router {
+    let tls = console.auth.as_ref().is_some_and(|a| a.tls);
+    let routes = axum::Router::new()
+        .route("/", get(|| async { reply(StatusCode::OK, HTML, NOW_HTML) }))
+        .route("/now", get(|| async { reply(StatusCode::OK, HTML, NOW_HTML) }))
+        .route("/handoffs", get(|| async { reply(StatusCode::OK, HTML, HANDOFFS_HTML) }))
+        .route("/rules", get(|| async { reply(StatusCode::OK, HTML, RULES_HTML) }))
+        .route("/journey/", get(|| async { reply(StatusCode::OK, HTML, JOURNEY_HTML) }))
+        .route("/journey/{*ticket}", get(|| async { reply(StatusCode::OK, HTML, JOURNEY_HTML) }))
+        .route("/console.css", get(|| async { reply(StatusCode::OK, CSS_TYPE, CSS) }))
+        .route("/console.js", get(|| async { reply(StatusCode::OK, JS_TYPE, JS) }))
+        .route("/login", any(login_route))
+        .route("/logout", any(login_route))
+        .route("/api/session", get(session))
+        .route("/api/now", get(api_now))
+        .route("/api/now/events", get(now_events))
+        .route("/api/handoffs/events", get(handoff_events))
+        .route("/api/rules", get(|State(console): State<Console>| async move { rules(&console) }))
+        .route("/api/rules/what-if", post(what_if))
+        .route("/api/journey/{*ticket}", get(api_journey))
+        .fallback(|request: Request| async move {
+            let path = request.uri().path();
+            problem(StatusCode::NOT_FOUND, &format!("no page {path}: try /, /handoffs or /rules"))
+        })
+        .method_not_allowed_fallback(|request: Request| async move {
+            let message = match (request.method(), request.uri().path()) {
+                (&Method::POST, path) => format!("{path} takes GET"),
+                (_, "/api/rules/what-if") => "/api/rules/what-if takes POST".to_owned(),
+                _ => "use GET, or POST for /api/rules/what-if".to_owned(),
+            };
+            problem(StatusCode::METHOD_NOT_ALLOWED, &message)
+        })
+        .layer(middleware::from_fn_with_state(console.clone(), gate))
+        .layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT));
+    let mut routes = security_headers()
+        .into_iter()
+        .fold(routes, |routes, (name, value)| {
+            routes.layer(SetResponseHeaderLayer::if_not_present(name, value))
+        });
+    if tls {
+        // Browsers keep to HTTPS for this host once they have seen it.
+        routes = routes.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        ));
+    }
+    routes.with_state(console)
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+/// `Strict-Transport-Security` when the console serves TLS: a year.
+const HSTS: &str = "max-age=31536000";
+
+/// The headers every answer carries: scripts, styles and connections only
+/// from the console itself (every page's script and style is a served
+/// file, so no inline code is allowed), no framing, no MIME sniffing, no
+/// referrer to other sites (journey URLs name tickets). Not `no-referrer`:
+/// with it a browser sends `Origin: null` on the login form's POST, which
+/// the CSRF check refuses.
+fn security_headers() -> [(header::HeaderName, HeaderValue); 4] {
+    [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                 connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+            ),
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (header::REFERRER_POLICY, HeaderValue::from_static("same-origin")),
+    ]
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const CSS_TYPE: &str = "text/css; charset=utf-8";
+const JS_TYPE: &str = "text/javascript; charset=utf-8";
+
+async fn api_now(State(console): State<Console>) -> Response {
+    json(StatusCode::OK, &now(&console).await)
+}
+
+async fn api_journey(State(console): State<Console>, Path(id): Path<String>) -> Response {
+    journey(&console, &id).await
+}
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Body::from(body.into())
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -258,7 +414,7 @@ fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>)
     response
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(bytes) => reply(status, "application/json", bytes),
         Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the answer: {error}")),
@@ -266,7 +422,7 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 }
 
 /// An error as `{"error": "..."}`.
-fn problem(status: StatusCode, message: &str) -> Response<Body> {
+fn problem(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "error": message }).to_string();
     reply(status, "application/json", body)
 }
@@ -277,11 +433,11 @@ fn local_only_allows(peer: SocketAddr) -> bool {
     peer.ip().to_canonical().is_loopback()
 }
 
-fn header_str(request: &Request<Incoming>, name: header::HeaderName) -> Option<&str> {
+fn header_str(request: &Request, name: header::HeaderName) -> Option<&str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-fn see_other(location: &str) -> Response<Body> {
+fn see_other(location: &str) -> Response {
     let mut response = reply(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", format!("see {location}\n"));
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -289,7 +445,7 @@ fn see_other(location: &str) -> Response<Body> {
     response
 }
 
-fn with_cookie(mut response: Response<Body>, cookie: &str) -> Response<Body> {
+fn with_cookie(mut response: Response, cookie: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -297,14 +453,21 @@ fn with_cookie(mut response: Response<Body>, cookie: &str) -> Response<Body> {
 }
 
 /// The login page, with `error` shown when a token was refused.
-fn login_page(status: StatusCode, error: Option<&str>) -> Response<Body> {
+fn login_page(status: StatusCode, error: Option<&str>) -> Response {
     let slot = error.map_or_else(String::new, |e| {
         format!("<p id=\"login-error\" class=\"error\" role=\"alert\">{}</p>", auth::html_escape(e))
     });
     reply(status, "text/html; charset=utf-8", LOGIN_HTML.replace(LOGIN_ERROR_SLOT, &slot))
 }
 
-async fn respond(console: &Console, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+/// What every request passes before its route: the local-only rule
+/// without `[auth]`, the Origin check of a POST, then (with `[auth]`) the
+/// token and its role. Refusals are logged with the reason, never the
+/// token. The caller is handed to the route as a [`Caller`].
+async fn gate(State(console): State<Console>, mut request: Request, next: Next) -> Response {
+    let Some(Peer(peer)) = request.extensions().get::<Peer>().copied() else {
+        return problem(StatusCode::INTERNAL_SERVER_ERROR, "the request has no client address");
+    };
     if console.auth.is_none() && !local_only_allows(peer) {
         return reply(
             StatusCode::FORBIDDEN,
@@ -322,19 +485,8 @@ async fn respond(console: &Console, peer: SocketAddr, request: Request<Incoming>
         tracing::warn!(%path, peer = %peer, %reason, "console request refused: cross-origin");
         return problem(StatusCode::FORBIDDEN, &reason);
     }
-    if path == "/login" || path == "/logout" {
-        let Some(settings) = &console.auth else { return see_other("/") };
-        return match (method == Method::POST, path.as_str()) {
-            (false, "/login") => login_page(StatusCode::OK, None),
-            (true, "/login") => login(settings, peer, request).await,
-            (true, _) => with_cookie(see_other("/login"), &auth::logout_cookie(settings.tls)),
-            (false, _) => problem(StatusCode::METHOD_NOT_ALLOWED, "/logout takes POST"),
-        };
-    }
-    // With `[auth]`: who asks, and whether that role may; refusals are
-    // logged with the reason, never the token.
-    let mut caller = None;
     let need = auth::need(&method, &path);
+    let mut caller = Caller(None);
     if let Some(settings) = &console.auth
         && need != auth::Need::Open
     {
@@ -359,64 +511,136 @@ async fn respond(console: &Console, peer: SocketAddr, request: Request<Incoming>
             return reply(StatusCode::FORBIDDEN, "text/plain; charset=utf-8", format!("{reason}\nLog in with another token at /login\n"));
         }
         tracing::debug!(%path, principal = %principal, "console request authorized");
-        caller = Some((principal, token.to_owned()));
+        let token = token.to_owned();
+        caller = Caller(Some((principal, token)));
     }
-    if method == Method::POST {
-        return match path.as_str() {
-            "/api/rules/what-if" => what_if(console, request).await,
-            _ => problem(StatusCode::METHOD_NOT_ALLOWED, &format!("{path} takes GET")),
-        };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// `/login` and `/logout`, any method: without `[auth]` there is nothing
+/// to log into, and the browser goes to the Now page.
+async fn login_route(
+    State(console): State<Console>,
+    Extension(Peer(peer)): Extension<Peer>,
+    request: Request,
+) -> Response {
+    let Some(settings) = &console.auth else { return see_other("/") };
+    let post = request.method() == Method::POST;
+    match (post, request.uri().path()) {
+        (false, "/login") => login_page(StatusCode::OK, None),
+        (true, "/login") => login(settings, peer, request).await,
+        (true, _) => with_cookie(see_other("/login"), &auth::logout_cookie(settings.tls)),
+        (false, _) => problem(StatusCode::METHOD_NOT_ALLOWED, "/logout takes POST"),
     }
-    if method != Method::GET && method != Method::HEAD {
-        return problem(StatusCode::METHOD_NOT_ALLOWED, "use GET, or POST for /api/rules/what-if");
-    }
-    const HTML: &str = "text/html; charset=utf-8";
-    // A live stream checks its token again while it runs.
-    let guard = |response: Response<Body>| match (&console.auth, &caller) {
-        (Some(settings), Some((_, token))) => guarded(response, settings.clone(), token.clone(), path.clone()),
-        _ => response,
-    };
-    match path.as_str() {
-        "/" | "/now" => reply(StatusCode::OK, HTML, NOW_HTML),
-        "/handoffs" => reply(StatusCode::OK, HTML, HANDOFFS_HTML),
-        "/rules" => reply(StatusCode::OK, HTML, RULES_HTML),
-        "/console.css" => reply(StatusCode::OK, "text/css; charset=utf-8", CSS),
-        "/console.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", JS),
-        "/api/session" => json(
-            StatusCode::OK,
-            &match &caller {
-                Some((principal, _)) => serde_json::json!({
-                    "auth": true,
-                    "subject": principal.subject,
-                    "role": principal.role.as_str(),
-                    "what_if": auth::allows(auth::Need::WhatIf, principal.role).is_ok(),
-                }),
-                None => serde_json::json!({ "auth": false, "what_if": true }),
-            },
-        ),
-        "/api/now" => json(StatusCode::OK, &now(console).await),
-        "/api/now/events" => guard(now_events(console)),
-        "/api/handoffs/events" => guard(handoff_events(console).await),
-        "/api/rules" => rules(console),
-        _ => {
-            if path.starts_with("/journey/") {
-                reply(StatusCode::OK, HTML, JOURNEY_HTML)
-            } else if let Some(id) = path.strip_prefix("/api/journey/") {
-                journey(console, id).await
-            } else {
-                problem(StatusCode::NOT_FOUND, &format!("no page {path}: try /, /handoffs or /rules"))
-            }
+}
+
+async fn session(Extension(Caller(caller)): Extension<Caller>) -> Response {
+    json(
+        StatusCode::OK,
+        &match &caller {
+            Some((principal, _)) => serde_json::json!({
+                "auth": true,
+                "subject": principal.subject,
+                "role": principal.role.as_str(),
+                "what_if": auth::allows(auth::Need::WhatIf, principal.role).is_ok(),
+            }),
+            None => serde_json::json!({ "auth": false, "what_if": true }),
+        },
+    )
+}
+
+/// Why a request body could not be read.
+enum BodyError {
+    TooLarge,
+    /// Not all of it arrived within [`BODY_READ_TIMEOUT`], or a chunk
+    /// took longer than [`BODY_IDLE_TIMEOUT`].
+    TooSlow,
+    Broken(String),
+}
+
+/// The whole body of `request`, at most `bytes_max`, read within
+/// [`BODY_READ_TIMEOUT`] however it trickles in (the layer's per-chunk
+/// deadline alone lets a client send one byte every few seconds).
+async fn read_body(request: Request, bytes_max: usize) -> Result<Bytes, BodyError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|n| *n > bytes_max as u64) {
+        // Read and drop what the client sends (within the deadline, up to
+        // a bound) before answering: closing a connection with unread data
+        // resets it, and a browser then reports a failed fetch instead of
+        // the 413.
+        if declared <= DRAIN_BYTES_MAX {
+            let mut body = request.into_body();
+            let drain = async {
+                while let Some(Ok(_)) = body.frame().await {}
+            };
+            let _ = tokio::time::timeout(BODY_READ_TIMEOUT, drain).await;
         }
+        return Err(BodyError::TooLarge);
     }
+    let read = Limited::new(request.into_body(), bytes_max).collect();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Err(_) => Err(BodyError::TooSlow),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if caused_by::<http_body_util::LengthLimitError>(&*error) => {
+            Err(BodyError::TooLarge)
+        }
+        Ok(Err(error)) if caused_by::<tower_http::timeout::TimeoutError>(&*error) => {
+            Err(BodyError::TooSlow)
+        }
+        Ok(Err(error)) => Err(BodyError::Broken(error.to_string())),
+    }
+}
+
+/// Whether `error` or one of its sources is an `E` (axum wraps a body's
+/// errors in its own).
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<E>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
+/// 408 for a body that came too slowly; the connection is closed.
+fn too_slow() -> Response {
+    let mut response = problem(
+        StatusCode::REQUEST_TIMEOUT,
+        &format!(
+            "the request body did not arrive within {} s (or paused for {} s)",
+            BODY_READ_TIMEOUT.as_secs(),
+            BODY_IDLE_TIMEOUT.as_secs()
+        ),
+    );
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// `POST /login` with a form `token=<jwt>` (and `next=<path>`): verifies
 /// the token and its role, then sets it as the login cookie for no longer
 /// than it lives and sends the browser on (303).
-async fn login(settings: &ConsoleAuth, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
-    let body = match Limited::new(request.into_body(), LOGIN_BYTES_MAX).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return login_page(StatusCode::PAYLOAD_TOO_LARGE, Some("the login form is too large for a token")),
+async fn login(settings: &ConsoleAuth, peer: SocketAddr, request: Request) -> Response {
+    let body = match read_body(request, LOGIN_BYTES_MAX).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            let why = "the login form is too large for a token";
+            return login_page(StatusCode::PAYLOAD_TOO_LARGE, Some(why));
+        }
+        Err(BodyError::TooSlow) => {
+            tracing::warn!(peer = %peer, "console login refused: the form came too slowly");
+            return too_slow();
+        }
+        Err(BodyError::Broken(error)) => {
+            let why = format!("cannot read the login form: {error}");
+            return login_page(StatusCode::BAD_REQUEST, Some(&why));
+        }
     };
     let body = String::from_utf8_lossy(&body);
     let token = auth::form_value(&body, "token").unwrap_or_default();
@@ -446,9 +670,65 @@ async fn login(settings: &ConsoleAuth, peer: SocketAddr, request: Request<Incomi
     with_cookie(see_other(next), &auth::login_cookie(token, lifetime, settings.tls))
 }
 
+/// A slot for one more live stream of the caller (the token's subject;
+/// the client address without `[auth]`), or 429 saying why.
+fn open_stream(
+    console: &Console,
+    caller: &Caller,
+    peer: SocketAddr,
+) -> Result<StreamSlot, Response> {
+    let who = match &caller.0 {
+        Some((principal, _)) => principal.subject.clone(),
+        None => format!("address {}", limits::client_key(peer.ip())),
+    };
+    console.streams.open(&who).map_err(|refused| {
+        let reason = match refused {
+            limits::Refused::PerKey(max) => format!(
+                "{who} already has {max} live streams open, the most one user may hold: \
+                 close a console tab, or wait for one to end"
+            ),
+            limits::Refused::Total(max) => {
+                format!(
+                    "the console already serves {max} live streams, the most it holds: \
+                     try again later"
+                )
+            }
+        };
+        tracing::warn!(who = %who, %reason, "console stream refused");
+        let mut response = problem(StatusCode::TOO_MANY_REQUESTS, &reason);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        response
+    })
+}
+
+type StreamSlot = limits::Slot<String>;
+
+/// A live stream's response: its body ends as soon as the caller's token
+/// stops verifying, and holds `slot` until it is dropped.
+fn live(
+    console: &Console,
+    caller: Caller,
+    path: &str,
+    response: Response,
+    slot: StreamSlot,
+) -> Response {
+    let response = match (&console.auth, caller.0) {
+        (Some(settings), Some((_, token))) => {
+            guarded(response, settings.clone(), token, path.to_owned())
+        }
+        _ => response,
+    };
+    let (parts, body) = response.into_parts();
+    let stream = body.into_data_stream().map(move |chunk| {
+        let _held = &slot;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
 /// `response`'s body, ended as soon as `token` stops verifying (expired, or
 /// its key left the JWKS): checked every [`SSE_RECHECK`].
-fn guarded(response: Response<Body>, settings: ConsoleAuth, token: String, path: String) -> Response<Body> {
+fn guarded(response: Response, settings: ConsoleAuth, token: String, path: String) -> Response {
     let (parts, mut body) = response.into_parts();
     let (sender, receiver) = mpsc::channel(SSE_BUFFER);
     tokio::spawn(async move {
@@ -471,7 +751,7 @@ fn guarded(response: Response<Body>, settings: ConsoleAuth, token: String, path:
             }
         }
     });
-    Response::from_parts(parts, BodyExt::boxed(StreamBody::new(ReceiverStream::new(receiver))))
+    Response::from_parts(parts, Body::new(StreamBody::new(ReceiverStream::new(receiver))))
 }
 
 /// Every gateway's status, asked at once, each within its deadline.
@@ -527,8 +807,8 @@ fn now_from(console: &Console, statuses: BTreeMap<String, view::GatewayView>) ->
 }
 
 /// An SSE response fed by `receiver`.
-fn sse(receiver: mpsc::Receiver<Result<Frame<Bytes>, Infallible>>) -> Response<Body> {
-    let mut response = Response::new(BodyExt::boxed(StreamBody::new(ReceiverStream::new(receiver))));
+fn sse(receiver: mpsc::Receiver<SseFrame>) -> Response {
+    let mut response = Response::new(Body::new(StreamBody::new(ReceiverStream::new(receiver))));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -536,7 +816,7 @@ fn sse(receiver: mpsc::Receiver<Result<Frame<Bytes>, Infallible>>) -> Response<B
 }
 
 /// One SSE message: `event` (when not the default) and one JSON line.
-fn sse_message(event: Option<&str>, data: &str) -> Result<Frame<Bytes>, Infallible> {
+fn sse_message(event: Option<&str>, data: &str) -> SseFrame {
     let mut text = String::with_capacity(data.len() + 32);
     if let Some(event) = event {
         text.push_str("event: ");
@@ -554,9 +834,17 @@ fn sse_message(event: Option<&str>, data: &str) -> Result<Frame<Bytes>, Infallib
 }
 
 /// The Now page's state every [`NOW_TICK`], until the page goes away.
-fn now_events(console: &Console) -> Response<Body> {
+async fn now_events(
+    State(console): State<Console>,
+    Extension(caller): Extension<Caller>,
+    Extension(Peer(peer)): Extension<Peer>,
+) -> Response {
+    let slot = match open_stream(&console, &caller, peer) {
+        Ok(slot) => slot,
+        Err(refused) => return refused,
+    };
     let (sender, receiver) = mpsc::channel(SSE_BUFFER);
-    let console = console.clone();
+    let feeder = console.clone();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(NOW_TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -565,14 +853,14 @@ fn now_events(console: &Console) -> Response<Body> {
                 _ = ticker.tick() => {}
                 () = sender.closed() => return,
             }
-            let state = now_from(&console, live_statuses(&console).await);
+            let state = now_from(&feeder, live_statuses(&feeder).await);
             let Ok(data) = serde_json::to_string(&state) else { return };
             if sender.send(sse_message(None, &data)).await.is_err() {
                 return;
             }
         }
     });
-    sse(receiver)
+    live(&console, caller, "/api/now/events", sse(receiver), slot)
 }
 
 /// One handoff-related event as the Handoffs page shows it.
@@ -622,7 +910,15 @@ fn handoff_item(tracing_ui: Option<&str>, event: &v1::Event) -> HandoffItem {
 
 /// Follows every gateway's own log (the recent backlog, then live) and
 /// sends its handoffs, refusals, takeovers and shift summaries.
-async fn handoff_events(console: &Console) -> Response<Body> {
+async fn handoff_events(
+    State(console): State<Console>,
+    Extension(caller): Extension<Caller>,
+    Extension(Peer(peer)): Extension<Peer>,
+) -> Response {
+    let slot = match open_stream(&console, &caller, peer) {
+        Ok(slot) => slot,
+        Err(refused) => return refused,
+    };
     let (sender, receiver) = mpsc::channel(SSE_BUFFER);
     for (region, client) in &console.gateways {
         let (region, mut client, sender) = (region.to_string(), client.clone(), sender.clone());
@@ -648,7 +944,7 @@ async fn handoff_events(console: &Console) -> Response<Body> {
     // A first message tells the page the stream is open.
     let hello = serde_json::json!({ "regions": console.gateways.keys().map(ToString::to_string).collect::<Vec<_>>() });
     let _ = sender.try_send(sse_message(Some("hello"), &hello.to_string()));
-    sse(receiver)
+    live(&console, caller, "/api/handoffs/events", sse(receiver), slot)
 }
 
 /// Streams one region's log from `after_seq` (the recent backlog the first
@@ -658,7 +954,7 @@ async fn follow_region(
     client: &mut TicketClient,
     after_seq: &mut Option<u64>,
     tracing_ui: Option<&str>,
-    sender: &mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+    sender: &mpsc::Sender<SseFrame>,
 ) -> String {
     let start = match *after_seq {
         Some(seq) => seq,
@@ -737,7 +1033,7 @@ struct ConflictView {
     changes_json: String,
 }
 
-async fn journey(console: &Console, raw_id: &str) -> Response<Body> {
+async fn journey(console: &Console, raw_id: &str) -> Response {
     let id = match raw_id.parse::<meridian_core::TicketId>() {
         Ok(id) => id,
         Err(error) => {
@@ -864,7 +1160,7 @@ async fn ticket_events(client: &mut TicketClient, ticket_id: &str) -> Result<Vec
 }
 
 /// The active rules' coverage grid, for the week starting today (UTC).
-fn rules(console: &Console) -> Response<Body> {
+fn rules(console: &Console) -> Response {
     let rules = console.rules.current();
     let today = console.clock.now().to_zoned(jiff::tz::TimeZone::UTC).date();
     let grid = view::grid(&rules.coverage(today, view::GRID_DAYS));
@@ -881,27 +1177,21 @@ fn rules(console: &Console) -> Response<Body> {
 /// Reads a rules file from the request body (at most
 /// [`WHAT_IF_BYTES_MAX`]) and answers what it would change. Applies
 /// nothing.
-async fn what_if(console: &Console, request: Request<Incoming>) -> Response<Body> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the rules file is larger than {WHAT_IF_BYTES_MAX} bytes; the what-if takes files up to that size"),
-        )
-    };
-    if declared.is_some_and(|n| n > WHAT_IF_BYTES_MAX as u64) {
-        return too_large();
-    }
-    let body = match Limited::new(request.into_body(), WHAT_IF_BYTES_MAX).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                return too_large();
-            }
+async fn what_if(State(console): State<Console>, request: Request) -> Response {
+    let console = &console;
+    let body = match read_body(request, WHAT_IF_BYTES_MAX).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "the rules file is larger than {WHAT_IF_BYTES_MAX} bytes; \
+                     the what-if takes files up to that size"
+                ),
+            );
+        }
+        Err(BodyError::TooSlow) => return too_slow(),
+        Err(BodyError::Broken(error)) => {
             return problem(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {error}"));
         }
     };

@@ -2,6 +2,12 @@
 // server sends JSON (and server-sent events for the live pages).
 "use strict";
 
+// A UUIDv7 starts with its timestamp: tickets handed over at one shift end
+// share their first hex digits. The random tail tells them apart.
+function shortId(id) {
+  return "…" + id.replace(/-/g, "").slice(-8);
+}
+
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
@@ -182,7 +188,7 @@ function describe(item) {
       ];
       return [`${s.region} shift ${time(s.shift_start)} – ${time(s.shift_end)} ended; next ${s.next_region || "nobody"}${s.next_queue_owner ? " (" + s.next_queue_owner + ")" : ""}`,
         el("p", { class: "note" }, s.auto_notes ? el("span", { class: "badge warn", "data-auto": "true" }, "auto") : null, " ", lines.join(" · "),
-          (s.kept || []).map(([id, why]) => el("div", { class: "muted" }, "kept ", el("a", { href: "/journey/" + id }, id.slice(0, 8)), ": " + why)))];
+          (s.kept || []).map(([id, why]) => el("div", { class: "muted" }, "kept ", el("a", { href: "/journey/" + id, title: id }, shortId(id)), ": " + why)))];
     }
     default: return [item.kind, null];
   }
@@ -191,7 +197,7 @@ function describe(item) {
 function handoffItem(item) {
   const [title, body] = describe(item);
   const ticket = item.kind === "shift_summary" ? null
-    : el("a", { href: item.journey_url, "data-ticket": item.ticket_id }, "ticket " + item.ticket_id.slice(0, 8) + "…");
+    : el("a", { href: item.journey_url, "data-ticket": item.ticket_id }, "ticket " + shortId(item.ticket_id));
   const trace = item.trace_url ? el("a", { href: item.trace_url, target: "_blank", rel: "noopener" }, "trace") : null;
   return el("li", { class: "fresh", "data-kind": item.kind, "data-ticket": item.ticket_id },
     el("div", { class: "head" },
@@ -288,7 +294,7 @@ async function runWhatIf() {
     moved.length ? el("table", { "data-moved": moved.length },
       el("tr", {}, el("th", {}, "ticket"), el("th", {}, "created"), el("th", {}, "active"), el("th", {}, "proposed")),
       moved.map((m) => el("tr", {},
-        el("td", {}, el("a", { href: "/journey/" + m.ticket_id }, m.ticket_id.slice(0, 8) + "…")),
+        el("td", {}, el("a", { href: "/journey/" + m.ticket_id, title: m.ticket_id }, shortId(m.ticket_id))),
         el("td", {}, time(m.created_at)),
         el("td", {}, `${m.active || "none"} (${m.active_reason.replaceAll("_", " ")})`),
         el("td", {}, `${m.proposed || "none"} (${m.proposed_reason.replaceAll("_", " ")})`)))) : null,

@@ -897,7 +897,7 @@ impl Builder<'_> {
         for ((_, name, hours, rule), date) in observed.into_iter().zip(moved) {
             plain.push((date, date, name, hours, rule));
         }
-        plain.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        plain.sort_by_key(|a| (a.0, a.1));
 
         let mut holidays = Vec::with_capacity(plain.len());
         let mut closures = Vec::with_capacity(plain.len());

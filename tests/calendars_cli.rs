@@ -105,7 +105,11 @@ fn check_reads_the_feed_beside_the_rules_and_warns_and_simulate_lists_the_days()
     // Lines start with two spaces, which expect! would take as indentation.
     let legend: Vec<&str> = legend.split("knowledge-parity").next().unwrap().lines().map(str::trim).collect();
     let legend = legend.join("\n");
-    expect![[r#""#]].assert_eq(&legend);
+    expect![[r#"
+        Wed 2025-12-24 to Fri 2025-12-26  us-east: closed all day "Winter break" (every 12-24 to 12-26)
+        Thu 2025-12-25  eu-west: closed all day "Christmas Day" (bank-holidays.ics:528)
+        Fri 2025-12-26  eu-west: closed all day "Boxing Day" (bank-holidays.ics:536)
+        Sat 2025-12-27  eu-west: extra opening 10:00–14:00 "year-end stock-take" (2025-12-27)"#]].assert_eq(&legend);
 
     // A broken feed is refused with its file and line, like the rules.
     std::fs::write(dir.path().join("bank-holidays.ics"), "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:soon\nEND:VEVENT\nEND:VCALENDAR\n")

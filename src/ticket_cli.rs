@@ -428,7 +428,7 @@ impl Connection {
     fn print(&self, value: &Value, table: &str) {
         match self.output {
             OutputFormat::Json => println!("{value}"),
-            OutputFormat::Table => print!("{}", meridian::terminal_safe(&table)),
+            OutputFormat::Table => print!("{}", meridian::terminal_safe(table)),
         }
     }
 }

@@ -322,7 +322,9 @@ async fn every_answer_carries_the_security_headers() {
     let sre = console.token("sre-tester", Role::Sre);
     let bearer = format!("Bearer {sre}");
     let cookie = format!("meridian_console={sre}");
-    let asks: [(&str, &str, Vec<(&str, &str)>, u16); 8] = [
+    // What, path, request headers, expected status.
+    type Ask<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+    let asks: [Ask; 8] = [
         ("login page", "/login", vec![], 200),
         ("page", "/handoffs", vec![("cookie", &cookie)], 200),
         ("page without a login", "/rules", vec![], 303),

@@ -676,7 +676,7 @@ fn open_stream(
     console: &Console,
     caller: &Caller,
     peer: SocketAddr,
-) -> Result<StreamSlot, Response> {
+) -> Result<StreamSlot, Box<Response>> {
     let who = match &caller.0 {
         Some((principal, _)) => principal.subject.clone(),
         None => format!("address {}", limits::client_key(peer.ip())),
@@ -697,7 +697,7 @@ fn open_stream(
         tracing::warn!(who = %who, %reason, "console stream refused");
         let mut response = problem(StatusCode::TOO_MANY_REQUESTS, &reason);
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        response
+        Box::new(response)
     })
 }
 
@@ -841,7 +841,7 @@ async fn now_events(
 ) -> Response {
     let slot = match open_stream(&console, &caller, peer) {
         Ok(slot) => slot,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let (sender, receiver) = mpsc::channel(SSE_BUFFER);
     let feeder = console.clone();
@@ -917,7 +917,7 @@ async fn handoff_events(
 ) -> Response {
     let slot = match open_stream(&console, &caller, peer) {
         Ok(slot) => slot,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let (sender, receiver) = mpsc::channel(SSE_BUFFER);
     for (region, client) in &console.gateways {

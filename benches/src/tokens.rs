@@ -33,11 +33,14 @@ use crate::{
 const RSA_PKCS8: &[u8] = include_bytes!("tokens/rsa-2048.pk8");
 const ISSUER: &str = "https://idp.bench";
 
-/// One algorithm's token, its verifier's view and the bare check.
+/// ring's bare signature check: (signed bytes, signature) → valid.
+type BareCheck = Box<dyn Fn(&[u8], &[u8]) -> bool + Send>;
+
+/// One algorithm's token and the bare check of its signature.
 struct Case {
     alg: &'static str,
     token: String,
-    bare: Box<dyn Fn(&[u8], &[u8]) -> bool + Send>,
+    bare: BareCheck,
 }
 
 pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {

@@ -354,7 +354,8 @@ impl AuthTable {
                     "{file}: auth: disabled = true takes no other key ({KEYS}); keep one or the other"
                 )),
                 (true, false) => Err(format!(
-                    "{file}: auth: disabled = true takes none of {KEYS} ({} may stay); keep one or the other",
+                    "{file}: auth: disabled = true takes no jwks, issuer, audience, algorithms, ca, claims \
+                     or reload_interval_ms ({} may stay); keep one or the other",
                     kept.join(", ")
                 )),
             };

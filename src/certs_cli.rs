@@ -11,8 +11,8 @@ use std::time::SystemTime;
 use anyhow::Context;
 use meridian_core::RegionId;
 use meridian_tls::{
-    CA_CERT_FILE, CA_KEY_FILE, DevCa, DevPkiPlan, PkiFile, Service, TrustDomain, Validity, WrittenFile, issue_server,
-    write_atomically, write_dev_pki,
+    CA_CERT_FILE, CA_KEY_FILE, DevCa, DevPkiPlan, PkiFile, Service, TrustDomain, Validity,
+    WrittenFile, issue_server, write_atomically, write_dev_pki,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -29,7 +29,11 @@ pub enum CertsCommand {
         #[arg(long, default_value = "meridian.local")]
         trust_domain: TrustDomain,
         /// Regions to issue certificates for, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "us-east,eu-west,apac-south")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "us-east,eu-west,apac-south"
+        )]
         regions: Vec<RegionId>,
         /// Services to issue certificates for in every region, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "gateway,router")]
@@ -67,10 +71,24 @@ pub enum CertsCommand {
 
 pub fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        CertsCommand::Dev { out, trust_domain, regions, services, days, ca_days, new_ca } => {
+        CertsCommand::Dev {
+            out,
+            trust_domain,
+            regions,
+            services,
+            days,
+            ca_days,
+            new_ca,
+        } => {
             anyhow::ensure!(!regions.is_empty(), "--regions: name at least one region");
-            anyhow::ensure!(!services.is_empty(), "--services: name at least one service");
-            anyhow::ensure!(days > 0 && ca_days > 0, "--days and --ca-days must be at least 1");
+            anyhow::ensure!(
+                !services.is_empty(),
+                "--services: name at least one service"
+            );
+            anyhow::ensure!(
+                days > 0 && ca_days > 0,
+                "--days and --ca-days must be at least 1"
+            );
             let now = SystemTime::now();
             let plan = DevPkiPlan {
                 trust_domain,
@@ -82,32 +100,55 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
             };
             let had_ca = out.join(CA_CERT_FILE).exists();
             let written = write_dev_pki(&out, &plan).with_context(|| {
-                let hint = if had_ca && !new_ca { " (keeping the CA there; --new-ca makes a new one)" } else { "" };
-                format!("cannot write the development PKI to {}{hint}", out.display())
+                let hint = if had_ca && !new_ca {
+                    " (keeping the CA there; --new-ca makes a new one)"
+                } else {
+                    ""
+                };
+                format!(
+                    "cannot write the development PKI to {}{hint}",
+                    out.display()
+                )
             })?;
             print!("{}", render(&plan, &out, &written));
             Ok(ExitCode::SUCCESS)
         }
-        CertsCommand::Server { pki, name, dns, days } => {
+        CertsCommand::Server {
+            pki,
+            name,
+            dns,
+            days,
+        } => {
             anyhow::ensure!(days > 0, "--days must be at least 1");
             anyhow::ensure!(
-                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'),
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'),
                 "--name {name:?}: letters, digits, '-', '_' and '.' only (it names files)"
             );
             let read = |file: &str| {
                 let path = pki.join(file);
-                std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read {} (make the CA with `meridian certs dev --out {}`)", path.display(), pki.display()))
+                std::fs::read_to_string(&path).with_context(|| {
+                    format!(
+                        "cannot read {} (make the CA with `meridian certs dev --out {}`)",
+                        path.display(),
+                        pki.display()
+                    )
+                })
             };
-            let ca = DevCa::from_pem(&read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?)
-                .with_context(|| format!("{}: not a development CA", pki.join(CA_CERT_FILE).display()))?;
+            let ca =
+                DevCa::from_pem(&read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?).with_context(|| {
+                    format!("{}: not a development CA", pki.join(CA_CERT_FILE).display())
+                })?;
             let validity = Validity::days_from(SystemTime::now(), days);
             let (cert, key) = issue_server(&ca, &dns, validity).context("--dns")?;
             let cert_path = pki.join(format!("{name}.pem"));
             let key_path = pki.join(format!("{name}-key.pem"));
             // Key first, as `certs dev` does: a poller never pairs a new
             // certificate with the old key.
-            write_atomically(&key_path, key.as_bytes(), 0o600).with_context(|| format!("cannot write {}", key_path.display()))?;
+            write_atomically(&key_path, key.as_bytes(), 0o600)
+                .with_context(|| format!("cannot write {}", key_path.display()))?;
             write_atomically(&cert_path, cert.as_bytes(), 0o644)
                 .with_context(|| format!("cannot write {}", cert_path.display()))?;
             println!(
@@ -123,11 +164,17 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn render(plan: &DevPkiPlan, out: &std::path::Path, written: &[WrittenFile]) -> String {
-    let ca_kept = written.iter().any(|file| file.file == PkiFile::CaCert && file.kept);
+    let ca_kept = written
+        .iter()
+        .any(|file| file.file == PkiFile::CaCert && file.kept);
     let rows: Vec<[String; 3]> = written
         .iter()
         .map(|file| {
-            let name = file.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = file
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let contents = match &file.file {
                 PkiFile::CaCert if file.kept => "CA certificate (kept)".to_owned(),
                 PkiFile::CaCert => "CA certificate".to_owned(),
@@ -140,9 +187,17 @@ fn render(plan: &DevPkiPlan, out: &std::path::Path, written: &[WrittenFile]) -> 
             [name, contents, expires]
         })
         .collect();
-    let header = ["FILE".to_owned(), "CONTENTS".to_owned(), "EXPIRES".to_owned()];
+    let header = [
+        "FILE".to_owned(),
+        "CONTENTS".to_owned(),
+        "EXPIRES".to_owned(),
+    ];
     let width = |column: usize| {
-        rows.iter().chain(std::iter::once(&header)).map(|row| row[column].chars().count()).max().unwrap_or(0)
+        rows.iter()
+            .chain(std::iter::once(&header))
+            .map(|row| row[column].chars().count())
+            .max()
+            .unwrap_or(0)
     };
     let (file_width, contents_width) = (width(0), width(1));
 
@@ -150,7 +205,11 @@ fn render(plan: &DevPkiPlan, out: &std::path::Path, written: &[WrittenFile]) -> 
         "development PKI for trust domain {} in {} ({})\n",
         plan.trust_domain,
         out.display(),
-        if ca_kept { "existing CA kept, certificates renewed" } else { "new CA" }
+        if ca_kept {
+            "existing CA kept, certificates renewed"
+        } else {
+            "new CA"
+        }
     );
     for [file, contents, expires] in std::iter::once(&header).chain(&rows) {
         let line = format!("{file:<file_width$}  {contents:<contents_width$}  {expires}");

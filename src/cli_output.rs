@@ -56,7 +56,8 @@ pub fn usage_error(error: clap::Error) -> ExitCode {
 
 fn raw_args_want_json() -> bool {
     let args: Vec<String> = std::env::args().collect();
-    args.windows(2).any(|w| w[0] == "--output" && w[1] == "json")
+    args.windows(2)
+        .any(|w| w[0] == "--output" && w[1] == "json")
         || args.iter().any(|a| a == "--output=json")
 }
 
@@ -84,8 +85,15 @@ pub fn ser_opt_instant<S: serde::Serializer>(
 
 /// Keys under which the rules crate's JSON (decisions, shifts, deadlines)
 /// holds UTC instants.
-const INSTANT_KEYS: [&str; 7] =
-    ["at", "shift_ends_at", "next_shift_at", "start", "end", "deadline_at", "due"];
+const INSTANT_KEYS: [&str; 7] = [
+    "at",
+    "shift_ends_at",
+    "next_shift_at",
+    "start",
+    "end",
+    "deadline_at",
+    "due",
+];
 
 /// Rewrites the UTC instants of a library type's JSON (found by key, and
 /// only in the `…Z` form) to the CLI's one precision. Instants with a
@@ -125,10 +133,13 @@ mod tests {
 
     #[test]
     fn instants_print_with_milliseconds_always() {
-        let whole: Timestamp = "2026-06-01T11:31:07Z".parse().unwrap_or(Timestamp::UNIX_EPOCH);
+        let whole: Timestamp = "2026-06-01T11:31:07Z"
+            .parse()
+            .unwrap_or(Timestamp::UNIX_EPOCH);
         assert_eq!(instant(whole), "2026-06-01T11:31:07.000Z");
-        let fine: Timestamp =
-            "2026-06-01T11:31:07.99Z".parse().unwrap_or(Timestamp::UNIX_EPOCH);
+        let fine: Timestamp = "2026-06-01T11:31:07.99Z"
+            .parse()
+            .unwrap_or(Timestamp::UNIX_EPOCH);
         assert_eq!(instant(fine), "2026-06-01T11:31:07.990Z");
     }
 
@@ -168,9 +179,18 @@ mod tests {
         });
         normalize_instants(&mut value);
         assert_eq!(value["at"], "2026-06-01T14:00:00.000Z");
-        assert_eq!(value["regions"][0]["shift_ends_at"], "2026-06-01T17:00:00.500Z");
-        assert_eq!(value["regions"][0]["name"], "2026-06-01T14:00:00Z", "not a time field");
-        assert_eq!(value["deadline"]["deadline_at"], "2026-06-02T09:00:00+01:00");
+        assert_eq!(
+            value["regions"][0]["shift_ends_at"],
+            "2026-06-01T17:00:00.500Z"
+        );
+        assert_eq!(
+            value["regions"][0]["name"], "2026-06-01T14:00:00Z",
+            "not a time field"
+        );
+        assert_eq!(
+            value["deadline"]["deadline_at"],
+            "2026-06-02T09:00:00+01:00"
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, bail};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct HealthArgs {
@@ -41,8 +43,11 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
         .connect_timeout(timeout)
         .timeout(timeout);
     if url.starts_with("https://") {
-        let Some(ca) = &args.ca else { bail!("--target {url} is https: pass --ca FILE (the CA's PEM)") };
-        let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
+        let Some(ca) = &args.ca else {
+            bail!("--target {url} is https: pass --ca FILE (the CA's PEM)")
+        };
+        let pem =
+            std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
         let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
         if let Some(name) = &args.tls_server_name {
             tls = tls.domain_name(name.clone());
@@ -51,14 +56,27 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
     } else if args.tls_server_name.is_some() {
         bail!("--tls-server-name needs an https:// --target");
     }
-    let channel = endpoint.connect().await.with_context(|| format!("cannot reach {url}"))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
     let status = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: args.service.clone() })
+        .check(HealthCheckRequest {
+            service: args.service.clone(),
+        })
         .await
         .map_err(|status| anyhow::anyhow!("{url}: {:?}: {}", status.code(), status.message()))?
         .into_inner()
         .status();
-    let name = if args.service.is_empty() { "(process)" } else { args.service.as_str() };
+    let name = if args.service.is_empty() {
+        "(process)"
+    } else {
+        args.service.as_str()
+    };
     println!("{name} {}", status.as_str_name());
-    Ok(if status == ServingStatus::Serving { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if status == ServingStatus::Serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

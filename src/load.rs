@@ -26,8 +26,8 @@
 mod driver;
 mod report;
 
-pub use self::report::{GroupCommit, Report, Row, Scenario};
 pub use self::driver::{CpuUse, QueueDepth};
+pub use self::report::{GroupCommit, Report, Row, Scenario};
 mod targets;
 
 use std::time::Duration;
@@ -38,7 +38,8 @@ use serde::Serialize;
 use self::{
     driver::{Hooks, Op, Round, drive, drive_blocking},
     targets::{
-        Backing, CreateOp, EchoOp, EchoServer, FsyncProbe, InsertPool, SpawnedGateway, StoreOp, TempDir, connect,
+        Backing, CreateOp, EchoOp, EchoServer, FsyncProbe, InsertPool, SpawnedGateway, StoreOp,
+        TempDir, connect,
     },
 };
 
@@ -96,7 +97,12 @@ pub struct LoadArgs {
     /// The bearer token (JWT) every call to --target carries: an agent's of
     /// the target's region, or an admin's (`meridian up` writes them under
     /// DATA_DIR/tokens). Not sent to a --spawn gateway, which has no [auth].
-    #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true, value_name = "JWT")]
+    #[arg(
+        long,
+        env = "MERIDIAN_TOKEN",
+        hide_env_values = true,
+        value_name = "JWT"
+    )]
     pub token: Option<String>,
     /// Benchmark a gateway of this process's own instead, started on a
     /// loopback port over this backend (postgres reads DATABASE_URL): the
@@ -189,33 +195,56 @@ impl Plan {
             }
         }
         if args.duration.is_zero() || args.duration > DURATION_MAX {
-            bail!("--duration {:?}: must be more than 0 and at most {} s", args.duration, DURATION_MAX.as_secs());
+            bail!(
+                "--duration {:?}: must be more than 0 and at most {} s",
+                args.duration,
+                DURATION_MAX.as_secs()
+            );
         }
         if args.warmup > DURATION_MAX {
-            bail!("--warmup {:?}: must be at most {} s", args.warmup, DURATION_MAX.as_secs());
+            bail!(
+                "--warmup {:?}: must be at most {} s",
+                args.warmup,
+                DURATION_MAX.as_secs()
+            );
         }
-        let spawn_only = |scenario: &Scenario| matches!(scenario, Scenario::Store | Scenario::Insert);
+        let spawn_only =
+            |scenario: &Scenario| matches!(scenario, Scenario::Store | Scenario::Insert);
         let scenarios = match (&args.scenarios, &target) {
             (None, Target::Spawn(_)) => Scenario::ALL.to_vec(),
-            (None, Target::Url(_)) => Scenario::ALL.into_iter().filter(|s| !spawn_only(s)).collect(),
+            (None, Target::Url(_)) => Scenario::ALL
+                .into_iter()
+                .filter(|s| !spawn_only(s))
+                .collect(),
             (Some(chosen), _) if chosen.is_empty() => {
                 bail!("--scenarios needs at least one of create, store, echo, insert, fsync")
             }
             (Some(chosen), Target::Url(_)) if chosen.iter().any(spawn_only) => {
-                let scenario = chosen.iter().find(|s| spawn_only(s)).map_or("", |s| s.as_str());
+                let scenario = chosen
+                    .iter()
+                    .find(|s| spawn_only(s))
+                    .map_or("", |s| s.as_str());
                 bail!("--scenarios {scenario}: needs a gateway started with --spawn, not --target")
             }
             (Some(chosen), _) => chosen.clone(),
         };
         if args.rounds == 0 || args.rounds > ROUNDS_MAX {
-            bail!("--rounds {}: must be between 1 and {ROUNDS_MAX}", args.rounds);
+            bail!(
+                "--rounds {}: must be between 1 and {ROUNDS_MAX}",
+                args.rounds
+            );
         }
         if args.connections == 0 || args.connections > CONNECTIONS_MAX {
-            bail!("--connections {}: must be between 1 and {CONNECTIONS_MAX}", args.connections);
+            bail!(
+                "--connections {}: must be between 1 and {CONNECTIONS_MAX}",
+                args.connections
+            );
         }
         match (args.batch_max, &target) {
             (Some(0), _) => bail!("--batch-max 0: must be at least 1"),
-            (Some(_), Target::Url(_)) => bail!("--batch-max applies only to a gateway started with --spawn"),
+            (Some(_), Target::Url(_)) => {
+                bail!("--batch-max applies only to a gateway started with --spawn")
+            }
             _ => {}
         }
         Ok(Self {
@@ -229,7 +258,8 @@ impl Plan {
             scenarios,
             progress: !args.quiet,
             ca: args.ca.clone(),
-            token: meridian_auth::BearerToken::new(args.token.as_deref()).map_err(|e| anyhow!("--token: {e}"))?,
+            token: meridian_auth::BearerToken::new(args.token.as_deref())
+                .map_err(|e| anyhow!("--token: {e}"))?,
         })
     }
 
@@ -238,14 +268,19 @@ impl Plan {
     }
 
     fn hooks(&self) -> Hooks {
-        Hooks { progress: self.progress, queue_depth: None }
+        Hooks {
+            progress: self.progress,
+            queue_depth: None,
+        }
     }
 }
 
 /// Parses `10s`, `500ms`, `1.5s`, `2m` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let bad = || format!("{text:?} is not a duration such as 10s, 500ms or 2m");
     let value: f64 = number.parse().map_err(|_| bad())?;
@@ -284,7 +319,11 @@ async fn execute(plan: &Plan) -> anyhow::Result<Report> {
         Target::Url(url) => Some(targets::require_loopback_url(url, plan.ca.as_deref()).await?),
         Target::Spawn(_) => None,
     };
-    let echo = if plan.runs(Scenario::Echo) { Some(EchoServer::start().await?) } else { None };
+    let echo = if plan.runs(Scenario::Echo) {
+        Some(EchoServer::start().await?)
+    } else {
+        None
+    };
     let backing = match plan.target {
         Target::Spawn(backend) => match Backing::create(backend).await {
             Ok(backing) => Some(backing),
@@ -331,7 +370,9 @@ async fn measure_all(
         warmup_s: plan.warmup.as_secs_f64(),
         rounds: plan.rounds,
         connections: plan.connections,
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         rows: Vec::new(),
     };
 
@@ -345,7 +386,10 @@ async fn measure_all(
     };
     let measured = async {
         let (endpoint, token) = match (&gateway, target_endpoint) {
-            (Some(gateway), _) => (gateway.endpoint.clone(), meridian_auth::BearerToken::default()),
+            (Some(gateway), _) => (
+                gateway.endpoint.clone(),
+                meridian_auth::BearerToken::default(),
+            ),
             (None, Some(endpoint)) => {
                 let channel = connect(&endpoint, 1).await.context("gateway")?.remove(0);
                 targets::check_access(channel, plan.token.clone(), &report.target).await?;
@@ -356,9 +400,13 @@ async fn measure_all(
         for &concurrency in &plan.concurrency {
             let connections = plan.connections.min(concurrency);
             if let Some(echo) = echo {
-                let channels = connect(&echo.endpoint, connections).await.context("echo server")?;
+                let channels = connect(&echo.endpoint, connections)
+                    .await
+                    .context("echo server")?;
                 let ops = || pick(&channels, concurrency).map(EchoOp::new).collect();
-                report.rows.push(measure(plan, Scenario::Echo, concurrency, ops, None).await?);
+                report
+                    .rows
+                    .push(measure(plan, Scenario::Echo, concurrency, ops, None).await?);
             }
             if plan.runs(Scenario::Insert)
                 && let Some(backing) = backing
@@ -376,13 +424,21 @@ async fn measure_all(
                     .map(|(channel, worker)| CreateOp::new(channel, worker, token.clone()))
                     .collect()
             };
-            report.rows.push(measure(plan, Scenario::Create, concurrency, ops, gateway.as_ref()).await?);
+            report
+                .rows
+                .push(measure(plan, Scenario::Create, concurrency, ops, gateway.as_ref()).await?);
             if plan.runs(Scenario::Store)
                 && let Some(gateway) = &gateway
             {
                 let template = StoreOp::new(gateway)?;
-                let ops = || (0..concurrency).map(|worker| template.for_worker(worker)).collect();
-                report.rows.push(measure(plan, Scenario::Store, concurrency, ops, Some(gateway)).await?);
+                let ops = || {
+                    (0..concurrency)
+                        .map(|worker| template.for_worker(worker))
+                        .collect()
+                };
+                report
+                    .rows
+                    .push(measure(plan, Scenario::Store, concurrency, ops, Some(gateway)).await?);
             }
         }
         Ok(())
@@ -400,7 +456,10 @@ async fn measure_all(
 }
 
 /// `concurrency` channels taken round-robin from `channels`.
-fn pick(channels: &[tonic::transport::Channel], concurrency: u32) -> impl Iterator<Item = tonic::transport::Channel> {
+fn pick(
+    channels: &[tonic::transport::Channel],
+    concurrency: u32,
+) -> impl Iterator<Item = tonic::transport::Channel> {
     channels.iter().cycle().take(concurrency as usize).cloned()
 }
 
@@ -419,18 +478,26 @@ async fn measure<O: Op>(
     }
     let name = scenario.as_str();
     if !plan.warmup.is_zero() {
-        drive(&format!("{name} c={concurrency} warm-up"), ops(), plan.warmup, &hooks).await?;
+        drive(
+            &format!("{name} c={concurrency} warm-up"),
+            ops(),
+            plan.warmup,
+            &hooks,
+        )
+        .await?;
     }
     let mut rounds: Vec<(Round, Option<GroupCommit>)> = Vec::new();
     for r in 1..=plan.rounds {
         let label = format!("{name} c={concurrency} round {r}/{}", plan.rounds);
         let before = gateway.map(SpawnedGateway::writer_stats);
         let round = drive(&label, ops(), plan.duration, &hooks).await?;
-        let group =
-            before.zip(gateway.map(SpawnedGateway::writer_stats)).map(|(b, a)| GroupCommit::between(b, a, &round));
+        let group = before
+            .zip(gateway.map(SpawnedGateway::writer_stats))
+            .map(|(b, a)| GroupCommit::between(b, a, &round));
         rounds.push((round, group));
     }
-    Row::from_rounds(scenario, concurrency, rounds).ok_or_else(|| anyhow!("{name}: no round was measured"))
+    Row::from_rounds(scenario, concurrency, rounds)
+        .ok_or_else(|| anyhow!("{name}: no round was measured"))
 }
 
 /// The disk's write+fsync rate, once per run, next to the SQLite files (or
@@ -447,15 +514,31 @@ async fn measure_fsync(plan: &Plan, backing: Option<&Backing>) -> anyhow::Result
     let hooks = plan.hooks();
     if !plan.warmup.is_zero() {
         let mut probe = FsyncProbe::create(&dir)?;
-        drive_blocking("fsync warm-up", move || probe.write_and_sync(), plan.warmup, &hooks).await?;
+        drive_blocking(
+            "fsync warm-up",
+            move || probe.write_and_sync(),
+            plan.warmup,
+            &hooks,
+        )
+        .await?;
     }
     let mut rounds = Vec::new();
     for r in 1..=plan.rounds {
         let mut probe = FsyncProbe::create(&dir)?;
         let label = format!("fsync round {r}/{}", plan.rounds);
-        rounds.push((drive_blocking(&label, move || probe.write_and_sync(), plan.duration, &hooks).await?, None));
+        rounds.push((
+            drive_blocking(
+                &label,
+                move || probe.write_and_sync(),
+                plan.duration,
+                &hooks,
+            )
+            .await?,
+            None,
+        ));
     }
-    Row::from_rounds(Scenario::Fsync, 1, rounds).ok_or_else(|| anyhow!("fsync: no round was measured"))
+    Row::from_rounds(Scenario::Fsync, 1, rounds)
+        .ok_or_else(|| anyhow!("fsync: no round was measured"))
 }
 
 #[cfg(test)]
@@ -479,16 +562,30 @@ mod tests {
         let plan = Plan::new(&args(&["--spawn", "sqlite"]).unwrap()).unwrap();
         assert_eq!(plan.target, Target::Spawn(SpawnBackend::Sqlite));
         assert_eq!(plan.concurrency, vec![1, 16, 64]);
-        assert_eq!((plan.duration, plan.warmup, plan.rounds), (Duration::from_secs(10), Duration::from_secs(2), 3));
+        assert_eq!(
+            (plan.duration, plan.warmup, plan.rounds),
+            (Duration::from_secs(10), Duration::from_secs(2), 3)
+        );
         assert_eq!(plan.scenarios, Scenario::ALL.to_vec());
         let plan = Plan::new(&args(&["--target", "http://127.0.0.1:1"]).unwrap()).unwrap();
-        assert_eq!(plan.scenarios, vec![Scenario::Create, Scenario::Echo, Scenario::Fsync]);
+        assert_eq!(
+            plan.scenarios,
+            vec![Scenario::Create, Scenario::Echo, Scenario::Fsync]
+        );
         let plan = Plan::new(&args(&["--spawn", "sqlite", "--scenarios", "create,store"]).unwrap());
         let plan = plan.unwrap();
         assert_eq!(plan.scenarios, vec![Scenario::Create, Scenario::Store]);
 
-        let parsed =
-            args(&["--spawn", "postgres", "--concurrency", "1,16", "--concurrency", "64", "--duration", "500ms"]);
+        let parsed = args(&[
+            "--spawn",
+            "postgres",
+            "--concurrency",
+            "1,16",
+            "--concurrency",
+            "64",
+            "--duration",
+            "500ms",
+        ]);
         let plan = Plan::new(&parsed.unwrap()).unwrap();
         assert_eq!(plan.target, Target::Spawn(SpawnBackend::Postgres));
         assert_eq!(plan.concurrency, vec![1, 16, 64]);
@@ -503,10 +600,16 @@ mod tests {
     fn bad_arguments_are_refused_by_name() {
         let err = Plan::new(&args(&["--spawn", "sqlite", "--concurrency", "16,0"]).unwrap());
         let err = err.unwrap_err().to_string();
-        assert!(err.contains("--concurrency 0") && err.contains("between 1 and"), "{err}");
+        assert!(
+            err.contains("--concurrency 0") && err.contains("between 1 and"),
+            "{err}"
+        );
 
         let err = args(&["--spawn", "mysql"]).unwrap_err().to_string();
-        assert!(err.contains("mysql") && err.contains("sqlite") && err.contains("postgres"), "{err}");
+        assert!(
+            err.contains("mysql") && err.contains("sqlite") && err.contains("postgres"),
+            "{err}"
+        );
 
         let err = args(&["--duration", "ten"]).unwrap_err().to_string();
         assert!(err.contains("not a duration"), "{err}");
@@ -519,9 +622,23 @@ mod tests {
             (&[][..], "MERIDIAN_TARGET"),
             (&["--spawn", "sqlite", "--duration", "0s"][..], "--duration"),
             (&["--spawn", "sqlite", "--rounds", "0"][..], "--rounds"),
-            (&["--spawn", "sqlite", "--connections", "0"][..], "--connections"),
-            (&["--target", "http://127.0.0.1:1", "--batch-max", "8"][..], "--batch-max"),
-            (&["--target", "http://127.0.0.1:1", "--scenarios", "create,insert"][..], "--scenarios insert"),
+            (
+                &["--spawn", "sqlite", "--connections", "0"][..],
+                "--connections",
+            ),
+            (
+                &["--target", "http://127.0.0.1:1", "--batch-max", "8"][..],
+                "--batch-max",
+            ),
+            (
+                &[
+                    "--target",
+                    "http://127.0.0.1:1",
+                    "--scenarios",
+                    "create,insert",
+                ][..],
+                "--scenarios insert",
+            ),
         ] {
             let err = Plan::new(&args(argv).unwrap()).unwrap_err().to_string();
             assert!(err.contains(needle), "{argv:?}: {err}");
@@ -530,16 +647,20 @@ mod tests {
 
     #[tokio::test]
     async fn an_https_target_needs_its_ca() {
-        let plan = Plan::new(&args(&["--target", "https://127.0.0.1:1", "--quiet"]).unwrap()).unwrap();
+        let plan =
+            Plan::new(&args(&["--target", "https://127.0.0.1:1", "--quiet"]).unwrap()).unwrap();
         let err = execute(&plan).await.unwrap_err().to_string();
         assert!(err.contains("is https: pass --ca FILE"), "{err}");
-        let err = Plan::new(&args(&["--target", "http://127.0.0.1:1", "--token", "a\nb"]).unwrap()).unwrap_err().to_string();
+        let err = Plan::new(&args(&["--target", "http://127.0.0.1:1", "--token", "a\nb"]).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("--token: "), "{err}");
     }
 
     #[tokio::test]
     async fn a_target_off_loopback_is_refused_before_any_traffic() {
-        let plan = Plan::new(&args(&["--target", "http://192.0.2.1:50051", "--quiet"]).unwrap()).unwrap();
+        let plan =
+            Plan::new(&args(&["--target", "http://192.0.2.1:50051", "--quiet"]).unwrap()).unwrap();
         let err = execute(&plan).await.unwrap_err().to_string();
         assert!(err.contains("not a loopback address"), "{err}");
     }
@@ -569,24 +690,50 @@ mod tests {
         assert!(create.ops > 0, "{create:?}");
         assert_eq!(create.errors, 0, "{create:?}");
         assert!(create.p50_ms > 0.0, "{create:?}");
-        assert!(create.p50_ms <= create.p90_ms && create.p90_ms <= create.p99_ms, "{create:?}");
-        assert!(create.p99_ms <= create.p999_ms && create.p999_ms <= create.max_ms, "{create:?}");
-        let group = create.group_commit.expect("a spawned gateway reports its group commit");
-        assert!(group.transactions > 0 && group.commands >= create.ops, "{group:?} {create:?}");
+        assert!(
+            create.p50_ms <= create.p90_ms && create.p90_ms <= create.p99_ms,
+            "{create:?}"
+        );
+        assert!(
+            create.p99_ms <= create.p999_ms && create.p999_ms <= create.max_ms,
+            "{create:?}"
+        );
+        let group = create
+            .group_commit
+            .expect("a spawned gateway reports its group commit");
+        assert!(
+            group.transactions > 0 && group.commands >= create.ops,
+            "{group:?} {create:?}"
+        );
 
         for scenario in [Scenario::Echo, Scenario::Insert, Scenario::Store] {
-            let row = report.find(scenario, 4).unwrap_or_else(|| panic!("a {scenario:?} row"));
+            let row = report
+                .find(scenario, 4)
+                .unwrap_or_else(|| panic!("a {scenario:?} row"));
             assert!(row.ops > 0 && row.errors == 0, "{row:?}");
-            assert!(row.p50_ms <= row.p99_ms && row.p99_ms <= row.max_ms, "{row:?}");
+            assert!(
+                row.p50_ms <= row.p99_ms && row.p99_ms <= row.max_ms,
+                "{row:?}"
+            );
         }
-        assert!(report.find(Scenario::Fsync, 1).is_some_and(|row| row.ops > 0));
+        assert!(
+            report
+                .find(Scenario::Fsync, 1)
+                .is_some_and(|row| row.ops > 0)
+        );
         let ratio = create.ratio_to_echo.expect("a ratio to the echo floor");
         assert!(ratio > 0.0, "{ratio}");
 
         let table = report.to_table();
-        assert!(table.contains("create") && table.contains("where the time goes"), "{table}");
+        assert!(
+            table.contains("create") && table.contains("where the time goes"),
+            "{table}"
+        );
         let json: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
         assert_eq!(json["backend"], "sqlite");
-        assert!(json["rows"].as_array().is_some_and(|rows| rows.len() == 5), "{json}");
+        assert!(
+            json["rows"].as_array().is_some_and(|rows| rows.len() == 5),
+            "{json}"
+        );
     }
 }

@@ -27,7 +27,11 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use meridian::load;
 
 #[derive(Parser)]
-#[command(name = "meridian", version, about = "Meridian: a follow-the-sun support mesh")]
+#[command(
+    name = "meridian",
+    version,
+    about = "Meridian: a follow-the-sun support mesh"
+)]
 struct Cli {
     /// Log as JSON lines instead of text (the same as --log-format json).
     #[arg(long, global = true, env = "MERIDIAN_LOG_JSON")]
@@ -125,8 +129,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(async {
         // Inside the runtime: the OTLP exporter's connection lives on it.
         let telemetry = init_telemetry(&cli).await?;
@@ -196,13 +202,20 @@ async fn init_telemetry(cli: &Cli) -> anyhow::Result<meridian_telemetry::Telemet
         Command::Gateway { config, .. } => {
             let config = meridian_gateway::GatewayConfig::load(config).ok();
             let listen = config.as_ref().and_then(|c| c.telemetry.metrics_listen);
-            ("meridian-gateway", "info", config.map(|c| c.region.to_string()), listen)
+            (
+                "meridian-gateway",
+                "info",
+                config.map(|c| c.region.to_string()),
+                listen,
+            )
         }
         Command::Router { config, .. } => (
             "meridian-router",
             "info",
             None,
-            meridian_router::RouterConfig::load(config).ok().and_then(|c| c.metrics_listen),
+            meridian_router::RouterConfig::load(config)
+                .ok()
+                .and_then(|c| c.metrics_listen),
         ),
         // One process, every region: spans and series name their region
         // themselves, and one `/metrics` serves them all.

@@ -72,12 +72,20 @@ pub async fn run(cmd: RegionCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.region != args.successor, "--to: {} cannot take itself over", args.region);
+    anyhow::ensure!(
+        args.region != args.successor,
+        "--to: {} cannot take itself over",
+        args.region
+    );
     anyhow::ensure!(args.timeout_ms > 0, "--timeout-ms must be at least 1");
     let files = match (args.tls_dir, args.tls_region, args.cert, args.key, args.ca) {
-        (Some(dir), Some(region), None, None, None) => TlsFiles::dev(&dir, &region, Service::Router),
+        (Some(dir), Some(region), None, None, None) => {
+            TlsFiles::dev(&dir, &region, Service::Router)
+        }
         (None, None, Some(cert), Some(key), Some(ca)) => TlsFiles { cert, key, ca },
-        _ => anyhow::bail!("name the router certificate: --tls-dir DIR --tls-region REGION, or --cert, --key and --ca"),
+        _ => anyhow::bail!(
+            "name the router certificate: --tls-dir DIR --tls-region REGION, or --cert, --key and --ca"
+        ),
     };
     let tls = MeshTls::load(files).context("cannot load the router certificate")?;
     anyhow::ensure!(
@@ -93,21 +101,38 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     let coordinator = connect_etcd(args.etcd, args.key_prefix, Duration::from_secs(5))
         .await
         .context("cannot set up the etcd client")?;
-    let done = failover_by_hand(coordinator.as_ref(), &tls, &args.region, &args.successor, &args.successor_addr, timeout)
-        .await
-        .with_context(|| format!("failover of {} to {}", args.region, args.successor))?;
+    let done = failover_by_hand(
+        coordinator.as_ref(),
+        &tls,
+        &args.region,
+        &args.successor,
+        &args.successor_addr,
+        timeout,
+    )
+    .await
+    .with_context(|| format!("failover of {} to {}", args.region, args.successor))?;
     let token = done.takeover.fencing_token;
     if done.recorded_now {
-        println!("takeover of {} by {} recorded at fencing token {token}", args.region, args.successor);
+        println!(
+            "takeover of {} by {} recorded at fencing token {token}",
+            args.region, args.successor
+        );
     } else {
-        println!("takeover of {} by {} was already recorded at fencing token {token}; finished it", args.region, args.successor);
+        println!(
+            "takeover of {} by {} was already recorded at fencing token {token}; finished it",
+            args.region, args.successor
+        );
     }
     println!(
         "{} took {} ticket(s) (its log through seq {}; durable in another region: {})",
         args.successor,
         done.answer.tickets_taken,
         done.answer.through_seq,
-        if done.answer.peer_durable { "yes" } else { "not yet" }
+        if done.answer.peer_durable {
+            "yes"
+        } else {
+            "not yet"
+        }
     );
     println!(
         "when {} returns it learns this takeover, acknowledges it and leases again by itself",

@@ -15,10 +15,10 @@ use anyhow::{Context, bail};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use meridian_core::{Priority, RegionId, Skill, Tier};
+use meridian_router::what_if;
 use meridian_rules::{
     COVERAGE_DAYS_MAX, Metric, Pauses, RegionHealth, RouteRequest, Rules, RulesErrors, render,
 };
-use meridian_router::what_if;
 use serde_json::json;
 
 use crate::cli_output;
@@ -162,7 +162,11 @@ fn load(file: &Path) -> anyhow::Result<Result<Rules, RulesErrors>> {
         let path = dir.join(feed);
         std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
     };
-    Ok(Rules::parse_with_files(&file.display().to_string(), &text, &read))
+    Ok(Rules::parse_with_files(
+        &file.display().to_string(),
+        &text,
+        &read,
+    ))
 }
 
 /// Prints a refused file's errors (stderr for people, one JSON object on
@@ -218,7 +222,8 @@ pub fn run_rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
         RulesCommand::Check { file, output } => {
             let rules = rules_or_exit!(file, output);
             let name = file.display().to_string();
-            let warnings = rules.holiday_warnings(Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date());
+            let warnings =
+                rules.holiday_warnings(Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date());
             match output {
                 OutputFormat::Table => {
                     emit(&format!("{}\n", render::check_ok(&name, &rules)))?;
@@ -321,22 +326,32 @@ pub fn run_rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        RulesCommand::WhatIf { proposed, active, from, output } => {
+        RulesCommand::WhatIf {
+            proposed,
+            active,
+            from,
+            output,
+        } => {
             // Not clap's `required`: that shows as required even when
             // MERIDIAN_RULES supplies it.
-            let active = active
-                .context("--active: give the rules file in force (or set MERIDIAN_RULES)")?;
+            let active =
+                active.context("--active: give the rules file in force (or set MERIDIAN_RULES)")?;
             let active_rules = rules_or_exit!(active, output);
             // Parsed here first so that a refusal names the file as given.
             let _ = rules_or_exit!(proposed, output);
             let text = std::fs::read_to_string(&proposed)
                 .with_context(|| format!("reading rules file {}", proposed.display()))?;
-            let regions = active_rules.regions().iter().map(|r| r.id.clone()).collect();
-            let answer = what_if::what_if(&active_rules, &text, from, &[], &regions)
-                .map_err(|problems| {
+            let regions = active_rules
+                .regions()
+                .iter()
+                .map(|r| r.id.clone())
+                .collect();
+            let answer = what_if::what_if(&active_rules, &text, from, &[], &regions).map_err(
+                |problems| {
                     let lines: Vec<_> = problems.into_iter().map(|p| p.text).collect();
                     anyhow::anyhow!("{} is refused: {}", proposed.display(), lines.join("; "))
-                })?;
+                },
+            )?;
             match output {
                 OutputFormat::Table => emit(&what_if_text(&answer))?,
                 OutputFormat::Json => print_json(&what_if_json(&answer)?)?,
@@ -391,7 +406,10 @@ fn what_if_text(answer: &what_if::WhatIf) -> String {
 /// The what-if as one JSON object, instants at the CLI's one precision.
 fn what_if_json(answer: &what_if::WhatIf) -> anyhow::Result<serde_json::Value> {
     let mut value = serde_json::to_value(answer)?;
-    if let Some(cells) = value.get_mut("changed_cells").and_then(|c| c.as_array_mut()) {
+    if let Some(cells) = value
+        .get_mut("changed_cells")
+        .and_then(|c| c.as_array_mut())
+    {
         for (cell, changed) in cells.iter_mut().zip(&answer.changed_cells) {
             cell["at"] = json!(cli_output::instant(changed.at));
         }

@@ -215,7 +215,17 @@ pub enum TicketCommand {
 
 pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        TicketCommand::Create { conn, subject, customer, body, tier, skills, language, residency, priority } => {
+        TicketCommand::Create {
+            conn,
+            subject,
+            customer,
+            body,
+            tier,
+            skills,
+            language,
+            residency,
+            priority,
+        } => {
             let request = v1::CreateTicketRequest {
                 subject,
                 body,
@@ -227,8 +237,14 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 priority: parse_priority(&priority)?.into(),
             };
             let mut client = conn.client().await?;
-            let response = client.create_ticket(conn.request(request)?).await.map_err(refusal)?.into_inner();
-            let ticket = response.ticket.context("gateway answered without the ticket")?;
+            let response = client
+                .create_ticket(conn.request(request)?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            let ticket = response
+                .ticket
+                .context("gateway answered without the ticket")?;
             conn.print(&ticket_json(&ticket), &ticket_table(&ticket));
         }
         TicketCommand::Submit {
@@ -255,19 +271,31 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 residency,
                 priority: parse_priority(&priority)?.into(),
             };
-            let endpoint = endpoint(&router, ca.as_deref(), Duration::from_secs(timeout_secs.max(1)))
-                .with_context(|| format!("--router {router:?}"))?;
-            let channel = endpoint.connect().await.with_context(|| format!("cannot reach the router at {router}"))?;
-            let mut client = meridian_proto::v1::router_service_client::RouterServiceClient::with_interceptor(
-                channel,
-                bearer(token.as_deref())?,
-            );
+            let endpoint = endpoint(
+                &router,
+                ca.as_deref(),
+                Duration::from_secs(timeout_secs.max(1)),
+            )
+            .with_context(|| format!("--router {router:?}"))?;
+            let channel = endpoint
+                .connect()
+                .await
+                .with_context(|| format!("cannot reach the router at {router}"))?;
+            let mut client =
+                meridian_proto::v1::router_service_client::RouterServiceClient::with_interceptor(
+                    channel,
+                    bearer(token.as_deref())?,
+                );
             let response = client
-                .submit_ticket(v1::SubmitTicketRequest { ticket: Some(ticket) })
+                .submit_ticket(v1::SubmitTicketRequest {
+                    ticket: Some(ticket),
+                })
                 .await
                 .map_err(refusal)?
                 .into_inner();
-            let created = response.ticket.context("router answered without the ticket")?;
+            let created = response
+                .ticket
+                .context("router answered without the ticket")?;
             let attempts: Vec<Value> = response
                 .attempts
                 .iter()
@@ -277,17 +305,30 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             value["routed_to"] = json!(response.region);
             value["rules_version"] = json!(response.rules_version);
             value["attempts"] = Value::Array(attempts);
-            let reason = response.decision.as_ref().map_or("", |d| d.reason().as_str_name()).to_ascii_lowercase();
-            let reason = reason.strip_prefix("route_reason_").unwrap_or(&reason).to_owned();
+            let reason = response
+                .decision
+                .as_ref()
+                .map_or("", |d| d.reason().as_str_name())
+                .to_ascii_lowercase();
+            let reason = reason
+                .strip_prefix("route_reason_")
+                .unwrap_or(&reason)
+                .to_owned();
             value["reason"] = json!(reason);
             value["warning"] = json!(response.warning);
-            let mut table = format!("routed to   {} (rules {})\n", response.region, response.rules_version);
+            let mut table = format!(
+                "routed to   {} (rules {})\n",
+                response.region, response.rules_version
+            );
             table.push_str(&format!("reason      {reason}\n"));
             if !response.warning.is_empty() {
                 table.push_str(&format!("warning     {}\n", response.warning));
             }
             for attempt in response.attempts.iter().filter(|a| !a.created) {
-                table.push_str(&format!("tried       {} first: {} {}\n", attempt.region, attempt.error_code, attempt.error));
+                table.push_str(&format!(
+                    "tried       {} first: {} {}\n",
+                    attempt.region, attempt.error_code, attempt.error
+                ));
             }
             table.push_str(&ticket_table(&created));
             match output {
@@ -311,7 +352,9 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 Some(status) => parse_status(&status)?.into(),
                 None => {
                     let got = client
-                        .get_ticket(conn.request(v1::GetTicketRequest { ticket_id: id.clone() })?)
+                        .get_ticket(conn.request(v1::GetTicketRequest {
+                            ticket_id: id.clone(),
+                        })?)
                         .await
                         .map_err(refusal)?
                         .into_inner();
@@ -326,9 +369,19 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 text,
                 author,
             };
-            let request = v1::HandoffRequest { ticket_id: id, to_region: to, note: Some(note) };
-            let response = client.handoff(conn.request(request)?).await.map_err(refusal)?.into_inner();
-            let ticket = response.ticket.context("gateway answered without the ticket")?;
+            let request = v1::HandoffRequest {
+                ticket_id: id,
+                to_region: to,
+                note: Some(note),
+            };
+            let response = client
+                .handoff(conn.request(request)?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            let ticket = response
+                .ticket
+                .context("gateway answered without the ticket")?;
             let mut value = ticket_json(&ticket);
             value["offer_seq"] = json!(response.offer_seq);
             value["accept_seq"] = json!(response.accept_seq);
@@ -336,13 +389,18 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
         }
         TicketCommand::Get { conn, id } => {
             let mut client = conn.client().await?;
-            let response =
-                client.get_ticket(conn.request(v1::GetTicketRequest { ticket_id: id })?).await.map_err(refusal)?;
+            let response = client
+                .get_ticket(conn.request(v1::GetTicketRequest { ticket_id: id })?)
+                .await
+                .map_err(refusal)?;
             let response = response.into_inner();
-            let ticket = response.ticket.context("gateway answered without the ticket")?;
+            let ticket = response
+                .ticket
+                .context("gateway answered without the ticket")?;
             let mut value = ticket_json(&ticket);
             value["notes"] = Value::Array(response.notes.iter().map(note_json).collect());
-            value["conflicts"] = Value::Array(response.conflicts.iter().map(conflict_json).collect());
+            value["conflicts"] =
+                Value::Array(response.conflicts.iter().map(conflict_json).collect());
             let mut table = ticket_table(&ticket);
             for note in &response.notes {
                 let auto = if note.auto { " (auto)" } else { "" };
@@ -366,9 +424,22 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             }
             conn.print(&value, &table);
         }
-        TicketCommand::List { conn, status, owner, assignee, tier, at_risk, page_size, page_token } => {
+        TicketCommand::List {
+            conn,
+            status,
+            owner,
+            assignee,
+            tier,
+            at_risk,
+            page_size,
+            page_token,
+        } => {
             let request = v1::ListTicketsRequest {
-                status: status.as_deref().map(parse_status).transpose()?.map_or(0, Into::into),
+                status: status
+                    .as_deref()
+                    .map(parse_status)
+                    .transpose()?
+                    .map_or(0, Into::into),
                 owner_region: owner.unwrap_or_default(),
                 assignee: assignee.unwrap_or_default(),
                 tier: tier.unwrap_or_default(),
@@ -377,32 +448,70 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 sla_at_risk: at_risk,
             };
             let mut client = conn.client().await?;
-            let page = client.list_tickets(conn.request(request)?).await.map_err(refusal)?.into_inner();
+            let page = client
+                .list_tickets(conn.request(request)?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
             let value = json!({
                 "tickets": page.tickets.iter().map(ticket_json).collect::<Vec<_>>(),
                 "next_page_token": page.next_page_token,
             });
             conn.print(&value, &list_table(&page));
         }
-        TicketCommand::Note { conn, id, author, body } => {
+        TicketCommand::Note {
+            conn,
+            id,
+            author,
+            body,
+        } => {
             let mut client = conn.client().await?;
-            let request = v1::AddNoteRequest { ticket_id: id, author, body };
-            let response = client.add_note(conn.request(request)?).await.map_err(refusal)?.into_inner();
+            let request = v1::AddNoteRequest {
+                ticket_id: id,
+                author,
+                body,
+            };
+            let response = client
+                .add_note(conn.request(request)?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
             let note = response.note.context("gateway answered without the note")?;
             let table = format!("note {} added to ticket {}\n", note.id, note.ticket_id);
             conn.print(&note_json(&note), &table);
         }
-        TicketCommand::Update { conn, id, status, assignee, unassign, priority } => {
+        TicketCommand::Update {
+            conn,
+            id,
+            status,
+            assignee,
+            unassign,
+            priority,
+        } => {
             let request = v1::UpdateTicketRequest {
                 ticket_id: id,
-                status: status.as_deref().map(parse_status).transpose()?.map(Into::into),
+                status: status
+                    .as_deref()
+                    .map(parse_status)
+                    .transpose()?
+                    .map(Into::into),
                 assignee,
                 clear_assignee: unassign,
-                priority: priority.as_deref().map(parse_priority).transpose()?.map(Into::into),
+                priority: priority
+                    .as_deref()
+                    .map(parse_priority)
+                    .transpose()?
+                    .map(Into::into),
             };
             let mut client = conn.client().await?;
-            let response = client.update_ticket(conn.request(request)?).await.map_err(refusal)?.into_inner();
-            let ticket = response.ticket.context("gateway answered without the ticket")?;
+            let response = client
+                .update_ticket(conn.request(request)?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            let ticket = response
+                .ticket
+                .context("gateway answered without the ticket")?;
             conn.print(&ticket_json(&ticket), &ticket_table(&ticket));
         }
     }
@@ -412,7 +521,13 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
 impl Connection {
     async fn client(&self) -> anyhow::Result<GatewayClient> {
         let timeout = Duration::from_secs(self.timeout_secs.max(1));
-        gateway_client(&self.target, self.ca.as_deref(), self.token.as_deref(), timeout).await
+        gateway_client(
+            &self.target,
+            self.ca.as_deref(),
+            self.token.as_deref(),
+            timeout,
+        )
+        .await
     }
 
     fn request<T>(&self, message: T) -> anyhow::Result<Request<T>> {
@@ -420,7 +535,9 @@ impl Connection {
         if let Some(region) = &self.as_region {
             let value = MetadataValue::try_from(region.as_str())
                 .with_context(|| format!("--as-region {region:?} is not a header value"))?;
-            request.metadata_mut().insert(meridian_gateway::REGION_HEADER, value);
+            request
+                .metadata_mut()
+                .insert(meridian_gateway::REGION_HEADER, value);
         }
         Ok(request)
     }
@@ -434,7 +551,8 @@ impl Connection {
 }
 
 /// A gateway client whose calls carry the bearer token, if one was given.
-pub type GatewayClient = TicketServiceClient<InterceptedService<Channel, meridian_auth::BearerToken>>;
+pub type GatewayClient =
+    TicketServiceClient<InterceptedService<Channel, meridian_auth::BearerToken>>;
 
 /// A client of the gateway at `url`, over TLS checked against `ca` when the
 /// URL is https, sending `token` (if any) on every call; every call has
@@ -446,19 +564,32 @@ pub async fn gateway_client(
     timeout: Duration,
 ) -> anyhow::Result<GatewayClient> {
     let endpoint = endpoint(url, ca, timeout)?;
-    let channel = endpoint.connect().await.with_context(|| format!("cannot reach the gateway at {url}"))?;
-    Ok(TicketServiceClient::with_interceptor(channel, bearer(token)?))
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the gateway at {url}"))?;
+    Ok(TicketServiceClient::with_interceptor(
+        channel,
+        bearer(token)?,
+    ))
 }
 
 /// An endpoint for `url`, with TLS checked against `ca` when it is https.
-fn endpoint(url: &str, ca: Option<&std::path::Path>, timeout: Duration) -> anyhow::Result<Endpoint> {
+fn endpoint(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    timeout: Duration,
+) -> anyhow::Result<Endpoint> {
     let mut endpoint = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("{url:?} is not a URL"))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(timeout);
     if url.starts_with("https://") {
-        let Some(ca) = ca else { bail!("{url} is https: pass --ca FILE (the CA's PEM)") };
-        let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
+        let Some(ca) = ca else {
+            bail!("{url} is https: pass --ca FILE (the CA's PEM)")
+        };
+        let pem =
+            std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
         endpoint = endpoint
             .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
             .context("TLS settings refused")?;
@@ -473,9 +604,12 @@ fn bearer(token: Option<&str>) -> anyhow::Result<meridian_auth::BearerToken> {
 
 /// A gRPC refusal as one line: the code's canonical name and the reason.
 fn refusal(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", meridian_gateway::error::code_name(status.code()), status.message())
+    anyhow::anyhow!(
+        "{}: {}",
+        meridian_gateway::error::code_name(status.code()),
+        status.message()
+    )
 }
-
 
 fn parse_status(text: &str) -> anyhow::Result<v1::Status> {
     let status: meridian_core::Status = text.parse().map_err(|e| anyhow::anyhow!("--{e}"))?;
@@ -488,14 +622,20 @@ fn parse_priority(text: &str) -> anyhow::Result<v1::Priority> {
 }
 
 fn status_name(raw: i32) -> &'static str {
-    match meridian_proto::convert::status_from_proto("", raw).ok().flatten() {
+    match meridian_proto::convert::status_from_proto("", raw)
+        .ok()
+        .flatten()
+    {
         Some(status) => status.as_str(),
         None => "unspecified",
     }
 }
 
 fn priority_name(raw: i32) -> &'static str {
-    match meridian_proto::convert::priority_from_proto("", raw).ok().flatten() {
+    match meridian_proto::convert::priority_from_proto("", raw)
+        .ok()
+        .flatten()
+    {
         Some(priority) => priority.as_str(),
         None => "unspecified",
     }
@@ -533,7 +673,16 @@ fn clock_json(clock: Option<&v1::SlaClock>) -> Value {
 }
 
 fn clock_text(clock: Option<&v1::SlaClock>) -> String {
-    clock.map_or_else(|| "-".to_owned(), |c| format!("{} ({})", time_text(c.due.as_ref()), sla_state_name(c.state)))
+    clock.map_or_else(
+        || "-".to_owned(),
+        |c| {
+            format!(
+                "{} ({})",
+                time_text(c.due.as_ref()),
+                sla_state_name(c.state)
+            )
+        },
+    )
 }
 
 fn ticket_json(t: &v1::Ticket) -> Value {
@@ -595,14 +744,37 @@ fn ticket_table(t: &v1::Ticket) -> String {
         ("customer", t.customer.clone()),
         ("status", status_name(t.status).to_owned()),
         ("priority", priority_name(t.priority).to_owned()),
-        ("assignee", t.assignee.clone().unwrap_or_else(|| "-".to_owned())),
+        (
+            "assignee",
+            t.assignee.clone().unwrap_or_else(|| "-".to_owned()),
+        ),
         ("tier", t.tier.clone()),
-        ("skills", if t.skills.is_empty() { "-".to_owned() } else { t.skills.join(", ") }),
-        ("residency", if t.residency.is_empty() { "anywhere".to_owned() } else { t.residency.join(", ") }),
-        ("owner", match &t.handoff_to {
-            Some(to) => format!("{} at epoch {} (handing off to {to})", owner.owner_region, owner.epoch),
-            None => format!("{} at epoch {}", owner.owner_region, owner.epoch),
-        }),
+        (
+            "skills",
+            if t.skills.is_empty() {
+                "-".to_owned()
+            } else {
+                t.skills.join(", ")
+            },
+        ),
+        (
+            "residency",
+            if t.residency.is_empty() {
+                "anywhere".to_owned()
+            } else {
+                t.residency.join(", ")
+            },
+        ),
+        (
+            "owner",
+            match &t.handoff_to {
+                Some(to) => format!(
+                    "{} at epoch {} (handing off to {to})",
+                    owner.owner_region, owner.epoch
+                ),
+                None => format!("{} at epoch {}", owner.owner_region, owner.epoch),
+            },
+        ),
         ("first reply", clock_text(sla.first_response.as_ref())),
         ("resolve by", clock_text(sla.resolution.as_ref())),
         ("created", time_text(t.created_at.as_ref())),

@@ -66,19 +66,39 @@ pub enum TokenCommand {
 
 pub fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        TokenCommand::Dev { out, rotate, retire_old } => {
+        TokenCommand::Dev {
+            out,
+            rotate,
+            retire_old,
+        } => {
             let key = dev_keys(&out, rotate, retire_old)?;
-            println!("signing key {} (kid {})", out.join(SIGNING_KEY_FILE).display(), key.kid());
+            println!(
+                "signing key {} (kid {})",
+                out.join(SIGNING_KEY_FILE).display(),
+                key.kid()
+            );
             println!("JWKS        {}", out.join(JWKS_FILE).display());
         }
-        TokenCommand::Mint { key, role, region, rules, subject, ttl_hours } => {
+        TokenCommand::Mint {
+            key,
+            role,
+            region,
+            rules,
+            subject,
+            ttl_hours,
+        } => {
             if let (Some(region), Some(rules)) = (&region, &rules) {
                 check_region(region, rules)?;
             }
-            let text = std::fs::read_to_string(&key).with_context(|| format!("cannot read --key {}", key.display()))?;
-            let key = SigningKey::from_private_jwk(&text).with_context(|| format!("--key {}", key.display()))?;
+            let text = std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read --key {}", key.display()))?;
+            let key = SigningKey::from_private_jwk(&text)
+                .with_context(|| format!("--key {}", key.display()))?;
             let role: Role = role.parse().context("--role")?;
-            anyhow::ensure!(role != Role::Agent || region.is_some(), "--region: an agent token needs a region");
+            anyhow::ensure!(
+                role != Role::Agent || region.is_some(),
+                "--region: an agent token needs a region"
+            );
             anyhow::ensure!(ttl_hours > 0, "--ttl-hours must be at least 1");
             println!("{}", mint(&key, role, region.as_ref(), subject, ttl_hours));
         }
@@ -106,13 +126,27 @@ fn check_region(region: &RegionId, file: &Path) -> anyhow::Result<()> {
 }
 
 /// A token for `role`, valid from now for `ttl_hours`.
-pub fn mint(key: &SigningKey, role: Role, region: Option<&RegionId>, subject: Option<String>, ttl_hours: u32) -> String {
+pub fn mint(
+    key: &SigningKey,
+    role: Role,
+    region: Option<&RegionId>,
+    subject: Option<String>,
+    ttl_hours: u32,
+) -> String {
     let subject = subject.unwrap_or_else(|| match region {
         Some(region) => format!("dev-{role}-{region}"),
         None => format!("dev-{role}"),
     });
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    key.mint(&Claims::new(subject, role, region, now, i64::from(ttl_hours) * 3600))
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    key.mint(&Claims::new(
+        subject,
+        role,
+        region,
+        now,
+        i64::from(ttl_hours) * 3600,
+    ))
 }
 
 /// The development signing key in `dir`, made (with its JWKS) when
@@ -123,7 +157,10 @@ pub fn dev_keys(dir: &Path, rotate: bool, retire_old: bool) -> anyhow::Result<Si
     let key_path = dir.join(SIGNING_KEY_FILE);
     let jwks_path = dir.join(JWKS_FILE);
     let existing = match std::fs::read_to_string(&key_path) {
-        Ok(text) => Some(SigningKey::from_private_jwk(&text).with_context(|| format!("{}", key_path.display()))?),
+        Ok(text) => Some(
+            SigningKey::from_private_jwk(&text)
+                .with_context(|| format!("{}", key_path.display()))?,
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", key_path.display())),
     };
@@ -137,7 +174,12 @@ pub fn dev_keys(dir: &Path, rotate: bool, retire_old: bool) -> anyhow::Result<Si
     let key = match existing {
         Some(key) if !rotate => key,
         _ => {
-            let kid = format!("dev-{}", SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis()));
+            let kid = format!(
+                "dev-{}",
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis())
+            );
             let key = SigningKey::generate(kid)?;
             meridian_tls::write_atomically(&key_path, key.to_private_jwk().as_bytes(), 0o600)
                 .with_context(|| format!("cannot write {}", key_path.display()))?;
@@ -151,6 +193,7 @@ pub fn dev_keys(dir: &Path, rotate: bool, retire_old: bool) -> anyhow::Result<Si
     if !published.iter().any(|k| k.get("kid") == current.get("kid")) {
         published.push(current);
     }
-    write_jwks(&jwks_path, &published).with_context(|| format!("cannot write {}", jwks_path.display()))?;
+    write_jwks(&jwks_path, &published)
+        .with_context(|| format!("cannot write {}", jwks_path.display()))?;
     Ok(key)
 }

@@ -28,10 +28,10 @@ use std::{
     time::Duration,
 };
 
+use crate::ticket_cli::GatewayClient;
 use anyhow::{Context, bail};
 use jiff::Timestamp;
 use meridian_core::{EventEnvelope, EventKind, TicketId};
-use crate::ticket_cli::GatewayClient;
 use meridian_proto::v1;
 use serde::Serialize;
 
@@ -90,7 +90,11 @@ pub struct TraceArgs {
 pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let ticket_id = meridian_proto::convert::ticket_id("TICKET", args.ticket.trim())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let link = args.trace_url.as_deref().map(|template| trace_link(template, ticket_id)).transpose()?;
+    let link = args
+        .trace_url
+        .as_deref()
+        .map(|template| trace_link(template, ticket_id))
+        .transpose()?;
     anyhow::ensure!(args.timeout_secs > 0, "--timeout-secs must be at least 1");
     anyhow::ensure!(args.idle_ms > 0, "--idle-ms must be at least 1");
     let reading = Reading {
@@ -102,7 +106,12 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     };
 
     let mut urls = vec![args.target.clone()];
-    for peer in args.peers.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+    for peer in args
+        .peers
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+    {
         if !urls.iter().any(|u| u == peer) {
             urls.push(peer.to_owned());
         }
@@ -115,22 +124,36 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     for (url, answer) in urls.iter().zip(answers) {
         match answer {
             Ok(copy) => copies.push(copy),
-            Err(error) => unreached.push(Unreached { url: url.clone(), error: format!("{error:#}") }),
+            Err(error) => unreached.push(Unreached {
+                url: url.clone(),
+                error: format!("{error:#}"),
+            }),
         }
     }
     if copies.is_empty() {
-        let first = unreached.first().map_or_else(String::new, |u| u.error.clone());
+        let first = unreached
+            .first()
+            .map_or_else(String::new, |u| u.error.clone());
         bail!("{first}");
     }
-    if copies.iter().all(|c| c.ticket.is_none() && c.events.is_empty()) {
+    if copies
+        .iter()
+        .all(|c| c.ticket.is_none() && c.events.is_empty())
+    {
         let asked: Vec<&str> = copies.iter().map(|c| c.region.as_str()).collect();
-        bail!("NOT_FOUND: ticket {ticket_id} is unknown in {}", asked.join(", "));
+        bail!(
+            "NOT_FOUND: ticket {ticket_id} is unknown in {}",
+            asked.join(", ")
+        );
     }
     let mut journey = build_journey(ticket_id, &copies, args.now.unwrap_or_else(Timestamp::now));
     journey.trace_url = link;
     journey.unreached = unreached;
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string(&journey).context("cannot encode the journey")?),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string(&journey).context("cannot encode the journey")?
+        ),
         OutputFormat::Table => print!("{}", meridian::terminal_safe(&render(&journey))),
     }
     Ok(ExitCode::SUCCESS)
@@ -148,7 +171,9 @@ pub fn trace_link(template: &str, ticket_id: TicketId) -> anyhow::Result<String>
         template.contains(TRACE_ID_PLACEHOLDER),
         "--trace-url {template:?} has no {TRACE_ID_PLACEHOLDER} to fill (e.g. http://localhost:16686/trace/{{trace_id}})"
     );
-    Ok(template.replace(TRACE_ID_PLACEHOLDER, &trace_id_hex(ticket_id)).replace("{ticket_id}", &ticket_id.to_string()))
+    Ok(template
+        .replace(TRACE_ID_PLACEHOLDER, &trace_id_hex(ticket_id))
+        .replace("{ticket_id}", &ticket_id.to_string()))
 }
 
 /// How the command reads one gateway.
@@ -168,20 +193,37 @@ impl Reading {
             .await
             .map_err(|s| refusal(url, s))?
             .into_inner();
-        let got = match client.get_ticket(v1::GetTicketRequest { ticket_id: self.ticket_id.to_string() }).await {
+        let got = match client
+            .get_ticket(v1::GetTicketRequest {
+                ticket_id: self.ticket_id.to_string(),
+            })
+            .await
+        {
             Ok(answer) => Some(answer.into_inner()),
             // A region that has not applied the creation yet (or never
             // will, under residency) still shows what it has.
             Err(s) if s.code() == tonic::Code::NotFound => None,
             Err(s) => return Err(refusal(url, s)),
         };
-        let first_wait = if got.is_some() { self.idle.max(FIRST_EVENT_WAIT_MIN) } else { self.idle };
+        let first_wait = if got.is_some() {
+            self.idle.max(FIRST_EVENT_WAIT_MIN)
+        } else {
+            self.idle
+        };
         let (events, events_truncated) = self.events(&mut client, url, first_wait).await?;
         let (ticket, conflicts) = match got {
             Some(got) => (got.ticket, got.conflicts),
             None => (None, Vec::new()),
         };
-        Ok(RegionCopy { region: status.region, url: url.to_owned(), ticket, conflicts, events, events_truncated, peers: status.peers })
+        Ok(RegionCopy {
+            region: status.region,
+            url: url.to_owned(),
+            ticket,
+            conflicts,
+            events,
+            events_truncated,
+            peers: status.peers,
+        })
     }
 
     /// The ticket's stored events at this gateway. The stream never says
@@ -195,14 +237,24 @@ impl Reading {
         first_wait: Duration,
     ) -> anyhow::Result<(Vec<v1::Event>, bool)> {
         let request = v1::WatchEventsRequest {
-            scope: Some(v1::watch_events_request::Scope::TicketId(self.ticket_id.to_string())),
+            scope: Some(v1::watch_events_request::Scope::TicketId(
+                self.ticket_id.to_string(),
+            )),
             after_seq: 0,
         };
-        let mut stream = client.watch_events(request).await.map_err(|s| refusal(url, s))?.into_inner();
+        let mut stream = client
+            .watch_events(request)
+            .await
+            .map_err(|s| refusal(url, s))?
+            .into_inner();
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut events = Vec::new();
         loop {
-            let wait = if events.is_empty() { first_wait } else { self.idle };
+            let wait = if events.is_empty() {
+                first_wait
+            } else {
+                self.idle
+            };
             let until = (tokio::time::Instant::now() + wait).min(deadline);
             match tokio::time::timeout_at(until, stream.message()).await {
                 Err(_idle) => return Ok((events, false)),
@@ -219,13 +271,23 @@ impl Reading {
     }
 
     async fn client(&self, url: &str) -> anyhow::Result<GatewayClient> {
-        crate::ticket_cli::gateway_client(url, self.ca.as_deref(), self.token.as_deref(), self.timeout).await
+        crate::ticket_cli::gateway_client(
+            url,
+            self.ca.as_deref(),
+            self.token.as_deref(),
+            self.timeout,
+        )
+        .await
     }
 }
 
 /// A gRPC refusal as one line: which gateway, the code's name, the reason.
 fn refusal(url: &str, status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{url}: {}: {}", meridian_gateway::error::code_name(status.code()), status.message())
+    anyhow::anyhow!(
+        "{url}: {}: {}",
+        meridian_gateway::error::code_name(status.code()),
+        status.message()
+    )
 }
 
 /// What one region's gateway answered about the ticket.
@@ -313,15 +375,26 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StepDetail {
-    Created { subject: String },
-    Updated { changes: Vec<String> },
-    Note { author: String, body: String, auto: bool },
+    Created {
+        subject: String,
+    },
+    Updated {
+        changes: Vec<String>,
+    },
+    Note {
+        author: String,
+        body: String,
+        auto: bool,
+    },
     Sla {
         metric: String,
         #[serde(serialize_with = "crate::cli_output::ser_instant")]
         due: Timestamp,
     },
-    HandoffOffered { to: String, note: HandoffNoteView },
+    HandoffOffered {
+        to: String,
+        note: HandoffNoteView,
+    },
     HandoffAccepted {
         from: String,
         offer_seq: u64,
@@ -330,11 +403,20 @@ pub enum StepDetail {
         /// among the events seen.
         after_offer_ms: Option<i64>,
     },
-    HandoffRefused { to: String, reason: String },
-    TakenOver { from: String, fencing_token: u64, through_seq: u64 },
+    HandoffRefused {
+        to: String,
+        reason: String,
+    },
+    TakenOver {
+        from: String,
+        fencing_token: u64,
+        through_seq: u64,
+    },
     Other,
     /// The gateway sent an event this command cannot read.
-    Undecoded { reason: String },
+    Undecoded {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -406,7 +488,10 @@ impl Seen {
 /// An HLC value's wall-clock part (milliseconds since the epoch).
 fn hlc_instant(hlc: u64) -> Timestamp {
     let millis = meridian_core::HlcTimestamp(hlc).millis();
-    i64::try_from(millis).ok().and_then(|ms| Timestamp::from_millisecond(ms).ok()).unwrap_or(Timestamp::UNIX_EPOCH)
+    i64::try_from(millis)
+        .ok()
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 fn millis_between(from: Timestamp, to: Timestamp) -> i64 {
@@ -423,20 +508,31 @@ pub fn build_journey(ticket_id: TicketId, copies: &[RegionCopy], now: Timestamp)
     for copy in copies {
         for raw in &copy.events {
             let key = (raw.origin_region.clone(), raw.origin_seq);
-            held_by.entry(key.clone()).or_default().insert(copy.region.as_str());
+            held_by
+                .entry(key.clone())
+                .or_default()
+                .insert(copy.region.as_str());
             seen.entry(key).or_insert_with(|| Seen {
                 raw: raw.clone(),
-                decoded: meridian_proto::replication::event_from_proto("event", raw).map_err(|e| e.to_string()),
+                decoded: meridian_proto::replication::event_from_proto("event", raw)
+                    .map_err(|e| e.to_string()),
             });
         }
     }
     let mut ordered: Vec<&Seen> = seen.values().collect();
     ordered.sort_by(|a, b| {
-        (a.raw.hlc_time, &a.raw.origin_region, a.raw.origin_seq).cmp(&(b.raw.hlc_time, &b.raw.origin_region, b.raw.origin_seq))
+        (a.raw.hlc_time, &a.raw.origin_region, a.raw.origin_seq).cmp(&(
+            b.raw.hlc_time,
+            &b.raw.origin_region,
+            b.raw.origin_seq,
+        ))
     });
 
     let stays = stays(&ordered, copies, now);
-    let owner = stays.last().map(|s| Holder { region: s.region.clone(), epoch: s.epoch });
+    let owner = stays.last().map(|s| Holder {
+        region: s.region.clone(),
+        epoch: s.epoch,
+    });
     let asked: Vec<&str> = copies.iter().map(|c| c.region.as_str()).collect();
     let steps = ordered
         .iter()
@@ -455,7 +551,8 @@ pub fn build_journey(ticket_id: TicketId, copies: &[RegionCopy], now: Timestamp)
                 epoch: event.raw.epoch,
                 kind: event.raw.kind.clone(),
                 detail: detail(event, &seen),
-                traceparent: (!event.raw.traceparent.is_empty()).then(|| event.raw.traceparent.clone()),
+                traceparent: (!event.raw.traceparent.is_empty())
+                    .then(|| event.raw.traceparent.clone()),
                 missing_in,
             }
         })
@@ -486,7 +583,10 @@ pub fn build_journey(ticket_id: TicketId, copies: &[RegionCopy], now: Timestamp)
                 .ticket
                 .as_ref()
                 .and_then(|t| t.owner.as_ref())
-                .map(|o| Holder { region: o.owner_region.clone(), epoch: o.epoch });
+                .map(|o| Holder {
+                    region: o.owner_region.clone(),
+                    epoch: o.epoch,
+                });
             let behind = match (&sees_owner, &owner) {
                 (Some(seen), Some(owner)) => seen.epoch < owner.epoch,
                 (None, Some(_)) => true,
@@ -523,7 +623,12 @@ pub fn build_journey(ticket_id: TicketId, copies: &[RegionCopy], now: Timestamp)
     let freshest = copies
         .iter()
         .filter_map(|c| c.ticket.as_ref())
-        .max_by_key(|t| (t.owner.as_ref().map_or(0, |o| o.epoch), t.updated_at.map_or(0, |u| u.seconds)));
+        .max_by_key(|t| {
+            (
+                t.owner.as_ref().map_or(0, |o| o.epoch),
+                t.updated_at.map_or(0, |u| u.seconds),
+            )
+        });
     Journey {
         ticket_id: ticket_id.to_string(),
         trace_id: trace_id_hex(ticket_id),
@@ -547,7 +652,9 @@ pub fn build_journey(ticket_id: TicketId, copies: &[RegionCopy], now: Timestamp)
 fn stays(ordered: &[&Seen], copies: &[RegionCopy], now: Timestamp) -> Vec<Stay> {
     let mut minted: Vec<(u64, Stay)> = Vec::new();
     for event in ordered {
-        let Ok(envelope) = &event.decoded else { continue };
+        let Ok(envelope) = &event.decoded else {
+            continue;
+        };
         let (came_by, from_region) = match &envelope.kind {
             EventKind::TicketCreated { .. } => ("created", None),
             EventKind::HandoffAccepted { from, .. } => ("handoff", Some(from.to_string())),
@@ -579,7 +686,10 @@ fn stays(ordered: &[&Seen], copies: &[RegionCopy], now: Timestamp) -> Vec<Stay> 
         // any asked region): the owner the gateways report, since creation.
         if let Some(ticket) = copies.iter().filter_map(|c| c.ticket.as_ref()).next()
             && let Some(owner) = &ticket.owner
-            && let Some(created) = ticket.created_at.as_ref().and_then(|t| meridian_proto::timestamp_from_proto("", t).ok())
+            && let Some(created) = ticket
+                .created_at
+                .as_ref()
+                .and_then(|t| meridian_proto::timestamp_from_proto("", t).ok())
         {
             stays.push(Stay {
                 region: owner.owner_region.clone(),
@@ -593,7 +703,12 @@ fn stays(ordered: &[&Seen], copies: &[RegionCopy], now: Timestamp) -> Vec<Stay> 
             });
         }
     }
-    let next_since: Vec<Option<Timestamp>> = stays.iter().skip(1).map(|s| Some(s.since)).chain([None]).collect();
+    let next_since: Vec<Option<Timestamp>> = stays
+        .iter()
+        .skip(1)
+        .map(|s| Some(s.since))
+        .chain([None])
+        .collect();
     let closed_at = closed_at(ordered);
     for (stay, next) in stays.iter_mut().zip(next_since) {
         stay.until = next;
@@ -612,7 +727,9 @@ fn stays(ordered: &[&Seen], copies: &[RegionCopy], now: Timestamp) -> Vec<Stay> 
 fn closed_at(ordered: &[&Seen]) -> Option<Timestamp> {
     let mut closed = None;
     for event in ordered {
-        let Ok(envelope) = &event.decoded else { continue };
+        let Ok(envelope) = &event.decoded else {
+            continue;
+        };
         if let Some(status) = envelope.kind.owner_changes().and_then(|c| c.status) {
             closed = (status == meridian_core::Status::Closed).then(|| event.at());
         }
@@ -623,10 +740,16 @@ fn closed_at(ordered: &[&Seen]) -> Option<Timestamp> {
 fn detail(event: &Seen, all: &BTreeMap<(String, u64), Seen>) -> StepDetail {
     let envelope = match &event.decoded {
         Ok(envelope) => envelope,
-        Err(reason) => return StepDetail::Undecoded { reason: reason.clone() },
+        Err(reason) => {
+            return StepDetail::Undecoded {
+                reason: reason.clone(),
+            };
+        }
     };
     match &envelope.kind {
-        EventKind::TicketCreated { ticket } => StepDetail::Created { subject: ticket.subject.clone() },
+        EventKind::TicketCreated { ticket } => StepDetail::Created {
+            subject: ticket.subject.clone(),
+        },
         EventKind::TicketUpdated { changes } => {
             let mut list = Vec::new();
             if let Some(status) = changes.status {
@@ -645,11 +768,16 @@ fn detail(event: &Seen, all: &BTreeMap<(String, u64), Seen>) -> StepDetail {
             }
             StepDetail::Updated { changes: list }
         }
-        EventKind::NoteAdded { note } => {
-            StepDetail::Note { author: note.author.clone(), body: note.body.clone(), auto: note.auto }
-        }
+        EventKind::NoteAdded { note } => StepDetail::Note {
+            author: note.author.clone(),
+            body: note.body.clone(),
+            auto: note.auto,
+        },
         EventKind::SlaWarning { metric, due, .. } | EventKind::SlaBreached { metric, due, .. } => {
-            StepDetail::Sla { metric: metric.to_string(), due: *due }
+            StepDetail::Sla {
+                metric: metric.to_string(),
+                due: *due,
+            }
         }
         EventKind::HandoffOffered { to, handoff, .. } => StepDetail::HandoffOffered {
             to: to.to_string(),
@@ -663,13 +791,25 @@ fn detail(event: &Seen, all: &BTreeMap<(String, u64), Seen>) -> StepDetail {
                 auto: handoff.auto,
             },
         },
-        EventKind::HandoffAccepted { from, offer_seq, .. } => StepDetail::HandoffAccepted {
+        EventKind::HandoffAccepted {
+            from, offer_seq, ..
+        } => StepDetail::HandoffAccepted {
             from: from.to_string(),
             offer_seq: *offer_seq,
-            after_offer_ms: all.get(&(from.to_string(), *offer_seq)).map(|offer| millis_between(offer.at(), event.at())),
+            after_offer_ms: all
+                .get(&(from.to_string(), *offer_seq))
+                .map(|offer| millis_between(offer.at(), event.at())),
         },
-        EventKind::HandoffRefused { to, reason } => StepDetail::HandoffRefused { to: to.to_string(), reason: reason.clone() },
-        EventKind::TakenOver { from, fencing_token, through_seq, .. } => StepDetail::TakenOver {
+        EventKind::HandoffRefused { to, reason } => StepDetail::HandoffRefused {
+            to: to.to_string(),
+            reason: reason.clone(),
+        },
+        EventKind::TakenOver {
+            from,
+            fencing_token,
+            through_seq,
+            ..
+        } => StepDetail::TakenOver {
             from: from.to_string(),
             fencing_token: *fencing_token,
             through_seq: *through_seq,
@@ -681,7 +821,10 @@ fn detail(event: &Seen, all: &BTreeMap<(String, u64), Seen>) -> StepDetail {
 }
 
 fn status_name(raw: i32) -> &'static str {
-    match meridian_proto::convert::status_from_proto("", raw).ok().flatten() {
+    match meridian_proto::convert::status_from_proto("", raw)
+        .ok()
+        .flatten()
+    {
         Some(status) => status.as_str(),
         None => "unspecified",
     }
@@ -710,20 +853,42 @@ fn instant_text(at: Timestamp) -> String {
 fn step_line(step: &Step) -> String {
     let here = format!("{}#{}", step.origin_region, step.origin_seq);
     let what = match &step.detail {
-        StepDetail::Created { subject } => format!("created in {} at epoch {}: {subject:?}", step.origin_region, step.epoch),
+        StepDetail::Created { subject } => format!(
+            "created in {} at epoch {}: {subject:?}",
+            step.origin_region, step.epoch
+        ),
         StepDetail::Updated { changes } => format!("updated: {}", changes.join(", ")),
         StepDetail::Note { author, body, auto } => {
             let auto = if *auto { " (auto)" } else { "" };
             format!("note by {author}{auto}: {body}")
         }
-        StepDetail::Sla { metric, due } => format!("{} {metric} (due {})", step.kind.replace('_', " "), instant_text(*due)),
-        StepDetail::HandoffOffered { to, .. } => format!("handoff offered to {to} at epoch {}", step.epoch),
-        StepDetail::HandoffAccepted { from, offer_seq, after_offer_ms } => {
-            let wait = after_offer_ms.map_or_else(String::new, |ms| format!(", {} after the offer", human_duration(ms)));
-            format!("handoff from {from} accepted by {} at epoch {} (offer {from}#{offer_seq}){wait}", step.origin_region, step.epoch)
+        StepDetail::Sla { metric, due } => format!(
+            "{} {metric} (due {})",
+            step.kind.replace('_', " "),
+            instant_text(*due)
+        ),
+        StepDetail::HandoffOffered { to, .. } => {
+            format!("handoff offered to {to} at epoch {}", step.epoch)
+        }
+        StepDetail::HandoffAccepted {
+            from,
+            offer_seq,
+            after_offer_ms,
+        } => {
+            let wait = after_offer_ms.map_or_else(String::new, |ms| {
+                format!(", {} after the offer", human_duration(ms))
+            });
+            format!(
+                "handoff from {from} accepted by {} at epoch {} (offer {from}#{offer_seq}){wait}",
+                step.origin_region, step.epoch
+            )
         }
         StepDetail::HandoffRefused { to, reason } => format!("handoff to {to} refused: {reason}"),
-        StepDetail::TakenOver { from, fencing_token, through_seq } => format!(
+        StepDetail::TakenOver {
+            from,
+            fencing_token,
+            through_seq,
+        } => format!(
             "taken over from {from} by {} at epoch {} (fencing token {fencing_token}, {from}'s log through #{through_seq})",
             step.origin_region, step.epoch
         ),
@@ -741,25 +906,45 @@ pub fn render(journey: &Journey) -> String {
         out.push_str(&text);
         out.push('\n');
     };
-    let subject = journey.subject.as_deref().map_or_else(String::new, |s| format!(" {s:?}"));
-    let status = journey.status.as_deref().map_or_else(String::new, |s| format!(" ({s})"));
+    let subject = journey
+        .subject
+        .as_deref()
+        .map_or_else(String::new, |s| format!(" {s:?}"));
+    let status = journey
+        .status
+        .as_deref()
+        .map_or_else(String::new, |s| format!(" ({s})"));
     line(format!("ticket   {}{subject}{status}", journey.ticket_id));
     line(format!("trace    {}", journey.trace_id));
     if let Some(url) = &journey.trace_url {
         line(format!("link     {url}"));
     }
     if let Some(owner) = &journey.owner {
-        line(format!("owner    {} at epoch {}", owner.region, owner.epoch));
+        line(format!(
+            "owner    {} at epoch {}",
+            owner.region, owner.epoch
+        ));
     }
     let visited: Vec<&str> = journey.stays.iter().map(|s| s.region.as_str()).collect();
-    line(format!("visited  {}", if visited.is_empty() { "-".to_owned() } else { visited.join(" → ") }));
+    line(format!(
+        "visited  {}",
+        if visited.is_empty() {
+            "-".to_owned()
+        } else {
+            visited.join(" → ")
+        }
+    ));
     line(String::new());
 
     // Each step sits under the last stay that began at or before it; steps
     // before the first stay (clock skew, a missing creation) under the first.
     let mut under: Vec<Vec<&Step>> = vec![Vec::new(); journey.stays.len().max(1)];
     for step in &journey.steps {
-        let index = journey.stays.iter().rposition(|s| s.since <= step.at).unwrap_or(0);
+        let index = journey
+            .stays
+            .iter()
+            .rposition(|s| s.since <= step.at)
+            .unwrap_or(0);
         if let Some(list) = under.get_mut(index) {
             list.push(step);
         }
@@ -789,12 +974,23 @@ pub fn render(journey: &Journey) -> String {
         }
         for (i, step) in steps.iter().enumerate() {
             let last = i + 1 == steps.len();
-            let (branch, stem) = if last { ("└─", "   ") } else { ("├─", "│  ") };
-            line(format!("{branch} {}  {}", instant_text(step.at), step_line(step)));
+            let (branch, stem) = if last {
+                ("└─", "   ")
+            } else {
+                ("├─", "│  ")
+            };
+            line(format!(
+                "{branch} {}  {}",
+                instant_text(step.at),
+                step_line(step)
+            ));
             let indent = format!("{stem}{:26}", "");
             if let StepDetail::HandoffOffered { note, .. } = &step.detail {
                 let auto = if note.auto { " (auto)" } else { "" };
-                line(format!("{indent}note by {}{auto}: status {}", note.author, note.current_status));
+                line(format!(
+                    "{indent}note by {}{auto}: status {}",
+                    note.author, note.current_status
+                ));
                 line(format!("{indent}  last action: {}", note.last_action));
                 line(format!("{indent}  next action: {}", note.next_action));
                 if let Some(deadline) = note.deadline {
@@ -805,7 +1001,10 @@ pub fn render(journey: &Journey) -> String {
                 }
             }
             if !step.missing_in.is_empty() {
-                line(format!("{indent}waiting in replication: not yet applied in {}", step.missing_in.join(", ")));
+                line(format!(
+                    "{indent}waiting in replication: not yet applied in {}",
+                    step.missing_in.join(", ")
+                ));
             }
         }
         line(String::new());
@@ -832,17 +1031,26 @@ pub fn render(journey: &Journey) -> String {
     for r in &journey.regions {
         let view = match (&r.sees_owner, r.behind) {
             (Some(o), false) => format!("sees owner {} at epoch {}", o.region, o.epoch),
-            (Some(o), true) => format!("still sees owner {} at epoch {} (replication behind)", o.region, o.epoch),
+            (Some(o), true) => format!(
+                "still sees owner {} at epoch {} (replication behind)",
+                o.region, o.epoch
+            ),
             (None, _) => "has no copy of the ticket yet".to_owned(),
         };
         let truncated = if r.events_truncated { "+" } else { "" };
-        line(format!("  {:<12} {}{truncated} events, {view}", r.region, r.events));
+        line(format!(
+            "  {:<12} {}{truncated} events, {view}",
+            r.region, r.events
+        ));
         let lags: Vec<String> = r
             .lag
             .iter()
             .map(|p| {
                 let down = if p.connected { "" } else { ", not connected" };
-                format!("{} {} events/{:.1}s{down}", p.peer, p.lag_events, p.lag_seconds)
+                format!(
+                    "{} {} events/{:.1}s{down}",
+                    p.peer, p.lag_events, p.lag_seconds
+                )
             })
             .collect();
         if !lags.is_empty() {
@@ -850,7 +1058,9 @@ pub fn render(journey: &Journey) -> String {
         }
     }
     for region in &journey.not_asked {
-        line(format!("  {region:<12} not asked (add --peer URL of its gateway)"));
+        line(format!(
+            "  {region:<12} not asked (add --peer URL of its gateway)"
+        ));
     }
     for u in &journey.unreached {
         line(format!("  unreachable  {}", u.error));
@@ -869,7 +1079,9 @@ pub fn render(journey: &Journey) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use meridian_core::{Epoch, HandoffNote, HlcTimestamp, Note, NoteId, RegionId, Status, TicketChanges};
+    use meridian_core::{
+        Epoch, HandoffNote, HlcTimestamp, Note, NoteId, RegionId, Status, TicketChanges,
+    };
 
     use super::*;
 
@@ -880,7 +1092,8 @@ mod tests {
     }
 
     fn ticket_id() -> TicketId {
-        TicketId::from_uuid(uuid::Uuid::parse_str("0196f0c4-8a2b-7cde-8f01-23456789abcd").unwrap()).unwrap()
+        TicketId::from_uuid(uuid::Uuid::parse_str("0196f0c4-8a2b-7cde-8f01-23456789abcd").unwrap())
+            .unwrap()
     }
 
     fn event(origin: &str, seq: u64, epoch: Epoch, at_ms: u64, kind: EventKind) -> v1::Event {
@@ -908,7 +1121,15 @@ mod tests {
         };
         let owner = meridian_core::Ownership::new(region(origin), 0, Epoch::initial(0)).unwrap();
         let ticket = meridian_core::Ticket::create(ticket_id(), new, owner, at(at_ms)).unwrap();
-        event(origin, 1, Epoch::initial(0), at_ms, EventKind::TicketCreated { ticket: Box::new(ticket) })
+        event(
+            origin,
+            1,
+            Epoch::initial(0),
+            at_ms,
+            EventKind::TicketCreated {
+                ticket: Box::new(ticket),
+            },
+        )
     }
 
     fn offer(origin: &str, seq: u64, epoch: Epoch, at_ms: u64, to: &str, next: &str) -> v1::Event {
@@ -930,7 +1151,17 @@ mod tests {
             created_at: Timestamp::from_millisecond((T0_MS + at_ms) as i64).unwrap(),
             auto: false,
         };
-        event(origin, seq, epoch, at_ms, EventKind::HandoffOffered { to: region(to), handoff, note })
+        event(
+            origin,
+            seq,
+            epoch,
+            at_ms,
+            EventKind::HandoffOffered {
+                to: region(to),
+                handoff,
+                note,
+            },
+        )
     }
 
     fn copy(name: &str, events: Vec<v1::Event>, owner: Option<(&str, u64)>) -> RegionCopy {
@@ -941,7 +1172,10 @@ mod tests {
                 id: ticket_id().to_string(),
                 subject: "VPN down".into(),
                 status: v1::Status::Open.into(),
-                owner: Some(v1::Ownership { owner_region: o.into(), epoch }),
+                owner: Some(v1::Ownership {
+                    owner_region: o.into(),
+                    epoch,
+                }),
                 ..Default::default()
             }),
             events,
@@ -959,15 +1193,32 @@ mod tests {
             2,
             e0,
             1_000,
-            EventKind::TicketUpdated { changes: TicketChanges { epoch: e0, status: Some(Status::Open), ..Default::default() } },
+            EventKind::TicketUpdated {
+                changes: TicketChanges {
+                    epoch: e0,
+                    status: Some(Status::Open),
+                    ..Default::default()
+                },
+            },
         );
-        let offered = offer("us-east", 3, e0, 60_000, "eu-west", "call the customer at 09:00");
+        let offered = offer(
+            "us-east",
+            3,
+            e0,
+            60_000,
+            "eu-west",
+            "call the customer at 09:00",
+        );
         let accepted = event(
             "eu-west",
             1,
             e1,
             60_300,
-            EventKind::HandoffAccepted { from: region("us-east"), offer_seq: 3, previous_epoch: e0 },
+            EventKind::HandoffAccepted {
+                from: region("us-east"),
+                offer_seq: 3,
+                previous_epoch: e0,
+            },
         );
         let offered_on = offer("eu-west", 2, e1, 120_000, "apac-south", "escalate");
         let refused = event(
@@ -975,9 +1226,19 @@ mod tests {
             3,
             e1,
             120_100,
-            EventKind::HandoffRefused { to: region("apac-south"), reason: "apac-south is not on shift".into() },
+            EventKind::HandoffRefused {
+                to: region("apac-south"),
+                reason: "apac-south is not on shift".into(),
+            },
         );
-        let all = vec![created("us-east", 0), updated, offered, accepted, offered_on, refused];
+        let all = vec![
+            created("us-east", 0),
+            updated,
+            offered,
+            accepted,
+            offered_on,
+            refused,
+        ];
         let apac: Vec<v1::Event> = all[..5].to_vec();
         let e1_raw = e1.raw();
         (
@@ -998,11 +1259,26 @@ mod tests {
     fn stays_follow_the_minting_events_with_durations() {
         let (copies, e1) = history();
         let journey = build_journey(ticket_id(), &copies, at(180_300));
-        let stays: Vec<(&str, &str, Option<Timestamp>, i64)> =
-            journey.stays.iter().map(|s| (s.region.as_str(), s.came_by.as_str(), s.until, s.held_ms)).collect();
-        assert_eq!(stays, [("us-east", "created", Some(at(60_300)), 60_300), ("eu-west", "handoff", None, 120_000)]);
+        let stays: Vec<(&str, &str, Option<Timestamp>, i64)> = journey
+            .stays
+            .iter()
+            .map(|s| (s.region.as_str(), s.came_by.as_str(), s.until, s.held_ms))
+            .collect();
+        assert_eq!(
+            stays,
+            [
+                ("us-east", "created", Some(at(60_300)), 60_300),
+                ("eu-west", "handoff", None, 120_000)
+            ]
+        );
         assert_eq!(journey.stays[1].from_region.as_deref(), Some("us-east"));
-        assert_eq!(journey.owner, Some(Holder { region: "eu-west".into(), epoch: e1.raw() }));
+        assert_eq!(
+            journey.owner,
+            Some(Holder {
+                region: "eu-west".into(),
+                epoch: e1.raw()
+            })
+        );
         assert_eq!(journey.trace_id, "0196f0c48a2b7cde8f0123456789abcd");
     }
 
@@ -1013,17 +1289,36 @@ mod tests {
         let kinds: Vec<&str> = journey.steps.iter().map(|s| s.kind.as_str()).collect();
         assert_eq!(
             kinds,
-            ["ticket_created", "ticket_updated", "handoff_offered", "handoff_accepted", "handoff_offered", "handoff_refused"]
+            [
+                "ticket_created",
+                "ticket_updated",
+                "handoff_offered",
+                "handoff_accepted",
+                "handoff_offered",
+                "handoff_refused"
+            ]
         );
-        let StepDetail::HandoffOffered { to, note } = &journey.steps[2].detail else { panic!("{:?}", journey.steps[2]) };
-        assert_eq!((to.as_str(), note.next_action.as_str()), ("eu-west", "call the customer at 09:00"));
+        let StepDetail::HandoffOffered { to, note } = &journey.steps[2].detail else {
+            panic!("{:?}", journey.steps[2])
+        };
+        assert_eq!(
+            (to.as_str(), note.next_action.as_str()),
+            ("eu-west", "call the customer at 09:00")
+        );
         assert_eq!(
             journey.steps[3].detail,
-            StepDetail::HandoffAccepted { from: "us-east".into(), offer_seq: 3, after_offer_ms: Some(300) }
+            StepDetail::HandoffAccepted {
+                from: "us-east".into(),
+                offer_seq: 3,
+                after_offer_ms: Some(300)
+            }
         );
         assert_eq!(
             journey.steps[5].detail,
-            StepDetail::HandoffRefused { to: "apac-south".into(), reason: "apac-south is not on shift".into() }
+            StepDetail::HandoffRefused {
+                to: "apac-south".into(),
+                reason: "apac-south is not on shift".into()
+            }
         );
         // Only the refusal has not reached apac-south.
         let waiting: Vec<(&str, &[String])> = journey
@@ -1032,7 +1327,10 @@ mod tests {
             .filter(|s| !s.missing_in.is_empty())
             .map(|s| (s.kind.as_str(), s.missing_in.as_slice()))
             .collect();
-        assert_eq!(waiting, [("handoff_refused", &["apac-south".to_owned()][..])]);
+        assert_eq!(
+            waiting,
+            [("handoff_refused", &["apac-south".to_owned()][..])]
+        );
     }
 
     #[test]
@@ -1040,20 +1338,36 @@ mod tests {
         let (mut copies, e1) = history();
         // apac-south has only the creation and still sees us-east.
         copies[2].events.truncate(1);
-        copies[2].ticket.as_mut().unwrap().owner = Some(v1::Ownership { owner_region: "us-east".into(), epoch: 0 });
+        copies[2].ticket.as_mut().unwrap().owner = Some(v1::Ownership {
+            owner_region: "us-east".into(),
+            epoch: 0,
+        });
         let closed = event(
             "eu-west",
             4,
             e1,
             150_000,
-            EventKind::TicketUpdated { changes: TicketChanges { epoch: e1, status: Some(Status::Closed), ..Default::default() } },
+            EventKind::TicketUpdated {
+                changes: TicketChanges {
+                    epoch: e1,
+                    status: Some(Status::Closed),
+                    ..Default::default()
+                },
+            },
         );
         copies[1].events.push(closed);
         let journey = build_journey(ticket_id(), &copies, at(999_999));
-        let apac = journey.regions.iter().find(|r| r.region == "apac-south").unwrap();
+        let apac = journey
+            .regions
+            .iter()
+            .find(|r| r.region == "apac-south")
+            .unwrap();
         assert!(apac.behind && apac.events == 1, "{apac:?}");
         let last = journey.stays.last().unwrap();
-        assert_eq!((last.until, last.closed, last.held_ms), (Some(at(150_000)), true, 89_700));
+        assert_eq!(
+            (last.until, last.closed, last.held_ms),
+            (Some(at(150_000)), true, 89_700)
+        );
     }
 
     #[test]
@@ -1069,7 +1383,11 @@ mod tests {
         };
         copies[0].conflicts.push(conflict.clone());
         copies[1].conflicts.push(conflict);
-        copies[0].peers.push(v1::PeerStatus { region: "sa-east".into(), connected: true, ..Default::default() });
+        copies[0].peers.push(v1::PeerStatus {
+            region: "sa-east".into(),
+            connected: true,
+            ..Default::default()
+        });
         let journey = build_journey(ticket_id(), &copies, at(200_000));
         assert_eq!(journey.conflicts.len(), 1);
         assert_eq!(journey.conflicts[0].seen_in, ["us-east", "eu-west"]);
@@ -1084,15 +1402,23 @@ mod tests {
         odd.kind = "no_such_kind".into();
         copies[0].events.push(odd);
         let journey = build_journey(ticket_id(), &copies, at(200_000));
-        let step = journey.steps.iter().find(|s| s.kind == "no_such_kind").unwrap();
-        assert!(matches!(step.detail, StepDetail::Undecoded { .. }), "{step:?}");
+        let step = journey
+            .steps
+            .iter()
+            .find(|s| s.kind == "no_such_kind")
+            .unwrap();
+        assert!(
+            matches!(step.detail, StepDetail::Undecoded { .. }),
+            "{step:?}"
+        );
     }
 
     #[test]
     fn render_shows_each_region_its_handoffs_and_waits() {
         let (copies, _) = history();
         let mut journey = build_journey(ticket_id(), &copies, at(180_300));
-        journey.trace_url = Some(trace_link("http://localhost:16686/trace/{trace_id}", ticket_id()).unwrap());
+        journey.trace_url =
+            Some(trace_link("http://localhost:16686/trace/{trace_id}", ticket_id()).unwrap());
         let text = render(&journey);
         let expected = r#"ticket   0196f0c4-8a2b-7cde-8f01-23456789abcd "VPN down" (open)
 trace    0196f0c48a2b7cde8f0123456789abcd
@@ -1131,11 +1457,21 @@ note: events carry their origin's time only; the API does not say when each regi
 
     #[test]
     fn trace_links_need_the_placeholder_and_durations_read_well() {
-        let error = trace_link("http://jaeger/trace/", ticket_id()).unwrap_err().to_string();
+        let error = trace_link("http://jaeger/trace/", ticket_id())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("{trace_id}"), "{error}");
         let link = trace_link("http://tempo/{trace_id}?ticket={ticket_id}", ticket_id()).unwrap();
-        assert_eq!(link, "http://tempo/0196f0c48a2b7cde8f0123456789abcd?ticket=0196f0c4-8a2b-7cde-8f01-23456789abcd");
-        let shown: Vec<String> = [350, 2_149, 183_000, 7_500_000, 273_600_000, -1_500].map(human_duration).into();
-        assert_eq!(shown, ["350ms", "2.1s", "3m 03s", "2h 05m", "3d 4h", "-1.5s"]);
+        assert_eq!(
+            link,
+            "http://tempo/0196f0c48a2b7cde8f0123456789abcd?ticket=0196f0c4-8a2b-7cde-8f01-23456789abcd"
+        );
+        let shown: Vec<String> = [350, 2_149, 183_000, 7_500_000, 273_600_000, -1_500]
+            .map(human_duration)
+            .into();
+        assert_eq!(
+            shown,
+            ["350ms", "2.1s", "3m 03s", "2h 05m", "3d 4h", "-1.5s"]
+        );
     }
 }

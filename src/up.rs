@@ -28,7 +28,9 @@ use meridian_core::RegionId;
 use meridian_gateway::{GatewayConfig, Listeners, MeshSettings, RulesSettings};
 use meridian_proto::v1;
 use meridian_store::StoreConfig;
-use meridian_tls::{CA_CERT_FILE, DevPkiPlan, Service, TlsFiles, TrustDomain, Validity, write_dev_pki};
+use meridian_tls::{
+    CA_CERT_FILE, DevPkiPlan, Service, TlsFiles, TrustDomain, Validity, write_dev_pki,
+};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 /// The regions of the development mesh, in epoch-index order (the example
@@ -94,11 +96,16 @@ fn dev_auth(data_dir: &Path, pki: &Path, regions: &[RegionId]) -> anyhow::Result
     let auth_dir = data_dir.join("auth");
     let key = crate::token_cli::dev_keys(&auth_dir, false, false)?;
     let tokens_dir = data_dir.join("tokens");
-    std::fs::create_dir_all(&tokens_dir).with_context(|| format!("cannot create {}", tokens_dir.display()))?;
+    std::fs::create_dir_all(&tokens_dir)
+        .with_context(|| format!("cannot create {}", tokens_dir.display()))?;
     let hours = crate::token_cli::DEV_TOKEN_HOURS;
-    let mut wanted: Vec<(String, Role, Option<&RegionId>)> =
-        regions.iter().map(|r| (format!("agent-{r}"), Role::Agent, Some(r))).collect();
-    wanted.extend([Role::Operator, Role::Sre, Role::Admin].map(|role| (role.to_string(), role, None)));
+    let mut wanted: Vec<(String, Role, Option<&RegionId>)> = regions
+        .iter()
+        .map(|r| (format!("agent-{r}"), Role::Agent, Some(r)))
+        .collect();
+    wanted.extend(
+        [Role::Operator, Role::Sre, Role::Admin].map(|role| (role.to_string(), role, None)),
+    );
     wanted.push(("console".to_owned(), Role::Sre, None));
     let mut tokens = Vec::new();
     for (name, role, region) in wanted {
@@ -133,7 +140,10 @@ fn write_env(
     rules: &Path,
 ) -> anyhow::Result<()> {
     let token_file = |name: &str| {
-        auth.tokens.iter().find(|(n, _, _)| n == name).map(|(_, path, _)| absolute(path))
+        auth.tokens
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, path, _)| absolute(path))
     };
     let (first_region, gateway) = gateways.first().context("no regions")?;
     let first_agent = token_file(&format!("agent-{first_region}")).context("no agent token")?;
@@ -161,19 +171,29 @@ fn write_env(
     }
     let roles = [
         ("operator", "rules and the console's what-if"),
-        ("sre", "`meridian trace TICKET` across every region, the console"),
+        (
+            "sre",
+            "`meridian trace TICKET` across every region, the console",
+        ),
         ("admin", "everything, region failover"),
     ];
     for (role, what) in roles {
-        let Some(path) = token_file(role) else { continue };
+        let Some(path) = token_file(role) else {
+            continue;
+        };
         // The sre reads every region: `meridian trace` asks each gateway.
-        let peers = if role == "sre" { format!(" MERIDIAN_PEERS={}", peers.join(",")) } else { String::new() };
+        let peers = if role == "sre" {
+            format!(" MERIDIAN_PEERS={}", peers.join(","))
+        } else {
+            String::new()
+        };
         env.push_str(&format!(
             "\n# The {role}: {what}.\n# export MERIDIAN_TOKEN=\"$(cat {})\"{peers}\n",
             path.display()
         ));
     }
-    std::fs::write(&auth.env_file, env).with_context(|| format!("cannot write {}", auth.env_file.display()))
+    std::fs::write(&auth.env_file, env)
+        .with_context(|| format!("cannot write {}", auth.env_file.display()))
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -190,7 +210,9 @@ struct Endpoint {
 async fn bind(base: u16, offset: u16, what: &str) -> anyhow::Result<TcpListener> {
     let port = match base {
         0 => 0,
-        base => base.checked_add(offset).context("--base-port is too high")?,
+        base => base
+            .checked_add(offset)
+            .context("--base-port is too high")?,
     };
     TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
         .await
@@ -204,7 +226,8 @@ fn rules_file(args: &UpArgs) -> anyhow::Result<PathBuf> {
     }
     let path = args.data_dir.join("rules.toml");
     if !path.exists() {
-        std::fs::write(&path, EXAMPLE_RULES).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, EXAMPLE_RULES)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(path)
 }
@@ -223,7 +246,8 @@ fn dev_pki(dir: &Path, regions: &[RegionId]) -> anyhow::Result<()> {
         cert_validity: Validity::days_from(now, 365),
         replace_ca: false,
     };
-    write_dev_pki(dir, &plan).with_context(|| format!("cannot write the development PKI to {}", dir.display()))?;
+    write_dev_pki(dir, &plan)
+        .with_context(|| format!("cannot write the development PKI to {}", dir.display()))?;
     Ok(())
 }
 
@@ -243,7 +267,8 @@ fn public_cert(pki: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
         let path = pki.join(file);
         std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
     };
-    let ca = meridian_tls::DevCa::from_pem(&read(CA_CERT_FILE)?, &read(meridian_tls::CA_KEY_FILE)?)?;
+    let ca =
+        meridian_tls::DevCa::from_pem(&read(CA_CERT_FILE)?, &read(meridian_tls::CA_KEY_FILE)?)?;
     let validity = Validity::days_from(SystemTime::now(), 365);
     let (cert_pem, key_pem) = meridian_tls::issue_server(&ca, &["localhost".to_owned()], validity)?;
     meridian_tls::write_atomically(&key, key_pem.as_bytes(), 0o600)?;
@@ -252,13 +277,24 @@ fn public_cert(pki: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
-    let regions: Vec<RegionId> = REGIONS.iter().map(|r| RegionId::new(*r)).collect::<Result<_, _>>()?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    let regions: Vec<RegionId> = REGIONS
+        .iter()
+        .map(|r| RegionId::new(*r))
+        .collect::<Result<_, _>>()?;
     let rules = rules_file(&args)?;
     let pki = args.data_dir.join("pki");
     dev_pki(&pki, &regions)?;
-    let auth = if args.no_auth { None } else { Some(dev_auth(&args.data_dir, &pki, &regions)?) };
+    let auth = if args.no_auth {
+        None
+    } else {
+        Some(dev_auth(&args.data_dir, &pki, &regions)?)
+    };
     let scheme = if auth.is_some() { "https" } else { "http" };
 
     // Bind everything first, so each gateway knows its peers' addresses.
@@ -271,8 +307,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let mesh = bind(args.base_port, 11 + offset, region.as_str()).await?;
         listeners.push((region.clone(), public, mesh));
     }
-    let mesh_addrs: Vec<(RegionId, SocketAddr)> =
-        listeners.iter().map(|(r, _, m)| Ok((r.clone(), m.local_addr()?))).collect::<std::io::Result<_>>()?;
+    let mesh_addrs: Vec<(RegionId, SocketAddr)> = listeners
+        .iter()
+        .map(|(r, _, m)| Ok((r.clone(), m.local_addr()?)))
+        .collect::<std::io::Result<_>>()?;
 
     let (stop, stopped) = watch::channel(false);
     let shutdown = |mut stopped: watch::Receiver<bool>| async move {
@@ -282,10 +320,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     // One in-process coordinator for the whole mesh: region leases and
     // takeovers, as etcd holds them across real regions. Leases run on real
     // time even with --speed, so keep-alives never fall behind the clock.
-    let coordinator: Arc<dyn meridian_coord::Coordinator> = Arc::new(meridian_coord::LocalCoordinator::new(
-        Arc::new(meridian_gateway::SystemClock),
-        meridian_coord::LocalConfig::default(),
-    ));
+    let coordinator: Arc<dyn meridian_coord::Coordinator> =
+        Arc::new(meridian_coord::LocalCoordinator::new(
+            Arc::new(meridian_gateway::SystemClock),
+            meridian_coord::LocalConfig::default(),
+        ));
     let mut endpoints = Vec::new();
     let mut gateway_urls = Vec::new();
     let mut starts: Vec<ServiceStart> = Vec::new();
@@ -294,22 +333,38 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     let clock: Arc<dyn meridian_core::Clock> = match (args.speed, args.start) {
         (1, None) => Arc::new(meridian_gateway::SystemClock),
-        (speed, start) => Arc::new(meridian_gateway::ScaledClock::new(start.unwrap_or_else(jiff::Timestamp::now), speed)),
+        (speed, start) => Arc::new(meridian_gateway::ScaledClock::new(
+            start.unwrap_or_else(jiff::Timestamp::now),
+            speed,
+        )),
     };
     for (region, public, mesh) in listeners {
         let public_addr = public.local_addr()?;
         let mesh_addr = mesh.local_addr()?;
         let db = args.data_dir.join(format!("{region}.db"));
-        let mut config = GatewayConfig::new(region.clone(), regions.clone(), public_addr, StoreConfig::sqlite_file(&db));
+        let mut config = GatewayConfig::new(
+            region.clone(),
+            regions.clone(),
+            public_addr,
+            StoreConfig::sqlite_file(&db),
+        );
         config.rules = Some(RulesSettings::new(rules.clone()));
         config.mesh = Some(MeshSettings {
             listen: mesh_addr,
             tls: TlsFiles::dev(&pki, &region, Service::Gateway),
-            peers: mesh_addrs.iter().filter(|(r, _)| r != &region).map(|(r, a)| (r.clone(), a.to_string())).collect(),
-            handoff_timeout: Duration::from_millis(meridian_gateway::config::HANDOFF_TIMEOUT_MS_DEFAULT),
+            peers: mesh_addrs
+                .iter()
+                .filter(|(r, _)| r != &region)
+                .map(|(r, a)| (r.clone(), a.to_string()))
+                .collect(),
+            handoff_timeout: Duration::from_millis(
+                meridian_gateway::config::HANDOFF_TIMEOUT_MS_DEFAULT,
+            ),
             peer_durability_tiers: vec![meridian_core::Tier::new("enterprise")?],
         });
-        config.coordinator = Some(meridian_gateway::failover::CoordinatorSettings::shared(coordinator.clone()));
+        config.coordinator = Some(meridian_gateway::failover::CoordinatorSettings::shared(
+            coordinator.clone(),
+        ));
         if let Some(auth) = &auth {
             // The public port has its own server-only certificate: the
             // mesh identity stays on the mesh port.
@@ -328,13 +383,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let clock = clock.clone();
         // Started after the banner, so it comes before their logs.
         starts.push(Box::pin(async move {
-            let listeners = Listeners { public, mesh: Some(mesh) };
+            let listeners = Listeners {
+                public,
+                mesh: Some(mesh),
+            };
             let ended = meridian_gateway::run_listeners(config, listeners, stopped, clock).await;
-            (format!("gateway {region}"), ended.map_err(anyhow::Error::from))
+            (
+                format!("gateway {region}"),
+                ended.map_err(anyhow::Error::from),
+            )
         }));
     }
     let router_addr = router_listener.local_addr()?;
-    let mut router_config = meridian_router::RouterConfig::new(router_addr, rules.clone(), gateway_urls.clone())?;
+    let mut router_config =
+        meridian_router::RouterConfig::new(router_addr, rules.clone(), gateway_urls.clone())?;
     let first_region = regions.first().context("no regions")?;
     // Health ages are read on the mesh's clock, which --speed runs N times
     // faster than the probes' real-time interval: scale the timeout so a
@@ -345,12 +407,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     router_config.failover = Some(meridian_router::failover::FailoverSettings::shared(
         coordinator.clone(),
         TlsFiles::dev(&pki, first_region, Service::Router),
-        mesh_addrs.iter().map(|(r, a)| (r.clone(), a.to_string())).collect(),
+        mesh_addrs
+            .iter()
+            .map(|(r, a)| (r.clone(), a.to_string()))
+            .collect(),
     ));
     if let Some(template) = &args.tracing_ui
         && !template.contains(meridian_router::config::TRACE_ID_PLACEHOLDER)
     {
-        anyhow::bail!("--tracing-ui {template:?} has no {{trace_id}} to fill (e.g. http://localhost:16686/trace/{{trace_id}})");
+        anyhow::bail!(
+            "--tracing-ui {template:?} has no {{trace_id}} to fill (e.g. http://localhost:16686/trace/{{trace_id}})"
+        );
     }
     if let Some(auth) = &auth {
         let (cert, key) = public_cert(&pki, "router")?;
@@ -366,16 +433,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     });
     endpoints.insert(
         0,
-        Endpoint { name: "router".into(), url: format!("{scheme}://{router_addr}"), detail: format!("rules {}", rules.display()) },
+        Endpoint {
+            name: "router".into(),
+            url: format!("{scheme}://{router_addr}"),
+            detail: format!("rules {}", rules.display()),
+        },
     );
     // With auth the console serves HTTPS with the router's certificate and
     // takes the same tokens; without, it is local-only plain HTTP.
     let console_url = format!("{scheme}://{console_addr}/");
     let console_detail = match &auth {
-        Some(_) => "web console: Now, Handoffs, Rules (log in with an sre, operator or admin token)",
+        Some(_) => {
+            "web console: Now, Handoffs, Rules (log in with an sre, operator or admin token)"
+        }
         None => "web console: Now, Handoffs, Rules (local-only)",
     };
-    endpoints.push(Endpoint { name: "console".into(), url: console_url.clone(), detail: console_detail.into() });
+    endpoints.push(Endpoint {
+        name: "console".into(),
+        url: console_url.clone(),
+        detail: console_detail.into(),
+    });
     // One click logs in as the sre: the token rides in the URL's fragment,
     // which the browser never sends (so no server or proxy logs it); the
     // login page posts it and clears it from the address bar.
@@ -394,9 +471,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let router_url = format!("{scheme}://{router_addr}");
     let first_gateway = endpoints.get(1).map_or_else(String::new, |e| e.url.clone());
     // The banner first: where everything is, before the services log.
-    println!("Meridian is starting: {} regions and the router on loopback, data under {}", REGIONS.len(), args.data_dir.display());
+    println!(
+        "Meridian is starting: {} regions and the router on loopback, data under {}",
+        REGIONS.len(),
+        args.data_dir.display()
+    );
     if args.speed > 1 || args.start.is_some() {
-        println!("The mesh's clock starts at {} and runs {}x real time.", clock.now(), args.speed);
+        println!(
+            "The mesh's clock starts at {} and runs {}x real time.",
+            clock.now(),
+            args.speed
+        );
     }
     println!();
     println!("{:<20} {:<30} DETAIL", "SERVICE", "URL");
@@ -407,15 +492,28 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     match &auth {
         Some(auth) => {
             write_env(auth, &gateway_urls, &router_url, &rules)?;
-            println!("Public ports serve TLS (CA {}) and require a bearer token.", auth.ca.display());
-            println!("Development tokens (valid {} days; also in {}):", crate::token_cli::DEV_TOKEN_HOURS / 24, args.data_dir.join("tokens").display());
+            println!(
+                "Public ports serve TLS (CA {}) and require a bearer token.",
+                auth.ca.display()
+            );
+            println!(
+                "Development tokens (valid {} days; also in {}):",
+                crate::token_cli::DEV_TOKEN_HOURS / 24,
+                args.data_dir.join("tokens").display()
+            );
             for (name, _, token) in &auth.tokens {
                 println!("  {name:<18} {token}");
             }
             println!();
-            println!("For the CLI (as the {} agent): source {}", first_region, auth.env_file.display());
+            println!(
+                "For the CLI (as the {} agent): source {}",
+                first_region,
+                auth.env_file.display()
+            );
         }
-        None => println!("--no-auth: public ports are plaintext and take no token (loopback only)."),
+        None => {
+            println!("--no-auth: public ports are plaintext and take no token (loopback only).")
+        }
     }
     println!();
     for start in starts {
@@ -448,12 +546,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("Meridian is up: every region holds its lease and takes writes.");
     println!();
     println!("Try:");
-    println!("  meridian ticket submit --router {router_url} --subject \"VPN down\" --customer acme --tier premium");
+    println!(
+        "  meridian ticket submit --router {router_url} --subject \"VPN down\" --customer acme --tier premium"
+    );
     println!("  meridian ticket list --target {first_gateway}");
-    println!("  meridian ticket handoff ID --target {first_gateway} --to eu-west --last-action … --next-action …");
+    println!(
+        "  meridian ticket handoff ID --target {first_gateway} --to eu-west --last-action … --next-action …"
+    );
     match &console_login {
         Some(url) => {
-            println!("  open the console, logged in as the sre (log in with the operator token to run the what-if):");
+            println!(
+                "  open the console, logged in as the sre (log in with the operator token to run the what-if):"
+            );
             println!("    {url}");
         }
         None => println!("  open {console_url} in a browser for the console"),
@@ -483,7 +587,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A service's task, spawned once the banner is out.
-type ServiceStart = std::pin::Pin<Box<dyn std::future::Future<Output = (String, anyhow::Result<()>)> + Send>>;
+type ServiceStart =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (String, anyhow::Result<()>)> + Send>>;
 
 /// Where `/metrics` is served, and the server `up` started for it (if it
 /// did: `--metrics-listen` may have started one already).
@@ -496,18 +601,32 @@ struct MetricsEndpoint {
 /// (any free port with `--base-port 0`), unless they are served already.
 async fn serve_metrics(base_port: u16) -> anyhow::Result<Option<MetricsEndpoint>> {
     if let Some(addr) = meridian_telemetry::Metrics::serving() {
-        return Ok(Some(MetricsEndpoint { addr, _server: None }));
+        return Ok(Some(MetricsEndpoint {
+            addr,
+            _server: None,
+        }));
     }
-    let Some(metrics) = meridian_telemetry::Metrics::installed() else { return Ok(None) };
-    let port = if base_port == 0 { 0 } else { METRICS_PORT_DEFAULT };
+    let Some(metrics) = meridian_telemetry::Metrics::installed() else {
+        return Ok(None);
+    };
+    let port = if base_port == 0 {
+        0
+    } else {
+        METRICS_PORT_DEFAULT
+    };
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let server = meridian_telemetry::MetricsServer::bind(addr, metrics)
         .await
         .context("is another mesh running? (--metrics-listen picks another address)")?;
-    Ok(Some(MetricsEndpoint { addr: server.local_addr(), _server: Some(server) }))
+    Ok(Some(MetricsEndpoint {
+        addr: server.local_addr(),
+        _server: Some(server),
+    }))
 }
 
-fn describe(ended: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) -> anyhow::Result<String> {
+fn describe(
+    ended: Result<(String, anyhow::Result<()>), tokio::task::JoinError>,
+) -> anyhow::Result<String> {
     match ended {
         Ok((name, Ok(()))) => Ok(name),
         Ok((name, Err(error))) => Err(error.context(format!("{name} failed"))),
@@ -517,10 +636,15 @@ fn describe(ended: Result<(String, anyhow::Result<()>), tokio::task::JoinError>)
 
 /// Waits until every gateway in `gateways` reports that it holds its
 /// region's lease (not fenced), saying which one it still waits for.
-async fn wait_until_leased(gateways: &[(RegionId, String)], auth: Option<&DevAuth>) -> anyhow::Result<()> {
+async fn wait_until_leased(
+    gateways: &[(RegionId, String)],
+    auth: Option<&DevAuth>,
+) -> anyhow::Result<()> {
     // The console's token is an sre's: it may read every gateway's status.
     let token = match auth {
-        Some(auth) => Some(std::fs::read_to_string(&auth.console_token).context("the console's token")?),
+        Some(auth) => {
+            Some(std::fs::read_to_string(&auth.console_token).context("the console's token")?)
+        }
         None => None,
     };
     let ca = auth.map(|a| a.ca.as_path());
@@ -529,8 +653,19 @@ async fn wait_until_leased(gateways: &[(RegionId, String)], auth: Option<&DevAut
     for (region, url) in gateways {
         let mut said = false;
         loop {
-            let status = match crate::ticket_cli::gateway_client(url, ca, token.as_deref(), Duration::from_secs(2)).await {
-                Ok(mut client) => client.get_status(v1::GetStatusRequest {}).await.map(tonic::Response::into_inner).ok(),
+            let status = match crate::ticket_cli::gateway_client(
+                url,
+                ca,
+                token.as_deref(),
+                Duration::from_secs(2),
+            )
+            .await
+            {
+                Ok(mut client) => client
+                    .get_status(v1::GetStatusRequest {})
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .ok(),
                 Err(_) => None,
             };
             if status.as_ref().is_some_and(|s| !s.fenced) {
@@ -538,7 +673,9 @@ async fn wait_until_leased(gateways: &[(RegionId, String)], auth: Option<&DevAut
             }
             if started.elapsed() > PATIENCE {
                 let reason = status.map_or_else(|| "not answering".to_owned(), |s| s.fenced_reason);
-                anyhow::bail!("gateway {region} did not take its lease within {PATIENCE:?}: {reason}");
+                anyhow::bail!(
+                    "gateway {region} did not take its lease within {PATIENCE:?}: {reason}"
+                );
             }
             if !said && started.elapsed() > Duration::from_secs(2) {
                 eprintln!("waiting for gateway {region} to take its region's lease…");
@@ -568,7 +705,10 @@ mod tests {
         let pem = std::fs::read(&cert).unwrap();
         let der = CertificateDer::from_pem_slice(&pem).unwrap();
         let error = meridian_tls::PeerIdentity::from_cert_der(&der).unwrap_err();
-        assert!(error.to_string().contains("SPIFFE") || error.to_string().contains("spiffe"), "{error}");
+        assert!(
+            error.to_string().contains("SPIFFE") || error.to_string().contains("spiffe"),
+            "{error}"
+        );
         // Made once: a second start serves the same certificate.
         let (again, _) = public_cert(dir.path(), "gateway-us-east").unwrap();
         assert_eq!(std::fs::read(again).unwrap(), pem);

@@ -17,18 +17,33 @@ fn meridian(args: &[&str]) -> Output {
 }
 
 fn example() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rules.example.toml").display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/rules.example.toml")
+        .display()
+        .to_string()
 }
 
 fn stdout(output: &Output) -> String {
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
 #[test]
 fn sla_deadline_follows_the_customer_calendar() {
     let file = example();
-    let base = ["sla", "deadline", file.as_str(), "--tier", "standard", "--metric", "resolution"];
+    let base = [
+        "sla",
+        "deadline",
+        file.as_str(),
+        "--tier",
+        "standard",
+        "--metric",
+        "resolution",
+    ];
     let start = ["--start", "2026-06-02T14:00:00Z", "--output", "json"];
     let tier = meridian(&[&base[..], &start[..]].concat());
     let tier: serde_json::Value = serde_json::from_str(&stdout(&tier)).unwrap();
@@ -85,7 +100,8 @@ fn check_reads_the_feed_beside_the_rules_and_warns_and_simulate_lists_the_days()
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.toml");
     std::fs::write(&rules, RULES).unwrap();
-    let feed = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/rules/tests/data/england-and-wales.ics");
+    let feed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/rules/tests/data/england-and-wales.ics");
     std::fs::copy(feed, dir.path().join("bank-holidays.ics")).unwrap();
     let file = rules.display().to_string();
 
@@ -93,17 +109,44 @@ fn check_reads_the_feed_beside_the_rules_and_warns_and_simulate_lists_the_days()
     // year (the check runs on today's date, which is after 2025).
     let check = meridian(&["rules", "check", &file, "--output", "json"]);
     let check: serde_json::Value = serde_json::from_str(&stdout(&check)).unwrap();
-    let warnings: Vec<String> =
-        check["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_owned()).collect();
+    let warnings: Vec<String> = check["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].starts_with("warning: region \"eu-west\" has no holidays from "), "{warnings:?}");
-    assert!(warnings[0].contains("(bank-holidays.ics has none in it)"), "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("warning: region \"eu-west\" has no holidays from "),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[0].contains("(bank-holidays.ics has none in it)"),
+        "{warnings:?}"
+    );
 
-    let simulate = meridian(&["rules", "simulate", &file, "--from", "2025-12-22", "--days", "7"]);
+    let simulate = meridian(&[
+        "rules",
+        "simulate",
+        &file,
+        "--from",
+        "2025-12-22",
+        "--days",
+        "7",
+    ]);
     let out = stdout(&simulate);
-    let legend = out.split("holidays and extra hours in this window:\n").nth(1).unwrap();
+    let legend = out
+        .split("holidays and extra hours in this window:\n")
+        .nth(1)
+        .unwrap();
     // Lines start with two spaces, which expect! would take as indentation.
-    let legend: Vec<&str> = legend.split("knowledge-parity").next().unwrap().lines().map(str::trim).collect();
+    let legend: Vec<&str> = legend
+        .split("knowledge-parity")
+        .next()
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .collect();
     let legend = legend.join("\n");
     expect![[r#"
         Wed 2025-12-24 to Fri 2025-12-26  us-east: closed all day "Winter break" (every 12-24 to 12-26)
@@ -112,11 +155,17 @@ fn check_reads_the_feed_beside_the_rules_and_warns_and_simulate_lists_the_days()
         Sat 2025-12-27  eu-west: extra opening 10:00–14:00 "year-end stock-take" (2025-12-27)"#]].assert_eq(&legend);
 
     // A broken feed is refused with its file and line, like the rules.
-    std::fs::write(dir.path().join("bank-holidays.ics"), "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:soon\nEND:VEVENT\nEND:VCALENDAR\n")
-        .unwrap();
+    std::fs::write(
+        dir.path().join("bank-holidays.ics"),
+        "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:soon\nEND:VEVENT\nEND:VCALENDAR\n",
+    )
+    .unwrap();
     let refused = meridian(&["rules", "check", &file]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8(refused.stderr).unwrap();
-    let expected = format!("{}:3:1: DTSTART \"soon\" is not a date", dir.path().join("bank-holidays.ics").display());
+    let expected = format!(
+        "{}:3:1: DTSTART \"soon\" is not a date",
+        dir.path().join("bank-holidays.ics").display()
+    );
     assert!(stderr.starts_with(&expected), "{stderr}");
 }

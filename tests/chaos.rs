@@ -38,7 +38,9 @@ use std::{
 
 use meridian_coord::{Coordinator, EtcdConfig, EtcdCoordinator};
 use meridian_core::{EventKind, RegionId, TicketId};
-use meridian_proto::v1::{self, router_service_client::RouterServiceClient, ticket_service_client::TicketServiceClient};
+use meridian_proto::v1::{
+    self, router_service_client::RouterServiceClient, ticket_service_client::TicketServiceClient,
+};
 use meridian_replication::{Acked, check_acked, check_owners, check_views, read_view};
 use meridian_store::{Store, StoreConfig};
 use meridian_test_support::{
@@ -164,16 +166,30 @@ struct Proc {
 
 impl Proc {
     fn new(name: &str, program: &Path, args: Vec<String>, log: PathBuf) -> Proc {
-        let mut proc = Proc { name: name.to_owned(), program: program.to_owned(), args, log, child: None };
+        let mut proc = Proc {
+            name: name.to_owned(),
+            program: program.to_owned(),
+            args,
+            log,
+            child: None,
+        };
         proc.spawn();
         proc
     }
 
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
-        let out = OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let mut command = Command::new(&self.program);
-        command.args(&self.args).stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
         // Nothing of the caller's environment may override the files.
         for (var, _) in std::env::vars() {
             if var.starts_with("MERIDIAN_") {
@@ -181,7 +197,11 @@ impl Proc {
             }
         }
         command.env("RUST_LOG", "info,h2=warn,tower=warn,hyper=warn");
-        self.child = Some(command.spawn().unwrap_or_else(|e| panic!("start {}: {e}", self.name)));
+        self.child = Some(
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", self.name)),
+        );
     }
 
     /// `kill -9`: no shutdown, no flush, as a crashed machine.
@@ -194,8 +214,13 @@ impl Proc {
 
     /// SIGTERM, then waits for a clean exit; SIGKILL if it takes too long.
     fn stop(&mut self, within: Duration) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let started = Instant::now();
         while started.elapsed() < within {
             if let Ok(Some(status)) = child.try_wait() {
@@ -209,7 +234,9 @@ impl Proc {
     }
 
     fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     fn log_tail(&self, lines: usize) -> String {
@@ -236,7 +263,10 @@ impl Etcd {
     fn start(binary: &Path, dir: &Path) -> Etcd {
         let client_addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
         let peer_addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-        let cluster = (0..3).map(|i| format!("m{i}=http://{}", peer_addrs[i])).collect::<Vec<_>>().join(",");
+        let cluster = (0..3)
+            .map(|i| format!("m{i}=http://{}", peer_addrs[i]))
+            .collect::<Vec<_>>()
+            .join(",");
         let members = (0..3)
             .map(|i| {
                 let client = format!("http://{}", client_addrs[i]);
@@ -272,14 +302,25 @@ impl Etcd {
                 .iter()
                 .map(ToString::to_string)
                 .collect();
-                Proc::new(&format!("etcd m{i}"), binary, args, dir.join(format!("etcd-m{i}.log")))
+                Proc::new(
+                    &format!("etcd m{i}"),
+                    binary,
+                    args,
+                    dir.join(format!("etcd-m{i}.log")),
+                )
             })
             .collect();
-        Etcd { members, client_addrs }
+        Etcd {
+            members,
+            client_addrs,
+        }
     }
 
     fn urls(&self) -> Vec<String> {
-        self.client_addrs.iter().map(|a| format!("http://{a}")).collect()
+        self.client_addrs
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect()
     }
 
     /// Until every member answers a read (the cluster has a leader).
@@ -292,10 +333,24 @@ impl Etcd {
                 ..EtcdConfig::new([format!("http://{}", self.client_addrs[index])])
             };
             let coordinator = EtcdCoordinator::connect(config).await.unwrap();
-            while coordinator.region_status(&RegionId::new("probe").unwrap()).await.is_err() {
+            while coordinator
+                .region_status(&RegionId::new("probe").unwrap())
+                .await
+                .is_err()
+            {
                 let member = &mut self.members[index];
-                assert!(member.is_running(), "{} exited:\n{}", member.name, member.log_tail(20));
-                assert!(started.elapsed() < PATIENCE, "{} not ready within {PATIENCE:?}:\n{}", member.name, member.log_tail(20));
+                assert!(
+                    member.is_running(),
+                    "{} exited:\n{}",
+                    member.name,
+                    member.log_tail(20)
+                );
+                assert!(
+                    started.elapsed() < PATIENCE,
+                    "{} not ready within {PATIENCE:?}:\n{}",
+                    member.name,
+                    member.log_tail(20)
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -346,14 +401,19 @@ impl Drop for Mesh {
         if std::thread::panicking()
             && let Some(dir) = self.dir.take()
         {
-            eprintln!("chaos: FAILED; logs, configs and databases kept in {}", dir.keep().display());
+            eprintln!(
+                "chaos: FAILED; logs, configs and databases kept in {}",
+                dir.keep().display()
+            );
         }
     }
 }
 
 impl Mesh {
     fn path(&self) -> &Path {
-        self.dir.as_ref().map_or(Path::new("."), tempfile::TempDir::path)
+        self.dir
+            .as_ref()
+            .map_or(Path::new("."), tempfile::TempDir::path)
     }
 
     async fn start(etcd_binary: &Path, seed: u64) -> Mesh {
@@ -389,7 +449,10 @@ impl Mesh {
                 }
             }
             for (member, addr) in etcd.client_addrs.iter().enumerate() {
-                etcd_links.insert((from, member), ChaosProxy::start(*addr, seed ^ 0xe7cd ^ member as u64).await);
+                etcd_links.insert(
+                    (from, member),
+                    ChaosProxy::start(*addr, seed ^ 0xe7cd ^ member as u64).await,
+                );
             }
         }
         let postgres = if Backing::available().contains(&Backing::Postgres) {
@@ -408,8 +471,9 @@ impl Mesh {
                 .filter(|to| *to != index)
                 .map(|to| format!("{} = \"{}\"\n", REGIONS[to], links[&(index, to)].addr))
                 .collect();
-            let endpoints: Vec<String> =
-                (0..3).map(|member| format!("\"http://{}\"", etcd_links[&(index, member)].addr)).collect();
+            let endpoints: Vec<String> = (0..3)
+                .map(|member| format!("\"http://{}\"", etcd_links[&(index, member)].addr))
+                .collect();
             let config = format!(
                 "region = \"{region}\"\nregions = [\"us-east\", \"eu-west\", \"apac-south\"]\nlisten = \"{public}\"\n\n\
                  [database]\nurl = \"{url}\"\n\n\
@@ -426,10 +490,19 @@ impl Mesh {
             );
             let path = dir.path().join(format!("gateway-{}.toml", REGIONS[index]));
             std::fs::write(&path, config).unwrap();
-            let args = vec!["gateway".to_owned(), "--config".to_owned(), path.display().to_string()];
+            let args = vec![
+                "gateway".to_owned(),
+                "--config".to_owned(),
+                path.display().to_string(),
+            ];
             let log = dir.path().join(format!("gateway-{}.log", REGIONS[index]));
             gateways.push(Gateway {
-                proc: Proc::new(&format!("gateway {}", REGIONS[index]), Path::new(MERIDIAN), args, log),
+                proc: Proc::new(
+                    &format!("gateway {}", REGIONS[index]),
+                    Path::new(MERIDIAN),
+                    args,
+                    log,
+                ),
                 store,
                 client: TicketServiceClient::new(lazy_channel(public_addrs[index])),
             });
@@ -441,13 +514,27 @@ impl Mesh {
         // through proxies too, so a region cut off is cut off from it.
         let mut router_links = BTreeMap::new();
         for index in 0..3 {
-            router_links.insert((index, false), ChaosProxy::start(public_addrs[index], seed ^ 0x7007).await);
-            router_links.insert((index, true), ChaosProxy::start(mesh_addrs[index], seed ^ 0x7008).await);
+            router_links.insert(
+                (index, false),
+                ChaosProxy::start(public_addrs[index], seed ^ 0x7007).await,
+            );
+            router_links.insert(
+                (index, true),
+                ChaosProxy::start(mesh_addrs[index], seed ^ 0x7008).await,
+            );
         }
-        let gateway_urls: String =
-            (0..3).map(|i| format!("{} = \"http://{}\"\n", REGIONS[i], router_links[&(i, false)].addr)).collect();
-        let failover_gateways: String =
-            (0..3).map(|i| format!("{} = \"{}\"\n", REGIONS[i], router_links[&(i, true)].addr)).collect();
+        let gateway_urls: String = (0..3)
+            .map(|i| {
+                format!(
+                    "{} = \"http://{}\"\n",
+                    REGIONS[i],
+                    router_links[&(i, false)].addr
+                )
+            })
+            .collect();
+        let failover_gateways: String = (0..3)
+            .map(|i| format!("{} = \"{}\"\n", REGIONS[i], router_links[&(i, true)].addr))
+            .collect();
         let etcd_urls: Vec<String> = etcd.urls().iter().map(|u| format!("\"{u}\"")).collect();
         let router_config = format!(
             "listen = \"{router_addr}\"\n\n[rules]\npath = \"{rules}\"\n\n[gateways]\n{gateway_urls}\n\
@@ -465,11 +552,25 @@ impl Mesh {
         let router = Proc::new(
             "router",
             Path::new(MERIDIAN),
-            vec!["router".into(), "--config".into(), router_path.display().to_string()],
+            vec![
+                "router".into(),
+                "--config".into(),
+                router_path.display().to_string(),
+            ],
             dir.path().join("router.log"),
         );
         let router_client = RouterServiceClient::new(lazy_channel(router_addr));
-        let mesh = Mesh { dir: Some(dir), etcd, gateways, router, router_client, links, etcd_links, router_links, postgres };
+        let mesh = Mesh {
+            dir: Some(dir),
+            etcd,
+            gateways,
+            router,
+            router_client,
+            links,
+            etcd_links,
+            router_links,
+            postgres,
+        };
         for index in 0..3 {
             mesh.wait_serving(index).await;
         }
@@ -484,7 +585,11 @@ impl Mesh {
         let mut client = self.client(index);
         let mut request = tonic::Request::new(v1::GetStatusRequest {});
         request.set_timeout(Duration::from_secs(1));
-        client.get_status(request).await.ok().map(tonic::Response::into_inner)
+        client
+            .get_status(request)
+            .await
+            .ok()
+            .map(tonic::Response::into_inner)
     }
 
     /// Until `index`'s gateway answers and holds its region's lease.
@@ -513,7 +618,10 @@ impl Mesh {
                 link.cut();
             }
         }
-        let etcd = self.etcd_links.iter().map(|((from, _), link)| (*from, link));
+        let etcd = self
+            .etcd_links
+            .iter()
+            .map(|((from, _), link)| (*from, link));
         let router = self.router_links.iter().map(|((to, _), link)| (*to, link));
         for (region, link) in etcd.chain(router) {
             if region == index {
@@ -529,7 +637,12 @@ impl Mesh {
     }
 
     fn heal_all(&self) {
-        for link in self.links.values().chain(self.etcd_links.values()).chain(self.router_links.values()) {
+        for link in self
+            .links
+            .values()
+            .chain(self.etcd_links.values())
+            .chain(self.router_links.values())
+        {
             link.heal();
         }
     }
@@ -559,18 +672,29 @@ impl Mesh {
                         heads.insert(status.region.clone(), status.local_head);
                         for peer in &status.peers {
                             if !peer.connected {
-                                problem = Some(format!("{} not connected to {}", status.region, peer.region));
+                                problem = Some(format!(
+                                    "{} not connected to {}",
+                                    status.region, peer.region
+                                ));
                             }
-                            applied.push((status.region.clone(), peer.region.clone(), peer.applied_seq));
+                            applied.push((
+                                status.region.clone(),
+                                peer.region.clone(),
+                                peer.applied_seq,
+                            ));
                         }
                     }
                 }
             }
             if problem.is_none()
-                && let Some((region, origin, seq)) =
-                    applied.iter().find(|(_, origin, seq)| heads.get(origin) != Some(seq))
+                && let Some((region, origin, seq)) = applied
+                    .iter()
+                    .find(|(_, origin, seq)| heads.get(origin) != Some(seq))
             {
-                problem = Some(format!("{region} applied {origin} to {seq} of {:?}", heads.get(origin)));
+                problem = Some(format!(
+                    "{region} applied {origin} to {seq} of {:?}",
+                    heads.get(origin)
+                ));
             }
             let snapshot = format!("{heads:?}");
             match problem {
@@ -621,11 +745,19 @@ impl LoadState {
     fn ack(&mut self, origin: usize, seq: u64, ticket: &str, what: &'static str) {
         assert!(seq > 0, "an acknowledged {what} without a sequence number");
         let ticket: TicketId = ticket.parse().unwrap();
-        self.acked.push(AckedWrite { origin, seq, ticket, what });
+        self.acked.push(AckedWrite {
+            origin,
+            seq,
+            ticket,
+            what,
+        });
     }
 
     fn fail(&mut self, status: &tonic::Status) {
-        *self.failed.entry(format!("{:?}", status.code())).or_default() += 1;
+        *self
+            .failed
+            .entry(format!("{:?}", status.code()))
+            .or_default() += 1;
     }
 
     fn saw_owner(&mut self, ticket: &str, owner: &str) {
@@ -638,7 +770,10 @@ impl LoadState {
 }
 
 fn index_of(name: &str) -> usize {
-    REGIONS.iter().position(|r| *r == name).unwrap_or_else(|| panic!("unknown region {name}"))
+    REGIONS
+        .iter()
+        .position(|r| *r == name)
+        .unwrap_or_else(|| panic!("unknown region {name}"))
 }
 
 fn create_request(n: u64) -> v1::CreateTicketRequest {
@@ -670,7 +805,11 @@ fn handoff_request(ticket: &str, to: usize) -> v1::HandoffRequest {
 }
 
 fn owner_in(status: &tonic::Status) -> Option<String> {
-    status.metadata().get("meridian-owner-region").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    status
+        .metadata()
+        .get("meridian-owner-region")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn record_created(state: &Mutex<LoadState>, origin: usize, response: v1::CreateTicketResponse) {
@@ -682,7 +821,13 @@ fn record_created(state: &Mutex<LoadState>, origin: usize, response: v1::CreateT
 
 /// Records a handoff's answer: the offer in the source's log, the
 /// acceptance in the target's.
-fn record_handoff(state: &mut LoadState, from: usize, to: usize, ticket: &str, response: &v1::HandoffResponse) {
+fn record_handoff(
+    state: &mut LoadState,
+    from: usize,
+    to: usize,
+    ticket: &str,
+    response: &v1::HandoffResponse,
+) {
     if response.offer_seq > 0 {
         state.ack(from, response.offer_seq, ticket, "handoff offer");
     }
@@ -694,7 +839,13 @@ fn record_handoff(state: &mut LoadState, from: usize, to: usize, ticket: &str, r
 
 /// One client of the mesh: picks its next call from its seed, sends it to
 /// a gateway (or the router), and records only what was acknowledged.
-async fn worker(id: u64, seed: u64, mesh: Arc<Clients>, state: Arc<Mutex<LoadState>>, stop: Arc<AtomicBool>) {
+async fn worker(
+    id: u64,
+    seed: u64,
+    mesh: Arc<Clients>,
+    state: Arc<Mutex<LoadState>>,
+    stop: Arc<AtomicBool>,
+) {
     let mut rng = Rng(seed ^ id.wrapping_mul(0x9e37_79b9));
     let mut n = id * 1_000_000;
     while !stop.load(Ordering::Relaxed) {
@@ -703,12 +854,15 @@ async fn worker(id: u64, seed: u64, mesh: Arc<Clients>, state: Arc<Mutex<LoadSta
         let at = rng.below(3);
         let pick = {
             let state = state.lock().unwrap();
-            (!state.tickets.is_empty()).then(|| state.tickets[rng.below(state.tickets.len())].clone())
+            (!state.tickets.is_empty())
+                .then(|| state.tickets[rng.below(state.tickets.len())].clone())
         };
         let outcome: Result<(), tonic::Status> = match (roll, pick) {
             (0..35, _) | (_, None) => {
                 if roll < 4 {
-                    let request = v1::SubmitTicketRequest { ticket: Some(create_request(n)) };
+                    let request = v1::SubmitTicketRequest {
+                        ticket: Some(create_request(n)),
+                    };
                     match mesh.router.clone().submit_ticket(request).await {
                         Ok(answer) => {
                             let answer = answer.into_inner();
@@ -725,7 +879,11 @@ async fn worker(id: u64, seed: u64, mesh: Arc<Clients>, state: Arc<Mutex<LoadSta
                         Err(status) => Err(status),
                     }
                 } else {
-                    match mesh.gateways[at].clone().create_ticket(create_request(n)).await {
+                    match mesh.gateways[at]
+                        .clone()
+                        .create_ticket(create_request(n))
+                        .await
+                    {
                         Ok(answer) => {
                             record_created(&state, at, answer.into_inner());
                             Ok(())
@@ -735,11 +893,18 @@ async fn worker(id: u64, seed: u64, mesh: Arc<Clients>, state: Arc<Mutex<LoadSta
                 }
             }
             (35..60, Some((ticket, _))) => {
-                let request = v1::AddNoteRequest { ticket_id: ticket.clone(), author: format!("agent-{id}"), body: format!("note {n}") };
+                let request = v1::AddNoteRequest {
+                    ticket_id: ticket.clone(),
+                    author: format!("agent-{id}"),
+                    body: format!("note {n}"),
+                };
                 match mesh.gateways[at].clone().add_note(request).await {
                     Ok(answer) => {
                         let answer = answer.into_inner();
-                        state.lock().unwrap().ack(at, answer.origin_seq, &ticket, "note");
+                        state
+                            .lock()
+                            .unwrap()
+                            .ack(at, answer.origin_seq, &ticket, "note");
                         Ok(())
                     }
                     Err(status) => Err(status),
@@ -774,9 +939,19 @@ async fn worker(id: u64, seed: u64, mesh: Arc<Clients>, state: Arc<Mutex<LoadSta
             }
             (_, Some((ticket, owner))) => {
                 let to = (owner + 1 + rng.below(2)) % 3;
-                match mesh.gateways[owner].clone().handoff(handoff_request(&ticket, to)).await {
+                match mesh.gateways[owner]
+                    .clone()
+                    .handoff(handoff_request(&ticket, to))
+                    .await
+                {
                     Ok(answer) => {
-                        record_handoff(&mut state.lock().unwrap(), owner, to, &ticket, &answer.into_inner());
+                        record_handoff(
+                            &mut state.lock().unwrap(),
+                            owner,
+                            to,
+                            &ticket,
+                            &answer.into_inner(),
+                        );
                         Ok(())
                     }
                     Err(status) => {
@@ -842,10 +1017,17 @@ async fn kill_during_handoff(
     let mut source = mesh.client(from);
     let started = Instant::now();
     let created = loop {
-        match source.create_ticket(create_request(9_000_000 + from as u64)).await {
+        match source
+            .create_ticket(create_request(9_000_000 + from as u64))
+            .await
+        {
             Ok(created) => break created.into_inner(),
             Err(status) => {
-                assert!(started.elapsed() < PATIENCE, "{} never took a ticket to hand off: {status:?}", REGIONS[from]);
+                assert!(
+                    started.elapsed() < PATIENCE,
+                    "{} never took a ticket to hand off: {status:?}",
+                    REGIONS[from]
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -853,8 +1035,16 @@ async fn kill_during_handoff(
     let ticket = created.ticket.as_ref().unwrap().id.clone();
     record_created(state, from, created);
     let link = &mesh.links[&(from, to)];
-    link.delay(Direction::ToTarget, Duration::from_millis(300), Duration::ZERO);
-    link.delay(Direction::FromTarget, Duration::from_millis(300), Duration::ZERO);
+    link.delay(
+        Direction::ToTarget,
+        Duration::from_millis(300),
+        Duration::ZERO,
+    );
+    link.delay(
+        Direction::FromTarget,
+        Duration::from_millis(300),
+        Duration::ZERO,
+    );
     let request = handoff_request(&ticket, to);
     let call = tokio::spawn(async move { source.handoff(request).await });
     // The target dies while the request is still on the link; the source
@@ -864,7 +1054,13 @@ async fn kill_during_handoff(
     mesh.gateways[victim].proc.kill_9();
     faults.note(
         "kill -9 in handoff",
-        format!("{} ({} of {} -> {} of ticket {ticket})", REGIONS[victim], if kill_source { "source" } else { "target" }, REGIONS[from], REGIONS[to]),
+        format!(
+            "{} ({} of {} -> {} of ticket {ticket})",
+            REGIONS[victim],
+            if kill_source { "source" } else { "target" },
+            REGIONS[from],
+            REGIONS[to]
+        ),
     );
     let first = call.await.unwrap();
     mesh.links[&(from, to)].heal();
@@ -873,7 +1069,13 @@ async fn kill_during_handoff(
     faults.note("restart", REGIONS[victim].to_owned());
     let first_answer = match &first {
         Ok(answer) => {
-            record_handoff(&mut state.lock().unwrap(), from, to, &ticket, answer.get_ref());
+            record_handoff(
+                &mut state.lock().unwrap(),
+                from,
+                to,
+                &ticket,
+                answer.get_ref(),
+            );
             return "answered before the kill".into();
         }
         Err(status) => format!("{:?}: {}", status.code(), status.message()),
@@ -882,14 +1084,29 @@ async fn kill_during_handoff(
     // never written, or was accepted before the kill).
     let started = Instant::now();
     loop {
-        match mesh.client(from).handoff(handoff_request(&ticket, to)).await {
+        match mesh
+            .client(from)
+            .handoff(handoff_request(&ticket, to))
+            .await
+        {
             Ok(answer) => {
-                record_handoff(&mut state.lock().unwrap(), from, to, &ticket, answer.get_ref());
-                return format!("first call {first_answer}; resent and answered after {:?}", started.elapsed());
+                record_handoff(
+                    &mut state.lock().unwrap(),
+                    from,
+                    to,
+                    &ticket,
+                    answer.get_ref(),
+                );
+                return format!(
+                    "first call {first_answer}; resent and answered after {:?}",
+                    started.elapsed()
+                );
             }
             Err(status) if owner_in(&status).as_deref() == Some(REGIONS[to]) => {
                 state.lock().unwrap().saw_owner(&ticket, REGIONS[to]);
-                return format!("first call {first_answer}; the target already owned it when resent");
+                return format!(
+                    "first call {first_answer}; the target already owned it when resent"
+                );
             }
             Err(status) => {
                 assert!(
@@ -908,21 +1125,45 @@ async fn kill_during_handoff(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
-    let Some(etcd_binary) = meridian_test_support::etcd_binary("chaos test") else { return };
+    let Some(etcd_binary) = meridian_test_support::etcd_binary("chaos test") else {
+        return;
+    };
     let test_started = Instant::now();
-    let seed = std::env::var("MERIDIAN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(SEED_DEFAULT);
+    let seed = std::env::var("MERIDIAN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SEED_DEFAULT);
     eprintln!("chaos: seed {seed} (MERIDIAN_SEED={seed} replays this load)");
     let mut mesh = Mesh::start(&etcd_binary, seed).await;
-    eprintln!("chaos: mesh up in {:?}, files under {}", test_started.elapsed(), mesh.path().display());
+    eprintln!(
+        "chaos: mesh up in {:?}, files under {}",
+        test_started.elapsed(),
+        mesh.path().display()
+    );
 
     let state = Arc::new(Mutex::new(LoadState::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = Arc::new(Clients { gateways: (0..3).map(|i| mesh.client(i)).collect(), router: mesh.router_client.clone() });
-    let workers: Vec<_> =
-        (0..4).map(|id| tokio::spawn(worker(id, seed, clients.clone(), state.clone(), stop.clone()))).collect();
+    let clients = Arc::new(Clients {
+        gateways: (0..3).map(|i| mesh.client(i)).collect(),
+        router: mesh.router_client.clone(),
+    });
+    let workers: Vec<_> = (0..4)
+        .map(|id| {
+            tokio::spawn(worker(
+                id,
+                seed,
+                clients.clone(),
+                state.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
 
     // The fixed schedule, in milliseconds from the start of the load.
-    let mut faults = FaultLog { started: Some(Instant::now()), ..FaultLog::default() };
+    let mut faults = FaultLog {
+        started: Some(Instant::now()),
+        ..FaultLog::default()
+    };
     let start = faults.started.unwrap();
     let mut handoff_kills = Vec::new();
     let mut figures = Vec::new();
@@ -930,15 +1171,25 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
     sleep_until(start, 3_000).await;
     for link in mesh.links.values() {
         for direction in Direction::BOTH {
-            link.delay(direction, Duration::from_millis(30), Duration::from_millis(40));
+            link.delay(
+                direction,
+                Duration::from_millis(30),
+                Duration::from_millis(40),
+            );
         }
     }
-    faults.note("delay", "every inter-region link, both ways: 30 ms + up to 40 ms jitter".into());
+    faults.note(
+        "delay",
+        "every inter-region link, both ways: 30 ms + up to 40 ms jitter".into(),
+    );
 
     sleep_until(start, 7_000).await;
     mesh.heal_all();
     mesh.one_way(EU, US);
-    faults.note("one-way partition", "eu-west -> us-east dropped (us-east -> eu-west passes)".into());
+    faults.note(
+        "one-way partition",
+        "eu-west -> us-east dropped (us-east -> eu-west passes)".into(),
+    );
 
     sleep_until(start, 12_000).await;
     mesh.heal_all();
@@ -950,7 +1201,10 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
 
     sleep_until(start, 14_000).await;
     mesh.isolate(AP);
-    faults.note("full cut", "apac-south from its peers, the router and etcd (its lease lapses)".into());
+    faults.note(
+        "full cut",
+        "apac-south from its peers, the router and etcd (its lease lapses)".into(),
+    );
     // The router dies while that lease runs out and comes back before it
     // has: the restarted router must still have apac-south taken over.
     sleep_until(start, 14_300).await;
@@ -976,8 +1230,11 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let returned = returned.map_or_else(|| "not within 4 s".to_owned(), |took| format!("{took:.1?}"));
-    figures.push(format!("apac-south leased again after the heal: {returned}"));
+    let returned =
+        returned.map_or_else(|| "not within 4 s".to_owned(), |took| format!("{took:.1?}"));
+    figures.push(format!(
+        "apac-south leased again after the heal: {returned}"
+    ));
 
     sleep_until(start, 26_000).await;
     mesh.gateways[US].proc.kill_9();
@@ -996,20 +1253,33 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
     mesh.wait_serving(EU).await;
 
     mesh.etcd.members[0].kill_9();
-    faults.note("etcd member kill", "m0 (kill -9; two of three keep quorum)".into());
+    faults.note(
+        "etcd member kill",
+        "m0 (kill -9; two of three keep quorum)".into(),
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     mesh.etcd.members[0].spawn();
     faults.note("etcd member restart", "m0".into());
     for link in mesh.links.values() {
-        link.delay(Direction::FromTarget, Duration::from_millis(5), Duration::from_millis(20));
+        link.delay(
+            Direction::FromTarget,
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+        );
     }
-    faults.note("delay", "every inter-region link, answers only: 5 ms + up to 20 ms jitter".into());
+    faults.note(
+        "delay",
+        "every inter-region link, answers only: 5 ms + up to 20 ms jitter".into(),
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Heal, stop the load, converge.
     stop.store(true, Ordering::Relaxed);
     for worker in workers {
-        tokio::time::timeout(PATIENCE, worker).await.expect("a load worker stops").unwrap();
+        tokio::time::timeout(PATIENCE, worker)
+            .await
+            .expect("a load worker stops")
+            .unwrap();
     }
     mesh.heal_all();
     faults.note("heal", "everything; load stopped".into());
@@ -1021,11 +1291,23 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
 
     // Stop every process cleanly, then read every region's database.
     let mut clean = Vec::new();
-    assert!(mesh.router.is_running(), "the router died:\n{}", mesh.router.log_tail(30));
+    assert!(
+        mesh.router.is_running(),
+        "the router died:\n{}",
+        mesh.router.log_tail(30)
+    );
     mesh.router.stop(Duration::from_secs(10));
     for gateway in &mut mesh.gateways {
-        assert!(gateway.proc.is_running(), "{} died:\n{}", gateway.proc.name, gateway.proc.log_tail(30));
-        clean.push((gateway.proc.name.clone(), gateway.proc.stop(Duration::from_secs(10))));
+        assert!(
+            gateway.proc.is_running(),
+            "{} died:\n{}",
+            gateway.proc.name,
+            gateway.proc.log_tail(30)
+        );
+        clean.push((
+            gateway.proc.name.clone(),
+            gateway.proc.stop(Duration::from_secs(10)),
+        ));
     }
     for member in &mut mesh.etcd.members {
         member.kill_9();
@@ -1045,7 +1327,11 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
     let acked: Vec<Acked> = state
         .acked
         .iter()
-        .map(|write| Acked { origin: region(write.origin), seq: write.seq, ticket_id: write.ticket })
+        .map(|write| Acked {
+            origin: region(write.origin),
+            seq: write.seq,
+            ticket_id: write.ticket,
+        })
         .collect();
     let mut report = check_views(&views);
     check_acked(&mut report, &views, &acked);
@@ -1079,8 +1365,10 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
             }
         }
     }
-    let events_per_region: Vec<usize> =
-        views.iter().map(|view| view.logs.values().map(Vec::len).sum()).collect();
+    let events_per_region: Vec<usize> = views
+        .iter()
+        .map(|view| view.logs.values().map(Vec::len).sum())
+        .collect();
 
     // The summary.
     let mut summary = String::new();
@@ -1101,35 +1389,99 @@ async fn chaos_loses_no_acknowledged_event_and_converges_after_healing() {
     for acked in &state.acked {
         *by_kind.entry(acked.what).or_default() += 1;
     }
-    writeln!(summary, "  acknowledged writes checked: {} {by_kind:?}", state.acked.len()).unwrap();
-    writeln!(summary, "  refused or failed calls (not acknowledged): {:?}", state.failed).unwrap();
-    writeln!(summary, "  updates that changed nothing (no event): {}", state.unchanged_updates).unwrap();
-    writeln!(summary, "  tickets created through the router, checked by creation: {}", state.submitted.len()).unwrap();
-    writeln!(summary, "  tickets known to the load: {}", state.tickets.len()).unwrap();
-    writeln!(summary, "  events by kind (us-east's copy of every log): {kinds:?}").unwrap();
-    writeln!(summary, "  tickets taken over, by failed region: {taken_from:?}").unwrap();
-    let conflicts: usize = views[US].tickets.values().map(|record| record.conflicts.len()).sum();
-    writeln!(summary, "  conflicts (stale owner writes kept visible, the same everywhere): {conflicts}").unwrap();
+    writeln!(
+        summary,
+        "  acknowledged writes checked: {} {by_kind:?}",
+        state.acked.len()
+    )
+    .unwrap();
+    writeln!(
+        summary,
+        "  refused or failed calls (not acknowledged): {:?}",
+        state.failed
+    )
+    .unwrap();
+    writeln!(
+        summary,
+        "  updates that changed nothing (no event): {}",
+        state.unchanged_updates
+    )
+    .unwrap();
+    writeln!(
+        summary,
+        "  tickets created through the router, checked by creation: {}",
+        state.submitted.len()
+    )
+    .unwrap();
+    writeln!(
+        summary,
+        "  tickets known to the load: {}",
+        state.tickets.len()
+    )
+    .unwrap();
+    writeln!(
+        summary,
+        "  events by kind (us-east's copy of every log): {kinds:?}"
+    )
+    .unwrap();
+    writeln!(
+        summary,
+        "  tickets taken over, by failed region: {taken_from:?}"
+    )
+    .unwrap();
+    let conflicts: usize = views[US]
+        .tickets
+        .values()
+        .map(|record| record.conflicts.len())
+        .sum();
+    writeln!(
+        summary,
+        "  conflicts (stale owner writes kept visible, the same everywhere): {conflicts}"
+    )
+    .unwrap();
     for (index, events) in events_per_region.iter().enumerate() {
-        writeln!(summary, "  events checked in {:<10} {events}", REGIONS[index]).unwrap();
+        writeln!(
+            summary,
+            "  events checked in {:<10} {events}",
+            REGIONS[index]
+        )
+        .unwrap();
     }
-    writeln!(summary, "  convergence check: {report}; {} acknowledged writes looked for", report.acked_checked).unwrap();
+    writeln!(
+        summary,
+        "  convergence check: {report}; {} acknowledged writes looked for",
+        report.acked_checked
+    )
+    .unwrap();
     for figure in &figures {
         writeln!(summary, "  {figure}").unwrap();
     }
-    writeln!(summary, "  load ran {load_time:?}; converged {converge:?} after healing").unwrap();
+    writeln!(
+        summary,
+        "  load ran {load_time:?}; converged {converge:?} after healing"
+    )
+    .unwrap();
     writeln!(summary, "  clean exits: {clean:?}").unwrap();
     writeln!(summary, "  violations: {}", violations.len()).unwrap();
     writeln!(summary, "  whole test: {:?}", test_started.elapsed()).unwrap();
     eprintln!("{summary}");
 
-    assert!(violations.is_empty(), "{} violations:\n{}", violations.len(), violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "{} violations:\n{}",
+        violations.len(),
+        violations.join("\n")
+    );
     // The schedule did what it says: the cut-off region was taken over.
     assert!(
         taken_from.get("apac-south").copied().unwrap_or(0) > 0,
         "apac-south was cut off for 8 s with a 2 s lease, yet none of its tickets was taken over: {taken_from:?}"
     );
-    assert!(state.acked.len() > 100, "the load acknowledged only {} writes", state.acked.len());
+    assert!(
+        state.acked.len() > 100,
+        "the load acknowledged only {} writes",
+        state.acked.len()
+    );
     assert!(
         test_started.elapsed() < TEST_MAX,
         "the chaos test took {:?}, over its budget of {TEST_MAX:?}",

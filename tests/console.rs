@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use hyper_util::client::legacy::connect::HttpConnector;
 use meridian_auth::BearerToken;
-use meridian_proto::v1::{self, router_service_client::RouterServiceClient, ticket_service_client::TicketServiceClient};
+use meridian_proto::v1::{
+    self, router_service_client::RouterServiceClient, ticket_service_client::TicketServiceClient,
+};
 use serde_json::{Value, json};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -83,7 +85,8 @@ fn up(data_dir: &Path) -> Mesh {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut router, mut console, mut console_login, mut gateways) = (String::new(), String::new(), String::new(), Vec::new());
+    let (mut router, mut console, mut console_login, mut gateways) =
+        (String::new(), String::new(), String::new(), Vec::new());
     let mut tokens = BTreeMap::new();
     for line in &mut lines {
         let line = line.unwrap();
@@ -92,9 +95,13 @@ fn up(data_dir: &Path) -> Mesh {
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields[..] {
-            ["gateway", region, url, ..] if url.starts_with("https://") => gateways.push((region.to_owned(), url.to_owned())),
+            ["gateway", region, url, ..] if url.starts_with("https://") => {
+                gateways.push((region.to_owned(), url.to_owned()))
+            }
             ["router", url, ..] if url.starts_with("https://") => router = url.to_owned(),
-            ["console", url, ..] if url.starts_with("https://") => console = url.trim_end_matches('/').to_owned(),
+            ["console", url, ..] if url.starts_with("https://") => {
+                console = url.trim_end_matches('/').to_owned()
+            }
             [url] if url.contains("/login#token=") => console_login = url.to_owned(),
             [name, token] if token.starts_with("ey") && token.matches('.').count() == 2 => {
                 tokens.insert(name.to_owned(), token.to_owned());
@@ -103,11 +110,26 @@ fn up(data_dir: &Path) -> Mesh {
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
-    assert!(console.starts_with("https://127.0.0.1:"), "meridian up prints the console's URL, https with auth");
-    assert_eq!(console_login, format!("{console}/login#token={}", tokens["sre"]), "the one-click login is the sre's");
+    assert!(
+        console.starts_with("https://127.0.0.1:"),
+        "meridian up prints the console's URL, https with auth"
+    );
+    assert_eq!(
+        console_login,
+        format!("{console}/login#token={}", tokens["sre"]),
+        "the one-click login is the sre's"
+    );
     assert_eq!(gateways.len(), 3);
     let ca = std::fs::read(data_dir.join("pki").join("ca.pem")).unwrap();
-    Mesh { _process: Process(child), router, console, console_login, gateways, tokens, ca }
+    Mesh {
+        _process: Process(child),
+        router,
+        console,
+        console_login,
+        gateways,
+        tokens,
+        ca,
+    }
 }
 
 /// A W3C WebDriver session in chromedriver, driven by `fantoccini`.
@@ -118,7 +140,11 @@ struct Browser {
 
 impl Browser {
     async fn start(chromium: &Path, chromedriver: &Path) -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let driver = Process(
             Command::new(chromedriver)
                 .arg(format!("--port={port}"))
@@ -141,7 +167,9 @@ impl Browser {
                          "--disable-gpu", "--ignore-certificate-errors", format!("--window-size={},{}", DESKTOP.0, DESKTOP.1)],
             },
         });
-        let Value::Object(capabilities) = capabilities else { unreachable!() };
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!()
+        };
         // chromedriver drives no TLS: a plain HTTP connector is enough.
         let mut builder = fantoccini::ClientBuilder::new(HttpConnector::new());
         builder.capabilities(capabilities);
@@ -152,12 +180,18 @@ impl Browser {
             match builder.connect(&root).await {
                 Ok(client) => break client,
                 Err(error) => {
-                    assert!(Instant::now() < deadline, "chromedriver did not start a session: {error}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "chromedriver did not start a session: {error}"
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         };
-        Browser { client, _driver: driver }
+        Browser {
+            client,
+            _driver: driver,
+        }
     }
 
     async fn goto(&self, url: &str) {
@@ -178,7 +212,10 @@ impl Browser {
             body.map_or(Value::Null, Value::String)
         );
         let answer = self.script(&script).await;
-        (answer[0].as_u64().unwrap(), answer[1].as_str().unwrap().to_owned())
+        (
+            answer[0].as_u64().unwrap(),
+            answer[1].as_str().unwrap().to_owned(),
+        )
     }
 
     async fn url(&self) -> String {
@@ -203,7 +240,11 @@ impl Browser {
     }
 
     async fn ready(&self) {
-        self.wait_for("the page to render", "return document.body.dataset.ready === 'true';").await;
+        self.wait_for(
+            "the page to render",
+            "return document.body.dataset.ready === 'true';",
+        )
+        .await;
     }
 
     async fn screenshot(&self, dir: &Path, name: &str) -> PathBuf {
@@ -218,9 +259,14 @@ impl Browser {
     async fn phone_check(&self, dir: &Path, name: &str) -> PathBuf {
         self.size(PHONE).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let widths = self.script("return [document.documentElement.scrollWidth, window.innerWidth];").await;
+        let widths = self
+            .script("return [document.documentElement.scrollWidth, window.innerWidth];")
+            .await;
         let (scroll, inner) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
-        assert!(scroll <= inner, "{name}: the page is {scroll} px wide in a {inner} px window (horizontal overflow)");
+        assert!(
+            scroll <= inner,
+            "{name}: the page is {scroll} px wide in a {inner} px window (horizontal overflow)"
+        );
         let path = self.screenshot(dir, &format!("{name}-phone")).await;
         self.size(DESKTOP).await;
         path
@@ -228,8 +274,10 @@ impl Browser {
 }
 
 fn screenshots_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        PathBuf::from,
+    );
     let dir = target.join("console-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -263,16 +311,31 @@ async fn gateway(mesh: &Mesh, url: &str) -> TicketServiceClient<Authed> {
 async fn queues(mesh: &Mesh) -> BTreeMap<String, (u64, u64)> {
     let mut out = BTreeMap::new();
     for (region, url) in &mesh.gateways {
-        let status = gateway(mesh, url).await.get_status(v1::GetStatusRequest {}).await.unwrap().into_inner();
-        let open = status.queue_by_status.iter().filter(|(s, _)| !matches!(s.as_str(), "solved" | "closed")).map(|(_, n)| n).sum();
+        let status = gateway(mesh, url)
+            .await
+            .get_status(v1::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let open = status
+            .queue_by_status
+            .iter()
+            .filter(|(s, _)| !matches!(s.as_str(), "solved" | "closed"))
+            .map(|(_, n)| n)
+            .sum();
         out.insert(region.clone(), (open, status.sla_at_risk));
     }
     out
 }
 
 async fn active_regions(mesh: &Mesh) -> (String, BTreeSet<String>) {
-    let mut router = RouterServiceClient::with_interceptor(channel(mesh, &mesh.router).await, admin(mesh));
-    let answer = router.active_regions(v1::ActiveRegionsRequest::default()).await.unwrap().into_inner();
+    let mut router =
+        RouterServiceClient::with_interceptor(channel(mesh, &mesh.router).await, admin(mesh));
+    let answer = router
+        .active_regions(v1::ActiveRegionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let on_shift = answer
         .regions
         .iter()
@@ -294,12 +357,20 @@ fn create(subject: &str) -> v1::CreateTicketRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_the_mesh_live_in_a_real_browser() {
-    let chromium = find("MERIDIAN_CHROMIUM", &["/usr/bin/chromium", "/usr/bin/chromium-browser"]);
+    let chromium = find(
+        "MERIDIAN_CHROMIUM",
+        &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+    );
     let chromedriver = find("MERIDIAN_CHROMEDRIVER", &["/usr/bin/chromedriver"]);
     let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
-        eprintln!("\n**********\nSKIPPED the console browser test: chromium or chromedriver is not installed \
-                   (apt-get install chromium chromium-driver, or set MERIDIAN_CHROMIUM / MERIDIAN_CHROMEDRIVER)\n**********\n");
-        assert!(!require_all(), "MERIDIAN_REQUIRE_ALL=1 but chromium or chromedriver is not installed");
+        eprintln!(
+            "\n**********\nSKIPPED the console browser test: chromium or chromedriver is not installed \
+                   (apt-get install chromium chromium-driver, or set MERIDIAN_CHROMIUM / MERIDIAN_CHROMEDRIVER)\n**********\n"
+        );
+        assert!(
+            !require_all(),
+            "MERIDIAN_REQUIRE_ALL=1 but chromium or chromedriver is not installed"
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -311,7 +382,9 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
     let (east_region, east_url) = mesh.gateways[0].clone();
     let mut east = gateway(&mesh, &east_url).await;
     for i in 0..3 {
-        east.create_ticket(create(&format!("queued {i}"))).await.unwrap();
+        east.create_ticket(create(&format!("queued {i}")))
+            .await
+            .unwrap();
     }
 
     let browser = Browser::start(&chromium, &chromedriver).await;
@@ -319,7 +392,10 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
     // ---- Login: not logged in, a page sends the browser to log in ----
     browser.goto(&format!("{}/handoffs", mesh.console)).await;
     browser.wait_for("the login page", "return document.body.dataset.page === 'login' && document.body.dataset.ready === 'true';").await;
-    assert_eq!(browser.url().await, format!("{}/login?next=/handoffs", mesh.console));
+    assert_eq!(
+        browser.url().await,
+        format!("{}/login?next=/handoffs", mesh.console)
+    );
     let (status, _) = browser.fetch("GET", "/api/now", None).await;
     assert_eq!(status, 401, "no cookie yet");
     saved.push(browser.screenshot(&shots, "login-desktop").await);
@@ -327,15 +403,38 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
     // The one-click URL that `meridian up` prints: the page posts the token
     // from the fragment and the console sends the browser home.
     browser.goto(&mesh.console_login).await;
-    browser.wait_for("the login to land on Now", "return document.body.dataset.page === 'now';").await;
-    assert_eq!(browser.url().await, format!("{}/", mesh.console), "no token left in the address bar");
+    browser
+        .wait_for(
+            "the login to land on Now",
+            "return document.body.dataset.page === 'now';",
+        )
+        .await;
+    assert_eq!(
+        browser.url().await,
+        format!("{}/", mesh.console),
+        "no token left in the address bar"
+    );
     let back = browser.script("return history.length;").await;
     eprintln!("after the one-click login: history length {back}");
     let cookie = browser.script("return document.cookie;").await;
-    assert!(!cookie.as_str().unwrap().contains(&mesh.tokens["sre"]), "the login cookie is HttpOnly: {cookie}");
-    browser.wait_for("the session badge", "const s = document.querySelector('#session [data-role]'); return s && s.textContent;").await;
-    let who = browser.script("return document.querySelector('#session [data-role]').textContent;").await;
-    assert_eq!(who, json!("dev-sre (sre)"), "the header names who is logged in");
+    assert!(
+        !cookie.as_str().unwrap().contains(&mesh.tokens["sre"]),
+        "the login cookie is HttpOnly: {cookie}"
+    );
+    browser
+        .wait_for(
+            "the session badge",
+            "const s = document.querySelector('#session [data-role]'); return s && s.textContent;",
+        )
+        .await;
+    let who = browser
+        .script("return document.querySelector('#session [data-role]').textContent;")
+        .await;
+    assert_eq!(
+        who,
+        json!("dev-sre (sre)"),
+        "the header names who is logged in"
+    );
 
     // ---- Now: the active regions and queue depths match the API ----
     browser.goto(&format!("{}/", mesh.console)).await;
@@ -352,16 +451,31 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
             .await;
         let (version, active) = active_regions(&mesh).await;
         let queues = queues(&mesh).await;
-        let shown_active: BTreeSet<String> =
-            shown["active"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+        let shown_active: BTreeSet<String> = shown["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
         let shown_queues: BTreeMap<String, (u64, u64)> = shown["queues"]
             .as_object()
             .unwrap()
             .iter()
-            .map(|(k, v)| (k.clone(), (v[0].as_u64().unwrap_or(u64::MAX), v[1].as_u64().unwrap_or(u64::MAX))))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    (
+                        v[0].as_u64().unwrap_or(u64::MAX),
+                        v[1].as_u64().unwrap_or(u64::MAX),
+                    ),
+                )
+            })
             .collect();
         if shown_active == active && shown_queues == queues && shown["version"] == json!(version) {
-            assert_eq!(queues[&east_region].0, 3, "three tickets queued at {east_region}");
+            assert_eq!(
+                queues[&east_region].0, 3,
+                "three tickets queued at {east_region}"
+            );
             break;
         }
         assert!(
@@ -372,7 +486,9 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Live: a new ticket shows up in the queue without a reload.
-    browser.script("window.__sameDocument = 'now'; return null;").await;
+    browser
+        .script("window.__sameDocument = 'now'; return null;")
+        .await;
     east.create_ticket(create("one more")).await.unwrap();
     browser
         .wait_for(
@@ -386,8 +502,16 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
     // ---- Handoffs: one made through the API appears live ----
     browser.goto(&format!("{}/handoffs", mesh.console)).await;
     browser.ready().await;
-    browser.script("window.__sameDocument = 'handoffs'; return null;").await;
-    let ticket = east.create_ticket(create("VPN down")).await.unwrap().into_inner().ticket.unwrap();
+    browser
+        .script("window.__sameDocument = 'handoffs'; return null;")
+        .await;
+    let ticket = east
+        .create_ticket(create("VPN down"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
     east.update_ticket(v1::UpdateTicketRequest {
         ticket_id: ticket.id.clone(),
         status: Some(v1::Status::Open.into()),
@@ -440,36 +564,70 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
         .await;
     let offered = offered.as_str().unwrap();
     assert!(
-        offered.contains(&format!("{east_region} → {to}")) && offered.contains("rebooted the edge router") && !offered.contains("undefined"),
+        offered.contains(&format!("{east_region} → {to}"))
+            && offered.contains("rebooted the edge router")
+            && !offered.contains("undefined"),
         "the offer shows its regions and note: {offered}"
     );
     let trace_id = ticket.id.replace('-', "");
     assert_eq!(
         links,
-        json!([format!("/journey/{}", ticket.id), format!("http://localhost:16686/trace/{trace_id}")]),
+        json!([
+            format!("/journey/{}", ticket.id),
+            format!("http://localhost:16686/trace/{trace_id}")
+        ]),
         "each ticket links to its journey and its trace (the id's 128 bits)"
     );
     saved.push(browser.screenshot(&shots, "handoffs-desktop").await);
     saved.push(browser.phone_check(&shots, "handoffs").await);
 
     // ---- The ticket's journey ----
-    browser.goto(&format!("{}/journey/{}", mesh.console, ticket.id)).await;
+    browser
+        .goto(&format!("{}/journey/{}", mesh.console, ticket.id))
+        .await;
     browser.ready().await;
-    let kinds = browser.script("return [...document.querySelectorAll('#steps li')].map(e => e.dataset.kind);").await;
-    let kinds: Vec<&str> = kinds.as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
-    assert!(kinds.starts_with(&["ticket_created"]) && kinds.contains(&"handoff_offered"), "journey: {kinds:?}");
+    let kinds = browser
+        .script("return [...document.querySelectorAll('#steps li')].map(e => e.dataset.kind);")
+        .await;
+    let kinds: Vec<&str> = kinds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.starts_with(&["ticket_created"]) && kinds.contains(&"handoff_offered"),
+        "journey: {kinds:?}"
+    );
     saved.push(browser.screenshot(&shots, "journey-desktop").await);
     saved.push(browser.phone_check(&shots, "journey").await);
 
     // ---- The what-if is an operator's: log out, log in as one by typing ----
     browser.goto(&format!("{}/rules", mesh.console)).await;
     browser.ready().await;
-    browser.wait_for("the sre's what-if button to be disabled", "return document.getElementById('what-if-run').disabled;").await;
-    let (status, answer) = browser.fetch("POST", "/api/rules/what-if", Some("version = \"x\"".into())).await;
+    browser
+        .wait_for(
+            "the sre's what-if button to be disabled",
+            "return document.getElementById('what-if-run').disabled;",
+        )
+        .await;
+    let (status, answer) = browser
+        .fetch("POST", "/api/rules/what-if", Some("version = \"x\"".into()))
+        .await;
     assert_eq!(status, 403, "{answer}");
-    assert!(answer.contains("role sre may not run the what-if"), "{answer}");
-    browser.wait_for("the logout button", "return document.getElementById('logout') !== null;").await;
-    browser.script("document.getElementById('logout').click(); return null;").await;
+    assert!(
+        answer.contains("role sre may not run the what-if"),
+        "{answer}"
+    );
+    browser
+        .wait_for(
+            "the logout button",
+            "return document.getElementById('logout') !== null;",
+        )
+        .await;
+    browser
+        .script("document.getElementById('logout').click(); return null;")
+        .await;
     browser.wait_for("the login page after logout", "return document.body.dataset.page === 'login' && document.body.dataset.ready === 'true';").await;
     let (status, _) = browser.fetch("GET", "/api/now", None).await;
     assert_eq!(status, 401, "logged out");
@@ -483,9 +641,18 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
         ))
         .await;
     let refusal = browser
-        .wait_for("the agent's refusal", "const e = document.getElementById('login-error'); return e && e.textContent;")
+        .wait_for(
+            "the agent's refusal",
+            "const e = document.getElementById('login-error'); return e && e.textContent;",
+        )
         .await;
-    assert!(refusal.as_str().unwrap().contains("role agent may not use the console"), "{refusal}");
+    assert!(
+        refusal
+            .as_str()
+            .unwrap()
+            .contains("role agent may not use the console"),
+        "{refusal}"
+    );
     browser.goto(&format!("{}/rules", mesh.console)).await;
     browser.wait_for("the login page", "return document.body.dataset.page === 'login' && document.body.dataset.ready === 'true';").await;
     browser
@@ -494,10 +661,25 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
             json!(mesh.tokens["operator"])
         ))
         .await;
-    browser.wait_for("the login to land on Rules", "return document.body.dataset.page === 'rules';").await;
+    browser
+        .wait_for(
+            "the login to land on Rules",
+            "return document.body.dataset.page === 'rules';",
+        )
+        .await;
     browser.ready().await;
-    browser.wait_for("the operator's session", "const s = document.querySelector('#session [data-role=operator]'); return s !== null;").await;
-    assert_eq!(browser.script("return document.getElementById('what-if-run').disabled;").await, json!(false));
+    browser
+        .wait_for(
+            "the operator's session",
+            "const s = document.querySelector('#session [data-role=operator]'); return s !== null;",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .script("return document.getElementById('what-if-run').disabled;")
+            .await,
+        json!(false)
+    );
 
     // ---- Rules: the grid, and a what-if with a bad then a good file ----
     let (version, _) = active_regions(&mesh).await;
@@ -505,9 +687,14 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
         .script("return [document.getElementById('rules-version').textContent, document.querySelectorAll('#grid .row').length];")
         .await;
     assert_eq!(shown[0], json!(version));
-    assert!(shown[1].as_u64().unwrap() >= 4, "a row per region and an `any` row: {shown}");
+    assert!(
+        shown[1].as_u64().unwrap() >= 4,
+        "a row per region and an `any` row: {shown}"
+    );
     let rules_text = std::fs::read_to_string(dir.path().join("rules.toml")).unwrap();
-    let bad = format!("{rules_text}\n[[regions]]\nid = \"mars\"\nindex = 9\ntime_zone = \"Mars/Olympus\"\n");
+    let bad = format!(
+        "{rules_text}\n[[regions]]\nid = \"mars\"\nindex = 9\ntime_zone = \"Mars/Olympus\"\n"
+    );
     let set_and_run = |text: &str| {
         format!(
             "document.getElementById('what-if-result').replaceChildren();
@@ -524,30 +711,65 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
         )
         .await;
     eprintln!("what-if refused the bad file: {problem}");
-    assert!(problem[1].as_str().unwrap().starts_with("what-if.toml:"), "{problem}");
+    assert!(
+        problem[1].as_str().unwrap().starts_with("what-if.toml:"),
+        "{problem}"
+    );
     // us-east's first shift starts two hours earlier.
     let good = rules_text
         .replacen("version = ", "version = \"what-if\"\n# was: ", 1)
-        .replacen("start = \"08:00\"\nend = \"17:00\"", "start = \"06:00\"\nend = \"17:00\"", 1);
-    assert_ne!(good.matches("06:00").count(), rules_text.matches("06:00").count(), "the what-if file changes a shift");
+        .replacen(
+            "start = \"08:00\"\nend = \"17:00\"",
+            "start = \"06:00\"\nend = \"17:00\"",
+            1,
+        );
+    assert_ne!(
+        good.matches("06:00").count(),
+        rules_text.matches("06:00").count(),
+        "the what-if file changes a shift"
+    );
     browser.script(&set_and_run(&good)).await;
-    browser.wait_for("the what-if answer", "return document.querySelector('[data-what-if=ok]') !== null;").await;
-    let changed = browser.script("return document.querySelectorAll('#what-if-grid i.changed').length;").await;
-    assert!(changed.as_u64().unwrap() > 0, "the earlier start changes cells of the grid");
-    let text = browser.script("return document.getElementById('what-if-result').textContent;").await;
+    browser
+        .wait_for(
+            "the what-if answer",
+            "return document.querySelector('[data-what-if=ok]') !== null;",
+        )
+        .await;
+    let changed = browser
+        .script("return document.querySelectorAll('#what-if-grid i.changed').length;")
+        .await;
+    assert!(
+        changed.as_u64().unwrap() > 0,
+        "the earlier start changes cells of the grid"
+    );
+    let text = browser
+        .script("return document.getElementById('what-if-result').textContent;")
+        .await;
     assert!(!text.as_str().unwrap().contains("null"), "{text}");
-    browser.script("document.getElementById('what-if-result').scrollIntoView(); return null;").await;
+    browser
+        .script("document.getElementById('what-if-result').scrollIntoView(); return null;")
+        .await;
     saved.push(browser.screenshot(&shots, "rules-desktop").await);
     saved.push(browser.phone_check(&shots, "rules").await);
 
     // ---- Bad input gets clear errors (asked from the logged-in page) ----
-    let (status, answer) = browser.fetch("GET", "/api/journey/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", None).await;
+    let (status, answer) = browser
+        .fetch(
+            "GET",
+            "/api/journey/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            None,
+        )
+        .await;
     assert_eq!(status, 404, "{answer}");
     assert!(answer.contains("no gateway knows ticket"), "{answer}");
-    let (status, answer) = browser.fetch("GET", "/api/journey/not-a-ticket", None).await;
+    let (status, answer) = browser
+        .fetch("GET", "/api/journey/not-a-ticket", None)
+        .await;
     assert_eq!(status, 400, "{answer}");
     let huge = "#".repeat(meridian_router::WHAT_IF_BYTES_MAX + 1);
-    let (status, answer) = browser.fetch("POST", "/api/rules/what-if", Some(huge)).await;
+    let (status, answer) = browser
+        .fetch("POST", "/api/rules/what-if", Some(huge))
+        .await;
     assert_eq!(status, 413, "{answer}");
 
     for path in &saved {

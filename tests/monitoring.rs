@@ -19,7 +19,9 @@ use std::{
 const MERIDIAN: &str = env!("CARGO_BIN_EXE_meridian");
 
 fn deploy(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
 }
 
 /// promtool, or `None` after saying loudly why the check is skipped (and
@@ -32,7 +34,10 @@ fn promtool() -> Option<PathBuf> {
         .find(|path| path.is_file());
     if found.is_none() {
         let why = "promtool is not installed (Debian package `prometheus`); the alert rules were NOT checked";
-        assert!(std::env::var("MERIDIAN_REQUIRE_ALL").as_deref() != Ok("1"), "{why}");
+        assert!(
+            std::env::var("MERIDIAN_REQUIRE_ALL").as_deref() != Ok("1"),
+            "{why}"
+        );
         eprintln!("SKIPPED: {why}");
     }
     found
@@ -42,17 +47,42 @@ fn promtool() -> Option<PathBuf> {
 fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     let Some(promtool) = promtool() else { return };
     let dir = deploy("prometheus");
-    for args in [["check", "rules", "meridian-alerts.yaml"], ["test", "rules", "meridian-alerts.test.yaml"]] {
-        let out = Command::new(&promtool).args(args).current_dir(&dir).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "promtool {} failed:\n{text}", args.join(" "));
-        assert!(text.contains("SUCCESS"), "promtool {}:\n{text}", args.join(" "));
+    for args in [
+        ["check", "rules", "meridian-alerts.yaml"],
+        ["test", "rules", "meridian-alerts.test.yaml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "promtool {} failed:\n{text}",
+            args.join(" ")
+        );
+        assert!(
+            text.contains("SUCCESS"),
+            "promtool {}:\n{text}",
+            args.join(" ")
+        );
     }
     // The unit tests cover every alert the file defines.
     let rules = std::fs::read_to_string(dir.join("meridian-alerts.yaml")).unwrap();
     let tests = std::fs::read_to_string(dir.join("meridian-alerts.test.yaml")).unwrap();
-    for alert in rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
-        assert!(tests.contains(&format!("alertname: {alert}")), "{alert} has no promtool unit test");
+    for alert in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        assert!(
+            tests.contains(&format!("alertname: {alert}")),
+            "{alert} has no promtool unit test"
+        );
     }
 }
 
@@ -63,8 +93,29 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     // Keywords, and aggregations (which may stand before `by (…)` rather
     // than their parenthesis).
     const KEYWORDS: [&str; 23] = [
-        "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "le",
-        "sum", "min", "max", "avg", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "le",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
     ];
     let chars: Vec<char> = expr.chars().collect();
     let mut names = BTreeSet::new();
@@ -77,7 +128,11 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
                 let close = if c == '{' { '}' } else { ']' };
                 i += 1;
                 while i < chars.len() && chars[i] != close {
-                    i = if chars[i] == '"' { skip_string(&chars, i) } else { i + 1 };
+                    i = if chars[i] == '"' {
+                        skip_string(&chars, i)
+                    } else {
+                        i + 1
+                    };
                 }
                 i += 1;
             }
@@ -90,12 +145,23 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             }
             c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
                 let start = i;
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':') {
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+                {
                     i += 1;
                 }
                 let word: String = chars[start..i].iter().collect();
                 let next = chars[i..].iter().find(|c| !c.is_whitespace());
-                if ["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&word.as_str()) {
+                if [
+                    "by",
+                    "without",
+                    "on",
+                    "ignoring",
+                    "group_left",
+                    "group_right",
+                ]
+                .contains(&word.as_str())
+                {
                     skip_group = true;
                 } else if next != Some(&'(') && !KEYWORDS.contains(&word.as_str()) {
                     names.insert(word);
@@ -125,7 +191,10 @@ fn skip_string(chars: &[char], start: usize) -> usize {
 #[test]
 fn the_promql_reader_finds_metrics_and_nothing_else() {
     let expr = r#"histogram_quantile(0.99, sum by (le, rpc_method) (rate(x_bucket{a="b}"}[5m]))) / on(a) y offset 1h > bool 3 and z"#;
-    assert_eq!(metric_names(expr).into_iter().collect::<Vec<_>>(), ["x_bucket", "y", "z"]);
+    assert_eq!(
+        metric_names(expr).into_iter().collect::<Vec<_>>(),
+        ["x_bucket", "y", "z"]
+    );
 }
 
 /// Every metric the dashboard's queries and variables and the alert rules
@@ -133,28 +202,43 @@ fn the_promql_reader_finds_metrics_and_nothing_else() {
 fn named_metrics() -> Vec<(String, String)> {
     let mut named = Vec::new();
     let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/meridian.json")).unwrap()).unwrap();
-    let mut panels: Vec<&serde_json::Value> = dashboard["panels"].as_array().unwrap().iter().collect();
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/meridian.json")).unwrap())
+            .unwrap();
+    let mut panels: Vec<&serde_json::Value> =
+        dashboard["panels"].as_array().unwrap().iter().collect();
     let mut queries = 0;
     while let Some(panel) = panels.pop() {
         panels.extend(panel["panels"].as_array().into_iter().flatten());
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().unwrap();
             queries += 1;
-            named.extend(metric_names(expr).into_iter().map(|m| (m, format!("panel {:?}", panel["title"]))));
+            named.extend(
+                metric_names(expr)
+                    .into_iter()
+                    .map(|m| (m, format!("panel {:?}", panel["title"]))),
+            );
         }
     }
     assert!(queries >= 15, "the dashboard has {queries} queries");
     for variable in dashboard["templating"]["list"].as_array().unwrap() {
         if let Some(query) = variable["definition"].as_str() {
-            let inner = query.strip_prefix("label_values(").and_then(|q| q.split(',').next()).unwrap();
-            named.extend(metric_names(inner).into_iter().map(|m| (m, format!("variable {}", variable["name"]))));
+            let inner = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.split(',').next())
+                .unwrap();
+            named.extend(
+                metric_names(inner)
+                    .into_iter()
+                    .map(|m| (m, format!("variable {}", variable["name"]))),
+            );
         }
     }
     let rules = std::fs::read_to_string(deploy("prometheus/meridian-alerts.yaml")).unwrap();
     let mut lines = rules.lines().peekable();
     while let Some(line) = lines.next() {
-        let Some(rest) = line.trim().strip_prefix("expr:") else { continue };
+        let Some(rest) = line.trim().strip_prefix("expr:") else {
+            continue;
+        };
         let mut expr = rest.trim().trim_start_matches('|').to_owned();
         let indent = line.len() - line.trim_start().len();
         while let Some(next) = lines.peek() {
@@ -165,7 +249,11 @@ fn named_metrics() -> Vec<(String, String)> {
             expr.push_str(next.trim());
             lines.next();
         }
-        named.extend(metric_names(&expr).into_iter().map(|m| (m, "alert rules".to_owned())));
+        named.extend(
+            metric_names(&expr)
+                .into_iter()
+                .map(|m| (m, "alert rules".to_owned())),
+        );
     }
     named
 }
@@ -192,7 +280,8 @@ impl Mesh {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut router, mut metrics, mut gateways, mut tokens) = (String::new(), String::new(), Vec::new(), Vec::new());
+        let (mut router, mut metrics, mut gateways, mut tokens) =
+            (String::new(), String::new(), Vec::new(), Vec::new());
         let mut first = None;
         for line in &mut lines {
             let line = line.unwrap();
@@ -205,20 +294,42 @@ impl Mesh {
                 ["gateway", region, url, ..] => gateways.push((region.to_owned(), url.to_owned())),
                 ["router", url, ..] => router = url.to_owned(),
                 ["metrics", url, ..] => metrics = url.to_owned(),
-                [name, token] if token.starts_with("eyJ") => tokens.push((name.to_owned(), token.to_owned())),
+                [name, token] if token.starts_with("eyJ") => {
+                    tokens.push((name.to_owned(), token.to_owned()))
+                }
                 _ => {}
             }
         }
         std::thread::spawn(move || lines.for_each(drop));
-        assert!(first.unwrap_or_default().starts_with("Meridian is starting"), "the banner comes first");
-        assert!(metrics.starts_with("http://127.0.0.1:") && metrics.ends_with("/metrics"), "banner names /metrics: {metrics:?}");
+        assert!(
+            first
+                .unwrap_or_default()
+                .starts_with("Meridian is starting"),
+            "the banner comes first"
+        );
+        assert!(
+            metrics.starts_with("http://127.0.0.1:") && metrics.ends_with("/metrics"),
+            "banner names /metrics: {metrics:?}"
+        );
         assert_eq!(gateways.len(), 3, "{gateways:?}");
-        Mesh { child, router, gateways, metrics, tokens, ca: data_dir.join("pki/ca.pem") }
+        Mesh {
+            child,
+            router,
+            gateways,
+            metrics,
+            tokens,
+            ca: data_dir.join("pki/ca.pem"),
+        }
     }
 
     fn cli(&self, token: &str, args: &[&str]) -> Output {
         let token = &self.tokens.iter().find(|(n, _)| n == token).unwrap().1;
-        Command::new(MERIDIAN).args(args).env("MERIDIAN_CA", &self.ca).env("MERIDIAN_TOKEN", token).output().unwrap()
+        Command::new(MERIDIAN)
+            .args(args)
+            .env("MERIDIAN_CA", &self.ca)
+            .env("MERIDIAN_TOKEN", token)
+            .output()
+            .unwrap()
     }
 
     fn url(&self, region: &str) -> &str {
@@ -227,10 +338,19 @@ impl Mesh {
 
     /// The body of `GET /metrics`.
     fn scrape(&self) -> String {
-        let addr = self.metrics.trim_start_matches("http://").trim_end_matches("/metrics");
+        let addr = self
+            .metrics
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics");
         let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
@@ -247,7 +367,11 @@ impl Drop for Mesh {
 }
 
 fn succeeded(output: &Output) -> serde_json::Value {
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -281,33 +405,85 @@ fn a_live_mesh_exports_red_series_per_method_and_every_metric_the_dashboard_and_
 
     // Traffic: through the router, straight to a gateway, an error of each
     // kind (NOT_FOUND, UNAUTHENTICATED), and a handoff over the mesh.
-    let submitted = succeeded(&mesh.cli("agent-us-east", &[
-        "ticket", "submit", "--router", &mesh.router, "--subject", "VPN down", "--customer", "acme", "--tier",
-        "premium", "--output", "json",
-    ]));
+    let submitted = succeeded(&mesh.cli(
+        "agent-us-east",
+        &[
+            "ticket",
+            "submit",
+            "--router",
+            &mesh.router,
+            "--subject",
+            "VPN down",
+            "--customer",
+            "acme",
+            "--tier",
+            "premium",
+            "--output",
+            "json",
+        ],
+    ));
     assert!(submitted["id"].is_string(), "{submitted}");
-    let created = succeeded(&mesh.cli("agent-us-east", &[
-        "ticket", "create", "--target", &us, "--subject", "Printer", "--customer", "acme", "--output", "json",
-    ]));
+    let created = succeeded(&mesh.cli(
+        "agent-us-east",
+        &[
+            "ticket",
+            "create",
+            "--target",
+            &us,
+            "--subject",
+            "Printer",
+            "--customer",
+            "acme",
+            "--output",
+            "json",
+        ],
+    ));
     let id = created["id"].as_str().unwrap().to_owned();
-    succeeded(&mesh.cli("agent-us-east", &["ticket", "get", &id, "--target", &us, "--output", "json"]));
+    succeeded(&mesh.cli(
+        "agent-us-east",
+        &["ticket", "get", &id, "--target", &us, "--output", "json"],
+    ));
     let missing = "01890a5d-ac96-774b-bcce-b302099a8057";
-    let not_found = mesh.cli("agent-us-east", &["ticket", "get", missing, "--target", &us]);
-    assert!(String::from_utf8_lossy(&not_found.stderr).contains("NOT_FOUND"), "{not_found:?}");
+    let not_found = mesh.cli(
+        "agent-us-east",
+        &["ticket", "get", missing, "--target", &us],
+    );
+    assert!(
+        String::from_utf8_lossy(&not_found.stderr).contains("NOT_FOUND"),
+        "{not_found:?}"
+    );
     let anonymous = Command::new(MERIDIAN)
         .args(["ticket", "list", "--target", &us, "--ca"])
         .arg(&mesh.ca)
         .env_remove("MERIDIAN_TOKEN")
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("UNAUTHENTICATED"), "{anonymous:?}");
-    succeeded(&mesh.cli("agent-us-east", &["ticket", "list", "--target", &us, "--output", "json"]));
+    assert!(
+        String::from_utf8_lossy(&anonymous.stderr).contains("UNAUTHENTICATED"),
+        "{anonymous:?}"
+    );
+    succeeded(&mesh.cli(
+        "agent-us-east",
+        &["ticket", "list", "--target", &us, "--output", "json"],
+    ));
     // Accepted or refused (eu-west may be off shift): either way the mesh's
     // AcceptHandoff is called and the handoff counted.
-    let _ = mesh.cli("agent-us-east", &[
-        "ticket", "handoff", &id, "--target", &us, "--to", "eu-west", "--last-action", "checked the queue",
-        "--next-action", "call the customer",
-    ]);
+    let _ = mesh.cli(
+        "agent-us-east",
+        &[
+            "ticket",
+            "handoff",
+            &id,
+            "--target",
+            &us,
+            "--to",
+            "eu-west",
+            "--last-action",
+            "checked the queue",
+            "--next-action",
+            "call the customer",
+        ],
+    );
 
     // The counts are recorded when each call ends; give the last a moment
     // and the queue count its first scan.
@@ -316,9 +492,16 @@ fn a_live_mesh_exports_red_series_per_method_and_every_metric_the_dashboard_and_
         let text = mesh.scrape();
         let red = red_series(&text);
         let seen = |method: &str| red.iter().any(|s| s.0.ends_with(method));
-        let done = ["SubmitTicket", "CreateTicket", "GetTicket", "ListTickets", "Handoff", "AcceptHandoff"]
-            .into_iter()
-            .all(seen)
+        let done = [
+            "SubmitTicket",
+            "CreateTicket",
+            "GetTicket",
+            "ListTickets",
+            "Handoff",
+            "AcceptHandoff",
+        ]
+        .into_iter()
+        .all(seen)
             && text.contains("meridian_handoffs_total{");
         if done || Instant::now() > deadline {
             break (text, red);
@@ -336,42 +519,138 @@ fn a_live_mesh_exports_red_series_per_method_and_every_metric_the_dashboard_and_
         eprintln!("  {series:?}");
     }
     let tickets = "meridian.v1.TicketService";
-    assert_eq!(count("meridian.v1.RouterService/SubmitTicket", "OK", "router", ""), 1.0, "{red:?}");
-    assert!(count(&format!("{tickets}/CreateTicket"), "OK", "gateway", "us-east") >= 1.0, "{red:?}");
+    assert_eq!(
+        count("meridian.v1.RouterService/SubmitTicket", "OK", "router", ""),
+        1.0,
+        "{red:?}"
+    );
+    assert!(
+        count(
+            &format!("{tickets}/CreateTicket"),
+            "OK",
+            "gateway",
+            "us-east"
+        ) >= 1.0,
+        "{red:?}"
+    );
     // `ticket get`, and `ticket handoff` reading the ticket first.
-    assert!(count(&format!("{tickets}/GetTicket"), "OK", "gateway", "us-east") >= 1.0, "{red:?}");
-    assert_eq!(count(&format!("{tickets}/GetTicket"), "NOT_FOUND", "gateway", "us-east"), 1.0, "{red:?}");
-    assert_eq!(count(&format!("{tickets}/ListTickets"), "UNAUTHENTICATED", "gateway", "us-east"), 1.0, "{red:?}");
-    assert_eq!(count(&format!("{tickets}/ListTickets"), "OK", "gateway", "us-east"), 1.0, "{red:?}");
-    assert!(count(&format!("{tickets}/GetStatus"), "OK", "gateway", "us-east") >= 1.0, "up's readiness check: {red:?}");
-    let handoff: f64 = red.iter().filter(|s| s.0 == format!("{tickets}/Handoff") && s.3 == "us-east").map(|s| s.4).sum();
+    assert!(
+        count(&format!("{tickets}/GetTicket"), "OK", "gateway", "us-east") >= 1.0,
+        "{red:?}"
+    );
+    assert_eq!(
+        count(
+            &format!("{tickets}/GetTicket"),
+            "NOT_FOUND",
+            "gateway",
+            "us-east"
+        ),
+        1.0,
+        "{red:?}"
+    );
+    assert_eq!(
+        count(
+            &format!("{tickets}/ListTickets"),
+            "UNAUTHENTICATED",
+            "gateway",
+            "us-east"
+        ),
+        1.0,
+        "{red:?}"
+    );
+    assert_eq!(
+        count(
+            &format!("{tickets}/ListTickets"),
+            "OK",
+            "gateway",
+            "us-east"
+        ),
+        1.0,
+        "{red:?}"
+    );
+    assert!(
+        count(&format!("{tickets}/GetStatus"), "OK", "gateway", "us-east") >= 1.0,
+        "up's readiness check: {red:?}"
+    );
+    let handoff: f64 = red
+        .iter()
+        .filter(|s| s.0 == format!("{tickets}/Handoff") && s.3 == "us-east")
+        .map(|s| s.4)
+        .sum();
     assert_eq!(handoff, 1.0, "{red:?}");
-    let accept: f64 =
-        red.iter().filter(|s| s.0 == "meridian.v1.MeshService/AcceptHandoff" && s.2 == "mesh" && s.3 == "eu-west").map(|s| s.4).sum();
-    assert!(accept >= 1.0, "eu-west's mesh port answered the offer: {red:?}");
+    let accept: f64 = red
+        .iter()
+        .filter(|s| {
+            s.0 == "meridian.v1.MeshService/AcceptHandoff" && s.2 == "mesh" && s.3 == "eu-west"
+        })
+        .map(|s| s.4)
+        .sum();
+    assert!(
+        accept >= 1.0,
+        "eu-west's mesh port answered the offer: {red:?}"
+    );
     // Every series is a known code name and names a method, with the
     // histogram's buckets beside its count.
     for (method, code, ..) in &red {
         assert!(method.contains('/') || method == "_OTHER", "{method}");
-        assert!(code.chars().all(|c| c.is_ascii_uppercase() || c == '_'), "{code}");
+        assert!(
+            code.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+            "{code}"
+        );
     }
-    assert!(text.contains(r#"rpc_server_call_duration_seconds_bucket{"#), "the duration histogram is exported");
+    assert!(
+        text.contains(r#"rpc_server_call_duration_seconds_bucket{"#),
+        "the duration histogram is exported"
+    );
     assert!(text.contains(r#"rpc_system_name="grpc""#));
 
     // Zeros where zero is the truth, and one meaning for meridian_region.
     for region in ["us-east", "eu-west", "apac-south"] {
         for gauge in ["meridian_sla_at_risk", "meridian_sla_breached"] {
             let line = format!(r#"{gauge}{{meridian_region="{region}",tier="standard"}}"#);
-            assert!(text.lines().any(|l| l.starts_with(&line)), "{line} missing:\n{text}");
+            assert!(
+                text.lines().any(|l| l.starts_with(&line)),
+                "{line} missing:\n{text}"
+            );
         }
-        assert!(text.contains(&format!(r#"meridian_rules_refused{{meridian_region="{region}"}} 0"#)), "{text}");
+        assert!(
+            text.contains(&format!(
+                r#"meridian_rules_refused{{meridian_region="{region}"}} 0"#
+            )),
+            "{text}"
+        );
     }
-    let decisions: Vec<&str> = text.lines().filter(|l| l.starts_with("meridian_routing_decisions_total{")).collect();
-    assert!(!decisions.is_empty() && decisions.iter().all(|l| l.contains("chosen_region=") && !l.contains("meridian_region=")), "{decisions:?}");
-    assert_eq!(text.lines().filter(|l| l.starts_with("meridian_rules_version{meridian_region=\"us-east\"")).count(), 1);
-    assert!(text.lines().any(|l| l.starts_with("meridian_build_info{") && l.contains("version=\"")), "{text}");
-    for process in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
-        assert!(text.lines().any(|l| l.starts_with(&format!("{process} "))), "{process} missing");
+    let decisions: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("meridian_routing_decisions_total{"))
+        .collect();
+    assert!(
+        !decisions.is_empty()
+            && decisions
+                .iter()
+                .all(|l| l.contains("chosen_region=") && !l.contains("meridian_region=")),
+        "{decisions:?}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("meridian_rules_version{meridian_region=\"us-east\""))
+            .count(),
+        1
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("meridian_build_info{") && l.contains("version=\"")),
+        "{text}"
+    );
+    for process in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{process} "))),
+            "{process} missing"
+        );
     }
 
     // Every metric the dashboard and the rules name is exported.
@@ -388,6 +667,12 @@ fn a_live_mesh_exports_red_series_per_method_and_every_metric_the_dashboard_and_
             missing.push(format!("{metric} ({place})"));
         }
     }
-    assert!(missing.is_empty(), "named but not exported: {missing:?}\nexported: {exported:?}");
-    eprintln!("{} metric names in the dashboard and rules, all exported", named.iter().map(|n| &n.0).collect::<BTreeSet<_>>().len());
+    assert!(
+        missing.is_empty(),
+        "named but not exported: {missing:?}\nexported: {exported:?}"
+    );
+    eprintln!(
+        "{} metric names in the dashboard and rules, all exported",
+        named.iter().map(|n| &n.0).collect::<BTreeSet<_>>().len()
+    );
 }

@@ -31,7 +31,15 @@ async fn every_healthy_region_stays_up_at_speed() {
     const SIMULATED: Duration = Duration::from_secs(10 * 3600);
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(MERIDIAN)
-        .args(["up", "--no-auth", "--base-port", "0", "--start", "2026-12-07T07:50:00Z", "--speed"])
+        .args([
+            "up",
+            "--no-auth",
+            "--base-port",
+            "0",
+            "--start",
+            "2026-12-07T07:50:00Z",
+            "--speed",
+        ])
         .arg(SPEED.to_string())
         .arg("--data-dir")
         .arg(dir.path())
@@ -53,32 +61,62 @@ async fn every_healthy_region_stays_up_at_speed() {
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
-    assert!(router.starts_with("http://"), "meridian up printed no router URL");
-    let mut client = v1::router_service_client::RouterServiceClient::connect(router).await.unwrap();
+    assert!(
+        router.starts_with("http://"),
+        "meridian up printed no router URL"
+    );
+    let mut client = v1::router_service_client::RouterServiceClient::connect(router)
+        .await
+        .unwrap();
 
-    let route = || v1::RouteRequest { ticket: Some(v1::TicketAttributes::default()) };
+    let route = || v1::RouteRequest {
+        ticket: Some(v1::TicketAttributes::default()),
+    };
     // The router hears each gateway within a probe interval of starting.
     let started = Instant::now();
     loop {
-        let decision = client.route(route()).await.unwrap().into_inner().decision.unwrap();
-        let unheard: Vec<_> =
-            decision.candidates.iter().filter(|c| c.filtered() == FilterReason::NoHealthReport).collect();
+        let decision = client
+            .route(route())
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap();
+        let unheard: Vec<_> = decision
+            .candidates
+            .iter()
+            .filter(|c| c.filtered() == FilterReason::NoHealthReport)
+            .collect();
         if unheard.is_empty() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "never heard every gateway: {unheard:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never heard every gateway: {unheard:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let real = SIMULATED / SPEED;
     let started = Instant::now();
     let mut decisions = 0;
     while started.elapsed() < real {
-        let decision = client.route(route()).await.unwrap().into_inner().decision.unwrap();
+        let decision = client
+            .route(route())
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap();
         decisions += 1;
         let down: Vec<String> = decision
             .candidates
             .iter()
-            .filter(|c| matches!(c.filtered(), FilterReason::Down | FilterReason::NoHealthReport))
+            .filter(|c| {
+                matches!(
+                    c.filtered(),
+                    FilterReason::Down | FilterReason::NoHealthReport
+                )
+            })
             .map(|c| format!("{}: {:?}", c.region, c.filtered()))
             .collect();
         assert!(

@@ -26,8 +26,8 @@ use anyhow::Context;
 use futures::StreamExt;
 use jiff::Timestamp;
 use meridian_core::{
-    Epoch, EventEnvelope, HlcTimestamp, Note, NoteId, Ownership, Priority, RegionId, Skill, SlaDeadlines,
-    Status, Ticket, TicketId, Tier,
+    Epoch, EventEnvelope, HlcTimestamp, Note, NoteId, Ownership, Priority, RegionId, Skill,
+    SlaDeadlines, Status, Ticket, TicketId, Tier,
 };
 use meridian_replication::{ReplicationConfig, Replicator};
 use meridian_store::{EVENTS_PAGE_MAX, Store, StoreConfig, WriteMeta};
@@ -70,7 +70,8 @@ pub(crate) fn ticket(owner: &RegionId) -> Ticket {
     Ticket {
         id: TicketId::new_v7(at, random_bytes(1)),
         subject: "VPN drops every few minutes".into(),
-        body: "Since this morning the VPN drops every few minutes for the whole Lisbon office.".into(),
+        body: "Since this morning the VPN drops every few minutes for the whole Lisbon office."
+            .into(),
         customer: "acme".into(),
         tier: Tier::new("standard").unwrap(),
         skills: BTreeSet::from([Skill::new("networking").unwrap()]),
@@ -79,7 +80,10 @@ pub(crate) fn ticket(owner: &RegionId) -> Ticket {
         status: Status::New,
         assignee: None,
         priority: Priority::Normal,
-        owner: Ownership { owner_region: owner.clone(), epoch: Epoch::initial(0) },
+        owner: Ownership {
+            owner_region: owner.clone(),
+            epoch: Epoch::initial(0),
+        },
         handoff_to: None,
         sla: SlaDeadlines::default(),
         created_at: at,
@@ -121,8 +125,12 @@ async fn fill(store: &Store, n: usize) {
 async fn read_log(store: &Store) -> anyhow::Result<Vec<EventEnvelope>> {
     let mut log = Vec::new();
     loop {
-        let after = log.last().map_or(0, |event: &EventEnvelope| event.origin_seq);
-        let page = store.events_after(store.local_region(), after, EVENTS_PAGE_MAX).await?;
+        let after = log
+            .last()
+            .map_or(0, |event: &EventEnvelope| event.origin_seq);
+        let page = store
+            .events_after(store.local_region(), after, EVENTS_PAGE_MAX)
+            .await?;
         if page.is_empty() {
             return Ok(log);
         }
@@ -137,8 +145,18 @@ struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn start(config: ReplicationConfig, store: Store, tls: MeshTls, listener: TcpListener) -> anyhow::Result<Running> {
-    let replicator = Replicator::new(config, store, tls.clone(), Arc::new(meridian_store::SystemClock))?;
+async fn start(
+    config: ReplicationConfig,
+    store: Store,
+    tls: MeshTls,
+    listener: TcpListener,
+) -> anyhow::Result<Running> {
+    let replicator = Replicator::new(
+        config,
+        store,
+        tls.clone(),
+        Arc::new(meridian_store::SystemClock),
+    )?;
     let (stop, stopped) = watch::channel(false);
     let service = replicator.service();
     let mut server_stop = stopped.clone();
@@ -155,7 +173,11 @@ async fn start(config: ReplicationConfig, store: Store, tls: MeshTls, listener: 
     let run = tokio::spawn(replicator.clone().run(async move {
         let _ = run_stop.wait_for(|stop| *stop).await;
     }));
-    Ok(Running { replicator, stop, tasks: vec![run, server] })
+    Ok(Running {
+        replicator,
+        stop,
+        tasks: vec![run, server],
+    })
 }
 
 impl Running {
@@ -163,7 +185,10 @@ impl Running {
         self.stop.send_replace(true);
         for task in self.tasks {
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -182,7 +207,15 @@ fn codec_costs(log: &[EventEnvelope], batch: usize) -> (Duration, Duration) {
     let encoding = Instant::now();
     let frames: Vec<Vec<u8>> = log
         .chunks(batch)
-        .map(|chunk| batch_to_proto(chunk.iter().map(meridian_proto::convert::event_to_proto).collect()).encode_to_vec())
+        .map(|chunk| {
+            batch_to_proto(
+                chunk
+                    .iter()
+                    .map(meridian_proto::convert::event_to_proto)
+                    .collect(),
+            )
+            .encode_to_vec()
+        })
         .collect();
     let encode = encoding.elapsed();
     let decoding = Instant::now();
@@ -204,7 +237,10 @@ const BATCH: usize = 1_000;
 /// event's JSON) in a plain table of a fresh SQLite file with the store's
 /// durability (WAL, synchronous=FULL), `BATCH` rows per multi-row INSERT
 /// and one transaction per batch. No checks, no projection, no network.
-async fn bare_batched_insert(path: &std::path::Path, log: &[EventEnvelope]) -> anyhow::Result<Duration> {
+async fn bare_batched_insert(
+    path: &std::path::Path,
+    log: &[EventEnvelope],
+) -> anyhow::Result<Duration> {
     use sqlx::{Connection, Executor, sqlite::SqliteConnectOptions};
     let options = SqliteConnectOptions::new()
         .filename(path)
@@ -216,7 +252,13 @@ async fn bare_batched_insert(path: &std::path::Path, log: &[EventEnvelope]) -> a
         .await?;
     let rows: Vec<(String, i64, String)> = log
         .iter()
-        .map(|e| Ok((e.origin_region.to_string(), i64::try_from(e.origin_seq)?, serde_json::to_string(e)?)))
+        .map(|e| {
+            Ok((
+                e.origin_region.to_string(),
+                i64::try_from(e.origin_seq)?,
+                serde_json::to_string(e)?,
+            ))
+        })
         .collect::<anyhow::Result<_>>()?;
     let started = Instant::now();
     for batch in rows.chunks(BATCH) {
@@ -247,13 +289,23 @@ struct Measured {
 }
 
 pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
-    let plan: Vec<(usize, usize)> =
-        if sizes.smoke { vec![(2_000, 1)] } else { vec![(10_000, sizes.rounds as usize), (100_000, sizes.rounds as usize), (1_000_000, 1)] };
+    let plan: Vec<(usize, usize)> = if sizes.smoke {
+        vec![(2_000, 1)]
+    } else {
+        vec![
+            (10_000, sizes.rounds as usize),
+            (100_000, sizes.rounds as usize),
+            (1_000_000, 1),
+        ]
+    };
     sqlx::any::install_default_drivers();
     let a = RegionId::new("us-east")?;
     let b = RegionId::new("eu-west")?;
     let regions = vec![a.clone(), b.clone()];
-    let databases = Databases { dir: tempfile::tempdir()?, made: AtomicU64::new(0) };
+    let databases = Databases {
+        dir: tempfile::tempdir()?,
+        made: AtomicU64::new(0),
+    };
     let pki = tempfile::tempdir()?;
     let now = SystemTime::now();
     write_dev_pki(
@@ -286,23 +338,37 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         let mut catchup_rates = Vec::new();
         let mut bare_rates = Vec::new();
         for round in 1..=*rounds {
-            progress.say(&format!("{head} events, round {round}/{rounds}: bare batched insert"));
-            let bare = bare_batched_insert(&databases.dir.path().join(format!("bare-{round}-{head}.db")), &log).await?;
+            progress.say(&format!(
+                "{head} events, round {round}/{rounds}: bare batched insert"
+            ));
+            let bare = bare_batched_insert(
+                &databases.dir.path().join(format!("bare-{round}-{head}.db")),
+                &log,
+            )
+            .await?;
             bare_rates.push(head as f64 / bare.as_secs_f64());
 
-            progress.say(&format!("{head} events, round {round}/{rounds}: baseline apply_remote"));
+            progress.say(&format!(
+                "{head} events, round {round}/{rounds}: baseline apply_remote"
+            ));
             // Baseline: apply_remote straight into a fresh store.
             let store_c = Store::open(&databases.fresh("baseline"), &b).await?;
-            let batches: Vec<Vec<EventEnvelope>> = log.chunks(BATCH).map(<[EventEnvelope]>::to_vec).collect();
+            let batches: Vec<Vec<EventEnvelope>> =
+                log.chunks(BATCH).map(<[EventEnvelope]>::to_vec).collect();
             let started = Instant::now();
             for batch in batches {
                 store_c.apply_remote(&a, batch).await?;
             }
             let baseline = started.elapsed();
-            anyhow::ensure!(store_c.cursor(&a).await? == head, "the baseline store did not apply everything");
+            anyhow::ensure!(
+                store_c.cursor(&a).await? == head,
+                "the baseline store did not apply everything"
+            );
             store_c.close().await;
 
-            progress.say(&format!("{head} events, round {round}/{rounds}: catch-up over mTLS"));
+            progress.say(&format!(
+                "{head} events, round {round}/{rounds}: catch-up over mTLS"
+            ));
             // Catch-up over the network: B comes up empty, A dials it.
             let store_b = Store::open(&databases.fresh("eu-west"), &b).await?;
             let listener_a = TcpListener::bind("127.0.0.1:0").await?;
@@ -326,7 +392,10 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
             .await
             .context("eu-west did not catch up within 10 minutes")??;
             let catchup = started.elapsed();
-            anyhow::ensure!(store_b.cursor(&a).await? == head, "eu-west's cursor is not at us-east's head");
+            anyhow::ensure!(
+                store_b.cursor(&a).await? == head,
+                "eu-west's cursor is not at us-east's head"
+            );
             running_a.stop().await;
             running_b.stop().await;
             store_b.close().await;
@@ -352,13 +421,47 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         ),
     );
     for m in &measured {
-        let bare = report.row(Row::new(format!("{} events: bare batched insert", m.events), m.bare, "events/s").baseline());
-        let baseline = report.row(Row::new(format!("{} events: apply_remote, no network", m.events), m.baseline, "events/s").baseline());
-        report.row(Row::new(format!("{} events: catch-up over mTLS", m.events), m.catchup, "events/s").against(&baseline));
-        report.row(Row::new(format!("{} events: catch-up vs bare insert", m.events), m.catchup, "events/s").against(&bare));
+        let bare = report.row(
+            Row::new(
+                format!("{} events: bare batched insert", m.events),
+                m.bare,
+                "events/s",
+            )
+            .baseline(),
+        );
+        let baseline = report.row(
+            Row::new(
+                format!("{} events: apply_remote, no network", m.events),
+                m.baseline,
+                "events/s",
+            )
+            .baseline(),
+        );
+        report.row(
+            Row::new(
+                format!("{} events: catch-up over mTLS", m.events),
+                m.catchup,
+                "events/s",
+            )
+            .against(&baseline),
+        );
+        report.row(
+            Row::new(
+                format!("{} events: catch-up vs bare insert", m.events),
+                m.catchup,
+                "events/s",
+            )
+            .against(&bare),
+        );
     }
     if let Some(largest) = measured.last() {
-        report.target(&format!("catch-up of {} events", largest.events), 50_000.0, largest.catchup, "events/s", true);
+        report.target(
+            &format!("catch-up of {} events", largest.events),
+            50_000.0,
+            largest.catchup,
+            "events/s",
+            true,
+        );
         report.notes.push(format!(
             "Per event on one core at {} events: reading the origin's log {:.1} µs, encoding {:.1} µs, decoding and checking {:.1} µs.",
             largest.events, largest.read_us, largest.encode_us, largest.decode_us
@@ -373,9 +476,24 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         log_y: false,
         x_ticks: Vec::new(),
         series: vec![
-            Series { name: "catch-up over mTLS".into(), points: measured.iter().map(|m| (m.events as f64, m.catchup)).collect() },
-            Series { name: "apply_remote, no network".into(), points: measured.iter().map(|m| (m.events as f64, m.baseline)).collect() },
-            Series { name: "bare batched insert".into(), points: measured.iter().map(|m| (m.events as f64, m.bare)).collect() },
+            Series {
+                name: "catch-up over mTLS".into(),
+                points: measured
+                    .iter()
+                    .map(|m| (m.events as f64, m.catchup))
+                    .collect(),
+            },
+            Series {
+                name: "apply_remote, no network".into(),
+                points: measured
+                    .iter()
+                    .map(|m| (m.events as f64, m.baseline))
+                    .collect(),
+            },
+            Series {
+                name: "bare batched insert".into(),
+                points: measured.iter().map(|m| (m.events as f64, m.bare)).collect(),
+            },
         ],
     });
     Ok(report)

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use common::{Mesh, Options};
 use hdrhistogram::Histogram;
-use meridian_proto::v1::{self, mesh_service_client::MeshServiceClient, ticket_service_client::TicketServiceClient};
+use meridian_proto::v1::{
+    self, mesh_service_client::MeshServiceClient, ticket_service_client::TicketServiceClient,
+};
 use meridian_tls::MeshTls;
 use tonic::{Code, transport::Channel};
 
@@ -51,7 +53,12 @@ fn note() -> v1::HandoffNote {
 }
 
 fn create() -> v1::CreateTicketRequest {
-    v1::CreateTicketRequest { subject: "bench".into(), customer: "acme".into(), tier: "premium".into(), ..Default::default() }
+    v1::CreateTicketRequest {
+        subject: "bench".into(),
+        customer: "acme".into(),
+        tier: "premium".into(),
+        ..Default::default()
+    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -93,18 +100,39 @@ struct Row {
 }
 
 /// Creates a ticket in us-east and hands it to eu-west, timing both calls.
-async fn create_and_hand_off(us: &mut TicketServiceClient<Channel>, creates: &mut Histogram<u64>, handoffs: &mut Histogram<u64>) {
+async fn create_and_hand_off(
+    us: &mut TicketServiceClient<Channel>,
+    creates: &mut Histogram<u64>,
+    handoffs: &mut Histogram<u64>,
+) {
     let started = Instant::now();
-    let ticket = us.create_ticket(create()).await.unwrap().into_inner().ticket.unwrap();
-    creates.record(started.elapsed().as_micros() as u64).unwrap();
+    let ticket = us
+        .create_ticket(create())
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    creates
+        .record(started.elapsed().as_micros() as u64)
+        .unwrap();
     let started = Instant::now();
     let answer = us
-        .handoff(v1::HandoffRequest { ticket_id: ticket.id, to_region: "eu-west".into(), note: Some(note()) })
+        .handoff(v1::HandoffRequest {
+            ticket_id: ticket.id,
+            to_region: "eu-west".into(),
+            note: Some(note()),
+        })
         .await
         .unwrap()
         .into_inner();
-    handoffs.record(started.elapsed().as_micros() as u64).unwrap();
-    assert_eq!(answer.ticket.unwrap().owner.unwrap().owner_region, "eu-west");
+    handoffs
+        .record(started.elapsed().as_micros() as u64)
+        .unwrap();
+    assert_eq!(
+        answer.ticket.unwrap().owner.unwrap().owner_region,
+        "eu-west"
+    );
 }
 
 /// A mesh-port client with us-east's gateway identity, to eu-west's
@@ -118,13 +146,22 @@ async fn mesh_client(mesh: &Mesh, addr: &str) -> MeshServiceClient<Channel> {
 /// its empty ticket id, without reading or writing anything.
 async fn round_trip(client: &mut MeshServiceClient<Channel>, times: &mut Histogram<u64>) {
     let started = Instant::now();
-    let refused = client.accept_handoff(v1::AcceptHandoffRequest::default()).await.unwrap_err();
+    let refused = client
+        .accept_handoff(v1::AcceptHandoffRequest::default())
+        .await
+        .unwrap_err();
     times.record(started.elapsed().as_micros() as u64).unwrap();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
 }
 
 /// `count` handoffs, creates and round trips, interleaved.
-async fn measure(link: String, count: usize, warm_up: usize, us: &mut TicketServiceClient<Channel>, rtt: &mut MeshServiceClient<Channel>) -> Row {
+async fn measure(
+    link: String,
+    count: usize,
+    warm_up: usize,
+    us: &mut TicketServiceClient<Channel>,
+    rtt: &mut MeshServiceClient<Channel>,
+) -> Row {
     let (mut creates, mut handoffs, mut round_trips) = (histogram(), histogram(), histogram());
     for _ in 0..warm_up {
         create_and_hand_off(us, &mut histogram(), &mut histogram()).await;
@@ -134,7 +171,12 @@ async fn measure(link: String, count: usize, warm_up: usize, us: &mut TicketServ
         create_and_hand_off(us, &mut creates, &mut handoffs).await;
         round_trip(rtt, &mut round_trips).await;
     }
-    Row { link, handoff: (&handoffs).into(), create: (&creates).into(), round_trip: (&round_trips).into() }
+    Row {
+        link,
+        handoff: (&handoffs).into(),
+        create: (&creates).into(),
+        round_trip: (&round_trips).into(),
+    }
 }
 
 /// The direct mesh, in rounds: the figures of the target.
@@ -144,7 +186,9 @@ async fn direct(handoffs: usize, rounds: usize, warm_up: usize, progress: &Progr
     let mut rtt = mesh_client(&mesh, &mesh.region("eu-west").mesh_addr.to_string()).await;
     let mut rows = Vec::new();
     for round in 1..=rounds {
-        progress.say(&format!("direct mesh, round {round}/{rounds}: {handoffs} handoffs"));
+        progress.say(&format!(
+            "direct mesh, round {round}/{rounds}: {handoffs} handoffs"
+        ));
         rows.push(measure("direct".into(), handoffs, warm_up, &mut us, &mut rtt).await);
     }
     mesh.stop().await;
@@ -155,15 +199,36 @@ async fn direct(handoffs: usize, rounds: usize, warm_up: usize, progress: &Progr
 }
 
 /// The proxied mesh at each delay.
-async fn delayed(handoffs: usize, delays_ms: &[u64], warm_up: usize, progress: &Progress) -> Vec<(u64, Row)> {
-    let mesh = Mesh::start(Options { proxied_links: true, ..Options::default() }).await;
+async fn delayed(
+    handoffs: usize,
+    delays_ms: &[u64],
+    warm_up: usize,
+    progress: &Progress,
+) -> Vec<(u64, Row)> {
+    let mesh = Mesh::start(Options {
+        proxied_links: true,
+        ..Options::default()
+    })
+    .await;
     let mut us = mesh.client("us-east").await;
     let mut rtt = mesh_client(&mesh, &mesh.link("us-east", "eu-west").addr.to_string()).await;
     let mut rows = Vec::new();
     for &delay_ms in delays_ms {
-        progress.say(&format!("proxied mesh, +{delay_ms} ms each way: {handoffs} handoffs"));
+        progress.say(&format!(
+            "proxied mesh, +{delay_ms} ms each way: {handoffs} handoffs"
+        ));
         mesh.set_link_delay(Duration::from_millis(delay_ms));
-        rows.push((delay_ms, measure(format!("proxy +{delay_ms} ms each way"), handoffs, warm_up, &mut us, &mut rtt).await));
+        rows.push((
+            delay_ms,
+            measure(
+                format!("proxy +{delay_ms} ms each way"),
+                handoffs,
+                warm_up,
+                &mut us,
+                &mut rtt,
+            )
+            .await,
+        ));
     }
     mesh.stop().await;
     rows
@@ -172,7 +237,11 @@ async fn delayed(handoffs: usize, delays_ms: &[u64], warm_up: usize, progress: &
 const PERCENTILES: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
 
 pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
-    let (handoffs, delayed_handoffs, warm_up) = if sizes.smoke { (5, 3, 2) } else { (500, 100, 20) };
+    let (handoffs, delayed_handoffs, warm_up) = if sizes.smoke {
+        (5, 3, 2)
+    } else {
+        (500, 100, 20)
+    };
     let rounds = sizes.rounds as usize;
     let mut report = ScenarioReport::new(
         "handoff",
@@ -185,9 +254,16 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
     for (delay_ms, row) in &rows {
         // One durable commit plus one mutual-TLS round trip over the link.
         let baseline = report.row(
-            Figure::new(format!("{}: create + mTLS round trip", row.link), ms(row.create.p50 + row.round_trip.p50), "ms")
-                .latency(ms(row.create.p50) + ms(row.round_trip.p50), ms(row.create.p99) + ms(row.round_trip.p99))
-                .baseline(),
+            Figure::new(
+                format!("{}: create + mTLS round trip", row.link),
+                ms(row.create.p50 + row.round_trip.p50),
+                "ms",
+            )
+            .latency(
+                ms(row.create.p50) + ms(row.round_trip.p50),
+                ms(row.create.p99) + ms(row.round_trip.p99),
+            )
+            .baseline(),
         );
         report.row(
             Figure::new(format!("{}: handoff", row.link), ms(row.handoff.p50), "ms")
@@ -195,12 +271,30 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
                 .against(&baseline),
         );
         if row.link == "direct" {
-            report.target("handoff p99 on loopback", 10.0, ms(row.handoff.p99), "ms", false);
-            report.target("handoff p50 on loopback", 3.0, ms(row.handoff.p50), "ms", false);
+            report.target(
+                "handoff p99 on loopback",
+                10.0,
+                ms(row.handoff.p99),
+                "ms",
+                false,
+            );
+            report.target(
+                "handoff p50 on loopback",
+                3.0,
+                ms(row.handoff.p50),
+                "ms",
+                false,
+            );
         } else if *delay_ms > 0 {
             // One added round trip is the delay twice (once each way).
             let allowed = 2.0 * *delay_ms as f64 + 10.0;
-            report.target(&format!("handoff p99 at +{delay_ms} ms: one added round trip + 10 ms"), allowed, ms(row.handoff.p99), "ms", false);
+            report.target(
+                &format!("handoff p99 at +{delay_ms} ms: one added round trip + 10 ms"),
+                allowed,
+                ms(row.handoff.p99),
+                "ms",
+                false,
+            );
         }
     }
     report.notes.push(
@@ -213,13 +307,24 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         y_label: "latency (ms)".into(),
         log_x: false,
         log_y: true,
-        x_ticks: PERCENTILES.iter().enumerate().map(|(i, p)| (i as f64, (*p).to_owned())).collect(),
+        x_ticks: PERCENTILES
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as f64, (*p).to_owned()))
+            .collect(),
         series: rows
             .iter()
             .map(|(_, row)| {
                 let q = row.handoff;
                 let values = [q.p50, q.p90, q.p99, q.p999, q.max];
-                Series { name: row.link.clone(), points: values.iter().enumerate().map(|(i, v)| (i as f64, ms(*v))).collect() }
+                Series {
+                    name: row.link.clone(),
+                    points: values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (i as f64, ms(*v)))
+                        .collect(),
+                }
             })
             .collect(),
     });

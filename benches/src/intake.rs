@@ -20,15 +20,29 @@ pub enum Backend {
     Postgres,
 }
 
-pub async fn run(backend: Backend, sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
+pub async fn run(
+    backend: Backend,
+    sizes: &Sizes,
+    progress: &Progress,
+) -> anyhow::Result<ScenarioReport> {
     let (spawn, name, target_per_s) = match backend {
         Backend::Sqlite => (SpawnBackend::Sqlite, "intake-sqlite", 20_000.0),
         Backend::Postgres => (SpawnBackend::Postgres, "intake-postgres", 8_000.0),
     };
-    let concurrency = if sizes.smoke { vec![1, 4] } else { vec![1, 16, 64, 256] };
-    let (duration, warmup) =
-        if sizes.smoke { (Duration::from_millis(300), Duration::from_millis(100)) } else { (Duration::from_secs(5), Duration::from_secs(2)) };
-    progress.say(&format!("concurrency {concurrency:?}, {} rounds of {duration:?}", sizes.rounds));
+    let concurrency = if sizes.smoke {
+        vec![1, 4]
+    } else {
+        vec![1, 16, 64, 256]
+    };
+    let (duration, warmup) = if sizes.smoke {
+        (Duration::from_millis(300), Duration::from_millis(100))
+    } else {
+        (Duration::from_secs(5), Duration::from_secs(2))
+    };
+    progress.say(&format!(
+        "concurrency {concurrency:?}, {} rounds of {duration:?}",
+        sizes.rounds
+    ));
     let args = LoadArgs {
         target: None,
         ca: None,
@@ -58,26 +72,46 @@ pub async fn run(backend: Backend, sizes: &Sizes, progress: &Progress) -> anyhow
         ),
     );
     if let Some(fsync) = measured.find(Load::Fsync, 1) {
-        report.row(Row::new("fsync (4 KiB write + fdatasync)", fsync.ops_per_s, "ops/s").latency(fsync.p50_ms, fsync.p99_ms).baseline());
+        report.row(
+            Row::new("fsync (4 KiB write + fdatasync)", fsync.ops_per_s, "ops/s")
+                .latency(fsync.p50_ms, fsync.p99_ms)
+                .baseline(),
+        );
     }
     let mut best_create: f64 = 0.0;
     let mut best_share: f64 = 0.0;
     for &c in &concurrency {
-        let echo = measured
-            .find(Load::Echo, c)
-            .map(|r| report.row(Row::new(format!("echo c={c}"), r.ops_per_s, "ops/s").latency(r.p50_ms, r.p99_ms).baseline()));
-        let insert = measured
-            .find(Load::Insert, c)
-            .map(|r| report.row(Row::new(format!("sqlx insert c={c}"), r.ops_per_s, "ops/s").latency(r.p50_ms, r.p99_ms).baseline()));
+        let echo = measured.find(Load::Echo, c).map(|r| {
+            report.row(
+                Row::new(format!("echo c={c}"), r.ops_per_s, "ops/s")
+                    .latency(r.p50_ms, r.p99_ms)
+                    .baseline(),
+            )
+        });
+        let insert = measured.find(Load::Insert, c).map(|r| {
+            report.row(
+                Row::new(format!("sqlx insert c={c}"), r.ops_per_s, "ops/s")
+                    .latency(r.p50_ms, r.p99_ms)
+                    .baseline(),
+            )
+        });
         if let Some(create) = measured.find(Load::Create, c) {
-            let mut row = Row::new(format!("CreateTicket c={c}"), create.ops_per_s, "ops/s").latency(create.p50_ms, create.p99_ms);
+            let mut row = Row::new(format!("CreateTicket c={c}"), create.ops_per_s, "ops/s")
+                .latency(create.p50_ms, create.p99_ms);
             if let Some(echo) = &echo {
                 row = row.against(echo);
                 best_share = best_share.max(row.ratio.unwrap_or(0.0));
             }
             report.row(row);
             if let Some(insert) = &insert {
-                report.row(Row::new(format!("CreateTicket c={c} vs insert"), create.ops_per_s, "ops/s").against(insert));
+                report.row(
+                    Row::new(
+                        format!("CreateTicket c={c} vs insert"),
+                        create.ops_per_s,
+                        "ops/s",
+                    )
+                    .against(insert),
+                );
             }
             best_create = best_create.max(create.ops_per_s);
             if create.errors > 0 {
@@ -89,14 +123,30 @@ pub async fn run(backend: Backend, sizes: &Sizes, progress: &Progress) -> anyhow
             }
         }
     }
-    report.target("durable creates/s (best concurrency)", target_per_s, best_create, "creates/s", true);
-    report.target("share of the bare echo's throughput (best concurrency)", 0.5, best_share, "×", true);
+    report.target(
+        "durable creates/s (best concurrency)",
+        target_per_s,
+        best_create,
+        "creates/s",
+        true,
+    );
+    report.target(
+        "share of the bare echo's throughput (best concurrency)",
+        0.5,
+        best_share,
+        "×",
+        true,
+    );
 
     let series = |scenario: Load, label: &str| Series {
         name: label.to_owned(),
         points: concurrency
             .iter()
-            .filter_map(|&c| measured.find(scenario, c).map(|r| (f64::from(c), r.ops_per_s)))
+            .filter_map(|&c| {
+                measured
+                    .find(scenario, c)
+                    .map(|r| (f64::from(c), r.ops_per_s))
+            })
             .collect(),
     };
     report.charts.push(Chart {
@@ -106,8 +156,15 @@ pub async fn run(backend: Backend, sizes: &Sizes, progress: &Progress) -> anyhow
         y_label: "operations/s".into(),
         log_x: true,
         log_y: true,
-        x_ticks: concurrency.iter().map(|&c| (f64::from(c), c.to_string())).collect(),
-        series: vec![series(Load::Create, "CreateTicket"), series(Load::Echo, "echo (floor)"), series(Load::Insert, "sqlx insert")],
+        x_ticks: concurrency
+            .iter()
+            .map(|&c| (f64::from(c), c.to_string()))
+            .collect(),
+        series: vec![
+            series(Load::Create, "CreateTicket"),
+            series(Load::Echo, "echo (floor)"),
+            series(Load::Insert, "sqlx insert"),
+        ],
     });
     report.charts.push(Chart {
         name: format!("{name}-latency"),
@@ -116,13 +173,24 @@ pub async fn run(backend: Backend, sizes: &Sizes, progress: &Progress) -> anyhow
         y_label: "latency (ms)".into(),
         log_x: false,
         log_y: true,
-        x_ticks: PERCENTILES.iter().enumerate().map(|(i, p)| (i as f64, p.to_string())).collect(),
+        x_ticks: PERCENTILES
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as f64, p.to_string()))
+            .collect(),
         series: concurrency
             .iter()
             .filter_map(|&c| {
                 let r = measured.find(Load::Create, c)?;
                 let values = [r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.max_ms];
-                Some(Series { name: format!("c={c}"), points: values.iter().enumerate().map(|(i, v)| (i as f64, *v)).collect() })
+                Some(Series {
+                    name: format!("c={c}"),
+                    points: values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (i as f64, *v))
+                        .collect(),
+                })
             })
             .collect(),
     });

@@ -98,7 +98,10 @@ enum Output {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "meridian-bench", about = "Meridian's benchmarks, each beside its baseline measured in the same run")]
+#[command(
+    name = "meridian-bench",
+    about = "Meridian's benchmarks, each beside its baseline measured in the same run"
+)]
 struct Args {
     /// Scenarios to run (all when none is given).
     #[arg(value_enum)]
@@ -145,7 +148,10 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     // Logs of the services under test, on request (`RUST_LOG=info`).
     let _telemetry = match std::env::var_os("RUST_LOG") {
-        Some(_) => meridian_telemetry::Telemetry::init(&meridian_telemetry::TelemetryConfig::new("meridian-bench")).ok(),
+        Some(_) => meridian_telemetry::Telemetry::init(&meridian_telemetry::TelemetryConfig::new(
+            "meridian-bench",
+        ))
+        .ok(),
         None => None,
     };
     if let Some(config) = &args.serve_gateway {
@@ -167,18 +173,28 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let chosen: Vec<Scenario> = if args.scenarios.is_empty() { Scenario::ALL.to_vec() } else { args.scenarios.clone() };
+    let chosen: Vec<Scenario> = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios.clone()
+    };
     let rounds = args.rounds.unwrap_or(if args.smoke { 1 } else { 3 });
     if rounds == 0 || rounds > 20 {
         anyhow::bail!("--rounds {rounds}: must be between 1 and 20");
     }
-    let sizes = Sizes { smoke: args.smoke, rounds };
+    let sizes = Sizes {
+        smoke: args.smoke,
+        rounds,
+    };
     let require_all = std::env::var("MERIDIAN_REQUIRE_ALL").is_ok_and(|v| v == "1");
     let progress = Progress::new(args.quiet, chosen.len());
     let mut report = Report {
         mode: if args.smoke { "smoke" } else { "full" },
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        started: jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default(),
+        started: jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
         machine: Machine::read(),
         scenarios: Vec::new(),
         skipped: Vec::new(),
@@ -188,15 +204,21 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         progress.scenario(i + 1, scenario.name());
         let started = Instant::now();
         let result: anyhow::Result<Option<ScenarioReport>> = match scenario {
-            Scenario::IntakeSqlite => intake::run(intake::Backend::Sqlite, &sizes, &progress).await.map(Some),
+            Scenario::IntakeSqlite => intake::run(intake::Backend::Sqlite, &sizes, &progress)
+                .await
+                .map(Some),
             Scenario::IntakePostgres => {
                 if std::env::var_os("DATABASE_URL").is_none() && !require_all {
                     let reason = "DATABASE_URL is not set: no PostgreSQL to measure";
                     eprintln!("\n*** intake-postgres SKIPPED: {reason} ***");
-                    report.skipped.push((scenario.name().to_owned(), reason.to_owned()));
+                    report
+                        .skipped
+                        .push((scenario.name().to_owned(), reason.to_owned()));
                     Ok(None)
                 } else {
-                    intake::run(intake::Backend::Postgres, &sizes, &progress).await.map(Some)
+                    intake::run(intake::Backend::Postgres, &sizes, &progress)
+                        .await
+                        .map(Some)
                 }
             }
             Scenario::Handoff => handoff::run(&sizes, &progress).await.map(Some),
@@ -216,7 +238,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(None) => {}
             Err(error) => {
                 eprintln!("\n{} failed: {error:#}", scenario.name());
-                report.skipped.push((scenario.name().to_owned(), format!("failed: {error:#}")));
+                report
+                    .skipped
+                    .push((scenario.name().to_owned(), format!("failed: {error:#}")));
                 failed = true;
             }
         }
@@ -232,7 +256,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Markdown => print!("{}", report.to_markdown(".")),
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// report.json, report.md and the pictures, side by side.

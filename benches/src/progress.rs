@@ -37,7 +37,8 @@ impl Progress {
 
     /// Starts the `index`-th scenario (from 1).
     pub fn scenario(&self, index: usize, name: &str) {
-        self.bar.set_position(u64::try_from(index.saturating_sub(1)).unwrap_or(0));
+        self.bar
+            .set_position(u64::try_from(index.saturating_sub(1)).unwrap_or(0));
         self.bar.set_prefix(name.to_owned());
         self.bar.reset_elapsed();
         self.say("starting");

@@ -27,7 +27,16 @@ pub struct Row {
 
 impl Row {
     pub fn new(label: impl Into<String>, value: f64, unit: &'static str) -> Self {
-        Self { label: label.into(), value, unit, p50_ms: None, p99_ms: None, baseline: None, ratio: None, is_baseline: false }
+        Self {
+            label: label.into(),
+            value,
+            unit,
+            p50_ms: None,
+            p99_ms: None,
+            baseline: None,
+            ratio: None,
+            is_baseline: false,
+        }
     }
 
     pub fn latency(mut self, p50_ms: f64, p99_ms: f64) -> Self {
@@ -96,7 +105,15 @@ pub struct ScenarioReport {
 
 impl ScenarioReport {
     pub fn new(name: &'static str, setup: impl Into<String>) -> Self {
-        Self { name, setup: setup.into(), seconds: 0.0, rows: Vec::new(), targets: Vec::new(), charts: Vec::new(), notes: Vec::new() }
+        Self {
+            name,
+            setup: setup.into(),
+            seconds: 0.0,
+            rows: Vec::new(),
+            targets: Vec::new(),
+            charts: Vec::new(),
+            notes: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, row: Row) -> Row {
@@ -106,7 +123,11 @@ impl ScenarioReport {
 
     /// Checks `measured` against a target: `at_least` when higher is better.
     pub fn target(&mut self, what: &str, target: f64, measured: f64, unit: &str, at_least: bool) {
-        let met = if at_least { measured >= target } else { measured <= target };
+        let met = if at_least {
+            measured >= target
+        } else {
+            measured <= target
+        };
         let sign = if at_least { "≥" } else { "<" };
         self.targets.push(Target {
             what: what.to_owned(),
@@ -135,7 +156,11 @@ impl Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
-            .find_map(|line| line.strip_prefix("model name").and_then(|rest| rest.split_once(':')).map(|(_, m)| m.trim().to_owned()))
+            .find_map(|line| {
+                line.strip_prefix("model name")
+                    .and_then(|rest| rest.split_once(':'))
+                    .map(|(_, m)| m.trim().to_owned())
+            })
             .unwrap_or_else(|| "unknown".to_owned());
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let memory_kib: f64 = meminfo
@@ -143,15 +168,24 @@ impl Machine {
             .find_map(|line| line.strip_prefix("MemTotal:"))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0.0);
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         Self {
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             cpu_model,
             memory_gib: memory_kib / 1024.0 / 1024.0,
             kernel,
             load_before: load_average(),
             load_after: 0.0,
-            build: if cfg!(debug_assertions) { "debug" } else { "release" },
+            build: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
         }
     }
 }
@@ -159,7 +193,11 @@ impl Machine {
 pub fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
-        .and_then(|text| text.split_whitespace().next().and_then(|first| first.parse().ok()))
+        .and_then(|text| {
+            text.split_whitespace()
+                .next()
+                .and_then(|first| first.parse().ok())
+        })
         .unwrap_or(0.0)
 }
 
@@ -191,7 +229,11 @@ pub fn number(value: f64) -> String {
             }
             grouped.push(digit);
         }
-        if value < 0.0 { format!("-{grouped}") } else { grouped }
+        if value < 0.0 {
+            format!("-{grouped}")
+        } else {
+            grouped
+        }
     } else if magnitude >= 100.0 {
         format!("{value:.0}")
     } else if magnitude >= 10.0 {
@@ -208,14 +250,33 @@ impl Report {
         let _ = writeln!(
             out,
             "meridian-bench ({} mode, {} build) on {} cpus ({}), {:.0} GiB, Linux {}; load {:.2} before, {:.2} after",
-            self.mode, m.build, m.cpus, m.cpu_model, m.memory_gib, m.kernel, m.load_before, m.load_after
+            self.mode,
+            m.build,
+            m.cpus,
+            m.cpu_model,
+            m.memory_gib,
+            m.kernel,
+            m.load_before,
+            m.load_after
         );
         for scenario in &self.scenarios {
-            let _ = writeln!(out, "\n## {} ({:.0} s) — {}", scenario.name, scenario.seconds, scenario.setup);
-            let _ = writeln!(out, "{:<44} {:>14} {:>9} {:>9}  {:>8}  baseline", "figure", "value", "p50 ms", "p99 ms", "ratio");
+            let _ = writeln!(
+                out,
+                "\n## {} ({:.0} s) — {}",
+                scenario.name, scenario.seconds, scenario.setup
+            );
+            let _ = writeln!(
+                out,
+                "{:<44} {:>14} {:>9} {:>9}  {:>8}  baseline",
+                "figure", "value", "p50 ms", "p99 ms", "ratio"
+            );
             for row in &scenario.rows {
                 let opt = |v: Option<f64>| v.map(number).unwrap_or_else(|| "-".to_owned());
-                let label = if row.is_baseline { format!("{} (baseline)", row.label) } else { row.label.clone() };
+                let label = if row.is_baseline {
+                    format!("{} (baseline)", row.label)
+                } else {
+                    row.label.clone()
+                };
                 let _ = writeln!(
                     out,
                     "{:<44} {:>14} {:>9} {:>9}  {:>8}  {}",
@@ -223,13 +284,19 @@ impl Report {
                     format!("{} {}", number(row.value), row.unit),
                     opt(row.p50_ms),
                     opt(row.p99_ms),
-                    row.ratio.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".to_owned()),
+                    row.ratio
+                        .map(|r| format!("{r:.2}x"))
+                        .unwrap_or_else(|| "-".to_owned()),
                     row.baseline.as_deref().unwrap_or(""),
                 );
             }
             for target in &scenario.targets {
                 let mark = if target.met { "met" } else { "MISSED" };
-                let _ = writeln!(out, "  target {}: {} — measured {} — {mark}", target.what, target.target, target.measured);
+                let _ = writeln!(
+                    out,
+                    "  target {}: {} — measured {} — {mark}",
+                    target.what, target.target, target.measured
+                );
             }
             for note in &scenario.notes {
                 let _ = writeln!(out, "  note: {note}");
@@ -249,14 +316,32 @@ impl Report {
         let _ = writeln!(
             out,
             "Run {} on {} cpus ({}), {:.0} GiB RAM, Linux {}, {} build; 1-minute load average {:.2} before and {:.2} after.\n",
-            self.started, m.cpus, m.cpu_model, m.memory_gib, m.kernel, m.build, m.load_before, m.load_after
+            self.started,
+            m.cpus,
+            m.cpu_model,
+            m.memory_gib,
+            m.kernel,
+            m.build,
+            m.load_before,
+            m.load_after
         );
         for scenario in &self.scenarios {
-            let _ = writeln!(out, "### {}\n\n{} ({:.0} s)\n", scenario.name, scenario.setup, scenario.seconds);
-            let _ = writeln!(out, "| figure | value | p50 ms | p99 ms | ratio | against |\n|---|---:|---:|---:|---:|---|");
+            let _ = writeln!(
+                out,
+                "### {}\n\n{} ({:.0} s)\n",
+                scenario.name, scenario.setup, scenario.seconds
+            );
+            let _ = writeln!(
+                out,
+                "| figure | value | p50 ms | p99 ms | ratio | against |\n|---|---:|---:|---:|---:|---|"
+            );
             for row in &scenario.rows {
                 let opt = |v: Option<f64>| v.map(number).unwrap_or_else(|| "–".to_owned());
-                let label = if row.is_baseline { format!("{} *(baseline)*", row.label) } else { row.label.clone() };
+                let label = if row.is_baseline {
+                    format!("{} *(baseline)*", row.label)
+                } else {
+                    row.label.clone()
+                };
                 let _ = writeln!(
                     out,
                     "| {label} | {} {} | {} | {} | {} | {} |",
@@ -264,21 +349,34 @@ impl Report {
                     row.unit,
                     opt(row.p50_ms),
                     opt(row.p99_ms),
-                    row.ratio.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "–".to_owned()),
+                    row.ratio
+                        .map(|r| format!("{r:.2}×"))
+                        .unwrap_or_else(|| "–".to_owned()),
                     row.baseline.as_deref().unwrap_or("")
                 );
             }
             if !scenario.targets.is_empty() {
                 let _ = writeln!(out, "\n| target | wanted | measured | |\n|---|---|---|---|");
                 for t in &scenario.targets {
-                    let _ = writeln!(out, "| {} | {} | {} | {} |", t.what, t.target, t.measured, if t.met { "met" } else { "**missed**" });
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} |",
+                        t.what,
+                        t.target,
+                        t.measured,
+                        if t.met { "met" } else { "**missed**" }
+                    );
                 }
             }
             for note in &scenario.notes {
                 let _ = writeln!(out, "\n{note}");
             }
             for chart in &scenario.charts {
-                let _ = writeln!(out, "\n![{}]({picture_dir}/{}.svg)", chart.title, chart.name);
+                let _ = writeln!(
+                    out,
+                    "\n![{}]({picture_dir}/{}.svg)",
+                    chart.title, chart.name
+                );
             }
             let _ = writeln!(out);
         }
@@ -313,6 +411,11 @@ mod tests {
         report.target("p99", 10.0, 5.0, "ms", false);
         assert!(!report.targets[0].met);
         assert!(report.targets[1].met);
-        assert_eq!(Row::new("a", 1.0, "ms").against(&Row::new("b", 0.0, "ms")).ratio, None);
+        assert_eq!(
+            Row::new("a", 1.0, "ms")
+                .against(&Row::new("b", 0.0, "ms"))
+                .ratio,
+            None
+        );
     }
 }

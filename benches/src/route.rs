@@ -60,7 +60,12 @@ struct Plan {
 
 pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
     let plan = if sizes.smoke {
-        Plan { rounds: 1, decisions: 2_000, grpc_warmup: Duration::from_millis(50), grpc_round: Duration::from_millis(200) }
+        Plan {
+            rounds: 1,
+            decisions: 2_000,
+            grpc_warmup: Duration::from_millis(50),
+            grpc_round: Duration::from_millis(200),
+        }
     } else {
         Plan {
             rounds: sizes.rounds as usize + 2,
@@ -80,26 +85,48 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
     progress.say("in process");
     let decisions = plan.decisions;
     let rounds = plan.rounds;
-    let in_process = tokio::task::spawn_blocking(move || in_process(threads, decisions, rounds)).await?;
+    let in_process =
+        tokio::task::spawn_blocking(move || in_process(threads, decisions, rounds)).await?;
     for (label, one, all) in &in_process {
         report.row(Row::new(format!("{label}, 1 thread"), *one, "decisions/s"));
-        report.row(Row::new(format!("{label}, {threads} threads"), *all, "decisions/s"));
+        report.row(Row::new(
+            format!("{label}, {threads} threads"),
+            *all,
+            "decisions/s",
+        ));
     }
     if let Some((_, _, all)) = in_process.first() {
-        report.target(&format!("decisions/s in process ({threads} threads)"), 500_000.0, *all, "decisions/s", true);
+        report.target(
+            &format!("decisions/s in process ({threads} threads)"),
+            500_000.0,
+            *all,
+            "decisions/s",
+            true,
+        );
     }
     progress.say("over gRPC");
     let grpc = over_grpc(&plan).await;
     let check = grpc.iter().find(|g| g.call == Call::HealthCheck).map(|g| {
-        report.row(Row::new("gRPC health Check (no-op call)", g.rate, "calls/s").latency(g.p50_us / 1000.0, g.p99_us / 1000.0).baseline())
+        report.row(
+            Row::new("gRPC health Check (no-op call)", g.rate, "calls/s")
+                .latency(g.p50_us / 1000.0, g.p99_us / 1000.0)
+                .baseline(),
+        )
     });
     if let Some(route) = grpc.iter().find(|g| g.call == Call::Route) {
-        let mut row = Row::new("gRPC Route", route.rate, "calls/s").latency(route.p50_us / 1000.0, route.p99_us / 1000.0);
+        let mut row = Row::new("gRPC Route", route.rate, "calls/s")
+            .latency(route.p50_us / 1000.0, route.p99_us / 1000.0);
         if let Some(check) = &check {
             row = row.against(check);
         }
         report.row(row);
-        report.target("Route p99 over gRPC", 1.0, route.p99_us / 1000.0, "ms", false);
+        report.target(
+            "Route p99 over gRPC",
+            1.0,
+            route.p99_us / 1000.0,
+            "ms",
+            false,
+        );
     }
     report.charts.push(Chart {
         name: "route-grpc-latency".into(),
@@ -108,12 +135,21 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         y_label: "latency (ms)".into(),
         log_x: false,
         log_y: false,
-        x_ticks: PERCENTILES.iter().enumerate().map(|(i, p)| (i as f64, (*p).to_owned())).collect(),
+        x_ticks: PERCENTILES
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as f64, (*p).to_owned()))
+            .collect(),
         series: grpc
             .iter()
             .map(|g| Series {
                 name: g.call.label().to_owned(),
-                points: g.curve_us.iter().enumerate().map(|(i, v)| (i as f64, v / 1000.0)).collect(),
+                points: g
+                    .curve_us
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i as f64, v / 1000.0))
+                    .collect(),
             })
             .collect(),
     });
@@ -415,8 +451,14 @@ async fn over_grpc(plan: &Plan) -> Vec<GrpcFigures> {
             rounds.push((histogram, calls as f64 / plan.grpc_round.as_secs_f64()));
         }
         let (mut p50s, mut p99s, mut rates): (Vec<f64>, Vec<f64>, Vec<f64>) = (
-            rounds.iter().map(|(h, _)| h.value_at_quantile(0.5) as f64).collect(),
-            rounds.iter().map(|(h, _)| h.value_at_quantile(0.99) as f64).collect(),
+            rounds
+                .iter()
+                .map(|(h, _)| h.value_at_quantile(0.5) as f64)
+                .collect(),
+            rounds
+                .iter()
+                .map(|(h, _)| h.value_at_quantile(0.99) as f64)
+                .collect(),
             rounds.iter().map(|(_, rate)| *rate).collect(),
         );
         let p99 = median(&mut p99s);
@@ -425,10 +467,20 @@ async fn over_grpc(plan: &Plan) -> Vec<GrpcFigures> {
             .iter()
             .find(|(h, _)| h.value_at_quantile(0.99) as f64 == p99)
             .map(|(h, _)| {
-                [0.5, 0.9, 0.99, 0.999].iter().map(|q| h.value_at_quantile(*q) as f64).chain([h.max() as f64]).collect()
+                [0.5, 0.9, 0.99, 0.999]
+                    .iter()
+                    .map(|q| h.value_at_quantile(*q) as f64)
+                    .chain([h.max() as f64])
+                    .collect()
             })
             .unwrap_or_default();
-        figures.push(GrpcFigures { call, rate: median(&mut rates), p50_us: median(&mut p50s), p99_us: p99, curve_us });
+        figures.push(GrpcFigures {
+            call,
+            rate: median(&mut rates),
+            p50_us: median(&mut p50s),
+            p99_us: p99,
+            curve_us,
+        });
     }
     for stop in mesh.stops {
         let _ = stop.send(());

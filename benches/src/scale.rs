@@ -59,7 +59,11 @@ pub async fn serve_gateway(config: &Path) -> anyhow::Result<()> {
 }
 
 pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
-    let (tickets, queries) = if sizes.smoke { (2_000, 40) } else { (1_000_000, 2_000) };
+    let (tickets, queries) = if sizes.smoke {
+        (2_000, 40)
+    } else {
+        (1_000_000, 2_000)
+    };
     let mut report = ScenarioReport::new(
         "scale",
         format!(
@@ -69,34 +73,89 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
     let empty = measure_gateway(0, queries, progress).await?;
     let full = measure_gateway(tickets, queries, progress).await?;
 
-    let base = report.row(Row::new("gateway RSS, empty database, idle", empty.rss_idle_mb, "MB").baseline());
-    report.row(Row::new(format!("gateway RSS, {tickets} tickets, idle"), full.rss_idle_mb, "MB").against(&base));
-    let base = report.row(Row::new("gateway RSS, empty database, after queries", empty.rss_after_mb, "MB").baseline());
-    report.row(Row::new(format!("gateway RSS, {tickets} tickets, after queries"), full.rss_after_mb, "MB").against(&base));
-    report.row(Row::new(format!("gateway peak RSS, {tickets} tickets"), full.rss_peak_mb, "MB"));
+    let base = report
+        .row(Row::new("gateway RSS, empty database, idle", empty.rss_idle_mb, "MB").baseline());
+    report.row(
+        Row::new(
+            format!("gateway RSS, {tickets} tickets, idle"),
+            full.rss_idle_mb,
+            "MB",
+        )
+        .against(&base),
+    );
+    let base = report.row(
+        Row::new(
+            "gateway RSS, empty database, after queries",
+            empty.rss_after_mb,
+            "MB",
+        )
+        .baseline(),
+    );
+    report.row(
+        Row::new(
+            format!("gateway RSS, {tickets} tickets, after queries"),
+            full.rss_after_mb,
+            "MB",
+        )
+        .against(&base),
+    );
+    report.row(Row::new(
+        format!("gateway peak RSS, {tickets} tickets"),
+        full.rss_peak_mb,
+        "MB",
+    ));
     for ((kind, empty_h), (_, full_h)) in empty.latencies.iter().zip(&full.latencies) {
-        let mut row = Row::new(format!("{kind}, {tickets} tickets"), ms(full_h.value_at_quantile(0.5)), "ms")
-            .latency(ms(full_h.value_at_quantile(0.5)), ms(full_h.value_at_quantile(0.99)));
+        let mut row = Row::new(
+            format!("{kind}, {tickets} tickets"),
+            ms(full_h.value_at_quantile(0.5)),
+            "ms",
+        )
+        .latency(
+            ms(full_h.value_at_quantile(0.5)),
+            ms(full_h.value_at_quantile(0.99)),
+        );
         // An empty database has nothing to get and no second page.
         if !empty_h.is_empty() {
             let base = report.row(
-                Row::new(format!("{kind}, empty database"), ms(empty_h.value_at_quantile(0.5)), "ms")
-                    .latency(ms(empty_h.value_at_quantile(0.5)), ms(empty_h.value_at_quantile(0.99)))
-                    .baseline(),
+                Row::new(
+                    format!("{kind}, empty database"),
+                    ms(empty_h.value_at_quantile(0.5)),
+                    "ms",
+                )
+                .latency(
+                    ms(empty_h.value_at_quantile(0.5)),
+                    ms(empty_h.value_at_quantile(0.99)),
+                )
+                .baseline(),
             );
             row = row.against(&base);
         }
         report.row(row);
     }
-    report.target(&format!("gateway RSS at {tickets} tickets"), 200.0, full.rss_peak_mb, "MB", false);
+    report.target(
+        &format!("gateway RSS at {tickets} tickets"),
+        200.0,
+        full.rss_peak_mb,
+        "MB",
+        false,
+    );
     let list_p99 = full
         .latencies
         .iter()
         .filter(|(kind, _)| kind.starts_with("ListTickets"))
         .map(|(_, h)| ms(h.value_at_quantile(0.99)))
         .fold(0.0, f64::max);
-    report.target(&format!("ListTickets p99 at {tickets} tickets (worst kind)"), 20.0, list_p99, "ms", false);
-    report.notes.push(format!("filling the store with {tickets} tickets took {:.1} s", full.fill_s));
+    report.target(
+        &format!("ListTickets p99 at {tickets} tickets (worst kind)"),
+        20.0,
+        list_p99,
+        "ms",
+        false,
+    );
+    report.notes.push(format!(
+        "filling the store with {tickets} tickets took {:.1} s",
+        full.fill_s
+    ));
     report.charts.push(Chart {
         name: "scale-list-latency".into(),
         title: format!("query latency at {tickets} tickets"),
@@ -104,13 +163,21 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         y_label: "latency (ms)".into(),
         log_x: false,
         log_y: true,
-        x_ticks: ["p50", "p90", "p99", "p99.9", "max"].iter().enumerate().map(|(i, p)| (i as f64, (*p).to_owned())).collect(),
+        x_ticks: ["p50", "p90", "p99", "p99.9", "max"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as f64, (*p).to_owned()))
+            .collect(),
         series: full
             .latencies
             .iter()
             .map(|(kind, h)| Series {
                 name: kind.clone(),
-                points: [0.5, 0.9, 0.99, 0.999, 1.0].iter().enumerate().map(|(i, q)| (i as f64, ms(h.value_at_quantile(*q)))).collect(),
+                points: [0.5, 0.9, 0.99, 0.999, 1.0]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, q)| (i as f64, ms(h.value_at_quantile(*q))))
+                    .collect(),
             })
             .collect(),
     });
@@ -139,13 +206,23 @@ pub(crate) fn memory_mb(pid: u32) -> anyhow::Result<(f64, f64)> {
         status
             .lines()
             .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
             .map_or(0.0, |kib| kib / 1024.0)
     };
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
-async fn measure_gateway(tickets: usize, queries: usize, progress: &Progress) -> anyhow::Result<GatewayFigures> {
+async fn measure_gateway(
+    tickets: usize,
+    queries: usize,
+    progress: &Progress,
+) -> anyhow::Result<GatewayFigures> {
     let dir = tempfile::tempdir()?;
     let region = RegionId::new("us-east")?;
     let db = dir.path().join("gateway.db");
@@ -172,8 +249,13 @@ async fn measure_gateway(tickets: usize, queries: usize, progress: &Progress) ->
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let pid = child.id().ok_or_else(|| anyhow::anyhow!("the gateway exited at once"))?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow::anyhow!("the gateway exited at once"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
     let addr = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
@@ -184,9 +266,13 @@ async fn measure_gateway(tickets: usize, queries: usize, progress: &Progress) ->
         anyhow::bail!("the gateway stopped before listening")
     })
     .await??;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
     // Idle: after the first answer and a moment of quiet.
-    TicketServiceClient::new(channel.clone()).list_tickets(v1::ListTicketsRequest::default()).await?;
+    TicketServiceClient::new(channel.clone())
+        .list_tickets(v1::ListTicketsRequest::default())
+        .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss_idle_mb, _) = memory_mb(pid)?;
 
@@ -200,12 +286,21 @@ async fn measure_gateway(tickets: usize, queries: usize, progress: &Progress) ->
     let mut latencies = Vec::new();
     for (kind, query) in kinds {
         progress.say(&format!("{tickets} tickets: {queries} x {kind}"));
-        latencies.push((kind.to_owned(), run_queries(&channel, query, queries, &ids).await?));
+        latencies.push((
+            kind.to_owned(),
+            run_queries(&channel, query, queries, &ids).await?,
+        ));
     }
     let (rss_after_mb, rss_peak_mb) = memory_mb(pid)?;
     drop(child.stdin.take());
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    Ok(GatewayFigures { fill_s, rss_idle_mb, rss_after_mb, rss_peak_mb, latencies })
+    Ok(GatewayFigures {
+        fill_s,
+        rss_idle_mb,
+        rss_after_mb,
+        rss_peak_mb,
+        latencies,
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -218,18 +313,37 @@ enum Query {
 }
 
 /// `count` queries of one kind from four closed-loop callers.
-async fn run_queries(channel: &Channel, query: Query, count: usize, ids: &[TicketId]) -> anyhow::Result<Histogram<u64>> {
+async fn run_queries(
+    channel: &Channel,
+    query: Query,
+    count: usize,
+    ids: &[TicketId],
+) -> anyhow::Result<Histogram<u64>> {
     const CALLERS: usize = 4;
     let mut callers = Vec::new();
     for caller in 0..CALLERS {
         let mut client = TicketServiceClient::new(channel.clone());
-        let ids: Vec<TicketId> = ids.iter().skip(caller).step_by(97).take(count).copied().collect();
+        let ids: Vec<TicketId> = ids
+            .iter()
+            .skip(caller)
+            .step_by(97)
+            .take(count)
+            .copied()
+            .collect();
         callers.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             for i in (caller..count).step_by(CALLERS) {
                 let request = |token: String| v1::ListTicketsRequest {
-                    tier: if matches!(query, Query::Tier) { TIERS[i % TIERS.len()].to_owned() } else { String::new() },
-                    assignee: if matches!(query, Query::Assignee) { format!("agent-{}", i % AGENTS) } else { String::new() },
+                    tier: if matches!(query, Query::Tier) {
+                        TIERS[i % TIERS.len()].to_owned()
+                    } else {
+                        String::new()
+                    },
+                    assignee: if matches!(query, Query::Assignee) {
+                        format!("agent-{}", i % AGENTS)
+                    } else {
+                        String::new()
+                    },
                     page_size: 50,
                     page_token: token,
                     ..Default::default()
@@ -242,20 +356,34 @@ async fn run_queries(channel: &Channel, query: Query, count: usize, ids: &[Ticke
                     Query::Deep => {
                         // Each page's call is one sample: pages 2 to 5,
                         // reached through the tokens of the pages before.
-                        let mut token = client.list_tickets(request(String::new())).await?.into_inner().next_page_token;
+                        let mut token = client
+                            .list_tickets(request(String::new()))
+                            .await?
+                            .into_inner()
+                            .next_page_token;
                         for _ in 1..5 {
                             if token.is_empty() {
                                 break;
                             }
                             let page_started = Instant::now();
-                            token = client.list_tickets(request(token)).await?.into_inner().next_page_token;
+                            token = client
+                                .list_tickets(request(token))
+                                .await?
+                                .into_inner()
+                                .next_page_token;
                             histogram.record(page_started.elapsed().as_micros().max(1) as u64)?;
                         }
                         continue;
                     }
                     Query::Get => {
-                        let Some(id) = ids.get(i / CALLERS % ids.len().max(1)) else { continue };
-                        client.get_ticket(v1::GetTicketRequest { ticket_id: id.to_string() }).await?;
+                        let Some(id) = ids.get(i / CALLERS % ids.len().max(1)) else {
+                            continue;
+                        };
+                        client
+                            .get_ticket(v1::GetTicketRequest {
+                                ticket_id: id.to_string(),
+                            })
+                            .await?;
                     }
                 }
                 histogram.record(started.elapsed().as_micros().max(1) as u64)?;
@@ -281,7 +409,12 @@ async fn fill(store: &Store, n: usize, progress: &Progress) -> anyhow::Result<Ve
             ticket.tier = Tier::new(TIERS[i % TIERS.len()]).unwrap();
             ticket.assignee = Some(format!("agent-{}", i % AGENTS));
             ticket.customer = format!("customer-{}", i % 1000);
-            async move { store.create_ticket(ticket, meta()).await.map(|written| written.ticket_id) }
+            async move {
+                store
+                    .create_ticket(ticket, meta())
+                    .await
+                    .map(|written| written.ticket_id)
+            }
         })
         .buffer_unordered(256);
     while let Some(id) = written.next().await {

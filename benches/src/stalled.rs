@@ -17,7 +17,9 @@ use std::{
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
-use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient, watch_events_request::Scope};
+use meridian_proto::v1::{
+    self, ticket_service_client::TicketServiceClient, watch_events_request::Scope,
+};
 use prost::Message;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
@@ -30,7 +32,11 @@ use crate::{
 };
 
 pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
-    let (events, streams, calls) = if sizes.smoke { (100, 100, 20) } else { (1_000, 1_000, 200) };
+    let (events, streams, calls) = if sizes.smoke {
+        (100, 100, 20)
+    } else {
+        (1_000, 1_000, 200)
+    };
     let connections = 10;
     let mut report = ScenarioReport::new(
         "stalled",
@@ -56,8 +62,13 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let pid = child.id().ok_or_else(|| anyhow::anyhow!("the gateway exited at once"))?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow::anyhow!("the gateway exited at once"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
     let addr: SocketAddr = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
@@ -68,7 +79,9 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         anyhow::bail!("the gateway stopped before listening")
     })
     .await??;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
     progress.say(&format!("writing {events} events"));
     fill(&channel, events).await?;
 
@@ -96,7 +109,14 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
     let held_latency = get_status(&channel, calls).await?;
 
     let base = report.row(Row::new("gateway RSS, idle", rss_idle_mb, "MB").baseline());
-    report.row(Row::new(format!("gateway RSS, {streams} stalled streams opened"), rss_held_mb, "MB").against(&base));
+    report.row(
+        Row::new(
+            format!("gateway RSS, {streams} stalled streams opened"),
+            rss_held_mb,
+            "MB",
+        )
+        .against(&base),
+    );
     report.row(Row::new("gateway peak RSS", rss_peak_mb, "MB"));
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let base = report.row(
@@ -105,11 +125,21 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
             .baseline(),
     );
     report.row(
-        Row::new(format!("GetStatus, {streams} stalled streams"), ms(&held_latency, 0.5), "ms")
-            .latency(ms(&held_latency, 0.5), ms(&held_latency, 0.99))
-            .against(&base),
+        Row::new(
+            format!("GetStatus, {streams} stalled streams"),
+            ms(&held_latency, 0.5),
+            "ms",
+        )
+        .latency(ms(&held_latency, 0.5), ms(&held_latency, 0.99))
+        .against(&base),
     );
-    report.target(&format!("RSS growth with {streams} stalled streams"), 100.0, rss_held_mb - rss_idle_mb, "MB", false);
+    report.target(
+        &format!("RSS growth with {streams} stalled streams"),
+        100.0,
+        rss_held_mb - rss_idle_mb,
+        "MB",
+        false,
+    );
     report.notes.push(format!(
         "{} streams held, {refused} refused with RESOURCE_EXHAUSTED (the per-principal cap; all come from one address)",
         held.len()
@@ -133,7 +163,9 @@ async fn fill(channel: &Channel, events: usize) -> anyhow::Result<()> {
             tier: "standard".into(),
             ..Default::default()
         };
-        pending.push(tokio::spawn(async move { client.create_ticket(request).await }));
+        pending.push(tokio::spawn(
+            async move { client.create_ticket(request).await },
+        ));
         if pending.len() == 32 {
             for created in pending.drain(..) {
                 created.await??;
@@ -151,7 +183,11 @@ async fn get_status(channel: &Channel, calls: usize) -> anyhow::Result<Histogram
     let mut latencies = Histogram::<u64>::new(3)?;
     for _ in 0..calls {
         let started = Instant::now();
-        tokio::time::timeout(Duration::from_secs(30), client.get_status(v1::GetStatusRequest {})).await??;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            client.get_status(v1::GetStatusRequest {}),
+        )
+        .await??;
         latencies.record(u64::try_from(started.elapsed().as_micros())?)?;
     }
     Ok(latencies)
@@ -174,12 +210,17 @@ async fn open_watch(
     let mut ready = client.clone().ready().await?;
     let head = http::Request::builder()
         .method("POST")
-        .uri(format!("http://{addr}/meridian.v1.TicketService/WatchEvents"))
+        .uri(format!(
+            "http://{addr}/meridian.v1.TicketService/WatchEvents"
+        ))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(())?;
     let (response, mut send) = ready.send_request(head, false)?;
-    let request = v1::WatchEventsRequest { scope: Some(Scope::Region("us-east".into())), after_seq: 0 };
+    let request = v1::WatchEventsRequest {
+        scope: Some(Scope::Region("us-east".into())),
+        after_seq: 0,
+    };
     let message = request.encode_to_vec();
     let mut frame = BytesMut::with_capacity(5 + message.len());
     frame.put_u8(0);

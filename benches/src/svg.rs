@@ -37,7 +37,11 @@ impl Axis {
             high = high.max(v);
         }
         if !low.is_finite() {
-            return Self { low: if log { 1.0 } else { 0.0 }, high: 10.0, log };
+            return Self {
+                low: if log { 1.0 } else { 0.0 },
+                high: 10.0,
+                log,
+            };
         }
         if log {
             low = 10f64.powf(low.log10().floor());
@@ -95,7 +99,11 @@ where
     };
     let y_label = |v: &f64| number(*v);
     // Category positions (percentiles) get one label each.
-    let x_labels = if chart.x_ticks.is_empty() { 8 } else { chart.x_ticks.len() };
+    let x_labels = if chart.x_ticks.is_empty() {
+        8
+    } else {
+        chart.x_ticks.len()
+    };
     plot.configure_mesh()
         .x_labels(x_labels)
         .y_labels(6)
@@ -113,12 +121,18 @@ where
             .iter()
             .copied()
             .filter(|(a, b)| {
-                a.is_finite() && b.is_finite() && (!chart.log_x || *a > 0.0) && (!chart.log_y || *b > 0.0)
+                a.is_finite()
+                    && b.is_finite()
+                    && (!chart.log_x || *a > 0.0)
+                    && (!chart.log_y || *b > 0.0)
             })
             .collect();
-        plot.draw_series(LineSeries::new(visible.iter().copied(), colour.stroke_width(2)))?
-            .label(series.name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(3)));
+        plot.draw_series(LineSeries::new(
+            visible.iter().copied(),
+            colour.stroke_width(2),
+        ))?
+        .label(series.name.as_str())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(3)));
         plot.draw_series(visible.iter().map(|p| Circle::new(*p, 3, colour.filled())))?;
     }
     if !chart.series.is_empty() {
@@ -140,10 +154,13 @@ mod tests {
     /// The contents of every `<text>` element, trimmed (plotters puts them
     /// on lines of their own).
     fn texts(svg: &str) -> Vec<String> {
-        svg.split("<text").skip(1).filter_map(|t| {
-            let body = t.split_once('>')?.1;
-            Some(body.split_once("</text>")?.0.trim().to_owned())
-        }).collect()
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                let body = t.split_once('>')?.1;
+                Some(body.split_once("</text>")?.0.trim().to_owned())
+            })
+            .collect()
     }
 
     fn chart(log_y: bool) -> Chart {
@@ -156,8 +173,14 @@ mod tests {
             log_y,
             x_ticks: Vec::new(),
             series: vec![
-                Series { name: "create".into(), points: vec![(1.0, 100.0), (16.0, 1000.0), (64.0, 5000.0)] },
-                Series { name: "echo".into(), points: vec![(1.0, 300.0), (16.0, 9000.0)] },
+                Series {
+                    name: "create".into(),
+                    points: vec![(1.0, 100.0), (16.0, 1000.0), (64.0, 5000.0)],
+                },
+                Series {
+                    name: "echo".into(),
+                    points: vec![(1.0, 300.0), (16.0, 9000.0)],
+                },
             ],
         }
     }
@@ -169,7 +192,10 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 5);
         assert!(svg.contains("A &amp; B"));
         let texts = texts(&svg);
-        assert!(texts.iter().any(|t| t == "echo") && texts.iter().any(|t| t == "create"), "{texts:?}");
+        assert!(
+            texts.iter().any(|t| t == "echo") && texts.iter().any(|t| t == "create"),
+            "{texts:?}"
+        );
     }
 
     #[test]
@@ -177,10 +203,17 @@ mod tests {
         let mut c = chart(true);
         c.series[0].points.push((128.0, 0.0));
         let svg = render(&c).unwrap();
-        assert_eq!(svg.matches("<circle").count(), 5, "the zero point cannot be drawn on a log axis");
+        assert_eq!(
+            svg.matches("<circle").count(),
+            5,
+            "the zero point cannot be drawn on a log axis"
+        );
         let texts = texts(&svg);
         for decade in ["100", "1,000", "10,000"] {
-            assert!(texts.iter().any(|t| t == decade), "tick {decade} in {texts:?}");
+            assert!(
+                texts.iter().any(|t| t == decade),
+                "tick {decade} in {texts:?}"
+            );
         }
     }
 
@@ -188,8 +221,15 @@ mod tests {
     fn category_positions_carry_their_names() {
         let mut c = chart(false);
         c.log_x = false;
-        c.x_ticks = vec![(0.0, "p50".into()), (1.0, "p99".into()), (2.0, "max".into())];
-        c.series = vec![Series { name: "create".into(), points: vec![(0.0, 1.0), (1.0, 3.0), (2.0, 9.0)] }];
+        c.x_ticks = vec![
+            (0.0, "p50".into()),
+            (1.0, "p99".into()),
+            (2.0, "max".into()),
+        ];
+        c.series = vec![Series {
+            name: "create".into(),
+            points: vec![(0.0, 1.0), (1.0, 3.0), (2.0, 9.0)],
+        }];
         let svg = render(&c).unwrap();
         let texts = texts(&svg);
         for name in ["p50", "p99", "max"] {

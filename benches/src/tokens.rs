@@ -17,7 +17,9 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use meridian_auth::{Algorithm, Claims, JwksSource, Role, SigningKey, Verifier, VerifierSettings, jwks::write_jwks};
+use meridian_auth::{
+    Algorithm, Claims, JwksSource, Role, SigningKey, Verifier, VerifierSettings, jwks::write_jwks,
+};
 use ring::{
     rand::SystemRandom,
     signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair, UnparsedPublicKey},
@@ -44,7 +46,11 @@ struct Case {
 }
 
 pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
-    let (per_round, rounds) = if sizes.smoke { (200, 1) } else { (20_000, sizes.rounds as usize + 2) };
+    let (per_round, rounds) = if sizes.smoke {
+        (200, 1)
+    } else {
+        (20_000, sizes.rounds as usize + 2)
+    };
     let mut report = ScenarioReport::new(
         "tokens",
         format!(
@@ -57,15 +63,25 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
     let (cases, jwks) = cases()?;
     let path = dir.path().join("jwks.json");
     write_jwks(&path, &jwks)?;
-    let source = Arc::new(JwksSource::load_with(&path, &[Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA])?);
-    let settings = VerifierSettings { issuer: Some(ISSUER.into()), audience: Some("meridian".into()) };
+    let source = Arc::new(JwksSource::load_with(
+        &path,
+        &[Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
+    )?);
+    let settings = VerifierSettings {
+        issuer: Some(ISSUER.into()),
+        audience: Some("meridian".into()),
+    };
     let verifier = Verifier::new(source, settings, Arc::new(meridian_store::SystemClock));
 
     let mut slowest = f64::INFINITY;
     for case in cases {
         progress.say(case.alg);
         let (verifier, token) = (verifier.clone(), case.token.clone());
-        anyhow::ensure!(verifier.verify(&token).is_ok(), "{}: the token does not verify", case.alg);
+        anyhow::ensure!(
+            verifier.verify(&token).is_ok(),
+            "{}: the token does not verify",
+            case.alg
+        );
         let full = tokio::task::spawn_blocking(move || {
             median(rounds, || {
                 for _ in 0..per_round {
@@ -87,13 +103,33 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         })
         .await?;
         let per_second = |seconds: f64| per_round as f64 / seconds;
-        let base = report.row(Row::new(format!("{}: ring signature check alone", case.alg), per_second(baseline), "checks/s").baseline());
-        report.row(Row::new(format!("{}: Verifier::verify", case.alg), per_second(full), "verifications/s").against(&base));
+        let base = report.row(
+            Row::new(
+                format!("{}: ring signature check alone", case.alg),
+                per_second(baseline),
+                "checks/s",
+            )
+            .baseline(),
+        );
+        report.row(
+            Row::new(
+                format!("{}: Verifier::verify", case.alg),
+                per_second(full),
+                "verifications/s",
+            )
+            .against(&base),
+        );
         slowest = slowest.min(per_second(full));
     }
     // No figure in the issue: a verification must cost far less than the
     // call it guards (a durable write is ~1 ms), so 5,000/s on one thread.
-    report.target("slowest algorithm, verifications/s on one thread", 5_000.0, slowest, "verifications/s", true);
+    report.target(
+        "slowest algorithm, verifications/s on one thread",
+        5_000.0,
+        slowest,
+        "verifications/s",
+        true,
+    );
     Ok(report)
 }
 
@@ -114,10 +150,13 @@ fn median(rounds: usize, mut f: impl FnMut()) -> f64 {
 fn cases() -> anyhow::Result<(Vec<Case>, Vec<serde_json::Value>)> {
     let rng = SystemRandom::new();
     let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
-    let claims = Claims::new("bench", Role::Sre, None, now, 3600).with_issuer(ISSUER).with_audience("meridian");
+    let claims = Claims::new("bench", Role::Sre, None, now, 3600)
+        .with_issuer(ISSUER)
+        .with_audience("meridian");
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?);
     let signing_input = |alg: &str, kid: &str| {
-        let header = URL_SAFE_NO_PAD.encode(json!({"alg": alg, "kid": kid, "typ": "JWT"}).to_string());
+        let header =
+            URL_SAFE_NO_PAD.encode(json!({"alg": alg, "kid": kid, "typ": "JWT"}).to_string());
         format!("{header}.{payload}")
     };
     let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
@@ -125,7 +164,13 @@ fn cases() -> anyhow::Result<(Vec<Case>, Vec<serde_json::Value>)> {
     let rsa = RsaKeyPair::from_pkcs8(RSA_PKCS8).map_err(|e| anyhow::anyhow!("RSA key: {e}"))?;
     let input = signing_input("RS256", "rsa-1");
     let mut sig = vec![0; rsa.public().modulus_len()];
-    rsa.sign(&signature::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig).map_err(|e| anyhow::anyhow!("{e}"))?;
+    rsa.sign(
+        &signature::RSA_PKCS1_SHA256,
+        &rng,
+        input.as_bytes(),
+        &mut sig,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let rsa_public = rsa.public_key().as_ref().to_vec();
     let components = signature::RsaPublicKeyComponents::<Vec<u8>>::from(rsa.public());
     let rsa_jwk = json!({"kty": "RSA", "kid": "rsa-1", "use": "sig", "alg": "RS256", "n": b64(&components.n), "e": b64(&components.e)});
@@ -133,23 +178,33 @@ fn cases() -> anyhow::Result<(Vec<Case>, Vec<serde_json::Value>)> {
         alg: "RS256",
         token: format!("{input}.{}", b64(&sig)),
         bare: Box::new(move |msg, sig| {
-            UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &rsa_public).verify(msg, sig).is_ok()
+            UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &rsa_public)
+                .verify(msg, sig)
+                .is_ok()
         }),
     };
 
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ec = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ec = EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8.as_ref(),
+        &rng,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let input = signing_input("ES256", "ec-1");
-    let sig = ec.sign(&rng, input.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sig = ec
+        .sign(&rng, input.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let point = ec.public_key().as_ref().to_vec();
     let ec_jwk = json!({"kty": "EC", "crv": "P-256", "kid": "ec-1", "use": "sig", "x": b64(&point[1..33]), "y": b64(&point[33..])});
     let es256 = Case {
         alg: "ES256",
         token: format!("{input}.{}", b64(sig.as_ref())),
         bare: Box::new(move |msg, sig| {
-            UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point).verify(msg, sig).is_ok()
+            UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
+                .verify(msg, sig)
+                .is_ok()
         }),
     };
 
@@ -159,7 +214,11 @@ fn cases() -> anyhow::Result<(Vec<Case>, Vec<serde_json::Value>)> {
     let eddsa = Case {
         alg: "EdDSA",
         token: ed.mint(&claims),
-        bare: Box::new(move |msg, sig| UnparsedPublicKey::new(&signature::ED25519, &ed_x).verify(msg, sig).is_ok()),
+        bare: Box::new(move |msg, sig| {
+            UnparsedPublicKey::new(&signature::ED25519, &ed_x)
+                .verify(msg, sig)
+                .is_ok()
+        }),
     };
     Ok((vec![rs256, es256, eddsa], vec![rsa_jwk, ec_jwk, ed_jwk]))
 }

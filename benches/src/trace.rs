@@ -44,7 +44,10 @@ const WARM_UP_MAX: Duration = Duration::from_secs(1);
 const SETTINGS: [Option<f64>; 3] = [None, Some(1.0), Some(0.1)];
 
 fn name(setting: Option<f64>) -> String {
-    setting.map_or_else(|| "export off".to_owned(), |ratio| format!("export on, {:.0}% sampled", ratio * 100.0))
+    setting.map_or_else(
+        || "export off".to_owned(),
+        |ratio| format!("export on, {:.0}% sampled", ratio * 100.0),
+    )
 }
 
 /// The child's side: `--trace-child RATIO|off ENDPOINT MILLIS CONCURRENCY`;
@@ -54,14 +57,23 @@ pub async fn child_main(args: &[String]) -> anyhow::Result<()> {
         anyhow::bail!("{CHILD_FLAG} RATIO ENDPOINT MILLIS CONCURRENCY");
     };
     let ratio: Option<f64> = ratio.parse().ok();
-    let creates = child(ratio, endpoint.clone(), Duration::from_millis(millis.parse()?), concurrency.parse()?).await;
+    let creates = child(
+        ratio,
+        endpoint.clone(),
+        Duration::from_millis(millis.parse()?),
+        concurrency.parse()?,
+    )
+    .await;
     println!("{creates}");
     Ok(())
 }
 
 pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
-    let (duration, rounds, concurrency) =
-        if sizes.smoke { (Duration::from_millis(300), 1, 4) } else { (Duration::from_secs(5), sizes.rounds as usize + 2, 16) };
+    let (duration, rounds, concurrency) = if sizes.smoke {
+        (Duration::from_millis(300), 1, 4)
+    } else {
+        (Duration::from_secs(5), sizes.rounds as usize + 2, 16)
+    };
     let receiver = OtlpReceiver::start().await?;
     let exe = std::env::current_exe()?;
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); SETTINGS.len()];
@@ -78,8 +90,15 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
             ];
             let exe = exe.clone();
             // The receiver keeps serving on this runtime while the child runs.
-            let output = tokio::task::spawn_blocking(move || std::process::Command::new(exe).args(command_args).output()).await??;
-            anyhow::ensure!(output.status.success(), "child failed: {}", String::from_utf8_lossy(&output.stderr));
+            let output = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(exe).args(command_args).output()
+            })
+            .await??;
+            anyhow::ensure!(
+                output.status.success(),
+                "child failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
             let stdout = String::from_utf8_lossy(&output.stdout);
             let creates: f64 = stdout.trim().lines().last().unwrap_or_default().parse()?;
             results[i].push(creates / duration.as_secs_f64());
@@ -106,7 +125,10 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
             report.target("overhead at 100% sampling", 5.0, overhead, "%", false);
         }
     }
-    report.notes.push(format!("spans received by the OTLP receiver: {}", receiver.spans().len()));
+    report.notes.push(format!(
+        "spans received by the OTLP receiver: {}",
+        receiver.spans().len()
+    ));
     report.charts.push(Chart {
         name: "trace-overhead-rounds".into(),
         title: "intake throughput per round, by tracing setting".into(),
@@ -114,11 +136,20 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         y_label: "creates/s".into(),
         log_x: false,
         log_y: false,
-        x_ticks: (0..rounds).map(|r| (r as f64, (r + 1).to_string())).collect(),
+        x_ticks: (0..rounds)
+            .map(|r| (r as f64, (r + 1).to_string()))
+            .collect(),
         series: SETTINGS
             .iter()
             .zip(&results)
-            .map(|(setting, rates)| Series { name: name(*setting), points: rates.iter().enumerate().map(|(i, v)| (i as f64, *v)).collect() })
+            .map(|(setting, rates)| Series {
+                name: name(*setting),
+                points: rates
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i as f64, *v))
+                    .collect(),
+            })
             .collect(),
     });
     Ok(report)
@@ -126,7 +157,12 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
 
 /// One measurement: a gateway with this telemetry, driven for `duration`.
 /// Returns the creates that succeeded in the measured part.
-async fn child(ratio: Option<f64>, endpoint: String, duration: Duration, concurrency: usize) -> u64 {
+async fn child(
+    ratio: Option<f64>,
+    endpoint: String,
+    duration: Duration,
+    concurrency: usize,
+) -> u64 {
     let region = RegionId::new("us-east").unwrap();
     let telemetry = Telemetry::init(&TelemetryConfig {
         region: Some(region.to_string()),
@@ -139,14 +175,22 @@ async fn child(ratio: Option<f64>, endpoint: String, duration: Duration, concurr
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config =
-        GatewayConfig::new(region.clone(), vec![region], addr, StoreConfig::sqlite_file(&dir.path().join("gateway.db")));
+    let config = GatewayConfig::new(
+        region.clone(),
+        vec![region],
+        addr,
+        StoreConfig::sqlite_file(&dir.path().join("gateway.db")),
+    );
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let gateway = tokio::spawn(meridian_gateway::run(config, listener, async move {
         let _ = stopped.wait_for(|s| *s).await;
     }));
     let channel = loop {
-        match tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await {
+        match tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
             Ok(channel) => break channel,
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }

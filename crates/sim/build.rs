@@ -6,7 +6,12 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(sim_exact)");
     println!("cargo::rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if flags.split('\u{1f}').collect::<Vec<_>>().windows(2).any(|pair| pair == ["--cfg", "tokio_unstable"]) {
+    if flags
+        .split('\u{1f}')
+        .collect::<Vec<_>>()
+        .windows(2)
+        .any(|pair| pair == ["--cfg", "tokio_unstable"])
+    {
         println!("cargo::rustc-cfg=sim_exact");
     }
 }

@@ -7,7 +7,9 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=MERIDIAN_GIT_COMMIT");
-    let from_env = std::env::var("MERIDIAN_GIT_COMMIT").ok().filter(|c| !c.trim().is_empty());
+    let from_env = std::env::var("MERIDIAN_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.trim().is_empty());
     let commit = from_env.or_else(|| git(&["rev-parse", "--short=12", "HEAD"]));
     // Rebuild when HEAD moves: a commit, a checkout.
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
@@ -17,7 +19,10 @@ fn main() {
         println!("cargo:rerun-if-changed={dir}/refs/heads");
         println!("cargo:rerun-if-changed={dir}/packed-refs");
     }
-    println!("cargo:rustc-env=MERIDIAN_GIT_COMMIT={}", commit.as_deref().unwrap_or("unknown").trim());
+    println!(
+        "cargo:rustc-env=MERIDIAN_GIT_COMMIT={}",
+        commit.as_deref().unwrap_or("unknown").trim()
+    );
 }
 
 fn git(args: &[&str]) -> Option<String> {
@@ -27,5 +32,9 @@ fn git(args: &[&str]) -> Option<String> {
     }
     let text = String::from_utf8(output.stdout).ok()?;
     let text = text.trim();
-    if text.is_empty() { None } else { Some(text.to_owned()) }
+    if text.is_empty() {
+        None
+    } else {
+        Some(text.to_owned())
+    }
 }

@@ -36,7 +36,8 @@ pub(crate) trait Op: Send + 'static {
 }
 
 pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_SIGFIG).context("cannot create a latency histogram")
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_SIGFIG)
+        .context("cannot create a latency histogram")
 }
 
 /// What one round measured.
@@ -57,7 +58,11 @@ pub(crate) struct Round {
 impl Round {
     pub(crate) fn ops_per_s(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 { self.ops as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.ops as f64 / secs
+        } else {
+            0.0
+        }
     }
 }
 
@@ -106,7 +111,12 @@ struct Tally {
 
 impl Tally {
     fn new() -> anyhow::Result<Self> {
-        Ok(Self { ops: 0, errors: 0, latency_us: new_histogram()?, first_error: None })
+        Ok(Self {
+            ops: 0,
+            errors: 0,
+            latency_us: new_histogram()?,
+            first_error: None,
+        })
     }
 
     fn record(&mut self, started: Instant, outcome: Result<(), String>, counters: &Counters) {
@@ -126,12 +136,19 @@ impl Tally {
 }
 
 fn micros(elapsed: Duration) -> u64 {
-    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Runs one round: every op in `ops` gets a worker task that loops until
 /// `window` has passed since the start.
-pub(crate) async fn drive<O: Op>(label: &str, ops: Vec<O>, window: Duration, hooks: &Hooks) -> anyhow::Result<Round> {
+pub(crate) async fn drive<O: Op>(
+    label: &str,
+    ops: Vec<O>,
+    window: Duration,
+    hooks: &Hooks,
+) -> anyhow::Result<Round> {
     let counters = Arc::new(Counters::default());
     let cpu_before = CpuTicks::read();
     let start = Instant::now();
@@ -165,11 +182,23 @@ pub(crate) async fn drive<O: Op>(label: &str, ops: Vec<O>, window: Duration, hoo
     }
     let elapsed = start.elapsed();
     let queue_depth = background.stop().await;
-    merge(tallies, elapsed, CpuTicks::read().zip(cpu_before).map(|(after, before)| after.since(&before)), queue_depth)
+    merge(
+        tallies,
+        elapsed,
+        CpuTicks::read()
+            .zip(cpu_before)
+            .map(|(after, before)| after.since(&before)),
+        queue_depth,
+    )
 }
 
 /// [`drive`] for a blocking operation (disk I/O) on one dedicated thread.
-pub(crate) async fn drive_blocking<F>(label: &str, mut op: F, window: Duration, hooks: &Hooks) -> anyhow::Result<Round>
+pub(crate) async fn drive_blocking<F>(
+    label: &str,
+    mut op: F,
+    window: Duration,
+    hooks: &Hooks,
+) -> anyhow::Result<Round>
 where
     F: FnMut() -> Result<(), String> + Send + 'static,
 {
@@ -197,7 +226,9 @@ where
     merge(
         vec![tally],
         elapsed,
-        CpuTicks::read().zip(cpu_before).map(|(after, before)| after.since(&before)),
+        CpuTicks::read()
+            .zip(cpu_before)
+            .map(|(after, before)| after.since(&before)),
         queue_depth,
     )
 }
@@ -208,12 +239,22 @@ fn merge(
     cpu: Option<CpuDelta>,
     queue_depth: Option<QueueDepth>,
 ) -> anyhow::Result<Round> {
-    let mut round =
-        Round { ops: 0, errors: 0, elapsed, latency_us: new_histogram()?, first_error: None, cpu: None, queue_depth };
+    let mut round = Round {
+        ops: 0,
+        errors: 0,
+        elapsed,
+        latency_us: new_histogram()?,
+        first_error: None,
+        cpu: None,
+        queue_depth,
+    };
     for tally in tallies {
         round.ops += tally.ops;
         round.errors += tally.errors;
-        round.latency_us.add(&tally.latency_us).context("cannot merge latency histograms")?;
+        round
+            .latency_us
+            .add(&tally.latency_us)
+            .context("cannot merge latency histograms")?;
         if round.first_error.is_none() {
             round.first_error = tally.first_error;
         }
@@ -292,10 +333,21 @@ impl Background {
                         _ = stopped.changed() => break,
                     }
                 }
-                QueueDepth { mean: if count > 0 { sum as f64 / count as f64 } else { 0.0 }, max }
+                QueueDepth {
+                    mean: if count > 0 {
+                        sum as f64 / count as f64
+                    } else {
+                        0.0
+                    },
+                    max,
+                }
             })
         });
-        Self { progress, sampler, stop }
+        Self {
+            progress,
+            sampler,
+            stop,
+        }
     }
 
     async fn stop(self) -> Option<QueueDepth> {
@@ -342,13 +394,22 @@ impl CpuTicks {
         let line = machine.lines().find(|line| line.starts_with("cpu "))?;
         // user nice system idle iowait irq softirq steal (guest time is
         // already inside user and nice).
-        let values: Vec<u64> = line.split_whitespace().skip(1).take(8).filter_map(|v| v.parse().ok()).collect();
+        let values: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|v| v.parse().ok())
+            .collect();
         if values.len() < 5 {
             return None;
         }
         let total: u64 = values.iter().sum();
         let idle = values[3] + values[4];
-        Some(Self { process: utime + stime, machine_busy: total.saturating_sub(idle), machine_total: total })
+        Some(Self {
+            process: utime + stime,
+            machine_busy: total.saturating_sub(idle),
+            machine_total: total,
+        })
     }
 
     fn since(&self, before: &Self) -> CpuDelta {
@@ -365,13 +426,21 @@ impl CpuDelta {
         let process_s = self.process as f64 / USER_HZ;
         let wall_s = elapsed.as_secs_f64();
         CpuUse {
-            process_pct: if wall_s > 0.0 { 100.0 * process_s / wall_s } else { 0.0 },
+            process_pct: if wall_s > 0.0 {
+                100.0 * process_s / wall_s
+            } else {
+                0.0
+            },
             machine_busy_pct: if self.machine_total > 0 {
                 100.0 * self.machine_busy as f64 / self.machine_total as f64
             } else {
                 0.0
             },
-            process_us_per_op: if ops > 0 { process_s * 1e6 / ops as f64 } else { 0.0 },
+            process_us_per_op: if ops > 0 {
+                process_s * 1e6 / ops as f64
+            } else {
+                0.0
+            },
         }
     }
 }
@@ -390,7 +459,11 @@ mod tests {
             let fail = self.calls.is_multiple_of(4);
             async move {
                 tokio::time::sleep(Duration::from_millis(2)).await;
-                if fail { Err("every fourth call fails".to_owned()) } else { Ok(()) }
+                if fail {
+                    Err("every fourth call fails".to_owned())
+                } else {
+                    Ok(())
+                }
             }
         }
     }
@@ -403,9 +476,18 @@ mod tests {
         assert!(round.ops > 0, "{round:?}");
         // Three of every four calls succeed, per worker.
         assert!(round.errors > 0 && round.errors <= round.ops, "{round:?}");
-        assert_eq!(round.first_error.as_deref(), Some("every fourth call fails"));
+        assert_eq!(
+            round.first_error.as_deref(),
+            Some("every fourth call fails")
+        );
         assert_eq!(round.latency_us.len(), round.ops);
-        assert!(round.latency_us.value_at_quantile(0.5) >= 2_000, "{round:?}");
-        assert!(round.elapsed >= window && round.elapsed < window + Duration::from_secs(1), "{round:?}");
+        assert!(
+            round.latency_us.value_at_quantile(0.5) >= 2_000,
+            "{round:?}"
+        );
+        assert!(
+            round.elapsed >= window && round.elapsed < window + Duration::from_secs(1),
+            "{round:?}"
+        );
     }
 }

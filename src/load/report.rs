@@ -30,8 +30,13 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] =
-        [Scenario::Create, Scenario::Store, Scenario::Echo, Scenario::Insert, Scenario::Fsync];
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Create,
+        Scenario::Store,
+        Scenario::Echo,
+        Scenario::Insert,
+        Scenario::Fsync,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,8 +69,16 @@ impl GroupCommit {
         Self {
             transactions,
             commands,
-            commands_per_transaction: if transactions > 0 { commands as f64 / transactions as f64 } else { 0.0 },
-            transactions_per_s: if secs > 0.0 { transactions as f64 / secs } else { 0.0 },
+            commands_per_transaction: if transactions > 0 {
+                commands as f64 / transactions as f64
+            } else {
+                0.0
+            },
+            transactions_per_s: if secs > 0.0 {
+                transactions as f64 / secs
+            } else {
+                0.0
+            },
             batch_retries: after.batch_retries.saturating_sub(before.batch_retries),
         }
     }
@@ -104,8 +117,11 @@ impl Row {
         rounds: Vec<(Round, Option<GroupCommit>)>,
     ) -> Option<Self> {
         let errors = rounds.iter().map(|(round, _)| round.errors).sum();
-        let first_error = rounds.iter().find_map(|(round, _)| round.first_error.clone());
-        let rounds_ops_per_s: Vec<f64> = rounds.iter().map(|(round, _)| round.ops_per_s()).collect();
+        let first_error = rounds
+            .iter()
+            .find_map(|(round, _)| round.first_error.clone());
+        let rounds_ops_per_s: Vec<f64> =
+            rounds.iter().map(|(round, _)| round.ops_per_s()).collect();
         let mut order: Vec<usize> = (0..rounds.len()).collect();
         order.sort_by(|&a, &b| rounds_ops_per_s[a].total_cmp(&rounds_ops_per_s[b]));
         // For an even count, the upper of the two middle rounds.
@@ -160,7 +176,10 @@ impl Report {
             .map(|row| (row.concurrency, row.ops_per_s))
             .collect();
         for row in &mut self.rows {
-            if matches!(row.scenario, Scenario::Create | Scenario::Store | Scenario::Insert) {
+            if matches!(
+                row.scenario,
+                Scenario::Create | Scenario::Store | Scenario::Insert
+            ) {
                 row.ratio_to_echo = echo
                     .iter()
                     .find(|(concurrency, _)| *concurrency == row.concurrency)
@@ -171,7 +190,9 @@ impl Report {
     }
 
     pub fn find(&self, scenario: Scenario, concurrency: u32) -> Option<&Row> {
-        self.rows.iter().find(|row| row.scenario == scenario && row.concurrency == concurrency)
+        self.rows
+            .iter()
+            .find(|row| row.scenario == scenario && row.concurrency == concurrency)
     }
 
     pub fn to_json(&self) -> anyhow::Result<String> {
@@ -180,7 +201,10 @@ impl Report {
 
     pub fn to_table(&self) -> String {
         let mut out = String::new();
-        let backend = self.backend.map(|b| format!(" {}", b.as_str())).unwrap_or_default();
+        let backend = self
+            .backend
+            .map(|b| format!(" {}", b.as_str()))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "meridian load: {}{backend}, {} s x {} rounds (median shown) after {} s warm-up, {} connection(s), {} cpus",
@@ -192,10 +216,22 @@ impl Report {
         let _ = writeln!(
             out,
             "\n{:<8} {:>5} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}",
-            "scenario", "conc", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "x echo"
+            "scenario",
+            "conc",
+            "ops/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "errors",
+            "x echo"
         );
         for row in &self.rows {
-            let ratio = row.ratio_to_echo.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".to_owned());
+            let ratio = row
+                .ratio_to_echo
+                .map(|r| format!("{r:.2}"))
+                .unwrap_or_else(|| "-".to_owned());
             let _ = writeln!(
                 out,
                 "{:<8} {:>5} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>7}",
@@ -219,32 +255,51 @@ impl Report {
              fsync = 4 KiB write + fdatasync (the disk's floor for one commit per write)."
         );
 
-        let fsync = self.rows.iter().find(|row| row.scenario == Scenario::Fsync).map(|row| row.ops_per_s);
+        let fsync = self
+            .rows
+            .iter()
+            .find(|row| row.scenario == Scenario::Fsync)
+            .map(|row| row.ops_per_s);
         let mut notes = Vec::new();
         for row in &self.rows {
             let mut parts = vec![format!(
                 "{:.0} ops/s (rounds: {})",
                 row.ops_per_s,
-                row.rounds_ops_per_s.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+                row.rounds_ops_per_s
+                    .iter()
+                    .map(|r| format!("{r:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )];
             if row.scenario == Scenario::Create
                 && let Some(insert) = self.find(Scenario::Insert, row.concurrency)
                 && insert.ops_per_s > 0.0
             {
-                parts.push(format!("{:.1}x the bare insert", row.ops_per_s / insert.ops_per_s));
+                parts.push(format!(
+                    "{:.1}x the bare insert",
+                    row.ops_per_s / insert.ops_per_s
+                ));
             }
             if let Some(group) = &row.group_commit {
-                let floor = fsync.map(|f| format!(" (disk floor {f:.0} fsync/s)")).unwrap_or_default();
+                let floor = fsync
+                    .map(|f| format!(" (disk floor {f:.0} fsync/s)"))
+                    .unwrap_or_default();
                 parts.push(format!(
                     "group commit {:.1} creates per transaction, {:.0} commits/s{floor}",
                     group.commands_per_transaction, group.transactions_per_s
                 ));
                 if group.batch_retries > 0 {
-                    parts.push(format!("{} batches retried one by one", group.batch_retries));
+                    parts.push(format!(
+                        "{} batches retried one by one",
+                        group.batch_retries
+                    ));
                 }
             }
             if let Some(queue) = &row.writer_queue {
-                parts.push(format!("writer queue mean {:.1}, max {}", queue.mean, queue.max));
+                parts.push(format!(
+                    "writer queue mean {:.1}, max {}",
+                    queue.mean, queue.max
+                ));
             }
             if let Some(cpu) = &row.cpu {
                 parts.push(format!(
@@ -255,7 +310,12 @@ impl Report {
             if let Some(error) = &row.first_error {
                 parts.push(format!("first error: {error}"));
             }
-            notes.push(format!("  {} c={}: {}", row.scenario.as_str(), row.concurrency, parts.join("; ")));
+            notes.push(format!(
+                "  {} c={}: {}",
+                row.scenario.as_str(),
+                row.concurrency,
+                parts.join("; ")
+            ));
         }
         let _ = writeln!(out, "\nwhere the time goes:");
         for note in notes {

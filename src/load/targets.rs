@@ -29,7 +29,9 @@ use tonic::{
     service::interceptor::InterceptedService,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Server, server::TcpIncoming},
 };
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use super::{SpawnBackend, driver::Op};
 
@@ -39,7 +41,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Same as the store's, so the bare insert waits for SQLite's lock the way
 /// the store would.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(meridian_store::SQLITE_BUSY_TIMEOUT_MS as u64);
+const SQLITE_BUSY_TIMEOUT: Duration =
+    Duration::from_millis(meridian_store::SQLITE_BUSY_TIMEOUT_MS as u64);
 /// The body of every ticket and baseline row: a short support request.
 const BODY: &str = "The export to CSV stops at 65,536 rows and the last column is cut. \
                     Steps: open the report, choose Export, pick CSV. Expected all rows.";
@@ -50,20 +53,28 @@ const BODY: &str = "The export to CSV stops at 65,536 rows and the last column i
 /// generator never sends traffic off this machine. An https URL (`meridian
 /// up` with auth) is checked against `ca`.
 pub(crate) async fn require_loopback_url(url: &str, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
-    let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| anyhow!("--target {url:?} is not a URL: {e}"))?;
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| anyhow!("--target {url:?} is not a URL: {e}"))?;
     let uri = endpoint.uri().clone();
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            let Some(ca) = ca else { bail!("--target {url} is https: pass --ca FILE (the CA's PEM; MERIDIAN_CA)") };
-            let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
+            let Some(ca) = ca else {
+                bail!("--target {url} is https: pass --ca FILE (the CA's PEM; MERIDIAN_CA)")
+            };
+            let pem =
+                std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
             endpoint = endpoint
                 .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
                 .context("TLS settings refused")?;
         }
-        _ => bail!("--target {url:?}: http:// or https:// on loopback (e.g. http://127.0.0.1:50051)"),
+        _ => {
+            bail!("--target {url:?}: http:// or https:// on loopback (e.g. http://127.0.0.1:50051)")
+        }
     }
-    let host = uri.host().ok_or_else(|| anyhow!("--target {url:?} has no host"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| anyhow!("--target {url:?} has no host"))?;
     let port = uri.port_u16().unwrap_or(80);
     require_loopback_host("--target", host, port).await?;
     Ok(endpoint)
@@ -74,10 +85,22 @@ pub(crate) async fn require_loopback_url(url: &str, ca: Option<&Path>) -> anyhow
 /// create for) stops the run with the gateway's own reason, instead of a
 /// table of failed calls. Other failures are left to the rounds, which
 /// count them.
-pub(crate) async fn check_access(channel: Channel, token: meridian_auth::BearerToken, url: &str) -> anyhow::Result<()> {
+pub(crate) async fn check_access(
+    channel: Channel,
+    token: meridian_auth::BearerToken,
+    url: &str,
+) -> anyhow::Result<()> {
     let mut client = TicketServiceClient::with_interceptor(channel, token);
-    match client.create_ticket(create_request("load-preflight@example.com")).await {
-        Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+    match client
+        .create_ticket(create_request("load-preflight@example.com"))
+        .await
+    {
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ) =>
+        {
             bail!(
                 "{url} refused CreateTicket: {} (pass --token, or MERIDIAN_TOKEN: `source DATA_DIR/env` after `meridian up`)",
                 status_text(status)
@@ -94,29 +117,42 @@ async fn require_loopback_host(what: &str, host: &str, port: u16) -> anyhow::Res
         .with_context(|| format!("{what}: cannot resolve {host:?}"))?
         .collect();
     if addrs.is_empty() || !addrs.iter().all(|addr| addr.ip().is_loopback()) {
-        bail!("{what}: {host:?} is not a loopback address; the load generator only drives servers on this machine");
+        bail!(
+            "{what}: {host:?} is not a loopback address; the load generator only drives servers on this machine"
+        );
     }
     Ok(())
 }
 
 /// Opens `count` HTTP/2 connections to `endpoint`.
 pub(crate) async fn connect(endpoint: &Endpoint, count: u32) -> anyhow::Result<Vec<Channel>> {
-    let endpoint = endpoint.clone().connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true);
+    let endpoint = endpoint
+        .clone()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
     let mut channels = Vec::new();
     for _ in 0..count {
-        channels.push(endpoint.connect().await.with_context(|| format!("cannot connect to {}", endpoint.uri()))?);
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {}", endpoint.uri()))?,
+        );
     }
     Ok(channels)
 }
 
 async fn loopback_listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.context("cannot bind a loopback port")?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot bind a loopback port")?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
 }
 
 fn http_endpoint(addr: SocketAddr) -> anyhow::Result<Endpoint> {
-    Endpoint::from_shared(format!("http://{addr}")).map_err(|e| anyhow!("bad endpoint for {addr}: {e}"))
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| anyhow!("bad endpoint for {addr}: {e}"))
 }
 
 /// A server task of ours and the way to stop it.
@@ -135,7 +171,10 @@ impl Running {
             Ok(joined) => joined.with_context(|| format!("the {what} task failed"))?,
             Err(_) => {
                 self.task.abort();
-                bail!("the {what} did not stop within {} s", STOP_TIMEOUT.as_secs())
+                bail!(
+                    "the {what} did not stop within {} s",
+                    STOP_TIMEOUT.as_secs()
+                )
             }
         }
     }
@@ -165,7 +204,13 @@ impl EchoServer {
                 .await
                 .context("echo server")
         });
-        Ok(Self { endpoint: http_endpoint(addr)?, running: Running { shutdown: Some(shutdown), task } })
+        Ok(Self {
+            endpoint: http_endpoint(addr)?,
+            running: Running {
+                shutdown: Some(shutdown),
+                task,
+            },
+        })
     }
 
     pub(crate) async fn stop(self) -> anyhow::Result<()> {
@@ -181,23 +226,38 @@ pub(crate) struct SpawnedGateway {
 }
 
 impl SpawnedGateway {
-    pub(crate) async fn start(store_config: StoreConfig, batch_max: Option<usize>) -> anyhow::Result<Self> {
+    pub(crate) async fn start(
+        store_config: StoreConfig,
+        batch_max: Option<usize>,
+    ) -> anyhow::Result<Self> {
         let region = RegionId::new("us-east").context("region id")?;
         let (listener, addr) = loopback_listener().await?;
-        let mut config = GatewayConfig::new(region.clone(), vec![region.clone()], addr, store_config);
+        let mut config =
+            GatewayConfig::new(region.clone(), vec![region.clone()], addr, store_config);
         if let Some(batch_max) = batch_max {
             config.store.batch_max = batch_max;
         }
-        let store = Store::open(&config.store, &region).await.context("cannot open the gateway's store")?;
+        let store = Store::open(&config.store, &region)
+            .await
+            .context("cannot open the gateway's store")?;
         let (shutdown, stopped) = oneshot::channel::<()>();
         let served = store.clone();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            meridian_gateway::serve(&config, served, listener, shutdown, Arc::new(SystemClock)).await.context("gateway")
+            meridian_gateway::serve(&config, served, listener, shutdown, Arc::new(SystemClock))
+                .await
+                .context("gateway")
         });
-        Ok(Self { endpoint: http_endpoint(addr)?, store, running: Running { shutdown: Some(shutdown), task } })
+        Ok(Self {
+            endpoint: http_endpoint(addr)?,
+            store,
+            running: Running {
+                shutdown: Some(shutdown),
+                task,
+            },
+        })
     }
 
     pub(crate) fn writer_stats(&self) -> WriterStats {
@@ -220,7 +280,8 @@ pub(crate) struct TempDir {
 
 impl TempDir {
     pub(crate) fn new() -> anyhow::Result<Self> {
-        let path = std::env::temp_dir().join(format!("meridian-load-{}", uuid::Uuid::now_v7().simple()));
+        let path =
+            std::env::temp_dir().join(format!("meridian-load-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(Self { path })
     }
@@ -244,18 +305,26 @@ pub(crate) enum Backing {
     /// baseline's database are separate files side by side.
     Sqlite { dir: TempDir },
     /// A fresh schema of `DATABASE_URL`, dropped afterwards.
-    Postgres { admin_url: String, schema: String, url: String, durability: String },
+    Postgres {
+        admin_url: String,
+        schema: String,
+        url: String,
+        durability: String,
+    },
 }
 
 impl Backing {
     pub(crate) async fn create(backend: SpawnBackend) -> anyhow::Result<Self> {
         match backend {
-            SpawnBackend::Sqlite => Ok(Backing::Sqlite { dir: TempDir::new()? }),
+            SpawnBackend::Sqlite => Ok(Backing::Sqlite {
+                dir: TempDir::new()?,
+            }),
             SpawnBackend::Postgres => {
                 let admin_url = std::env::var("DATABASE_URL").map_err(|_| {
                     anyhow!("--spawn postgres needs DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/test)")
                 })?;
-                let options = PgConnectOptions::from_str(&admin_url).context("DATABASE_URL is not a PostgreSQL URL")?;
+                let options = PgConnectOptions::from_str(&admin_url)
+                    .context("DATABASE_URL is not a PostgreSQL URL")?;
                 let host = options.get_host().to_owned();
                 // A Unix socket path is on this machine by definition.
                 if !host.starts_with('/') {
@@ -263,21 +332,33 @@ impl Backing {
                 }
                 let schema = format!("load_{}", uuid::Uuid::now_v7().simple());
                 let mut admin = connect_admin(&admin_url).await?;
-                let (fsync, synchronous_commit, wal_sync_method): (String, String, String) = sqlx::query_as(
-                    "SELECT current_setting('fsync'), current_setting('synchronous_commit'), \
+                let (fsync, synchronous_commit, wal_sync_method): (String, String, String) =
+                    sqlx::query_as(
+                        "SELECT current_setting('fsync'), current_setting('synchronous_commit'), \
                      current_setting('wal_sync_method')",
-                )
-                .fetch_one(&mut admin)
-                .await
-                .context("cannot read the server's durability settings")?;
+                    )
+                    .fetch_one(&mut admin)
+                    .await
+                    .context("cannot read the server's durability settings")?;
                 let durability = format!(
                     "fsync={fsync}, synchronous_commit={synchronous_commit}, wal_sync_method={wal_sync_method}"
                 );
-                admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.context("cannot create a schema")?;
-                admin.close().await.context("closing the admin connection")?;
+                admin
+                    .execute(format!("CREATE SCHEMA {schema}").as_str())
+                    .await
+                    .context("cannot create a schema")?;
+                admin
+                    .close()
+                    .await
+                    .context("closing the admin connection")?;
                 let separator = if admin_url.contains('?') { '&' } else { '?' };
                 let url = format!("{admin_url}{separator}options=-c%20search_path%3D{schema}");
-                Ok(Backing::Postgres { admin_url, schema, url, durability })
+                Ok(Backing::Postgres {
+                    admin_url,
+                    schema,
+                    url,
+                    durability,
+                })
             }
         }
     }
@@ -285,7 +366,9 @@ impl Backing {
     /// What an acknowledged write survives, in the database's own words.
     pub(crate) fn durability(&self) -> String {
         match self {
-            Backing::Sqlite { .. } => "SQLite WAL, synchronous=FULL (each commit is fdatasync'ed)".to_owned(),
+            Backing::Sqlite { .. } => {
+                "SQLite WAL, synchronous=FULL (each commit is fdatasync'ed)".to_owned()
+            }
             Backing::Postgres { durability, .. } => format!("PostgreSQL {durability}"),
         }
     }
@@ -323,19 +406,29 @@ impl Backing {
                 drop(dir);
                 Ok(())
             }
-            Backing::Postgres { admin_url, schema, .. } => {
+            Backing::Postgres {
+                admin_url, schema, ..
+            } => {
                 let drop_schema = async {
                     let mut admin = connect_admin(&admin_url).await?;
                     admin
                         .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
                         .await
                         .with_context(|| format!("cannot drop schema {schema}"))?;
-                    admin.close().await.context("closing the admin connection")?;
+                    admin
+                        .close()
+                        .await
+                        .context("closing the admin connection")?;
                     Ok::<_, anyhow::Error>(())
                 };
-                tokio::time::timeout(STOP_TIMEOUT, drop_schema).await.map_err(|_| {
-                    anyhow!("dropping schema {schema} took over {} s; drop it by hand", STOP_TIMEOUT.as_secs())
-                })?
+                tokio::time::timeout(STOP_TIMEOUT, drop_schema)
+                    .await
+                    .map_err(|_| {
+                        anyhow!(
+                            "dropping schema {schema} took over {} s; drop it by hand",
+                            STOP_TIMEOUT.as_secs()
+                        )
+                    })?
             }
         }
     }
@@ -344,7 +437,12 @@ impl Backing {
 async fn connect_admin(url: &str) -> anyhow::Result<PgConnection> {
     tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect(url))
         .await
-        .map_err(|_| anyhow!("no answer from the DATABASE_URL server within {} s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|_| {
+            anyhow!(
+                "no answer from the DATABASE_URL server within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )
+        })?
         .context("cannot connect to DATABASE_URL")
 }
 
@@ -360,7 +458,10 @@ impl CreateOp {
     /// Every call carries `token` (none for a spawned gateway, which has no
     /// `[auth]`).
     pub(crate) fn new(channel: Channel, worker: u32, token: meridian_auth::BearerToken) -> Self {
-        Self { client: TicketServiceClient::with_interceptor(channel, token), customer: format!("load-{worker}@example.com") }
+        Self {
+            client: TicketServiceClient::with_interceptor(channel, token),
+            customer: format!("load-{worker}@example.com"),
+        }
     }
 }
 
@@ -368,7 +469,12 @@ impl Op for CreateOp {
     fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send {
         let request = create_request(&self.customer);
         async move {
-            let response = self.client.create_ticket(request).await.map_err(status_text)?.into_inner();
+            let response = self
+                .client
+                .create_ticket(request)
+                .await
+                .map_err(status_text)?
+                .into_inner();
             match response.ticket {
                 Some(_) if response.origin_seq > 0 => Ok(()),
                 _ => Err("CreateTicket answered without a ticket or a sequence number".to_owned()),
@@ -403,8 +509,14 @@ pub(crate) struct StoreOp {
 impl StoreOp {
     pub(crate) fn new(gateway: &SpawnedGateway) -> anyhow::Result<Self> {
         let region = gateway.store.local_region().clone();
-        let owner = Ownership::new(region, 0, Epoch::initial(0)).context("the spawned gateway's ownership")?;
-        Ok(Self { store: gateway.store.clone(), owner, request: create_request("load@example.com"), counter: 0 })
+        let owner = Ownership::new(region, 0, Epoch::initial(0))
+            .context("the spawned gateway's ownership")?;
+        Ok(Self {
+            store: gateway.store.clone(),
+            owner,
+            request: create_request("load@example.com"),
+            counter: 0,
+        })
     }
 
     pub(crate) fn for_worker(&self, worker: u32) -> Self {
@@ -421,17 +533,30 @@ impl Op for StoreOp {
     fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send {
         let at = jiff::Timestamp::now();
         self.counter = self.counter.wrapping_add(1);
-        let hlc_time = HlcTimestamp::new(u64::try_from(at.as_millisecond()).unwrap_or(0), self.counter);
+        let hlc_time = HlcTimestamp::new(
+            u64::try_from(at.as_millisecond()).unwrap_or(0),
+            self.counter,
+        );
         let entropy = *uuid::Uuid::now_v7().as_bytes();
         let mut random = [0u8; 10];
         random.copy_from_slice(&entropy[6..]);
-        let ticket = NewTicket::try_from(self.request.clone()).map_err(|e| e.to_string()).and_then(|new| {
-            Ticket::create(TicketId::new_v7(at, random), new, self.owner.clone(), at).map_err(|e| e.to_string())
-        });
+        let ticket = NewTicket::try_from(self.request.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|new| {
+                Ticket::create(TicketId::new_v7(at, random), new, self.owner.clone(), at)
+                    .map_err(|e| e.to_string())
+            });
         let store = self.store.clone();
         async move {
             store
-                .create_ticket(ticket?, WriteMeta { hlc_time, traceparent: None, at })
+                .create_ticket(
+                    ticket?,
+                    WriteMeta {
+                        hlc_time,
+                        traceparent: None,
+                        at,
+                    },
+                )
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string())
@@ -446,13 +571,21 @@ pub(crate) struct EchoOp {
 
 impl EchoOp {
     pub(crate) fn new(channel: Channel) -> Self {
-        Self { client: HealthClient::new(channel) }
+        Self {
+            client: HealthClient::new(channel),
+        }
     }
 }
 
 impl Op for EchoOp {
     async fn call(&mut self) -> Result<(), String> {
-        let response = self.client.check(HealthCheckRequest { service: String::new() }).await.map_err(status_text)?;
+        let response = self
+            .client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_err(status_text)?;
         if response.into_inner().status == ServingStatus::Serving as i32 {
             Ok(())
         } else {
@@ -473,8 +606,7 @@ pub(crate) enum InsertPool {
     Postgres(PgPool),
 }
 
-const INSERT_TABLE: &str =
-    "CREATE TABLE IF NOT EXISTS load_insert (id TEXT PRIMARY KEY, body TEXT NOT NULL, created_at_ms BIGINT NOT NULL)";
+const INSERT_TABLE: &str = "CREATE TABLE IF NOT EXISTS load_insert (id TEXT PRIMARY KEY, body TEXT NOT NULL, created_at_ms BIGINT NOT NULL)";
 const INSERT_ROW: &str = "INSERT INTO load_insert (id, body, created_at_ms) VALUES ($1, $2, $3)";
 
 impl InsertPool {
@@ -530,12 +662,20 @@ impl Op for InsertPool {
         let now_ms = jiff::Timestamp::now().as_millisecond();
         async move {
             match self {
-                InsertPool::Sqlite(pool) => {
-                    sqlx::query(INSERT_ROW).bind(id).bind(BODY).bind(now_ms).execute(&*pool).await.map(drop)
-                }
-                InsertPool::Postgres(pool) => {
-                    sqlx::query(INSERT_ROW).bind(id).bind(BODY).bind(now_ms).execute(&*pool).await.map(drop)
-                }
+                InsertPool::Sqlite(pool) => sqlx::query(INSERT_ROW)
+                    .bind(id)
+                    .bind(BODY)
+                    .bind(now_ms)
+                    .execute(&*pool)
+                    .await
+                    .map(drop),
+                InsertPool::Postgres(pool) => sqlx::query(INSERT_ROW)
+                    .bind(id)
+                    .bind(BODY)
+                    .bind(now_ms)
+                    .execute(&*pool)
+                    .await
+                    .map(drop),
             }
             .map_err(|e| e.to_string())
         }
@@ -567,8 +707,12 @@ impl FsyncProbe {
         for block in 0..FSYNC_FILE_BLOCKS {
             file.write_all_at(&zeros, block * FSYNC_BLOCK as u64)?;
         }
-        file.sync_all().with_context(|| format!("cannot fsync {}", path.display()))?;
-        Ok(Self { file, next_block: 0 })
+        file.sync_all()
+            .with_context(|| format!("cannot fsync {}", path.display()))?;
+        Ok(Self {
+            file,
+            next_block: 0,
+        })
     }
 
     pub(crate) fn write_and_sync(&mut self) -> Result<(), String> {
@@ -576,7 +720,9 @@ impl FsyncProbe {
         block[..8].copy_from_slice(&self.next_block.to_le_bytes());
         let offset = (self.next_block % FSYNC_FILE_BLOCKS) * FSYNC_BLOCK as u64;
         self.next_block += 1;
-        self.file.write_all_at(&block, offset).map_err(|e| format!("write: {e}"))?;
+        self.file
+            .write_all_at(&block, offset)
+            .map_err(|e| format!("write: {e}"))?;
         self.file.sync_data().map_err(|e| format!("fdatasync: {e}"))
     }
 }

@@ -70,7 +70,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         self.0 >> 33
     }
 }
@@ -79,7 +82,11 @@ struct Gateway {
     client: TicketServiceClient<Channel>,
 }
 
-pub async fn run(sizes: &Sizes, progress: &Progress, report: &mut ScenarioReport) -> anyhow::Result<()> {
+pub async fn run(
+    sizes: &Sizes,
+    progress: &Progress,
+    report: &mut ScenarioReport,
+) -> anyhow::Result<()> {
     // Tickets per simulated hour over the whole mesh, and how many
     // simulated hours a ticket stays open.
     let (days, per_hour) = if sizes.smoke { (1, 6) } else { (7, 30) };
@@ -88,7 +95,10 @@ pub async fn run(sizes: &Sizes, progress: &Progress, report: &mut ScenarioReport
     let rules_path = dir.path().join("rules.toml");
     std::fs::write(&rules_path, rules_text())?;
     let rules = Rules::parse("rules.toml", &rules_text()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let names: Vec<RegionId> = REGIONS.iter().map(|(id, _)| RegionId::new(*id)).collect::<Result<_, _>>()?;
+    let names: Vec<RegionId> = REGIONS
+        .iter()
+        .map(|(id, _)| RegionId::new(*id))
+        .collect::<Result<_, _>>()?;
     let now = std::time::SystemTime::now();
     write_dev_pki(
         dir.path(),
@@ -106,10 +116,16 @@ pub async fn run(sizes: &Sizes, progress: &Progress, report: &mut ScenarioReport
     progress.say("week: starting ten gateways");
     let mut bound = Vec::new();
     for name in &names {
-        bound.push((name.clone(), TcpListener::bind("127.0.0.1:0").await?, TcpListener::bind("127.0.0.1:0").await?));
+        bound.push((
+            name.clone(),
+            TcpListener::bind("127.0.0.1:0").await?,
+            TcpListener::bind("127.0.0.1:0").await?,
+        ));
     }
-    let mesh_addrs: BTreeMap<RegionId, String> =
-        bound.iter().map(|(r, _, m)| Ok((r.clone(), m.local_addr()?.to_string()))).collect::<anyhow::Result<_>>()?;
+    let mesh_addrs: BTreeMap<RegionId, String> = bound
+        .iter()
+        .map(|(r, _, m)| Ok((r.clone(), m.local_addr()?.to_string())))
+        .collect::<anyhow::Result<_>>()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let mut urls = BTreeMap::new();
@@ -124,7 +140,11 @@ pub async fn run(sizes: &Sizes, progress: &Progress, report: &mut ScenarioReport
         config.mesh = Some(MeshSettings {
             listen: mesh.local_addr()?,
             tls: TlsFiles::dev(dir.path(), &name, Service::Gateway),
-            peers: names.iter().filter(|r| **r != name).map(|r| (r.clone(), mesh_addrs[r].clone())).collect(),
+            peers: names
+                .iter()
+                .filter(|r| **r != name)
+                .map(|r| (r.clone(), mesh_addrs[r].clone()))
+                .collect(),
             handoff_timeout: Duration::from_secs(10),
             peer_durability_tiers: Vec::new(),
         });
@@ -132,7 +152,10 @@ pub async fn run(sizes: &Sizes, progress: &Progress, report: &mut ScenarioReport
         let gateway_clock: Arc<dyn Clock> = clock.clone();
         tasks.push(tokio::spawn(meridian_gateway::run_listeners(
             config,
-            Listeners { public, mesh: Some(mesh) },
+            Listeners {
+                public,
+                mesh: Some(mesh),
+            },
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },
@@ -148,9 +171,17 @@ pub async fn run(sizes: &Sizes, progress: &Progress, report: &mut ScenarioReport
         gateways.insert(name.clone(), Gateway { client });
     }
 
-    let health: HashMap<RegionId, RegionHealth> = names.iter().map(|r| (r.clone(), RegionHealth::Up)).collect();
+    let health: HashMap<RegionId, RegionHealth> = names
+        .iter()
+        .map(|r| (r.clone(), RegionHealth::Up))
+        .collect();
     let load: HashMap<RegionId, RegionLoad> = HashMap::new();
-    let request = RouteRequest { tier: Some(Tier::new("standard")?), skills: Vec::new(), residency: Vec::new(), priority: Priority::Normal };
+    let request = RouteRequest {
+        tier: Some(Tier::new("standard")?),
+        skills: Vec::new(),
+        residency: Vec::new(),
+        priority: Priority::Normal,
+    };
     let mut random = Lcg(42);
     // (step at which to solve, ticket id).
     let mut to_solve: VecDeque<(u64, String)> = VecDeque::new();
@@ -165,8 +196,12 @@ pub async fn run(sizes: &Sizes, progress: &Progress, report: &mut ScenarioReport
         let arrivals = (per_step * (0.5 + (random.next() % 1000) as f64 / 1000.0)).round() as u64;
         for _ in 0..arrivals {
             let decision = rules.decide(at, &health, &load, &request);
-            let Some(region) = decision.region.cloned() else { continue };
-            let Some(gateway) = gateways.get_mut(&region) else { continue };
+            let Some(region) = decision.region.cloned() else {
+                continue;
+            };
+            let Some(gateway) = gateways.get_mut(&region) else {
+                continue;
+            };
             let ticket = gateway
                 .client
                 .create_ticket(v1::CreateTicketRequest {
@@ -204,7 +239,11 @@ pub async fn run(sizes: &Sizes, progress: &Progress, report: &mut ScenarioReport
         // Let the shift tasks see the new instant and hand off.
         tokio::time::sleep(Duration::from_millis(15)).await;
         if step % 36 == 0 {
-            progress.say(&format!("week: hour {} of {}, {created} tickets", step * STEP_MINUTES as u64 / 60, days * 24));
+            progress.say(&format!(
+                "week: hour {} of {}, {created} tickets",
+                step * STEP_MINUTES as u64 / 60,
+                days * 24
+            ));
         }
     }
     let week_s = started.elapsed().as_secs_f64();
@@ -216,10 +255,26 @@ pub async fn run(sizes: &Sizes, progress: &Progress, report: &mut ScenarioReport
     for task in tasks {
         let _ = task.await;
     }
-    report.row(Row::new(format!("simulated {days} day(s), ten regions: wall-clock time"), week_s, "s"));
-    report.row(Row::new(format!("  tickets created (routed by the rules) in {days} day(s)"), created as f64, "tickets"));
-    report.row(Row::new("  tickets solved at their owner by then", solved as f64, "tickets"));
-    report.row(Row::new("  tickets owned outside the region they were routed to", handed_on as f64, "tickets"));
+    report.row(Row::new(
+        format!("simulated {days} day(s), ten regions: wall-clock time"),
+        week_s,
+        "s",
+    ));
+    report.row(Row::new(
+        format!("  tickets created (routed by the rules) in {days} day(s)"),
+        created as f64,
+        "tickets",
+    ));
+    report.row(Row::new(
+        "  tickets solved at their owner by then",
+        solved as f64,
+        "tickets",
+    ));
+    report.row(Row::new(
+        "  tickets owned outside the region they were routed to",
+        handed_on as f64,
+        "tickets",
+    ));
     report.notes.push(format!(
         "Simulated week: tickets routed per region {routed_to:?}; owned per region at the end {owners:?}. Each step is {STEP_MINUTES} simulated minutes with 15 ms of real time for the gateways' shift tasks, so about {:.0} s of the figure is that pause.",
         steps as f64 * 0.015
@@ -230,7 +285,10 @@ pub async fn run(sizes: &Sizes, progress: &Progress, report: &mut ScenarioReport
 
 async fn connect(url: &str) -> anyhow::Result<Channel> {
     for _ in 0..200 {
-        if let Ok(channel) = tonic::transport::Endpoint::from_shared(url.to_owned())?.connect().await {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(url.to_owned())?
+            .connect()
+            .await
+        {
             return Ok(channel);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -238,9 +296,15 @@ async fn connect(url: &str) -> anyhow::Result<Channel> {
     anyhow::bail!("gateway at {url} never accepted a connection")
 }
 
-async fn wait_connected(client: &mut TicketServiceClient<Channel>, peers: usize) -> anyhow::Result<()> {
+async fn wait_connected(
+    client: &mut TicketServiceClient<Channel>,
+    peers: usize,
+) -> anyhow::Result<()> {
     for _ in 0..1000 {
-        let status = client.get_status(v1::GetStatusRequest {}).await?.into_inner();
+        let status = client
+            .get_status(v1::GetStatusRequest {})
+            .await?
+            .into_inner();
         if status.peers.len() == peers && status.peers.iter().all(|p| p.connected) {
             return Ok(());
         }
@@ -251,17 +315,43 @@ async fn wait_connected(client: &mut TicketServiceClient<Channel>, peers: usize)
 
 /// Solves a ticket at its current owner; a handoff racing the call is
 /// followed once. Returns whether it was solved.
-async fn solve(gateways: &mut HashMap<RegionId, Gateway>, names: &[RegionId], id: &str) -> anyhow::Result<bool> {
+async fn solve(
+    gateways: &mut HashMap<RegionId, Gateway>,
+    names: &[RegionId],
+    id: &str,
+) -> anyhow::Result<bool> {
     for _ in 0..3 {
-        let Some(any) = gateways.get_mut(&names[0]) else { return Ok(false) };
-        let Ok(found) = any.client.get_ticket(v1::GetTicketRequest { ticket_id: id.to_owned() }).await else {
+        let Some(any) = gateways.get_mut(&names[0]) else {
+            return Ok(false);
+        };
+        let Ok(found) = any
+            .client
+            .get_ticket(v1::GetTicketRequest {
+                ticket_id: id.to_owned(),
+            })
+            .await
+        else {
             // Not replicated to this region yet: try later.
             return Ok(false);
         };
-        let owner = found.into_inner().ticket.and_then(|t| t.owner).map(|o| o.owner_region).unwrap_or_default();
-        let Some(gateway) = RegionId::new(&owner).ok().and_then(|r| gateways.get_mut(&r)) else { return Ok(false) };
+        let owner = found
+            .into_inner()
+            .ticket
+            .and_then(|t| t.owner)
+            .map(|o| o.owner_region)
+            .unwrap_or_default();
+        let Some(gateway) = RegionId::new(&owner)
+            .ok()
+            .and_then(|r| gateways.get_mut(&r))
+        else {
+            return Ok(false);
+        };
         for status in [v1::Status::Open, v1::Status::Solved] {
-            let update = v1::UpdateTicketRequest { ticket_id: id.to_owned(), status: Some(status.into()), ..Default::default() };
+            let update = v1::UpdateTicketRequest {
+                ticket_id: id.to_owned(),
+                status: Some(status.into()),
+                ..Default::default()
+            };
             match gateway.client.update_ticket(update).await {
                 Ok(_) => {}
                 Err(e) if e.code() == Code::FailedPrecondition => break,
@@ -286,13 +376,19 @@ async fn converge(
     loop {
         let mut views = Vec::new();
         for name in names {
-            let gateway = gateways.get_mut(name).ok_or_else(|| anyhow::anyhow!("no gateway {name}"))?;
+            let gateway = gateways
+                .get_mut(name)
+                .ok_or_else(|| anyhow::anyhow!("no gateway {name}"))?;
             let mut owners = BTreeMap::new();
             let mut token = String::new();
             loop {
                 let page = gateway
                     .client
-                    .list_tickets(v1::ListTicketsRequest { page_size: 500, page_token: token, ..Default::default() })
+                    .list_tickets(v1::ListTicketsRequest {
+                        page_size: 500,
+                        page_token: token,
+                        ..Default::default()
+                    })
                     .await?
                     .into_inner();
                 for ticket in page.tickets {
@@ -307,17 +403,25 @@ async fn converge(
             views.push(owners);
         }
         let total: u64 = routed_to.values().sum();
-        if views.windows(2).all(|w| w[0] == w[1]) && views.first().is_some_and(|v| v.len() as u64 == total) {
+        if views.windows(2).all(|w| w[0] == w[1])
+            && views.first().is_some_and(|v| v.len() as u64 == total)
+        {
             let mut per_region = BTreeMap::new();
             for owner in views[0].values() {
                 *per_region.entry(owner.clone()).or_insert(0u64) += 1;
             }
             // Tickets now owned somewhere other than where the rules sent
             // them: at least every handoff's worth.
-            let moved = routed_to.iter().map(|(r, n)| n.saturating_sub(per_region.get(r).copied().unwrap_or(0))).sum();
+            let moved = routed_to
+                .iter()
+                .map(|(r, n)| n.saturating_sub(per_region.get(r).copied().unwrap_or(0)))
+                .sum();
             return Ok((per_region, moved));
         }
-        anyhow::ensure!(Instant::now() < deadline, "the ten regions did not converge within 120 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the ten regions did not converge within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

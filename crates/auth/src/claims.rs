@@ -28,7 +28,12 @@ pub struct ClaimMapping {
 
 impl Default for ClaimMapping {
     fn default() -> Self {
-        Self { subject: "sub".into(), role: "role".into(), region: "region".into(), roles: BTreeMap::new() }
+        Self {
+            subject: "sub".into(),
+            role: "role".into(),
+            region: "region".into(),
+            roles: BTreeMap::new(),
+        }
     }
 }
 
@@ -39,7 +44,12 @@ impl ClaimMapping {
     pub fn principal(&self, claims: &Map<String, Value>) -> Result<Principal> {
         let subject = match lookup(claims, &self.subject) {
             Some(Value::String(s)) => s.clone(),
-            Some(_) => return Err(AuthError::Claim(format!("{} is not a string", self.subject))),
+            Some(_) => {
+                return Err(AuthError::Claim(format!(
+                    "{} is not a string",
+                    self.subject
+                )));
+            }
             None => return Err(AuthError::Claim(format!("{} is missing", self.subject))),
         };
         if subject.is_empty() {
@@ -48,25 +58,36 @@ impl ClaimMapping {
         let role = self.role(lookup(claims, &self.role))?;
         let region = match lookup(claims, &self.region) {
             None | Some(Value::Null) => None,
-            Some(Value::String(r)) => {
-                Some(RegionId::new(r).map_err(|e| AuthError::Claim(format!("{} {r:?}: {e}", self.region)))?)
-            }
+            Some(Value::String(r)) => Some(
+                RegionId::new(r)
+                    .map_err(|e| AuthError::Claim(format!("{} {r:?}: {e}", self.region)))?,
+            ),
             Some(_) => return Err(AuthError::Claim(format!("{} is not a string", self.region))),
         };
         if role == Role::Agent && region.is_none() {
-            return Err(AuthError::Claim("an agent token needs a region claim".into()));
+            return Err(AuthError::Claim(
+                "an agent token needs a region claim".into(),
+            ));
         }
-        Ok(Principal { subject, role, region })
+        Ok(Principal {
+            subject,
+            role,
+            region,
+        })
     }
 
     fn role(&self, value: Option<&Value>) -> Result<Role> {
         let claim = &self.role;
         match value {
-            None => Err(AuthError::Claim(format!("{claim} is missing: the token carries no role"))),
+            None => Err(AuthError::Claim(format!(
+                "{claim} is missing: the token carries no role"
+            ))),
             // One string, without a table: a Meridian role name, or refused.
             Some(Value::String(name)) if self.roles.is_empty() => name.parse(),
             Some(Value::String(name)) => self.roles.get(name).copied().ok_or_else(|| {
-                AuthError::Claim(format!("{claim} {name:?} is not one of the groups auth.claims.roles maps"))
+                AuthError::Claim(format!(
+                    "{claim} {name:?} is not one of the groups auth.claims.roles maps"
+                ))
             }),
             Some(Value::Array(values)) => {
                 let names = values.iter().filter_map(Value::as_str);
@@ -81,10 +102,15 @@ impl ClaimMapping {
                     } else {
                         "the groups auth.claims.roles maps"
                     };
-                    AuthError::Claim(format!("{claim} ({} values) names none of {of}", values.len()))
+                    AuthError::Claim(format!(
+                        "{claim} ({} values) names none of {of}",
+                        values.len()
+                    ))
                 })
             }
-            Some(_) => Err(AuthError::Claim(format!("{claim} is neither a string nor an array of strings"))),
+            Some(_) => Err(AuthError::Claim(format!(
+                "{claim} is neither a string nor an array of strings"
+            ))),
         }
     }
 }
@@ -120,15 +146,36 @@ mod tests {
     fn groups_map_to_the_broadest_role() {
         let mapping = ClaimMapping {
             role: "groups".into(),
-            roles: [("support-eu".to_owned(), Role::Agent), ("platform".to_owned(), Role::Sre)].into(),
+            roles: [
+                ("support-eu".to_owned(), Role::Agent),
+                ("platform".to_owned(), Role::Sre),
+            ]
+            .into(),
             ..ClaimMapping::default()
         };
-        let p = mapping.principal(&claims(json!({"sub": "u1", "groups": ["x", "support-eu", "platform"]}))).unwrap();
+        let p = mapping
+            .principal(&claims(
+                json!({"sub": "u1", "groups": ["x", "support-eu", "platform"]}),
+            ))
+            .unwrap();
         assert_eq!(p.role, Role::Sre);
-        let p = mapping.principal(&claims(json!({"sub": "u1", "groups": "support-eu", "region": "eu-west"}))).unwrap();
-        assert_eq!((p.role, p.region.unwrap().to_string()), (Role::Agent, "eu-west".to_owned()));
-        let err = mapping.principal(&claims(json!({"sub": "u1", "groups": ["x"]}))).unwrap_err().to_string();
-        assert_eq!(err, "token claims: groups (1 values) names none of the groups auth.claims.roles maps");
+        let p = mapping
+            .principal(&claims(
+                json!({"sub": "u1", "groups": "support-eu", "region": "eu-west"}),
+            ))
+            .unwrap();
+        assert_eq!(
+            (p.role, p.region.unwrap().to_string()),
+            (Role::Agent, "eu-west".to_owned())
+        );
+        let err = mapping
+            .principal(&claims(json!({"sub": "u1", "groups": ["x"]})))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "token claims: groups (1 values) names none of the groups auth.claims.roles maps"
+        );
     }
 
     #[test]

@@ -84,12 +84,15 @@ impl Jwks {
     /// skipped with a log line; a document with no usable key is an error,
     /// since serving with it would refuse every caller.
     pub fn parse(text: &str, allowed: &[Algorithm]) -> std::result::Result<Self, String> {
-        let document: Document = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let document: Document =
+            serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
         let mut keys = HashMap::new();
         let mut skipped = Vec::new();
         for (i, jwk) in document.keys.iter().enumerate() {
             let kid = jwk.get("kid").and_then(serde_json::Value::as_str);
-            let Some(kid) = kid else { return Err(format!("keys[{i}]: no kid")) };
+            let Some(kid) = kid else {
+                return Err(format!("keys[{i}]: no kid"));
+            };
             match usable_key(jwk, allowed) {
                 Ok(key) => {
                     if keys.insert(kid.to_owned(), key).is_some() {
@@ -112,7 +115,8 @@ impl Jwks {
     /// The JWKS document holding these public JWKs (from
     /// [`crate::SigningKey::public_jwk`]).
     pub fn document(public_jwks: &[serde_json::Value]) -> String {
-        serde_json::to_string_pretty(&serde_json::json!({ "keys": public_jwks })).unwrap_or_default()
+        serde_json::to_string_pretty(&serde_json::json!({ "keys": public_jwks }))
+            .unwrap_or_default()
     }
 
     pub fn key(&self, kid: &str) -> Option<&Key> {
@@ -159,7 +163,9 @@ fn usable_key(jwk: &serde_json::Value, allowed: &[Algorithm]) -> std::result::Re
     }
     let b64 = |name: &str| -> std::result::Result<Vec<u8>, String> {
         let value = field(name).ok_or_else(|| format!("no {name}"))?;
-        URL_SAFE_NO_PAD.decode(value).map_err(|e| format!("{name}: {e}"))
+        URL_SAFE_NO_PAD
+            .decode(value)
+            .map_err(|e| format!("{name}: {e}"))
     };
     let (kind, decoding) = match (field("kty"), field("crv")) {
         (Some("RSA"), _) => {
@@ -169,7 +175,10 @@ fn usable_key(jwk: &serde_json::Value, allowed: &[Algorithm]) -> std::result::Re
             n.drain(..zeros);
             // ring refuses smaller moduli at every check; say so once here.
             if n.len() < 256 {
-                return Err(format!("n is {} bits; RSA keys of at least 2048 bits are taken", n.len() * 8));
+                return Err(format!(
+                    "n is {} bits; RSA keys of at least 2048 bits are taken",
+                    n.len() * 8
+                ));
             }
             ("RSA", DecodingKey::from_rsa_raw_components(&n, &e))
         }
@@ -190,7 +199,11 @@ fn usable_key(jwk: &serde_json::Value, allowed: &[Algorithm]) -> std::result::Re
             ("Ed25519", DecodingKey::from_ed_der(&x))
         }
         (kty, crv) => {
-            return Err(format!("kty {} crv {}: not a key type Meridian verifies", kty.unwrap_or("-"), crv.unwrap_or("-")));
+            return Err(format!(
+                "kty {} crv {}: not a key type Meridian verifies",
+                kty.unwrap_or("-"),
+                crv.unwrap_or("-")
+            ));
         }
     };
     let of_kind: &[Algorithm] = match kind {
@@ -206,7 +219,11 @@ fn usable_key(jwk: &serde_json::Value, allowed: &[Algorithm]) -> std::result::Re
         "P-384" => &[Algorithm::ES384],
         _ => &[Algorithm::EdDSA],
     };
-    let mut algorithms: Vec<Algorithm> = of_kind.iter().copied().filter(|a| allowed.contains(a)).collect();
+    let mut algorithms: Vec<Algorithm> = of_kind
+        .iter()
+        .copied()
+        .filter(|a| allowed.contains(a))
+        .collect();
     if let Some(alg) = field("alg") {
         match alg.parse::<Algorithm>() {
             Ok(alg) if of_kind.contains(&alg) => algorithms.retain(|a| *a == alg),
@@ -214,9 +231,14 @@ fn usable_key(jwk: &serde_json::Value, allowed: &[Algorithm]) -> std::result::Re
         }
     }
     if algorithms.is_empty() {
-        return Err(format!("a {kind} key, and auth.algorithms allows none of its algorithms"));
+        return Err(format!(
+            "a {kind} key, and auth.algorithms allows none of its algorithms"
+        ));
     }
-    Ok(Key { decoding, algorithms })
+    Ok(Key {
+        decoding,
+        algorithms,
+    })
 }
 
 /// Where the verification keys come from — a JWKS file or an OIDC
@@ -236,7 +258,9 @@ pub struct JwksSource {
 
 impl std::fmt::Debug for JwksSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwksSource").field("origin", &self.origin).finish_non_exhaustive()
+        f.debug_struct("JwksSource")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -290,8 +314,19 @@ impl JwksSource {
         let path = path.into();
         let (jwks, bytes) = read(&path, allowed)?;
         tracing::info!(path = %path.display(), kids = ?jwks.kids(), "JWKS loaded");
-        let status = KeyStatus { confirmed_at: Some(Instant::now()), ..KeyStatus::default() };
-        Ok(Self::new(Origin::File(path), allowed, Loaded { jwks: Arc::new(jwks), bytes }, status))
+        let status = KeyStatus {
+            confirmed_at: Some(Instant::now()),
+            ..KeyStatus::default()
+        };
+        Ok(Self::new(
+            Origin::File(path),
+            allowed,
+            Loaded {
+                jwks: Arc::new(jwks),
+                bytes,
+            },
+            status,
+        ))
     }
 
     /// Keys from an OIDC issuer, fetched by the task of
@@ -302,8 +337,16 @@ impl JwksSource {
     /// `ca`: see [`crate::AuthSettings::ca`].
     pub fn issuer(issuer: &str, ca: Option<&Path>, allowed: &[Algorithm]) -> Result<Self> {
         let issuer = Issuer::new(issuer, ca)?;
-        let empty = Loaded { jwks: Arc::new(Jwks::default()), bytes: Vec::new() };
-        Ok(Self::new(Origin::Issuer(issuer), allowed, empty, KeyStatus::default()))
+        let empty = Loaded {
+            jwks: Arc::new(Jwks::default()),
+            bytes: Vec::new(),
+        };
+        Ok(Self::new(
+            Origin::Issuer(issuer),
+            allowed,
+            empty,
+            KeyStatus::default(),
+        ))
     }
 
     fn new(origin: Origin, allowed: &[Algorithm], loaded: Loaded, status: KeyStatus) -> Self {
@@ -341,7 +384,11 @@ impl JwksSource {
 
     /// The key set in force.
     pub fn current(&self) -> Arc<Jwks> {
-        self.current.read().unwrap_or_else(PoisonError::into_inner).jwks.clone()
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .jwks
+            .clone()
     }
 
     /// How the keys are faring now.
@@ -364,7 +411,10 @@ impl JwksSource {
     /// Whether a token naming an unknown kid may cause a re-read now (and
     /// if so, the re-read is counted from now).
     fn unknown_kid_reload_allowed(&self) -> bool {
-        let mut last = self.last_unknown_reload.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self
+            .last_unknown_reload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if last.is_some_and(|at| at.elapsed() < self.unknown_kid_min()) {
             return false;
         }
@@ -418,7 +468,9 @@ impl JwksSource {
     /// logged and the old keys stay. An issuer source is refreshed by its
     /// task instead; here it does nothing.
     pub fn reload(&self) -> bool {
-        let Origin::File(path) = &self.origin else { return false };
+        let Origin::File(path) = &self.origin else {
+            return false;
+        };
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -427,7 +479,13 @@ impl JwksSource {
                 return false;
             }
         };
-        if self.current.read().unwrap_or_else(PoisonError::into_inner).bytes == bytes {
+        if self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .bytes
+            == bytes
+        {
             // Unchanged: good keys stay confirmed, a bad file stays bad.
             if self.status.borrow().last_error.is_none() {
                 self.confirmed();
@@ -443,13 +501,19 @@ impl JwksSource {
         match parse(&origin, &bytes, &self.allowed) {
             Ok(jwks) => {
                 tracing::info!(%origin, kids = ?jwks.kids(), "JWKS reloaded");
-                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Loaded { jwks: Arc::new(jwks), bytes };
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Loaded {
+                    jwks: Arc::new(jwks),
+                    bytes,
+                };
                 self.confirmed();
                 true
             }
             Err(error) => {
                 tracing::warn!(%error, "JWKS refused; keeping the keys in force");
-                self.current.write().unwrap_or_else(PoisonError::into_inner).bytes = bytes;
+                self.current
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .bytes = bytes;
                 self.failed(error.to_string());
                 false
             }
@@ -474,11 +538,18 @@ impl JwksSource {
     /// in if they changed and parse; on any failure the keys in force stay.
     /// Returns how long the issuer lets the keys be cached.
     async fn refresh(&self) -> std::result::Result<Option<Duration>, ()> {
-        let Origin::Issuer(issuer) = &self.origin else { return Err(()) };
+        let Origin::Issuer(issuer) = &self.origin else {
+            return Err(());
+        };
         let _one = self.fetching.lock().await;
         match issuer.fetch().await {
             Ok(fetched) => {
-                let unchanged = self.current.read().unwrap_or_else(PoisonError::into_inner).bytes == fetched.bytes;
+                let unchanged = self
+                    .current
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .bytes
+                    == fetched.bytes;
                 if unchanged {
                     if self.status.borrow().last_error.is_none() || !self.current().is_empty() {
                         self.confirmed();
@@ -509,9 +580,13 @@ impl JwksSource {
         ReloadTask(tokio::spawn(async move {
             if issuer {
                 loop {
-                    let Some(strong) = source.upgrade() else { return };
+                    let Some(strong) = source.upgrade() else {
+                        return;
+                    };
                     let wait = match strong.refresh().await {
-                        Ok(max_age) => max_age.unwrap_or(interval).clamp(ISSUER_REFRESH_MIN, ISSUER_REFRESH_MAX),
+                        Ok(max_age) => max_age
+                            .unwrap_or(interval)
+                            .clamp(ISSUER_REFRESH_MIN, ISSUER_REFRESH_MAX),
                         Err(()) => ISSUER_RETRY.min(interval),
                     };
                     let woken = async {
@@ -527,7 +602,9 @@ impl JwksSource {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                let Some(source) = source.upgrade() else { return };
+                let Some(source) = source.upgrade() else {
+                    return;
+                };
                 source.reload();
             }
         }))
@@ -542,7 +619,9 @@ impl JwksSource {
         let (weak, o) = (Arc::downgrade(self), origin.clone());
         let age = meter
             .f64_observable_gauge("meridian.auth.keys.age")
-            .with_description("Seconds since the token verification keys were last read or fetched successfully")
+            .with_description(
+                "Seconds since the token verification keys were last read or fetched successfully",
+            )
             .with_unit("s")
             .with_callback(move |observer| {
                 if let Some(age) = weak.upgrade().and_then(|s| s.status().age()) {
@@ -553,14 +632,19 @@ impl JwksSource {
         let weak = Arc::downgrade(self);
         let failures = meter
             .u64_observable_counter("meridian.auth.keys.refresh.failures")
-            .with_description("Failed reads or fetches of the token verification keys (the keys in force stay)")
+            .with_description(
+                "Failed reads or fetches of the token verification keys (the keys in force stay)",
+            )
             .with_callback(move |observer| {
                 if let Some(source) = weak.upgrade() {
                     observer.observe(source.status().failures, std::slice::from_ref(&origin));
                 }
             })
             .build();
-        KeyMetrics { _age: age, _failures: failures }
+        KeyMetrics {
+            _age: age,
+            _failures: failures,
+        }
     }
 }
 
@@ -581,15 +665,23 @@ impl Drop for ReloadTask {
 }
 
 fn read(path: &Path, allowed: &[Algorithm]) -> Result<(Jwks, Vec<u8>)> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| AuthError::Jwks { path: path.display().to_string(), reason: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|e| AuthError::Jwks {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
     Ok((parse(&path.display().to_string(), &bytes, allowed)?, bytes))
 }
 
 fn parse(origin: &str, bytes: &[u8], allowed: &[Algorithm]) -> Result<Jwks> {
-    let err = |reason: String| AuthError::Jwks { path: origin.to_owned(), reason };
+    let err = |reason: String| AuthError::Jwks {
+        path: origin.to_owned(),
+        reason,
+    };
     if bytes.len() > JWKS_BYTES_MAX {
-        return Err(err(format!("{} bytes; the limit is {JWKS_BYTES_MAX}", bytes.len())));
+        return Err(err(format!(
+            "{} bytes; the limit is {JWKS_BYTES_MAX}",
+            bytes.len()
+        )));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| err(format!("not UTF-8: {e}")))?;
     Jwks::parse(text, allowed).map_err(err)

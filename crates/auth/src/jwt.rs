@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use meridian_core::{Clock, RegionId};
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
+use meridian_core::{Clock, RegionId};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +59,13 @@ pub struct Claims {
 
 impl Claims {
     /// Claims for `role`, valid from `now` (seconds) for `ttl_secs`.
-    pub fn new(sub: impl Into<String>, role: Role, region: Option<&RegionId>, now: i64, ttl_secs: i64) -> Self {
+    pub fn new(
+        sub: impl Into<String>,
+        role: Role,
+        region: Option<&RegionId>,
+        now: i64,
+        ttl_secs: i64,
+    ) -> Self {
         Self {
             sub: sub.into(),
             role: role.as_str().to_owned(),
@@ -93,7 +99,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,7 +124,8 @@ impl SigningKey {
     }
 
     fn from_seed(kid: String, seed: [u8; 32]) -> Result<Self> {
-        let pair = Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|e| AuthError::Key(e.to_string()))?;
+        let pair = Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|e| AuthError::Key(e.to_string()))?;
         Ok(Self { kid, seed, pair })
     }
 
@@ -139,12 +148,20 @@ impl SigningKey {
 
     /// Reads a key written by [`SigningKey::to_private_jwk`].
     pub fn from_private_jwk(text: &str) -> Result<Self> {
-        let jwk: PrivateJwk = serde_json::from_str(text).map_err(|e| AuthError::Key(format!("not a private JWK: {e}")))?;
+        let jwk: PrivateJwk = serde_json::from_str(text)
+            .map_err(|e| AuthError::Key(format!("not a private JWK: {e}")))?;
         if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
-            return Err(AuthError::Key(format!("kty {} crv {}: only OKP Ed25519 keys are supported", jwk.kty, jwk.crv)));
+            return Err(AuthError::Key(format!(
+                "kty {} crv {}: only OKP Ed25519 keys are supported",
+                jwk.kty, jwk.crv
+            )));
         }
-        let seed = URL_SAFE_NO_PAD.decode(&jwk.d).map_err(|e| AuthError::Key(format!("d: {e}")))?;
-        let seed: [u8; 32] = seed.try_into().map_err(|_| AuthError::Key("d: not 32 bytes".into()))?;
+        let seed = URL_SAFE_NO_PAD
+            .decode(&jwk.d)
+            .map_err(|e| AuthError::Key(format!("d: {e}")))?;
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| AuthError::Key("d: not 32 bytes".into()))?;
         Self::from_seed(jwk.kid, seed)
     }
 
@@ -162,12 +179,19 @@ impl SigningKey {
 
     /// A signed token carrying `claims`.
     pub fn mint(&self, claims: &Claims) -> String {
-        let header = Header { alg: ALG.into(), typ: Some("JWT".into()), kid: Some(self.kid.clone()) };
+        let header = Header {
+            alg: ALG.into(),
+            typ: Some("JWT".into()),
+            kid: Some(self.kid.clone()),
+        };
         let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap_or_default());
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
         let signing_input = format!("{header}.{payload}");
         let signature = self.pair.sign(signing_input.as_bytes());
-        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        )
     }
 }
 
@@ -191,7 +215,10 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("keys", &self.keys.origin()).field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("keys", &self.keys.origin())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -200,7 +227,12 @@ impl Verifier {
     /// principal from `sub`, `role` and `region`.
     pub fn new(keys: Arc<JwksSource>, settings: VerifierSettings, clock: Arc<dyn Clock>) -> Self {
         crate::ring_provider::install();
-        Self { keys, settings, claims: Arc::new(ClaimMapping::default()), clock }
+        Self {
+            keys,
+            settings,
+            claims: Arc::new(ClaimMapping::default()),
+            clock,
+        }
     }
 
     /// Reads the principal from the claims `mapping` names.
@@ -219,7 +251,10 @@ impl Verifier {
     /// [`Verifier::verify_async`] waits for that fetch instead.
     pub fn verify(&self, token: &str) -> Result<Principal> {
         let header = self.header(token)?;
-        let key = self.keys.key(&header.kid).ok_or_else(|| AuthError::UnknownKey(header.kid.clone()))?;
+        let key = self
+            .keys
+            .key(&header.kid)
+            .ok_or_else(|| AuthError::UnknownKey(header.kid.clone()))?;
         self.check(token, header.alg, &key)
     }
 
@@ -228,7 +263,11 @@ impl Verifier {
     /// token after an issuer rotates its keys is accepted, not refused.
     pub async fn verify_async(&self, token: &str) -> Result<Principal> {
         let header = self.header(token)?;
-        let key = self.keys.key_async(&header.kid).await.ok_or_else(|| AuthError::UnknownKey(header.kid.clone()))?;
+        let key = self
+            .keys
+            .key_async(&header.kid)
+            .await
+            .ok_or_else(|| AuthError::UnknownKey(header.kid.clone()))?;
         self.check(token, header.alg, &key)
     }
 
@@ -236,10 +275,14 @@ impl Verifier {
     /// is trusted yet.
     fn header(&self, token: &str) -> Result<TokenHeader> {
         if token.len() > TOKEN_BYTES_MAX {
-            return Err(AuthError::Malformed(format!("longer than {TOKEN_BYTES_MAX} bytes")));
+            return Err(AuthError::Malformed(format!(
+                "longer than {TOKEN_BYTES_MAX} bytes"
+            )));
         }
         if token.split('.').count() != 3 {
-            return Err(AuthError::Malformed("not three dot-separated segments".into()));
+            return Err(AuthError::Malformed(
+                "not three dot-separated segments".into(),
+            ));
         }
         // The allow-list first, on the raw `alg`: `none`, HMAC and anything
         // unlisted are refused before any key is looked at.
@@ -252,15 +295,23 @@ impl Verifier {
                 names.join(", ")
             )));
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(format!("header: {e}")))?;
-        let kid = header.kid.ok_or_else(|| AuthError::Malformed("header has no kid".into()))?;
-        Ok(TokenHeader { alg: header.alg, kid })
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::Malformed(format!("header: {e}")))?;
+        let kid = header
+            .kid
+            .ok_or_else(|| AuthError::Malformed("header has no kid".into()))?;
+        Ok(TokenHeader {
+            alg: header.alg,
+            kid,
+        })
     }
 
     /// The signature (by `jsonwebtoken`, with ring), then the claims.
     fn check(&self, token: &str, alg: Algorithm, key: &Key) -> Result<Principal> {
         if !key.algorithms().contains(&alg) {
-            return Err(AuthError::Algorithm(format!("{alg:?} does not match the key the token names")));
+            return Err(AuthError::Algorithm(format!(
+                "{alg:?} does not match the key the token names"
+            )));
         }
         // jsonwebtoken checks the signature and the algorithm; time,
         // issuer and audience are checked below against the service's
@@ -270,11 +321,15 @@ impl Verifier {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.decoding, &validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                _ => AuthError::Malformed(e.to_string()),
-            })?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key.decoding,
+            &validation,
+        )
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            _ => AuthError::Malformed(e.to_string()),
+        })?;
         let claims = data.claims;
         let seconds = |name: &str| -> Result<Option<i64>> {
             match claims.get(name) {
@@ -287,10 +342,15 @@ impl Verifier {
                     .ok_or_else(|| AuthError::Claim(format!("{name} is not a number of seconds"))),
             }
         };
-        let exp = seconds("exp")?.ok_or_else(|| AuthError::Claim("exp is missing: tokens must expire".into()))?;
+        let exp = seconds("exp")?
+            .ok_or_else(|| AuthError::Claim("exp is missing: tokens must expire".into()))?;
         let now = self.clock.now().as_second();
         if now > exp.saturating_add(LEEWAY_SECS) {
-            return Err(AuthError::Expired { exp, now, leeway: LEEWAY_SECS });
+            return Err(AuthError::Expired {
+                exp,
+                now,
+                leeway: LEEWAY_SECS,
+            });
         }
         if let Some(nbf) = seconds("nbf")?
             && now.saturating_add(LEEWAY_SECS) < nbf
@@ -300,13 +360,18 @@ impl Verifier {
         if let Some(expected) = &self.settings.issuer {
             let found = claims.get("iss").and_then(serde_json::Value::as_str);
             if found != Some(expected.as_str()) {
-                return Err(AuthError::Issuer { found: found.unwrap_or_default().to_owned(), expected: expected.clone() });
+                return Err(AuthError::Issuer {
+                    found: found.unwrap_or_default().to_owned(),
+                    expected: expected.clone(),
+                });
             }
         }
         if let Some(expected) = &self.settings.audience
             && !has_audience(claims.get("aud"), expected)
         {
-            return Err(AuthError::Audience { expected: expected.clone() });
+            return Err(AuthError::Audience {
+                expected: expected.clone(),
+            });
         }
         self.claims.principal(&claims)
     }
@@ -315,7 +380,9 @@ impl Verifier {
 /// The header's `alg`, as written.
 fn raw_alg(token: &str) -> Result<String> {
     let header = token.split('.').next().unwrap_or_default();
-    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|e| AuthError::Malformed(format!("header: {e}")))?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|e| AuthError::Malformed(format!("header: {e}")))?;
     let header: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| AuthError::Malformed(format!("header: {e}")))?;
     match header.get("alg") {

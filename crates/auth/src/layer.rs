@@ -10,7 +10,7 @@ use std::{
 
 use tonic::Status;
 
-use crate::{AUTHORIZATION, AuthError, Principal, policy::Access, Policy, Verifier};
+use crate::{AUTHORIZATION, AuthError, Policy, Principal, Verifier, policy::Access};
 
 /// Authenticates and authorizes every request to the protected services of
 /// a tonic server (`Server::builder().layer(auth)`). A disabled layer
@@ -28,7 +28,9 @@ struct Shared {
 
 impl AuthLayer {
     pub fn new(verifier: Verifier, policy: Policy) -> Self {
-        Self { shared: Some(Arc::new(Shared { verifier, policy })) }
+        Self {
+            shared: Some(Arc::new(Shared { verifier, policy })),
+        }
     }
 
     /// No authentication: every request passes.
@@ -44,7 +46,10 @@ impl AuthLayer {
 impl<S> tower_layer::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> AuthService<S> {
-        AuthService { inner, shared: self.shared.clone() }
+        AuthService {
+            inner,
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -59,7 +64,10 @@ type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 impl<S, B> tower_service::Service<http::Request<B>> for AuthService<S>
 where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
@@ -77,7 +85,9 @@ where
         // serves this request (tower's usual dance).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Some(shared) = self.shared.clone() else { return Box::pin(inner.call(request)) };
+        let Some(shared) = self.shared.clone() else {
+            return Box::pin(inner.call(request));
+        };
         // What the check needs, taken out of the request before any await
         // (the request's body need not be `Sync`).
         let method = request.uri().path().to_owned();
@@ -100,8 +110,14 @@ where
 impl Shared {
     /// `Ok(None)` for an open path, `Ok(Some)` for an allowed caller, the
     /// refusal otherwise (already logged).
-    async fn check(&self, method: &str, token: Result<String, AuthError>) -> Result<Option<Principal>, Status> {
-        let Access::Roles(allowed) = self.policy.access(method) else { return Ok(None) };
+    async fn check(
+        &self,
+        method: &str,
+        token: Result<String, AuthError>,
+    ) -> Result<Option<Principal>, Status> {
+        let Access::Roles(allowed) = self.policy.access(method) else {
+            return Ok(None);
+        };
         let principal = match token {
             Ok(token) => self.verifier.verify_async(&token).await,
             Err(error) => Err(error),
@@ -114,13 +130,25 @@ impl Shared {
         self.authorize(method, allowed, principal)
     }
 
-    fn authorize(&self, method: &str, allowed: &[crate::Role], principal: Principal) -> Result<Option<Principal>, Status> {
+    fn authorize(
+        &self,
+        method: &str,
+        allowed: &[crate::Role],
+        principal: Principal,
+    ) -> Result<Option<Principal>, Status> {
         if !allowed.contains(&principal.role) {
             let reason = if allowed.is_empty() {
                 format!("{method} is not open to any role")
             } else {
-                let roles = allowed.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
-                format!("role {} may not call {method}; allowed: {roles}", principal.role)
+                let roles = allowed
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "role {} may not call {method}; allowed: {roles}",
+                    principal.role
+                )
             };
             tracing::warn!(%method, subject = %principal.subject, role = %principal.role, %reason, "call refused: permission denied");
             return Err(Status::permission_denied(reason));
@@ -132,11 +160,17 @@ impl Shared {
 
 /// The token of an `authorization: Bearer <token>` header.
 fn bearer<B>(request: &http::Request<B>) -> Result<&str, AuthError> {
-    let Some(value) = request.headers().get(AUTHORIZATION) else { return Err(AuthError::Missing) };
-    let value = value.to_str().map_err(|_| AuthError::Malformed("authorization header is not ASCII".into()))?;
+    let Some(value) = request.headers().get(AUTHORIZATION) else {
+        return Err(AuthError::Missing);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::Malformed("authorization header is not ASCII".into()))?;
     let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthError::Malformed(format!("authorization scheme {scheme:?}; expected Bearer")));
+        return Err(AuthError::Malformed(format!(
+            "authorization scheme {scheme:?}; expected Bearer"
+        )));
     }
     Ok(token.trim())
 }

@@ -44,8 +44,8 @@ use std::{fmt, str::FromStr};
 
 use meridian_core::RegionId;
 
-pub use error::{AuthError, Result};
 pub use claims::ClaimMapping;
+pub use error::{AuthError, Result};
 pub use jsonwebtoken::Algorithm;
 pub use jwks::{JWKS_RELOAD_INTERVAL, Jwks, JwksSource, KeyStatus};
 pub use jwt::{Claims, LEEWAY_SECS, SigningKey, Verifier, VerifierSettings};
@@ -61,7 +61,10 @@ pub const KEYS_HEALTH_SERVICE: &str = "meridian.auth.Keys";
 /// the token keys: NOT_SERVING while the latest read or fetch failed (the
 /// last good keys still verify) or before any keys arrived. Runs until
 /// the source is dropped; spawn it beside the service's health reporter.
-pub async fn report_key_health(keys: std::sync::Arc<JwksSource>, health: tonic_health::server::HealthReporter) {
+pub async fn report_key_health(
+    keys: std::sync::Arc<JwksSource>,
+    health: tonic_health::server::HealthReporter,
+) {
     use tonic_health::ServingStatus;
     let mut status = keys.subscribe();
     let mut reported = None;
@@ -69,11 +72,17 @@ pub async fn report_key_health(keys: std::sync::Arc<JwksSource>, health: tonic_h
         let now = status.borrow_and_update().clone();
         if reported != Some(now.healthy()) {
             reported = Some(now.healthy());
-            let serving = if now.healthy() { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let serving = if now.healthy() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             if let Some(error) = &now.last_error {
                 tracing::warn!(origin = %keys.origin(), %error, failures = now.failures, "token keys: refresh failing; the last good keys stay in force");
             }
-            health.set_service_status(KEYS_HEALTH_SERVICE, serving).await;
+            health
+                .set_service_status(KEYS_HEALTH_SERVICE, serving)
+                .await;
         }
         if status.changed().await.is_err() {
             return;
@@ -119,9 +128,14 @@ impl fmt::Display for Role {
 impl FromStr for Role {
     type Err = AuthError;
     fn from_str(s: &str) -> Result<Self> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
-            AuthError::Claim(format!("role {s:?} is not one of agent, operator, sre, admin"))
-        })
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                AuthError::Claim(format!(
+                    "role {s:?} is not one of agent, operator, sre, admin"
+                ))
+            })
     }
 }
 
@@ -149,10 +163,17 @@ impl Principal {
     /// `PERMISSION_DENIED` unless this principal may touch a ticket owned
     /// by `owner`: agents only their region's, every other role that got
     /// past the layer any. `what` says what was tried ("update ticket X").
-    pub fn check_owner(&self, owner: &RegionId, what: &str) -> std::result::Result<(), tonic::Status> {
+    pub fn check_owner(
+        &self,
+        owner: &RegionId,
+        what: &str,
+    ) -> std::result::Result<(), tonic::Status> {
         match self.agent_region() {
             Some(region) if region != owner => {
-                let reason = format!("agent {} of {region} may not {what}: it is owned by {owner}", self.subject);
+                let reason = format!(
+                    "agent {} of {region} may not {what}: it is owned by {owner}",
+                    self.subject
+                );
                 tracing::warn!(subject = %self.subject, role = %self.role, %reason, "call refused: permission denied");
                 Err(tonic::Status::permission_denied(reason))
             }
@@ -216,7 +237,10 @@ impl AuthSettings {
     /// Keys from the JWKS file `jwks` (EdDSA unless `algorithms` says
     /// otherwise): what `meridian up` and the tests configure.
     pub fn new(jwks: impl Into<std::path::PathBuf>) -> Self {
-        Self { jwks: Some(jwks.into()), ..Self::from_issuer("") }
+        Self {
+            jwks: Some(jwks.into()),
+            ..Self::from_issuer("")
+        }
     }
 
     /// Keys discovered from the OIDC issuer at `issuer` (an https URL).
@@ -246,7 +270,11 @@ impl AuthSettings {
 
     /// Loads the keys and builds the layer for `policy`; the returned task
     /// keeps the keys fresh until it is dropped.
-    pub fn start(&self, policy: Policy, clock: std::sync::Arc<dyn meridian_core::Clock>) -> Result<(AuthLayer, jwks::ReloadTask)> {
+    pub fn start(
+        &self,
+        policy: Policy,
+        clock: std::sync::Arc<dyn meridian_core::Clock>,
+    ) -> Result<(AuthLayer, jwks::ReloadTask)> {
         let (verifier, reload) = self.start_verifier(clock)?;
         Ok((AuthLayer::new(verifier, policy), reload))
     }
@@ -256,22 +284,39 @@ impl AuthSettings {
     /// the returned task keeps the keys fresh (polls the file, or fetches
     /// from the issuer) until it is dropped. An issuer's first fetch runs
     /// in that task: this returns at once.
-    pub fn start_verifier(&self, clock: std::sync::Arc<dyn meridian_core::Clock>) -> Result<(Verifier, jwks::ReloadTask)> {
+    pub fn start_verifier(
+        &self,
+        clock: std::sync::Arc<dyn meridian_core::Clock>,
+    ) -> Result<(Verifier, jwks::ReloadTask)> {
         let algorithms = self.algorithms();
         let (source, default_interval) = match (&self.jwks, &self.issuer) {
-            (Some(path), _) => (JwksSource::load_with(path, &algorithms)?, JWKS_RELOAD_INTERVAL),
-            (None, Some(issuer)) => {
-                (JwksSource::issuer(issuer, self.ca.as_deref(), &algorithms)?, jwks::ISSUER_REFRESH_DEFAULT)
-            }
+            (Some(path), _) => (
+                JwksSource::load_with(path, &algorithms)?,
+                JWKS_RELOAD_INTERVAL,
+            ),
+            (None, Some(issuer)) => (
+                JwksSource::issuer(issuer, self.ca.as_deref(), &algorithms)?,
+                jwks::ISSUER_REFRESH_DEFAULT,
+            ),
             (None, None) => {
-                return Err(AuthError::Config("auth: name jwks (a JWKS file) or issuer (an OIDC issuer URL)".into()));
+                return Err(AuthError::Config(
+                    "auth: name jwks (a JWKS file) or issuer (an OIDC issuer URL)".into(),
+                ));
             }
         };
         let source = std::sync::Arc::new(source);
-        let interval = self.reload_interval_ms.map_or(default_interval, std::time::Duration::from_millis);
+        let interval = self
+            .reload_interval_ms
+            .map_or(default_interval, std::time::Duration::from_millis);
         let reload = source.spawn_reload(interval.max(std::time::Duration::from_millis(10)));
-        let settings = VerifierSettings { issuer: self.issuer.clone(), audience: self.audience.clone() };
-        Ok((Verifier::new(source, settings, clock).with_claims(self.claims.clone()), reload))
+        let settings = VerifierSettings {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+        };
+        Ok((
+            Verifier::new(source, settings, clock).with_claims(self.claims.clone()),
+            reload,
+        ))
     }
 }
 
@@ -332,7 +377,16 @@ const ALGORITHMS: [Algorithm; 9] = [
 impl AuthTable {
     /// Whether any key besides `disabled` is set.
     fn has_keys(&self) -> bool {
-        let Self { jwks, issuer, audience, reload_interval_ms, disabled: _, algorithms, ca, claims } = self;
+        let Self {
+            jwks,
+            issuer,
+            audience,
+            reload_interval_ms,
+            disabled: _,
+            algorithms,
+            ca,
+            claims,
+        } = self;
         jwks.is_some()
             || issuer.is_some()
             || audience.is_some()
@@ -373,8 +427,15 @@ impl AuthTable {
                  drop one of them"
             ));
         }
-        let algorithms = self.algorithms.map(|names| parse_algorithms(file, &names)).transpose()?;
-        let claims = self.claims.map(|table| table.into_mapping(file)).transpose()?.unwrap_or_default();
+        let algorithms = self
+            .algorithms
+            .map(|names| parse_algorithms(file, &names))
+            .transpose()?;
+        let claims = self
+            .claims
+            .map(|table| table.into_mapping(file))
+            .transpose()?
+            .unwrap_or_default();
         Ok(AuthChoice::Enabled(AuthSettings {
             jwks: self.jwks,
             issuer: self.issuer,
@@ -388,9 +449,18 @@ impl AuthTable {
 }
 
 fn parse_algorithms(file: &str, names: &[String]) -> std::result::Result<Vec<Algorithm>, String> {
-    let known = || ALGORITHMS.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ");
+    let known = || {
+        ALGORITHMS
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if names.is_empty() {
-        return Err(format!("{file}: auth.algorithms is empty: name at least one of {}", known()));
+        return Err(format!(
+            "{file}: auth.algorithms is empty: name at least one of {}",
+            known()
+        ));
     }
     names
         .iter()
@@ -409,7 +479,9 @@ impl ClaimsTable {
     fn into_mapping(self, file: &str) -> std::result::Result<ClaimMapping, String> {
         let defaults = ClaimMapping::default();
         let name = |value: Option<String>, key: &str, default: String| match value {
-            Some(v) if v.trim().is_empty() => Err(format!("{file}: auth.claims.{key} is empty: name a claim")),
+            Some(v) if v.trim().is_empty() => {
+                Err(format!("{file}: auth.claims.{key} is empty: name a claim"))
+            }
             Some(v) => Ok(v),
             None => Ok(default),
         };
@@ -452,7 +524,11 @@ pub struct ListenerProtection {
 /// or `[tls] disabled = true`. Loopback listeners are development and
 /// tests, and keep working without either. The error names `file` and the
 /// table to add.
-pub fn check_public_listener(file: &str, listen: std::net::SocketAddr, protection: ListenerProtection) -> std::result::Result<(), String> {
+pub fn check_public_listener(
+    file: &str,
+    listen: std::net::SocketAddr,
+    protection: ListenerProtection,
+) -> std::result::Result<(), String> {
     if listen.ip().is_loopback() {
         return Ok(());
     }
@@ -492,7 +568,11 @@ pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::As
 impl std::fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the token itself.
-        f.write_str(if self.0.is_some() { "BearerToken(set)" } else { "BearerToken(none)" })
+        f.write_str(if self.0.is_some() {
+            "BearerToken(set)"
+        } else {
+            "BearerToken(none)"
+        })
     }
 }
 
@@ -504,7 +584,9 @@ impl BearerToken {
             Some(token) => format!("Bearer {token}")
                 .parse()
                 .map(|value| Self(Some(value)))
-                .map_err(|_| AuthError::Malformed("the token has characters a header cannot carry".into())),
+                .map_err(|_| {
+                    AuthError::Malformed("the token has characters a header cannot carry".into())
+                }),
         }
     }
 
@@ -521,7 +603,10 @@ impl BearerToken {
 }
 
 impl tonic::service::Interceptor for BearerToken {
-    fn call(&mut self, mut request: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
         self.apply(&mut request);
         Ok(request)
     }
@@ -531,7 +616,9 @@ impl tonic::service::Interceptor for BearerToken {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
 
-    use super::{Algorithm, AuthChoice, AuthTable, ListenerProtection, Role, check_public_listener};
+    use super::{
+        Algorithm, AuthChoice, AuthTable, ListenerProtection, Role, check_public_listener,
+    };
 
     fn table(toml: &str) -> Result<AuthChoice, String> {
         let table: AuthTable = toml::from_str(toml).map_err(|e| e.to_string())?;
@@ -545,45 +632,130 @@ mod tests {
              [claims]\nrole = \"groups\"\nroles = { \"Ops\" = \"operator\" }\n",
         )
         .unwrap();
-        let AuthChoice::Enabled(settings) = choice else { panic!("disabled") };
-        assert_eq!((settings.jwks.as_ref(), settings.issuer.as_deref()), (None, Some("https://idp")));
+        let AuthChoice::Enabled(settings) = choice else {
+            panic!("disabled")
+        };
+        assert_eq!(
+            (settings.jwks.as_ref(), settings.issuer.as_deref()),
+            (None, Some("https://idp"))
+        );
         assert_eq!(settings.algorithms(), [Algorithm::RS256, Algorithm::ES256]);
         assert_eq!(settings.claims.role, "groups");
         assert_eq!(settings.claims.roles.get("Ops"), Some(&Role::Operator));
-        let AuthChoice::Enabled(file) = table("jwks = \"/k.json\"").unwrap() else { panic!("disabled") };
-        assert_eq!(file.algorithms(), [Algorithm::EdDSA], "the development tokens' default");
-        let AuthChoice::Enabled(idp) = table("issuer = \"https://idp\"").unwrap() else { panic!("disabled") };
-        assert_eq!(idp.algorithms(), [Algorithm::RS256], "OIDC's mandatory algorithm");
+        let AuthChoice::Enabled(file) = table("jwks = \"/k.json\"").unwrap() else {
+            panic!("disabled")
+        };
+        assert_eq!(
+            file.algorithms(),
+            [Algorithm::EdDSA],
+            "the development tokens' default"
+        );
+        let AuthChoice::Enabled(idp) = table("issuer = \"https://idp\"").unwrap() else {
+            panic!("disabled")
+        };
+        assert_eq!(
+            idp.algorithms(),
+            [Algorithm::RS256],
+            "OIDC's mandatory algorithm"
+        );
 
         let err = |toml: &str| table(toml).unwrap_err();
-        assert!(err("issuer = \"https://i\"\nalgorithms = [\"HS256\"]").contains("auth.algorithms: HS256 is HMAC"));
-        assert!(err("issuer = \"https://i\"\nalgorithms = [\"XY\"]").contains("auth.algorithms: \"XY\" is not one of RS256"));
-        assert!(err("issuer = \"https://i\"\nalgorithms = []").contains("auth.algorithms is empty"));
-        assert!(err("jwks = \"/k\"\nca = \"/ca.pem\"").contains("auth.ca is the CA of the issuer's HTTPS"));
+        assert!(
+            err("issuer = \"https://i\"\nalgorithms = [\"HS256\"]")
+                .contains("auth.algorithms: HS256 is HMAC")
+        );
+        assert!(
+            err("issuer = \"https://i\"\nalgorithms = [\"XY\"]")
+                .contains("auth.algorithms: \"XY\" is not one of RS256")
+        );
+        assert!(
+            err("issuer = \"https://i\"\nalgorithms = []").contains("auth.algorithms is empty")
+        );
+        assert!(
+            err("jwks = \"/k\"\nca = \"/ca.pem\"")
+                .contains("auth.ca is the CA of the issuer's HTTPS")
+        );
         let bad_role = err("issuer = \"https://i\"\n[claims]\nroles = { \"g\" = \"root\" }");
-        assert!(bad_role.contains("auth.claims.roles.\"g\": \"root\" is not one of agent"), "{bad_role}");
+        assert!(
+            bad_role.contains("auth.claims.roles.\"g\": \"root\" is not one of agent"),
+            "{bad_role}"
+        );
         assert!(err("audience = \"m\"").starts_with("g.toml: auth.jwks is missing"));
-        assert!(err("disabled = true\nissuer = \"https://i\"").contains("disabled = true takes no other key"));
+        assert!(
+            err("disabled = true\nissuer = \"https://i\"")
+                .contains("disabled = true takes no other key")
+        );
     }
 
-    const NONE: ListenerProtection = ListenerProtection { auth_section: false, tokens: false, tls: false, tls_disabled: false };
+    const NONE: ListenerProtection = ListenerProtection {
+        auth_section: false,
+        tokens: false,
+        tls: false,
+        tls_disabled: false,
+    };
 
     #[test]
     fn only_loopback_or_an_explicit_opt_out_serves_without_tokens_and_tls() {
         let public = "0.0.0.0:7101".parse().unwrap();
-        assert_eq!(check_public_listener("g.toml", "127.0.0.1:7101".parse().unwrap(), NONE), Ok(()));
-        assert_eq!(check_public_listener("g.toml", "[::1]:7101".parse().unwrap(), NONE), Ok(()));
+        assert_eq!(
+            check_public_listener("g.toml", "127.0.0.1:7101".parse().unwrap(), NONE),
+            Ok(())
+        );
+        assert_eq!(
+            check_public_listener("g.toml", "[::1]:7101".parse().unwrap(), NONE),
+            Ok(())
+        );
 
         let missing = check_public_listener("g.toml", public, NONE).unwrap_err();
-        assert!(missing.starts_with("g.toml: [auth] is missing") && missing.contains("0.0.0.0:7101"), "{missing}");
+        assert!(
+            missing.starts_with("g.toml: [auth] is missing") && missing.contains("0.0.0.0:7101"),
+            "{missing}"
+        );
 
-        let tokens = ListenerProtection { auth_section: true, tokens: true, ..NONE };
+        let tokens = ListenerProtection {
+            auth_section: true,
+            tokens: true,
+            ..NONE
+        };
         let plaintext = check_public_listener("g.toml", public, tokens).unwrap_err();
-        assert!(plaintext.starts_with("g.toml: [tls] is missing"), "{plaintext}");
-        assert_eq!(check_public_listener("g.toml", public, ListenerProtection { tls: true, ..tokens }), Ok(()));
-        assert_eq!(check_public_listener("g.toml", public, ListenerProtection { tls_disabled: true, ..tokens }), Ok(()));
+        assert!(
+            plaintext.starts_with("g.toml: [tls] is missing"),
+            "{plaintext}"
+        );
+        assert_eq!(
+            check_public_listener(
+                "g.toml",
+                public,
+                ListenerProtection {
+                    tls: true,
+                    ..tokens
+                }
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check_public_listener(
+                "g.toml",
+                public,
+                ListenerProtection {
+                    tls_disabled: true,
+                    ..tokens
+                }
+            ),
+            Ok(())
+        );
 
         // `[auth] disabled = true` is the file saying so.
-        assert_eq!(check_public_listener("g.toml", public, ListenerProtection { auth_section: true, ..NONE }), Ok(()));
+        assert_eq!(
+            check_public_listener(
+                "g.toml",
+                public,
+                ListenerProtection {
+                    auth_section: true,
+                    ..NONE
+                }
+            ),
+            Ok(())
+        );
     }
 }

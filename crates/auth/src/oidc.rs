@@ -27,7 +27,9 @@ pub(crate) struct Issuer {
 
 impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issuer").field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("Issuer")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -51,12 +53,16 @@ impl Issuer {
         let bad = |reason: String| AuthError::Config(format!("auth.issuer {issuer:?}: {reason}"));
         let uri: http::Uri = issuer.parse().map_err(|e| bad(format!("not a URL: {e}")))?;
         if uri.scheme_str() != Some("https") || uri.host().is_none() {
-            return Err(bad("must be an https:// URL (its keys are fetched over HTTPS)".into()));
+            return Err(bad(
+                "must be an https:// URL (its keys are fetched over HTTPS)".into(),
+            ));
         }
         let mut roots = rustls::RootCertStore::empty();
         match ca {
             Some(path) => {
-                let bad_ca = |reason: String| AuthError::Config(format!("auth.ca {}: {reason}", path.display()));
+                let bad_ca = |reason: String| {
+                    AuthError::Config(format!("auth.ca {}: {reason}", path.display()))
+                };
                 let pem = std::fs::read(path).map_err(|e| bad_ca(e.to_string()))?;
                 for cert in CertificateDer::pem_slice_iter(&pem) {
                     let cert = cert.map_err(|e| bad_ca(format!("not PEM: {e}")))?;
@@ -74,7 +80,10 @@ impl Issuer {
             .map_err(|e| bad(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Self { issuer: issuer.to_owned(), tls: tokio_rustls::TlsConnector::from(Arc::new(config)) })
+        Ok(Self {
+            issuer: issuer.to_owned(),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
     }
 
     pub(crate) fn url(&self) -> &str {
@@ -83,10 +92,13 @@ impl Issuer {
 
     /// Discovery, then the JWKS it names.
     pub(crate) async fn fetch(&self) -> std::result::Result<Fetched, String> {
-        let discovery_url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
+        let discovery_url = format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
+        );
         let (body, _) = self.get(&discovery_url).await?;
-        let discovery: Discovery =
-            serde_json::from_slice(&body).map_err(|e| format!("{discovery_url}: not a discovery document: {e}"))?;
+        let discovery: Discovery = serde_json::from_slice(&body)
+            .map_err(|e| format!("{discovery_url}: not a discovery document: {e}"))?;
         // OpenID Connect Discovery 1.0 §4.3: the document speaks for the
         // issuer it was fetched from, or for no one.
         if discovery.issuer != self.issuer {
@@ -108,7 +120,10 @@ impl Issuer {
             .map_err(|e| format!("{url}: {e}"))
     }
 
-    async fn get_inner(&self, url: &str) -> std::result::Result<(Vec<u8>, Option<Duration>), String> {
+    async fn get_inner(
+        &self,
+        url: &str,
+    ) -> std::result::Result<(Vec<u8>, Option<Duration>), String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
         if uri.scheme_str() != Some("https") {
             return Err("not https: keys are fetched only over HTTPS".into());
@@ -116,13 +131,23 @@ impl Issuer {
         let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
             return Err("no host".into());
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = uri.port_u16().unwrap_or(443);
         let name = ServerName::try_from(host.clone()).map_err(|e| format!("host {host:?}: {e}"))?;
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
-        let tls = self.tls.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
         let driver = tokio::spawn(connection);
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let request = http::Request::get(path)
@@ -132,11 +157,17 @@ impl Issuer {
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
         let result = async {
-            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
             if response.status() != http::StatusCode::OK {
                 return Err(format!("HTTP {}", response.status()));
             }
-            let max_age = response.headers().get(http::header::CACHE_CONTROL).and_then(|v| max_age(v.to_str().ok()?));
+            let max_age = response
+                .headers()
+                .get(http::header::CACHE_CONTROL)
+                .and_then(|v| max_age(v.to_str().ok()?));
             let body = Limited::new(response.into_body(), JWKS_BYTES_MAX)
                 .collect()
                 .await
@@ -159,7 +190,14 @@ pub(crate) fn max_age(value: &str) -> Option<Duration> {
         let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
         match name.trim().to_ascii_lowercase().as_str() {
             "no-cache" | "no-store" => return Some(Duration::ZERO),
-            "max-age" => found = arg.trim().trim_matches('"').parse::<u64>().ok().map(Duration::from_secs),
+            "max-age" => {
+                found = arg
+                    .trim()
+                    .trim_matches('"')
+                    .parse::<u64>()
+                    .ok()
+                    .map(Duration::from_secs)
+            }
             _ => {}
         }
     }
@@ -174,8 +212,14 @@ mod tests {
 
     #[test]
     fn cache_control_max_age() {
-        assert_eq!(max_age("public, max-age=3600"), Some(Duration::from_secs(3600)));
-        assert_eq!(max_age("max-age=\"60\", must-revalidate"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            max_age("public, max-age=3600"),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            max_age("max-age=\"60\", must-revalidate"),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(max_age("no-store"), Some(Duration::ZERO));
         assert_eq!(max_age("private"), None);
         assert_eq!(max_age("max-age=soon"), None);

@@ -35,7 +35,10 @@ impl Policy {
     /// A policy protecting the service whose paths start with `prefix`
     /// (`/package.Service/`), with `methods` (full path → roles).
     pub fn new(prefix: &'static str, methods: &[(&'static str, &'static [Role])]) -> Self {
-        Self { protected: vec![prefix], methods: methods.iter().copied().collect() }
+        Self {
+            protected: vec![prefix],
+            methods: methods.iter().copied().collect(),
+        }
     }
 
     pub fn access(&self, path: &str) -> Access {
@@ -56,10 +59,19 @@ pub fn gateway_policy() -> Policy {
         &[
             // Intake: a new ticket is owned by the gateway's region; the
             // router forwards its caller's token here.
-            ("/meridian.v1.TicketService/CreateTicket", &[Agent, Operator, Admin]),
+            (
+                "/meridian.v1.TicketService/CreateTicket",
+                &[Agent, Operator, Admin],
+            ),
             ("/meridian.v1.TicketService/GetTicket", &[Agent, Sre, Admin]),
-            ("/meridian.v1.TicketService/ListTickets", &[Agent, Sre, Admin]),
-            ("/meridian.v1.TicketService/WatchEvents", &[Agent, Sre, Admin]),
+            (
+                "/meridian.v1.TicketService/ListTickets",
+                &[Agent, Sre, Admin],
+            ),
+            (
+                "/meridian.v1.TicketService/WatchEvents",
+                &[Agent, Sre, Admin],
+            ),
             ("/meridian.v1.TicketService/UpdateTicket", &[Agent, Admin]),
             ("/meridian.v1.TicketService/AddNote", &[Agent, Admin]),
             ("/meridian.v1.TicketService/Handoff", &[Agent, Admin]),
@@ -74,10 +86,22 @@ pub fn router_policy() -> Policy {
     Policy::new(
         P,
         &[
-            ("/meridian.v1.RouterService/Route", &[Agent, Operator, Sre, Admin]),
-            ("/meridian.v1.RouterService/ActiveRegions", &[Agent, Operator, Sre, Admin]),
-            ("/meridian.v1.RouterService/Explain", &[Operator, Sre, Admin]),
-            ("/meridian.v1.RouterService/SubmitTicket", &[Agent, Operator, Admin]),
+            (
+                "/meridian.v1.RouterService/Route",
+                &[Agent, Operator, Sre, Admin],
+            ),
+            (
+                "/meridian.v1.RouterService/ActiveRegions",
+                &[Agent, Operator, Sre, Admin],
+            ),
+            (
+                "/meridian.v1.RouterService/Explain",
+                &[Operator, Sre, Admin],
+            ),
+            (
+                "/meridian.v1.RouterService/SubmitTicket",
+                &[Agent, Operator, Admin],
+            ),
         ],
     )
 }

@@ -10,7 +10,9 @@ use jsonwebtoken::{
     errors::{Error, ErrorKind},
     signature,
 };
-use ring::signature::{self as sig, RsaPublicKeyComponents, UnparsedPublicKey, VerificationAlgorithm};
+use ring::signature::{
+    self as sig, RsaPublicKeyComponents, UnparsedPublicKey, VerificationAlgorithm,
+};
 
 /// The provider: verification of the RSA, ECDSA and EdDSA algorithms.
 /// HMAC is not offered: a shared secret is not a public key, and the
@@ -35,14 +37,38 @@ fn no_signer(_: &Algorithm, _: &jsonwebtoken::EncodingKey) -> Result<Box<dyn Jwt
 
 fn new_verifier(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>, Error> {
     let (family, check): (AlgorithmFamily, Check) = match algorithm {
-        Algorithm::RS256 => (AlgorithmFamily::Rsa, Check::Rsa(&sig::RSA_PKCS1_2048_8192_SHA256)),
-        Algorithm::RS384 => (AlgorithmFamily::Rsa, Check::Rsa(&sig::RSA_PKCS1_2048_8192_SHA384)),
-        Algorithm::RS512 => (AlgorithmFamily::Rsa, Check::Rsa(&sig::RSA_PKCS1_2048_8192_SHA512)),
-        Algorithm::PS256 => (AlgorithmFamily::Rsa, Check::Rsa(&sig::RSA_PSS_2048_8192_SHA256)),
-        Algorithm::PS384 => (AlgorithmFamily::Rsa, Check::Rsa(&sig::RSA_PSS_2048_8192_SHA384)),
-        Algorithm::PS512 => (AlgorithmFamily::Rsa, Check::Rsa(&sig::RSA_PSS_2048_8192_SHA512)),
-        Algorithm::ES256 => (AlgorithmFamily::Ec, Check::Raw(&sig::ECDSA_P256_SHA256_FIXED)),
-        Algorithm::ES384 => (AlgorithmFamily::Ec, Check::Raw(&sig::ECDSA_P384_SHA384_FIXED)),
+        Algorithm::RS256 => (
+            AlgorithmFamily::Rsa,
+            Check::Rsa(&sig::RSA_PKCS1_2048_8192_SHA256),
+        ),
+        Algorithm::RS384 => (
+            AlgorithmFamily::Rsa,
+            Check::Rsa(&sig::RSA_PKCS1_2048_8192_SHA384),
+        ),
+        Algorithm::RS512 => (
+            AlgorithmFamily::Rsa,
+            Check::Rsa(&sig::RSA_PKCS1_2048_8192_SHA512),
+        ),
+        Algorithm::PS256 => (
+            AlgorithmFamily::Rsa,
+            Check::Rsa(&sig::RSA_PSS_2048_8192_SHA256),
+        ),
+        Algorithm::PS384 => (
+            AlgorithmFamily::Rsa,
+            Check::Rsa(&sig::RSA_PSS_2048_8192_SHA384),
+        ),
+        Algorithm::PS512 => (
+            AlgorithmFamily::Rsa,
+            Check::Rsa(&sig::RSA_PSS_2048_8192_SHA512),
+        ),
+        Algorithm::ES256 => (
+            AlgorithmFamily::Ec,
+            Check::Raw(&sig::ECDSA_P256_SHA256_FIXED),
+        ),
+        Algorithm::ES384 => (
+            AlgorithmFamily::Ec,
+            Check::Raw(&sig::ECDSA_P384_SHA384_FIXED),
+        ),
         Algorithm::EdDSA => (AlgorithmFamily::Ed, Check::Raw(&sig::ED25519)),
         // HMAC, and whatever a later jsonwebtoken adds.
         _ => {
@@ -52,7 +78,11 @@ fn new_verifier(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtV
     if key.family() != family {
         return Err(ErrorKind::InvalidKeyFormat.into());
     }
-    Ok(Box::new(RingVerifier { algorithm: *algorithm, check, key: key.clone() }))
+    Ok(Box::new(RingVerifier {
+        algorithm: *algorithm,
+        check,
+        key: key.clone(),
+    }))
 }
 
 #[derive(Clone, Copy)]
@@ -81,7 +111,9 @@ impl signature::Verifier<Vec<u8>> for RingVerifier {
             (Check::Raw(algorithm), DecodingKeyKind::SecretOrDer(bytes)) => {
                 UnparsedPublicKey::new(algorithm, bytes).verify(msg, signature)
             }
-            (Check::Raw(_), DecodingKeyKind::RsaModulusExponent { .. }) => return Err(signature::Error::new()),
+            (Check::Raw(_), DecodingKeyKind::RsaModulusExponent { .. }) => {
+                return Err(signature::Error::new());
+            }
         };
         verified.map_err(|_| signature::Error::new())
     }

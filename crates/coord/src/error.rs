@@ -26,20 +26,31 @@ pub enum Error {
 
     /// A takeover named a successor that holds no live lease.
     #[error("cannot hand region {failed_region} to {successor}: {successor} holds no live lease")]
-    SuccessorNotLive { failed_region: RegionId, successor: RegionId },
+    SuccessorNotLive {
+        failed_region: RegionId,
+        successor: RegionId,
+    },
 
     /// The region acknowledged a takeover after the caller's observation.
     #[error(
         "cannot take over region {region}: it acknowledged a takeover at revision {acknowledged_at}, after the observed revision {expected_revision}; read its status again"
     )]
-    StaleObservation { region: RegionId, expected_revision: Revision, acknowledged_at: Revision },
+    StaleObservation {
+        region: RegionId,
+        expected_revision: Revision,
+        acknowledged_at: Revision,
+    },
 
     /// An acknowledgement named a fencing token that is not the pending one.
     #[error(
         "region {region} has no pending takeover with fencing token {fencing_token} (pending: {})",
         describe_pending(.pending)
     )]
-    NoSuchTakeover { region: RegionId, fencing_token: Revision, pending: Option<Revision> },
+    NoSuchTakeover {
+        region: RegionId,
+        fencing_token: Revision,
+        pending: Option<Revision>,
+    },
 
     /// Arguments or settings that cannot work together.
     #[error("{field}: {reason}")]
@@ -51,7 +62,11 @@ pub enum Error {
 
     /// An etcd call that failed, after retries where retrying was safe.
     #[error("etcd {rpc} failed after {attempts} attempt(s): {status}")]
-    Etcd { rpc: &'static str, attempts: u32, status: Box<tonic::Status> },
+    Etcd {
+        rpc: &'static str,
+        attempts: u32,
+        status: Box<tonic::Status>,
+    },
 
     /// etcd answered something the v3 API does not allow.
     #[error("etcd {rpc}: unexpected answer: {reason}")]
@@ -75,7 +90,10 @@ fn describe_pending(pending: &Option<Revision>) -> String {
 
 impl Error {
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::Invalid { field, reason: reason.into() }
+        Error::Invalid {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 

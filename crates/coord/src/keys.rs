@@ -43,9 +43,14 @@ impl KeyLayout {
         let prefix = prefix.into();
         let trimmed = prefix.trim_end_matches('/');
         if trimmed.is_empty() {
-            return Err(Error::invalid("key_prefix", format!("{prefix:?} is empty; use something like \"/meridian/regions\"")));
+            return Err(Error::invalid(
+                "key_prefix",
+                format!("{prefix:?} is empty; use something like \"/meridian/regions\""),
+            ));
         }
-        Ok(KeyLayout { prefix: trimmed.to_owned() })
+        Ok(KeyLayout {
+            prefix: trimmed.to_owned(),
+        })
     }
 
     pub fn prefix(&self) -> &str {
@@ -92,7 +97,9 @@ impl KeyLayout {
 
 impl Default for KeyLayout {
     fn default() -> Self {
-        KeyLayout { prefix: Self::DEFAULT_PREFIX.to_owned() }
+        KeyLayout {
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+        }
     }
 }
 
@@ -160,8 +167,10 @@ pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
-    serde_json::from_slice(value)
-        .map_err(|err| Error::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: err.to_string() })
+    serde_json::from_slice(value).map_err(|err| Error::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: err.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -177,9 +186,18 @@ mod tests {
         let layout = KeyLayout::new("/meridian/regions/").unwrap();
         let us = region("us-east");
         assert_eq!(layout.lease_key(&us), "/meridian/regions/us-east/lease");
-        assert_eq!(layout.parse(layout.lease_key(&us).as_bytes()), Some((us.clone(), KeyKind::Lease)));
-        assert_eq!(layout.parse(layout.takeover_key(&us).as_bytes()), Some((us.clone(), KeyKind::Takeover)));
-        assert_eq!(layout.parse(layout.acknowledged_key(&us).as_bytes()), Some((us.clone(), KeyKind::Acknowledged)));
+        assert_eq!(
+            layout.parse(layout.lease_key(&us).as_bytes()),
+            Some((us.clone(), KeyKind::Lease))
+        );
+        assert_eq!(
+            layout.parse(layout.takeover_key(&us).as_bytes()),
+            Some((us.clone(), KeyKind::Takeover))
+        );
+        assert_eq!(
+            layout.parse(layout.acknowledged_key(&us).as_bytes()),
+            Some((us.clone(), KeyKind::Acknowledged))
+        );
         assert_eq!(layout.parse(b"/meridian/regions/us-east/other"), None);
         assert_eq!(layout.parse(b"/meridian/regionsX/us-east/lease"), None);
         assert_eq!(layout.parse(b"/meridian/regions/US/lease"), None);
@@ -208,8 +226,14 @@ mod tests {
         assert!(takeover.names(&region("sa-east")) && !takeover.names(&region("us-east")));
         // Each ticket's taker is the first listed region its residency allows.
         assert_eq!(takeover.taker(|_| true), Some(&region("eu-west")));
-        assert_eq!(takeover.taker(|r| r.as_str() != "eu-west"), Some(&region("apac-south")));
-        assert_eq!(takeover.taker(|r| r.as_str() == "sa-east"), Some(&region("sa-east")));
+        assert_eq!(
+            takeover.taker(|r| r.as_str() != "eu-west"),
+            Some(&region("apac-south"))
+        );
+        assert_eq!(
+            takeover.taker(|r| r.as_str() == "sa-east"),
+            Some(&region("sa-east"))
+        );
         assert_eq!(takeover.taker(|r| r.as_str() == "us-east"), None);
     }
 
@@ -228,10 +252,16 @@ mod tests {
         }
         let older: OlderReader = decode(key, &encode(&record(&["apac-south"]))).unwrap();
         assert_eq!(older.successor, region("eu-west"));
-        let err = decode::<TakeoverRecord>(key, br#"{"failed_region":"us-east","successor":"eu-west","also":["US"]}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("record \"/meridian/regions/us-east/takeover\" is malformed"), "{err}");
+        let err = decode::<TakeoverRecord>(
+            key,
+            br#"{"failed_region":"us-east","successor":"eu-west","also":["US"]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("record \"/meridian/regions/us-east/takeover\" is malformed"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,10 +17,16 @@ use crate::{error::Result, etcd, local, types::LeaseId};
 pub enum LeaseState {
     /// The last renewal succeeded: owner-scoped writes are allowed until
     /// `fence_at`; the store will not expire the lease before `expires_at`.
-    Held { fence_at: Timestamp, expires_at: Timestamp },
+    Held {
+        fence_at: Timestamp,
+        expires_at: Timestamp,
+    },
     /// Renewals are failing (or were stopped) but the fence deadline has not
     /// passed: writes are still allowed until `fence_at`.
-    Renewing { fence_at: Timestamp, expires_at: Timestamp },
+    Renewing {
+        fence_at: Timestamp,
+        expires_at: Timestamp,
+    },
     /// No successful renewal for `ttl - safety_margin`: the holder must refuse
     /// owner-scoped writes. The lease may still be live in the store; a
     /// renewal that gets through returns the lease to `Held`.
@@ -60,8 +66,18 @@ pub(crate) enum Control {
 }
 
 impl Lease {
-    pub(crate) fn new(region: RegionId, id: LeaseId, shared: Arc<LeaseShared>, control: Control) -> Self {
-        Lease { region, id, shared, control }
+    pub(crate) fn new(
+        region: RegionId,
+        id: LeaseId,
+        shared: Arc<LeaseShared>,
+        control: Control,
+    ) -> Self {
+        Lease {
+            region,
+            id,
+            shared,
+            control,
+        }
     }
 
     pub fn region(&self) -> &RegionId {
@@ -165,10 +181,25 @@ struct Book {
 }
 
 impl LeaseShared {
-    pub fn new(clock: Arc<dyn Clock>, ttl: Duration, safety_margin: Duration, renewed_at: Timestamp) -> Arc<Self> {
-        let book = Book { renewed_at, failing: false, lost: false };
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        ttl: Duration,
+        safety_margin: Duration,
+        renewed_at: Timestamp,
+    ) -> Arc<Self> {
+        let book = Book {
+            renewed_at,
+            failing: false,
+            lost: false,
+        };
         let initial = state_of(&book, ttl, safety_margin, clock.now());
-        Arc::new(LeaseShared { clock, ttl, safety_margin, book: Mutex::new(book), state: watch::channel(initial).0 })
+        Arc::new(LeaseShared {
+            clock,
+            ttl,
+            safety_margin,
+            book: Mutex::new(book),
+            state: watch::channel(initial).0,
+        })
     }
 
     fn book(&self) -> MutexGuard<'_, Book> {
@@ -263,9 +294,15 @@ fn state_of(book: &Book, ttl: Duration, safety_margin: Duration, now: Timestamp)
     } else if now >= fence_at {
         LeaseState::Fenced { expires_at }
     } else if book.failing {
-        LeaseState::Renewing { fence_at, expires_at }
+        LeaseState::Renewing {
+            fence_at,
+            expires_at,
+        }
     } else {
-        LeaseState::Held { fence_at, expires_at }
+        LeaseState::Held {
+            fence_at,
+            expires_at,
+        }
     }
 }
 
@@ -317,14 +354,24 @@ mod tests {
     fn fences_at_ttl_minus_margin_and_unfences_on_renewal() {
         let start = Timestamp::from_second(1_000).unwrap();
         let clock = Arc::new(ManualClock::new(start));
-        let shared = LeaseShared::new(clock.clone(), Duration::from_secs(10), Duration::from_secs(2), start);
+        let shared = LeaseShared::new(
+            clock.clone(),
+            Duration::from_secs(10),
+            Duration::from_secs(2),
+            start,
+        );
         assert!(matches!(shared.refresh(), LeaseState::Held { .. }));
         clock.advance(SignedDuration::from_millis(7_999));
         assert!(shared.refresh().may_write());
         shared.renewal_failed();
         assert!(matches!(shared.refresh(), LeaseState::Renewing { .. }));
         clock.advance(SignedDuration::from_millis(1));
-        assert_eq!(shared.refresh(), LeaseState::Fenced { expires_at: add(start, Duration::from_secs(10)) });
+        assert_eq!(
+            shared.refresh(),
+            LeaseState::Fenced {
+                expires_at: add(start, Duration::from_secs(10))
+            }
+        );
         // A renewal sent before the fence that arrives late still counts from its send time.
         shared.renewed(add(start, Duration::from_secs(1)));
         assert!(matches!(shared.refresh(), LeaseState::Held { .. }));
@@ -338,6 +385,9 @@ mod tests {
         assert!(check_margin(Duration::from_secs(1), Duration::from_secs(1)).is_err());
         assert!(check_margin(Duration::ZERO, Duration::ZERO).is_err());
         assert!(check_margin(Duration::from_secs(2), Duration::from_millis(500)).is_ok());
-        assert_eq!(renew_interval(Duration::from_secs(2), Duration::from_millis(500)), Duration::from_millis(500));
+        assert_eq!(
+            renew_interval(Duration::from_secs(2), Duration::from_millis(500)),
+            Duration::from_millis(500)
+        );
     }
 }

@@ -37,7 +37,10 @@ pub struct LocalConfig {
 
 impl Default for LocalConfig {
     fn default() -> Self {
-        LocalConfig { safety_margin: Duration::from_secs(1), tick: Duration::from_millis(50) }
+        LocalConfig {
+            safety_margin: Duration::from_secs(1),
+            tick: Duration::from_millis(50),
+        }
     }
 }
 
@@ -80,8 +83,15 @@ impl LocalCoordinator {
     /// A coordinator on `clock`. Its background task starts with the first
     /// lease or watch, so this may be called outside a Tokio runtime.
     pub fn new(clock: Arc<dyn Clock>, config: LocalConfig) -> Self {
-        let view = RegionView { connected: true, ..RegionView::default() };
-        let state = State { revision: 1, next_lease_id: 1, regions: BTreeMap::new() };
+        let view = RegionView {
+            connected: true,
+            ..RegionView::default()
+        };
+        let state = State {
+            revision: 1,
+            next_lease_id: 1,
+            regions: BTreeMap::new(),
+        };
         LocalCoordinator {
             inner: Arc::new(Inner {
                 clock,
@@ -105,7 +115,11 @@ impl LocalCoordinator {
     pub fn kill(&self, region: &RegionId) -> bool {
         let shared = {
             let mut state = self.inner.lock();
-            let Some(lease) = state.regions.get_mut(region).and_then(|entry| entry.lease.as_mut()) else {
+            let Some(lease) = state
+                .regions
+                .get_mut(region)
+                .and_then(|entry| entry.lease.as_mut())
+            else {
                 return false;
             };
             lease.keepalive = false;
@@ -116,7 +130,11 @@ impl LocalCoordinator {
     }
 
     fn ensure_driver(&self) {
-        let mut driver = self.inner.driver.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut driver = self
+            .inner
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if driver.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
@@ -167,9 +185,15 @@ impl Inner {
     }
 
     fn publish(&self, state: &State) {
-        let mut view = RegionView { connected: true, ..RegionView::default() };
+        let mut view = RegionView {
+            connected: true,
+            ..RegionView::default()
+        };
         for (region, entry) in &state.regions {
-            view.regions.insert(region.clone(), entry.status(region.clone(), Revision::new(state.revision)));
+            view.regions.insert(
+                region.clone(),
+                entry.status(region.clone(), Revision::new(state.revision)),
+            );
         }
         view.stamp(Revision::new(state.revision));
         self.view.send_if_modified(|published| {
@@ -182,7 +206,11 @@ impl Inner {
     fn stop_renewing(&self, region: &RegionId, id: LeaseId) {
         let shared = {
             let mut state = self.lock();
-            match state.regions.get_mut(region).and_then(|entry| entry.lease.as_mut()) {
+            match state
+                .regions
+                .get_mut(region)
+                .and_then(|entry| entry.lease.as_mut())
+            {
                 Some(lease) if lease.id == id => {
                     lease.keepalive = false;
                     lease.shared.clone()
@@ -195,7 +223,9 @@ impl Inner {
 
     fn release(&self, region: &RegionId, id: LeaseId) {
         let mut state = self.lock();
-        let Some(entry) = state.regions.get_mut(region) else { return };
+        let Some(entry) = state.regions.get_mut(region) else {
+            return;
+        };
         if entry.lease.as_ref().is_some_and(|lease| lease.id == id) {
             if let Some(lease) = entry.lease.take() {
                 lease.shared.mark_lost();
@@ -208,7 +238,12 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = self.driver.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(task) = self
+            .driver
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             task.abort();
         }
     }
@@ -218,7 +253,10 @@ impl Entry {
     fn status(&self, region: RegionId, revision: Revision) -> RegionStatus {
         RegionStatus {
             region,
-            lease: self.lease.as_ref().map(|lease| LiveLease { lease_id: lease.id, ttl: lease.shared.ttl() }),
+            lease: self.lease.as_ref().map(|lease| LiveLease {
+                lease_id: lease.id,
+                ttl: lease.shared.ttl(),
+            }),
             takeover: self.takeover.clone(),
             acknowledged: self.acknowledged.map(|(token, _)| token),
             revision,
@@ -258,19 +296,42 @@ impl Coordinator for LocalCoordinator {
         let id = LeaseId(state.next_lease_id);
         let entry = state.regions.entry(region.clone()).or_default();
         if let Some(held) = &entry.lease {
-            return Err(Error::LeaseHeld { region: region.clone(), lease_id: held.id });
+            return Err(Error::LeaseHeld {
+                region: region.clone(),
+                lease_id: held.id,
+            });
         }
         if let Some(takeover) = &entry.takeover {
-            return Err(Error::TakenOver { takeover: takeover.clone() });
+            return Err(Error::TakenOver {
+                takeover: takeover.clone(),
+            });
         }
-        let shared = LeaseShared::new(self.inner.clock.clone(), ttl, self.inner.config.safety_margin, now);
-        entry.lease = Some(LocalLease { id, keepalive: true, shared: shared.clone() });
+        let shared = LeaseShared::new(
+            self.inner.clock.clone(),
+            ttl,
+            self.inner.config.safety_margin,
+            now,
+        );
+        entry.lease = Some(LocalLease {
+            id,
+            keepalive: true,
+            shared: shared.clone(),
+        });
         state.next_lease_id += 1;
         state.revision += 1;
         self.inner.publish(&state);
         tracing::info!(region = %region, lease_id = %id, ttl_ms = ttl.as_millis(), "lease acquired");
-        let control = LeaseControl { inner: Arc::downgrade(&self.inner), region: region.clone(), id };
-        Ok(Lease::new(region.clone(), id, shared, Control::Local(control)))
+        let control = LeaseControl {
+            inner: Arc::downgrade(&self.inner),
+            region: region.clone(),
+            id,
+        };
+        Ok(Lease::new(
+            region.clone(),
+            id,
+            shared,
+            Control::Local(control),
+        ))
     }
 
     async fn region_status(&self, region: &RegionId) -> Result<RegionStatus> {
@@ -301,23 +362,40 @@ impl Coordinator for LocalCoordinator {
         let mut state = self.inner.lock();
         let not_live = successors
             .iter()
-            .find(|region| state.regions.get(*region).is_none_or(|entry| entry.lease.is_none()))
+            .find(|region| {
+                state
+                    .regions
+                    .get(*region)
+                    .is_none_or(|entry| entry.lease.is_none())
+            })
             .cloned();
         let fencing_token = Revision::new(state.revision + 1);
         let entry = state.regions.entry(failed_region.clone()).or_default();
         if let Some(held) = &entry.lease {
-            return Err(Error::RegionAlive { region: failed_region.clone(), lease_id: held.id });
+            return Err(Error::RegionAlive {
+                region: failed_region.clone(),
+                lease_id: held.id,
+            });
         }
         if let Some(takeover) = &entry.takeover {
-            return Err(Error::TakenOver { takeover: takeover.clone() });
+            return Err(Error::TakenOver {
+                takeover: takeover.clone(),
+            });
         }
         if let Some(successor) = not_live {
-            return Err(Error::SuccessorNotLive { failed_region: failed_region.clone(), successor });
+            return Err(Error::SuccessorNotLive {
+                failed_region: failed_region.clone(),
+                successor,
+            });
         }
         if let Some((_, acknowledged_at)) = entry.acknowledged
             && acknowledged_at > expected_revision
         {
-            return Err(Error::StaleObservation { region: failed_region.clone(), expected_revision, acknowledged_at });
+            return Err(Error::StaleObservation {
+                region: failed_region.clone(),
+                expected_revision,
+                acknowledged_at,
+            });
         }
         let takeover = Takeover {
             failed_region: failed_region.clone(),
@@ -335,7 +413,10 @@ impl Coordinator for LocalCoordinator {
 
     async fn takeover_of(&self, region: &RegionId) -> Result<Option<Takeover>> {
         let state = self.inner.lock();
-        Ok(state.regions.get(region).and_then(|entry| entry.takeover.clone()))
+        Ok(state
+            .regions
+            .get(region)
+            .and_then(|entry| entry.takeover.clone()))
     }
 
     async fn acknowledge_takeover(&self, region: &RegionId, fencing_token: Revision) -> Result<()> {
@@ -351,7 +432,12 @@ impl Coordinator for LocalCoordinator {
                 tracing::info!(region = %region, fencing_token = %fencing_token, "takeover acknowledged");
                 Ok(())
             }
-            _ if entry.acknowledged.is_some_and(|(token, _)| token == fencing_token) => Ok(()),
+            _ if entry
+                .acknowledged
+                .is_some_and(|(token, _)| token == fencing_token) =>
+            {
+                Ok(())
+            }
             pending => Err(Error::NoSuchTakeover {
                 region: region.clone(),
                 fencing_token,
@@ -368,14 +454,23 @@ pub(crate) fn check_takeover_regions<'a>(
     successors: &'a [RegionId],
 ) -> Result<(&'a RegionId, &'a [RegionId])> {
     let Some((successor, also)) = successors.split_first() else {
-        return Err(Error::invalid("successors", format!("a takeover of {failed_region} names no successor")));
+        return Err(Error::invalid(
+            "successors",
+            format!("a takeover of {failed_region} names no successor"),
+        ));
     };
     if successors.contains(failed_region) {
-        return Err(Error::invalid("successor", format!("region {failed_region} cannot take over itself")));
+        return Err(Error::invalid(
+            "successor",
+            format!("region {failed_region} cannot take over itself"),
+        ));
     }
     for (index, region) in successors.iter().enumerate() {
         if successors[..index].contains(region) {
-            return Err(Error::invalid("successors", format!("region {region} is named twice")));
+            return Err(Error::invalid(
+                "successors",
+                format!("region {region} is named twice"),
+            ));
         }
     }
     Ok((successor, also))

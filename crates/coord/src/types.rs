@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 /// write transaction (the local coordinator keeps one by the same rule).
 /// Takeover fencing tokens are revisions, so a later takeover always carries
 /// a greater token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Revision(u64);
 
@@ -115,7 +117,13 @@ pub struct RegionStatus {
 
 impl RegionStatus {
     pub(crate) fn empty(region: RegionId, revision: Revision) -> Self {
-        RegionStatus { region, lease: None, takeover: None, acknowledged: None, revision }
+        RegionStatus {
+            region,
+            lease: None,
+            takeover: None,
+            acknowledged: None,
+            revision,
+        }
     }
 
     /// Whether the region holds a live lease.
@@ -138,12 +146,18 @@ pub struct RegionView {
 impl RegionView {
     /// The status of `region`; a region never seen holds no lease.
     pub fn status(&self, region: &RegionId) -> RegionStatus {
-        self.regions.get(region).cloned().unwrap_or_else(|| RegionStatus::empty(region.clone(), self.revision))
+        self.regions
+            .get(region)
+            .cloned()
+            .unwrap_or_else(|| RegionStatus::empty(region.clone(), self.revision))
     }
 
     /// The regions that hold live leases.
     pub fn live_regions(&self) -> impl Iterator<Item = &RegionId> {
-        self.regions.values().filter(|status| status.is_live()).map(|status| &status.region)
+        self.regions
+            .values()
+            .filter(|status| status.is_live())
+            .map(|status| &status.region)
     }
 
     /// Sets every region's revision to the view's, after a change.

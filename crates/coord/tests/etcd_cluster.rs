@@ -14,10 +14,15 @@ mod cluster {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn leases_survive_the_loss_of_the_member_in_use() {
-        let Some(mut cluster) = EtcdCluster::start(3).await else { return };
+        let Some(mut cluster) = EtcdCluster::start(3).await else {
+            return;
+        };
         // 2 s leases: a killed leader costs an election (up to two 500 ms
         // timeouts) before renewals get through again.
-        let config = EtcdConfig { safety_margin: Duration::from_millis(500), ..etcd_config(&cluster) };
+        let config = EtcdConfig {
+            safety_margin: Duration::from_millis(500),
+            ..etcd_config(&cluster)
+        };
         let coordinator = EtcdCoordinator::connect(config.clone()).await.unwrap();
         let router = EtcdCoordinator::connect(config).await.unwrap();
         let (us, eu) = (region("us-east"), region("eu-west"));
@@ -31,25 +36,43 @@ mod cluster {
         cluster.kill(0);
         for _ in 0..12 {
             tokio::time::sleep(ttl / 4).await;
-            assert!(us_lease.may_write(), "fenced after losing one member of three: {:?}", us_lease.state());
+            assert!(
+                us_lease.may_write(),
+                "fenced after losing one member of three: {:?}",
+                us_lease.state()
+            );
         }
         let states = log.states();
         assert!(states.iter().all(LeaseState::may_write), "{states:?}");
         // The keep-alive stream did break and moved to another member.
-        assert!(states.iter().any(|state| matches!(state, LeaseState::Renewing { .. })), "{states:?}");
+        assert!(
+            states
+                .iter()
+                .any(|state| matches!(state, LeaseState::Renewing { .. })),
+            "{states:?}"
+        );
         let status = router.region_status(&us).await.unwrap();
         assert_eq!(status.lease.map(|live| live.lease_id), Some(us_lease.id()));
 
         // New leases, expiry, the router's watch and takeovers work too.
-        let _ap_lease = coordinator.acquire_lease(&region("apac-south"), ttl).await.unwrap();
+        let _ap_lease = coordinator
+            .acquire_lease(&region("apac-south"), ttl)
+            .await
+            .unwrap();
         eu_lease.stop_renewing();
         // Leader changes extend leases by an election timeout, so allow for one.
-        tokio::time::timeout(Duration::from_secs(6), view.wait_for(|view| view.connected && !view.status(&eu).is_live()))
-            .await
-            .expect("the router sees eu-west's lease expire")
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(6),
+            view.wait_for(|view| view.connected && !view.status(&eu).is_live()),
+        )
+        .await
+        .expect("the router sees eu-west's lease expire")
+        .unwrap();
         let down = router.region_status(&eu).await.unwrap();
-        let takeover = router.record_takeover(&eu, std::slice::from_ref(&us), down.revision).await.unwrap();
+        let takeover = router
+            .record_takeover(&eu, std::slice::from_ref(&us), down.revision)
+            .await
+            .unwrap();
         assert_eq!(router.takeover_of(&eu).await.unwrap(), Some(takeover));
     }
 }

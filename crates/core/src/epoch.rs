@@ -12,7 +12,9 @@ use crate::{Error, RegionId, Result};
 pub const EPOCH_STRIDE: u64 = 1024;
 
 /// An ownership epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct Epoch(u64);
 
@@ -23,7 +25,10 @@ impl Epoch {
     }
 
     fn at_round(round: u64, region_index: u16) -> Self {
-        assert!(u64::from(region_index) < EPOCH_STRIDE, "invariant: region index below EPOCH_STRIDE");
+        assert!(
+            u64::from(region_index) < EPOCH_STRIDE,
+            "invariant: region index below EPOCH_STRIDE"
+        );
         Self(round * EPOCH_STRIDE + u64::from(region_index))
     }
 
@@ -49,7 +54,11 @@ impl Epoch {
     /// region mints when it takes a ticket over or accepts a handoff.
     pub fn next_for(self, region_index: u16) -> Self {
         let candidate = Self::at_round(self.round(), region_index);
-        if candidate > self { candidate } else { Self::at_round(self.round() + 1, region_index) }
+        if candidate > self {
+            candidate
+        } else {
+            Self::at_round(self.round() + 1, region_index)
+        }
     }
 }
 
@@ -83,9 +92,15 @@ impl Ownership {
     /// Builds an ownership, checking that the epoch encodes its owner.
     pub fn new(owner_region: RegionId, region_index: u16, epoch: Epoch) -> Result<Self> {
         if epoch.owner_index() != region_index {
-            return Err(Error::EpochOwnerMismatch { epoch, region_index });
+            return Err(Error::EpochOwnerMismatch {
+                epoch,
+                region_index,
+            });
         }
-        Ok(Self { owner_region, epoch })
+        Ok(Self {
+            owner_region,
+            epoch,
+        })
     }
 
     /// May `region` change owner-scoped fields now? Only the owner may, at
@@ -94,7 +109,10 @@ impl Ownership {
         if &self.owner_region == region {
             Ok(self.epoch)
         } else {
-            Err(Error::NotOwner { owner: self.owner_region.clone(), epoch: self.epoch })
+            Err(Error::NotOwner {
+                owner: self.owner_region.clone(),
+                epoch: self.epoch,
+            })
         }
     }
 
@@ -103,15 +121,22 @@ impl Ownership {
         use std::cmp::Ordering::*;
         match write_epoch.cmp(&self.epoch) {
             Equal => WriteVerdict::Apply,
-            Less => WriteVerdict::Stale { current: self.epoch },
-            Greater => WriteVerdict::Ahead { current: self.epoch },
+            Less => WriteVerdict::Stale {
+                current: self.epoch,
+            },
+            Greater => WriteVerdict::Ahead {
+                current: self.epoch,
+            },
         }
     }
 
     /// Moves ownership to `to` (with index `to_index`), minting the next
     /// epoch that region owns. Epochs only grow.
     pub fn transfer(&self, to: RegionId, to_index: u16) -> Self {
-        Self { owner_region: to, epoch: self.epoch.next_for(to_index) }
+        Self {
+            owner_region: to,
+            epoch: self.epoch.next_for(to_index),
+        }
     }
 }
 
@@ -173,6 +198,12 @@ mod tests {
     #[test]
     fn ownership_refuses_an_epoch_of_another_region() {
         let err = Ownership::new(region(1), 1, Epoch::initial(2)).unwrap_err();
-        assert_eq!(err, Error::EpochOwnerMismatch { epoch: Epoch::initial(2), region_index: 1 });
+        assert_eq!(
+            err,
+            Error::EpochOwnerMismatch {
+                epoch: Epoch::initial(2),
+                region_index: 1
+            }
+        );
     }
 }

@@ -29,7 +29,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidField { field, reason: reason.into() }
+        Error::InvalidField {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use jiff::Timestamp;
 
 use crate::{
-    Epoch, HandoffNote, HlcTimestamp, IntakeSpike, Note, Priority, RegionId, SlaDeadlines, SlaMetric, Status, Ticket,
-    TicketId,
+    Epoch, HandoffNote, HlcTimestamp, IntakeSpike, Note, Priority, RegionId, SlaDeadlines,
+    SlaMetric, Status, Ticket, TicketId,
 };
 
 /// One event as it is stored and replicated.
@@ -32,7 +32,11 @@ pub struct TicketChanges {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     /// `Some(None)` clears the assignee; it travels as an explicit null.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "explicit_null")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "explicit_null"
+    )]
     pub assignee: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
@@ -43,13 +47,18 @@ pub struct TicketChanges {
 
 /// Reads a present field (even `null`) as `Some`, so that "clear" and
 /// "unchanged" stay distinct.
-fn explicit_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn explicit_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
 impl TicketChanges {
     pub fn is_empty(&self) -> bool {
-        self.status.is_none() && self.assignee.is_none() && self.priority.is_none() && self.sla.is_none()
+        self.status.is_none()
+            && self.assignee.is_none()
+            && self.priority.is_none()
+            && self.sla.is_none()
     }
 }
 
@@ -58,25 +67,50 @@ impl TicketChanges {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
 pub enum EventKind {
-    TicketCreated { ticket: Box<Ticket> },
-    TicketUpdated { changes: TicketChanges },
-    NoteAdded { note: Note },
+    TicketCreated {
+        ticket: Box<Ticket>,
+    },
+    TicketUpdated {
+        changes: TicketChanges,
+    },
+    NoteAdded {
+        note: Note,
+    },
     /// An SLA clock passed the warning share of its target. Owner-scoped:
     /// the owner records it, and `changes` carries the clocks after it.
-    SlaWarning { metric: SlaMetric, due: Timestamp, changes: TicketChanges },
+    SlaWarning {
+        metric: SlaMetric,
+        due: Timestamp,
+        changes: TicketChanges,
+    },
     /// An SLA clock passed its deadline.
-    SlaBreached { metric: SlaMetric, due: Timestamp, changes: TicketChanges },
+    SlaBreached {
+        metric: SlaMetric,
+        due: Timestamp,
+        changes: TicketChanges,
+    },
     /// The owner offers the ticket to `to` at the event's epoch, with the
     /// structured handoff note and the ticket note it is shown as (carried
     /// whole, so every replica stores the same note). The owner makes no
     /// owner-scoped change until the answer.
-    HandoffOffered { to: RegionId, handoff: HandoffNote, note: Note },
+    HandoffOffered {
+        to: RegionId,
+        handoff: HandoffNote,
+        note: Note,
+    },
     /// Written by the new owner (the event's origin) at the new epoch: it
     /// owns the ticket from now on. `offer_seq` is the offer in `from`'s log.
-    HandoffAccepted { from: RegionId, offer_seq: u64, previous_epoch: Epoch },
+    HandoffAccepted {
+        from: RegionId,
+        offer_seq: u64,
+        previous_epoch: Epoch,
+    },
     /// Written by the owner when the target refused: the owner keeps the
     /// ticket, and the refusal stays in its history.
-    HandoffRefused { to: RegionId, reason: String },
+    HandoffRefused {
+        to: RegionId,
+        reason: String,
+    },
     /// Written by the successor (the event's origin) at a new epoch it owns,
     /// after the coordinator recorded its takeover of `from`, the failed
     /// owner; `fencing_token` is the coordinator's revision of that record.
@@ -84,16 +118,27 @@ pub enum EventKind {
     /// event of `from`'s log the successor had applied: `from`'s writes at
     /// that epoch after it are stale everywhere, including in `from`'s own
     /// copy (see [`crate::replay`]).
-    TakenOver { from: RegionId, fencing_token: u64, previous_epoch: Epoch, through_seq: u64 },
+    TakenOver {
+        from: RegionId,
+        fencing_token: u64,
+        previous_epoch: Epoch,
+        through_seq: u64,
+    },
     /// A region's shift ended: what it handed over and to whom. Its
     /// `ticket_id` is the summary's own id ([`ShiftSummary::id`]).
-    ShiftSummary { summary: ShiftSummary },
+    ShiftSummary {
+        summary: ShiftSummary,
+    },
     /// A region's intake of one tier and skill spiked above its rolling
     /// baseline ([`crate::spike`]). Regional, like a shift summary: its
     /// `ticket_id` is the alert's own id ([`IntakeSpike::raised_id`]).
-    IntakeSpike { spike: IntakeSpike },
+    IntakeSpike {
+        spike: IntakeSpike,
+    },
     /// That intake fell back; `ticket_id` is [`IntakeSpike::cleared_id`].
-    IntakeSpikeCleared { spike: IntakeSpike },
+    IntakeSpikeCleared {
+        spike: IntakeSpike,
+    },
 }
 
 /// What an outgoing shift leaves the incoming one.
@@ -165,8 +210,12 @@ impl EventKind {
     pub const CHANGE_KINDS: [&'static str; 3] = ["ticket_updated", "sla_warning", "sla_breached"];
 
     /// The names of the kinds that move ownership or a pending offer.
-    pub const OWNERSHIP_KINDS: [&'static str; 4] =
-        ["handoff_offered", "handoff_accepted", "handoff_refused", "taken_over"];
+    pub const OWNERSHIP_KINDS: [&'static str; 4] = [
+        "handoff_offered",
+        "handoff_accepted",
+        "handoff_refused",
+        "taken_over",
+    ];
 
     /// Whether this event moves ownership or a pending offer.
     pub fn is_ownership(&self) -> bool {
@@ -195,9 +244,10 @@ impl EventKind {
     /// The payload alone, as JSON (the `kind` column holds the name).
     pub fn payload_json(&self) -> serde_json::Result<String> {
         match serde_json::to_value(self)? {
-            serde_json::Value::Object(mut map) => {
-                Ok(map.remove("payload").unwrap_or(serde_json::Value::Null).to_string())
-            }
+            serde_json::Value::Object(mut map) => Ok(map
+                .remove("payload")
+                .unwrap_or(serde_json::Value::Null)
+                .to_string()),
             other => Ok(other.to_string()),
         }
     }
@@ -225,7 +275,10 @@ mod tests {
             },
         };
         let payload = kind.payload_json().unwrap();
-        assert_eq!(payload, r#"{"changes":{"assignee":null,"epoch":2,"status":"open"}}"#);
+        assert_eq!(
+            payload,
+            r#"{"changes":{"assignee":null,"epoch":2,"status":"open"}}"#
+        );
         assert_eq!(EventKind::from_parts(kind.name(), &payload).unwrap(), kind);
         assert!(EventKind::from_parts("no_such_kind", "{}").is_err());
     }
@@ -246,11 +299,21 @@ mod tests {
             peak: 40,
             queue_owner: Some("us-east-day-lead".into()),
         };
-        for kind in [EventKind::IntakeSpike { spike: spike.clone() }, EventKind::IntakeSpikeCleared { spike: spike.clone() }] {
+        for kind in [
+            EventKind::IntakeSpike {
+                spike: spike.clone(),
+            },
+            EventKind::IntakeSpikeCleared {
+                spike: spike.clone(),
+            },
+        ] {
             let payload = kind.payload_json().unwrap();
             assert!(payload.contains(r#""baseline":3.25"#), "{payload}");
             assert_eq!(EventKind::from_parts(kind.name(), &payload).unwrap(), kind);
-            assert!(!kind.is_owner_scoped() && !kind.is_ownership() && kind.owner_changes().is_none(), "{kind:?}");
+            assert!(
+                !kind.is_owner_scoped() && !kind.is_ownership() && kind.owner_changes().is_none(),
+                "{kind:?}"
+            );
         }
     }
 }

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 /// A hybrid logical timestamp packed as `millis << 16 | counter`, so that it
 /// sorts and stores as one integer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct HlcTimestamp(pub u64);
 
@@ -100,7 +102,9 @@ mod tests {
 
     #[test]
     fn counter_overflow_borrows_the_next_millisecond() {
-        let mut hlc = Hlc { last: HlcTimestamp::new(10, u16::MAX) };
+        let mut hlc = Hlc {
+            last: HlcTimestamp::new(10, u16::MAX),
+        };
         assert_eq!(hlc.tick(10), HlcTimestamp::new(11, 0));
     }
 }

@@ -90,8 +90,14 @@ impl IdMinter {
 
     fn next(&mut self, at: Timestamp, random: [u8; 10]) -> Uuid {
         let millis = u64::try_from(at.as_millisecond()).unwrap_or(0);
-        let fresh = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().as_u128();
-        self.last = if fresh > self.last { fresh } else { Self::successor(self.last) };
+        let fresh = uuid::Builder::from_unix_timestamp_millis(millis, &random)
+            .into_uuid()
+            .as_u128();
+        self.last = if fresh > self.last {
+            fresh
+        } else {
+            Self::successor(self.last)
+        };
         Uuid::from_u128(self.last)
     }
 
@@ -114,16 +120,28 @@ fn check_slug(field: &'static str, value: &str, max_len: usize) -> Result<()> {
     let reason = if value.is_empty() {
         Some("must not be empty".to_owned())
     } else if value.len() > max_len {
-        Some(format!("{} is longer than {max_len} characters", crate::text::echo(value)))
+        Some(format!(
+            "{} is longer than {max_len} characters",
+            crate::text::echo(value)
+        ))
     } else if !value.starts_with(|c: char| c.is_ascii_lowercase()) {
-        Some(format!("{} must start with a lowercase letter", crate::text::echo(value)))
+        Some(format!(
+            "{} must start with a lowercase letter",
+            crate::text::echo(value)
+        ))
     } else if let Some(bad) = value
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
     {
-        Some(format!("{} contains {bad:?}; use lowercase letters, digits, '-' and '_'", crate::text::echo(value)))
+        Some(format!(
+            "{} contains {bad:?}; use lowercase letters, digits, '-' and '_'",
+            crate::text::echo(value)
+        ))
     } else if value.ends_with('-') || value.contains("--") {
-        Some(format!("{} must not end with '-' or contain '--'", crate::text::echo(value)))
+        Some(format!(
+            "{} must not end with '-' or contain '--'",
+            crate::text::echo(value)
+        ))
     } else {
         None
     };
@@ -213,7 +231,15 @@ mod tests {
     fn region_slugs() {
         assert!(RegionId::new("us-east").is_ok());
         assert!(RegionId::new("apac-south-2").is_ok());
-        for bad in ["", "US-East", "1east", "us east", "us-", "us--east", &"a".repeat(33)] {
+        for bad in [
+            "",
+            "US-East",
+            "1east",
+            "us east",
+            "us-",
+            "us--east",
+            &"a".repeat(33),
+        ] {
             let err = RegionId::new(bad).unwrap_err();
             assert!(err.to_string().starts_with("region: "), "{err}");
         }
@@ -229,14 +255,24 @@ mod tests {
             assert!(next > previous, "{next} after {previous}");
             previous = next;
         }
-        let earlier = TicketId::mint(&mut minter, Timestamp::from_millisecond(4_000).unwrap(), [0; 10]);
+        let earlier = TicketId::mint(
+            &mut minter,
+            Timestamp::from_millisecond(4_000).unwrap(),
+            [0; 10],
+        );
         assert!(earlier > previous, "a clock step back must not reorder ids");
-        assert_eq!(TicketId::from_uuid(earlier.as_uuid()).unwrap(), earlier, "still a valid UUIDv7");
+        assert_eq!(
+            TicketId::from_uuid(earlier.as_uuid()).unwrap(),
+            earlier,
+            "still a valid UUIDv7"
+        );
     }
 
     #[test]
     fn the_counter_carries_without_touching_version_or_variant() {
-        let all_random = uuid::Builder::from_unix_timestamp_millis(7, &[0xff; 10]).into_uuid().as_u128();
+        let all_random = uuid::Builder::from_unix_timestamp_millis(7, &[0xff; 10])
+            .into_uuid()
+            .as_u128();
         let next = Uuid::from_u128(IdMinter::successor(all_random));
         assert_eq!(next.get_version_num(), 7);
         assert_eq!(next.get_variant(), uuid::Variant::RFC4122);
@@ -249,7 +285,9 @@ mod tests {
         let late = TicketId::new_v7(Timestamp::from_millisecond(2_000).unwrap(), [0; 10]);
         assert!(early < late);
         assert_eq!(early.to_string().parse::<TicketId>().unwrap(), early);
-        let v4 = "f47ac10b-58cc-4372-a567-0e02b2c3d479".parse::<TicketId>().unwrap_err();
+        let v4 = "f47ac10b-58cc-4372-a567-0e02b2c3d479"
+            .parse::<TicketId>()
+            .unwrap_err();
         assert!(v4.to_string().contains("not a UUIDv7"), "{v4}");
     }
 }

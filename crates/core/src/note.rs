@@ -43,12 +43,18 @@ impl Note {
     pub fn validate(&self) -> Result<()> {
         check_author(&self.author)?;
         if self.body.trim().is_empty() {
-            return Err(Error::InvalidField { field: "body", reason: "must not be empty".into() });
+            return Err(Error::InvalidField {
+                field: "body",
+                reason: "must not be empty".into(),
+            });
         }
         if self.body.len() > NOTE_BODY_BYTES_MAX {
             return Err(Error::InvalidField {
                 field: "body",
-                reason: format!("is {} bytes; the limit is {NOTE_BODY_BYTES_MAX}", self.body.len()),
+                reason: format!(
+                    "is {} bytes; the limit is {NOTE_BODY_BYTES_MAX}",
+                    self.body.len()
+                ),
             });
         }
         check_free_text("body", &self.body, TextKind::Body)
@@ -57,7 +63,10 @@ impl Note {
 
 fn check_author(author: &str) -> Result<()> {
     if author.trim().is_empty() {
-        return Err(Error::InvalidField { field: "author", reason: "must not be empty".into() });
+        return Err(Error::InvalidField {
+            field: "author",
+            reason: "must not be empty".into(),
+        });
     }
     if author.chars().count() > AUTHOR_CHARS_MAX {
         return Err(Error::InvalidField {
@@ -110,9 +119,15 @@ impl HandoffNote {
 
     pub fn validate(&self) -> Result<()> {
         check_author(&self.author)?;
-        for (field, value) in [("note.last_action", &self.last_action), ("note.next_action", &self.next_action)] {
+        for (field, value) in [
+            ("note.last_action", &self.last_action),
+            ("note.next_action", &self.next_action),
+        ] {
             if value.trim().is_empty() {
-                return Err(Error::InvalidField { field, reason: "must not be empty".into() });
+                return Err(Error::InvalidField {
+                    field,
+                    reason: "must not be empty".into(),
+                });
             }
             if value.chars().count() > HANDOFF_FIELD_CHARS_MAX {
                 return Err(Error::InvalidField {
@@ -123,7 +138,10 @@ impl HandoffNote {
             check_free_text(field, value, TextKind::Line)?;
         }
         if self.text.len() > NOTE_BODY_BYTES_MAX {
-            return Err(Error::InvalidField { field: "note.text", reason: format!("is longer than {NOTE_BODY_BYTES_MAX} bytes") });
+            return Err(Error::InvalidField {
+                field: "note.text",
+                reason: format!("is longer than {NOTE_BODY_BYTES_MAX} bytes"),
+            });
         }
         check_free_text("note.text", &self.text, TextKind::Body)
     }
@@ -225,6 +243,9 @@ mod tests {
     fn empty_note_is_refused() {
         let mut n = note(1, 1);
         n.body = "  ".into();
-        assert_eq!(n.validate().unwrap_err().to_string(), "body: must not be empty");
+        assert_eq!(
+            n.validate().unwrap_err().to_string(),
+            "body: must not be empty"
+        );
     }
 }

@@ -57,10 +57,17 @@ pub fn replay(events: &[EventEnvelope]) -> Option<Replayed> {
     let mut given_up: HashMap<(Epoch, &RegionId), u64> = HashMap::new();
     for event in events {
         let (from, previous, first_stale) = match &event.kind {
-            EventKind::HandoffAccepted { from, offer_seq, previous_epoch } => (from, *previous_epoch, *offer_seq),
-            EventKind::TakenOver { from, previous_epoch, through_seq, .. } => {
-                (from, *previous_epoch, through_seq.saturating_add(1))
-            }
+            EventKind::HandoffAccepted {
+                from,
+                offer_seq,
+                previous_epoch,
+            } => (from, *previous_epoch, *offer_seq),
+            EventKind::TakenOver {
+                from,
+                previous_epoch,
+                through_seq,
+                ..
+            } => (from, *previous_epoch, through_seq.saturating_add(1)),
             _ => continue,
         };
         holders.insert(event.epoch, event.origin_region.clone());
@@ -71,9 +78,13 @@ pub fn replay(events: &[EventEnvelope]) -> Option<Replayed> {
     let mut counted = Vec::new();
     let mut stale = Vec::new();
     for event in events {
-        let Some(changes) = event.kind.owner_changes() else { continue };
+        let Some(changes) = event.kind.owner_changes() else {
+            continue;
+        };
         let held = holders.get(&changes.epoch) == Some(&event.origin_region);
-        let in_time = given_up.get(&(changes.epoch, &event.origin_region)).is_none_or(|cut| event.origin_seq < *cut);
+        let in_time = given_up
+            .get(&(changes.epoch, &event.origin_region))
+            .is_none_or(|cut| event.origin_seq < *cut);
         if held && in_time {
             counted.push((changes.epoch, event.hlc_time, event, changes));
         } else {
@@ -84,7 +95,14 @@ pub fn replay(events: &[EventEnvelope]) -> Option<Replayed> {
             });
         }
     }
-    counted.sort_by(|a, b| (a.0, a.1, &a.2.origin_region, a.2.origin_seq).cmp(&(b.0, b.1, &b.2.origin_region, b.2.origin_seq)));
+    counted.sort_by(|a, b| {
+        (a.0, a.1, &a.2.origin_region, a.2.origin_seq).cmp(&(
+            b.0,
+            b.1,
+            &b.2.origin_region,
+            b.2.origin_seq,
+        ))
+    });
     for (_, _, event, changes) in counted {
         ticket.apply(changes, hlc_instant(event));
     }
@@ -93,13 +111,18 @@ pub fn replay(events: &[EventEnvelope]) -> Option<Replayed> {
     // The highest epoch owns the ticket; its holder's offers and refusals
     // at that epoch, in its log's order, say whether an offer is pending.
     if let Some((epoch, owner)) = holders.last_key_value() {
-        ticket.owner = Ownership { owner_region: owner.clone(), epoch: *epoch };
+        ticket.owner = Ownership {
+            owner_region: owner.clone(),
+            epoch: *epoch,
+        };
     }
     let mut steps: Vec<&EventEnvelope> = events
         .iter()
         .filter(|event| {
-            matches!(event.kind, EventKind::HandoffOffered { .. } | EventKind::HandoffRefused { .. })
-                && event.epoch == ticket.owner.epoch
+            matches!(
+                event.kind,
+                EventKind::HandoffOffered { .. } | EventKind::HandoffRefused { .. }
+            ) && event.epoch == ticket.owner.epoch
                 && event.origin_region == ticket.owner.owner_region
         })
         .collect();
@@ -113,7 +136,9 @@ pub fn replay(events: &[EventEnvelope]) -> Option<Replayed> {
     for event in steps {
         match &event.kind {
             EventKind::HandoffOffered { to, .. } => ticket.handoff_to = Some(to.clone()),
-            EventKind::HandoffRefused { to, .. } if ticket.handoff_to.as_ref() == Some(to) => ticket.handoff_to = None,
+            EventKind::HandoffRefused { to, .. } if ticket.handoff_to.as_ref() == Some(to) => {
+                ticket.handoff_to = None
+            }
             _ => {}
         }
     }
@@ -147,8 +172,19 @@ mod tests {
     impl Story {
         fn new() -> Self {
             let ticket = sample_ticket();
-            let mut story = Self { ticket: ticket.clone(), seqs: HashMap::new(), clock: 1_000, events: Vec::new() };
-            story.push("us-east", ticket.owner.epoch, EventKind::TicketCreated { ticket: Box::new(ticket) });
+            let mut story = Self {
+                ticket: ticket.clone(),
+                seqs: HashMap::new(),
+                clock: 1_000,
+                events: Vec::new(),
+            };
+            story.push(
+                "us-east",
+                ticket.owner.epoch,
+                EventKind::TicketCreated {
+                    ticket: Box::new(ticket),
+                },
+            );
             story
         }
 
@@ -168,7 +204,13 @@ mod tests {
             *seq
         }
 
-        fn update(&mut self, origin: &str, epoch: Epoch, status: Option<Status>, assignee: Option<&str>) -> u64 {
+        fn update(
+            &mut self,
+            origin: &str,
+            epoch: Epoch,
+            status: Option<Status>,
+            assignee: Option<&str>,
+        ) -> u64 {
             let changes = TicketChanges {
                 epoch,
                 status,
@@ -198,7 +240,15 @@ mod tests {
                 created_at: Timestamp::UNIX_EPOCH,
                 auto: false,
             };
-            self.push(origin, epoch, EventKind::HandoffOffered { to: region(to), handoff, note })
+            self.push(
+                origin,
+                epoch,
+                EventKind::HandoffOffered {
+                    to: region(to),
+                    handoff,
+                    note,
+                },
+            )
         }
     }
 
@@ -211,12 +261,24 @@ mod tests {
         story.update("us-east", e0, Some(Status::Open), None);
         let offer_seq = story.offer("us-east", e0, "eu-west");
         let e1 = e0.next_for(1);
-        story.push("eu-west", e1, EventKind::HandoffAccepted { from: region("us-east"), offer_seq, previous_epoch: e0 });
+        story.push(
+            "eu-west",
+            e1,
+            EventKind::HandoffAccepted {
+                from: region("us-east"),
+                offer_seq,
+                previous_epoch: e0,
+            },
+        );
         let seen = story.update("eu-west", e1, None, Some("bo"));
         story.update("eu-west", e1, Some(Status::Pending), None);
         let e2 = e1.next_for(2);
-        let takeover =
-            EventKind::TakenOver { from: region("eu-west"), fencing_token: 9, previous_epoch: e1, through_seq: seen };
+        let takeover = EventKind::TakenOver {
+            from: region("eu-west"),
+            fencing_token: 9,
+            previous_epoch: e1,
+            through_seq: seen,
+        };
         story.push("apac-south", e2, takeover);
         story.update("apac-south", e2, Some(Status::Escalated), None);
         (story, e1, e2)
@@ -226,15 +288,34 @@ mod tests {
     fn writes_after_the_successors_cursor_are_stale() {
         let (story, e1, e2) = handoff_then_takeover();
         let replayed = replay(&story.events).unwrap();
-        assert_eq!(replayed.ticket.owner, Ownership { owner_region: region("apac-south"), epoch: e2 });
+        assert_eq!(
+            replayed.ticket.owner,
+            Ownership {
+                owner_region: region("apac-south"),
+                epoch: e2
+            }
+        );
         assert_eq!(replayed.ticket.status, Status::Escalated);
-        assert_eq!(replayed.ticket.assignee.as_deref(), Some("bo"), "eu-west's write before the cursor counts");
+        assert_eq!(
+            replayed.ticket.assignee.as_deref(),
+            Some("bo"),
+            "eu-west's write before the cursor counts"
+        );
         assert_eq!(replayed.ticket.handoff_to, None);
         assert_eq!(replayed.stale.len(), 1, "{:?}", replayed.stale);
         let stale = &replayed.stale[0];
-        assert_eq!((stale.origin_region.as_str(), stale.origin_seq), ("eu-west", 3));
-        assert_eq!((stale.changes.epoch, stale.changes.status), (e1, Some(Status::Pending)));
-        assert_eq!(replayed.ticket.updated_at, hlc_instant(story.events.last().unwrap()));
+        assert_eq!(
+            (stale.origin_region.as_str(), stale.origin_seq),
+            ("eu-west", 3)
+        );
+        assert_eq!(
+            (stale.changes.epoch, stale.changes.status),
+            (e1, Some(Status::Pending))
+        );
+        assert_eq!(
+            replayed.ticket.updated_at,
+            hlc_instant(story.events.last().unwrap())
+        );
     }
 
     #[test]
@@ -244,7 +325,15 @@ mod tests {
         story.update("us-east", e0, None, Some("ana"));
         let offer_seq = story.offer("us-east", e0, "eu-west");
         let e1 = e0.next_for(1);
-        story.push("eu-west", e1, EventKind::HandoffAccepted { from: region("us-east"), offer_seq, previous_epoch: e0 });
+        story.push(
+            "eu-west",
+            e1,
+            EventKind::HandoffAccepted {
+                from: region("us-east"),
+                offer_seq,
+                previous_epoch: e0,
+            },
+        );
         story.update("eu-west", e1, Some(Status::Open), None);
         // eu-west's log first, then us-east's: the update made before the
         // offer arrives after the epoch moved on.
@@ -261,8 +350,18 @@ mod tests {
         let mut story = Story::new();
         let e0 = story.ticket.owner.epoch;
         story.offer("us-east", e0, "eu-west");
-        assert_eq!(replay(&story.events).unwrap().ticket.handoff_to, Some(region("eu-west")));
-        story.push("us-east", e0, EventKind::HandoffRefused { to: region("eu-west"), reason: "off shift".into() });
+        assert_eq!(
+            replay(&story.events).unwrap().ticket.handoff_to,
+            Some(region("eu-west"))
+        );
+        story.push(
+            "us-east",
+            e0,
+            EventKind::HandoffRefused {
+                to: region("eu-west"),
+                reason: "off shift".into(),
+            },
+        );
         assert_eq!(replay(&story.events).unwrap().ticket.handoff_to, None);
     }
 

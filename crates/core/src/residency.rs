@@ -38,19 +38,29 @@ pub fn refusal(residency: &BTreeSet<RegionId>, region: &RegionId) -> Option<Stri
         return None;
     }
     let allowed: Vec<&str> = residency.iter().map(RegionId::as_str).collect();
-    Some(format!("{region} is outside the ticket's residency ({}); its data may not move there", allowed.join(", ")))
+    Some(format!(
+        "{region} is outside the ticket's residency ({}); its data may not move there",
+        allowed.join(", ")
+    ))
 }
 
 /// Whether the kind carries free text that residency keeps home.
 pub fn carries_text(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::TicketCreated { .. } | EventKind::NoteAdded { .. } | EventKind::HandoffOffered { .. })
+    matches!(
+        kind,
+        EventKind::TicketCreated { .. }
+            | EventKind::NoteAdded { .. }
+            | EventKind::HandoffOffered { .. }
+    )
 }
 
 /// The ticket whose residency decides where this event's text may go, when
 /// the event does not say so itself (a creation carries its residency).
 pub fn residency_ticket(kind: &EventKind) -> Option<TicketId> {
     match kind {
-        EventKind::NoteAdded { note } | EventKind::HandoffOffered { note, .. } => Some(note.ticket_id),
+        EventKind::NoteAdded { note } | EventKind::HandoffOffered { note, .. } => {
+            Some(note.ticket_id)
+        }
         _ => None,
     }
 }
@@ -59,7 +69,9 @@ pub fn residency_ticket(kind: &EventKind) -> Option<TicketId> {
 pub fn is_redacted(kind: &EventKind) -> bool {
     match kind {
         EventKind::TicketCreated { ticket } => ticket.is_redacted(),
-        EventKind::NoteAdded { note } | EventKind::HandoffOffered { note, .. } => note.body.is_empty(),
+        EventKind::NoteAdded { note } | EventKind::HandoffOffered { note, .. } => {
+            note.body.is_empty()
+        }
         _ => false,
     }
 }
@@ -68,31 +80,46 @@ pub fn is_redacted(kind: &EventKind) -> bool {
 /// kept. Pure and idempotent; kinds without text come back unchanged.
 pub fn redact(kind: &EventKind) -> EventKind {
     match kind {
-        EventKind::TicketCreated { ticket } => EventKind::TicketCreated { ticket: Box::new(ticket.redacted()) },
-        EventKind::NoteAdded { note } => EventKind::NoteAdded { note: note.redacted() },
-        EventKind::HandoffOffered { to, handoff, note } => {
-            EventKind::HandoffOffered { to: to.clone(), handoff: handoff.redacted(), note: note.redacted() }
-        }
+        EventKind::TicketCreated { ticket } => EventKind::TicketCreated {
+            ticket: Box::new(ticket.redacted()),
+        },
+        EventKind::NoteAdded { note } => EventKind::NoteAdded {
+            note: note.redacted(),
+        },
+        EventKind::HandoffOffered { to, handoff, note } => EventKind::HandoffOffered {
+            to: to.clone(),
+            handoff: handoff.redacted(),
+            note: note.redacted(),
+        },
         other => other.clone(),
     }
 }
 
 /// The event with its kind redacted.
 pub fn redact_event(event: &EventEnvelope) -> EventEnvelope {
-    EventEnvelope { kind: redact(&event.kind), ..event.clone() }
+    EventEnvelope {
+        kind: redact(&event.kind),
+        ..event.clone()
+    }
 }
 
 /// Whether `a` and `b` are copies of the same event, one of them perhaps the
 /// redacted copy of the other.
 pub fn same_event(a: &EventEnvelope, b: &EventEnvelope) -> bool {
-    a == b || (is_redacted(&b.kind) && redact_event(a) == *b) || (is_redacted(&a.kind) && redact_event(b) == *a)
+    a == b
+        || (is_redacted(&b.kind) && redact_event(a) == *b)
+        || (is_redacted(&a.kind) && redact_event(b) == *a)
 }
 
 /// What to ship of `event` to `to`. `residency` is the ticket's set as the
 /// sender knows it, `None` when it does not have the ticket; a creation
 /// carries its own. `None` means the sender must not ship it (see the
 /// module's doc): the receiver gets it from a region that can.
-pub fn outgoing(event: &EventEnvelope, residency: Option<&BTreeSet<RegionId>>, to: &RegionId) -> Option<EventEnvelope> {
+pub fn outgoing(
+    event: &EventEnvelope,
+    residency: Option<&BTreeSet<RegionId>>,
+    to: &RegionId,
+) -> Option<EventEnvelope> {
     match decide(event, residency, to) {
         Shipping::Full => Some(event.clone()),
         Shipping::Redacted => Some(redact_event(event)),
@@ -112,7 +139,11 @@ pub enum Shipping {
 }
 
 /// Decides how `event` leaves for `to`; the arguments are [`outgoing`]'s.
-pub fn decide(event: &EventEnvelope, residency: Option<&BTreeSet<RegionId>>, to: &RegionId) -> Shipping {
+pub fn decide(
+    event: &EventEnvelope,
+    residency: Option<&BTreeSet<RegionId>>,
+    to: &RegionId,
+) -> Shipping {
     if !carries_text(&event.kind) {
         return Shipping::Full;
     }
@@ -136,7 +167,12 @@ pub fn decide(event: &EventEnvelope, residency: Option<&BTreeSet<RegionId>>, to:
 impl Ticket {
     /// The ticket without its subject, body and customer.
     pub fn redacted(&self) -> Ticket {
-        Ticket { subject: String::new(), body: String::new(), customer: String::new(), ..self.clone() }
+        Ticket {
+            subject: String::new(),
+            body: String::new(),
+            customer: String::new(),
+            ..self.clone()
+        }
     }
 
     /// Whether this is a redacted copy: a real ticket always has a subject.
@@ -149,7 +185,11 @@ impl Note {
     /// The note without its body and author: its id, ticket, region and
     /// time stay, so the note is counted and merged everywhere.
     pub fn redacted(&self) -> Note {
-        Note { author: String::new(), body: String::new(), ..self.clone() }
+        Note {
+            author: String::new(),
+            body: String::new(),
+            ..self.clone()
+        }
     }
 }
 
@@ -217,21 +257,45 @@ mod tests {
             author: "ana".into(),
             auto: false,
         };
-        EventKind::HandoffOffered { to: region("us-west"), handoff, note: note() }
+        EventKind::HandoffOffered {
+            to: region("us-west"),
+            handoff,
+            note: note(),
+        }
     }
 
     #[test]
     fn redaction_empties_every_text_and_keeps_the_envelope() {
-        let created = event(EventKind::TicketCreated { ticket: Box::new(pinned()) });
+        let created = event(EventKind::TicketCreated {
+            ticket: Box::new(pinned()),
+        });
         let redacted = redact_event(&created);
-        let EventKind::TicketCreated { ticket } = &redacted.kind else { panic!("kind changed") };
-        assert_eq!((ticket.subject.as_str(), ticket.body.as_str(), ticket.customer.as_str()), ("", "", ""));
+        let EventKind::TicketCreated { ticket } = &redacted.kind else {
+            panic!("kind changed")
+        };
+        assert_eq!(
+            (
+                ticket.subject.as_str(),
+                ticket.body.as_str(),
+                ticket.customer.as_str()
+            ),
+            ("", "", "")
+        );
         assert_eq!(ticket.owner, pinned().owner);
         assert_eq!(ticket.residency, pinned().residency);
-        assert_eq!((ticket.status, &ticket.tier, ticket.sla), (pinned().status, &pinned().tier, pinned().sla));
-        assert_eq!((redacted.origin_seq, redacted.epoch, redacted.ticket_id), (3, created.epoch, created.ticket_id));
+        assert_eq!(
+            (ticket.status, &ticket.tier, ticket.sla),
+            (pinned().status, &pinned().tier, pinned().sla)
+        );
+        assert_eq!(
+            (redacted.origin_seq, redacted.epoch, redacted.ticket_id),
+            (3, created.epoch, created.ticket_id)
+        );
         let json = redacted.kind.payload_json().unwrap();
-        assert!(!json.contains("Printer") && !json.contains("fire") && !json.contains("acme"), "{json}");
+        assert!(
+            !json.contains("Printer") && !json.contains("fire") && !json.contains("acme"),
+            "{json}"
+        );
 
         for kind in [EventKind::NoteAdded { note: note() }, offer()] {
             let redacted = redact(&kind);
@@ -243,7 +307,11 @@ mod tests {
             assert_eq!(redact(&redacted), redacted, "redaction is idempotent");
         }
         let update = EventKind::TicketUpdated {
-            changes: TicketChanges { epoch: Epoch::initial(0), status: Some(Status::Open), ..TicketChanges::default() },
+            changes: TicketChanges {
+                epoch: Epoch::initial(0),
+                status: Some(Status::Open),
+                ..TicketChanges::default()
+            },
         };
         assert_eq!(redact(&update), update);
         assert!(!is_redacted(&update) && !carries_text(&update));
@@ -255,16 +323,39 @@ mod tests {
         let (inside, outside) = (region("us-west"), region("eu-west"));
         let note = event(EventKind::NoteAdded { note: note() });
         assert_eq!(outgoing(&note, Some(&set), &inside), Some(note.clone()));
-        assert_eq!(outgoing(&note, Some(&set), &outside), Some(redact_event(&note)));
-        assert_eq!(outgoing(&note, Some(&BTreeSet::new()), &outside), Some(note.clone()), "unpinned goes anywhere");
-        assert_eq!(outgoing(&note, None, &outside), None, "unknown residency: withheld");
+        assert_eq!(
+            outgoing(&note, Some(&set), &outside),
+            Some(redact_event(&note))
+        );
+        assert_eq!(
+            outgoing(&note, Some(&BTreeSet::new()), &outside),
+            Some(note.clone()),
+            "unpinned goes anywhere"
+        );
+        assert_eq!(
+            outgoing(&note, None, &outside),
+            None,
+            "unknown residency: withheld"
+        );
         let copy = redact_event(&note);
-        assert_eq!(outgoing(&copy, Some(&set), &inside), None, "a redacted copy never goes inside the set");
+        assert_eq!(
+            outgoing(&copy, Some(&set), &inside),
+            None,
+            "a redacted copy never goes inside the set"
+        );
         assert_eq!(outgoing(&copy, Some(&set), &outside), Some(copy.clone()));
         // A creation decides by its own residency, whatever the caller knows.
-        let created = event(EventKind::TicketCreated { ticket: Box::new(pinned()) });
-        assert_eq!(outgoing(&created, None, &region("us-east")), Some(created.clone()));
-        assert_eq!(outgoing(&created, None, &outside), Some(redact_event(&created)));
+        let created = event(EventKind::TicketCreated {
+            ticket: Box::new(pinned()),
+        });
+        assert_eq!(
+            outgoing(&created, None, &region("us-east")),
+            Some(created.clone())
+        );
+        assert_eq!(
+            outgoing(&created, None, &outside),
+            Some(redact_event(&created))
+        );
         assert!(same_event(&note, &copy) && same_event(&copy, &note) && same_event(&note, &note));
         let mut other = copy.clone();
         other.origin_seq += 1;

@@ -138,7 +138,9 @@ impl SlaDeadlines {
     }
 
     fn clocks_mut(&mut self) -> impl Iterator<Item = &mut SlaClock> {
-        self.first_response.iter_mut().chain(self.resolution.iter_mut())
+        self.first_response
+            .iter_mut()
+            .chain(self.resolution.iter_mut())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -147,11 +149,18 @@ impl SlaDeadlines {
 
     /// The earliest instant any clock needs looking at.
     pub fn check_at(&self) -> Option<Timestamp> {
-        self.first_response.iter().chain(self.resolution.iter()).filter_map(SlaClock::check_at).min()
+        self.first_response
+            .iter()
+            .chain(self.resolution.iter())
+            .filter_map(SlaClock::check_at)
+            .min()
     }
 
     pub fn is_at_risk(&self) -> bool {
-        self.first_response.iter().chain(self.resolution.iter()).any(|c| c.state.is_at_risk())
+        self.first_response
+            .iter()
+            .chain(self.resolution.iter())
+            .any(|c| c.state.is_at_risk())
     }
 
     /// The clocks after a status move, for the transitions that need no
@@ -208,7 +217,11 @@ mod tests {
     }
 
     fn clock(state: SlaState) -> SlaClock {
-        SlaClock { due: ts(100), warn_at: ts(80), state }
+        SlaClock {
+            due: ts(100),
+            warn_at: ts(80),
+            state,
+        }
     }
 
     #[test]
@@ -216,7 +229,11 @@ mod tests {
         let running = clock(SlaState::Running);
         assert_eq!(running.alert_at(ts(79)), None);
         assert_eq!(running.alert_at(ts(80)), Some(SlaAlert::Warning));
-        assert_eq!(running.alert_at(ts(100)), Some(SlaAlert::Breached), "a missed warning does not delay the breach");
+        assert_eq!(
+            running.alert_at(ts(100)),
+            Some(SlaAlert::Breached),
+            "a missed warning does not delay the breach"
+        );
         let at_risk = clock(SlaState::AtRisk);
         assert_eq!(at_risk.alert_at(ts(90)), None, "warned once");
         assert_eq!(at_risk.alert_at(ts(100)), Some(SlaAlert::Breached));
@@ -228,7 +245,10 @@ mod tests {
 
     #[test]
     fn status_moves_meet_pause_and_reopen() {
-        let sla = SlaDeadlines { first_response: Some(clock(SlaState::AtRisk)), resolution: Some(clock(SlaState::Running)) };
+        let sla = SlaDeadlines {
+            first_response: Some(clock(SlaState::AtRisk)),
+            resolution: Some(clock(SlaState::Running)),
+        };
         let opened = sla.after_status(Status::New, Status::Open, false);
         assert_eq!(opened.first_response.unwrap().state, SlaState::Met);
         assert_eq!(opened.resolution.unwrap().state, SlaState::Running);
@@ -236,7 +256,11 @@ mod tests {
 
         let pending = opened.after_status(Status::Open, Status::Pending, true);
         assert_eq!(pending.resolution.unwrap().state, SlaState::Paused);
-        assert_eq!(pending.first_response.unwrap().state, SlaState::Met, "a met target stays met");
+        assert_eq!(
+            pending.first_response.unwrap().state,
+            SlaState::Met,
+            "a met target stays met"
+        );
         assert_eq!(pending.check_at(), None, "nothing to watch while paused");
 
         let solved = opened.after_status(Status::Open, Status::Solved, false);
@@ -244,8 +268,15 @@ mod tests {
         let reopened = solved.after_status(Status::Solved, Status::Open, false);
         assert_eq!(reopened.resolution.unwrap().state, SlaState::Running);
 
-        let breached = SlaDeadlines { resolution: Some(clock(SlaState::Breached)), ..SlaDeadlines::default() };
-        assert_eq!(breached.after_status(Status::Open, Status::Solved, false), breached, "a breach is history");
+        let breached = SlaDeadlines {
+            resolution: Some(clock(SlaState::Breached)),
+            ..SlaDeadlines::default()
+        };
+        assert_eq!(
+            breached.after_status(Status::Open, Status::Solved, false),
+            breached,
+            "a breach is history"
+        );
     }
 
     proptest! {

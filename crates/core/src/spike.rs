@@ -94,7 +94,9 @@ impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
         let value = f64::deserialize(d)?;
         if !value.is_finite() || value < 0.0 {
-            return Err(serde::de::Error::custom(format!("a rate is a number of tickets, 0 or more, not {value}")));
+            return Err(serde::de::Error::custom(format!(
+                "a rate is a number of tickets, 0 or more, not {value}"
+            )));
         }
         Ok(Rate::from_f64(value))
     }
@@ -113,9 +115,19 @@ impl SpikeKey {
     /// The keys a new ticket counts under.
     pub fn for_ticket(ticket: &Ticket) -> Vec<SpikeKey> {
         if ticket.skills.is_empty() {
-            return vec![SpikeKey { tier: ticket.tier.clone(), skill: None }];
+            return vec![SpikeKey {
+                tier: ticket.tier.clone(),
+                skill: None,
+            }];
         }
-        ticket.skills.iter().map(|s| SpikeKey { tier: ticket.tier.clone(), skill: Some(s.clone()) }).collect()
+        ticket
+            .skills
+            .iter()
+            .map(|s| SpikeKey {
+                tier: ticket.tier.clone(),
+                skill: Some(s.clone()),
+            })
+            .collect()
     }
 }
 
@@ -162,10 +174,16 @@ impl SpikeConfig {
     /// Checks every setting, naming the first that is out of range.
     pub fn check(&self) -> Result<()> {
         if self.bucket < BUCKET_MIN || self.bucket > BUCKET_MAX || self.bucket.subsec_nanos() != 0 {
-            return Err(Error::invalid("spike.bucket", "must be whole seconds from 1s to 24h"));
+            return Err(Error::invalid(
+                "spike.bucket",
+                "must be whole seconds from 1s to 24h",
+            ));
         }
         if !(self.alpha > 0.0 && self.alpha <= 1.0) {
-            return Err(Error::invalid("spike.alpha", format!("is {}; use a number above 0 and at most 1", self.alpha)));
+            return Err(Error::invalid(
+                "spike.alpha",
+                format!("is {}; use a number above 0 and at most 1", self.alpha),
+            ));
         }
         if !(self.threshold_sigmas.is_finite() && self.threshold_sigmas > 0.0) {
             return Err(Error::invalid(
@@ -173,17 +191,29 @@ impl SpikeConfig {
                 format!("is {}; use a positive number", self.threshold_sigmas),
             ));
         }
-        if !(self.clear_sigmas.is_finite() && self.clear_sigmas >= 0.0 && self.clear_sigmas < self.threshold_sigmas) {
+        if !(self.clear_sigmas.is_finite()
+            && self.clear_sigmas >= 0.0
+            && self.clear_sigmas < self.threshold_sigmas)
+        {
             return Err(Error::invalid(
                 "spike.clear_sigmas",
-                format!("is {}; use a number from 0 up to (not including) threshold_sigmas", self.clear_sigmas),
+                format!(
+                    "is {}; use a number from 0 up to (not including) threshold_sigmas",
+                    self.clear_sigmas
+                ),
             ));
         }
         if self.min_count == 0 {
-            return Err(Error::invalid("spike.min_count", "is 0; use 1 or more tickets"));
+            return Err(Error::invalid(
+                "spike.min_count",
+                "is 0; use 1 or more tickets",
+            ));
         }
         if self.warmup_buckets == 0 {
-            return Err(Error::invalid("spike.warmup_buckets", "is 0; use 1 or more, so a cold start cannot alert"));
+            return Err(Error::invalid(
+                "spike.warmup_buckets",
+                "is 0; use 1 or more, so a cold start cannot alert",
+            ));
         }
         Ok(())
     }
@@ -217,7 +247,10 @@ pub struct IntakeSpike {
 
 impl IntakeSpike {
     pub fn key(&self) -> SpikeKey {
-        SpikeKey { tier: self.tier.clone(), skill: self.skill.clone() }
+        SpikeKey {
+            tier: self.tier.clone(),
+            skill: self.skill.clone(),
+        }
     }
 
     /// The id (the envelope's `ticket_id`) of the event that raises this
@@ -239,7 +272,12 @@ impl IntakeSpike {
     fn id(&self, tag: &[u8]) -> TicketId {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         let skill = self.skill.as_ref().map_or("", Skill::as_str);
-        for part in [tag, self.region.as_str().as_bytes(), self.tier.as_str().as_bytes(), skill.as_bytes()] {
+        for part in [
+            tag,
+            self.region.as_str().as_bytes(),
+            self.tier.as_str().as_bytes(),
+            skill.as_bytes(),
+        ] {
             // A separator that no slug contains keeps ("ab", "c") and ("a", "bc") apart.
             for byte in part.iter().chain(b"\0") {
                 hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
@@ -342,18 +380,29 @@ impl SpikeDetector {
 
     /// The keys with an open alert.
     pub fn alerting(&self) -> impl Iterator<Item = &SpikeKey> {
-        self.keys.iter().filter(|(_, b)| b.alert.is_some()).map(|(k, _)| k)
+        self.keys
+            .iter()
+            .filter(|(_, b)| b.alert.is_some())
+            .map(|(k, _)| k)
     }
 
     /// Counts one new ticket created at `at`. A ticket from a bucket that
     /// is already closed (it committed late) counts in the open one.
     pub fn observe(&mut self, at: Timestamp, ticket: &Ticket) {
-        let bucket = at.as_millisecond().div_euclid(self.bucket_ms).max(self.open);
+        let bucket = at
+            .as_millisecond()
+            .div_euclid(self.bucket_ms)
+            .max(self.open);
         for key in SpikeKey::for_ticket(ticket) {
             if !self.keys.contains_key(&key) && self.keys.len() >= KEYS_MAX {
                 continue;
             }
-            let count = self.counts.entry(bucket).or_default().entry(key).or_insert(0);
+            let count = self
+                .counts
+                .entry(bucket)
+                .or_default()
+                .entry(key)
+                .or_insert(0);
             *count = count.saturating_add(1);
         }
     }
@@ -367,7 +416,13 @@ impl SpikeDetector {
             if self.keys.is_empty() && !self.open_partial {
                 // Nothing remembered: empty buckets change nothing but the
                 // count of them, so skip to the next one holding tickets.
-                let next = self.counts.keys().next().copied().unwrap_or(now_bucket).min(now_bucket);
+                let next = self
+                    .counts
+                    .keys()
+                    .next()
+                    .copied()
+                    .unwrap_or(now_bucket)
+                    .min(now_bucket);
                 if next > self.open {
                     self.closed += (next - self.open) as u64;
                     self.open = next;
@@ -389,7 +444,12 @@ impl SpikeDetector {
         let end = self.at(self.open + 1);
         for key in counts.keys() {
             if !self.keys.contains_key(key) && self.keys.len() < KEYS_MAX {
-                let baseline = Baseline { mean: 0.0, var: 0.0, seen: self.closed, alert: None };
+                let baseline = Baseline {
+                    mean: 0.0,
+                    var: 0.0,
+                    seen: self.closed,
+                    alert: None,
+                };
                 self.keys.insert(key.clone(), baseline);
             }
         }
@@ -436,7 +496,8 @@ impl SpikeDetector {
             }
             baseline.seen += 1;
         }
-        self.keys.retain(|_, b| b.alert.is_some() || b.mean >= FORGET_BELOW || b.var >= FORGET_BELOW);
+        self.keys
+            .retain(|_, b| b.alert.is_some() || b.mean >= FORGET_BELOW || b.var >= FORGET_BELOW);
         self.closed += 1;
     }
 
@@ -466,12 +527,18 @@ mod tests {
             body: String::new(),
             customer: "c".into(),
             tier: Tier::new(tier).unwrap(),
-            skills: skills.iter().map(|s| Skill::new(*s).unwrap()).collect::<BTreeSet<_>>(),
+            skills: skills
+                .iter()
+                .map(|s| Skill::new(*s).unwrap())
+                .collect::<BTreeSet<_>>(),
             language: "en".into(),
             residency: BTreeSet::new(),
             priority: Priority::Normal,
         };
-        let owner = Ownership { owner_region: region(), epoch: Epoch::initial(0) };
+        let owner = Ownership {
+            owner_region: region(),
+            epoch: Epoch::initial(0),
+        };
         Ticket::create(TicketId::new_v7(minute(0), [0; 10]), new, owner, minute(0)).unwrap()
     }
 
@@ -482,7 +549,9 @@ mod tests {
     /// Feeds `counts[i]` tickets into minute `i + 1` (minute 0 is the
     /// partial one the detector starts in) and returns every change.
     fn run(config: SpikeConfig, counts: &[u32]) -> Vec<SpikeChange> {
-        let mut detector = SpikeDetector::new(region(), config, minute(0) + SignedDuration::from_secs(30)).unwrap();
+        let mut detector =
+            SpikeDetector::new(region(), config, minute(0) + SignedDuration::from_secs(30))
+                .unwrap();
         let t = ticket("premium", &["billing"]);
         let mut changes = Vec::new();
         for (i, &n) in counts.iter().enumerate() {
@@ -511,14 +580,19 @@ mod tests {
         counts.extend([40, 55, 3, 4, 3]);
         let changes = run(SpikeConfig::default(), &counts);
         assert_eq!(kinds(&changes), vec![("raised", 40), ("cleared", 3)]);
-        let (SpikeChange::Raised(raised), SpikeChange::Cleared(cleared)) = (&changes[0], &changes[1]) else {
+        let (SpikeChange::Raised(raised), SpikeChange::Cleared(cleared)) =
+            (&changes[0], &changes[1])
+        else {
             panic!("{changes:?}");
         };
         assert_eq!(raised.bucket_start, minute(13));
         assert_eq!(raised.bucket_end, minute(14));
         assert_eq!(raised.since, minute(13));
         assert_eq!(raised.skill.as_ref().map(Skill::as_str), Some("billing"));
-        assert!(raised.baseline.as_f64() > 2.5 && raised.baseline.as_f64() < 4.0, "{raised:?}");
+        assert!(
+            raised.baseline.as_f64() > 2.5 && raised.baseline.as_f64() < 4.0,
+            "{raised:?}"
+        );
         assert!(raised.threshold.as_f64() < 40.0, "{raised:?}");
         // The baseline stayed frozen through the surge; the clear names it.
         assert_eq!(cleared.since, minute(13));
@@ -531,7 +605,12 @@ mod tests {
     #[test]
     fn a_cold_start_does_not_alert() {
         // The partial first minute and the warm-up minutes carry the burst.
-        let mut detector = SpikeDetector::new(region(), SpikeConfig::default(), minute(0) + SignedDuration::from_secs(59)).unwrap();
+        let mut detector = SpikeDetector::new(
+            region(),
+            SpikeConfig::default(),
+            minute(0) + SignedDuration::from_secs(59),
+        )
+        .unwrap();
         let t = ticket("premium", &[]);
         for _ in 0..500 {
             detector.observe(minute(0) + SignedDuration::from_secs(59), &t);
@@ -546,10 +625,16 @@ mod tests {
     fn min_count_holds_back_small_numbers() {
         let mut counts = vec![0; 20];
         counts.push(9);
-        assert!(run(SpikeConfig::default(), &counts).is_empty(), "9 tickets is below min_count 10");
+        assert!(
+            run(SpikeConfig::default(), &counts).is_empty(),
+            "9 tickets is below min_count 10"
+        );
         counts.push(0);
         counts.push(20);
-        assert_eq!(kinds(&run(SpikeConfig::default(), &counts)), vec![("raised", 20)]);
+        assert_eq!(
+            kinds(&run(SpikeConfig::default(), &counts)),
+            vec![("raised", 20)]
+        );
     }
 
     #[test]
@@ -597,7 +682,10 @@ mod tests {
         let t = ticket("premium", &[]);
         detector.observe(minute(1), &t); // late: counts in the open bucket (5)
         detector.observe(minute(7), &t); // early: waits for bucket 7
-        assert_eq!(detector.counts.keys().copied().collect::<Vec<_>>(), [T0 / 60 + 5, T0 / 60 + 7]);
+        assert_eq!(
+            detector.counts.keys().copied().collect::<Vec<_>>(),
+            [T0 / 60 + 5, T0 / 60 + 7]
+        );
         detector.advance(minute(8));
         assert!(detector.counts.is_empty());
     }
@@ -605,13 +693,30 @@ mod tests {
     #[test]
     fn reconfigure_keeps_baselines_unless_the_bucket_changes() {
         let mut detector = SpikeDetector::new(region(), SpikeConfig::default(), minute(0)).unwrap();
-        let stricter = SpikeConfig { threshold_sigmas: 6.0, ..SpikeConfig::default() };
+        let stricter = SpikeConfig {
+            threshold_sigmas: 6.0,
+            ..SpikeConfig::default()
+        };
         assert!(detector.reconfigure(stricter.clone()).unwrap());
         assert_eq!(detector.config(), &stricter);
-        let hourly = SpikeConfig { bucket: SignedDuration::from_hours(1), ..SpikeConfig::default() };
+        let hourly = SpikeConfig {
+            bucket: SignedDuration::from_hours(1),
+            ..SpikeConfig::default()
+        };
         assert!(!detector.reconfigure(hourly).unwrap());
-        let bad = SpikeConfig { clear_sigmas: 6.0, ..stricter };
-        assert_eq!(detector.reconfigure(bad).unwrap_err().to_string().split(':').next(), Some("spike.clear_sigmas"));
+        let bad = SpikeConfig {
+            clear_sigmas: 6.0,
+            ..stricter
+        };
+        assert_eq!(
+            detector
+                .reconfigure(bad)
+                .unwrap_err()
+                .to_string()
+                .split(':')
+                .next(),
+            Some("spike.clear_sigmas")
+        );
     }
 
     #[test]
@@ -621,14 +726,56 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let d = SpikeConfig::default;
-        assert_eq!(field(SpikeConfig { bucket: SignedDuration::from_millis(1500), ..d() }), "spike.bucket");
-        assert_eq!(field(SpikeConfig { bucket: SignedDuration::from_hours(25), ..d() }), "spike.bucket");
+        assert_eq!(
+            field(SpikeConfig {
+                bucket: SignedDuration::from_millis(1500),
+                ..d()
+            }),
+            "spike.bucket"
+        );
+        assert_eq!(
+            field(SpikeConfig {
+                bucket: SignedDuration::from_hours(25),
+                ..d()
+            }),
+            "spike.bucket"
+        );
         assert_eq!(field(SpikeConfig { alpha: 0.0, ..d() }), "spike.alpha");
-        assert_eq!(field(SpikeConfig { alpha: f64::NAN, ..d() }), "spike.alpha");
-        assert_eq!(field(SpikeConfig { threshold_sigmas: -1.0, ..d() }), "spike.threshold_sigmas");
-        assert_eq!(field(SpikeConfig { clear_sigmas: 4.0, ..d() }), "spike.clear_sigmas");
-        assert_eq!(field(SpikeConfig { min_count: 0, ..d() }), "spike.min_count");
-        assert_eq!(field(SpikeConfig { warmup_buckets: 0, ..d() }), "spike.warmup_buckets");
+        assert_eq!(
+            field(SpikeConfig {
+                alpha: f64::NAN,
+                ..d()
+            }),
+            "spike.alpha"
+        );
+        assert_eq!(
+            field(SpikeConfig {
+                threshold_sigmas: -1.0,
+                ..d()
+            }),
+            "spike.threshold_sigmas"
+        );
+        assert_eq!(
+            field(SpikeConfig {
+                clear_sigmas: 4.0,
+                ..d()
+            }),
+            "spike.clear_sigmas"
+        );
+        assert_eq!(
+            field(SpikeConfig {
+                min_count: 0,
+                ..d()
+            }),
+            "spike.min_count"
+        );
+        assert_eq!(
+            field(SpikeConfig {
+                warmup_buckets: 0,
+                ..d()
+            }),
+            "spike.warmup_buckets"
+        );
         assert!(d().check().is_ok());
     }
 
@@ -646,18 +793,27 @@ mod tests {
 
     #[test]
     fn ids_are_stable_and_tell_keys_and_kinds_apart() {
-        let changes = run(SpikeConfig::default(), &[3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 50]);
-        let SpikeChange::Raised(spike) = &changes[0] else { panic!("{changes:?}") };
+        let changes = run(
+            SpikeConfig::default(),
+            &[3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 50],
+        );
+        let SpikeChange::Raised(spike) = &changes[0] else {
+            panic!("{changes:?}")
+        };
         assert_eq!(spike.raised_id(), spike.clone().raised_id());
         assert_eq!(spike.raised_id().as_uuid().get_version_num(), 7);
-        let other = IntakeSpike { skill: None, ..spike.clone() };
+        let other = IntakeSpike {
+            skill: None,
+            ..spike.clone()
+        };
         assert_ne!(other.raised_id(), spike.raised_id());
         assert_ne!(spike.cleared_id(), spike.raised_id());
     }
 
     /// Steady counts around `base`, within `noise` of it.
     fn steady(base: u32, noise: u32, len: impl Into<SizeRange>) -> impl Strategy<Value = Vec<u32>> {
-        proptest::collection::vec(0..=2 * noise, len).prop_map(move |v| v.into_iter().map(|d| base - noise + d).collect())
+        proptest::collection::vec(0..=2 * noise, len)
+            .prop_map(move |v| v.into_iter().map(|d| base - noise + d).collect())
     }
 
     fn isqrt(n: u32) -> u32 {

@@ -30,7 +30,9 @@ pub fn check_free_text(field: &'static str, value: &str, kind: TextKind) -> Resu
         let allowed = match kind {
             TextKind::Line => false,
             TextKind::Body => {
-                c == '\n' || c == '\t' || (c == '\r' && chars.peek().is_some_and(|(_, next)| *next == '\n'))
+                c == '\n'
+                    || c == '\t'
+                    || (c == '\r' && chars.peek().is_some_and(|(_, next)| *next == '\n'))
             }
         };
         if !allowed {
@@ -40,7 +42,10 @@ pub fn check_free_text(field: &'static str, value: &str, kind: TextKind) -> Resu
             };
             return Err(Error::invalid(
                 field,
-                format!("contains control character U+{:04X} at character {at}; {rule}", u32::from(c)),
+                format!(
+                    "contains control character U+{:04X} at character {at}; {rule}",
+                    u32::from(c)
+                ),
             ));
         }
     }
@@ -69,7 +74,15 @@ mod tests {
 
     #[test]
     fn lines_refuse_every_control_character() {
-        for bad in ["a\nb", "a\tb", "\u{1b}[2J", "nul\0", "bel\u{7}", "del\u{7f}", "c1\u{85}"] {
+        for bad in [
+            "a\nb",
+            "a\tb",
+            "\u{1b}[2J",
+            "nul\0",
+            "bel\u{7}",
+            "del\u{7f}",
+            "c1\u{85}",
+        ] {
             let err = check_free_text("subject", bad, TextKind::Line).unwrap_err();
             assert!(err.to_string().contains("subject"), "{err}");
         }

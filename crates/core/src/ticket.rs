@@ -6,7 +6,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::text::{TextKind, check_free_text};
-use crate::{Epoch, Error, HandoffNote, Ownership, RegionId, Result, Skill, SlaDeadlines, TicketChanges, TicketId, Tier};
+use crate::{
+    Epoch, Error, HandoffNote, Ownership, RegionId, Result, Skill, SlaDeadlines, TicketChanges,
+    TicketId, Tier,
+};
 
 /// Limits on ticket fields. Requests beyond them are refused, naming the field.
 pub mod limits {
@@ -32,8 +35,14 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 6] =
-        [Status::New, Status::Open, Status::Pending, Status::Escalated, Status::Solved, Status::Closed];
+    pub const ALL: [Status; 6] = [
+        Status::New,
+        Status::Open,
+        Status::Pending,
+        Status::Escalated,
+        Status::Solved,
+        Status::Closed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -79,14 +88,25 @@ impl fmt::Display for Status {
 impl FromStr for Status {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            Error::invalid("status", format!("{} is not one of new, open, pending, escalated, solved, closed", crate::text::echo(s)))
-        })
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "status",
+                    format!(
+                        "{} is not one of new, open, pending, escalated, solved, closed",
+                        crate::text::echo(s)
+                    ),
+                )
+            })
     }
 }
 
 /// How urgent a ticket is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Low,
@@ -97,7 +117,12 @@ pub enum Priority {
 }
 
 impl Priority {
-    pub const ALL: [Priority; 4] = [Priority::Low, Priority::Normal, Priority::High, Priority::Urgent];
+    pub const ALL: [Priority; 4] = [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Urgent,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -121,7 +146,15 @@ impl FromStr for Priority {
         Priority::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| Error::invalid("priority", format!("{} is not one of low, normal, high, urgent", crate::text::echo(s))))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "priority",
+                    format!(
+                        "{} is not one of low, normal, high, urgent",
+                        crate::text::echo(s)
+                    ),
+                )
+            })
     }
 }
 
@@ -173,45 +206,109 @@ pub struct TicketPatch {
     pub priority: Option<Priority>,
 }
 
-fn check_text(field: &'static str, value: &str, required: bool, max_chars: usize, kind: TextKind) -> Result<()> {
+fn check_text(
+    field: &'static str,
+    value: &str,
+    required: bool,
+    max_chars: usize,
+    kind: TextKind,
+) -> Result<()> {
     if required && value.trim().is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }
     let chars = value.chars().count();
     if chars > max_chars {
-        return Err(Error::invalid(field, format!("is {chars} characters; the limit is {max_chars}")));
+        return Err(Error::invalid(
+            field,
+            format!("is {chars} characters; the limit is {max_chars}"),
+        ));
     }
     check_free_text(field, value, kind)
 }
 
 /// Checks an assignee name.
 pub fn check_assignee(assignee: &str) -> Result<()> {
-    check_text("assignee", assignee, true, limits::ASSIGNEE_CHARS_MAX, TextKind::Line)
+    check_text(
+        "assignee",
+        assignee,
+        true,
+        limits::ASSIGNEE_CHARS_MAX,
+        TextKind::Line,
+    )
 }
 
 impl NewTicket {
     /// Checks every field, naming the first one that is wrong.
     pub fn validate(&self) -> Result<()> {
-        check_text("subject", &self.subject, true, limits::SUBJECT_CHARS_MAX, TextKind::Line)?;
+        check_text(
+            "subject",
+            &self.subject,
+            true,
+            limits::SUBJECT_CHARS_MAX,
+            TextKind::Line,
+        )?;
         if self.body.len() > limits::BODY_BYTES_MAX {
             return Err(Error::invalid(
                 "body",
-                format!("is {} bytes; the limit is {}", self.body.len(), limits::BODY_BYTES_MAX),
+                format!(
+                    "is {} bytes; the limit is {}",
+                    self.body.len(),
+                    limits::BODY_BYTES_MAX
+                ),
             ));
         }
-        check_text("body", &self.body, false, limits::BODY_BYTES_MAX, TextKind::Body)?;
-        check_text("customer", &self.customer, true, limits::CUSTOMER_CHARS_MAX, TextKind::Line)?;
-        check_text("language", &self.language, false, limits::LANGUAGE_CHARS_MAX, TextKind::Line)?;
-        if !self.language.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(Error::invalid("language", format!("{:?} is not a language tag such as en or pt-BR", self.language)));
+        check_text(
+            "body",
+            &self.body,
+            false,
+            limits::BODY_BYTES_MAX,
+            TextKind::Body,
+        )?;
+        check_text(
+            "customer",
+            &self.customer,
+            true,
+            limits::CUSTOMER_CHARS_MAX,
+            TextKind::Line,
+        )?;
+        check_text(
+            "language",
+            &self.language,
+            false,
+            limits::LANGUAGE_CHARS_MAX,
+            TextKind::Line,
+        )?;
+        if !self
+            .language
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(Error::invalid(
+                "language",
+                format!(
+                    "{:?} is not a language tag such as en or pt-BR",
+                    self.language
+                ),
+            ));
         }
         if self.skills.len() > limits::SKILLS_MAX {
-            return Err(Error::invalid("skills", format!("has {} entries; the limit is {}", self.skills.len(), limits::SKILLS_MAX)));
+            return Err(Error::invalid(
+                "skills",
+                format!(
+                    "has {} entries; the limit is {}",
+                    self.skills.len(),
+                    limits::SKILLS_MAX
+                ),
+            ));
         }
         if self.residency.len() > limits::RESIDENCY_REGIONS_MAX {
             return Err(Error::invalid(
                 "residency",
-                format!("has {} regions; the limit is {}", self.residency.len(), limits::RESIDENCY_REGIONS_MAX),
+                format!(
+                    "has {} regions; the limit is {}",
+                    self.residency.len(),
+                    limits::RESIDENCY_REGIONS_MAX
+                ),
             ));
         }
         Ok(())
@@ -268,12 +365,18 @@ impl Ticket {
         if let Some(to) = &self.handoff_to {
             return Err(Error::HandoffPending { to: to.clone() });
         }
-        let mut changes = TicketChanges { epoch, ..TicketChanges::default() };
+        let mut changes = TicketChanges {
+            epoch,
+            ..TicketChanges::default()
+        };
         if let Some(to) = patch.status
             && to != self.status
         {
             if !self.status.can_become(to) {
-                return Err(Error::IllegalTransition { from: self.status, to });
+                return Err(Error::IllegalTransition {
+                    from: self.status,
+                    to,
+                });
             }
             changes.status = Some(to);
             // The calendar-free SLA moves (met, reopened); a status that
@@ -318,19 +421,32 @@ impl Ticket {
     /// offer, one offer at a time, never to itself, never outside the
     /// ticket's residency, and never without a valid note. Returns the
     /// epoch the offer is made at (the store fences on it).
-    pub fn decide_handoff(&self, region: &RegionId, to: &RegionId, note: &HandoffNote) -> Result<Epoch> {
+    pub fn decide_handoff(
+        &self,
+        region: &RegionId,
+        to: &RegionId,
+        note: &HandoffNote,
+    ) -> Result<Epoch> {
         let epoch = self.owner.authorize(region)?;
         if let Some(pending) = &self.handoff_to {
-            return Err(Error::HandoffPending { to: pending.clone() });
+            return Err(Error::HandoffPending {
+                to: pending.clone(),
+            });
         }
         if to == region {
-            return Err(Error::invalid("to_region", format!("{to} already owns the ticket")));
+            return Err(Error::invalid(
+                "to_region",
+                format!("{to} already owns the ticket"),
+            ));
         }
         if let Some(reason) = crate::residency::refusal(&self.residency, to) {
             return Err(Error::invalid("to_region", reason));
         }
         if self.status == Status::Closed {
-            return Err(Error::invalid("ticket_id", "a closed ticket is not handed off"));
+            return Err(Error::invalid(
+                "ticket_id",
+                "a closed ticket is not handed off",
+            ));
         }
         note.validate()?;
         // The offer carries the note rendered as a ticket note, which every
@@ -354,7 +470,10 @@ impl Ticket {
     /// is greater than every epoch before it.
     pub fn decide_accept(&self, me: &RegionId, my_index: u16, from: &RegionId) -> Result<Epoch> {
         if self.handoff_to.as_ref() != Some(me) || &self.owner.owner_region != from {
-            return Err(Error::NoSuchOffer { from: from.clone(), to: me.clone() });
+            return Err(Error::NoSuchOffer {
+                from: from.clone(),
+                to: me.clone(),
+            });
         }
         Ok(self.owner.epoch.next_for(my_index))
     }
@@ -487,12 +606,28 @@ pub(crate) mod tests {
         let mut ticket = sample_ticket();
         ticket.residency = [region("us-east"), region("us-west")].into();
         let us = region("us-east");
-        let err = ticket.decide_handoff(&us, &region("eu-west"), &handoff_note()).unwrap_err();
-        assert!(err.to_string().starts_with("to_region: eu-west is outside the ticket's residency"), "{err}");
-        assert!(ticket.decide_handoff(&us, &region("us-west"), &handoff_note()).is_ok());
+        let err = ticket
+            .decide_handoff(&us, &region("eu-west"), &handoff_note())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("to_region: eu-west is outside the ticket's residency"),
+            "{err}"
+        );
+        assert!(
+            ticket
+                .decide_handoff(&us, &region("us-west"), &handoff_note())
+                .is_ok()
+        );
         let mut note = handoff_note();
         note.next_action = " ".into();
-        assert_eq!(ticket.decide_handoff(&us, &region("us-west"), &note).unwrap_err().to_string(), "note.next_action: must not be empty");
+        assert_eq!(
+            ticket
+                .decide_handoff(&us, &region("us-west"), &note)
+                .unwrap_err()
+                .to_string(),
+            "note.next_action: must not be empty"
+        );
     }
 
     /// Found by the `request_validation` fuzz target's check that a decided
@@ -504,12 +639,23 @@ pub(crate) mod tests {
         let (us, to) = (region("us-east"), region("us-west"));
         let mut note = handoff_note();
         note.text = "x".repeat(crate::note::NOTE_BODY_BYTES_MAX);
-        assert!(note.validate().is_ok(), "the text alone is within its limit");
+        assert!(
+            note.validate().is_ok(),
+            "the text alone is within its limit"
+        );
         let err = ticket.decide_handoff(&us, &to, &note).unwrap_err();
-        assert!(err.to_string().starts_with("note.text: the handoff note is "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("note.text: the handoff note is "),
+            "{err}"
+        );
         let header = note.render(&us, &to).len() - note.text.len();
-        note.text.truncate(crate::note::NOTE_BODY_BYTES_MAX - header);
-        assert_eq!(note.render(&us, &to).len(), crate::note::NOTE_BODY_BYTES_MAX);
+        note.text
+            .truncate(crate::note::NOTE_BODY_BYTES_MAX - header);
+        assert_eq!(
+            note.render(&us, &to).len(),
+            crate::note::NOTE_BODY_BYTES_MAX
+        );
         assert!(ticket.decide_handoff(&us, &to, &note).is_ok());
     }
 
@@ -521,7 +667,11 @@ pub(crate) mod tests {
         let (us, to) = (region("us-east"), region("us-west"));
         let mut note = handoff_note();
         note.text = "short".into();
-        assert_eq!(note.clone().fit_to_note(&us, &to).text, "short", "a note that fits is left alone");
+        assert_eq!(
+            note.clone().fit_to_note(&us, &to).text,
+            "short",
+            "a note that fits is left alone"
+        );
         // Multi-byte characters right at the cut.
         note.text = "é".repeat(crate::note::NOTE_BODY_BYTES_MAX / 2);
         let fitted = note.fit_to_note(&us, &to);
@@ -552,17 +702,40 @@ pub(crate) mod tests {
             residency: BTreeSet::new(),
             priority: Priority::Low,
         };
-        assert_eq!(new.validate().unwrap_err().to_string(), "subject: must not be empty");
+        assert_eq!(
+            new.validate().unwrap_err().to_string(),
+            "subject: must not be empty"
+        );
         new.subject = "x".repeat(251);
-        assert!(new.validate().unwrap_err().to_string().starts_with("subject: is 251 characters"));
+        assert!(
+            new.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("subject: is 251 characters")
+        );
         new.subject = "ok".into();
         new.body = "b".repeat(limits::BODY_BYTES_MAX + 1);
-        assert!(new.validate().unwrap_err().to_string().starts_with("body: "));
+        assert!(
+            new.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("body: ")
+        );
         new.body.clear();
         new.language = "en_US!".into();
-        assert!(new.validate().unwrap_err().to_string().starts_with("language: "));
+        assert!(
+            new.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("language: ")
+        );
         t.status = Status::Solved;
         let patch = TicketPatch::default();
-        assert_eq!(t.decide_patch(&region("us-east"), &patch).unwrap_err().to_string(), "update: names no field to change");
+        assert_eq!(
+            t.decide_patch(&region("us-east"), &patch)
+                .unwrap_err()
+                .to_string(),
+            "update: names no field to change"
+        );
     }
 }

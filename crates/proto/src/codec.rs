@@ -22,7 +22,9 @@ pub struct ProtoCodec<T, U> {
 
 impl<T, U> Default for ProtoCodec<T, U> {
     fn default() -> Self {
-        Self { _types: PhantomData }
+        Self {
+            _types: PhantomData,
+        }
     }
 }
 
@@ -54,14 +56,15 @@ impl<U: prost::Message + Default> Decoder for ProtoDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        U::decode(buf).map(Some).map_err(|error| Status::invalid_argument(error.to_string()))
+        U::decode(buf)
+            .map(Some)
+            .map_err(|error| Status::invalid_argument(error.to_string()))
     }
 
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -72,7 +75,9 @@ mod tests {
     fn invalid_utf8_names_the_field() {
         // Field 1 (subject), length 2, bytes that are no UTF-8.
         let bytes = [0x0a, 0x02, 0xff, 0xfe];
-        let error = v1::CreateTicketRequest::decode(&bytes[..]).unwrap_err().to_string();
+        let error = v1::CreateTicketRequest::decode(&bytes[..])
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("CreateTicketRequest.subject"), "{error}");
     }
 }
@@ -91,7 +96,10 @@ pub struct OversizeLayer {
 
 impl OversizeLayer {
     pub fn new(limit_bytes: usize, setting: &'static str) -> Self {
-        Self { limit_bytes, setting }
+        Self {
+            limit_bytes,
+            setting,
+        }
     }
 }
 
@@ -99,7 +107,10 @@ impl<S> tower_layer::Layer<S> for OversizeLayer {
     type Service = Oversize<S>;
 
     fn layer(&self, inner: S) -> Oversize<S> {
-        Oversize { inner, layer: *self }
+        Oversize {
+            inner,
+            layer: *self,
+        }
     }
 }
 
@@ -121,7 +132,10 @@ where
     type Error = S::Error;
     type Future = BoxFuture<Result<http::Response<Res>, S::Error>>;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -132,15 +146,19 @@ where
             let mut response = answer.await?;
             let headers = response.headers_mut();
             let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
-            if headers.get("grpc-status").is_some_and(|status| status.as_bytes() == out_of_range.as_bytes()) {
+            if headers
+                .get("grpc-status")
+                .is_some_and(|status| status.as_bytes() == out_of_range.as_bytes())
+            {
                 let message = format!(
                     "request: the message is larger than the limit of {} bytes ({}); send less",
                     layer.limit_bytes, layer.setting
                 );
                 let code = (tonic::Code::InvalidArgument as i32).to_string();
-                if let (Ok(code), Ok(message)) =
-                    (http::HeaderValue::from_str(&code), http::HeaderValue::from_str(&message))
-                {
+                if let (Ok(code), Ok(message)) = (
+                    http::HeaderValue::from_str(&code),
+                    http::HeaderValue::from_str(&message),
+                ) {
                     headers.insert("grpc-status", code);
                     headers.insert("grpc-message", message);
                 }

@@ -20,7 +20,10 @@ pub struct ConvertError {
 
 impl ConvertError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -36,11 +39,15 @@ impl From<core::Error> for ConvertError {
 type Result<T> = std::result::Result<T, ConvertError>;
 
 pub fn timestamp_to_proto(at: Timestamp) -> ProtoTimestamp {
-    ProtoTimestamp { seconds: at.as_second(), nanos: at.subsec_nanosecond() }
+    ProtoTimestamp {
+        seconds: at.as_second(),
+        nanos: at.subsec_nanosecond(),
+    }
 }
 
 pub fn timestamp_from_proto(field: &str, at: &ProtoTimestamp) -> Result<Timestamp> {
-    Timestamp::new(at.seconds, at.nanos).map_err(|e| ConvertError::new(field, format!("is not a valid instant: {e}")))
+    Timestamp::new(at.seconds, at.nanos)
+        .map_err(|e| ConvertError::new(field, format!("is not a valid instant: {e}")))
 }
 
 pub fn status_to_proto(status: core::Status) -> v1::Status {
@@ -56,7 +63,8 @@ pub fn status_to_proto(status: core::Status) -> v1::Status {
 
 /// Reads a status; `STATUS_UNSPECIFIED` is `None`.
 pub fn status_from_proto(field: &str, raw: i32) -> Result<Option<core::Status>> {
-    let status = v1::Status::try_from(raw).map_err(|_| ConvertError::new(field, format!("{raw} is not a status")))?;
+    let status = v1::Status::try_from(raw)
+        .map_err(|_| ConvertError::new(field, format!("{raw} is not a status")))?;
     Ok(match status {
         v1::Status::Unspecified => None,
         v1::Status::New => Some(core::Status::New),
@@ -79,8 +87,8 @@ pub fn priority_to_proto(priority: core::Priority) -> v1::Priority {
 
 /// Reads a priority; `PRIORITY_UNSPECIFIED` is `None`.
 pub fn priority_from_proto(field: &str, raw: i32) -> Result<Option<core::Priority>> {
-    let priority =
-        v1::Priority::try_from(raw).map_err(|_| ConvertError::new(field, format!("{raw} is not a priority")))?;
+    let priority = v1::Priority::try_from(raw)
+        .map_err(|_| ConvertError::new(field, format!("{raw} is not a priority")))?;
     Ok(match priority {
         v1::Priority::Unspecified => None,
         v1::Priority::Low => Some(core::Priority::Low),
@@ -163,7 +171,10 @@ pub fn event_to_proto(event: &core::EventEnvelope) -> v1::Event {
         hlc_time: event.hlc_time.0,
         traceparent: event.traceparent.clone().unwrap_or_default(),
         kind: event.kind.name().to_owned(),
-        payload_json: event.kind.payload_json().unwrap_or_else(|_| "null".to_owned()),
+        payload_json: event
+            .kind
+            .payload_json()
+            .unwrap_or_else(|_| "null".to_owned()),
     }
 }
 
@@ -171,7 +182,8 @@ pub fn ticket_id(field: &str, raw: &str) -> Result<core::TicketId> {
     if raw.is_empty() {
         return Err(ConvertError::new(field, "is required"));
     }
-    raw.parse::<core::TicketId>().map_err(|e| ConvertError::new(field, strip_field(e)))
+    raw.parse::<core::TicketId>()
+        .map_err(|e| ConvertError::new(field, strip_field(e)))
 }
 
 pub fn region_id(field: &str, raw: &str) -> Result<core::RegionId> {
@@ -187,10 +199,16 @@ fn strip_field(err: core::Error) -> String {
     }
 }
 
-fn slug_set<T: Ord>(field: &str, raw: &[String], parse: impl Fn(&str) -> core::Result<T>) -> Result<BTreeSet<T>> {
+fn slug_set<T: Ord>(
+    field: &str,
+    raw: &[String],
+    parse: impl Fn(&str) -> core::Result<T>,
+) -> Result<BTreeSet<T>> {
     raw.iter()
         .enumerate()
-        .map(|(i, value)| parse(value).map_err(|e| ConvertError::new(format!("{field}[{i}]"), strip_field(e))))
+        .map(|(i, value)| {
+            parse(value).map_err(|e| ConvertError::new(format!("{field}[{i}]"), strip_field(e)))
+        })
         .collect()
 }
 
@@ -198,14 +216,22 @@ impl TryFrom<v1::CreateTicketRequest> for core::NewTicket {
     type Error = ConvertError;
 
     fn try_from(req: v1::CreateTicketRequest) -> Result<Self> {
-        let tier = if req.tier.is_empty() { "standard".to_owned() } else { req.tier };
+        let tier = if req.tier.is_empty() {
+            "standard".to_owned()
+        } else {
+            req.tier
+        };
         let new = core::NewTicket {
             subject: req.subject,
             body: req.body,
             customer: req.customer,
             tier: core::Tier::new(tier).map_err(|e| ConvertError::new("tier", strip_field(e)))?,
             skills: slug_set("skills", &req.skills, |s| core::Skill::new(s))?,
-            language: if req.language.is_empty() { "en".to_owned() } else { req.language },
+            language: if req.language.is_empty() {
+                "en".to_owned()
+            } else {
+                req.language
+            },
             residency: slug_set("residency", &req.residency, |s| core::RegionId::new(s))?,
             priority: priority_from_proto("priority", req.priority)?.unwrap_or_default(),
         };
@@ -216,18 +242,27 @@ impl TryFrom<v1::CreateTicketRequest> for core::NewTicket {
 
 /// Reads a handoff request: the ticket, the target and the note, every
 /// field checked. `author` defaults the note's author when it names none.
-pub fn handoff_from_proto(req: &v1::HandoffRequest) -> Result<(core::TicketId, core::RegionId, core::HandoffNote)> {
+pub fn handoff_from_proto(
+    req: &v1::HandoffRequest,
+) -> Result<(core::TicketId, core::RegionId, core::HandoffNote)> {
     let id = ticket_id("ticket_id", &req.ticket_id)?;
     if req.to_region.is_empty() {
         return Err(ConvertError::new("to_region", "is required"));
     }
     let to = region_id("to_region", &req.to_region)?;
     let Some(note) = &req.note else {
-        return Err(ConvertError::new("note", "is required: every handoff carries a note (status, last action, next action)"));
+        return Err(ConvertError::new(
+            "note",
+            "is required: every handoff carries a note (status, last action, next action)",
+        ));
     };
     let current_status = status_from_proto("note.current_status", note.current_status)?
         .ok_or_else(|| ConvertError::new("note.current_status", "is required"))?;
-    let deadline = note.deadline.as_ref().map(|d| timestamp_from_proto("note.deadline", d)).transpose()?;
+    let deadline = note
+        .deadline
+        .as_ref()
+        .map(|d| timestamp_from_proto("note.deadline", d))
+        .transpose()?;
     let handoff = core::HandoffNote {
         current_status,
         last_action: note.last_action.clone(),
@@ -238,32 +273,50 @@ pub fn handoff_from_proto(req: &v1::HandoffRequest) -> Result<(core::TicketId, c
         auto: false,
     };
     handoff.validate().map_err(|e| match e {
-        core::Error::InvalidField { field: "author", reason } => ConvertError::new("note.author", reason),
+        core::Error::InvalidField {
+            field: "author",
+            reason,
+        } => ConvertError::new("note.author", reason),
         other => ConvertError::from(other),
     })?;
     Ok((id, to, handoff))
 }
 
 /// Reads an update request into the ticket id and the patch it asks for.
-pub fn update_from_proto(req: &v1::UpdateTicketRequest) -> Result<(core::TicketId, core::TicketPatch)> {
+pub fn update_from_proto(
+    req: &v1::UpdateTicketRequest,
+) -> Result<(core::TicketId, core::TicketPatch)> {
     let id = ticket_id("ticket_id", &req.ticket_id)?;
     let status = match req.status {
-        Some(raw) => Some(status_from_proto("status", raw)?.ok_or_else(|| ConvertError::new("status", "must not be STATUS_UNSPECIFIED"))?),
+        Some(raw) => Some(
+            status_from_proto("status", raw)?
+                .ok_or_else(|| ConvertError::new("status", "must not be STATUS_UNSPECIFIED"))?,
+        ),
         None => None,
     };
     let priority = match req.priority {
-        Some(raw) => {
-            Some(priority_from_proto("priority", raw)?.ok_or_else(|| ConvertError::new("priority", "must not be PRIORITY_UNSPECIFIED"))?)
-        }
+        Some(raw) => Some(
+            priority_from_proto("priority", raw)?
+                .ok_or_else(|| ConvertError::new("priority", "must not be PRIORITY_UNSPECIFIED"))?,
+        ),
         None => None,
     };
     let assignee = match (&req.assignee, req.clear_assignee) {
-        (Some(_), true) => return Err(ConvertError::new("clear_assignee", "cannot be combined with assignee")),
+        (Some(_), true) => {
+            return Err(ConvertError::new(
+                "clear_assignee",
+                "cannot be combined with assignee",
+            ));
+        }
         (Some(name), false) => Some(Some(name.clone())),
         (None, true) => Some(None),
         (None, false) => None,
     };
-    let patch = core::TicketPatch { status, assignee, priority };
+    let patch = core::TicketPatch {
+        status,
+        assignee,
+        priority,
+    };
     patch.validate()?;
     Ok((id, patch))
 }
@@ -302,13 +355,22 @@ mod tests {
 
         let mut req = create();
         req.priority = 42;
-        assert_eq!(core::NewTicket::try_from(req).unwrap_err().field, "priority");
+        assert_eq!(
+            core::NewTicket::try_from(req).unwrap_err().field,
+            "priority"
+        );
 
         let mut req = create();
         req.subject.clear();
-        assert_eq!(core::NewTicket::try_from(req).unwrap_err().to_string(), "subject: must not be empty");
+        assert_eq!(
+            core::NewTicket::try_from(req).unwrap_err().to_string(),
+            "subject: must not be empty"
+        );
 
-        let update = v1::UpdateTicketRequest { ticket_id: "nope".into(), ..Default::default() };
+        let update = v1::UpdateTicketRequest {
+            ticket_id: "nope".into(),
+            ..Default::default()
+        };
         assert_eq!(update_from_proto(&update).unwrap_err().field, "ticket_id");
     }
 
@@ -322,7 +384,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(update_from_proto(&req).unwrap_err().field, "clear_assignee");
-        let req = v1::UpdateTicketRequest { ticket_id: id, clear_assignee: true, ..Default::default() };
+        let req = v1::UpdateTicketRequest {
+            ticket_id: id,
+            clear_assignee: true,
+            ..Default::default()
+        };
         assert_eq!(update_from_proto(&req).unwrap().1.assignee, Some(None));
     }
 }

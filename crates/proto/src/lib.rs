@@ -12,7 +12,13 @@ pub mod replication;
 pub mod router;
 
 /// Generated code for the `meridian.v1` package.
-#[allow(clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#[allow(
+    clippy::all,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs
+)]
 pub mod v1 {
     tonic::include_proto!("meridian.v1");
 }

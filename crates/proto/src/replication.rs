@@ -38,7 +38,11 @@ const STORED_INT_MAX: u64 = i64::MAX as u64;
 pub enum ReplicationMessage {
     /// The first frame each way: the sender's region, its durable cursor of
     /// the receiver's log, and its own log head.
-    Hello { region: RegionId, cursor: u64, head_seq: u64 },
+    Hello {
+        region: RegionId,
+        cursor: u64,
+        head_seq: u64,
+    },
     /// Events of the sender's own log: one origin, strictly ascending
     /// `origin_seq`, never empty.
     Batch(Vec<EventEnvelope>),
@@ -67,7 +71,10 @@ impl ReplicationMessage {
 pub fn frame_from_proto(frame: v1::ReplicationFrame) -> Result<ReplicationMessage> {
     use v1::replication_frame::Frame;
     match frame.frame {
-        None => Err(ConvertError::new("frame", "is required: one of hello, batch, ack, resend, heartbeat")),
+        None => Err(ConvertError::new(
+            "frame",
+            "is required: one of hello, batch, ack, resend, heartbeat",
+        )),
         Some(Frame::Hello(hello)) => {
             if hello.region.is_empty() {
                 return Err(ConvertError::new("hello.region", "is required"));
@@ -78,8 +85,12 @@ pub fn frame_from_proto(frame: v1::ReplicationFrame) -> Result<ReplicationMessag
                 head_seq: stored_int("hello.head_seq", hello.head_seq)?,
             })
         }
-        Some(Frame::Batch(batch)) => batch_from_proto("batch", &batch).map(ReplicationMessage::Batch),
-        Some(Frame::Ack(ack)) => Ok(ReplicationMessage::Ack { applied_seq: stored_int("ack.applied_seq", ack.applied_seq)? }),
+        Some(Frame::Batch(batch)) => {
+            batch_from_proto("batch", &batch).map(ReplicationMessage::Batch)
+        }
+        Some(Frame::Ack(ack)) => Ok(ReplicationMessage::Ack {
+            applied_seq: stored_int("ack.applied_seq", ack.applied_seq)?,
+        }),
         Some(Frame::Resend(resend)) => {
             let from_seq = stored_int("resend.from_seq", resend.from_seq)?;
             if from_seq == 0 {
@@ -110,7 +121,10 @@ pub fn batch_from_proto(field: &str, batch: &v1::EventBatch) -> Result<Vec<Event
     if batch.events.len() > BATCH_EVENTS_MAX {
         return Err(ConvertError::new(
             events_field,
-            format!("has {} events; the limit is {BATCH_EVENTS_MAX}", batch.events.len()),
+            format!(
+                "has {} events; the limit is {BATCH_EVENTS_MAX}",
+                batch.events.len()
+            ),
         ));
     }
     let mut events: Vec<EventEnvelope> = Vec::with_capacity(batch.events.len());
@@ -121,13 +135,19 @@ pub fn batch_from_proto(field: &str, batch: &v1::EventBatch) -> Result<Vec<Event
             if event.origin_region != previous.origin_region {
                 return Err(ConvertError::new(
                     format!("{prefix}.origin_region"),
-                    format!("is {}, but the batch is of {}: a batch carries one origin", event.origin_region, previous.origin_region),
+                    format!(
+                        "is {}, but the batch is of {}: a batch carries one origin",
+                        event.origin_region, previous.origin_region
+                    ),
                 ));
             }
             if event.origin_seq <= previous.origin_seq {
                 return Err(ConvertError::new(
                     format!("{prefix}.origin_seq"),
-                    format!("{} follows {}: a batch is in strictly ascending order", event.origin_seq, previous.origin_seq),
+                    format!(
+                        "{} follows {}: a batch is in strictly ascending order",
+                        event.origin_seq, previous.origin_seq
+                    ),
                 ));
             }
         }
@@ -154,12 +174,21 @@ pub fn event_from_proto(field: &str, event: &v1::Event) -> Result<EventEnvelope>
     let traceparent = if event.traceparent.is_empty() {
         None
     } else {
-        check_traceparent(&event.traceparent).map_err(|reason| ConvertError::new(at("traceparent"), reason))?;
+        check_traceparent(&event.traceparent)
+            .map_err(|reason| ConvertError::new(at("traceparent"), reason))?;
         Some(event.traceparent.clone())
     };
     let kind = kind_from_proto(field, &event.kind, &event.payload_json)?;
     check_payload(field, &kind, ticket_id, epoch)?;
-    Ok(EventEnvelope { origin_region, origin_seq, ticket_id, epoch, hlc_time, traceparent, kind })
+    Ok(EventEnvelope {
+        origin_region,
+        origin_seq,
+        ticket_id,
+        epoch,
+        hlc_time,
+        traceparent,
+        kind,
+    })
 }
 
 fn kind_from_proto(field: &str, kind: &str, payload: &str) -> Result<EventKind> {
@@ -169,7 +198,10 @@ fn kind_from_proto(field: &str, kind: &str, payload: &str) -> Result<EventKind> 
     if payload.len() > PAYLOAD_BYTES_MAX {
         return Err(ConvertError::new(
             format!("{field}.payload_json"),
-            format!("is {} bytes; the limit is {PAYLOAD_BYTES_MAX}", payload.len()),
+            format!(
+                "is {} bytes; the limit is {PAYLOAD_BYTES_MAX}",
+                payload.len()
+            ),
         ));
     }
     EventKind::from_parts(kind, payload).map_err(|e| {
@@ -177,23 +209,37 @@ fn kind_from_proto(field: &str, kind: &str, payload: &str) -> Result<EventKind> 
         // The kind is read first: an unknown one is the kind's fault, any
         // other error the payload's.
         if reason.starts_with("unknown variant") {
-            ConvertError::new(format!("{field}.kind"), format!("{kind:?} is not an event kind this region knows"))
+            ConvertError::new(
+                format!("{field}.kind"),
+                format!("{kind:?} is not an event kind this region knows"),
+            )
         } else {
-            ConvertError::new(format!("{field}.payload_json"), format!("is not a valid {kind} payload: {reason}"))
+            ConvertError::new(
+                format!("{field}.payload_json"),
+                format!("is not a valid {kind} payload: {reason}"),
+            )
         }
     })
 }
 
 /// Checks a payload's content the way a local write would have been
 /// checked, and that it agrees with its envelope.
-fn check_payload(field: &str, kind: &EventKind, ticket_id: core::TicketId, epoch: core::Epoch) -> Result<()> {
+fn check_payload(
+    field: &str,
+    kind: &EventKind,
+    ticket_id: core::TicketId,
+    epoch: core::Epoch,
+) -> Result<()> {
     let payload = format!("{field}.payload_json");
     let named = |inner: &str| format!("{payload}.{inner}");
     let same_ticket = |inner: &str, carried: core::TicketId| {
         if carried == ticket_id {
             Ok(())
         } else {
-            Err(ConvertError::new(named(inner), format!("is {carried}, but the event is about ticket {ticket_id}")))
+            Err(ConvertError::new(
+                named(inner),
+                format!("is {carried}, but the event is about ticket {ticket_id}"),
+            ))
         }
     };
     // A redacted copy (residency, see `meridian_core::residency`) has its
@@ -201,7 +247,10 @@ fn check_payload(field: &str, kind: &EventKind, ticket_id: core::TicketId, epoch
     // checked like any event's.
     let redacted = core::residency::is_redacted(kind);
     if redacted && core::residency::redact(kind) != *kind {
-        return Err(ConvertError::new(payload.clone(), "is partly redacted: a redacted event has all of its text emptied"));
+        return Err(ConvertError::new(
+            payload.clone(),
+            "is partly redacted: a redacted event has all of its text emptied",
+        ));
     }
     match kind {
         EventKind::TicketCreated { ticket } => {
@@ -209,11 +258,20 @@ fn check_payload(field: &str, kind: &EventKind, ticket_id: core::TicketId, epoch
             if ticket.owner.epoch != epoch {
                 return Err(ConvertError::new(
                     named("ticket.owner.epoch"),
-                    format!("is {}, but the event was written at epoch {epoch}", ticket.owner.epoch),
+                    format!(
+                        "is {}, but the event was written at epoch {epoch}",
+                        ticket.owner.epoch
+                    ),
                 ));
             }
             // The redacted copy's text is checked as a placeholder would be.
-            let text = |value: &String| if redacted { "redacted".to_owned() } else { value.clone() };
+            let text = |value: &String| {
+                if redacted {
+                    "redacted".to_owned()
+                } else {
+                    value.clone()
+                }
+            };
             let as_new = core::NewTicket {
                 subject: text(&ticket.subject),
                 body: ticket.body.clone(),
@@ -224,9 +282,12 @@ fn check_payload(field: &str, kind: &EventKind, ticket_id: core::TicketId, epoch
                 residency: ticket.residency.clone(),
                 priority: ticket.priority,
             };
-            as_new.validate().map_err(|e| core_error(&named("ticket"), e))?;
+            as_new
+                .validate()
+                .map_err(|e| core_error(&named("ticket"), e))?;
             if let Some(assignee) = &ticket.assignee {
-                core::ticket::check_assignee(assignee).map_err(|e| core_error(&named("ticket"), e))?;
+                core::ticket::check_assignee(assignee)
+                    .map_err(|e| core_error(&named("ticket"), e))?;
             }
         }
         EventKind::NoteAdded { note } => {
@@ -237,17 +298,28 @@ fn check_payload(field: &str, kind: &EventKind, ticket_id: core::TicketId, epoch
             same_ticket("note.ticket_id", note.ticket_id)?;
             check_note(&named("note"), note, redacted)?;
             if !redacted {
-                handoff.validate().map_err(|e| core_error(&named("handoff"), e))?;
+                handoff
+                    .validate()
+                    .map_err(|e| core_error(&named("handoff"), e))?;
             }
         }
-        EventKind::HandoffAccepted { offer_seq, previous_epoch, .. } => {
+        EventKind::HandoffAccepted {
+            offer_seq,
+            previous_epoch,
+            ..
+        } => {
             if *offer_seq == 0 || *offer_seq > STORED_INT_MAX {
-                return Err(ConvertError::new(named("offer_seq"), format!("{offer_seq} is not a sequence number")));
+                return Err(ConvertError::new(
+                    named("offer_seq"),
+                    format!("{offer_seq} is not a sequence number"),
+                ));
             }
             if *previous_epoch >= epoch {
                 return Err(ConvertError::new(
                     named("previous_epoch"),
-                    format!("is {previous_epoch}, but an acceptance moves to a later epoch than {epoch}"),
+                    format!(
+                        "is {previous_epoch}, but an acceptance moves to a later epoch than {epoch}"
+                    ),
                 ));
             }
         }
@@ -257,11 +329,17 @@ fn check_payload(field: &str, kind: &EventKind, ticket_id: core::TicketId, epoch
         if changes.epoch != epoch {
             return Err(ConvertError::new(
                 named("changes.epoch"),
-                format!("is {}, but the event was written at epoch {epoch}", changes.epoch),
+                format!(
+                    "is {}, but the event was written at epoch {epoch}",
+                    changes.epoch
+                ),
             ));
         }
         if changes.is_empty() {
-            return Err(ConvertError::new(named("changes"), "names no field to change"));
+            return Err(ConvertError::new(
+                named("changes"),
+                "names no field to change",
+            ));
         }
         if let Some(Some(assignee)) = &changes.assignee {
             core::ticket::check_assignee(assignee).map_err(|e| core_error(&named("changes"), e))?;
@@ -293,7 +371,10 @@ fn core_error(prefix: &str, error: core::Error) -> ConvertError {
 
 fn stored_int(field: &str, value: u64) -> Result<u64> {
     if value > STORED_INT_MAX {
-        return Err(ConvertError::new(field, format!("{value} is larger than {STORED_INT_MAX}")));
+        return Err(ConvertError::new(
+            field,
+            format!("{value} is larger than {STORED_INT_MAX}"),
+        ));
     }
     Ok(value)
 }
@@ -303,17 +384,35 @@ fn stored_int(field: &str, value: u64) -> Result<u64> {
 /// append fields, which are kept as they are.
 fn check_traceparent(value: &str) -> std::result::Result<(), String> {
     if value.len() > TRACEPARENT_CHARS_MAX {
-        return Err(format!("is {} characters; the limit is {TRACEPARENT_CHARS_MAX}", value.len()));
+        return Err(format!(
+            "is {} characters; the limit is {TRACEPARENT_CHARS_MAX}",
+            value.len()
+        ));
     }
     let mut parts = value.split('-');
-    let lengths = [("version", 2), ("trace id", 32), ("parent id", 16), ("flags", 2)];
+    let lengths = [
+        ("version", 2),
+        ("trace id", 32),
+        ("parent id", 16),
+        ("flags", 2),
+    ];
     let mut fields = [""; 4];
     for (slot, (name, len)) in fields.iter_mut().zip(lengths) {
         let Some(part) = parts.next() else {
-            return Err(format!("{} has no {name}; expected version-traceid-parentid-flags", core::echo(value)));
+            return Err(format!(
+                "{} has no {name}; expected version-traceid-parentid-flags",
+                core::echo(value)
+            ));
         };
-        if part.len() != len || !part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(format!("{}: the {name} must be {len} lowercase hex digits", core::echo(value)));
+        if part.len() != len
+            || !part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(format!(
+                "{}: the {name} must be {len} lowercase hex digits",
+                core::echo(value)
+            ));
         }
         *slot = part;
     }
@@ -322,13 +421,22 @@ fn check_traceparent(value: &str) -> std::result::Result<(), String> {
         return Err(format!("{}: version ff is invalid", core::echo(value)));
     }
     if version == "00" && parts.next().is_some() {
-        return Err(format!("{}: version 00 has exactly four fields", core::echo(value)));
+        return Err(format!(
+            "{}: version 00 has exactly four fields",
+            core::echo(value)
+        ));
     }
     if trace_id.bytes().all(|b| b == b'0') {
-        return Err(format!("{}: the trace id must not be all zeros", core::echo(value)));
+        return Err(format!(
+            "{}: the trace id must not be all zeros",
+            core::echo(value)
+        ));
     }
     if parent_id.bytes().all(|b| b == b'0') {
-        return Err(format!("{}: the parent id must not be all zeros", core::echo(value)));
+        return Err(format!(
+            "{}: the parent id must not be all zeros",
+            core::echo(value)
+        ));
     }
     Ok(())
 }
@@ -336,12 +444,18 @@ fn check_traceparent(value: &str) -> std::result::Result<(), String> {
 // ---- encoding ----
 
 pub fn hello_to_proto(region: &RegionId, cursor: u64, head_seq: u64) -> v1::ReplicationFrame {
-    frame(v1::replication_frame::Frame::Hello(v1::Hello { region: region.to_string(), cursor, head_seq }))
+    frame(v1::replication_frame::Frame::Hello(v1::Hello {
+        region: region.to_string(),
+        cursor,
+        head_seq,
+    }))
 }
 
 /// A batch of events already converted with [`convert::event_to_proto`].
 pub fn batch_to_proto(events: Vec<v1::Event>) -> v1::ReplicationFrame {
-    frame(v1::replication_frame::Frame::Batch(v1::EventBatch { events }))
+    frame(v1::replication_frame::Frame::Batch(v1::EventBatch {
+        events,
+    }))
 }
 
 pub fn ack_to_proto(applied_seq: u64) -> v1::ReplicationFrame {
@@ -349,11 +463,16 @@ pub fn ack_to_proto(applied_seq: u64) -> v1::ReplicationFrame {
 }
 
 pub fn resend_to_proto(from_seq: u64) -> v1::ReplicationFrame {
-    frame(v1::replication_frame::Frame::Resend(v1::Resend { from_seq }))
+    frame(v1::replication_frame::Frame::Resend(v1::Resend {
+        from_seq,
+    }))
 }
 
 pub fn heartbeat_to_proto(head_seq: u64, sent_at: Timestamp) -> v1::ReplicationFrame {
-    frame(v1::replication_frame::Frame::Heartbeat(v1::Heartbeat { head_seq, sent_at: Some(timestamp_to_proto(sent_at)) }))
+    frame(v1::replication_frame::Frame::Heartbeat(v1::Heartbeat {
+        head_seq,
+        sent_at: Some(timestamp_to_proto(sent_at)),
+    }))
 }
 
 fn frame(frame: v1::replication_frame::Frame) -> v1::ReplicationFrame {
@@ -372,12 +491,18 @@ mod tests {
     }
 
     fn ticket_id(n: u8) -> core::TicketId {
-        core::TicketId::new_v7(Timestamp::from_millisecond(1_750_000_000_000).unwrap(), [n; 10])
+        core::TicketId::new_v7(
+            Timestamp::from_millisecond(1_750_000_000_000).unwrap(),
+            [n; 10],
+        )
     }
 
     fn note(ticket: core::TicketId) -> core::Note {
         core::Note {
-            id: core::NoteId::new_v7(Timestamp::from_millisecond(1_750_000_000_500).unwrap(), [9; 10]),
+            id: core::NoteId::new_v7(
+                Timestamp::from_millisecond(1_750_000_000_500).unwrap(),
+                [9; 10],
+            ),
             ticket_id: ticket,
             region: region("eu-west"),
             author: "ana".into(),
@@ -402,7 +527,10 @@ mod tests {
             status: core::Status::New,
             assignee: None,
             priority: core::Priority::High,
-            owner: core::Ownership { owner_region: region("eu-west"), epoch: core::Epoch::initial(1) },
+            owner: core::Ownership {
+                owner_region: region("eu-west"),
+                epoch: core::Epoch::initial(1),
+            },
             handoff_to: None,
             sla: core::SlaDeadlines::default(),
             created_at: at,
@@ -415,7 +543,9 @@ mod tests {
             epoch: core::Epoch::initial(1),
             hlc_time: HlcTimestamp::new(1_750_000_000_000, 3),
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-            kind: EventKind::TicketCreated { ticket: Box::new(ticket) },
+            kind: EventKind::TicketCreated {
+                ticket: Box::new(ticket),
+            },
         }
     }
 
@@ -446,11 +576,33 @@ mod tests {
         let two = noted(2, one.ticket_id);
         let at = Timestamp::from_millisecond(1_750_000_123_456).unwrap();
         let cases = [
-            (hello_to_proto(&region("eu-west"), 7, 9), ReplicationMessage::Hello { region: region("eu-west"), cursor: 7, head_seq: 9 }),
-            (batch(&[one.clone(), two.clone()]), ReplicationMessage::Batch(vec![one, two])),
-            (ack_to_proto(12), ReplicationMessage::Ack { applied_seq: 12 }),
-            (resend_to_proto(13), ReplicationMessage::Resend { from_seq: 13 }),
-            (heartbeat_to_proto(14, at), ReplicationMessage::Heartbeat { head_seq: 14, sent_at: at }),
+            (
+                hello_to_proto(&region("eu-west"), 7, 9),
+                ReplicationMessage::Hello {
+                    region: region("eu-west"),
+                    cursor: 7,
+                    head_seq: 9,
+                },
+            ),
+            (
+                batch(&[one.clone(), two.clone()]),
+                ReplicationMessage::Batch(vec![one, two]),
+            ),
+            (
+                ack_to_proto(12),
+                ReplicationMessage::Ack { applied_seq: 12 },
+            ),
+            (
+                resend_to_proto(13),
+                ReplicationMessage::Resend { from_seq: 13 },
+            ),
+            (
+                heartbeat_to_proto(14, at),
+                ReplicationMessage::Heartbeat {
+                    head_seq: 14,
+                    sent_at: at,
+                },
+            ),
         ];
         for (frame, expected) in cases {
             assert_eq!(frame_from_proto(frame).unwrap(), expected);
@@ -462,22 +614,61 @@ mod tests {
         let good = event_to_proto(&created(1));
         type Spoil = Box<dyn Fn(&mut v1::Event)>;
         let cases: Vec<(&str, Spoil)> = vec![
-            ("batch.events[0].origin_region", Box::new(|e| e.origin_region = "EU West".into())),
-            ("batch.events[0].origin_region", Box::new(|e| e.origin_region.clear())),
+            (
+                "batch.events[0].origin_region",
+                Box::new(|e| e.origin_region = "EU West".into()),
+            ),
+            (
+                "batch.events[0].origin_region",
+                Box::new(|e| e.origin_region.clear()),
+            ),
             ("batch.events[0].origin_seq", Box::new(|e| e.origin_seq = 0)),
-            ("batch.events[0].origin_seq", Box::new(|e| e.origin_seq = u64::MAX)),
-            ("batch.events[0].ticket_id", Box::new(|e| e.ticket_id = "not-a-uuid".into())),
-            ("batch.events[0].ticket_id", Box::new(|e| e.ticket_id = "67e55044-10b1-426f-9247-bb680e5fe0c8".into())),
+            (
+                "batch.events[0].origin_seq",
+                Box::new(|e| e.origin_seq = u64::MAX),
+            ),
+            (
+                "batch.events[0].ticket_id",
+                Box::new(|e| e.ticket_id = "not-a-uuid".into()),
+            ),
+            (
+                "batch.events[0].ticket_id",
+                Box::new(|e| e.ticket_id = "67e55044-10b1-426f-9247-bb680e5fe0c8".into()),
+            ),
             ("batch.events[0].epoch", Box::new(|e| e.epoch = u64::MAX)),
-            ("batch.events[0].hlc_time", Box::new(|e| e.hlc_time = 1 << 63)),
-            ("batch.events[0].traceparent", Box::new(|e| e.traceparent = "00-zz".into())),
-            ("batch.events[0].traceparent", Box::new(|e| e.traceparent = format!("00-{}-b7ad6b7169203331-01", "0".repeat(32)))),
-            ("batch.events[0].kind", Box::new(|e| e.kind = "ticket_exploded".into())),
+            (
+                "batch.events[0].hlc_time",
+                Box::new(|e| e.hlc_time = 1 << 63),
+            ),
+            (
+                "batch.events[0].traceparent",
+                Box::new(|e| e.traceparent = "00-zz".into()),
+            ),
+            (
+                "batch.events[0].traceparent",
+                Box::new(|e| e.traceparent = format!("00-{}-b7ad6b7169203331-01", "0".repeat(32))),
+            ),
+            (
+                "batch.events[0].kind",
+                Box::new(|e| e.kind = "ticket_exploded".into()),
+            ),
             ("batch.events[0].kind", Box::new(|e| e.kind.clear())),
-            ("batch.events[0].payload_json", Box::new(|e| e.payload_json = "{not json".into())),
-            ("batch.events[0].payload_json", Box::new(|e| e.payload_json = "{\"ticket\": 5}".into())),
-            ("batch.events[0].payload_json", Box::new(|e| e.payload_json = " ".repeat(PAYLOAD_BYTES_MAX + 1))),
-            ("batch.events[0].payload_json.ticket.owner.epoch", Box::new(|e| e.epoch += 1)),
+            (
+                "batch.events[0].payload_json",
+                Box::new(|e| e.payload_json = "{not json".into()),
+            ),
+            (
+                "batch.events[0].payload_json",
+                Box::new(|e| e.payload_json = "{\"ticket\": 5}".into()),
+            ),
+            (
+                "batch.events[0].payload_json",
+                Box::new(|e| e.payload_json = " ".repeat(PAYLOAD_BYTES_MAX + 1)),
+            ),
+            (
+                "batch.events[0].payload_json.ticket.owner.epoch",
+                Box::new(|e| e.epoch += 1),
+            ),
         ];
         for (field, spoil) in cases {
             let mut event = good.clone();
@@ -489,40 +680,78 @@ mod tests {
     #[test]
     fn payloads_are_checked_like_local_writes() {
         let ticket = created(1);
-        let EventKind::TicketCreated { ticket: t } = &ticket.kind else { unreachable!() };
+        let EventKind::TicketCreated { ticket: t } = &ticket.kind else {
+            unreachable!()
+        };
         let mut blank_subject = ticket.clone();
-        blank_subject.kind = EventKind::TicketCreated { ticket: Box::new(core::Ticket { subject: " ".into(), ..(**t).clone() }) };
-        assert_eq!(refused(batch(&[blank_subject])), "batch.events[0].payload_json.ticket.subject");
+        blank_subject.kind = EventKind::TicketCreated {
+            ticket: Box::new(core::Ticket {
+                subject: " ".into(),
+                ..(**t).clone()
+            }),
+        };
+        assert_eq!(
+            refused(batch(&[blank_subject])),
+            "batch.events[0].payload_json.ticket.subject"
+        );
 
         let mut other_ticket = ticket.clone();
         other_ticket.ticket_id = ticket_id(99);
-        assert_eq!(refused(batch(&[other_ticket])), "batch.events[0].payload_json.ticket.id");
+        assert_eq!(
+            refused(batch(&[other_ticket])),
+            "batch.events[0].payload_json.ticket.id"
+        );
 
         let mut empty_note = noted(2, ticket.ticket_id);
         if let EventKind::NoteAdded { note } = &mut empty_note.kind {
             note.body = "   ".into();
         }
-        assert_eq!(refused(batch(&[empty_note])), "batch.events[0].payload_json.note.body");
+        assert_eq!(
+            refused(batch(&[empty_note])),
+            "batch.events[0].payload_json.note.body"
+        );
 
         let stale_change = EventEnvelope {
             kind: EventKind::TicketUpdated {
-                changes: core::TicketChanges { epoch: core::Epoch::initial(2), status: Some(core::Status::Open), ..Default::default() },
+                changes: core::TicketChanges {
+                    epoch: core::Epoch::initial(2),
+                    status: Some(core::Status::Open),
+                    ..Default::default()
+                },
             },
             ..noted(3, ticket.ticket_id)
         };
-        assert_eq!(refused(batch(&[stale_change])), "batch.events[0].payload_json.changes.epoch");
+        assert_eq!(
+            refused(batch(&[stale_change])),
+            "batch.events[0].payload_json.changes.epoch"
+        );
 
         let empty_change = EventEnvelope {
-            kind: EventKind::TicketUpdated { changes: core::TicketChanges { epoch: core::Epoch::initial(1), ..Default::default() } },
+            kind: EventKind::TicketUpdated {
+                changes: core::TicketChanges {
+                    epoch: core::Epoch::initial(1),
+                    ..Default::default()
+                },
+            },
             ..noted(3, ticket.ticket_id)
         };
-        assert_eq!(refused(batch(&[empty_change])), "batch.events[0].payload_json.changes");
+        assert_eq!(
+            refused(batch(&[empty_change])),
+            "batch.events[0].payload_json.changes"
+        );
 
         let backwards = EventEnvelope {
-            kind: EventKind::HandoffAccepted { from: region("us-east"), offer_seq: 4, previous_epoch: core::Epoch::initial(1) },
+            kind: EventKind::HandoffAccepted {
+                from: region("us-east"),
+                offer_seq: 4,
+                previous_epoch: core::Epoch::initial(1),
+            },
             ..noted(3, ticket.ticket_id)
         };
-        assert_eq!(refused(batch(&[backwards])), "batch.events[0].payload_json.previous_epoch");
+        assert_eq!(
+            refused(batch(&[backwards])),
+            "batch.events[0].payload_json.previous_epoch"
+        );
     }
 
     /// Redacted copies (residency) decode as they are; half-redacted ones
@@ -533,10 +762,19 @@ mod tests {
         if let EventKind::TicketCreated { ticket } = &mut pinned.kind {
             ticket.residency = BTreeSet::from([region("eu-west")]);
         }
-        let events = [core::residency::redact_event(&pinned), core::residency::redact_event(&noted(2, pinned.ticket_id))];
-        let Ok(ReplicationMessage::Batch(decoded)) = frame_from_proto(batch(&events)) else { panic!("refused") };
+        let events = [
+            core::residency::redact_event(&pinned),
+            core::residency::redact_event(&noted(2, pinned.ticket_id)),
+        ];
+        let Ok(ReplicationMessage::Batch(decoded)) = frame_from_proto(batch(&events)) else {
+            panic!("refused")
+        };
         assert_eq!(decoded, events);
-        assert!(decoded.iter().all(|e| core::residency::is_redacted(&e.kind)));
+        assert!(
+            decoded
+                .iter()
+                .all(|e| core::residency::is_redacted(&e.kind))
+        );
 
         let mut half = events[0].clone();
         if let EventKind::TicketCreated { ticket } = &mut half.kind {
@@ -550,19 +788,36 @@ mod tests {
         assert_eq!(refused(batch(&[half_note])), "batch.events[0].payload_json");
         let mut moved = events[1].clone();
         moved.ticket_id = ticket_id(42);
-        assert_eq!(refused(batch(&[moved])), "batch.events[0].payload_json.note.ticket_id");
+        assert_eq!(
+            refused(batch(&[moved])),
+            "batch.events[0].payload_json.note.ticket_id"
+        );
     }
 
     #[test]
     fn batches_are_one_origin_ascending_and_bounded() {
         let one = created(1);
         let two = noted(2, one.ticket_id);
-        assert_eq!(refused(batch(&[two.clone(), one.clone()])), "batch.events[1].origin_seq");
-        assert_eq!(refused(batch(&[one.clone(), one.clone()])), "batch.events[1].origin_seq");
-        let foreign = EventEnvelope { origin_region: region("apac-south"), ..two.clone() };
-        assert_eq!(refused(batch(&[one.clone(), foreign])), "batch.events[1].origin_region");
+        assert_eq!(
+            refused(batch(&[two.clone(), one.clone()])),
+            "batch.events[1].origin_seq"
+        );
+        assert_eq!(
+            refused(batch(&[one.clone(), one.clone()])),
+            "batch.events[1].origin_seq"
+        );
+        let foreign = EventEnvelope {
+            origin_region: region("apac-south"),
+            ..two.clone()
+        };
+        assert_eq!(
+            refused(batch(&[one.clone(), foreign])),
+            "batch.events[1].origin_region"
+        );
         assert_eq!(refused(batch(&[])), "batch.events");
-        let many: Vec<v1::Event> = (1..=BATCH_EVENTS_MAX as u64 + 1).map(|seq| event_to_proto(&noted(seq, one.ticket_id))).collect();
+        let many: Vec<v1::Event> = (1..=BATCH_EVENTS_MAX as u64 + 1)
+            .map(|seq| event_to_proto(&noted(seq, one.ticket_id)))
+            .collect();
         assert_eq!(refused(batch_to_proto(many)), "batch.events");
         // A hole is the store's to find (and the receiver's to ask again for).
         let hole = noted(5, one.ticket_id);
@@ -572,22 +827,39 @@ mod tests {
     #[test]
     fn bad_control_frames_are_named() {
         assert_eq!(refused(v1::ReplicationFrame { frame: None }), "frame");
-        assert_eq!(refused(hello_to_proto(&region("eu-west"), 0, 0).tap_hello(|h| h.region.clear())), "hello.region");
-        assert_eq!(refused(hello_to_proto(&region("eu-west"), u64::MAX, 0)), "hello.cursor");
+        assert_eq!(
+            refused(hello_to_proto(&region("eu-west"), 0, 0).tap_hello(|h| h.region.clear())),
+            "hello.region"
+        );
+        assert_eq!(
+            refused(hello_to_proto(&region("eu-west"), u64::MAX, 0)),
+            "hello.cursor"
+        );
         assert_eq!(refused(resend_to_proto(0)), "resend.from_seq");
-        let no_time = frame(v1::replication_frame::Frame::Heartbeat(v1::Heartbeat { head_seq: 1, sent_at: None }));
+        let no_time = frame(v1::replication_frame::Frame::Heartbeat(v1::Heartbeat {
+            head_seq: 1,
+            sent_at: None,
+        }));
         assert_eq!(refused(no_time), "heartbeat.sent_at");
         let bad_time = frame(v1::replication_frame::Frame::Heartbeat(v1::Heartbeat {
             head_seq: 1,
-            sent_at: Some(prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }),
+            sent_at: Some(prost_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 0,
+            }),
         }));
         assert_eq!(refused(bad_time), "heartbeat.sent_at");
     }
 
     #[test]
     fn traceparents() {
-        assert!(check_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").is_ok());
-        assert!(check_traceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra").is_ok());
+        assert!(
+            check_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").is_ok()
+        );
+        assert!(
+            check_traceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra")
+                .is_ok()
+        );
         for bad in [
             "",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",

@@ -34,15 +34,16 @@ use meridian_core::{EventEnvelope, RegionId};
 use meridian_proto::convert::{event_to_proto, region_id};
 use meridian_proto::replication::batch_from_proto;
 use meridian_proto::v1::{
-    self, anti_entropy_service_client::AntiEntropyServiceClient, anti_entropy_service_server::AntiEntropyServiceServer,
+    self, anti_entropy_service_client::AntiEntropyServiceClient,
+    anti_entropy_service_server::AntiEntropyServiceServer,
 };
 use meridian_tls::Service;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::residency::{Unvouched, for_peer};
 use crate::digest::{BUCKET_EVENTS_DEFAULT, BucketDigest, LogDigests};
+use crate::residency::{Unvouched, for_peer};
 use crate::state::Shared;
 use crate::{Error, FRAME_BYTES_MAX, Replicator, Result};
 
@@ -94,10 +95,16 @@ impl AntiEntropyConfig {
             return bad("call_timeout must be above zero".to_owned());
         }
         if !(1..=BUCKET_EVENTS_MAX).contains(&self.bucket_events) {
-            return bad(format!("bucket_events must be 1..={BUCKET_EVENTS_MAX}, not {}", self.bucket_events));
+            return bad(format!(
+                "bucket_events must be 1..={BUCKET_EVENTS_MAX}, not {}",
+                self.bucket_events
+            ));
         }
         if !(1..=FETCH_EVENTS_MAX).contains(&self.fetch_events_max) {
-            return bad(format!("fetch_events_max must be 1..={FETCH_EVENTS_MAX}, not {}", self.fetch_events_max));
+            return bad(format!(
+                "fetch_events_max must be 1..={FETCH_EVENTS_MAX}, not {}",
+                self.fetch_events_max
+            ));
         }
         Ok(())
     }
@@ -183,13 +190,23 @@ impl AntiEntropy {
                 continue;
             };
             let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| Error::Config(format!("anti-entropy: address of {peer} ({addr}): {e}")))?
+                .map_err(|e| {
+                    Error::Config(format!("anti-entropy: address of {peer} ({addr}): {e}"))
+                })?
                 .connect_timeout(shared.config.connect_timeout)
                 .tcp_nodelay(true);
             peers.push((peer.clone(), shared.transport.connect_lazy(peer, endpoint)));
         }
         let digests = LogDigests::new(shared.store.clone(), config.bucket_events);
-        Ok(Self { inner: Arc::new(Inner { shared, config, digests, peers, stats: Mutex::new(StatsState::default()) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                config,
+                digests,
+                peers,
+                stats: Mutex::new(StatsState::default()),
+            }),
+        })
     }
 
     pub fn config(&self) -> &AntiEntropyConfig {
@@ -200,13 +217,20 @@ impl AntiEntropy {
     /// (`MeshTls::incoming`), next to [`Replicator::service`]: it answers
     /// only gateways of the mesh's other regions.
     pub fn service(&self) -> AntiEntropyServer {
-        AntiEntropyServiceServer::new(AntiEntropyHandler { inner: self.inner.clone() })
-            .max_encoding_message_size(FRAME_BYTES_MAX)
+        AntiEntropyServiceServer::new(AntiEntropyHandler {
+            inner: self.inner.clone(),
+        })
+        .max_encoding_message_size(FRAME_BYTES_MAX)
     }
 
     /// What anti-entropy has done so far.
     pub fn stats(&self) -> AntiEntropyStats {
-        self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner).stats.clone()
+        self.inner
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stats
+            .clone()
     }
 
     /// Runs a round every interval until `shutdown` completes (a round in
@@ -242,18 +266,33 @@ impl AntiEntropy {
             }
         }
         let now = self.inner.shared.clock.now();
-        let mut state = self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self
+            .inner
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         state.stats.rounds += 1;
         state.stats.last_run_at = Some(now);
-        state.stats.last_error = if errors.is_empty() { None } else { Some(errors.join("; ")) };
+        state.stats.last_error = if errors.is_empty() {
+            None
+        } else {
+            Some(errors.join("; "))
+        };
         state.stats.clone()
     }
 
     async fn compare_with(&self, peer: &RegionId, channel: Channel) -> Result<()> {
         let inner = &self.inner;
         let local = inner.shared.local();
-        let mut client = AntiEntropyServiceClient::new(channel).max_decoding_message_size(FRAME_BYTES_MAX);
-        let summary = self.call(peer, "LogSummary", client.log_summary(self.request(v1::LogSummaryRequest {}))).await?;
+        let mut client =
+            AntiEntropyServiceClient::new(channel).max_decoding_message_size(FRAME_BYTES_MAX);
+        let summary = self
+            .call(
+                peer,
+                "LogSummary",
+                client.log_summary(self.request(v1::LogSummaryRequest {})),
+            )
+            .await?;
         let summary = summary_from_proto(peer, summary)?;
         let origins: Vec<&PeerOrigin> = summary
             .origins
@@ -284,7 +323,10 @@ impl AntiEntropy {
                 );
                 continue;
             }
-            if let Err(error) = self.repair(&mut client, peer, &theirs.origin, ours, theirs.max_seq).await {
+            if let Err(error) = self
+                .repair(&mut client, peer, &theirs.origin, ours, theirs.max_seq)
+                .await
+            {
                 tracing::warn!(peer = %peer, origin = %theirs.origin, error = %error, "anti-entropy repair failed");
                 failed.get_or_insert(error);
             }
@@ -300,8 +342,11 @@ impl AntiEntropy {
         } else {
             for theirs in &origins {
                 let ours = inner.digests.summarize(&theirs.origin).await?;
-                let ours: BTreeMap<(u64, u64), BucketDigest> =
-                    ours.buckets.iter().map(|b| ((b.first_seq, b.last_seq), *b)).collect();
+                let ours: BTreeMap<(u64, u64), BucketDigest> = ours
+                    .buckets
+                    .iter()
+                    .map(|b| ((b.first_seq, b.last_seq), *b))
+                    .collect();
                 for bucket in &theirs.buckets {
                     if let Some(mine) = ours.get(&(bucket.first_seq, bucket.last_seq))
                         && !mine.agrees_with(bucket)
@@ -337,9 +382,17 @@ impl AntiEntropy {
         let first = after + 1;
         let mut repaired = 0u64;
         while after < peer_max {
-            let limit = u32::try_from(peer_max - after).unwrap_or(u32::MAX).min(inner.config.fetch_events_max);
-            let fetch = v1::FetchLogRequest { origin: origin.to_string(), after_seq: after, limit };
-            let response = self.call(peer, "FetchLog", client.fetch_log(self.request(fetch))).await?;
+            let limit = u32::try_from(peer_max - after)
+                .unwrap_or(u32::MAX)
+                .min(inner.config.fetch_events_max);
+            let fetch = v1::FetchLogRequest {
+                origin: origin.to_string(),
+                after_seq: after,
+                limit,
+            };
+            let response = self
+                .call(peer, "FetchLog", client.fetch_log(self.request(fetch)))
+                .await?;
             let events = fetched_from_proto(peer, origin, after, response.events)?;
             let Some(last) = events.last().map(|event| event.origin_seq) else {
                 // It said it held more a moment ago; the next round asks again.
@@ -348,14 +401,23 @@ impl AntiEntropy {
             };
             let before = store.cursor(origin).await?;
             let spans = crate::trace::apply_spans(store.local_region(), before, &events);
-            let cursor = store
-                .apply_remote(origin, events)
-                .await
-                .map_err(|source| Error::Apply { peer: origin.clone(), source })?;
+            let cursor =
+                store
+                    .apply_remote(origin, events)
+                    .await
+                    .map_err(|source| Error::Apply {
+                        peer: origin.clone(),
+                        source,
+                    })?;
             drop(spans);
             let moved = cursor.saturating_sub(before);
             repaired += moved;
-            self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner).stats.repaired_events += moved;
+            self.inner
+                .stats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .stats
+                .repaired_events += moved;
             if inner.shared.peers.contains_key(origin) {
                 inner.shared.record_applied(origin, cursor);
             }
@@ -368,8 +430,16 @@ impl AntiEntropy {
     }
 
     fn report(&self, divergence: DivergentBucket) {
-        let mut state = self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (divergence.peer.clone(), divergence.origin.clone(), divergence.first_seq);
+        let mut state = self
+            .inner
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = (
+            divergence.peer.clone(),
+            divergence.origin.clone(),
+            divergence.first_seq,
+        );
         if !state.reported.insert(key) {
             return;
         }
@@ -402,10 +472,17 @@ impl AntiEntropy {
     ) -> Result<T> {
         let timeout = self.inner.config.call_timeout;
         match tokio::time::timeout(timeout, answer).await {
-            Err(_) => Err(Error::CallTimeout { peer: peer.clone(), call, timeout_ms: timeout.as_millis() }),
-            Ok(Err(status)) => {
-                Err(Error::Call { peer: peer.clone(), call, code: status.code(), message: status.message().to_owned() })
-            }
+            Err(_) => Err(Error::CallTimeout {
+                peer: peer.clone(),
+                call,
+                timeout_ms: timeout.as_millis(),
+            }),
+            Ok(Err(status)) => Err(Error::Call {
+                peer: peer.clone(),
+                call,
+                code: status.code(),
+                message: status.message().to_owned(),
+            }),
             Ok(Ok(response)) => Ok(response.into_inner()),
         }
     }
@@ -429,26 +506,43 @@ struct PeerOrigin {
 const SEQ_MAX: u64 = i64::MAX as u64;
 
 fn summary_from_proto(peer: &RegionId, summary: v1::LogSummaryResponse) -> Result<PeerSummary> {
-    let protocol = |reason: String| Error::Protocol { peer: peer.clone(), reason };
+    let protocol = |reason: String| Error::Protocol {
+        peer: peer.clone(),
+        reason,
+    };
     if summary.region != peer.as_str() {
-        return Err(protocol(format!("its log summary is region {:?}'s", summary.region)));
+        return Err(protocol(format!(
+            "its log summary is region {:?}'s",
+            summary.region
+        )));
     }
     if summary.bucket_events == 0 {
-        return Err(protocol("log_summary.bucket_events: must be at least 1".to_owned()));
+        return Err(protocol(
+            "log_summary.bucket_events: must be at least 1".to_owned(),
+        ));
     }
     let mut origins: Vec<PeerOrigin> = Vec::with_capacity(summary.origins.len());
     for (i, raw) in summary.origins.into_iter().enumerate() {
         let field = format!("log_summary.origins[{i}]");
-        let origin = region_id(&format!("{field}.origin"), &raw.origin).map_err(|e| protocol(e.to_string()))?;
+        let origin = region_id(&format!("{field}.origin"), &raw.origin)
+            .map_err(|e| protocol(e.to_string()))?;
         if origins.iter().any(|known| known.origin == origin) {
-            return Err(protocol(format!("{field}.origin: {origin} is listed twice")));
+            return Err(protocol(format!(
+                "{field}.origin: {origin} is listed twice"
+            )));
         }
         if raw.max_seq > SEQ_MAX {
-            return Err(protocol(format!("{field}.max_seq: {} is larger than {SEQ_MAX}", raw.max_seq)));
+            return Err(protocol(format!(
+                "{field}.max_seq: {} is larger than {SEQ_MAX}",
+                raw.max_seq
+            )));
         }
         let mut buckets = Vec::with_capacity(raw.buckets.len());
         for (j, bucket) in raw.buckets.into_iter().enumerate() {
-            if bucket.first_seq == 0 || bucket.first_seq > bucket.last_seq || bucket.last_seq > raw.max_seq {
+            if bucket.first_seq == 0
+                || bucket.first_seq > bucket.last_seq
+                || bucket.last_seq > raw.max_seq
+            {
                 return Err(protocol(format!(
                     "{field}.buckets[{j}]: {}..={} is not a range within 1..={}",
                     bucket.first_seq, bucket.last_seq, raw.max_seq
@@ -462,25 +556,47 @@ fn summary_from_proto(peer: &RegionId, summary: v1::LogSummaryResponse) -> Resul
                 redacted: bucket.redacted,
             });
         }
-        origins.push(PeerOrigin { origin, max_seq: raw.max_seq, buckets });
+        origins.push(PeerOrigin {
+            origin,
+            max_seq: raw.max_seq,
+            buckets,
+        });
     }
-    Ok(PeerSummary { bucket_events: summary.bucket_events, origins })
+    Ok(PeerSummary {
+        bucket_events: summary.bucket_events,
+        origins,
+    })
 }
 
 /// Events a peer sent for `FetchLog(origin, after)`: checked like a
 /// replication batch, and they must continue `origin`'s log at `after + 1`.
-fn fetched_from_proto(peer: &RegionId, origin: &RegionId, after: u64, events: Vec<v1::Event>) -> Result<Vec<EventEnvelope>> {
-    let protocol = |reason: String| Error::Protocol { peer: peer.clone(), reason };
+fn fetched_from_proto(
+    peer: &RegionId,
+    origin: &RegionId,
+    after: u64,
+    events: Vec<v1::Event>,
+) -> Result<Vec<EventEnvelope>> {
+    let protocol = |reason: String| Error::Protocol {
+        peer: peer.clone(),
+        reason,
+    };
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let events = batch_from_proto("fetch_log", &v1::EventBatch { events }).map_err(|e| protocol(e.to_string()))?;
+    let events = batch_from_proto("fetch_log", &v1::EventBatch { events })
+        .map_err(|e| protocol(e.to_string()))?;
     if let Some(first) = events.first() {
         if &first.origin_region != origin {
-            return Err(protocol(format!("sent events of {} when asked for {origin}'s", first.origin_region)));
+            return Err(protocol(format!(
+                "sent events of {} when asked for {origin}'s",
+                first.origin_region
+            )));
         }
         if first.origin_seq != after + 1 {
-            return Err(protocol(format!("sent {origin}'s log from {} when asked for it after {after}", first.origin_seq)));
+            return Err(protocol(format!(
+                "sent {origin}'s log from {} when asked for it after {after}",
+                first.origin_seq
+            )));
         }
     }
     Ok(events)
@@ -500,7 +616,9 @@ pub struct AntiEntropyHandler {
 
 impl std::fmt::Debug for AntiEntropyHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AntiEntropyHandler").field("local", self.inner.shared.local()).finish_non_exhaustive()
+        f.debug_struct("AntiEntropyHandler")
+            .field("local", self.inner.shared.local())
+            .finish_non_exhaustive()
     }
 }
 
@@ -511,8 +629,13 @@ impl AntiEntropyHandler {
         // `require` logs its own refusals.
         let identity = meridian_tls::require(request, &[Service::Gateway])?;
         let shared = &self.inner.shared;
-        if identity.region() == shared.local() || shared.config.index_of(identity.region()).is_none() {
-            let reason = format!("{identity} is not a gateway of another region of {}'s mesh", shared.local());
+        if identity.region() == shared.local()
+            || shared.config.index_of(identity.region()).is_none()
+        {
+            let reason = format!(
+                "{identity} is not a gateway of another region of {}'s mesh",
+                shared.local()
+            );
             tracing::warn!(peer = %identity, call, reason = %reason, "anti-entropy call refused");
             return Err(Status::permission_denied(reason));
         }
@@ -530,7 +653,11 @@ impl v1::anti_entropy_service_server::AntiEntropyService for AntiEntropyHandler 
         let inner = &self.inner;
         let mut origins = Vec::with_capacity(inner.shared.config.regions.len());
         for origin in &inner.shared.config.regions {
-            let summary = inner.digests.summarize(origin).await.map_err(|e| e.to_status())?;
+            let summary = inner
+                .digests
+                .summarize(origin)
+                .await
+                .map_err(|e| e.to_status())?;
             let buckets = summary
                 .buckets
                 .iter()
@@ -542,7 +669,11 @@ impl v1::anti_entropy_service_server::AntiEntropyService for AntiEntropyHandler 
                     redacted: b.redacted,
                 })
                 .collect();
-            origins.push(v1::OriginSummary { origin: origin.to_string(), max_seq: summary.max_seq, buckets });
+            origins.push(v1::OriginSummary {
+                origin: origin.to_string(),
+                max_seq: summary.max_seq,
+                buckets,
+            });
         }
         Ok(Response::new(v1::LogSummaryResponse {
             region: inner.shared.local().to_string(),
@@ -551,21 +682,38 @@ impl v1::anti_entropy_service_server::AntiEntropyService for AntiEntropyHandler 
         }))
     }
 
-    async fn fetch_log(&self, request: Request<v1::FetchLogRequest>) -> Result<Response<v1::FetchLogResponse>, Status> {
+    async fn fetch_log(
+        &self,
+        request: Request<v1::FetchLogRequest>,
+    ) -> Result<Response<v1::FetchLogResponse>, Status> {
         let peer = self.admit(&request, "FetchLog")?;
         let inner = &self.inner;
         let request = request.into_inner();
-        let origin = region_id("origin", &request.origin).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let origin = region_id("origin", &request.origin)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if inner.shared.config.index_of(&origin).is_none() {
-            return Err(Status::invalid_argument(format!("origin: {origin} is not a region of this mesh")));
+            return Err(Status::invalid_argument(format!(
+                "origin: {origin} is not a region of this mesh"
+            )));
         }
         if request.after_seq > SEQ_MAX {
-            return Err(Status::invalid_argument(format!("after_seq: {} is larger than {SEQ_MAX}", request.after_seq)));
+            return Err(Status::invalid_argument(format!(
+                "after_seq: {} is larger than {SEQ_MAX}",
+                request.after_seq
+            )));
         }
-        let limit = if request.limit == 0 { FETCH_EVENTS_MAX } else { request.limit.min(FETCH_EVENTS_MAX) };
+        let limit = if request.limit == 0 {
+            FETCH_EVENTS_MAX
+        } else {
+            request.limit.min(FETCH_EVENTS_MAX)
+        };
         // The head first: everything up to it is dense, so the answer is
         // a prefix of what the head promises.
-        let max_seq = inner.digests.head(&origin).await.map_err(|e| e.to_status())?;
+        let max_seq = inner
+            .digests
+            .head(&origin)
+            .await
+            .map_err(|e| e.to_status())?;
         let page = inner
             .shared
             .store
@@ -603,7 +751,11 @@ mod tests {
     }
 
     fn summary(origins: Vec<v1::OriginSummary>) -> v1::LogSummaryResponse {
-        v1::LogSummaryResponse { region: "eu-west".into(), bucket_events: 4, origins }
+        v1::LogSummaryResponse {
+            region: "eu-west".into(),
+            bucket_events: 4,
+            origins,
+        }
     }
 
     fn origin(name: &str, max_seq: u64, buckets: &[(u64, u64)]) -> v1::OriginSummary {
@@ -612,7 +764,12 @@ mod tests {
             max_seq,
             buckets: buckets
                 .iter()
-                .map(|&(first_seq, last_seq)| v1::BucketDigest { first_seq, last_seq, digest: 7, ..Default::default() })
+                .map(|&(first_seq, last_seq)| v1::BucketDigest {
+                    first_seq,
+                    last_seq,
+                    digest: 7,
+                    ..Default::default()
+                })
                 .collect(),
         }
     }
@@ -620,26 +777,55 @@ mod tests {
     #[test]
     fn summaries_are_checked_field_by_field() {
         let peer = region("eu-west");
-        let good = summary(vec![origin("us-east", 6, &[(1, 4), (5, 6)]), origin("eu-west", 0, &[])]);
+        let good = summary(vec![
+            origin("us-east", 6, &[(1, 4), (5, 6)]),
+            origin("eu-west", 0, &[]),
+        ]);
         let decoded = summary_from_proto(&peer, good).unwrap();
         assert_eq!(decoded.bucket_events, 4);
         assert_eq!(decoded.origins.len(), 2);
         assert_eq!(
             decoded.origins[0].buckets[1],
-            BucketDigest { first_seq: 5, last_seq: 6, digest: 7, text_free: 0, redacted: false }
+            BucketDigest {
+                first_seq: 5,
+                last_seq: 6,
+                digest: 7,
+                text_free: 0,
+                redacted: false
+            }
         );
 
-        let refused = |response: v1::LogSummaryResponse| summary_from_proto(&peer, response).err().unwrap().to_string();
+        let refused = |response: v1::LogSummaryResponse| {
+            summary_from_proto(&peer, response)
+                .err()
+                .unwrap()
+                .to_string()
+        };
         let mut wrong_region = summary(vec![]);
         wrong_region.region = "us-east".into();
         assert!(refused(wrong_region).contains("region \"us-east\"'s"));
         let mut no_size = summary(vec![]);
         no_size.bucket_events = 0;
         assert!(refused(no_size).contains("log_summary.bucket_events"));
-        assert!(refused(summary(vec![origin("US East", 1, &[])])).contains("log_summary.origins[0].origin"));
-        assert!(refused(summary(vec![origin("us-east", 1, &[]), origin("us-east", 2, &[])])).contains("listed twice"));
-        assert!(refused(summary(vec![origin("us-east", u64::MAX, &[])])).contains("log_summary.origins[0].max_seq"));
-        assert!(refused(summary(vec![origin("us-east", 4, &[(1, 8)])])).contains("log_summary.origins[0].buckets[0]"));
+        assert!(
+            refused(summary(vec![origin("US East", 1, &[])]))
+                .contains("log_summary.origins[0].origin")
+        );
+        assert!(
+            refused(summary(vec![
+                origin("us-east", 1, &[]),
+                origin("us-east", 2, &[])
+            ]))
+            .contains("listed twice")
+        );
+        assert!(
+            refused(summary(vec![origin("us-east", u64::MAX, &[])]))
+                .contains("log_summary.origins[0].max_seq")
+        );
+        assert!(
+            refused(summary(vec![origin("us-east", 4, &[(1, 8)])]))
+                .contains("log_summary.origins[0].buckets[0]")
+        );
         assert!(refused(summary(vec![origin("us-east", 4, &[(0, 2)])])).contains("buckets[0]"));
         assert!(refused(summary(vec![origin("us-east", 4, &[(3, 2)])])).contains("buckets[0]"));
     }
@@ -654,7 +840,9 @@ mod tests {
             ("call_timeout", |c| c.call_timeout = Duration::ZERO),
             ("bucket_events", |c| c.bucket_events = 0),
             ("bucket_events", |c| c.bucket_events = BUCKET_EVENTS_MAX + 1),
-            ("fetch_events_max", |c| c.fetch_events_max = FETCH_EVENTS_MAX + 1),
+            ("fetch_events_max", |c| {
+                c.fetch_events_max = FETCH_EVENTS_MAX + 1
+            }),
         ];
         for (needle, spoil) in cases {
             let mut config = good.clone();

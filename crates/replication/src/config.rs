@@ -103,10 +103,14 @@ impl ReplicationConfig {
         }
         for peer in self.peer_regions() {
             if self.dials(peer) && !self.peers.contains_key(peer) {
-                return bad(format!("peers has no address for {peer}, which this region dials"));
+                return bad(format!(
+                    "peers has no address for {peer}, which this region dials"
+                ));
             }
         }
-        if self.batch_events_max == 0 || self.batch_events_max > meridian_proto::replication::BATCH_EVENTS_MAX {
+        if self.batch_events_max == 0
+            || self.batch_events_max > meridian_proto::replication::BATCH_EVENTS_MAX
+        {
             return bad(format!(
                 "batch_events_max must be 1..={}, not {}",
                 meridian_proto::replication::BATCH_EVENTS_MAX,
@@ -114,7 +118,11 @@ impl ReplicationConfig {
             ));
         }
         if self.batch_bytes_max == 0 || self.batch_bytes_max > FRAME_BYTES_MAX / 2 {
-            return bad(format!("batch_bytes_max must be 1..={}, not {}", FRAME_BYTES_MAX / 2, self.batch_bytes_max));
+            return bad(format!(
+                "batch_bytes_max must be 1..={}, not {}",
+                FRAME_BYTES_MAX / 2,
+                self.batch_bytes_max
+            ));
         }
         for (name, value) in [
             ("heartbeat_interval", self.heartbeat_interval),
@@ -149,7 +157,10 @@ mod tests {
 
     fn mesh() -> ReplicationConfig {
         let regions = vec![region("us-east"), region("eu-west"), region("apac-south")];
-        let peers = BTreeMap::from([(region("eu-west"), "127.0.0.1:1".into()), (region("apac-south"), "127.0.0.1:2".into())]);
+        let peers = BTreeMap::from([
+            (region("eu-west"), "127.0.0.1:1".into()),
+            (region("apac-south"), "127.0.0.1:2".into()),
+        ]);
         ReplicationConfig::new(region("us-east"), regions, peers)
     }
 
@@ -158,10 +169,16 @@ mod tests {
         let config = mesh();
         assert!(config.dials(&region("eu-west")));
         assert!(config.dials(&region("apac-south")));
-        let eu = ReplicationConfig { local: region("eu-west"), ..config.clone() };
+        let eu = ReplicationConfig {
+            local: region("eu-west"),
+            ..config.clone()
+        };
         assert!(!eu.dials(&region("us-east")));
         assert!(eu.dials(&region("apac-south")));
-        assert_eq!(eu.peer_regions().cloned().collect::<Vec<_>>(), vec![region("us-east"), region("apac-south")]);
+        assert_eq!(
+            eu.peer_regions().cloned().collect::<Vec<_>>(),
+            vec![region("us-east"), region("apac-south")]
+        );
         config.validate().unwrap();
     }
 
@@ -176,7 +193,9 @@ mod tests {
             }),
             ("batch_events_max", |c| c.batch_events_max = 0),
             ("batch_bytes_max", |c| c.batch_bytes_max = FRAME_BYTES_MAX),
-            ("peer_silence_max", |c| c.peer_silence_max = c.heartbeat_interval),
+            ("peer_silence_max", |c| {
+                c.peer_silence_max = c.heartbeat_interval
+            }),
         ];
         for (needle, spoil) in cases {
             let mut config = mesh();

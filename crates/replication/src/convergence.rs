@@ -19,7 +19,9 @@ use std::ops::RangeInclusive;
 use std::collections::HashMap;
 
 use meridian_core::{Epoch, EventEnvelope, EventKind, RegionId, TicketId, residency};
-use meridian_store::{ConflictRecord, EVENTS_PAGE_MAX, LIST_LIMIT_MAX, Store, TicketFilter, TicketRecord};
+use meridian_store::{
+    ConflictRecord, EVENTS_PAGE_MAX, LIST_LIMIT_MAX, Store, TicketFilter, TicketRecord,
+};
 
 use crate::Result;
 
@@ -41,34 +43,82 @@ pub struct ConvergenceReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Divergence {
     /// The origin's own log is not dense from 1: a hole or a repeated number.
-    NotDense { origin: RegionId, after_seq: u64, next_seq: u64 },
+    NotDense {
+        origin: RegionId,
+        after_seq: u64,
+        next_seq: u64,
+    },
     /// `store` lacks these events of `origin`'s log.
-    Lost { store: RegionId, origin: RegionId, seqs: Vec<RangeInclusive<u64>> },
+    Lost {
+        store: RegionId,
+        origin: RegionId,
+        seqs: Vec<RangeInclusive<u64>>,
+    },
     /// `store` holds events of `origin` that the origin's own log does not.
-    Unknown { store: RegionId, origin: RegionId, seqs: Vec<RangeInclusive<u64>> },
+    Unknown {
+        store: RegionId,
+        origin: RegionId,
+        seqs: Vec<RangeInclusive<u64>>,
+    },
     /// `store` holds an event of `origin` more than once.
-    Duplicated { store: RegionId, origin: RegionId, seq: u64 },
+    Duplicated {
+        store: RegionId,
+        origin: RegionId,
+        seq: u64,
+    },
     /// `store`'s copy of an event differs from the origin's.
-    Differs { store: RegionId, origin: RegionId, seq: u64 },
+    Differs {
+        store: RegionId,
+        origin: RegionId,
+        seq: u64,
+    },
     /// `store` has no projection of a ticket that another store has.
     TicketMissing { store: RegionId, ticket: TicketId },
     /// `store`'s projection of a ticket differs from `reference`'s in these
     /// parts (ticket fields by name, `notes`, `conflicts`).
-    TicketDiffers { store: RegionId, reference: RegionId, ticket: TicketId, parts: Vec<String> },
+    TicketDiffers {
+        store: RegionId,
+        reference: RegionId,
+        ticket: TicketId,
+        parts: Vec<String>,
+    },
     /// Owner-scoped writes of one ticket at one epoch came from several
     /// regions (invariant 1).
-    EpochTwoWriters { ticket: TicketId, epoch: Epoch, regions: Vec<RegionId> },
+    EpochTwoWriters {
+        ticket: TicketId,
+        epoch: Epoch,
+        regions: Vec<RegionId>,
+    },
     /// Several regions wrote at epochs with the same owner index.
     EpochIndexShared { index: u16, regions: Vec<RegionId> },
     /// `writer` wrote an owner-scoped event of a ticket at an epoch that
     /// encodes another region ([`check_owners`]).
-    EpochNotWriters { ticket: TicketId, epoch: Epoch, writer: RegionId },
+    EpochNotWriters {
+        ticket: TicketId,
+        epoch: Epoch,
+        writer: RegionId,
+    },
     /// `store`'s projection names `owner`, which its epoch does not encode.
-    WrongOwner { store: RegionId, ticket: TicketId, owner: RegionId, epoch: Epoch },
+    WrongOwner {
+        store: RegionId,
+        ticket: TicketId,
+        owner: RegionId,
+        epoch: Epoch,
+    },
     /// `store` lacks these acknowledged writes of `origin`.
-    AckedLost { store: RegionId, origin: RegionId, seqs: Vec<RangeInclusive<u64>> },
+    AckedLost {
+        store: RegionId,
+        origin: RegionId,
+        seqs: Vec<RangeInclusive<u64>>,
+    },
     /// At an acknowledged write's place `store` holds another ticket's event.
-    AckedElsewhere { store: RegionId, origin: RegionId, seq: u64, acked: TicketId, found: TicketId },
+    AckedElsewhere {
+        store: RegionId,
+        origin: RegionId,
+        seq: u64,
+        acked: TicketId,
+        found: TicketId,
+    },
 }
 
 impl ConvergenceReport {
@@ -79,7 +129,11 @@ impl ConvergenceReport {
 
 impl fmt::Display for ConvergenceReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let heads: Vec<String> = self.heads.iter().map(|(origin, head)| format!("{origin}={head}")).collect();
+        let heads: Vec<String> = self
+            .heads
+            .iter()
+            .map(|(origin, head)| format!("{origin}={head}"))
+            .collect();
         write!(
             f,
             "{} events and {} tickets checked (heads: {}): ",
@@ -101,50 +155,135 @@ impl fmt::Display for ConvergenceReport {
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Divergence::NotDense { origin, after_seq, next_seq } => {
-                write!(f, "{origin}'s own log is not dense: {next_seq} follows {after_seq}")
+            Divergence::NotDense {
+                origin,
+                after_seq,
+                next_seq,
+            } => {
+                write!(
+                    f,
+                    "{origin}'s own log is not dense: {next_seq} follows {after_seq}"
+                )
             }
-            Divergence::Lost { store, origin, seqs } => write!(f, "{store} lost {origin} events {}", ranges(seqs)),
-            Divergence::Unknown { store, origin, seqs } => {
-                write!(f, "{store} holds {origin} events {} that {origin} does not", ranges(seqs))
+            Divergence::Lost {
+                store,
+                origin,
+                seqs,
+            } => write!(f, "{store} lost {origin} events {}", ranges(seqs)),
+            Divergence::Unknown {
+                store,
+                origin,
+                seqs,
+            } => {
+                write!(
+                    f,
+                    "{store} holds {origin} events {} that {origin} does not",
+                    ranges(seqs)
+                )
             }
-            Divergence::Duplicated { store, origin, seq } => write!(f, "{store} holds {origin} event {seq} twice"),
+            Divergence::Duplicated { store, origin, seq } => {
+                write!(f, "{store} holds {origin} event {seq} twice")
+            }
             Divergence::Differs { store, origin, seq } => {
-                write!(f, "{store}'s copy of {origin} event {seq} differs from {origin}'s")
+                write!(
+                    f,
+                    "{store}'s copy of {origin} event {seq} differs from {origin}'s"
+                )
             }
-            Divergence::TicketMissing { store, ticket } => write!(f, "{store} has no ticket {ticket}"),
-            Divergence::TicketDiffers { store, reference, ticket, parts } => {
-                write!(f, "{store}'s ticket {ticket} differs from {reference}'s in {}", parts.join(", "))
+            Divergence::TicketMissing { store, ticket } => {
+                write!(f, "{store} has no ticket {ticket}")
             }
-            Divergence::EpochTwoWriters { ticket, epoch, regions } => {
-                write!(f, "ticket {ticket}: epoch {epoch} written by {}", names(regions))
+            Divergence::TicketDiffers {
+                store,
+                reference,
+                ticket,
+                parts,
+            } => {
+                write!(
+                    f,
+                    "{store}'s ticket {ticket} differs from {reference}'s in {}",
+                    parts.join(", ")
+                )
+            }
+            Divergence::EpochTwoWriters {
+                ticket,
+                epoch,
+                regions,
+            } => {
+                write!(
+                    f,
+                    "ticket {ticket}: epoch {epoch} written by {}",
+                    names(regions)
+                )
             }
             Divergence::EpochIndexShared { index, regions } => {
                 write!(f, "epoch owner index {index} written by {}", names(regions))
             }
-            Divergence::EpochNotWriters { ticket, epoch, writer } => {
-                write!(f, "ticket {ticket}: {writer} wrote at epoch {epoch}, which encodes another region")
+            Divergence::EpochNotWriters {
+                ticket,
+                epoch,
+                writer,
+            } => {
+                write!(
+                    f,
+                    "ticket {ticket}: {writer} wrote at epoch {epoch}, which encodes another region"
+                )
             }
-            Divergence::WrongOwner { store, ticket, owner, epoch } => {
-                write!(f, "{store}'s ticket {ticket} is owned by {owner} at epoch {epoch}, which encodes another region")
+            Divergence::WrongOwner {
+                store,
+                ticket,
+                owner,
+                epoch,
+            } => {
+                write!(
+                    f,
+                    "{store}'s ticket {ticket} is owned by {owner} at epoch {epoch}, which encodes another region"
+                )
             }
-            Divergence::AckedLost { store, origin, seqs } => {
-                write!(f, "{store} lacks acknowledged {origin} events {}", ranges(seqs))
+            Divergence::AckedLost {
+                store,
+                origin,
+                seqs,
+            } => {
+                write!(
+                    f,
+                    "{store} lacks acknowledged {origin} events {}",
+                    ranges(seqs)
+                )
             }
-            Divergence::AckedElsewhere { store, origin, seq, acked, found } => {
-                write!(f, "{store} holds ticket {found}'s event at acknowledged {origin} event {seq} (of ticket {acked})")
+            Divergence::AckedElsewhere {
+                store,
+                origin,
+                seq,
+                acked,
+                found,
+            } => {
+                write!(
+                    f,
+                    "{store} holds ticket {found}'s event at acknowledged {origin} event {seq} (of ticket {acked})"
+                )
             }
         }
     }
 }
 
 fn names(regions: &[RegionId]) -> String {
-    regions.iter().map(RegionId::as_str).collect::<Vec<_>>().join(" and ")
+    regions
+        .iter()
+        .map(RegionId::as_str)
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 fn ranges(seqs: &[RangeInclusive<u64>]) -> String {
     seqs.iter()
-        .map(|r| if r.start() == r.end() { r.start().to_string() } else { format!("{}..={}", r.start(), r.end()) })
+        .map(|r| {
+            if r.start() == r.end() {
+                r.start().to_string()
+            } else {
+                format!("{}..={}", r.start(), r.end())
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -197,7 +336,11 @@ pub async fn check_convergence(stores: &[Store]) -> Result<ConvergenceReport> {
 /// Everything `store` holds, as a [`RegionView`]: the logs of every origin
 /// it has events of, and every ticket's projection.
 pub async fn read_view(store: &Store) -> Result<RegionView> {
-    let mut view = RegionView { region: store.local_region().clone(), logs: BTreeMap::new(), tickets: BTreeMap::new() };
+    let mut view = RegionView {
+        region: store.local_region().clone(),
+        logs: BTreeMap::new(),
+        tickets: BTreeMap::new(),
+    };
     let mut origins: BTreeSet<RegionId> = store.origins().await?.into_iter().collect();
     origins.insert(view.region.clone());
     for origin in origins {
@@ -226,7 +369,10 @@ pub fn check_views(views: &[RegionView]) -> ConvergenceReport {
         let empty = Vec::new();
         let own = home.logs.get(origin).unwrap_or(&empty);
         report.events_checked += own.len();
-        report.heads.insert(origin.clone(), own.last().map_or(0, |event| event.origin_seq));
+        report.heads.insert(
+            origin.clone(),
+            own.last().map_or(0, |event| event.origin_seq),
+        );
         let mut previous = 0;
         for event in own {
             if event.origin_seq != previous + 1 {
@@ -239,11 +385,19 @@ pub fn check_views(views: &[RegionView]) -> ConvergenceReport {
             previous = event.origin_seq;
         }
         let residencies = log_residencies(home, own);
-        let own: BTreeMap<u64, &EventEnvelope> = own.iter().map(|event| (event.origin_seq, event)).collect();
+        let own: BTreeMap<u64, &EventEnvelope> =
+            own.iter().map(|event| (event.origin_seq, event)).collect();
         for replica in views.iter().filter(|view| &view.region != origin) {
             let copy = replica.logs.get(origin).unwrap_or(&empty);
             report.events_checked += copy.len();
-            compare_log(&mut report, &replica.region, origin, &own, copy, &residencies);
+            compare_log(
+                &mut report,
+                &replica.region,
+                origin,
+                &own,
+                copy,
+                &residencies,
+            );
         }
     }
     compare_tickets(&mut report, views);
@@ -259,7 +413,10 @@ pub fn check_acked(report: &mut ConvergenceReport, views: &[RegionView], acked: 
         let by_seq: BTreeMap<(&RegionId, u64), &EventEnvelope> = view
             .logs
             .iter()
-            .flat_map(|(origin, log)| log.iter().map(move |event| ((origin, event.origin_seq), event)))
+            .flat_map(|(origin, log)| {
+                log.iter()
+                    .map(move |event| ((origin, event.origin_seq), event))
+            })
             .collect();
         let mut lost = Vec::new();
         for write in acked {
@@ -336,8 +493,14 @@ fn check_epochs(report: &mut ConvergenceReport, views: &[RegionView]) {
         if !event.kind.is_owner_scoped() {
             continue;
         }
-        writers.entry((event.ticket_id, event.epoch)).or_default().insert(&event.origin_region);
-        index_owner.entry(event.epoch.owner_index()).or_default().insert(&event.origin_region);
+        writers
+            .entry((event.ticket_id, event.epoch))
+            .or_default()
+            .insert(&event.origin_region);
+        index_owner
+            .entry(event.epoch.owner_index())
+            .or_default()
+            .insert(&event.origin_region);
     }
     for ((ticket, epoch), regions) in writers {
         if regions.len() > 1 {
@@ -350,11 +513,13 @@ fn check_epochs(report: &mut ConvergenceReport, views: &[RegionView]) {
     }
     for (index, regions) in index_owner {
         if regions.len() > 1 {
-            report.problems.push(Divergence::EpochIndexShared { index, regions: regions.into_iter().cloned().collect() });
+            report.problems.push(Divergence::EpochIndexShared {
+                index,
+                regions: regions.into_iter().cloned().collect(),
+            });
         }
     }
 }
-
 
 fn compare_log(
     report: &mut ConvergenceReport,
@@ -377,17 +542,27 @@ fn compare_log(
         }
         match own.get(&event.origin_seq) {
             None => unknown.push(event.origin_seq),
-            Some(original) if !same_event(original, event, store, residencies) => report.problems.push(Divergence::Differs {
-                store: store.clone(),
-                origin: origin.clone(),
-                seq: event.origin_seq,
-            }),
+            Some(original) if !same_event(original, event, store, residencies) => {
+                report.problems.push(Divergence::Differs {
+                    store: store.clone(),
+                    origin: origin.clone(),
+                    seq: event.origin_seq,
+                })
+            }
             Some(_) => {}
         }
     }
-    let lost: Vec<u64> = own.keys().copied().filter(|seq| !seen.contains(seq)).collect();
+    let lost: Vec<u64> = own
+        .keys()
+        .copied()
+        .filter(|seq| !seen.contains(seq))
+        .collect();
     if !lost.is_empty() {
-        report.problems.push(Divergence::Lost { store: store.clone(), origin: origin.clone(), seqs: to_ranges(lost) });
+        report.problems.push(Divergence::Lost {
+            store: store.clone(),
+            origin: origin.clone(),
+            seqs: to_ranges(lost),
+        });
     }
     if !unknown.is_empty() {
         unknown.sort_unstable();
@@ -407,7 +582,11 @@ type Residencies = HashMap<TicketId, BTreeSet<RegionId>>;
 fn log_residencies(home: &RegionView, log: &[EventEnvelope]) -> Residencies {
     log.iter()
         .filter_map(|event| residency::residency_ticket(&event.kind))
-        .filter_map(|id| home.tickets.get(&id).map(|record| (id, record.ticket.residency.clone())))
+        .filter_map(|id| {
+            home.tickets
+                .get(&id)
+                .map(|record| (id, record.ticket.residency.clone()))
+        })
         .collect()
 }
 
@@ -415,7 +594,12 @@ fn log_residencies(home: &RegionView, log: &[EventEnvelope]) -> Residencies {
 /// origin's `original`: the event itself in a region that may hold its
 /// ticket's text, its redacted form (residency) anywhere else. A
 /// redacted copy inside the set, or the text outside it, differs.
-fn same_event(original: &EventEnvelope, copy: &EventEnvelope, store: &RegionId, residencies: &Residencies) -> bool {
+fn same_event(
+    original: &EventEnvelope,
+    copy: &EventEnvelope,
+    store: &RegionId,
+    residencies: &Residencies,
+) -> bool {
     let residency = match &original.kind {
         EventKind::TicketCreated { ticket } => Some(&ticket.residency),
         kind => residency::residency_ticket(kind).and_then(|id| residencies.get(&id)),
@@ -431,7 +615,9 @@ async fn read_log(store: &Store, origin: &RegionId) -> Result<Vec<EventEnvelope>
     let mut after = 0;
     loop {
         let page = store.events_after(origin, after, EVENTS_PAGE_MAX).await?;
-        let Some(last) = page.last() else { return Ok(log) };
+        let Some(last) = page.last() else {
+            return Ok(log);
+        };
         after = last.origin_seq;
         log.extend(page);
     }
@@ -439,7 +625,10 @@ async fn read_log(store: &Store, origin: &RegionId) -> Result<Vec<EventEnvelope>
 
 async fn ticket_ids(store: &Store) -> Result<Vec<TicketId>> {
     let mut ids = Vec::new();
-    let mut filter = TicketFilter { limit: LIST_LIMIT_MAX, ..TicketFilter::default() };
+    let mut filter = TicketFilter {
+        limit: LIST_LIMIT_MAX,
+        ..TicketFilter::default()
+    };
     loop {
         let page = store.list_tickets(&filter).await?;
         ids.extend(page.tickets.iter().map(|ticket| ticket.id));
@@ -451,18 +640,27 @@ async fn ticket_ids(store: &Store) -> Result<Vec<TicketId>> {
 }
 
 fn compare_tickets(report: &mut ConvergenceReport, views: &[RegionView]) {
-    let ids: BTreeSet<TicketId> = views.iter().flat_map(|view| view.tickets.keys().copied()).collect();
+    let ids: BTreeSet<TicketId> = views
+        .iter()
+        .flat_map(|view| view.tickets.keys().copied())
+        .collect();
     report.tickets_checked = ids.len();
     for id in ids {
         let mut records = Vec::with_capacity(views.len());
         for view in views {
             match view.tickets.get(&id) {
                 Some(record) => records.push((&view.region, record)),
-                None => report.problems.push(Divergence::TicketMissing { store: view.region.clone(), ticket: id }),
+                None => report.problems.push(Divergence::TicketMissing {
+                    store: view.region.clone(),
+                    ticket: id,
+                }),
             }
         }
         // Residency: the reference is a region that may hold the text.
-        if let Some(first) = records.iter().position(|(region, record)| residency::may_hold(&record.ticket.residency, region)) {
+        if let Some(first) = records
+            .iter()
+            .position(|(region, record)| residency::may_hold(&record.ticket.residency, region))
+        {
             records[..=first].rotate_right(1);
         }
         let mut reference: Option<(&RegionId, &TicketRecord)> = None;
@@ -488,13 +686,20 @@ fn compare_tickets(report: &mut ConvergenceReport, views: &[RegionView]) {
 /// What `region` must hold of a ticket whose full projection is `full`:
 /// all of it inside the ticket's residency, the redacted ticket and notes
 /// outside it.
-fn expected_here<'a>(full: &'a TicketRecord, region: &RegionId) -> std::borrow::Cow<'a, TicketRecord> {
+fn expected_here<'a>(
+    full: &'a TicketRecord,
+    region: &RegionId,
+) -> std::borrow::Cow<'a, TicketRecord> {
     if residency::may_hold(&full.ticket.residency, region) {
         return std::borrow::Cow::Borrowed(full);
     }
     std::borrow::Cow::Owned(TicketRecord {
         ticket: full.ticket.redacted(),
-        notes: full.notes.iter().map(meridian_core::Note::redacted).collect(),
+        notes: full
+            .notes
+            .iter()
+            .map(meridian_core::Note::redacted)
+            .collect(),
         conflicts: full.conflicts.clone(),
     })
 }
@@ -506,10 +711,17 @@ fn expected_here<'a>(full: &'a TicketRecord, region: &RegionId) -> std::borrow::
 fn differing_parts(expected: &TicketRecord, actual: &TicketRecord) -> Vec<String> {
     let mut parts = Vec::new();
     if expected.ticket != actual.ticket {
-        match (serde_json::to_value(&expected.ticket), serde_json::to_value(&actual.ticket)) {
+        match (
+            serde_json::to_value(&expected.ticket),
+            serde_json::to_value(&actual.ticket),
+        ) {
             (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) => {
                 let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-                parts.extend(keys.into_iter().filter(|key| a.get(*key) != b.get(*key)).map(|key| format!("ticket.{key}")));
+                parts.extend(
+                    keys.into_iter()
+                        .filter(|key| a.get(*key) != b.get(*key))
+                        .map(|key| format!("ticket.{key}")),
+                );
             }
             _ => parts.push("ticket".to_owned()),
         }
@@ -518,7 +730,8 @@ fn differing_parts(expected: &TicketRecord, actual: &TicketRecord) -> Vec<String
         parts.push("notes".to_owned());
     }
     let conflicts = |record: &TicketRecord| {
-        let mut keyed: Vec<(RegionId, u64, String)> = record.conflicts.iter().map(conflict_key).collect();
+        let mut keyed: Vec<(RegionId, u64, String)> =
+            record.conflicts.iter().map(conflict_key).collect();
         keyed.sort();
         keyed
     };
@@ -559,14 +772,22 @@ mod tests {
             epoch,
             hlc_time: meridian_core::HlcTimestamp::new(1_000 + seq, 0),
             traceparent: None,
-            kind: EventKind::TicketUpdated { changes: meridian_core::TicketChanges { epoch, ..Default::default() } },
+            kind: EventKind::TicketUpdated {
+                changes: meridian_core::TicketChanges {
+                    epoch,
+                    ..Default::default()
+                },
+            },
         }
     }
 
     fn view(name: &str, logs: &[(&str, Vec<EventEnvelope>)]) -> RegionView {
         RegionView {
             region: region(name),
-            logs: logs.iter().map(|(origin, log)| (region(origin), log.clone())).collect(),
+            logs: logs
+                .iter()
+                .map(|(origin, log)| (region(origin), log.clone()))
+                .collect(),
             tickets: BTreeMap::new(),
         }
     }
@@ -578,10 +799,21 @@ mod tests {
     #[test]
     fn identical_views_are_clean_and_every_event_is_counted() {
         let t = ticket_id(1);
-        let a = vec![update("a", 1, t, Epoch::initial(0)), update("a", 2, t, Epoch::initial(0))];
+        let a = vec![
+            update("a", 1, t, Epoch::initial(0)),
+            update("a", 2, t, Epoch::initial(0)),
+        ];
         let views = [view("a", &[("a", a.clone())]), view("b", &[("a", a)])];
         let mut report = check_views(&views);
-        check_acked(&mut report, &views, &[Acked { origin: region("a"), seq: 2, ticket_id: t }]);
+        check_acked(
+            &mut report,
+            &views,
+            &[Acked {
+                origin: region("a"),
+                seq: 2,
+                ticket_id: t,
+            }],
+        );
         assert!(report.is_converged(), "{report}");
         assert_eq!(report.events_checked, 4);
         assert_eq!(report.acked_checked, 1);
@@ -593,7 +825,10 @@ mod tests {
         let epoch = Epoch::initial(0);
         let a = vec![update("a", 1, t, epoch)];
         let b = vec![update("b", 1, t, epoch)];
-        let views = [view("a", &[("a", a.clone()), ("b", b.clone())]), view("b", &[("a", a), ("b", b)])];
+        let views = [
+            view("a", &[("a", a.clone()), ("b", b.clone())]),
+            view("b", &[("a", a), ("b", b)]),
+        ];
         let report = check_views(&views);
         assert!(
             report.problems.contains(&Divergence::EpochTwoWriters {
@@ -603,7 +838,13 @@ mod tests {
             }),
             "{report}"
         );
-        assert!(report.problems.iter().any(|p| matches!(p, Divergence::EpochIndexShared { index: 0, .. })), "{report}");
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| matches!(p, Divergence::EpochIndexShared { index: 0, .. })),
+            "{report}"
+        );
     }
 
     #[test]
@@ -616,7 +857,11 @@ mod tests {
         check_owners(&mut report, &views, &[region("a"), region("b")]);
         assert_eq!(
             report.problems,
-            vec![Divergence::EpochNotWriters { ticket: t, epoch: Epoch::initial(1), writer: region("a") }]
+            vec![Divergence::EpochNotWriters {
+                ticket: t,
+                epoch: Epoch::initial(1),
+                writer: region("a")
+            }]
         );
     }
 
@@ -638,7 +883,10 @@ mod tests {
         };
         let a = vec![update("a", 1, t, epoch)];
         let b = vec![note];
-        let views = [view("a", &[("a", a.clone()), ("b", b.clone())]), view("b", &[("a", a), ("b", b)])];
+        let views = [
+            view("a", &[("a", a.clone()), ("b", b.clone())]),
+            view("b", &[("a", a), ("b", b)]),
+        ];
         let report = check_views(&views);
         assert!(report.is_converged(), "{report}");
     }
@@ -647,15 +895,33 @@ mod tests {
     fn acknowledged_writes_missing_or_replaced_are_reported_per_region() {
         let t = ticket_id(3);
         let other = ticket_id(4);
-        let a = vec![update("a", 1, t, Epoch::initial(0)), update("a", 2, other, Epoch::initial(0))];
-        let views = [view("a", &[("a", a.clone())]), view("b", &[("a", a[..1].to_vec())])];
+        let a = vec![
+            update("a", 1, t, Epoch::initial(0)),
+            update("a", 2, other, Epoch::initial(0)),
+        ];
+        let views = [
+            view("a", &[("a", a.clone())]),
+            view("b", &[("a", a[..1].to_vec())]),
+        ];
         let mut report = check_views(&views);
         let acked = [
-            Acked { origin: region("a"), seq: 2, ticket_id: t },
-            Acked { origin: region("a"), seq: 3, ticket_id: t },
+            Acked {
+                origin: region("a"),
+                seq: 2,
+                ticket_id: t,
+            },
+            Acked {
+                origin: region("a"),
+                seq: 3,
+                ticket_id: t,
+            },
         ];
         check_acked(&mut report, &views, &acked);
-        assert!(report.problems.contains(&Divergence::Lost { store: region("b"), origin: region("a"), seqs: vec![2..=2] }));
+        assert!(report.problems.contains(&Divergence::Lost {
+            store: region("b"),
+            origin: region("a"),
+            seqs: vec![2..=2]
+        }));
         assert!(report.problems.contains(&Divergence::AckedElsewhere {
             store: region("a"),
             origin: region("a"),

@@ -23,9 +23,10 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, peer: RegionId, addr: String)
     let mut backoff = config.reconnect_backoff_min;
     loop {
         let (opened, reason) = match open(&shared, &peer, &addr).await {
-            Ok((hello, inbound, outbound)) => {
-                (true, session::run(shared.clone(), peer.clone(), hello, inbound, outbound).await)
-            }
+            Ok((hello, inbound, outbound)) => (
+                true,
+                session::run(shared.clone(), peer.clone(), hello, inbound, outbound).await,
+            ),
             Err(reason) => (false, reason),
         };
         if *shared.shutdown.borrow() {
@@ -56,7 +57,11 @@ async fn open(
     addr: &str,
 ) -> Result<(PeerHello, Streaming<v1::ReplicationFrame>, Outbound)> {
     let config = &shared.config;
-    let connect_error = |reason: String| Error::Connect { peer: peer.clone(), addr: addr.to_owned(), reason };
+    let connect_error = |reason: String| Error::Connect {
+        peer: peer.clone(),
+        addr: addr.to_owned(),
+        reason,
+    };
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| connect_error(e.to_string()))?
         .connect_timeout(config.connect_timeout)
@@ -78,17 +83,35 @@ async fn open(
         let _ = outbound.try_send(Ok(hello_to_proto(shared.local(), cursor, head)));
         // A final status on the outgoing queue ends the request stream.
         let requests = ReceiverStream::new(frames).map_while(Result::ok);
-        let response = client.replicate(requests).await.map_err(|status| remote(peer, status))?;
+        let response = client
+            .replicate(requests)
+            .await
+            .map_err(|status| remote(peer, status))?;
         let mut inbound = response.into_inner();
-        let first = inbound.message().await.map_err(|status| remote(peer, status))?;
-        let Some(first) = first else { return Err(Error::Closed { peer: peer.clone() }) };
-        let protocol = |reason: String| Error::Protocol { peer: peer.clone(), reason };
+        let first = inbound
+            .message()
+            .await
+            .map_err(|status| remote(peer, status))?;
+        let Some(first) = first else {
+            return Err(Error::Closed { peer: peer.clone() });
+        };
+        let protocol = |reason: String| Error::Protocol {
+            peer: peer.clone(),
+            reason,
+        };
         match frame_from_proto(first).map_err(|e| protocol(e.to_string()))? {
-            ReplicationMessage::Hello { region, cursor, head_seq } if &region == peer => {
-                Ok((PeerHello { cursor, head_seq }, inbound, outbound))
+            ReplicationMessage::Hello {
+                region,
+                cursor,
+                head_seq,
+            } if &region == peer => Ok((PeerHello { cursor, head_seq }, inbound, outbound)),
+            ReplicationMessage::Hello { region, .. } => {
+                Err(protocol(format!("its hello names {region}")))
             }
-            ReplicationMessage::Hello { region, .. } => Err(protocol(format!("its hello names {region}"))),
-            other => Err(protocol(format!("the first frame must be hello, not {}", other.name()))),
+            other => Err(protocol(format!(
+                "the first frame must be hello, not {}",
+                other.name()
+            ))),
         }
     };
     let mut shutdown = shared.shutdown.subscribe();

@@ -72,7 +72,9 @@ pub(crate) fn hash_event(state: &mut Fnv64, event: &EventEnvelope) {
 /// Feeds one event's redacted form (residency, `meridian_core::residency`)
 /// the way [`hash_event`] feeds the event.
 pub(crate) fn hash_text_free(state: &mut Fnv64, event: &EventEnvelope) {
-    if meridian_core::residency::carries_text(&event.kind) && !meridian_core::residency::is_redacted(&event.kind) {
+    if meridian_core::residency::carries_text(&event.kind)
+        && !meridian_core::residency::is_redacted(&event.kind)
+    {
         hash_event(state, &meridian_core::residency::redact_event(event));
     } else {
         hash_event(state, event);
@@ -102,7 +104,8 @@ impl BucketDigest {
     /// Whether the two buckets (of one range) hold the same events, given
     /// redacted copies (see the type's doc).
     pub fn agrees_with(&self, other: &BucketDigest) -> bool {
-        self.digest == other.digest || (self.text_free == other.text_free && (self.redacted || other.redacted))
+        self.digest == other.digest
+            || (self.text_free == other.text_free && (self.redacted || other.redacted))
     }
 }
 
@@ -116,7 +119,11 @@ struct Running {
 
 impl Running {
     fn new() -> Self {
-        Self { full: Fnv64::new(), text_free: Fnv64::new(), redacted: false }
+        Self {
+            full: Fnv64::new(),
+            text_free: Fnv64::new(),
+            redacted: false,
+        }
     }
 
     fn add(&mut self, event: &EventEnvelope) {
@@ -167,13 +174,21 @@ struct OriginDigests {
 
 impl Default for OriginDigests {
     fn default() -> Self {
-        Self { complete: Vec::new(), covered: 0, tail: Running::new() }
+        Self {
+            complete: Vec::new(),
+            covered: 0,
+            tail: Running::new(),
+        }
     }
 }
 
 impl LogDigests {
     pub fn new(store: Arc<dyn ReplicaLog>, bucket_events: u64) -> Self {
-        Self { store, bucket_events, origins: Mutex::new(BTreeMap::new()) }
+        Self {
+            store,
+            bucket_events,
+            origins: Mutex::new(BTreeMap::new()),
+        }
     }
 
     pub fn bucket_events(&self) -> u64 {
@@ -224,18 +239,33 @@ impl LogDigests {
     /// at a time. `state` changes only after a page is hashed whole, so a
     /// summary cancelled halfway (its caller's deadline passed) leaves the
     /// progress made so far for the next one.
-    async fn extend(&self, state: &mut OriginDigests, origin: &RegionId, max_seq: u64) -> Result<()> {
+    async fn extend(
+        &self,
+        state: &mut OriginDigests,
+        origin: &RegionId,
+        max_seq: u64,
+    ) -> Result<()> {
         let size = self.bucket_events;
         while state.covered < max_seq {
             let bucket_end = (state.complete.len() as u64 + 1) * size;
             let want = max_seq.min(bucket_end) - state.covered;
             let want = want.min(HASH_PAGE_EVENTS);
             let limit = u32::try_from(want).unwrap_or(u32::MAX);
-            let page = self.store.events_after(origin, state.covered, limit).await?;
+            let page = self
+                .store
+                .events_after(origin, state.covered, limit)
+                .await?;
             let dense = page.len() as u64 == want
-                && page.iter().zip(state.covered + 1..).all(|(event, seq)| event.origin_seq == seq);
+                && page
+                    .iter()
+                    .zip(state.covered + 1..)
+                    .all(|(event, seq)| event.origin_seq == seq);
             if !dense {
-                return Err(Error::LogHole { origin: origin.clone(), after_seq: state.covered, max_seq });
+                return Err(Error::LogHole {
+                    origin: origin.clone(),
+                    after_seq: state.covered,
+                    max_seq,
+                });
             }
             let tail = state.tail;
             let hash_page = move || {
@@ -250,9 +280,13 @@ impl LogDigests {
             } else {
                 // Encoding and hashing a full page takes longer than an
                 // async task should hold its thread.
-                tokio::task::spawn_blocking(hash_page)
-                    .await
-                    .map_err(|e| if e.is_panic() { std::panic::resume_unwind(e.into_panic()) } else { Error::Shutdown })?
+                tokio::task::spawn_blocking(hash_page).await.map_err(|e| {
+                    if e.is_panic() {
+                        std::panic::resume_unwind(e.into_panic())
+                    } else {
+                        Error::Shutdown
+                    }
+                })?
             };
             state.tail = tail;
             state.covered += want;

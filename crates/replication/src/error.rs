@@ -18,16 +18,32 @@ pub enum Error {
     NoPeers,
     /// No peer acknowledged `seq` of this region's log in time.
     #[error("no peer applied origin_seq {seq} within {timeout_ms} ms (peers' acks: {acked})")]
-    NotPeerDurable { seq: u64, timeout_ms: u128, acked: String },
+    NotPeerDurable {
+        seq: u64,
+        timeout_ms: u128,
+        acked: String,
+    },
     /// This region had not applied `peer`'s log up to `seq` in time.
     #[error("{peer}'s log is not applied here up to {seq} within {timeout_ms} ms")]
-    NotApplied { peer: RegionId, seq: u64, timeout_ms: u128 },
+    NotApplied {
+        peer: RegionId,
+        seq: u64,
+        timeout_ms: u128,
+    },
     /// Dialling a peer failed before its stream opened.
     #[error("connect to {peer} at {addr}: {reason}")]
-    Connect { peer: RegionId, addr: String, reason: String },
+    Connect {
+        peer: RegionId,
+        addr: String,
+        reason: String,
+    },
     /// The peer answered the stream with an error status.
     #[error("{peer} ended the stream: {code:?}: {message}")]
-    Remote { peer: RegionId, code: tonic::Code, message: String },
+    Remote {
+        peer: RegionId,
+        code: tonic::Code,
+        message: String,
+    },
     /// The peer sent a frame this side cannot accept.
     #[error("{peer} broke the replication protocol: {reason}")]
     Protocol { peer: RegionId, reason: String },
@@ -40,7 +56,10 @@ pub enum Error {
     /// The store refused a batch from `peer` for a reason other than a gap:
     /// replication of that origin stops here rather than skip the event.
     #[error("applying {peer}'s events: {source}")]
-    Apply { peer: RegionId, source: meridian_store::Error },
+    Apply {
+        peer: RegionId,
+        source: meridian_store::Error,
+    },
     /// A newer stream with the same peer took over.
     #[error("stream with {peer} replaced by a newer one")]
     Replaced { peer: RegionId },
@@ -48,14 +67,29 @@ pub enum Error {
     Shutdown,
     /// This store's log of `origin` is not dense up to its head: an event
     /// below the cursor is missing. Anti-entropy cannot digest it.
-    #[error("this store's log of {origin} has a hole after origin_seq {after_seq}, though it holds up to {max_seq}")]
-    LogHole { origin: RegionId, after_seq: u64, max_seq: u64 },
+    #[error(
+        "this store's log of {origin} has a hole after origin_seq {after_seq}, though it holds up to {max_seq}"
+    )]
+    LogHole {
+        origin: RegionId,
+        after_seq: u64,
+        max_seq: u64,
+    },
     /// A peer answered an anti-entropy call with an error status.
     #[error("{peer} answered {call} with {code:?}: {message}")]
-    Call { peer: RegionId, call: &'static str, code: tonic::Code, message: String },
+    Call {
+        peer: RegionId,
+        call: &'static str,
+        code: tonic::Code,
+        message: String,
+    },
     /// A peer did not answer an anti-entropy call in time.
     #[error("{peer} did not answer {call} within {timeout_ms} ms")]
-    CallTimeout { peer: RegionId, call: &'static str, timeout_ms: u128 },
+    CallTimeout {
+        peer: RegionId,
+        call: &'static str,
+        timeout_ms: u128,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -70,7 +104,9 @@ impl Error {
             Error::Protocol { .. } => Status::invalid_argument(message),
             Error::UnknownPeer(_) => Status::permission_denied(message),
             Error::Apply { .. } => Status::failed_precondition(message),
-            Error::NotPeerDurable { .. } | Error::NotApplied { .. } => Status::deadline_exceeded(message),
+            Error::NotPeerDurable { .. } | Error::NotApplied { .. } => {
+                Status::deadline_exceeded(message)
+            }
             Error::Store(e) if !e.is_retryable() => Status::internal(message),
             Error::LogHole { .. } => Status::internal(message),
             Error::Config(_) => Status::internal(message),

@@ -79,15 +79,19 @@ mod state;
 pub mod trace;
 
 pub use anti_entropy::{
-    ANTI_ENTROPY_CALL_TIMEOUT_DEFAULT, ANTI_ENTROPY_INTERVAL_DEFAULT, AntiEntropy, AntiEntropyConfig, AntiEntropyHandler,
-    AntiEntropyServer, AntiEntropyStats, BUCKET_EVENTS_MAX, DivergentBucket, FETCH_EVENTS_MAX,
+    ANTI_ENTROPY_CALL_TIMEOUT_DEFAULT, ANTI_ENTROPY_INTERVAL_DEFAULT, AntiEntropy,
+    AntiEntropyConfig, AntiEntropyHandler, AntiEntropyServer, AntiEntropyStats, BUCKET_EVENTS_MAX,
+    DivergentBucket, FETCH_EVENTS_MAX,
 };
 pub use config::{
     BATCH_BYTES_MAX_DEFAULT, BATCH_EVENTS_MAX_DEFAULT, CONNECT_TIMEOUT_DEFAULT, FRAME_BYTES_MAX,
     HEARTBEAT_INTERVAL_DEFAULT, PEER_SILENCE_MAX_DEFAULT, RECONNECT_BACKOFF_MAX_DEFAULT,
     RECONNECT_BACKOFF_MIN_DEFAULT, ReplicationConfig,
 };
-pub use convergence::{Acked, ConvergenceReport, Divergence, RegionView, check_acked, check_convergence, check_owners, check_views, read_view};
+pub use convergence::{
+    Acked, ConvergenceReport, Divergence, RegionView, check_acked, check_convergence, check_owners,
+    check_views, read_view,
+};
 pub use digest::BUCKET_EVENTS_DEFAULT;
 pub use error::{Error, Result};
 pub use replicator::{Replicator, WeakReplicator};

@@ -41,14 +41,21 @@ impl WeakReplicator {
 
 impl std::fmt::Debug for Replicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replicator").field("local", self.shared.local()).finish_non_exhaustive()
+        f.debug_struct("Replicator")
+            .field("local", self.shared.local())
+            .finish_non_exhaustive()
     }
 }
 
 impl Replicator {
     /// Checks the configuration against the store and the certificate (both
     /// must be this region's, the certificate a gateway's). Starts nothing.
-    pub fn new(config: ReplicationConfig, store: Store, tls: MeshTls, clock: Arc<dyn Clock>) -> Result<Self> {
+    pub fn new(
+        config: ReplicationConfig,
+        store: Store,
+        tls: MeshTls,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         let identity = tls.identity();
         let replicator = Self::with_seams(config, Arc::new(store), Arc::new(tls), clock)?;
         let local = replicator.shared.local();
@@ -78,7 +85,9 @@ impl Replicator {
                 config.local
             )));
         }
-        Ok(Self { shared: Arc::new(Shared::new(config, log, transport, clock)) })
+        Ok(Self {
+            shared: Arc::new(Shared::new(config, log, transport, clock)),
+        })
     }
 
     pub fn config(&self) -> &ReplicationConfig {
@@ -99,7 +108,11 @@ impl Replicator {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = &self.shared;
         let mut tasks = JoinSet::new();
-        for peer in shared.config.peer_regions().filter(|peer| shared.config.dials(peer)) {
+        for peer in shared
+            .config
+            .peer_regions()
+            .filter(|peer| shared.config.dials(peer))
+        {
             if let Some(addr) = shared.config.peers.get(peer) {
                 tasks.spawn(dial::dial_loop(shared.clone(), peer.clone(), addr.clone()));
             }
@@ -134,10 +147,16 @@ impl Replicator {
             return Err(Error::NoPeers);
         }
         let durable_at = |acked: &BTreeMap<RegionId, u64>| {
-            acked.iter().filter(|(_, applied)| **applied >= seq).max_by_key(|(_, applied)| **applied).map(|(r, _)| r.clone())
+            acked
+                .iter()
+                .filter(|(_, applied)| **applied >= seq)
+                .max_by_key(|(_, applied)| **applied)
+                .map(|(r, _)| r.clone())
         };
         let mut acked = self.shared.acked.subscribe();
-        let waited = tokio::time::timeout(timeout, acked.wait_for(|acked| durable_at(acked).is_some())).await;
+        let waited =
+            tokio::time::timeout(timeout, acked.wait_for(|acked| durable_at(acked).is_some()))
+                .await;
         match waited {
             Ok(Ok(acked)) => durable_at(&acked).ok_or(Error::Shutdown),
             // The sender lives as long as `self`.
@@ -154,7 +173,11 @@ impl Replicator {
                     })
                     .collect::<Vec<_>>()
                     .join(", ");
-                Err(Error::NotPeerDurable { seq, timeout_ms: timeout.as_millis(), acked })
+                Err(Error::NotPeerDurable {
+                    seq,
+                    timeout_ms: timeout.as_millis(),
+                    acked,
+                })
             }
         }
     }
@@ -168,7 +191,11 @@ impl Replicator {
         if self.shared.store.wait_applied(peer, seq, timeout).await? {
             Ok(())
         } else {
-            Err(Error::NotApplied { peer: peer.clone(), seq, timeout_ms: timeout.as_millis() })
+            Err(Error::NotApplied {
+                peer: peer.clone(),
+                seq,
+                timeout_ms: timeout.as_millis(),
+            })
         }
     }
 
@@ -204,7 +231,10 @@ async fn measure(shared: &Shared) -> Result<()> {
     for peer in shared.peers.keys() {
         shared.record_applied(peer, store.cursor(peer).await?);
         if let Some(seq) = shared.unacked_to_measure(peer)
-            && let Some(event) = store.events_after(shared.local(), seq - 1, 1).await?.first()
+            && let Some(event) = store
+                .events_after(shared.local(), seq - 1, 1)
+                .await?
+                .first()
         {
             let millis = i64::try_from(event.hlc_time.millis()).unwrap_or(i64::MAX);
             let at = Timestamp::from_millisecond(millis).unwrap_or(Timestamp::MAX);

@@ -8,9 +8,9 @@
 use std::borrow::{Borrow, Cow};
 use std::collections::BTreeSet;
 
+use crate::seam::ReplicaLog;
 use meridian_core::residency::{Shipping, decide, redact_event, residency_ticket};
 use meridian_core::{EventEnvelope, RegionId, TicketId};
-use crate::seam::ReplicaLog;
 
 /// What to do with an event this store cannot vouch for (it does not have
 /// the ticket, or holds only the redacted copy and the peer is in the set).
@@ -37,13 +37,21 @@ pub async fn for_peer<'a, E: Borrow<EventEnvelope>>(
     // (every ticket of its notes is here, unpinned); a relay always looks,
     // since a ticket not here yet may be pinned.
     if unvouched == Unvouched::Redact && !store.may_hold_pinned() {
-        return Ok(events.iter().map(|event| Cow::Borrowed(event.borrow())).collect());
+        return Ok(events
+            .iter()
+            .map(|event| Cow::Borrowed(event.borrow()))
+            .collect());
     }
-    let ids: BTreeSet<TicketId> = events.iter().filter_map(|event| residency_ticket(&event.borrow().kind)).collect();
+    let ids: BTreeSet<TicketId> = events
+        .iter()
+        .filter_map(|event| residency_ticket(&event.borrow().kind))
+        .collect();
     let residencies = if ids.is_empty() {
         Default::default()
     } else {
-        store.residencies(&ids.into_iter().collect::<Vec<_>>()).await?
+        store
+            .residencies(&ids.into_iter().collect::<Vec<_>>())
+            .await?
     };
     let mut out = Vec::with_capacity(events.len());
     for event in events {

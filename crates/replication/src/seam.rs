@@ -67,7 +67,10 @@ pub trait ReplicaLog: Send + Sync + 'static {
     /// region's own events ship without a look-up).
     fn may_hold_pinned(&self) -> bool;
     /// The residency of each of these tickets held here (empty: anywhere).
-    fn residencies<'a>(&'a self, ids: &'a [TicketId]) -> BoxFuture<'a, meridian_store::Result<Residencies>>;
+    fn residencies<'a>(
+        &'a self,
+        ids: &'a [TicketId],
+    ) -> BoxFuture<'a, meridian_store::Result<Residencies>>;
 }
 
 /// Each ticket's residency, as [`ReplicaLog::residencies`] answers.
@@ -120,7 +123,10 @@ impl ReplicaLog for Store {
         Store::may_hold_pinned(self)
     }
 
-    fn residencies<'a>(&'a self, ids: &'a [TicketId]) -> BoxFuture<'a, meridian_store::Result<Residencies>> {
+    fn residencies<'a>(
+        &'a self,
+        ids: &'a [TicketId],
+    ) -> BoxFuture<'a, meridian_store::Result<Residencies>> {
         Box::pin(Store::residencies(self, ids))
     }
 }
@@ -129,7 +135,11 @@ impl ReplicaLog for Store {
 /// how it spreads its reconnects.
 pub trait PeerTransport: Send + Sync + 'static {
     /// A channel to `peer`'s gateway at `endpoint`, connected now.
-    fn connect(&self, peer: &RegionId, endpoint: Endpoint) -> BoxFuture<'static, Result<Channel, tonic::transport::Error>>;
+    fn connect(
+        &self,
+        peer: &RegionId,
+        endpoint: Endpoint,
+    ) -> BoxFuture<'static, Result<Channel, tonic::transport::Error>>;
     /// A channel to `peer`'s gateway at `endpoint` that connects on first
     /// use and reconnects after.
     fn connect_lazy(&self, peer: &RegionId, endpoint: Endpoint) -> Channel;
@@ -146,7 +156,11 @@ pub trait PeerTransport: Send + Sync + 'static {
 
 /// Mutual TLS: the server must present `peer`'s gateway certificate.
 impl PeerTransport for MeshTls {
-    fn connect(&self, peer: &RegionId, endpoint: Endpoint) -> BoxFuture<'static, Result<Channel, tonic::transport::Error>> {
+    fn connect(
+        &self,
+        peer: &RegionId,
+        endpoint: Endpoint,
+    ) -> BoxFuture<'static, Result<Channel, tonic::transport::Error>> {
         let connector = self.connector(gateway_of(self, peer));
         Box::pin(async move { endpoint.connect_with_connector(connector).await })
     }
@@ -157,5 +171,9 @@ impl PeerTransport for MeshTls {
 }
 
 fn gateway_of(tls: &MeshTls, peer: &RegionId) -> PeerIdentity {
-    PeerIdentity::new(tls.identity().trust_domain().clone(), peer.clone(), Service::Gateway)
+    PeerIdentity::new(
+        tls.identity().trust_domain().clone(),
+        peer.clone(),
+        Service::Gateway,
+    )
 }

@@ -29,7 +29,9 @@ pub struct ReplicationHandler {
 
 impl std::fmt::Debug for ReplicationHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplicationHandler").field("local", self.shared.local()).finish_non_exhaustive()
+        f.debug_struct("ReplicationHandler")
+            .field("local", self.shared.local())
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,20 +68,37 @@ impl v1::replication_service_server::ReplicationService for ReplicationHandler {
         let hello_wait = shared.config.connect_timeout;
         let first = match tokio::time::timeout(hello_wait, inbound.message()).await {
             Err(_) => {
-                let reason = format!("{identity} sent no hello within {} ms", hello_wait.as_millis());
+                let reason = format!(
+                    "{identity} sent no hello within {} ms",
+                    hello_wait.as_millis()
+                );
                 return Err(refuse(Status::deadline_exceeded(reason), remote_addr));
             }
             Ok(Err(status)) => return Err(status),
-            Ok(Ok(None)) => return Err(refuse(Status::cancelled("the stream ended before its hello"), remote_addr)),
+            Ok(Ok(None)) => {
+                return Err(refuse(
+                    Status::cancelled("the stream ended before its hello"),
+                    remote_addr,
+                ));
+            }
             Ok(Ok(Some(frame))) => frame,
         };
         let (region, hello) = match frame_from_proto(first) {
-            Ok(ReplicationMessage::Hello { region, cursor, head_seq }) => (region, PeerHello { cursor, head_seq }),
+            Ok(ReplicationMessage::Hello {
+                region,
+                cursor,
+                head_seq,
+            }) => (region, PeerHello { cursor, head_seq }),
             Ok(other) => {
                 let reason = format!("the first frame must be hello, not {}", other.name());
                 return Err(refuse(Status::invalid_argument(reason), remote_addr));
             }
-            Err(error) => return Err(refuse(Status::invalid_argument(error.to_string()), remote_addr)),
+            Err(error) => {
+                return Err(refuse(
+                    Status::invalid_argument(error.to_string()),
+                    remote_addr,
+                ));
+            }
         };
         // `require_region` logs its own refusals.
         meridian_tls::require_region(&identity, &region)?;
@@ -88,14 +107,28 @@ impl v1::replication_service_server::ReplicationService for ReplicationHandler {
             return Err(refuse(Status::permission_denied(reason), remote_addr));
         }
 
-        let cursor = shared.store.cursor(&region).await.map_err(|e| Error::from(e).to_status())?;
-        let head = shared.store.local_head().await.map_err(|e| Error::from(e).to_status())?;
+        let cursor = shared
+            .store
+            .cursor(&region)
+            .await
+            .map_err(|e| Error::from(e).to_status())?;
+        let head = shared
+            .store
+            .local_head()
+            .await
+            .map_err(|e| Error::from(e).to_status())?;
         shared.note_head(head);
         let (outbound, frames) = mpsc::channel(OUTBOUND_QUEUE);
         // The queue is new and empty: this cannot fail for want of room.
         let _ = outbound.try_send(Ok(hello_to_proto(shared.local(), cursor, head)));
         tracing::debug!(peer = %region, remote_addr = ?remote_addr, "replication stream accepted");
-        tokio::spawn(session::run(shared.clone(), region, hello, inbound, outbound));
+        tokio::spawn(session::run(
+            shared.clone(),
+            region,
+            hello,
+            inbound,
+            outbound,
+        ));
         Ok(Response::new(ReceiverStream::new(frames)))
     }
 }

@@ -30,7 +30,8 @@ use std::time::Duration;
 use meridian_core::{EventEnvelope, RegionId};
 use meridian_proto::convert::event_to_proto;
 use meridian_proto::replication::{
-    ReplicationMessage, ack_to_proto, batch_to_proto, frame_from_proto, heartbeat_to_proto, resend_to_proto,
+    ReplicationMessage, ack_to_proto, batch_to_proto, frame_from_proto, heartbeat_to_proto,
+    resend_to_proto,
 };
 use meridian_proto::v1;
 use prost::Message;
@@ -97,10 +98,35 @@ pub(crate) async fn run(
     let (resend_tx, resend_rx) = watch::channel(0u64);
     let (apply_tx, apply_rx) = mpsc::channel(APPLY_QUEUE);
     let mut tasks = JoinSet::new();
-    tasks.spawn(ship(shared.clone(), peer.clone(), hello.cursor + 1, ship_tx, rewind_rx));
-    tasks.spawn(write(shared.clone(), peer.clone(), outbound.clone(), ship_rx, ack_rx, resend_rx));
-    tasks.spawn(receive(shared.clone(), peer.clone(), inbound, apply_tx, rewind_tx));
-    tasks.spawn(apply(shared.clone(), peer.clone(), apply_rx, ack_tx, resend_tx));
+    tasks.spawn(ship(
+        shared.clone(),
+        peer.clone(),
+        hello.cursor + 1,
+        ship_tx,
+        rewind_rx,
+    ));
+    tasks.spawn(write(
+        shared.clone(),
+        peer.clone(),
+        outbound.clone(),
+        ship_rx,
+        ack_rx,
+        resend_rx,
+    ));
+    tasks.spawn(receive(
+        shared.clone(),
+        peer.clone(),
+        inbound,
+        apply_tx,
+        rewind_tx,
+    ));
+    tasks.spawn(apply(
+        shared.clone(),
+        peer.clone(),
+        apply_rx,
+        ack_tx,
+        resend_tx,
+    ));
 
     let mut shutdown = shared.shutdown.subscribe();
     let reason = tokio::select! {
@@ -151,7 +177,12 @@ async fn first_failure(tasks: &mut JoinSet<TaskResult>, peer: &RegionId) -> Erro
             Ok(Ok(never)) => match never {},
             Ok(Err(Ended::Failed(reason))) => return reason,
             Ok(Err(Ended::Orphaned)) => {}
-            Err(join) => return Error::Protocol { peer: peer.clone(), reason: format!("stream task failed: {join}") },
+            Err(join) => {
+                return Error::Protocol {
+                    peer: peer.clone(),
+                    reason: format!("stream task failed: {join}"),
+                };
+            }
         }
     }
     Error::Closed { peer: peer.clone() }
@@ -169,7 +200,11 @@ enum Handed {
 /// Cuts events into batch frames of at most `events_max` events and about
 /// `bytes_max` bytes (a single larger event travels alone). Each frame comes
 /// with the last sequence number it carries.
-fn cut_batches<E: Borrow<EventEnvelope>>(events: &[E], events_max: usize, bytes_max: usize) -> Vec<(v1::ReplicationFrame, u64)> {
+fn cut_batches<E: Borrow<EventEnvelope>>(
+    events: &[E],
+    events_max: usize,
+    bytes_max: usize,
+) -> Vec<(v1::ReplicationFrame, u64)> {
     let mut frames = Vec::new();
     let mut current: Vec<v1::Event> = Vec::new();
     let mut bytes = 0usize;
@@ -217,7 +252,9 @@ async fn ship(
             if rewind.has_changed().unwrap_or(false) {
                 next = *rewind.borrow_and_update();
             }
-            let page = store.events_after(&local, next.saturating_sub(1), page_max).await?;
+            let page = store
+                .events_after(&local, next.saturating_sub(1), page_max)
+                .await?;
             let Some(last) = page.last() else { break };
             shared.note_head(last.origin_seq);
             // Residency: a pinned ticket's text goes only to its regions.
@@ -247,7 +284,11 @@ async fn ship(
             let first = match received {
                 Ok(event) => event,
                 Err(RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, next, "replication shipper lagged behind the store; paging from the log");
+                    tracing::debug!(
+                        missed,
+                        next,
+                        "replication shipper lagged behind the store; paging from the log"
+                    );
                     continue 'resync;
                 }
                 Err(RecvError::Closed) => return Err(meridian_store::Error::Closed.into()),
@@ -339,7 +380,10 @@ async fn write(
             _ = heartbeat.tick() => heartbeat_to_proto(shared.local_head.load(Ordering::Relaxed), shared.clock.now()),
             batch = batches.recv() => batch.ok_or(Ended::Orphaned)?,
         };
-        outbound.send(Ok(frame)).await.map_err(|_| Error::Closed { peer: peer.clone() })?;
+        outbound
+            .send(Ok(frame))
+            .await
+            .map_err(|_| Error::Closed { peer: peer.clone() })?;
     }
 }
 
@@ -355,18 +399,30 @@ async fn receive(
     let silence_max = shared.config.peer_silence_max;
     loop {
         let frame = match tokio::time::timeout(silence_max, inbound.message()).await {
-            Err(_) => return Err(Error::PeerSilent { peer, silent_ms: silence_max.as_millis() }.into()),
+            Err(_) => {
+                return Err(Error::PeerSilent {
+                    peer,
+                    silent_ms: silence_max.as_millis(),
+                }
+                .into());
+            }
             Ok(Err(status)) => return Err(remote(&peer, status).into()),
             Ok(Ok(None)) => return Err(Error::Closed { peer }.into()),
             Ok(Ok(Some(frame))) => frame,
         };
-        let message = frame_from_proto(frame).map_err(|e| Error::Protocol { peer: peer.clone(), reason: e.to_string() })?;
+        let message = frame_from_proto(frame).map_err(|e| Error::Protocol {
+            peer: peer.clone(),
+            reason: e.to_string(),
+        })?;
         match message {
             ReplicationMessage::Batch(events) => {
                 if let Some(foreign) = events.iter().find(|event| event.origin_region != peer) {
                     return Err(Error::Protocol {
                         peer: peer.clone(),
-                        reason: format!("sent events of {}: each region ships only its own log", foreign.origin_region),
+                        reason: format!(
+                            "sent events of {}: each region ships only its own log",
+                            foreign.origin_region
+                        ),
                     }
                     .into());
                 }
@@ -382,7 +438,11 @@ async fn receive(
                 shared.record_peer_head(&peer, head_seq, true);
             }
             ReplicationMessage::Hello { .. } => {
-                return Err(Error::Protocol { peer: peer.clone(), reason: "sent a second hello".into() }.into());
+                return Err(Error::Protocol {
+                    peer: peer.clone(),
+                    reason: "sent a second hello".into(),
+                }
+                .into());
             }
         }
     }
@@ -390,7 +450,11 @@ async fn receive(
 
 /// A status the peer (or the transport) ended the stream with.
 pub(crate) fn remote(peer: &RegionId, status: Status) -> Error {
-    Error::Remote { peer: peer.clone(), code: status.code(), message: status.message().to_owned() }
+    Error::Remote {
+        peer: peer.clone(),
+        code: status.code(),
+        message: status.message().to_owned(),
+    }
 }
 
 // ----------------------------------------------------------------- applying
@@ -402,8 +466,16 @@ async fn apply(
     ack: watch::Sender<u64>,
     resend: watch::Sender<u64>,
 ) -> TaskResult {
-    let merge_max = shared.config.batch_events_max.saturating_mul(APPLY_MERGE_BATCHES);
-    let mut resends = ResendRequests { peer: peer.clone(), slot: resend, pending: None, overdue: shared.config.peer_silence_max };
+    let merge_max = shared
+        .config
+        .batch_events_max
+        .saturating_mul(APPLY_MERGE_BATCHES);
+    let mut resends = ResendRequests {
+        peer: peer.clone(),
+        slot: resend,
+        pending: None,
+        overdue: shared.config.peer_silence_max,
+    };
     while let Some(mut events) = batches.recv().await {
         while events.len() < merge_max {
             match batches.try_recv() {
@@ -421,12 +493,20 @@ async fn apply(
                 resends.answered_up_to(cursor);
                 ack.send_replace(cursor);
             }
-            Err(meridian_store::Error::Gap { expected, got, .. }) => resends.ask(expected, Some(got)),
+            Err(meridian_store::Error::Gap { expected, got, .. }) => {
+                resends.ask(expected, Some(got))
+            }
             Err(error) if error.is_retryable() => {
                 // Nothing was applied; ask for the same events again once
                 // the database has had a moment.
                 tracing::warn!(peer = %peer, error = %error, "applying replicated events failed; will ask again");
-                tokio::time::sleep(shared.config.heartbeat_interval.min(Duration::from_millis(500))).await;
+                tokio::time::sleep(
+                    shared
+                        .config
+                        .heartbeat_interval
+                        .min(Duration::from_millis(500)),
+                )
+                .await;
                 let cursor = shared.store.cursor(&peer).await?;
                 resends.pending = None;
                 resends.ask(cursor + 1, None);
@@ -514,14 +594,23 @@ mod tests {
     #[test]
     fn batches_are_cut_by_count_and_bytes() {
         let events: Vec<EventEnvelope> = (1..=10).map(|seq| note_event(seq, 100)).collect();
-        assert_eq!(sizes(&cut_batches(&events, 4, 1 << 20)), vec![(4, 4), (4, 8), (2, 10)]);
+        assert_eq!(
+            sizes(&cut_batches(&events, 4, 1 << 20)),
+            vec![(4, 4), (4, 8), (2, 10)]
+        );
         let one = cut_batches(&events[..1], 4, 1 << 20);
         let one_size = one[0].0.encoded_len();
         // Room for two events of this size per batch, by bytes.
-        assert_eq!(sizes(&cut_batches(&events, 100, one_size * 2 + 10)), vec![(2, 2), (2, 4), (2, 6), (2, 8), (2, 10)]);
+        assert_eq!(
+            sizes(&cut_batches(&events, 100, one_size * 2 + 10)),
+            vec![(2, 2), (2, 4), (2, 6), (2, 8), (2, 10)]
+        );
         // An event larger than the byte cap travels alone rather than not at all.
         let big = vec![note_event(1, 50), note_event(2, 5_000), note_event(3, 50)];
-        assert_eq!(sizes(&cut_batches(&big, 100, 1_000)), vec![(1, 1), (1, 2), (1, 3)]);
+        assert_eq!(
+            sizes(&cut_batches(&big, 100, 1_000)),
+            vec![(1, 1), (1, 2), (1, 3)]
+        );
         assert!(cut_batches::<EventEnvelope>(&[], 4, 1000).is_empty());
     }
 }

@@ -89,8 +89,10 @@ impl Shared {
         transport: Arc<dyn PeerTransport>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let peers: BTreeMap<RegionId, Mutex<PeerState>> =
-            config.peer_regions().map(|peer| (peer.clone(), Mutex::new(PeerState::default()))).collect();
+        let peers: BTreeMap<RegionId, Mutex<PeerState>> = config
+            .peer_regions()
+            .map(|peer| (peer.clone(), Mutex::new(PeerState::default())))
+            .collect();
         Self {
             config,
             store,
@@ -110,13 +112,18 @@ impl Shared {
     }
 
     fn peer(&self, peer: &RegionId) -> Option<MutexGuard<'_, PeerState>> {
-        self.peers.get(peer).map(|state| state.lock().unwrap_or_else(PoisonError::into_inner))
+        self.peers
+            .get(peer)
+            .map(|state| state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Makes a new stream with `peer` the current one, stopping the one
     /// before it (a reconnect whose old stream has not noticed yet). The
     /// returned receiver fires if a newer stream replaces this one.
-    pub fn begin_session(self: &Arc<Self>, peer: &RegionId) -> (SessionGuard, oneshot::Receiver<()>) {
+    pub fn begin_session(
+        self: &Arc<Self>,
+        peer: &RegionId,
+    ) -> (SessionGuard, oneshot::Receiver<()>) {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (stop, stopped) = oneshot::channel();
         if let Some(mut state) = self.peer(peer) {
@@ -124,7 +131,14 @@ impl Shared {
             state.session = Some((id, stop));
             state.connects += 1;
         }
-        (SessionGuard { shared: self.clone(), peer: peer.clone(), id }, stopped)
+        (
+            SessionGuard {
+                shared: self.clone(),
+                peer: peer.clone(),
+                id,
+            },
+            stopped,
+        )
     }
 
     pub fn note_head(&self, seq: u64) {
@@ -146,7 +160,8 @@ impl Shared {
     }
 
     pub fn record_applied(&self, peer: &RegionId, seq: u64) {
-        self.applied.send_if_modified(|applied| raise(applied, peer, seq));
+        self.applied
+            .send_if_modified(|applied| raise(applied, peer, seq));
     }
 
     pub fn record_peer_head(&self, peer: &RegionId, head: u64, heartbeat: bool) {
@@ -205,7 +220,9 @@ impl Shared {
                 let acked_seq = acked.get(region).copied();
                 let lag_events = local_head.saturating_sub(acked_seq.unwrap_or(0));
                 let lag = match state.oldest_unacked {
-                    Some((_, at)) if lag_events > 0 => now.duration_since(at).try_into().unwrap_or(Duration::ZERO),
+                    Some((_, at)) if lag_events > 0 => {
+                        now.duration_since(at).try_into().unwrap_or(Duration::ZERO)
+                    }
                     _ => Duration::ZERO,
                 };
                 PeerStatus {

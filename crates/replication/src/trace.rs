@@ -14,12 +14,19 @@ use meridian_telemetry::{propagation, ticket};
 /// Spans for the events of `events` past `applied` whose producer was
 /// sampled. Hold them while the batch is applied and drop them after: each
 /// then covers its batch's apply.
-pub fn apply_spans(region: &RegionId, applied: u64, events: &[EventEnvelope]) -> Vec<tracing::Span> {
+pub fn apply_spans(
+    region: &RegionId,
+    applied: u64,
+    events: &[EventEnvelope],
+) -> Vec<tracing::Span> {
     events
         .iter()
         .filter(|event| event.origin_seq > applied)
         .filter_map(|event| {
-            let traceparent = event.traceparent.as_deref().filter(|tp| propagation::is_sampled(tp))?;
+            let traceparent = event
+                .traceparent
+                .as_deref()
+                .filter(|tp| propagation::is_sampled(tp))?;
             let span = ticket::apply_span(event.ticket_id, Some(traceparent));
             span.record("meridian.region", region.as_str());
             span.record("meridian.epoch", event.epoch.raw());
@@ -66,8 +73,13 @@ mod tests {
     fn only_sampled_producers_past_the_cursor_get_a_span() {
         let sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
-        let events =
-            [event(1, Some(sampled)), event(2, Some(sampled)), event(3, Some(unsampled)), event(4, None), event(5, Some(sampled))];
+        let events = [
+            event(1, Some(sampled)),
+            event(2, Some(sampled)),
+            event(3, Some(unsampled)),
+            event(4, None),
+            event(5, Some(sampled)),
+        ];
         let here = RegionId::new("eu-west").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(apply_spans(&here, 1, &events).len(), 2, "events 2 and 5");
         assert_eq!(apply_spans(&here, 5, &events).len(), 0);

@@ -78,12 +78,18 @@ impl ActiveRules {
     pub fn current(&self) -> Arc<Rules> {
         // A poisoned lock still holds a whole `Arc` (a swap cannot be half
         // done), so its value is safe to use.
-        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Why the file on disk is not in force; empty when it is.
     pub fn refused(&self) -> Arc<[String]> {
-        self.refused.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.refused
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Files refused (unreadable or invalid) since start.
@@ -105,7 +111,9 @@ impl ActiveRules {
     fn set_refused(&self, problems: Vec<String>) {
         if !problems.is_empty() {
             self.refusals.fetch_add(1, Ordering::Relaxed);
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
             self.last_refused_unix_s.store(now, Ordering::Relaxed);
         }
         *self.refused.write().unwrap_or_else(PoisonError::into_inner) = Arc::from(problems);
@@ -131,7 +139,12 @@ impl RulesSource {
         let rules = parsed?;
         let hash = with_feeds(path, hash, &feeds).await;
         tracing::info!(rules_version = %rules.version_id(), file = %path.display(), "rules loaded");
-        Ok(RulesSource { path: path.to_owned(), active: Arc::new(ActiveRules::new(rules)), loaded_hash: hash, feeds })
+        Ok(RulesSource {
+            path: path.to_owned(),
+            active: Arc::new(ActiveRules::new(rules)),
+            loaded_hash: hash,
+            feeds,
+        })
     }
 
     /// Polls the file every `interval` and installs each new version that
@@ -168,7 +181,11 @@ impl RulesSource {
             }
             let (parsed, asked) = parse(&self.path, text).await;
             // The feeds just read are the ones watched from now on.
-            seen_hash = Some(if asked == feeds { hash } else { with_feeds(&self.path, hash, &asked).await });
+            seen_hash = Some(if asked == feeds {
+                hash
+            } else {
+                with_feeds(&self.path, hash, &asked).await
+            });
             feeds = asked;
             match parsed {
                 Ok(rules) => {
@@ -198,17 +215,26 @@ async fn read(path: &Path) -> std::result::Result<(String, u64), String> {
     let label = path.display();
     match tokio::fs::metadata(path).await {
         Ok(meta) if meta.len() > RULES_FILE_BYTES_MAX => {
-            return Err(format!("{label}: is {} bytes; a rules file may have at most {RULES_FILE_BYTES_MAX}", meta.len()));
+            return Err(format!(
+                "{label}: is {} bytes; a rules file may have at most {RULES_FILE_BYTES_MAX}",
+                meta.len()
+            ));
         }
         Ok(_) => {}
         Err(e) => return Err(format!("{label}: cannot read: {e}")),
     }
-    let bytes = tokio::fs::read(path).await.map_err(|e| format!("{label}: cannot read: {e}"))?;
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| format!("{label}: cannot read: {e}"))?;
     let mut hasher = DefaultHasher::new();
     hasher.write(&bytes);
     let hash = hasher.finish();
-    let text = String::from_utf8(bytes)
-        .map_err(|e| format!("{label}: is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{label}: is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     Ok((text, hash))
 }
 
@@ -237,7 +263,11 @@ fn read_feed(path: &Path, feed: &str) -> std::result::Result<String, String> {
     let file = beside(path, feed);
     let meta = std::fs::metadata(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     if meta.len() > ICS_FILE_BYTES_MAX {
-        return Err(format!("{} is {} bytes; a feed may have at most {ICS_FILE_BYTES_MAX}", file.display(), meta.len()));
+        return Err(format!(
+            "{} is {} bytes; a feed may have at most {ICS_FILE_BYTES_MAX}",
+            file.display(),
+            meta.len()
+        ));
     }
     std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))
 }
@@ -250,16 +280,28 @@ async fn parse(path: &Path, text: String) -> (Result<Rules>, Vec<String>) {
     let parsed = tokio::task::spawn_blocking(move || {
         let asked = std::sync::Mutex::new(Vec::<String>::new());
         let read = |feed: &str| {
-            asked.lock().unwrap_or_else(PoisonError::into_inner).push(feed.to_owned());
+            asked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(feed.to_owned());
             read_feed(&owned, feed)
         };
         let parsed = Rules::parse_with_files(&name, &text, &read);
-        (parsed, asked.into_inner().unwrap_or_else(PoisonError::into_inner))
+        (
+            parsed,
+            asked.into_inner().unwrap_or_else(PoisonError::into_inner),
+        )
     })
     .await;
     match parsed {
         Ok((parsed, asked)) => (parsed.map_err(Error::Refused), asked),
-        Err(join) => (Err(Error::File(format!("{}: the rules parser failed: {join}", path.display()))), Vec::new()),
+        Err(join) => (
+            Err(Error::File(format!(
+                "{}: the rules parser failed: {join}",
+                path.display()
+            ))),
+            Vec::new(),
+        ),
     }
 }
 
@@ -283,22 +325,44 @@ mod tests {
             seen.lock().unwrap().push(rules.version_id());
         }));
 
-        std::fs::write(&path, GOOD.replacen("overlap_minutes", "overlap_minutes_typo", 1)).unwrap();
+        std::fs::write(
+            &path,
+            GOOD.replacen("overlap_minutes", "overlap_minutes_typo", 1),
+        )
+        .unwrap();
         let refused = wait_for(|| !active.refused().is_empty()).await;
         assert!(refused, "the broken file is refused");
-        assert!(active.refused()[0].starts_with(&format!("{}:", path.display())), "{:?}", active.refused());
+        assert!(
+            active.refused()[0].starts_with(&format!("{}:", path.display())),
+            "{:?}",
+            active.refused()
+        );
         assert_eq!(active.refusals(), 1, "one bad file, one refusal");
-        assert!(active.last_refused_unix_s() > 1_700_000_000, "{}", active.last_refused_unix_s());
-        assert_eq!(active.current().version_id(), first, "old rules stay in force");
+        assert!(
+            active.last_refused_unix_s() > 1_700_000_000,
+            "{}",
+            active.last_refused_unix_s()
+        );
+        assert_eq!(
+            active.current().version_id(),
+            first,
+            "old rules stay in force"
+        );
 
         let changed = GOOD.replacen("version = \"", "version = \"v2-", 1);
         std::fs::write(&path, &changed).unwrap();
-        assert!(wait_for(|| active.current().version_id() != first).await, "the fixed file is picked up");
+        assert!(
+            wait_for(|| active.current().version_id() != first).await,
+            "the fixed file is picked up"
+        );
         assert!(active.refused().is_empty());
         assert_eq!(installed.lock().unwrap().len(), 1);
         watcher.abort();
 
-        let err = RulesSource::load(&dir.path().join("missing.toml")).await.unwrap_err().to_string();
+        let err = RulesSource::load(&dir.path().join("missing.toml"))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing.toml: cannot read"), "{err}");
     }
 
@@ -310,7 +374,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rules.toml");
         let feed = dir.path().join("closures.ics");
-        let text = GOOD.replacen("time_zone = \"Europe/Dublin\"\n", "time_zone = \"Europe/Dublin\"\nholidays_ics = \"closures.ics\"\n", 1);
+        let text = GOOD.replacen(
+            "time_zone = \"Europe/Dublin\"\n",
+            "time_zone = \"Europe/Dublin\"\nholidays_ics = \"closures.ics\"\n",
+            1,
+        );
         assert_ne!(text, GOOD);
         std::fs::write(&path, &text).unwrap();
         std::fs::write(&feed, FEED).unwrap();
@@ -322,13 +390,31 @@ mod tests {
         let watcher = tokio::spawn(source.watch(Duration::from_millis(20), |_| {}));
 
         std::fs::write(&feed, FEED.replace("20260602", "20260603")).unwrap();
-        assert!(wait_for(|| active.current().on_shift("eu-west", at) == Some(true)).await, "the changed feed is read");
+        assert!(
+            wait_for(|| active.current().on_shift("eu-west", at) == Some(true)).await,
+            "the changed feed is read"
+        );
 
-        std::fs::write(&feed, FEED.replace("DTSTART;VALUE=DATE:20260602", "DTSTART:tomorrow")).unwrap();
-        assert!(wait_for(|| !active.refused().is_empty()).await, "the broken feed is refused");
+        std::fs::write(
+            &feed,
+            FEED.replace("DTSTART;VALUE=DATE:20260602", "DTSTART:tomorrow"),
+        )
+        .unwrap();
+        assert!(
+            wait_for(|| !active.refused().is_empty()).await,
+            "the broken feed is refused"
+        );
         let expected = format!("{}:4:1: DTSTART", feed.display());
-        assert!(active.refused()[0].starts_with(&expected), "{:?}", active.refused());
-        assert_eq!(active.current().on_shift("eu-west", at), Some(true), "old rules stay in force");
+        assert!(
+            active.refused()[0].starts_with(&expected),
+            "{:?}",
+            active.refused()
+        );
+        assert_eq!(
+            active.current().on_shift("eu-west", at),
+            Some(true),
+            "old rules stay in force"
+        );
         watcher.abort();
     }
 

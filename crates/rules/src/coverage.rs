@@ -102,7 +102,9 @@ impl Rules {
     /// (`rules check` prints them): a region that works every public
     /// holiday is rare, and a feed that ran out is easy to miss.
     pub fn holiday_warnings(&self, today: Date) -> Vec<String> {
-        let last = today.checked_add(jiff::Span::new().days(364)).unwrap_or(today);
+        let last = today
+            .checked_add(jiff::Span::new().days(364))
+            .unwrap_or(today);
         self.regions
             .iter()
             .filter(|r| !r.holidays.iter().any(|h| h.touches(today, last)))
@@ -138,7 +140,11 @@ impl Rules {
             for o in openings {
                 out.push(CalendarDay {
                     owner: owner.clone(),
-                    kind: if o.instead { CalendarDayKind::Hours } else { CalendarDayKind::Opening },
+                    kind: if o.instead {
+                        CalendarDayKind::Hours
+                    } else {
+                        CalendarDayKind::Opening
+                    },
                     date: o.date,
                     last: o.date,
                     name: o.name.clone(),
@@ -327,7 +333,9 @@ impl Rules {
             }
         }
 
-        let last = from.checked_add(jiff::Span::new().days(i64::from(days) - 1)).unwrap_or(from);
+        let last = from
+            .checked_add(jiff::Span::new().days(i64::from(days) - 1))
+            .unwrap_or(from);
         Coverage {
             rules_version: self.version.clone(),
             from,

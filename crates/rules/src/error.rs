@@ -93,7 +93,12 @@ impl<'t> Collector<'t> {
     ) {
         self.errors.push((
             anchor.start.min(self.text.len()),
-            RulesError { file: file.to_owned(), line, column: 1, message: message.into() },
+            RulesError {
+                file: file.to_owned(),
+                line,
+                column: 1,
+                message: message.into(),
+            },
         ));
     }
 

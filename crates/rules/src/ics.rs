@@ -38,7 +38,10 @@ pub(crate) struct IcsError {
 }
 
 fn err(line: usize, message: impl Into<String>) -> IcsError {
-    IcsError { line, message: message.into() }
+    IcsError {
+        line,
+        message: message.into(),
+    }
 }
 
 /// Maps lines of the unfolded text back to lines of the file: a folded
@@ -56,7 +59,10 @@ fn line_map(text: &str) -> Vec<usize> {
 /// The original line of a byte offset into the unfolded text.
 fn line_at(unfolded: &str, map: &[usize], offset: usize) -> usize {
     let offset = offset.min(unfolded.len());
-    let index = unfolded.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count();
+    let index = unfolded.as_bytes()[..offset]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count();
     map.get(index).copied().unwrap_or(index + 1)
 }
 
@@ -82,17 +88,29 @@ pub(crate) fn parse(text: &str) -> Result<Vec<IcsHoliday>, IcsError> {
             .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|n| n.parse::<usize>().ok())
             .map_or(1, |n| map.get(n.saturating_sub(1)).copied().unwrap_or(n));
-        err(line, "is not valid iCalendar (RFC 5545); check BEGIN/END pairs and NAME:VALUE lines")
+        err(
+            line,
+            "is not valid iCalendar (RFC 5545); check BEGIN/END pairs and NAME:VALUE lines",
+        )
     })?;
     let mut out = Vec::new();
     let mut total: usize = 0;
-    for event in calendar.components.iter().filter(|c| c.name.as_str() == "VEVENT") {
-        let line_of = |value: &str| {
-            offset_of(&unfolded, value).map_or(1, |o| line_at(&unfolded, &map, o))
-        };
+    for event in calendar
+        .components
+        .iter()
+        .filter(|c| c.name.as_str() == "VEVENT")
+    {
+        let line_of =
+            |value: &str| offset_of(&unfolded, value).map_or(1, |o| line_at(&unfolded, &map, o));
         let Some(start) = event.find_prop("DTSTART") else {
-            let line = event.properties.first().map_or(1, |p| line_of(p.name.as_str()));
-            return Err(err(line, "VEVENT has no DTSTART; give the holiday's date as DTSTART;VALUE=DATE:YYYYMMDD"));
+            let line = event
+                .properties
+                .first()
+                .map_or(1, |p| line_of(p.name.as_str()));
+            return Err(err(
+                line,
+                "VEVENT has no DTSTART; give the holiday's date as DTSTART;VALUE=DATE:YYYYMMDD",
+            ));
         };
         let line = line_of(start.name.as_str());
         let first = ics_date(start.val.as_str()).ok_or_else(|| {
@@ -106,11 +124,17 @@ pub(crate) fn parse(text: &str) -> Result<Vec<IcsHoliday>, IcsError> {
             Some(end) => {
                 let end_line = line_of(end.name.as_str());
                 let end = ics_date(end.val.as_str()).ok_or_else(|| {
-                    err(end_line, format!("DTEND {:?} is not a date (YYYYMMDD)", end.val.as_str()))
+                    err(
+                        end_line,
+                        format!("DTEND {:?} is not a date (YYYYMMDD)", end.val.as_str()),
+                    )
                 })?;
                 let days = first.until(end).map(|s| s.get_days()).unwrap_or(0);
                 if days < 1 {
-                    return Err(err(end_line, "DTEND is not after DTSTART; an all-day event ends on the day after its last"));
+                    return Err(err(
+                        end_line,
+                        "DTEND is not after DTSTART; an all-day event ends on the day after its last",
+                    ));
                 }
                 days
             }
@@ -119,7 +143,11 @@ pub(crate) fn parse(text: &str) -> Result<Vec<IcsHoliday>, IcsError> {
             .find_prop("SUMMARY")
             .map(|p| p.val.as_str().replace("\\,", ",").replace("\\;", ";"))
             .unwrap_or_default();
-        let rules: Vec<_> = event.properties.iter().filter(|p| p.name.as_str() == "RRULE").collect();
+        let rules: Vec<_> = event
+            .properties
+            .iter()
+            .filter(|p| p.name.as_str() == "RRULE")
+            .collect();
         let dates = if rules.is_empty() {
             vec![first]
         } else {
@@ -127,11 +155,18 @@ pub(crate) fn parse(text: &str) -> Result<Vec<IcsHoliday>, IcsError> {
             for rule in &rules {
                 spec.push_str(&format!("RRULE:{}\n", until_as_utc(rule.val.as_str())));
             }
-            for extra in event.properties.iter().filter(|p| matches!(p.name.as_str(), "EXDATE" | "RDATE")) {
+            for extra in event
+                .properties
+                .iter()
+                .filter(|p| matches!(p.name.as_str(), "EXDATE" | "RDATE"))
+            {
                 let mut list = Vec::new();
                 for value in extra.val.as_str().split(',') {
                     let d = ics_date(value).ok_or_else(|| {
-                        err(line_of(extra.name.as_str()), format!("{} {value:?} is not a date (YYYYMMDD)", extra.name.as_str()))
+                        err(
+                            line_of(extra.name.as_str()),
+                            format!("{} {value:?} is not a date (YYYYMMDD)", extra.name.as_str()),
+                        )
                     })?;
                     list.push(format!("{}T000000Z", compact(d)));
                 }
@@ -142,11 +177,22 @@ pub(crate) fn parse(text: &str) -> Result<Vec<IcsHoliday>, IcsError> {
         };
         total += dates.len();
         if total > usize::from(DATES_MAX) {
-            return Err(err(line, format!("the feed expands to more than {DATES_MAX} dates; is a rule daily?")));
+            return Err(err(
+                line,
+                format!("the feed expands to more than {DATES_MAX} dates; is a rule daily?"),
+            ));
         }
         for d in dates {
-            let Ok(last) = d.checked_add((days - 1).days()) else { continue };
-            out.push(IcsHoliday { first: d, last, name: name.clone(), line, recurring: !rules.is_empty() });
+            let Ok(last) = d.checked_add((days - 1).days()) else {
+                continue;
+            };
+            out.push(IcsHoliday {
+                first: d,
+                last,
+                name: name.clone(),
+                line,
+                recurring: !rules.is_empty(),
+            });
         }
     }
     out.sort_by_key(|h| (h.first, h.line));
@@ -159,7 +205,12 @@ fn ics_date(text: &str) -> Option<Date> {
     if t.len() != 8 || !t.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Date::new(t[..4].parse().ok()?, t[4..6].parse().ok()?, t[6..].parse().ok()?).ok()
+    Date::new(
+        t[..4].parse().ok()?,
+        t[4..6].parse().ok()?,
+        t[6..].parse().ok()?,
+    )
+    .ok()
 }
 
 fn compact(d: Date) -> String {
@@ -181,16 +232,24 @@ fn until_as_utc(rule: &str) -> String {
 }
 
 fn expand(spec: &str) -> Result<Vec<Date>, String> {
-    let set: rrule::RRuleSet = spec.parse().map_err(|e: rrule::RRuleError| format!("RRULE is not valid: {e}"))?;
+    let set: rrule::RRuleSet = spec
+        .parse()
+        .map_err(|e: rrule::RRuleError| format!("RRULE is not valid: {e}"))?;
     let (Some(from), Some(until)) = (
-        rrule::Tz::UTC.with_ymd_and_hms(i32::from(*recur::YEARS.start()), 1, 1, 0, 0, 0).single(),
-        rrule::Tz::UTC.with_ymd_and_hms(i32::from(*recur::YEARS.end()), 12, 31, 23, 59, 59).single(),
+        rrule::Tz::UTC
+            .with_ymd_and_hms(i32::from(*recur::YEARS.start()), 1, 1, 0, 0, 0)
+            .single(),
+        rrule::Tz::UTC
+            .with_ymd_and_hms(i32::from(*recur::YEARS.end()), 12, 31, 23, 59, 59)
+            .single(),
     ) else {
         return Err("the expansion window is not representable".to_owned());
     };
     let result = set.after(from).before(until).all(DATES_MAX);
     if result.limited {
-        return Err(format!("RRULE expands to more than {DATES_MAX} dates; is it daily?"));
+        return Err(format!(
+            "RRULE expands to more than {DATES_MAX} dates; is it daily?"
+        ));
     }
     Ok(result
         .dates
@@ -211,8 +270,14 @@ mod tests {
                     END:VEVENT\r\nEND:VCALENDAR\r\n";
         let got = parse(text).unwrap();
         let dates: Vec<Date> = got.iter().map(|h| h.first).collect();
-        assert_eq!(dates, [date(2026, 12, 25), date(2027, 12, 25), date(2028, 12, 25)]);
-        assert_eq!((got[0].name.as_str(), got[0].line, got[0].recurring), ("Christmas", 6, true));
+        assert_eq!(
+            dates,
+            [date(2026, 12, 25), date(2027, 12, 25), date(2028, 12, 25)]
+        );
+        assert_eq!(
+            (got[0].name.as_str(), got[0].line, got[0].recurring),
+            ("Christmas", 6, true)
+        );
     }
 
     #[test]

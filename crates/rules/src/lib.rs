@@ -64,17 +64,17 @@ pub use coverage::{
 };
 pub use error::{Result, RulesError, RulesErrors, TimeError, line_column};
 pub use model::{
-    CALENDAR_24X7, Calendar, Holiday, Metric, OVERLAP_MINUTES_MAX, Opening, OutOfHoursKind, REGIONS_MAX,
-    Region, ResidencyRule, Routing, Rules, SKILLS_MAX, SLA_MINUTES_MAX, Shift, TierPolicy,
-    WallTime,
+    CALENDAR_24X7, Calendar, Holiday, Metric, OVERLAP_MINUTES_MAX, Opening, OutOfHoursKind,
+    REGIONS_MAX, Region, ResidencyRule, Routing, Rules, SKILLS_MAX, SLA_MINUTES_MAX, Shift,
+    TierPolicy, WallTime,
 };
 pub use route::{
     Candidate, Decision, FilterReason, Reason, RegionHealth, RegionLoad, RouteRequest, Score,
     Warning,
 };
-pub use suggest::closest;
 pub use shifts::{ActiveShift, ShiftChange, ShiftChangeKind, ShiftPosition};
 pub use sla::{SLA_WARNING_PERCENT, pause_spans};
+pub use suggest::closest;
 
 /// Routers share one `Rules` across threads behind an `Arc`; keep it so.
 const _: fn() = || {

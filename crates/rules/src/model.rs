@@ -200,7 +200,10 @@ fn between<'a>(
 ) -> (Vec<&'a Holiday>, Vec<&'a Opening>) {
     (
         holidays.iter().filter(|h| h.touches(from, to)).collect(),
-        openings.iter().filter(|o| o.date >= from && o.date <= to).collect(),
+        openings
+            .iter()
+            .filter(|o| o.date >= from && o.date <= to)
+            .collect(),
     )
 }
 
@@ -493,8 +496,9 @@ impl Region {
     /// The shift (or extra opening) an open stretch's label names.
     pub(crate) fn shift_of(&self, label: u32) -> Option<&Shift> {
         let label = label as usize;
-        self.shifts
-            .get(label)
-            .or_else(|| self.opening_shifts.get(label.checked_sub(self.shifts.len())?))
+        self.shifts.get(label).or_else(|| {
+            self.opening_shifts
+                .get(label.checked_sub(self.shifts.len())?)
+        })
     }
 }

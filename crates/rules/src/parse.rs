@@ -194,7 +194,9 @@ impl Rules {
     /// line and column, or rules that are complete and consistent.
     pub fn parse(file_name: &str, text: &str) -> Result<Rules, RulesErrors> {
         Self::parse_with_files(file_name, text, &|name: &str| {
-            Err(format!("{name} is not read here: iCalendar feeds are read beside a rules file on disk"))
+            Err(format!(
+                "{name} is not read here: iCalendar feeds are read beside a rules file on disk"
+            ))
         })
     }
 
@@ -688,7 +690,10 @@ impl Builder<'_> {
             Ok(_) => {
                 self.errors.at(
                     text.span(),
-                    format!("{what} {:?} must be a date only, written YYYY-MM-DD", text.get_ref()),
+                    format!(
+                        "{what} {:?} must be a date only, written YYYY-MM-DD",
+                        text.get_ref()
+                    ),
                 );
                 None
             }
@@ -741,8 +746,7 @@ impl Builder<'_> {
     ) -> (Vec<Holiday>, Vec<CivilRange>) {
         // (first, last, name, hours, rule as written)
         let mut plain: Vec<(Date, Date, String, Hours, String)> = Vec::new();
-        let mut observed: Vec<(recur::Occurrence, String, Hours, String)> =
-            Vec::new();
+        let mut observed: Vec<(recur::Occurrence, String, Hours, String)> = Vec::new();
         for h in raw {
             let span = h.span();
             let h = h.get_ref();
@@ -891,7 +895,10 @@ impl Builder<'_> {
         taken.extend(observed.iter().map(|(o, ..)| o.date));
         let occurrences: Vec<recur::Occurrence> = observed
             .iter()
-            .map(|(o, ..)| recur::Occurrence { date: o.date, observed: o.observed })
+            .map(|(o, ..)| recur::Occurrence {
+                date: o.date,
+                observed: o.observed,
+            })
             .collect();
         let moved = recur::observe(&occurrences, &mut taken);
         for ((_, name, hours, rule), date) in observed.into_iter().zip(moved) {
@@ -904,17 +911,23 @@ impl Builder<'_> {
         for (first, last, name, hours, rule) in plain {
             match hours {
                 None => {
-                    if let (Some(start), Some(end)) =
-                        (civil_at(first, 0), last.tomorrow().ok().and_then(|d| civil_at(d, 0)))
-                    {
+                    if let (Some(start), Some(end)) = (
+                        civil_at(first, 0),
+                        last.tomorrow().ok().and_then(|d| civil_at(d, 0)),
+                    ) {
                         closures.push(CivilRange { start, end });
                     }
                 }
                 Some((s, e)) => {
-                    let len = if e.0 > s.0 { e.0 - s.0 } else { e.0 + MINUTES_PER_DAY - s.0 };
+                    let len = if e.0 > s.0 {
+                        e.0 - s.0
+                    } else {
+                        e.0 + MINUTES_PER_DAY - s.0
+                    };
                     let mut d = first;
                     while d <= last {
-                        if let (Some(start), Some(end)) = (civil_at(d, s.0), civil_at(d, s.0 + len)) {
+                        if let (Some(start), Some(end)) = (civil_at(d, s.0), civil_at(d, s.0 + len))
+                        {
                             closures.push(CivilRange { start, end });
                         }
                         let Ok(next) = d.tomorrow() else { break };
@@ -922,7 +935,13 @@ impl Builder<'_> {
                     }
                 }
             }
-            holidays.push(Holiday { date: first, last, name, hours, rule });
+            holidays.push(Holiday {
+                date: first,
+                last,
+                name,
+                hours,
+                rule,
+            });
         }
         (holidays, closures)
     }
@@ -948,7 +967,10 @@ impl Builder<'_> {
         let text = match (self.read)(file) {
             Ok(text) => text,
             Err(reason) => {
-                self.errors.at(name.span(), format!("holidays_ics {file:?} cannot be read: {reason}"));
+                self.errors.at(
+                    name.span(),
+                    format!("holidays_ics {file:?} cannot be read: {reason}"),
+                );
                 return Vec::new();
             }
         };
@@ -960,11 +982,16 @@ impl Builder<'_> {
                     first: h.first,
                     last: h.last,
                     name: h.name,
-                    rule: format!("{file}:{}{}", h.line, if h.recurring { " (RRULE)" } else { "" }),
+                    rule: format!(
+                        "{file}:{}{}",
+                        h.line,
+                        if h.recurring { " (RRULE)" } else { "" }
+                    ),
                 })
                 .collect(),
             Err(e) => {
-                self.errors.elsewhere(name.span(), &label, e.line, e.message);
+                self.errors
+                    .elsewhere(name.span(), &label, e.line, e.message);
                 Vec::new()
             }
         }
@@ -992,7 +1019,9 @@ impl Builder<'_> {
                 }
                 (None, _) => String::new(),
             };
-            let (Some(date), Some((start, end))) = (date, hours) else { continue };
+            let (Some(date), Some((start, end))) = (date, hours) else {
+                continue;
+            };
             list.push(Opening {
                 date,
                 name: o.name.clone().unwrap_or_default(),
@@ -1006,12 +1035,20 @@ impl Builder<'_> {
         let mut open = Vec::new();
         let mut closed = Vec::new();
         for (i, o) in list.iter().enumerate() {
-            let len = if o.end.0 > o.start.0 { o.end.0 - o.start.0 } else { o.end.0 + MINUTES_PER_DAY - o.start.0 };
-            if let (Some(start), Some(end)) = (civil_at(o.date, o.start.0), civil_at(o.date, o.start.0 + len)) {
+            let len = if o.end.0 > o.start.0 {
+                o.end.0 - o.start.0
+            } else {
+                o.end.0 + MINUTES_PER_DAY - o.start.0
+            };
+            if let (Some(start), Some(end)) = (
+                civil_at(o.date, o.start.0),
+                civil_at(o.date, o.start.0 + len),
+            ) {
                 open.push((CivilRange { start, end }, (label_from + i) as u32));
             }
             if o.instead
-                && let (Some(start), Some(end)) = (civil_at(o.date, 0), civil_at(o.date, MINUTES_PER_DAY))
+                && let (Some(start), Some(end)) =
+                    (civil_at(o.date, 0), civil_at(o.date, MINUTES_PER_DAY))
             {
                 closed.push(CivilRange { start, end });
             }
@@ -1034,7 +1071,10 @@ impl Builder<'_> {
                 }
                 None if declared.contains(calendar.get_ref()) => {}
                 None => {
-                    let hint = match closest(calendar.get_ref(), calendar_names.iter().map(String::as_str)) {
+                    let hint = match closest(
+                        calendar.get_ref(),
+                        calendar_names.iter().map(String::as_str),
+                    ) {
                         Some(s) => format!(" (did you mean {s:?}?)"),
                         None => String::new(),
                     };
@@ -1219,15 +1259,26 @@ impl Builder<'_> {
             closures.extend(instead);
             // An opening without its own queue owner is owned by the
             // region's first shift's.
-            let default_owner = shifts.first().map(|s| s.queue_owner.clone()).unwrap_or_default();
+            let default_owner = shifts
+                .first()
+                .map(|s| s.queue_owner.clone())
+                .unwrap_or_default();
             let opening_shifts: Vec<Shift> = openings
                 .iter()
                 .map(|o| Shift {
-                    name: if o.name.is_empty() { format!("opening {}", o.date) } else { o.name.clone() },
+                    name: if o.name.is_empty() {
+                        format!("opening {}", o.date)
+                    } else {
+                        o.name.clone()
+                    },
                     days: vec![o.date.weekday()],
                     start: o.start,
                     end: o.end,
-                    queue_owner: if o.queue_owner.is_empty() { default_owner.clone() } else { o.queue_owner.clone() },
+                    queue_owner: if o.queue_owner.is_empty() {
+                        default_owner.clone()
+                    } else {
+                        o.queue_owner.clone()
+                    },
                 })
                 .collect();
 
@@ -1253,7 +1304,10 @@ impl Builder<'_> {
                     shifts,
                     holidays,
                     openings,
-                    holidays_ics: r.holidays_ics.as_ref().map(|f| f.get_ref().trim().to_owned()),
+                    holidays_ics: r
+                        .holidays_ics
+                        .as_ref()
+                        .map(|f| f.get_ref().trim().to_owned()),
                     opening_shifts,
                     schedule,
                 });

@@ -22,7 +22,11 @@ pub(crate) enum Rule {
     /// The same month and day every year (a 29 February only in leap years).
     Fixed { month: i8, day: i8 },
     /// The nth weekday of a month; `nth` is 1 to 5, or -1 for the last.
-    NthWeekday { nth: i8, weekday: Weekday, month: i8 },
+    NthWeekday {
+        nth: i8,
+        weekday: Weekday,
+        month: i8,
+    },
     /// Days after (or before, when negative) Easter Sunday.
     Easter { orthodox: bool, offset: i32 },
 }
@@ -79,7 +83,9 @@ impl Rule {
             let day: i8 = d.parse().map_err(|_| bad_every(&text))?;
             // 2024 is a leap year: every month-day that exists in some year.
             if date_checked(2024, month, day).is_none() {
-                return Err(format!("{text:?} is not a day of the year; write MM-DD, such as \"12-25\""));
+                return Err(format!(
+                    "{text:?} is not a day of the year; write MM-DD, such as \"12-25\""
+                ));
             }
             return Ok(Rule::Fixed { month, day });
         }
@@ -92,13 +98,21 @@ impl Rule {
                 "4th" | "fourth" => 4,
                 "5th" | "fifth" => 5,
                 "last" => -1,
-                _ => return Err(format!("{text:?}: {nth:?} is not 1st, 2nd, 3rd, 4th, 5th or last")),
+                _ => {
+                    return Err(format!(
+                        "{text:?}: {nth:?} is not 1st, 2nd, 3rd, 4th, 5th or last"
+                    ));
+                }
             };
             let weekday = weekday_named(weekday)
                 .ok_or_else(|| format!("{text:?}: {weekday:?} is not a day; use mon to sun"))?;
             let month = month_named(month)
                 .ok_or_else(|| format!("{text:?}: {month:?} is not a month; use jan to dec"))?;
-            return Ok(Rule::NthWeekday { nth, weekday, month });
+            return Ok(Rule::NthWeekday {
+                nth,
+                weekday,
+                month,
+            });
         }
         Err(bad_every(&text))
     }
@@ -108,7 +122,11 @@ impl Rule {
     pub(crate) fn in_year(self, year: i16) -> Option<Date> {
         match self {
             Rule::Fixed { month, day } => date_checked(year, month, day),
-            Rule::NthWeekday { nth, weekday, month } => {
+            Rule::NthWeekday {
+                nth,
+                weekday,
+                month,
+            } => {
                 let first = date_checked(year, month, 1)?;
                 if nth > 0 {
                     let found = first.nth_weekday_of_month(nth, weekday).ok()?;
@@ -118,7 +136,11 @@ impl Rule {
                 }
             }
             Rule::Easter { orthodox, offset } => {
-                let sunday = if orthodox { orthodox_easter(year)? } else { easter(year)? };
+                let sunday = if orthodox {
+                    orthodox_easter(year)?
+                } else {
+                    easter(year)?
+                };
                 sunday.checked_add(i64::from(offset).days()).ok()
             }
         }
@@ -248,10 +270,26 @@ mod tests {
         assert_eq!(Rule::parse("12-25"), Ok(Rule::Fixed { month: 12, day: 25 }));
         assert_eq!(
             Rule::parse("Last Monday of May"),
-            Ok(Rule::NthWeekday { nth: -1, weekday: Weekday::Monday, month: 5 })
+            Ok(Rule::NthWeekday {
+                nth: -1,
+                weekday: Weekday::Monday,
+                month: 5
+            })
         );
-        assert_eq!(Rule::parse("easter-2"), Ok(Rule::Easter { orthodox: false, offset: -2 }));
-        assert_eq!(Rule::parse("orthodox_easter"), Ok(Rule::Easter { orthodox: true, offset: 0 }));
+        assert_eq!(
+            Rule::parse("easter-2"),
+            Ok(Rule::Easter {
+                orthodox: false,
+                offset: -2
+            })
+        );
+        assert_eq!(
+            Rule::parse("orthodox_easter"),
+            Ok(Rule::Easter {
+                orthodox: true,
+                offset: 0
+            })
+        );
         assert!(Rule::parse("02-30").is_err());
         assert!(Rule::parse("6th mon of may").is_err());
         assert!(Rule::parse("easter+x").is_err());
@@ -259,7 +297,11 @@ mod tests {
 
     #[test]
     fn a_fifth_weekday_is_skipped_in_years_without_one() {
-        let rule = Rule::NthWeekday { nth: 5, weekday: Weekday::Friday, month: 2 };
+        let rule = Rule::NthWeekday {
+            nth: 5,
+            weekday: Weekday::Friday,
+            month: 2,
+        };
         assert_eq!(rule.in_year(2026), None);
         assert_eq!(rule.in_year(2036), Some(date(2036, 2, 29)));
     }

@@ -377,16 +377,31 @@ pub fn coverage_table(c: &Coverage) -> String {
             let dates = if d.last == d.date {
                 d.date.strftime("%a %Y-%m-%d").to_string()
             } else {
-                format!("{} to {}", d.date.strftime("%a %Y-%m-%d"), d.last.strftime("%a %Y-%m-%d"))
+                format!(
+                    "{} to {}",
+                    d.date.strftime("%a %Y-%m-%d"),
+                    d.last.strftime("%a %Y-%m-%d")
+                )
             };
             let what = match d.kind {
                 CalendarDayKind::Holiday => "closed",
                 CalendarDayKind::Opening => "extra opening",
                 CalendarDayKind::Hours => "only open",
             };
-            let hours = d.hours.as_deref().map_or_else(|| "all day".to_owned(), str::to_owned);
-            let name = if d.name.is_empty() { String::new() } else { format!(" {:?}", d.name) };
-            let _ = writeln!(out, "  {dates}  {}: {what} {hours}{name} ({})", d.owner, d.rule);
+            let hours = d
+                .hours
+                .as_deref()
+                .map_or_else(|| "all day".to_owned(), str::to_owned);
+            let name = if d.name.is_empty() {
+                String::new()
+            } else {
+                format!(" {:?}", d.name)
+            };
+            let _ = writeln!(
+                out,
+                "  {dates}  {}: {what} {hours}{name} ({})",
+                d.owner, d.rule
+            );
         }
     }
     if c.parity_gaps.is_empty() {

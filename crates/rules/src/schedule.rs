@@ -127,7 +127,9 @@ impl Schedule {
         // Openings are at most a day long: any still open at `from` starts
         // on or after the day before `from`'s local date (two for a fold).
         let first_start = first.at(0, 0, 0, 0);
-        let extra = self.openings.partition_point(|(c, _)| c.start < first_start);
+        let extra = self
+            .openings
+            .partition_point(|(c, _)| c.start < first_start);
         OpenIter {
             weekly: weekly.peekable(),
             schedule: self,
@@ -220,7 +222,13 @@ impl OpenIter<'_> {
             if start >= self.until {
                 return None;
             }
-            return Some(Open { start, end, label: *label, nominal_start: start, nominal_end: end });
+            return Some(Open {
+                start,
+                end,
+                label: *label,
+                nominal_start: start,
+                nominal_end: end,
+            });
         }
         None
     }

@@ -23,7 +23,10 @@ fn rules_metric(metric: SlaMetric) -> Metric {
 
 impl Rules {
     fn policy(&self, tier: &str) -> Result<&TierPolicy> {
-        self.tier(tier).ok_or_else(|| TimeError::UnknownTier { tier: tier.to_owned(), known: self.known_tiers() })
+        self.tier(tier).ok_or_else(|| TimeError::UnknownTier {
+            tier: tier.to_owned(),
+            known: self.known_tiers(),
+        })
     }
 
     /// One clock: due after the target's business minutes, at risk after
@@ -53,11 +56,22 @@ impl Rules {
 
     /// The SLA clocks of a new ticket of `tier` for `customer`, in the
     /// customer's calendar when the rules give one.
-    pub fn sla_clocks_for(&self, tier: &str, customer: Option<&str>, start: Timestamp) -> Result<SlaDeadlines> {
+    pub fn sla_clocks_for(
+        &self,
+        tier: &str,
+        customer: Option<&str>,
+        start: Timestamp,
+    ) -> Result<SlaDeadlines> {
         let policy = self.policy(tier)?;
         let none = Pauses::none();
         Ok(SlaDeadlines {
-            first_response: Some(self.clock(policy, customer, SlaMetric::FirstResponse, start, &none)?),
+            first_response: Some(self.clock(
+                policy,
+                customer,
+                SlaMetric::FirstResponse,
+                start,
+                &none,
+            )?),
             resolution: Some(self.clock(policy, customer, SlaMetric::Resolution, start, &none)?),
         })
     }
@@ -65,13 +79,20 @@ impl Rules {
     /// Whether a ticket of `tier` in `status` has its clocks stopped. An
     /// unknown tier pauses nothing.
     pub fn sla_pauses(&self, tier: &str, status: Status) -> bool {
-        self.tier(tier).is_some_and(|policy| policy.pauses_on(status))
+        self.tier(tier)
+            .is_some_and(|policy| policy.pauses_on(status))
     }
 
     /// The clocks after a pause ends: each paused clock runs again with its
     /// deadlines pushed back by the pauses (as far as they fell in business
     /// hours); clocks that were met or breached stay as they are.
-    pub fn sla_resume(&self, tier: &str, start: Timestamp, current: &SlaDeadlines, pauses: &Pauses) -> Result<SlaDeadlines> {
+    pub fn sla_resume(
+        &self,
+        tier: &str,
+        start: Timestamp,
+        current: &SlaDeadlines,
+        pauses: &Pauses,
+    ) -> Result<SlaDeadlines> {
         self.sla_resume_for(tier, None, start, current, pauses)
     }
 
@@ -99,7 +120,11 @@ impl Rules {
 
 /// The spans a ticket spent in pausing statuses, from its status history
 /// (`(instant, status entered)`, in order) up to `until`.
-pub fn pause_spans(history: &[(Timestamp, Status)], until: Timestamp, pauses: impl Fn(Status) -> bool) -> Result<Pauses> {
+pub fn pause_spans(
+    history: &[(Timestamp, Status)],
+    until: Timestamp,
+    pauses: impl Fn(Status) -> bool,
+) -> Result<Pauses> {
     let mut spans = Vec::new();
     let mut paused_since = None;
     for &(at, status) in history {

@@ -2,10 +2,7 @@
 
 /// The candidate closest to `input` by edit distance (ignoring ASCII case),
 /// if it is close enough to be a plausible typo.
-pub fn closest<'a>(
-    input: &str,
-    candidates: impl Iterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn closest<'a>(input: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let input_lower = input.to_ascii_lowercase();
     let mut best: Option<(usize, &'a str)> = None;
     for candidate in candidates {

@@ -13,7 +13,8 @@ use meridian_rules::{Metric, Pauses, render};
 fn active_regions_during_an_overlap() {
     let rules = example();
     let at = ts("2026-06-02T22:45:00Z");
-    let text = render::active_table(&rules, at, &rules.active_at(at)).replace(rules.content_hash(), "HASH");
+    let text = render::active_table(&rules, at, &rules.active_at(at))
+        .replace(rules.content_hash(), "HASH");
     expect![[r#"
         at 2026-06-02 22:45 UTC (rules 2026.06-1+HASH)
         REGION      STATE     SHIFT  QUEUE OWNER          LOCAL WINDOW                                         UTC WINDOW
@@ -27,7 +28,8 @@ fn active_regions_during_an_overlap() {
 fn active_regions_on_a_partial_holiday_and_when_nobody_works() {
     let rules = example();
     let at = ts("2026-12-24T17:00:00Z");
-    let text = render::active_table(&rules, at, &rules.active_at(at)).replace(rules.content_hash(), "HASH");
+    let text = render::active_table(&rules, at, &rules.active_at(at))
+        .replace(rules.content_hash(), "HASH");
     expect![[r#"
         at 2026-12-24 17:00 UTC (rules 2026.06-1+HASH)
         REGION   STATE     SHIFT  QUEUE OWNER           LOCAL WINDOW                                         UTC WINDOW
@@ -36,19 +38,28 @@ fn active_regions_on_a_partial_holiday_and_when_nobody_works() {
         next change: us-east ends shift "day" at 2026-12-24 18:00 UTC
     "#]].assert_eq(&text);
     let at = ts("2026-06-06T03:00:00Z");
-    let text = render::active_table(&rules, at, &rules.active_at(at)).replace(rules.content_hash(), "HASH");
+    let text = render::active_table(&rules, at, &rules.active_at(at))
+        .replace(rules.content_hash(), "HASH");
     expect![[r#"
         at 2026-06-06 03:00 UTC (rules 2026.06-1+HASH)
         no region is on shift
         next change: us-east starts shift "weekend" at 2026-06-06 14:00 UTC
-    "#]].assert_eq(&text);
+    "#]]
+    .assert_eq(&text);
 }
 
 #[test]
 fn a_deadline_with_a_pause() {
     let rules = example();
     let pauses = Pauses::new([(ts("2026-06-05T20:30:00Z"), ts("2026-06-08T14:00:00Z"))]).unwrap();
-    let d = rules.sla_deadline("standard", Metric::Resolution, ts("2026-06-05T20:00:00Z"), &pauses).unwrap();
+    let d = rules
+        .sla_deadline(
+            "standard",
+            Metric::Resolution,
+            ts("2026-06-05T20:00:00Z"),
+            &pauses,
+        )
+        .unwrap();
     expect![[r#"
         2026-06-11T18:30:00-04:00
           tier standard, resolution = 2880 minutes in calendar "us-business" (America/New_York), from 2026-06-05T20:00:00Z; 1350 minutes of it paused

@@ -20,10 +20,18 @@ fn new_clocks_are_due_after_the_tier_targets_in_its_calendar() {
             (Metric::FirstResponse, clocks.first_response.unwrap()),
             (Metric::Resolution, clocks.resolution.unwrap()),
         ] {
-            let deadline = rules.sla_deadline(tier, metric, start, &Pauses::none()).unwrap();
-            assert_eq!(clock.due, deadline.deadline_at, "{tier} {metric} matches `meridian sla deadline`");
+            let deadline = rules
+                .sla_deadline(tier, metric, start, &Pauses::none())
+                .unwrap();
+            assert_eq!(
+                clock.due, deadline.deadline_at,
+                "{tier} {metric} matches `meridian sla deadline`"
+            );
             assert_eq!(clock.state, SlaState::Running);
-            assert!(start <= clock.warn_at && clock.warn_at <= clock.due, "{tier} {metric}");
+            assert!(
+                start <= clock.warn_at && clock.warn_at <= clock.due,
+                "{tier} {metric}"
+            );
         }
     }
     let err = rules.sla_clocks("platinum", start).unwrap_err().to_string();
@@ -38,7 +46,10 @@ fn pause_history_becomes_spans() {
         (ts("2026-06-01T12:00:00Z"), Status::Open),
         (ts("2026-06-01T13:00:00Z"), Status::Pending),
     ];
-    let spans = pause_spans(&history, ts("2026-06-01T15:00:00Z"), |s| s == Status::Pending).unwrap();
+    let spans = pause_spans(&history, ts("2026-06-01T15:00:00Z"), |s| {
+        s == Status::Pending
+    })
+    .unwrap();
     assert_eq!(
         spans.spans(),
         [
@@ -54,21 +65,35 @@ fn resuming_pushes_only_paused_clocks_back() {
     let start = ts("2026-06-02T13:00:00Z");
     let clocks = rules.sla_clocks("premium", start).unwrap();
     let paused = clocks.after_status(Status::New, Status::Pending, true);
-    assert_eq!(paused.first_response.unwrap().state, SlaState::Met, "leaving new met the first response");
+    assert_eq!(
+        paused.first_response.unwrap().state,
+        SlaState::Met,
+        "leaving new met the first response"
+    );
     assert_eq!(paused.resolution.unwrap().state, SlaState::Paused);
 
     let pauses = Pauses::new([(ts("2026-06-02T14:00:00Z"), ts("2026-06-02T16:00:00Z"))]).unwrap();
-    let resumed = rules.sla_resume("premium", start, &paused, &pauses).unwrap();
+    let resumed = rules
+        .sla_resume("premium", start, &paused, &pauses)
+        .unwrap();
     let resolution = resumed.resolution.unwrap();
     assert_eq!(resolution.state, SlaState::Running);
     let calendar_elapsed = |until: Timestamp| {
         let calendar = rules.tier_calendar(rules.tier("premium").unwrap());
         calendar.elapsed(start, until, &pauses)
     };
-    let target = SignedDuration::from_mins(i64::from(rules.tier("premium").unwrap().resolution_minutes));
-    assert_eq!(calendar_elapsed(resolution.due), target, "the pause does not count");
+    let target =
+        SignedDuration::from_mins(i64::from(rules.tier("premium").unwrap().resolution_minutes));
+    assert_eq!(
+        calendar_elapsed(resolution.due),
+        target,
+        "the pause does not count"
+    );
     assert!(resolution.due >= clocks.resolution.unwrap().due);
-    assert_eq!(resumed.first_response, paused.first_response, "a met clock is left alone");
+    assert_eq!(
+        resumed.first_response, paused.first_response,
+        "a met clock is left alone"
+    );
 }
 
 proptest! {

@@ -396,7 +396,10 @@ fn back_to_back_short_shifts_are_one_stretch() {
     let at = ts("2026-06-02T10:05:00Z");
     let active = rules.active_at(at);
     assert_eq!(active.len(), 1, "{active:?}");
-    assert!(!active[0].handing_off, "a rotation is not handing off mid-day: {active:?}");
+    assert!(
+        !active[0].handing_off,
+        "a rotation is not handing off mid-day: {active:?}"
+    );
     let health = [(
         meridian_core::RegionId::new("oncall").unwrap(),
         meridian_rules::RegionHealth::Up,
@@ -409,7 +412,10 @@ fn back_to_back_short_shifts_are_one_stretch() {
         &std::collections::HashMap::new(),
         &meridian_rules::RouteRequest::default(),
     );
-    assert_eq!(decision.candidates[0].shift_ends_at, Some(ts("2026-06-02T20:00:00Z")));
+    assert_eq!(
+        decision.candidates[0].shift_ends_at,
+        Some(ts("2026-06-02T20:00:00Z"))
+    );
     // In the last slot's final 15 minutes the rotation does hand off.
     let active = rules.active_at(ts("2026-06-02T19:50:00Z"));
     assert!(active[0].handing_off, "{active:?}");

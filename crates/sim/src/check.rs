@@ -46,9 +46,12 @@ pub fn check(regions: &[RegionId], views: &[RegionView], acked: &[Acked]) -> Rep
     let mut shared = check_views(views);
     check_acked(&mut shared, views, acked);
     check_owners(&mut shared, views, regions);
-    let stale_writes = views
-        .first()
-        .map_or(0, |view| view.tickets.values().map(|record| record.conflicts.len() as u64).sum());
+    let stale_writes = views.first().map_or(0, |view| {
+        view.tickets
+            .values()
+            .map(|record| record.conflicts.len() as u64)
+            .sum()
+    });
     Report {
         events_checked: shared.events_checked as u64,
         acked_checked: shared.acked_checked as u64,
@@ -66,8 +69,8 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use crate::model::{RegionDb, region_view};
-    use meridian_core::{EventEnvelope, TicketId};
     use jiff::Timestamp;
+    use meridian_core::{EventEnvelope, TicketId};
     use meridian_core::{NewTicket, Priority, Tier};
 
     fn region(name: &str) -> RegionId {
@@ -94,45 +97,100 @@ mod tests {
         let us = RegionDb::new(regions[0].clone(), 0);
         let at = Timestamp::from_millisecond(1_750_000_000_000).unwrap();
         let id = TicketId::new_v7(at, [1; 10]);
-        let created = crate::model::lock(&us).create(id, new_ticket(), at).unwrap();
+        let created = crate::model::lock(&us)
+            .create(id, new_ticket(), at)
+            .unwrap();
         let mut us_logs = crate::model::lock(&us).logs.clone();
-        let acked = vec![Acked { origin: regions[0].clone(), seq: 1, ticket_id: id }];
+        let acked = vec![Acked {
+            origin: regions[0].clone(),
+            seq: 1,
+            ticket_id: id,
+        }];
 
         // A perfect copy: clean.
         let eu_logs = us_logs.clone();
-        let views = [region_view(&regions[0], &us_logs), region_view(&regions[1], &eu_logs)];
+        let views = [
+            region_view(&regions[0], &us_logs),
+            region_view(&regions[1], &eu_logs),
+        ];
         assert!(check(&regions, &views, &acked).is_clean());
 
         // Lost.
         let lost: BTreeMap<RegionId, Vec<EventEnvelope>> = BTreeMap::new();
-        let views = [region_view(&regions[0], &us_logs), region_view(&regions[1], &lost)];
+        let views = [
+            region_view(&regions[0], &us_logs),
+            region_view(&regions[1], &lost),
+        ];
         let report = check(&regions, &views, &acked);
-        assert!(report.violations.iter().any(|v| matches!(v, Violation::Lost { .. })), "{report:?}");
-        assert!(report.violations.iter().any(|v| matches!(v, Violation::AckedLost { .. })), "{report:?}");
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::Lost { .. })),
+            "{report:?}"
+        );
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::AckedLost { .. })),
+            "{report:?}"
+        );
 
         // Duplicated.
         let mut twice = us_logs.clone();
         twice.get_mut(&regions[0]).unwrap().push(created.clone());
-        let views = [region_view(&regions[0], &us_logs), region_view(&regions[1], &twice)];
+        let views = [
+            region_view(&regions[0], &us_logs),
+            region_view(&regions[1], &twice),
+        ];
         let report = check(&regions, &views, &acked);
-        assert!(report.violations.iter().any(|v| matches!(v, Violation::Duplicated { .. })), "{report:?}");
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::Duplicated { .. })),
+            "{report:?}"
+        );
 
         // Divergent.
         let mut other = us_logs.clone();
         other.get_mut(&regions[0]).unwrap()[0].hlc_time = meridian_core::HlcTimestamp::new(1, 0);
-        let views = [region_view(&regions[0], &us_logs), region_view(&regions[1], &other)];
+        let views = [
+            region_view(&regions[0], &us_logs),
+            region_view(&regions[1], &other),
+        ];
         let report = check(&regions, &views, &acked);
-        assert!(report.violations.iter().any(|v| matches!(v, Violation::Differs { .. })), "{report:?}");
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::Differs { .. })),
+            "{report:?}"
+        );
 
         // An owner-scoped write at us-east's epoch by eu-west.
         let mut forged = created.clone();
         forged.origin_region = regions[1].clone();
         forged.kind = meridian_core::EventKind::TicketUpdated {
-            changes: meridian_core::TicketChanges { epoch: created.epoch, priority: Some(Priority::Low), ..Default::default() },
+            changes: meridian_core::TicketChanges {
+                epoch: created.epoch,
+                priority: Some(Priority::Low),
+                ..Default::default()
+            },
         };
         us_logs.insert(regions[1].clone(), vec![forged]);
-        let views = [region_view(&regions[0], &us_logs), region_view(&regions[1], &us_logs)];
+        let views = [
+            region_view(&regions[0], &us_logs),
+            region_view(&regions[1], &us_logs),
+        ];
         let report = check(&regions, &views, &[]);
-        assert!(report.violations.iter().any(|v| matches!(v, Violation::EpochTwoWriters { .. })), "{report:?}");
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::EpochTwoWriters { .. })),
+            "{report:?}"
+        );
     }
 }

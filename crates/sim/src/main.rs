@@ -26,12 +26,21 @@ struct Args {
 }
 
 fn parse() -> Result<Args, String> {
-    let mut args = Args { seeds: 100, from: 0, options: SimOptions::default(), replay: None };
+    let mut args = Args {
+        seeds: 100,
+        from: 0,
+        options: SimOptions::default(),
+        replay: None,
+    };
     let mut iter = std::env::args().skip(1);
     while let Some(flag) = iter.next() {
         let mut number = |name: &str| -> Result<u64, String> {
-            let value = iter.next().ok_or_else(|| format!("{name} needs a number"))?;
-            value.parse().map_err(|_| format!("{name}: {value:?} is not a number"))
+            let value = iter
+                .next()
+                .ok_or_else(|| format!("{name} needs a number"))?;
+            value
+                .parse()
+                .map_err(|_| format!("{name}: {value:?} is not a number"))
         };
         match flag.as_str() {
             "--seeds" => args.seeds = number("--seeds")?,
@@ -63,7 +72,8 @@ fn main() -> ExitCode {
     }
     let started = Instant::now();
     let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let (mut events, mut acked, mut tickets, mut stale, mut takeovers, mut writes, mut refused) = (0, 0, 0, 0, 0, 0, 0);
+    let (mut events, mut acked, mut tickets, mut stale, mut takeovers, mut writes, mut refused) =
+        (0, 0, 0, 0, 0, 0, 0);
     let mut failed = Vec::new();
     for seed in args.from..args.from + args.seeds {
         let outcome = run_seed(seed, &args.options);
@@ -91,12 +101,24 @@ fn main() -> ExitCode {
         }
         let done = seed - args.from + 1;
         if done % 10 == 0 || done == args.seeds {
-            eprintln!("{done}/{} seeds, {} failed, {:.1}s", args.seeds, failed.len(), started.elapsed().as_secs_f64());
+            eprintln!(
+                "{done}/{} seeds, {} failed, {:.1}s",
+                args.seeds,
+                failed.len(),
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     let elapsed = started.elapsed();
-    println!("seeds                   {} (from {})", args.seeds, args.from);
-    println!("wall time               {:.1}s ({:.0} ms per seed)", elapsed.as_secs_f64(), elapsed.as_millis() as f64 / args.seeds.max(1) as f64);
+    println!(
+        "seeds                   {} (from {})",
+        args.seeds, args.from
+    );
+    println!(
+        "wall time               {:.1}s ({:.0} ms per seed)",
+        elapsed.as_secs_f64(),
+        elapsed.as_millis() as f64 / args.seeds.max(1) as f64
+    );
     println!("writes acknowledged     {writes}");
     println!("writes refused          {refused}");
     println!("takeovers               {takeovers}");
@@ -107,21 +129,42 @@ fn main() -> ExitCode {
     for (kind, count) in &faults {
         println!("faults: {kind:<17}{count}");
     }
-    println!("violations              {} seeds {:?}", failed.len(), failed);
-    if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    println!(
+        "violations              {} seeds {:?}",
+        failed.len(),
+        failed
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Runs `seed` `runs` times and reports where any run parts from the first.
 fn replay(seed: u64, runs: u64, options: &SimOptions) -> ExitCode {
-    let options = SimOptions { probe: true, ..options.clone() };
+    let options = SimOptions {
+        probe: true,
+        ..options.clone()
+    };
     let first = run_seed(seed, &options);
-    eprintln!("run 1: {} trace lines, fingerprint {:016x}", first.trace.len(), first.fingerprint);
+    eprintln!(
+        "run 1: {} trace lines, fingerprint {:016x}",
+        first.trace.len(),
+        first.fingerprint
+    );
     let mut parted = 0;
     for run in 2..=runs {
         let outcome = run_seed(seed, &options);
-        let split = first.trace.iter().zip(&outcome.trace).position(|(a, b)| a != b);
+        let split = first
+            .trace
+            .iter()
+            .zip(&outcome.trace)
+            .position(|(a, b)| a != b);
         match split {
-            None if first.trace.len() == outcome.trace.len() && first.fingerprint == outcome.fingerprint => {
+            None if first.trace.len() == outcome.trace.len()
+                && first.fingerprint == outcome.fingerprint =>
+            {
                 eprintln!("run {run}: identical");
             }
             _ => {
@@ -138,5 +181,9 @@ fn replay(seed: u64, runs: u64, options: &SimOptions) -> ExitCode {
         }
     }
     println!("seed {seed}: {runs} runs, {parted} parted from the first");
-    if parted == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if parted == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

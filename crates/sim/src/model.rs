@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use meridian_core::{
-    Epoch, EventEnvelope, EventKind, HandoffNote, Hlc, NewTicket, Note, NoteId, Ownership, RegionId,
-    ShiftSummary, Ticket, TicketId, TicketPatch, replay,
+    Epoch, EventEnvelope, EventKind, HandoffNote, Hlc, NewTicket, Note, NoteId, Ownership,
+    RegionId, ShiftSummary, Ticket, TicketId, TicketPatch, replay,
 };
 use meridian_replication::{BoxFuture, ReplicaLog};
 use tokio::sync::broadcast;
@@ -54,7 +54,13 @@ pub fn lock(db: &SharedDb) -> MutexGuard<'_, RegionDb> {
 impl RegionDb {
     pub fn new(region: RegionId, index: u16) -> SharedDb {
         let (commits, _) = broadcast::channel(COMMITS_QUEUE);
-        Arc::new(Mutex::new(Self { region, index, logs: BTreeMap::new(), hlc: Hlc::default(), commits }))
+        Arc::new(Mutex::new(Self {
+            region,
+            index,
+            logs: BTreeMap::new(),
+            hlc: Hlc::default(),
+            commits,
+        }))
     }
 
     pub fn cursor(&self, origin: &RegionId) -> u64 {
@@ -71,7 +77,12 @@ impl RegionDb {
     }
 
     pub fn ticket_events(&self, id: TicketId) -> Vec<EventEnvelope> {
-        self.logs.values().flatten().filter(|event| event.ticket_id == id).cloned().collect()
+        self.logs
+            .values()
+            .flatten()
+            .filter(|event| event.ticket_id == id)
+            .cloned()
+            .collect()
     }
 
     /// The tickets this region holds an offer of (to `to`, or to anyone):
@@ -87,7 +98,9 @@ impl RegionDb {
 
     /// Whether some ticket has an offer no one has answered yet.
     pub fn handoff_pending(&self) -> bool {
-        self.offered(None).into_iter().any(|id| self.ticket(id).is_some_and(|t| t.handoff_to.is_some()))
+        self.offered(None)
+            .into_iter()
+            .any(|id| self.ticket(id).is_some_and(|t| t.handoff_to.is_some()))
     }
 
     /// Every ticket id this region has a creation event of.
@@ -103,7 +116,12 @@ impl RegionDb {
         ids
     }
 
-    fn apply_remote(&mut self, origin: &RegionId, mut events: Vec<EventEnvelope>, now: Timestamp) -> meridian_store::Result<u64> {
+    fn apply_remote(
+        &mut self,
+        origin: &RegionId,
+        mut events: Vec<EventEnvelope>,
+        now: Timestamp,
+    ) -> meridian_store::Result<u64> {
         if let Some(foreign) = events.iter().find(|event| &event.origin_region != origin) {
             return Err(meridian_store::Error::Config(format!(
                 "apply_remote({origin}) got an event of {}",
@@ -119,7 +137,11 @@ impl RegionDb {
                 continue;
             }
             if event.origin_seq > next {
-                return Err(meridian_store::Error::Gap { origin: origin.clone(), expected: next, got: event.origin_seq });
+                return Err(meridian_store::Error::Gap {
+                    origin: origin.clone(),
+                    expected: next,
+                    got: event.origin_seq,
+                });
             }
             to_apply.push(event);
             next += 1;
@@ -128,14 +150,23 @@ impl RegionDb {
         for event in to_apply {
             self.hlc.observe(event.hlc_time, now_millis);
             let event = Arc::new(event);
-            self.logs.entry(origin.clone()).or_default().push((*event).clone());
+            self.logs
+                .entry(origin.clone())
+                .or_default()
+                .push((*event).clone());
             let _ = self.commits.send(event);
         }
         Ok(next - 1)
     }
 
     /// Appends a local event and publishes it: the commit of a local write.
-    fn append(&mut self, ticket_id: TicketId, epoch: Epoch, kind: EventKind, now: Timestamp) -> EventEnvelope {
+    fn append(
+        &mut self,
+        ticket_id: TicketId,
+        epoch: Epoch,
+        kind: EventKind,
+        now: Timestamp,
+    ) -> EventEnvelope {
         let event = EventEnvelope {
             origin_region: self.region.clone(),
             origin_seq: self.head() + 1,
@@ -145,14 +176,22 @@ impl RegionDb {
             traceparent: None,
             kind,
         };
-        self.logs.entry(self.region.clone()).or_default().push(event.clone());
+        self.logs
+            .entry(self.region.clone())
+            .or_default()
+            .push(event.clone());
         let _ = self.commits.send(Arc::new(event.clone()));
         event
     }
 
     // ------------------------------------------------ local writes (the gateway's)
 
-    pub fn create(&mut self, id: TicketId, new: NewTicket, now: Timestamp) -> Result<EventEnvelope, Refusal> {
+    pub fn create(
+        &mut self,
+        id: TicketId,
+        new: NewTicket,
+        now: Timestamp,
+    ) -> Result<EventEnvelope, Refusal> {
         if self.ticket(id).is_some() {
             return Err(format!("ticket {id} already exists"));
         }
@@ -161,35 +200,80 @@ impl RegionDb {
             return Err(reason);
         }
         let epoch = Epoch::initial(self.index);
-        let owner = Ownership::new(self.region.clone(), self.index, epoch).map_err(|e| e.to_string())?;
+        let owner =
+            Ownership::new(self.region.clone(), self.index, epoch).map_err(|e| e.to_string())?;
         let ticket = Ticket::create(id, new, owner, now).map_err(|e| e.to_string())?;
-        Ok(self.append(id, epoch, EventKind::TicketCreated { ticket: Box::new(ticket) }, now))
+        Ok(self.append(
+            id,
+            epoch,
+            EventKind::TicketCreated {
+                ticket: Box::new(ticket),
+            },
+            now,
+        ))
     }
 
-    pub fn update(&mut self, id: TicketId, patch: &TicketPatch, now: Timestamp) -> Result<Option<EventEnvelope>, Refusal> {
-        let ticket = self.ticket(id).ok_or_else(|| format!("ticket {id} not found"))?;
-        let changes = ticket.decide_patch(&self.region, patch).map_err(|e| e.to_string())?;
+    pub fn update(
+        &mut self,
+        id: TicketId,
+        patch: &TicketPatch,
+        now: Timestamp,
+    ) -> Result<Option<EventEnvelope>, Refusal> {
+        let ticket = self
+            .ticket(id)
+            .ok_or_else(|| format!("ticket {id} not found"))?;
+        let changes = ticket
+            .decide_patch(&self.region, patch)
+            .map_err(|e| e.to_string())?;
         if changes.is_empty() {
             return Ok(None);
         }
         let epoch = changes.epoch;
-        Ok(Some(self.append(id, epoch, EventKind::TicketUpdated { changes }, now)))
+        Ok(Some(self.append(
+            id,
+            epoch,
+            EventKind::TicketUpdated { changes },
+            now,
+        )))
     }
 
-    pub fn note(&mut self, id: TicketId, note_id: NoteId, body: String, now: Timestamp) -> Result<EventEnvelope, Refusal> {
-        let ticket = self.ticket(id).ok_or_else(|| format!("ticket {id} not found"))?;
+    pub fn note(
+        &mut self,
+        id: TicketId,
+        note_id: NoteId,
+        body: String,
+        now: Timestamp,
+    ) -> Result<EventEnvelope, Refusal> {
+        let ticket = self
+            .ticket(id)
+            .ok_or_else(|| format!("ticket {id} not found"))?;
         // Outside its residency a region holds a redacted copy and writes no text.
         if let Some(reason) = meridian_core::residency::refusal(&ticket.residency, &self.region) {
             return Err(reason);
         }
-        let note =
-            Note { id: note_id, ticket_id: id, region: self.region.clone(), author: "sim".into(), body, created_at: now, auto: false };
+        let note = Note {
+            id: note_id,
+            ticket_id: id,
+            region: self.region.clone(),
+            author: "sim".into(),
+            body,
+            created_at: now,
+            auto: false,
+        };
         note.validate().map_err(|e| e.to_string())?;
         Ok(self.append(id, ticket.owner.epoch, EventKind::NoteAdded { note }, now))
     }
 
-    pub fn offer(&mut self, id: TicketId, to: &RegionId, note_id: NoteId, now: Timestamp) -> Result<EventEnvelope, Refusal> {
-        let ticket = self.ticket(id).ok_or_else(|| format!("ticket {id} not found"))?;
+    pub fn offer(
+        &mut self,
+        id: TicketId,
+        to: &RegionId,
+        note_id: NoteId,
+        now: Timestamp,
+    ) -> Result<EventEnvelope, Refusal> {
+        let ticket = self
+            .ticket(id)
+            .ok_or_else(|| format!("ticket {id} not found"))?;
         let handoff = HandoffNote {
             current_status: ticket.status,
             last_action: "looked at it".into(),
@@ -199,7 +283,9 @@ impl RegionDb {
             author: "sim".into(),
             auto: true,
         };
-        let epoch = ticket.decide_handoff(&self.region, to, &handoff).map_err(|e| e.to_string())?;
+        let epoch = ticket
+            .decide_handoff(&self.region, to, &handoff)
+            .map_err(|e| e.to_string())?;
         let note = Note {
             id: note_id,
             ticket_id: id,
@@ -209,7 +295,16 @@ impl RegionDb {
             created_at: now,
             auto: true,
         };
-        Ok(self.append(id, epoch, EventKind::HandoffOffered { to: to.clone(), handoff, note }, now))
+        Ok(self.append(
+            id,
+            epoch,
+            EventKind::HandoffOffered {
+                to: to.clone(),
+                handoff,
+                note,
+            },
+            now,
+        ))
     }
 
     /// Accepts every offer made to this region that it holds, as the
@@ -217,12 +312,16 @@ impl RegionDb {
     pub fn accept_pending(&mut self, now: Timestamp) -> Vec<EventEnvelope> {
         let mut accepted = Vec::new();
         for id in self.offered(Some(&self.region.clone())) {
-            let Some(ticket) = self.ticket(id) else { continue };
+            let Some(ticket) = self.ticket(id) else {
+                continue;
+            };
             if ticket.handoff_to.as_ref() != Some(&self.region) {
                 continue;
             }
             let from = ticket.owner.owner_region.clone();
-            let Ok(new_epoch) = ticket.decide_accept(&self.region, self.index, &from) else { continue };
+            let Ok(new_epoch) = ticket.decide_accept(&self.region, self.index, &from) else {
+                continue;
+            };
             // The offer in `from`'s log that made the handoff pending.
             let offer_seq = self.logs.get(&from).and_then(|log| {
                 log.iter()
@@ -235,7 +334,11 @@ impl RegionDb {
                     .map(|event| event.origin_seq)
             });
             let Some(offer_seq) = offer_seq else { continue };
-            let kind = EventKind::HandoffAccepted { from, offer_seq, previous_epoch: ticket.owner.epoch };
+            let kind = EventKind::HandoffAccepted {
+                from,
+                offer_seq,
+                previous_epoch: ticket.owner.epoch,
+            };
             accepted.push(self.append(id, new_epoch, kind, now));
         }
         accepted
@@ -244,21 +347,35 @@ impl RegionDb {
     /// Takes over every ticket `from` owns in this region's projection whose
     /// taker is this region (the first of `successors` its residency
     /// allows), as the gateway's `Failover::take_over` does.
-    pub fn take_over(&mut self, from: &RegionId, successors: &[RegionId], fencing_token: u64, now: Timestamp) -> Vec<EventEnvelope> {
+    pub fn take_over(
+        &mut self,
+        from: &RegionId,
+        successors: &[RegionId],
+        fencing_token: u64,
+        now: Timestamp,
+    ) -> Vec<EventEnvelope> {
         let through_seq = self.cursor(from);
         let mut taken = Vec::new();
         for id in self.ticket_ids() {
-            let Some(ticket) = self.ticket(id) else { continue };
+            let Some(ticket) = self.ticket(id) else {
+                continue;
+            };
             if &ticket.owner.owner_region != from {
                 continue;
             }
-            let taker = successors.iter().find(|r| meridian_core::residency::may_hold(&ticket.residency, r));
+            let taker = successors
+                .iter()
+                .find(|r| meridian_core::residency::may_hold(&ticket.residency, r));
             if taker != Some(&self.region) {
                 continue;
             }
             let new_epoch = ticket.owner.epoch.next_for(self.index);
-            let kind =
-                EventKind::TakenOver { from: from.clone(), fencing_token, previous_epoch: ticket.owner.epoch, through_seq };
+            let kind = EventKind::TakenOver {
+                from: from.clone(),
+                fencing_token,
+                previous_epoch: ticket.owner.epoch,
+                through_seq,
+            };
             taken.push(self.append(id, new_epoch, kind, now));
         }
         taken
@@ -285,10 +402,20 @@ impl RegionDb {
             next_queue_owner: None,
         };
         let id = summary.id();
-        if self.logs.values().flatten().any(|event| event.ticket_id == id) {
+        if self
+            .logs
+            .values()
+            .flatten()
+            .any(|event| event.ticket_id == id)
+        {
             return Err(format!("shift summary {id} already recorded"));
         }
-        Ok(self.append(id, Epoch::default(), EventKind::ShiftSummary { summary }, now))
+        Ok(self.append(
+            id,
+            Epoch::default(),
+            EventKind::ShiftSummary { summary },
+            now,
+        ))
     }
 }
 
@@ -300,7 +427,9 @@ fn millis(at: Timestamp) -> u64 {
 /// whole milliseconds (what the store keeps).
 pub fn sim_now(start: Timestamp, elapsed: Duration) -> Timestamp {
     let millis = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
-    start.checked_add(jiff::SignedDuration::from_millis(millis)).unwrap_or(start)
+    start
+        .checked_add(jiff::SignedDuration::from_millis(millis))
+        .unwrap_or(start)
 }
 
 /// A host's handle on its region's database: what the real replicator
@@ -342,8 +471,11 @@ impl ReplicaLog for ModelLog {
         let page: Vec<EventEnvelope> = {
             let db = lock(&self.db);
             let log = db.logs.get(origin).map(Vec::as_slice).unwrap_or_default();
-            let start = usize::try_from(after_seq).unwrap_or(usize::MAX).min(log.len());
-            let limit = usize::try_from(limit.min(meridian_store::EVENTS_PAGE_MAX)).unwrap_or(usize::MAX);
+            let start = usize::try_from(after_seq)
+                .unwrap_or(usize::MAX)
+                .min(log.len());
+            let limit =
+                usize::try_from(limit.min(meridian_store::EVENTS_PAGE_MAX)).unwrap_or(usize::MAX);
             log[start..].iter().take(limit).cloned().collect()
         };
         Box::pin(async move { Ok(page) })
@@ -393,9 +525,15 @@ impl ReplicaLog for ModelLog {
             .any(|event| matches!(&event.kind, EventKind::TicketCreated { ticket } if !ticket.residency.is_empty()))
     }
 
-    fn residencies<'a>(&'a self, ids: &'a [TicketId]) -> BoxFuture<'a, meridian_store::Result<meridian_replication::Residencies>> {
+    fn residencies<'a>(
+        &'a self,
+        ids: &'a [TicketId],
+    ) -> BoxFuture<'a, meridian_store::Result<meridian_replication::Residencies>> {
         let db = lock(&self.db);
-        let found = ids.iter().filter_map(|id| db.ticket(*id).map(|ticket| (*id, ticket.residency))).collect();
+        let found = ids
+            .iter()
+            .filter_map(|id| db.ticket(*id).map(|ticket| (*id, ticket.residency)))
+            .collect();
         Box::pin(async move { Ok(found) })
     }
 }
@@ -404,18 +542,28 @@ impl ReplicaLog for ModelLog {
 /// ([`meridian_replication::RegionView`]): its logs, and each ticket's
 /// record as the store keeps it (the projection, the notes by creation time
 /// then id, the stale writes as conflicts).
-pub fn region_view(region: &RegionId, logs: &BTreeMap<RegionId, Vec<EventEnvelope>>) -> meridian_replication::RegionView {
+pub fn region_view(
+    region: &RegionId,
+    logs: &BTreeMap<RegionId, Vec<EventEnvelope>>,
+) -> meridian_replication::RegionView {
     let mut by_ticket: BTreeMap<TicketId, Vec<EventEnvelope>> = BTreeMap::new();
     for event in logs.values().flatten() {
-        by_ticket.entry(event.ticket_id).or_default().push(event.clone());
+        by_ticket
+            .entry(event.ticket_id)
+            .or_default()
+            .push(event.clone());
     }
     let mut tickets = BTreeMap::new();
     for (id, events) in by_ticket {
-        let Some(replayed) = replay(&events) else { continue };
+        let Some(replayed) = replay(&events) else {
+            continue;
+        };
         let mut notes: Vec<Note> = events
             .iter()
             .filter_map(|event| match &event.kind {
-                EventKind::NoteAdded { note } | EventKind::HandoffOffered { note, .. } => Some(note.clone()),
+                EventKind::NoteAdded { note } | EventKind::HandoffOffered { note, .. } => {
+                    Some(note.clone())
+                }
                 _ => None,
             })
             .collect();
@@ -432,9 +580,20 @@ pub fn region_view(region: &RegionId, logs: &BTreeMap<RegionId, Vec<EventEnvelop
                 recorded_at: replayed.ticket.updated_at,
             })
             .collect();
-        tickets.insert(id, meridian_store::TicketRecord { ticket: replayed.ticket, notes, conflicts });
+        tickets.insert(
+            id,
+            meridian_store::TicketRecord {
+                ticket: replayed.ticket,
+                notes,
+                conflicts,
+            },
+        );
     }
-    meridian_replication::RegionView { region: region.clone(), logs: logs.clone(), tickets }
+    meridian_replication::RegionView {
+        region: region.clone(),
+        logs: logs.clone(),
+        tickets,
+    }
 }
 
 /// A stable hash of a log, for the determinism check: FNV-1a over each

@@ -44,8 +44,13 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         Box::pin(async move {
-            let host = uri.host().ok_or_else(|| io::Error::other(format!("{uri} names no host")))?.to_owned();
-            let port = uri.port_u16().ok_or_else(|| io::Error::other(format!("{uri} names no port")))?;
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::other(format!("{uri} names no host")))?
+                .to_owned();
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| io::Error::other(format!("{uri} names no port")))?;
             let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
             Ok(TokioIo::new(stream))
         })
@@ -60,12 +65,18 @@ pub struct SimTransport {
 
 impl SimTransport {
     pub fn new(seed: u64) -> Self {
-        Self { rng: Mutex::new(Rng::new(seed)) }
+        Self {
+            rng: Mutex::new(Rng::new(seed)),
+        }
     }
 }
 
 impl PeerTransport for SimTransport {
-    fn connect(&self, _peer: &RegionId, endpoint: Endpoint) -> BoxFuture<'static, Result<Channel, tonic::transport::Error>> {
+    fn connect(
+        &self,
+        _peer: &RegionId,
+        endpoint: Endpoint,
+    ) -> BoxFuture<'static, Result<Channel, tonic::transport::Error>> {
         Box::pin(async move { endpoint.connect_with_connector(Connector).await })
     }
 
@@ -76,7 +87,11 @@ impl PeerTransport for SimTransport {
     fn jitter(&self, pause: Duration) -> Duration {
         let half = pause / 2;
         let half_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
-        let random = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next_u64();
+        let random = self
+            .rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next_u64();
         half + Duration::from_nanos(random % half_nanos)
     }
 }
@@ -89,18 +104,29 @@ impl Connected for Accepted {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        TcpConnectInfo { local_addr: self.0.local_addr().ok(), remote_addr: self.0.peer_addr().ok() }
+        TcpConnectInfo {
+            local_addr: self.0.local_addr().ok(),
+            remote_addr: self.0.peer_addr().ok(),
+        }
     }
 }
 
 impl AsyncRead for Accepted {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Accepted {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
     }
 
@@ -126,12 +152,22 @@ pub fn incoming(
 
 /// The server-side identity check's input: the caller's simulated host
 /// name is its region, and every region host is a gateway.
-pub fn identify(trust_domain: TrustDomain) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+pub fn identify(
+    trust_domain: TrustDomain,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |mut request: Request<()>| {
-        let addr = request.remote_addr().ok_or_else(|| Status::unauthenticated("no remote address"))?;
-        let host = turmoil::reverse_lookup(addr.ip()).ok_or_else(|| Status::unauthenticated(format!("{addr} has no host name")))?;
-        let region = RegionId::new(host.clone()).map_err(|e| Status::unauthenticated(format!("host {host}: {e}")))?;
-        request.extensions_mut().insert(PeerIdentity::new(trust_domain.clone(), region, Service::Gateway));
+        let addr = request
+            .remote_addr()
+            .ok_or_else(|| Status::unauthenticated("no remote address"))?;
+        let host = turmoil::reverse_lookup(addr.ip())
+            .ok_or_else(|| Status::unauthenticated(format!("{addr} has no host name")))?;
+        let region = RegionId::new(host.clone())
+            .map_err(|e| Status::unauthenticated(format!("host {host}: {e}")))?;
+        request.extensions_mut().insert(PeerIdentity::new(
+            trust_domain.clone(),
+            region,
+            Service::Gateway,
+        ));
         Ok(request)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use jiff::Timestamp;
-use meridian_core::{NewTicket, NoteId, Priority, RegionId, Status, Tier, TicketId, TicketPatch};
+use meridian_core::{NewTicket, NoteId, Priority, RegionId, Status, TicketId, TicketPatch, Tier};
 use meridian_replication::{AntiEntropy, AntiEntropyConfig, ReplicationConfig, Replicator};
 use meridian_tls::TrustDomain;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -55,7 +55,12 @@ pub struct SimOptions {
 
 impl Default for SimOptions {
     fn default() -> Self {
-        Self { work: Duration::from_secs(5), quiesce_max: Duration::from_secs(30), verbose: false, probe: false }
+        Self {
+            work: Duration::from_secs(5),
+            quiesce_max: Duration::from_secs(30),
+            verbose: false,
+            probe: false,
+        }
     }
 }
 
@@ -70,7 +75,9 @@ impl Default for SimOptions {
 /// everything else, a function of the seed (within one run, one thread
 /// spawns every task).
 fn align_task_ids() -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| format!("tokio runtime: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async {
         for _ in 0..TASK_ID_ALIGN {
             let id: u64 = tokio::spawn(async {}).id().to_string().parse().map_err(|e| format!("tokio task id: {e}"))?;
@@ -165,7 +172,9 @@ struct Takeover {
 
 impl Takeover {
     fn done(&self) -> bool {
-        self.successors.iter().all(|successor| self.done_through.contains_key(successor))
+        self.successors
+            .iter()
+            .all(|successor| self.done_through.contains_key(successor))
     }
 }
 
@@ -196,7 +205,11 @@ fn guard<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn pinned(regions: &[RegionId], home: usize, other_pick: usize, value: u64) -> BTreeSet<RegionId> {
     let n = regions.len();
     match value % 100 {
-        0..20 => [regions[home].clone(), regions[(home + 1 + other_pick) % n].clone()].into(),
+        0..20 => [
+            regions[home].clone(),
+            regions[(home + 1 + other_pick) % n].clone(),
+        ]
+        .into(),
         20..25 => [regions[home].clone()].into(),
         _ => BTreeSet::new(),
     }
@@ -231,7 +244,11 @@ impl Mesh {
     fn ack(&self, events: &[meridian_core::EventEnvelope]) {
         let mut acked = guard(&self.acked);
         for event in events {
-            acked.push(Acked { origin: event.origin_region.clone(), seq: event.origin_seq, ticket_id: event.ticket_id });
+            acked.push(Acked {
+                origin: event.origin_region.clone(),
+                seq: event.origin_seq,
+                ticket_id: event.ticket_id,
+            });
         }
     }
 
@@ -250,9 +267,15 @@ async fn region_host(mesh: Mesh, index: usize) -> turmoil::Result {
     let region = mesh.regions[index].clone();
     let clock: Arc<dyn meridian_core::Clock> = Arc::new(SimClock);
     let log = Arc::new(ModelLog::new(mesh.dbs[index].clone(), clock.clone()));
-    let transport = Arc::new(SimTransport::new(mesh.seed ^ ((index as u64 + 1) << 32) ^ host_elapsed().as_millis() as u64));
-    let peers: BTreeMap<RegionId, String> =
-        mesh.regions.iter().filter(|r| **r != region).map(|r| (r.clone(), format!("{r}:{MESH_PORT}"))).collect();
+    let transport = Arc::new(SimTransport::new(
+        mesh.seed ^ ((index as u64 + 1) << 32) ^ host_elapsed().as_millis() as u64,
+    ));
+    let peers: BTreeMap<RegionId, String> = mesh
+        .regions
+        .iter()
+        .filter(|r| **r != region)
+        .map(|r| (r.clone(), format!("{r}:{MESH_PORT}")))
+        .collect();
     let mut config = ReplicationConfig::new(region.clone(), mesh.regions.clone(), peers);
     config.batch_events_max = 32;
     config.heartbeat_interval = Duration::from_millis(100);
@@ -274,8 +297,14 @@ async fn region_host(mesh: Mesh, index: usize) -> turmoil::Result {
     tokio::spawn(lease_loop(mesh.clone(), index));
     tokio::spawn(duties(mesh.clone(), index));
     tonic::transport::Server::builder()
-        .add_service(InterceptedService::new(replicator.service(), identify(trust_domain.clone())))
-        .add_service(InterceptedService::new(anti_entropy.service(), identify(trust_domain)))
+        .add_service(InterceptedService::new(
+            replicator.service(),
+            identify(trust_domain.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            anti_entropy.service(),
+            identify(trust_domain),
+        ))
         .serve_with_incoming(incoming(listener))
         .await?;
     Ok(())
@@ -286,8 +315,11 @@ async fn region_host(mesh: Mesh, index: usize) -> turmoil::Result {
 async fn lease_loop(mesh: Mesh, index: usize) {
     let region = mesh.regions[index].clone();
     loop {
-        let connected =
-            tokio::time::timeout(LEASE_CALL_TIMEOUT, turmoil::net::TcpStream::connect((ROUTER, LEASE_PORT))).await;
+        let connected = tokio::time::timeout(
+            LEASE_CALL_TIMEOUT,
+            turmoil::net::TcpStream::connect((ROUTER, LEASE_PORT)),
+        )
+        .await;
         let Ok(Ok(stream)) = connected else {
             tokio::time::sleep(LEASE_RENEW).await;
             continue;
@@ -309,7 +341,9 @@ async fn lease_loop(mesh: Mesh, index: usize) {
             match answer {
                 Ok(Ok(Some(line))) if line == "ok" => {
                     let mut lease = guard(&mesh.leases[index]);
-                    *lease = Some(lease.map_or(sent_at + LEASE_SAFE, |until| until.max(sent_at + LEASE_SAFE)));
+                    *lease = Some(lease.map_or(sent_at + LEASE_SAFE, |until| {
+                        until.max(sent_at + LEASE_SAFE)
+                    }));
                 }
                 Ok(Ok(Some(_refused))) => {}
                 // Broken or silent: a new connection.
@@ -326,19 +360,33 @@ async fn lease_loop(mesh: Mesh, index: usize) {
 fn learned_takeover(mesh: &Mesh, index: usize) -> bool {
     let region = &mesh.regions[index];
     let mut coordinator = guard(&mesh.coordinator);
-    let Some(takeover) = coordinator.takeovers.get(region).cloned() else { return true };
+    let Some(takeover) = coordinator.takeovers.get(region).cloned() else {
+        return true;
+    };
     if !takeover.done() {
         return false;
     }
     let db = lock(&mesh.dbs[index]);
-    if takeover.done_through.iter().any(|(successor, through)| db.cursor(successor) < *through) {
+    if takeover
+        .done_through
+        .iter()
+        .any(|(successor, through)| db.cursor(successor) < *through)
+    {
         return false;
     }
     drop(db);
     coordinator.takeovers.remove(region);
-    coordinator.renewed_at.insert(region.clone(), host_elapsed());
+    coordinator
+        .renewed_at
+        .insert(region.clone(), host_elapsed());
     drop(coordinator);
-    mesh.note(host_elapsed(), format!("{region} learned its takeover by {:?} (token {})", takeover.successors, takeover.token));
+    mesh.note(
+        host_elapsed(),
+        format!(
+            "{region} learned its takeover by {:?} (token {})",
+            takeover.successors, takeover.token
+        ),
+    );
     true
 }
 
@@ -359,7 +407,8 @@ async fn duties(mesh: Mesh, index: usize) {
         let mut taken = Vec::new();
         let mut by_later = 0;
         for (failed, takeover) in coordinator.takeovers.iter_mut() {
-            if takeover.successors.contains(&region) && !takeover.done_through.contains_key(&region) {
+            if takeover.successors.contains(&region) && !takeover.done_through.contains_key(&region)
+            {
                 let share = db.take_over(failed, &takeover.successors, takeover.token, at);
                 if takeover.successors.first() != Some(&region) {
                     by_later += share.len() as u64;
@@ -394,7 +443,12 @@ async fn serve_leases(mesh: Mesh, stream: turmoil::net::TcpStream) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let Some(region) = line.strip_prefix("renew ").and_then(|name| RegionId::new(name).ok()) else { return };
+        let Some(region) = line
+            .strip_prefix("renew ")
+            .and_then(|name| RegionId::new(name).ok())
+        else {
+            return;
+        };
         let answer = {
             let mut coordinator = guard(&mesh.coordinator);
             if coordinator.takeovers.contains_key(&region) {
@@ -419,22 +473,43 @@ async fn failover_loop(mesh: Mesh) {
         let now = host_elapsed();
         let mut coordinator = guard(&mesh.coordinator);
         let fresh = |c: &Coordinator, r: &RegionId| {
-            !c.takeovers.contains_key(r) && c.renewed_at.get(r).is_some_and(|at| now.saturating_sub(*at) <= LEASE_TTL)
+            !c.takeovers.contains_key(r)
+                && c.renewed_at
+                    .get(r)
+                    .is_some_and(|at| now.saturating_sub(*at) <= LEASE_TTL)
         };
         for (i, failed) in mesh.regions.iter().enumerate() {
-            if coordinator.takeovers.contains_key(failed) || !coordinator.renewed_at.contains_key(failed) || fresh(&coordinator, failed) {
+            if coordinator.takeovers.contains_key(failed)
+                || !coordinator.renewed_at.contains_key(failed)
+                || fresh(&coordinator, failed)
+            {
                 continue;
             }
             let n = mesh.regions.len();
-            let successors: Vec<RegionId> =
-                (1..n).map(|k| &mesh.regions[(i + k) % n]).filter(|r| fresh(&coordinator, r)).cloned().collect();
+            let successors: Vec<RegionId> = (1..n)
+                .map(|k| &mesh.regions[(i + k) % n])
+                .filter(|r| fresh(&coordinator, r))
+                .cloned()
+                .collect();
             if successors.is_empty() {
                 continue;
             }
             coordinator.next_token += 1;
             let token = coordinator.next_token;
-            mesh.note(now, format!("router: {failed}'s lease lapsed; {successors:?} take over (token {token})"));
-            coordinator.takeovers.insert(failed.clone(), Takeover { successors, token, done_through: BTreeMap::new() });
+            mesh.note(
+                now,
+                format!(
+                    "router: {failed}'s lease lapsed; {successors:?} take over (token {token})"
+                ),
+            );
+            coordinator.takeovers.insert(
+                failed.clone(),
+                Takeover {
+                    successors,
+                    token,
+                    done_through: BTreeMap::new(),
+                },
+            );
         }
     }
 }
@@ -474,14 +549,20 @@ struct Driver<'a> {
 impl Driver<'_> {
     fn fault(&mut self, kind: &'static str, line: String) {
         *self.faults.entry(kind).or_default() += 1;
-        self.fault_log.push(format!("t={:>6}ms {line}", self.sim.elapsed().as_millis()));
+        self.fault_log
+            .push(format!("t={:>6}ms {line}", self.sim.elapsed().as_millis()));
         self.mesh.note(self.sim.elapsed(), line);
     }
 
     fn inject(&mut self) {
         let now = self.sim.elapsed();
         let rng = &mut self.fault_rng;
-        let (lasting, a, b, kind) = (rng.between(100, 1_500), rng.below(self.hosts.len() as u64), rng.below(self.hosts.len() as u64 - 1), rng.below(8));
+        let (lasting, a, b, kind) = (
+            rng.between(100, 1_500),
+            rng.below(self.hosts.len() as u64),
+            rng.below(self.hosts.len() as u64 - 1),
+            rng.below(8),
+        );
         let (max_latency, fail_percent) = (rng.between(20, 250), rng.between(1, 5));
         let lasting = Duration::from_millis(lasting);
         let until = now + lasting;
@@ -499,7 +580,10 @@ impl Driver<'_> {
             }
             2 => {
                 self.sim.partition_oneway(a.as_str(), b.as_str());
-                self.fault("partition_oneway", format!("partition one way {a} -> {b} for {ms}ms"));
+                self.fault(
+                    "partition_oneway",
+                    format!("partition one way {a} -> {b} for {ms}ms"),
+                );
                 self.undo.push((until, Undo::RepairOneway(a, b)));
             }
             3 => {
@@ -509,14 +593,21 @@ impl Driver<'_> {
             }
             4 => {
                 let max = Duration::from_millis(max_latency);
-                self.sim.set_link_max_message_latency(a.as_str(), b.as_str(), max);
-                self.fault("latency", format!("latency {a} <-> {b} up to {}ms for {ms}ms", max.as_millis()));
+                self.sim
+                    .set_link_max_message_latency(a.as_str(), b.as_str(), max);
+                self.fault(
+                    "latency",
+                    format!("latency {a} <-> {b} up to {}ms for {ms}ms", max.as_millis()),
+                );
                 self.undo.push((until, Undo::Latency(a, b)));
             }
             5 => {
                 let rate = fail_percent as f64 / 100.0;
                 self.sim.set_link_fail_rate(a.as_str(), b.as_str(), rate);
-                self.fault("loss", format!("flaky link {a} <-> {b} (fail rate {rate}) for {ms}ms"));
+                self.fault(
+                    "loss",
+                    format!("flaky link {a} <-> {b} (fail rate {rate}) for {ms}ms"),
+                );
                 self.undo.push((until, Undo::Loss(a, b)));
             }
             6 => {
@@ -537,14 +628,19 @@ impl Driver<'_> {
 
     fn undo_due(&mut self, all: bool) {
         let now = self.sim.elapsed();
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.undo).into_iter().partition(|(at, _)| all || *at <= now);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.undo)
+            .into_iter()
+            .partition(|(at, _)| all || *at <= now);
         self.undo = later;
         for (_, undo) in due {
             match undo {
                 Undo::Repair(a, b) => self.sim.repair(a.as_str(), b.as_str()),
                 Undo::RepairOneway(a, b) => self.sim.repair_oneway(a.as_str(), b.as_str()),
                 Undo::Release(a, b) => self.sim.release(a.as_str(), b.as_str()),
-                Undo::Latency(a, b) => self.sim.set_link_max_message_latency(a.as_str(), b.as_str(), self.base_latency),
+                Undo::Latency(a, b) => {
+                    self.sim
+                        .set_link_max_message_latency(a.as_str(), b.as_str(), self.base_latency)
+                }
                 Undo::Loss(a, b) => {
                     self.sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
                     self.sim.repair(a.as_str(), b.as_str());
@@ -552,7 +648,8 @@ impl Driver<'_> {
                 Undo::Bounce(host) => {
                     self.crashed.remove(&host);
                     self.sim.bounce(host.as_str());
-                    self.mesh.note(now, format!("restart {host} after its crash"));
+                    self.mesh
+                        .note(now, format!("restart {host} after its crash"));
                 }
             }
         }
@@ -570,7 +667,10 @@ impl Driver<'_> {
                 }
             }
         }
-        self.mesh.note(self.sim.elapsed(), "heal: every link repaired, every host up".into());
+        self.mesh.note(
+            self.sim.elapsed(),
+            "heal: every link repaired, every host up".into(),
+        );
     }
 
     fn region_up(&mut self, index: usize) -> bool {
@@ -592,8 +692,15 @@ impl Driver<'_> {
         let at = sim_now(start(), now);
         let n = self.mesh.regions.len();
         let rng = &mut self.rng;
-        let (roll, pick, region_pick, other_pick, patch_kind, value, random) =
-            (rng.below(100), rng.next_u64(), rng.below(n as u64) as usize, rng.below(n as u64 - 1) as usize, rng.below(3), rng.next_u64(), rng.bytes10());
+        let (roll, pick, region_pick, other_pick, patch_kind, value, random) = (
+            rng.below(100),
+            rng.next_u64(),
+            rng.below(n as u64) as usize,
+            rng.below(n as u64 - 1) as usize,
+            rng.below(3),
+            rng.next_u64(),
+            rng.bytes10(),
+        );
         if roll < 35 || self.tickets.is_empty() {
             // The router sends a new ticket to the region on shift, or the
             // next one whose lease is fresh.
@@ -603,7 +710,10 @@ impl Driver<'_> {
                 (0..n).map(|k| (on_shift + k) % n).find(|i| {
                     let r = &self.mesh.regions[*i];
                     !coordinator.takeovers.contains_key(r)
-                        && coordinator.renewed_at.get(r).is_some_and(|t| now.saturating_sub(*t) <= LEASE_TTL)
+                        && coordinator
+                            .renewed_at
+                            .get(r)
+                            .is_some_and(|t| now.saturating_sub(*t) <= LEASE_TTL)
                 })
             };
             let Some(index) = routed else {
@@ -644,18 +754,35 @@ impl Driver<'_> {
             if !may_write {
                 Err("no lease".to_owned())
             } else {
-                let statuses = [Status::Open, Status::Pending, Status::Escalated, Status::Solved, Status::Open];
+                let statuses = [
+                    Status::Open,
+                    Status::Pending,
+                    Status::Escalated,
+                    Status::Solved,
+                    Status::Open,
+                ];
                 let priorities = [Priority::Low, Priority::High, Priority::Urgent];
                 let patch = match patch_kind {
-                    0 => TicketPatch { status: Some(statuses[(value % 5) as usize]), ..TicketPatch::default() },
-                    1 => TicketPatch { assignee: Some(Some(format!("agent{}", value % 5))), ..TicketPatch::default() },
-                    _ => TicketPatch { priority: Some(priorities[(value % 3) as usize]), ..TicketPatch::default() },
+                    0 => TicketPatch {
+                        status: Some(statuses[(value % 5) as usize]),
+                        ..TicketPatch::default()
+                    },
+                    1 => TicketPatch {
+                        assignee: Some(Some(format!("agent{}", value % 5))),
+                        ..TicketPatch::default()
+                    },
+                    _ => TicketPatch {
+                        priority: Some(priorities[(value % 3) as usize]),
+                        ..TicketPatch::default()
+                    },
                 };
                 lock(&db).update(id, &patch, at)
             }
         } else if roll < 90 {
             let note_id = NoteId::new_v7(at, random);
-            lock(&db).note(id, note_id, format!("looked at it ({})", value % 1000), at).map(Some)
+            lock(&db)
+                .note(id, note_id, format!("looked at it ({})", value % 1000), at)
+                .map(Some)
         } else if !may_write {
             Err("no lease".to_owned())
         } else {
@@ -676,7 +803,13 @@ impl Driver<'_> {
         let incoming = shift as usize % n;
         let next = self.mesh.regions[incoming].clone();
         if !self.region_up(outgoing) {
-            self.mesh.note(now, format!("shift {shift}: {} is down; no handover", self.mesh.regions[outgoing]));
+            self.mesh.note(
+                now,
+                format!(
+                    "shift {shift}: {} is down; no handover",
+                    self.mesh.regions[outgoing]
+                ),
+            );
             return;
         }
         let may_write = self.mesh.may_write(outgoing, now);
@@ -685,7 +818,9 @@ impl Driver<'_> {
         let ids = lock(&db).ticket_ids();
         for id in ids {
             let open_and_ours = lock(&db).ticket(id).is_some_and(|t| {
-                t.status.is_open() && t.owner.owner_region == self.mesh.regions[outgoing] && t.handoff_to.is_none()
+                t.status.is_open()
+                    && t.owner.owner_region == self.mesh.regions[outgoing]
+                    && t.handoff_to.is_none()
             });
             if !open_and_ours || !may_write {
                 continue;
@@ -706,7 +841,14 @@ impl Driver<'_> {
         let shift_start = sim_now(start(), now.saturating_sub(SHIFT));
         let summary = lock(&db).shift_summary(shift_start, at, handed.clone(), &next);
         self.record(summary.map(Some));
-        self.mesh.note(now, format!("shift {shift}: {} hands {} tickets to {next}", self.mesh.regions[outgoing], handed.len()));
+        self.mesh.note(
+            now,
+            format!(
+                "shift {shift}: {} hands {} tickets to {next}",
+                self.mesh.regions[outgoing],
+                handed.len()
+            ),
+        );
     }
 
     /// Healed and quiet: every region up, every log the same length as its
@@ -724,11 +866,20 @@ impl Driver<'_> {
             .iter()
             .map(|db| {
                 let db = lock(db);
-                let cursors: Vec<String> = self.mesh.regions.iter().map(|origin| db.cursor(origin).to_string()).collect();
+                let cursors: Vec<String> = self
+                    .mesh
+                    .regions
+                    .iter()
+                    .map(|origin| db.cursor(origin).to_string())
+                    .collect();
                 format!("{}[{}]", db.region, cursors.join(","))
             })
             .collect();
-        guard(&self.mesh.trace).push(format!("t={:>6}ms probe {}", now.as_millis(), lengths.join(" ")));
+        guard(&self.mesh.trace).push(format!(
+            "t={:>6}ms probe {}",
+            now.as_millis(),
+            lengths.join(" ")
+        ));
     }
 
     fn converged(&mut self) -> bool {
@@ -737,13 +888,21 @@ impl Driver<'_> {
                 return false;
             }
         }
-        if guard(&self.mesh.coordinator).takeovers.values().any(|t| !t.done()) {
+        if guard(&self.mesh.coordinator)
+            .takeovers
+            .values()
+            .any(|t| !t.done())
+        {
             return false;
         }
         let heads: Vec<u64> = self.mesh.dbs.iter().map(|db| lock(db).head()).collect();
         self.mesh.dbs.iter().all(|db| {
             let db = lock(db);
-            self.mesh.regions.iter().zip(&heads).all(|(origin, head)| db.cursor(origin) == *head)
+            self.mesh
+                .regions
+                .iter()
+                .zip(&heads)
+                .all(|(origin, head)| db.cursor(origin) == *head)
                 && !db.handoff_pending()
         })
     }
@@ -755,9 +914,16 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
     if let Err(e) = align_task_ids() {
         return Outcome::failed(seed, e);
     }
-    let regions: Vec<RegionId> = ["us-east", "eu-west", "ap-south"].iter().filter_map(|r| RegionId::new(*r).ok()).collect();
+    let regions: Vec<RegionId> = ["us-east", "eu-west", "ap-south"]
+        .iter()
+        .filter_map(|r| RegionId::new(*r).ok())
+        .collect();
     let mesh = Mesh {
-        dbs: regions.iter().enumerate().map(|(i, r)| RegionDb::new(r.clone(), i as u16)).collect(),
+        dbs: regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RegionDb::new(r.clone(), i as u16))
+            .collect(),
         regions: regions.clone(),
         coordinator: Arc::new(Mutex::new(Coordinator::default())),
         leases: regions.iter().map(|_| Arc::new(Mutex::new(None))).collect(),
@@ -787,7 +953,11 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
         fault_rng: Rng::new(seed),
         rng: Rng::new(seed ^ 0x5eed_0f10_ad00),
         fault_log: Vec::new(),
-        hosts: regions.iter().map(ToString::to_string).chain([ROUTER.to_owned()]).collect(),
+        hosts: regions
+            .iter()
+            .map(ToString::to_string)
+            .chain([ROUTER.to_owned()])
+            .collect(),
         crashed: BTreeSet::new(),
         undo: Vec::new(),
         faults: BTreeMap::new(),
@@ -798,7 +968,9 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
     };
     for (index, region) in regions.iter().enumerate() {
         let mesh = mesh.clone();
-        driver.sim.host(region.as_str(), move || region_host(mesh.clone(), index));
+        driver
+            .sim
+            .host(region.as_str(), move || region_host(mesh.clone(), index));
     }
     {
         let mesh = mesh.clone();
@@ -862,13 +1034,26 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
         }
     }
     let sim_ms = driver.sim.elapsed().as_millis() as u64;
-    driver.mesh.note(driver.sim.elapsed(), format!("end: quiesced={quiesced}"));
+    driver
+        .mesh
+        .note(driver.sim.elapsed(), format!("end: quiesced={quiesced}"));
 
-    let snapshots: Vec<(RegionId, BTreeMap<RegionId, Vec<meridian_core::EventEnvelope>>)> =
-        mesh.dbs.iter().map(|db| { let db = lock(db); (db.region.clone(), db.logs.clone()) }).collect();
+    let snapshots: Vec<(
+        RegionId,
+        BTreeMap<RegionId, Vec<meridian_core::EventEnvelope>>,
+    )> = mesh
+        .dbs
+        .iter()
+        .map(|db| {
+            let db = lock(db);
+            (db.region.clone(), db.logs.clone())
+        })
+        .collect();
     // Each region's ticket records as the store would hold them.
-    let views: Vec<meridian_replication::RegionView> =
-        snapshots.iter().map(|(region, logs)| crate::model::region_view(region, logs)).collect();
+    let views: Vec<meridian_replication::RegionView> = snapshots
+        .iter()
+        .map(|(region, logs)| crate::model::region_view(region, logs))
+        .collect();
     let acked = guard(&mesh.acked).clone();
     let report = check(&regions, &views, &acked);
     let (takeovers, taken_by_later_successors) = {

@@ -18,7 +18,10 @@ use meridian_sim::{Outcome, SimOptions, run_seed};
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+    })
 }
 
 fn explain(outcome: &Outcome) -> String {
@@ -42,9 +45,17 @@ fn explain(outcome: &Outcome) -> String {
 
 #[test]
 fn seeds_hold_every_invariant() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(seed) = env_u64("MERIDIAN_SEED") {
-        let outcome = run_seed(seed, &SimOptions { verbose: true, ..SimOptions::default() });
+        let outcome = run_seed(
+            seed,
+            &SimOptions {
+                verbose: true,
+                ..SimOptions::default()
+            },
+        );
         eprintln!(
             "seed {seed}: {} writes acknowledged, {} refused, {} takeovers, faults {:?}, {} event copies checked, {} stale writes, quiesced={} in {} simulated ms",
             outcome.writes_acked,
@@ -82,11 +93,17 @@ fn seeds_hold_every_invariant() {
         started.elapsed().as_secs_f64(),
         failures.len()
     );
-    assert!(failures.is_empty(), "seeds with violations: {failures:?} (replay one with MERIDIAN_SEED=N)");
+    assert!(
+        failures.is_empty(),
+        "seeds with violations: {failures:?} (replay one with MERIDIAN_SEED=N)"
+    );
     // The workload pins tickets: over this many seeds some takeover must
     // have handed one to a region of its set after the primary.
     if seeds >= 50 {
-        assert!(by_later > 0, "no pinned ticket was taken over by a later successor in {seeds} seeds");
+        assert!(
+            by_later > 0,
+            "no pinned ticket was taken over by a later successor in {seeds} seeds"
+        );
     }
 }
 
@@ -101,10 +118,15 @@ const REPLAYED: [u64; 3] = [1, 8, 42];
 
 #[test]
 fn a_seed_replays_exactly() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // The probe adds every region's log lengths every 10 simulated ms, so
     // two runs that part are caught where they part.
-    let options = SimOptions { probe: true, ..SimOptions::default() };
+    let options = SimOptions {
+        probe: true,
+        ..SimOptions::default()
+    };
     for seed in REPLAYED {
         let first = run_seed(seed, &options);
         // Move the process-wide task-id counter off its alignment, as any
@@ -112,11 +134,26 @@ fn a_seed_replays_exactly() {
         spawn_tasks(seed as usize % 4 + 1);
         let second = run_seed(seed, &options);
         assert!(first.fault_log.len() > 5, "{:?}", first.fault_log);
-        assert!(first.fault_log.iter().any(|f| f.contains("restart") || f.contains("crash")), "seed {seed}: {:?}", first.fault_log);
+        assert!(
+            first
+                .fault_log
+                .iter()
+                .any(|f| f.contains("restart") || f.contains("crash")),
+            "seed {seed}: {:?}",
+            first.fault_log
+        );
         assert_eq!(first.fault_log, second.fault_log);
         if meridian_sim::EXACT_REPLAY {
-            if let Some(at) = first.trace.iter().zip(&second.trace).position(|(a, b)| a != b) {
-                panic!("seed {seed}: the second run parts from the first at\n  first:  {}\n  second: {}", first.trace[at], second.trace[at]);
+            if let Some(at) = first
+                .trace
+                .iter()
+                .zip(&second.trace)
+                .position(|(a, b)| a != b)
+            {
+                panic!(
+                    "seed {seed}: the second run parts from the first at\n  first:  {}\n  second: {}",
+                    first.trace[at], second.trace[at]
+                );
             }
             assert_eq!(first.trace, second.trace, "seed {seed}");
             assert_eq!(first.fingerprint, second.fingerprint, "seed {seed}");
@@ -127,16 +164,24 @@ fn a_seed_replays_exactly() {
             // variable replaces it.
             let message = "a_seed_replays_exactly: built without --cfg tokio_unstable (a RUSTFLAGS variable overrides \
                            .cargo/config.toml), so only the fault schedules were compared";
-            assert!(std::env::var_os("MERIDIAN_REQUIRE_ALL").is_none(), "{message}");
+            assert!(
+                std::env::var_os("MERIDIAN_REQUIRE_ALL").is_none(),
+                "{message}"
+            );
             eprintln!("{message}");
         }
     }
-    assert_ne!(run_seed(43, &SimOptions::default()).fault_log, run_seed(42, &SimOptions::default()).fault_log);
+    assert_ne!(
+        run_seed(43, &SimOptions::default()).fault_log,
+        run_seed(42, &SimOptions::default()).fault_log
+    );
 }
 
 /// Spawns and finishes `count` tokio tasks on a runtime of their own.
 fn spawn_tasks(count: usize) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         for _ in 0..count {
             tokio::spawn(async {}).await.unwrap();

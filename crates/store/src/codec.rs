@@ -6,8 +6,8 @@ use std::{collections::BTreeSet, str::FromStr};
 
 use jiff::Timestamp;
 use meridian_core::{
-    Epoch, EventEnvelope, EventKind, HlcTimestamp, Note, NoteId, Ownership, Priority, RegionId, SlaDeadlines, Status,
-    Ticket, TicketChanges, TicketId, Tier,
+    Epoch, EventEnvelope, EventKind, HlcTimestamp, Note, NoteId, Ownership, Priority, RegionId,
+    SlaDeadlines, Status, Ticket, TicketChanges, TicketId, Tier,
 };
 use sqlx::{
     Any, Row,
@@ -30,14 +30,20 @@ pub(crate) const EVENT_COLUMNS: &str =
 
 pub(crate) const NOTE_COLUMNS: &str = "note_id, ticket_id, region, author, body, created_at, auto";
 
-pub(crate) const CONFLICT_COLUMNS: &str = "origin_region, origin_seq, stale_epoch, current_epoch, changes, recorded_at";
+pub(crate) const CONFLICT_COLUMNS: &str =
+    "origin_region, origin_seq, stale_epoch, current_epoch, changes, recorded_at";
 
 // ---- values going in ----
 
 /// A `u64` for a BIGINT column. Values past `i64::MAX` are refused rather
 /// than wrapped, so the stored order is the real order.
 pub(crate) fn to_db(value: u64, field: &'static str) -> Result<i64> {
-    i64::try_from(value).map_err(|_| Error::invalid(field, format!("{value} does not fit a signed 64-bit column")))
+    i64::try_from(value).map_err(|_| {
+        Error::invalid(
+            field,
+            format!("{value} does not fit a signed 64-bit column"),
+        )
+    })
 }
 
 pub(crate) fn millis(at: Timestamp) -> i64 {
@@ -57,7 +63,11 @@ pub(crate) fn truncate_ticket_times(ticket: &mut Ticket) {
 }
 
 pub(crate) fn truncate_sla(sla: &mut SlaDeadlines) {
-    for clock in sla.first_response.iter_mut().chain(sla.resolution.iter_mut()) {
+    for clock in sla
+        .first_response
+        .iter_mut()
+        .chain(sla.resolution.iter_mut())
+    {
         clock.due = truncate_ms(clock.due);
         clock.warn_at = truncate_ms(clock.warn_at);
     }
@@ -66,11 +76,16 @@ pub(crate) fn truncate_sla(sla: &mut SlaDeadlines) {
 /// The SLA columns of a ticket: the clocks, and the two values derived from
 /// them that the monitor's scan and the at-risk filter use.
 pub(crate) fn sla_columns(sla: &SlaDeadlines) -> Result<(String, Option<i64>, i64)> {
-    Ok((json(sla, "sla")?, sla.check_at().map(millis), i64::from(sla.is_at_risk())))
+    Ok((
+        json(sla, "sla")?,
+        sla.check_at().map(millis),
+        i64::from(sla.is_at_risk()),
+    ))
 }
 
 fn json<T: serde::Serialize>(value: &T, field: &'static str) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::invalid(field, format!("does not encode as JSON: {e}")))
+    serde_json::to_string(value)
+        .map_err(|e| Error::invalid(field, format!("does not encode as JSON: {e}")))
 }
 
 /// Binds every ticket column, in [`TICKET_COLUMNS`] order.
@@ -165,7 +180,8 @@ fn get<'r, T>(row: &'r AnyRow, table: &str, column: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
 {
-    row.try_get::<T, _>(column).map_err(|e| Error::corrupt(table, column, e))
+    row.try_get::<T, _>(column)
+        .map_err(|e| Error::corrupt(table, column, e))
 }
 
 pub(crate) fn text(row: &AnyRow, table: &str, column: &str) -> Result<String> {
@@ -193,7 +209,6 @@ pub(crate) fn timestamp(row: &AnyRow, table: &str, column: &str) -> Result<Times
     timestamp_of(int(row, table, column)?, table, column)
 }
 
-
 /// Parses a text column with the type's own parser.
 pub(crate) fn parsed<T>(row: &AnyRow, table: &str, column: &str) -> Result<T>
 where
@@ -201,10 +216,15 @@ where
     T::Err: std::fmt::Display,
 {
     let raw = text(row, table, column)?;
-    raw.parse::<T>().map_err(|e| Error::corrupt(table, column, e))
+    raw.parse::<T>()
+        .map_err(|e| Error::corrupt(table, column, e))
 }
 
-pub(crate) fn json_column<T: serde::de::DeserializeOwned>(row: &AnyRow, table: &str, column: &str) -> Result<T> {
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    table: &str,
+    column: &str,
+) -> Result<T> {
     let raw = text(row, table, column)?;
     serde_json::from_str(&raw).map_err(|e| Error::corrupt(table, column, e))
 }
@@ -233,7 +253,10 @@ pub(crate) fn ticket_from_row(row: &AnyRow) -> Result<Ticket> {
             epoch: epoch(row, T, "owner_epoch")?,
         },
         handoff_to: opt_text(row, T, "handoff_to")?
-            .map(|r| r.parse::<RegionId>().map_err(|e| Error::corrupt(T, "handoff_to", e)))
+            .map(|r| {
+                r.parse::<RegionId>()
+                    .map_err(|e| Error::corrupt(T, "handoff_to", e))
+            })
             .transpose()?,
         sla: json_column::<SlaDeadlines>(row, T, "sla")?,
         created_at: timestamp(row, T, "created_at")?,
@@ -253,7 +276,8 @@ pub(crate) fn event_from_row(row: &AnyRow) -> Result<EventEnvelope> {
         epoch: epoch(row, T, "epoch")?,
         hlc_time: HlcTimestamp(uint(row, T, "hlc_time")?),
         traceparent: opt_text(row, T, "traceparent")?,
-        kind: EventKind::from_parts(&kind, &payload).map_err(|e| Error::corrupt(T, "payload", e))?,
+        kind: EventKind::from_parts(&kind, &payload)
+            .map_err(|e| Error::corrupt(T, "payload", e))?,
     })
 }
 
@@ -308,7 +332,10 @@ pub(crate) struct SqlBuilder {
 
 impl SqlBuilder {
     pub(crate) fn new(sql: impl Into<String>) -> Self {
-        Self { sql: sql.into(), binds: Vec::new() }
+        Self {
+            sql: sql.into(),
+            binds: Vec::new(),
+        }
     }
 
     pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
@@ -344,7 +371,12 @@ mod tests {
     #[test]
     fn builder_numbers_placeholders() {
         let mut sql = SqlBuilder::new("SELECT 1 FROM t WHERE a = ");
-        sql.bind(Bind::Text("x".into())).push(" AND b IN (").bind(Bind::Int(1)).push(", ").bind(Bind::Int(2)).push(")");
+        sql.bind(Bind::Text("x".into()))
+            .push(" AND b IN (")
+            .bind(Bind::Int(1))
+            .push(", ")
+            .bind(Bind::Int(2))
+            .push(")");
         assert_eq!(sql.sql, "SELECT 1 FROM t WHERE a = $1 AND b IN ($2, $3)");
     }
 
@@ -358,6 +390,9 @@ mod tests {
     #[test]
     fn truncation_keeps_milliseconds() {
         let at = Timestamp::new(1_700_000_000, 123_456_789).unwrap();
-        assert_eq!(truncate_ms(at), Timestamp::new(1_700_000_000, 123_000_000).unwrap());
+        assert_eq!(
+            truncate_ms(at),
+            Timestamp::new(1_700_000_000, 123_000_000).unwrap()
+        );
     }
 }

@@ -14,7 +14,10 @@ pub enum Backend {
 impl Backend {
     /// The backend a URL names, by its scheme.
     pub fn from_url(url: &str) -> Result<Self> {
-        let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or_default();
+        let scheme = url
+            .split_once(':')
+            .map(|(scheme, _)| scheme)
+            .unwrap_or_default();
         match scheme {
             "sqlite" => Ok(Backend::Sqlite),
             "postgres" | "postgresql" => Ok(Backend::Postgres),
@@ -132,7 +135,9 @@ impl fmt::Debug for StoreConfig {
 
 /// The URL with any password replaced, for logs and `Debug`.
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
@@ -174,21 +179,42 @@ mod tests {
 
     #[test]
     fn backend_from_url() {
-        assert_eq!(Backend::from_url("sqlite:/tmp/x.db?mode=rwc").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::from_url("postgres://postgres@127.0.0.1/test").unwrap(), Backend::Postgres);
-        assert_eq!(Backend::from_url("postgresql://h/db").unwrap(), Backend::Postgres);
-        let err = Backend::from_url("mysql://root:hunter2@h/db").unwrap_err().to_string();
-        assert!(err.contains("must start with sqlite: or postgres:"), "{err}");
+        assert_eq!(
+            Backend::from_url("sqlite:/tmp/x.db?mode=rwc").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::from_url("postgres://postgres@127.0.0.1/test").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://h/db").unwrap(),
+            Backend::Postgres
+        );
+        let err = Backend::from_url("mysql://root:hunter2@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("must start with sqlite: or postgres:"),
+            "{err}"
+        );
         assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]
     fn debug_hides_the_password() {
-        let config = StoreConfig::new("postgres://meridian:s3cret@db:5432/meridian?sslmode=require");
+        let config =
+            StoreConfig::new("postgres://meridian:s3cret@db:5432/meridian?sslmode=require");
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("postgres://meridian:***@db:5432/meridian?sslmode=require"), "{shown}");
-        assert_eq!(redact_url("postgres://postgres@h/test"), "postgres://postgres@h/test");
+        assert!(
+            shown.contains("postgres://meridian:***@db:5432/meridian?sslmode=require"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@h/test"),
+            "postgres://postgres@h/test"
+        );
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub enum Error {
     /// Replicated events that do not continue the origin's log where this
     /// store's cursor stands. The sender must resend from `expected`.
     #[error("replication gap from {origin}: expected origin_seq {expected}, got {got}")]
-    Gap { origin: RegionId, expected: u64, got: u64 },
+    Gap {
+        origin: RegionId,
+        expected: u64,
+        got: u64,
+    },
     /// Another replica of the region became its active writer (claimed a
     /// newer writer generation) after this store opened: this store writes
     /// nothing any more. The process should stop serving writes.
@@ -32,7 +36,11 @@ pub enum Error {
         "another replica became the active writer of region {region} (writer generation {current}; this process \
          holds {held}): this process no longer writes"
     )]
-    Superseded { region: RegionId, held: u64, current: u64 },
+    Superseded {
+        region: RegionId,
+        held: u64,
+        current: u64,
+    },
     /// The store was closed (or its writer task is gone).
     #[error("store is closed")]
     Closed,
@@ -66,7 +74,10 @@ impl Error {
     }
 
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::Invalid(meridian_core::Error::InvalidField { field, reason: reason.into() })
+        Error::Invalid(meridian_core::Error::InvalidField {
+            field,
+            reason: reason.into(),
+        })
     }
 }
 
@@ -83,8 +94,10 @@ fn sqlx_is_retryable(error: &sqlx::Error) -> bool {
             // PostgreSQL SQLSTATEs: serialization failure, deadlock, lock not
             // available, server shutting down, too many connections, and the
             // whole connection-exception class.
-            matches!(&*code, "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" | "53300")
-                || code.starts_with("08")
+            matches!(
+                &*code,
+                "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" | "53300"
+            ) || code.starts_with("08")
         }
         _ => false,
     }
@@ -101,7 +114,10 @@ mod tests {
         assert!(!Error::Database(sqlx::Error::RowNotFound).is_retryable());
         assert!(!Error::Closed.is_retryable());
         let owner = RegionId::new("eu-west").unwrap();
-        let fenced = Error::Fenced { owner, epoch: Epoch::from_raw(1) };
+        let fenced = Error::Fenced {
+            owner,
+            epoch: Epoch::from_raw(1),
+        };
         assert!(!fenced.is_retryable());
         assert_eq!(fenced.to_string(), "ticket is owned by eu-west at epoch 1");
     }

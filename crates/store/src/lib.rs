@@ -30,14 +30,18 @@ use jiff::Timestamp;
 use meridian_core::{Epoch, Note, RegionId, Status, Ticket, TicketChanges, TicketId, Tier};
 
 pub use config::{
-    BATCH_MAX_DEFAULT, Backend, MAX_CONNECTIONS_DEFAULT, QUEUE_CAPACITY_DEFAULT, StoreConfig, Synchronous,
+    BATCH_MAX_DEFAULT, Backend, MAX_CONNECTIONS_DEFAULT, QUEUE_CAPACITY_DEFAULT, StoreConfig,
+    Synchronous,
 };
 pub use error::{Error, Result};
 pub use region_lock::{
     REGION_LOCK_CHECK_TIMEOUT_MS, REGION_LOCK_HEARTBEAT_MS, REGION_LOCK_KEEPALIVE_S, RegionLock,
 };
 pub use schema::schema_version;
-pub use store::{EVENTS_PAGE_MAX, LIST_LIMIT_MAX, SQLITE_BUSY_TIMEOUT_MS, SUBSCRIBE_CAPACITY, Store, SystemClock, WriteMeta};
+pub use store::{
+    EVENTS_PAGE_MAX, LIST_LIMIT_MAX, SQLITE_BUSY_TIMEOUT_MS, SUBSCRIBE_CAPACITY, Store,
+    SystemClock, WriteMeta,
+};
 pub use writer::WriterStats;
 
 /// A ticket with everything shown alongside it.
@@ -89,7 +93,15 @@ pub struct TicketFilter {
 
 impl Default for TicketFilter {
     fn default() -> Self {
-        Self { status: None, owner_region: None, assignee: None, tier: None, sla_at_risk: false, after: None, limit: 100 }
+        Self {
+            status: None,
+            owner_region: None,
+            assignee: None,
+            tier: None,
+            sla_at_risk: false,
+            after: None,
+            limit: 100,
+        }
     }
 }
 
@@ -124,8 +136,13 @@ mod tests {
         }
         let mut seen = Vec::new();
         for conn in &mut conns {
-            let row = sqlx::query(&format!("PRAGMA {name}")).fetch_one(&mut **conn).await.unwrap();
-            let value = row.try_get::<String, _>(0).or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()));
+            let row = sqlx::query(&format!("PRAGMA {name}"))
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            let value = row
+                .try_get::<String, _>(0)
+                .or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()));
             seen.push(value.unwrap());
         }
         seen.dedup();
@@ -137,16 +154,26 @@ mod tests {
     async fn sqlite_pragmas_are_set_on_every_connection() {
         let dir = tempfile::tempdir().unwrap();
         let region = RegionId::new("us-east").unwrap();
-        for (synchronous, expected) in [(Synchronous::Full, "2"), (Synchronous::Normal, "1"), (Synchronous::Extra, "3")]
-        {
+        for (synchronous, expected) in [
+            (Synchronous::Full, "2"),
+            (Synchronous::Normal, "1"),
+            (Synchronous::Extra, "3"),
+        ] {
             let path = dir.path().join(format!("{}.db", synchronous.as_str()));
             let mut config = StoreConfig::sqlite_file(&path);
             config.sqlite_synchronous = synchronous;
             let store = Store::open(&config, &region).await.unwrap();
             assert_eq!(pragma(&store, "journal_mode").await, "wal");
-            assert_eq!(pragma(&store, "synchronous").await, expected, "{synchronous:?}");
+            assert_eq!(
+                pragma(&store, "synchronous").await,
+                expected,
+                "{synchronous:?}"
+            );
             assert_eq!(pragma(&store, "foreign_keys").await, "1");
-            assert_eq!(pragma(&store, "busy_timeout").await, SQLITE_BUSY_TIMEOUT_MS.to_string());
+            assert_eq!(
+                pragma(&store, "busy_timeout").await,
+                SQLITE_BUSY_TIMEOUT_MS.to_string()
+            );
             store.close().await;
         }
     }
@@ -170,8 +197,13 @@ mod tests {
         let mut config = StoreConfig::new("sqlite::memory:");
         config.batch_max = 0;
         let err = Store::open(&config, &region).await.unwrap_err();
-        assert!(matches!(&err, Error::Config(m) if m.contains("batch_max")), "{err}");
-        let err = Store::open(&StoreConfig::new("mysql://x/y"), &region).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("batch_max")),
+            "{err}"
+        );
+        let err = Store::open(&StoreConfig::new("mysql://x/y"), &region)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
     }
 
@@ -187,6 +219,9 @@ mod tests {
             .unwrap();
         store.close().await;
         let err = Store::open(&config, &region).await.unwrap_err();
-        assert!(matches!(err, Error::Migration { version: 999, .. }), "{err}");
+        assert!(
+            matches!(err, Error::Migration { version: 999, .. }),
+            "{err}"
+        );
     }
 }

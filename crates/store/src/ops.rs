@@ -6,14 +6,16 @@
 //! batch transaction exactly as it found it and its neighbours commit.
 
 use jiff::Timestamp;
-use meridian_core::{EventEnvelope, EventKind, Note, RegionId, Status, Ticket, TicketChanges, TicketId};
+use meridian_core::{
+    EventEnvelope, EventKind, Note, RegionId, Status, Ticket, TicketChanges, TicketId,
+};
 use sqlx::{AnyConnection, any::AnyRow};
 
 use crate::{
     Backend, Error, WriteMeta,
     codec::{
-        self, Bind, EVENT_COLUMNS, EventRow, SqlBuilder, TICKET_COLUMNS, bind_note, bind_ticket, changes_json, millis,
-        to_db,
+        self, Bind, EVENT_COLUMNS, EventRow, SqlBuilder, TICKET_COLUMNS, bind_note, bind_ticket,
+        changes_json, millis, to_db,
     },
 };
 
@@ -51,7 +53,8 @@ const INSERT_TICKET: &str = "INSERT INTO tickets (ticket_id, subject, body, cust
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
      ON CONFLICT (ticket_id) DO NOTHING";
 
-const INSERT_NOTE_HEAD: &str = "INSERT INTO notes (note_id, ticket_id, region, author, body, created_at, auto) VALUES ";
+const INSERT_NOTE_HEAD: &str =
+    "INSERT INTO notes (note_id, ticket_id, region, author, body, created_at, auto) VALUES ";
 
 const INSERT_NOTE: &str = "INSERT INTO notes (note_id, ticket_id, region, author, body, created_at, auto) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (note_id) DO NOTHING";
@@ -121,16 +124,28 @@ impl<'c> WriteTx<'c> {
         now: Timestamp,
         generation: Option<u64>,
     ) -> Result<Self, Error> {
-        let sql = format!("SELECT last_seq, writer_generation FROM origins WHERE region = $1{}", for_update(backend));
-        let row = sqlx::query(&sql).bind(local_region.as_str()).fetch_optional(&mut *conn).await?;
+        let sql = format!(
+            "SELECT last_seq, writer_generation FROM origins WHERE region = $1{}",
+            for_update(backend)
+        );
+        let row = sqlx::query(&sql)
+            .bind(local_region.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
         let Some(row) = row else {
-            return Err(Error::Corrupt(format!("origins: no row for the local region {local_region}")));
+            return Err(Error::Corrupt(format!(
+                "origins: no row for the local region {local_region}"
+            )));
         };
         let last_seq = codec::uint(&row, "origins", "last_seq")?;
         if let Some(held) = generation {
             let current = codec::uint(&row, "origins", "writer_generation")?;
             if current != held {
-                return Err(Error::Superseded { region: local_region.clone(), held, current });
+                return Err(Error::Superseded {
+                    region: local_region.clone(),
+                    held,
+                    current,
+                });
             }
         }
         Ok(Self {
@@ -211,7 +226,10 @@ impl<'c> WriteTx<'c> {
             let size = LOCAL_EVENTS_PER_INSERT_MAX.min(1 << rest.len().ilog2());
             let (chunk, tail) = rest.split_at(size);
             rest = tail;
-            let sql = format!("{INSERT_EVENT_HEAD}{}", values_rows(self.backend, chunk.len(), 9));
+            let sql = format!(
+                "{INSERT_EVENT_HEAD}{}",
+                values_rows(self.backend, chunk.len(), 9)
+            );
             let mut query = sqlx::query(&sql);
             for (row, recorded_at_ms) in chunk {
                 query = row.bind(query, *recorded_at_ms);
@@ -223,7 +241,11 @@ impl<'c> WriteTx<'c> {
 
     /// Appends a replicated event to the log; an event already there is left
     /// alone and `false` is returned.
-    async fn insert_remote_event(&mut self, row: &EventRow, recorded_at_ms: i64) -> Result<bool, Fail> {
+    async fn insert_remote_event(
+        &mut self,
+        row: &EventRow,
+        recorded_at_ms: i64,
+    ) -> Result<bool, Fail> {
         let done = row
             .bind(sqlx::query(INSERT_REMOTE_EVENT), recorded_at_ms)
             .execute(&mut *self.conn)
@@ -233,13 +255,22 @@ impl<'c> WriteTx<'c> {
 
     // ---- local writes ----
 
-    pub(crate) async fn create_ticket(&mut self, ticket: &Ticket, meta: &WriteMeta) -> Result<EventEnvelope, Fail> {
+    pub(crate) async fn create_ticket(
+        &mut self,
+        ticket: &Ticket,
+        meta: &WriteMeta,
+    ) -> Result<EventEnvelope, Fail> {
         // A region creates only tickets it owns: creating is an owner-scoped
         // write like any other.
         if &ticket.owner.owner_region != self.local_region {
-            return Err(refused(Error::Fenced { owner: ticket.owner.owner_region.clone(), epoch: ticket.owner.epoch }));
+            return Err(refused(Error::Fenced {
+                owner: ticket.owner.owner_region.clone(),
+                epoch: ticket.owner.epoch,
+            }));
         }
-        let kind = EventKind::TicketCreated { ticket: Box::new(ticket.clone()) };
+        let kind = EventKind::TicketCreated {
+            ticket: Box::new(ticket.clone()),
+        };
         let (event, row) = self.local_event(ticket.id, ticket.owner.epoch, meta, kind)?;
         let insert = bind_ticket(sqlx::query(INSERT_TICKET), ticket).map_err(refused)?;
         if insert.execute(&mut *self.conn).await?.rows_affected() == 0 {
@@ -257,10 +288,16 @@ impl<'c> WriteTx<'c> {
         meta: &WriteMeta,
     ) -> Result<(Ticket, EventEnvelope), Fail> {
         let Some(changes) = kind.owner_changes() else {
-            return Err(refused(Error::invalid("kind", format!("{} carries no owner-scoped change", kind.name()))));
+            return Err(refused(Error::invalid(
+                "kind",
+                format!("{} carries no owner-scoped change", kind.name()),
+            )));
         };
         if changes.is_empty() {
-            return Err(refused(Error::invalid("changes", "names no field to change")));
+            return Err(refused(Error::invalid(
+                "changes",
+                "names no field to change",
+            )));
         }
         if let Some(Some(assignee)) = &changes.assignee {
             meridian_core::ticket::check_assignee(assignee).map_err(refused)?;
@@ -269,8 +306,13 @@ impl<'c> WriteTx<'c> {
         // Fencing is in the statement itself: it matches only at the caller's
         // epoch, only if this region owns the ticket, and only from a status
         // that may move to the requested one.
-        let update =
-            update_statement(ticket_id, changes, meta.hlc_time.millis(), Some(self.local_region)).map_err(refused)?;
+        let update = update_statement(
+            ticket_id,
+            changes,
+            meta.hlc_time.millis(),
+            Some(self.local_region),
+        )
+        .map_err(refused)?;
         let Some(updated) = update.query().fetch_optional(&mut *self.conn).await? else {
             return Err(refused(self.why_not_updated(ticket_id, changes).await?));
         };
@@ -280,8 +322,18 @@ impl<'c> WriteTx<'c> {
     }
 
     /// Explains an owner-scoped update that matched no row.
-    async fn why_not_updated(&mut self, ticket_id: TicketId, changes: &TicketChanges) -> Result<Error, Fail> {
-        let Some(OwnerRow { status, owner, epoch, handoff_to }) = self.owner_row(ticket_id).await? else {
+    async fn why_not_updated(
+        &mut self,
+        ticket_id: TicketId,
+        changes: &TicketChanges,
+    ) -> Result<Error, Fail> {
+        let Some(OwnerRow {
+            status,
+            owner,
+            epoch,
+            handoff_to,
+        }) = self.owner_row(ticket_id).await?
+        else {
             return Ok(Error::TicketNotFound(ticket_id));
         };
         if epoch != changes.epoch || &owner != self.local_region {
@@ -294,24 +346,38 @@ impl<'c> WriteTx<'c> {
             && to != status
             && !status.can_become(to)
         {
-            return Ok(Error::Invalid(meridian_core::Error::IllegalTransition { from: status, to }));
+            return Ok(Error::Invalid(meridian_core::Error::IllegalTransition {
+                from: status,
+                to,
+            }));
         }
         // Nothing else can make the statement miss; should it happen, the
         // caller still learns who owns the ticket.
         Ok(Error::Fenced { owner, epoch })
     }
 
-    pub(crate) async fn add_note(&mut self, note: &Note, meta: &WriteMeta) -> Result<EventEnvelope, Fail> {
+    pub(crate) async fn add_note(
+        &mut self,
+        note: &Note,
+        meta: &WriteMeta,
+    ) -> Result<EventEnvelope, Fail> {
         note.validate().map_err(refused)?;
         let row = sqlx::query("SELECT owner_epoch FROM tickets WHERE ticket_id = $1")
             .bind(note.ticket_id.to_string())
             .fetch_optional(&mut *self.conn)
             .await?;
-        let Some(row) = row else { return Err(refused(Error::TicketNotFound(note.ticket_id))) };
+        let Some(row) = row else {
+            return Err(refused(Error::TicketNotFound(note.ticket_id)));
+        };
         let epoch = codec::epoch(&row, "tickets", "owner_epoch")?;
         let kind = EventKind::NoteAdded { note: note.clone() };
         let (event, event_row) = self.local_event(note.ticket_id, epoch, meta, kind)?;
-        if bind_note(sqlx::query(INSERT_NOTE), note).execute(&mut *self.conn).await?.rows_affected() == 0 {
+        if bind_note(sqlx::query(INSERT_NOTE), note)
+            .execute(&mut *self.conn)
+            .await?
+            .rows_affected()
+            == 0
+        {
             return Err(refused(Error::Duplicate(format!("note {}", note.id))));
         }
         self.append_local(event, event_row, meta)
@@ -332,21 +398,39 @@ impl<'c> WriteTx<'c> {
             handoff.validate().map_err(refused)?;
             note.validate().map_err(refused)?;
             if note.ticket_id != ticket_id {
-                return Err(refused(Error::invalid("note.ticket_id", "names another ticket")));
+                return Err(refused(Error::invalid(
+                    "note.ticket_id",
+                    "names another ticket",
+                )));
             }
         }
         let kind = &match kind {
-            EventKind::TakenOver { from, fencing_token, .. } => self.takeover_event(ticket_id, from, *fencing_token).await?,
+            EventKind::TakenOver {
+                from,
+                fencing_token,
+                ..
+            } => self.takeover_event(ticket_id, from, *fencing_token).await?,
             other => other.clone(),
         };
         let (event, row) = self.local_event(ticket_id, epoch, meta, kind.clone())?;
-        let statement = ownership_statement(ticket_id, epoch, kind, meta.hlc_time.millis(), self.local_region, true)
-            .map_err(refused)?;
+        let statement = ownership_statement(
+            ticket_id,
+            epoch,
+            kind,
+            meta.hlc_time.millis(),
+            self.local_region,
+            true,
+        )
+        .map_err(refused)?;
         let Some(updated) = statement.query().fetch_optional(&mut *self.conn).await? else {
             return Err(refused(self.why_not_moved(ticket_id, kind).await?));
         };
         if let EventKind::HandoffOffered { note, .. } = kind
-            && bind_note(sqlx::query(INSERT_NOTE), note).execute(&mut *self.conn).await?.rows_affected() == 0
+            && bind_note(sqlx::query(INSERT_NOTE), note)
+                .execute(&mut *self.conn)
+                .await?
+                .rows_affected()
+                == 0
         {
             return Err(Fail::Abort(Error::Duplicate(format!("note {}", note.id))));
         }
@@ -358,7 +442,12 @@ impl<'c> WriteTx<'c> {
     /// The `taken_over` event for `from`'s ticket: the epoch `from` holds
     /// here and this store's cursor of `from`'s log, which together say
     /// which of `from`'s writes the successor's ownership builds on.
-    async fn takeover_event(&mut self, ticket_id: TicketId, from: &RegionId, fencing_token: u64) -> Result<EventKind, Fail> {
+    async fn takeover_event(
+        &mut self,
+        ticket_id: TicketId,
+        from: &RegionId,
+        fencing_token: u64,
+    ) -> Result<EventKind, Fail> {
         let previous_epoch = match self.owner_row(ticket_id).await? {
             Some(row) => row.epoch,
             // The fenced statement misses and explains; nothing is written.
@@ -372,7 +461,12 @@ impl<'c> WriteTx<'c> {
             Some(row) => codec::uint(&row, "cursors", "applied_seq")?,
             None => 0,
         };
-        Ok(EventKind::TakenOver { from: from.clone(), fencing_token, previous_epoch, through_seq })
+        Ok(EventKind::TakenOver {
+            from: from.clone(),
+            fencing_token,
+            previous_epoch,
+            through_seq,
+        })
     }
 
     /// Who owns a ticket, for explaining a fenced write that matched no row.
@@ -387,25 +481,46 @@ impl<'c> WriteTx<'c> {
             owner: codec::parsed::<RegionId>(&row, "tickets", "owner_region")?,
             epoch: codec::epoch(&row, "tickets", "owner_epoch")?,
             handoff_to: codec::opt_text(&row, "tickets", "handoff_to")?
-                .map(|r| r.parse::<RegionId>().map_err(|e| Error::corrupt("tickets", "handoff_to", e)))
+                .map(|r| {
+                    r.parse::<RegionId>()
+                        .map_err(|e| Error::corrupt("tickets", "handoff_to", e))
+                })
                 .transpose()?,
         }))
     }
 
     /// Explains a handoff step that matched no row.
-    async fn why_not_moved(&mut self, ticket_id: TicketId, kind: &EventKind) -> Result<Error, Fail> {
-        let Some(OwnerRow { owner, epoch, handoff_to: pending, .. }) = self.owner_row(ticket_id).await? else {
+    async fn why_not_moved(
+        &mut self,
+        ticket_id: TicketId,
+        kind: &EventKind,
+    ) -> Result<Error, Fail> {
+        let Some(OwnerRow {
+            owner,
+            epoch,
+            handoff_to: pending,
+            ..
+        }) = self.owner_row(ticket_id).await?
+        else {
             return Ok(Error::TicketNotFound(ticket_id));
         };
         Ok(match (kind, pending) {
             (EventKind::HandoffOffered { .. }, Some(to)) if &owner == self.local_region => {
                 Error::Invalid(meridian_core::Error::HandoffPending { to })
             }
-            (EventKind::HandoffAccepted { from, .. }, pending) if pending.as_ref() != Some(self.local_region) => {
-                Error::Invalid(meridian_core::Error::NoSuchOffer { from: from.clone(), to: self.local_region.clone() })
+            (EventKind::HandoffAccepted { from, .. }, pending)
+                if pending.as_ref() != Some(self.local_region) =>
+            {
+                Error::Invalid(meridian_core::Error::NoSuchOffer {
+                    from: from.clone(),
+                    to: self.local_region.clone(),
+                })
             }
             (EventKind::HandoffRefused { to, .. }, pending) if pending.as_ref() != Some(to) => {
-                Error::Invalid(meridian_core::Error::NoSuchOffer { from: self.local_region.clone(), to: to.clone() })
+                Error::Invalid(meridian_core::Error::NoSuchOffer {
+                    from: self.local_region.clone(),
+                    to: to.clone(),
+                })
             }
             _ => Error::Fenced { owner, epoch },
         })
@@ -419,10 +534,15 @@ impl<'c> WriteTx<'c> {
         meta: &WriteMeta,
     ) -> Result<EventEnvelope, Fail> {
         if &summary.region != self.local_region {
-            return Err(refused(Error::invalid("summary.region", format!("{} is not this store's region", summary.region))));
+            return Err(refused(Error::invalid(
+                "summary.region",
+                format!("{} is not this store's region", summary.region),
+            )));
         }
         let id = summary.id();
-        let kind = EventKind::ShiftSummary { summary: summary.clone() };
+        let kind = EventKind::ShiftSummary {
+            summary: summary.clone(),
+        };
         let (event, row) = self.local_event(id, meridian_core::Epoch::default(), meta, kind)?;
         if !self.insert_shift_summary(summary).await? {
             return Err(refused(Error::Duplicate(format!("shift summary {id}"))));
@@ -430,7 +550,10 @@ impl<'c> WriteTx<'c> {
         self.append_local(event, row, meta)
     }
 
-    async fn insert_shift_summary(&mut self, summary: &meridian_core::ShiftSummary) -> Result<bool, Fail> {
+    async fn insert_shift_summary(
+        &mut self,
+        summary: &meridian_core::ShiftSummary,
+    ) -> Result<bool, Fail> {
         let done = sqlx::query(
             "INSERT INTO shift_summaries (summary_id, region, shift_end, summary) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (summary_id) DO NOTHING",
@@ -449,17 +572,33 @@ impl<'c> WriteTx<'c> {
     /// the alert's own and that projects nowhere (the log is its record).
     /// The same alert twice, as when two replicas of this region close the
     /// same bucket, is a duplicate.
-    pub(crate) async fn intake_spike(&mut self, kind: &EventKind, meta: &WriteMeta) -> Result<EventEnvelope, Fail> {
+    pub(crate) async fn intake_spike(
+        &mut self,
+        kind: &EventKind,
+        meta: &WriteMeta,
+    ) -> Result<EventEnvelope, Fail> {
         let (spike, id) = match kind {
             EventKind::IntakeSpike { spike } => (spike, spike.raised_id()),
             EventKind::IntakeSpikeCleared { spike } => (spike, spike.cleared_id()),
-            other => return Err(refused(Error::invalid("kind", format!("{} is not an intake spike", other.name())))),
+            other => {
+                return Err(refused(Error::invalid(
+                    "kind",
+                    format!("{} is not an intake spike", other.name()),
+                )));
+            }
         };
         if &spike.region != self.local_region {
-            return Err(refused(Error::invalid("spike.region", format!("{} is not this store's region", spike.region))));
+            return Err(refused(Error::invalid(
+                "spike.region",
+                format!("{} is not this store's region", spike.region),
+            )));
         }
-        let (event, row) = self.local_event(id, meridian_core::Epoch::default(), meta, kind.clone())?;
-        let queued = self.local_events.iter().any(|(queued, _)| queued.ticket_id == row.ticket_id);
+        let (event, row) =
+            self.local_event(id, meridian_core::Epoch::default(), meta, kind.clone())?;
+        let queued = self
+            .local_events
+            .iter()
+            .any(|(queued, _)| queued.ticket_id == row.ticket_id);
         let logged = sqlx::query("SELECT 1 FROM events WHERE ticket_id = $1 LIMIT 1")
             .bind(row.ticket_id.as_str())
             .fetch_optional(&mut *self.conn)
@@ -483,7 +622,9 @@ impl<'c> WriteTx<'c> {
         if origin == self.local_region {
             return Err(refused(Error::invalid(
                 "origin_region",
-                format!("{origin} is this store's own region; its log is written locally, not applied"),
+                format!(
+                    "{origin} is this store's own region; its log is written locally, not applied"
+                ),
             )));
         }
         let mut incoming = Vec::with_capacity(events.len());
@@ -491,7 +632,10 @@ impl<'c> WriteTx<'c> {
             if &event.origin_region != origin {
                 return Err(refused(Error::invalid(
                     "origin_region",
-                    format!("event {} of {} arrived in a batch from {origin}", event.origin_seq, event.origin_region),
+                    format!(
+                        "event {} of {} arrived in a batch from {origin}",
+                        event.origin_seq, event.origin_region
+                    ),
                 )));
             }
             let carried = match &event.kind {
@@ -517,7 +661,9 @@ impl<'c> WriteTx<'c> {
             // Epochs inside the payload must fit their columns too; checked
             // now so that a malformed event is refused, not half-applied.
             match (&event.kind, event.kind.owner_changes()) {
-                (EventKind::TicketCreated { ticket }, _) => to_db(ticket.owner.epoch.raw(), "owner.epoch").map(drop),
+                (EventKind::TicketCreated { ticket }, _) => {
+                    to_db(ticket.owner.epoch.raw(), "owner.epoch").map(drop)
+                }
                 (_, Some(changes)) => to_db(changes.epoch.raw(), "changes.epoch").map(drop),
                 (_, None) => Ok(()),
             }
@@ -538,8 +684,14 @@ impl<'c> WriteTx<'c> {
         .bind(self.now_ms)
         .execute(&mut *self.conn)
         .await?;
-        let sql = format!("SELECT applied_seq FROM cursors WHERE origin_region = $1{}", for_update(self.backend));
-        let row = sqlx::query(&sql).bind(origin.as_str()).fetch_one(&mut *self.conn).await?;
+        let sql = format!(
+            "SELECT applied_seq FROM cursors WHERE origin_region = $1{}",
+            for_update(self.backend)
+        );
+        let row = sqlx::query(&sql)
+            .bind(origin.as_str())
+            .fetch_one(&mut *self.conn)
+            .await?;
         let cursor = codec::uint(&row, "cursors", "applied_seq")?;
 
         // Duplicates at or below the cursor are skipped; the rest must
@@ -551,7 +703,11 @@ impl<'c> WriteTx<'c> {
                 continue;
             }
             if event.origin_seq > next {
-                return Err(refused(Error::Gap { origin: origin.clone(), expected: next, got: event.origin_seq }));
+                return Err(refused(Error::Gap {
+                    origin: origin.clone(),
+                    expected: next,
+                    got: event.origin_seq,
+                }));
             }
             to_apply.push((event, row));
             next += 1;
@@ -565,7 +721,11 @@ impl<'c> WriteTx<'c> {
         while let Some(((event, row), tail)) = rest.split_first() {
             // Catch-up is mostly creations and notes: runs of them go in a
             // few multi-row statements instead of two round trips each.
-            let run = rest.iter().take(APPLY_RUN_MAX).take_while(|(event, _)| inserts_only(&event.kind)).count();
+            let run = rest
+                .iter()
+                .take(APPLY_RUN_MAX)
+                .take_while(|(event, _)| inserts_only(&event.kind))
+                .count();
             if run > 1 {
                 let (bulk, tail) = rest.split_at(run);
                 self.apply_inserts(bulk, &mut applied).await?;
@@ -584,12 +744,14 @@ impl<'c> WriteTx<'c> {
             }
         }
         let new_cursor = next - 1;
-        sqlx::query("UPDATE cursors SET applied_seq = $2, updated_at = $3 WHERE origin_region = $1")
-            .bind(origin.as_str())
-            .bind(to_db(new_cursor, "origin_seq")?)
-            .bind(self.now_ms)
-            .execute(&mut *self.conn)
-            .await?;
+        sqlx::query(
+            "UPDATE cursors SET applied_seq = $2, updated_at = $3 WHERE origin_region = $1",
+        )
+        .bind(origin.as_str())
+        .bind(to_db(new_cursor, "origin_seq")?)
+        .bind(self.now_ms)
+        .execute(&mut *self.conn)
+        .await?;
         Ok((new_cursor, applied))
     }
 
@@ -598,7 +760,11 @@ impl<'c> WriteTx<'c> {
     /// be stored, and a sender that has only the copy must not send it.
     /// Senders decide so themselves; this is the receiving end's guard.
     /// A note of a ticket not here yet cannot be checked and is let in.
-    async fn refuse_redacted_copies_here(&mut self, origin: &RegionId, events: &[EventEnvelope]) -> Result<(), Fail> {
+    async fn refuse_redacted_copies_here(
+        &mut self,
+        origin: &RegionId,
+        events: &[EventEnvelope],
+    ) -> Result<(), Fail> {
         use meridian_core::residency::{is_redacted, may_hold, residency_ticket};
         let here = self.local_region.clone();
         let refusal = |event: &EventEnvelope| {
@@ -613,7 +779,9 @@ impl<'c> WriteTx<'c> {
         let mut ask = Vec::new();
         for event in events.iter().filter(|event| is_redacted(&event.kind)) {
             match &event.kind {
-                EventKind::TicketCreated { ticket } if may_hold(&ticket.residency, &here) => return Err(refusal(event)),
+                EventKind::TicketCreated { ticket } if may_hold(&ticket.residency, &here) => {
+                    return Err(refusal(event));
+                }
                 kind => ask.extend(residency_ticket(kind).map(|id| (id, event))),
             }
         }
@@ -622,10 +790,13 @@ impl<'c> WriteTx<'c> {
                 "SELECT ticket_id, residency FROM tickets WHERE ticket_id IN ({})",
                 placeholders(self.backend, 1, chunk.len())
             );
-            let query = chunk.iter().fold(sqlx::query(&sql), |q, (id, _)| q.bind(id.to_string()));
+            let query = chunk
+                .iter()
+                .fold(sqlx::query(&sql), |q, (id, _)| q.bind(id.to_string()));
             for row in query.fetch_all(&mut *self.conn).await? {
                 let id = codec::parsed::<TicketId>(&row, "tickets", "ticket_id")?;
-                let residency: std::collections::BTreeSet<RegionId> = codec::json_column(&row, "tickets", "residency")?;
+                let residency: std::collections::BTreeSet<RegionId> =
+                    codec::json_column(&row, "tickets", "residency")?;
                 if may_hold(&residency, &here)
                     && let Some((_, event)) = chunk.iter().find(|(asked, _)| *asked == id)
                 {
@@ -663,8 +834,11 @@ impl<'c> WriteTx<'c> {
                 "events above the cursor were already in the log");
         }
         new_seqs.sort_unstable();
-        let fresh: Vec<&EventEnvelope> =
-            run.iter().map(|(event, _)| *event).filter(|e| new_seqs.binary_search(&e.origin_seq).is_ok()).collect();
+        let fresh: Vec<&EventEnvelope> = run
+            .iter()
+            .map(|(event, _)| *event)
+            .filter(|e| new_seqs.binary_search(&e.origin_seq).is_ok())
+            .collect();
 
         let tickets: Vec<&Ticket> = fresh
             .iter()
@@ -674,7 +848,10 @@ impl<'c> WriteTx<'c> {
             })
             .collect();
         if !tickets.is_empty() {
-            let sql = format!("{INSERT_TICKET_HEAD}{} ON CONFLICT (ticket_id) DO NOTHING", values_rows(self.backend, tickets.len(), 19));
+            let sql = format!(
+                "{INSERT_TICKET_HEAD}{} ON CONFLICT (ticket_id) DO NOTHING",
+                values_rows(self.backend, tickets.len(), 19)
+            );
             let mut query = sqlx::query(&sql);
             for ticket in &tickets {
                 query = bind_ticket(query, ticket)?;
@@ -690,7 +867,10 @@ impl<'c> WriteTx<'c> {
             for ticket in &tickets {
                 query = query.bind(ticket.id.to_string());
             }
-            for kind in EventKind::CHANGE_KINDS.into_iter().chain(EventKind::OWNERSHIP_KINDS) {
+            for kind in EventKind::CHANGE_KINDS
+                .into_iter()
+                .chain(EventKind::OWNERSHIP_KINDS)
+            {
                 query = query.bind(kind);
             }
             for row in query.fetch_all(&mut *self.conn).await? {
@@ -707,7 +887,10 @@ impl<'c> WriteTx<'c> {
             })
             .collect();
         if !notes.is_empty() {
-            let sql = format!("{INSERT_NOTE_HEAD}{} ON CONFLICT (note_id) DO NOTHING", values_rows(self.backend, notes.len(), 7));
+            let sql = format!(
+                "{INSERT_NOTE_HEAD}{} ON CONFLICT (note_id) DO NOTHING",
+                values_rows(self.backend, notes.len(), 7)
+            );
             let mut query = sqlx::query(&sql);
             for note in &notes {
                 query = bind_note(query, note);
@@ -724,12 +907,16 @@ impl<'c> WriteTx<'c> {
                 let insert = bind_ticket(sqlx::query(INSERT_TICKET), ticket)?;
                 // Changes from other origins may have arrived first and wait
                 // in the log; the fold puts them in place.
-                if insert.execute(&mut *self.conn).await?.rows_affected() == 1 && self.has_history(ticket.id).await? {
+                if insert.execute(&mut *self.conn).await?.rows_affected() == 1
+                    && self.has_history(ticket.id).await?
+                {
                     self.rebuild(ticket.id).await?;
                 }
             }
             EventKind::NoteAdded { note } => {
-                bind_note(sqlx::query(INSERT_NOTE), note).execute(&mut *self.conn).await?;
+                bind_note(sqlx::query(INSERT_NOTE), note)
+                    .execute(&mut *self.conn)
+                    .await?;
             }
             EventKind::ShiftSummary { summary } => {
                 self.insert_shift_summary(summary).await?;
@@ -750,7 +937,9 @@ impl<'c> WriteTx<'c> {
                     self.rebuild(event.ticket_id).await?;
                 }
                 if let EventKind::HandoffOffered { note, .. } = kind {
-                    bind_note(sqlx::query(INSERT_NOTE), note).execute(&mut *self.conn).await?;
+                    bind_note(sqlx::query(INSERT_NOTE), note)
+                        .execute(&mut *self.conn)
+                        .await?;
                 }
             }
             kind => {
@@ -767,9 +956,18 @@ impl<'c> WriteTx<'c> {
     /// the projection alone. A change to a ticket not here yet stays in the
     /// log and is applied when the ticket's creation arrives (the two may
     /// come from different origins, in either order).
-    async fn apply_remote_update(&mut self, event: &EventEnvelope, changes: &TicketChanges) -> Result<(), Fail> {
+    async fn apply_remote_update(
+        &mut self,
+        event: &EventEnvelope,
+        changes: &TicketChanges,
+    ) -> Result<(), Fail> {
         let update = update_statement(event.ticket_id, changes, event.hlc_time.millis(), None)?;
-        if update.query().fetch_optional(&mut *self.conn).await?.is_some() {
+        if update
+            .query()
+            .fetch_optional(&mut *self.conn)
+            .await?
+            .is_some()
+        {
             return Ok(());
         }
         let exists = sqlx::query("SELECT 1 FROM tickets WHERE ticket_id = $1")
@@ -792,7 +990,10 @@ impl<'c> WriteTx<'c> {
         self.flush_local_events().await?;
         let query = sqlx::query("SELECT 1 FROM events WHERE ticket_id = $1 AND kind IN ($2, $3, $4, $5, $6, $7, $8) LIMIT 1")
             .bind(ticket_id.to_string());
-        let query = EventKind::CHANGE_KINDS.into_iter().chain(EventKind::OWNERSHIP_KINDS).fold(query, |q, kind| q.bind(kind));
+        let query = EventKind::CHANGE_KINDS
+            .into_iter()
+            .chain(EventKind::OWNERSHIP_KINDS)
+            .fold(query, |q, kind| q.bind(kind));
         Ok(query.fetch_optional(&mut *self.conn).await?.is_some())
     }
 
@@ -802,10 +1003,17 @@ impl<'c> WriteTx<'c> {
     /// fold must now take them back as conflicts.
     async fn moved_past_writes_here(&mut self, event: &EventEnvelope) -> Result<bool, Fail> {
         let (from, epoch, first_stale) = match &event.kind {
-            EventKind::HandoffAccepted { from, offer_seq, previous_epoch } => (from, previous_epoch, *offer_seq),
-            EventKind::TakenOver { from, previous_epoch, through_seq, .. } => {
-                (from, previous_epoch, through_seq.saturating_add(1))
-            }
+            EventKind::HandoffAccepted {
+                from,
+                offer_seq,
+                previous_epoch,
+            } => (from, previous_epoch, *offer_seq),
+            EventKind::TakenOver {
+                from,
+                previous_epoch,
+                through_seq,
+                ..
+            } => (from, previous_epoch, through_seq.saturating_add(1)),
             _ => return Ok(false),
         };
         self.flush_local_events().await?;
@@ -817,7 +1025,9 @@ impl<'c> WriteTx<'c> {
         .bind(from.as_str())
         .bind(to_db(epoch.raw(), "epoch")?)
         .bind(to_db(first_stale, "origin_seq")?);
-        let row = EventKind::CHANGE_KINDS.into_iter().fold(row, |q, kind| q.bind(kind));
+        let row = EventKind::CHANGE_KINDS
+            .into_iter()
+            .fold(row, |q, kind| q.bind(kind));
         Ok(row.fetch_optional(&mut *self.conn).await?.is_some())
     }
 
@@ -830,13 +1040,23 @@ impl<'c> WriteTx<'c> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE ticket_id = $1 AND kind IN ($2, $3, $4, $5, $6, $7, $8, $9)"
         );
-        let mut query = sqlx::query(&sql).bind(ticket_id.to_string()).bind("ticket_created");
-        for kind in EventKind::CHANGE_KINDS.into_iter().chain(EventKind::OWNERSHIP_KINDS) {
+        let mut query = sqlx::query(&sql)
+            .bind(ticket_id.to_string())
+            .bind("ticket_created");
+        for kind in EventKind::CHANGE_KINDS
+            .into_iter()
+            .chain(EventKind::OWNERSHIP_KINDS)
+        {
             query = query.bind(kind);
         }
         let rows: Vec<AnyRow> = query.fetch_all(&mut *self.conn).await?;
-        let events = rows.iter().map(codec::event_from_row).collect::<Result<Vec<_>, _>>()?;
-        let Some(replayed) = meridian_core::replay(&events) else { return Ok(()) };
+        let events = rows
+            .iter()
+            .map(codec::event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(replayed) = meridian_core::replay(&events) else {
+            return Ok(());
+        };
         let ticket = &replayed.ticket;
 
         let (sla_json, check_at, at_risk) = codec::sla_columns(&ticket.sla)?;
@@ -860,7 +1080,9 @@ impl<'c> WriteTx<'c> {
             .push(", owner_epoch = ")
             .bind(Bind::Int(to_db(ticket.owner.epoch.raw(), "epoch")?))
             .push(", handoff_to = ")
-            .bind(Bind::OptText(ticket.handoff_to.as_ref().map(|r| r.as_str().to_owned())))
+            .bind(Bind::OptText(
+                ticket.handoff_to.as_ref().map(|r| r.as_str().to_owned()),
+            ))
             .push(", updated_at = ")
             .bind(Bind::Int(millis(ticket.updated_at)))
             .push(" WHERE ticket_id = ")
@@ -869,14 +1091,19 @@ impl<'c> WriteTx<'c> {
 
         // The conflicts are exactly the fold's stale writes; one recorded
         // before keeps its first recording time.
-        let recorded = sqlx::query("SELECT origin_region, origin_seq FROM conflicts WHERE ticket_id = $1")
-            .bind(ticket_id.to_string())
-            .fetch_all(&mut *self.conn)
-            .await?;
+        let recorded =
+            sqlx::query("SELECT origin_region, origin_seq FROM conflicts WHERE ticket_id = $1")
+                .bind(ticket_id.to_string())
+                .fetch_all(&mut *self.conn)
+                .await?;
         for row in &recorded {
             let origin = codec::parsed::<RegionId>(row, "conflicts", "origin_region")?;
             let seq = codec::uint(row, "conflicts", "origin_seq")?;
-            if !replayed.stale.iter().any(|w| w.origin_region == origin && w.origin_seq == seq) {
+            if !replayed
+                .stale
+                .iter()
+                .any(|w| w.origin_region == origin && w.origin_seq == seq)
+            {
                 sqlx::query("DELETE FROM conflicts WHERE origin_region = $1 AND origin_seq = $2")
                     .bind(origin.as_str())
                     .bind(to_db(seq, "origin_seq")?)
@@ -958,7 +1185,10 @@ pub(crate) fn placeholders(backend: Backend, first: usize, count: usize) -> Stri
 /// Whether applying a replicated event only inserts rows (its projection
 /// is idempotent and reads nothing), so a run of them can go in bulk.
 fn inserts_only(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::TicketCreated { .. } | EventKind::NoteAdded { .. })
+    matches!(
+        kind,
+        EventKind::TicketCreated { .. } | EventKind::NoteAdded { .. }
+    )
 }
 
 fn for_update(backend: Backend) -> &'static str {
@@ -988,7 +1218,8 @@ fn ownership_statement(
     let mut sql = SqlBuilder::new("UPDATE tickets SET ");
     match kind {
         EventKind::HandoffOffered { to, .. } => {
-            sql.push("handoff_to = ").bind(Bind::Text(to.as_str().to_owned()));
+            sql.push("handoff_to = ")
+                .bind(Bind::Text(to.as_str().to_owned()));
         }
         EventKind::HandoffAccepted { .. } => {
             sql.push("owner_region = ")
@@ -1007,7 +1238,12 @@ fn ownership_statement(
                 .bind(Bind::Int(epoch))
                 .push(", handoff_to = NULL");
         }
-        other => return Err(Error::invalid("kind", format!("{} does not move ownership", other.name()))),
+        other => {
+            return Err(Error::invalid(
+                "kind",
+                format!("{} does not move ownership", other.name()),
+            ));
+        }
     }
     sql.push(", updated_at = CASE WHEN updated_at > ")
         .bind(Bind::Int(at))
@@ -1017,9 +1253,12 @@ fn ownership_statement(
         .bind(Bind::Text(ticket_id.to_string()));
     match (kind, local) {
         (EventKind::HandoffOffered { .. }, _) => {
-            sql.push(" AND owner_epoch = ").bind(Bind::Int(epoch)).push(" AND handoff_to IS NULL");
+            sql.push(" AND owner_epoch = ")
+                .bind(Bind::Int(epoch))
+                .push(" AND handoff_to IS NULL");
             if local {
-                sql.push(" AND owner_region = ").bind(Bind::Text(region.as_str().to_owned()));
+                sql.push(" AND owner_region = ")
+                    .bind(Bind::Text(region.as_str().to_owned()));
             }
         }
         (EventKind::HandoffAccepted { previous_epoch, .. }, true) => {
@@ -1048,7 +1287,8 @@ fn ownership_statement(
                 .push(" AND handoff_to = ")
                 .bind(Bind::Text(to.as_str().to_owned()));
             if local {
-                sql.push(" AND owner_region = ").bind(Bind::Text(region.as_str().to_owned()));
+                sql.push(" AND owner_region = ")
+                    .bind(Bind::Text(region.as_str().to_owned()));
             }
         }
         _ => {}
@@ -1072,22 +1312,32 @@ fn update_statement(
     let at = to_db(at_millis, "hlc_time")?;
     let mut sql = SqlBuilder::new("UPDATE tickets SET ");
     if let Some(status) = changes.status {
-        sql.push("status = ").bind(Bind::Text(status.as_str().to_owned())).push(", ");
+        sql.push("status = ")
+            .bind(Bind::Text(status.as_str().to_owned()))
+            .push(", ");
     }
     if let Some(assignee) = &changes.assignee {
-        sql.push("assignee = ").bind(Bind::OptText(assignee.clone())).push(", ");
+        sql.push("assignee = ")
+            .bind(Bind::OptText(assignee.clone()))
+            .push(", ");
     }
     if let Some(priority) = changes.priority {
-        sql.push("priority = ").bind(Bind::Text(priority.as_str().to_owned())).push(", ");
+        sql.push("priority = ")
+            .bind(Bind::Text(priority.as_str().to_owned()))
+            .push(", ");
     }
     if let Some(sla) = &changes.sla {
         let (sla_json, check_at, at_risk) = codec::sla_columns(sla)?;
-        sql.push("sla = ").bind(Bind::Text(sla_json)).push(", sla_check_at = ");
+        sql.push("sla = ")
+            .bind(Bind::Text(sla_json))
+            .push(", sla_check_at = ");
         match check_at {
             Some(at) => sql.bind(Bind::Int(at)),
             None => sql.push("NULL"),
         };
-        sql.push(", sla_at_risk = ").bind(Bind::Int(at_risk)).push(", ");
+        sql.push(", sla_at_risk = ")
+            .bind(Bind::Int(at_risk))
+            .push(", ");
     }
     sql.push("updated_at = CASE WHEN updated_at > ")
         .bind(Bind::Int(at))
@@ -1098,11 +1348,14 @@ fn update_statement(
         .push(" AND owner_epoch = ")
         .bind(Bind::Int(to_db(changes.epoch.raw(), "epoch")?));
     if let Some(owner) = owner {
-        sql.push(" AND owner_region = ").bind(Bind::Text(owner.as_str().to_owned()));
+        sql.push(" AND owner_region = ")
+            .bind(Bind::Text(owner.as_str().to_owned()));
         sql.push(" AND handoff_to IS NULL");
         if let Some(to) = changes.status {
             sql.push(" AND status IN (");
-            let from = Status::ALL.into_iter().filter(|from| *from == to || from.can_become(to));
+            let from = Status::ALL
+                .into_iter()
+                .filter(|from| *from == to || from.can_become(to));
             for (i, from) in from.enumerate() {
                 if i > 0 {
                     sql.push(", ");
@@ -1142,6 +1395,9 @@ mod tests {
             "{sql}"
         );
         let remote = update_statement(id, &changes, 5, None).unwrap().sql;
-        assert!(remote.contains("AND owner_epoch = $6 RETURNING"), "{remote}");
+        assert!(
+            remote.contains("AND owner_epoch = $6 RETURNING"),
+            "{remote}"
+        );
     }
 }

@@ -12,13 +12,25 @@ struct Migration {
 }
 
 const SQLITE: &[Migration] = &[
-    Migration { version: 1, sql: include_str!("../migrations/sqlite/0001_init.sql") },
-    Migration { version: 2, sql: include_str!("../migrations/sqlite/0002_writer_generation.sql") },
+    Migration {
+        version: 1,
+        sql: include_str!("../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../migrations/sqlite/0002_writer_generation.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
-    Migration { version: 1, sql: include_str!("../migrations/postgres/0001_init.sql") },
-    Migration { version: 2, sql: include_str!("../migrations/postgres/0002_writer_generation.sql") },
+    Migration {
+        version: 1,
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../migrations/postgres/0002_writer_generation.sql"),
+    },
 ];
 
 fn migrations(backend: Backend) -> &'static [Migration] {
@@ -30,14 +42,21 @@ fn migrations(backend: Backend) -> &'static [Migration] {
 
 /// The newest schema version this build knows.
 pub fn schema_version(backend: Backend) -> i64 {
-    migrations(backend).iter().map(|m| m.version).max().unwrap_or(0)
+    migrations(backend)
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Opens a write transaction. On SQLite it takes the write lock at `BEGIN`
 /// (`IMMEDIATE`): a deferred transaction that reads first and writes later
 /// can fail with `SQLITE_BUSY` when another connection wrote in between,
 /// without the busy timeout ever being consulted.
-pub(crate) async fn begin_write(pool: &AnyPool, backend: Backend) -> Result<Transaction<'static, Any>, sqlx::Error> {
+pub(crate) async fn begin_write(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<Transaction<'static, Any>, sqlx::Error> {
     match backend {
         Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
         Backend::Postgres => pool.begin().await,
@@ -55,7 +74,9 @@ pub(crate) async fn migrate(pool: &AnyPool, backend: Backend, now_ms: i64) -> Re
 
     let mut tx = begin_write(pool, backend).await?;
     if backend == Backend::Postgres {
-        (&mut *tx).execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE").await?;
+        (&mut *tx)
+            .execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+            .await?;
     }
     let applied = sqlx::query("SELECT version FROM schema_migrations ORDER BY version")
         .fetch_all(&mut *tx)
@@ -81,7 +102,10 @@ pub(crate) async fn migrate(pool: &AnyPool, backend: Backend, now_ms: i64) -> Re
         if applied.contains(&migration.version) {
             continue;
         }
-        let failed = |e: sqlx::Error| Error::Migration { version: migration.version, reason: e.to_string() };
+        let failed = |e: sqlx::Error| Error::Migration {
+            version: migration.version,
+            reason: e.to_string(),
+        };
         (&mut *tx).execute(migration.sql).await.map_err(failed)?;
         sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
             .bind(migration.version)

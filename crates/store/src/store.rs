@@ -8,7 +8,8 @@ use std::{
 
 use jiff::Timestamp;
 use meridian_core::{
-    Clock, Epoch, EventEnvelope, EventKind, HandoffNote, Note, RegionId, SlaAlert, SlaMetric, Ticket, TicketChanges, TicketId,
+    Clock, Epoch, EventEnvelope, EventKind, HandoffNote, Note, RegionId, SlaAlert, SlaMetric,
+    Ticket, TicketChanges, TicketId,
 };
 use sqlx::{
     AnyConnection, AnyPool, Executor,
@@ -21,10 +22,11 @@ use tokio::{
 };
 
 use crate::{
-    Backend, Error, QueueCounts, Result, StoreConfig, Synchronous, TicketFilter, TicketPage, TicketRecord,
+    Backend, Error, QueueCounts, Result, StoreConfig, Synchronous, TicketFilter, TicketPage,
+    TicketRecord,
     codec::{
-        self, Bind, CONFLICT_COLUMNS, EVENT_COLUMNS, NOTE_COLUMNS, SqlBuilder, TICKET_COLUMNS, millis, to_db,
-        truncate_ms, truncate_ticket_times,
+        self, Bind, CONFLICT_COLUMNS, EVENT_COLUMNS, NOTE_COLUMNS, SqlBuilder, TICKET_COLUMNS,
+        millis, to_db, truncate_ms, truncate_ticket_times,
     },
     schema,
     writer::{Job, Reply, StatsCounters, Writer, WriterStats},
@@ -124,7 +126,11 @@ impl Store {
     /// beside its successor. Sequence heads and cursors are read from the
     /// database in every transaction, so nothing of a former active's
     /// memory needs to be carried over.
-    pub async fn open_fenced(config: &StoreConfig, local_region: &RegionId, clock: Arc<dyn Clock>) -> Result<Store> {
+    pub async fn open_fenced(
+        config: &StoreConfig,
+        local_region: &RegionId,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store> {
         Self::open_inner(config, local_region, clock, true).await
     }
 
@@ -138,32 +144,40 @@ impl Store {
         sqlx::any::install_default_drivers();
 
         let synchronous = config.sqlite_synchronous;
-        let mut options = AnyPoolOptions::new().max_connections(config.max_connections).after_connect(
-            move |conn: &mut AnyConnection, _meta: PoolConnectionMetadata| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // Per-connection settings, so they are set on every
-                        // connection the pool opens. WAL lets reads proceed
-                        // while the writer commits.
-                        conn.execute(sqlite_pragmas(synchronous)).await?;
-                    }
-                    Ok(())
-                })
-            },
-        );
+        let mut options = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .after_connect(
+                move |conn: &mut AnyConnection, _meta: PoolConnectionMetadata| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            // Per-connection settings, so they are set on every
+                            // connection the pool opens. WAL lets reads proceed
+                            // while the writer commits.
+                            conn.execute(sqlite_pragmas(synchronous)).await?;
+                        }
+                        Ok(())
+                    })
+                },
+            );
         if backend == Backend::Sqlite && config.is_sqlite_memory() {
             // An in-memory database dies with its last connection, and
             // several connections to it would contend on shared-cache table
             // locks: keep exactly one, forever.
-            options = options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+            options = options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
         }
         let pool = options.connect(&config.url).await?;
 
         schema::migrate(&pool, backend, millis(clock.now())).await?;
-        sqlx::query("INSERT INTO origins (region, last_seq) VALUES ($1, 0) ON CONFLICT (region) DO NOTHING")
-            .bind(local_region.as_str())
-            .execute(&pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO origins (region, last_seq) VALUES ($1, 0) ON CONFLICT (region) DO NOTHING",
+        )
+        .bind(local_region.as_str())
+        .execute(&pool)
+        .await?;
         // Claiming waits for the row lock every write transaction takes
         // first, so a transaction of the former writer either committed
         // before this or will see the new generation and refuse.
@@ -183,7 +197,10 @@ impl Store {
         };
         let (superseded, _) = tokio::sync::watch::channel(None);
         // Residency's fast path: most meshes pin no ticket at all.
-        let pinned = sqlx::query("SELECT 1 FROM tickets WHERE residency <> '[]' LIMIT 1").fetch_optional(&pool).await?.is_some();
+        let pinned = sqlx::query("SELECT 1 FROM tickets WHERE residency <> '[]' LIMIT 1")
+            .fetch_optional(&pool)
+            .await?
+            .is_some();
 
         let (events, _) = broadcast::channel(SUBSCRIBE_CAPACITY);
         let (conflicts, _) = broadcast::channel(SUBSCRIBE_CAPACITY);
@@ -231,9 +248,17 @@ impl Store {
     /// store. From then on it refuses every write.
     pub async fn superseded(&self) -> Error {
         let mut watch = self.inner.superseded.subscribe();
-        let seen = watch.wait_for(Option::is_some).await.ok().and_then(|seen| *seen);
+        let seen = watch
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|seen| *seen);
         match seen {
-            Some((held, current)) => Error::Superseded { region: self.inner.local_region.clone(), held, current },
+            Some((held, current)) => Error::Superseded {
+                region: self.inner.local_region.clone(),
+                held,
+                current,
+            },
             // The sender lives in `Inner`, as long as this handle: not
             // reached while `self` exists, and never resolves falsely.
             None => std::future::pending().await,
@@ -252,8 +277,19 @@ impl Store {
     /// already queued, then closes the pool. Later calls return
     /// [`Error::Closed`] (writes) or a pool-closed database error (reads).
     pub async fn close(&self) {
-        drop(self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner).take());
-        let writer = self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(
+            self.inner
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(writer) = writer
             && let Err(e) = writer.await
         {
@@ -264,10 +300,20 @@ impl Store {
 
     /// Queues a write and waits for its committed answer.
     async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T> {
-        let queue = self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let Some(queue) = queue else { return Err(Error::Closed) };
+        let queue = self
+            .inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(queue) = queue else {
+            return Err(Error::Closed);
+        };
         let (sender, answer) = oneshot::channel();
-        queue.send(job(Reply::new(sender))).await.map_err(|_| Error::Closed)?;
+        queue
+            .send(job(Reply::new(sender)))
+            .await
+            .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
@@ -275,12 +321,23 @@ impl Store {
 
     /// Creates a ticket owned by this region: event `TicketCreated` at the
     /// ticket's epoch. Instants are kept to the millisecond.
-    pub async fn create_ticket(&self, mut ticket: Ticket, meta: WriteMeta) -> Result<EventEnvelope> {
+    pub async fn create_ticket(
+        &self,
+        mut ticket: Ticket,
+        meta: WriteMeta,
+    ) -> Result<EventEnvelope> {
         truncate_ticket_times(&mut ticket);
         if !ticket.residency.is_empty() {
-            self.inner.pinned.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.inner
+                .pinned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        self.submit(|reply| Job::CreateTicket { ticket, meta, reply }).await
+        self.submit(|reply| Job::CreateTicket {
+            ticket,
+            meta,
+            reply,
+        })
+        .await
     }
 
     /// Applies owner-scoped changes, fenced on `changes.epoch`: refused with
@@ -294,7 +351,13 @@ impl Store {
         meta: WriteMeta,
     ) -> Result<(Ticket, EventEnvelope)> {
         let kind = EventKind::TicketUpdated { changes };
-        self.submit(|reply| Job::UpdateTicket { ticket_id, kind, meta, reply }).await
+        self.submit(|reply| Job::UpdateTicket {
+            ticket_id,
+            kind,
+            meta,
+            reply,
+        })
+        .await
     }
 
     /// Records that an SLA clock passed its warning share or its deadline:
@@ -312,21 +375,44 @@ impl Store {
         if let Some(sla) = changes.sla.as_mut() {
             codec::truncate_sla(sla);
         }
-        let Some(due) = changes.sla.as_ref().and_then(|sla| sla.clock(metric)).map(|clock| clock.due) else {
-            return Err(Error::invalid("changes.sla", format!("carries no {metric} clock")));
+        let Some(due) = changes
+            .sla
+            .as_ref()
+            .and_then(|sla| sla.clock(metric))
+            .map(|clock| clock.due)
+        else {
+            return Err(Error::invalid(
+                "changes.sla",
+                format!("carries no {metric} clock"),
+            ));
         };
         let kind = match alert {
-            SlaAlert::Warning => EventKind::SlaWarning { metric, due, changes },
-            SlaAlert::Breached => EventKind::SlaBreached { metric, due, changes },
+            SlaAlert::Warning => EventKind::SlaWarning {
+                metric,
+                due,
+                changes,
+            },
+            SlaAlert::Breached => EventKind::SlaBreached {
+                metric,
+                due,
+                changes,
+            },
         };
-        self.submit(|reply| Job::UpdateTicket { ticket_id, kind, meta, reply }).await
+        self.submit(|reply| Job::UpdateTicket {
+            ticket_id,
+            kind,
+            meta,
+            reply,
+        })
+        .await
     }
 
     /// Adds a note (event `NoteAdded` at the ticket's current epoch). A
     /// second note with the same id is [`Error::Duplicate`].
     pub async fn add_note(&self, mut note: Note, meta: WriteMeta) -> Result<EventEnvelope> {
         note.created_at = truncate_ms(note.created_at);
-        self.submit(|reply| Job::AddNote { note, meta, reply }).await
+        self.submit(|reply| Job::AddNote { note, meta, reply })
+            .await
     }
 
     // ---- handoff ----
@@ -345,7 +431,14 @@ impl Store {
     ) -> Result<(Ticket, EventEnvelope)> {
         note.created_at = truncate_ms(note.created_at);
         let kind = EventKind::HandoffOffered { to, handoff, note };
-        self.submit(|reply| Job::Ownership { ticket_id, epoch, kind, meta, reply }).await
+        self.submit(|reply| Job::Ownership {
+            ticket_id,
+            epoch,
+            kind,
+            meta,
+            reply,
+        })
+        .await
     }
 
     /// This region accepts the pending offer `from` made as `offer_seq` of
@@ -360,8 +453,19 @@ impl Store {
         new_epoch: Epoch,
         meta: WriteMeta,
     ) -> Result<(Ticket, EventEnvelope)> {
-        let kind = EventKind::HandoffAccepted { from, offer_seq, previous_epoch };
-        self.submit(|reply| Job::Ownership { ticket_id, epoch: new_epoch, kind, meta, reply }).await
+        let kind = EventKind::HandoffAccepted {
+            from,
+            offer_seq,
+            previous_epoch,
+        };
+        self.submit(|reply| Job::Ownership {
+            ticket_id,
+            epoch: new_epoch,
+            kind,
+            meta,
+            reply,
+        })
+        .await
     }
 
     /// The owner records that `to` refused its offer made at `epoch`, and
@@ -375,7 +479,14 @@ impl Store {
         meta: WriteMeta,
     ) -> Result<(Ticket, EventEnvelope)> {
         let kind = EventKind::HandoffRefused { to, reason };
-        self.submit(|reply| Job::Ownership { ticket_id, epoch, kind, meta, reply }).await
+        self.submit(|reply| Job::Ownership {
+            ticket_id,
+            epoch,
+            kind,
+            meta,
+            reply,
+        })
+        .await
     }
 
     /// The successor takes a ticket the failed region `from` owned: event
@@ -391,25 +502,55 @@ impl Store {
         new_epoch: Epoch,
         meta: WriteMeta,
     ) -> Result<(Ticket, EventEnvelope)> {
-        let kind = EventKind::TakenOver { from, fencing_token, previous_epoch: Epoch::default(), through_seq: 0 };
-        self.submit(|reply| Job::Ownership { ticket_id, epoch: new_epoch, kind, meta, reply }).await
+        let kind = EventKind::TakenOver {
+            from,
+            fencing_token,
+            previous_epoch: Epoch::default(),
+            through_seq: 0,
+        };
+        self.submit(|reply| Job::Ownership {
+            ticket_id,
+            epoch: new_epoch,
+            kind,
+            meta,
+            reply,
+        })
+        .await
     }
 
     /// Records the summary of a shift of this region.
-    pub async fn record_shift_summary(&self, summary: meridian_core::ShiftSummary, meta: WriteMeta) -> Result<EventEnvelope> {
-        self.submit(|reply| Job::ShiftSummary { summary, meta, reply }).await
+    pub async fn record_shift_summary(
+        &self,
+        summary: meridian_core::ShiftSummary,
+        meta: WriteMeta,
+    ) -> Result<EventEnvelope> {
+        self.submit(|reply| Job::ShiftSummary {
+            summary,
+            meta,
+            reply,
+        })
+        .await
     }
 
     /// Records an intake-spike alert of this region, raised
     /// ([`EventKind::IntakeSpike`]) or cleared
     /// ([`EventKind::IntakeSpikeCleared`]); the same alert twice is
     /// [`Error::Duplicate`].
-    pub async fn record_intake_spike(&self, kind: EventKind, meta: WriteMeta) -> Result<EventEnvelope> {
-        self.submit(|reply| Job::IntakeSpike { kind, meta, reply }).await
+    pub async fn record_intake_spike(
+        &self,
+        kind: EventKind,
+        meta: WriteMeta,
+    ) -> Result<EventEnvelope> {
+        self.submit(|reply| Job::IntakeSpike { kind, meta, reply })
+            .await
     }
 
     /// Shift summaries, newest shift end first, of one region or all.
-    pub async fn shift_summaries(&self, region: Option<&RegionId>, limit: u32) -> Result<Vec<meridian_core::ShiftSummary>> {
+    pub async fn shift_summaries(
+        &self,
+        region: Option<&RegionId>,
+        limit: u32,
+    ) -> Result<Vec<meridian_core::ShiftSummary>> {
         let limit = i64::from(limit.clamp(1, LIST_LIMIT_MAX));
         let rows = match region {
             Some(region) => {
@@ -426,11 +567,17 @@ impl Store {
                     .await?
             }
         };
-        rows.iter().map(|row| codec::json_column(row, "shift_summaries", "summary")).collect()
+        rows.iter()
+            .map(|row| codec::json_column(row, "shift_summaries", "summary"))
+            .collect()
     }
 
     /// The latest handoff offer written in `origin`'s log for a ticket.
-    pub async fn last_offer(&self, ticket_id: TicketId, origin: &RegionId) -> Result<Option<EventEnvelope>> {
+    pub async fn last_offer(
+        &self,
+        ticket_id: TicketId,
+        origin: &RegionId,
+    ) -> Result<Option<EventEnvelope>> {
         let row = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE ticket_id = $1 AND origin_region = $2 AND kind = $3 \
              ORDER BY origin_seq DESC LIMIT 1"
@@ -452,7 +599,12 @@ impl Store {
             self.inner.pinned.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         let origin = origin.clone();
-        self.submit(|reply| Job::ApplyRemote { origin, events, reply }).await
+        self.submit(|reply| Job::ApplyRemote {
+            origin,
+            events,
+            reply,
+        })
+        .await
     }
 
     /// The last origin_seq of `origin` applied here; 0 when none.
@@ -467,7 +619,12 @@ impl Store {
     /// Waits until this store has applied `origin`'s log up to `seq`
     /// (durably: the cursor commits with the events). False on timeout.
     /// Woken by the commit broadcast, so it costs no polling.
-    pub async fn wait_applied(&self, origin: &RegionId, seq: u64, timeout: std::time::Duration) -> Result<bool> {
+    pub async fn wait_applied(
+        &self,
+        origin: &RegionId,
+        seq: u64,
+        timeout: std::time::Duration,
+    ) -> Result<bool> {
         // Subscribe before reading the cursor, so an apply in between is seen.
         let mut committed = self.inner.events.subscribe();
         if self.cursor(origin).await? >= seq {
@@ -476,7 +633,9 @@ impl Store {
         let waited = tokio::time::timeout(timeout, async {
             loop {
                 match committed.recv().await {
-                    Ok(event) if &event.origin_region == origin && event.origin_seq >= seq => return Ok(true),
+                    Ok(event) if &event.origin_region == origin && event.origin_seq >= seq => {
+                        return Ok(true);
+                    }
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         if self.cursor(origin).await? >= seq {
@@ -516,22 +675,26 @@ impl Store {
     pub async fn get_ticket(&self, id: TicketId) -> Result<Option<TicketRecord>> {
         let mut conn = self.inner.pool.acquire().await?;
         let id_text = id.to_string();
-        let row = sqlx::query(&format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE ticket_id = $1"))
-            .bind(id_text.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {TICKET_COLUMNS} FROM tickets WHERE ticket_id = $1"
+        ))
+        .bind(id_text.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let ticket = codec::ticket_from_row(&row)?;
-        let notes =
-            sqlx::query(&format!("SELECT {NOTE_COLUMNS} FROM notes WHERE ticket_id = $1 ORDER BY created_at, note_id"))
-                .bind(id_text.as_str())
-                .fetch_all(&mut *conn)
-                .await?;
-        let conflicts =
-            sqlx::query(&format!("SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE ticket_id = $1 ORDER BY id"))
-                .bind(id_text.as_str())
-                .fetch_all(&mut *conn)
-                .await?;
+        let notes = sqlx::query(&format!(
+            "SELECT {NOTE_COLUMNS} FROM notes WHERE ticket_id = $1 ORDER BY created_at, note_id"
+        ))
+        .bind(id_text.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+        let conflicts = sqlx::query(&format!(
+            "SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE ticket_id = $1 ORDER BY id"
+        ))
+        .bind(id_text.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
         Ok(Some(TicketRecord {
             ticket,
             notes: decode_all(&notes, codec::note_from_row)?,
@@ -546,31 +709,44 @@ impl Store {
         let limit = filter.limit.clamp(1, LIST_LIMIT_MAX);
         let mut sql = SqlBuilder::new(format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE 1 = 1"));
         if let Some(status) = filter.status {
-            sql.push(" AND status = ").bind(Bind::Text(status.as_str().to_owned()));
+            sql.push(" AND status = ")
+                .bind(Bind::Text(status.as_str().to_owned()));
         }
         if let Some(owner) = &filter.owner_region {
-            sql.push(" AND owner_region = ").bind(Bind::Text(owner.as_str().to_owned()));
+            sql.push(" AND owner_region = ")
+                .bind(Bind::Text(owner.as_str().to_owned()));
         }
         if let Some(assignee) = &filter.assignee {
-            sql.push(" AND assignee = ").bind(Bind::Text(assignee.clone()));
+            sql.push(" AND assignee = ")
+                .bind(Bind::Text(assignee.clone()));
         }
         if let Some(tier) = &filter.tier {
-            sql.push(" AND tier = ").bind(Bind::Text(tier.as_str().to_owned()));
+            sql.push(" AND tier = ")
+                .bind(Bind::Text(tier.as_str().to_owned()));
         }
         if filter.sla_at_risk {
             sql.push(" AND sla_at_risk = ").bind(Bind::Int(1));
         }
         if let Some(after) = filter.after {
-            sql.push(" AND ticket_id > ").bind(Bind::Text(after.to_string()));
+            sql.push(" AND ticket_id > ")
+                .bind(Bind::Text(after.to_string()));
         }
         // One row more than asked tells whether another page exists.
-        sql.push(" ORDER BY ticket_id LIMIT ").bind(Bind::Int(i64::from(limit) + 1));
+        sql.push(" ORDER BY ticket_id LIMIT ")
+            .bind(Bind::Int(i64::from(limit) + 1));
         let rows = sql.query().fetch_all(&self.inner.pool).await?;
         let mut tickets = decode_all(&rows, codec::ticket_from_row)?;
         let more = tickets.len() > limit as usize;
         tickets.truncate(limit as usize);
-        let next_after = if more { tickets.last().map(|t| t.id) } else { None };
-        Ok(TicketPage { tickets, next_after })
+        let next_after = if more {
+            tickets.last().map(|t| t.id)
+        } else {
+            None
+        };
+        Ok(TicketPage {
+            tickets,
+            next_after,
+        })
     }
 
     /// How many tickets `owner` holds, by status, and how many of its open
@@ -585,7 +761,9 @@ impl Store {
         let mut counts = QueueCounts::default();
         for row in &rows {
             let status = codec::text(row, "tickets", "status")?;
-            counts.by_status.insert(status, codec::uint(row, "tickets", "tickets")?);
+            counts
+                .by_status
+                .insert(status, codec::uint(row, "tickets", "tickets")?);
         }
         let row = sqlx::query(
             "SELECT COUNT(*) AS tickets FROM tickets WHERE owner_region = $1 AND sla_at_risk = 1 \
@@ -600,7 +778,12 @@ impl Store {
 
     /// Tickets owned by `owner` whose SLA clocks need a look at `now` (a
     /// warning or a deadline has passed), earliest first, at most `limit`.
-    pub async fn sla_due(&self, owner: &RegionId, now: Timestamp, limit: u32) -> Result<Vec<Ticket>> {
+    pub async fn sla_due(
+        &self,
+        owner: &RegionId,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Ticket>> {
         let rows = sqlx::query(&format!(
             "SELECT {TICKET_COLUMNS} FROM tickets WHERE owner_region = $1 AND sla_check_at <= $2 \
              ORDER BY sla_check_at LIMIT $3"
@@ -615,7 +798,12 @@ impl Store {
 
     /// Events of `origin` after `after_seq`, in origin_seq order, at most
     /// `limit` (capped at [`EVENTS_PAGE_MAX`]).
-    pub async fn events_after(&self, origin: &RegionId, after_seq: u64, limit: u32) -> Result<Vec<EventEnvelope>> {
+    pub async fn events_after(
+        &self,
+        origin: &RegionId,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<EventEnvelope>> {
         let limit = limit.min(EVENTS_PAGE_MAX);
         if limit == 0 {
             return Ok(Vec::new());
@@ -698,8 +886,14 @@ impl Store {
     /// Writes queued for the writer right now, not counting the batch it is
     /// committing: the depth of the group-commit queue.
     pub fn queued_writes(&self) -> usize {
-        let queue = self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        queue.as_ref().map_or(0, |queue| queue.max_capacity() - queue.capacity())
+        let queue = self
+            .inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        queue
+            .as_ref()
+            .map_or(0, |queue| queue.max_capacity() - queue.capacity())
     }
 
     /// Group-commit counters of this store's writer since it opened.
@@ -717,7 +911,10 @@ impl Store {
 /// `after_connect` callback must not borrow anything of its own.
 fn sqlite_pragmas(synchronous: Synchronous) -> &'static str {
     // Keep the busy timeout in step with SQLITE_BUSY_TIMEOUT_MS.
-    const _: () = assert!(SQLITE_BUSY_TIMEOUT_MS == 5_000, "invariant: pragma strings match SQLITE_BUSY_TIMEOUT_MS");
+    const _: () = assert!(
+        SQLITE_BUSY_TIMEOUT_MS == 5_000,
+        "invariant: pragma strings match SQLITE_BUSY_TIMEOUT_MS"
+    );
     match synchronous {
         Synchronous::Normal => {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
@@ -759,7 +956,11 @@ mod intake_spike_tests {
     }
 
     fn meta() -> WriteMeta {
-        WriteMeta { hlc_time: HlcTimestamp::new(1_780_000_000_000, 0), traceparent: None, at: Timestamp::UNIX_EPOCH }
+        WriteMeta {
+            hlc_time: HlcTimestamp::new(1_780_000_000_000, 0),
+            traceparent: None,
+            at: Timestamp::UNIX_EPOCH,
+        }
     }
 
     /// Spike events are logged under their own id, once; replicated ones
@@ -768,20 +969,53 @@ mod intake_spike_tests {
     async fn intake_spikes_are_logged_once_and_replicate() {
         let dir = tempfile::tempdir().unwrap();
         let us = RegionId::new("us-east").unwrap();
-        let store = Store::open(&StoreConfig::sqlite_file(&dir.path().join("s.db")), &us).await.unwrap();
+        let store = Store::open(&StoreConfig::sqlite_file(&dir.path().join("s.db")), &us)
+            .await
+            .unwrap();
 
-        let raised = EventKind::IntakeSpike { spike: spike("us-east") };
-        let event = store.record_intake_spike(raised.clone(), meta()).await.unwrap();
+        let raised = EventKind::IntakeSpike {
+            spike: spike("us-east"),
+        };
+        let event = store
+            .record_intake_spike(raised.clone(), meta())
+            .await
+            .unwrap();
         assert_eq!(event.ticket_id, spike("us-east").raised_id());
         assert_eq!(event.epoch, Epoch::default());
-        let again = store.record_intake_spike(raised.clone(), meta()).await.unwrap_err();
+        let again = store
+            .record_intake_spike(raised.clone(), meta())
+            .await
+            .unwrap_err();
         assert!(matches!(again, Error::Duplicate(_)), "{again}");
-        let cleared = EventKind::IntakeSpikeCleared { spike: spike("us-east") };
-        assert_eq!(store.record_intake_spike(cleared, meta()).await.unwrap().ticket_id, spike("us-east").cleared_id());
-        let foreign = store.record_intake_spike(EventKind::IntakeSpike { spike: spike("eu-west") }, meta()).await;
+        let cleared = EventKind::IntakeSpikeCleared {
+            spike: spike("us-east"),
+        };
+        assert_eq!(
+            store
+                .record_intake_spike(cleared, meta())
+                .await
+                .unwrap()
+                .ticket_id,
+            spike("us-east").cleared_id()
+        );
+        let foreign = store
+            .record_intake_spike(
+                EventKind::IntakeSpike {
+                    spike: spike("eu-west"),
+                },
+                meta(),
+            )
+            .await;
         assert!(foreign.unwrap_err().to_string().contains("spike.region"));
-        let not_a_spike = EventKind::TicketUpdated { changes: TicketChanges::default() };
-        assert!(store.record_intake_spike(not_a_spike, meta()).await.is_err());
+        let not_a_spike = EventKind::TicketUpdated {
+            changes: TicketChanges::default(),
+        };
+        assert!(
+            store
+                .record_intake_spike(not_a_spike, meta())
+                .await
+                .is_err()
+        );
         assert_eq!(store.events_after(&us, 0, 10).await.unwrap().len(), 2);
 
         let eu = RegionId::new("eu-west").unwrap();
@@ -793,13 +1027,41 @@ mod intake_spike_tests {
             epoch: Epoch::default(),
             hlc_time: HlcTimestamp::new(1_780_000_000_001, 0),
             traceparent: None,
-            kind: EventKind::IntakeSpike { spike: theirs.clone() },
+            kind: EventKind::IntakeSpike {
+                spike: theirs.clone(),
+            },
         };
-        let mislabelled = store.apply_remote(&eu, vec![remote(theirs.cleared_id())]).await.unwrap_err();
-        assert!(mislabelled.to_string().contains("ticket_id"), "{mislabelled}");
-        assert_eq!(store.apply_remote(&eu, vec![remote(theirs.raised_id())]).await.unwrap(), 1);
-        assert_eq!(store.events_for_ticket(theirs.raised_id()).await.unwrap().len(), 1);
-        assert!(store.get_ticket(theirs.raised_id()).await.unwrap().is_none(), "no projection");
+        let mislabelled = store
+            .apply_remote(&eu, vec![remote(theirs.cleared_id())])
+            .await
+            .unwrap_err();
+        assert!(
+            mislabelled.to_string().contains("ticket_id"),
+            "{mislabelled}"
+        );
+        assert_eq!(
+            store
+                .apply_remote(&eu, vec![remote(theirs.raised_id())])
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .events_for_ticket(theirs.raised_id())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            store
+                .get_ticket(theirs.raised_id())
+                .await
+                .unwrap()
+                .is_none(),
+            "no projection"
+        );
         store.close().await;
     }
 }

@@ -30,12 +30,18 @@ pub(crate) struct Reply<T> {
 
 impl<T> Reply<T> {
     pub(crate) fn new(sender: oneshot::Sender<Result<T>>) -> Self {
-        Self { sender, outcome: None }
+        Self {
+            sender,
+            outcome: None,
+        }
     }
 
     /// Records the command's outcome. Refusals are outcomes too: they wrote
     /// nothing, so the batch goes on. Other failures abort the transaction.
-    fn settle(&mut self, result: Result<(T, Vec<EventEnvelope>), Fail>) -> Result<Vec<EventEnvelope>> {
+    fn settle(
+        &mut self,
+        result: Result<(T, Vec<EventEnvelope>), Fail>,
+    ) -> Result<Vec<EventEnvelope>> {
         match result {
             Ok((value, events)) => {
                 self.outcome = Some(Ok(value));
@@ -65,13 +71,44 @@ impl<T> Reply<T> {
 
 /// One queued write.
 pub(crate) enum Job {
-    CreateTicket { ticket: Ticket, meta: WriteMeta, reply: Reply<EventEnvelope> },
-    UpdateTicket { ticket_id: TicketId, kind: EventKind, meta: WriteMeta, reply: Reply<(Ticket, EventEnvelope)> },
-    AddNote { note: Note, meta: WriteMeta, reply: Reply<EventEnvelope> },
-    Ownership { ticket_id: TicketId, epoch: Epoch, kind: EventKind, meta: WriteMeta, reply: Reply<(Ticket, EventEnvelope)> },
-    ApplyRemote { origin: RegionId, events: Vec<EventEnvelope>, reply: Reply<u64> },
-    ShiftSummary { summary: meridian_core::ShiftSummary, meta: WriteMeta, reply: Reply<EventEnvelope> },
-    IntakeSpike { kind: EventKind, meta: WriteMeta, reply: Reply<EventEnvelope> },
+    CreateTicket {
+        ticket: Ticket,
+        meta: WriteMeta,
+        reply: Reply<EventEnvelope>,
+    },
+    UpdateTicket {
+        ticket_id: TicketId,
+        kind: EventKind,
+        meta: WriteMeta,
+        reply: Reply<(Ticket, EventEnvelope)>,
+    },
+    AddNote {
+        note: Note,
+        meta: WriteMeta,
+        reply: Reply<EventEnvelope>,
+    },
+    Ownership {
+        ticket_id: TicketId,
+        epoch: Epoch,
+        kind: EventKind,
+        meta: WriteMeta,
+        reply: Reply<(Ticket, EventEnvelope)>,
+    },
+    ApplyRemote {
+        origin: RegionId,
+        events: Vec<EventEnvelope>,
+        reply: Reply<u64>,
+    },
+    ShiftSummary {
+        summary: meridian_core::ShiftSummary,
+        meta: WriteMeta,
+        reply: Reply<EventEnvelope>,
+    },
+    IntakeSpike {
+        kind: EventKind,
+        meta: WriteMeta,
+        reply: Reply<EventEnvelope>,
+    },
 }
 
 impl Job {
@@ -79,11 +116,20 @@ impl Job {
     /// transaction commits).
     async fn run(&mut self, tx: &mut WriteTx<'_>) -> Result<Vec<EventEnvelope>> {
         match self {
-            Job::CreateTicket { ticket, meta, reply } => {
+            Job::CreateTicket {
+                ticket,
+                meta,
+                reply,
+            } => {
                 let result = tx.create_ticket(ticket, meta).await;
                 reply.settle(result.map(|event| (event.clone(), vec![event])))
             }
-            Job::UpdateTicket { ticket_id, kind, meta, reply } => {
+            Job::UpdateTicket {
+                ticket_id,
+                kind,
+                meta,
+                reply,
+            } => {
                 let result = tx.update_ticket(*ticket_id, kind, meta).await;
                 reply.settle(result.map(|(ticket, event)| ((ticket, event.clone()), vec![event])))
             }
@@ -91,12 +137,26 @@ impl Job {
                 let result = tx.add_note(note, meta).await;
                 reply.settle(result.map(|event| (event.clone(), vec![event])))
             }
-            Job::Ownership { ticket_id, epoch, kind, meta, reply } => {
+            Job::Ownership {
+                ticket_id,
+                epoch,
+                kind,
+                meta,
+                reply,
+            } => {
                 let result = tx.ownership_change(*ticket_id, *epoch, kind, meta).await;
                 reply.settle(result.map(|(ticket, event)| ((ticket, event.clone()), vec![event])))
             }
-            Job::ApplyRemote { origin, events, reply } => reply.settle(tx.apply_remote(origin, events).await),
-            Job::ShiftSummary { summary, meta, reply } => {
+            Job::ApplyRemote {
+                origin,
+                events,
+                reply,
+            } => reply.settle(tx.apply_remote(origin, events).await),
+            Job::ShiftSummary {
+                summary,
+                meta,
+                reply,
+            } => {
                 let result = tx.shift_summary(summary, meta).await;
                 reply.settle(result.map(|event| (event.clone(), vec![event])))
             }
@@ -110,9 +170,9 @@ impl Job {
     /// Forgets the outcome of a run whose transaction was rolled back.
     fn reset(&mut self) {
         match self {
-            Job::CreateTicket { reply, .. } | Job::AddNote { reply, .. } | Job::ShiftSummary { reply, .. } => {
-                reply.outcome = None
-            }
+            Job::CreateTicket { reply, .. }
+            | Job::AddNote { reply, .. }
+            | Job::ShiftSummary { reply, .. } => reply.outcome = None,
             Job::UpdateTicket { reply, .. } | Job::Ownership { reply, .. } => reply.outcome = None,
             Job::IntakeSpike { reply, .. } => reply.outcome = None,
             Job::ApplyRemote { reply, .. } => reply.outcome = None,
@@ -121,7 +181,9 @@ impl Job {
 
     fn answer(self) {
         match self {
-            Job::CreateTicket { reply, .. } | Job::AddNote { reply, .. } | Job::ShiftSummary { reply, .. } => reply.answer(),
+            Job::CreateTicket { reply, .. }
+            | Job::AddNote { reply, .. }
+            | Job::ShiftSummary { reply, .. } => reply.answer(),
             Job::UpdateTicket { reply, .. } | Job::Ownership { reply, .. } => reply.answer(),
             Job::IntakeSpike { reply, .. } => reply.answer(),
             Job::ApplyRemote { reply, .. } => reply.answer(),
@@ -130,10 +192,12 @@ impl Job {
 
     fn fail(self, error: Error) {
         match self {
-            Job::CreateTicket { reply, .. } | Job::AddNote { reply, .. } | Job::ShiftSummary { reply, .. } => {
+            Job::CreateTicket { reply, .. }
+            | Job::AddNote { reply, .. }
+            | Job::ShiftSummary { reply, .. } => reply.send(Err(error)),
+            Job::UpdateTicket { reply, .. } | Job::Ownership { reply, .. } => {
                 reply.send(Err(error))
             }
-            Job::UpdateTicket { reply, .. } | Job::Ownership { reply, .. } => reply.send(Err(error)),
             Job::IntakeSpike { reply, .. } => reply.send(Err(error)),
             Job::ApplyRemote { reply, .. } => reply.send(Err(error)),
         }
@@ -208,7 +272,11 @@ impl Writer {
             match superseded {
                 Some((held, current)) => {
                     for job in batch.drain(..) {
-                        job.fail(Error::Superseded { region: self.local_region.clone(), held, current });
+                        job.fail(Error::Superseded {
+                            region: self.local_region.clone(),
+                            held,
+                            current,
+                        });
                     }
                 }
                 None => self.commit_batch(std::mem::take(&mut batch)).await,
@@ -227,7 +295,9 @@ impl Writer {
                     return;
                 }
                 Err(error) if self.note_superseded(&error) => {
-                    batch.into_iter().for_each(|job| job.fail(self.superseded_error()));
+                    batch
+                        .into_iter()
+                        .for_each(|job| job.fail(self.superseded_error()));
                     return;
                 }
                 Err(error) => {
@@ -257,7 +327,9 @@ impl Writer {
     /// Remembers that this writer was superseded, if `error` says so: the
     /// store then refuses every later write and tells its owner.
     fn note_superseded(&self, error: &Error) -> bool {
-        let Error::Superseded { held, current, .. } = error else { return false };
+        let Error::Superseded { held, current, .. } = error else {
+            return false;
+        };
         if self.superseded.borrow().is_none() {
             tracing::error!(region = %self.local_region, held, current, "another replica took over the region; this store stops writing");
             self.superseded.send_replace(Some((*held, *current)));
@@ -267,14 +339,25 @@ impl Writer {
 
     fn superseded_error(&self) -> Error {
         let (held, current) = self.superseded.borrow().unwrap_or_default();
-        Error::Superseded { region: self.local_region.clone(), held, current }
+        Error::Superseded {
+            region: self.local_region.clone(),
+            held,
+            current,
+        }
     }
 
     /// Runs `jobs` in one transaction and commits it.
     async fn transact(&self, jobs: &mut [Job]) -> Result<Committed> {
         let mut tx = begin_write(&self.pool, self.backend).await?;
         let result = async {
-            let mut write = WriteTx::start(&mut tx, self.backend, &self.local_region, self.clock.now(), self.generation).await?;
+            let mut write = WriteTx::start(
+                &mut tx,
+                self.backend,
+                &self.local_region,
+                self.clock.now(),
+                self.generation,
+            )
+            .await?;
             let mut events = Vec::new();
             for job in jobs.iter_mut() {
                 events.extend(job.run(&mut write).await?);

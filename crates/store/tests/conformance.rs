@@ -50,7 +50,9 @@ mod harness {
         /// active writer (a replica that just took the region lock).
         pub async fn open_fenced(&self) -> Store {
             let clock = std::sync::Arc::new(meridian_store::SystemClock);
-            let store = Store::open_fenced(&self.config, &us(), clock).await.unwrap();
+            let store = Store::open_fenced(&self.config, &us(), clock)
+                .await
+                .unwrap();
             self.opened.lock().unwrap().push(store.clone());
             store
         }
@@ -88,17 +90,27 @@ mod harness {
                 let Ok(url) = std::env::var("DATABASE_URL") else {
                     eprintln!("PostgreSQL conformance SKIPPED: DATABASE_URL not set");
                     if std::env::var("MERIDIAN_REQUIRE_ALL").as_deref() == Ok("1") {
-                        panic!("MERIDIAN_REQUIRE_ALL=1 but DATABASE_URL is not set: PostgreSQL conformance cannot run");
+                        panic!(
+                            "MERIDIAN_REQUIRE_ALL=1 but DATABASE_URL is not set: PostgreSQL conformance cannot run"
+                        );
                     }
                     return;
                 };
                 let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
                 let mut admin = AnyConnection::connect(&url).await.unwrap();
-                admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+                admin
+                    .execute(format!("CREATE SCHEMA {schema}").as_str())
+                    .await
+                    .unwrap();
                 let separator = if url.contains('?') { '&' } else { '?' };
-                let config = StoreConfig::new(format!("{url}{separator}options=-c%20search_path%3D{schema}"));
+                let config = StoreConfig::new(format!(
+                    "{url}{separator}options=-c%20search_path%3D{schema}"
+                ));
                 let outcome = AssertUnwindSafe(run_in(config, case)).catch_unwind().await;
-                admin.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await.unwrap();
+                admin
+                    .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+                    .await
+                    .unwrap();
                 admin.close().await.unwrap();
                 if let Err(panic) = outcome {
                     std::panic::resume_unwind(panic);
@@ -115,7 +127,13 @@ mod harness {
         let opened = Arc::new(Mutex::new(Vec::new()));
         let store = Store::open(&config, &us()).await.unwrap();
         opened.lock().unwrap().push(store.clone());
-        let outcome = AssertUnwindSafe(case(Ctx { store, config, opened: opened.clone() })).catch_unwind().await;
+        let outcome = AssertUnwindSafe(case(Ctx {
+            store,
+            config,
+            opened: opened.clone(),
+        }))
+        .catch_unwind()
+        .await;
         let stores = std::mem::take(&mut *opened.lock().unwrap());
         for store in stores {
             store.close().await;
@@ -136,8 +154,8 @@ mod fixtures {
 
     use jiff::Timestamp;
     use meridian_core::{
-        Epoch, EventEnvelope, EventKind, HlcTimestamp, Note, NoteId, Ownership, Priority, RegionId, Skill,
-        SlaClock, SlaDeadlines, SlaState, Status, Ticket, TicketChanges, TicketId, Tier,
+        Epoch, EventEnvelope, EventKind, HlcTimestamp, Note, NoteId, Ownership, Priority, RegionId,
+        Skill, SlaClock, SlaDeadlines, SlaState, Status, Ticket, TicketChanges, TicketId, Tier,
     };
     use meridian_store::{Store, WriteMeta};
 
@@ -202,13 +220,19 @@ mod fixtures {
             body: "It is on fire.\nSend help — ünïcode too.".into(),
             customer: "acme".into(),
             tier: Tier::new("standard").unwrap(),
-            skills: BTreeSet::from([Skill::new("printers").unwrap(), Skill::new("billing").unwrap()]),
+            skills: BTreeSet::from([
+                Skill::new("printers").unwrap(),
+                Skill::new("billing").unwrap(),
+            ]),
             language: "pt-BR".into(),
             residency: BTreeSet::from([us(), eu()]),
             status: Status::Open,
             assignee: Some("ana".into()),
             priority: Priority::High,
-            owner: Ownership { owner_region: owner.clone(), epoch: Epoch::initial(region_index(owner)) },
+            owner: Ownership {
+                owner_region: owner.clone(),
+                epoch: Epoch::initial(region_index(owner)),
+            },
             handoff_to: None,
             sla: SlaDeadlines {
                 first_response: Some(SlaClock {
@@ -250,7 +274,11 @@ mod fixtures {
     pub const HLC0: u64 = BASE_MS as u64 + 10_000;
 
     pub fn status_change(epoch: Epoch, status: Status) -> TicketChanges {
-        TicketChanges { epoch, status: Some(status), ..TicketChanges::default() }
+        TicketChanges {
+            epoch,
+            status: Some(status),
+            ..TicketChanges::default()
+        }
     }
 
     /// Another region's log, as its store would have written it.
@@ -262,10 +290,19 @@ mod fixtures {
 
     impl Origin {
         pub fn new(region: RegionId) -> Self {
-            Self { region, seq: 0, hlc: HLC0 }
+            Self {
+                region,
+                seq: 0,
+                hlc: HLC0,
+            }
         }
 
-        pub fn event(&mut self, ticket_id: TicketId, epoch: Epoch, kind: EventKind) -> EventEnvelope {
+        pub fn event(
+            &mut self,
+            ticket_id: TicketId,
+            epoch: Epoch,
+            kind: EventKind,
+        ) -> EventEnvelope {
             self.seq += 1;
             self.hlc += 10;
             EventEnvelope {
@@ -285,17 +322,28 @@ mod fixtures {
             let event = self.event(
                 ticket.id,
                 ticket.owner.epoch,
-                EventKind::TicketCreated { ticket: Box::new(ticket.clone()) },
+                EventKind::TicketCreated {
+                    ticket: Box::new(ticket.clone()),
+                },
             );
             (ticket, event)
         }
 
         pub fn update(&mut self, ticket_id: TicketId, changes: TicketChanges) -> EventEnvelope {
-            self.event(ticket_id, changes.epoch, EventKind::TicketUpdated { changes })
+            self.event(
+                ticket_id,
+                changes.epoch,
+                EventKind::TicketUpdated { changes },
+            )
         }
 
         pub fn note(&mut self, ticket_id: TicketId, epoch: Epoch) -> EventEnvelope {
-            let note = note(ticket_id, &self.region.clone(), "from afar", BASE_MS + 5_000 + self.seq as i64);
+            let note = note(
+                ticket_id,
+                &self.region.clone(),
+                "from afar",
+                BASE_MS + 5_000 + self.seq as i64,
+            );
             self.event(ticket_id, epoch, EventKind::NoteAdded { note })
         }
     }
@@ -388,19 +436,34 @@ mod cases {
         let store = &ctx.store;
         assert_eq!(store.local_region(), &us());
         let ticket = ticket(&us());
-        let event = store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
+        let event = store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
         assert_eq!(event.origin_region, us());
         assert_eq!(event.origin_seq, 1);
         assert_eq!(event.ticket_id, ticket.id);
         assert_eq!(event.epoch, ticket.owner.epoch);
         assert_eq!(event.hlc_time, meta(HLC0).hlc_time);
         assert_eq!(event.traceparent, meta(HLC0).traceparent);
-        assert_eq!(event.kind, EventKind::TicketCreated { ticket: Box::new(ticket.clone()) });
+        assert_eq!(
+            event.kind,
+            EventKind::TicketCreated {
+                ticket: Box::new(ticket.clone())
+            }
+        );
 
-        let record = store.get_ticket(ticket.id).await.unwrap().expect("created ticket is readable");
+        let record = store
+            .get_ticket(ticket.id)
+            .await
+            .unwrap()
+            .expect("created ticket is readable");
         assert_eq!(record.ticket, ticket, "every field round-trips");
         assert!(record.notes.is_empty() && record.conflicts.is_empty());
-        assert_eq!(store.events_for_ticket(ticket.id).await.unwrap(), vec![event]);
+        assert_eq!(
+            store.events_for_ticket(ticket.id).await.unwrap(),
+            vec![event]
+        );
         assert_eq!(store.local_head().await.unwrap(), 1);
 
         // The optional fields round-trip as absent too.
@@ -410,8 +473,14 @@ mod cases {
         bare.skills.clear();
         bare.residency.clear();
         bare.body.clear();
-        store.create_ticket(bare.clone(), meta(HLC0 + 1)).await.unwrap();
-        assert_eq!(store.get_ticket(bare.id).await.unwrap().unwrap().ticket, bare);
+        store
+            .create_ticket(bare.clone(), meta(HLC0 + 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_ticket(bare.id).await.unwrap().unwrap().ticket,
+            bare
+        );
 
         assert_eq!(store.get_ticket(ticket_id()).await.unwrap(), None);
     }
@@ -421,35 +490,64 @@ mod cases {
         let mut ticket = ticket(&us());
         ticket.created_at = jiff::Timestamp::new(1_750_000_000, 123_456_789).unwrap();
         ticket.updated_at = ticket.created_at;
-        let event = store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
+        let event = store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
         let stored = store.get_ticket(ticket.id).await.unwrap().unwrap().ticket;
         assert_eq!(stored.created_at, ms(1_750_000_000_123));
-        let EventKind::TicketCreated { ticket: in_event } = &event.kind else { panic!("{event:?}") };
+        let EventKind::TicketCreated { ticket: in_event } = &event.kind else {
+            panic!("{event:?}")
+        };
         assert_eq!(**in_event, stored, "the event and the projection agree");
-        assert_eq!(store.events_for_ticket(ticket.id).await.unwrap(), vec![event]);
+        assert_eq!(
+            store.events_for_ticket(ticket.id).await.unwrap(),
+            vec![event]
+        );
     }
 
     pub async fn duplicate_create_writes_nothing(ctx: Ctx) {
         let store = &ctx.store;
         let ticket = ticket(&us());
-        store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
+        store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
         let mut again = ticket.clone();
         again.subject = "Something else".into();
-        let err = store.create_ticket(again, meta(HLC0 + 1)).await.unwrap_err();
-        assert!(matches!(&err, Error::Duplicate(what) if what == &format!("ticket {}", ticket.id)), "{err}");
-        assert_eq!(err.to_string(), format!("ticket {} already exists", ticket.id));
-        assert_eq!(store.get_ticket(ticket.id).await.unwrap().unwrap().ticket, ticket);
+        let err = store
+            .create_ticket(again, meta(HLC0 + 1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Duplicate(what) if what == &format!("ticket {}", ticket.id)),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("ticket {} already exists", ticket.id)
+        );
+        assert_eq!(
+            store.get_ticket(ticket.id).await.unwrap().unwrap().ticket,
+            ticket
+        );
         assert_eq!(event_count(store).await, 1);
         assert_eq!(store.local_head().await.unwrap(), 1);
         // The sequence number was not consumed.
-        let next = store.create_ticket(crate::fixtures::ticket(&us()), meta(HLC0 + 2)).await.unwrap();
+        let next = store
+            .create_ticket(crate::fixtures::ticket(&us()), meta(HLC0 + 2))
+            .await
+            .unwrap();
         assert_eq!(next.origin_seq, 2);
     }
 
     pub async fn create_for_another_owner_is_fenced(ctx: Ctx) {
         let store = &ctx.store;
         let foreign = ticket(&eu());
-        let err = store.create_ticket(foreign.clone(), meta(HLC0)).await.unwrap_err();
+        let err = store
+            .create_ticket(foreign.clone(), meta(HLC0))
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, Error::Fenced { owner, epoch } if owner == &eu() && *epoch == foreign.owner.epoch),
             "{err}"
@@ -480,8 +578,13 @@ mod cases {
         let mut eu_log = Origin::new(eu());
         let mut remote = ticket(&eu());
         remote.assignee = Some("ana".into());
-        let created =
-            eu_log.event(remote.id, remote.owner.epoch, EventKind::TicketCreated { ticket: Box::new(remote.clone()) });
+        let created = eu_log.event(
+            remote.id,
+            remote.owner.epoch,
+            EventKind::TicketCreated {
+                ticket: Box::new(remote.clone()),
+            },
+        );
         store.apply_remote(&eu(), vec![created]).await.unwrap();
         made.push(remote);
         let [t1, t2, t3, t4, t5] = made.try_into().unwrap();
@@ -491,26 +594,66 @@ mod cases {
             page.tickets.into_iter().map(|t| t.id).collect::<Vec<_>>()
         };
         let all = store.list_tickets(&TicketFilter::default()).await.unwrap();
-        assert_eq!(all.tickets, vec![t1.clone(), t2.clone(), t3.clone(), t4.clone(), t5.clone()]);
+        assert_eq!(
+            all.tickets,
+            vec![t1.clone(), t2.clone(), t3.clone(), t4.clone(), t5.clone()]
+        );
         let filter = |f: TicketFilter| async move { ids(store.list_tickets(&f).await.unwrap()) };
         assert_eq!(
-            filter(TicketFilter { status: Some(Status::Open), ..Default::default() }).await,
+            filter(TicketFilter {
+                status: Some(Status::Open),
+                ..Default::default()
+            })
+            .await,
             vec![t2.id, t3.id, t5.id]
         );
-        assert_eq!(filter(TicketFilter { status: Some(Status::Closed), ..Default::default() }).await, vec![]);
-        assert_eq!(filter(TicketFilter { owner_region: Some(eu()), ..Default::default() }).await, vec![t5.id]);
         assert_eq!(
-            filter(TicketFilter { owner_region: Some(us()), ..Default::default() }).await,
+            filter(TicketFilter {
+                status: Some(Status::Closed),
+                ..Default::default()
+            })
+            .await,
+            vec![]
+        );
+        assert_eq!(
+            filter(TicketFilter {
+                owner_region: Some(eu()),
+                ..Default::default()
+            })
+            .await,
+            vec![t5.id]
+        );
+        assert_eq!(
+            filter(TicketFilter {
+                owner_region: Some(us()),
+                ..Default::default()
+            })
+            .await,
             vec![t1.id, t2.id, t3.id, t4.id]
         );
         assert_eq!(
-            filter(TicketFilter { assignee: Some("ana".into()), ..Default::default() }).await,
+            filter(TicketFilter {
+                assignee: Some("ana".into()),
+                ..Default::default()
+            })
+            .await,
             vec![t2.id, t4.id, t5.id]
         );
-        assert_eq!(filter(TicketFilter { tier: Some(gold), ..Default::default() }).await, vec![t2.id, t4.id]);
         assert_eq!(
-            filter(TicketFilter { status: Some(Status::Open), assignee: Some("ana".into()), ..Default::default() })
-                .await,
+            filter(TicketFilter {
+                tier: Some(gold),
+                ..Default::default()
+            })
+            .await,
+            vec![t2.id, t4.id]
+        );
+        assert_eq!(
+            filter(TicketFilter {
+                status: Some(Status::Open),
+                assignee: Some("ana".into()),
+                ..Default::default()
+            })
+            .await,
             vec![t2.id, t5.id]
         );
     }
@@ -520,8 +663,15 @@ mod cases {
         let mut expected = Vec::new();
         for i in 0..23 {
             let mut t = ticket(&us());
-            t.status = if i % 3 == 0 { Status::Pending } else { Status::Open };
-            store.create_ticket(t.clone(), meta(HLC0 + i)).await.unwrap();
+            t.status = if i % 3 == 0 {
+                Status::Pending
+            } else {
+                Status::Open
+            };
+            store
+                .create_ticket(t.clone(), meta(HLC0 + i))
+                .await
+                .unwrap();
             expected.push(t);
         }
         let expected_ids: Vec<_> = expected.iter().map(|t| t.id).collect();
@@ -531,8 +681,15 @@ mod cases {
             let mut pages = Vec::new();
             let mut after = None;
             loop {
-                let page =
-                    store.list_tickets(&TicketFilter { status, after, limit, ..Default::default() }).await.unwrap();
+                let page = store
+                    .list_tickets(&TicketFilter {
+                        status,
+                        after,
+                        limit,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
                 pages.push(page.tickets.len());
                 seen.extend(page.tickets.iter().map(|t| t.id));
                 match page.next_after {
@@ -553,7 +710,11 @@ mod cases {
         let (seen, pages) = walk(None, 23).await;
         assert_eq!(seen, expected_ids);
         assert_eq!(pages, vec![23]);
-        let pending: Vec<_> = expected.iter().filter(|t| t.status == Status::Pending).map(|t| t.id).collect();
+        let pending: Vec<_> = expected
+            .iter()
+            .filter(|t| t.status == Status::Pending)
+            .map(|t| t.id)
+            .collect();
         let (seen, pages) = walk(Some(Status::Pending), 2).await;
         assert_eq!(seen, pending);
         assert_eq!(pages, vec![2, 2, 2, 2]);
@@ -568,7 +729,10 @@ mod cases {
     pub async fn update_applies_and_writes_one_event(ctx: Ctx) {
         let store = &ctx.store;
         let ticket = ticket(&us());
-        store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
+        store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
         let changes = TicketChanges {
             epoch: ticket.owner.epoch,
             status: Some(Status::Escalated),
@@ -576,15 +740,24 @@ mod cases {
             priority: Some(Priority::Urgent),
             sla: None,
         };
-        let (updated, event) = store.update_ticket(ticket.id, changes.clone(), meta(HLC0 + 500)).await.unwrap();
+        let (updated, event) = store
+            .update_ticket(ticket.id, changes.clone(), meta(HLC0 + 500))
+            .await
+            .unwrap();
         assert_eq!(updated.status, Status::Escalated);
         assert_eq!(updated.assignee.as_deref(), Some("bo"));
         assert_eq!(updated.priority, Priority::Urgent);
         assert_eq!(updated.updated_at, ms(HLC0 as i64 + 500));
         let mut expected = ticket.clone();
         expected.apply(&changes, ms(HLC0 as i64 + 500));
-        assert_eq!(updated, expected, "the store applies changes as the core does");
-        assert_eq!(store.get_ticket(ticket.id).await.unwrap().unwrap().ticket, updated);
+        assert_eq!(
+            updated, expected,
+            "the store applies changes as the core does"
+        );
+        assert_eq!(
+            store.get_ticket(ticket.id).await.unwrap().unwrap().ticket,
+            updated
+        );
         assert_eq!(event.origin_seq, 2);
         assert_eq!(event.epoch, ticket.owner.epoch);
         assert_eq!(event.kind, EventKind::TicketUpdated { changes });
@@ -592,14 +765,25 @@ mod cases {
         assert_eq!(event_count(store).await, 2);
 
         // Clearing the assignee is a change of its own; unnamed fields stay.
-        let clear = TicketChanges { epoch: ticket.owner.epoch, assignee: Some(None), ..Default::default() };
-        let (cleared, _) = store.update_ticket(ticket.id, clear, meta(HLC0 + 600)).await.unwrap();
+        let clear = TicketChanges {
+            epoch: ticket.owner.epoch,
+            assignee: Some(None),
+            ..Default::default()
+        };
+        let (cleared, _) = store
+            .update_ticket(ticket.id, clear, meta(HLC0 + 600))
+            .await
+            .unwrap();
         assert_eq!(cleared.assignee, None);
         assert_eq!(cleared.status, Status::Escalated);
         assert_eq!(cleared.priority, Priority::Urgent);
         // updated_at never goes backwards, even for an older HLC.
         let (older, _) = store
-            .update_ticket(ticket.id, status_change(ticket.owner.epoch, Status::Open), meta(HLC0 + 1))
+            .update_ticket(
+                ticket.id,
+                status_change(ticket.owner.epoch, Status::Open),
+                meta(HLC0 + 1),
+            )
             .await
             .unwrap();
         assert_eq!(older.updated_at, ms(HLC0 as i64 + 600));
@@ -610,10 +794,19 @@ mod cases {
     pub async fn fenced_update_writes_nothing(ctx: Ctx) {
         let store = &ctx.store;
         let ticket = ticket(&us());
-        store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
+        store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
         let stale = Epoch::from_raw(ticket.owner.epoch.raw() + 1024);
-        let err =
-            store.update_ticket(ticket.id, status_change(stale, Status::Pending), meta(HLC0 + 1)).await.unwrap_err();
+        let err = store
+            .update_ticket(
+                ticket.id,
+                status_change(stale, Status::Pending),
+                meta(HLC0 + 1),
+            )
+            .await
+            .unwrap_err();
         match &err {
             Error::Fenced { owner, epoch } => {
                 assert_eq!(owner, &us());
@@ -621,17 +814,30 @@ mod cases {
             }
             other => panic!("expected Fenced, got {other:?}"),
         }
-        assert_eq!(err.to_string(), format!("ticket is owned by us-east at epoch {}", ticket.owner.epoch));
+        assert_eq!(
+            err.to_string(),
+            format!("ticket is owned by us-east at epoch {}", ticket.owner.epoch)
+        );
         assert!(!err.is_retryable());
 
         let missing = ticket_id();
         let err = store
-            .update_ticket(missing, status_change(ticket.owner.epoch, Status::Pending), meta(HLC0 + 2))
+            .update_ticket(
+                missing,
+                status_change(ticket.owner.epoch, Status::Pending),
+                meta(HLC0 + 2),
+            )
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::TicketNotFound(id) if id == missing), "{err}");
+        assert!(
+            matches!(err, Error::TicketNotFound(id) if id == missing),
+            "{err}"
+        );
 
-        assert_eq!(store.get_ticket(ticket.id).await.unwrap().unwrap().ticket, ticket);
+        assert_eq!(
+            store.get_ticket(ticket.id).await.unwrap().unwrap().ticket,
+            ticket
+        );
         assert_eq!(event_count(store).await, 1);
         assert_eq!(store.local_head().await.unwrap(), 1);
     }
@@ -640,25 +846,52 @@ mod cases {
         let store = &ctx.store;
         let mut ticket = ticket(&us());
         ticket.status = Status::Closed;
-        store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
+        store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
         let epoch = ticket.owner.epoch;
 
-        let err = store.update_ticket(ticket.id, status_change(epoch, Status::Open), meta(HLC0 + 1)).await.unwrap_err();
+        let err = store
+            .update_ticket(
+                ticket.id,
+                status_change(epoch, Status::Open),
+                meta(HLC0 + 1),
+            )
+            .await
+            .unwrap_err();
         assert!(
             matches!(
                 err,
-                Error::Invalid(meridian_core::Error::IllegalTransition { from: Status::Closed, to: Status::Open })
+                Error::Invalid(meridian_core::Error::IllegalTransition {
+                    from: Status::Closed,
+                    to: Status::Open
+                })
             ),
             "{err}"
         );
         let err = store
-            .update_ticket(ticket.id, TicketChanges { epoch, ..Default::default() }, meta(HLC0 + 2))
+            .update_ticket(
+                ticket.id,
+                TicketChanges {
+                    epoch,
+                    ..Default::default()
+                },
+                meta(HLC0 + 2),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{err}");
         assert!(err.to_string().starts_with("changes: "), "{err}");
-        let bad_assignee = TicketChanges { epoch, assignee: Some(Some("two\nlines".into())), ..Default::default() };
-        let err = store.update_ticket(ticket.id, bad_assignee, meta(HLC0 + 3)).await.unwrap_err();
+        let bad_assignee = TicketChanges {
+            epoch,
+            assignee: Some(Some("two\nlines".into())),
+            ..Default::default()
+        };
+        let err = store
+            .update_ticket(ticket.id, bad_assignee, meta(HLC0 + 3))
+            .await
+            .unwrap_err();
         assert!(err.to_string().starts_with("assignee: "), "{err}");
 
         // A ticket another region owns cannot be changed here, even at its
@@ -667,7 +900,11 @@ mod cases {
         let (foreign, created) = eu_log.create();
         store.apply_remote(&eu(), vec![created]).await.unwrap();
         let err = store
-            .update_ticket(foreign.id, status_change(foreign.owner.epoch, Status::Pending), meta(HLC0 + 4))
+            .update_ticket(
+                foreign.id,
+                status_change(foreign.owner.epoch, Status::Pending),
+                meta(HLC0 + 4),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -675,8 +912,14 @@ mod cases {
             "{err}"
         );
 
-        assert_eq!(store.get_ticket(ticket.id).await.unwrap().unwrap().ticket, ticket);
-        assert_eq!(store.get_ticket(foreign.id).await.unwrap().unwrap().ticket, foreign);
+        assert_eq!(
+            store.get_ticket(ticket.id).await.unwrap().unwrap().ticket,
+            ticket
+        );
+        assert_eq!(
+            store.get_ticket(foreign.id).await.unwrap().unwrap().ticket,
+            foreign
+        );
         assert_eq!(event_count(store).await, 2);
         assert_eq!(store.local_head().await.unwrap(), 1);
     }
@@ -684,23 +927,43 @@ mod cases {
     pub async fn notes_append_and_are_idempotent_by_id(ctx: Ctx) {
         let store = &ctx.store;
         let ticket = ticket(&us());
-        store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
+        store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
         let later = note(ticket.id, &us(), "second, by time", BASE_MS + 9_000);
         let mut auto = note(ticket.id, &us(), "first, by time", BASE_MS + 2_000);
         auto.auto = true;
         let event = store.add_note(later.clone(), meta(HLC0 + 1)).await.unwrap();
-        assert_eq!(event.kind, EventKind::NoteAdded { note: later.clone() });
-        assert_eq!(event.epoch, ticket.owner.epoch, "a note carries the ticket's current epoch");
+        assert_eq!(
+            event.kind,
+            EventKind::NoteAdded {
+                note: later.clone()
+            }
+        );
+        assert_eq!(
+            event.epoch, ticket.owner.epoch,
+            "a note carries the ticket's current epoch"
+        );
         assert_eq!(event.origin_seq, 2);
         store.add_note(auto.clone(), meta(HLC0 + 2)).await.unwrap();
 
         let mut twice = later.clone();
         twice.body = "same id, other body".into();
         let err = store.add_note(twice, meta(HLC0 + 3)).await.unwrap_err();
-        assert!(matches!(&err, Error::Duplicate(what) if what == &format!("note {}", later.id)), "{err}");
+        assert!(
+            matches!(&err, Error::Duplicate(what) if what == &format!("note {}", later.id)),
+            "{err}"
+        );
         let orphan = note(ticket_id(), &us(), "nobody home", BASE_MS);
-        let err = store.add_note(orphan.clone(), meta(HLC0 + 4)).await.unwrap_err();
-        assert!(matches!(err, Error::TicketNotFound(id) if id == orphan.ticket_id), "{err}");
+        let err = store
+            .add_note(orphan.clone(), meta(HLC0 + 4))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::TicketNotFound(id) if id == orphan.ticket_id),
+            "{err}"
+        );
         let empty = note(ticket.id, &us(), "  ", BASE_MS);
         let err = store.add_note(empty, meta(HLC0 + 5)).await.unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{err}");
@@ -718,7 +981,10 @@ mod cases {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 let ticket = ticket(&us());
-                let event = store.create_ticket(ticket.clone(), meta(HLC0 + i)).await.unwrap();
+                let event = store
+                    .create_ticket(ticket.clone(), meta(HLC0 + i))
+                    .await
+                    .unwrap();
                 (ticket, event)
             }));
         }
@@ -732,10 +998,19 @@ mod cases {
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=200).collect::<Vec<u64>>(), "dense and unique");
         for ticket in &acked {
-            assert_eq!(store.get_ticket(ticket.id).await.unwrap().unwrap().ticket, *ticket);
+            assert_eq!(
+                store.get_ticket(ticket.id).await.unwrap().unwrap().ticket,
+                *ticket
+            );
         }
         assert_eq!(store.local_head().await.unwrap(), 200);
-        let log: Vec<u64> = store.events_after(&us(), 0, 1_000).await.unwrap().iter().map(|e| e.origin_seq).collect();
+        let log: Vec<u64> = store
+            .events_after(&us(), 0, 1_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.origin_seq)
+            .collect();
         assert_eq!(log, (1..=200).collect::<Vec<u64>>());
     }
 
@@ -744,9 +1019,17 @@ mod cases {
         let other = ctx.open_another().await;
         let mut tasks = Vec::new();
         for i in 0..60u64 {
-            let store = if i % 2 == 0 { ctx.store.clone() } else { other.clone() };
+            let store = if i % 2 == 0 {
+                ctx.store.clone()
+            } else {
+                other.clone()
+            };
             tasks.push(tokio::spawn(async move {
-                store.create_ticket(ticket(&us()), meta(HLC0 + i)).await.unwrap().origin_seq
+                store
+                    .create_ticket(ticket(&us()), meta(HLC0 + i))
+                    .await
+                    .unwrap()
+                    .origin_seq
             }));
         }
         let mut seqs = Vec::new();
@@ -763,7 +1046,10 @@ mod cases {
         // The former active replica, then its successor on the same database.
         let former = ctx.open_fenced().await;
         let held = former.writer_generation().unwrap();
-        let first = former.create_ticket(ticket(&us()), meta(HLC0)).await.unwrap();
+        let first = former
+            .create_ticket(ticket(&us()), meta(HLC0))
+            .await
+            .unwrap();
         assert_eq!(first.origin_seq, 1);
         let successor = ctx.open_fenced().await;
         assert_eq!(successor.writer_generation(), Some(held + 1));
@@ -772,7 +1058,11 @@ mod cases {
         let mut tasks = Vec::new();
         for i in 0..8u64 {
             let former = former.clone();
-            tasks.push(tokio::spawn(async move { former.create_ticket(ticket(&us()), meta(HLC0 + 1 + i)).await }));
+            tasks.push(tokio::spawn(async move {
+                former
+                    .create_ticket(ticket(&us()), meta(HLC0 + 1 + i))
+                    .await
+            }));
         }
         for task in tasks {
             let err = task.await.unwrap().unwrap_err();
@@ -780,29 +1070,59 @@ mod cases {
                 matches!(&err, Error::Superseded { held: h, current, .. } if *h == held && *current == held + 1),
                 "{err}"
             );
-            assert!(err.to_string().contains("another replica became the active writer of region us-east"), "{err}");
+            assert!(
+                err.to_string()
+                    .contains("another replica became the active writer of region us-east"),
+                "{err}"
+            );
         }
-        let noticed = tokio::time::timeout(Duration::from_secs(5), former.superseded()).await.unwrap();
+        let noticed = tokio::time::timeout(Duration::from_secs(5), former.superseded())
+            .await
+            .unwrap();
         assert!(matches!(noticed, Error::Superseded { .. }), "{noticed}");
         // Notes are fenced too.
-        let late = former.add_note(note(first.ticket_id, &us(), "late", 0), meta(HLC0 + 20)).await.unwrap_err();
+        let late = former
+            .add_note(note(first.ticket_id, &us(), "late", 0), meta(HLC0 + 20))
+            .await
+            .unwrap_err();
         assert!(matches!(late, Error::Superseded { .. }), "{late}");
 
         // The successor continues the one dense log from the database.
-        let next = successor.create_ticket(ticket(&us()), meta(HLC0 + 30)).await.unwrap();
+        let next = successor
+            .create_ticket(ticket(&us()), meta(HLC0 + 30))
+            .await
+            .unwrap();
         assert_eq!(next.origin_seq, 2);
-        let log: Vec<u64> = successor.events_after(&us(), 0, 100).await.unwrap().iter().map(|e| e.origin_seq).collect();
+        let log: Vec<u64> = successor
+            .events_after(&us(), 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.origin_seq)
+            .collect();
         assert_eq!(log, vec![1, 2]);
         // An unfenced store (tools, the shared-sequence mode above) is not
         // affected by generations.
-        ctx.store.create_ticket(ticket(&us()), meta(HLC0 + 40)).await.unwrap();
+        ctx.store
+            .create_ticket(ticket(&us()), meta(HLC0 + 40))
+            .await
+            .unwrap();
         assert_eq!(successor.local_head().await.unwrap(), 3);
     }
 
     pub async fn region_lock_admits_one_holder(ctx: Ctx) {
         use meridian_store::RegionLock;
-        let first = RegionLock::try_acquire(&ctx.config, &us()).await.unwrap().expect("the lock is free");
-        assert!(RegionLock::try_acquire(&ctx.config, &us()).await.unwrap().is_none(), "a second holder");
+        let first = RegionLock::try_acquire(&ctx.config, &us())
+            .await
+            .unwrap()
+            .expect("the lock is free");
+        assert!(
+            RegionLock::try_acquire(&ctx.config, &us())
+                .await
+                .unwrap()
+                .is_none(),
+            "a second holder"
+        );
         // On PostgreSQL another region on the same database has a lock of
         // its own; a SQLite file is one region's, and its lock file too.
         let other_region = RegionLock::try_acquire(&ctx.config, &eu()).await.unwrap();
@@ -811,10 +1131,17 @@ mod cases {
         // The server releases a session's lock once it sees the session end.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            if RegionLock::try_acquire(&ctx.config, &us()).await.unwrap().is_some() {
+            if RegionLock::try_acquire(&ctx.config, &us())
+                .await
+                .unwrap()
+                .is_some()
+            {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "the released lock was not free within 5 s");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the released lock was not free within 5 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -822,7 +1149,10 @@ mod cases {
     pub async fn events_after_pages_in_order(ctx: Ctx) {
         let store = &ctx.store;
         for i in 0..25 {
-            store.create_ticket(ticket(&us()), meta(HLC0 + i)).await.unwrap();
+            store
+                .create_ticket(ticket(&us()), meta(HLC0 + i))
+                .await
+                .unwrap();
         }
         let mut after = 0;
         let mut pages = Vec::new();
@@ -841,17 +1171,29 @@ mod cases {
         assert!(store.events_after(&us(), 25, 10).await.unwrap().is_empty());
         assert!(store.events_after(&us(), 3, 0).await.unwrap().is_empty());
         assert!(store.events_after(&eu(), 0, 10).await.unwrap().is_empty());
-        let from_20: Vec<u64> =
-            store.events_after(&us(), 20, 100).await.unwrap().iter().map(|e| e.origin_seq).collect();
+        let from_20: Vec<u64> = store
+            .events_after(&us(), 20, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.origin_seq)
+            .collect();
         assert_eq!(from_20, vec![21, 22, 23, 24, 25]);
     }
 
     pub async fn events_for_ticket_orders_by_hlc_then_origin(ctx: Ctx) {
         let store = &ctx.store;
         let ticket = ticket(&us());
-        let created = store.create_ticket(ticket.clone(), meta(HLC0 + 100)).await.unwrap();
+        let created = store
+            .create_ticket(ticket.clone(), meta(HLC0 + 100))
+            .await
+            .unwrap();
         let (_, updated) = store
-            .update_ticket(ticket.id, status_change(ticket.owner.epoch, Status::Pending), meta(HLC0 + 300))
+            .update_ticket(
+                ticket.id,
+                status_change(ticket.owner.epoch, Status::Pending),
+                meta(HLC0 + 300),
+            )
             .await
             .unwrap();
         let mut eu_log = Origin::new(eu());
@@ -860,10 +1202,28 @@ mod cases {
         eu_note.hlc_time = meridian_core::HlcTimestamp::new(HLC0 + 200, 0);
         let mut apac_note = apac_log.note(ticket.id, ticket.owner.epoch);
         apac_note.hlc_time = eu_note.hlc_time;
-        store.apply_remote(&eu(), vec![eu_note.clone()]).await.unwrap();
-        store.apply_remote(&apac(), vec![apac_note.clone()]).await.unwrap();
-        assert_eq!(store.events_for_ticket(ticket.id).await.unwrap(), vec![created, apac_note, eu_note, updated]);
-        assert_eq!(store.get_ticket(ticket.id).await.unwrap().unwrap().notes.len(), 2);
+        store
+            .apply_remote(&eu(), vec![eu_note.clone()])
+            .await
+            .unwrap();
+        store
+            .apply_remote(&apac(), vec![apac_note.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.events_for_ticket(ticket.id).await.unwrap(),
+            vec![created, apac_note, eu_note, updated]
+        );
+        assert_eq!(
+            store
+                .get_ticket(ticket.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .notes
+                .len(),
+            2
+        );
     }
 
     pub async fn apply_remote_is_idempotent(ctx: Ctx) {
@@ -871,16 +1231,26 @@ mod cases {
         let mut eu_log = Origin::new(eu());
         let (ticket, created) = eu_log.create();
         let note = eu_log.note(ticket.id, ticket.owner.epoch);
-        let update = eu_log.update(ticket.id, status_change(ticket.owner.epoch, Status::Pending));
+        let update = eu_log.update(
+            ticket.id,
+            status_change(ticket.owner.epoch, Status::Pending),
+        );
         let note2 = eu_log.note(ticket.id, ticket.owner.epoch);
         let update2 = eu_log.update(
             ticket.id,
-            TicketChanges { epoch: ticket.owner.epoch, assignee: Some(Some("chen".into())), ..Default::default() },
+            TicketChanges {
+                epoch: ticket.owner.epoch,
+                assignee: Some(Some("chen".into())),
+                ..Default::default()
+            },
         );
         let log = vec![created, note, update, note2, update2];
 
         assert_eq!(store.cursor(&eu()).await.unwrap(), 0);
-        assert_eq!(store.apply_remote(&eu(), log[..3].to_vec()).await.unwrap(), 3);
+        assert_eq!(
+            store.apply_remote(&eu(), log[..3].to_vec()).await.unwrap(),
+            3
+        );
         assert_eq!(store.cursor(&eu()).await.unwrap(), 3);
         let after_three = store.get_ticket(ticket.id).await.unwrap().unwrap();
         assert_eq!(after_three.ticket.status, Status::Pending);
@@ -899,34 +1269,86 @@ mod cases {
         assert_eq!(once.ticket.assignee.as_deref(), Some("chen"));
         assert_eq!(once.notes.len(), 2);
         assert!(once.conflicts.is_empty());
-        assert_eq!(store.events_after(&eu(), 0, 100).await.unwrap(), log, "the peer's log is kept verbatim");
+        assert_eq!(
+            store.events_after(&eu(), 0, 100).await.unwrap(),
+            log,
+            "the peer's log is kept verbatim"
+        );
         assert_eq!(event_count(store).await, 5);
-        assert_eq!(store.local_head().await.unwrap(), 0, "applying never consumes local sequence numbers");
+        assert_eq!(
+            store.local_head().await.unwrap(),
+            0,
+            "applying never consumes local sequence numbers"
+        );
     }
 
     pub async fn apply_remote_refuses_gaps(ctx: Ctx) {
         let store = &ctx.store;
         let mut eu_log = Origin::new(eu());
         let (ticket, created) = eu_log.create();
-        let log: Vec<_> =
-            std::iter::once(created).chain((0..5).map(|_| eu_log.note(ticket.id, ticket.owner.epoch))).collect();
+        let log: Vec<_> = std::iter::once(created)
+            .chain((0..5).map(|_| eu_log.note(ticket.id, ticket.owner.epoch)))
+            .collect();
 
-        let err = store.apply_remote(&eu(), log[1..3].to_vec()).await.unwrap_err();
-        assert!(matches!(&err, Error::Gap { origin, expected: 1, got: 2 } if origin == &eu()), "{err}");
+        let err = store
+            .apply_remote(&eu(), log[1..3].to_vec())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Gap { origin, expected: 1, got: 2 } if origin == &eu()),
+            "{err}"
+        );
         assert_eq!(store.cursor(&eu()).await.unwrap(), 0);
         assert_eq!(event_count(store).await, 0);
         assert_eq!(store.get_ticket(ticket.id).await.unwrap(), None);
 
-        assert_eq!(store.apply_remote(&eu(), log[..3].to_vec()).await.unwrap(), 3);
+        assert_eq!(
+            store.apply_remote(&eu(), log[..3].to_vec()).await.unwrap(),
+            3
+        );
         // A hole in the middle refuses the whole batch, even its good prefix.
-        let err = store.apply_remote(&eu(), vec![log[3].clone(), log[5].clone()]).await.unwrap_err();
-        assert!(matches!(err, Error::Gap { expected: 5, got: 6, .. }), "{err}");
+        let err = store
+            .apply_remote(&eu(), vec![log[3].clone(), log[5].clone()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Gap {
+                    expected: 5,
+                    got: 6,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(store.cursor(&eu()).await.unwrap(), 3);
         assert_eq!(event_count(store).await, 3);
-        assert_eq!(store.get_ticket(ticket.id).await.unwrap().unwrap().notes.len(), 2);
+        assert_eq!(
+            store
+                .get_ticket(ticket.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .notes
+                .len(),
+            2
+        );
         // The resend fills it.
-        assert_eq!(store.apply_remote(&eu(), log[3..].to_vec()).await.unwrap(), 6);
-        assert_eq!(store.get_ticket(ticket.id).await.unwrap().unwrap().notes.len(), 5);
+        assert_eq!(
+            store.apply_remote(&eu(), log[3..].to_vec()).await.unwrap(),
+            6
+        );
+        assert_eq!(
+            store
+                .get_ticket(ticket.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .notes
+                .len(),
+            5
+        );
     }
 
     pub async fn apply_remote_refuses_foreign_events(ctx: Ctx) {
@@ -935,15 +1357,24 @@ mod cases {
         let mut apac_log = Origin::new(apac());
         let (_, eu_created) = eu_log.create();
         let (_, apac_created) = apac_log.create();
-        let err = store.apply_remote(&eu(), vec![eu_created.clone(), apac_created]).await.unwrap_err();
+        let err = store
+            .apply_remote(&eu(), vec![eu_created.clone(), apac_created])
+            .await
+            .unwrap_err();
         assert!(err.to_string().starts_with("origin_region: "), "{err}");
         let mut mislabelled = eu_created.clone();
         mislabelled.ticket_id = ticket_id();
-        let err = store.apply_remote(&eu(), vec![mislabelled]).await.unwrap_err();
+        let err = store
+            .apply_remote(&eu(), vec![mislabelled])
+            .await
+            .unwrap_err();
         assert!(err.to_string().starts_with("ticket_id: "), "{err}");
         let mut own = Origin::new(us());
         let (_, own_created) = own.create();
-        let err = store.apply_remote(&us(), vec![own_created]).await.unwrap_err();
+        let err = store
+            .apply_remote(&us(), vec![own_created])
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{err}");
         assert_eq!(event_count(store).await, 0);
         assert_eq!(store.cursor(&eu()).await.unwrap(), 0);
@@ -955,7 +1386,10 @@ mod cases {
     /// redacted copy of a ticket it is in the residency of.
     pub async fn redacted_copies_are_kept_outside_the_residency_and_refused_inside(mut ctx: Ctx) {
         use meridian_core::{EventEnvelope, RegionId, residency::redact_event};
-        assert!(!ctx.store.may_hold_pinned(), "a new store holds no pinned ticket");
+        assert!(
+            !ctx.store.may_hold_pinned(),
+            "a new store holds no pinned ticket"
+        );
         let store = &ctx.store;
         let mut eu_log = Origin::new(eu());
         let pin = |event: EventEnvelope, set: &[RegionId]| {
@@ -970,25 +1404,67 @@ mod cases {
         let note = redact_event(&eu_log.note(elsewhere.id, elsewhere.owner.epoch));
         let (here, here_created) = eu_log.create();
         let here_created = pin(here_created, &[us(), eu()]);
-        assert_eq!(store.apply_remote(&eu(), vec![created, note, here_created.clone()]).await.unwrap(), 3);
+        assert_eq!(
+            store
+                .apply_remote(&eu(), vec![created, note, here_created.clone()])
+                .await
+                .unwrap(),
+            3
+        );
         let copy = store.get_ticket(elsewhere.id).await.unwrap().unwrap();
-        assert_eq!((copy.ticket.subject.as_str(), copy.ticket.body.as_str(), copy.ticket.customer.as_str()), ("", "", ""));
-        assert_eq!((copy.ticket.owner.clone(), copy.ticket.tier.clone()), (elsewhere.owner.clone(), elsewhere.tier.clone()));
+        assert_eq!(
+            (
+                copy.ticket.subject.as_str(),
+                copy.ticket.body.as_str(),
+                copy.ticket.customer.as_str()
+            ),
+            ("", "", "")
+        );
+        assert_eq!(
+            (copy.ticket.owner.clone(), copy.ticket.tier.clone()),
+            (elsewhere.owner.clone(), elsewhere.tier.clone())
+        );
         assert_eq!((copy.notes.len(), copy.notes[0].body.as_str()), (1, ""));
 
         let redacted_note = redact_event(&eu_log.note(here.id, here.owner.epoch));
-        let err = store.apply_remote(&eu(), vec![redacted_note]).await.unwrap_err();
-        assert!(err.to_string().contains("is a redacted copy, but us-east is in ticket"), "{err}");
+        let err = store
+            .apply_remote(&eu(), vec![redacted_note])
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is a redacted copy, but us-east is in ticket"),
+            "{err}"
+        );
         let mut apac_log = Origin::new(apac());
         let (_, pinned_here) = apac_log.create();
-        let err = store.apply_remote(&apac(), vec![redact_event(&pin(pinned_here, &[us()]))]).await.unwrap_err();
+        let err = store
+            .apply_remote(&apac(), vec![redact_event(&pin(pinned_here, &[us()]))])
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("is a redacted copy"), "{err}");
         assert_eq!(store.cursor(&eu()).await.unwrap(), 3);
         assert_eq!(store.cursor(&apac()).await.unwrap(), 0);
-        assert_eq!(store.get_ticket(here.id).await.unwrap().unwrap().ticket.subject, here.subject);
         assert_eq!(
-            store.residencies(&[elsewhere.id, here.id, ticket_id()]).await.unwrap(),
-            [(elsewhere.id, [eu()].into()), (here.id, [us(), eu()].into())].into()
+            store
+                .get_ticket(here.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .ticket
+                .subject,
+            here.subject
+        );
+        assert_eq!(
+            store
+                .residencies(&[elsewhere.id, here.id, ticket_id()])
+                .await
+                .unwrap(),
+            [
+                (elsewhere.id, [eu()].into()),
+                (here.id, [us(), eu()].into())
+            ]
+            .into()
         );
         assert!(store.may_hold_pinned());
         ctx.reopen().await;
@@ -1002,7 +1478,10 @@ mod cases {
         let mut ticket = ticket(&us());
         let us_epoch = Epoch::from_raw(2 * meridian_core::EPOCH_STRIDE);
         ticket.owner.epoch = us_epoch;
-        store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
+        store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
 
         // apac-south still writes at the epoch it owned before: stale.
         let mut apac_log = Origin::new(apac());
@@ -1015,11 +1494,24 @@ mod cases {
         // eu-west writes at an epoch this store has not seen become current:
         // not applied either, and kept just the same.
         let mut eu_log = Origin::new(eu());
-        let ahead_changes = status_change(us_epoch.next_for(region_index(&eu())), Status::Escalated);
+        let ahead_changes =
+            status_change(us_epoch.next_for(region_index(&eu())), Status::Escalated);
         let ahead = eu_log.update(ticket.id, ahead_changes.clone());
         let before = event_count(store).await;
-        assert_eq!(store.apply_remote(&apac(), vec![stale.clone()]).await.unwrap(), 1);
-        assert_eq!(store.apply_remote(&eu(), vec![ahead.clone()]).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .apply_remote(&apac(), vec![stale.clone()])
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .apply_remote(&eu(), vec![ahead.clone()])
+                .await
+                .unwrap(),
+            1
+        );
 
         let record = store.get_ticket(ticket.id).await.unwrap().unwrap();
         assert_eq!(record.ticket, ticket, "the projection is untouched");
@@ -1038,7 +1530,16 @@ mod cases {
 
         // The same events again record no second conflict.
         store.apply_remote(&apac(), vec![stale]).await.unwrap();
-        assert_eq!(store.get_ticket(ticket.id).await.unwrap().unwrap().conflicts.len(), 2);
+        assert_eq!(
+            store
+                .get_ticket(ticket.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .conflicts
+                .len(),
+            2
+        );
     }
 
     pub async fn update_arriving_before_its_ticket_is_applied_later(ctx: Ctx) {
@@ -1051,7 +1552,11 @@ mod cases {
         let offer = eu_log.event(
             ticket.id,
             ticket.owner.epoch,
-            EventKind::HandoffOffered { to: apac(), handoff: handoff_note("bo"), note: offer_note(ticket.id, &eu(), &apac()) },
+            EventKind::HandoffOffered {
+                to: apac(),
+                handoff: handoff_note("bo"),
+                note: offer_note(ticket.id, &eu(), &apac()),
+            },
         );
         let mut apac_log = Origin::new(apac());
         apac_log.hlc = eu_log.hlc + 100;
@@ -1059,23 +1564,58 @@ mod cases {
         let accepted = apac_log.event(
             ticket.id,
             apac_epoch,
-            EventKind::HandoffAccepted { from: eu(), offer_seq: offer.origin_seq, previous_epoch: ticket.owner.epoch },
+            EventKind::HandoffAccepted {
+                from: eu(),
+                offer_seq: offer.origin_seq,
+                previous_epoch: ticket.owner.epoch,
+            },
         );
         let ok = apac_log.update(ticket.id, status_change(apac_epoch, Status::Pending));
         // apac-south never held eu-west's epoch: a write at it is stale.
         let stale = apac_log.update(ticket.id, status_change(ticket.owner.epoch, Status::Solved));
         let note = apac_log.note(ticket.id, apac_epoch);
 
-        assert_eq!(store.apply_remote(&apac(), vec![accepted, ok.clone(), stale.clone(), note]).await.unwrap(), 4);
+        assert_eq!(
+            store
+                .apply_remote(&apac(), vec![accepted, ok.clone(), stale.clone(), note])
+                .await
+                .unwrap(),
+            4
+        );
         assert_eq!(store.get_ticket(ticket.id).await.unwrap(), None);
-        store.apply_remote(&eu(), vec![created, offer]).await.unwrap();
+        store
+            .apply_remote(&eu(), vec![created, offer])
+            .await
+            .unwrap();
 
         let record = store.get_ticket(ticket.id).await.unwrap().unwrap();
-        assert_eq!(record.ticket.status, Status::Pending, "the waiting update was applied");
-        assert_eq!((record.ticket.owner.owner_region.clone(), record.ticket.handoff_to.clone()), (apac(), None));
-        assert_eq!(record.ticket.updated_at, ms(ok.hlc_time.millis() as i64), "the stale write does not touch it");
-        assert_eq!(record.notes.len(), 2, "the early note and the offer's note are shown");
-        assert_eq!(record.conflicts.len(), 1, "the waiting stale update became a conflict");
+        assert_eq!(
+            record.ticket.status,
+            Status::Pending,
+            "the waiting update was applied"
+        );
+        assert_eq!(
+            (
+                record.ticket.owner.owner_region.clone(),
+                record.ticket.handoff_to.clone()
+            ),
+            (apac(), None)
+        );
+        assert_eq!(
+            record.ticket.updated_at,
+            ms(ok.hlc_time.millis() as i64),
+            "the stale write does not touch it"
+        );
+        assert_eq!(
+            record.notes.len(),
+            2,
+            "the early note and the offer's note are shown"
+        );
+        assert_eq!(
+            record.conflicts.len(),
+            1,
+            "the waiting stale update became a conflict"
+        );
         assert_eq!(record.conflicts[0].origin_seq, stale.origin_seq);
     }
 
@@ -1089,21 +1629,37 @@ mod cases {
             } else {
                 eu_log.update(
                     ticket.id,
-                    status_change(ticket.owner.epoch, if i % 4 == 1 { Status::Pending } else { Status::Open }),
+                    status_change(
+                        ticket.owner.epoch,
+                        if i % 4 == 1 {
+                            Status::Pending
+                        } else {
+                            Status::Open
+                        },
+                    ),
                 )
             });
         }
         for chunk in log[..7].chunks(3) {
             ctx.store.apply_remote(&eu(), chunk.to_vec()).await.unwrap();
         }
-        assert!(ctx.store.apply_remote(&eu(), log[8..].to_vec()).await.is_err());
+        assert!(
+            ctx.store
+                .apply_remote(&eu(), log[8..].to_vec())
+                .await
+                .is_err()
+        );
         let before = ctx.store.get_ticket(ticket.id).await.unwrap();
 
         ctx.reopen().await;
         let store = &ctx.store;
         assert_eq!(store.cursor(&eu()).await.unwrap(), 7);
         let stored = store.events_after(&eu(), 0, 100).await.unwrap();
-        assert_eq!(stored, log[..7].to_vec(), "exactly the events the cursor covers");
+        assert_eq!(
+            stored,
+            log[..7].to_vec(),
+            "exactly the events the cursor covers"
+        );
         assert_eq!(store.get_ticket(ticket.id).await.unwrap(), before);
 
         assert_eq!(store.apply_remote(&eu(), log.clone()).await.unwrap(), 10);
@@ -1116,26 +1672,52 @@ mod cases {
         let store = &ctx.store;
         let mut events = store.subscribe();
         let ticket = ticket(&us());
-        let created = store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
+        let created = store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
         let (_, updated) = store
-            .update_ticket(ticket.id, status_change(ticket.owner.epoch, Status::Pending), meta(HLC0 + 1))
+            .update_ticket(
+                ticket.id,
+                status_change(ticket.owner.epoch, Status::Pending),
+                meta(HLC0 + 1),
+            )
             .await
             .unwrap();
         // Refusals publish nothing.
         store
-            .update_ticket(ticket.id, status_change(Epoch::from_raw(5), Status::Open), meta(HLC0 + 2))
+            .update_ticket(
+                ticket.id,
+                status_change(Epoch::from_raw(5), Status::Open),
+                meta(HLC0 + 2),
+            )
             .await
             .unwrap_err();
-        store.create_ticket(ticket.clone(), meta(HLC0 + 3)).await.unwrap_err();
-        let noted = store.add_note(note(ticket.id, &us(), "hello", BASE_MS), meta(HLC0 + 4)).await.unwrap();
+        store
+            .create_ticket(ticket.clone(), meta(HLC0 + 3))
+            .await
+            .unwrap_err();
+        let noted = store
+            .add_note(note(ticket.id, &us(), "hello", BASE_MS), meta(HLC0 + 4))
+            .await
+            .unwrap();
         let mut eu_log = Origin::new(eu());
         let remote = eu_log.note(ticket.id, ticket.owner.epoch);
-        store.apply_remote(&eu(), vec![remote.clone()]).await.unwrap();
+        store
+            .apply_remote(&eu(), vec![remote.clone()])
+            .await
+            .unwrap();
         // A duplicate delivery publishes nothing either.
-        store.apply_remote(&eu(), vec![remote.clone()]).await.unwrap();
+        store
+            .apply_remote(&eu(), vec![remote.clone()])
+            .await
+            .unwrap();
 
         for expected in [created, updated, noted, remote] {
-            let got = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(*got, expected);
         }
         assert!(matches!(events.try_recv(), Err(TryRecvError::Empty)));
@@ -1143,19 +1725,37 @@ mod cases {
 
     pub async fn reopen_keeps_everything(mut ctx: Ctx) {
         let ticket = ticket(&us());
-        ctx.store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
         ctx.store
-            .update_ticket(ticket.id, status_change(ticket.owner.epoch, Status::Escalated), meta(HLC0 + 1))
+            .create_ticket(ticket.clone(), meta(HLC0))
             .await
             .unwrap();
-        ctx.store.add_note(note(ticket.id, &us(), "kept", BASE_MS), meta(HLC0 + 2)).await.unwrap();
+        ctx.store
+            .update_ticket(
+                ticket.id,
+                status_change(ticket.owner.epoch, Status::Escalated),
+                meta(HLC0 + 1),
+            )
+            .await
+            .unwrap();
+        ctx.store
+            .add_note(note(ticket.id, &us(), "kept", BASE_MS), meta(HLC0 + 2))
+            .await
+            .unwrap();
         let mut eu_log = Origin::new(eu());
         let (remote_ticket, created) = eu_log.create();
         let stale = eu_log.update(ticket.id, status_change(Epoch::from_raw(1), Status::Solved));
-        ctx.store.apply_remote(&eu(), vec![created, stale]).await.unwrap();
+        ctx.store
+            .apply_remote(&eu(), vec![created, stale])
+            .await
+            .unwrap();
 
         let record = ctx.store.get_ticket(ticket.id).await.unwrap().unwrap();
-        let remote_record = ctx.store.get_ticket(remote_ticket.id).await.unwrap().unwrap();
+        let remote_record = ctx
+            .store
+            .get_ticket(remote_ticket.id)
+            .await
+            .unwrap()
+            .unwrap();
         let local_log = ctx.store.events_after(&us(), 0, 100).await.unwrap();
         let eu_events = ctx.store.events_after(&eu(), 0, 100).await.unwrap();
         assert_eq!(record.conflicts.len(), 1);
@@ -1163,22 +1763,34 @@ mod cases {
         ctx.reopen().await;
         let store = &ctx.store;
         assert_eq!(store.get_ticket(ticket.id).await.unwrap().unwrap(), record);
-        assert_eq!(store.get_ticket(remote_ticket.id).await.unwrap().unwrap(), remote_record);
+        assert_eq!(
+            store.get_ticket(remote_ticket.id).await.unwrap().unwrap(),
+            remote_record
+        );
         assert_eq!(store.events_after(&us(), 0, 100).await.unwrap(), local_log);
         assert_eq!(store.events_after(&eu(), 0, 100).await.unwrap(), eu_events);
         assert_eq!(store.local_head().await.unwrap(), 3);
         assert_eq!(store.cursor(&eu()).await.unwrap(), 2);
         // The local log continues where it stopped.
-        let next = store.create_ticket(crate::fixtures::ticket(&us()), meta(HLC0 + 3)).await.unwrap();
+        let next = store
+            .create_ticket(crate::fixtures::ticket(&us()), meta(HLC0 + 3))
+            .await
+            .unwrap();
         assert_eq!(next.origin_seq, 4);
     }
 
     pub async fn failing_command_does_not_fail_its_batch(ctx: Ctx) {
         let store = &ctx.store;
         let ticket = ticket(&us());
-        store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
+        store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
         let existing = note(ticket.id, &us(), "already here", BASE_MS);
-        store.add_note(existing.clone(), meta(HLC0 + 1)).await.unwrap();
+        store
+            .add_note(existing.clone(), meta(HLC0 + 1))
+            .await
+            .unwrap();
 
         // The database refuses one particular note, after the store's own
         // checks passed: a failure that aborts a transaction.
@@ -1200,10 +1812,17 @@ mod cases {
         let held = hold_writer(&ctx).await;
         let mut notes = Vec::new();
         for i in 0..30 {
-            let body = if i == 15 { "poison".to_owned() } else { format!("note {i}") };
+            let body = if i == 15 {
+                "poison".to_owned()
+            } else {
+                format!("note {i}")
+            };
             let note = note(ticket.id, &us(), &body, BASE_MS + 10 + i);
             let store = store.clone();
-            notes.push((body, tokio::spawn(async move { store.add_note(note, meta(HLC0 + 10)).await })));
+            notes.push((
+                body,
+                tokio::spawn(async move { store.add_note(note, meta(HLC0 + 10)).await }),
+            ));
         }
         let dup = {
             let store = store.clone();
@@ -1214,7 +1833,11 @@ mod cases {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .update_ticket(ticket.id, status_change(Epoch::from_raw(2048), Status::Pending), meta(HLC0 + 10))
+                    .update_ticket(
+                        ticket.id,
+                        status_change(Epoch::from_raw(2048), Status::Pending),
+                        meta(HLC0 + 10),
+                    )
                     .await
             })
         };
@@ -1222,12 +1845,22 @@ mod cases {
             let store = store.clone();
             let epoch = ticket.owner.epoch;
             tokio::spawn(async move {
-                store.update_ticket(ticket.id, status_change(epoch, Status::Pending), meta(HLC0 + 10)).await
+                store
+                    .update_ticket(
+                        ticket.id,
+                        status_change(epoch, Status::Pending),
+                        meta(HLC0 + 10),
+                    )
+                    .await
             })
         };
         let created = {
             let store = store.clone();
-            tokio::spawn(async move { store.create_ticket(crate::fixtures::ticket(&us()), meta(HLC0 + 10)).await })
+            tokio::spawn(async move {
+                store
+                    .create_ticket(crate::fixtures::ticket(&us()), meta(HLC0 + 10))
+                    .await
+            })
         };
         release_writer(held, store, 33).await;
 
@@ -1242,7 +1875,10 @@ mod cases {
         }
         assert!(matches!(dup.await.unwrap(), Err(Error::Duplicate(_))));
         assert!(matches!(fenced.await.unwrap(), Err(Error::Fenced { .. })));
-        assert_eq!(good_update.await.unwrap().unwrap().0.status, Status::Pending);
+        assert_eq!(
+            good_update.await.unwrap().unwrap().0.status,
+            Status::Pending
+        );
         created.await.unwrap().unwrap();
 
         let record = store.get_ticket(ticket.id).await.unwrap().unwrap();
@@ -1253,10 +1889,20 @@ mod cases {
         // 2 before, 29 notes, 1 update, 1 create: dense, nothing consumed by
         // the failures.
         assert_eq!(store.local_head().await.unwrap(), 33);
-        let seqs: Vec<u64> = store.events_after(&us(), 0, 100).await.unwrap().iter().map(|e| e.origin_seq).collect();
+        let seqs: Vec<u64> = store
+            .events_after(&us(), 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.origin_seq)
+            .collect();
         assert_eq!(seqs, (1..=33).collect::<Vec<u64>>());
         let stats = store.writer_stats();
-        assert_eq!(stats.batch_retries, stats_before.batch_retries + 1, "only the poisoned batch was retried");
+        assert_eq!(
+            stats.batch_retries,
+            stats_before.batch_retries + 1,
+            "only the poisoned batch was retried"
+        );
 
         // Refusals alone never cost a batch its transaction.
         let stats_before = store.writer_stats();
@@ -1264,23 +1910,39 @@ mod cases {
         let mut tasks = Vec::new();
         for i in 0..10 {
             let store = store.clone();
-            let note = note(ticket.id, &us(), &format!("second round {i}"), BASE_MS + 100 + i);
-            tasks.push(tokio::spawn(async move { store.add_note(note, meta(HLC0 + 20)).await.map(|_| ()) }));
+            let note = note(
+                ticket.id,
+                &us(),
+                &format!("second round {i}"),
+                BASE_MS + 100 + i,
+            );
+            tasks.push(tokio::spawn(async move {
+                store.add_note(note, meta(HLC0 + 20)).await.map(|_| ())
+            }));
         }
         let refusals = vec![
             {
                 let store = store.clone();
-                tokio::spawn(async move { store.add_note(existing, meta(HLC0 + 20)).await.map(|_| ()) })
+                tokio::spawn(
+                    async move { store.add_note(existing, meta(HLC0 + 20)).await.map(|_| ()) },
+                )
             },
             {
                 let store = store.clone();
                 let stale = status_change(Epoch::from_raw(2048), Status::Open);
-                tokio::spawn(async move { store.update_ticket(ticket.id, stale, meta(HLC0 + 20)).await.map(|_| ()) })
+                tokio::spawn(async move {
+                    store
+                        .update_ticket(ticket.id, stale, meta(HLC0 + 20))
+                        .await
+                        .map(|_| ())
+                })
             },
             {
                 let store = store.clone();
                 let orphan = note(ticket_id(), &us(), "nobody home", BASE_MS);
-                tokio::spawn(async move { store.add_note(orphan, meta(HLC0 + 20)).await.map(|_| ()) })
+                tokio::spawn(
+                    async move { store.add_note(orphan, meta(HLC0 + 20)).await.map(|_| ()) },
+                )
             },
         ];
         release_writer(held, store, 12).await;
@@ -1289,10 +1951,19 @@ mod cases {
         }
         for task in refusals {
             let err = task.await.unwrap().unwrap_err();
-            assert!(matches!(err, Error::Duplicate(_) | Error::Fenced { .. } | Error::TicketNotFound(_)), "{err}");
+            assert!(
+                matches!(
+                    err,
+                    Error::Duplicate(_) | Error::Fenced { .. } | Error::TicketNotFound(_)
+                ),
+                "{err}"
+            );
         }
         let stats = store.writer_stats();
-        assert_eq!(stats.batch_retries, stats_before.batch_retries, "a refusal must not abort its batch");
+        assert_eq!(
+            stats.batch_retries, stats_before.batch_retries,
+            "a refusal must not abort its batch"
+        );
         assert_eq!(stats.commands, stats_before.commands + 13);
         assert!(
             stats.transactions <= stats_before.transactions + 2,
@@ -1306,10 +1977,14 @@ mod cases {
     async fn hold_writer(ctx: &Ctx) -> sqlx::AnyConnection {
         let mut raw = ctx.raw().await;
         match ctx.backend() {
-            Backend::Sqlite => sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut raw).await.unwrap(),
-            Backend::Postgres => {
-                sqlx::raw_sql("BEGIN; SELECT last_seq FROM origins FOR UPDATE").execute(&mut raw).await.unwrap()
-            }
+            Backend::Sqlite => sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut raw)
+                .await
+                .unwrap(),
+            Backend::Postgres => sqlx::raw_sql("BEGIN; SELECT last_seq FROM origins FOR UPDATE")
+                .execute(&mut raw)
+                .await
+                .unwrap(),
         };
         raw
     }
@@ -1319,7 +1994,11 @@ mod cases {
     /// may have taken several into its blocked batch; the queue then
     /// settles below `queued`, and a queue unchanged for half a second is
     /// released too (the batches still number at most two).
-    async fn release_writer(mut raw: sqlx::AnyConnection, store: &meridian_store::Store, queued: usize) {
+    async fn release_writer(
+        mut raw: sqlx::AnyConnection,
+        store: &meridian_store::Store,
+        queued: usize,
+    ) {
         // Well short of SQLite's busy timeout, after which the blocked
         // writer would give up.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -1334,7 +2013,10 @@ mod cases {
             } else if last.1.elapsed() > Duration::from_millis(500) {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "only {now_queued} writes queued, expected {queued}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {now_queued} writes queued, expected {queued}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         sqlx::raw_sql("COMMIT").execute(&mut raw).await.unwrap();
@@ -1342,11 +2024,20 @@ mod cases {
 
     pub async fn closed_store_refuses_writes(ctx: Ctx) {
         let other_handle = ctx.store.clone();
-        ctx.store.create_ticket(ticket(&us()), meta(HLC0)).await.unwrap();
+        ctx.store
+            .create_ticket(ticket(&us()), meta(HLC0))
+            .await
+            .unwrap();
         ctx.store.close().await;
-        let err = other_handle.create_ticket(ticket(&us()), meta(HLC0 + 1)).await.unwrap_err();
+        let err = other_handle
+            .create_ticket(ticket(&us()), meta(HLC0 + 1))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Closed), "{err}");
-        let err = other_handle.apply_remote(&eu(), Vec::new()).await.unwrap_err();
+        let err = other_handle
+            .apply_remote(&eu(), Vec::new())
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Closed), "{err}");
         assert!(!err.is_retryable());
     }
@@ -1355,23 +2046,62 @@ mod cases {
         use meridian_core::{SlaAlert, SlaMetric, SlaState};
         let store = &ctx.store;
         let ticket = ticket(&us());
-        store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
-        let calm = store.create_ticket(super::fixtures::ticket(&us()), meta(HLC0 + 1)).await.unwrap();
-        let at_risk = TicketFilter { sla_at_risk: true, ..TicketFilter::default() };
-        assert!(store.list_tickets(&at_risk).await.unwrap().tickets.is_empty());
+        store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
+        let calm = store
+            .create_ticket(super::fixtures::ticket(&us()), meta(HLC0 + 1))
+            .await
+            .unwrap();
+        let at_risk = TicketFilter {
+            sla_at_risk: true,
+            ..TicketFilter::default()
+        };
+        assert!(
+            store
+                .list_tickets(&at_risk)
+                .await
+                .unwrap()
+                .tickets
+                .is_empty()
+        );
 
-        let warned = ticket.sla.with_alert(SlaMetric::FirstResponse, SlaAlert::Warning);
-        let changes = TicketChanges { epoch: ticket.owner.epoch, sla: Some(warned), ..TicketChanges::default() };
+        let warned = ticket
+            .sla
+            .with_alert(SlaMetric::FirstResponse, SlaAlert::Warning);
+        let changes = TicketChanges {
+            epoch: ticket.owner.epoch,
+            sla: Some(warned),
+            ..TicketChanges::default()
+        };
         let (updated, event) = store
-            .record_sla_alert(ticket.id, SlaMetric::FirstResponse, SlaAlert::Warning, changes.clone(), meta(HLC0 + 2))
+            .record_sla_alert(
+                ticket.id,
+                SlaMetric::FirstResponse,
+                SlaAlert::Warning,
+                changes.clone(),
+                meta(HLC0 + 2),
+            )
             .await
             .unwrap();
         assert_eq!(updated.sla, warned);
         let due = ticket.sla.first_response.unwrap().due;
-        assert_eq!(event.kind, EventKind::SlaWarning { metric: SlaMetric::FirstResponse, due, changes });
+        assert_eq!(
+            event.kind,
+            EventKind::SlaWarning {
+                metric: SlaMetric::FirstResponse,
+                due,
+                changes
+            }
+        );
         assert_eq!(event.kind.name(), "sla_warning");
         let listed = store.list_tickets(&at_risk).await.unwrap().tickets;
-        assert_eq!(listed.iter().map(|t| t.id).collect::<Vec<_>>(), [ticket.id], "only the warned ticket is at risk");
+        assert_eq!(
+            listed.iter().map(|t| t.id).collect::<Vec<_>>(),
+            [ticket.id],
+            "only the warned ticket is at risk"
+        );
         assert_ne!(calm.ticket_id, ticket.id);
 
         // An alert at a stale epoch is fenced like any owner-scoped write.
@@ -1381,11 +2111,26 @@ mod cases {
             ..TicketChanges::default()
         };
         let err = store
-            .record_sla_alert(ticket.id, SlaMetric::FirstResponse, SlaAlert::Breached, stale, meta(HLC0 + 3))
+            .record_sla_alert(
+                ticket.id,
+                SlaMetric::FirstResponse,
+                SlaAlert::Breached,
+                stale,
+                meta(HLC0 + 3),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Fenced { .. }), "{err}");
-        assert_eq!(store.get_ticket(ticket.id).await.unwrap().unwrap().ticket.sla, warned);
+        assert_eq!(
+            store
+                .get_ticket(ticket.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .ticket
+                .sla,
+            warned
+        );
 
         // Meeting the target takes the ticket off the at-risk list.
         let met = TicketChanges {
@@ -1396,9 +2141,22 @@ mod cases {
         };
         let mut met_sla = met.sla.unwrap();
         met_sla.first_response.as_mut().unwrap().state = SlaState::Met;
-        let met = TicketChanges { sla: Some(met_sla), ..met };
-        store.update_ticket(ticket.id, met, meta(HLC0 + 4)).await.unwrap();
-        assert!(store.list_tickets(&at_risk).await.unwrap().tickets.is_empty());
+        let met = TicketChanges {
+            sla: Some(met_sla),
+            ..met
+        };
+        store
+            .update_ticket(ticket.id, met, meta(HLC0 + 4))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .list_tickets(&at_risk)
+                .await
+                .unwrap()
+                .tickets
+                .is_empty()
+        );
         assert_eq!(event_count(store).await, 4);
     }
 
@@ -1406,23 +2164,46 @@ mod cases {
         use meridian_core::SlaDeadlines;
         let store = &ctx.store;
         let ticket = ticket(&us());
-        store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
+        store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
         let mut no_sla = super::fixtures::ticket(&us());
         no_sla.sla = SlaDeadlines::default();
         store.create_ticket(no_sla, meta(HLC0 + 1)).await.unwrap();
         let warn_at = ticket.sla.first_response.unwrap().warn_at;
 
-        let before = store.sla_due(&us(), ms(warn_at.as_millisecond() - 1), 100).await.unwrap();
+        let before = store
+            .sla_due(&us(), ms(warn_at.as_millisecond() - 1), 100)
+            .await
+            .unwrap();
         assert!(before.is_empty(), "nothing is due before the first warning");
         let due = store.sla_due(&us(), warn_at, 100).await.unwrap();
         assert_eq!(due.iter().map(|t| t.id).collect::<Vec<_>>(), [ticket.id]);
-        assert!(store.sla_due(&eu(), warn_at, 100).await.unwrap().is_empty(), "only the owner's tickets");
+        assert!(
+            store.sla_due(&eu(), warn_at, 100).await.unwrap().is_empty(),
+            "only the owner's tickets"
+        );
 
         // A paused clock needs no look, however late it is.
         let paused = ticket.sla.after_status(Status::Open, Status::Pending, true);
-        let changes = TicketChanges { epoch: ticket.owner.epoch, status: Some(Status::Pending), sla: Some(paused), ..TicketChanges::default() };
-        store.update_ticket(ticket.id, changes, meta(HLC0 + 2)).await.unwrap();
-        assert!(store.sla_due(&us(), ms(BASE_MS + 1_000_000_000), 100).await.unwrap().is_empty());
+        let changes = TicketChanges {
+            epoch: ticket.owner.epoch,
+            status: Some(Status::Pending),
+            sla: Some(paused),
+            ..TicketChanges::default()
+        };
+        store
+            .update_ticket(ticket.id, changes, meta(HLC0 + 2))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .sla_due(&us(), ms(BASE_MS + 1_000_000_000), 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub async fn replicated_sla_alerts_project_like_updates(ctx: Ctx) {
@@ -1430,16 +2211,39 @@ mod cases {
         let store = &ctx.store;
         let mut eu_log = Origin::new(eu());
         let (ticket, created) = eu_log.create();
-        let breached = ticket.sla.with_alert(SlaMetric::Resolution, SlaAlert::Breached);
-        let changes = TicketChanges { epoch: ticket.owner.epoch, sla: Some(breached), ..TicketChanges::default() };
+        let breached = ticket
+            .sla
+            .with_alert(SlaMetric::Resolution, SlaAlert::Breached);
+        let changes = TicketChanges {
+            epoch: ticket.owner.epoch,
+            sla: Some(breached),
+            ..TicketChanges::default()
+        };
         let due = ticket.sla.resolution.unwrap().due;
-        let alert = eu_log.event(ticket.id, ticket.owner.epoch, EventKind::SlaBreached { metric: SlaMetric::Resolution, due, changes });
+        let alert = eu_log.event(
+            ticket.id,
+            ticket.owner.epoch,
+            EventKind::SlaBreached {
+                metric: SlaMetric::Resolution,
+                due,
+                changes,
+            },
+        );
         // The creation and the alert arrive in one batch from eu-west.
-        store.apply_remote(&eu(), vec![created.clone(), alert.clone()]).await.unwrap();
+        store
+            .apply_remote(&eu(), vec![created.clone(), alert.clone()])
+            .await
+            .unwrap();
         let got = store.get_ticket(ticket.id).await.unwrap().unwrap().ticket;
         assert_eq!(got.sla, breached);
         assert!(got.sla.is_at_risk());
-        let kinds: Vec<_> = store.events_for_ticket(ticket.id).await.unwrap().iter().map(|e| e.kind.name()).collect();
+        let kinds: Vec<_> = store
+            .events_for_ticket(ticket.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.kind.name())
+            .collect();
         assert_eq!(kinds, ["ticket_created", "sla_breached"]);
     }
 
@@ -1455,8 +2259,17 @@ mod cases {
         }
     }
 
-    fn offer_note(ticket_id: meridian_core::TicketId, from: &meridian_core::RegionId, to: &meridian_core::RegionId) -> meridian_core::Note {
-        let mut n = note(ticket_id, from, &handoff_note("ana").render(from, to), BASE_MS + 5_000);
+    fn offer_note(
+        ticket_id: meridian_core::TicketId,
+        from: &meridian_core::RegionId,
+        to: &meridian_core::RegionId,
+    ) -> meridian_core::Note {
+        let mut n = note(
+            ticket_id,
+            from,
+            &handoff_note("ana").render(from, to),
+            BASE_MS + 5_000,
+        );
         n.author = "ana".into();
         n
     }
@@ -1464,37 +2277,107 @@ mod cases {
     pub async fn an_offer_blocks_owner_writes_until_answered(ctx: Ctx) {
         let store = &ctx.store;
         let ticket = ticket(&us());
-        store.create_ticket(ticket.clone(), meta(HLC0)).await.unwrap();
+        store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
         let epoch = ticket.owner.epoch;
         let (offered, event) = store
-            .offer_handoff(ticket.id, epoch, eu(), handoff_note("ana"), offer_note(ticket.id, &us(), &eu()), meta(HLC0 + 1))
+            .offer_handoff(
+                ticket.id,
+                epoch,
+                eu(),
+                handoff_note("ana"),
+                offer_note(ticket.id, &us(), &eu()),
+                meta(HLC0 + 1),
+            )
             .await
             .unwrap();
         assert_eq!(offered.handoff_to, Some(eu()));
         assert_eq!(event.kind.name(), "handoff_offered");
         let record = store.get_ticket(ticket.id).await.unwrap().unwrap();
         assert_eq!(record.notes.len(), 1, "the handoff note is a ticket note");
-        assert!(record.notes[0].body.starts_with("Handoff us-east → eu-west"), "{}", record.notes[0].body);
+        assert!(
+            record.notes[0]
+                .body
+                .starts_with("Handoff us-east → eu-west"),
+            "{}",
+            record.notes[0].body
+        );
 
-        let err = store.update_ticket(ticket.id, status_change(epoch, Status::Pending), meta(HLC0 + 2)).await.unwrap_err();
-        assert!(matches!(err, Error::Invalid(meridian_core::Error::HandoffPending { ref to }) if *to == eu()), "{err}");
-        let again = store
-            .offer_handoff(ticket.id, epoch, apac(), handoff_note("ana"), offer_note(ticket.id, &us(), &apac()), meta(HLC0 + 3))
+        let err = store
+            .update_ticket(
+                ticket.id,
+                status_change(epoch, Status::Pending),
+                meta(HLC0 + 2),
+            )
             .await
             .unwrap_err();
-        assert!(matches!(again, Error::Invalid(meridian_core::Error::HandoffPending { .. })), "{again}");
-        assert_eq!(store.last_offer(ticket.id, &us()).await.unwrap().unwrap().origin_seq, event.origin_seq);
+        assert!(
+            matches!(err, Error::Invalid(meridian_core::Error::HandoffPending { ref to }) if *to == eu()),
+            "{err}"
+        );
+        let again = store
+            .offer_handoff(
+                ticket.id,
+                epoch,
+                apac(),
+                handoff_note("ana"),
+                offer_note(ticket.id, &us(), &apac()),
+                meta(HLC0 + 3),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                again,
+                Error::Invalid(meridian_core::Error::HandoffPending { .. })
+            ),
+            "{again}"
+        );
+        assert_eq!(
+            store
+                .last_offer(ticket.id, &us())
+                .await
+                .unwrap()
+                .unwrap()
+                .origin_seq,
+            event.origin_seq
+        );
 
         // Refused: the owner keeps the ticket and may write again.
-        let (kept, _) = store.refuse_handoff(ticket.id, epoch, eu(), "eu-west is off shift".into(), meta(HLC0 + 4)).await.unwrap();
+        let (kept, _) = store
+            .refuse_handoff(
+                ticket.id,
+                epoch,
+                eu(),
+                "eu-west is off shift".into(),
+                meta(HLC0 + 4),
+            )
+            .await
+            .unwrap();
         assert_eq!(kept.handoff_to, None);
         assert_eq!(kept.owner.owner_region, us());
-        store.update_ticket(ticket.id, status_change(epoch, Status::Pending), meta(HLC0 + 5)).await.unwrap();
+        store
+            .update_ticket(
+                ticket.id,
+                status_change(epoch, Status::Pending),
+                meta(HLC0 + 5),
+            )
+            .await
+            .unwrap();
 
         // Offered again and accepted in eu-west: its acceptance arrives
         // through replication and moves ownership here too.
         let (_, offer) = store
-            .offer_handoff(ticket.id, epoch, eu(), handoff_note("ana"), offer_note(ticket.id, &us(), &eu()), meta(HLC0 + 6))
+            .offer_handoff(
+                ticket.id,
+                epoch,
+                eu(),
+                handoff_note("ana"),
+                offer_note(ticket.id, &us(), &eu()),
+                meta(HLC0 + 6),
+            )
             .await
             .unwrap();
         let new_epoch = epoch.next_for(region_index(&eu()));
@@ -1502,13 +2385,34 @@ mod cases {
         let accepted = eu_log.event(
             ticket.id,
             new_epoch,
-            EventKind::HandoffAccepted { from: us(), offer_seq: offer.origin_seq, previous_epoch: epoch },
+            EventKind::HandoffAccepted {
+                from: us(),
+                offer_seq: offer.origin_seq,
+                previous_epoch: epoch,
+            },
         );
         store.apply_remote(&eu(), vec![accepted]).await.unwrap();
         let moved = store.get_ticket(ticket.id).await.unwrap().unwrap().ticket;
-        assert_eq!((moved.owner.owner_region.clone(), moved.owner.epoch, moved.handoff_to.clone()), (eu(), new_epoch, None));
-        let fenced = store.update_ticket(ticket.id, status_change(epoch, Status::Open), meta(HLC0 + 7)).await.unwrap_err();
-        assert!(matches!(fenced, Error::Fenced { ref owner, epoch } if *owner == eu() && epoch == new_epoch), "{fenced}");
+        assert_eq!(
+            (
+                moved.owner.owner_region.clone(),
+                moved.owner.epoch,
+                moved.handoff_to.clone()
+            ),
+            (eu(), new_epoch, None)
+        );
+        let fenced = store
+            .update_ticket(
+                ticket.id,
+                status_change(epoch, Status::Open),
+                meta(HLC0 + 7),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(fenced, Error::Fenced { ref owner, epoch } if *owner == eu() && epoch == new_epoch),
+            "{fenced}"
+        );
     }
 
     pub async fn acceptance_is_fenced_on_the_pending_offer(ctx: Ctx) {
@@ -1518,29 +2422,98 @@ mod cases {
         let offer = eu_log.event(
             ticket.id,
             ticket.owner.epoch,
-            EventKind::HandoffOffered { to: us(), handoff: handoff_note("bo"), note: offer_note(ticket.id, &eu(), &us()) },
+            EventKind::HandoffOffered {
+                to: us(),
+                handoff: handoff_note("bo"),
+                note: offer_note(ticket.id, &eu(), &us()),
+            },
         );
         let new_epoch = ticket.owner.epoch.next_for(region_index(&us()));
         // Nothing offered yet: nothing to accept.
         store.apply_remote(&eu(), vec![created]).await.unwrap();
-        let early = store.accept_handoff(ticket.id, eu(), 2, ticket.owner.epoch, new_epoch, meta(HLC0)).await.unwrap_err();
-        assert!(matches!(early, Error::Invalid(meridian_core::Error::NoSuchOffer { .. })), "{early}");
-
-        store.apply_remote(&eu(), vec![offer.clone()]).await.unwrap();
-        assert_eq!(store.get_ticket(ticket.id).await.unwrap().unwrap().ticket.handoff_to, Some(us()));
-        let (owned, event) = store
-            .accept_handoff(ticket.id, eu(), offer.origin_seq, ticket.owner.epoch, new_epoch, meta(HLC0 + 1))
-            .await
-            .unwrap();
-        assert_eq!((owned.owner.owner_region.clone(), owned.owner.epoch, owned.handoff_to.clone()), (us(), new_epoch, None));
-        assert_eq!(event.epoch, new_epoch, "the acceptance is written at the new epoch");
-        let twice = store
-            .accept_handoff(ticket.id, eu(), offer.origin_seq, ticket.owner.epoch, new_epoch, meta(HLC0 + 2))
+        let early = store
+            .accept_handoff(
+                ticket.id,
+                eu(),
+                2,
+                ticket.owner.epoch,
+                new_epoch,
+                meta(HLC0),
+            )
             .await
             .unwrap_err();
-        assert!(matches!(twice, Error::Invalid(meridian_core::Error::NoSuchOffer { .. })), "{twice}");
+        assert!(
+            matches!(
+                early,
+                Error::Invalid(meridian_core::Error::NoSuchOffer { .. })
+            ),
+            "{early}"
+        );
+
+        store
+            .apply_remote(&eu(), vec![offer.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .get_ticket(ticket.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .ticket
+                .handoff_to,
+            Some(us())
+        );
+        let (owned, event) = store
+            .accept_handoff(
+                ticket.id,
+                eu(),
+                offer.origin_seq,
+                ticket.owner.epoch,
+                new_epoch,
+                meta(HLC0 + 1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                owned.owner.owner_region.clone(),
+                owned.owner.epoch,
+                owned.handoff_to.clone()
+            ),
+            (us(), new_epoch, None)
+        );
+        assert_eq!(
+            event.epoch, new_epoch,
+            "the acceptance is written at the new epoch"
+        );
+        let twice = store
+            .accept_handoff(
+                ticket.id,
+                eu(),
+                offer.origin_seq,
+                ticket.owner.epoch,
+                new_epoch,
+                meta(HLC0 + 2),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                twice,
+                Error::Invalid(meridian_core::Error::NoSuchOffer { .. })
+            ),
+            "{twice}"
+        );
         // The new owner writes at its epoch.
-        store.update_ticket(ticket.id, status_change(new_epoch, Status::Pending), meta(HLC0 + 3)).await.unwrap();
+        store
+            .update_ticket(
+                ticket.id,
+                status_change(new_epoch, Status::Pending),
+                meta(HLC0 + 3),
+            )
+            .await
+            .unwrap();
     }
 
     pub async fn replicated_handoffs_converge_in_any_order(ctx: Ctx) {
@@ -1552,13 +2525,21 @@ mod cases {
             let offer = eu_log.event(
                 ticket.id,
                 ticket.owner.epoch,
-                EventKind::HandoffOffered { to: apac(), handoff: handoff_note("bo"), note: offer_note(ticket.id, &eu(), &apac()) },
+                EventKind::HandoffOffered {
+                    to: apac(),
+                    handoff: handoff_note("bo"),
+                    note: offer_note(ticket.id, &eu(), &apac()),
+                },
             );
             let new_epoch = ticket.owner.epoch.next_for(region_index(&apac()));
             let accepted = apac_log.event(
                 ticket.id,
                 new_epoch,
-                EventKind::HandoffAccepted { from: eu(), offer_seq: offer.origin_seq, previous_epoch: ticket.owner.epoch },
+                EventKind::HandoffAccepted {
+                    from: eu(),
+                    offer_seq: offer.origin_seq,
+                    previous_epoch: ticket.owner.epoch,
+                },
             );
             let eu_cursor = store.cursor(&eu()).await.unwrap();
             let apac_cursor = store.cursor(&apac()).await.unwrap();
@@ -1578,12 +2559,19 @@ mod cases {
             let record = store.get_ticket(ticket.id).await.unwrap().unwrap();
             let t = &record.ticket;
             assert_eq!(
-                (t.owner.owner_region.clone(), t.owner.epoch, t.handoff_to.clone()),
+                (
+                    t.owner.owner_region.clone(),
+                    t.owner.epoch,
+                    t.handoff_to.clone()
+                ),
                 (apac(), new_epoch, None),
                 "acceptance first: {acceptance_first}"
             );
             assert_eq!(record.notes.len(), 1);
-            assert!(record.conflicts.is_empty(), "handoff steps are not user writes: no conflicts");
+            assert!(
+                record.conflicts.is_empty(),
+                "handoff steps are not user writes: no conflicts"
+            );
         }
     }
 
@@ -1592,15 +2580,27 @@ mod cases {
         let store = ctx.store.clone();
         let mut eu_log = Origin::new(eu());
         let (_, created) = eu_log.create();
-        assert!(!store.wait_applied(&eu(), 1, Duration::from_millis(50)).await.unwrap(), "times out when nothing comes");
+        assert!(
+            !store
+                .wait_applied(&eu(), 1, Duration::from_millis(50))
+                .await
+                .unwrap(),
+            "times out when nothing comes"
+        );
         let waiter = {
             let store = store.clone();
             tokio::spawn(async move { store.wait_applied(&eu(), 1, Duration::from_secs(10)).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         store.apply_remote(&eu(), vec![created]).await.unwrap();
-        assert!(waiter.await.unwrap().unwrap(), "wakes once the event is applied");
-        assert!(store.wait_applied(&eu(), 1, Duration::ZERO).await.unwrap(), "already applied answers at once");
+        assert!(
+            waiter.await.unwrap().unwrap(),
+            "wakes once the event is applied"
+        );
+        assert!(
+            store.wait_applied(&eu(), 1, Duration::ZERO).await.unwrap(),
+            "already applied answers at once"
+        );
     }
 
     pub async fn takeover_moves_only_what_the_failed_region_owned(ctx: Ctx) {
@@ -1612,33 +2612,60 @@ mod cases {
         let offer = eu_log.event(
             offered.id,
             offered.owner.epoch,
-            EventKind::HandoffOffered { to: apac(), handoff: handoff_note("bo"), note: offer_note(offered.id, &eu(), &apac()) },
+            EventKind::HandoffOffered {
+                to: apac(),
+                handoff: handoff_note("bo"),
+                note: offer_note(offered.id, &eu(), &apac()),
+            },
         );
-        store.apply_remote(&eu(), vec![created, created2, offer]).await.unwrap();
+        store
+            .apply_remote(&eu(), vec![created, created2, offer])
+            .await
+            .unwrap();
         let mine = ticket(&us());
         store.create_ticket(mine.clone(), meta(HLC0)).await.unwrap();
 
         let new_epoch = owned.owner.epoch.next_for(region_index(&us()));
         for id in [owned.id, offered.id] {
-            let (taken, event) = store.take_over(id, eu(), 42, new_epoch, meta(HLC0 + 1)).await.unwrap();
-            assert_eq!((taken.owner.owner_region.clone(), taken.owner.epoch, taken.handoff_to.clone()), (us(), new_epoch, None));
+            let (taken, event) = store
+                .take_over(id, eu(), 42, new_epoch, meta(HLC0 + 1))
+                .await
+                .unwrap();
+            assert_eq!(
+                (
+                    taken.owner.owner_region.clone(),
+                    taken.owner.epoch,
+                    taken.handoff_to.clone()
+                ),
+                (us(), new_epoch, None)
+            );
             let expected = EventKind::TakenOver {
                 from: eu(),
                 fencing_token: 42,
                 previous_epoch: owned.owner.epoch,
                 through_seq: 3,
             };
-            assert_eq!(event.kind, expected, "records the epoch eu-west held and how much of its log is here");
+            assert_eq!(
+                event.kind, expected,
+                "records the epoch eu-west held and how much of its log is here"
+            );
         }
         // Not eu-west's: refused, nothing written.
-        let err = store.take_over(mine.id, eu(), 42, new_epoch, meta(HLC0 + 2)).await.unwrap_err();
+        let err = store
+            .take_over(mine.id, eu(), 42, new_epoch, meta(HLC0 + 2))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Fenced { .. }), "{err}");
         // eu-west's stale write arriving later is a conflict, not applied.
         let stale = eu_log.update(owned.id, status_change(owned.owner.epoch, Status::Solved));
         store.apply_remote(&eu(), vec![stale]).await.unwrap();
         let record = store.get_ticket(owned.id).await.unwrap().unwrap();
         assert_eq!(record.ticket.status, owned.status);
-        assert_eq!(record.conflicts.len(), 1, "the failed region's late write is kept as a conflict");
+        assert_eq!(
+            record.conflicts.len(),
+            1,
+            "the failed region's late write is kept as a conflict"
+        );
     }
 
     /// This store is the failed region: it applied its own late write, and
@@ -1650,26 +2677,65 @@ mod cases {
         let mine = ticket(&us());
         let epoch = mine.owner.epoch;
         store.create_ticket(mine.clone(), meta(HLC0)).await.unwrap();
-        let (_, seen) = store.update_ticket(mine.id, status_change(epoch, Status::Open), meta(HLC0 + 1)).await.unwrap();
-        let (_, late) = store.update_ticket(mine.id, status_change(epoch, Status::Pending), meta(HLC0 + 2)).await.unwrap();
+        let (_, seen) = store
+            .update_ticket(mine.id, status_change(epoch, Status::Open), meta(HLC0 + 1))
+            .await
+            .unwrap();
+        let (_, late) = store
+            .update_ticket(
+                mine.id,
+                status_change(epoch, Status::Pending),
+                meta(HLC0 + 2),
+            )
+            .await
+            .unwrap();
 
         let mut eu_log = Origin::new(eu());
         let successor_epoch = epoch.next_for(region_index(&eu()));
-        let takeover = EventKind::TakenOver { from: us(), fencing_token: 7, previous_epoch: epoch, through_seq: seen.origin_seq };
+        let takeover = EventKind::TakenOver {
+            from: us(),
+            fencing_token: 7,
+            previous_epoch: epoch,
+            through_seq: seen.origin_seq,
+        };
         let taken = eu_log.event(mine.id, successor_epoch, takeover);
         let mut recorded = store.subscribe_conflicts();
         store.apply_remote(&eu(), vec![taken]).await.unwrap();
-        let published = recorded.try_recv().expect("the new conflict is published after the commit");
-        assert_eq!((published.ticket_id, published.conflict.origin_seq), (mine.id, late.origin_seq));
-        assert!(matches!(recorded.try_recv(), Err(TryRecvError::Empty)), "once");
+        let published = recorded
+            .try_recv()
+            .expect("the new conflict is published after the commit");
+        assert_eq!(
+            (published.ticket_id, published.conflict.origin_seq),
+            (mine.id, late.origin_seq)
+        );
+        assert!(
+            matches!(recorded.try_recv(), Err(TryRecvError::Empty)),
+            "once"
+        );
 
         let record = store.get_ticket(mine.id).await.unwrap().unwrap();
-        assert_eq!((record.ticket.owner.owner_region.clone(), record.ticket.owner.epoch), (eu(), successor_epoch));
-        assert_eq!(record.ticket.status, Status::Open, "the late write is taken back");
+        assert_eq!(
+            (
+                record.ticket.owner.owner_region.clone(),
+                record.ticket.owner.epoch
+            ),
+            (eu(), successor_epoch)
+        );
+        assert_eq!(
+            record.ticket.status,
+            Status::Open,
+            "the late write is taken back"
+        );
         assert_eq!(record.conflicts.len(), 1, "{:?}", record.conflicts);
         let conflict = &record.conflicts[0];
-        assert_eq!((conflict.origin_region.clone(), conflict.origin_seq), (us(), late.origin_seq));
-        assert_eq!((conflict.stale_epoch, conflict.current_epoch), (epoch, successor_epoch));
+        assert_eq!(
+            (conflict.origin_region.clone(), conflict.origin_seq),
+            (us(), late.origin_seq)
+        );
+        assert_eq!(
+            (conflict.stale_epoch, conflict.current_epoch),
+            (epoch, successor_epoch)
+        );
         assert_eq!(conflict.changes.status, Some(Status::Pending));
         // The successor's own writes apply on top.
         let next = eu_log.update(mine.id, status_change(successor_epoch, Status::Escalated));
@@ -1687,25 +2753,57 @@ mod cases {
         let mut eu_log = Origin::new(eu());
         let (owned, created) = eu_log.create();
         let epoch = owned.owner.epoch;
-        let seen = eu_log.update(owned.id, TicketChanges { assignee: Some(Some("bo".into())), ..status_change(epoch, Status::Open) });
+        let seen = eu_log.update(
+            owned.id,
+            TicketChanges {
+                assignee: Some(Some("bo".into())),
+                ..status_change(epoch, Status::Open)
+            },
+        );
         let late = eu_log.update(owned.id, status_change(epoch, Status::Pending));
         let mut apac_log = Origin::new(apac());
         let successor_epoch = epoch.next_for(region_index(&apac()));
-        let takeover = EventKind::TakenOver { from: eu(), fencing_token: 7, previous_epoch: epoch, through_seq: seen.origin_seq };
+        let takeover = EventKind::TakenOver {
+            from: eu(),
+            fencing_token: 7,
+            previous_epoch: epoch,
+            through_seq: seen.origin_seq,
+        };
         let taken = apac_log.event(owned.id, successor_epoch, takeover);
 
         store.apply_remote(&apac(), vec![taken]).await.unwrap();
         store.apply_remote(&eu(), vec![created]).await.unwrap();
         let record = store.get_ticket(owned.id).await.unwrap().unwrap();
-        assert_eq!((record.ticket.owner.owner_region.clone(), record.ticket.owner.epoch), (apac(), successor_epoch));
+        assert_eq!(
+            (
+                record.ticket.owner.owner_region.clone(),
+                record.ticket.owner.epoch
+            ),
+            (apac(), successor_epoch)
+        );
         store.apply_remote(&eu(), vec![seen]).await.unwrap();
         let record = store.get_ticket(owned.id).await.unwrap().unwrap();
-        assert_eq!((record.ticket.status, record.ticket.assignee.as_deref()), (Status::Open, Some("bo")), "covered: counts");
+        assert_eq!(
+            (record.ticket.status, record.ticket.assignee.as_deref()),
+            (Status::Open, Some("bo")),
+            "covered: counts"
+        );
         assert!(record.conflicts.is_empty(), "{:?}", record.conflicts);
         store.apply_remote(&eu(), vec![late.clone()]).await.unwrap();
         let record = store.get_ticket(owned.id).await.unwrap().unwrap();
-        assert_eq!(record.ticket.status, Status::Open, "after the successor's cursor: stale");
-        assert_eq!(record.conflicts.iter().map(|c| c.origin_seq).collect::<Vec<_>>(), [late.origin_seq]);
+        assert_eq!(
+            record.ticket.status,
+            Status::Open,
+            "after the successor's cursor: stale"
+        );
+        assert_eq!(
+            record
+                .conflicts
+                .iter()
+                .map(|c| c.origin_seq)
+                .collect::<Vec<_>>(),
+            [late.origin_seq]
+        );
     }
 
     /// eu-west's update made before its offer reaches this store after
@@ -1716,29 +2814,63 @@ mod cases {
         let mut eu_log = Origin::new(eu());
         let (owned, created) = eu_log.create();
         let epoch = owned.owner.epoch;
-        let before = eu_log.update(owned.id, TicketChanges { assignee: Some(Some("bo".into())), ..status_change(epoch, Status::Open) });
+        let before = eu_log.update(
+            owned.id,
+            TicketChanges {
+                assignee: Some(Some("bo".into())),
+                ..status_change(epoch, Status::Open)
+            },
+        );
         let offer = eu_log.event(
             owned.id,
             epoch,
-            EventKind::HandoffOffered { to: apac(), handoff: handoff_note("bo"), note: offer_note(owned.id, &eu(), &apac()) },
+            EventKind::HandoffOffered {
+                to: apac(),
+                handoff: handoff_note("bo"),
+                note: offer_note(owned.id, &eu(), &apac()),
+            },
         );
         let mut apac_log = Origin::new(apac());
         let new_epoch = epoch.next_for(region_index(&apac()));
         let accepted = apac_log.event(
             owned.id,
             new_epoch,
-            EventKind::HandoffAccepted { from: eu(), offer_seq: offer.origin_seq, previous_epoch: epoch },
+            EventKind::HandoffAccepted {
+                from: eu(),
+                offer_seq: offer.origin_seq,
+                previous_epoch: epoch,
+            },
         );
         let after = apac_log.update(owned.id, status_change(new_epoch, Status::Pending));
 
         store.apply_remote(&eu(), vec![created]).await.unwrap();
-        store.apply_remote(&apac(), vec![accepted, after]).await.unwrap();
-        store.apply_remote(&eu(), vec![before, offer]).await.unwrap();
+        store
+            .apply_remote(&apac(), vec![accepted, after])
+            .await
+            .unwrap();
+        store
+            .apply_remote(&eu(), vec![before, offer])
+            .await
+            .unwrap();
         let record = store.get_ticket(owned.id).await.unwrap().unwrap();
         assert!(record.conflicts.is_empty(), "{:?}", record.conflicts);
-        assert_eq!(record.ticket.assignee.as_deref(), Some("bo"), "the owner's write before its offer counts");
-        assert_eq!(record.ticket.status, Status::Pending, "the new owner's later write wins");
-        assert_eq!((record.ticket.owner.owner_region.clone(), record.ticket.handoff_to.clone()), (apac(), None));
+        assert_eq!(
+            record.ticket.assignee.as_deref(),
+            Some("bo"),
+            "the owner's write before its offer counts"
+        );
+        assert_eq!(
+            record.ticket.status,
+            Status::Pending,
+            "the new owner's later write wins"
+        );
+        assert_eq!(
+            (
+                record.ticket.owner.owner_region.clone(),
+                record.ticket.handoff_to.clone()
+            ),
+            (apac(), None)
+        );
     }
 
     /// Catch-up applies runs of creations and notes in multi-row
@@ -1752,7 +2884,11 @@ mod cases {
         let offer = eu_log.event(
             second.id,
             second.owner.epoch,
-            EventKind::HandoffOffered { to: apac(), handoff: handoff_note("bo"), note: offer_note(second.id, &eu(), &apac()) },
+            EventKind::HandoffOffered {
+                to: apac(),
+                handoff: handoff_note("bo"),
+                note: offer_note(second.id, &eu(), &apac()),
+            },
         );
         let n1 = eu_log.note(first.id, first.owner.epoch);
         let n2 = eu_log.note(second.id, second.owner.epoch);
@@ -1763,13 +2899,21 @@ mod cases {
         let accepted = apac_log.event(
             second.id,
             apac_epoch,
-            EventKind::HandoffAccepted { from: eu(), offer_seq: offer.origin_seq, previous_epoch: second.owner.epoch },
+            EventKind::HandoffAccepted {
+                from: eu(),
+                offer_seq: offer.origin_seq,
+                previous_epoch: second.owner.epoch,
+            },
         );
         store.apply_remote(&apac(), vec![accepted]).await.unwrap();
 
         let batch = vec![c1, c2, offer, n1, n2, c3, n3];
         assert_eq!(store.apply_remote(&eu(), batch.clone()).await.unwrap(), 7);
-        assert_eq!(store.apply_remote(&eu(), batch).await.unwrap(), 7, "a redelivery changes nothing");
+        assert_eq!(
+            store.apply_remote(&eu(), batch).await.unwrap(),
+            7,
+            "a redelivery changes nothing"
+        );
         assert_eq!(event_count(store).await, 8);
         for (ticket, notes) in [(&first, 1), (&third, 1)] {
             let record = store.get_ticket(ticket.id).await.unwrap().unwrap();
@@ -1777,8 +2921,17 @@ mod cases {
             assert_eq!(record.notes.len(), notes);
         }
         let record = store.get_ticket(second.id).await.unwrap().unwrap();
-        assert_eq!((record.ticket.owner.owner_region.clone(), record.ticket.owner.epoch), (apac(), apac_epoch));
-        assert_eq!(record.ticket.handoff_to, None, "the offer was answered before it arrived");
+        assert_eq!(
+            (
+                record.ticket.owner.owner_region.clone(),
+                record.ticket.owner.epoch
+            ),
+            (apac(), apac_epoch)
+        );
+        assert_eq!(
+            record.ticket.handoff_to, None,
+            "the offer was answered before it arrived"
+        );
         assert_eq!(record.notes.len(), 2, "the offer's note and the plain one");
         assert!(record.conflicts.is_empty());
     }
@@ -1797,17 +2950,38 @@ mod cases {
             next_region: Some(eu()),
             next_queue_owner: Some("emea-oncall".into()),
         };
-        let event = store.record_shift_summary(summary.clone(), meta(HLC0)).await.unwrap();
+        let event = store
+            .record_shift_summary(summary.clone(), meta(HLC0))
+            .await
+            .unwrap();
         assert_eq!(event.ticket_id, summary.id());
-        let again = store.record_shift_summary(summary.clone(), meta(HLC0 + 1)).await.unwrap_err();
+        let again = store
+            .record_shift_summary(summary.clone(), meta(HLC0 + 1))
+            .await
+            .unwrap_err();
         assert!(matches!(again, Error::Duplicate(_)), "{again}");
-        assert_eq!(store.shift_summaries(Some(&us()), 10).await.unwrap(), std::slice::from_ref(&summary));
+        assert_eq!(
+            store.shift_summaries(Some(&us()), 10).await.unwrap(),
+            std::slice::from_ref(&summary)
+        );
 
         let mut eu_log = Origin::new(eu());
-        let theirs = meridian_core::ShiftSummary { region: eu(), ..summary.clone() };
-        let event = eu_log.event(theirs.id(), Epoch::default(), EventKind::ShiftSummary { summary: theirs.clone() });
+        let theirs = meridian_core::ShiftSummary {
+            region: eu(),
+            ..summary.clone()
+        };
+        let event = eu_log.event(
+            theirs.id(),
+            Epoch::default(),
+            EventKind::ShiftSummary {
+                summary: theirs.clone(),
+            },
+        );
         store.apply_remote(&eu(), vec![event]).await.unwrap();
         assert_eq!(store.shift_summaries(None, 10).await.unwrap().len(), 2);
-        assert_eq!(store.shift_summaries(Some(&eu()), 10).await.unwrap(), [theirs]);
+        assert_eq!(
+            store.shift_summaries(Some(&eu()), 10).await.unwrap(),
+            [theirs]
+        );
     }
 }

@@ -102,7 +102,12 @@ pub struct TelemetryArgs {
     #[arg(long, env = "MERIDIAN_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
     /// Share of ticket traces to keep, from 0.0 (none) to 1.0 (all).
-    #[arg(long, env = "MERIDIAN_TRACE_SAMPLE", default_value_t = 1.0, value_name = "RATIO")]
+    #[arg(
+        long,
+        env = "MERIDIAN_TRACE_SAMPLE",
+        default_value_t = 1.0,
+        value_name = "RATIO"
+    )]
     pub trace_sample: f64,
     /// Log lines as readable text or JSON objects.
     #[arg(long, env = "MERIDIAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
@@ -134,14 +139,21 @@ mod tests {
     fn log_format_parses_both_spellings_and_names_the_bad_one() {
         assert_eq!("JSON".parse::<LogFormat>().ok(), Some(LogFormat::Json));
         assert_eq!("human".parse::<LogFormat>().ok(), Some(LogFormat::Human));
-        let err = "yaml".parse::<LogFormat>().err().map(|e| e.to_string()).unwrap_or_default();
+        let err = "yaml"
+            .parse::<LogFormat>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("\"yaml\""), "{err}");
     }
 
     #[test]
     fn sample_ratio_outside_zero_to_one_is_refused() {
         for ratio in [-0.1, 1.5, f64::NAN] {
-            let config = TelemetryConfig { sample_ratio: ratio, ..TelemetryConfig::new("t") };
+            let config = TelemetryConfig {
+                sample_ratio: ratio,
+                ..TelemetryConfig::new("t")
+            };
             assert!(config.validate().is_err(), "{ratio} accepted");
         }
         assert!(TelemetryConfig::new("t").validate().is_ok());

@@ -25,12 +25,6 @@ use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use opentelemetry::{KeyValue, metrics::Meter, metrics::MeterProvider as _};
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, NoLabelSet, prometheus_text},
-    metrics::MetricType,
-    registry::Registry,
-};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
@@ -39,6 +33,12 @@ use opentelemetry_sdk::{
         data::{AggregatedMetrics, MetricData, ResourceMetrics},
         reader::MetricReader,
     },
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, NoLabelSet, prometheus_text},
+    metrics::MetricType,
+    registry::Registry,
 };
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 
@@ -68,13 +68,21 @@ impl Metrics {
     /// OTLP reader.
     pub(crate) fn new(resource: Resource, otlp: Option<impl MetricReader>) -> Self {
         let prometheus = PrometheusReader(Arc::new(ManualReader::builder().build()));
-        let mut builder = SdkMeterProvider::builder().with_resource(resource).with_reader(prometheus.clone());
+        let mut builder = SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_reader(prometheus.clone());
         if let Some(otlp) = otlp {
             builder = builder.with_reader(otlp);
         }
         let provider = builder.build();
-        let process = Arc::new(crate::process::register(&provider.meter("meridian-process")));
-        Self { provider, prometheus, _process: process }
+        let process = Arc::new(crate::process::register(
+            &provider.meter("meridian-process"),
+        ));
+        Self {
+            provider,
+            prometheus,
+            _process: process,
+        }
     }
 
     /// The metrics [`crate::Telemetry::init`] installed for this process.
@@ -110,7 +118,9 @@ impl Metrics {
     /// (version 0.0.4).
     pub fn render_prometheus(&self) -> Result<String> {
         let mut collected = ResourceMetrics::default();
-        self.prometheus.collect(&mut collected).map_err(|e| Error::Metrics(e.to_string()))?;
+        self.prometheus
+            .collect(&mut collected)
+            .map_err(|e| Error::Metrics(e.to_string()))?;
         encode_prometheus(&collected)
     }
 }
@@ -150,13 +160,18 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Binds `addr` and serves `metrics` at `/metrics` until dropped.
     pub async fn bind(addr: SocketAddr, metrics: Metrics) -> Result<Self> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Io { context: format!("cannot listen for /metrics on {addr}"), source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| Error::Io { context: "cannot read the /metrics address".to_owned(), source })?;
-        if INSTALLED.get().is_some_and(|installed| installed.provider_is(&metrics)) {
+        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Io {
+            context: format!("cannot listen for /metrics on {addr}"),
+            source,
+        })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Io {
+            context: "cannot read the /metrics address".to_owned(),
+            source,
+        })?;
+        if INSTALLED
+            .get()
+            .is_some_and(|installed| installed.provider_is(&metrics))
+        {
             let _ = SERVING.set(local_addr);
         }
         let task = tokio::spawn(async move {
@@ -229,7 +244,10 @@ fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Byte
         response
     };
     if request.uri().path() != "/metrics" {
-        return reply(StatusCode::NOT_FOUND, "not found: metrics are at /metrics\n".to_owned());
+        return reply(
+            StatusCode::NOT_FOUND,
+            "not found: metrics are at /metrics\n".to_owned(),
+        );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".to_owned());
@@ -237,9 +255,10 @@ fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Byte
     match metrics.render_prometheus() {
         Ok(text) => {
             let mut response = reply(StatusCode::OK, text);
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(prometheus_text::CONTENT_TYPE));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(prometheus_text::CONTENT_TYPE),
+            );
             response
         }
         Err(error) => reply(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
@@ -302,7 +321,10 @@ struct Snapshot {
 
 impl std::fmt::Debug for Family {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Family").field("kind", &self.kind).field("samples", &self.samples.len()).finish()
+        f.debug_struct("Family")
+            .field("kind", &self.kind)
+            .field("samples", &self.samples.len())
+            .finish()
     }
 }
 
@@ -327,12 +349,18 @@ impl Collector for Snapshot {
                 }
                 let mut sample = metric.encode_family(labels)?;
                 match (family.kind, value) {
-                    (MetricType::Counter, Value::U64(v)) => sample.encode_counter::<NoLabelSet, _, u64>(v, None)?,
-                    (MetricType::Counter, Value::F64(v)) => sample.encode_counter::<NoLabelSet, _, f64>(v, None)?,
-                    // A monotonic sum never goes below zero.
-                    (MetricType::Counter, Value::I64(v)) => {
-                        sample.encode_counter::<NoLabelSet, _, u64>(&u64::try_from(*v).unwrap_or(0), None)?
+                    (MetricType::Counter, Value::U64(v)) => {
+                        sample.encode_counter::<NoLabelSet, _, u64>(v, None)?
                     }
+                    (MetricType::Counter, Value::F64(v)) => {
+                        sample.encode_counter::<NoLabelSet, _, f64>(v, None)?
+                    }
+                    // A monotonic sum never goes below zero.
+                    (MetricType::Counter, Value::I64(v)) => sample
+                        .encode_counter::<NoLabelSet, _, u64>(
+                            &u64::try_from(*v).unwrap_or(0),
+                            None,
+                        )?,
                     (_, Value::U64(v)) => sample.encode_gauge(v)?,
                     (_, Value::I64(v)) => sample.encode_gauge(v)?,
                     (_, Value::F64(v)) => sample.encode_gauge(v)?,
@@ -379,26 +407,35 @@ impl Sample for f64 {
     }
 }
 
-fn add_family<T: Sample>(families: &mut BTreeMap<String, Family>, base: &str, help: &str, data: &MetricData<T>) {
+fn add_family<T: Sample>(
+    families: &mut BTreeMap<String, Family>,
+    base: &str,
+    help: &str,
+    data: &MetricData<T>,
+) {
     // The library appends `_total` to counters and `_info` to infos, so
     // the family is named without them.
     let (name, kind) = match data {
-        MetricData::Sum(sum) if sum.is_monotonic() => {
-            (base.strip_suffix("_total").unwrap_or(base).to_owned(), MetricType::Counter)
-        }
+        MetricData::Sum(sum) if sum.is_monotonic() => (
+            base.strip_suffix("_total").unwrap_or(base).to_owned(),
+            MetricType::Counter,
+        ),
         // A gauge named `…_info` (value 1, the facts in its labels) is an
         // info metric, as `meridian_build_info` is.
-        MetricData::Gauge(_) if base.ends_with("_info") => {
-            (base.strip_suffix("_info").unwrap_or(base).to_owned(), MetricType::Info)
-        }
+        MetricData::Gauge(_) if base.ends_with("_info") => (
+            base.strip_suffix("_info").unwrap_or(base).to_owned(),
+            MetricType::Info,
+        ),
         MetricData::Sum(_) | MetricData::Gauge(_) => (base.to_owned(), MetricType::Gauge),
         MetricData::Histogram(_) => (base.to_owned(), MetricType::Histogram),
         // Only produced when a view asks for it, and no view does.
         MetricData::ExponentialHistogram(_) => return,
     };
-    let family = families
-        .entry(name)
-        .or_insert_with(|| Family { help: help.to_owned(), kind, samples: Vec::new() });
+    let family = families.entry(name).or_insert_with(|| Family {
+        help: help.to_owned(),
+        kind,
+        samples: Vec::new(),
+    });
     if family.kind != kind {
         // Two instruments whose names collide after sanitising: keep the
         // first rather than emit a family Prometheus would refuse.
@@ -418,7 +455,8 @@ fn add_family<T: Sample>(families: &mut BTreeMap<String, Family>, base: &str, he
         }
         MetricData::Histogram(histogram) => {
             for point in histogram.data_points() {
-                let mut buckets: Vec<(f64, u64)> = point.bounds().zip(point.bucket_counts()).collect();
+                let mut buckets: Vec<(f64, u64)> =
+                    point.bounds().zip(point.bucket_counts()).collect();
                 // The SDK keeps one more count than bounds: the +Inf bucket.
                 let overflow = point.bucket_counts().nth(buckets.len()).unwrap_or(0);
                 buckets.push((f64::INFINITY, overflow));
@@ -432,7 +470,9 @@ fn add_family<T: Sample>(families: &mut BTreeMap<String, Family>, base: &str, he
 
 /// Attributes as sanitised label pairs, sorted by name.
 fn labels<'a>(attributes: impl Iterator<Item = &'a KeyValue>) -> Labels {
-    let pairs: Labels = attributes.map(|kv| (sanitize(kv.key.as_str()), kv.value.as_str().into_owned())).collect();
+    let pairs: Labels = attributes
+        .map(|kv| (sanitize(kv.key.as_str()), kv.value.as_str().into_owned()))
+        .collect();
     sorted(&pairs)
 }
 
@@ -462,8 +502,16 @@ fn prometheus_name(name: &str, unit: &str) -> String {
 /// Replaces every character outside `[a-zA-Z0-9_:]` with `_`; a leading
 /// digit gets a `_` in front.
 fn sanitize(name: &str) -> String {
-    let mut out: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' }).collect();
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
     }
@@ -476,9 +524,18 @@ mod tests {
 
     #[test]
     fn names_follow_the_prometheus_conventions() {
-        assert_eq!(prometheus_name("meridian.handoff.latency", "s"), "meridian_handoff_latency_seconds");
-        assert_eq!(prometheus_name("queue_depth_seconds", "s"), "queue_depth_seconds");
-        assert_eq!(prometheus_name("meridian.conflicts", "{conflict}"), "meridian_conflicts");
+        assert_eq!(
+            prometheus_name("meridian.handoff.latency", "s"),
+            "meridian_handoff_latency_seconds"
+        );
+        assert_eq!(
+            prometheus_name("queue_depth_seconds", "s"),
+            "queue_depth_seconds"
+        );
+        assert_eq!(
+            prometheus_name("meridian.conflicts", "{conflict}"),
+            "meridian_conflicts"
+        );
         assert_eq!(sanitize("9lives-and.more"), "_9lives_and_more");
     }
 
@@ -488,14 +545,25 @@ mod tests {
         let attributes = vec![("peer_region".to_owned(), "a\"b\\c\nd".to_owned())];
         families.insert(
             "meridian_build".to_owned(),
-            Family { help: "Build".into(), kind: MetricType::Info, samples: vec![(attributes.clone(), Value::U64(1))] },
+            Family {
+                help: "Build".into(),
+                kind: MetricType::Info,
+                samples: vec![(attributes.clone(), Value::U64(1))],
+            },
         );
         families.insert(
             "meridian_handoffs".to_owned(),
-            Family { help: "Two\nlines".into(), kind: MetricType::Counter, samples: vec![(attributes, Value::U64(3))] },
+            Family {
+                help: "Two\nlines".into(),
+                kind: MetricType::Counter,
+                samples: vec![(attributes, Value::U64(3))],
+            },
         );
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(Snapshot { resource: Vec::new(), families }));
+        registry.register_collector(Box::new(Snapshot {
+            resource: Vec::new(),
+            families,
+        }));
         let mut out = String::new();
         prometheus_text::encode(&mut out, &registry).unwrap();
         let lines: Vec<&str> = out.lines().collect();

@@ -82,7 +82,13 @@ pub(crate) fn register(meter: &Meter) -> ProcessInstruments {
             .u64_observable_gauge("meridian.build_info")
             .with_description("The build: version and git commit (value 1)")
             .with_callback(|observer| {
-                observer.observe(1, &[KeyValue::new("version", VERSION), KeyValue::new("commit", GIT_COMMIT)]);
+                observer.observe(
+                    1,
+                    &[
+                        KeyValue::new("version", VERSION),
+                        KeyValue::new("commit", GIT_COMMIT),
+                    ],
+                );
             })
             .build(),
     );
@@ -96,7 +102,11 @@ pub(crate) fn register(meter: &Meter) -> ProcessInstruments {
             }
         })
         .build();
-    ProcessInstruments { _cpu: cpu, _gauges: gauges, _start: start }
+    ProcessInstruments {
+        _cpu: cpu,
+        _gauges: gauges,
+        _start: start,
+    }
 }
 
 /// The fields of `/proc/self/stat` used here.
@@ -119,7 +129,10 @@ fn parse_stat(text: &str) -> Option<Stat> {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
     let ticks = field(14)? + field(15)?;
-    Some(Stat { cpu_seconds: ticks as f64 / USER_HZ, start_ticks: field(22)? })
+    Some(Stat {
+        cpu_seconds: ticks as f64 / USER_HZ,
+        start_ticks: field(22)?,
+    })
 }
 
 fn resident_bytes() -> Option<u64> {
@@ -137,7 +150,12 @@ fn max_fds() -> Option<u64> {
 
 fn start_time_s() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let boot: u64 = stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    let boot: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
     Some(boot as f64 + Stat::read()?.start_ticks as f64 / USER_HZ)
 }
 
@@ -147,9 +165,14 @@ mod tests {
 
     #[test]
     fn stat_survives_a_command_name_with_spaces_and_parentheses() {
-        let text = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0 12345 1000 200";
+        let text =
+            "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0 12345 1000 200";
         let stat = parse_stat(text).unwrap();
-        assert!((stat.cpu_seconds - 3.0).abs() < 1e-9, "{}", stat.cpu_seconds);
+        assert!(
+            (stat.cpu_seconds - 3.0).abs() < 1e-9,
+            "{}",
+            stat.cpu_seconds
+        );
         assert_eq!(stat.start_ticks, 12345);
         assert!(parse_stat("garbage").is_none());
     }
@@ -158,9 +181,16 @@ mod tests {
     #[test]
     fn this_process_reads_as_itself() {
         assert!(Stat::read().is_some());
-        assert!(resident_bytes().is_some_and(|b| b > 1024 * 1024), "{:?}", resident_bytes());
+        assert!(
+            resident_bytes().is_some_and(|b| b > 1024 * 1024),
+            "{:?}",
+            resident_bytes()
+        );
         assert!(max_fds().is_some_and(|m| m > 0));
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
         assert!(start_time_s().is_some_and(|s| s <= now + 1.0 && s > now - 86_400.0 * 365.0));
     }
 }

@@ -60,7 +60,9 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     let cx = span.context();
     let span_ref = cx.span();
     let span_context = span_ref.span_context();
-    span_context.is_valid().then(|| format_traceparent(span_context))
+    span_context
+        .is_valid()
+        .then(|| format_traceparent(span_context))
 }
 
 /// Whether a stored `traceparent` names a sampled span. Cheap (the flags
@@ -88,7 +90,10 @@ pub fn format_traceparent(span_context: &SpanContext) -> String {
 /// 00; a later version is read by its first four fields, as the W3C
 /// specification asks.
 pub fn parse_traceparent(value: &str) -> Result<SpanContext> {
-    let bad = |reason| Error::Traceparent { value: value.to_owned(), reason };
+    let bad = |reason| Error::Traceparent {
+        value: value.to_owned(),
+        reason,
+    };
     let mut parts = value.split('-');
     let (Some(version), Some(trace_id), Some(span_id), Some(flags)) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -96,7 +101,9 @@ pub fn parse_traceparent(value: &str) -> Result<SpanContext> {
         return Err(bad("expected version-traceid-spanid-flags"));
     };
     if version.len() != 2 || !is_lower_hex(version) || version == "ff" {
-        return Err(bad("the version must be two lowercase hex digits other than ff"));
+        return Err(bad(
+            "the version must be two lowercase hex digits other than ff",
+        ));
     }
     if version == "00" && parts.next().is_some() {
         return Err(bad("version 00 has exactly four fields"));
@@ -122,11 +129,18 @@ pub fn parse_traceparent(value: &str) -> Result<SpanContext> {
     // Only the sampled bit is defined; others are dropped, as the
     // specification asks of a version 00 reader.
     let flags = TraceFlags::new(flags & TraceFlags::SAMPLED.to_u8());
-    Ok(SpanContext::new(trace_id, span_id, flags, true, TraceState::NONE))
+    Ok(SpanContext::new(
+        trace_id,
+        span_id,
+        flags,
+        true,
+        TraceState::NONE,
+    ))
 }
 
 fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 struct MetadataInjector<'a>(&'a mut MetadataMap);
@@ -136,7 +150,10 @@ impl Injector for MetadataInjector<'_> {
         // Both keys the propagator writes are valid ASCII metadata keys; a
         // value that is not valid metadata is dropped rather than failing
         // the call it rides on.
-        if let (Ok(key), Ok(value)) = (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(value)) {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value),
+        ) {
             self.0.insert(key, value);
         }
     }
@@ -177,16 +194,43 @@ mod tests {
     fn refuses_malformed_values_naming_the_field() {
         for (value, needle) in [
             ("", "expected"),
-            ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331", "expected"),
-            ("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "version"),
-            ("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", "trace id"),
-            ("00-00000000000000000000000000000000-b7ad6b7169203331-01", "all zeros"),
-            ("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", "all zeros"),
-            ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01", "span id"),
-            ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1", "flags"),
-            ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra", "four fields"),
+            (
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+                "expected",
+            ),
+            (
+                "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "version",
+            ),
+            (
+                "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+                "trace id",
+            ),
+            (
+                "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+                "all zeros",
+            ),
+            (
+                "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+                "all zeros",
+            ),
+            (
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01",
+                "span id",
+            ),
+            (
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1",
+                "flags",
+            ),
+            (
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+                "four fields",
+            ),
         ] {
-            let err = parse_traceparent(value).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = parse_traceparent(value)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(err.contains(needle), "{value:?}: {err:?} lacks {needle:?}");
         }
     }
@@ -194,7 +238,9 @@ mod tests {
     #[test]
     fn sampled_flag_is_read_from_the_end() {
         assert!(is_sampled(VALID));
-        assert!(!is_sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"));
+        assert!(!is_sampled(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+        ));
         assert!(!is_sampled("01"));
     }
 

@@ -41,8 +41,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The instrument's name.
 pub const RPC_SERVER_CALL_DURATION: &str = "rpc.server.call.duration";
 /// The conventions' advisory buckets for `rpc.server.call.duration`.
-const DURATION_BUCKETS_S: [f64; 14] =
-    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+const DURATION_BUCKETS_S: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 /// The longest method path recorded as itself.
 const METHOD_CHARS_MAX: usize = 160;
 
@@ -64,11 +65,15 @@ impl RpcMetricsLayer {
     pub fn new(meter: &Meter, constant: Vec<KeyValue>) -> Self {
         let duration = meter
             .f64_histogram(RPC_SERVER_CALL_DURATION)
-            .with_description("Duration of gRPC calls served, by method and status code (count: calls)")
+            .with_description(
+                "Duration of gRPC calls served, by method and status code (count: calls)",
+            )
             .with_unit("s")
             .with_boundaries(DURATION_BUCKETS_S.to_vec())
             .build();
-        Self { shared: Arc::new(Shared { duration, constant }) }
+        Self {
+            shared: Arc::new(Shared { duration, constant }),
+        }
     }
 }
 
@@ -76,7 +81,10 @@ impl<S> Layer<S> for RpcMetricsLayer {
     type Service = RpcMetrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcMetrics { inner, shared: self.shared.clone() }
+        RpcMetrics {
+            inner,
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -107,7 +115,10 @@ where
             started: Instant::now(),
             done: false,
         };
-        MeteredFuture { inner: self.inner.call(request), call: Some(call) }
+        MeteredFuture {
+            inner: self.inner.call(request),
+            call: Some(call),
+        }
     }
 }
 
@@ -135,7 +146,9 @@ impl Call {
             KeyValue::new("rpc.method", method),
             KeyValue::new("rpc.response.status_code", code_name(code)),
         ]);
-        self.shared.duration.record(self.started.elapsed().as_secs_f64(), &attributes);
+        self.shared
+            .duration
+            .record(self.started.elapsed().as_secs_f64(), &attributes);
     }
 }
 
@@ -168,7 +181,8 @@ where
         match result {
             Ok(response) => {
                 // Trailers-only: the status is in the headers, the body empty.
-                let status = header_code(response.headers()).or_else(|| http_code(response.status()));
+                let status =
+                    header_code(response.headers()).or_else(|| http_code(response.status()));
                 if let (Some(code), Some(call)) = (status, call.as_mut()) {
                     call.finish(code);
                 }
@@ -202,7 +216,10 @@ where
     type Data = B::Data;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
         if let Some(call) = this.call.as_mut() {
@@ -233,7 +250,11 @@ where
 fn method_of(path: &str) -> Option<String> {
     let rest = path.strip_prefix('/')?;
     let (service, method) = rest.split_once('/')?;
-    let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    };
     (rest.len() <= METHOD_CHARS_MAX && plain(service) && plain(method) && !method.contains('.'))
         .then(|| rest.to_owned())
 }
@@ -356,40 +377,85 @@ mod tests {
     #[tokio::test]
     async fn codes_are_read_from_trailers_from_trailers_only_headers_and_from_drops() {
         let (telemetry, _dispatch) = Telemetry::build(&TelemetryConfig::new("rpc-test")).unwrap();
-        let layer = RpcMetricsLayer::new(&telemetry.metrics().meter("test"), vec![KeyValue::new("meridian.server", "t")]);
+        let layer = RpcMetricsLayer::new(
+            &telemetry.metrics().meter("test"),
+            vec![KeyValue::new("meridian.server", "t")],
+        );
         let call = |canned: Canned, path: &'static str| {
             let mut service = layer.layer(canned);
-            async move { service.call(Request::builder().uri(path).body(()).unwrap()).await.unwrap() }
+            async move {
+                service
+                    .call(Request::builder().uri(path).body(()).unwrap())
+                    .await
+                    .unwrap()
+            }
         };
         // A stream that ends with INTERNAL in its trailers.
-        let streamed = Canned { headers: HeaderMap::new(), trailers: Some(status("13")) };
+        let streamed = Canned {
+            headers: HeaderMap::new(),
+            trailers: Some(status("13")),
+        };
         let response = call(streamed.clone(), "/p.S/Stream").await;
         response.into_body().collect().await.unwrap();
         // An error before any message: the status is in the headers.
-        let trailers_only = Canned { headers: status("5"), trailers: None };
+        let trailers_only = Canned {
+            headers: status("5"),
+            trailers: None,
+        };
         drop(call(trailers_only, "/p.S/Get").await);
         // A stream the client abandons before its end.
         drop(call(streamed, "/p.S/Abandoned").await);
         // A made-up method answered UNIMPLEMENTED.
-        let unimplemented = Canned { headers: status("12"), trailers: None };
+        let unimplemented = Canned {
+            headers: status("12"),
+            trailers: None,
+        };
         drop(call(unimplemented, "/p.S/Nonsense").await);
 
         let text = telemetry.metrics().render_prometheus().unwrap();
-        for (method, code) in [("p.S/Stream", "INTERNAL"), ("p.S/Get", "NOT_FOUND"), ("p.S/Abandoned", "CANCELLED"), ("_OTHER", "UNIMPLEMENTED")] {
+        for (method, code) in [
+            ("p.S/Stream", "INTERNAL"),
+            ("p.S/Get", "NOT_FOUND"),
+            ("p.S/Abandoned", "CANCELLED"),
+            ("_OTHER", "UNIMPLEMENTED"),
+        ] {
             let series = format!(
                 "rpc_server_call_duration_seconds_count{{meridian_server=\"t\",rpc_method=\"{method}\",\
                  rpc_response_status_code=\"{code}\",rpc_system_name=\"grpc\"}} 1"
             );
-            assert!(text.lines().any(|l| l == series), "missing {series} in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == series),
+                "missing {series} in:\n{text}"
+            );
         }
-        assert_eq!(text.matches("rpc_server_call_duration_seconds_count{").count(), 4, "one series per call:\n{text}");
+        assert_eq!(
+            text.matches("rpc_server_call_duration_seconds_count{")
+                .count(),
+            4,
+            "one series per call:\n{text}"
+        );
     }
 
     #[test]
     fn only_plain_service_and_method_paths_are_kept() {
-        assert_eq!(method_of("/meridian.v1.TicketService/GetTicket").as_deref(), Some("meridian.v1.TicketService/GetTicket"));
-        assert_eq!(method_of("/grpc.health.v1.Health/Check").as_deref(), Some("grpc.health.v1.Health/Check"));
-        for odd in ["/", "/x", "/a/b/c", "//m", "/s/", "/s/m.x", "/s p/m", "no-slash/m"] {
+        assert_eq!(
+            method_of("/meridian.v1.TicketService/GetTicket").as_deref(),
+            Some("meridian.v1.TicketService/GetTicket")
+        );
+        assert_eq!(
+            method_of("/grpc.health.v1.Health/Check").as_deref(),
+            Some("grpc.health.v1.Health/Check")
+        );
+        for odd in [
+            "/",
+            "/x",
+            "/a/b/c",
+            "//m",
+            "/s/",
+            "/s/m.x",
+            "/s p/m",
+            "no-slash/m",
+        ] {
             assert_eq!(method_of(odd), None, "{odd}");
         }
         assert_eq!(method_of(&format!("/{}/m", "s".repeat(200))), None);
@@ -402,7 +468,10 @@ mod tests {
         assert_eq!(header_code(&headers), Some(Code::NotFound));
         assert_eq!(header_code(&HeaderMap::new()), None);
         assert_eq!(http_code(http::StatusCode::OK), None);
-        assert_eq!(http_code(http::StatusCode::SERVICE_UNAVAILABLE), Some(Code::Unavailable));
+        assert_eq!(
+            http_code(http::StatusCode::SERVICE_UNAVAILABLE),
+            Some(Code::Unavailable)
+        );
         let status: BoxError = Box::new(tonic::Status::permission_denied("no"));
         assert_eq!(error_code(&*status), Code::PermissionDenied);
         let other: BoxError = "broken".into();

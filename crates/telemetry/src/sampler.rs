@@ -29,7 +29,11 @@ pub struct TicketRatioSampler {
 impl TicketRatioSampler {
     /// `ratio` is clamped to 0.0..=1.0 (NaN keeps nothing).
     pub fn new(ratio: f64) -> Self {
-        let ratio = if ratio.is_nan() { 0.0 } else { ratio.clamp(0.0, 1.0) };
+        let ratio = if ratio.is_nan() {
+            0.0
+        } else {
+            ratio.clamp(0.0, 1.0)
+        };
         let scale = (1u64 << RANDOM_BITS) as f64;
         // The float product is exact enough: it only places the cut among
         // 2^56 values, and the two ends (0.0 and 1.0) come out exactly.
@@ -54,7 +58,11 @@ impl ShouldSample for TicketRatioSampler {
         _attributes: &[KeyValue],
         _links: &[Link],
     ) -> SamplingResult {
-        let decision = if self.keeps(trace_id) { SamplingDecision::RecordAndSample } else { SamplingDecision::Drop };
+        let decision = if self.keeps(trace_id) {
+            SamplingDecision::RecordAndSample
+        } else {
+            SamplingDecision::Drop
+        };
         SamplingResult {
             decision,
             attributes: Vec::new(),
@@ -95,7 +103,8 @@ mod tests {
         let ids = uuid_v7_like(20_000);
         for ratio in [0.01, 0.1, 0.5, 0.9] {
             let sampler = TicketRatioSampler::new(ratio);
-            let kept = ids.iter().filter(|id| sampler.keeps(**id)).count() as f64 / ids.len() as f64;
+            let kept =
+                ids.iter().filter(|id| sampler.keeps(**id)).count() as f64 / ids.len() as f64;
             assert!((kept - ratio).abs() < 0.02, "ratio {ratio} kept {kept}");
         }
     }
@@ -107,7 +116,10 @@ mod tests {
         let all = TicketRatioSampler::new(1.0);
         assert!(ids.iter().all(|id| !none.keeps(*id)));
         assert!(ids.iter().all(|id| all.keeps(*id)));
-        assert!(!none.keeps(TraceId::from(u128::MAX)), "the largest randomness must still be dropped at 0");
+        assert!(
+            !none.keeps(TraceId::from(u128::MAX)),
+            "the largest randomness must still be dropped at 0"
+        );
     }
 
     #[test]
@@ -115,6 +127,10 @@ mod tests {
         // Consistency: a region sampling at 10% keeps only tickets that a
         // region sampling at 50% keeps too.
         let (low, high) = (TicketRatioSampler::new(0.1), TicketRatioSampler::new(0.5));
-        assert!(uuid_v7_like(5_000).iter().all(|id| !low.keeps(*id) || high.keeps(*id)));
+        assert!(
+            uuid_v7_like(5_000)
+                .iter()
+                .all(|id| !low.keeps(*id) || high.keeps(*id))
+        );
     }
 }

@@ -12,6 +12,8 @@ use std::{
 };
 
 use opentelemetry::trace::{SpanId, TraceId};
+/// The kind of a received span (server, client, producer, consumer…).
+pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::{
     collector::{
         metrics::v1::{
@@ -26,8 +28,6 @@ use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value::Value},
     metrics::v1::ResourceMetrics,
 };
-/// The kind of a received span (server, client, producer, consumer…).
-pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tokio::{
     net::TcpListener,
     sync::{oneshot, watch},
@@ -83,22 +83,32 @@ impl TraceService for Collector {
     ) -> std::result::Result<Response<ExportTraceServiceResponse>, Status> {
         let mut spans = Vec::new();
         for resource_spans in request.into_inner().resource_spans {
-            let resource = resource_spans.resource.map(|r| attributes(&r.attributes)).unwrap_or_default();
+            let resource = resource_spans
+                .resource
+                .map(|r| attributes(&r.attributes))
+                .unwrap_or_default();
             for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
                 spans.push(ReceivedSpan {
                     kind: SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified),
                     name: span.name,
                     trace_id: trace_id(&span.trace_id),
                     span_id: span_id(&span.span_id),
-                    parent_span_id: Some(span_id(&span.parent_span_id)).filter(|id| *id != SpanId::INVALID),
+                    parent_span_id: Some(span_id(&span.parent_span_id))
+                        .filter(|id| *id != SpanId::INVALID),
                     attributes: attributes(&span.attributes),
                     resource: resource.clone(),
-                    links: span.links.iter().map(|l| (trace_id(&l.trace_id), span_id(&l.span_id))).collect(),
+                    links: span
+                        .links
+                        .iter()
+                        .map(|l| (trace_id(&l.trace_id), span_id(&l.span_id)))
+                        .collect(),
                 });
             }
         }
         self.record(|received| received.spans.extend(spans));
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -110,7 +120,9 @@ impl MetricsService for Collector {
     ) -> std::result::Result<Response<ExportMetricsServiceResponse>, Status> {
         let metrics = request.into_inner().resource_metrics;
         self.record(|received| received.metrics.extend(metrics));
-        Ok(Response::new(ExportMetricsServiceResponse { partial_success: None }))
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -127,12 +139,19 @@ impl OtlpReceiver {
     pub async fn start() -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|source| Error::Io { context: "cannot bind the OTLP receiver".to_owned(), source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| Error::Io { context: "cannot read the OTLP receiver's address".to_owned(), source })?;
+            .map_err(|source| Error::Io {
+                context: "cannot bind the OTLP receiver".to_owned(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Io {
+            context: "cannot read the OTLP receiver's address".to_owned(),
+            source,
+        })?;
         let (exports, _) = watch::channel(0);
-        let collector = Collector { received: Arc::default(), exports: Arc::new(exports) };
+        let collector = Collector {
+            received: Arc::default(),
+            exports: Arc::new(exports),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(collector.clone()))
@@ -142,11 +161,19 @@ impl OtlpReceiver {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(error) = server.serve_with_incoming_shutdown(incoming, shutdown).await {
+            if let Err(error) = server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+            {
                 tracing::warn!(%error, "OTLP receiver stopped");
             }
         });
-        Ok(Self { addr, collector, stop: Some(stop), task })
+        Ok(Self {
+            addr,
+            collector,
+            stop: Some(stop),
+            task,
+        })
     }
 
     /// The URL to give an OTLP/gRPC exporter.
@@ -156,12 +183,22 @@ impl OtlpReceiver {
 
     /// Every span received so far, in arrival order.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.collector.received.lock().unwrap_or_else(PoisonError::into_inner).spans.clone()
+        self.collector
+            .received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .spans
+            .clone()
     }
 
     /// Every metrics export received so far.
     pub fn metrics(&self) -> Vec<ResourceMetrics> {
-        self.collector.received.lock().unwrap_or_else(PoisonError::into_inner).metrics.clone()
+        self.collector
+            .received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .metrics
+            .clone()
     }
 
     /// The names of every metric received so far.
@@ -191,7 +228,12 @@ impl OtlpReceiver {
 
     /// Waits until `check` returns something, re-checking after every
     /// export the receiver gets; an error names `what` after `timeout`.
-    pub async fn wait_until<T>(&self, what: &str, timeout: Duration, check: impl Fn() -> Option<T>) -> Result<T> {
+    pub async fn wait_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn() -> Option<T>,
+    ) -> Result<T> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut exports = self.collector.exports.subscribe();
@@ -223,15 +265,27 @@ impl Drop for OtlpReceiver {
 }
 
 fn trace_id(bytes: &[u8]) -> TraceId {
-    <[u8; 16]>::try_from(bytes).map(TraceId::from_bytes).unwrap_or(TraceId::INVALID)
+    <[u8; 16]>::try_from(bytes)
+        .map(TraceId::from_bytes)
+        .unwrap_or(TraceId::INVALID)
 }
 
 fn span_id(bytes: &[u8]) -> SpanId {
-    <[u8; 8]>::try_from(bytes).map(SpanId::from_bytes).unwrap_or(SpanId::INVALID)
+    <[u8; 8]>::try_from(bytes)
+        .map(SpanId::from_bytes)
+        .unwrap_or(SpanId::INVALID)
 }
 
 fn attributes(attributes: &[KeyValue]) -> BTreeMap<String, String> {
-    attributes.iter().map(|kv| (kv.key.clone(), kv.value.as_ref().map(render).unwrap_or_default())).collect()
+    attributes
+        .iter()
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                kv.value.as_ref().map(render).unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 fn render(value: &AnyValue) -> String {

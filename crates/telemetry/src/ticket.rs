@@ -46,7 +46,13 @@ pub fn root_span_id(ticket: TicketId) -> SpanId {
 
 /// The ticket's virtual root as a remote parent context.
 pub fn root_context(ticket: TicketId) -> Context {
-    let root = SpanContext::new(trace_id(ticket), root_span_id(ticket), TraceFlags::SAMPLED, true, TraceState::NONE);
+    let root = SpanContext::new(
+        trace_id(ticket),
+        root_span_id(ticket),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::NONE,
+    );
     Context::new().with_remote_span_context(root)
 }
 

@@ -16,25 +16,38 @@ use tokio::{
 async fn http(addr: SocketAddr, method: &str, path: &str) -> (String, String, String) {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response
     };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("no answer within 10 s");
+    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("no answer within 10 s");
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_owned(), headers.to_ascii_lowercase(), body.to_owned())
+    (
+        status.to_owned(),
+        headers.to_ascii_lowercase(),
+        body.to_owned(),
+    )
 }
 
 #[tokio::test]
 async fn metrics_endpoint_serves_a_counter_and_a_histogram_as_prometheus_text() {
-    let config = TelemetryConfig { region: Some("eu-west".to_owned()), ..TelemetryConfig::new("meridian-gateway") };
+    let config = TelemetryConfig {
+        region: Some("eu-west".to_owned()),
+        ..TelemetryConfig::new("meridian-gateway")
+    };
     let (telemetry, _dispatch) = Telemetry::build(&config).unwrap();
     assert!(!telemetry.exporting(), "no endpoint, no export");
     let meter = telemetry.metrics().meter("meridian-gateway");
-    let handoffs = meter.u64_counter("meridian.handoffs").with_description("Handoffs by outcome.").build();
+    let handoffs = meter
+        .u64_counter("meridian.handoffs")
+        .with_description("Handoffs by outcome.")
+        .build();
     handoffs.add(2, &[KeyValue::new("outcome", "accepted")]);
     handoffs.add(1, &[KeyValue::new("outcome", "refused")]);
     let latency = meter
@@ -49,11 +62,16 @@ async fn metrics_endpoint_serves_a_counter_and_a_histogram_as_prometheus_text() 
     depth.add(5, &[KeyValue::new("status", "open")]);
     depth.add(-2, &[KeyValue::new("status", "open")]);
 
-    let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), telemetry.metrics().clone()).await.unwrap();
+    let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), telemetry.metrics().clone())
+        .await
+        .unwrap();
     let (status, headers, body) = http(server.local_addr(), "GET", "/metrics").await;
 
     assert_eq!(status, "HTTP/1.1 200 OK");
-    assert!(headers.contains("content-type: text/plain; version=0.0.4"), "{headers}");
+    assert!(
+        headers.contains("content-type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
     let lines: Vec<&str> = body.lines().collect();
     for expected in [
         "# HELP meridian_handoffs_total Handoffs by outcome.",
@@ -71,17 +89,33 @@ async fn metrics_endpoint_serves_a_counter_and_a_histogram_as_prometheus_text() 
         r#"meridian_queue_depth{status="open"} 3"#,
         "# TYPE target_info gauge",
     ] {
-        assert!(lines.contains(&expected), "missing {expected:?} in:\n{body}");
+        assert!(
+            lines.contains(&expected),
+            "missing {expected:?} in:\n{body}"
+        );
     }
-    let target_info = lines.iter().find(|l| l.starts_with("target_info{")).unwrap();
-    assert!(target_info.contains(r#"service_name="meridian-gateway""#), "{target_info}");
-    assert!(target_info.contains(r#"meridian_region="eu-west""#), "{target_info}");
+    let target_info = lines
+        .iter()
+        .find(|l| l.starts_with("target_info{"))
+        .unwrap();
+    assert!(
+        target_info.contains(r#"service_name="meridian-gateway""#),
+        "{target_info}"
+    );
+    assert!(
+        target_info.contains(r#"meridian_region="eu-west""#),
+        "{target_info}"
+    );
     assert!(target_info.ends_with(" 1"));
 
     // A later scrape sees later values: the reader collects on demand.
     handoffs.add(5, &[KeyValue::new("outcome", "accepted")]);
     let (_, _, body) = http(server.local_addr(), "GET", "/metrics").await;
-    assert!(body.lines().any(|l| l == r#"meridian_handoffs_total{outcome="accepted"} 7"#), "{body}");
+    assert!(
+        body.lines()
+            .any(|l| l == r#"meridian_handoffs_total{outcome="accepted"} 7"#),
+        "{body}"
+    );
 
     let (status, _, _) = http(server.local_addr(), "GET", "/other").await;
     assert_eq!(status, "HTTP/1.1 404 Not Found");
@@ -94,19 +128,33 @@ async fn metrics_endpoint_serves_a_counter_and_a_histogram_as_prometheus_text() 
 /// per collection: a scrape after a reload shows only the new version.
 #[tokio::test]
 async fn an_observable_gauge_reports_only_what_its_last_callback_saw() {
-    let (telemetry, _dispatch) = Telemetry::build(&TelemetryConfig::new("meridian-gateway")).unwrap();
+    let (telemetry, _dispatch) =
+        Telemetry::build(&TelemetryConfig::new("meridian-gateway")).unwrap();
     let version = std::sync::Arc::new(std::sync::Mutex::new("v1"));
     let read = version.clone();
     let _gauge = telemetry
         .metrics()
         .meter("meridian-gateway")
         .u64_observable_gauge("meridian.rules.version")
-        .with_callback(move |observer| observer.observe(1, &[KeyValue::new("version", *read.lock().unwrap())]))
+        .with_callback(move |observer| {
+            observer.observe(1, &[KeyValue::new("version", *read.lock().unwrap())])
+        })
         .build();
-    let versions = |text: &str| text.lines().filter(|l| l.starts_with("meridian_rules_version{")).map(str::to_owned).collect::<Vec<_>>();
-    assert_eq!(versions(&telemetry.metrics().render_prometheus().unwrap()), [r#"meridian_rules_version{version="v1"} 1"#]);
+    let versions = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("meridian_rules_version{"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        versions(&telemetry.metrics().render_prometheus().unwrap()),
+        [r#"meridian_rules_version{version="v1"} 1"#]
+    );
     *version.lock().unwrap() = "v2";
-    assert_eq!(versions(&telemetry.metrics().render_prometheus().unwrap()), [r#"meridian_rules_version{version="v2"} 1"#]);
+    assert_eq!(
+        versions(&telemetry.metrics().render_prometheus().unwrap()),
+        [r#"meridian_rules_version{version="v2"} 1"#]
+    );
 }
 
 #[tokio::test]
@@ -121,9 +169,18 @@ async fn every_process_reports_its_resources_and_build() {
         "# TYPE process_start_time_seconds gauge",
         "# TYPE meridian_build_info gauge",
     ] {
-        assert!(text.lines().any(|l| l == family), "missing {family:?} in:\n{text}");
+        assert!(
+            text.lines().any(|l| l == family),
+            "missing {family:?} in:\n{text}"
+        );
     }
-    let build = text.lines().find(|l| l.starts_with("meridian_build_info{")).unwrap();
+    let build = text
+        .lines()
+        .find(|l| l.starts_with("meridian_build_info{"))
+        .unwrap();
     let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
-    assert!(build.contains(&version) && build.contains("commit=\"") && build.ends_with(" 1"), "{build}");
+    assert!(
+        build.contains(&version) && build.contains("commit=\"") && build.ends_with(" 1"),
+        "{build}"
+    );
 }

@@ -57,12 +57,30 @@ async fn spans_reach_the_receiver_with_the_resource_attributes() {
         tracing::info!("inside the span");
     });
 
-    let spans = receiver.wait_for_spans("the create span", WAIT, |s| !named(s, "create").is_empty()).await.unwrap();
+    let spans = receiver
+        .wait_for_spans("the create span", WAIT, |s| !named(s, "create").is_empty())
+        .await
+        .unwrap();
     let create = named(&spans, "create")[0];
-    assert_eq!(create.resource.get("service.name").map(String::as_str), Some("meridian-test"));
-    assert_eq!(create.resource.get("service.instance.id"), Some(&config.service_instance_id));
-    assert_eq!(create.resource.get("meridian.region").map(String::as_str), Some("eu-west"));
-    assert_eq!(create.attributes.get("meridian.ticket_id").map(String::as_str), Some("t-1"));
+    assert_eq!(
+        create.resource.get("service.name").map(String::as_str),
+        Some("meridian-test")
+    );
+    assert_eq!(
+        create.resource.get("service.instance.id"),
+        Some(&config.service_instance_id)
+    );
+    assert_eq!(
+        create.resource.get("meridian.region").map(String::as_str),
+        Some("eu-west")
+    );
+    assert_eq!(
+        create
+            .attributes
+            .get("meridian.ticket_id")
+            .map(String::as_str),
+        Some("t-1")
+    );
     telemetry.shutdown().await.unwrap();
 }
 
@@ -92,9 +110,16 @@ async fn spans_for_one_ticket_share_its_trace_id_across_regions() {
         let _entered = span.enter();
     });
 
-    let spans = receiver.wait_for_spans("four spans", WAIT, |s| s.len() >= 4).await.unwrap();
+    let spans = receiver
+        .wait_for_spans("four spans", WAIT, |s| s.len() >= 4)
+        .await
+        .unwrap();
     let trace = ticket::trace_id(ticket_id);
-    assert_eq!(trace.to_bytes(), ticket_id.as_u128().to_be_bytes(), "the trace id is the ticket id's bits");
+    assert_eq!(
+        trace.to_bytes(),
+        ticket_id.as_u128().to_be_bytes(),
+        "the trace id is the ticket id's bits"
+    );
     let in_trace: Vec<_> = spans.iter().filter(|s| s.trace_id == trace).collect();
     let mut names: Vec<_> = in_trace.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
@@ -102,16 +127,35 @@ async fn spans_for_one_ticket_share_its_trace_id_across_regions() {
 
     let root = ticket::root_span_id(ticket_id);
     let create = in_trace.iter().find(|s| s.name == "create").unwrap();
-    let accept = in_trace.iter().find(|s| s.name == "handoff.accept").unwrap();
+    let accept = in_trace
+        .iter()
+        .find(|s| s.name == "handoff.accept")
+        .unwrap();
     let write = in_trace.iter().find(|s| s.name == "store.write").unwrap();
-    assert_eq!(create.parent_span_id, Some(root), "regions' spans sit under the ticket's one root");
+    assert_eq!(
+        create.parent_span_id,
+        Some(root),
+        "regions' spans sit under the ticket's one root"
+    );
     assert_eq!(accept.parent_span_id, Some(root));
     assert_eq!(write.parent_span_id, Some(create.span_id));
-    assert_eq!(create.resource.get("meridian.region").map(String::as_str), Some("us-east"));
-    assert_eq!(accept.resource.get("meridian.region").map(String::as_str), Some("eu-west"));
+    assert_eq!(
+        create.resource.get("meridian.region").map(String::as_str),
+        Some("us-east")
+    );
+    assert_eq!(
+        accept.resource.get("meridian.region").map(String::as_str),
+        Some("eu-west")
+    );
 
-    let other = spans.iter().find(|s| s.trace_id == ticket::trace_id(other_ticket)).unwrap();
-    assert_eq!(other.parent_span_id, Some(ticket::root_span_id(other_ticket)));
+    let other = spans
+        .iter()
+        .find(|s| s.trace_id == ticket::trace_id(other_ticket))
+        .unwrap();
+    assert_eq!(
+        other.parent_span_id,
+        Some(ticket::root_span_id(other_ticket))
+    );
     assert_ne!(ticket::root_span_id(other_ticket), root);
 
     us.shutdown().await.unwrap();
@@ -146,7 +190,11 @@ async fn traceparent_round_trips_through_metadata_and_the_event_envelope() {
     assert!(remote.is_remote());
     assert_eq!(
         (remote.trace_id(), remote.span_id(), remote.trace_flags()),
-        (span_context.trace_id(), span_context.span_id(), span_context.trace_flags())
+        (
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags()
+        )
     );
 
     // Through the envelope, serialized as the store and the replication
@@ -158,18 +206,29 @@ async fn traceparent_round_trips_through_metadata_and_the_event_envelope() {
         epoch: Epoch::initial(0),
         hlc_time: HlcTimestamp::new(1_700_000_000_000, 0),
         traceparent: traceparent.clone(),
-        kind: EventKind::HandoffRefused { to: RegionId::new("eu-west").unwrap(), reason: "test".to_owned() },
+        kind: EventKind::HandoffRefused {
+            to: RegionId::new("eu-west").unwrap(),
+            reason: "test".to_owned(),
+        },
     };
     let stored = serde_json::to_string(&envelope).unwrap();
     let replicated: EventEnvelope = serde_json::from_str(&stored).unwrap();
-    let parsed = propagation::parse_traceparent(replicated.traceparent.as_deref().unwrap()).unwrap();
-    assert_eq!((parsed.trace_id(), parsed.span_id()), (span_context.trace_id(), span_context.span_id()));
+    let parsed =
+        propagation::parse_traceparent(replicated.traceparent.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (parsed.trace_id(), parsed.span_id()),
+        (span_context.trace_id(), span_context.span_id())
+    );
     assert!(parsed.is_sampled() && parsed.is_remote());
 
     // With no span there is nothing to carry.
-    within(&dispatch, || assert_eq!(propagation::current_traceparent(), None));
+    within(&dispatch, || {
+        assert_eq!(propagation::current_traceparent(), None)
+    });
     let mut empty = tonic::metadata::MetadataMap::new();
-    within(&dispatch, || propagation::inject_current_metadata(&mut empty));
+    within(&dispatch, || {
+        propagation::inject_current_metadata(&mut empty)
+    });
     assert!(empty.get("traceparent").is_none());
     telemetry.shutdown().await.unwrap();
 }
@@ -177,8 +236,10 @@ async fn traceparent_round_trips_through_metadata_and_the_event_envelope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apply_span_sits_in_the_tickets_trace_and_links_to_its_producer() {
     let receiver = OtlpReceiver::start().await.unwrap();
-    let (producer, producer_dispatch) = Telemetry::build(&config(&receiver, "us-east", 1.0)).unwrap();
-    let (consumer, consumer_dispatch) = Telemetry::build(&config(&receiver, "eu-west", 1.0)).unwrap();
+    let (producer, producer_dispatch) =
+        Telemetry::build(&config(&receiver, "us-east", 1.0)).unwrap();
+    let (consumer, consumer_dispatch) =
+        Telemetry::build(&config(&receiver, "eu-west", 1.0)).unwrap();
     let ticket_id = new_ticket();
 
     // The producing region writes an event from inside its span and stores
@@ -197,24 +258,50 @@ async fn an_apply_span_sits_in_the_tickets_trace_and_links_to_its_producer() {
         let _entered = span.enter();
     });
 
-    let spans = receiver.wait_for_spans("offer and apply", WAIT, |s| s.len() >= 2).await.unwrap();
+    let spans = receiver
+        .wait_for_spans("offer and apply", WAIT, |s| s.len() >= 2)
+        .await
+        .unwrap();
     let offer = named(&spans, "handoff.offer")[0];
     let apply = named(&spans, "apply")[0];
     assert_eq!(apply.trace_id, ticket::trace_id(ticket_id));
     assert_eq!(apply.parent_span_id, Some(ticket::root_span_id(ticket_id)));
-    assert_eq!(apply.links, vec![(offer.trace_id, offer.span_id)], "the apply span links to the producer");
+    assert_eq!(
+        apply.links,
+        vec![(offer.trace_id, offer.span_id)],
+        "the apply span links to the producer"
+    );
     assert_eq!(apply.kind, SpanKind::Consumer);
     assert_eq!(offer.kind, SpanKind::Producer);
-    assert_eq!(apply.attributes.get("meridian.ticket_id"), Some(&ticket_id.to_string()));
-    assert_eq!(apply.attributes.get("meridian.origin_seq").map(String::as_str), Some("7"));
-    assert_eq!(apply.resource.get("meridian.region").map(String::as_str), Some("eu-west"));
+    assert_eq!(
+        apply.attributes.get("meridian.ticket_id"),
+        Some(&ticket_id.to_string())
+    );
+    assert_eq!(
+        apply
+            .attributes
+            .get("meridian.origin_seq")
+            .map(String::as_str),
+        Some("7")
+    );
+    assert_eq!(
+        apply.resource.get("meridian.region").map(String::as_str),
+        Some("eu-west")
+    );
 
     // A malformed traceparent costs the link, not the span.
     within(&consumer_dispatch, || {
         let _entered = ticket::apply_span(ticket_id, Some("garbage")).entered();
     });
-    let spans = receiver.wait_for_spans("the second apply", WAIT, |s| named(s, "apply").len() >= 2).await.unwrap();
-    assert!(named(&spans, "apply").iter().any(|s| s.links.is_empty() && s.trace_id == ticket::trace_id(ticket_id)));
+    let spans = receiver
+        .wait_for_spans("the second apply", WAIT, |s| named(s, "apply").len() >= 2)
+        .await
+        .unwrap();
+    assert!(
+        named(&spans, "apply")
+            .iter()
+            .any(|s| s.links.is_empty() && s.trace_id == ticket::trace_id(ticket_id))
+    );
 
     producer.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();
@@ -241,7 +328,12 @@ async fn sampling_at_zero_exports_no_spans_and_at_one_exports_all() {
             }
         });
         // A metric proves the unsampled process reached its collector.
-        telemetry.metrics().meter("test").u64_counter("test.spans.made").build().add(1, &[]);
+        telemetry
+            .metrics()
+            .meter("test")
+            .u64_counter("test.spans.made")
+            .build()
+            .add(1, &[]);
     }
     none.shutdown().await.unwrap();
     all.shutdown().await.unwrap();
@@ -249,8 +341,16 @@ async fn sampling_at_zero_exports_no_spans_and_at_one_exports_all() {
     // Shutdown returns after the final export has been answered, so what
     // the receivers hold now is everything they will get.
     assert_eq!(all_receiver.spans().len(), 90, "100% keeps every span");
-    assert!(none_receiver.spans().is_empty(), "0% exported {:?}", none_receiver.spans());
-    assert!(none_receiver.metric_names().contains(&"test.spans.made".to_owned()));
+    assert!(
+        none_receiver.spans().is_empty(),
+        "0% exported {:?}",
+        none_receiver.spans()
+    );
+    assert!(
+        none_receiver
+            .metric_names()
+            .contains(&"test.spans.made".to_owned())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,7 +367,10 @@ async fn shutdown_flushes_spans_still_waiting_for_their_batch() {
             let _span = tracing::info_span!("pending").entered();
         }
     });
-    assert!(receiver.spans().is_empty(), "the batch went out before the flush");
+    assert!(
+        receiver.spans().is_empty(),
+        "the batch went out before the flush"
+    );
     telemetry.shutdown().await.unwrap();
     assert_eq!(named(&receiver.spans(), "pending").len(), 5);
 }
@@ -275,7 +378,10 @@ async fn shutdown_flushes_spans_still_waiting_for_their_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_guard_flushes_too() {
     let receiver = OtlpReceiver::start().await.unwrap();
-    let config = TelemetryConfig { span_batch_delay: Duration::from_secs(3600), ..config(&receiver, "us-east", 1.0) };
+    let config = TelemetryConfig {
+        span_batch_delay: Duration::from_secs(3600),
+        ..config(&receiver, "us-east", 1.0)
+    };
     let (telemetry, dispatch) = Telemetry::build(&config).unwrap();
     within(&dispatch, || {
         let _span = tracing::info_span!("dropped").entered();
@@ -287,24 +393,40 @@ async fn dropping_the_guard_flushes_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_reach_the_receiver_over_otlp() {
     let receiver = OtlpReceiver::start().await.unwrap();
-    let config = TelemetryConfig { metrics_export_interval: Duration::from_millis(100), ..config(&receiver, "us-east", 1.0) };
+    let config = TelemetryConfig {
+        metrics_export_interval: Duration::from_millis(100),
+        ..config(&receiver, "us-east", 1.0)
+    };
     let (telemetry, _dispatch) = Telemetry::build(&config).unwrap();
     let meter = telemetry.metrics().meter("test");
-    meter.u64_counter("meridian.handoffs").build().add(2, &[KeyValue::new("outcome", "accepted")]);
-    meter.f64_histogram("meridian.handoff.latency").with_unit("s").build().record(0.3, &[]);
+    meter
+        .u64_counter("meridian.handoffs")
+        .build()
+        .add(2, &[KeyValue::new("outcome", "accepted")]);
+    meter
+        .f64_histogram("meridian.handoff.latency")
+        .with_unit("s")
+        .build()
+        .record(0.3, &[]);
 
     // Pushed on the export interval, before any shutdown.
     let names = receiver
         .wait_until("both metrics", WAIT, || {
             let names = receiver.metric_names();
-            (names.contains(&"meridian.handoffs".to_owned()) && names.contains(&"meridian.handoff.latency".to_owned()))
-                .then_some(names)
+            (names.contains(&"meridian.handoffs".to_owned())
+                && names.contains(&"meridian.handoff.latency".to_owned()))
+            .then_some(names)
         })
         .await
         .unwrap();
     assert!(!names.is_empty());
     let resource = receiver.metrics()[0].resource.clone().unwrap();
-    assert!(resource.attributes.iter().any(|kv| kv.key == "meridian.region"));
+    assert!(
+        resource
+            .attributes
+            .iter()
+            .any(|kv| kv.key == "meridian.region")
+    );
     telemetry.shutdown().await.unwrap();
 }
 
@@ -312,7 +434,10 @@ async fn metrics_reach_the_receiver_over_otlp() {
 fn root_ids_are_the_same_in_every_process() {
     // The virtual root is derived, never stored: any region computes it.
     let ticket_id = new_ticket();
-    assert_eq!(ticket::root_span_id(ticket_id), ticket::root_span_id(ticket_id.to_string().parse().unwrap()));
+    assert_eq!(
+        ticket::root_span_id(ticket_id),
+        ticket::root_span_id(ticket_id.to_string().parse().unwrap())
+    );
     assert_ne!(ticket::trace_id(ticket_id), TraceId::INVALID);
     assert_ne!(ticket::root_span_id(ticket_id), SpanId::INVALID);
 }

@@ -118,7 +118,9 @@ impl ChaosProxy {
     /// A proxy on a free loopback port forwarding to `target`; `seed`
     /// drives its jitter.
     pub async fn start(target: SocketAddr, seed: u64) -> ChaosProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port for the proxy");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port for the proxy");
         let addr = listener.local_addr().expect("the proxy's address");
         let shared = Arc::new(Shared {
             target,
@@ -131,7 +133,11 @@ impl ChaosProxy {
             rng: Mutex::new(seed | 1),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
-        ChaosProxy { addr, shared, accept }
+        ChaosProxy {
+            addr,
+            shared,
+            accept,
+        }
     }
 
     /// The address connections are forwarded to.
@@ -161,7 +167,9 @@ impl ChaosProxy {
     /// Discards every byte read in `direction` until healed: a one-way
     /// partition.
     pub fn drop_direction(&self, direction: Direction) {
-        self.shared.ways[direction.index()].flow.send_replace(Flow::Drop);
+        self.shared.ways[direction.index()]
+            .flow
+            .send_replace(Flow::Drop);
     }
 
     /// Everything passes again, undelayed; connections that lost bytes to
@@ -188,12 +196,16 @@ impl ChaosProxy {
 
     /// Bytes delivered in `direction` so far.
     pub fn bytes(&self, direction: Direction) -> u64 {
-        self.shared.ways[direction.index()].bytes.load(Ordering::Relaxed)
+        self.shared.ways[direction.index()]
+            .bytes
+            .load(Ordering::Relaxed)
     }
 
     /// Bytes discarded in `direction` so far.
     pub fn dropped(&self, direction: Direction) -> u64 {
-        self.shared.ways[direction.index()].dropped.load(Ordering::Relaxed)
+        self.shared.ways[direction.index()]
+            .dropped
+            .load(Ordering::Relaxed)
     }
 
     /// Connections forwarded so far.
@@ -222,7 +234,10 @@ impl Shared {
         let extra = if jitter == 0 {
             0
         } else {
-            let mut state = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut state = self
+                .rng
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             *state ^= *state << 13;
             *state ^= *state >> 7;
             *state ^= *state << 17;
@@ -240,7 +255,9 @@ fn reset(stream: TcpStream) {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
         if shared.refusing.load(Ordering::SeqCst) {
             shared.refused.fetch_add(1, Ordering::Relaxed);
             reset(client);
@@ -252,10 +269,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 async fn connect(client: TcpStream, shared: Arc<Shared>) {
     let sever_at = *shared.severs.borrow();
-    let server = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(shared.target)).await {
-        Ok(Ok(server)) => server,
-        _ => return reset(client),
-    };
+    let server =
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(shared.target)).await {
+            Ok(Ok(server)) => server,
+            _ => return reset(client),
+        };
     // Cut while connecting: the client must not get through.
     if *shared.severs.borrow() != sever_at {
         reset(server);
@@ -268,13 +286,31 @@ async fn connect(client: TcpStream, shared: Arc<Shared>) {
     let (server_read, server_write) = server.into_split();
     // Closes both directions of this one connection.
     let closed = watch::Sender::new(false);
-    tokio::spawn(pipe(client_read, server_write, Direction::ToTarget, shared.clone(), sever_at, closed.clone()));
-    tokio::spawn(pipe(server_read, client_write, Direction::FromTarget, shared, sever_at, closed));
+    tokio::spawn(pipe(
+        client_read,
+        server_write,
+        Direction::ToTarget,
+        shared.clone(),
+        sever_at,
+        closed.clone(),
+    ));
+    tokio::spawn(pipe(
+        server_read,
+        client_write,
+        Direction::FromTarget,
+        shared,
+        sever_at,
+        closed,
+    ));
 }
 
 /// Why a pipe must stop at once: the proxy severed its connections, or
 /// the other direction closed this connection.
-async fn stopped(severs: &mut watch::Receiver<u64>, sever_at: u64, closed: &mut watch::Receiver<bool>) {
+async fn stopped(
+    severs: &mut watch::Receiver<u64>,
+    sever_at: u64,
+    closed: &mut watch::Receiver<bool>,
+) {
     tokio::select! {
         _ = severs.wait_for(|severs| *severs != sever_at) => {}
         _ = closed.wait_for(|closed| *closed) => {}
@@ -294,8 +330,22 @@ async fn pipe(
     closed: watch::Sender<bool>,
 ) {
     let (chunks, in_flight) = mpsc::channel(IN_FLIGHT_CHUNKS_MAX);
-    let reading = read_side(from, chunks, direction, shared.clone(), sever_at, closed.clone());
-    let writing = write_side(to, in_flight, direction, shared, sever_at, closed.subscribe());
+    let reading = read_side(
+        from,
+        chunks,
+        direction,
+        shared.clone(),
+        sever_at,
+        closed.clone(),
+    );
+    let writing = write_side(
+        to,
+        in_flight,
+        direction,
+        shared,
+        sever_at,
+        closed.subscribe(),
+    );
     tokio::pin!(reading, writing);
     tokio::select! {
         // End of stream: deliver what is in flight, then close this half.
@@ -410,7 +460,10 @@ mod tests {
     /// Whether the connection is closed (or reset) within a second.
     async fn closes(stream: &mut TcpStream) -> bool {
         let mut byte = [0u8; 1];
-        matches!(tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
     }
 
     #[tokio::test]
@@ -434,14 +487,25 @@ mod tests {
         let mut echoed = vec![0u8; sent.len()];
         let (_, received) = tokio::join!(send, read.read_exact(&mut echoed));
         received.unwrap();
-        assert!(started.elapsed() >= fixed * 2, "came back after {:?}", started.elapsed());
-        assert!(echoed == sent, "bytes came back changed or out of order under jitter");
+        assert!(
+            started.elapsed() >= fixed * 2,
+            "came back after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            echoed == sent,
+            "bytes came back changed or out of order under jitter"
+        );
 
         proxy.heal();
         assert!(proxy.is_healed());
         let started = Instant::now();
         assert_eq!(round_trip(&mut client, b"quick").await.unwrap(), b"quick");
-        assert!(started.elapsed() < fixed, "a healed link still delays: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < fixed,
+            "a healed link still delays: {:?}",
+            started.elapsed()
+        );
         assert!(proxy.bytes(Direction::ToTarget) >= sent.len() as u64);
     }
 
@@ -452,9 +516,15 @@ mod tests {
         assert_eq!(round_trip(&mut open, b"a").await.unwrap(), b"a");
 
         proxy.cut();
-        assert!(closes(&mut open).await, "an open connection survived the cut");
+        assert!(
+            closes(&mut open).await,
+            "an open connection survived the cut"
+        );
         let mut late = TcpStream::connect(proxy.addr).await.unwrap();
-        assert!(round_trip(&mut late, b"b").await.is_err(), "a connection got through a cut link");
+        assert!(
+            round_trip(&mut late, b"b").await.is_err(),
+            "a connection got through a cut link"
+        );
         assert!(proxy.refused() >= 1);
 
         proxy.heal();
@@ -468,7 +538,10 @@ mod tests {
         let mut open = TcpStream::connect(proxy.addr).await.unwrap();
         assert_eq!(round_trip(&mut open, b"a").await.unwrap(), b"a");
         proxy.sever();
-        assert!(closes(&mut open).await, "an open connection survived the sever");
+        assert!(
+            closes(&mut open).await,
+            "an open connection survived the sever"
+        );
         let mut next = TcpStream::connect(proxy.addr).await.unwrap();
         assert_eq!(round_trip(&mut next, b"b").await.unwrap(), b"b");
         assert_eq!(proxy.connections(), 2);
@@ -506,16 +579,24 @@ mod tests {
         proxy.drop_direction(Direction::FromTarget);
         client.write_all(b"request").await.unwrap();
         let mut back = [0u8; 7];
-        let answer = tokio::time::timeout(Duration::from_millis(300), client.read_exact(&mut back)).await;
+        let answer =
+            tokio::time::timeout(Duration::from_millis(300), client.read_exact(&mut back)).await;
         assert!(answer.is_err(), "an answer crossed a dropped direction");
-        assert_eq!(received.load(Ordering::Relaxed), 6 + 7, "the request did arrive");
+        assert_eq!(
+            received.load(Ordering::Relaxed),
+            6 + 7,
+            "the request did arrive"
+        );
         assert_eq!(proxy.dropped(Direction::FromTarget), 7);
         assert_eq!(proxy.dropped(Direction::ToTarget), 0);
 
         proxy.heal();
         // The next bytes back would follow a hole: the connection closes.
         client.write_all(b"x").await.unwrap();
-        assert!(closes(&mut client).await, "a connection that lost bytes was kept");
+        assert!(
+            closes(&mut client).await,
+            "a connection that lost bytes was kept"
+        );
         let mut fresh = TcpStream::connect(proxy.addr).await.unwrap();
         assert_eq!(round_trip(&mut fresh, b"after").await.unwrap(), b"after");
     }

@@ -51,8 +51,11 @@ pub fn etcd_binary(what: &str) -> Option<std::path::PathBuf> {
         .map(PathBuf::from)
         .filter(|path| path.is_file())
         .or_else(|| {
-            std::env::var_os("PATH")
-                .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("etcd")).find(|path| path.is_file()))
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join("etcd"))
+                    .find(|path| path.is_file())
+            })
         })
         .or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|path| path.is_file()));
     if found.is_none() {
@@ -60,7 +63,9 @@ pub fn etcd_binary(what: &str) -> Option<std::path::PathBuf> {
             !require_all(),
             "MERIDIAN_REQUIRE_ALL=1 but etcd is not installed: apt-get install etcd-server (binary /usr/bin/etcd), or set MERIDIAN_ETCD_BIN"
         );
-        eprintln!("{what} SKIPPED: no etcd binary on PATH (apt-get install etcd-server, or set MERIDIAN_ETCD_BIN)");
+        eprintln!(
+            "{what} SKIPPED: no etcd binary on PATH (apt-get install etcd-server, or set MERIDIAN_ETCD_BIN)"
+        );
     }
     found
 }
@@ -71,7 +76,10 @@ pub fn postgres_url() -> Option<String> {
     match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            assert!(!require_all(), "MERIDIAN_REQUIRE_ALL=1 but DATABASE_URL is not set: PostgreSQL tests cannot run");
+            assert!(
+                !require_all(),
+                "MERIDIAN_REQUIRE_ALL=1 but DATABASE_URL is not set: PostgreSQL tests cannot run"
+            );
             eprintln!("PostgreSQL tests SKIPPED: DATABASE_URL is not set");
             None
         }
@@ -97,17 +105,34 @@ impl TestDatabase {
             Backing::Sqlite => {
                 let dir = tempfile::tempdir().expect("temporary directory");
                 let config = StoreConfig::sqlite_file(&dir.path().join("region.db"));
-                Some(TestDatabase { backing, config, schema: None, _dir: Some(dir) })
+                Some(TestDatabase {
+                    backing,
+                    config,
+                    schema: None,
+                    _dir: Some(dir),
+                })
             }
             Backing::Postgres => {
                 let url = postgres_url()?;
                 let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
-                let mut admin = AnyConnection::connect(&url).await.expect("connect to DATABASE_URL");
-                admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.expect("create schema");
+                let mut admin = AnyConnection::connect(&url)
+                    .await
+                    .expect("connect to DATABASE_URL");
+                admin
+                    .execute(format!("CREATE SCHEMA {schema}").as_str())
+                    .await
+                    .expect("create schema");
                 admin.close().await.expect("close admin connection");
                 let separator = if url.contains('?') { '&' } else { '?' };
-                let config = StoreConfig::new(format!("{url}{separator}options=-c%20search_path%3D{schema}"));
-                Some(TestDatabase { backing, config, schema: Some((url, schema)), _dir: None })
+                let config = StoreConfig::new(format!(
+                    "{url}{separator}options=-c%20search_path%3D{schema}"
+                ));
+                Some(TestDatabase {
+                    backing,
+                    config,
+                    schema: Some((url, schema)),
+                    _dir: None,
+                })
             }
         }
     }
@@ -125,8 +150,13 @@ impl TestDatabase {
     /// Drops the PostgreSQL schema (SQLite's directory goes with `self`).
     pub async fn drop_now(self) {
         if let Some((url, schema)) = &self.schema {
-            let mut admin = AnyConnection::connect(url).await.expect("connect to DATABASE_URL");
-            admin.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await.expect("drop schema");
+            let mut admin = AnyConnection::connect(url)
+                .await
+                .expect("connect to DATABASE_URL");
+            admin
+                .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+                .await
+                .expect("drop schema");
             let _ = admin.close().await;
         }
     }

@@ -62,7 +62,11 @@ impl Proxy {
             delay_nanos: AtomicU64::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
-        Proxy { addr, shared, accept }
+        Proxy {
+            addr,
+            shared,
+            accept,
+        }
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -109,7 +113,9 @@ impl Drop for Proxy {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
         if *shared.mode.borrow() == Mode::Refuse {
             drop(client);
             continue;
@@ -147,7 +153,12 @@ async fn pipe(from: OwnedReadHalf, to: OwnedWriteHalf, shared: Arc<Shared>, cut_
     }
 }
 
-async fn read_side(mut from: OwnedReadHalf, chunks: mpsc::Sender<(Instant, Vec<u8>)>, shared: Arc<Shared>, cut_at: u64) {
+async fn read_side(
+    mut from: OwnedReadHalf,
+    chunks: mpsc::Sender<(Instant, Vec<u8>)>,
+    shared: Arc<Shared>,
+    cut_at: u64,
+) {
     let mut cuts = shared.cuts.subscribe();
     let mut mode = shared.mode.subscribe();
     let mut buf = vec![0u8; CHUNK_BYTES_MAX];
@@ -172,7 +183,12 @@ async fn read_side(mut from: OwnedReadHalf, chunks: mpsc::Sender<(Instant, Vec<u
     }
 }
 
-async fn write_side(mut to: OwnedWriteHalf, mut in_flight: mpsc::Receiver<(Instant, Vec<u8>)>, shared: Arc<Shared>, cut_at: u64) {
+async fn write_side(
+    mut to: OwnedWriteHalf,
+    mut in_flight: mpsc::Receiver<(Instant, Vec<u8>)>,
+    shared: Arc<Shared>,
+    cut_at: u64,
+) {
     let mut cuts = shared.cuts.subscribe();
     let mut mode = shared.mode.subscribe();
     loop {
@@ -198,7 +214,9 @@ async fn write_side(mut to: OwnedWriteHalf, mut in_flight: mpsc::Receiver<(Insta
             _ = cuts.wait_for(|cuts| *cuts != cut_at) => return,
             written = to.write_all(&chunk) => if written.is_err() { return },
         }
-        shared.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        shared
+            .bytes
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -236,7 +254,11 @@ mod tests {
         let mut echoed = vec![0u8; sent.len()];
         let (_, received) = tokio::join!(send, read.read_exact(&mut echoed));
         received.unwrap();
-        assert!(started.elapsed() >= delay * 2, "the echo came back after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= delay * 2,
+            "the echo came back after {:?}",
+            started.elapsed()
+        );
         assert!(echoed == sent, "bytes came back changed or out of order");
     }
 }

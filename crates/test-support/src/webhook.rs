@@ -22,7 +22,9 @@ pub async fn receiver(path: &str) -> (String, mpsc::Receiver<String>) {
                 let n = socket.read(&mut buf).await.unwrap();
                 request.extend_from_slice(&buf[..n]);
                 let text = String::from_utf8_lossy(&request).to_string();
-                let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+                let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                    continue;
+                };
                 let length: usize = head
                     .lines()
                     .find_map(|l| l.strip_prefix("Content-Length: "))
@@ -30,7 +32,10 @@ pub async fn receiver(path: &str) -> (String, mpsc::Receiver<String>) {
                     .unwrap_or(0);
                 if body.len() >= length || n == 0 {
                     assert!(head.starts_with(&expected), "{head}");
-                    socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+                    socket
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .await
+                        .unwrap();
                     bodies.send(body.to_owned()).await.unwrap();
                     break;
                 }

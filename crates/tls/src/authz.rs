@@ -16,12 +16,16 @@ pub fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
     if let Some(identity) = request.extensions().get::<PeerIdentity>() {
         return Ok(identity.clone());
     }
-    let certs = request
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("no client certificate: this service is served only over mutual TLS"))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("no client certificate: this service is served only over mutual TLS"))?;
+    let certs = request.peer_certs().ok_or_else(|| {
+        Status::unauthenticated(
+            "no client certificate: this service is served only over mutual TLS",
+        )
+    })?;
+    let leaf = certs.first().ok_or_else(|| {
+        Status::unauthenticated(
+            "no client certificate: this service is served only over mutual TLS",
+        )
+    })?;
     PeerIdentity::from_cert_der(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
 }
 
@@ -42,11 +46,21 @@ pub fn authorize(identity: &PeerIdentity, allowed: &[Service]) -> Result<(), Sta
     if allowed.contains(&identity.service()) {
         return Ok(());
     }
-    let allowed_list = allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ");
+    let allowed_list = allowed
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ");
     let reason = if allowed.is_empty() {
-        format!("{identity} is a {}; this service accepts no peer services", identity.service())
+        format!(
+            "{identity} is a {}; this service accepts no peer services",
+            identity.service()
+        )
     } else {
-        format!("{identity} is a {}; this service accepts only {allowed_list}", identity.service())
+        format!(
+            "{identity} is a {}; this service accepts only {allowed_list}",
+            identity.service()
+        )
     };
     tracing::warn!(peer = %identity, %reason, "call refused: permission denied");
     Err(Status::permission_denied(reason))
@@ -76,7 +90,9 @@ pub struct RequirePeer {
 
 impl RequirePeer {
     pub fn new(allowed: &[Service]) -> Self {
-        Self { allowed: allowed.into() }
+        Self {
+            allowed: allowed.into(),
+        }
     }
 }
 

@@ -39,7 +39,10 @@ pub struct MeshConnector {
 impl MeshTls {
     /// A connector for channels to a server that must be `expected`.
     pub fn connector(&self, expected: PeerIdentity) -> MeshConnector {
-        MeshConnector { tls: self.clone(), expected }
+        MeshConnector {
+            tls: self.clone(),
+            expected,
+        }
     }
 
     /// A channel to `addr` (`host:port`) whose server must be `expected`;
@@ -48,7 +51,10 @@ impl MeshTls {
         endpoint(addr)?
             .connect_with_connector(self.connector(expected))
             .await
-            .map_err(|source| Error::Connect { addr: addr.to_owned(), source })
+            .map_err(|source| Error::Connect {
+                addr: addr.to_owned(),
+                source,
+            })
     }
 
     /// As [`MeshTls::connect`], but connects on first use.
@@ -69,7 +75,11 @@ pub struct GatewayChannels {
 impl GatewayChannels {
     /// `addrs`: each region's gateway mesh `host:port`.
     pub fn new(tls: MeshTls, addrs: std::collections::BTreeMap<RegionId, String>) -> Self {
-        Self { tls, addrs, channels: std::sync::Mutex::new(std::collections::HashMap::new()) }
+        Self {
+            tls,
+            addrs,
+            channels: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
     }
 
     /// Whether `region` has an address here.
@@ -79,7 +89,10 @@ impl GatewayChannels {
 
     /// The channel to `region`'s gateway.
     pub fn channel(&self, region: &RegionId) -> Result<Channel> {
-        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(channel) = channels.get(region) {
             return Ok(channel.clone());
         }
@@ -87,7 +100,11 @@ impl GatewayChannels {
             addr: region.to_string(),
             reason: format!("no gateway mesh address is configured for {region}"),
         })?;
-        let expected = PeerIdentity::new(self.tls.identity().trust_domain().clone(), region.clone(), Service::Gateway);
+        let expected = PeerIdentity::new(
+            self.tls.identity().trust_domain().clone(),
+            region.clone(),
+            Service::Gateway,
+        );
         let channel = self.tls.connect_lazy(addr, expected)?;
         channels.insert(region.clone(), channel.clone());
         Ok(channel)
@@ -97,7 +114,10 @@ impl GatewayChannels {
 fn endpoint(addr: &str) -> Result<Endpoint> {
     Endpoint::from_shared(format!("http://{addr}"))
         .map(|endpoint| endpoint.connect_timeout(CONNECT_TIMEOUT))
-        .map_err(|e| Error::Endpoint { addr: addr.to_owned(), reason: e.to_string() })
+        .map_err(|e| Error::Endpoint {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 impl MeshConnector {
@@ -112,10 +132,17 @@ impl MeshConnector {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
-        let config = self.tls.client_config(&self.expected).map_err(io::Error::other)?;
+        let config = self
+            .tls
+            .client_config(&self.expected)
+            .map_err(io::Error::other)?;
         // Sent as SNI; never checked, since the SPIFFE id is.
-        let server_name = ServerName::try_from(host.to_owned())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("server name {host:?}: {e}")))?;
+        let server_name = ServerName::try_from(host.to_owned()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("server name {host:?}: {e}"),
+            )
+        })?;
         let handshake = TlsConnector::from(config).connect(server_name, tcp);
         let refused = |reason: String| {
             tracing::warn!(addr = %format_args!("{host}:{port}"), expected = %self.expected, %reason, "mtls connection refused");
@@ -128,7 +155,10 @@ impl MeshConnector {
                 Err(io::Error::new(error.kind(), reason))
             }
             Err(_) => {
-                let reason = refused(format!("handshake timed out after {} ms", HANDSHAKE_TIMEOUT.as_millis()));
+                let reason = refused(format!(
+                    "handshake timed out after {} ms",
+                    HANDSHAKE_TIMEOUT.as_millis()
+                ));
                 Err(io::Error::new(io::ErrorKind::TimedOut, reason))
             }
         }
@@ -148,7 +178,10 @@ impl tower_service::Service<Uri> for MeshConnector {
         let connector = self.clone();
         Box::pin(async move {
             let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{uri}: needs a host and a port")));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{uri}: needs a host and a port"),
+                ));
             };
             connector.connect_tls(host, port).await.map(TokioIo::new)
         })

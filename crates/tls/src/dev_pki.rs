@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 use meridian_core::RegionId;
 use rcgen::string::Ia5String;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -42,8 +42,13 @@ impl Validity {
     /// for `days` days after `now`.
     pub fn days_from(now: SystemTime, days: u32) -> Self {
         let not_before = now.checked_sub(CLOCK_SKEW_ALLOWANCE).unwrap_or(now);
-        let not_after = now.checked_add(Duration::from_secs(u64::from(days) * SECONDS_PER_DAY)).unwrap_or(now);
-        Self { not_before, not_after }
+        let not_after = now
+            .checked_add(Duration::from_secs(u64::from(days) * SECONDS_PER_DAY))
+            .unwrap_or(now);
+        Self {
+            not_before,
+            not_after,
+        }
     }
 }
 
@@ -59,7 +64,9 @@ pub struct DevCa {
 impl std::fmt::Debug for DevCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key.
-        f.debug_struct("DevCa").field("trust_domain", &self.trust_domain).finish_non_exhaustive()
+        f.debug_struct("DevCa")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,14 +89,17 @@ impl DevCa {
     /// certificate is not a development CA of this crate.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
         let bad = |reason: String| Error::CertificateIdentity(format!("development CA: {reason}"));
-        let der =
-            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| bad(format!("no PEM certificate: {e}")))?;
-        let parsed =
-            webpki::EndEntityCert::try_from(&der).map_err(|e| bad(format!("cannot parse the certificate: {e}")))?;
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| bad(format!("no PEM certificate: {e}")))?;
+        let parsed = webpki::EndEntityCert::try_from(&der)
+            .map_err(|e| bad(format!("cannot parse the certificate: {e}")))?;
         // The CA names its trust domain in a URI SAN `spiffe://<trust-domain>`.
         let trust_domain = parsed
             .valid_uri_names()
-            .find_map(|uri| uri.strip_prefix("spiffe://").filter(|rest| !rest.contains('/')))
+            .find_map(|uri| {
+                uri.strip_prefix("spiffe://")
+                    .filter(|rest| !rest.contains('/'))
+            })
             .ok_or_else(|| bad("the certificate has no spiffe://<trust-domain> URI SAN".to_owned()))
             .and_then(TrustDomain::new)?;
         let key = KeyPair::from_pem(key_pem)?;
@@ -100,13 +110,18 @@ impl DevCa {
         // with them names the same issuer, so it must have the same subject.
         let params = ca_params(
             &trust_domain,
-            Validity { not_before: SystemTime::UNIX_EPOCH, not_after: SystemTime::UNIX_EPOCH },
+            Validity {
+                not_before: SystemTime::UNIX_EPOCH,
+                not_after: SystemTime::UNIX_EPOCH,
+            },
         )?;
         let rebuilt = params.self_signed(&key)?;
         let rebuilt = webpki::EndEntityCert::try_from(rebuilt.der())
             .map_err(|e| bad(format!("cannot parse the rebuilt certificate: {e}")))?;
         if rebuilt.subject() != parsed.subject() {
-            return Err(bad("the certificate's subject is not that of a Meridian development CA".to_owned()));
+            return Err(bad(
+                "the certificate's subject is not that of a Meridian development CA".to_owned(),
+            ));
         }
         Ok(Self {
             trust_domain,
@@ -123,10 +138,16 @@ fn ca_params(trust_domain: &TrustDomain, validity: Validity) -> Result<Certifica
     name.push(DnType::OrganizationName, trust_domain.as_str());
     name.push(DnType::CommonName, "Meridian development CA");
     params.distinguished_name = name;
-    params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(format!("spiffe://{trust_domain}"))?)];
+    params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(format!(
+        "spiffe://{trust_domain}"
+    ))?)];
     // Leaves only: the development PKI has no intermediates.
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.not_before = validity.not_before.into();
     params.not_after = validity.not_after.into();
     Ok(params)
@@ -172,26 +193,50 @@ impl std::fmt::Debug for IssuedCert {
 /// can make the certificates peers must refuse.
 pub fn issue(ca: &DevCa, identity: &PeerIdentity, validity: Validity) -> Result<IssuedCert> {
     let common_name = format!("{} {}", identity.region(), identity.service());
-    let (cert_pem, key_pem) = issue_pem(ca, identity.trust_domain().as_str(), &common_name, &identity.to_string(), validity)?;
-    Ok(IssuedCert { identity: identity.clone(), cert_pem, key_pem, validity })
+    let (cert_pem, key_pem) = issue_pem(
+        ca,
+        identity.trust_domain().as_str(),
+        &common_name,
+        &identity.to_string(),
+        validity,
+    )?;
+    Ok(IssuedCert {
+        identity: identity.clone(),
+        cert_pem,
+        key_pem,
+        validity,
+    })
 }
 
 /// Issues a certificate and key (PEM) whose URI SAN is `uri` verbatim, a
 /// SPIFFE id or not: for tests that peers refuse certificates of the
 /// right CA that name no valid Meridian identity.
 pub fn issue_with_uri(ca: &DevCa, uri: &str, validity: Validity) -> Result<(String, String)> {
-    issue_pem(ca, ca.trust_domain.as_str(), "not a meridian identity", uri, validity)
+    issue_pem(
+        ca,
+        ca.trust_domain.as_str(),
+        "not a meridian identity",
+        uri,
+        validity,
+    )
 }
 
 /// Issues a server-only certificate and key (PEM) for a public port:
 /// `dns_names` plus `localhost`, `127.0.0.1` and `::1`, and no SPIFFE id,
 /// so the mesh never takes it for a peer (its verifier wants exactly one
 /// Meridian URI) and it cannot act as a client.
-pub fn issue_server(ca: &DevCa, dns_names: &[String], validity: Validity) -> Result<(String, String)> {
+pub fn issue_server(
+    ca: &DevCa,
+    dns_names: &[String],
+    validity: Validity,
+) -> Result<(String, String)> {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
     name.push(DnType::OrganizationName, ca.trust_domain.as_str());
-    name.push(DnType::CommonName, dns_names.first().map_or("localhost", String::as_str));
+    name.push(
+        DnType::CommonName,
+        dns_names.first().map_or("localhost", String::as_str),
+    );
     params.distinguished_name = name;
     let mut sans = Vec::new();
     for dns in dns_names.iter().map(String::as_str).chain(["localhost"]) {
@@ -203,10 +248,21 @@ pub fn issue_server(ca: &DevCa, dns_names: &[String], validity: Validity) -> Res
     sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     sans.push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
     params.subject_alt_names = sans;
-    sign_leaf(params, vec![ExtendedKeyUsagePurpose::ServerAuth], ca, validity)
+    sign_leaf(
+        params,
+        vec![ExtendedKeyUsagePurpose::ServerAuth],
+        ca,
+        validity,
+    )
 }
 
-fn issue_pem(ca: &DevCa, organization: &str, common_name: &str, uri: &str, validity: Validity) -> Result<(String, String)> {
+fn issue_pem(
+    ca: &DevCa,
+    organization: &str,
+    common_name: &str,
+    uri: &str,
+    validity: Validity,
+) -> Result<(String, String)> {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
     name.push(DnType::OrganizationName, organization);
@@ -218,13 +274,26 @@ fn issue_pem(ca: &DevCa, organization: &str, common_name: &str, uri: &str, valid
         SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
     ];
-    sign_leaf(params, vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth], ca, validity)
+    sign_leaf(
+        params,
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        ca,
+        validity,
+    )
 }
 
 /// Signs a leaf certificate for `params`' names with a new key: a
 /// signature key with `usages`, valid for `validity`, naming its issuer.
 /// Returns (certificate PEM, key PEM).
-fn sign_leaf(mut params: CertificateParams, usages: Vec<ExtendedKeyUsagePurpose>, ca: &DevCa, validity: Validity) -> Result<(String, String)> {
+fn sign_leaf(
+    mut params: CertificateParams,
+    usages: Vec<ExtendedKeyUsagePurpose>,
+    ca: &DevCa,
+    validity: Validity,
+) -> Result<(String, String)> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = usages;
     params.use_authority_key_identifier_extension = true;
@@ -290,7 +359,10 @@ impl TlsFiles {
 /// services pick them up on their next reload, which is a certificate
 /// rotation.
 pub fn write_dev_pki(dir: &Path, plan: &DevPkiPlan) -> Result<Vec<WrittenFile>> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
     let ca_cert_path = dir.join(CA_CERT_FILE);
     let ca_key_path = dir.join(CA_KEY_FILE);
     let mut written = Vec::new();
@@ -298,8 +370,10 @@ pub fn write_dev_pki(dir: &Path, plan: &DevPkiPlan) -> Result<Vec<WrittenFile>> 
     let ca = if ca_cert_path.exists() && !plan.replace_ca {
         let cert_pem = read_to_string(&ca_cert_path)?;
         let key_pem = read_to_string(&ca_key_path)?;
-        let ca = DevCa::from_pem(&cert_pem, &key_pem)
-            .map_err(|e| Error::BadFile { path: ca_cert_path.clone(), reason: e.to_string() })?;
+        let ca = DevCa::from_pem(&cert_pem, &key_pem).map_err(|e| Error::BadFile {
+            path: ca_cert_path.clone(),
+            reason: e.to_string(),
+        })?;
         if ca.trust_domain() != &plan.trust_domain {
             return Err(Error::BadFile {
                 path: ca_cert_path,
@@ -310,8 +384,18 @@ pub fn write_dev_pki(dir: &Path, plan: &DevPkiPlan) -> Result<Vec<WrittenFile>> 
                 ),
             });
         }
-        written.push(WrittenFile { path: ca_cert_path, file: PkiFile::CaCert, not_after: None, kept: true });
-        written.push(WrittenFile { path: ca_key_path, file: PkiFile::CaKey, not_after: None, kept: true });
+        written.push(WrittenFile {
+            path: ca_cert_path,
+            file: PkiFile::CaCert,
+            not_after: None,
+            kept: true,
+        });
+        written.push(WrittenFile {
+            path: ca_key_path,
+            file: PkiFile::CaKey,
+            not_after: None,
+            kept: true,
+        });
         ca
     } else {
         let ca = dev_ca(&plan.trust_domain, plan.ca_validity)?;
@@ -323,7 +407,12 @@ pub fn write_dev_pki(dir: &Path, plan: &DevPkiPlan) -> Result<Vec<WrittenFile>> 
             not_after: Some(plan.ca_validity.not_after),
             kept: false,
         });
-        written.push(WrittenFile { path: ca_key_path, file: PkiFile::CaKey, not_after: None, kept: false });
+        written.push(WrittenFile {
+            path: ca_key_path,
+            file: PkiFile::CaKey,
+            not_after: None,
+            kept: false,
+        });
         ca
     };
 
@@ -343,7 +432,12 @@ pub fn write_dev_pki(dir: &Path, plan: &DevPkiPlan) -> Result<Vec<WrittenFile>> 
                 not_after: Some(plan.cert_validity.not_after),
                 kept: false,
             });
-            written.push(WrittenFile { path: files.key, file: PkiFile::Key(identity), not_after: None, kept: false });
+            written.push(WrittenFile {
+                path: files.key,
+                file: PkiFile::Key(identity),
+                not_after: None,
+                kept: false,
+            });
         }
     }
     Ok(written)
@@ -353,16 +447,23 @@ const KEY_MODE: u32 = 0o600;
 const CERT_MODE: u32 = 0o644;
 
 fn read_to_string(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes `contents` to `path` through a temporary file in the same
 /// directory and a rename; the file has `mode` (on Unix) from the start.
 pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let io = |source| Error::Io { path: path.to_owned(), source };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::BadFile { path: path.to_owned(), reason: "not a file path".to_owned() })?;
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file_name = path.file_name().ok_or_else(|| Error::BadFile {
+        path: path.to_owned(),
+        reason: "not a file path".to_owned(),
+    })?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
     tmp_name.push(".tmp");
@@ -381,7 +482,8 @@ pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io)?;
     }
     file.write_all(contents).map_err(io)?;
     file.sync_all().map_err(io)?;

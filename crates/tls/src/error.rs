@@ -14,7 +14,10 @@ pub enum Error {
     #[error("certificate identity: {0}")]
     CertificateIdentity(String),
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A certificate, key or CA file that cannot be used, and why.
     #[error("{}: {reason}", path.display())]
     BadFile { path: PathBuf, reason: String },
@@ -23,7 +26,11 @@ pub enum Error {
     Inconsistent { cert: PathBuf, reason: String },
     /// A reload that would change who this process is.
     #[error("{}: identity would change from {from} to {to}; refusing (restart to change identity)", cert.display())]
-    IdentityChanged { cert: PathBuf, from: String, to: String },
+    IdentityChanged {
+        cert: PathBuf,
+        from: String,
+        to: String,
+    },
     #[error("certificate generation: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("tls configuration: {0}")]
@@ -34,7 +41,10 @@ pub enum Error {
     #[error("invalid endpoint {addr:?}: {reason}")]
     Endpoint { addr: String, reason: String },
     #[error("connect to {addr}: {source}")]
-    Connect { addr: String, source: tonic::transport::Error },
+    Connect {
+        addr: String,
+        source: tonic::transport::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

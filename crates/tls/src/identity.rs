@@ -30,8 +30,12 @@ impl TrustDomain {
         } else {
             value
                 .chars()
-                .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')))
-                .map(|bad| format!("contains {bad:?}; use lowercase letters, digits, '.', '-' and '_'"))
+                .find(|c| {
+                    !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+                })
+                .map(|bad| {
+                    format!("contains {bad:?}; use lowercase letters, digits, '.', '-' and '_'")
+                })
         };
         match reason {
             Some(reason) => Err(Error::InvalidTrustDomain { value, reason }),
@@ -107,7 +111,11 @@ pub struct PeerIdentity {
 
 impl PeerIdentity {
     pub fn new(trust_domain: TrustDomain, region: RegionId, service: Service) -> Self {
-        Self { trust_domain, region, service }
+        Self {
+            trust_domain,
+            region,
+            service,
+        }
     }
 
     pub fn trust_domain(&self) -> &TrustDomain {
@@ -127,11 +135,16 @@ impl PeerIdentity {
     /// This only reads the certificate; it proves nothing unless the
     /// certificate was verified first (as the TLS handshake does).
     pub fn from_cert_der(cert: &CertificateDer<'_>) -> Result<Self> {
-        let parsed = webpki::EndEntityCert::try_from(cert)
-            .map_err(|e| Error::CertificateIdentity(format!("cannot parse the certificate: {e}")))?;
-        let mut spiffe_ids = parsed.valid_uri_names().filter(|uri| uri.starts_with(SCHEME));
+        let parsed = webpki::EndEntityCert::try_from(cert).map_err(|e| {
+            Error::CertificateIdentity(format!("cannot parse the certificate: {e}"))
+        })?;
+        let mut spiffe_ids = parsed
+            .valid_uri_names()
+            .filter(|uri| uri.starts_with(SCHEME));
         let Some(first) = spiffe_ids.next() else {
-            return Err(Error::CertificateIdentity("the certificate has no spiffe:// URI SAN".to_owned()));
+            return Err(Error::CertificateIdentity(
+                "the certificate has no spiffe:// URI SAN".to_owned(),
+            ));
         };
         // An X.509 SVID carries exactly one SPIFFE id; two would make the
         // peer's identity ambiguous.
@@ -146,7 +159,11 @@ impl PeerIdentity {
 
 impl fmt::Display for PeerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SCHEME}{}/region/{}/{}", self.trust_domain, self.region, self.service)
+        write!(
+            f,
+            "{SCHEME}{}/region/{}/{}",
+            self.trust_domain, self.region, self.service
+        )
     }
 }
 
@@ -154,7 +171,10 @@ impl FromStr for PeerIdentity {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let invalid = |reason: String| Error::InvalidSpiffeId { id: s.to_owned(), reason };
+        let invalid = |reason: String| Error::InvalidSpiffeId {
+            id: s.to_owned(),
+            reason,
+        };
         if s.len() > SPIFFE_ID_LEN_MAX {
             return Err(invalid(format!("is longer than {SPIFFE_ID_LEN_MAX} bytes")));
         }
@@ -162,10 +182,14 @@ impl FromStr for PeerIdentity {
             return Err(invalid("must start with \"spiffe://\"".to_owned()));
         };
         if let Some(bad) = rest.chars().find(|c| matches!(c, '?' | '#' | '%')) {
-            return Err(invalid(format!("must not contain {bad:?} (no query, fragment or percent-encoding)")));
+            return Err(invalid(format!(
+                "must not contain {bad:?} (no query, fragment or percent-encoding)"
+            )));
         }
         let Some((trust_domain, path)) = rest.split_once('/') else {
-            return Err(invalid("has no path; expected /region/<region>/<service>".to_owned()));
+            return Err(invalid(
+                "has no path; expected /region/<region>/<service>".to_owned(),
+            ));
         };
         let trust_domain = TrustDomain::new(trust_domain).map_err(|e| invalid(e.to_string()))?;
         let segments: Vec<&str> = path.split('/').collect();
@@ -176,11 +200,19 @@ impl FromStr for PeerIdentity {
             )));
         };
         if *kind != "region" {
-            return Err(invalid(format!("path must start with \"region/\", not {kind:?}")));
+            return Err(invalid(format!(
+                "path must start with \"region/\", not {kind:?}"
+            )));
         }
         let region = RegionId::new(*region).map_err(|e| invalid(e.to_string()))?;
-        let service = service.parse::<Service>().map_err(|e| invalid(e.to_string()))?;
-        Ok(Self { trust_domain, region, service })
+        let service = service
+            .parse::<Service>()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(Self {
+            trust_domain,
+            region,
+            service,
+        })
     }
 }
 
@@ -190,16 +222,23 @@ mod tests {
 
     #[test]
     fn parses_and_displays() {
-        let id: PeerIdentity = "spiffe://meridian.local/region/us-east/gateway".parse().unwrap();
+        let id: PeerIdentity = "spiffe://meridian.local/region/us-east/gateway"
+            .parse()
+            .unwrap();
         assert_eq!(id.trust_domain().as_str(), "meridian.local");
         assert_eq!(id.region().as_str(), "us-east");
         assert_eq!(id.service(), Service::Gateway);
-        assert_eq!(id.to_string(), "spiffe://meridian.local/region/us-east/gateway");
+        assert_eq!(
+            id.to_string(),
+            "spiffe://meridian.local/region/us-east/gateway"
+        );
     }
 
     #[test]
     fn errors_say_what_is_wrong() {
-        let err = "spiffe://meridian.local/region/us-east/database".parse::<PeerIdentity>().unwrap_err();
+        let err = "spiffe://meridian.local/region/us-east/database"
+            .parse::<PeerIdentity>()
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid SPIFFE id \"spiffe://meridian.local/region/us-east/database\": \

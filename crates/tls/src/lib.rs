@@ -84,17 +84,18 @@ mod verify;
 pub use authz::{RequirePeer, authorize, peer_identity, require, require_region};
 pub use client::{CONNECT_TIMEOUT, GatewayChannels, MeshConnector};
 pub use dev_pki::{
-    CA_CERT_FILE, CA_KEY_FILE, DevCa, DevPkiPlan, IssuedCert, PkiFile, Validity, WrittenFile, dev_ca, issue,
-    issue_server, issue_with_uri, write_atomically, write_dev_pki,
+    CA_CERT_FILE, CA_KEY_FILE, DevCa, DevPkiPlan, IssuedCert, PkiFile, Validity, WrittenFile,
+    dev_ca, issue, issue_server, issue_with_uri, write_atomically, write_dev_pki,
 };
 pub use error::{Error, Result};
 pub use identity::{PeerIdentity, Service, TrustDomain};
 pub use material::TlsFiles;
 pub use mesh::{MeshTls, ReloadTask, Reloaded};
 pub use public::{
-    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT,
-    HTTP2_STREAM_WINDOW_BYTES, HTTP2_STREAMS_PER_CONNECTION_MAX, PUBLIC_CONNECTIONS_PER_ADDRESS_MAX,
-    PUBLIC_HANDSHAKE_TIMEOUT, PUBLIC_HANDSHAKES_PER_ADDRESS_MAX, PublicIncoming, PublicLimits, PublicStream,
-    public_incoming, public_server_config, with_http2_limits,
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_KEEPALIVE_INTERVAL,
+    HTTP2_KEEPALIVE_TIMEOUT, HTTP2_STREAM_WINDOW_BYTES, HTTP2_STREAMS_PER_CONNECTION_MAX,
+    PUBLIC_CONNECTIONS_PER_ADDRESS_MAX, PUBLIC_HANDSHAKE_TIMEOUT,
+    PUBLIC_HANDSHAKES_PER_ADDRESS_MAX, PublicIncoming, PublicLimits, PublicStream, public_incoming,
+    public_server_config, with_http2_limits,
 };
 pub use server::{HANDSHAKE_TIMEOUT, HANDSHAKES_IN_FLIGHT_MAX, TlsIncoming};

@@ -45,8 +45,17 @@ pub(crate) struct FileContents {
 
 impl FileContents {
     pub(crate) fn read(files: &TlsFiles) -> Result<Self> {
-        let read = |path: &Path| std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source });
-        Ok(Self { cert: read(&files.cert)?, key: read(&files.key)?, ca: read(&files.ca)? })
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| Error::Io {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        Ok(Self {
+            cert: read(&files.cert)?,
+            key: read(&files.key)?,
+            ca: read(&files.ca)?,
+        })
     }
 }
 
@@ -71,7 +80,10 @@ impl Material {
         provider: &Arc<CryptoProvider>,
         now: UnixTime,
     ) -> Result<Self> {
-        let bad = |path: &Path, reason: String| Error::BadFile { path: path.to_owned(), reason };
+        let bad = |path: &Path, reason: String| Error::BadFile {
+            path: path.to_owned(),
+            reason,
+        };
 
         let chain = CertificateDer::pem_slice_iter(&contents.cert)
             .collect::<Result<Vec<_>, _>>()
@@ -89,7 +101,9 @@ impl Material {
         }
         let mut roots = RootCertStore::empty();
         for (index, ca) in ca_certs.into_iter().enumerate() {
-            roots.add(ca).map_err(|e| bad(&files.ca, format!("CA certificate #{}: {e}", index + 1)))?;
+            roots
+                .add(ca)
+                .map_err(|e| bad(&files.ca, format!("CA certificate #{}: {e}", index + 1)))?;
         }
         let roots = Arc::new(roots);
 
@@ -103,13 +117,18 @@ impl Material {
             Err(_) => {
                 return Err(Error::Inconsistent {
                     cert: files.cert.clone(),
-                    reason: format!("the private key in {} does not belong to this certificate", files.key.display()),
+                    reason: format!(
+                        "the private key in {} does not belong to this certificate",
+                        files.key.display()
+                    ),
                 });
             }
         }
 
-        let identity = PeerIdentity::from_cert_der(&leaf).map_err(|e| bad(&files.cert, e.to_string()))?;
-        let parsed = ParsedCertificate::try_from(&leaf).map_err(|e| bad(&files.cert, e.to_string()))?;
+        let identity =
+            PeerIdentity::from_cert_der(&leaf).map_err(|e| bad(&files.cert, e.to_string()))?;
+        let parsed =
+            ParsedCertificate::try_from(&leaf).map_err(|e| bad(&files.cert, e.to_string()))?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &parsed,
             &roots,
@@ -119,18 +138,24 @@ impl Material {
         )
         .map_err(|e| Error::Inconsistent {
             cert: files.cert.clone(),
-            reason: format!("does not verify against the CA bundle {}: {e}", files.ca.display()),
+            reason: format!(
+                "does not verify against the CA bundle {}: {e}",
+                files.ca.display()
+            ),
         })?;
         let serial_hex = webpki::EndEntityCert::try_from(&leaf)
             .map(|cert| hex(cert.serial()))
             .map_err(|e| bad(&files.cert, e.to_string()))?;
 
         let certified_key = Arc::new(certified_key);
-        let chain_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| bad(&files.ca, e.to_string()))?;
-        let client_verifier =
-            SpiffeClientVerifier { chain: chain_verifier, trust_domain: identity.trust_domain().clone() };
+        let chain_verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .build()
+                .map_err(|e| bad(&files.ca, e.to_string()))?;
+        let client_verifier = SpiffeClientVerifier {
+            chain: chain_verifier,
+            trust_domain: identity.trust_domain().clone(),
+        };
         let mut server_config = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(Arc::new(client_verifier))
@@ -154,7 +179,10 @@ impl Material {
         expected: &PeerIdentity,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Arc<ClientConfig>> {
-        let mut cache = self.client_configs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self
+            .client_configs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(config) = cache.get(expected) {
             return Ok(config.clone());
         }
@@ -167,7 +195,9 @@ impl Material {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(self.certified_key.clone())));
+            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
+                self.certified_key.clone(),
+            )));
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         let config = Arc::new(config);
         if cache.len() >= CLIENT_CONFIGS_MAX {
@@ -180,8 +210,10 @@ impl Material {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
 }

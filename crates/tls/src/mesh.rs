@@ -104,7 +104,8 @@ impl MeshTls {
     /// The rustls client configuration for the next connection to a server
     /// that must be `expected`.
     pub fn client_config(&self, expected: &PeerIdentity) -> Result<Arc<ClientConfig>> {
-        self.current().client_config(expected, &self.shared.provider)
+        self.current()
+            .client_config(expected, &self.shared.provider)
     }
 
     /// Reads the files again and, if they are good, makes them the material
@@ -114,7 +115,8 @@ impl MeshTls {
     /// Reads files and signs nothing; cheap, but blocking: from async code
     /// call it through `spawn_blocking`, or use [`MeshTls::spawn_reload`].
     pub fn reload(&self) -> Result<Reloaded> {
-        let contents = FileContents::read(&self.shared.files).inspect_err(|e| self.log_refusal(e))?;
+        let contents =
+            FileContents::read(&self.shared.files).inspect_err(|e| self.log_refusal(e))?;
         self.apply(contents)
     }
 
@@ -150,7 +152,11 @@ impl MeshTls {
             Ok(contents) => Attempt::Read(contents),
             Err(error) => Attempt::Unreadable(error.to_string()),
         };
-        let mut last = self.shared.last_attempt.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self
+            .shared
+            .last_attempt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if last.as_ref() == Some(&attempt) {
             return;
         }
@@ -172,23 +178,38 @@ impl MeshTls {
     }
 
     fn apply(&self, contents: FileContents) -> Result<Reloaded> {
-        let result = Material::build(&self.shared.files, &contents, &self.shared.provider, UnixTime::now()).and_then(
-            |material| {
-                let current = self.current();
-                if material.identity != current.identity {
-                    return Err(Error::IdentityChanged {
-                        cert: self.shared.files.cert.clone(),
-                        from: current.identity.to_string(),
-                        to: material.identity.to_string(),
-                    });
-                }
-                Ok(material)
-            },
-        );
-        *self.shared.last_attempt.lock().unwrap_or_else(PoisonError::into_inner) = Some(Attempt::Read(contents));
+        let result = Material::build(
+            &self.shared.files,
+            &contents,
+            &self.shared.provider,
+            UnixTime::now(),
+        )
+        .and_then(|material| {
+            let current = self.current();
+            if material.identity != current.identity {
+                return Err(Error::IdentityChanged {
+                    cert: self.shared.files.cert.clone(),
+                    from: current.identity.to_string(),
+                    to: material.identity.to_string(),
+                });
+            }
+            Ok(material)
+        });
+        *self
+            .shared
+            .last_attempt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Attempt::Read(contents));
         let material = result.inspect_err(|e| self.log_refusal(e))?;
-        let reloaded = Reloaded { identity: material.identity.clone(), serial_hex: material.serial_hex.clone() };
-        *self.shared.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(material);
+        let reloaded = Reloaded {
+            identity: material.identity.clone(),
+            serial_hex: material.serial_hex.clone(),
+        };
+        *self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(material);
         tracing::info!(
             identity = %reloaded.identity,
             serial = %reloaded.serial_hex,
@@ -207,7 +228,11 @@ impl MeshTls {
     }
 
     fn current(&self) -> Arc<Material> {
-        self.shared.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 

@@ -121,7 +121,9 @@ type Counts = Arc<Mutex<PerAddress>>;
 
 fn lock(counts: &Counts) -> std::sync::MutexGuard<'_, PerAddress> {
     // A poisoned lock only means a panic elsewhere; the counts stay usable.
-    counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    counts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn release(map: &mut HashMap<IpAddr, usize>, address: IpAddr) {
@@ -174,10 +176,17 @@ impl std::fmt::Debug for PublicIncoming {
 
 /// Accepts connections on `listener`, with TLS when `tls` is given.
 /// Must be called from within a tokio runtime.
-pub fn public_incoming(listener: TcpListener, tls: Option<Arc<ServerConfig>>, limits: PublicLimits) -> PublicIncoming {
+pub fn public_incoming(
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    limits: PublicLimits,
+) -> PublicIncoming {
     let (sender, accepted) = mpsc::channel(ACCEPTED_QUEUE_MAX);
     let accept_loop = tokio::spawn(accept_loop(listener, tls, limits, sender));
-    PublicIncoming { accepted, accept_loop }
+    PublicIncoming {
+        accepted,
+        accept_loop,
+    }
 }
 
 impl tokio_stream::Stream for PublicIncoming {
@@ -201,7 +210,10 @@ async fn accept_loop(
     accepted: mpsc::Sender<PublicStream>,
 ) {
     let counts: Counts = Arc::default();
-    let local_addr = listener.local_addr().map(|addr| addr.to_string()).unwrap_or_default();
+    let local_addr = listener
+        .local_addr()
+        .map(|addr| addr.to_string())
+        .unwrap_or_default();
     loop {
         let (tcp, remote_addr) = tokio::select! {
             () = accepted.closed() => return,
@@ -219,7 +231,9 @@ async fn accept_loop(
             let mut per = lock(&counts);
             let connections = per.connections.get(&address).copied().unwrap_or(0);
             let handshakes = per.handshakes.get(&address).copied().unwrap_or(0);
-            if connections >= limits.connections_per_address_max || handshakes >= limits.handshakes_per_address_max {
+            if connections >= limits.connections_per_address_max
+                || handshakes >= limits.handshakes_per_address_max
+            {
                 tracing::warn!(
                     %remote_addr, %local_addr, connections, handshakes,
                     "connection refused: too many connections from one address"
@@ -228,7 +242,11 @@ async fn accept_loop(
             }
             *per.connections.entry(address).or_insert(0) += 1;
             *per.handshakes.entry(address).or_insert(0) += 1;
-            Slot { counts: counts.clone(), address, handshaking: true }
+            Slot {
+                counts: counts.clone(),
+                address,
+                handshaking: true,
+            }
         };
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%remote_addr, %error, "cannot set TCP_NODELAY");
@@ -241,7 +259,12 @@ async fn accept_loop(
                 Ok(Ok((io, prefix))) => {
                     let mut slot = slot;
                     slot.handshake_done();
-                    let stream = PublicStream { io, prefix, prefix_read: 0, _slot: slot };
+                    let stream = PublicStream {
+                        io,
+                        prefix,
+                        prefix_read: 0,
+                        _slot: slot,
+                    };
                     // A closed queue means the server is shutting down.
                     let _ = accepted.send(stream).await;
                 }
@@ -259,7 +282,10 @@ async fn accept_loop(
     }
 }
 
-async fn handshake(tcp: TcpStream, tls: Option<Arc<ServerConfig>>) -> std::io::Result<(Io, [u8; 24])> {
+async fn handshake(
+    tcp: TcpStream,
+    tls: Option<Arc<ServerConfig>>,
+) -> std::io::Result<(Io, [u8; 24])> {
     let mut io = match tls {
         Some(config) => Io::Tls(Box::new(TlsAcceptor::from(config).accept(tcp).await?)),
         None => Io::Plain(tcp),
@@ -267,7 +293,10 @@ async fn handshake(tcp: TcpStream, tls: Option<Arc<ServerConfig>>) -> std::io::R
     let mut prefix = [0; 24];
     io.read_exact(&mut prefix).await?;
     if &prefix != PREFACE {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP/2 connection preface"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not an HTTP/2 connection preface",
+        ));
     }
     Ok((io, prefix))
 }
@@ -300,7 +329,11 @@ impl Connected for PublicStream {
 }
 
 impl AsyncRead for Io {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             Io::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
@@ -309,7 +342,11 @@ impl AsyncRead for Io {
 }
 
 impl AsyncRead for PublicStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if this.prefix_read < this.prefix.len() {
             let rest = &this.prefix[this.prefix_read..];
@@ -323,7 +360,11 @@ impl AsyncRead for PublicStream {
 }
 
 impl AsyncWrite for PublicStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match &mut self.get_mut().io {
             Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
             Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),

@@ -54,7 +54,10 @@ impl MeshTls {
     pub fn incoming(&self, listener: TcpListener) -> TlsIncoming {
         let (sender, accepted) = mpsc::channel(ACCEPTED_QUEUE_MAX);
         let accept_loop = tokio::spawn(accept_loop(self.clone(), listener, sender));
-        TlsIncoming { accepted, accept_loop }
+        TlsIncoming {
+            accepted,
+            accept_loop,
+        }
     }
 }
 
@@ -72,10 +75,17 @@ impl Drop for TlsIncoming {
     }
 }
 
-async fn accept_loop(tls: MeshTls, listener: TcpListener, accepted: mpsc::Sender<TlsStream<TcpStream>>) {
+async fn accept_loop(
+    tls: MeshTls,
+    listener: TcpListener,
+    accepted: mpsc::Sender<TlsStream<TcpStream>>,
+) {
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
     // Named in refusals, so a process with several listeners says which.
-    let local_addr = listener.local_addr().map(|addr| addr.to_string()).unwrap_or_default();
+    let local_addr = listener
+        .local_addr()
+        .map(|addr| addr.to_string())
+        .unwrap_or_default();
     loop {
         let permit = tokio::select! {
             () = accepted.closed() => return,

@@ -8,7 +8,10 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
+    SignatureScheme,
+};
 
 use crate::{PeerIdentity, TrustDomain};
 
@@ -26,7 +29,9 @@ impl std::fmt::Display for IdentityRefused {
 impl std::error::Error for IdentityRefused {}
 
 fn refuse(reason: String) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(IdentityRefused(reason)))))
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+        IdentityRefused(reason),
+    ))))
 }
 
 /// The peer's identity from its (already chain-verified) certificate.
@@ -63,10 +68,15 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.chain.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self
+            .chain
+            .verify_client_cert(end_entity, intermediates, now)?;
         let identity = presented_identity(end_entity)?;
         if identity.trust_domain() != &self.trust_domain {
-            return Err(refuse(format!("client {identity} is not in trust domain {}", self.trust_domain)));
+            return Err(refuse(format!(
+                "client {identity} is not in trust domain {}",
+                self.trust_domain
+            )));
         }
         Ok(verified)
     }
@@ -106,7 +116,9 @@ pub(crate) struct SpiffeServerVerifier {
 
 impl std::fmt::Debug for SpiffeServerVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpiffeServerVerifier").field("expected", &self.expected).finish_non_exhaustive()
+        f.debug_struct("SpiffeServerVerifier")
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,7 +141,10 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         )?;
         let identity = presented_identity(end_entity)?;
         if identity != self.expected {
-            return Err(refuse(format!("server is {identity}, expected {}", self.expected)));
+            return Err(refuse(format!(
+                "server is {identity}, expected {}",
+                self.expected
+            )));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -159,7 +174,10 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 
 /// A handshake error as a sentence for the refusal log line.
 pub(crate) fn refusal_reason(error: &std::io::Error) -> String {
-    let Some(tls) = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
         return error.to_string();
     };
     match tls {
@@ -173,7 +191,9 @@ pub(crate) fn refusal_reason(error: &std::io::Error) -> String {
             "peer certificate is not signed by a CA in the trust bundle (BadSignature)".to_owned()
         }
         rustls::Error::NoCertificatesPresented => "peer presented no certificate".to_owned(),
-        rustls::Error::AlertReceived(alert) => format!("peer refused the handshake: alert {alert:?}"),
+        rustls::Error::AlertReceived(alert) => {
+            format!("peer refused the handshake: alert {alert:?}")
+        }
         other => other.to_string(),
     }
 }

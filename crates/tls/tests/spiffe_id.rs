@@ -62,29 +62,79 @@ proptest! {
 fn malformed_ids_are_refused_with_a_reason() {
     let cases = [
         ("", "must start with \"spiffe://\""),
-        ("https://meridian.local/region/us-east/gateway", "must start with \"spiffe://\""),
-        ("SPIFFE://meridian.local/region/us-east/gateway", "must start with \"spiffe://\""),
+        (
+            "https://meridian.local/region/us-east/gateway",
+            "must start with \"spiffe://\"",
+        ),
+        (
+            "SPIFFE://meridian.local/region/us-east/gateway",
+            "must start with \"spiffe://\"",
+        ),
         ("spiffe://meridian.local", "has no path"),
-        ("spiffe:///region/us-east/gateway", "invalid trust domain \"\": must not be empty"),
-        ("spiffe://Meridian.local/region/us-east/gateway", "contains 'M'"),
-        ("spiffe://meridian.local:8443/region/us-east/gateway", "contains ':'"),
-        ("spiffe://user@meridian.local/region/us-east/gateway", "contains '@'"),
-        ("spiffe://meridian.local/zone/us-east/gateway", "path must start with \"region/\""),
-        ("spiffe://meridian.local/region/US-East/gateway", "region: \"US-East\" must start with a lowercase letter"),
-        ("spiffe://meridian.local/region/us--east/gateway", "must not end with '-' or contain '--'"),
-        ("spiffe://meridian.local/region/us-east/Gateway", "unknown service \"Gateway\""),
-        ("spiffe://meridian.local/region/us-east/database", "unknown service \"database\"; expected gateway or router"),
-        ("spiffe://meridian.local/region/us-east/gateway?x=1", "no query, fragment or percent-encoding"),
-        ("spiffe://meridian.local/region/us-east/gateway#f", "no query, fragment or percent-encoding"),
-        ("spiffe://meridian.local/region/us%2Deast/gateway", "no query, fragment or percent-encoding"),
+        (
+            "spiffe:///region/us-east/gateway",
+            "invalid trust domain \"\": must not be empty",
+        ),
+        (
+            "spiffe://Meridian.local/region/us-east/gateway",
+            "contains 'M'",
+        ),
+        (
+            "spiffe://meridian.local:8443/region/us-east/gateway",
+            "contains ':'",
+        ),
+        (
+            "spiffe://user@meridian.local/region/us-east/gateway",
+            "contains '@'",
+        ),
+        (
+            "spiffe://meridian.local/zone/us-east/gateway",
+            "path must start with \"region/\"",
+        ),
+        (
+            "spiffe://meridian.local/region/US-East/gateway",
+            "region: \"US-East\" must start with a lowercase letter",
+        ),
+        (
+            "spiffe://meridian.local/region/us--east/gateway",
+            "must not end with '-' or contain '--'",
+        ),
+        (
+            "spiffe://meridian.local/region/us-east/Gateway",
+            "unknown service \"Gateway\"",
+        ),
+        (
+            "spiffe://meridian.local/region/us-east/database",
+            "unknown service \"database\"; expected gateway or router",
+        ),
+        (
+            "spiffe://meridian.local/region/us-east/gateway?x=1",
+            "no query, fragment or percent-encoding",
+        ),
+        (
+            "spiffe://meridian.local/region/us-east/gateway#f",
+            "no query, fragment or percent-encoding",
+        ),
+        (
+            "spiffe://meridian.local/region/us%2Deast/gateway",
+            "no query, fragment or percent-encoding",
+        ),
     ];
     for (text, reason) in cases {
         let err = text.parse::<PeerIdentity>().unwrap_err().to_string();
-        assert!(err.contains(reason), "{text:?}: expected {reason:?} in {err:?}");
+        assert!(
+            err.contains(reason),
+            "{text:?}: expected {reason:?} in {err:?}"
+        );
         assert!(err.starts_with("invalid SPIFFE id"), "{err}");
     }
     let long = format!("spiffe://{}/region/us-east/gateway", "a".repeat(2100));
-    assert!(long.parse::<PeerIdentity>().unwrap_err().to_string().contains("longer than 2048 bytes"));
+    assert!(
+        long.parse::<PeerIdentity>()
+            .unwrap_err()
+            .to_string()
+            .contains("longer than 2048 bytes")
+    );
 }
 
 #[test]

@@ -4,10 +4,16 @@
 //! override names the variable. Unknown keys are errors, not silently
 //! ignored, so a typo never leaves a setting at its default.
 
-use std::{net::SocketAddr, path::{Path, PathBuf}, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use meridian_core::RegionId;
-use meridian_store::{BATCH_MAX_DEFAULT, MAX_CONNECTIONS_DEFAULT, QUEUE_CAPACITY_DEFAULT, StoreConfig, Synchronous};
+use meridian_store::{
+    BATCH_MAX_DEFAULT, MAX_CONNECTIONS_DEFAULT, QUEUE_CAPACITY_DEFAULT, StoreConfig, Synchronous,
+};
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -86,7 +92,10 @@ pub const QUEUE_SCAN_MS_DEFAULT: u64 = 5_000;
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { metrics_listen: None, queue_scan_interval: Duration::from_millis(QUEUE_SCAN_MS_DEFAULT) }
+        Self {
+            metrics_listen: None,
+            queue_scan_interval: Duration::from_millis(QUEUE_SCAN_MS_DEFAULT),
+        }
     }
 }
 
@@ -244,12 +253,16 @@ struct MeshSection {
 struct Interval(Duration);
 
 impl<'de> Deserialize<'de> for Interval {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let text = String::deserialize(deserializer)?;
-        let parsed: jiff::SignedDuration = text
-            .parse()
-            .map_err(|e| D::Error::custom(format!("{text:?} is not a duration such as \"30s\" or \"500ms\": {e}")))?;
+        let parsed: jiff::SignedDuration = text.parse().map_err(|e| {
+            D::Error::custom(format!(
+                "{text:?} is not a duration such as \"30s\" or \"500ms\": {e}"
+            ))
+        })?;
         match Duration::try_from(parsed) {
             Ok(duration) if !duration.is_zero() => Ok(Interval(duration)),
             _ => Err(D::Error::custom(format!("{text:?}: must be above zero"))),
@@ -310,7 +323,12 @@ struct LimitsSection {
 
 impl GatewayConfig {
     /// A config with default limits and no TLS, for `meridian up` and tests.
-    pub fn new(region: RegionId, regions: Vec<RegionId>, listen: SocketAddr, store: StoreConfig) -> Self {
+    pub fn new(
+        region: RegionId,
+        regions: Vec<RegionId>,
+        listen: SocketAddr,
+        store: StoreConfig,
+    ) -> Self {
         Self {
             region,
             regions,
@@ -333,13 +351,16 @@ impl GatewayConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("{}: cannot read: {e}", path.display())))?;
-        Self::parse(&path.display().to_string(), &text, |name| std::env::var(name).ok())
+        Self::parse(&path.display().to_string(), &text, |name| {
+            std::env::var(name).ok()
+        })
     }
 
     /// Parses a config's text; `env` looks up override variables. `file`
     /// only labels errors.
     pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let mut raw: toml::Table = toml::from_str(text).map_err(|e| Error::Config(located(file, text, &e)))?;
+        let mut raw: toml::Table =
+            toml::from_str(text).map_err(|e| Error::Config(located(file, text, &e)))?;
         let applied: Vec<&str> = ENV_OVERRIDES
             .iter()
             .filter_map(|(var, key)| env(var).map(|value| (var, key, value)))
@@ -354,7 +375,11 @@ impl GatewayConfig {
             // An override has no line in the file, so errors are reported
             // against the variables that were applied.
             raw.try_into().map_err(|e: toml::de::Error| {
-                Error::Config(format!("{file} with {}: {}", applied.join(", "), e.message().trim_end()))
+                Error::Config(format!(
+                    "{file} with {}: {}",
+                    applied.join(", "),
+                    e.message().trim_end()
+                ))
             })?
         };
         parsed.into_config(file)
@@ -362,7 +387,10 @@ impl GatewayConfig {
 
     /// The epoch index of `region`: its position in `regions`.
     pub fn region_index(&self, region: &RegionId) -> Option<u16> {
-        self.regions.iter().position(|r| r == region).and_then(|i| u16::try_from(i).ok())
+        self.regions
+            .iter()
+            .position(|r| r == region)
+            .and_then(|i| u16::try_from(i).ok())
     }
 }
 
@@ -374,18 +402,27 @@ impl FileConfig {
         }
         for (i, region) in regions.iter().enumerate() {
             if regions[..i].contains(region) {
-                return Err(Error::Config(format!("{file}: regions: {region} is listed twice")));
+                return Err(Error::Config(format!(
+                    "{file}: regions: {region} is listed twice"
+                )));
             }
         }
         if !regions.contains(&self.region) {
             return Err(Error::Config(format!(
                 "{file}: region: {} is not in regions [{}]; add it there",
                 self.region,
-                regions.iter().map(RegionId::as_str).collect::<Vec<_>>().join(", ")
+                regions
+                    .iter()
+                    .map(RegionId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         if regions.len() > meridian_core::EPOCH_STRIDE as usize {
-            return Err(Error::Config(format!("{file}: regions: at most {} regions", meridian_core::EPOCH_STRIDE)));
+            return Err(Error::Config(format!(
+                "{file}: regions: at most {} regions",
+                meridian_core::EPOCH_STRIDE
+            )));
         }
         let db = self.database;
         let mut store = StoreConfig::new(db.url);
@@ -394,9 +431,19 @@ impl FileConfig {
             SynchronousSetting::Full => Synchronous::Full,
             SynchronousSetting::Extra => Synchronous::Extra,
         };
-        store.max_connections = positive(file, "database.max_connections", db.max_connections, MAX_CONNECTIONS_DEFAULT)?;
+        store.max_connections = positive(
+            file,
+            "database.max_connections",
+            db.max_connections,
+            MAX_CONNECTIONS_DEFAULT,
+        )?;
         store.batch_max = positive(file, "database.batch_max", db.batch_max, BATCH_MAX_DEFAULT)?;
-        store.queue_capacity = positive(file, "database.queue_capacity", db.queue_capacity, QUEUE_CAPACITY_DEFAULT)?;
+        store.queue_capacity = positive(
+            file,
+            "database.queue_capacity",
+            db.queue_capacity,
+            QUEUE_CAPACITY_DEFAULT,
+        )?;
         let defaults = Limits::default();
         let limits = Limits {
             request_bytes_max: positive(
@@ -424,8 +471,9 @@ impl FileConfig {
             Some(section) => Some(RulesSettings {
                 webhooks: {
                     for (i, url) in section.webhooks.iter().enumerate() {
-                        crate::shift::parse_webhook(url)
-                            .map_err(|reason| Error::Config(format!("{file}: rules.webhooks[{i}]: {reason}")))?;
+                        crate::shift::parse_webhook(url).map_err(|reason| {
+                            Error::Config(format!("{file}: rules.webhooks[{i}]: {reason}"))
+                        })?;
                     }
                     section.webhooks
                 },
@@ -460,15 +508,22 @@ impl FileConfig {
             .mesh
             .as_ref()
             .and_then(|mesh| mesh.anti_entropy)
-            .map_or(meridian_replication::ANTI_ENTROPY_INTERVAL_DEFAULT, |interval| interval.0);
+            .map_or(
+                meridian_replication::ANTI_ENTROPY_INTERVAL_DEFAULT,
+                |interval| interval.0,
+            );
         let mesh = match self.mesh {
             None => None,
             Some(section) => {
                 let tls = match (section.tls_dir, section.cert, section.key, section.ca) {
-                    (Some(dir), None, None, None) => {
-                        meridian_tls::TlsFiles::dev(&dir, &self.region, meridian_tls::Service::Gateway)
+                    (Some(dir), None, None, None) => meridian_tls::TlsFiles::dev(
+                        &dir,
+                        &self.region,
+                        meridian_tls::Service::Gateway,
+                    ),
+                    (None, Some(cert), Some(key), Some(ca)) => {
+                        meridian_tls::TlsFiles { cert, key, ca }
                     }
-                    (None, Some(cert), Some(key), Some(ca)) => meridian_tls::TlsFiles { cert, key, ca },
                     _ => {
                         return Err(Error::Config(format!(
                             "{file}: mesh: set either tls_dir, or all of cert, key and ca"
@@ -477,10 +532,14 @@ impl FileConfig {
                 };
                 for peer in section.peers.keys() {
                     if !regions.contains(peer) {
-                        return Err(Error::Config(format!("{file}: mesh.peers: {peer} is not in regions")));
+                        return Err(Error::Config(format!(
+                            "{file}: mesh.peers: {peer} is not in regions"
+                        )));
                     }
                     if peer == &self.region {
-                        return Err(Error::Config(format!("{file}: mesh.peers: {peer} is this gateway's own region")));
+                        return Err(Error::Config(format!(
+                            "{file}: mesh.peers: {peer} is this gateway's own region"
+                        )));
                     }
                 }
                 let handoff_timeout = Duration::from_millis(positive(
@@ -500,21 +559,36 @@ impl FileConfig {
         };
         let (tls, tls_disabled) = match self.tls {
             None => (None, false),
-            Some(TlsSection { cert: Some(cert), key: Some(key), disabled: false }) => (Some(TlsFiles { cert, key }), false),
-            Some(TlsSection { cert: None, key: None, disabled: true }) => (None, true),
+            Some(TlsSection {
+                cert: Some(cert),
+                key: Some(key),
+                disabled: false,
+            }) => (Some(TlsFiles { cert, key }), false),
+            Some(TlsSection {
+                cert: None,
+                key: None,
+                disabled: true,
+            }) => (None, true),
             Some(TlsSection { disabled: true, .. }) => {
-                return Err(Error::Config(format!("{file}: tls: disabled = true takes no cert or key; remove one or the other")));
+                return Err(Error::Config(format!(
+                    "{file}: tls: disabled = true takes no cert or key; remove one or the other"
+                )));
             }
             Some(_) => return Err(Error::Config(format!("{file}: tls: set both cert and key"))),
         };
-        let auth = self.auth.map(|table| table.into_choice(file, &[])).transpose().map_err(Error::Config)?;
+        let auth = self
+            .auth
+            .map(|table| table.into_choice(file, &[]))
+            .transpose()
+            .map_err(Error::Config)?;
         let protection = meridian_auth::ListenerProtection {
             auth_section: auth.is_some(),
             tokens: matches!(auth, Some(meridian_auth::AuthChoice::Enabled(_))),
             tls: tls.is_some(),
             tls_disabled,
         };
-        meridian_auth::check_public_listener(file, self.listen, protection).map_err(Error::Config)?;
+        meridian_auth::check_public_listener(file, self.listen, protection)
+            .map_err(Error::Config)?;
         Ok(GatewayConfig {
             region: self.region,
             regions,
@@ -529,7 +603,10 @@ impl FileConfig {
             mesh,
             limits,
             write_gate: crate::WriteGate::default(),
-            coordinator: self.coordinator.map(|section| section.into_settings(file)).transpose()?,
+            coordinator: self
+                .coordinator
+                .map(|section| section.into_settings(file))
+                .transpose()?,
             anti_entropy_interval,
             telemetry: TelemetrySettings {
                 metrics_listen: self.telemetry.metrics_listen,
@@ -545,9 +622,16 @@ impl FileConfig {
     }
 }
 
-fn positive<T: PartialEq + Default + Copy>(file: &str, key: &str, value: Option<T>, default: T) -> Result<T> {
+fn positive<T: PartialEq + Default + Copy>(
+    file: &str,
+    key: &str,
+    value: Option<T>,
+    default: T,
+) -> Result<T> {
     match value {
-        Some(v) if v == T::default() => Err(Error::Config(format!("{file}: {key}: must be at least 1"))),
+        Some(v) if v == T::default() => {
+            Err(Error::Config(format!("{file}: {key}: must be at least 1")))
+        }
         Some(v) => Ok(v),
         None => Ok(default),
     }
@@ -560,7 +644,9 @@ fn set_key(table: &mut toml::Table, key: &str, value: String) {
             table.insert(key.to_owned(), toml::Value::String(value));
         }
         Some((section, rest)) => {
-            let entry = table.entry(section.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table
+                .entry(section.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             if !entry.is_table() {
                 *entry = toml::Value::Table(toml::Table::new());
             }
@@ -621,14 +707,28 @@ request_timeout_ms = 2500
     #[test]
     fn reads_the_telemetry_section() {
         let config = GatewayConfig::parse("gw.toml", GOOD, no_env).unwrap();
-        assert_eq!(config.telemetry, TelemetrySettings::default(), "no section, the defaults");
-        let with = format!("{GOOD}\n[telemetry]\nmetrics_listen = \"127.0.0.1:9464\"\nqueue_scan_interval_ms = 1000\n");
+        assert_eq!(
+            config.telemetry,
+            TelemetrySettings::default(),
+            "no section, the defaults"
+        );
+        let with = format!(
+            "{GOOD}\n[telemetry]\nmetrics_listen = \"127.0.0.1:9464\"\nqueue_scan_interval_ms = 1000\n"
+        );
         let config = GatewayConfig::parse("gw.toml", &with, no_env).unwrap();
-        assert_eq!(config.telemetry.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(
+            config.telemetry.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
         assert_eq!(config.telemetry.queue_scan_interval, Duration::from_secs(1));
         let zero = format!("{GOOD}\n[telemetry]\nqueue_scan_interval_ms = 0\n");
-        let err = GatewayConfig::parse("gw.toml", &zero, no_env).unwrap_err().to_string();
-        assert!(err.contains("telemetry.queue_scan_interval_ms: must be at least 1"), "{err}");
+        let err = GatewayConfig::parse("gw.toml", &zero, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("telemetry.queue_scan_interval_ms: must be at least 1"),
+            "{err}"
+        );
         let bad = format!("{GOOD}\n[telemetry]\nmetrics_listen = \"nowhere\"\n");
         assert!(GatewayConfig::parse("gw.toml", &bad, no_env).is_err());
     }
@@ -646,11 +746,20 @@ request_timeout_ms = 2500
         let rules = config.rules.unwrap();
         assert_eq!(rules.file, PathBuf::from("/etc/meridian/rules.toml"));
         assert_eq!(rules.sla_scan_interval, Duration::from_millis(250));
-        assert_eq!(rules.reload_interval, Duration::from_millis(RULES_RELOAD_MS_DEFAULT));
+        assert_eq!(
+            rules.reload_interval,
+            Duration::from_millis(RULES_RELOAD_MS_DEFAULT)
+        );
         let mesh = config.mesh.unwrap();
-        assert_eq!(mesh.tls.cert, PathBuf::from("/etc/meridian/pki/eu-west-gateway.pem"));
+        assert_eq!(
+            mesh.tls.cert,
+            PathBuf::from("/etc/meridian/pki/eu-west-gateway.pem")
+        );
         assert_eq!(mesh.peers.len(), 2);
-        assert_eq!(mesh.handoff_timeout, Duration::from_millis(HANDOFF_TIMEOUT_MS_DEFAULT));
+        assert_eq!(
+            mesh.handoff_timeout,
+            Duration::from_millis(HANDOFF_TIMEOUT_MS_DEFAULT)
+        );
         assert_eq!(config.anti_entropy_interval, Duration::from_secs(45));
     }
 
@@ -658,63 +767,109 @@ request_timeout_ms = 2500
     fn anti_entropy_interval_is_a_duration_above_zero() {
         let without = GOOD.replace("anti_entropy = \"45s\"\n", "");
         let config = GatewayConfig::parse("gw.toml", &without, no_env).unwrap();
-        assert_eq!(config.anti_entropy_interval, meridian_replication::ANTI_ENTROPY_INTERVAL_DEFAULT);
+        assert_eq!(
+            config.anti_entropy_interval,
+            meridian_replication::ANTI_ENTROPY_INTERVAL_DEFAULT
+        );
         let fast = GOOD.replace("\"45s\"", "\"250ms\"");
         let config = GatewayConfig::parse("gw.toml", &fast, no_env).unwrap();
         assert_eq!(config.anti_entropy_interval, Duration::from_millis(250));
 
         let bad = GOOD.replace("\"45s\"", "\"soon\"");
-        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
-        assert!(err.starts_with("config: gw.toml:18:16: \"soon\" is not a duration"), "{err}");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config: gw.toml:18:16: \"soon\" is not a duration"),
+            "{err}"
+        );
         let zero = GOOD.replace("\"45s\"", "\"0s\"");
-        let err = GatewayConfig::parse("gw.toml", &zero, no_env).unwrap_err().to_string();
-        assert!(err.starts_with("config: gw.toml:18:16: \"0s\": must be above zero"), "{err}");
+        let err = GatewayConfig::parse("gw.toml", &zero, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config: gw.toml:18:16: \"0s\": must be above zero"),
+            "{err}"
+        );
 
         let env = |name: &str| (name == "MERIDIAN_MESH_ANTI_ENTROPY").then(|| "2m".to_owned());
         let config = GatewayConfig::parse("gw.toml", GOOD, env).unwrap();
         assert_eq!(config.anti_entropy_interval, Duration::from_secs(120));
         let env = |name: &str| (name == "MERIDIAN_MESH_ANTI_ENTROPY").then(|| "-5s".to_owned());
-        let err = GatewayConfig::parse("gw.toml", GOOD, env).unwrap_err().to_string();
-        assert!(err.starts_with("config: gw.toml with MERIDIAN_MESH_ANTI_ENTROPY: "), "{err}");
+        let err = GatewayConfig::parse("gw.toml", GOOD, env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config: gw.toml with MERIDIAN_MESH_ANTI_ENTROPY: "),
+            "{err}"
+        );
         assert!(err.contains("must be above zero"), "{err}");
     }
 
     #[test]
     fn errors_carry_file_line_and_column() {
         let bad = GOOD.replace("region = \"eu-west\"", "region = \"EU West\"");
-        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("config: gw.toml:2:10: "), "{err}");
         assert!(err.contains("must start with a lowercase letter"), "{err}");
 
         let bad = GOOD.replace("batch_max = 64", "batch_max = 64\nbatch_maxx = 1");
-        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
-        assert!(err.starts_with("config: gw.toml:9:1: unknown field `batch_maxx`"), "{err}");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config: gw.toml:9:1: unknown field `batch_maxx`"),
+            "{err}"
+        );
 
         let bad = GOOD.replace("listen = \"127.0.0.1:7102\"", "listen = \"localhost\"");
-        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("config: gw.toml:4:10: "), "{err}");
 
         let bad = GOOD.replace("batch_max = 64", "batch_max = 0");
-        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
-        assert_eq!(err, "config: gw.toml: database.batch_max: must be at least 1");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config: gw.toml: database.batch_max: must be at least 1"
+        );
 
         let bad = GOOD.replace("tls_dir = \"/etc/meridian/pki\"", "cert = \"/c.pem\"");
-        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
-        assert_eq!(err, "config: gw.toml: mesh: set either tls_dir, or all of cert, key and ca");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config: gw.toml: mesh: set either tls_dir, or all of cert, key and ca"
+        );
 
         let bad = GOOD.replace("us-east = \"10.0.0.1:7111\"", "eu-west = \"10.0.0.1:7111\"");
-        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
-        assert_eq!(err, "config: gw.toml: mesh.peers: eu-west is this gateway's own region");
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config: gw.toml: mesh.peers: eu-west is this gateway's own region"
+        );
 
         let bad = GOOD.replace("\"apac-south\"]", "\"apac-south\", \"eu-west\"]");
-        let err = GatewayConfig::parse("gw.toml", &bad, no_env).unwrap_err().to_string();
+        let err = GatewayConfig::parse("gw.toml", &bad, no_env)
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "config: gw.toml: regions: eu-west is listed twice");
     }
 
     #[test]
     fn a_public_listener_off_loopback_needs_auth_and_tls_or_an_explicit_opt_out() {
         let public = GOOD.replace("listen = \"127.0.0.1:7102\"", "listen = \"0.0.0.0:7102\"");
-        let err = GatewayConfig::parse("gateway.toml", &public, no_env).unwrap_err().to_string();
+        let err = GatewayConfig::parse("gateway.toml", &public, no_env)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "config: gateway.toml: [auth] is missing: the public listener 0.0.0.0:7102 is not loopback; \
@@ -722,26 +877,54 @@ request_timeout_ms = 2500
         );
         // MERIDIAN_LISTEN moves a loopback file off loopback: the same check.
         let env = |name: &str| (name == "MERIDIAN_LISTEN").then(|| "[::]:7102".to_owned());
-        let err = GatewayConfig::parse("gateway.toml", GOOD, env).unwrap_err().to_string();
-        assert!(err.contains("[auth] is missing: the public listener [::]:7102 is not loopback"), "{err}");
+        let err = GatewayConfig::parse("gateway.toml", GOOD, env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[auth] is missing: the public listener [::]:7102 is not loopback"),
+            "{err}"
+        );
 
         // Tokens, but in clear text.
         let with_auth = format!("{public}\n[auth]\njwks = \"/etc/meridian/auth/jwks.json\"\n");
-        let err = GatewayConfig::parse("gateway.toml", &with_auth, no_env).unwrap_err().to_string();
-        assert!(err.starts_with("config: gateway.toml: [tls] is missing: the public listener 0.0.0.0:7102"), "{err}");
+        let err = GatewayConfig::parse("gateway.toml", &with_auth, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "config: gateway.toml: [tls] is missing: the public listener 0.0.0.0:7102"
+            ),
+            "{err}"
+        );
         assert!(err.contains("set [tls] disabled = true"), "{err}");
 
         // Both: starts, with the files named.
-        let secure = format!("{with_auth}\n[tls]\ncert = \"/tls/tls.crt\"\nkey = \"/tls/tls.key\"\n");
+        let secure =
+            format!("{with_auth}\n[tls]\ncert = \"/tls/tls.crt\"\nkey = \"/tls/tls.key\"\n");
         let config = GatewayConfig::parse("gateway.toml", &secure, no_env).unwrap();
-        assert_eq!(config.auth.unwrap().jwks, Some(PathBuf::from("/etc/meridian/auth/jwks.json")));
+        assert_eq!(
+            config.auth.unwrap().jwks,
+            Some(PathBuf::from("/etc/meridian/auth/jwks.json"))
+        );
         assert_eq!(config.tls.unwrap().cert, PathBuf::from("/tls/tls.crt"));
         // The JWKS may come from the environment alone.
         let env = |name: &str| (name == "MERIDIAN_AUTH_JWKS").then(|| "/jwks.json".to_owned());
         let tls_only = format!("{public}\n[auth]\n[tls]\ncert = \"/c\"\nkey = \"/k\"\n");
-        assert_eq!(GatewayConfig::parse("gateway.toml", &tls_only, env).unwrap().auth.unwrap().jwks, Some(PathBuf::from("/jwks.json")));
-        let err = GatewayConfig::parse("gateway.toml", &tls_only, no_env).unwrap_err().to_string();
-        assert!(err.starts_with("config: gateway.toml: auth.jwks is missing"), "{err}");
+        assert_eq!(
+            GatewayConfig::parse("gateway.toml", &tls_only, env)
+                .unwrap()
+                .auth
+                .unwrap()
+                .jwks,
+            Some(PathBuf::from("/jwks.json"))
+        );
+        let err = GatewayConfig::parse("gateway.toml", &tls_only, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config: gateway.toml: auth.jwks is missing"),
+            "{err}"
+        );
 
         // The explicit opt-outs.
         let open = format!("{public}\n[auth]\ndisabled = true\n");
@@ -753,13 +936,25 @@ request_timeout_ms = 2500
 
         // An opt-out that contradicts itself is refused, not guessed at.
         let both = format!("{public}\n[auth]\ndisabled = true\njwks = \"/j.json\"\n");
-        let err = GatewayConfig::parse("gateway.toml", &both, no_env).unwrap_err().to_string();
-        assert!(err.contains("auth: disabled = true takes no other key"), "{err}");
+        let err = GatewayConfig::parse("gateway.toml", &both, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth: disabled = true takes no other key"),
+            "{err}"
+        );
         let both = format!("{with_auth}\n[tls]\ndisabled = true\ncert = \"/c\"\n");
-        let err = GatewayConfig::parse("gateway.toml", &both, no_env).unwrap_err().to_string();
-        assert!(err.contains("tls: disabled = true takes no cert or key"), "{err}");
+        let err = GatewayConfig::parse("gateway.toml", &both, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tls: disabled = true takes no cert or key"),
+            "{err}"
+        );
         let half = format!("{with_auth}\n[tls]\ncert = \"/c\"\n");
-        let err = GatewayConfig::parse("gateway.toml", &half, no_env).unwrap_err().to_string();
+        let err = GatewayConfig::parse("gateway.toml", &half, no_env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tls: set both cert and key"), "{err}");
 
         // Loopback without either keeps working (development, tests).
@@ -779,11 +974,18 @@ request_timeout_ms = 2500
         assert_eq!(config.listen.port(), 9999);
 
         let env = |name: &str| (name == "MERIDIAN_REGION").then(|| "mars".to_owned());
-        let err = GatewayConfig::parse("gw.toml", GOOD, env).unwrap_err().to_string();
+        let err = GatewayConfig::parse("gw.toml", GOOD, env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("region: mars is not in regions"), "{err}");
 
         let env = |name: &str| (name == "MERIDIAN_LISTEN").then(|| "nowhere".to_owned());
-        let err = GatewayConfig::parse("gw.toml", GOOD, env).unwrap_err().to_string();
-        assert!(err.starts_with("config: gw.toml with MERIDIAN_LISTEN: "), "{err}");
+        let err = GatewayConfig::parse("gw.toml", GOOD, env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config: gw.toml with MERIDIAN_LISTEN: "),
+            "{err}"
+        );
     }
 }

@@ -28,13 +28,19 @@ async fn follow(store: &Store, region: &RegionId, metrics: &GatewayMetrics) {
                 span.record("meridian.epoch", conflict.current_epoch.raw());
                 let reason = format!(
                     "{} wrote at epoch {} (event {}); the ticket is at epoch {}",
-                    conflict.origin_region, conflict.stale_epoch, conflict.origin_seq, conflict.current_epoch
+                    conflict.origin_region,
+                    conflict.stale_epoch,
+                    conflict.origin_seq,
+                    conflict.current_epoch
                 );
                 record_outcome(&span, "conflict", Some(&reason));
                 metrics.conflicts(conflict.origin_region.as_str(), 1);
             }
             Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "the conflict watcher fell behind; those conflicts are counted without spans");
+                tracing::warn!(
+                    missed,
+                    "the conflict watcher fell behind; those conflicts are counted without spans"
+                );
                 metrics.conflicts("unknown", missed);
             }
             Err(RecvError::Closed) => return,
@@ -48,8 +54,8 @@ mod tests {
 
     use jiff::Timestamp;
     use meridian_core::{
-        Epoch, EventEnvelope, EventKind, HlcTimestamp, NewTicket, Ownership, Priority, Status, Ticket, TicketChanges,
-        TicketId, Tier,
+        Epoch, EventEnvelope, EventKind, HlcTimestamp, NewTicket, Ownership, Priority, Status,
+        Ticket, TicketChanges, TicketId, Tier,
     };
     use meridian_store::{StoreConfig, WriteMeta};
     use meridian_telemetry::{Telemetry, TelemetryConfig, testing::OtlpReceiver};
@@ -81,15 +87,22 @@ mod tests {
             ..TelemetryConfig::new("meridian-test")
         };
         let (telemetry, dispatch) = Telemetry::build(&config).unwrap();
-        let metrics = GatewayMetrics::new(&telemetry.metrics().meter("meridian-gateway"), &region("us-east"));
+        let metrics = GatewayMetrics::new(
+            &telemetry.metrics().meter("meridian-gateway"),
+            &region("us-east"),
+        );
 
         sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let us = region("us-east");
-        let store = Store::open(&StoreConfig::sqlite_file(&dir.path().join("us.db")), &us).await.unwrap();
+        let store = Store::open(&StoreConfig::sqlite_file(&dir.path().join("us.db")), &us)
+            .await
+            .unwrap();
         let follower = {
             let (store, us) = (store.clone(), us.clone());
-            tokio::spawn(async move { follow(&store, &us, &metrics).await }.with_subscriber(dispatch))
+            tokio::spawn(
+                async move { follow(&store, &us, &metrics).await }.with_subscriber(dispatch),
+            )
         };
 
         let at = Timestamp::from_millisecond(1_750_000_000_000).unwrap();
@@ -104,12 +117,31 @@ mod tests {
             priority: Priority::Normal,
         };
         let epoch = Epoch::initial(0);
-        let ticket = Ticket::create(TicketId::new_v7(at, [1; 10]), new, Ownership::new(us.clone(), 0, epoch).unwrap(), at).unwrap();
+        let ticket = Ticket::create(
+            TicketId::new_v7(at, [1; 10]),
+            new,
+            Ownership::new(us.clone(), 0, epoch).unwrap(),
+            at,
+        )
+        .unwrap();
         let id = ticket.id;
-        store.create_ticket(ticket, meta(1_750_000_000_001)).await.unwrap();
-        let change = |status| TicketChanges { epoch, status: Some(status), ..TicketChanges::default() };
-        let (_, seen) = store.update_ticket(id, change(Status::Open), meta(1_750_000_000_002)).await.unwrap();
-        store.update_ticket(id, change(Status::Pending), meta(1_750_000_000_003)).await.unwrap();
+        store
+            .create_ticket(ticket, meta(1_750_000_000_001))
+            .await
+            .unwrap();
+        let change = |status| TicketChanges {
+            epoch,
+            status: Some(status),
+            ..TicketChanges::default()
+        };
+        let (_, seen) = store
+            .update_ticket(id, change(Status::Open), meta(1_750_000_000_002))
+            .await
+            .unwrap();
+        store
+            .update_ticket(id, change(Status::Pending), meta(1_750_000_000_003))
+            .await
+            .unwrap();
         let taken = EventEnvelope {
             origin_region: region("eu-west"),
             origin_seq: 1,
@@ -117,24 +149,51 @@ mod tests {
             epoch: epoch.next_for(1),
             hlc_time: HlcTimestamp::new(1_750_000_000_010, 0),
             traceparent: None,
-            kind: EventKind::TakenOver { from: us.clone(), fencing_token: 3, previous_epoch: epoch, through_seq: seen.origin_seq },
+            kind: EventKind::TakenOver {
+                from: us.clone(),
+                fencing_token: 3,
+                previous_epoch: epoch,
+                through_seq: seen.origin_seq,
+            },
         };
-        store.apply_remote(&region("eu-west"), vec![taken]).await.unwrap();
+        store
+            .apply_remote(&region("eu-west"), vec![taken])
+            .await
+            .unwrap();
 
         let trace_id = meridian_telemetry::ticket::trace_id(id);
         let spans = receiver
             .wait_for_spans("the conflict span", Duration::from_secs(20), |spans| {
-                spans.iter().any(|s| s.name == "conflict" && s.trace_id == trace_id)
+                spans
+                    .iter()
+                    .any(|s| s.name == "conflict" && s.trace_id == trace_id)
             })
             .await
             .unwrap();
         let span = spans.iter().find(|s| s.name == "conflict").unwrap();
-        assert_eq!(span.attributes.get("meridian.region").map(String::as_str), Some("us-east"));
-        assert_eq!(span.attributes.get("meridian.outcome").map(String::as_str), Some("conflict"));
-        assert!(span.attributes.get("meridian.reason").is_some_and(|r| r.contains("us-east wrote at epoch")), "{span:?}");
+        assert_eq!(
+            span.attributes.get("meridian.region").map(String::as_str),
+            Some("us-east")
+        );
+        assert_eq!(
+            span.attributes.get("meridian.outcome").map(String::as_str),
+            Some("conflict")
+        );
+        assert!(
+            span.attributes
+                .get("meridian.reason")
+                .is_some_and(|r| r.contains("us-east wrote at epoch")),
+            "{span:?}"
+        );
         let text = telemetry.metrics().render_prometheus().unwrap();
-        let line = text.lines().find(|l| l.starts_with("meridian_conflicts")).unwrap_or_else(|| panic!("{text}"));
-        assert!(line.contains("origin=\"us-east\"") && line.ends_with(" 1"), "{line}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("meridian_conflicts"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            line.contains("origin=\"us-east\"") && line.ends_with(" 1"),
+            "{line}"
+        );
 
         // The follower holds the store, so it ends by abort, as the
         // gateway's does.

@@ -62,11 +62,14 @@ pub(crate) fn invalid(error: ConvertError) -> Status {
 /// The caller is not the owner: `FAILED_PRECONDITION`, naming the owner in
 /// the message and in metadata.
 fn not_owner(owner: &core::RegionId, epoch: core::Epoch) -> Status {
-    let mut status = Status::failed_precondition(format!("ticket is owned by {owner} at epoch {epoch}"));
+    let mut status =
+        Status::failed_precondition(format!("ticket is owned by {owner} at epoch {epoch}"));
     if let Ok(value) = MetadataValue::try_from(owner.as_str()) {
         status.metadata_mut().insert(OWNER_REGION_KEY, value);
     }
-    status.metadata_mut().insert(OWNER_EPOCH_KEY, MetadataValue::from(epoch.raw()));
+    status
+        .metadata_mut()
+        .insert(OWNER_EPOCH_KEY, MetadataValue::from(epoch.raw()));
     status
 }
 
@@ -111,7 +114,10 @@ mod tests {
     #[test]
     fn fenced_names_the_owner_in_message_and_metadata() {
         let owner = core::RegionId::new("eu-west").unwrap();
-        let status = from_store(meridian_store::Error::Fenced { owner, epoch: core::Epoch::from_raw(1025) });
+        let status = from_store(meridian_store::Error::Fenced {
+            owner,
+            epoch: core::Epoch::from_raw(1025),
+        });
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert_eq!(status.message(), "ticket is owned by eu-west at epoch 1025");
         assert_eq!(status.metadata().get(OWNER_REGION_KEY).unwrap(), "eu-west");

@@ -45,7 +45,8 @@ use std::{
 
 use futures::{StreamExt, stream};
 use meridian_coord::{
-    Coordinator, EtcdConfig, EtcdCoordinator, Lease, LeaseState, LocalConfig, LocalCoordinator, Revision, Takeover,
+    Coordinator, EtcdConfig, EtcdCoordinator, Lease, LeaseState, LocalConfig, LocalCoordinator,
+    Revision, Takeover,
 };
 use meridian_core::{Clock, RegionId, Status as TicketStatus};
 use meridian_proto::v1;
@@ -53,8 +54,8 @@ use meridian_replication::Replicator;
 use meridian_store::TicketFilter;
 use serde::Deserialize;
 use tokio::sync::watch;
-use tracing::Instrument;
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::{Error, Result, WriteGate, error::from_store, mesh::MeshLink, service::TicketApi};
 
@@ -156,12 +157,18 @@ enum CoordinatorKind {
 impl CoordinatorSection {
     pub(crate) fn into_settings(self, file: &str) -> Result<CoordinatorSettings> {
         let millis = |key: &str, value: Option<u64>, default: u64| match value {
-            Some(0) => Err(Error::Config(format!("{file}: coordinator.{key}: must be at least 1"))),
+            Some(0) => Err(Error::Config(format!(
+                "{file}: coordinator.{key}: must be at least 1"
+            ))),
             Some(value) => Ok(Duration::from_millis(value)),
             None => Ok(Duration::from_millis(default)),
         };
         let lease_ttl = millis("lease_ttl_ms", self.lease_ttl_ms, LEASE_TTL_MS_DEFAULT)?;
-        let safety_margin = millis("safety_margin_ms", self.safety_margin_ms, SAFETY_MARGIN_MS_DEFAULT)?;
+        let safety_margin = millis(
+            "safety_margin_ms",
+            self.safety_margin_ms,
+            SAFETY_MARGIN_MS_DEFAULT,
+        )?;
         if safety_margin >= lease_ttl {
             return Err(Error::Config(format!(
                 "{file}: coordinator.safety_margin_ms ({} ms) must be shorter than coordinator.lease_ttl_ms ({} ms), \
@@ -170,8 +177,16 @@ impl CoordinatorSection {
                 lease_ttl.as_millis()
             )));
         }
-        let rpc_timeout = millis("rpc_timeout_ms", self.rpc_timeout_ms, COORDINATOR_RPC_TIMEOUT_MS_DEFAULT)?;
-        let catch_up_timeout = millis("catch_up_timeout_ms", self.catch_up_timeout_ms, CATCH_UP_TIMEOUT_MS_DEFAULT)?;
+        let rpc_timeout = millis(
+            "rpc_timeout_ms",
+            self.rpc_timeout_ms,
+            COORDINATOR_RPC_TIMEOUT_MS_DEFAULT,
+        )?;
+        let catch_up_timeout = millis(
+            "catch_up_timeout_ms",
+            self.catch_up_timeout_ms,
+            CATCH_UP_TIMEOUT_MS_DEFAULT,
+        )?;
         let backend = match self.kind {
             CoordinatorKind::Etcd => {
                 if self.endpoints.is_empty() {
@@ -179,7 +194,12 @@ impl CoordinatorSection {
                         "{file}: coordinator.endpoints: etcd needs at least one endpoint, like \"http://127.0.0.1:2379\""
                     )));
                 }
-                CoordinatorBackend::Etcd { endpoints: self.endpoints, key_prefix: self.key_prefix, safety_margin, rpc_timeout }
+                CoordinatorBackend::Etcd {
+                    endpoints: self.endpoints,
+                    key_prefix: self.key_prefix,
+                    safety_margin,
+                    rpc_timeout,
+                }
             }
             CoordinatorKind::Local => {
                 if !self.endpoints.is_empty() || self.key_prefix.is_some() {
@@ -190,7 +210,11 @@ impl CoordinatorSection {
                 CoordinatorBackend::Local { safety_margin }
             }
         };
-        Ok(CoordinatorSettings { backend, lease_ttl, catch_up_timeout })
+        Ok(CoordinatorSettings {
+            backend,
+            lease_ttl,
+            catch_up_timeout,
+        })
     }
 }
 
@@ -209,9 +233,18 @@ pub(crate) struct Failover {
 impl Failover {
     /// Connects to the coordinator (etcd connects lazily, so this succeeds
     /// while etcd is down; a bad endpoint is refused here).
-    pub(crate) async fn start(settings: &CoordinatorSettings, region: RegionId, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
+    pub(crate) async fn start(
+        settings: &CoordinatorSettings,
+        region: RegionId,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>> {
         let coordinator: Arc<dyn Coordinator> = match &settings.backend {
-            CoordinatorBackend::Etcd { endpoints, key_prefix, safety_margin, rpc_timeout } => {
+            CoordinatorBackend::Etcd {
+                endpoints,
+                key_prefix,
+                safety_margin,
+                rpc_timeout,
+            } => {
                 let mut config = EtcdConfig::new(endpoints.clone());
                 if let Some(prefix) = key_prefix {
                     config.key_prefix.clone_from(prefix);
@@ -219,11 +252,18 @@ impl Failover {
                 config.safety_margin = *safety_margin;
                 config.rpc_timeout = *rpc_timeout;
                 config.connect_timeout = config.connect_timeout.min(*rpc_timeout);
-                Arc::new(EtcdCoordinator::connect(config).await.map_err(|e| Error::Config(format!("coordinator: {e}")))?)
+                Arc::new(
+                    EtcdCoordinator::connect(config)
+                        .await
+                        .map_err(|e| Error::Config(format!("coordinator: {e}")))?,
+                )
             }
             CoordinatorBackend::Local { safety_margin } => Arc::new(LocalCoordinator::new(
                 clock,
-                LocalConfig { safety_margin: *safety_margin, ..LocalConfig::default() },
+                LocalConfig {
+                    safety_margin: *safety_margin,
+                    ..LocalConfig::default()
+                },
             )),
             CoordinatorBackend::Shared(shared) => shared.0.clone(),
         };
@@ -293,23 +333,35 @@ impl Failover {
 
     /// One attempt to get the region's lease, learning a pending takeover
     /// of the region first.
-    async fn lease_or_learn(&self, api: &TicketApi, link: Option<&MeshLink>) -> Result<Lease, Wait> {
+    async fn lease_or_learn(
+        &self,
+        api: &TicketApi,
+        link: Option<&MeshLink>,
+    ) -> Result<Lease, Wait> {
         match self.coordinator.takeover_of(&self.region).await {
             Ok(Some(takeover)) => self.learn(&takeover, api, link).await?,
             Ok(None) => {}
             Err(error) => {
                 tracing::warn!(region = %self.region, error = %error, "cannot read this region's takeover record");
-                self.slot.wait(format!("the coordinator cannot be read ({error})"));
+                self.slot
+                    .wait(format!("the coordinator cannot be read ({error})"));
                 return Err(Wait::Backoff);
             }
         }
-        match self.coordinator.acquire_lease(&self.region, self.lease_ttl).await {
+        match self
+            .coordinator
+            .acquire_lease(&self.region, self.lease_ttl)
+            .await
+        {
             Ok(lease) => Ok(lease),
             Err(meridian_coord::Error::LeaseHeld { lease_id, .. }) => {
                 // An earlier process of this region (or a twin started by
                 // mistake) holds it: writing now could interleave with it.
                 tracing::info!(region = %self.region, lease_id = %lease_id, "an earlier lease of this region is still live; waiting for it to expire");
-                self.slot.wait(format!("an earlier lease of {} ({lease_id}) is still live", self.region));
+                self.slot.wait(format!(
+                    "an earlier lease of {} ({lease_id}) is still live",
+                    self.region
+                ));
                 Err(Wait::For((self.lease_ttl / 4).clamp(RETRY_MIN, RETRY_MAX)))
             }
             // Taken over between the two reads: learn it on the next round.
@@ -333,7 +385,12 @@ impl Failover {
     /// keeps asking, as it does for a primary that does not answer: leasing
     /// without those epochs would let it write on tickets another region
     /// owns.
-    async fn learn(&self, takeover: &Takeover, api: &TicketApi, link: Option<&MeshLink>) -> Result<(), Wait> {
+    async fn learn(
+        &self,
+        takeover: &Takeover,
+        api: &TicketApi,
+        link: Option<&MeshLink>,
+    ) -> Result<(), Wait> {
         let successor = &takeover.successor;
         let token = takeover.fencing_token;
         let named: Vec<&str> = takeover.successors().map(RegionId::as_str).collect();
@@ -349,12 +406,20 @@ impl Failover {
                 "this region was taken over but has no mesh to learn the takeover from; configure [mesh]");
             return Err(Wait::For(RETRY_MAX));
         };
-        let ask = v1::TakeOverRequest { failed_region: self.region.to_string(), fencing_token: token.get() };
+        let ask = v1::TakeOverRequest {
+            failed_region: self.region.to_string(),
+            fencing_token: token.get(),
+        };
         // All at once: one successor that does not answer costs one timeout,
         // not one per successor.
         let answers = futures::future::join_all(takeover.successors().map(|successor| {
             let ask = ask.clone();
-            async move { (successor, link.take_over(successor, ask, self.catch_up_timeout).await) }
+            async move {
+                (
+                    successor,
+                    link.take_over(successor, ask, self.catch_up_timeout).await,
+                )
+            }
         }))
         .await;
         let mut silent = Vec::new();
@@ -387,7 +452,11 @@ impl Failover {
             }
         }
         for (successor, through_seq) in &learnt {
-            match api.store().wait_applied(successor, *through_seq, self.catch_up_timeout).await {
+            match api
+                .store()
+                .wait_applied(successor, *through_seq, self.catch_up_timeout)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::info!(region = %self.region, successor = %successor, through_seq,
@@ -400,7 +469,11 @@ impl Failover {
                 }
             }
         }
-        match self.coordinator.acknowledge_takeover(&self.region, token).await {
+        match self
+            .coordinator
+            .acknowledge_takeover(&self.region, token)
+            .await
+        {
             Ok(()) => {
                 tracing::info!(region = %self.region, successors = %named, fencing_token = %token,
                     through_seq = ?learnt, "takeover learnt and acknowledged; leasing again");
@@ -425,11 +498,20 @@ impl Failover {
         let mut owed = 0u64;
         let mut after = None;
         loop {
-            let filter =
-                TicketFilter { owner_region: Some(self.region.clone()), after, limit: TAKEOVER_PAGE, ..TicketFilter::default() };
+            let filter = TicketFilter {
+                owner_region: Some(self.region.clone()),
+                after,
+                limit: TAKEOVER_PAGE,
+                ..TicketFilter::default()
+            };
             let page = store.list_tickets(&filter).await?;
-            for ticket in page.tickets.iter().filter(|ticket| ticket.status != TicketStatus::Closed) {
-                let taker = takeover.taker(|region| meridian_core::residency::may_hold(&ticket.residency, region));
+            for ticket in page
+                .tickets
+                .iter()
+                .filter(|ticket| ticket.status != TicketStatus::Closed)
+            {
+                let taker = takeover
+                    .taker(|region| meridian_core::residency::may_hold(&ticket.residency, region));
                 if taker.is_some_and(|taker| successors.contains(&taker)) {
                     owed += 1;
                 }
@@ -486,7 +568,8 @@ impl Failover {
                 LeaseState::Lost => {
                     tracing::warn!(region = %self.region, lease_id = %lease_id,
                         "lease lost; owner-scoped writes stay fenced until the region leases again");
-                    self.slot.wait(format!("the lease of {} expired", self.region));
+                    self.slot
+                        .wait(format!("the lease of {} expired", self.region));
                     return false;
                 }
             }
@@ -504,12 +587,20 @@ impl Failover {
     ) -> Result<v1::TakeOverResponse, Status> {
         let me = api.region();
         if failed == me {
-            return Err(Status::invalid_argument(format!("failed_region: {failed} is this region; it cannot take itself over")));
+            return Err(Status::invalid_argument(format!(
+                "failed_region: {failed} is this region; it cannot take itself over"
+            )));
         }
         let _one_at_a_time = self.taking_over.lock().await;
-        let pending = self.coordinator.takeover_of(failed).await.map_err(coordinator_unavailable)?;
+        let pending = self
+            .coordinator
+            .takeover_of(failed)
+            .await
+            .map_err(coordinator_unavailable)?;
         let takeover = match pending {
-            Some(takeover) if takeover.fencing_token == fencing_token && takeover.names(me) => takeover,
+            Some(takeover) if takeover.fencing_token == fencing_token && takeover.names(me) => {
+                takeover
+            }
             Some(takeover) if takeover.fencing_token == fencing_token => {
                 let named: Vec<&str> = takeover.successors().map(RegionId::as_str).collect();
                 return Err(Status::failed_precondition(format!(
@@ -524,7 +615,11 @@ impl Failover {
                 )));
             }
             None => {
-                let status = self.coordinator.region_status(failed).await.map_err(coordinator_unavailable)?;
+                let status = self
+                    .coordinator
+                    .region_status(failed)
+                    .await
+                    .map_err(coordinator_unavailable)?;
                 return Err(if status.acknowledged == Some(fencing_token) {
                     Status::failed_precondition(format!(
                         "{failed} already acknowledged the takeover at fencing token {fencing_token} and owns its tickets again"
@@ -542,7 +637,12 @@ impl Failover {
         let mut left_to_others = 0u64;
         let mut after = None;
         loop {
-            let filter = TicketFilter { owner_region: Some(failed.clone()), after, limit: TAKEOVER_PAGE, ..TicketFilter::default() };
+            let filter = TicketFilter {
+                owner_region: Some(failed.clone()),
+                after,
+                limit: TAKEOVER_PAGE,
+                ..TicketFilter::default()
+            };
             let page = store.list_tickets(&filter).await.map_err(from_store)?;
             api.check_gate()?;
             // Closed is final: no owner-scoped write can ever happen on a
@@ -553,8 +653,14 @@ impl Failover {
             // takers are disjoint); one no listed region may hold stays
             // with its failed owner until it returns.
             let mut mine = Vec::new();
-            for ticket in page.tickets.iter().filter(|t| t.status != TicketStatus::Closed) {
-                match takeover.taker(|region| meridian_core::residency::may_hold(&ticket.residency, region)) {
+            for ticket in page
+                .tickets
+                .iter()
+                .filter(|t| t.status != TicketStatus::Closed)
+            {
+                match takeover
+                    .taker(|region| meridian_core::residency::may_hold(&ticket.residency, region))
+                {
                     Some(taker) if taker == me => mine.push(ticket),
                     Some(taker) => {
                         left_to_others += 1;
@@ -574,16 +680,26 @@ impl Failover {
             let writes: Vec<_> = mine
                 .into_iter()
                 .map(|ticket| {
-                    let (id, new_epoch) = (ticket.id, ticket.owner.epoch.next_for(api.region_index()));
+                    let (id, new_epoch) =
+                        (ticket.id, ticket.owner.epoch.next_for(api.region_index()));
                     // One `takeover` span per ticket, in the ticket's trace;
                     // its `TakenOver` event names it.
-                    let span = crate::spans::ticket_span(crate::spans::Step::Takeover, me, id, None);
+                    let span =
+                        crate::spans::ticket_span(crate::spans::Step::Takeover, me, id, None);
                     span.record("meridian.epoch", new_epoch.raw());
                     span.record("meridian.reason", failed.as_str());
-                    let meta = api.meta_with(meridian_telemetry::propagation::traceparent_of(&span));
+                    let meta =
+                        api.meta_with(meridian_telemetry::propagation::traceparent_of(&span));
                     let (store, failed) = (store.clone(), failed.clone());
-                    async move { (id, store.take_over(id, failed, fencing_token.get(), new_epoch, meta).await) }
-                        .instrument(span)
+                    async move {
+                        (
+                            id,
+                            store
+                                .take_over(id, failed, fencing_token.get(), new_epoch, meta)
+                                .await,
+                        )
+                    }
+                    .instrument(span)
                 })
                 .collect();
             let mut outcomes = stream::iter(writes).buffer_unordered(TAKEOVER_WRITES_IN_FLIGHT);
@@ -610,7 +726,10 @@ impl Failover {
         // Takeovers ask for `peer` durability: with the failed region gone,
         // this region's copy must not be the only one.
         let peer_durable = match replicator {
-            Some(replicator) if through_seq > 0 => match replicator.wait_peer_durable(through_seq, api.handoff_wait()).await {
+            Some(replicator) if through_seq > 0 => match replicator
+                .wait_peer_durable(through_seq, api.handoff_wait())
+                .await
+            {
                 Ok(peer) => {
                     tracing::debug!(through_seq, peer = %peer, "takeover durable in a peer");
                     true
@@ -624,7 +743,11 @@ impl Failover {
         };
         tracing::info!(from = %failed, fencing_token = %fencing_token, tickets_taken = taken, left_to_other_successors = left_to_others,
             kept_by_residency = kept_home, through_seq, peer_durable, "takeover carried out");
-        Ok(v1::TakeOverResponse { tickets_taken: taken, through_seq, peer_durable })
+        Ok(v1::TakeOverResponse {
+            tickets_taken: taken,
+            through_seq,
+            peer_durable,
+        })
     }
 }
 
@@ -656,7 +779,10 @@ enum Slot {
 impl LeaseSlot {
     fn new(region: RegionId) -> Self {
         let reason = format!("{region} has not acquired its lease yet");
-        LeaseSlot { region, slot: Mutex::new(Slot::Waiting(reason)) }
+        LeaseSlot {
+            region,
+            slot: Mutex::new(Slot::Waiting(reason)),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot> {
@@ -697,25 +823,43 @@ mod tests {
     use super::*;
 
     fn section(text: &str) -> Result<CoordinatorSettings> {
-        let section: CoordinatorSection = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let section: CoordinatorSection =
+            toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         section.into_settings("gw.toml")
     }
 
     #[test]
     fn reads_the_section() {
-        let settings = section("kind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nlease_ttl_ms = 3000\n").unwrap();
+        let settings = section(
+            "kind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nlease_ttl_ms = 3000\n",
+        )
+        .unwrap();
         assert_eq!(settings.lease_ttl, Duration::from_secs(3));
         match settings.backend {
-            CoordinatorBackend::Etcd { endpoints, key_prefix, safety_margin, rpc_timeout } => {
+            CoordinatorBackend::Etcd {
+                endpoints,
+                key_prefix,
+                safety_margin,
+                rpc_timeout,
+            } => {
                 assert_eq!(endpoints, ["http://127.0.0.1:2379"]);
                 assert_eq!(key_prefix, None);
-                assert_eq!(safety_margin, Duration::from_millis(SAFETY_MARGIN_MS_DEFAULT));
-                assert_eq!(rpc_timeout, Duration::from_millis(COORDINATOR_RPC_TIMEOUT_MS_DEFAULT));
+                assert_eq!(
+                    safety_margin,
+                    Duration::from_millis(SAFETY_MARGIN_MS_DEFAULT)
+                );
+                assert_eq!(
+                    rpc_timeout,
+                    Duration::from_millis(COORDINATOR_RPC_TIMEOUT_MS_DEFAULT)
+                );
             }
             other => panic!("{other:?}"),
         }
-        let settings = section("kind = \"local\"\nsafety_margin_ms = 200\nlease_ttl_ms = 1000\n").unwrap();
-        assert!(matches!(settings.backend, CoordinatorBackend::Local { safety_margin } if safety_margin == Duration::from_millis(200)));
+        let settings =
+            section("kind = \"local\"\nsafety_margin_ms = 200\nlease_ttl_ms = 1000\n").unwrap();
+        assert!(
+            matches!(settings.backend, CoordinatorBackend::Local { safety_margin } if safety_margin == Duration::from_millis(200))
+        );
     }
 
     #[test]
@@ -724,22 +868,49 @@ mod tests {
                     [coordinator]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n\
                     lease_ttl_ms = 4000\nsafety_margin_ms = 1000\n";
         let config = crate::GatewayConfig::parse("gw.toml", text, |_| None).unwrap();
-        assert_eq!(config.coordinator.unwrap().lease_ttl, Duration::from_secs(4));
+        assert_eq!(
+            config.coordinator.unwrap().lease_ttl,
+            Duration::from_secs(4)
+        );
         let short = text.replace("lease_ttl_ms = 4000", "lease_ttl_ms = 900");
-        let err = crate::GatewayConfig::parse("gw.toml", &short, |_| None).unwrap_err().to_string();
-        assert!(err.starts_with("config: gw.toml: coordinator.safety_margin_ms (1000 ms) must be shorter"), "{err}");
+        let err = crate::GatewayConfig::parse("gw.toml", &short, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "config: gw.toml: coordinator.safety_margin_ms (1000 ms) must be shorter"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn refuses_settings_that_cannot_work() {
         let err = section("kind = \"etcd\"\n").unwrap_err().to_string();
-        assert!(err.contains("coordinator.endpoints: etcd needs at least one endpoint"), "{err}");
-        let err = section("kind = \"local\"\nlease_ttl_ms = 1000\nsafety_margin_ms = 1000\n").unwrap_err().to_string();
-        assert!(err.contains("safety_margin_ms (1000 ms) must be shorter than coordinator.lease_ttl_ms (1000 ms)"), "{err}");
-        let err = section("kind = \"local\"\nendpoints = [\"http://x:1\"]\n").unwrap_err().to_string();
+        assert!(
+            err.contains("coordinator.endpoints: etcd needs at least one endpoint"),
+            "{err}"
+        );
+        let err = section("kind = \"local\"\nlease_ttl_ms = 1000\nsafety_margin_ms = 1000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "safety_margin_ms (1000 ms) must be shorter than coordinator.lease_ttl_ms (1000 ms)"
+            ),
+            "{err}"
+        );
+        let err = section("kind = \"local\"\nendpoints = [\"http://x:1\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("are for kind = \"etcd\""), "{err}");
-        let err = section("kind = \"local\"\nlease_ttl_ms = 0\n").unwrap_err().to_string();
-        assert!(err.contains("coordinator.lease_ttl_ms: must be at least 1"), "{err}");
+        let err = section("kind = \"local\"\nlease_ttl_ms = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("coordinator.lease_ttl_ms: must be at least 1"),
+            "{err}"
+        );
         assert!(section("kind = \"zookeeper\"\n").is_err());
     }
 }

@@ -25,26 +25,28 @@ mod replica;
 mod service;
 mod shift;
 mod sla;
-mod spike;
 mod spans;
+mod spike;
 pub mod watch;
 
 use std::{future::Future, sync::Arc};
 
 use meridian_core::Clock;
-use meridian_proto::v1::{mesh_service_server::MeshServiceServer, ticket_service_server::TicketServiceServer};
+use meridian_proto::v1::{
+    mesh_service_server::MeshServiceServer, ticket_service_server::TicketServiceServer,
+};
 use meridian_replication::{AntiEntropy, AntiEntropyConfig, ReplicationConfig, Replicator};
-use meridian_tls::MeshTls;
-use mesh::{MeshApi, MeshLink};
 use meridian_rules_source::{ActiveRules, RulesSource};
 use meridian_store::Store;
+use meridian_tls::MeshTls;
+use mesh::{MeshApi, MeshLink};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 
 pub use config::{GatewayConfig, Limits, MeshSettings, RulesSettings, TelemetrySettings, TlsFiles};
-pub use shift::parse_webhook;
 pub use error::{Error, Result};
 pub use service::{REGION_HEADER, TRACEPARENT_HEADER, TicketApi, WriteGate};
+pub use shift::parse_webhook;
 
 /// The wall clock, for production. Tests and the simulation pass their own.
 pub use meridian_store::SystemClock;
@@ -63,11 +65,9 @@ impl Listeners {
             .await
             .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
         let mesh = match &config.mesh {
-            Some(mesh) => Some(
-                TcpListener::bind(mesh.listen)
-                    .await
-                    .map_err(|e| Error::Config(format!("mesh: cannot listen on {}: {e}", mesh.listen)))?,
-            ),
+            Some(mesh) => Some(TcpListener::bind(mesh.listen).await.map_err(|e| {
+                Error::Config(format!("mesh: cannot listen on {}: {e}", mesh.listen))
+            })?),
             None => None,
         };
         Ok(Listeners { public, mesh })
@@ -85,7 +85,11 @@ pub struct ScaledClock {
 
 impl ScaledClock {
     pub fn new(start: jiff::Timestamp, speed: u32) -> Self {
-        Self { start, origin: std::time::Instant::now(), speed: speed.max(1) }
+        Self {
+            start,
+            origin: std::time::Instant::now(),
+            speed: speed.max(1),
+        }
     }
 }
 
@@ -93,13 +97,19 @@ impl Clock for ScaledClock {
     fn now(&self) -> jiff::Timestamp {
         let elapsed = self.origin.elapsed().saturating_mul(self.speed);
         let elapsed = jiff::SignedDuration::try_from(elapsed).unwrap_or(jiff::SignedDuration::MAX);
-        self.start.checked_add(elapsed).unwrap_or(jiff::Timestamp::MAX)
+        self.start
+            .checked_add(elapsed)
+            .unwrap_or(jiff::Timestamp::MAX)
     }
 }
 
 /// Opens the region's store and serves until `shutdown` completes, then
 /// drains in-flight calls and closes the store.
-pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+pub async fn run(
+    config: GatewayConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
 }
 
@@ -116,14 +126,21 @@ pub async fn run_with_clock(
         public_tls_config(tls)?;
     }
     let mesh = match &config.mesh {
-        Some(settings) => Some(
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|e| Error::Config(format!("mesh: cannot listen on {}: {e}", settings.listen)))?,
-        ),
+        Some(settings) => Some(TcpListener::bind(settings.listen).await.map_err(|e| {
+            Error::Config(format!("mesh: cannot listen on {}: {e}", settings.listen))
+        })?),
         None => None,
     };
-    run_listeners(config, Listeners { public: listener, mesh }, shutdown, clock).await
+    run_listeners(
+        config,
+        Listeners {
+            public: listener,
+            mesh,
+        },
+        shutdown,
+        clock,
+    )
+    .await
 }
 
 /// [`run_with_clock`] on sockets bound by the caller (tests and `meridian
@@ -144,14 +161,22 @@ pub async fn run_listeners(
     // One shutdown for both lives of the process: standby, then active.
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let Listeners { public, mesh } = listeners;
-    let Some((mut lock, public)) = replica::become_active(&config, public, shutdown.clone()).await? else {
+    let Some((mut lock, public)) =
+        replica::become_active(&config, public, shutdown.clone()).await?
+    else {
         return Ok(());
     };
     // Opened only now, under the lock: the sequence head and cursors come
     // from the database, and the new writer generation fences off any
     // former active that lost the lock without noticing.
     let store = Store::open_fenced(&config.store, &config.region, clock.clone()).await?;
-    let serving = serve_listeners(&config, store.clone(), Listeners { public, mesh }, shutdown, clock);
+    let serving = serve_listeners(
+        &config,
+        store.clone(),
+        Listeners { public, mesh },
+        shutdown,
+        clock,
+    );
     // Losing the lock, or finding the region superseded, ends the process's
     // active life: it stops serving and reports the reason, and its
     // supervisor starts it again as a standby.
@@ -162,7 +187,10 @@ pub async fn run_listeners(
     };
     if result.is_ok() {
         store.close().await;
-    } else if tokio::time::timeout(REPLICA_CLOSE_MAX, store.close()).await.is_err() {
+    } else if tokio::time::timeout(REPLICA_CLOSE_MAX, store.close())
+        .await
+        .is_err()
+    {
         // A database that cannot be reached may hold a commit for as long
         // as TCP does; the fence already keeps it from mattering.
         tracing::warn!(region = %config.region, "the store did not close in time after leaving the active role");
@@ -177,9 +205,15 @@ const REPLICA_CLOSE_MAX: std::time::Duration = std::time::Duration::from_secs(5)
 
 /// Loads the rules file, if the config names one, and starts its reload
 /// task; the task ends when the returned guard is dropped.
-async fn load_rules(config: &GatewayConfig) -> Result<(Option<Arc<ActiveRules>>, Option<AbortOnDrop>)> {
-    let Some(settings) = &config.rules else { return Ok((None, None)) };
-    let source = RulesSource::load(&settings.file).await.map_err(|e| Error::Config(format!("rules: {e}")))?;
+async fn load_rules(
+    config: &GatewayConfig,
+) -> Result<(Option<Arc<ActiveRules>>, Option<AbortOnDrop>)> {
+    let Some(settings) = &config.rules else {
+        return Ok((None, None));
+    };
+    let source = RulesSource::load(&settings.file)
+        .await
+        .map_err(|e| Error::Config(format!("rules: {e}")))?;
     check_region_indexes(config, &source.active.current())?;
     let active = source.active.clone();
     let watcher = tokio::spawn(source.watch(settings.reload_interval, |_| {}));
@@ -207,7 +241,10 @@ fn check_region_indexes(config: &GatewayConfig, rules: &meridian_rules::Rules) -
 }
 
 fn settings_file(config: &GatewayConfig) -> String {
-    config.rules.as_ref().map_or_else(String::new, |r| r.file.display().to_string())
+    config
+        .rules
+        .as_ref()
+        .map_or_else(String::new, |r| r.file.display().to_string())
 }
 
 /// How often mesh certificates are checked for a new version on disk.
@@ -215,7 +252,6 @@ pub const TLS_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_s
 
 /// Aborts a background task when its owner goes away.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -232,7 +268,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     clock: Arc<dyn Clock>,
 ) -> Result<()> {
-    serve_listeners(config, store, Listeners { public: listener, mesh: None }, shutdown, clock).await
+    serve_listeners(
+        config,
+        store,
+        Listeners {
+            public: listener,
+            mesh: None,
+        },
+        shutdown,
+        clock,
+    )
+    .await
 }
 
 async fn serve_listeners(
@@ -242,19 +288,32 @@ async fn serve_listeners(
     shutdown: impl Future<Output = ()> + Send,
     clock: Arc<dyn Clock>,
 ) -> Result<()> {
-    let Listeners { public: listener, mesh: mesh_listener } = listeners;
+    let Listeners {
+        public: listener,
+        mesh: mesh_listener,
+    } = listeners;
     let local_index = config
         .region_index(&config.region)
         .ok_or_else(|| Error::Config(format!("region {} is not in regions", config.region)))?;
     let (rules, _rules_watcher) = load_rules(config).await?;
     let (mesh, _tls_reload) = match &config.mesh {
         Some(settings) => {
-            let tls = MeshTls::load(settings.tls.clone()).map_err(|e| Error::Tls(format!("mesh: {e}")))?;
+            let tls = MeshTls::load(settings.tls.clone())
+                .map_err(|e| Error::Tls(format!("mesh: {e}")))?;
             let reload = tls.spawn_reload(TLS_RELOAD_INTERVAL);
-            let link = MeshLink::new(tls.clone(), settings.peers.clone(), settings.handoff_timeout);
-            let replication = ReplicationConfig::new(config.region.clone(), config.regions.clone(), settings.peers.clone());
-            let replicator = Replicator::new(replication, store.clone(), tls.clone(), clock.clone())
-                .map_err(|e| Error::Config(format!("mesh: {e}")))?;
+            let link = MeshLink::new(
+                tls.clone(),
+                settings.peers.clone(),
+                settings.handoff_timeout,
+            );
+            let replication = ReplicationConfig::new(
+                config.region.clone(),
+                config.regions.clone(),
+                settings.peers.clone(),
+            );
+            let replicator =
+                Replicator::new(replication, store.clone(), tls.clone(), clock.clone())
+                    .map_err(|e| Error::Config(format!("mesh: {e}")))?;
             (Some((tls, Arc::new(link), replicator)), Some(reload))
         }
         None => (None, None),
@@ -263,12 +322,19 @@ async fn serve_listeners(
     // that is gone to the regions it never reached.
     let anti_entropy = mesh
         .as_ref()
-        .map(|(_, _, replicator)| AntiEntropy::new(replicator, AntiEntropyConfig::new(config.anti_entropy_interval)))
+        .map(|(_, _, replicator)| {
+            AntiEntropy::new(
+                replicator,
+                AntiEntropyConfig::new(config.anti_entropy_interval),
+            )
+        })
         .transpose()
         .map_err(|e| Error::Config(format!("mesh: {e}")))?;
     // With a coordinator, the region's lease gates owner-scoped writes.
     let failover = match &config.coordinator {
-        Some(settings) => Some(failover::Failover::start(settings, config.region.clone(), clock.clone()).await?),
+        Some(settings) => {
+            Some(failover::Failover::start(settings, config.region.clone(), clock.clone()).await?)
+        }
         None => None,
     };
     let (stop_streams, stopping) = tokio::sync::watch::channel(false);
@@ -289,9 +355,16 @@ async fn serve_listeners(
         rules,
         stopping: stopping.clone(),
         mesh: mesh.as_ref().map(|(_, link, _)| link.clone()),
-        gate: failover.as_ref().map_or_else(|| config.write_gate.clone(), |failover| failover.write_gate()),
+        gate: failover.as_ref().map_or_else(
+            || config.write_gate.clone(),
+            |failover| failover.write_gate(),
+        ),
         replicator: mesh.as_ref().map(|(_, _, replicator)| replicator.clone()),
-        peer_tiers: config.mesh.as_ref().map(|m| m.peer_durability_tiers.clone()).unwrap_or_default(),
+        peer_tiers: config
+            .mesh
+            .as_ref()
+            .map(|m| m.peer_durability_tiers.clone())
+            .unwrap_or_default(),
         metrics: metrics::GatewayMetrics::new(&meter, &config.region),
         watch_caps: watch::WatchCaps::new(
             config.limits.watch_streams_per_principal_max,
@@ -309,7 +382,11 @@ async fn serve_listeners(
     let _conflict_watch = AbortOnDrop(tokio::spawn(conflicts::watch(api.clone())));
     let _lease_task = failover.as_ref().map(|failover| {
         let link = mesh.as_ref().map(|(_, link, _)| link.clone());
-        AbortOnDrop(tokio::spawn(failover.clone().run(api.clone(), link, stopping.clone())))
+        AbortOnDrop(tokio::spawn(failover.clone().run(
+            api.clone(),
+            link,
+            stopping.clone(),
+        )))
     });
     // Shift ends hand tickets to other regions: only with rules and a mesh.
     let _shift_task = match (&config.rules, &config.mesh) {
@@ -323,12 +400,18 @@ async fn serve_listeners(
     };
     // Volume-spike alerts follow the rules' [spike] table.
     let _spike_task = config.rules.as_ref().map(|settings| {
-        AbortOnDrop(tokio::spawn(spike::run(api.clone(), settings.shift_check_interval, settings.webhooks.clone())))
+        AbortOnDrop(tokio::spawn(spike::run(
+            api.clone(),
+            settings.shift_check_interval,
+            settings.webhooks.clone(),
+        )))
     });
-    let _sla_monitor = config
-        .rules
-        .as_ref()
-        .map(|settings| AbortOnDrop(tokio::spawn(sla::monitor(api.clone(), settings.sla_scan_interval))));
+    let _sla_monitor = config.rules.as_ref().map(|settings| {
+        AbortOnDrop(tokio::spawn(sla::monitor(
+            api.clone(),
+            settings.sla_scan_interval,
+        )))
+    });
     let tickets = TicketServiceServer::new(api.clone())
         .max_decoding_message_size(config.limits.request_bytes_max)
         .max_encoding_message_size(service::RESPONSE_BYTES_MAX);
@@ -352,8 +435,12 @@ async fn serve_listeners(
             .with_service_name("grpc.reflection.v1.ServerReflection")
             .with_service_name("grpc.reflection.v1alpha.ServerReflection")
     };
-    let reflection_v1 = reflection().build_v1().map_err(|e| Error::Config(format!("reflection: {e}")))?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| Error::Config(format!("reflection: {e}")))?;
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| Error::Config(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| Error::Config(format!("reflection: {e}")))?;
 
     let server = meridian_tls::with_http2_limits(Server::builder())
         .timeout(config.limits.request_timeout)
@@ -373,7 +460,10 @@ async fn serve_listeners(
                 .map_err(|e| Error::Config(format!("auth: {e}")))?;
             let keys = verifier.keys().clone();
             let key_metrics = keys.observe(&meter);
-            let key_health = AbortOnDrop(tokio::spawn(meridian_auth::report_key_health(keys, health.clone())));
+            let key_health = AbortOnDrop(tokio::spawn(meridian_auth::report_key_health(
+                keys,
+                health.clone(),
+            )));
             let layer = meridian_auth::AuthLayer::new(verifier, meridian_auth::gateway_policy());
             (layer, Some(reload), Some(key_health), Some(key_metrics))
         }
@@ -396,7 +486,10 @@ async fn serve_listeners(
     };
     let public = server
         .layer(rpc_metrics("gateway"))
-        .layer(meridian_proto::codec::OversizeLayer::new(config.limits.request_bytes_max, "limits.request_bytes_max"))
+        .layer(meridian_proto::codec::OversizeLayer::new(
+            config.limits.request_bytes_max,
+            "limits.request_bytes_max",
+        ))
         .layer(auth)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -420,12 +513,17 @@ async fn serve_listeners(
             let internal = meridian_tls::with_http2_limits(Server::builder())
                 .layer(rpc_metrics("mesh"))
                 .add_service(MeshServiceServer::new(
-                    MeshApi::new(api.clone()).with_failover(failover.clone(), Some(replicator.clone())),
+                    MeshApi::new(api.clone())
+                        .with_failover(failover.clone(), Some(replicator.clone())),
                 ))
                 .add_service(replicator.service())
                 .add_optional_service(anti_entropy.as_ref().map(AntiEntropy::service))
-                .serve_with_incoming_shutdown(tls.incoming(mesh_listener), stopped(stopping.clone()));
-            let repairing = anti_entropy.map(|anti_entropy| anti_entropy.run(stopped(stopping.clone())));
+                .serve_with_incoming_shutdown(
+                    tls.incoming(mesh_listener),
+                    stopped(stopping.clone()),
+                );
+            let repairing =
+                anti_entropy.map(|anti_entropy| anti_entropy.run(stopped(stopping.clone())));
             let repairing = async move {
                 if let Some(repairing) = repairing {
                     repairing.await;
@@ -436,7 +534,11 @@ async fn serve_listeners(
             public?;
             internal?;
         }
-        (Some(_), None) => return Err(Error::Config("mesh is configured but no mesh listener was given".into())),
+        (Some(_), None) => {
+            return Err(Error::Config(
+                "mesh is configured but no mesh listener was given".into(),
+            ));
+        }
         (None, _) => public.await?,
     }
     tracing::info!(region = %config.region, "gateway stopped");
@@ -446,7 +548,8 @@ async fn serve_listeners(
 /// The public port's rustls configuration from `[tls]`.
 fn public_tls_config(tls: &TlsFiles) -> Result<Arc<meridian_tls::rustls::ServerConfig>> {
     let (cert, key) = load_identity(tls)?;
-    meridian_tls::public_server_config(&cert, &key).map_err(|e| Error::Tls(format!("{}: {e}", tls.cert.display())))
+    meridian_tls::public_server_config(&cert, &key)
+        .map_err(|e| Error::Tls(format!("{}: {e}", tls.cert.display())))
 }
 
 fn load_identity(tls: &TlsFiles) -> Result<(Vec<u8>, Vec<u8>)> {
@@ -455,11 +558,17 @@ fn load_identity(tls: &TlsFiles) -> Result<(Vec<u8>, Vec<u8>)> {
     };
     let cert = read(&tls.cert, "tls.cert")?;
     if !cert.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(Error::Tls(format!("tls.cert {}: not a PEM certificate", tls.cert.display())));
+        return Err(Error::Tls(format!(
+            "tls.cert {}: not a PEM certificate",
+            tls.cert.display()
+        )));
     }
     let key = read(&tls.key, "tls.key")?;
     if !key.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(Error::Tls(format!("tls.key {}: not a PEM private key", tls.key.display())));
+        return Err(Error::Tls(format!(
+            "tls.key {}: not a PEM private key",
+            tls.key.display()
+        )));
     }
     Ok((cert, key))
 }

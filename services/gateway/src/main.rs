@@ -38,7 +38,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         region: Some(config.region.to_string()),
         ..args.telemetry.config("meridian-gateway")
     })?;
-    if let Some(addr) = args.telemetry.metrics_listen.or(config.telemetry.metrics_listen) {
+    if let Some(addr) = args
+        .telemetry
+        .metrics_listen
+        .or(config.telemetry.metrics_listen)
+    {
         telemetry.serve_metrics(addr).await?;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -74,7 +74,9 @@ pub(crate) async fn carried_tail(
     earlier: Option<&EventEnvelope>,
     last: &EventEnvelope,
 ) -> Option<v1::EventBatch> {
-    let acked = replicator.and_then(|r| r.acked().borrow().get(peer).copied()).unwrap_or(0);
+    let acked = replicator
+        .and_then(|r| r.acked().borrow().get(peer).copied())
+        .unwrap_or(0);
     let before = last.origin_seq.saturating_sub(acked).saturating_sub(1);
     // Room for `earlier` and `last` besides the tail before `last`.
     if before.saturating_add(2) > CARRIED_EVENTS_MAX as u64 {
@@ -124,7 +126,10 @@ fn carried_events(
     if batch.events.len() > CARRIED_EVENTS_MAX {
         return Err(ConvertError::new(
             format!("{field}.events"),
-            format!("has {} events; the limit is {CARRIED_EVENTS_MAX}", batch.events.len()),
+            format!(
+                "has {} events; the limit is {CARRIED_EVENTS_MAX}",
+                batch.events.len()
+            ),
         ));
     }
     let events = batch_from_proto(field, batch)?;
@@ -138,7 +143,10 @@ fn carried_events(
             ),
         )),
         // batch_from_proto refuses an empty batch.
-        None => Err(ConvertError::new(format!("{field}.events"), "must not be empty")),
+        None => Err(ConvertError::new(
+            format!("{field}.events"),
+            "must not be empty",
+        )),
     }
 }
 
@@ -146,7 +154,12 @@ fn carried_events(
 /// [`carried_tail`]). True once this region has applied the target's log
 /// through `accept_seq`; false when the events cannot be applied here, and
 /// the caller waits for replication instead.
-pub(crate) async fn apply_carried_acceptance(store: &Store, to: &RegionId, batch: &v1::EventBatch, accept_seq: u64) -> bool {
+pub(crate) async fn apply_carried_acceptance(
+    store: &Store,
+    to: &RegionId,
+    batch: &v1::EventBatch,
+    accept_seq: u64,
+) -> bool {
     let events = match carried_events("accept_events", batch, to, accept_seq) {
         Ok(events) => events,
         Err(error) => {
@@ -178,7 +191,10 @@ pub struct MeshLink {
 
 impl MeshLink {
     pub fn new(tls: MeshTls, peers: BTreeMap<RegionId, String>, handoff_timeout: Duration) -> Self {
-        Self { channels: GatewayChannels::new(tls, peers), handoff_timeout }
+        Self {
+            channels: GatewayChannels::new(tls, peers),
+            handoff_timeout,
+        }
     }
 
     pub(crate) fn knows(&self, region: &RegionId) -> bool {
@@ -234,11 +250,19 @@ pub struct MeshApi {
 
 impl MeshApi {
     pub fn new(api: TicketApi) -> Self {
-        Self { api, failover: None, replicator: None }
+        Self {
+            api,
+            failover: None,
+            replicator: None,
+        }
     }
 
     /// Serves `TakeOver` with this region's lease and takeovers.
-    pub(crate) fn with_failover(mut self, failover: Option<Arc<Failover>>, replicator: Option<Replicator>) -> Self {
+    pub(crate) fn with_failover(
+        mut self,
+        failover: Option<Arc<Failover>>,
+        replicator: Option<Replicator>,
+    ) -> Self {
         self.failover = failover;
         self.replicator = replicator;
         self
@@ -246,7 +270,11 @@ impl MeshApi {
 }
 
 fn refused(reason: impl Into<String>) -> v1::AcceptHandoffResponse {
-    v1::AcceptHandoffResponse { accepted: false, refusal_reason: reason.into(), ..Default::default() }
+    v1::AcceptHandoffResponse {
+        accepted: false,
+        refusal_reason: reason.into(),
+        ..Default::default()
+    }
 }
 
 /// One `AcceptHandoff` request, decoded.
@@ -275,11 +303,20 @@ impl MeshService for MeshApi {
     ) -> Result<Response<v1::AcceptHandoffResponse>, Status> {
         let caller = meridian_tls::require(&request, &[Service::Gateway])?;
         let ticket_id =
-            meridian_proto::convert::ticket_id("ticket_id", &request.get_ref().ticket_id).map_err(crate::error::invalid)?;
+            meridian_proto::convert::ticket_id("ticket_id", &request.get_ref().ticket_id)
+                .map_err(crate::error::invalid)?;
         // The answer's span, in the ticket's trace, linked to the offer span.
-        let span = spans::ticket_span(Step::HandoffAccept, self.api.region(), ticket_id, Some(request.metadata()));
+        let span = spans::ticket_span(
+            Step::HandoffAccept,
+            self.api.region(),
+            ticket_id,
+            Some(request.metadata()),
+        );
         span.record("meridian.handoff.to", self.api.region().as_str());
-        let answer = self.accept_in_span(&caller, ticket_id, request.into_inner()).instrument(span.clone()).await;
+        let answer = self
+            .accept_in_span(&caller, ticket_id, request.into_inner())
+            .instrument(span.clone())
+            .await;
         match &answer {
             Ok(answer) if answer.accepted => {
                 span.record("meridian.epoch", answer.new_epoch);
@@ -299,13 +336,15 @@ impl MeshService for MeshApi {
         // returning, may ask to finish its takeover and learn where it ends.
         let caller = meridian_tls::require(&request, &[Service::Router, Service::Gateway])?;
         let req = request.into_inner();
-        let failed =
-            meridian_proto::convert::region_id("failed_region", &req.failed_region).map_err(crate::error::invalid)?;
+        let failed = meridian_proto::convert::region_id("failed_region", &req.failed_region)
+            .map_err(crate::error::invalid)?;
         if caller.service() == Service::Gateway {
             meridian_tls::require_region(&caller, &failed)?;
         }
         if req.fencing_token == 0 {
-            return Err(Status::invalid_argument("fencing_token: is required (the takeover's coordinator revision)"));
+            return Err(Status::invalid_argument(
+                "fencing_token: is required (the takeover's coordinator revision)",
+            ));
         }
         // Unimplemented rather than a precondition: the router takes a
         // failed precondition as "nothing left to do", and a gateway
@@ -318,7 +357,9 @@ impl MeshService for MeshApi {
         };
         let token = meridian_coord::Revision::new(req.fencing_token);
         tracing::info!(from = %failed, fencing_token = %token, caller = %caller, "takeover asked");
-        let answer = failover.take_over(&self.api, self.replicator.as_ref(), &failed, token).await?;
+        let answer = failover
+            .take_over(&self.api, self.replicator.as_ref(), &failed, token)
+            .await?;
         Ok(Response::new(answer))
     }
 }
@@ -333,10 +374,16 @@ impl MeshApi {
         request_inner: v1::AcceptHandoffRequest,
     ) -> Result<v1::AcceptHandoffResponse, Status> {
         let req = request_inner;
-        let from = meridian_proto::convert::region_id("from_region", &req.from_region).map_err(crate::error::invalid)?;
+        let from = meridian_proto::convert::region_id("from_region", &req.from_region)
+            .map_err(crate::error::invalid)?;
         // A gateway speaks only for its own region.
         meridian_tls::require_region(caller, &from)?;
-        let offer = Offer { ticket_id, from, offer_seq: req.offer_seq, previous_epoch: Epoch::from_raw(req.previous_epoch) };
+        let offer = Offer {
+            ticket_id,
+            from,
+            offer_seq: req.offer_seq,
+            previous_epoch: Epoch::from_raw(req.previous_epoch),
+        };
         let carried = req
             .offer_events
             .as_ref()
@@ -364,7 +411,14 @@ impl MeshApi {
                     refusal_reason: String::new(),
                     new_epoch: event.epoch.raw(),
                     accept_seq: event.origin_seq,
-                    accept_events: carried_tail(store, self.replicator.as_ref(), &offer.from, None, &event).await,
+                    accept_events: carried_tail(
+                        store,
+                        self.replicator.as_ref(),
+                        &offer.from,
+                        None,
+                        &event,
+                    )
+                    .await,
                     ticket: Some(ticket_to_proto(&ticket)),
                 }
             }
@@ -373,18 +427,28 @@ impl MeshApi {
                 refusal_reason: String::new(),
                 new_epoch: event.epoch.raw(),
                 accept_seq: event.origin_seq,
-                accept_events: carried_tail(store, self.replicator.as_ref(), &offer.from, None, &event).await,
+                accept_events: carried_tail(
+                    store,
+                    self.replicator.as_ref(),
+                    &offer.from,
+                    None,
+                    &event,
+                )
+                .await,
                 ticket: None,
             },
         };
         Ok(answer)
     }
 
-
     /// Decodes and checks the events the owner carried: its log, ending with
     /// the offer this call is about, made to this region at the previous
     /// epoch.
-    fn carried_offer(&self, batch: &v1::EventBatch, offer: &Offer) -> Result<Vec<EventEnvelope>, ConvertError> {
+    fn carried_offer(
+        &self,
+        batch: &v1::EventBatch,
+        offer: &Offer,
+    ) -> Result<Vec<EventEnvelope>, ConvertError> {
         let events = carried_events("offer_events", batch, &offer.from, offer.offer_seq)?;
         let me = self.api.region();
         match events.last() {
@@ -408,7 +472,11 @@ impl MeshApi {
     /// Accepts with the owner's log in hand: applies it and writes the
     /// acceptance right behind it. `None` when that one step did not
     /// succeed and the offer must come by replication instead.
-    async fn accept_carried(&self, offer: &Offer, events: Vec<EventEnvelope>) -> Result<Option<Outcome>, Status> {
+    async fn accept_carried(
+        &self,
+        offer: &Offer,
+        events: Vec<EventEnvelope>,
+    ) -> Result<Option<Outcome>, Status> {
         let store = self.api.store();
         // The refusal rules look at the ticket's skills, which are fixed at
         // creation: the creation among the carried events serves, and
@@ -421,20 +489,29 @@ impl MeshApi {
         });
         let local = match created {
             Some(_) => None,
-            None => store.get_ticket(offer.ticket_id).await.map_err(from_store)?.map(|record| record.ticket),
+            None => store
+                .get_ticket(offer.ticket_id)
+                .await
+                .map_err(from_store)?
+                .map(|record| record.ticket),
         };
         if let Some(ticket) = &local
             && let Some(before) = self.accepted_before(ticket, offer).await?
         {
             return Ok(Some(before));
         }
-        let Some(subject) = created.or(local.as_ref()) else { return Ok(None) };
+        let Some(subject) = created.or(local.as_ref()) else {
+            return Ok(None);
+        };
         if let Some(reason) = self.refusal(subject) {
             // An ask repeated after an acceptance whose answer was lost gets
             // that acceptance, not a refusal: with the creation carried,
             // this region's copy is read only now.
             if local.is_none()
-                && let Some(record) = store.get_ticket(offer.ticket_id).await.map_err(from_store)?
+                && let Some(record) = store
+                    .get_ticket(offer.ticket_id)
+                    .await
+                    .map_err(from_store)?
                 && let Some(before) = self.accepted_before(&record.ticket, offer).await?
             {
                 return Ok(Some(before));
@@ -451,10 +528,18 @@ impl MeshApi {
         // together. If the acceptance runs without the offer applied (the
         // carried events leave a gap here, say), its fenced statement
         // matches no row and nothing of it is written.
-        let apply_spans = meridian_replication::trace::apply_spans(store.local_region(), 0, &events);
+        let apply_spans =
+            meridian_replication::trace::apply_spans(store.local_region(), 0, &events);
         let (applied, accepted) = tokio::join!(
             store.apply_remote(&offer.from, events),
-            store.accept_handoff(offer.ticket_id, offer.from.clone(), offer.offer_seq, offer.previous_epoch, new_epoch, meta),
+            store.accept_handoff(
+                offer.ticket_id,
+                offer.from.clone(),
+                offer.offer_seq,
+                offer.previous_epoch,
+                new_epoch,
+                meta
+            ),
         );
         drop(apply_spans);
         match accepted {
@@ -476,16 +561,25 @@ impl MeshApi {
     async fn accept_replicated(&self, offer: &Offer) -> Result<Outcome, Status> {
         let store = self.api.store();
         let me = self.api.region();
-        let applied =
-            store.wait_applied(&offer.from, offer.offer_seq, self.api.handoff_wait()).await.map_err(from_store)?;
+        let applied = store
+            .wait_applied(&offer.from, offer.offer_seq, self.api.handoff_wait())
+            .await
+            .map_err(from_store)?;
         if !applied {
             return Err(Status::unavailable(format!(
                 "{me} has not yet applied {}'s log up to the offer (seq {}); retry",
                 offer.from, offer.offer_seq
             )));
         }
-        let Some(record) = store.get_ticket(offer.ticket_id).await.map_err(from_store)? else {
-            return Ok(Outcome::Refused(format!("ticket {} is unknown in {me}", offer.ticket_id)));
+        let Some(record) = store
+            .get_ticket(offer.ticket_id)
+            .await
+            .map_err(from_store)?
+        else {
+            return Ok(Outcome::Refused(format!(
+                "ticket {} is unknown in {me}",
+                offer.ticket_id
+            )));
         };
         let ticket = record.ticket;
         if let Some(before) = self.accepted_before(&ticket, offer).await? {
@@ -494,11 +588,19 @@ impl MeshApi {
         if let Some(reason) = self.refusal(&ticket) {
             return Ok(Outcome::Refused(reason));
         }
-        let new_epoch =
-            ticket.decide_accept(me, self.api.region_index(), &offer.from).map_err(crate::error::from_core)?;
+        let new_epoch = ticket
+            .decide_accept(me, self.api.region_index(), &offer.from)
+            .map_err(crate::error::from_core)?;
         let meta = self.api.meta_with(None);
         let (ticket, event) = store
-            .accept_handoff(offer.ticket_id, offer.from.clone(), offer.offer_seq, offer.previous_epoch, new_epoch, meta)
+            .accept_handoff(
+                offer.ticket_id,
+                offer.from.clone(),
+                offer.offer_seq,
+                offer.previous_epoch,
+                new_epoch,
+                meta,
+            )
             .await
             .map_err(from_store)?;
         Ok(Outcome::Accepted(Box::new(ticket), event))
@@ -511,7 +613,9 @@ impl MeshApi {
         if let Err(fenced) = self.api.check_gate() {
             return Some(fenced.message().to_owned());
         }
-        if let Some(reason) = meridian_core::residency::refusal(&ticket.residency, self.api.region()) {
+        if let Some(reason) =
+            meridian_core::residency::refusal(&ticket.residency, self.api.region())
+        {
             return Some(reason);
         }
         self.api.handoff_refusal(ticket)
@@ -520,11 +624,22 @@ impl MeshApi {
     /// Asked again after accepting (the first answer was lost): the same
     /// answer, from the log. `None` while this region does not own the
     /// ticket past the offer's epoch.
-    async fn accepted_before(&self, ticket: &Ticket, offer: &Offer) -> Result<Option<Outcome>, Status> {
-        if &ticket.owner.owner_region != self.api.region() || ticket.owner.epoch <= offer.previous_epoch {
+    async fn accepted_before(
+        &self,
+        ticket: &Ticket,
+        offer: &Offer,
+    ) -> Result<Option<Outcome>, Status> {
+        if &ticket.owner.owner_region != self.api.region()
+            || ticket.owner.epoch <= offer.previous_epoch
+        {
             return Ok(None);
         }
-        let events = self.api.store().events_for_ticket(ticket.id).await.map_err(from_store)?;
+        let events = self
+            .api
+            .store()
+            .events_for_ticket(ticket.id)
+            .await
+            .map_err(from_store)?;
         let accepted = events.into_iter().rev().find(|e| {
             matches!(&e.kind, EventKind::HandoffAccepted { from: f, offer_seq: s, .. }
                 if *f == offer.from && *s == offer.offer_seq)
@@ -545,7 +660,9 @@ mod tests {
     use std::collections::BTreeSet;
 
     use jiff::Timestamp;
-    use meridian_core::{HlcTimestamp, NewTicket, Note, NoteId, Ownership, Priority, Tier, residency::is_redacted};
+    use meridian_core::{
+        HlcTimestamp, NewTicket, Note, NoteId, Ownership, Priority, Tier, residency::is_redacted,
+    };
     use meridian_store::{StoreConfig, WriteMeta};
 
     use super::*;
@@ -560,15 +677,24 @@ mod tests {
     async fn the_carried_tail_is_redacted_for_the_peer() {
         let dir = tempfile::tempdir().unwrap();
         let us = region("us-east");
-        let store = Store::open(&StoreConfig::sqlite_file(&dir.path().join("us.db")), &us).await.unwrap();
+        let store = Store::open(&StoreConfig::sqlite_file(&dir.path().join("us.db")), &us)
+            .await
+            .unwrap();
         let at = Timestamp::from_millisecond(1_780_000_000_000).unwrap();
         let mut hlc = 0;
         let mut meta = || {
             hlc += 1;
-            WriteMeta { hlc_time: HlcTimestamp::new(1_780_000_000_000, hlc), traceparent: None, at }
+            WriteMeta {
+                hlc_time: HlcTimestamp::new(1_780_000_000_000, hlc),
+                traceparent: None,
+                at,
+            }
         };
         let mut events = Vec::new();
-        for (seed, subject, residency) in [(1u8, "secret subject", vec![us.clone()]), (2, "open subject", vec![])] {
+        for (seed, subject, residency) in [
+            (1u8, "secret subject", vec![us.clone()]),
+            (2, "open subject", vec![]),
+        ] {
             let new = NewTicket {
                 subject: subject.into(),
                 body: "body text".into(),
@@ -595,9 +721,14 @@ mod tests {
             events.push(store.add_note(note, meta()).await.unwrap());
         }
         let last = events.last().unwrap();
-        let batch = carried_tail(&store, None, &region("eu-west"), None, last).await.unwrap();
+        let batch = carried_tail(&store, None, &region("eu-west"), None, last)
+            .await
+            .unwrap();
         let carried = batch_from_proto("tail", &batch).unwrap();
-        assert_eq!(carried.iter().map(|e| e.origin_seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(
+            carried.iter().map(|e| e.origin_seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
         let redacted: Vec<bool> = carried.iter().map(|e| is_redacted(&e.kind)).collect();
         assert_eq!(redacted, [true, true, false, false]);
         assert!(!format!("{carried:?}").contains("secret"));

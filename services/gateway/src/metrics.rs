@@ -40,7 +40,9 @@ const SCAN_PAGE: u32 = 500;
 
 /// Handoff latency buckets, in seconds: a handoff is one or two
 /// inter-region round trips plus a commit on each side.
-const LATENCY_BUCKETS_S: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS_S: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// How a handoff asked by this region ended.
 #[derive(Debug, Clone, Copy)]
@@ -101,19 +103,30 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn handoff(&self, outcome: HandoffOutcome, latency: Duration) {
-        let attributes = [self.region.clone(), KeyValue::new("outcome", outcome.as_str())];
+        let attributes = [
+            self.region.clone(),
+            KeyValue::new("outcome", outcome.as_str()),
+        ];
         self.handoffs.add(1, &attributes);
-        self.handoff_latency.record(latency.as_secs_f64(), &attributes);
+        self.handoff_latency
+            .record(latency.as_secs_f64(), &attributes);
     }
 
     /// `count` conflicts recorded here, written by `origin` ("unknown" for
     /// ones a lagging watcher missed).
     pub(crate) fn conflicts(&self, origin: &str, count: u64) {
-        self.conflicts.add(count, &[self.region.clone(), KeyValue::new("origin", origin.to_owned())]);
+        self.conflicts.add(
+            count,
+            &[
+                self.region.clone(),
+                KeyValue::new("origin", origin.to_owned()),
+            ],
+        );
     }
 
     pub(crate) fn handoff_note(&self, auto: bool) {
-        self.handoff_notes.add(1, &[self.region.clone(), KeyValue::new("auto", auto)]);
+        self.handoff_notes
+            .add(1, &[self.region.clone(), KeyValue::new("auto", auto)]);
     }
 }
 
@@ -144,7 +157,12 @@ impl Drop for Observed {
 /// Registers the observable gauges of `api`'s region and starts counting
 /// its queue every `scan_interval`. The callbacks hold weak references, so
 /// a stopped gateway reports nothing rather than being kept alive.
-pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replicator>, scan_interval: Duration) -> Observed {
+pub(crate) fn observe(
+    meter: &Meter,
+    api: &TicketApi,
+    replicator: Option<Replicator>,
+    scan_interval: Duration,
+) -> Observed {
     let region = KeyValue::new("meridian.region", api.region().to_string());
     let count = Arc::new(Mutex::new(QueueCount::default()));
     let mut gauges = Vec::new();
@@ -165,8 +183,16 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
             .build(),
     );
     for (name, description, breached) in [
-        ("meridian.sla.at_risk", "Open tickets this region owns with an SLA clock past its warning, by tier", false),
-        ("meridian.sla.breached", "Open tickets this region owns with an SLA clock past its deadline, by tier", true),
+        (
+            "meridian.sla.at_risk",
+            "Open tickets this region owns with an SLA clock past its warning, by tier",
+            false,
+        ),
+        (
+            "meridian.sla.breached",
+            "Open tickets this region owns with an SLA clock past its deadline, by tier",
+            true,
+        ),
     ] {
         let (weak, r, weak_api) = (Arc::downgrade(&count), region.clone(), api.downgrade());
         gauges.push(
@@ -181,10 +207,20 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
                     let mut by_tier: BTreeMap<String, u64> = weak_api
                         .upgrade()
                         .and_then(|api| api.rules())
-                        .map(|rules| rules.tiers().iter().map(|t| (t.tier.to_string(), 0)).collect())
+                        .map(|rules| {
+                            rules
+                                .tiers()
+                                .iter()
+                                .map(|t| (t.tier.to_string(), 0))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     with_count(&weak, |count| {
-                        let counted = if breached { &count.breached } else { &count.at_risk };
+                        let counted = if breached {
+                            &count.breached
+                        } else {
+                            &count.at_risk
+                        };
                         by_tier.extend(counted.iter().map(|(tier, n)| (tier.clone(), *n)));
                     });
                     for (tier, n) in by_tier {
@@ -204,7 +240,10 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
             .with_callback(move |observer| {
                 if let Some(replicator) = w.as_ref().and_then(|w| w.upgrade()) {
                     for peer in replicator.status() {
-                        observer.observe(peer.lag_events, &[r.clone(), KeyValue::new("peer", peer.region.to_string())]);
+                        observer.observe(
+                            peer.lag_events,
+                            &[r.clone(), KeyValue::new("peer", peer.region.to_string())],
+                        );
                     }
                 }
             })
@@ -213,12 +252,17 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
     let (w, r) = (weak_replicator, region.clone());
     let lag_seconds = meter
         .f64_observable_gauge("meridian.replication.lag")
-        .with_description("Age of the oldest event of this region's log a peer has not acknowledged")
+        .with_description(
+            "Age of the oldest event of this region's log a peer has not acknowledged",
+        )
         .with_unit("s")
         .with_callback(move |observer| {
             if let Some(replicator) = w.as_ref().and_then(|w| w.upgrade()) {
                 for peer in replicator.status() {
-                    observer.observe(peer.lag.as_secs_f64(), &[r.clone(), KeyValue::new("peer", peer.region.to_string())]);
+                    observer.observe(
+                        peer.lag.as_secs_f64(),
+                        &[r.clone(), KeyValue::new("peer", peer.region.to_string())],
+                    );
                 }
             }
         })
@@ -227,10 +271,17 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
     gauges.push(
         meter
             .u64_observable_gauge("meridian.region.on_shift")
-            .with_description("1 while this region is on shift by the rules in force (overlap not counted)")
+            .with_description(
+                "1 while this region is on shift by the rules in force (overlap not counted)",
+            )
             .with_callback(move |observer| {
-                let Some(api) = weak_api.upgrade() else { return };
-                if let Some(on_shift) = api.rules().and_then(|rules| rules.on_shift(api.region().as_str(), api.now())) {
+                let Some(api) = weak_api.upgrade() else {
+                    return;
+                };
+                if let Some(on_shift) = api
+                    .rules()
+                    .and_then(|rules| rules.on_shift(api.region().as_str(), api.now()))
+                {
                     observer.observe(u64::from(on_shift), std::slice::from_ref(&r));
                 }
             })
@@ -245,7 +296,10 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
             .with_description("The rules in force (value 1; the version is the label)")
             .with_callback(move |observer| {
                 if let Some(rules) = weak_api.upgrade().and_then(|api| api.rules()) {
-                    observer.observe(1, &[r.clone(), KeyValue::new("version", rules.version_id())]);
+                    observer.observe(
+                        1,
+                        &[r.clone(), KeyValue::new("version", rules.version_id())],
+                    );
                 }
             })
             .build(),
@@ -254,10 +308,15 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
     gauges.push(
         meter
             .u64_observable_gauge("meridian.rules.refused")
-            .with_description("1 while the rules file on disk is refused and older rules stay in force")
+            .with_description(
+                "1 while the rules file on disk is refused and older rules stay in force",
+            )
             .with_callback(move |observer| {
                 if let Some(active) = weak_api.upgrade().and_then(|api| api.active_rules()) {
-                    observer.observe(u64::from(!active.refused().is_empty()), std::slice::from_ref(&r));
+                    observer.observe(
+                        u64::from(!active.refused().is_empty()),
+                        std::slice::from_ref(&r),
+                    );
                 }
             })
             .build(),
@@ -266,7 +325,9 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
     gauges.push(
         meter
             .u64_observable_gauge("meridian.rules.last_refused_timestamp")
-            .with_description("When a rules file was last refused, in seconds since the Unix epoch (0: never)")
+            .with_description(
+                "When a rules file was last refused, in seconds since the Unix epoch (0: never)",
+            )
             .with_unit("s")
             .with_callback(move |observer| {
                 if let Some(active) = weak_api.upgrade().and_then(|api| api.active_rules()) {
@@ -289,17 +350,33 @@ pub(crate) fn observe(meter: &Meter, api: &TicketApi, replicator: Option<Replica
     gauges.push(
         meter
             .u64_observable_gauge("meridian.lease.fenced")
-            .with_description("1 while this region refuses owner-scoped writes (its lease may have lapsed)")
+            .with_description(
+                "1 while this region refuses owner-scoped writes (its lease may have lapsed)",
+            )
             .with_callback(move |observer| {
                 if let Some(api) = weak_api.upgrade() {
-                    observer.observe(u64::from(api.check_gate().is_err()), std::slice::from_ref(&r));
+                    observer.observe(
+                        u64::from(api.check_gate().is_err()),
+                        std::slice::from_ref(&r),
+                    );
                 }
             })
             .build(),
     );
 
-    let task = tokio::spawn(count_queue(api.store().clone(), api.region().clone(), Arc::downgrade(&count), scan_interval));
-    Observed { _gauges: gauges, _lag_seconds: lag_seconds, _refusals: refusals, _count: count, task }
+    let task = tokio::spawn(count_queue(
+        api.store().clone(),
+        api.region().clone(),
+        Arc::downgrade(&count),
+        scan_interval,
+    ));
+    Observed {
+        _gauges: gauges,
+        _lag_seconds: lag_seconds,
+        _refusals: refusals,
+        _count: count,
+        task,
+    }
 }
 
 fn with_count(count: &Weak<Mutex<QueueCount>>, read: impl FnOnce(&QueueCount)) {
@@ -309,7 +386,12 @@ fn with_count(count: &Weak<Mutex<QueueCount>>, read: impl FnOnce(&QueueCount)) {
 }
 
 /// Counts the queue now and then every `interval`, until the gauges go.
-async fn count_queue(store: Store, region: RegionId, into: Weak<Mutex<QueueCount>>, interval: Duration) {
+async fn count_queue(
+    store: Store,
+    region: RegionId,
+    into: Weak<Mutex<QueueCount>>,
+    interval: Duration,
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -334,14 +416,23 @@ async fn count_once(store: &Store, region: &RegionId) -> meridian_store::Result<
     let mut after = None;
     let mut seen = 0usize;
     loop {
-        let filter = TicketFilter { owner_region: Some(region.clone()), after, limit: SCAN_PAGE, ..TicketFilter::default() };
+        let filter = TicketFilter {
+            owner_region: Some(region.clone()),
+            after,
+            limit: SCAN_PAGE,
+            ..TicketFilter::default()
+        };
         let page = store.list_tickets(&filter).await?;
         for ticket in &page.tickets {
             *count.by_status.entry(ticket.status.as_str()).or_default() += 1;
             if matches!(ticket.status, Status::Solved | Status::Closed) {
                 continue;
             }
-            let clocks = ticket.sla.first_response.iter().chain(ticket.sla.resolution.iter());
+            let clocks = ticket
+                .sla
+                .first_response
+                .iter()
+                .chain(ticket.sla.resolution.iter());
             let states: Vec<SlaState> = clocks.map(|clock| clock.state).collect();
             if states.contains(&SlaState::Breached) {
                 *count.breached.entry(ticket.tier.to_string()).or_default() += 1;

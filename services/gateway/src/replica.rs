@@ -59,7 +59,9 @@ pub(crate) async fn become_active(
                 Ok(None) => {}
                 // The database being away is a reason to keep trying, not
                 // to stop: the active replica may be riding it out too.
-                Err(error) => tracing::warn!(region = %config.region, error = %error, "standby cannot reach the database"),
+                Err(error) => {
+                    tracing::warn!(region = %config.region, error = %error, "standby cannot reach the database")
+                }
             }
         }
     };
@@ -75,13 +77,18 @@ pub(crate) async fn become_active(
     let _ = promoted.send(());
     // Let the standby's calls finish (they answer at once), but never wait
     // on a client that holds a stream open.
-    if tokio::time::timeout(Duration::from_millis(STANDBY_DRAIN_MS), &mut standby).await.is_err() {
+    if tokio::time::timeout(Duration::from_millis(STANDBY_DRAIN_MS), &mut standby)
+        .await
+        .is_err()
+    {
         tracing::debug!(region = %config.region, "standby calls still open at promotion; dropped");
     }
     // The standby's incoming stream, which held the other reference, went
     // with its server future.
     let Some(listener) = Arc::into_inner(listener) else {
-        return Err(Error::Config("invariant: the standby server released the public socket".into()));
+        return Err(Error::Config(
+            "invariant: the standby server released the public socket".into(),
+        ));
     };
     tracing::info!(region = %config.region, "standby promoted: active replica of the region");
     Ok(Some((lock, listener)))
@@ -94,9 +101,14 @@ async fn serve_standby(
     stop: impl Future<Output = ()>,
 ) -> Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_not_serving::<TicketServiceServer<TicketApi>>().await;
+    health
+        .set_not_serving::<TicketServiceServer<TicketApi>>()
+        .await;
     let refuse = StandbyTickets {
-        reason: Arc::from(format!("standby replica of region {}: another replica holds the region", config.region)),
+        reason: Arc::from(format!(
+            "standby replica of region {}: another replica holds the region",
+            config.region
+        )),
     };
     let incoming = futures::stream::unfold(listener, |listener| async move {
         let accepted = listener.accept().await.map(|(stream, _)| {
@@ -108,13 +120,18 @@ async fn serve_standby(
     });
     // The standby shares its socket with the active life that follows, so
     // it keeps tonic's own TLS; it serves only health and refusals.
-    let mut server = meridian_tls::with_http2_limits(Server::builder()).timeout(config.limits.request_timeout);
+    let mut server =
+        meridian_tls::with_http2_limits(Server::builder()).timeout(config.limits.request_timeout);
     if let Some(tls) = &config.tls {
         let (cert, key) = crate::load_identity(tls)?;
         let identity = tonic::transport::Identity::from_pem(cert, key);
         server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
-    server.add_service(health_service).add_service(refuse).serve_with_incoming_shutdown(incoming, stop).await?;
+    server
+        .add_service(health_service)
+        .add_service(refuse)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await?;
     Ok(())
 }
 

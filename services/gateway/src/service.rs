@@ -9,19 +9,20 @@ use std::{
 
 use futures::Stream;
 use meridian_core::{
-    Clock, Epoch, EventEnvelope, Hlc, IdMinter, Note, NoteId, Ownership, RegionId, SlaDeadlines, Ticket, TicketChanges, TicketId,
+    Clock, Epoch, EventEnvelope, Hlc, IdMinter, Note, NoteId, Ownership, RegionId, SlaDeadlines,
+    Ticket, TicketChanges, TicketId,
 };
-use meridian_replication::Replicator;
-use meridian_rules_source::ActiveRules;
 use meridian_proto::{
     ConvertError,
     convert::{self, event_to_proto, note_to_proto, ticket_to_proto},
     timestamp_to_proto,
     v1::{self, ticket_service_server::TicketService, watch_events_request::Scope},
 };
+use meridian_replication::Replicator;
+use meridian_rules_source::ActiveRules;
 use meridian_store::{ConflictRecord, Store, TicketFilter, WriteMeta};
-use tokio::sync::{broadcast, mpsc};
 use meridian_telemetry::propagation::{current_traceparent, traceparent_of};
+use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::Instrument;
 
@@ -106,7 +107,11 @@ pub struct WriteGate(Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>);
 
 impl std::fmt::Debug for WriteGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "WriteGate(installed)" } else { "WriteGate(open)" })
+        f.write_str(if self.0.is_some() {
+            "WriteGate(installed)"
+        } else {
+            "WriteGate(open)"
+        })
     }
 }
 
@@ -118,7 +123,9 @@ impl WriteGate {
     fn check(&self) -> Result<(), Status> {
         match self.0.as_ref().and_then(|check| check()) {
             None => Ok(()),
-            Some(reason) => Err(Status::unavailable(format!("owner-scoped writes are fenced: {reason}"))),
+            Some(reason) => Err(Status::unavailable(format!(
+                "owner-scoped writes are fenced: {reason}"
+            ))),
         }
     }
 }
@@ -182,7 +189,9 @@ impl TicketApi {
             watch_stall,
             regions,
         };
-        Self { inner: Arc::new(inner) }
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// A handle that does not keep the handlers alive (metric callbacks).
@@ -198,15 +207,21 @@ impl TicketApi {
         if !self.inner.peer_tiers.contains(tier) {
             return Ok(());
         }
-        let Some(replicator) = &self.inner.replicator else { return Ok(()) };
-        replicator.wait_peer_durable(seq, self.handoff_wait()).await.map(drop).map_err(|e| {
-            tracing::warn!(seq, error = %e, "peer durability not reached");
-            Status::deadline_exceeded(format!(
-                "committed in {} as event {seq}, but no other region has applied it yet ({e}); \
+        let Some(replicator) = &self.inner.replicator else {
+            return Ok(());
+        };
+        replicator
+            .wait_peer_durable(seq, self.handoff_wait())
+            .await
+            .map(drop)
+            .map_err(|e| {
+                tracing::warn!(seq, error = %e, "peer durability not reached");
+                Status::deadline_exceeded(format!(
+                    "committed in {} as event {seq}, but no other region has applied it yet ({e}); \
                  it will replicate when a peer is reachable",
-                self.inner.region
-            ))
-        })
+                    self.inner.region
+                ))
+            })
     }
 
     /// Refuses when owner-scoped writes are fenced (see [`WriteGate`]).
@@ -226,7 +241,9 @@ impl TicketApi {
 
     /// The rules' overlap window; zero without rules.
     pub(crate) fn overlap(&self) -> jiff::SignedDuration {
-        self.rules().map_or(jiff::SignedDuration::ZERO, |r| jiff::SignedDuration::from_mins(i64::from(r.overlap_minutes())))
+        self.rules().map_or(jiff::SignedDuration::ZERO, |r| {
+            jiff::SignedDuration::from_mins(i64::from(r.overlap_minutes()))
+        })
     }
 
     pub(crate) fn region_index(&self) -> u16 {
@@ -235,7 +252,10 @@ impl TicketApi {
 
     /// How long a handoff step waits for the other region.
     pub(crate) fn handoff_wait(&self) -> std::time::Duration {
-        self.inner.mesh.as_ref().map_or(HANDOFF_WAIT_DEFAULT, |m| m.handoff_timeout)
+        self.inner
+            .mesh
+            .as_ref()
+            .map_or(HANDOFF_WAIT_DEFAULT, |m| m.handoff_timeout)
     }
 
     /// Why this region would refuse a ticket offered to it now, if it would:
@@ -245,15 +265,25 @@ impl TicketApi {
         let rules = self.inner.rules.as_ref()?.current();
         let me = &self.inner.region;
         let Some(region) = rules.region(me.as_str()) else {
-            return Some(format!("{me} is not a region of rules {}", rules.version_id()));
+            return Some(format!(
+                "{me} is not a region of rules {}",
+                rules.version_id()
+            ));
         };
-        if let Some(missing) = ticket.skills.iter().find(|skill| !region.covers(skill.as_str())) {
+        if let Some(missing) = ticket
+            .skills
+            .iter()
+            .find(|skill| !region.covers(skill.as_str()))
+        {
             return Some(format!("{me} does not cover skill {missing}"));
         }
         let now = self.inner.clock.now();
         let on_shift = rules.active_at(now).iter().any(|a| a.region == me.as_str());
         if !on_shift {
-            return Some(format!("{me} is not on shift at {now} (rules {})", rules.version_id()));
+            return Some(format!(
+                "{me} is not on shift at {now} (rules {})",
+                rules.version_id()
+            ));
         }
         None
     }
@@ -269,7 +299,8 @@ impl TicketApi {
         handoff: meridian_core::HandoffNote,
         meta: WriteMeta,
     ) -> Result<v1::HandoffResponse, Status> {
-        self.handoff_traced(caller, id, to, handoff, meta, None).await
+        self.handoff_traced(caller, id, to, handoff, meta, None)
+            .await
     }
 
     pub(crate) async fn handoff_traced(
@@ -287,7 +318,10 @@ impl TicketApi {
         // answer link to it.
         meta.traceparent = traceparent_of(&span).or(meta.traceparent);
         let started = std::time::Instant::now();
-        let result = self.handoff_in_span(caller, id, to, handoff, meta).instrument(span.clone()).await;
+        let result = self
+            .handoff_in_span(caller, id, to, handoff, meta)
+            .instrument(span.clone())
+            .await;
         let outcome = match &result {
             Ok(answer) => {
                 if let Some(owner) = answer.ticket.as_ref().and_then(|t| t.owner.as_ref()) {
@@ -298,13 +332,19 @@ impl TicketApi {
             }
             Err(status) => {
                 let outcome = match status.code() {
-                    tonic::Code::FailedPrecondition if status.message().contains("refused the handoff") => {
+                    tonic::Code::FailedPrecondition
+                        if status.message().contains("refused the handoff") =>
+                    {
                         Some(HandoffOutcome::Refused)
                     }
-                    tonic::Code::Unavailable if status.message().starts_with("handoff to") => Some(HandoffOutcome::Unanswered),
+                    tonic::Code::Unavailable if status.message().starts_with("handoff to") => {
+                        Some(HandoffOutcome::Unanswered)
+                    }
                     // Refused before anything was offered (bad request,
                     // not the owner): not a handoff.
-                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::NotFound => None,
+                    tonic::Code::InvalidArgument
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::NotFound => None,
                     _ => Some(HandoffOutcome::Failed),
                 };
                 let name = outcome.map_or("rejected", HandoffOutcome::as_str);
@@ -328,13 +368,21 @@ impl TicketApi {
     ) -> Result<v1::HandoffResponse, Status> {
         self.check_gate()?;
         let Some(mesh) = self.inner.mesh.clone() else {
-            return Err(Status::failed_precondition("this gateway has no mesh configured; it cannot hand off"));
+            return Err(Status::failed_precondition(
+                "this gateway has no mesh configured; it cannot hand off",
+            ));
         };
         if to == self.inner.region {
-            return Err(invalid(ConvertError::new("to_region", format!("{to} is this gateway's own region; hand off to another"))));
+            return Err(invalid(ConvertError::new(
+                "to_region",
+                format!("{to} is this gateway's own region; hand off to another"),
+            )));
         }
         if !mesh.knows(&to) {
-            return Err(invalid(ConvertError::new("to_region", format!("{to} is not a peer of {}", self.inner.region))));
+            return Err(invalid(ConvertError::new(
+                "to_region",
+                format!("{to} is not a peer of {}", self.inner.region),
+            )));
         }
         let current = self.load(id).await?.ticket;
         // The ticket's creation, if this region wrote it, goes with the
@@ -345,14 +393,19 @@ impl TicketApi {
             // A retry after the target could not be reached: resend the
             // pending offer rather than making a new one.
             Some(pending) if *pending == to && &current.owner.owner_region == caller => {
-                let (offer, creation) = tokio::join!(self.inner.store.last_offer(id, &self.inner.region), creation);
+                let (offer, creation) = tokio::join!(
+                    self.inner.store.last_offer(id, &self.inner.region),
+                    creation
+                );
                 let offer = offer.map_err(from_store)?.ok_or_else(|| {
                     Status::internal("the ticket shows a pending offer but its event is missing")
                 })?;
                 (offer, creation)
             }
             _ => {
-                let epoch = current.decide_handoff(caller, &to, &handoff).map_err(from_core)?;
+                let epoch = current
+                    .decide_handoff(caller, &to, &handoff)
+                    .map_err(from_core)?;
                 tracing::Span::current().record("meridian.epoch", epoch.raw());
                 self.inner.metrics.handoff_note(handoff.auto);
                 let note = Note {
@@ -364,8 +417,12 @@ impl TicketApi {
                     created_at: meta.at,
                     auto: handoff.auto,
                 };
-                let (offered, creation) =
-                    tokio::join!(self.inner.store.offer_handoff(id, epoch, to.clone(), handoff, note, meta), creation);
+                let (offered, creation) = tokio::join!(
+                    self.inner
+                        .store
+                        .offer_handoff(id, epoch, to.clone(), handoff, note, meta),
+                    creation
+                );
                 (offered.map_err(from_store)?.1, creation)
             }
         };
@@ -398,10 +455,19 @@ impl TicketApi {
             let meta = self.meta_with(None);
             self.inner
                 .store
-                .refuse_handoff(id, offer.epoch, to.clone(), answer.refusal_reason.clone(), meta)
+                .refuse_handoff(
+                    id,
+                    offer.epoch,
+                    to.clone(),
+                    answer.refusal_reason.clone(),
+                    meta,
+                )
                 .await
                 .map_err(from_store)?;
-            return Err(Status::failed_precondition(format!("{to} refused the handoff: {}", answer.refusal_reason)));
+            return Err(Status::failed_precondition(format!(
+                "{to} refused the handoff: {}",
+                answer.refusal_reason
+            )));
         }
         // The acceptance is durable in `to`; it must be applied here too, so
         // the answer and later reads show the new owner. The target carried
@@ -411,7 +477,8 @@ impl TicketApi {
         let replicated = store.wait_applied(&to, answer.accept_seq, self.handoff_wait());
         let applied_here = match &answer.accept_events {
             Some(batch) => {
-                let carried = crate::mesh::apply_carried_acceptance(store, &to, batch, answer.accept_seq);
+                let carried =
+                    crate::mesh::apply_carried_acceptance(store, &to, batch, answer.accept_seq);
                 tokio::pin!(replicated, carried);
                 tokio::select! {
                     arrived = &mut replicated => arrived.map_err(from_store)?,
@@ -429,7 +496,11 @@ impl TicketApi {
             Some(ticket) if applied_here => ticket,
             _ => ticket_to_proto(&self.load(id).await?.ticket),
         };
-        Ok(v1::HandoffResponse { ticket: Some(ticket), offer_seq: offer.origin_seq, accept_seq: answer.accept_seq })
+        Ok(v1::HandoffResponse {
+            ticket: Some(ticket),
+            offer_seq: offer.origin_seq,
+            accept_seq: answer.accept_seq,
+        })
     }
 
     /// This region's `TicketCreated` of a ticket, if this region created it.
@@ -437,7 +508,8 @@ impl TicketApi {
     async fn own_creation(&self, id: TicketId) -> Option<EventEnvelope> {
         match self.inner.store.events_for_ticket(id).await {
             Ok(events) => events.into_iter().find(|e| {
-                matches!(e.kind, meridian_core::EventKind::TicketCreated { .. }) && e.origin_region == self.inner.region
+                matches!(e.kind, meridian_core::EventKind::TicketCreated { .. })
+                    && e.origin_region == self.inner.region
             }),
             Err(error) => {
                 tracing::debug!(ticket_id = %id, error = %error, "cannot read the ticket's creation to carry");
@@ -470,9 +542,21 @@ impl TicketApi {
     }
 
     /// A fresh id, after every id this gateway minted before.
-    fn mint<T>(&self, at: jiff::Timestamp, mint: fn(&mut IdMinter, jiff::Timestamp, [u8; 10]) -> T) -> Result<T, Status> {
+    fn mint<T>(
+        &self,
+        at: jiff::Timestamp,
+        mint: fn(&mut IdMinter, jiff::Timestamp, [u8; 10]) -> T,
+    ) -> Result<T, Status> {
         let random = random_bytes()?;
-        Ok(mint(&mut self.inner.ids.lock().unwrap_or_else(PoisonError::into_inner), at, random))
+        Ok(mint(
+            &mut self
+                .inner
+                .ids
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            at,
+            random,
+        ))
     }
 
     /// `traceparent` `None` means the current span's, if it has one.
@@ -480,26 +564,51 @@ impl TicketApi {
         let traceparent = traceparent.or_else(current_traceparent);
         let at = self.inner.clock.now();
         let millis = u64::try_from(at.as_millisecond()).unwrap_or(0);
-        let hlc_time = self.inner.hlc.lock().unwrap_or_else(PoisonError::into_inner).tick(millis);
-        WriteMeta { hlc_time, traceparent, at }
+        let hlc_time = self
+            .inner
+            .hlc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tick(millis);
+        WriteMeta {
+            hlc_time,
+            traceparent,
+            at,
+        }
     }
 
     /// The SLA clocks of a new ticket, from its tier's policy, in its
     /// customer's calendar when the rules give one (else the tier's).
-    fn sla_for_new(&self, tier: &meridian_core::Tier, customer: &str, at: jiff::Timestamp) -> Result<SlaDeadlines, Status> {
-        let Some(rules) = &self.inner.rules else { return Ok(SlaDeadlines::default()) };
+    fn sla_for_new(
+        &self,
+        tier: &meridian_core::Tier,
+        customer: &str,
+        at: jiff::Timestamp,
+    ) -> Result<SlaDeadlines, Status> {
+        let Some(rules) = &self.inner.rules else {
+            return Ok(SlaDeadlines::default());
+        };
         let rules = rules.current();
         if rules.tier(tier.as_str()).is_none() {
             let known: Vec<&str> = rules.tiers().iter().map(|t| t.tier.as_str()).collect();
             return Err(invalid(ConvertError::new(
                 "tier",
-                format!("{:?} is not a tier of rules {}; use one of {}", tier.as_str(), rules.version_id(), known.join(", ")),
+                format!(
+                    "{:?} is not a tier of rules {}; use one of {}",
+                    tier.as_str(),
+                    rules.version_id(),
+                    known.join(", ")
+                ),
             )));
         }
-        rules.sla_clocks_for(tier.as_str(), Some(customer), at).map_err(|e| {
-            tracing::error!(tier = %tier, error = %e, "sla clocks cannot be computed");
-            Status::failed_precondition(format!("tier {tier}: SLA deadline cannot be computed: {e}"))
-        })
+        rules
+            .sla_clocks_for(tier.as_str(), Some(customer), at)
+            .map_err(|e| {
+                tracing::error!(tier = %tier, error = %e, "sla clocks cannot be computed");
+                Status::failed_precondition(format!(
+                    "tier {tier}: SLA deadline cannot be computed: {e}"
+                ))
+            })
     }
 
     /// Adds what the rules say about a status move to the decided changes:
@@ -511,22 +620,41 @@ impl TicketApi {
         changes: &mut TicketChanges,
         at: jiff::Timestamp,
     ) -> Result<(), Status> {
-        let (Some(rules), Some(to)) = (&self.inner.rules, changes.status) else { return Ok(()) };
+        let (Some(rules), Some(to)) = (&self.inner.rules, changes.status) else {
+            return Ok(());
+        };
         if ticket.sla.is_empty() {
             return Ok(());
         }
         let rules = rules.current();
         let tier = ticket.tier.as_str();
-        let base = ticket.sla.after_status(ticket.status, to, rules.sla_pauses(tier, to));
+        let base = ticket
+            .sla
+            .after_status(ticket.status, to, rules.sla_pauses(tier, to));
         changes.sla = Some(base);
         if rules.sla_pauses(tier, ticket.status) && !rules.sla_pauses(tier, to) {
-            let events = self.inner.store.events_for_ticket(ticket.id).await.map_err(from_store)?;
+            let events = self
+                .inner
+                .store
+                .events_for_ticket(ticket.id)
+                .await
+                .map_err(from_store)?;
             let history = status_history(ticket, &events);
             let pauses = meridian_rules::pause_spans(&history, at, |s| rules.sla_pauses(tier, s))
                 .map_err(|e| Status::internal(format!("sla pauses: {e}")))?;
-            let resumed = rules.sla_resume_for(tier, Some(&ticket.customer), ticket.created_at, &base, &pauses).map_err(|e| {
-                Status::failed_precondition(format!("tier {tier}: SLA deadline cannot be computed: {e}"))
-            })?;
+            let resumed = rules
+                .sla_resume_for(
+                    tier,
+                    Some(&ticket.customer),
+                    ticket.created_at,
+                    &base,
+                    &pauses,
+                )
+                .map_err(|e| {
+                    Status::failed_precondition(format!(
+                        "tier {tier}: SLA deadline cannot be computed: {e}"
+                    ))
+                })?;
             changes.sla = Some(resumed);
         }
         Ok(())
@@ -545,10 +673,14 @@ impl TicketApi {
                 Some(convert::region_id(REGION_HEADER, text).map_err(invalid)?)
             }
         };
-        let agent = meridian_auth::principal(request).and_then(|p| p.agent_region().map(|r| (p, r)));
+        let agent =
+            meridian_auth::principal(request).and_then(|p| p.agent_region().map(|r| (p, r)));
         match (agent, header) {
             (Some((principal, region)), Some(header)) if &header != region => {
-                let reason = format!("agent {} of {region} may not act for {header} ({REGION_HEADER} header)", principal.subject);
+                let reason = format!(
+                    "agent {} of {region} may not act for {header} ({REGION_HEADER} header)",
+                    principal.subject
+                );
                 tracing::warn!(subject = %principal.subject, %reason, "call refused: permission denied");
                 Err(Status::permission_denied(reason))
             }
@@ -565,9 +697,14 @@ impl TicketApi {
         id: TicketId,
         what: &str,
     ) -> Result<(), Status> {
-        let Some(principal) = principal.filter(|p| p.agent_region().is_some()) else { return Ok(()) };
+        let Some(principal) = principal.filter(|p| p.agent_region().is_some()) else {
+            return Ok(());
+        };
         let record = self.load(id).await?;
-        principal.check_owner(&record.ticket.owner.owner_region, &format!("{what} ticket {id}"))
+        principal.check_owner(
+            &record.ticket.owner.owner_region,
+            &format!("{what} ticket {id}"),
+        )
     }
 
     async fn load(&self, id: TicketId) -> Result<meridian_store::TicketRecord, Status> {
@@ -582,7 +719,10 @@ impl TicketApi {
 
 /// When the ticket entered each status, from its events (HLC milliseconds
 /// are wall-clock milliseconds of the writing region).
-fn status_history(ticket: &Ticket, events: &[EventEnvelope]) -> Vec<(jiff::Timestamp, meridian_core::Status)> {
+fn status_history(
+    ticket: &Ticket,
+    events: &[EventEnvelope],
+) -> Vec<(jiff::Timestamp, meridian_core::Status)> {
     let mut history = vec![(ticket.created_at, meridian_core::Status::New)];
     for event in events {
         if let Some(status) = event.kind.owner_changes().and_then(|c| c.status) {
@@ -601,7 +741,10 @@ fn traceparent(metadata: &MetadataMap) -> Option<String> {
     let parts: Vec<&str> = value.split('-').collect();
     let shaped = parts.len() == 4
         && [2, 32, 16, 2].iter().zip(&parts).all(|(len, part)| {
-            part.len() == *len && part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            part.len() == *len
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         });
     shaped.then(|| value.to_owned())
 }
@@ -622,7 +765,8 @@ fn conflict_to_proto(conflict: &ConflictRecord) -> v1::Conflict {
         origin_seq: conflict.origin_seq,
         stale_epoch: conflict.stale_epoch.raw(),
         current_epoch: conflict.current_epoch.raw(),
-        changes_json: serde_json::to_string(&conflict.changes).unwrap_or_else(|_| "null".to_owned()),
+        changes_json: serde_json::to_string(&conflict.changes)
+            .unwrap_or_else(|_| "null".to_owned()),
         recorded_at: Some(timestamp_to_proto(conflict.recorded_at)),
     }
 }
@@ -652,29 +796,51 @@ impl TicketApi {
         new: meridian_core::NewTicket,
         meta: WriteMeta,
     ) -> Result<Response<v1::CreateTicketResponse>, Status> {
-        if let Some(unknown) = new.residency.iter().find(|r| !self.inner.regions.contains(r)) {
-            let reason = format!("unknown region {unknown}; the mesh has {}", region_names(&self.inner.regions));
+        if let Some(unknown) = new
+            .residency
+            .iter()
+            .find(|r| !self.inner.regions.contains(r))
+        {
+            let reason = format!(
+                "unknown region {unknown}; the mesh has {}",
+                region_names(&self.inner.regions)
+            );
             return Err(invalid(ConvertError::new("residency", reason)));
         }
         // Residency: a pinned ticket is created only inside its set, so its
         // text is never written anywhere else (the router sends it there).
-        if let Some(reason) = meridian_core::residency::refusal(&new.residency, &self.inner.region) {
+        if let Some(reason) = meridian_core::residency::refusal(&new.residency, &self.inner.region)
+        {
             return Err(Status::failed_precondition(format!(
                 "residency: {reason}; create the ticket in one of its regions"
             )));
         }
-        let owner = Ownership::new(self.inner.region.clone(), self.inner.region_index, Epoch::initial(self.inner.region_index))
-            .map_err(from_core)?;
+        let owner = Ownership::new(
+            self.inner.region.clone(),
+            self.inner.region_index,
+            Epoch::initial(self.inner.region_index),
+        )
+        .map_err(from_core)?;
         tracing::Span::current().record("meridian.epoch", owner.epoch.raw());
         let mut ticket = Ticket::create(id, new, owner, meta.at).map_err(from_core)?;
         ticket.sla = self.sla_for_new(&ticket.tier, &ticket.customer, meta.at)?;
-        let event = self.inner.store.create_ticket(ticket, meta).await.map_err(from_store)?;
+        let event = self
+            .inner
+            .store
+            .create_ticket(ticket, meta)
+            .await
+            .map_err(from_store)?;
         let meridian_core::EventKind::TicketCreated { ticket } = &event.kind else {
-            return Err(Status::internal("store answered a create with another event kind"));
+            return Err(Status::internal(
+                "store answered a create with another event kind",
+            ));
         };
         tracing::debug!(ticket_id = %ticket.id, seq = event.origin_seq, "ticket created");
         self.durable(&ticket.tier, event.origin_seq).await?;
-        Ok(Response::new(v1::CreateTicketResponse { ticket: Some(ticket_to_proto(ticket)), origin_seq: event.origin_seq }))
+        Ok(Response::new(v1::CreateTicketResponse {
+            ticket: Some(ticket_to_proto(ticket)),
+            origin_seq: event.origin_seq,
+        }))
     }
 }
 
@@ -691,15 +857,30 @@ impl TicketApi {
         // write on the epoch it was decided at, so a concurrent ownership
         // change between the two turns into FAILED_PRECONDITION, not a lost
         // update.
-        let mut changes: TicketChanges = current.ticket.decide_patch(&caller, &patch).map_err(from_core)?;
-        self.sla_for_status(&current.ticket, &mut changes, meta.at).await?;
+        let mut changes: TicketChanges = current
+            .ticket
+            .decide_patch(&caller, &patch)
+            .map_err(from_core)?;
+        self.sla_for_status(&current.ticket, &mut changes, meta.at)
+            .await?;
         if changes.is_empty() {
-            return Ok(Response::new(v1::UpdateTicketResponse { ticket: Some(ticket_to_proto(&current.ticket)), origin_seq: 0 }));
+            return Ok(Response::new(v1::UpdateTicketResponse {
+                ticket: Some(ticket_to_proto(&current.ticket)),
+                origin_seq: 0,
+            }));
         }
-        let (ticket, event) = self.inner.store.update_ticket(id, changes, meta).await.map_err(from_store)?;
+        let (ticket, event) = self
+            .inner
+            .store
+            .update_ticket(id, changes, meta)
+            .await
+            .map_err(from_store)?;
         tracing::Span::current().record("meridian.epoch", event.epoch.raw());
         self.durable(&ticket.tier, event.origin_seq).await?;
-        Ok(Response::new(v1::UpdateTicketResponse { ticket: Some(ticket_to_proto(&ticket)), origin_seq: event.origin_seq }))
+        Ok(Response::new(v1::UpdateTicketResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+            origin_seq: event.origin_seq,
+        }))
     }
 
     async fn note_in_span(
@@ -720,7 +901,12 @@ impl TicketApi {
         note.validate().map_err(from_core)?;
         // Residency: a note on a pinned ticket is written only inside its
         // set; this region holds a redacted copy and must not hold the text.
-        let residencies = self.inner.store.residencies(&[ticket_id]).await.map_err(from_store)?;
+        let residencies = self
+            .inner
+            .store
+            .residencies(&[ticket_id])
+            .await
+            .map_err(from_store)?;
         if let Some(residency) = residencies.get(&ticket_id)
             && let Some(reason) = meridian_core::residency::refusal(residency, &self.inner.region)
         {
@@ -728,11 +914,21 @@ impl TicketApi {
                 "residency: {reason}; add the note in one of the ticket's regions"
             )));
         }
-        let event = self.inner.store.add_note(note, meta).await.map_err(from_store)?;
+        let event = self
+            .inner
+            .store
+            .add_note(note, meta)
+            .await
+            .map_err(from_store)?;
         let meridian_core::EventKind::NoteAdded { note } = &event.kind else {
-            return Err(Status::internal("store answered a note with another event kind"));
+            return Err(Status::internal(
+                "store answered a note with another event kind",
+            ));
         };
-        Ok(Response::new(v1::AddNoteResponse { note: Some(note_to_proto(note)), origin_seq: event.origin_seq }))
+        Ok(Response::new(v1::AddNoteResponse {
+            note: Some(note_to_proto(note)),
+            origin_seq: event.origin_seq,
+        }))
     }
 }
 
@@ -745,11 +941,17 @@ impl TicketService for TicketApi {
         self.create_ticket_traced(request).await
     }
 
-    async fn get_ticket(&self, request: Request<v1::GetTicketRequest>) -> Result<Response<v1::GetTicketResponse>, Status> {
+    async fn get_ticket(
+        &self,
+        request: Request<v1::GetTicketRequest>,
+    ) -> Result<Response<v1::GetTicketResponse>, Status> {
         let id = convert::ticket_id("ticket_id", &request.get_ref().ticket_id).map_err(invalid)?;
         let record = self.load(id).await?;
         if let Some(principal) = meridian_auth::principal(&request) {
-            principal.check_owner(&record.ticket.owner.owner_region, &format!("read ticket {id}"))?;
+            principal.check_owner(
+                &record.ticket.owner.owner_region,
+                &format!("read ticket {id}"),
+            )?;
         }
         Ok(Response::new(v1::GetTicketResponse {
             ticket: Some(ticket_to_proto(&record.ticket)),
@@ -762,7 +964,8 @@ impl TicketService for TicketApi {
         &self,
         request: Request<v1::ListTicketsRequest>,
     ) -> Result<Response<v1::ListTicketsResponse>, Status> {
-        let agent = meridian_auth::principal(&request).and_then(|p| p.agent_region().map(|r| (p.subject.clone(), r.clone())));
+        let agent = meridian_auth::principal(&request)
+            .and_then(|p| p.agent_region().map(|r| (p.subject.clone(), r.clone())));
         let mut req = request.into_inner();
         // An agent lists its region's tickets: no owner filter means its
         // region, another region is refused.
@@ -770,7 +973,10 @@ impl TicketService for TicketApi {
             if req.owner_region.is_empty() {
                 req.owner_region = region.to_string();
             } else if req.owner_region != region.as_str() {
-                let reason = format!("agent {subject} of {region} may not list tickets owned by {}", req.owner_region);
+                let reason = format!(
+                    "agent {subject} of {region} may not list tickets owned by {}",
+                    req.owner_region
+                );
                 tracing::warn!(%subject, %reason, "call refused: permission denied");
                 return Err(Status::permission_denied(reason));
             }
@@ -778,7 +984,12 @@ impl TicketService for TicketApi {
         let limit = match req.page_size {
             0 => PAGE_SIZE_DEFAULT,
             n if n <= PAGE_SIZE_MAX => n,
-            n => return Err(invalid(ConvertError::new("page_size", format!("is {n}; the limit is {PAGE_SIZE_MAX}")))),
+            n => {
+                return Err(invalid(ConvertError::new(
+                    "page_size",
+                    format!("is {n}; the limit is {PAGE_SIZE_MAX}"),
+                )));
+            }
         };
         let filter = TicketFilter {
             status: convert::status_from_proto("status", req.status).map_err(invalid)?,
@@ -789,7 +1000,8 @@ impl TicketService for TicketApi {
             assignee: non_empty(&req.assignee).map(str::to_owned),
             tier: non_empty(&req.tier)
                 .map(|t| {
-                    meridian_core::Tier::new(t).map_err(|e| ConvertError::new("tier", e.to_string()))
+                    meridian_core::Tier::new(t)
+                        .map_err(|e| ConvertError::new("tier", e.to_string()))
                 })
                 .transpose()
                 .map_err(invalid)?,
@@ -800,7 +1012,12 @@ impl TicketService for TicketApi {
             sla_at_risk: req.sla_at_risk,
             limit,
         };
-        let page = self.inner.store.list_tickets(&filter).await.map_err(from_store)?;
+        let page = self
+            .inner
+            .store
+            .list_tickets(&filter)
+            .await
+            .map_err(from_store)?;
         Ok(Response::new(v1::ListTicketsResponse {
             tickets: page.tickets.iter().map(ticket_to_proto).collect(),
             next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
@@ -814,29 +1031,62 @@ impl TicketService for TicketApi {
         let caller = self.caller_region(&request)?;
         self.check_gate()?;
         let (id, patch) = convert::update_from_proto(request.get_ref()).map_err(invalid)?;
-        self.check_agent_owns(meridian_auth::principal(&request), id, "update").await?;
-        let span = spans::ticket_span(Step::Update, &self.inner.region, id, Some(request.metadata()));
+        self.check_agent_owns(meridian_auth::principal(&request), id, "update")
+            .await?;
+        let span = spans::ticket_span(
+            Step::Update,
+            &self.inner.region,
+            id,
+            Some(request.metadata()),
+        );
         let meta = span.in_scope(|| self.write_meta(request.metadata()));
-        self.update_in_span(caller, id, patch, meta).instrument(span).await
+        self.update_in_span(caller, id, patch, meta)
+            .instrument(span)
+            .await
     }
 
-    async fn add_note(&self, request: Request<v1::AddNoteRequest>) -> Result<Response<v1::AddNoteResponse>, Status> {
-        let ticket_id = convert::ticket_id("ticket_id", &request.get_ref().ticket_id).map_err(invalid)?;
-        self.check_agent_owns(meridian_auth::principal(&request), ticket_id, "add a note to").await?;
-        let span = spans::ticket_span(Step::Note, &self.inner.region, ticket_id, Some(request.metadata()));
+    async fn add_note(
+        &self,
+        request: Request<v1::AddNoteRequest>,
+    ) -> Result<Response<v1::AddNoteResponse>, Status> {
+        let ticket_id =
+            convert::ticket_id("ticket_id", &request.get_ref().ticket_id).map_err(invalid)?;
+        self.check_agent_owns(
+            meridian_auth::principal(&request),
+            ticket_id,
+            "add a note to",
+        )
+        .await?;
+        let span = spans::ticket_span(
+            Step::Note,
+            &self.inner.region,
+            ticket_id,
+            Some(request.metadata()),
+        );
         let meta = span.in_scope(|| self.write_meta(request.metadata()));
-        self.note_in_span(ticket_id, request.into_inner(), meta).instrument(span).await
+        self.note_in_span(ticket_id, request.into_inner(), meta)
+            .instrument(span)
+            .await
     }
 
-    async fn handoff(&self, request: Request<v1::HandoffRequest>) -> Result<Response<v1::HandoffResponse>, Status> {
+    async fn handoff(
+        &self,
+        request: Request<v1::HandoffRequest>,
+    ) -> Result<Response<v1::HandoffResponse>, Status> {
         let caller = self.caller_region(&request)?;
         let meta = self.write_meta(request.metadata());
         let (id, to, handoff) = convert::handoff_from_proto(request.get_ref()).map_err(invalid)?;
-        self.check_agent_owns(meridian_auth::principal(&request), id, "hand off").await?;
-        let answer = self.handoff_traced(&caller, id, to, handoff, meta, Some(request.metadata())).await?;
+        self.check_agent_owns(meridian_auth::principal(&request), id, "hand off")
+            .await?;
+        let answer = self
+            .handoff_traced(&caller, id, to, handoff, meta, Some(request.metadata()))
+            .await?;
         Ok(Response::new(answer))
     }
-    async fn get_status(&self, _request: Request<v1::GetStatusRequest>) -> Result<Response<v1::GetStatusResponse>, Status> {
+    async fn get_status(
+        &self,
+        _request: Request<v1::GetStatusRequest>,
+    ) -> Result<Response<v1::GetStatusResponse>, Status> {
         let local_head = self.inner.store.local_head().await.map_err(from_store)?;
         let peers = self.inner.replicator.as_ref().map_or_else(Vec::new, |r| {
             r.status()
@@ -854,11 +1104,21 @@ impl TicketService for TicketApi {
                 .collect()
         });
         let fenced = self.check_gate().err();
-        let queue = self.inner.store.queue_counts(&self.inner.region).await.map_err(from_store)?;
+        let queue = self
+            .inner
+            .store
+            .queue_counts(&self.inner.region)
+            .await
+            .map_err(from_store)?;
         Ok(Response::new(v1::GetStatusResponse {
             region: self.inner.region.to_string(),
             local_head,
-            rules_version: self.inner.rules.as_ref().map(|r| r.current().version_id()).unwrap_or_default(),
+            rules_version: self
+                .inner
+                .rules
+                .as_ref()
+                .map(|r| r.current().version_id())
+                .unwrap_or_default(),
             peers,
             fenced: fenced.is_some(),
             fenced_reason: fenced.map(|s| s.message().to_owned()).unwrap_or_default(),
@@ -880,18 +1140,32 @@ impl TicketService for TicketApi {
             Some(Scope::TicketId(raw)) => {
                 WatchScope::Ticket(convert::ticket_id("ticket_id", &raw).map_err(invalid)?)
             }
-            Some(Scope::Region(raw)) => {
-                WatchScope::Region(convert::region_id("region", &raw).map_err(invalid)?, req.after_seq)
+            Some(Scope::Region(raw)) => WatchScope::Region(
+                convert::region_id("region", &raw).map_err(invalid)?,
+                req.after_seq,
+            ),
+            None => {
+                return Err(invalid(ConvertError::new(
+                    "scope",
+                    "set ticket_id or region",
+                )));
             }
-            None => return Err(invalid(ConvertError::new("scope", "set ticket_id or region"))),
         };
         match &scope {
-            WatchScope::Ticket(id) => self.check_agent_owns(principal.as_ref(), *id, "watch").await?,
+            WatchScope::Ticket(id) => {
+                self.check_agent_owns(principal.as_ref(), *id, "watch")
+                    .await?
+            }
             WatchScope::Region(region, _) => {
-                if let Some((principal, own)) = principal.as_ref().and_then(|p| p.agent_region().map(|r| (p, r)))
+                if let Some((principal, own)) = principal
+                    .as_ref()
+                    .and_then(|p| p.agent_region().map(|r| (p, r)))
                     && own != region
                 {
-                    let reason = format!("agent {} of {own} may not watch the event log of {region}", principal.subject);
+                    let reason = format!(
+                        "agent {} of {own} may not watch the event log of {region}",
+                        principal.subject
+                    );
                     tracing::warn!(subject = %principal.subject, %reason, "call refused: permission denied");
                     return Err(Status::permission_denied(reason));
                 }
@@ -917,7 +1191,10 @@ impl TicketService for TicketApi {
         let mut stopping = self.inner.stopping.clone();
         let stall = self.inner.watch_stall;
         tokio::spawn(async move {
-            let sink = WatchSink { sender: &sender, stall };
+            let sink = WatchSink {
+                sender: &sender,
+                stall,
+            };
             let ended = tokio::select! {
                 ended = watch(store, scope, live, &sink) => ended,
                 _ = stopping.wait_for(|stop| *stop) => Err(Ended::Status(Status::unavailable("gateway is shutting down"))),
@@ -927,7 +1204,9 @@ impl TicketService for TicketApi {
                 // The status waits behind the queued events, but no longer
                 // than a stalled reader may keep the stream.
                 Err(Ended::Status(status)) => match sender.send_timeout(Err(status), stall).await {
-                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => Some(Stalled { waited: stall }),
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        Some(Stalled { waited: stall })
+                    }
                     _ => None,
                 },
                 Err(Ended::Stalled(stalled)) => Some(stalled),
@@ -936,13 +1215,19 @@ impl TicketService for TicketApi {
                 let _ = stall_sender.send(stalled);
             }
         });
-        Ok(Response::new(Box::pin(WatchStream::new(receiver, stalled, start, slot))))
+        Ok(Response::new(Box::pin(WatchStream::new(
+            receiver, stalled, start, slot,
+        ))))
     }
 }
 
 /// Regions for messages: `us-east, eu-west, apac-south`.
 fn region_names(regions: &[RegionId]) -> String {
-    regions.iter().map(RegionId::as_str).collect::<Vec<_>>().join(", ")
+    regions
+        .iter()
+        .map(RegionId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Refuses every call whose token names a region the mesh does not have:
@@ -1009,16 +1294,26 @@ impl From<Status> for Ended {
 
 /// Sends one event unless it was sent already; `Ok(false)` once the client
 /// is gone, `Stalled` when it took nothing for the stall timeout.
-async fn emit(sink: &WatchSink<'_>, event: &EventEnvelope, sent: &mut HashMap<RegionId, u64>) -> Result<bool, Ended> {
+async fn emit(
+    sink: &WatchSink<'_>,
+    event: &EventEnvelope,
+    sent: &mut HashMap<RegionId, u64>,
+) -> Result<bool, Ended> {
     let high = sent.entry(event.origin_region.clone()).or_insert(0);
     if event.origin_seq <= *high {
         return Ok(true);
     }
     *high = event.origin_seq;
-    match sink.sender.send_timeout(Ok(event_to_proto(event)), sink.stall).await {
+    match sink
+        .sender
+        .send_timeout(Ok(event_to_proto(event)), sink.stall)
+        .await
+    {
         Ok(()) => Ok(true),
         Err(mpsc::error::SendTimeoutError::Closed(_)) => Ok(false),
-        Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Ended::Stalled(Stalled { waited: sink.stall })),
+        Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            Err(Ended::Stalled(Stalled { waited: sink.stall }))
+        }
     }
 }
 
@@ -1045,7 +1340,10 @@ async fn watch(
             sent.insert(region.clone(), *after_seq);
             let mut after = *after_seq;
             loop {
-                let page = store.events_after(region, after, WATCH_PAGE).await.map_err(from_store)?;
+                let page = store
+                    .events_after(region, after, WATCH_PAGE)
+                    .await
+                    .map_err(from_store)?;
                 let Some(last) = page.last() else { break };
                 after = last.origin_seq;
                 for event in &page {

@@ -17,7 +17,10 @@ use jiff::Timestamp;
 use meridian_core::{EventKind, HandoffNote, RegionId, ShiftSummary, Status, Ticket};
 use meridian_rules::{RegionHealth, RouteRequest, Rules, ShiftPosition};
 use meridian_store::{TicketFilter, TicketRecord};
-use tokio::{io::{AsyncReadExt, AsyncWriteExt}, time::MissedTickBehavior};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    time::MissedTickBehavior,
+};
 
 use crate::service::TicketApi;
 
@@ -42,11 +45,17 @@ struct LastSweep {
 }
 
 /// Runs until the task is dropped.
-pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Duration, webhooks: Vec<String>) {
+pub(crate) async fn run(
+    api: TicketApi,
+    interval: Duration,
+    sweep_interval: Duration,
+    webhooks: Vec<String>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut current: Option<OnShift> = None;
-    let sweep_every = jiff::SignedDuration::try_from(sweep_interval).unwrap_or(jiff::SignedDuration::MAX);
+    let sweep_every =
+        jiff::SignedDuration::try_from(sweep_interval).unwrap_or(jiff::SignedDuration::MAX);
     let mut last_sweep: Option<LastSweep> = None;
     loop {
         ticker.tick().await;
@@ -54,7 +63,9 @@ pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Dura
         let now = api.now();
         let me = api.region().clone();
         let active = rules.active_at(now);
-        let mine = active.iter().find(|a| a.region == me.as_str() && a.position == ShiftPosition::OnShift);
+        let mine = active
+            .iter()
+            .find(|a| a.region == me.as_str() && a.position == ShiftPosition::OnShift);
         if let Some(shift) = current
             && now >= shift.end
             && mine.is_none_or(|m| m.effective_start != shift.start)
@@ -72,7 +83,11 @@ pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Dura
         match mine {
             Some(m) => {
                 let seen = current.filter(|c| c.start == m.effective_start);
-                let mut shift = seen.unwrap_or(OnShift { start: m.effective_start, end: m.effective_end, previewed: false });
+                let mut shift = seen.unwrap_or(OnShift {
+                    start: m.effective_start,
+                    end: m.effective_end,
+                    previewed: false,
+                });
                 shift.end = m.effective_end;
                 if m.handing_off && !shift.previewed {
                     shift.previewed = true;
@@ -86,7 +101,10 @@ pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Dura
         // The continuity sweep, after any shift end above has handed its
         // tickets over: on its period, and at once whenever a shift starts
         // or ends anywhere in the mesh or the rules change.
-        let seen: Vec<(String, ShiftPosition)> = active.iter().map(|a| (a.region.clone(), a.position)).collect();
+        let seen: Vec<(String, ShiftPosition)> = active
+            .iter()
+            .map(|a| (a.region.clone(), a.position))
+            .collect();
         let due = last_sweep.as_ref().is_none_or(|last| {
             now.duration_since(last.at) >= sweep_every
                 || last.at > now
@@ -95,7 +113,11 @@ pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Dura
         });
         if due {
             sweep(&api, &rules, now).await;
-            last_sweep = Some(LastSweep { at: now, rules_version: rules.version_id(), positions: seen });
+            last_sweep = Some(LastSweep {
+                at: now,
+                rules_version: rules.version_id(),
+                positions: seen,
+            });
         }
     }
 }
@@ -115,20 +137,31 @@ async fn sweep(api: &TicketApi, rules: &Rules, now: Timestamp) {
             return;
         }
     };
-    let all_up: HashMap<RegionId, RegionHealth> = rules.regions().iter().map(|r| (r.id.clone(), RegionHealth::Up)).collect();
+    let all_up: HashMap<RegionId, RegionHealth> = rules
+        .regions()
+        .iter()
+        .map(|r| (r.id.clone(), RegionHealth::Up))
+        .collect();
     let others = without(rules, &me);
     let window_start = now.checked_sub(api.overlap()).unwrap_or(now);
     let (mut moved, mut stranded) = (0usize, 0usize);
     for record in open.iter().filter(|r| r.ticket.owner.owner_region == me) {
         let request = route_request(&record.ticket);
         let here = rules.decide(now, &all_up, &HashMap::new(), &request);
-        let workable_here = here.candidates.iter().any(|c| *c.region == me && c.filtered.is_none());
+        let workable_here = here
+            .candidates
+            .iter()
+            .any(|c| *c.region == me && c.filtered.is_none());
         if workable_here {
             continue;
         }
         let there = rules.decide(now, &others, &HashMap::new(), &request);
         let to = match (there.region, there.reason) {
-            (Some(to), meridian_rules::Reason::OnShift | meridian_rules::Reason::Overlap) if *to != me => to.clone(),
+            (Some(to), meridian_rules::Reason::OnShift | meridian_rules::Reason::Overlap)
+                if *to != me =>
+            {
+                to.clone()
+            }
             _ => {
                 stranded += 1;
                 continue;
@@ -146,7 +179,10 @@ async fn sweep(api: &TicketApi, rules: &Rules, now: Timestamp) {
             },
         };
         let note = note.fit_to_note(&me, &to);
-        match api.handoff(&me, id, to.clone(), note, api.meta_with(None)).await {
+        match api
+            .handoff(&me, id, to.clone(), note, api.meta_with(None))
+            .await
+        {
             Ok(_) => {
                 moved += 1;
                 tracing::info!(ticket_id = %id, to = %to, "continuity sweep handed an off-shift ticket on");
@@ -163,14 +199,22 @@ async fn sweep(api: &TicketApi, rules: &Rules, now: Timestamp) {
 
 /// An auto note says who wrote it: the sweep, not a shift end.
 fn sweep_note(mut note: HandoffNote) -> HandoffNote {
-    note.text = note.text.replacen("at shift end", "in the continuity sweep (this region may not work it now)", 1);
+    note.text = note.text.replacen(
+        "at shift end",
+        "in the continuity sweep (this region may not work it now)",
+        1,
+    );
     note
 }
 
 /// Every open ticket this region owns, with its notes.
 async fn open_tickets(api: &TicketApi) -> Result<Vec<TicketRecord>, meridian_store::Error> {
     let store = api.store();
-    let mut filter = TicketFilter { owner_region: Some(api.region().clone()), limit: 500, ..TicketFilter::default() };
+    let mut filter = TicketFilter {
+        owner_region: Some(api.region().clone()),
+        limit: 500,
+        ..TicketFilter::default()
+    };
     let mut open = Vec::new();
     loop {
         let page = store.list_tickets(&filter).await?;
@@ -188,8 +232,16 @@ async fn open_tickets(api: &TicketApi) -> Result<Vec<TicketRecord>, meridian_sto
 
 /// The agent's handoff note: the latest note a person wrote on the ticket
 /// during the overlap window before `end`.
-fn agent_note(record: &TicketRecord, window_start: Timestamp, end: Timestamp) -> Option<HandoffNote> {
-    let note = record.notes.iter().rev().find(|n| !n.auto && n.created_at >= window_start && n.created_at <= end)?;
+fn agent_note(
+    record: &TicketRecord,
+    window_start: Timestamp,
+    end: Timestamp,
+) -> Option<HandoffNote> {
+    let note = record
+        .notes
+        .iter()
+        .rev()
+        .find(|n| !n.auto && n.created_at >= window_start && n.created_at <= end)?;
     let first_line = note.body.lines().next().unwrap_or_default();
     Some(HandoffNote {
         current_status: record.ticket.status,
@@ -212,13 +264,25 @@ fn auto_note(record: &TicketRecord, events: &[meridian_core::EventEnvelope]) -> 
         _ => None,
     });
     let last_action = match (last_note, last_status) {
-        (Some(note), _) => format!("{} noted: {}", note.author, note.body.lines().next().unwrap_or_default()),
+        (Some(note), _) => format!(
+            "{} noted: {}",
+            note.author,
+            note.body.lines().next().unwrap_or_default()
+        ),
         (None, Some(status)) => format!("status set to {status}"),
         (None, None) => format!("created {}", ticket.created_at),
     };
-    let next_action = match (ticket.status, ticket.sla.first_response, ticket.sla.resolution) {
-        (Status::New, Some(first), _) => format!("first response due {} ({})", first.due, first.state),
-        (_, _, Some(resolution)) => format!("resolution due {} ({})", resolution.due, resolution.state),
+    let next_action = match (
+        ticket.status,
+        ticket.sla.first_response,
+        ticket.sla.resolution,
+    ) {
+        (Status::New, Some(first), _) => {
+            format!("first response due {} ({})", first.due, first.state)
+        }
+        (_, _, Some(resolution)) => {
+            format!("resolution due {} ({})", resolution.due, resolution.state)
+        }
         _ => "review the ticket and reply to the customer".into(),
     };
     let text = format!(
@@ -253,26 +317,50 @@ fn without(rules: &Rules, me: &RegionId) -> HashMap<RegionId, RegionHealth> {
     rules
         .regions()
         .iter()
-        .map(|r| (r.id.clone(), if &r.id == me { RegionHealth::Down } else { RegionHealth::Up }))
+        .map(|r| {
+            (
+                r.id.clone(),
+                if &r.id == me {
+                    RegionHealth::Down
+                } else {
+                    RegionHealth::Up
+                },
+            )
+        })
         .collect()
 }
 
 /// Where a ticket goes at `end`: the routing decision with this region down.
-fn incoming_region(rules: &Rules, me: &RegionId, end: Timestamp, request: &RouteRequest) -> Option<RegionId> {
+fn incoming_region(
+    rules: &Rules,
+    me: &RegionId,
+    end: Timestamp,
+    request: &RouteRequest,
+) -> Option<RegionId> {
     let decision = rules.decide(end, &without(rules, me), &HashMap::new(), request);
     decision.region.filter(|r| *r != me).cloned()
 }
 
 async fn preview(api: &TicketApi, end: Timestamp) {
-    let Ok(open) = open_tickets(api).await else { return };
+    let Ok(open) = open_tickets(api).await else {
+        return;
+    };
     let window_start = end.checked_sub(api.overlap()).unwrap_or(end);
-    let lacking = open.iter().filter(|r| agent_note(r, window_start, end).is_none()).count();
+    let lacking = open
+        .iter()
+        .filter(|r| agent_note(r, window_start, end).is_none())
+        .count();
     tracing::info!(region = %api.region(), shift_end = %end, open = open.len(), lacking_agent_note = lacking,
         "shift ends soon: open tickets will be handed off; those without an agent's note get an auto note");
 }
 
 /// Hands every open ticket over and records the summary.
-async fn shift_end(api: &TicketApi, rules: &Rules, start: Timestamp, end: Timestamp) -> Result<ShiftSummary, String> {
+async fn shift_end(
+    api: &TicketApi,
+    rules: &Rules,
+    start: Timestamp,
+    end: Timestamp,
+) -> Result<ShiftSummary, String> {
     let me = api.region().clone();
     let open = open_tickets(api).await.map_err(|e| e.to_string())?;
     let window_start = end.checked_sub(api.overlap()).unwrap_or(end);
@@ -282,8 +370,16 @@ async fn shift_end(api: &TicketApi, rules: &Rules, start: Timestamp, end: Timest
         shift_end: end,
         handed_off: Vec::new(),
         kept: Vec::new(),
-        sla_at_risk: open.iter().filter(|r| r.ticket.sla.is_at_risk()).map(|r| r.ticket.id).collect(),
-        escalations_open: open.iter().filter(|r| r.ticket.status == Status::Escalated).map(|r| r.ticket.id).collect(),
+        sla_at_risk: open
+            .iter()
+            .filter(|r| r.ticket.sla.is_at_risk())
+            .map(|r| r.ticket.id)
+            .collect(),
+        escalations_open: open
+            .iter()
+            .filter(|r| r.ticket.status == Status::Escalated)
+            .map(|r| r.ticket.id)
+            .collect(),
         auto_notes: 0,
         next_region: None,
         next_queue_owner: None,
@@ -296,7 +392,10 @@ async fn shift_end(api: &TicketApi, rules: &Rules, start: Timestamp, end: Timest
                 "no other region may take it now".to_owned()
             } else {
                 let set: Vec<&str> = residency.iter().map(RegionId::as_str).collect();
-                format!("no other region of its residency ({}) may take it now", set.join(", "))
+                format!(
+                    "no other region of its residency ({}) may take it now",
+                    set.join(", ")
+                )
             };
             summary.kept.push((id, reason));
             continue;
@@ -311,7 +410,11 @@ async fn shift_end(api: &TicketApi, rules: &Rules, start: Timestamp, end: Timest
         let note = match agent_note(record, window_start, end) {
             Some(note) => note,
             None => {
-                let events = api.store().events_for_ticket(id).await.map_err(|e| e.to_string())?;
+                let events = api
+                    .store()
+                    .events_for_ticket(id)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 auto_note(record, &events)
             }
         };
@@ -319,7 +422,10 @@ async fn shift_end(api: &TicketApi, rules: &Rules, start: Timestamp, end: Timest
         // handoff's status lines around it, it must be shortened to travel.
         let note = note.fit_to_note(&me, &to);
         let auto = note.auto;
-        match api.handoff(&me, id, to.clone(), note, api.meta_with(None)).await {
+        match api
+            .handoff(&me, id, to.clone(), note, api.meta_with(None))
+            .await
+        {
             Ok(_) => {
                 summary.auto_notes += u32::from(auto);
                 summary.handed_off.push((id, to));
@@ -331,12 +437,25 @@ async fn shift_end(api: &TicketApi, rules: &Rules, start: Timestamp, end: Timest
         }
     }
     let next = {
-        let decision = rules.decide(end, &without(rules, &me), &HashMap::new(), &RouteRequest::default());
-        (decision.region.filter(|r| **r != me).cloned(), decision.queue_owner.map(str::to_owned))
+        let decision = rules.decide(
+            end,
+            &without(rules, &me),
+            &HashMap::new(),
+            &RouteRequest::default(),
+        );
+        (
+            decision.region.filter(|r| **r != me).cloned(),
+            decision.queue_owner.map(str::to_owned),
+        )
     };
-    summary.next_region = next.0.or_else(|| summary.handed_off.first().map(|(_, r)| r.clone()));
+    summary.next_region = next
+        .0
+        .or_else(|| summary.handed_off.first().map(|(_, r)| r.clone()));
     summary.next_queue_owner = next.1;
-    api.store().record_shift_summary(summary.clone(), api.meta_with(None)).await.map_err(|e| e.to_string())?;
+    api.store()
+        .record_shift_summary(summary.clone(), api.meta_with(None))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(summary)
 }
 
@@ -344,8 +463,12 @@ async fn post_all(webhooks: &[String], summary: &ShiftSummary) {
     let body = serde_json::json!({ "type": "shift_summary", "summary": summary }).to_string();
     for url in webhooks {
         match tokio::time::timeout(WEBHOOK_TIMEOUT, post_json(url, &body)).await {
-            Ok(Ok(status)) if (200..300).contains(&status) => tracing::info!(url = %url, status, "shift summary posted"),
-            Ok(Ok(status)) => tracing::warn!(url = %url, status, "webhook refused the shift summary"),
+            Ok(Ok(status)) if (200..300).contains(&status) => {
+                tracing::info!(url = %url, status, "shift summary posted")
+            }
+            Ok(Ok(status)) => {
+                tracing::warn!(url = %url, status, "webhook refused the shift summary")
+            }
             Ok(Err(error)) => tracing::warn!(url = %url, error = %error, "webhook failed"),
             Err(_) => tracing::warn!(url = %url, "webhook timed out"),
         }
@@ -354,7 +477,9 @@ async fn post_all(webhooks: &[String], summary: &ShiftSummary) {
 
 /// Checks a webhook URL: plain `http://host:port/path`.
 pub fn parse_webhook(url: &str) -> Result<(String, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?} must start with http://"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?} must start with http://"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -362,7 +487,11 @@ pub fn parse_webhook(url: &str) -> Result<(String, String), String> {
     if authority.is_empty() || authority.contains(['@', ' ']) {
         return Err(format!("{url:?} has no usable host"));
     }
-    let authority = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
+    let authority = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
     Ok((authority, path.to_owned()))
 }
 
@@ -370,17 +499,25 @@ pub fn parse_webhook(url: &str) -> Result<(String, String), String> {
 /// client is enough for a fire-and-forget notification.
 pub(crate) async fn post_json(url: &str, body: &str) -> Result<u16, String> {
     let (authority, path) = parse_webhook(url)?;
-    let mut stream = tokio::net::TcpStream::connect(&authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
+    let mut stream = tokio::net::TcpStream::connect(&authority)
+        .await
+        .map_err(|e| format!("connect {authority}: {e}"))?;
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
          User-Agent: meridian\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     let mut answer = vec![0u8; WEBHOOK_RESPONSE_BYTES_MAX];
     let mut read = 0;
     while read < answer.len() {
-        let n = stream.read(&mut answer[read..]).await.map_err(|e| format!("read: {e}"))?;
+        let n = stream
+            .read(&mut answer[read..])
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         if n == 0 || answer[..read + n].windows(2).any(|w| w == b"\r\n") {
             read += n;
             break;
@@ -388,8 +525,16 @@ pub(crate) async fn post_json(url: &str, body: &str) -> Result<u16, String> {
         read += n;
     }
     let head = String::from_utf8_lossy(&answer[..read]);
-    let status = head.split_whitespace().nth(1).and_then(|code| code.parse::<u16>().ok());
-    status.ok_or_else(|| format!("not an HTTP answer: {:?}", head.lines().next().unwrap_or_default()))
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok());
+    status.ok_or_else(|| {
+        format!(
+            "not an HTTP answer: {:?}",
+            head.lines().next().unwrap_or_default()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -398,9 +543,23 @@ mod tests {
 
     #[test]
     fn webhook_urls_are_checked() {
-        assert_eq!(parse_webhook("http://127.0.0.1:9000/hook").unwrap(), ("127.0.0.1:9000".into(), "/hook".into()));
-        assert_eq!(parse_webhook("http://hooks.internal").unwrap(), ("hooks.internal:80".into(), "/".into()));
-        assert!(parse_webhook("https://x/").unwrap_err().contains("must start with http://"));
-        assert!(parse_webhook("http:///x").unwrap_err().contains("no usable host"));
+        assert_eq!(
+            parse_webhook("http://127.0.0.1:9000/hook").unwrap(),
+            ("127.0.0.1:9000".into(), "/hook".into())
+        );
+        assert_eq!(
+            parse_webhook("http://hooks.internal").unwrap(),
+            ("hooks.internal:80".into(), "/".into())
+        );
+        assert!(
+            parse_webhook("https://x/")
+                .unwrap_err()
+                .contains("must start with http://")
+        );
+        assert!(
+            parse_webhook("http:///x")
+                .unwrap_err()
+                .contains("no usable host")
+        );
     }
 }

@@ -33,17 +33,30 @@ pub(crate) async fn scan(api: &TicketApi) -> meridian_store::Result<usize> {
         return Ok(0);
     }
     let now = api.now();
-    let due = api.store().sla_due(api.region(), now, SLA_SCAN_BATCH_MAX).await?;
+    let due = api
+        .store()
+        .sla_due(api.region(), now, SLA_SCAN_BATCH_MAX)
+        .await?;
     let mut recorded = 0;
     for mut ticket in due {
         for metric in SlaMetric::ALL {
-            let Some(alert) = ticket.sla.clock(metric).and_then(|clock| clock.alert_at(now)) else { continue };
+            let Some(alert) = ticket
+                .sla
+                .clock(metric)
+                .and_then(|clock| clock.alert_at(now))
+            else {
+                continue;
+            };
             let changes = TicketChanges {
                 epoch: ticket.owner.epoch,
                 sla: Some(ticket.sla.with_alert(metric, alert)),
                 ..TicketChanges::default()
             };
-            match api.store().record_sla_alert(ticket.id, metric, alert, changes, api.meta_with(None)).await {
+            match api
+                .store()
+                .record_sla_alert(ticket.id, metric, alert, changes, api.meta_with(None))
+                .await
+            {
                 Ok((updated, event)) => {
                     tracing::warn!(ticket_id = %ticket.id, metric = %metric, event = event.kind.name(), seq = event.origin_seq, "sla alert");
                     ticket = updated;
@@ -51,7 +64,9 @@ pub(crate) async fn scan(api: &TicketApi) -> meridian_store::Result<usize> {
                 }
                 // The ticket moved to another region or changed in between:
                 // its new owner (or the next scan) decides.
-                Err(meridian_store::Error::Fenced { .. } | meridian_store::Error::TicketNotFound(_)) => break,
+                Err(
+                    meridian_store::Error::Fenced { .. } | meridian_store::Error::TicketNotFound(_),
+                ) => break,
                 Err(error) => return Err(error),
             }
         }

@@ -44,7 +44,12 @@ pub(crate) enum Step {
 
 /// The span of `step` for `ticket` in `region`, in the ticket's trace,
 /// linked to the caller named in `caller` (request metadata) if any.
-pub(crate) fn ticket_span(step: Step, region: &RegionId, ticket: TicketId, caller: Option<&MetadataMap>) -> tracing::Span {
+pub(crate) fn ticket_span(
+    step: Step,
+    region: &RegionId,
+    ticket: TicketId,
+    caller: Option<&MetadataMap>,
+) -> tracing::Span {
     let span = match step {
         Step::Create => ticket_span!("ticket.create", region, ticket),
         Step::Update => ticket_span!("ticket.update", region, ticket),

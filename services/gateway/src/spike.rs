@@ -44,7 +44,12 @@ pub(crate) async fn run(api: TicketApi, interval: Duration, webhooks: Vec<String
     let mut commits = store.subscribe();
     let mut counter = loop {
         match store.local_head().await {
-            Ok(head) => break Counter { cursor: head, detector: None },
+            Ok(head) => {
+                break Counter {
+                    cursor: head,
+                    detector: None,
+                };
+            }
             Err(error) => {
                 tracing::warn!(region = %me, error = %error, "spike alerts: cannot read the log head; retrying");
                 tokio::time::sleep(interval).await;
@@ -103,7 +108,9 @@ impl Counter {
         }
         loop {
             let page = store.events_after(me, self.cursor, CATCH_UP_PAGE).await?;
-            let Some(last) = page.last().map(|e| e.origin_seq) else { return Ok(()) };
+            let Some(last) = page.last().map(|e| e.origin_seq) else {
+                return Ok(());
+            };
             page.iter().for_each(|event| self.count(event));
             self.cursor = last;
             if page.len() < CATCH_UP_PAGE as usize {
@@ -114,7 +121,9 @@ impl Counter {
 
     fn count(&mut self, event: &EventEnvelope) {
         self.cursor = event.origin_seq;
-        if let (EventKind::TicketCreated { ticket }, Some(detector)) = (&event.kind, self.detector.as_mut()) {
+        if let (EventKind::TicketCreated { ticket }, Some(detector)) =
+            (&event.kind, self.detector.as_mut())
+        {
             detector.observe(ticket.created_at, ticket);
         }
     }
@@ -143,7 +152,9 @@ impl Counter {
             }
             Some(detector) if detector.config() == &config => {}
             Some(detector) => match detector.reconfigure(config.clone()) {
-                Ok(true) => tracing::info!(region = %me, "spike alert settings changed; baselines kept"),
+                Ok(true) => {
+                    tracing::info!(region = %me, "spike alert settings changed; baselines kept")
+                }
                 outcome => {
                     let open: Vec<String> = detector.alerting().map(ToString::to_string).collect();
                     tracing::warn!(region = %me, bucket = %config.bucket, open_alerts = ?open, refused = outcome.is_err(),
@@ -163,9 +174,16 @@ async fn record(api: &TicketApi, posts: &mpsc::Sender<Arc<str>>, change: SpikeCh
         SpikeChange::Raised(spike) => (true, spike),
         SpikeChange::Cleared(spike) => (false, spike),
     };
-    spike.queue_owner = api.rules().and_then(|rules| rules.queue_owner_at(spike.region.as_str(), now));
+    spike.queue_owner = api
+        .rules()
+        .and_then(|rules| rules.queue_owner_at(spike.region.as_str(), now));
     let owner = spike.queue_owner.as_deref().unwrap_or("nobody on shift");
-    let (region, key, start, end) = (&spike.region, spike.key(), spike.bucket_start, spike.bucket_end);
+    let (region, key, start, end) = (
+        &spike.region,
+        spike.key(),
+        spike.bucket_start,
+        spike.bucket_end,
+    );
     let text = if raised {
         format!(
             "Intake spike in {region}: {} new {key} tickets in {start}–{end} against a baseline of {} ± {} \
@@ -179,16 +197,30 @@ async fn record(api: &TicketApi, posts: &mpsc::Sender<Arc<str>>, change: SpikeCh
             spike.count, spike.baseline, spike.peak, spike.since
         )
     };
-    let name = if raised { "intake_spike" } else { "intake_spike_cleared" };
+    let name = if raised {
+        "intake_spike"
+    } else {
+        "intake_spike_cleared"
+    };
     let body = serde_json::json!({ "type": name, "text": text, "spike": spike }).to_string();
-    let kind = if raised { EventKind::IntakeSpike { spike } } else { EventKind::IntakeSpikeCleared { spike } };
-    match api.store().record_intake_spike(kind, api.meta_with(None)).await {
+    let kind = if raised {
+        EventKind::IntakeSpike { spike }
+    } else {
+        EventKind::IntakeSpikeCleared { spike }
+    };
+    match api
+        .store()
+        .record_intake_spike(kind, api.meta_with(None))
+        .await
+    {
         Ok(_) if raised => tracing::warn!(region = %api.region(), "{text}"),
         Ok(_) => tracing::info!(region = %api.region(), "{text}"),
         // Another replica of this region recorded it, and posts it.
         Err(meridian_store::Error::Duplicate(_)) => return,
         // Worth hearing about even when the store is failing.
-        Err(error) => tracing::error!(region = %api.region(), error = %error, "{text} (not recorded)"),
+        Err(error) => {
+            tracing::error!(region = %api.region(), error = %error, "{text} (not recorded)")
+        }
     }
     if posts.try_send(Arc::from(body)).is_err() {
         tracing::warn!(region = %api.region(), event = name, "spike webhook queue full; alert logged only");
@@ -202,10 +234,18 @@ fn spawn_poster(webhooks: Vec<String>) -> mpsc::Sender<Arc<str>> {
     tokio::spawn(async move {
         while let Some(body) = queue.recv().await {
             for url in &webhooks {
-                match tokio::time::timeout(shift::WEBHOOK_TIMEOUT, shift::post_json(url, &body)).await {
-                    Ok(Ok(status)) if (200..300).contains(&status) => tracing::debug!(url = %url, status, "spike alert posted"),
-                    Ok(Ok(status)) => tracing::warn!(url = %url, status, "webhook refused the spike alert"),
-                    Ok(Err(error)) => tracing::warn!(url = %url, error = %error, "spike webhook failed"),
+                match tokio::time::timeout(shift::WEBHOOK_TIMEOUT, shift::post_json(url, &body))
+                    .await
+                {
+                    Ok(Ok(status)) if (200..300).contains(&status) => {
+                        tracing::debug!(url = %url, status, "spike alert posted")
+                    }
+                    Ok(Ok(status)) => {
+                        tracing::warn!(url = %url, status, "webhook refused the spike alert")
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(url = %url, error = %error, "spike webhook failed")
+                    }
                     Err(_) => tracing::warn!(url = %url, "spike webhook timed out"),
                 }
             }

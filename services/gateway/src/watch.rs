@@ -40,7 +40,11 @@ pub(crate) struct WatchCaps {
 
 impl WatchCaps {
     pub(crate) fn new(per_principal_max: usize, total_max: usize) -> Arc<Self> {
-        Arc::new(Self { per_principal_max, total_max, open: Mutex::default() })
+        Arc::new(Self {
+            per_principal_max,
+            total_max,
+            open: Mutex::default(),
+        })
     }
 
     /// A slot for one more stream of `principal`, or `RESOURCE_EXHAUSTED`
@@ -61,7 +65,10 @@ impl WatchCaps {
         }
         *total += 1;
         by_principal.insert(principal.clone(), mine + 1);
-        Ok(WatchSlot { caps: self.clone(), principal })
+        Ok(WatchSlot {
+            caps: self.clone(),
+            principal,
+        })
     }
 }
 
@@ -74,7 +81,11 @@ pub(crate) struct WatchSlot {
 
 impl Drop for WatchSlot {
     fn drop(&mut self) {
-        let mut open = self.caps.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self
+            .caps
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let (total, by_principal) = &mut *open;
         *total = total.saturating_sub(1);
         if let Some(count) = by_principal.get_mut(&self.principal) {
@@ -112,7 +123,13 @@ impl WatchStream {
         start: (String, u64),
         slot: WatchSlot,
     ) -> Self {
-        Self { events, stalled: Some(stalled), last: start, ended: false, _slot: slot }
+        Self {
+            events,
+            stalled: Some(stalled),
+            last: start,
+            ended: false,
+            _slot: slot,
+        }
     }
 
     fn cut_off(&mut self, stalled: &Stalled) -> Status {
@@ -122,7 +139,11 @@ impl WatchStream {
         while self.events.try_recv().is_ok() {}
         self.ended = true;
         let (region, seq) = &self.last;
-        let origin = if region.is_empty() { String::new() } else { format!(" from {region}") };
+        let origin = if region.is_empty() {
+            String::new()
+        } else {
+            format!(" from {region}")
+        };
         Status::resource_exhausted(format!(
             "watch stopped: the client read nothing for {} ms; resume with after_seq={seq} \
              (the last event delivered{origin})",
@@ -173,10 +194,18 @@ mod tests {
         let _a2 = caps.acquire("ana".into()).unwrap();
         let refused = caps.acquire("ana".into()).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-        assert!(refused.message().contains("ana has 2 watch streams open"), "{}", refused.message());
+        assert!(
+            refused.message().contains("ana has 2 watch streams open"),
+            "{}",
+            refused.message()
+        );
         let _b1 = caps.acquire("bo".into()).unwrap();
         let full = caps.acquire("cy".into()).unwrap_err();
-        assert!(full.message().contains("this gateway has 3"), "{}", full.message());
+        assert!(
+            full.message().contains("this gateway has 3"),
+            "{}",
+            full.message()
+        );
         drop(a1);
         caps.acquire("ana".into()).unwrap();
     }

@@ -53,18 +53,33 @@ impl Gateway {
     }
 
     async fn status(&self) -> v1::GetStatusResponse {
-        self.client().await.get_status(v1::GetStatusRequest {}).await.unwrap().into_inner()
+        self.client()
+            .await
+            .get_status(v1::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     /// This gateway's applied cursor of `origin`'s log.
     async fn applied(&self, origin: &str) -> u64 {
-        self.status().await.peers.iter().find(|peer| peer.region == origin).unwrap().applied_seq
+        self.status()
+            .await
+            .peers
+            .iter()
+            .find(|peer| peer.region == origin)
+            .unwrap()
+            .applied_seq
     }
 
     async fn stop(&mut self) {
         self.stop.send_replace(true);
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task).await.expect("the gateway stops in time").unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("the gateway stops in time")
+                .unwrap()
+                .unwrap();
         }
     }
 }
@@ -77,7 +92,11 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {} ms waiting until {what}", timeout.as_millis());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {} ms waiting until {what}",
+            timeout.as_millis()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -86,7 +105,10 @@ async fn read_log(store: &Store, origin: &RegionId) -> Vec<EventEnvelope> {
     let mut log: Vec<EventEnvelope> = Vec::new();
     loop {
         let after = log.last().map_or(0, |event| event.origin_seq);
-        let page = store.events_after(origin, after, EVENTS_PAGE_MAX).await.unwrap();
+        let page = store
+            .events_after(origin, after, EVENTS_PAGE_MAX)
+            .await
+            .unwrap();
         if page.is_empty() {
             return log;
         }
@@ -124,9 +146,15 @@ async fn relay(backing: Backing) {
 
     let mut bound = Vec::new();
     for _ in REGIONS {
-        bound.push((TcpListener::bind("127.0.0.1:0").await.unwrap(), TcpListener::bind("127.0.0.1:0").await.unwrap()));
+        bound.push((
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ));
     }
-    let mesh_addrs: Vec<String> = bound.iter().map(|(_, mesh)| mesh.local_addr().unwrap().to_string()).collect();
+    let mesh_addrs: Vec<String> = bound
+        .iter()
+        .map(|(_, mesh)| mesh.local_addr().unwrap().to_string())
+        .collect();
     let mut proxies = BTreeMap::new();
     for (from, to) in [(US, APAC), (APAC, US)] {
         let proxy = Proxy::start(mesh_addrs[to].parse().unwrap()).await;
@@ -137,13 +165,17 @@ async fn relay(backing: Backing) {
     let mut gateways = Vec::new();
     for (i, (public, mesh)) in bound.into_iter().enumerate() {
         let name = names[i].clone();
-        let db = TestDatabase::new(if i == APAC { backing } else { Backing::Sqlite }).await.unwrap();
+        let db = TestDatabase::new(if i == APAC { backing } else { Backing::Sqlite })
+            .await
+            .unwrap();
         let public_addr = public.local_addr().unwrap();
         let mut config = GatewayConfig::new(name.clone(), names.clone(), public_addr, db.config());
         let peers = (0..REGIONS.len())
             .filter(|j| *j != i)
             .map(|j| {
-                let addr = proxies.get(&(i, j)).map_or_else(|| mesh_addrs[j].clone(), |proxy| proxy.addr.to_string());
+                let addr = proxies
+                    .get(&(i, j))
+                    .map_or_else(|| mesh_addrs[j].clone(), |proxy| proxy.addr.to_string());
                 (names[j].clone(), addr)
             })
             .collect();
@@ -158,18 +190,36 @@ async fn relay(backing: Backing) {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(meridian_gateway::run_listeners(
             config,
-            Listeners { public, mesh: Some(mesh) },
+            Listeners {
+                public,
+                mesh: Some(mesh),
+            },
             async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             },
             Arc::new(SystemClock),
         ));
-        gateways.push(Gateway { name, public: public_addr, db, stop, task: Some(task) });
+        gateways.push(Gateway {
+            name,
+            public: public_addr,
+            db,
+            stop,
+            task: Some(task),
+        });
     }
 
-    wait_until(Duration::from_secs(15), "us-east streams to eu-west", || async {
-        gateways[US].status().await.peers.iter().any(|peer| peer.region == "eu-west" && peer.connected)
-    })
+    wait_until(
+        Duration::from_secs(15),
+        "us-east streams to eu-west",
+        || async {
+            gateways[US]
+                .status()
+                .await
+                .peers
+                .iter()
+                .any(|peer| peer.region == "eu-west" && peer.connected)
+        },
+    )
     .await;
     // Each creation is acknowledged only once eu-west has applied it.
     let mut us = gateways[US].client().await;
@@ -187,30 +237,52 @@ async fn relay(backing: Backing) {
         head = created.origin_seq;
     }
     assert_eq!(head, 12);
-    assert_eq!(gateways[EU].applied("us-east").await, head, "peer durability: eu-west holds every acknowledged ticket");
+    assert_eq!(
+        gateways[EU].applied("us-east").await,
+        head,
+        "peer durability: eu-west holds every acknowledged ticket"
+    );
     let status = gateways[APAC].status().await;
-    let us_seen_by_apac = status.peers.iter().find(|peer| peer.region == "us-east").unwrap();
+    let us_seen_by_apac = status
+        .peers
+        .iter()
+        .find(|peer| peer.region == "us-east")
+        .unwrap();
     assert!(!us_seen_by_apac.connected, "us-east ↔ apac-south is cut");
 
     // us-east is lost for good.
     gateways[US].stop().await;
 
-    wait_until(Duration::from_secs(20), "apac-south applied us-east's whole log", || async {
-        gateways[APAC].applied("us-east").await == head
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "apac-south applied us-east's whole log",
+        || async { gateways[APAC].applied("us-east").await == head },
+    )
     .await;
     let mut apac = gateways[APAC].client().await;
     for id in &ids {
-        let got = apac.get_ticket(v1::GetTicketRequest { ticket_id: id.clone() }).await.unwrap().into_inner();
+        let got = apac
+            .get_ticket(v1::GetTicketRequest {
+                ticket_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(got.ticket.unwrap().owner.unwrap().owner_region, "us-east");
     }
 
     // eu-west and apac-south converge, each holding exactly us-east's own log.
     let mut stores = Vec::new();
     for gateway in &gateways {
-        stores.push(Store::open(&gateway.db.config(), &gateway.name).await.unwrap());
+        stores.push(
+            Store::open(&gateway.db.config(), &gateway.name)
+                .await
+                .unwrap(),
+        );
     }
-    let report = meridian_replication::check_convergence(&stores[EU..]).await.unwrap();
+    let report = meridian_replication::check_convergence(&stores[EU..])
+        .await
+        .unwrap();
     assert!(report.is_converged(), "{report}");
     assert_eq!(report.tickets_checked, ids.len(), "{report}");
     let own = read_log(&stores[US], &names[US]).await;

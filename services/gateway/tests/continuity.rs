@@ -28,7 +28,13 @@ fn create(subject: &str, skill: &str) -> v1::CreateTicketRequest {
 
 async fn owner(mesh: &Mesh, id: &str) -> String {
     let mut eu = mesh.client("eu-west").await;
-    let got = eu.get_ticket(v1::GetTicketRequest { ticket_id: id.into() }).await.unwrap().into_inner();
+    let got = eu
+        .get_ticket(v1::GetTicketRequest {
+            ticket_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     got.ticket.unwrap().owner.unwrap().owner_region
 }
 
@@ -38,7 +44,11 @@ async fn wait_owner(mesh: &Mesh, id: &str, region: &str) {
         if owner(mesh, id).await == region {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{id} never reached {region}: owned by {}", owner(mesh, id).await);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never reached {region}: owned by {}",
+            owner(mesh, id).await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -46,33 +56,74 @@ async fn wait_owner(mesh: &Mesh, id: &str, region: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_shift_tickets_move_to_a_region_that_may_take_them() {
     // 18:00Z: eu-west is off shift, us-east on its late shift.
-    let mesh = Mesh::start(Options { at: "2026-06-02T18:00:00Z", ..Options::default() }).await;
+    let mesh = Mesh::start(Options {
+        at: "2026-06-02T18:00:00Z",
+        ..Options::default()
+    })
+    .await;
     let mut eu = mesh.client("eu-west").await;
-    let general = eu.create_ticket(create("Printer on fire", "general")).await.unwrap().into_inner().ticket.unwrap();
-    let database = eu.create_ticket(create("Replica lagging", "database")).await.unwrap().into_inner().ticket.unwrap();
+    let general = eu
+        .create_ticket(create("Printer on fire", "general"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let database = eu
+        .create_ticket(create("Replica lagging", "database"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
     // Nothing moves before the sweep's period has passed on the clock.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(owner(&mesh, &general.id).await, "eu-west");
 
     // One sweep period (60 s of mesh time) later, us-east has the general
     // ticket; nobody on shift may take the database one, so it stays.
-    mesh.clock.set("2026-06-02T18:01:05Z".parse::<Timestamp>().unwrap());
+    mesh.clock
+        .set("2026-06-02T18:01:05Z".parse::<Timestamp>().unwrap());
     wait_owner(&mesh, &general.id, "us-east").await;
-    mesh.clock.set("2026-06-02T18:02:10Z".parse::<Timestamp>().unwrap());
+    mesh.clock
+        .set("2026-06-02T18:02:10Z".parse::<Timestamp>().unwrap());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(owner(&mesh, &database.id).await, "eu-west", "no region on shift has the skill");
+    assert_eq!(
+        owner(&mesh, &database.id).await,
+        "eu-west",
+        "no region on shift has the skill"
+    );
 
     // apac-south opens at 23:00: the shift start sweeps at once, well within
     // one period.
-    mesh.clock.set("2026-06-02T23:00:01Z".parse::<Timestamp>().unwrap());
+    mesh.clock
+        .set("2026-06-02T23:00:01Z".parse::<Timestamp>().unwrap());
     wait_owner(&mesh, &database.id, "apac-south").await;
 
     mesh.wait_quiet().await;
     let mut apac = mesh.client("apac-south").await;
-    let got = apac.get_ticket(v1::GetTicketRequest { ticket_id: database.id.clone() }).await.unwrap().into_inner();
-    let note = got.notes.iter().find(|n| n.body.starts_with("Handoff eu-west → apac-south")).unwrap();
-    assert!(note.auto, "no agent wrote a note, so Meridian did: {}", note.body);
-    assert!(note.body.contains("continuity sweep"), "the note says the sweep moved it: {}", note.body);
+    let got = apac
+        .get_ticket(v1::GetTicketRequest {
+            ticket_id: database.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let note = got
+        .notes
+        .iter()
+        .find(|n| n.body.starts_with("Handoff eu-west → apac-south"))
+        .unwrap();
+    assert!(
+        note.auto,
+        "no agent wrote a note, so Meridian did: {}",
+        note.body
+    );
+    assert!(
+        note.body.contains("continuity sweep"),
+        "the note says the sweep moved it: {}",
+        note.body
+    );
     mesh.check_invariants().await;
     mesh.stop().await;
 }
@@ -94,14 +145,21 @@ async fn a_week_strands_no_ticket_beyond_one_sweep_interval() {
     const SKILLS: [&str; 4] = ["billing", "networking", "database", "general"];
     const TIERS: [&str; 3] = ["standard", "premium", "enterprise"];
     let start: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap(); // a Monday
-    let mesh = Mesh::start(Options { at: "2026-06-01T00:00:00Z", ..Options::default() }).await;
+    let mesh = Mesh::start(Options {
+        at: "2026-06-01T00:00:00Z",
+        ..Options::default()
+    })
+    .await;
     let rules_text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml"),
     )
     .unwrap();
     let rules = meridian_rules::Rules::parse("rules.example.toml", &rules_text).unwrap();
-    let all_up: HashMap<meridian_core::RegionId, RegionHealth> =
-        rules.regions().iter().map(|r| (r.id.clone(), RegionHealth::Up)).collect();
+    let all_up: HashMap<meridian_core::RegionId, RegionHealth> = rules
+        .regions()
+        .iter()
+        .map(|r| (r.id.clone(), RegionHealth::Up))
+        .collect();
     let mut clients = HashMap::new();
     for name in common::REGIONS {
         clients.insert(name, mesh.client(name).await);
@@ -119,7 +177,9 @@ async fn a_week_strands_no_ticket_beyond_one_sweep_interval() {
     let (mut created, mut moved_checks, mut stranded_minutes) = (0, 0, 0i64);
     let mut stranded_report = Vec::new();
     for step in 1..=(7 * 24 * 60 / STEP_MINUTES) {
-        let now = start.checked_add(jiff::SignedDuration::from_mins(step * STEP_MINUTES)).unwrap();
+        let now = start
+            .checked_add(jiff::SignedDuration::from_mins(step * STEP_MINUTES))
+            .unwrap();
         mesh.clock.set(now);
         for _ in 0..next(3) {
             let skill = SKILLS[next(4) as usize];
@@ -142,25 +202,51 @@ async fn a_week_strands_no_ticket_beyond_one_sweep_interval() {
                 residency: residency.clone(),
                 ..Default::default()
             };
-            let ticket = clients.get_mut(at).unwrap().create_ticket(request).await.unwrap().into_inner().ticket.unwrap();
+            let ticket = clients
+                .get_mut(at)
+                .unwrap()
+                .create_ticket(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .ticket
+                .unwrap();
             let life = jiff::SignedDuration::from_mins(60 * (2 + next(14) as i64));
             open.push((ticket.id, skill, residency, now.checked_add(life).unwrap()));
             created += 1;
         }
         // One sweep interval later (the sweeps run on the way), wait with
         // the clock still until nothing is stranded, or count what still is.
-        let now = now.checked_add(jiff::SignedDuration::from_secs(61)).unwrap();
+        let now = now
+            .checked_add(jiff::SignedDuration::from_secs(61))
+            .unwrap();
         mesh.clock.set(now);
         let mut stranded: Vec<String> = Vec::new();
         for attempt in 0..200 {
             tokio::time::sleep(Duration::from_millis(if attempt == 0 { 60 } else { 25 })).await;
             mesh.wait_quiet().await;
             stranded.clear();
-            let list = v1::ListTicketsRequest { status: v1::Status::New.into(), page_size: 500, ..Default::default() };
-            let listed = clients.get_mut("us-east").unwrap().list_tickets(list).await.unwrap().into_inner();
-            assert!(listed.next_page_token.is_empty(), "more open tickets than one page");
-            let owners: HashMap<String, String> =
-                listed.tickets.into_iter().map(|t| (t.id, t.owner.unwrap().owner_region)).collect();
+            let list = v1::ListTicketsRequest {
+                status: v1::Status::New.into(),
+                page_size: 500,
+                ..Default::default()
+            };
+            let listed = clients
+                .get_mut("us-east")
+                .unwrap()
+                .list_tickets(list)
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(
+                listed.next_page_token.is_empty(),
+                "more open tickets than one page"
+            );
+            let owners: HashMap<String, String> = listed
+                .tickets
+                .into_iter()
+                .map(|t| (t.id, t.owner.unwrap().owner_region))
+                .collect();
             for (id, skill, residency, _) in &open {
                 let owner = owners[id].clone();
                 let request = RouteRequest {
@@ -170,7 +256,10 @@ async fn a_week_strands_no_ticket_beyond_one_sweep_interval() {
                     ..RouteRequest::default()
                 };
                 let decision = rules.decide(now, &all_up, &HashMap::new(), &request);
-                let workable = decision.candidates.iter().any(|c| c.region.as_str() == owner && c.filtered.is_none());
+                let workable = decision
+                    .candidates
+                    .iter()
+                    .any(|c| c.region.as_str() == owner && c.filtered.is_none());
                 let someone_may = matches!(decision.reason, Reason::OnShift | Reason::Overlap);
                 moved_checks += 1;
                 if !workable && someone_may {
@@ -192,8 +281,21 @@ async fn a_week_strands_no_ticket_beyond_one_sweep_interval() {
                 still_open.push(entry);
                 continue;
             }
-            let got = clients.get_mut("us-east").unwrap().get_ticket(v1::GetTicketRequest { ticket_id: entry.0.clone() });
-            let owner = got.await.unwrap().into_inner().ticket.unwrap().owner.unwrap().owner_region;
+            let got = clients
+                .get_mut("us-east")
+                .unwrap()
+                .get_ticket(v1::GetTicketRequest {
+                    ticket_id: entry.0.clone(),
+                });
+            let owner = got
+                .await
+                .unwrap()
+                .into_inner()
+                .ticket
+                .unwrap()
+                .owner
+                .unwrap()
+                .owner_region;
             let solve = v1::UpdateTicketRequest {
                 ticket_id: entry.0.clone(),
                 status: Some(v1::Status::Solved.into()),
@@ -211,7 +313,12 @@ async fn a_week_strands_no_ticket_beyond_one_sweep_interval() {
          {stranded_minutes} stranded minutes beyond one sweep interval"
     );
     assert!(created > 300, "the week brought only {created} tickets");
-    assert_eq!(stranded_minutes, 0, "stranded beyond one sweep interval:\n{}", stranded_report.join("\n"));
+    assert_eq!(
+        stranded_minutes,
+        0,
+        "stranded beyond one sweep interval:\n{}",
+        stranded_report.join("\n")
+    );
     mesh.check_invariants().await;
     mesh.stop().await;
 }

@@ -72,7 +72,11 @@ fn create(subject: &str) -> v1::CreateTicketRequest {
 fn refused<T: std::fmt::Debug>(result: Result<tonic::Response<T>, Status>, field: &str) -> String {
     let status = result.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-    assert!(status.message().starts_with(&format!("{field}: ")), "expected {field}, got {:?}", status.message());
+    assert!(
+        status.message().starts_with(&format!("{field}: ")),
+        "expected {field}, got {:?}",
+        status.message()
+    );
     status.message().to_owned()
 }
 
@@ -81,7 +85,10 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     let db = TestDatabase::new(Backing::Sqlite).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let regions: Vec<RegionId> = ["us-east", "eu-west"].iter().map(|r| RegionId::new(*r).unwrap()).collect();
+    let regions: Vec<RegionId> = ["us-east", "eu-west"]
+        .iter()
+        .map(|r| RegionId::new(*r).unwrap())
+        .collect();
     let config = GatewayConfig::new(regions[0].clone(), regions, addr, db.config());
     let (stop, stopped) = oneshot::channel::<()>();
     let gateway = tokio::spawn(meridian_gateway::run(config, listener, async {
@@ -97,7 +104,13 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     }
     let mut client = client.unwrap();
     // Newline and tab are allowed in a body; this one is stored.
-    let ticket = client.create_ticket(create("keep me")).await.unwrap().into_inner().ticket.unwrap();
+    let ticket = client
+        .create_ticket(create("keep me"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
 
     // ---- control characters, in every free-text field
     for bad in ["\u{1b}[2J\u{1b}[31m", "nul\0", "bel\u{7}", "cr\rover"] {
@@ -121,9 +134,15 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
             author: author.into(),
             body: body.into(),
         };
-        let message = refused(client.add_note(note("ana", &format!("n {bad}"))).await, "body");
+        let message = refused(
+            client.add_note(note("ana", &format!("n {bad}"))).await,
+            "body",
+        );
         assert!(message.contains("control character U+"), "{message}");
-        refused(client.add_note(note(&format!("ana {bad}"), "fine")).await, "author");
+        refused(
+            client.add_note(note(&format!("ana {bad}"), "fine")).await,
+            "author",
+        );
         let handoff_note = v1::HandoffNote {
             current_status: v1::Status::Open as i32,
             last_action: "called them".into(),
@@ -138,9 +157,17 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
             note: Some(note),
         };
         for (field, edit) in [
-            ("note.text", (|n: &mut v1::HandoffNote, bad: &str| n.text = format!("t {bad}")) as fn(&mut _, &str)),
-            ("note.last_action", |n, bad| n.last_action = format!("l {bad}")),
-            ("note.next_action", |n, bad| n.next_action = format!("n {bad}")),
+            (
+                "note.text",
+                (|n: &mut v1::HandoffNote, bad: &str| n.text = format!("t {bad}"))
+                    as fn(&mut _, &str),
+            ),
+            ("note.last_action", |n, bad| {
+                n.last_action = format!("l {bad}")
+            }),
+            ("note.next_action", |n, bad| {
+                n.next_action = format!("n {bad}")
+            }),
             ("note.author", |n, bad| n.author = format!("a {bad}")),
         ] {
             let mut note = handoff_note.clone();
@@ -152,26 +179,56 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     let mut r = create("x");
     r.subject = "two\nlines".into();
     refused(client.create_ticket(r).await, "subject");
-    let note = v1::AddNoteRequest { ticket_id: ticket.id.clone(), author: "two\nlines".into(), body: "b".into() };
+    let note = v1::AddNoteRequest {
+        ticket_id: ticket.id.clone(),
+        author: "two\nlines".into(),
+        body: "b".into(),
+    };
     refused(client.add_note(note).await, "author");
 
     // ---- a string that is not UTF-8: field 1 (subject) of CreateTicket
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let bytes = vec![0x0a, 0x02, 0xff, 0xfe];
     let path = PathAndQuery::from_static("/meridian.v1.TicketService/CreateTicket");
-    let status = grpc.unary(Request::new(bytes), path, RawCodec).await.unwrap_err();
+    let status = grpc
+        .unary(Request::new(bytes), path, RawCodec)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("CreateTicketRequest.subject"), "names the field: {}", status.message());
+    assert!(
+        status.message().contains("CreateTicketRequest.subject"),
+        "names the field: {}",
+        status.message()
+    );
 
     // ---- the echo of bad input is bounded
     let huge_id = "x".repeat(250_000);
-    let status = client.get_ticket(v1::GetTicketRequest { ticket_id: huge_id }).await.unwrap_err();
+    let status = client
+        .get_ticket(v1::GetTicketRequest { ticket_id: huge_id })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().starts_with("ticket_id: "), "{}", status.message());
-    assert!(status.message().contains("(250000 characters)"), "{}", status.message());
-    assert!(status.message().len() < 200, "grpc-message of {} bytes", status.message().len());
+    assert!(
+        status.message().starts_with("ticket_id: "),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("(250000 characters)"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().len() < 200,
+        "grpc-message of {} bytes",
+        status.message().len()
+    );
 
     // ---- residency may name only the mesh's regions
     let mut r = create("pinned to mars");
@@ -181,9 +238,19 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     assert!(message.contains("us-east, eu-west"), "{message}");
 
     // Nothing refused was stored.
-    let page = client.list_tickets(v1::ListTicketsRequest::default()).await.unwrap().into_inner();
+    let page = client
+        .list_tickets(v1::ListTicketsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(page.tickets.len(), 1);
-    let kept = client.get_ticket(v1::GetTicketRequest { ticket_id: ticket.id.clone() }).await.unwrap().into_inner();
+    let kept = client
+        .get_ticket(v1::GetTicketRequest {
+            ticket_id: ticket.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(kept.notes.is_empty());
 
     stop.send(()).unwrap();

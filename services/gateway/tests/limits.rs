@@ -17,7 +17,9 @@ use std::{
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use meridian_core::RegionId;
 use meridian_gateway::{GatewayConfig, TlsFiles};
-use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient, watch_events_request::Scope};
+use meridian_proto::v1::{
+    self, ticket_service_client::TicketServiceClient, watch_events_request::Scope,
+};
 use meridian_test_support::{Backing, TestDatabase};
 use prost::Message;
 use tokio::{
@@ -47,7 +49,12 @@ impl Gateway {
         let task = tokio::spawn(meridian_gateway::run(config, listener, async {
             let _ = stopped.await;
         }));
-        Gateway { addr, stop: Some(stop), task, db }
+        Gateway {
+            addr,
+            stop: Some(stop),
+            task,
+            db,
+        }
     }
 
     async fn client(&self) -> TicketServiceClient<Channel> {
@@ -66,7 +73,11 @@ impl Gateway {
             let _ = stop.send(());
         }
         // Streams the test left open must not hold the shutdown up.
-        tokio::time::timeout(Duration::from_secs(20), self.task).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         self.db.drop_now().await;
     }
 }
@@ -85,7 +96,9 @@ async fn backlog(client: &TicketServiceClient<Channel>, count: usize) {
             tier: "standard".into(),
             ..Default::default()
         };
-        pending.push(tokio::spawn(async move { client.create_ticket(request).await.unwrap() }));
+        pending.push(tokio::spawn(async move {
+            client.create_ticket(request).await.unwrap()
+        }));
         if pending.len() == 50 {
             for created in pending.drain(..) {
                 created.await.unwrap();
@@ -116,7 +129,10 @@ fn grpc_frame(message: &impl Message) -> Bytes {
 }
 
 fn watch_region(after_seq: u64) -> v1::WatchEventsRequest {
-    v1::WatchEventsRequest { scope: Some(Scope::Region("us-east".into())), after_seq }
+    v1::WatchEventsRequest {
+        scope: Some(Scope::Region("us-east".into())),
+        after_seq,
+    }
 }
 
 /// A raw HTTP/2 connection whose streams this test opens and never reads:
@@ -141,7 +157,9 @@ async fn open_watch(
     let mut ready = client.clone().ready().await.unwrap();
     let head = http::Request::builder()
         .method("POST")
-        .uri(format!("http://{addr}/meridian.v1.TicketService/WatchEvents"))
+        .uri(format!(
+            "http://{addr}/meridian.v1.TicketService/WatchEvents"
+        ))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(())
@@ -149,7 +167,10 @@ async fn open_watch(
     let (response, mut send) = ready.send_request(head, false).unwrap();
     send.send_data(grpc_frame(request), true).unwrap();
     *client = ready;
-    let response = tokio::time::timeout(Duration::from_secs(10), response).await.unwrap().unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .unwrap()
+        .unwrap();
     response.into_parts()
 }
 
@@ -170,14 +191,21 @@ async fn a_thousand_stalled_watch_streams_cost_bounded_memory() {
     let (mut accepted, mut refused) = (Vec::new(), 0);
     let mut refusal = String::new();
     for i in 0..1_000 {
-        let (head, body) = open_watch(&mut connections[i % 10], gateway.addr, &watch_region(0)).await;
+        let (head, body) =
+            open_watch(&mut connections[i % 10], gateway.addr, &watch_region(0)).await;
         match head.headers.get("grpc-status") {
             None => accepted.push(body),
             Some(code) => {
                 assert_eq!(code, "8", "a stream past the cap is RESOURCE_EXHAUSTED");
                 refused += 1;
                 // grpc-message is percent-encoded; spaces are all it has.
-                refusal = head.headers.get("grpc-message").unwrap().to_str().unwrap().replace("%20", " ");
+                refusal = head
+                    .headers
+                    .get("grpc-message")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .replace("%20", " ");
             }
         }
     }
@@ -191,17 +219,27 @@ async fn a_thousand_stalled_watch_streams_cost_bounded_memory() {
         accepted.len(),
         held as f64 / 1e6
     );
-    assert!(growth_mb < 100.0, "1,000 stalled streams grew the process by {growth_mb:.1} MB");
-    assert_eq!(accepted.len(), meridian_gateway::watch::WATCH_STREAMS_PER_PRINCIPAL_MAX, "{refusal}");
+    assert!(
+        growth_mb < 100.0,
+        "1,000 stalled streams grew the process by {growth_mb:.1} MB"
+    );
+    assert_eq!(
+        accepted.len(),
+        meridian_gateway::watch::WATCH_STREAMS_PER_PRINCIPAL_MAX,
+        "{refusal}"
+    );
     assert!(refusal.contains("watch streams open"), "{refusal}");
 
     // Everyone else is still served.
     let mut status_client = gateway.client().await;
-    let status = tokio::time::timeout(Duration::from_secs(5), status_client.get_status(v1::GetStatusRequest {}))
-        .await
-        .expect("GetStatus answered while 1,000 streams stall")
-        .unwrap()
-        .into_inner();
+    let status = tokio::time::timeout(
+        Duration::from_secs(5),
+        status_client.get_status(v1::GetStatusRequest {}),
+    )
+    .await
+    .expect("GetStatus answered while 1,000 streams stall")
+    .unwrap()
+    .into_inner();
     assert_eq!(status.local_head, 1_000);
 
     drop(accepted);
@@ -212,7 +250,10 @@ async fn a_thousand_stalled_watch_streams_cost_bounded_memory() {
 /// Reads a whole gRPC response body: the events, then the trailers.
 async fn read_all(mut body: h2::RecvStream) -> (Vec<v1::Event>, http::HeaderMap) {
     let mut bytes = BytesMut::new();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.data()).await.unwrap() {
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.data())
+        .await
+        .unwrap()
+    {
         let chunk = chunk.unwrap();
         body.flow_control().release_capacity(chunk.len()).unwrap();
         bytes.extend_from_slice(&chunk);
@@ -230,7 +271,9 @@ async fn read_all(mut body: h2::RecvStream) -> (Vec<v1::Event>, http::HeaderMap)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stream_is_cut_off_with_the_cursor_to_resume_from() {
-    let gateway = Gateway::start(|config| config.limits.watch_stall_timeout = Duration::from_millis(300)).await;
+    let gateway =
+        Gateway::start(|config| config.limits.watch_stall_timeout = Duration::from_millis(300))
+            .await;
     let client = gateway.client().await;
     backlog(&client, 400).await;
 
@@ -241,10 +284,21 @@ async fn a_stalled_stream_is_cut_off_with_the_cursor_to_resume_from() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (events, trailers) = read_all(body).await;
     assert_eq!(trailers.get("grpc-status").unwrap(), "8", "{trailers:?}");
-    let message = trailers.get("grpc-message").unwrap().to_str().unwrap().replace("%20", " ");
+    let message = trailers
+        .get("grpc-message")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .replace("%20", " ");
     let last = events.last().map_or(0, |e| e.origin_seq);
-    assert!(last < 400, "the whole backlog fitted; nothing was cut off ({last})");
-    assert!(message.contains(&format!("after_seq={last}")), "{message} (last delivered {last})");
+    assert!(
+        last < 400,
+        "the whole backlog fitted; nothing was cut off ({last})"
+    );
+    assert!(
+        message.contains(&format!("after_seq={last}")),
+        "{message} (last delivered {last})"
+    );
     // The events delivered are the log's first ones, in order, no gaps.
     let seqs: Vec<u64> = events.iter().map(|e| e.origin_seq).collect();
     assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
@@ -255,7 +309,11 @@ async fn a_stalled_stream_is_cut_off_with_the_cursor_to_resume_from() {
     let mut body = body;
     let mut rest = BytesMut::new();
     while rest.len() < 5 {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), body.data()).await.unwrap().unwrap().unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.data())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         body.flow_control().release_capacity(chunk.len()).unwrap();
         rest.extend_from_slice(&chunk);
     }
@@ -263,7 +321,11 @@ async fn a_stalled_stream_is_cut_off_with_the_cursor_to_resume_from() {
     rest.advance(1);
     let len = rest.get_u32() as usize;
     while rest.len() < len {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), body.data()).await.unwrap().unwrap().unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.data())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         body.flow_control().release_capacity(chunk.len()).unwrap();
         let mut joined = BytesMut::from(&rest[..]);
         joined.extend_from_slice(&chunk);
@@ -282,17 +344,34 @@ async fn a_stalled_stream_is_cut_off_with_the_cursor_to_resume_from() {
 fn public_tls(dir: &std::path::Path) -> (TlsFiles, meridian_tls::rustls::RootCertStore, String) {
     use meridian_tls::rustls::pki_types::{CertificateDer, pem::PemObject};
     let validity = meridian_tls::Validity::days_from(SystemTime::now(), 30);
-    let ca = meridian_tls::dev_ca(&meridian_tls::TrustDomain::new("meridian.test").unwrap(), validity).unwrap();
+    let ca = meridian_tls::dev_ca(
+        &meridian_tls::TrustDomain::new("meridian.test").unwrap(),
+        validity,
+    )
+    .unwrap();
     let (cert, key) = meridian_tls::issue_server(&ca, &["localhost".to_owned()], validity).unwrap();
     std::fs::write(dir.join("public.pem"), cert).unwrap();
     std::fs::write(dir.join("public.key"), key).unwrap();
     let mut roots = meridian_tls::rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()).unwrap();
-    (TlsFiles { cert: dir.join("public.pem"), key: dir.join("public.key") }, roots, ca.cert_pem().to_owned())
+    roots
+        .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    (
+        TlsFiles {
+            cert: dir.join("public.pem"),
+            key: dir.join("public.key"),
+        },
+        roots,
+        ca.cert_pem().to_owned(),
+    )
 }
 
 /// Waits until the server closes `stream` (EOF or reset); how long it took.
-async fn closed_within<S: tokio::io::AsyncRead + Unpin>(mut stream: S, started: Instant, limit: Duration) -> Duration {
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    mut stream: S,
+    started: Instant,
+    limit: Duration,
+) -> Duration {
     let mut buf = [0u8; 64];
     loop {
         match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
@@ -346,16 +425,25 @@ async fn half_open_connections_are_closed_within_the_handshake_timeout() {
     for stream in tcp_only {
         slowest = slowest.max(closed_within(stream, started, limit).await);
     }
-    eprintln!("110 half-open connections closed; the last after {} ms", slowest.as_millis());
+    eprintln!(
+        "110 half-open connections closed; the last after {} ms",
+        slowest.as_millis()
+    );
 
     // A real client is served all along.
     let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", gateway.addr))
         .unwrap()
-        .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca_pem)))
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem)),
+        )
         .unwrap()
         .connect()
         .await
         .unwrap();
-    TicketServiceClient::new(channel).get_status(v1::GetStatusRequest {}).await.unwrap();
+    TicketServiceClient::new(channel)
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .unwrap();
     gateway.stop().await;
 }

@@ -20,7 +20,11 @@ use tonic::{Code, transport::Channel};
 
 /// A mesh client of us-east's gateway presenting a certificate of the
 /// mesh's own CA for `identity`.
-async fn client_as(mesh: &Mesh, dir: &tempfile::TempDir, identity: &PeerIdentity) -> MeshServiceClient<Channel> {
+async fn client_as(
+    mesh: &Mesh,
+    dir: &tempfile::TempDir,
+    identity: &PeerIdentity,
+) -> MeshServiceClient<Channel> {
     let pki = mesh.pki_dir();
     let ca = DevCa::from_pem(
         &std::fs::read_to_string(pki.join("ca.pem")).unwrap(),
@@ -37,11 +41,20 @@ async fn client_as(mesh: &Mesh, dir: &tempfile::TempDir, identity: &PeerIdentity
     std::fs::write(&files.cert, &cert.cert_pem).unwrap();
     std::fs::write(&files.key, &cert.key_pem).unwrap();
     let tls = MeshTls::load(files).unwrap();
-    mesh.mesh_client_with(&tls, "us-east", &mesh.region("us-east").mesh_addr.to_string()).await
+    mesh.mesh_client_with(
+        &tls,
+        "us-east",
+        &mesh.region("us-east").mesh_addr.to_string(),
+    )
+    .await
 }
 
 fn id(region_name: &str, service: Service) -> PeerIdentity {
-    PeerIdentity::new(TrustDomain::new(TRUST_DOMAIN).unwrap(), region(region_name), service)
+    PeerIdentity::new(
+        TrustDomain::new(TRUST_DOMAIN).unwrap(),
+        region(region_name),
+        service,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +64,10 @@ async fn the_mesh_port_refuses_the_wrong_identity_for_each_call() {
 
     // A router identity calling the gateway-only AcceptHandoff.
     let mut as_router = client_as(&mesh, &dir, &id("us-east", Service::Router)).await;
-    let denied = as_router.accept_handoff(v1::AcceptHandoffRequest::default()).await.unwrap_err();
+    let denied = as_router
+        .accept_handoff(v1::AcceptHandoffRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     assert!(
         denied.message().contains("spiffe://meridian.test/region/us-east/router is a router; this service accepts only gateway"),
@@ -59,9 +75,16 @@ async fn the_mesh_port_refuses_the_wrong_identity_for_each_call() {
     );
     // The router may call TakeOver: past the identity check, this gateway
     // (no coordinator) answers that it cannot take regions over.
-    let ask = |failed: &str| v1::TakeOverRequest { failed_region: failed.into(), fencing_token: 7 };
+    let ask = |failed: &str| v1::TakeOverRequest {
+        failed_region: failed.into(),
+        fencing_token: 7,
+    };
     let allowed = as_router.take_over(ask("eu-west")).await.unwrap_err();
-    assert_eq!(allowed.code(), Code::Unimplemented, "the router got past the identity check: {allowed:?}");
+    assert_eq!(
+        allowed.code(),
+        Code::Unimplemented,
+        "the router got past the identity check: {allowed:?}"
+    );
 
     // A gateway identity calling the router's internal TakeOver for a region
     // other than its own.
@@ -69,7 +92,9 @@ async fn the_mesh_port_refuses_the_wrong_identity_for_each_call() {
     let denied = as_eu.take_over(ask("apac-south")).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     assert!(
-        denied.message().contains("spiffe://meridian.test/region/eu-west/gateway may not speak for region apac-south"),
+        denied.message().contains(
+            "spiffe://meridian.test/region/eu-west/gateway may not speak for region apac-south"
+        ),
         "{denied:?}"
     );
 
@@ -77,7 +102,12 @@ async fn the_mesh_port_refuses_the_wrong_identity_for_each_call() {
     let mut as_mars = client_as(&mesh, &dir, &id("mars", Service::Gateway)).await;
     let denied = as_mars.take_over(ask("us-east")).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    assert!(denied.message().contains("region/mars/gateway may not speak for region us-east"), "{denied:?}");
+    assert!(
+        denied
+            .message()
+            .contains("region/mars/gateway may not speak for region us-east"),
+        "{denied:?}"
+    );
     let offer = v1::AcceptHandoffRequest {
         ticket_id: "0190f5c2-0000-7000-8000-000000000000".into(),
         from_region: "eu-west".into(),

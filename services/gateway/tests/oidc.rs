@@ -24,7 +24,9 @@ use tonic::{
     Code, Request,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 fn region(name: &str) -> RegionId {
     RegionId::new(name).unwrap()
@@ -32,13 +34,22 @@ fn region(name: &str) -> RegionId {
 
 fn with<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
 }
 
 async fn keys_health(channel: Channel) -> i32 {
     let mut health = HealthClient::new(channel);
-    health.check(HealthCheckRequest { service: KEYS_HEALTH_SERVICE.into() }).await.unwrap().into_inner().status
+    health
+        .check(HealthCheckRequest {
+            service: KEYS_HEALTH_SERVICE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,10 +60,20 @@ async fn a_gateway_with_an_oidc_issuer_takes_its_rs256_tokens_and_maps_groups_to
                "region": "us-east"})
     };
     let tokens = [
-        ("rsa-1", "RS256", claims("sam@example.com", json!(["Everyone", "Meridian SRE"]))),
-        ("rsa-1", "RS256", claims("ana@example.com", json!(["Support US"]))),
+        (
+            "rsa-1",
+            "RS256",
+            claims("sam@example.com", json!(["Everyone", "Meridian SRE"])),
+        ),
+        (
+            "rsa-1",
+            "RS256",
+            claims("ana@example.com", json!(["Support US"])),
+        ),
     ];
-    let Some(minted) = pyjwt(&[("rsa-1", "RSA")], &tokens) else { return };
+    let Some(minted) = pyjwt(&[("rsa-1", "RSA")], &tokens) else {
+        return;
+    };
     issuer.set_jwks(minted.jwks_of(&["rsa-1"]));
     let (sre, agent) = (&minted.tokens[0], &minted.tokens[1]);
 
@@ -71,7 +92,9 @@ async fn a_gateway_with_an_oidc_issuer_takes_its_rs256_tokens_and_maps_groups_to
         ca = issuer.ca.display()
     );
     let table: AuthTable = toml::from_str(&toml).unwrap();
-    let AuthChoice::Enabled(settings) = table.into_choice("gateway.toml", &[]).unwrap() else { panic!("disabled") };
+    let AuthChoice::Enabled(settings) = table.into_choice("gateway.toml", &[]).unwrap() else {
+        panic!("disabled")
+    };
     assert_eq!(settings.algorithms(), [Algorithm::RS256, Algorithm::ES256]);
 
     let pki = tempfile::tempdir().unwrap();
@@ -90,7 +113,10 @@ async fn a_gateway_with_an_oidc_issuer_takes_its_rs256_tokens_and_maps_groups_to
     let addr = listener.local_addr().unwrap();
     let mut config = GatewayConfig::new(regions[0].clone(), regions, addr, db.config());
     let files = meridian_tls::TlsFiles::dev(pki.path(), &region("us-east"), Service::Gateway);
-    config.tls = Some(TlsFiles { cert: files.cert, key: files.key });
+    config.tls = Some(TlsFiles {
+        cert: files.cert,
+        key: files.key,
+    });
     config.auth = Some(settings);
     let (telemetry, _dispatch) = Telemetry::build(&TelemetryConfig::new("meridian-test")).unwrap();
     config.metrics = Some(telemetry.metrics().clone());
@@ -117,11 +143,23 @@ async fn a_gateway_with_an_oidc_issuer_takes_its_rs256_tokens_and_maps_groups_to
 
     // The first call may come before the gateway's first fetch: the kid is
     // then unknown, and the layer fetches the keys before answering.
-    let status = client.get_status(with(sre, v1::GetStatusRequest {})).await.unwrap().into_inner();
+    let status = client
+        .get_status(with(sre, v1::GetStatusRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(status.region, "us-east");
-    let refused = client.get_status(with(agent, v1::GetStatusRequest {})).await.unwrap_err();
+    let refused = client
+        .get_status(with(agent, v1::GetStatusRequest {}))
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    assert!(refused.message().contains("role agent may not call /meridian.v1.TicketService/GetStatus"), "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("role agent may not call /meridian.v1.TicketService/GetStatus"),
+        "{refused:?}"
+    );
     let create = v1::CreateTicketRequest {
         subject: "VPN down".into(),
         body: "since 9:00".into(),
@@ -132,19 +170,39 @@ async fn a_gateway_with_an_oidc_issuer_takes_its_rs256_tokens_and_maps_groups_to
         residency: vec![],
         priority: v1::Priority::High.into(),
     };
-    let created = client.create_ticket(with(agent, create)).await.unwrap().into_inner();
-    assert_eq!(created.ticket.unwrap().owner.unwrap().owner_region, "us-east", "the agent group's token writes its region's tickets");
-    assert_eq!(keys_health(channel.clone()).await, ServingStatus::Serving as i32);
+    let created = client
+        .create_ticket(with(agent, create))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        created.ticket.unwrap().owner.unwrap().owner_region,
+        "us-east",
+        "the agent group's token writes its region's tickets"
+    );
+    assert_eq!(
+        keys_health(channel.clone()).await,
+        ServingStatus::Serving as i32
+    );
 
     // The issuer goes away: tokens still verify with the last good keys;
     // health and metrics say the keys are stale.
     issuer.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while keys_health(channel.clone()).await != ServingStatus::NotServing as i32 {
-        assert!(tokio::time::Instant::now() < deadline, "the keys' health never turned NOT_SERVING");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the keys' health never turned NOT_SERVING"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(client.get_status(with(sre, v1::GetStatusRequest {})).await.is_ok(), "the last good keys stay in force");
+    assert!(
+        client
+            .get_status(with(sre, v1::GetStatusRequest {}))
+            .await
+            .is_ok(),
+        "the last good keys stay in force"
+    );
     let text = telemetry.metrics().render_prometheus().unwrap();
     let failures = text
         .lines()

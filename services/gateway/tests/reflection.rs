@@ -16,15 +16,22 @@ use meridian_test_support::{Backing, TestDatabase, require_all};
 use tokio::net::TcpListener;
 
 fn python_has_grpc() -> bool {
-    let probe = Command::new("python3").args(["-c", "import grpc, grpc_reflection"]).output();
+    let probe = Command::new("python3")
+        .args(["-c", "import grpc, grpc_reflection"])
+        .output();
     matches!(probe, Ok(out) if out.status.success())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_uses_server_reflection() {
     if !python_has_grpc() {
-        assert!(!require_all(), "MERIDIAN_REQUIRE_ALL=1 but python3 lacks grpcio/grpcio-reflection");
-        eprintln!("reflection test SKIPPED: python3 with grpcio and grpcio-reflection not found (pip install grpcio grpcio-reflection)");
+        assert!(
+            !require_all(),
+            "MERIDIAN_REQUIRE_ALL=1 but python3 lacks grpcio/grpcio-reflection"
+        );
+        eprintln!(
+            "reflection test SKIPPED: python3 with grpcio and grpcio-reflection not found (pip install grpcio grpcio-reflection)"
+        );
         return;
     }
     let db = TestDatabase::new(Backing::Sqlite).await.unwrap();
@@ -40,11 +47,17 @@ async fn python_grpcio_client_uses_server_reflection() {
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/reflection_client.py");
     let target = addr.to_string();
-    let output = tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(target).output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(output.status.success(), "python client failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3").arg(script).arg(target).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "python client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let found: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
 
     let services = found["services"].as_array().unwrap();
@@ -60,15 +73,32 @@ async fn python_grpcio_client_uses_server_reflection() {
         ]
     );
     let methods = found["methods"].as_array().unwrap();
-    for expected in ["CreateTicket", "GetTicket", "ListTickets", "UpdateTicket", "AddNote", "Handoff", "WatchEvents"] {
-        assert!(methods.iter().any(|m| m == expected), "{expected} missing from {methods:?}");
+    for expected in [
+        "CreateTicket",
+        "GetTicket",
+        "ListTickets",
+        "UpdateTicket",
+        "AddNote",
+        "Handoff",
+        "WatchEvents",
+    ] {
+        assert!(
+            methods.iter().any(|m| m == expected),
+            "{expected} missing from {methods:?}"
+        );
     }
     assert_eq!(found["owner_region"], "eu-west");
 
     // The ticket the reflection-only client created is really stored.
-    let mut client = TicketServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut client = TicketServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
     let id = found["ticket_id"].as_str().unwrap().to_owned();
-    let got = client.get_ticket(v1::GetTicketRequest { ticket_id: id }).await.unwrap().into_inner();
+    let got = client
+        .get_ticket(v1::GetTicketRequest { ticket_id: id })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got.ticket.unwrap().subject, "From Python");
 
     stop.send(()).unwrap();

@@ -27,7 +27,9 @@ use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient};
 use meridian_test_support::{Backing, TestDatabase};
 use sqlx::{AnyConnection, Connection, Row};
 use tonic::{Code, transport::Channel};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_meridian-gateway");
 const TICKETS: &str = "meridian.v1.TicketService";
@@ -61,13 +63,25 @@ impl Replica {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let mut command = Command::new(GATEWAY);
-        command.arg("--config").arg(&config).stdout(out.try_clone().unwrap()).stderr(out).stdin(Stdio::null());
+        command
+            .arg("--config")
+            .arg(&config)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null());
         for (var, _) in meridian_gateway::config::ENV_OVERRIDES {
             command.env_remove(var);
         }
-        command.env_remove("MERIDIAN_CONFIG").env("RUST_LOG", "info");
+        command
+            .env_remove("MERIDIAN_CONFIG")
+            .env("RUST_LOG", "info");
         let child = command.spawn().expect("start meridian-gateway");
-        Replica { name, child, addr, log }
+        Replica {
+            name,
+            child,
+            addr,
+            log,
+        }
     }
 
     fn url(&self) -> String {
@@ -81,15 +95,30 @@ impl Replica {
     /// The health of `service` ("" is the process), or `None` when the
     /// gateway does not answer.
     async fn health(&self, service: &str) -> Option<ServingStatus> {
-        let channel = Channel::from_shared(self.url()).unwrap().connect_timeout(Duration::from_millis(300));
-        let channel = tokio::time::timeout(Duration::from_millis(500), channel.connect()).await.ok()?.ok()?;
+        let channel = Channel::from_shared(self.url())
+            .unwrap()
+            .connect_timeout(Duration::from_millis(300));
+        let channel = tokio::time::timeout(Duration::from_millis(500), channel.connect())
+            .await
+            .ok()?
+            .ok()?;
         let mut client = HealthClient::new(channel);
-        let check = client.check(HealthCheckRequest { service: service.into() });
-        let answer = tokio::time::timeout(Duration::from_millis(500), check).await.ok()?.ok()?;
+        let check = client.check(HealthCheckRequest {
+            service: service.into(),
+        });
+        let answer = tokio::time::timeout(Duration::from_millis(500), check)
+            .await
+            .ok()?
+            .ok()?;
         ServingStatus::try_from(answer.into_inner().status).ok()
     }
 
-    async fn wait_health(&self, service: &str, wanted: ServingStatus, within: Duration) -> Duration {
+    async fn wait_health(
+        &self,
+        service: &str,
+        wanted: ServingStatus,
+        within: Duration,
+    ) -> Duration {
         let started = Instant::now();
         loop {
             if self.health(service).await == Some(wanted) {
@@ -106,7 +135,11 @@ impl Replica {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success(), "kill -{signal} {}", self.child.id());
     }
 
@@ -117,7 +150,12 @@ impl Replica {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(started.elapsed() < within, "{} still running after {within:?}:\n{}", self.name, self.log_text());
+            assert!(
+                started.elapsed() < within,
+                "{} still running after {within:?}:\n{}",
+                self.name,
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -153,7 +191,10 @@ async fn client(url: &str) -> Option<TicketServiceClient<Channel>> {
         .unwrap()
         .connect_timeout(Duration::from_millis(300))
         .timeout(Duration::from_secs(5));
-    let channel = tokio::time::timeout(Duration::from_millis(500), channel.connect()).await.ok()?.ok()?;
+    let channel = tokio::time::timeout(Duration::from_millis(500), channel.connect())
+        .await
+        .ok()?
+        .ok()?;
     Some(TicketServiceClient::new(channel))
 }
 
@@ -178,22 +219,41 @@ async fn load(worker: usize, urls: Vec<String>, stop: Arc<AtomicBool>, acked: Ar
             if clients[i].is_none() {
                 clients[i] = client(url).await;
             }
-            let Some(client) = clients[i].as_mut() else { continue };
+            let Some(client) = clients[i].as_mut() else {
+                continue;
+            };
             n += 1;
-            match client.create_ticket(create_request(format!("load {worker}-{n}"))).await {
+            match client
+                .create_ticket(create_request(format!("load {worker}-{n}")))
+                .await
+            {
                 Ok(created) => {
                     let created = created.into_inner();
                     let ticket = created.ticket.unwrap();
-                    acked.lock().unwrap().tickets.insert(ticket.id.clone(), created.origin_seq);
-                    let note = v1::AddNoteRequest { ticket_id: ticket.id, author: "agent".into(), body: format!("n {n}") };
+                    acked
+                        .lock()
+                        .unwrap()
+                        .tickets
+                        .insert(ticket.id.clone(), created.origin_seq);
+                    let note = v1::AddNoteRequest {
+                        ticket_id: ticket.id,
+                        author: "agent".into(),
+                        body: format!("n {n}"),
+                    };
                     if let Ok(added) = client.add_note(note).await {
                         let added = added.into_inner();
-                        acked.lock().unwrap().notes.insert(added.note.unwrap().id, added.origin_seq);
+                        acked
+                            .lock()
+                            .unwrap()
+                            .notes
+                            .insert(added.note.unwrap().id, added.origin_seq);
                     }
                     done = true;
                     break;
                 }
-                Err(status) if status.code() == Code::Unavailable && status.message().contains("standby replica") => {}
+                Err(status)
+                    if status.code() == Code::Unavailable
+                        && status.message().contains("standby replica") => {}
                 Err(_) => clients[i] = None,
             }
         }
@@ -221,32 +281,50 @@ async fn local_log(db: &mut AnyConnection) -> Vec<(u64, String, String)> {
 }
 
 async fn writer_generation(db: &mut AnyConnection) -> i64 {
-    sqlx::query("SELECT writer_generation FROM origins WHERE region = 'us-east'").fetch_one(db).await.unwrap().get(0)
+    sqlx::query("SELECT writer_generation FROM origins WHERE region = 'us-east'")
+        .fetch_one(db)
+        .await
+        .unwrap()
+        .get(0)
 }
 
 async fn start_pair(dir: &Path, url: &str) -> (Replica, Replica) {
     let a = Replica::start("replica-a", dir, url);
-    a.wait_health(TICKETS, ServingStatus::Serving, START_MAX).await;
+    a.wait_health(TICKETS, ServingStatus::Serving, START_MAX)
+        .await;
     let b = Replica::start("replica-b", dir, url);
     // The standby is alive but not ready.
     b.wait_health("", ServingStatus::Serving, START_MAX).await;
-    assert_eq!(b.health(TICKETS).await, Some(ServingStatus::NotServing), "{}", b.log_text());
+    assert_eq!(
+        b.health(TICKETS).await,
+        Some(ServingStatus::NotServing),
+        "{}",
+        b.log_text()
+    );
     assert_eq!(a.health(TICKETS).await, Some(ServingStatus::Serving));
     (a, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_active_promotes_the_standby_without_losing_or_doubling_a_write() {
-    let Some(database) = TestDatabase::new(Backing::Postgres).await else { return };
+    let Some(database) = TestDatabase::new(Backing::Postgres).await else {
+        return;
+    };
     let url = database.config().url;
     let dir = tempfile::tempdir().unwrap();
     let (mut a, b) = start_pair(dir.path(), &url).await;
 
     // The standby refuses writes and says why.
     let mut standby = client(&b.url()).await.unwrap();
-    let refused = standby.create_ticket(create_request("to the standby".into())).await.unwrap_err();
+    let refused = standby
+        .create_ticket(create_request("to the standby".into()))
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable);
-    assert_eq!(refused.message(), "standby replica of region us-east: another replica holds the region");
+    assert_eq!(
+        refused.message(),
+        "standby replica of region us-east: another replica holds the region"
+    );
 
     // Load through whichever replica is active, from four clients.
     let stop = Arc::new(AtomicBool::new(false));
@@ -256,7 +334,10 @@ async fn kill_9_of_the_active_promotes_the_standby_without_losing_or_doubling_a_
         .collect();
     let started = Instant::now();
     while acked.lock().unwrap().tickets.len() < 100 {
-        assert!(started.elapsed() < Duration::from_secs(20), "the active replica did not take load");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the active replica did not take load"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -265,11 +346,15 @@ async fn kill_9_of_the_active_promotes_the_standby_without_losing_or_doubling_a_
     let killed_at = Instant::now();
     a.child.kill().unwrap();
     a.wait_exit(Duration::from_secs(5)).await;
-    b.wait_health(TICKETS, ServingStatus::Serving, FAILOVER_MAX).await;
+    b.wait_health(TICKETS, ServingStatus::Serving, FAILOVER_MAX)
+        .await;
     let failover = killed_at.elapsed();
     // The first write the new active acknowledges.
     while acked.lock().unwrap().tickets.len() < before_kill + 100 {
-        assert!(killed_at.elapsed() < FAILOVER_MAX + Duration::from_secs(20), "the new active took no load");
+        assert!(
+            killed_at.elapsed() < FAILOVER_MAX + Duration::from_secs(20),
+            "the new active took no load"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -285,14 +370,22 @@ async fn kill_9_of_the_active_promotes_the_standby_without_losing_or_doubling_a_
          the kill), {notes_acked} notes",
         failover.as_millis(),
     );
-    assert!(b.log_text().contains("standby promoted"), "{}", b.log_text());
+    assert!(
+        b.log_text().contains("standby promoted"),
+        "{}",
+        b.log_text()
+    );
 
     // The database: one dense, unique log; every acknowledged write in it
     // exactly once, at the sequence number its client was told.
     let mut db = connect(&url).await;
     let log = local_log(&mut db).await;
     let seqs: Vec<u64> = log.iter().map(|(seq, _, _)| *seq).collect();
-    assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>(), "origin_seq is gapless and unique");
+    assert_eq!(
+        seqs,
+        (1..=log.len() as u64).collect::<Vec<_>>(),
+        "origin_seq is gapless and unique"
+    );
     let head: i64 = sqlx::query("SELECT last_seq FROM origins WHERE region = 'us-east'")
         .fetch_one(&mut db)
         .await
@@ -301,10 +394,15 @@ async fn kill_9_of_the_active_promotes_the_standby_without_losing_or_doubling_a_
     assert_eq!(head as usize, log.len());
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     for (ticket_id, seq) in &acked.tickets {
-        let created: Vec<_> =
-            log.iter().filter(|(_, id, kind)| id == ticket_id && kind == "ticket_created").collect();
+        let created: Vec<_> = log
+            .iter()
+            .filter(|(_, id, kind)| id == ticket_id && kind == "ticket_created")
+            .collect();
         assert_eq!(created.len(), 1, "ticket {ticket_id} created once");
-        assert_eq!(created[0].0, *seq, "ticket {ticket_id} at the acknowledged origin_seq");
+        assert_eq!(
+            created[0].0, *seq,
+            "ticket {ticket_id} at the acknowledged origin_seq"
+        );
         let rows: i64 = sqlx::query("SELECT COUNT(*) FROM tickets WHERE ticket_id = $1")
             .bind(ticket_id)
             .fetch_one(&mut db)
@@ -314,16 +412,30 @@ async fn kill_9_of_the_active_promotes_the_standby_without_losing_or_doubling_a_
         assert_eq!(rows, 1);
     }
     for (note_id, seq) in &acked.notes {
-        let rows: i64 =
-            sqlx::query("SELECT COUNT(*) FROM notes WHERE note_id = $1").bind(note_id).fetch_one(&mut db).await.unwrap().get(0);
+        let rows: i64 = sqlx::query("SELECT COUNT(*) FROM notes WHERE note_id = $1")
+            .bind(note_id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(rows, 1, "note {note_id} stored once");
-        assert!(log.iter().any(|(s, _, kind)| s == seq && kind == "note_added"), "note {note_id} at origin_seq {seq}");
+        assert!(
+            log.iter()
+                .any(|(s, _, kind)| s == seq && kind == "note_added"),
+            "note {note_id} at origin_seq {seq}"
+        );
     }
     // Every creation in the log is one some client was told about, or one
     // whose answer was lost with the killed process: never a duplicate.
-    let creations = log.iter().filter(|(_, _, kind)| kind == "ticket_created").count();
+    let creations = log
+        .iter()
+        .filter(|(_, _, kind)| kind == "ticket_created")
+        .count();
     assert!(creations >= acked.tickets.len());
-    assert!(creations - acked.tickets.len() <= 4, "at most one unanswered creation per client at the kill");
+    assert!(
+        creations - acked.tickets.len() <= 4,
+        "at most one unanswered creation per client at the kill"
+    );
     // Two processes became active, one after the other.
     assert_eq!(writer_generation(&mut db).await, 2);
     let _ = db.close().await;
@@ -339,51 +451,96 @@ const LOCK_HOLDER_PID: &str = "SELECT pid FROM pg_locks WHERE locktype = 'adviso
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_former_active_cannot_commit_beside_its_successor() {
-    let Some(database) = TestDatabase::new(Backing::Postgres).await else { return };
+    let Some(database) = TestDatabase::new(Backing::Postgres).await else {
+        return;
+    };
     let url = database.config().url;
     let dir = tempfile::tempdir().unwrap();
     let (mut a, b) = start_pair(dir.path(), &url).await;
     let mut to_a = client(&a.url()).await.unwrap();
-    let first = to_a.create_ticket(create_request("before the stall".into())).await.unwrap().into_inner();
+    let first = to_a
+        .create_ticket(create_request("before the stall".into()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first.origin_seq, 1);
 
     // Freeze the active, and end its lock session as a network partition
     // between it and the database would: its other connections live on.
     a.signal("STOP");
     let mut db = connect(&url).await;
-    let pid: i32 = sqlx::query(LOCK_HOLDER_PID).fetch_one(&mut db).await.unwrap().get(0);
-    let ended: bool =
-        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&mut db).await.unwrap().get(0);
+    let pid: i32 = sqlx::query(LOCK_HOLDER_PID)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get(0);
+    let ended: bool = sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get(0);
     assert!(ended);
     // A write the frozen process will find waiting when it wakes.
-    let stalled = tokio::spawn(async move { to_a.create_ticket(create_request("stalled write".into())).await });
-    b.wait_health(TICKETS, ServingStatus::Serving, FAILOVER_MAX).await;
+    let stalled = tokio::spawn(async move {
+        to_a.create_ticket(create_request("stalled write".into()))
+            .await
+    });
+    b.wait_health(TICKETS, ServingStatus::Serving, FAILOVER_MAX)
+        .await;
     let mut to_b = client(&b.url()).await.unwrap();
-    let next = to_b.create_ticket(create_request("after the takeover".into())).await.unwrap().into_inner();
-    assert_eq!(next.origin_seq, 2, "the successor continues the log from the database");
+    let next = to_b
+        .create_ticket(create_request("after the takeover".into()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        next.origin_seq, 2,
+        "the successor continues the log from the database"
+    );
     assert_eq!(writer_generation(&mut db).await, 2);
 
     // The former active wakes: it must neither commit nor keep serving.
     a.signal("CONT");
     let status = a.wait_exit(Duration::from_secs(15)).await;
-    assert!(!status.success(), "the superseded replica reports failure:\n{}", a.log_text());
+    assert!(
+        !status.success(),
+        "the superseded replica reports failure:\n{}",
+        a.log_text()
+    );
     let log = a.log_text();
     assert!(
-        log.contains("lost the writer lock of region us-east") || log.contains("another replica became the active writer"),
+        log.contains("lost the writer lock of region us-east")
+            || log.contains("another replica became the active writer"),
         "{log}"
     );
     if let Ok(Ok(answer)) = stalled.await {
-        panic!("the stalled write was acknowledged by the superseded replica: {:?}", answer.into_inner());
+        panic!(
+            "the stalled write was acknowledged by the superseded replica: {:?}",
+            answer.into_inner()
+        );
     }
-    let stalled_rows: i64 = sqlx::query("SELECT COUNT(*) FROM tickets WHERE subject = 'stalled write'")
-        .fetch_one(&mut db)
+    let stalled_rows: i64 =
+        sqlx::query("SELECT COUNT(*) FROM tickets WHERE subject = 'stalled write'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(
+        stalled_rows, 0,
+        "nothing of the former active committed after the takeover"
+    );
+    let after = to_b
+        .create_ticket(create_request("still writing".into()))
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(stalled_rows, 0, "nothing of the former active committed after the takeover");
-    let after = to_b.create_ticket(create_request("still writing".into())).await.unwrap().into_inner();
+        .into_inner();
     assert_eq!(after.origin_seq, 3);
-    let seqs: Vec<u64> = local_log(&mut db).await.iter().map(|(seq, _, _)| *seq).collect();
+    let seqs: Vec<u64> = local_log(&mut db)
+        .await
+        .iter()
+        .map(|(seq, _, _)| *seq)
+        .collect();
     assert_eq!(seqs, vec![1, 2, 3]);
     let _ = db.close().await;
     drop(b);
@@ -401,20 +558,24 @@ async fn a_stalled_former_active_cannot_commit_beside_its_successor() {
 async fn a_promoted_standby_leases_the_region_once_the_old_lease_expires() {
     use meridian_coord::{Coordinator, LocalConfig, LocalCoordinator};
     use meridian_core::{Clock, RegionId};
-    use meridian_gateway::{
-        GatewayConfig, Listeners, SystemClock,
-        failover::CoordinatorSettings,
-    };
+    use meridian_gateway::{GatewayConfig, Listeners, SystemClock, failover::CoordinatorSettings};
 
     const LEASE_TTL: Duration = Duration::from_millis(2_000);
-    let Some(database) = TestDatabase::new(Backing::Postgres).await else { return };
+    let Some(database) = TestDatabase::new(Backing::Postgres).await else {
+        return;
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let coordinator: Arc<dyn Coordinator> = Arc::new(LocalCoordinator::new(
         clock.clone(),
-        LocalConfig { safety_margin: Duration::from_millis(300), tick: Duration::from_millis(20) },
+        LocalConfig {
+            safety_margin: Duration::from_millis(300),
+            tick: Duration::from_millis(20),
+        },
     ));
-    let regions: Vec<RegionId> =
-        ["us-east", "eu-west", "apac-south"].into_iter().map(|r| RegionId::new(r).unwrap()).collect();
+    let regions: Vec<RegionId> = ["us-east", "eu-west", "apac-south"]
+        .into_iter()
+        .map(|r| RegionId::new(r).unwrap())
+        .collect();
     let start = || {
         let coordinator = coordinator.clone();
         let regions = regions.clone();
@@ -424,8 +585,10 @@ async fn a_promoted_standby_leases_the_region_once_the_old_lease_expires() {
             let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = public.local_addr().unwrap();
             let mut config = GatewayConfig::new(regions[0].clone(), regions, addr, store);
-            config.coordinator =
-                Some(CoordinatorSettings { lease_ttl: LEASE_TTL, ..CoordinatorSettings::shared(coordinator) });
+            config.coordinator = Some(CoordinatorSettings {
+                lease_ttl: LEASE_TTL,
+                ..CoordinatorSettings::shared(coordinator)
+            });
             let task = tokio::spawn(meridian_gateway::run_listeners(
                 config,
                 Listeners { public, mesh: None },
@@ -442,11 +605,16 @@ async fn a_promoted_standby_leases_the_region_once_the_old_lease_expires() {
         let started = Instant::now();
         loop {
             if let Some(mut to_a) = client(&a_url).await
-                && let Ok(created) = to_a.create_ticket(create_request("under the first lease".into())).await
+                && let Ok(created) = to_a
+                    .create_ticket(create_request("under the first lease".into()))
+                    .await
             {
                 break created.into_inner().ticket.unwrap();
             }
-            assert!(started.elapsed() < START_MAX, "the active never leased the region");
+            assert!(
+                started.elapsed() < START_MAX,
+                "the active never leased the region"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
@@ -455,12 +623,19 @@ async fn a_promoted_standby_leases_the_region_once_the_old_lease_expires() {
     let started = Instant::now();
     loop {
         if let Some(mut to_b) = client(&b_url).await
-            && let Err(refused) = to_b.create_ticket(create_request("to the standby".into())).await
-            && refused.message().starts_with("standby replica of region us-east")
+            && let Err(refused) = to_b
+                .create_ticket(create_request("to the standby".into()))
+                .await
+            && refused
+                .message()
+                .starts_with("standby replica of region us-east")
         {
             break;
         }
-        assert!(started.elapsed() < START_MAX, "the second replica never answered as a standby");
+        assert!(
+            started.elapsed() < START_MAX,
+            "the second replica never answered as a standby"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -473,25 +648,38 @@ async fn a_promoted_standby_leases_the_region_once_the_old_lease_expires() {
         {
             break to_b;
         }
-        assert!(crashed_at.elapsed() < FAILOVER_MAX, "the standby was not promoted");
+        assert!(
+            crashed_at.elapsed() < FAILOVER_MAX,
+            "the standby was not promoted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let promoted = crashed_at.elapsed();
     // Notes are never gated: the new active takes them at once.
-    let note = v1::AddNoteRequest { ticket_id: ticket.id.clone(), author: "agent".into(), body: "still here".into() };
+    let note = v1::AddNoteRequest {
+        ticket_id: ticket.id.clone(),
+        author: "agent".into(),
+        body: "still here".into(),
+    };
     let noted = to_b.add_note(note).await.unwrap().into_inner();
     assert_eq!(noted.origin_seq, 2, "the new active continues the log");
     // Creations wait for the old lease to expire, then go through.
     let mut refused_fenced = 0;
     let created = loop {
-        match to_b.create_ticket(create_request("under the new lease".into())).await {
+        match to_b
+            .create_ticket(create_request("under the new lease".into()))
+            .await
+        {
             Ok(created) => break created.into_inner(),
             Err(status) => {
                 assert_eq!(status.code(), Code::Unavailable, "{status:?}");
                 refused_fenced += 1;
             }
         }
-        assert!(crashed_at.elapsed() < LEASE_TTL + FAILOVER_MAX, "the new active never leased the region");
+        assert!(
+            crashed_at.elapsed() < LEASE_TTL + FAILOVER_MAX,
+            "the new active never leased the region"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let leased = crashed_at.elapsed();
@@ -502,7 +690,10 @@ async fn a_promoted_standby_leases_the_region_once_the_old_lease_expires() {
         LEASE_TTL.as_millis()
     );
     if promoted < LEASE_TTL.saturating_sub(Duration::from_millis(500)) {
-        assert!(refused_fenced > 0, "creations were allowed before the old lease could have expired");
+        assert!(
+            refused_fenced > 0,
+            "creations were allowed before the old lease could have expired"
+        );
     }
     assert_eq!(created.origin_seq, 3);
     b_task.abort();
@@ -520,15 +711,38 @@ async fn a_second_process_on_one_sqlite_file_is_a_standby() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, b) = start_pair(dir.path(), &url).await;
     let mut to_a = client(&a.url()).await.unwrap();
-    assert_eq!(to_a.create_ticket(create_request("first".into())).await.unwrap().into_inner().origin_seq, 1);
-    let refused = client(&b.url()).await.unwrap().create_ticket(create_request("second".into())).await.unwrap_err();
-    assert_eq!(refused.message(), "standby replica of region us-east: another replica holds the region");
+    assert_eq!(
+        to_a.create_ticket(create_request("first".into()))
+            .await
+            .unwrap()
+            .into_inner()
+            .origin_seq,
+        1
+    );
+    let refused = client(&b.url())
+        .await
+        .unwrap()
+        .create_ticket(create_request("second".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.message(),
+        "standby replica of region us-east: another replica holds the region"
+    );
 
     a.child.kill().unwrap();
     a.wait_exit(Duration::from_secs(5)).await;
-    b.wait_health(TICKETS, ServingStatus::Serving, FAILOVER_MAX).await;
+    b.wait_health(TICKETS, ServingStatus::Serving, FAILOVER_MAX)
+        .await;
     let mut to_b = client(&b.url()).await.unwrap();
-    assert_eq!(to_b.create_ticket(create_request("after".into())).await.unwrap().into_inner().origin_seq, 2);
+    assert_eq!(
+        to_b.create_ticket(create_request("after".into()))
+            .await
+            .unwrap()
+            .into_inner()
+            .origin_seq,
+        2
+    );
     let mut db = connect(&url).await;
     assert_eq!(writer_generation(&mut db).await, 2);
     let _ = db.close().await;

@@ -11,7 +11,9 @@ use std::{path::Path, sync::Arc, time::Duration};
 use jiff::{SignedDuration, Timestamp};
 use meridian_core::{ManualClock, RegionId};
 use meridian_gateway::{GatewayConfig, RulesSettings};
-use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient, watch_events_request::Scope};
+use meridian_proto::v1::{
+    self, ticket_service_client::TicketServiceClient, watch_events_request::Scope,
+};
 use meridian_test_support::{Backing, TestDatabase};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -33,7 +35,9 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(START.parse().unwrap()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let regions = ["us-east", "eu-west", "apac-south"].map(|r| RegionId::new(r).unwrap()).to_vec();
+        let regions = ["us-east", "eu-west", "apac-south"]
+            .map(|r| RegionId::new(r).unwrap())
+            .to_vec();
         let mut config = GatewayConfig::new(regions[0].clone(), regions, addr, db.config());
         let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml");
         let mut settings = RulesSettings::new(rules);
@@ -56,12 +60,19 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Harness { clock, client: client.expect("gateway accepts connections"), stop, gateway, _db: db }
+        Harness {
+            clock,
+            client: client.expect("gateway accepts connections"),
+            stop,
+            gateway,
+            _db: db,
+        }
     }
 
     fn advance_to(&self, minutes_after_start: i64) {
         let start: Timestamp = START.parse().unwrap();
-        self.clock.set(start + SignedDuration::from_mins(minutes_after_start));
+        self.clock
+            .set(start + SignedDuration::from_mins(minutes_after_start));
     }
 
     async fn create(&mut self, tier: &str) -> v1::Ticket {
@@ -71,17 +82,44 @@ impl Harness {
             tier: tier.into(),
             ..Default::default()
         };
-        self.client.create_ticket(request).await.unwrap().into_inner().ticket.unwrap()
+        self.client
+            .create_ticket(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .ticket
+            .unwrap()
     }
 
     async fn set_status(&mut self, id: &str, status: v1::Status) -> v1::Ticket {
-        let request = v1::UpdateTicketRequest { ticket_id: id.into(), status: Some(status.into()), ..Default::default() };
-        self.client.update_ticket(request).await.unwrap().into_inner().ticket.unwrap()
+        let request = v1::UpdateTicketRequest {
+            ticket_id: id.into(),
+            status: Some(status.into()),
+            ..Default::default()
+        };
+        self.client
+            .update_ticket(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .ticket
+            .unwrap()
     }
 
     async fn at_risk(&mut self) -> Vec<String> {
-        let request = v1::ListTicketsRequest { sla_at_risk: true, ..Default::default() };
-        self.client.list_tickets(request).await.unwrap().into_inner().tickets.into_iter().map(|t| t.id).collect()
+        let request = v1::ListTicketsRequest {
+            sla_at_risk: true,
+            ..Default::default()
+        };
+        self.client
+            .list_tickets(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .tickets
+            .into_iter()
+            .map(|t| t.id)
+            .collect()
     }
 
     async fn stop(self) {
@@ -97,7 +135,11 @@ fn minutes(t: &Option<prost_types::Timestamp>) -> i64 {
 }
 
 async fn next_event(events: &mut Streaming<v1::Event>) -> v1::Event {
-    tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("an event within 5 s").unwrap().unwrap()
+    tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("an event within 5 s")
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,33 +154,64 @@ async fn warning_at_eighty_percent_then_breach() {
     assert_eq!(first.state, v1::SlaState::Running as i32);
     assert_eq!(minutes(&sla.resolution.unwrap().due), 480);
 
-    let watch = v1::WatchEventsRequest { scope: Some(Scope::TicketId(ticket.id.clone())), after_seq: 0 };
+    let watch = v1::WatchEventsRequest {
+        scope: Some(Scope::TicketId(ticket.id.clone())),
+        after_seq: 0,
+    };
     let mut events = h.client.watch_events(watch).await.unwrap().into_inner();
     assert_eq!(next_event(&mut events).await.kind, "ticket_created");
 
     h.advance_to(23);
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(h.at_risk().await.is_empty(), "nothing is at risk before 80%");
+    assert!(
+        h.at_risk().await.is_empty(),
+        "nothing is at risk before 80%"
+    );
 
     h.advance_to(24);
     let warning = next_event(&mut events).await;
     assert_eq!(warning.kind, "sla_warning");
-    assert!(warning.payload_json.contains("\"metric\":\"first_response\""), "{}", warning.payload_json);
+    assert!(
+        warning
+            .payload_json
+            .contains("\"metric\":\"first_response\""),
+        "{}",
+        warning.payload_json
+    );
     assert_eq!(h.at_risk().await, std::slice::from_ref(&ticket.id));
 
     h.advance_to(31);
     let breach = next_event(&mut events).await;
     assert_eq!(breach.kind, "sla_breached");
-    assert!(breach.payload_json.contains("\"metric\":\"first_response\""), "{}", breach.payload_json);
-    let got = h.client.get_ticket(v1::GetTicketRequest { ticket_id: ticket.id.clone() }).await.unwrap().into_inner();
+    assert!(
+        breach
+            .payload_json
+            .contains("\"metric\":\"first_response\""),
+        "{}",
+        breach.payload_json
+    );
+    let got = h
+        .client
+        .get_ticket(v1::GetTicketRequest {
+            ticket_id: ticket.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let sla = got.ticket.unwrap().sla.unwrap();
-    assert_eq!(sla.first_response.unwrap().state, v1::SlaState::Breached as i32);
+    assert_eq!(
+        sla.first_response.unwrap().state,
+        v1::SlaState::Breached as i32
+    );
     assert!(sla.at_risk);
 
     // Answering late does not undo the breach; the resolution clock runs on.
     let opened = h.set_status(&ticket.id, v1::Status::Open).await;
     let sla = opened.sla.unwrap();
-    assert_eq!(sla.first_response.unwrap().state, v1::SlaState::Breached as i32);
+    assert_eq!(
+        sla.first_response.unwrap().state,
+        v1::SlaState::Breached as i32
+    );
     assert_eq!(sla.resolution.unwrap().state, v1::SlaState::Running as i32);
 
     // No second alert for the same clock.
@@ -159,12 +232,19 @@ async fn pending_pauses_the_clock_and_pushes_the_deadline_back() {
     let ticket = h.create("enterprise").await;
     let opened = h.set_status(&ticket.id, v1::Status::Open).await;
     let sla = opened.sla.unwrap();
-    assert_eq!(sla.first_response.unwrap().state, v1::SlaState::Met as i32, "leaving new meets the first response");
+    assert_eq!(
+        sla.first_response.unwrap().state,
+        v1::SlaState::Met as i32,
+        "leaving new meets the first response"
+    );
     assert_eq!(minutes(&sla.resolution.unwrap().due), 480);
 
     h.advance_to(60);
     let pending = h.set_status(&ticket.id, v1::Status::Pending).await;
-    assert_eq!(pending.sla.unwrap().resolution.unwrap().state, v1::SlaState::Paused as i32);
+    assert_eq!(
+        pending.sla.unwrap().resolution.unwrap().state,
+        v1::SlaState::Paused as i32
+    );
 
     // Paused well past the deadline: no alert while pending.
     h.advance_to(600);
@@ -174,7 +254,11 @@ async fn pending_pauses_the_clock_and_pushes_the_deadline_back() {
     let resumed = h.set_status(&ticket.id, v1::Status::Open).await;
     let resolution = resumed.sla.unwrap().resolution.unwrap();
     assert_eq!(resolution.state, v1::SlaState::Running as i32);
-    assert_eq!(minutes(&resolution.due), 480 + 540, "nine hours pending push the deadline back nine hours");
+    assert_eq!(
+        minutes(&resolution.due),
+        480 + 540,
+        "nine hours pending push the deadline back nine hours"
+    );
     assert_eq!(minutes(&resolution.warn_at), 384 + 540);
     h.stop().await;
 }
@@ -182,12 +266,31 @@ async fn pending_pauses_the_clock_and_pushes_the_deadline_back() {
 #[tokio::test]
 async fn a_tier_missing_from_the_rules_is_refused() {
     let mut h = Harness::start().await;
-    let request = v1::CreateTicketRequest { subject: "s".into(), customer: "c".into(), tier: "platinum".into(), ..Default::default() };
+    let request = v1::CreateTicketRequest {
+        subject: "s".into(),
+        customer: "c".into(),
+        tier: "platinum".into(),
+        ..Default::default()
+    };
     let err = h.client.create_ticket(request).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("tier: \"platinum\" is not a tier of rules 2026.06-1"), "{}", err.message());
-    assert!(err.message().contains("standard, premium, enterprise"), "{}", err.message());
-    let listed = h.client.list_tickets(v1::ListTicketsRequest::default()).await.unwrap().into_inner();
+    assert!(
+        err.message()
+            .starts_with("tier: \"platinum\" is not a tier of rules 2026.06-1"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("standard, premium, enterprise"),
+        "{}",
+        err.message()
+    );
+    let listed = h
+        .client
+        .list_tickets(v1::ListTicketsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(listed.tickets.is_empty());
     h.stop().await;
 }

@@ -13,7 +13,9 @@ use std::{path::Path, sync::Arc, time::Duration};
 use jiff::{SignedDuration, Timestamp};
 use meridian_core::{EventKind, IntakeSpike, ManualClock, RegionId};
 use meridian_gateway::{GatewayConfig, RulesSettings};
-use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient, watch_events_request::Scope};
+use meridian_proto::v1::{
+    self, ticket_service_client::TicketServiceClient, watch_events_request::Scope,
+};
 use meridian_store::Store;
 use meridian_test_support::{Backing, TestDatabase};
 use tokio::{net::TcpListener, sync::mpsc};
@@ -40,7 +42,9 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(at(0) + SignedDuration::from_secs(30)));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let regions = ["us-east", "eu-west", "apac-south"].map(|r| RegionId::new(r).unwrap()).to_vec();
+        let regions = ["us-east", "eu-west", "apac-south"]
+            .map(|r| RegionId::new(r).unwrap())
+            .to_vec();
         let mut config = GatewayConfig::new(regions[0].clone(), regions, addr, db.config());
         let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml");
         let mut settings = RulesSettings::new(rules);
@@ -66,7 +70,14 @@ impl Harness {
         }
         // Let the spike task take the rules and open its first bucket.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        Harness { clock, client: client.expect("gateway accepts connections"), hooks, stop, gateway, db }
+        Harness {
+            clock,
+            client: client.expect("gateway accepts connections"),
+            hooks,
+            stop,
+            gateway,
+            db,
+        }
     }
 
     /// `n` new tickets of `tier` needing `skill`, five seconds into `minute`.
@@ -88,7 +99,8 @@ impl Harness {
     /// enterprise networking ticket a minute.
     async fn steady(&mut self, minutes: std::ops::RangeInclusive<i64>) {
         for m in minutes {
-            self.create(m, "premium", "billing", steady_billing(m)).await;
+            self.create(m, "premium", "billing", steady_billing(m))
+                .await;
             self.create(m, "enterprise", "networking", 1).await;
         }
     }
@@ -108,7 +120,10 @@ impl Harness {
 
     /// Waits a few of the task's ticks and says whether anything was posted.
     async fn quiet(&mut self) -> Option<String> {
-        tokio::time::timeout(Duration::from_millis(400), self.hooks.recv()).await.ok().flatten()
+        tokio::time::timeout(Duration::from_millis(400), self.hooks.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -138,7 +153,10 @@ async fn next_spike_event(events: &mut Streaming<v1::Event>) -> v1::Event {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_raises_one_alert_to_the_queue_owner_and_clears_when_intake_falls_back() {
     let mut h = Harness::start().await;
-    let watch = v1::WatchEventsRequest { scope: Some(Scope::Region("us-east".into())), after_seq: 0 };
+    let watch = v1::WatchEventsRequest {
+        scope: Some(Scope::Region("us-east".into())),
+        after_seq: 0,
+    };
     let mut events = h.client.watch_events(watch).await.unwrap().into_inner();
 
     // A quarter of an hour of steady intake: warm, and no alert.
@@ -154,17 +172,37 @@ async fn a_burst_raises_one_alert_to_the_queue_owner_and_clears_when_intake_fall
     assert_eq!(posted["type"], "intake_spike", "{posted}");
     let spike: IntakeSpike = serde_json::from_value(posted["spike"].clone()).unwrap();
     assert_eq!(spike.region.as_str(), "us-east");
-    assert_eq!((spike.tier.as_str(), spike.skill.as_ref().map(|s| s.as_str())), ("premium", Some("billing")));
+    assert_eq!(
+        (
+            spike.tier.as_str(),
+            spike.skill.as_ref().map(|s| s.as_str())
+        ),
+        ("premium", Some("billing"))
+    );
     assert_eq!(spike.count, 40);
     assert_eq!((spike.bucket_start, spike.bucket_end), (at(16), at(17)));
-    assert!(spike.baseline.as_f64() > 2.5 && spike.baseline.as_f64() < 5.5, "{spike:?}");
+    assert!(
+        spike.baseline.as_f64() > 2.5 && spike.baseline.as_f64() < 5.5,
+        "{spike:?}"
+    );
     assert!(spike.threshold.as_f64() < 40.0, "{spike:?}");
-    assert_eq!(spike.queue_owner.as_deref(), Some("us-east-day-lead"), "the shift's queue owner is named");
+    assert_eq!(
+        spike.queue_owner.as_deref(),
+        Some("us-east-day-lead"),
+        "the shift's queue owner is named"
+    );
     let text = posted["text"].as_str().unwrap();
-    assert!(text.contains("us-east-day-lead") && text.contains("premium/billing"), "{text}");
+    assert!(
+        text.contains("us-east-day-lead") && text.contains("premium/billing"),
+        "{text}"
+    );
     let recorded = next_spike_event(&mut events).await;
     assert_eq!(recorded.kind, "intake_spike");
-    assert_eq!(recorded.ticket_id, spike.raised_id().to_string(), "the event carries the alert's own id");
+    assert_eq!(
+        recorded.ticket_id,
+        spike.raised_id().to_string(),
+        "the event carries the alert's own id"
+    );
 
     // Back to normal in minute 17: the alert clears once that bucket closes.
     h.steady(17..=17).await;
@@ -173,9 +211,23 @@ async fn a_burst_raises_one_alert_to_the_queue_owner_and_clears_when_intake_fall
     assert_eq!(posted["type"], "intake_spike_cleared", "{posted}");
     let cleared: IntakeSpike = serde_json::from_value(posted["spike"].clone()).unwrap();
     let expected = ("premium", steady_billing(17), at(16), 40);
-    assert_eq!((cleared.tier.as_str(), cleared.count, cleared.since, cleared.peak), expected);
-    assert_eq!(cleared.baseline, spike.baseline, "the baseline stayed frozen through the burst");
-    assert_eq!(next_spike_event(&mut events).await.kind, "intake_spike_cleared");
+    assert_eq!(
+        (
+            cleared.tier.as_str(),
+            cleared.count,
+            cleared.since,
+            cleared.peak
+        ),
+        expected
+    );
+    assert_eq!(
+        cleared.baseline, spike.baseline,
+        "the baseline stayed frozen through the burst"
+    );
+    assert_eq!(
+        next_spike_event(&mut events).await.kind,
+        "intake_spike_cleared"
+    );
 
     // More normal minutes: nothing more.
     h.steady(18..=20).await;
@@ -185,16 +237,32 @@ async fn a_burst_raises_one_alert_to_the_queue_owner_and_clears_when_intake_fall
     h.gateway.await.unwrap().unwrap();
 
     // The log holds exactly one of each, under their derived ids.
-    let store = Store::open(&h.db.config(), &RegionId::new("us-east").unwrap()).await.unwrap();
-    let log = store.events_after(&RegionId::new("us-east").unwrap(), 0, 10_000).await.unwrap();
-    let spikes: Vec<_> = log.iter().filter(|e| !e.kind.is_owner_scoped() && e.kind.name().starts_with("intake")).collect();
+    let store = Store::open(&h.db.config(), &RegionId::new("us-east").unwrap())
+        .await
+        .unwrap();
+    let log = store
+        .events_after(&RegionId::new("us-east").unwrap(), 0, 10_000)
+        .await
+        .unwrap();
+    let spikes: Vec<_> = log
+        .iter()
+        .filter(|e| !e.kind.is_owner_scoped() && e.kind.name().starts_with("intake"))
+        .collect();
     assert_eq!(spikes.len(), 2, "{spikes:#?}");
-    assert!(matches!(&spikes[0].kind, EventKind::IntakeSpike { spike: s } if *s == spike && spikes[0].ticket_id == s.raised_id()));
+    assert!(
+        matches!(&spikes[0].kind, EventKind::IntakeSpike { spike: s } if *s == spike && spikes[0].ticket_id == s.raised_id())
+    );
     assert!(
         matches!(&spikes[1].kind, EventKind::IntakeSpikeCleared { spike: s } if *s == cleared && spikes[1].ticket_id == s.cleared_id())
     );
-    let created = log.iter().filter(|e| matches!(e.kind, EventKind::TicketCreated { .. })).count();
-    let steady: u32 = (1..=20).filter(|m| *m != 16).map(|m| steady_billing(m) + 1).sum();
+    let created = log
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::TicketCreated { .. }))
+        .count();
+    let steady: u32 = (1..=20)
+        .filter(|m| *m != 16)
+        .map(|m| steady_billing(m) + 1)
+        .sum();
     assert_eq!(created, steady as usize + 41, "every ticket created");
     store.close().await;
 }

@@ -507,9 +507,9 @@ impl FileConfig {
             Some(section) => {
                 let listen = match section.listen {
                     Some(listen) => listen,
-                    None => CONSOLE_LISTEN_DEFAULT.parse().map_err(|e| {
-                        Error::Config(format!("console.listen default: {e}"))
-                    })?,
+                    None => CONSOLE_LISTEN_DEFAULT
+                        .parse()
+                        .map_err(|e| Error::Config(format!("console.listen default: {e}")))?,
                 };
                 if let Some(template) = &section.tracing_ui
                     && !template.get_ref().contains(TRACE_ID_PLACEHOLDER)
@@ -534,16 +534,28 @@ impl FileConfig {
         let tls_disabled = self.tls.as_ref().is_some_and(|section| section.disabled);
         let (tls, gateway_ca) = match self.tls {
             None => (None, None),
-            Some(TlsSection { cert: Some(cert), key: Some(key), gateway_ca, disabled: false }) => {
-                (Some(PublicTls { cert, key }), gateway_ca)
-            }
-            Some(TlsSection { cert: None, key: None, gateway_ca, .. }) => (None, gateway_ca),
+            Some(TlsSection {
+                cert: Some(cert),
+                key: Some(key),
+                gateway_ca,
+                disabled: false,
+            }) => (Some(PublicTls { cert, key }), gateway_ca),
+            Some(TlsSection {
+                cert: None,
+                key: None,
+                gateway_ca,
+                ..
+            }) => (None, gateway_ca),
             Some(TlsSection { disabled: true, .. }) => {
                 return Err(Error::Config(format!(
                     "{file}: tls: disabled = true takes no cert or key (gateway_ca may stay); remove one or the other"
                 )));
             }
-            Some(_) => return Err(Error::Config(format!("{file}: tls: set both cert and key, or neither"))),
+            Some(_) => {
+                return Err(Error::Config(format!(
+                    "{file}: tls: set both cert and key, or neither"
+                )));
+            }
         };
         for (region, url) in &gateways {
             if url.starts_with("https://") && gateway_ca.is_none() {
@@ -566,7 +578,10 @@ impl FileConfig {
                     ca: section.ca,
                     claims: section.claims,
                 };
-                let auth = match table.into_choice(file, &["gateway_token_file"]).map_err(Error::Config)? {
+                let auth = match table
+                    .into_choice(file, &["gateway_token_file"])
+                    .map_err(Error::Config)?
+                {
                     meridian_auth::AuthChoice::Enabled(settings) => Some(settings),
                     meridian_auth::AuthChoice::Disabled => None,
                 };
@@ -578,7 +593,10 @@ impl FileConfig {
                 "{file}: rules.path: must not be empty"
             )));
         }
-        let protection = Protection { auth_section, tls_disabled };
+        let protection = Protection {
+            auth_section,
+            tls_disabled,
+        };
         let config = RouterConfig {
             listen: self.listen,
             rules_path: self.rules.path,
@@ -590,7 +608,10 @@ impl FileConfig {
             gateways,
             health,
             limits,
-            failover: self.failover.map(|section| section.into_settings(file)).transpose()?,
+            failover: self
+                .failover
+                .map(|section| section.into_settings(file))
+                .transpose()?,
             metrics_listen: self.telemetry.metrics_listen,
             console,
             tls,
@@ -689,30 +710,57 @@ forward_timeout_ms = 1500
 
     #[test]
     fn reads_the_metrics_address() {
-        assert_eq!(RouterConfig::parse("router.toml", GOOD, no_env).unwrap().metrics_listen, None);
+        assert_eq!(
+            RouterConfig::parse("router.toml", GOOD, no_env)
+                .unwrap()
+                .metrics_listen,
+            None
+        );
         let with = format!("{GOOD}\n[telemetry]\nmetrics_listen = \"127.0.0.1:9465\"\n");
         let config = RouterConfig::parse("router.toml", &with, no_env).unwrap();
-        assert_eq!(config.metrics_listen, Some("127.0.0.1:9465".parse().unwrap()));
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9465".parse().unwrap())
+        );
     }
 
     #[test]
     fn reads_the_console_section() {
-        assert_eq!(RouterConfig::parse("router.toml", GOOD, no_env).unwrap().console, None);
+        assert_eq!(
+            RouterConfig::parse("router.toml", GOOD, no_env)
+                .unwrap()
+                .console,
+            None
+        );
         let with = format!("{GOOD}\n[console]\n");
-        let console = RouterConfig::parse("router.toml", &with, no_env).unwrap().console.unwrap();
+        let console = RouterConfig::parse("router.toml", &with, no_env)
+            .unwrap()
+            .console
+            .unwrap();
         assert_eq!(console.listen, CONSOLE_LISTEN_DEFAULT.parse().unwrap());
         assert_eq!(console.tracing_ui, None);
         let with = format!(
             "{GOOD}\n[console]\nlisten = \"127.0.0.1:7300\"\ntracing_ui = \"http://localhost:16686/trace/{{trace_id}}\"\n"
         );
-        let console = RouterConfig::parse("router.toml", &with, no_env).unwrap().console.unwrap();
+        let console = RouterConfig::parse("router.toml", &with, no_env)
+            .unwrap()
+            .console
+            .unwrap();
         assert_eq!(console.listen.port(), 7300);
-        assert_eq!(console.tracing_ui.as_deref(), Some("http://localhost:16686/trace/{trace_id}"));
+        assert_eq!(
+            console.tracing_ui.as_deref(),
+            Some("http://localhost:16686/trace/{trace_id}")
+        );
 
         let bad = format!("{GOOD}\n[console]\ntracing_ui = \"http://localhost:16686/\"\n");
         let line = bad.lines().count();
         let err = error(&bad);
-        assert!(err.starts_with(&format!("config: router.toml:{line}:14: console.tracing_ui: ")), "{err}");
+        assert!(
+            err.starts_with(&format!(
+                "config: router.toml:{line}:14: console.tracing_ui: "
+            )),
+            "{err}"
+        );
         assert!(err.contains("has no {trace_id}"), "{err}");
     }
 
@@ -799,24 +847,49 @@ forward_timeout_ms = 1500
         );
         // MERIDIAN_LISTEN moves a loopback file off loopback: the same check.
         let env = |name: &str| (name == "MERIDIAN_LISTEN").then(|| "10.1.2.3:7100".to_owned());
-        let err = RouterConfig::parse("router.toml", GOOD, env).unwrap_err().to_string();
-        assert!(err.contains("[auth] is missing: the public listener 10.1.2.3:7100 is not loopback"), "{err}");
+        let err = RouterConfig::parse("router.toml", GOOD, env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[auth] is missing: the public listener 10.1.2.3:7100 is not loopback"),
+            "{err}"
+        );
 
-        let with_auth = format!("{public}\n[auth]\njwks = \"/auth/jwks.json\"\ngateway_token_file = \"/token/router.jwt\"\n");
+        let with_auth = format!(
+            "{public}\n[auth]\njwks = \"/auth/jwks.json\"\ngateway_token_file = \"/token/router.jwt\"\n"
+        );
         let err = error(&with_auth);
-        assert!(err.starts_with("config: router.toml: [tls] is missing: the public listener 0.0.0.0:7100"), "{err}");
+        assert!(
+            err.starts_with(
+                "config: router.toml: [tls] is missing: the public listener 0.0.0.0:7100"
+            ),
+            "{err}"
+        );
         // gateway_ca alone is the client side: still no TLS on the listener.
         let err = error(&format!("{with_auth}\n[tls]\ngateway_ca = \"/ca.pem\"\n"));
         assert!(err.contains("[tls] is missing"), "{err}");
 
-        let secure = format!("{with_auth}\n[tls]\ncert = \"/tls/tls.crt\"\nkey = \"/tls/tls.key\"\ngateway_ca = \"/ca.pem\"\n");
+        let secure = format!(
+            "{with_auth}\n[tls]\ncert = \"/tls/tls.crt\"\nkey = \"/tls/tls.key\"\ngateway_ca = \"/ca.pem\"\n"
+        );
         let config = RouterConfig::parse("router.toml", &secure, no_env).unwrap();
-        assert_eq!(config.auth.unwrap().jwks, Some(PathBuf::from("/auth/jwks.json")));
+        assert_eq!(
+            config.auth.unwrap().jwks,
+            Some(PathBuf::from("/auth/jwks.json"))
+        );
         assert_eq!(config.tls.unwrap().key, PathBuf::from("/tls/tls.key"));
-        assert_eq!(config.gateway_token_file, Some(PathBuf::from("/token/router.jwt")));
+        assert_eq!(
+            config.gateway_token_file,
+            Some(PathBuf::from("/token/router.jwt"))
+        );
 
-        let err = error(&format!("{public}\n[auth]\n[tls]\ncert = \"/c\"\nkey = \"/k\"\n"));
-        assert!(err.starts_with("config: router.toml: auth.jwks is missing"), "{err}");
+        let err = error(&format!(
+            "{public}\n[auth]\n[tls]\ncert = \"/c\"\nkey = \"/k\"\n"
+        ));
+        assert!(
+            err.starts_with("config: router.toml: auth.jwks is missing"),
+            "{err}"
+        );
 
         // The explicit opt-outs; the gateways' token stays usable.
         let open = format!("{public}\n[auth]\ndisabled = true\ngateway_token_file = \"/t.jwt\"\n");
@@ -828,10 +901,17 @@ forward_timeout_ms = 1500
         assert!(config.auth.is_some() && config.tls.is_none());
         assert_eq!(config.gateway_ca, Some(PathBuf::from("/ca.pem")));
 
-        let err = error(&format!("{public}\n[auth]\ndisabled = true\njwks = \"/j.json\"\n"));
+        let err = error(&format!(
+            "{public}\n[auth]\ndisabled = true\njwks = \"/j.json\"\n"
+        ));
         assert!(err.contains("auth: disabled = true takes no jwks"), "{err}");
-        let err = error(&format!("{with_auth}\n[tls]\ndisabled = true\ncert = \"/c\"\nkey = \"/k\"\n"));
-        assert!(err.contains("tls: disabled = true takes no cert or key"), "{err}");
+        let err = error(&format!(
+            "{with_auth}\n[tls]\ndisabled = true\ncert = \"/c\"\nkey = \"/k\"\n"
+        ));
+        assert!(
+            err.contains("tls: disabled = true takes no cert or key"),
+            "{err}"
+        );
 
         // Loopback without either keeps working (development, tests).
         let config = RouterConfig::parse("router.toml", GOOD, no_env).unwrap();

@@ -42,7 +42,9 @@ use std::{
 };
 
 use jiff::Timestamp;
-use meridian_coord::{Coordinator, EtcdConfig, EtcdCoordinator, RegionStatus, RegionView, Revision, Takeover};
+use meridian_coord::{
+    Coordinator, EtcdConfig, EtcdCoordinator, RegionStatus, RegionView, Revision, Takeover,
+};
 use meridian_core::{Clock, RegionId};
 use meridian_proto::v1::{self, mesh_service_client::MeshServiceClient};
 use meridian_rules::{Rules, ShiftChangeKind, ShiftPosition};
@@ -160,7 +162,9 @@ enum CoordinatorKind {
 impl FailoverSection {
     pub(crate) fn into_settings(self, file: &str) -> Result<FailoverSettings> {
         let millis = |key: &str, value: Option<u64>, default: u64| match value {
-            Some(0) => Err(Error::Config(format!("{file}: failover.{key}: must be at least 1"))),
+            Some(0) => Err(Error::Config(format!(
+                "{file}: failover.{key}: must be at least 1"
+            ))),
             Some(value) => Ok(Duration::from_millis(value)),
             None => Ok(Duration::from_millis(default)),
         };
@@ -171,8 +175,12 @@ impl FailoverSection {
             )));
         }
         let tls = match (self.tls_dir, self.region, self.cert, self.key, self.ca) {
-            (Some(dir), Some(region), None, None, None) => meridian_tls::TlsFiles::dev(&dir, &region, Service::Router),
-            (None, None, Some(cert), Some(key), Some(ca)) => meridian_tls::TlsFiles { cert, key, ca },
+            (Some(dir), Some(region), None, None, None) => {
+                meridian_tls::TlsFiles::dev(&dir, &region, Service::Router)
+            }
+            (None, None, Some(cert), Some(key), Some(ca)) => {
+                meridian_tls::TlsFiles { cert, key, ca }
+            }
             _ => {
                 return Err(Error::Config(format!(
                     "{file}: failover: set either tls_dir and region (a development PKI), or all of cert, key and ca"
@@ -188,12 +196,24 @@ impl FailoverSection {
             coordinator: CoordinatorChoice::Etcd {
                 endpoints: self.endpoints,
                 key_prefix: self.key_prefix,
-                rpc_timeout: millis("rpc_timeout_ms", self.rpc_timeout_ms, COORDINATOR_RPC_TIMEOUT_MS_DEFAULT)?,
+                rpc_timeout: millis(
+                    "rpc_timeout_ms",
+                    self.rpc_timeout_ms,
+                    COORDINATOR_RPC_TIMEOUT_MS_DEFAULT,
+                )?,
             },
             tls,
             gateways: self.gateways,
-            takeover_timeout: millis("takeover_timeout_ms", self.takeover_timeout_ms, TAKEOVER_TIMEOUT_MS_DEFAULT)?,
-            takeover_grace: millis("takeover_grace_ms", self.takeover_grace_ms, TAKEOVER_GRACE_MS_DEFAULT)?,
+            takeover_timeout: millis(
+                "takeover_timeout_ms",
+                self.takeover_timeout_ms,
+                TAKEOVER_TIMEOUT_MS_DEFAULT,
+            )?,
+            takeover_grace: millis(
+                "takeover_grace_ms",
+                self.takeover_grace_ms,
+                TAKEOVER_GRACE_MS_DEFAULT,
+            )?,
         })
     }
 }
@@ -223,13 +243,21 @@ pub enum FailoverError {
     Tls(#[from] meridian_tls::Error),
     /// The successor's gateway refused or could not be reached.
     #[error("{successor} did not take {failed} over: {code:?}: {message}")]
-    Successor { failed: RegionId, successor: RegionId, code: Code, message: String },
+    Successor {
+        failed: RegionId,
+        successor: RegionId,
+        code: Code,
+        message: String,
+    },
     /// A takeover by another successor is pending.
     #[error(
         "{failed} was already taken over by {} at fencing token {}; carry that one out instead (meridian region failover {failed} --to {})",
         .takeover.successor, .takeover.fencing_token, .takeover.successor
     )]
-    OtherSuccessor { failed: RegionId, takeover: Takeover },
+    OtherSuccessor {
+        failed: RegionId,
+        takeover: Takeover,
+    },
 }
 
 /// What a takeover carried out by hand did.
@@ -260,19 +288,36 @@ pub async fn failover_by_hand(
     let status = coordinator.region_status(failed).await?;
     let (takeover, recorded_now) = match status.takeover {
         Some(takeover) if takeover.names(successor) => (takeover, false),
-        Some(takeover) => return Err(FailoverError::OtherSuccessor { failed: failed.clone(), takeover }),
-        None => match coordinator.record_takeover(failed, std::slice::from_ref(successor), status.revision).await {
+        Some(takeover) => {
+            return Err(FailoverError::OtherSuccessor {
+                failed: failed.clone(),
+                takeover,
+            });
+        }
+        None => match coordinator
+            .record_takeover(failed, std::slice::from_ref(successor), status.revision)
+            .await
+        {
             Ok(takeover) => (takeover, true),
-            Err(meridian_coord::Error::TakenOver { takeover }) if takeover.names(successor) => (takeover, false),
+            Err(meridian_coord::Error::TakenOver { takeover }) if takeover.names(successor) => {
+                (takeover, false)
+            }
             Err(meridian_coord::Error::TakenOver { takeover }) => {
-                return Err(FailoverError::OtherSuccessor { failed: failed.clone(), takeover });
+                return Err(FailoverError::OtherSuccessor {
+                    failed: failed.clone(),
+                    takeover,
+                });
             }
             Err(error) => return Err(error.into()),
         },
     };
     let channel = tls.connect_lazy(successor_addr, gateway_identity(tls, successor))?;
     let answer = carry_out(channel, &takeover, successor, timeout).await?;
-    Ok(HandTakeover { takeover, recorded_now, answer })
+    Ok(HandTakeover {
+        takeover,
+        recorded_now,
+        answer,
+    })
 }
 
 /// Calls `TakeOver` on `successor`'s gateway (one of the takeover's).
@@ -299,14 +344,27 @@ async fn carry_out(
 }
 
 fn gateway_identity(tls: &MeshTls, region: &RegionId) -> PeerIdentity {
-    PeerIdentity::new(tls.identity().trust_domain().clone(), region.clone(), Service::Gateway)
+    PeerIdentity::new(
+        tls.identity().trust_domain().clone(),
+        region.clone(),
+        Service::Gateway,
+    )
 }
 
 /// Every region of `live` but `failed`, in the order they succeed it: the
 /// first is [`choose_successor`]'s pick, the second its pick once the first
 /// is set aside, and so on. Empty when no other region is live.
-pub fn successor_order(rules: &Rules, at: Timestamp, failed: &RegionId, live: &[RegionId]) -> Vec<RegionId> {
-    let mut left: Vec<RegionId> = live.iter().filter(|region| *region != failed).cloned().collect();
+pub fn successor_order(
+    rules: &Rules,
+    at: Timestamp,
+    failed: &RegionId,
+    live: &[RegionId],
+) -> Vec<RegionId> {
+    let mut left: Vec<RegionId> = live
+        .iter()
+        .filter(|region| *region != failed)
+        .cloned()
+        .collect();
     let mut order = Vec::with_capacity(left.len());
     while let Some(next) = choose_successor(rules, at, failed, &left) {
         left.retain(|region| *region != next);
@@ -317,9 +375,19 @@ pub fn successor_order(rules: &Rules, at: Timestamp, failed: &RegionId, live: &[
 
 /// Picks who takes `failed`'s tickets among the `live` regions (see the
 /// module's docs). `None` when no other region is live.
-pub fn choose_successor(rules: &Rules, at: Timestamp, failed: &RegionId, live: &[RegionId]) -> Option<RegionId> {
+pub fn choose_successor(
+    rules: &Rules,
+    at: Timestamp,
+    failed: &RegionId,
+    live: &[RegionId],
+) -> Option<RegionId> {
     let candidates: Vec<&RegionId> = live.iter().filter(|region| *region != failed).collect();
-    let is_candidate = |name: &str| candidates.iter().find(|region| region.as_str() == name).copied();
+    let is_candidate = |name: &str| {
+        candidates
+            .iter()
+            .find(|region| region.as_str() == name)
+            .copied()
+    };
     let rank = |position: ShiftPosition, handing_off: bool| match (position, handing_off) {
         (ShiftPosition::OnShift, false) => 0,
         (ShiftPosition::OnShift, true) => 1,
@@ -328,7 +396,10 @@ pub fn choose_successor(rules: &Rules, at: Timestamp, failed: &RegionId, live: &
     let on_shift = rules
         .active_at(at)
         .into_iter()
-        .filter_map(|active| is_candidate(&active.region).map(|region| (rank(active.position, active.handing_off), region)))
+        .filter_map(|active| {
+            is_candidate(&active.region)
+                .map(|region| (rank(active.position, active.handing_off), region))
+        })
         .min_by_key(|(rank, _)| *rank);
     if let Some((_, region)) = on_shift {
         return Some(region.clone());
@@ -379,14 +450,17 @@ impl Failover {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>> {
         let coordinator = match &settings.coordinator {
-            CoordinatorChoice::Etcd { endpoints, key_prefix, rpc_timeout } => {
-                connect_etcd(endpoints.clone(), key_prefix.clone(), *rpc_timeout)
-                    .await
-                    .map_err(|e| Error::Config(format!("failover: {e}")))?
-            }
+            CoordinatorChoice::Etcd {
+                endpoints,
+                key_prefix,
+                rpc_timeout,
+            } => connect_etcd(endpoints.clone(), key_prefix.clone(), *rpc_timeout)
+                .await
+                .map_err(|e| Error::Config(format!("failover: {e}")))?,
             CoordinatorChoice::Shared(shared) => shared.0.clone(),
         };
-        let tls = MeshTls::load(settings.tls.clone()).map_err(|e| Error::Config(format!("failover: tls: {e}")))?;
+        let tls = MeshTls::load(settings.tls.clone())
+            .map_err(|e| Error::Config(format!("failover: tls: {e}")))?;
         if tls.identity().service() != Service::Router {
             return Err(Error::Config(format!(
                 "failover: tls: {} is not a router identity; gateways accept takeovers only from the router",
@@ -444,7 +518,11 @@ impl Failover {
             }
             for takeover in self.decide(&snapshot, &mut tracks).await {
                 for successor in takeover.successors() {
-                    let key = (takeover.failed_region.clone(), takeover.fencing_token, successor.clone());
+                    let key = (
+                        takeover.failed_region.clone(),
+                        takeover.fencing_token,
+                        successor.clone(),
+                    );
                     if done.contains(&key)
                         || busy.contains(&key)
                         || retry_at.get(&key).is_some_and(|at| *at > Instant::now())
@@ -452,8 +530,10 @@ impl Failover {
                         continue;
                     }
                     busy.insert(key.clone());
-                    let (this, takeover, successor) = (self.clone(), takeover.clone(), successor.clone());
-                    under_way.spawn(async move { (key, this.complete(&takeover, &successor).await) });
+                    let (this, takeover, successor) =
+                        (self.clone(), takeover.clone(), successor.clone());
+                    under_way
+                        .spawn(async move { (key, this.complete(&takeover, &successor).await) });
                 }
             }
         }
@@ -475,7 +555,11 @@ impl Failover {
 
     /// Records the takeovers the view calls for, and returns every pending
     /// takeover (recorded now or before, by anyone) to be carried out.
-    async fn decide(&self, view: &RegionView, tracks: &mut HashMap<RegionId, Track>) -> Vec<Takeover> {
+    async fn decide(
+        &self,
+        view: &RegionView,
+        tracks: &mut HashMap<RegionId, Track>,
+    ) -> Vec<Takeover> {
         let now = Instant::now();
         let mut pending = Vec::new();
         for (region, status) in &view.regions {
@@ -511,14 +595,21 @@ impl Failover {
     /// this router cannot or need not.
     async fn take_over(&self, view: &RegionView, status: &RegionStatus) -> Option<Takeover> {
         let failed = &status.region;
-        let live: Vec<RegionId> =
-            view.live_regions().filter(|region| self.channels.knows(region)).cloned().collect();
+        let live: Vec<RegionId> = view
+            .live_regions()
+            .filter(|region| self.channels.knows(region))
+            .cloned()
+            .collect();
         let successors = successor_order(&self.rules.current(), self.clock.now(), failed, &live);
         let Some(successor) = successors.first().cloned() else {
             tracing::warn!(region = %failed, "region's lease expired but no other region with a known gateway is live to take it over");
             return None;
         };
-        match self.coordinator.record_takeover(failed, &successors, view.revision).await {
+        match self
+            .coordinator
+            .record_takeover(failed, &successors, view.revision)
+            .await
+        {
             Ok(takeover) => {
                 tracing::warn!(region = %failed, successor = %successor, also = ?takeover.also, fencing_token = %takeover.fencing_token,
                     observed_revision = %view.revision, "region's lease expired; takeover recorded");
@@ -563,7 +654,11 @@ impl Failover {
             }
             // The region already came back and acknowledged, or the record
             // is gone: nothing left to carry out.
-            Err(FailoverError::Successor { code: Code::FailedPrecondition | Code::NotFound, message, .. }) => {
+            Err(FailoverError::Successor {
+                code: Code::FailedPrecondition | Code::NotFound,
+                message,
+                ..
+            }) => {
                 tracing::info!(region = %takeover.failed_region, successor = %successor, reason = %message, "takeover needs no more work");
                 true
             }
@@ -649,42 +744,105 @@ resolution_minutes = 480
         let rules = Rules::parse("rules.toml", RULES).unwrap();
         let all = [region("east"), region("west"), region("south")];
         // 10:00: only east is on shift; west fails, east takes over.
-        assert_eq!(choose_successor(&rules, at("2026-06-02T10:00:00Z"), &region("west"), &all), Some(region("east")));
+        assert_eq!(
+            choose_successor(&rules, at("2026-06-02T10:00:00Z"), &region("west"), &all),
+            Some(region("east"))
+        );
         // East fails at 10:00: nobody else on shift; west starts at 14:00, south at 23:00.
-        assert_eq!(choose_successor(&rules, at("2026-06-02T10:00:00Z"), &region("east"), &all), Some(region("west")));
+        assert_eq!(
+            choose_successor(&rules, at("2026-06-02T10:00:00Z"), &region("east"), &all),
+            Some(region("west"))
+        );
         // 15:00: east is on shift but handing off, west on shift: west.
-        assert_eq!(choose_successor(&rules, at("2026-06-02T15:45:00Z"), &region("south"), &all), Some(region("west")));
+        assert_eq!(
+            choose_successor(&rules, at("2026-06-02T15:45:00Z"), &region("south"), &all),
+            Some(region("west"))
+        );
         // 22:45: south is in its overlap window and the only one active.
-        assert_eq!(choose_successor(&rules, at("2026-06-02T22:45:00Z"), &region("east"), &all), Some(region("south")));
+        assert_eq!(
+            choose_successor(&rules, at("2026-06-02T22:45:00Z"), &region("east"), &all),
+            Some(region("south"))
+        );
         // Only dead or failed regions: nobody.
-        assert_eq!(choose_successor(&rules, at("2026-06-02T10:00:00Z"), &region("east"), &[region("east")]), None);
+        assert_eq!(
+            choose_successor(
+                &rules,
+                at("2026-06-02T10:00:00Z"),
+                &region("east"),
+                &[region("east")]
+            ),
+            None
+        );
         // A live region the rules do not know still beats leaving tickets to a dead owner.
         let strangers = [region("east"), region("north")];
-        assert_eq!(choose_successor(&rules, at("2026-06-02T10:00:00Z"), &region("east"), &strangers), Some(region("north")));
+        assert_eq!(
+            choose_successor(
+                &rules,
+                at("2026-06-02T10:00:00Z"),
+                &region("east"),
+                &strangers
+            ),
+            Some(region("north"))
+        );
     }
 
     #[test]
     fn the_successor_list_follows_the_same_preference_never_naming_the_failed_region() {
         let rules = Rules::parse("rules.toml", RULES).unwrap();
         let all = [region("east"), region("west"), region("south")];
-        let order = |at_text: &str, failed: &str, live: &[RegionId]| successor_order(&rules, at(at_text), &region(failed), live);
+        let order = |at_text: &str, failed: &str, live: &[RegionId]| {
+            successor_order(&rules, at(at_text), &region(failed), live)
+        };
         // 10:00, west fails: east is on shift; south starts at 23:00.
-        assert_eq!(order("2026-06-02T10:00:00Z", "west", &all), [region("east"), region("south")]);
+        assert_eq!(
+            order("2026-06-02T10:00:00Z", "west", &all),
+            [region("east"), region("south")]
+        );
         // 10:00, east fails: west starts at 14:00, before south.
-        assert_eq!(order("2026-06-02T10:00:00Z", "east", &all), [region("west"), region("south")]);
+        assert_eq!(
+            order("2026-06-02T10:00:00Z", "east", &all),
+            [region("west"), region("south")]
+        );
         // 15:45, south fails: west on shift before east, which is handing off.
-        assert_eq!(order("2026-06-02T15:45:00Z", "south", &all), [region("west"), region("east")]);
+        assert_eq!(
+            order("2026-06-02T15:45:00Z", "south", &all),
+            [region("west"), region("east")]
+        );
         // 22:45: south is in its overlap window; then east (next at 08:00) before west (14:00).
-        let four = [region("west"), region("east"), region("south"), region("north")];
-        assert_eq!(order("2026-06-02T22:45:00Z", "north", &four), [region("south"), region("east"), region("west")]);
+        let four = [
+            region("west"),
+            region("east"),
+            region("south"),
+            region("north"),
+        ];
+        assert_eq!(
+            order("2026-06-02T22:45:00Z", "north", &four),
+            [region("south"), region("east"), region("west")]
+        );
         // A region the rules do not know comes last, in the order given.
-        let strangers = [region("north"), region("east"), region("west"), region("zeta")];
-        assert_eq!(order("2026-06-02T10:00:00Z", "east", &strangers), [region("west"), region("north"), region("zeta")]);
+        let strangers = [
+            region("north"),
+            region("east"),
+            region("west"),
+            region("zeta"),
+        ];
+        assert_eq!(
+            order("2026-06-02T10:00:00Z", "east", &strangers),
+            [region("west"), region("north"), region("zeta")]
+        );
         // The head of the list is always choose_successor's pick.
-        for at_text in ["2026-06-02T03:00:00Z", "2026-06-02T10:00:00Z", "2026-06-02T15:45:00Z", "2026-06-02T22:45:00Z"] {
+        for at_text in [
+            "2026-06-02T03:00:00Z",
+            "2026-06-02T10:00:00Z",
+            "2026-06-02T15:45:00Z",
+            "2026-06-02T22:45:00Z",
+        ] {
             for failed in ["east", "west", "south"] {
                 let list = order(at_text, failed, &all);
-                assert_eq!(list.first().cloned(), choose_successor(&rules, at(at_text), &region(failed), &all));
+                assert_eq!(
+                    list.first().cloned(),
+                    choose_successor(&rules, at(at_text), &region(failed), &all)
+                );
                 assert_eq!(list.len(), 2, "{at_text} {failed}: {list:?}");
                 assert!(!list.contains(&region(failed)));
             }
@@ -693,7 +851,8 @@ resolution_minutes = 480
     }
 
     fn section(text: &str) -> Result<FailoverSettings> {
-        let section: FailoverSection = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let section: FailoverSection =
+            toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         section.into_settings("router.toml")
     }
 
@@ -707,10 +866,16 @@ resolution_minutes = 480
         let failover = config.failover.unwrap();
         assert_eq!(failover.takeover_grace, Duration::from_millis(500));
         assert_eq!(failover.tls.ca, std::path::PathBuf::from("/ca.pem"));
-        assert!(matches!(failover.coordinator, CoordinatorChoice::Etcd { ref endpoints, .. } if endpoints.len() == 1));
-        let err = crate::RouterConfig::parse("router.toml", &text.replace("kind = \"etcd\"", "kind = \"zk\""), |_| None)
-            .unwrap_err()
-            .to_string();
+        assert!(
+            matches!(failover.coordinator, CoordinatorChoice::Etcd { ref endpoints, .. } if endpoints.len() == 1)
+        );
+        let err = crate::RouterConfig::parse(
+            "router.toml",
+            &text.replace("kind = \"etcd\"", "kind = \"zk\""),
+            |_| None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("router.toml:"), "{err}");
     }
 
@@ -719,16 +884,36 @@ resolution_minutes = 480
         let good = "kind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nregion = \"east\"\ntls_dir = \"/pki\"\n\
                     [gateways]\neast = \"127.0.0.1:7111\"\n";
         let settings = section(good).unwrap();
-        assert_eq!(settings.tls.cert, std::path::PathBuf::from("/pki/east-router.pem"));
-        assert_eq!(settings.takeover_grace, Duration::from_millis(TAKEOVER_GRACE_MS_DEFAULT));
+        assert_eq!(
+            settings.tls.cert,
+            std::path::PathBuf::from("/pki/east-router.pem")
+        );
+        assert_eq!(
+            settings.takeover_grace,
+            Duration::from_millis(TAKEOVER_GRACE_MS_DEFAULT)
+        );
         assert_eq!(settings.gateways.len(), 1);
-        let err = section(&good.replace("region = \"east\"\n", "")).unwrap_err().to_string();
+        let err = section(&good.replace("region = \"east\"\n", ""))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("set either tls_dir and region"), "{err}");
-        let err = section(&good.replace("[\"http://127.0.0.1:2379\"]", "[]")).unwrap_err().to_string();
-        assert!(err.contains("failover.endpoints: etcd needs at least one endpoint"), "{err}");
-        let err = section(&good.replace("[gateways]\neast = \"127.0.0.1:7111\"\n", "")).unwrap_err().to_string();
+        let err = section(&good.replace("[\"http://127.0.0.1:2379\"]", "[]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("failover.endpoints: etcd needs at least one endpoint"),
+            "{err}"
+        );
+        let err = section(&good.replace("[gateways]\neast = \"127.0.0.1:7111\"\n", ""))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("failover.gateways"), "{err}");
-        let err = section(&format!("takeover_grace_ms = 0\n{good}")).unwrap_err().to_string();
-        assert!(err.contains("failover.takeover_grace_ms: must be at least 1"), "{err}");
+        let err = section(&format!("takeover_grace_ms = 0\n{good}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("failover.takeover_grace_ms: must be at least 1"),
+            "{err}"
+        );
     }
 }

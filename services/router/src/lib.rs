@@ -47,7 +47,8 @@ pub use console::{STREAMS_PER_PRINCIPAL_MAX, WHAT_IF_BYTES_MAX};
 /// The console's what-if, for `meridian rules what-if`.
 pub mod what_if {
     pub use crate::console::view::{
-        ChangedCell, GRID_DAYS, GridRow, GridView, PastTicket, ProblemView, Rerouted, WhatIf, what_if,
+        ChangedCell, GRID_DAYS, GridRow, GridView, PastTicket, ProblemView, Rerouted, WhatIf,
+        what_if,
     };
 }
 pub use error::{Error, Result};
@@ -89,7 +90,10 @@ pub async fn run_with_clock(
 ) -> Result<()> {
     let console_listener = match &config.console {
         Some(console) => Some(TcpListener::bind(console.listen).await.map_err(|e| {
-            Error::Config(format!("console.listen: cannot bind {}: {e}", console.listen))
+            Error::Config(format!(
+                "console.listen: cannot bind {}: {e}",
+                console.listen
+            ))
         })?),
         None => None,
     };
@@ -119,7 +123,9 @@ pub async fn run_with_console(
             .map_err(|e| Error::Config(format!("gateways.{region}: {url:?}: {e}")))?;
         if url.starts_with("https://") {
             let Some(tls) = &gateway_tls else {
-                return Err(Error::Config(format!("gateways.{region}: {url:?} is https: set tls.gateway_ca")));
+                return Err(Error::Config(format!(
+                    "gateways.{region}: {url:?} is https: set tls.gateway_ca"
+                )));
             };
             endpoint = endpoint
                 .tls_config(tls.clone())
@@ -165,8 +171,9 @@ pub async fn run_with_console(
     // console; token lifetimes are real time, whatever clock routes.
     let (verifier, _jwks_reload) = match &config.auth {
         Some(settings) => {
-            let (verifier, reload) =
-                settings.start_verifier(Arc::new(SystemClock)).map_err(|e| Error::Config(format!("auth: {e}")))?;
+            let (verifier, reload) = settings
+                .start_verifier(Arc::new(SystemClock))
+                .map_err(|e| Error::Config(format!("auth: {e}")))?;
             (Some(verifier), Some(reload))
         }
         None => (None, None),
@@ -174,19 +181,27 @@ pub async fn run_with_console(
 
     if let (Some(settings), Some(console_listener)) = (&config.console, console_listener) {
         let addr = console_listener.local_addr()?;
-        let transport = console::transport(verifier.is_some(), config.tls.is_some(), addr).map_err(Error::Config)?;
+        let transport = console::transport(verifier.is_some(), config.tls.is_some(), addr)
+            .map_err(Error::Config)?;
         let (acceptor, scheme) = match (transport, &config.tls) {
             (console::Transport::Https, Some(tls)) => {
                 let read = |path: &std::path::Path, what: &str| {
-                    std::fs::read(path).map_err(|e| Error::Config(format!("{what} {}: {e}", path.display())))
+                    std::fs::read(path)
+                        .map_err(|e| Error::Config(format!("{what} {}: {e}", path.display())))
                 };
-                let acceptor = console::tls_acceptor(&read(&tls.cert, "tls.cert")?, &read(&tls.key, "tls.key")?)
-                    .map_err(Error::Config)?;
+                let acceptor = console::tls_acceptor(
+                    &read(&tls.cert, "tls.cert")?,
+                    &read(&tls.key, "tls.key")?,
+                )
+                .map_err(Error::Config)?;
                 (Some(acceptor), "https")
             }
             _ => (None, "http"),
         };
-        let auth = verifier.clone().map(|verifier| console::ConsoleAuth { verifier, tls: acceptor.is_some() });
+        let auth = verifier.clone().map(|verifier| console::ConsoleAuth {
+            verifier,
+            tls: acceptor.is_some(),
+        });
         let console = console::Console::new(
             settings,
             rules.clone(),
@@ -197,7 +212,11 @@ pub async fn run_with_console(
             auth,
         );
         tracing::info!(url = %format!("{scheme}://{addr}/"), auth = verifier.is_some(), "console serving");
-        tasks.spawn(console::serve(Arc::new(console), console_listener, acceptor));
+        tasks.spawn(console::serve(
+            Arc::new(console),
+            console_listener,
+            acceptor,
+        ));
     }
 
     let api = RouterApi::new(rules, health, channels, clock, config.limits);
@@ -210,11 +229,18 @@ pub async fn run_with_console(
         .await;
     // The token keys' freshness: health of `meridian.auth.Keys`, and metrics.
     let _key_health = verifier.as_ref().map(|verifier| {
-        KeyHealthTask(tokio::spawn(meridian_auth::report_key_health(verifier.keys().clone(), health_reporter.clone())))
+        KeyHealthTask(tokio::spawn(meridian_auth::report_key_health(
+            verifier.keys().clone(),
+            health_reporter.clone(),
+        )))
     });
-    let _key_metrics = verifier
-        .as_ref()
-        .map(|verifier| verifier.keys().observe(&meridian_telemetry::opentelemetry::global::meter("meridian-router")));
+    let _key_metrics = verifier.as_ref().map(|verifier| {
+        verifier
+            .keys()
+            .observe(&meridian_telemetry::opentelemetry::global::meter(
+                "meridian-router",
+            ))
+    });
     // Reflection in both versions, as the gateway does: v1 for current
     // tools, v1alpha for clients that speak only it (grpcio-reflection).
     let reflection = || {
@@ -264,7 +290,10 @@ pub async fn run_with_console(
     // RED metrics outermost, so calls the token check refuses count too.
     let rpc_metrics = meridian_telemetry::RpcMetricsLayer::new(
         &meridian_telemetry::opentelemetry::global::meter("meridian-router"),
-        vec![meridian_telemetry::opentelemetry::KeyValue::new("meridian.server", "router")],
+        vec![meridian_telemetry::opentelemetry::KeyValue::new(
+            "meridian.server",
+            "router",
+        )],
     );
     let served = server
         .layer(rpc_metrics)
@@ -293,21 +322,26 @@ pub async fn run_with_console(
 
 /// The client TLS settings for `https://` gateways, from `tls.gateway_ca`.
 fn gateway_tls(config: &RouterConfig) -> Result<Option<ClientTlsConfig>> {
-    let Some(path) = &config.gateway_ca else { return Ok(None) };
-    let pem = std::fs::read(path).map_err(|e| Error::Config(format!("tls.gateway_ca {}: {e}", path.display())))?;
-    Ok(Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))))
+    let Some(path) = &config.gateway_ca else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| Error::Config(format!("tls.gateway_ca {}: {e}", path.display())))?;
+    Ok(Some(
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+    ))
 }
 
 /// The token of `[auth] gateway_token_file`, for the router's own calls.
 fn gateway_token(config: &RouterConfig) -> Result<meridian_auth::BearerToken> {
     let token = match &config.gateway_token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| Error::Config(format!("auth.gateway_token_file {}: {e}", path.display())))?,
-        ),
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("auth.gateway_token_file {}: {e}", path.display()))
+        })?),
         None => None,
     };
-    meridian_auth::BearerToken::new(token.as_deref()).map_err(|e| Error::Config(format!("auth.gateway_token_file: {e}")))
+    meridian_auth::BearerToken::new(token.as_deref())
+        .map_err(|e| Error::Config(format!("auth.gateway_token_file: {e}")))
 }
 
 fn load_identity(tls: &config::PublicTls) -> Result<(Vec<u8>, Vec<u8>)> {

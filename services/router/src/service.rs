@@ -15,9 +15,9 @@ use meridian_rules::{
 use meridian_rules_source::ActiveRules;
 use meridian_telemetry::opentelemetry::KeyValue;
 use tokio::time::Instant;
-use tracing::Instrument;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 
 use crate::config::Limits;
 use crate::error::Error;
@@ -87,7 +87,9 @@ impl RouterApi {
         // The gateway learns the deadline too, and gives up when it passes.
         request.set_timeout(timeout);
         if let Some(authorization) = authorization {
-            request.metadata_mut().insert(meridian_auth::AUTHORIZATION, authorization.clone());
+            request
+                .metadata_mut()
+                .insert(meridian_auth::AUTHORIZATION, authorization.clone());
         }
         meridian_telemetry::propagation::inject_current_metadata(request.metadata_mut());
         match tokio::time::timeout(timeout, client.create_ticket(request)).await {
@@ -128,7 +130,12 @@ fn expand_residency(
                     "{name:?} is neither a region nor a residency rule of rules {} (regions: {}; rules: {})",
                     rules.version_id(),
                     region_names(rules),
-                    rules.residency_rules().iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+                    rules
+                        .residency_rules()
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )));
         };
@@ -160,7 +167,11 @@ fn off_shift_warning(
         .and_then(convert_timestamp)
         .or_else(|| {
             let tier = ticket.map(|t| t.tier.as_str())?;
-            rules.sla_clocks(tier, now).ok()?.first_response.map(|clock| clock.due)
+            rules
+                .sla_clocks(tier, now)
+                .ok()?
+                .first_response
+                .map(|clock| clock.due)
         });
     let opens_text = opens.strftime("%Y-%m-%dT%H:%M:%SZ");
     match due {
@@ -206,7 +217,12 @@ fn no_region(decision: &Decision<'_>) -> Error {
 
 /// The rules' regions, for messages: `us-east, eu-west, apac-south`.
 fn region_names(rules: &Rules) -> String {
-    rules.regions().iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+    rules
+        .regions()
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn attempts_text(attempts: &[v1::ForwardAttempt]) -> String {
@@ -220,7 +236,9 @@ fn attempts_text(attempts: &[v1::ForwardAttempt]) -> String {
 /// The decision as a `route` span in the ticket's own trace (now that the
 /// ticket exists), linked to the `router.submit` span that made it.
 fn route_span(ticket_id: &str, region: &RegionId, reason: &str, attempts: usize) {
-    let Ok(id) = meridian_proto::convert::ticket_id("ticket.id", ticket_id) else { return };
+    let Ok(id) = meridian_proto::convert::ticket_id("ticket.id", ticket_id) else {
+        return;
+    };
     let span = tracing::info_span!(
         "route",
         meridian.ticket_id = %id,
@@ -238,19 +256,23 @@ fn route_span(ticket_id: &str, region: &RegionId, reason: &str, attempts: usize)
 /// means the reporting region, which a router has not). From the
 /// process's meter provider.
 fn count_decision(decision: &Decision<'_>) {
-    static DECISIONS: std::sync::LazyLock<meridian_telemetry::opentelemetry::metrics::Counter<u64>> =
-        std::sync::LazyLock::new(|| {
-            meridian_telemetry::opentelemetry::global::meter("meridian-router")
-                .u64_counter("meridian.routing.decisions")
-                .with_description("Routing decisions, by reason and chosen region")
-                .with_unit("{decision}")
-                .build()
-        });
+    static DECISIONS: std::sync::LazyLock<
+        meridian_telemetry::opentelemetry::metrics::Counter<u64>,
+    > = std::sync::LazyLock::new(|| {
+        meridian_telemetry::opentelemetry::global::meter("meridian-router")
+            .u64_counter("meridian.routing.decisions")
+            .with_description("Routing decisions, by reason and chosen region")
+            .with_unit("{decision}")
+            .build()
+    });
     DECISIONS.add(
         1,
         &[
             KeyValue::new("reason", decision.reason.as_str().to_owned()),
-            KeyValue::new("chosen_region", decision.region.map_or("none", RegionId::as_str).to_owned()),
+            KeyValue::new(
+                "chosen_region",
+                decision.region.map_or("none", RegionId::as_str).to_owned(),
+            ),
         ],
     );
 }
@@ -272,7 +294,10 @@ impl RouterApi {
     ) -> Result<Response<v1::SubmitTicketResponse>, Status> {
         let started = Instant::now();
         // The gateway checks the caller too: its token travels on.
-        let authorization = request.metadata().get(meridian_auth::AUTHORIZATION).cloned();
+        let authorization = request
+            .metadata()
+            .get(meridian_auth::AUTHORIZATION)
+            .cloned();
         let rules = self.rules.current();
         // A token for a region the mesh does not have is no agent of it.
         if let Some(principal) = meridian_auth::principal(&request)
@@ -330,7 +355,10 @@ impl RouterApi {
             let decision_proto = convert::decision_to_proto(&decision);
             drop(decision);
             let timeout = self.limits.forward_timeout.min(remaining);
-            match self.forward(&region, create.clone(), timeout, authorization.as_ref()).await {
+            match self
+                .forward(&region, create.clone(), timeout, authorization.as_ref())
+                .await
+            {
                 Ok(created) => {
                     attempts.push(v1::ForwardAttempt {
                         region: region.to_string(),
@@ -348,7 +376,12 @@ impl RouterApi {
                         tracing::error!(region = %region, owner = ?owner, "gateway endpoint serves another region; fix the router's gateways table");
                     }
                     let ticket_id = created.ticket.as_ref().map_or("", |t| t.id.as_str());
-                    route_span(ticket_id, &region, decision_proto.reason().as_str_name(), attempts.len());
+                    route_span(
+                        ticket_id,
+                        &region,
+                        decision_proto.reason().as_str_name(),
+                        attempts.len(),
+                    );
                     tracing::info!(
                         ticket_id,
                         region = %region,
@@ -357,7 +390,13 @@ impl RouterApi {
                         attempts = attempts.len(),
                         "ticket submitted"
                     );
-                    let warning = off_shift_warning(&rules, now, &decision_proto, &region, created.ticket.as_ref());
+                    let warning = off_shift_warning(
+                        &rules,
+                        now,
+                        &decision_proto,
+                        &region,
+                        created.ticket.as_ref(),
+                    );
                     if !warning.is_empty() {
                         tracing::warn!(ticket_id, region = %region, warning = %warning, "ticket routed off shift");
                     }
@@ -425,7 +464,11 @@ impl v1::router_service_server::RouterService for RouterApi {
         // created it: this span is in the caller's trace and travels to the
         // gateway, whose `ticket.create` span links to it; the decision is
         // then a `route` span in the ticket's own trace.
-        let span = tracing::info_span!("router.submit", otel.kind = "server", meridian.ticket_id = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "router.submit",
+            otel.kind = "server",
+            meridian.ticket_id = tracing::field::Empty
+        );
         meridian_telemetry::propagation::set_parent_from_metadata(&span, request.metadata());
         self.submit_in_span(request).instrument(span).await
     }

@@ -58,8 +58,16 @@ impl Console {
         write_jwks(&jwks, &[key.public_jwk()]).unwrap();
         let validity = Validity::days_from(SystemTime::now(), 1);
         let ca = dev_ca(&TrustDomain::new("meridian.local").unwrap(), validity).unwrap();
-        let (cert, cert_key) = issue_with_uri(&ca, "spiffe://meridian.local/region/us-east/router", validity).unwrap();
-        let (cert_path, key_path) = (dir.path().join("router.pem"), dir.path().join("router-key.pem"));
+        let (cert, cert_key) = issue_with_uri(
+            &ca,
+            "spiffe://meridian.local/region/us-east/router",
+            validity,
+        )
+        .unwrap();
+        let (cert_path, key_path) = (
+            dir.path().join("router.pem"),
+            dir.path().join("router-key.pem"),
+        );
         std::fs::write(&cert_path, cert).unwrap();
         std::fs::write(&key_path, cert_key).unwrap();
 
@@ -68,36 +76,61 @@ impl Console {
         let console_listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
         let port = console_listener.local_addr().unwrap().port();
         // A gateway that is not there: the console still answers, saying so.
-        let gateways = [(RegionId::new("us-east").unwrap(), "http://127.0.0.1:9".to_owned())];
-        let mut config = RouterConfig::new(listener.local_addr().unwrap(), &rules, gateways).unwrap();
+        let gateways = [(
+            RegionId::new("us-east").unwrap(),
+            "http://127.0.0.1:9".to_owned(),
+        )];
+        let mut config =
+            RouterConfig::new(listener.local_addr().unwrap(), &rules, gateways).unwrap();
         let mut auth = AuthSettings::new(&jwks);
         auth.reload_interval_ms = Some(JWKS_RELOAD_MS);
         config.auth = Some(auth);
-        config.tls = Some(PublicTls { cert: cert_path, key: key_path });
+        config.tls = Some(PublicTls {
+            cert: cert_path,
+            key: key_path,
+        });
         config.console = Some(ConsoleConfig::new(console_listener.local_addr().unwrap()));
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            meridian_router::run_with_console(config, listener, Some(console_listener), shutdown, Arc::new(SystemClock))
-                .await
-                .unwrap();
+            meridian_router::run_with_console(
+                config,
+                listener,
+                Some(console_listener),
+                shutdown,
+                Arc::new(SystemClock),
+            )
+            .await
+            .unwrap();
         });
 
         let mut roots = RootCertStore::empty();
-        let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap();
+        let ca_der =
+            rustls::pki_types::CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap();
         roots.add(ca_der).unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let console = Console { _dir: dir, _stop: stop, key, jwks, port, connector: TlsConnector::from(Arc::new(client)) };
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let console = Console {
+            _dir: dir,
+            _stop: stop,
+            key,
+            jwks,
+            port,
+            connector: TlsConnector::from(Arc::new(client)),
+        };
         // Up when the login page answers.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() && console.get("/login", &[]).await.status == 200 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+                && console.get("/login", &[]).await.status == 200
+            {
                 break;
             }
             assert!(Instant::now() < deadline, "the console did not come up");
@@ -109,7 +142,13 @@ impl Console {
     fn token(&self, role: Role, ttl_secs: i64) -> String {
         let region = RegionId::new("us-east").unwrap();
         let region = (role == Role::Agent).then_some(&region);
-        self.key.mint(&Claims::new(format!("{role}-tester"), role, region, now(), ttl_secs))
+        self.key.mint(&Claims::new(
+            format!("{role}-tester"),
+            role,
+            region,
+            now(),
+            ttl_secs,
+        ))
     }
 
     fn origin(&self) -> String {
@@ -118,25 +157,59 @@ impl Console {
 
     /// One request over a fresh TLS connection to `ip` (the certificate
     /// names `localhost`, whichever address is dialled).
-    async fn request_to(&self, ip: IpAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-        let tcp = TcpStream::connect(SocketAddr::new(ip, self.port)).await.unwrap();
-        let tls = self.connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    async fn request_to(
+        &self,
+        ip: IpAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        let tcp = TcpStream::connect(SocketAddr::new(ip, self.port))
+            .await
+            .unwrap();
+        let tls = self
+            .connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
         tokio::spawn(connection);
-        let mut request = hyper::Request::builder().method(method).uri(path).header(header::HOST, format!("127.0.0.1:{}", self.port));
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, format!("127.0.0.1:{}", self.port));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request)).await.unwrap().unwrap();
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
     }
 
-    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-        self.request_to(IpAddr::from([127, 0, 0, 1]), method, path, headers, body).await
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        self.request_to(IpAddr::from([127, 0, 0, 1]), method, path, headers, body)
+            .await
     }
 
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
@@ -149,7 +222,10 @@ impl Console {
         self.request(
             "POST",
             "/login",
-            &[("origin", origin.as_str()), ("content-type", "application/x-www-form-urlencoded")],
+            &[
+                ("origin", origin.as_str()),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
             &form,
         )
         .await
@@ -170,7 +246,12 @@ fn cookie_pair(set_cookie: &str) -> &str {
 }
 
 fn max_age(set_cookie: &str) -> i64 {
-    set_cookie.split(';').find_map(|a| a.trim().strip_prefix("Max-Age=")).unwrap().parse().unwrap()
+    set_cookie
+        .split(';')
+        .find_map(|a| a.trim().strip_prefix("Max-Age="))
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +263,10 @@ async fn the_console_takes_tokens_of_readers_and_refuses_the_rest() {
     assert_eq!(page.status, 303, "{}", page.body);
     assert_eq!(header(&page, "location"), "/login");
     let page = console.get("/handoffs", &[]).await;
-    assert_eq!((page.status, header(&page, "location")), (303, "/login?next=/handoffs"));
+    assert_eq!(
+        (page.status, header(&page, "location")),
+        (303, "/login?next=/handoffs")
+    );
     let api = console.get("/api/now", &[]).await;
     assert_eq!(api.status, 401, "{}", api.body);
     assert_eq!(header(&api, "www-authenticate"), "Bearer");
@@ -195,34 +279,70 @@ async fn the_console_takes_tokens_of_readers_and_refuses_the_rest() {
     assert_eq!(console.get("/console.js", &[]).await.status, 200);
 
     // ---- Bad tokens: 401 with the reason ----
-    let expired = console.key.mint(&Claims::new("old", Role::Sre, None, now() - 7200, 3600));
-    let answer = console.get("/api/now", &[("authorization", &bearer(&expired))]).await;
+    let expired = console
+        .key
+        .mint(&Claims::new("old", Role::Sre, None, now() - 7200, 3600));
+    let answer = console
+        .get("/api/now", &[("authorization", &bearer(&expired))])
+        .await;
     assert_eq!(answer.status, 401);
     assert!(answer.body.contains("expired"), "{}", answer.body);
     let impostor = SigningKey::generate("key-1").unwrap();
     let forged = impostor.mint(&Claims::new("mallory", Role::Admin, None, now(), 3600));
-    let answer = console.get("/api/now", &[("authorization", &bearer(&forged))]).await;
+    let answer = console
+        .get("/api/now", &[("authorization", &bearer(&forged))])
+        .await;
     assert_eq!(answer.status, 401);
-    assert!(answer.body.contains("signature does not verify"), "{}", answer.body);
-    let answer = console.get("/", &[("cookie", &format!("meridian_console={forged}"))]).await;
-    assert_eq!((answer.status, header(&answer, "location")), (303, "/login"), "a bad cookie is no login");
+    assert!(
+        answer.body.contains("signature does not verify"),
+        "{}",
+        answer.body
+    );
+    let answer = console
+        .get("/", &[("cookie", &format!("meridian_console={forged}"))])
+        .await;
+    assert_eq!(
+        (answer.status, header(&answer, "location")),
+        (303, "/login"),
+        "a bad cookie is no login"
+    );
 
     // ---- Roles ----
     let agent = console.token(Role::Agent, 3600);
-    let answer = console.get("/api/now", &[("authorization", &bearer(&agent))]).await;
+    let answer = console
+        .get("/api/now", &[("authorization", &bearer(&agent))])
+        .await;
     assert_eq!(answer.status, 403, "{}", answer.body);
-    assert!(answer.body.contains("role agent may not use the console"), "{}", answer.body);
-    let page = console.get("/", &[("authorization", &bearer(&agent))]).await;
+    assert!(
+        answer.body.contains("role agent may not use the console"),
+        "{}",
+        answer.body
+    );
+    let page = console
+        .get("/", &[("authorization", &bearer(&agent))])
+        .await;
     assert_eq!(page.status, 403, "a page refuses an agent too");
 
     let sre = console.token(Role::Sre, 3600);
-    let now_view = console.get("/api/now", &[("authorization", &bearer(&sre))]).await;
+    let now_view = console
+        .get("/api/now", &[("authorization", &bearer(&sre))])
+        .await;
     assert_eq!(now_view.status, 200, "{}", now_view.body);
     let now_view: serde_json::Value = serde_json::from_str(&now_view.body).unwrap();
-    assert!(now_view["regions"].as_array().is_some_and(|r| !r.is_empty()), "{now_view}");
-    let session = console.get("/api/session", &[("authorization", &bearer(&sre))]).await;
+    assert!(
+        now_view["regions"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{now_view}"
+    );
+    let session = console
+        .get("/api/session", &[("authorization", &bearer(&sre))])
+        .await;
     let session: serde_json::Value = serde_json::from_str(&session.body).unwrap();
-    assert_eq!(session, serde_json::json!({ "auth": true, "subject": "sre-tester", "role": "sre", "what_if": false }));
+    assert_eq!(
+        session,
+        serde_json::json!({ "auth": true, "subject": "sre-tester", "role": "sre", "what_if": false })
+    );
 
     // The what-if: operators and admins; sres read only.
     let operator = console.token(Role::Operator, 3600);
@@ -235,7 +355,11 @@ async fn the_console_takes_tokens_of_readers_and_refuses_the_rest() {
                 .request(
                     "POST",
                     "/api/rules/what-if",
-                    &[("authorization", auth.as_str()), ("origin", origin.as_str()), ("content-type", "text/plain")],
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("origin", origin.as_str()),
+                        ("content-type", "text/plain"),
+                    ],
                     RULES,
                 )
                 .await
@@ -243,19 +367,38 @@ async fn the_console_takes_tokens_of_readers_and_refuses_the_rest() {
     };
     let answer = what_if(operator.clone(), origin.clone()).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert!(answer.body.contains("\"changed_cells_total\":0"), "the same rules change nothing: {}", answer.body);
+    assert!(
+        answer.body.contains("\"changed_cells_total\":0"),
+        "the same rules change nothing: {}",
+        answer.body
+    );
     let answer = what_if(console.token(Role::Admin, 3600), origin.clone()).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let answer = what_if(sre.clone(), origin.clone()).await;
     assert_eq!(answer.status, 403);
-    assert!(answer.body.contains("role sre may not run the what-if; allowed: operator, admin"), "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains("role sre may not run the what-if; allowed: operator, admin"),
+        "{}",
+        answer.body
+    );
 
     // ---- CSRF: a POST from another origin is refused, whoever sends it ----
     let answer = what_if(operator.clone(), "https://evil.example".to_owned()).await;
     assert_eq!(answer.status, 403);
-    assert!(answer.body.contains("cross-origin request refused"), "{}", answer.body);
+    assert!(
+        answer.body.contains("cross-origin request refused"),
+        "{}",
+        answer.body
+    );
     let answer = console
-        .request("POST", "/login", &[("origin", "https://evil.example")], &format!("token={operator}"))
+        .request(
+            "POST",
+            "/login",
+            &[("origin", "https://evil.example")],
+            &format!("token={operator}"),
+        )
         .await;
     assert_eq!(answer.status, 403);
     assert!(answer.headers.get("set-cookie").is_none());
@@ -264,32 +407,62 @@ async fn the_console_takes_tokens_of_readers_and_refuses_the_rest() {
     let refused = console.login(&forged, "/").await;
     assert_eq!(refused.status, 401);
     assert!(refused.headers.get("set-cookie").is_none());
-    assert!(refused.body.contains("id=\"login-error\"") && refused.body.contains("signature does not verify"), "{}", refused.body);
+    assert!(
+        refused.body.contains("id=\"login-error\"")
+            && refused.body.contains("signature does not verify"),
+        "{}",
+        refused.body
+    );
     let refused = console.login(&agent, "/").await;
     assert_eq!(refused.status, 403);
     assert!(refused.headers.get("set-cookie").is_none());
 
-    let logged_in = console.login(&console.token(Role::Sre, 600), "/handoffs").await;
+    let logged_in = console
+        .login(&console.token(Role::Sre, 600), "/handoffs")
+        .await;
     assert_eq!(logged_in.status, 303, "{}", logged_in.body);
     assert_eq!(header(&logged_in, "location"), "/handoffs");
     let set_cookie = header(&logged_in, "set-cookie").to_owned();
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
-        assert!(set_cookie.split("; ").any(|a| a == attribute), "{attribute} in {set_cookie}");
+        assert!(
+            set_cookie.split("; ").any(|a| a == attribute),
+            "{attribute} in {set_cookie}"
+        );
     }
     let age = max_age(&set_cookie);
-    assert!((590..=600).contains(&age), "Max-Age {age} is the token's remaining lifetime (600 s)");
+    assert!(
+        (590..=600).contains(&age),
+        "Max-Age {age} is the token's remaining lifetime (600 s)"
+    );
     let cookie = cookie_pair(&set_cookie).to_owned();
     assert!(cookie.starts_with("meridian_console=ey"), "{cookie}");
     let page = console.get("/handoffs", &[("cookie", &cookie)]).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("data-page=\"handoffs\""));
-    assert_eq!(console.get("/api/now", &[("cookie", &cookie)]).await.status, 200);
+    assert_eq!(
+        console.get("/api/now", &[("cookie", &cookie)]).await.status,
+        200
+    );
     let foreign = console.login(&operator, "https://evil.example/").await;
-    assert_eq!(header(&foreign, "location"), "/", "a login sends the browser only to this console");
+    assert_eq!(
+        header(&foreign, "location"),
+        "/",
+        "a login sends the browser only to this console"
+    );
 
     // ---- Logout clears the cookie ----
-    let logout = console.request("POST", "/logout", &[("cookie", &cookie), ("origin", &origin)], "").await;
-    assert_eq!((logout.status, header(&logout, "location")), (303, "/login"));
+    let logout = console
+        .request(
+            "POST",
+            "/logout",
+            &[("cookie", &cookie), ("origin", &origin)],
+            "",
+        )
+        .await;
+    assert_eq!(
+        (logout.status, header(&logout, "location")),
+        (303, "/login")
+    );
     let cleared = header(&logout, "set-cookie");
     assert_eq!(cookie_pair(cleared), "meridian_console=");
     assert_eq!(max_age(cleared), 0);
@@ -297,7 +470,15 @@ async fn the_console_takes_tokens_of_readers_and_refuses_the_rest() {
     // ---- A peer that is not loopback is served (with a token) ----
     match non_loopback_address() {
         Some(ip) => {
-            let answer = console.request_to(ip, "GET", "/api/now", &[("authorization", &bearer(&sre))], "").await;
+            let answer = console
+                .request_to(
+                    ip,
+                    "GET",
+                    "/api/now",
+                    &[("authorization", &bearer(&sre))],
+                    "",
+                )
+                .await;
             assert_eq!(answer.status, 200, "from {ip}: {}", answer.body);
             let answer = console.request_to(ip, "GET", "/api/now", &[], "").await;
             assert_eq!(answer.status, 401, "from {ip}, without a token");
@@ -311,10 +492,17 @@ async fn the_console_takes_tokens_of_readers_and_refuses_the_rest() {
     // ---- A removed key stops a live stream and the cookie ----
     let tls = console
         .connector
-        .connect(ServerName::try_from("localhost").unwrap(), TcpStream::connect(("127.0.0.1", console.port)).await.unwrap())
+        .connect(
+            ServerName::try_from("localhost").unwrap(),
+            TcpStream::connect(("127.0.0.1", console.port))
+                .await
+                .unwrap(),
+        )
         .await
         .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(connection);
     let request = hyper::Request::builder()
         .uri("/api/now/events")
@@ -325,15 +513,28 @@ async fn the_console_takes_tokens_of_readers_and_refuses_the_rest() {
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
-    let first = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.unwrap().unwrap().unwrap();
-    assert!(first.into_data().unwrap().starts_with(b"data: "), "the stream sends the Now state");
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.into_data().unwrap().starts_with(b"data: "),
+        "the stream sends the Now state"
+    );
     let rotated = SigningKey::generate("key-2").unwrap();
     write_jwks(&console.jwks, &[rotated.public_jwk()]).unwrap();
     let ended = Instant::now();
     // The stream re-verifies its token every 5 s; it must end well within 10.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while let Some(Ok(_)) = tokio::time::timeout_at(deadline, body.frame()).await.expect("the stream outlived its key by 10 s") {}
-    eprintln!("the live stream ended {:?} after its key left the JWKS", ended.elapsed());
+    while let Some(Ok(_)) = tokio::time::timeout_at(deadline, body.frame())
+        .await
+        .expect("the stream outlived its key by 10 s")
+    {}
+    eprintln!(
+        "the live stream ended {:?} after its key left the JWKS",
+        ended.elapsed()
+    );
     let answer = console.get("/api/now", &[("cookie", &cookie)]).await;
     assert_eq!(answer.status, 401, "{}", answer.body);
     assert!(answer.body.contains("unknown key id"), "{}", answer.body);
@@ -362,19 +563,40 @@ async fn a_console_with_auth_but_no_tls_refuses_to_listen_beyond_loopback() {
         async move {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let console_listener = TcpListener::bind(listen).await.unwrap();
-            let gateways = [(RegionId::new("us-east").unwrap(), "http://127.0.0.1:9".to_owned())];
-            let mut config = RouterConfig::new(listener.local_addr().unwrap(), Path::new(&rules), gateways).unwrap();
+            let gateways = [(
+                RegionId::new("us-east").unwrap(),
+                "http://127.0.0.1:9".to_owned(),
+            )];
+            let mut config =
+                RouterConfig::new(listener.local_addr().unwrap(), Path::new(&rules), gateways)
+                    .unwrap();
             config.auth = Some(AuthSettings::new(&jwks));
             config.console = Some(ConsoleConfig::new(console_listener.local_addr().unwrap()));
             tokio::time::timeout(
                 Duration::from_secs(2),
-                meridian_router::run_with_console(config, listener, Some(console_listener), std::future::pending(), Arc::new(SystemClock)),
+                meridian_router::run_with_console(
+                    config,
+                    listener,
+                    Some(console_listener),
+                    std::future::pending(),
+                    Arc::new(SystemClock),
+                ),
             )
             .await
         }
     };
-    let refused = start("0.0.0.0:0").await.expect("refused at once").unwrap_err().to_string();
-    assert!(refused.contains("console.listen 0.0.0.0:") && refused.contains("tls.cert"), "{refused}");
+    let refused = start("0.0.0.0:0")
+        .await
+        .expect("refused at once")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("console.listen 0.0.0.0:") && refused.contains("tls.cert"),
+        "{refused}"
+    );
     // On loopback, tokens stay on this host: served over plain HTTP.
-    assert!(start("127.0.0.1:0").await.is_err(), "still serving after 2 s");
+    assert!(
+        start("127.0.0.1:0").await.is_err(),
+        "still serving after 2 s"
+    );
 }

@@ -51,7 +51,10 @@ pub fn pyjwt(keys: &[(&str, &str)], tokens: &[(&str, &str, Value)]) -> Option<Mi
     if !available {
         let message = "python3 with PyJWT and cryptography is not installed \
                        (pip install pyjwt cryptography): the OIDC test cannot mint its tokens";
-        assert!(std::env::var("MERIDIAN_REQUIRE_ALL").as_deref() != Ok("1"), "{message}");
+        assert!(
+            std::env::var("MERIDIAN_REQUIRE_ALL").as_deref() != Ok("1"),
+            "{message}"
+        );
         eprintln!("SKIPPED: {message}");
         return None;
     }
@@ -65,18 +68,39 @@ pub fn pyjwt(keys: &[(&str, &str)], tokens: &[(&str, &str, Value)]) -> Option<Mi
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(spec.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "the PyJWT minter failed");
     let out: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let jwks = out["jwks"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let tokens = out["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect();
+    let jwks = out["jwks"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let tokens = out["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
     Some(Minted { jwks, tokens })
 }
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()).unwrap()
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
 }
 
 struct State {
@@ -100,13 +124,20 @@ impl TestIssuer {
     pub async fn start(jwks: Value, cache_control: Option<&str>) -> TestIssuer {
         let dir = tempfile::tempdir().unwrap();
         let validity = meridian_tls::Validity::days_from(SystemTime::now(), 1);
-        let ca = meridian_tls::dev_ca(&meridian_tls::TrustDomain::new("idp.test").unwrap(), validity).unwrap();
-        let (cert_pem, key_pem) = meridian_tls::issue_server(&ca, &["localhost".to_owned()], validity).unwrap();
+        let ca = meridian_tls::dev_ca(
+            &meridian_tls::TrustDomain::new("idp.test").unwrap(),
+            validity,
+        )
+        .unwrap();
+        let (cert_pem, key_pem) =
+            meridian_tls::issue_server(&ca, &["localhost".to_owned()], validity).unwrap();
         let ca_path = dir.path().join("idp-ca.pem");
         std::fs::write(&ca_path, ca.cert_pem()).unwrap();
 
         let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>().unwrap();
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap();
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -119,16 +150,27 @@ impl TestIssuer {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://localhost:{}", listener.local_addr().unwrap().port());
-        let state = Arc::new(Mutex::new(State { jwks, cache_control: cache_control.map(str::to_owned), jwks_hits: 0 }));
+        let url = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let state = Arc::new(Mutex::new(State {
+            jwks,
+            cache_control: cache_control.map(str::to_owned),
+            jwks_hits: 0,
+        }));
         let (shared, issuer) = (state.clone(), url.clone());
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (acceptor, state, issuer) = (acceptor.clone(), shared.clone(), issuer.clone());
                 connections.spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     let service = service_fn(move |request| {
                         let response = respond(&state, &issuer, &request);
                         async move { Ok::<_, Infallible>(response) }
@@ -139,7 +181,13 @@ impl TestIssuer {
                 });
             }
         });
-        TestIssuer { url, ca: ca_path, state, task, _dir: dir }
+        TestIssuer {
+            url,
+            ca: ca_path,
+            state,
+            task,
+            _dir: dir,
+        }
     }
 
     /// Serves `jwks` from now on (the issuer rotated its keys).
@@ -164,7 +212,11 @@ impl Drop for TestIssuer {
     }
 }
 
-fn respond(state: &Mutex<State>, issuer: &str, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+fn respond(
+    state: &Mutex<State>,
+    issuer: &str,
+    request: &Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     let mut state = state.lock().unwrap();
     let (body, cache_control) = match request.uri().path() {
         "/.well-known/openid-configuration" => {
@@ -186,9 +238,13 @@ fn respond(state: &Mutex<State>, issuer: &str, request: &Request<hyper::body::In
         }
     };
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     if let Some(value) = cache_control {
-        response.headers_mut().insert("cache-control", value.parse().unwrap());
+        response
+            .headers_mut()
+            .insert("cache-control", value.parse().unwrap());
     }
     response
 }
@@ -197,7 +253,10 @@ fn respond(state: &Mutex<State>, issuer: &str, request: &Request<hyper::body::In
 pub async fn wait_until(what: &str, timeout: Duration, check: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -40,15 +40,24 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 impl Client {
     pub fn new(config: &EtcdConfig) -> Result<Self> {
         if config.endpoints.is_empty() {
-            return Err(Error::invalid("endpoints", "no etcd endpoint given; pass at least one, like http://127.0.0.1:2379"));
+            return Err(Error::invalid(
+                "endpoints",
+                "no etcd endpoint given; pass at least one, like http://127.0.0.1:2379",
+            ));
         }
         if config.rpc_timeout.is_zero() || config.retry_attempts_max == 0 {
-            return Err(Error::invalid("rpc_timeout", "the rpc timeout and the retry attempts must be greater than zero"));
+            return Err(Error::invalid(
+                "rpc_timeout",
+                "the rpc timeout and the retry attempts must be greater than zero",
+            ));
         }
         let mut endpoints = Vec::with_capacity(config.endpoints.len());
         for address in &config.endpoints {
             let endpoint = Endpoint::from_shared(address.clone())
-                .map_err(|err| Error::Endpoint { endpoint: address.clone(), reason: err.to_string() })?
+                .map_err(|err| Error::Endpoint {
+                    endpoint: address.clone(),
+                    reason: err.to_string(),
+                })?
                 .connect_timeout(config.connect_timeout)
                 .tcp_nodelay(true)
                 // Finds a silently dead member (no RST) within about two rpc timeouts.
@@ -79,14 +88,22 @@ impl Client {
     }
 
     pub fn endpoint_name(&self, index: usize) -> &str {
-        self.inner.endpoints.get(index).map_or("?", |(name, _)| name.as_str())
+        self.inner
+            .endpoints
+            .get(index)
+            .map_or("?", |(name, _)| name.as_str())
     }
 
     /// A call to endpoint `index` failed: prefer the next one, unless another
     /// caller already moved on.
     pub fn failed(&self, index: usize) {
         let next = (index + 1) % self.inner.endpoints.len();
-        let _ = self.inner.preferred.compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self.inner.preferred.compare_exchange(
+            index,
+            next,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// Runs a unary call with a deadline, retrying failures that may be an
@@ -105,7 +122,12 @@ impl Client {
         loop {
             attempts += 1;
             let (index, channel) = self.preferred();
-            let status = match tokio::time::timeout(self.inner.rpc_timeout, call(channel, self.inner.rpc_timeout)).await {
+            let status = match tokio::time::timeout(
+                self.inner.rpc_timeout,
+                call(channel, self.inner.rpc_timeout),
+            )
+            .await
+            {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => status,
                 Err(_) => Status::deadline_exceeded(format!(
@@ -116,7 +138,11 @@ impl Client {
             };
             let out_of_budget = started.elapsed() + backoff > self.inner.retry_budget;
             if !retryable(&status) || attempts >= self.inner.retry_attempts_max || out_of_budget {
-                return Err(Error::Etcd { rpc, attempts, status: Box::new(status) });
+                return Err(Error::Etcd {
+                    rpc,
+                    attempts,
+                    status: Box::new(status),
+                });
             }
             tracing::debug!(rpc, endpoint = self.endpoint_name(index), code = ?status.code(), message = status.message(), "etcd call failed, retrying");
             self.failed(index);
@@ -137,7 +163,14 @@ pub(crate) fn first_backoff() -> Duration {
 /// Failures that say "this member cannot serve now" rather than "the request
 /// is wrong": no leader, leader changed, unreachable, timed out.
 fn retryable(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted | Code::Unknown)
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::Unknown
+    )
 }
 
 /// A unary request with its deadline, for the server to honour too.
@@ -152,6 +185,8 @@ pub(crate) fn request<T>(message: T, deadline: Duration) -> Request<T> {
 /// stalled (etcd's own clients set the same metadata).
 pub(crate) fn leader_required<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert("hasleader", MetadataValue::from_static("true"));
+    request
+        .metadata_mut()
+        .insert("hasleader", MetadataValue::from_static("true"));
     request
 }

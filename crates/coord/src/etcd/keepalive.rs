@@ -12,7 +12,8 @@ use tonic::Streaming;
 use super::{
     client::{self, Client, request},
     pb::etcdserverpb::{
-        LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, lease_client::LeaseClient,
+        LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest,
+        lease_client::LeaseClient,
     },
 };
 use crate::{
@@ -31,7 +32,13 @@ pub(crate) fn spawn(
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let renew_every = lease::renew_interval(shared.ttl(), safety_margin).max(WAIT_MIN);
-    let keeper = Keeper { client, lease_id, shared, renew_every, stop };
+    let keeper = Keeper {
+        client,
+        lease_id,
+        shared,
+        renew_every,
+        stop,
+    };
     tokio::spawn(keeper.run())
 }
 
@@ -88,27 +95,42 @@ impl Keeper {
     /// One keep-alive stream: a renewal every `renew_every`, each answered
     /// within the round-trip deadline, until something breaks.
     async fn renew_over_stream(&self, channel: tonic::transport::Channel) -> Round {
-        let deadline = self.client.rpc_timeout().min(self.renew_every).max(WAIT_MIN);
+        let deadline = self
+            .client
+            .rpc_timeout()
+            .min(self.renew_every)
+            .max(WAIT_MIN);
         let (requests, outgoing) = mpsc::channel::<LeaseKeepAliveRequest>(1);
         // etcd answers the stream's headers only with its first message, so
         // the first renewal must be queued before the stream is opened.
         let mut sent_at = self.shared.now();
-        if requests.try_send(LeaseKeepAliveRequest { id: self.lease_id.0 }).is_err() {
+        if requests
+            .try_send(LeaseKeepAliveRequest {
+                id: self.lease_id.0,
+            })
+            .is_err()
+        {
             return Round::Broken;
         }
         let mut lease_client = LeaseClient::new(channel);
-        let opening = lease_client.lease_keep_alive(client::leader_required(ReceiverStream::new(outgoing)));
-        let mut responses: Streaming<LeaseKeepAliveResponse> =
-            match self.fenced_wait(tokio::time::timeout(deadline, opening)).await {
-                Ok(Ok(response)) => response.into_inner(),
-                Ok(Err(status)) => {
-                    tracing::debug!(lease_id = %self.lease_id, code = ?status.code(), message = status.message(), "keep-alive stream refused");
-                    return Round::Broken;
-                }
-                Err(_) => return Round::Broken,
-            };
+        let opening =
+            lease_client.lease_keep_alive(client::leader_required(ReceiverStream::new(outgoing)));
+        let mut responses: Streaming<LeaseKeepAliveResponse> = match self
+            .fenced_wait(tokio::time::timeout(deadline, opening))
+            .await
+        {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                tracing::debug!(lease_id = %self.lease_id, code = ?status.code(), message = status.message(), "keep-alive stream refused");
+                return Round::Broken;
+            }
+            Err(_) => return Round::Broken,
+        };
         loop {
-            match self.fenced_wait(tokio::time::timeout(deadline, responses.message())).await {
+            match self
+                .fenced_wait(tokio::time::timeout(deadline, responses.message()))
+                .await
+            {
                 Ok(Ok(Some(answer))) if answer.ttl > 0 => self.shared.renewed(sent_at),
                 Ok(Ok(Some(_))) => return Round::Lost,
                 Ok(Ok(None)) => return Round::Broken,
@@ -122,7 +144,13 @@ impl Keeper {
                 return Round::Stopped;
             }
             sent_at = self.shared.now();
-            if requests.send(LeaseKeepAliveRequest { id: self.lease_id.0 }).await.is_err() {
+            if requests
+                .send(LeaseKeepAliveRequest {
+                    id: self.lease_id.0,
+                })
+                .await
+                .is_err()
+            {
                 return Round::Broken;
             }
         }
@@ -133,7 +161,8 @@ impl Keeper {
     /// the handle ends `Lost`. Ends early when nobody can look any more.
     async fn without_renewals(self) {
         self.shared.renewal_failed();
-        self.fenced_wait(tokio::time::sleep(self.shared.until_expiry())).await;
+        self.fenced_wait(tokio::time::sleep(self.shared.until_expiry()))
+            .await;
         loop {
             if self.shared.is_lost() || self.abandoned() {
                 return;
@@ -143,7 +172,13 @@ impl Keeper {
                 .client
                 .unary("LeaseTimeToLive", |channel, deadline| async move {
                     LeaseClient::new(channel)
-                        .lease_time_to_live(request(LeaseTimeToLiveRequest { id: lease_id.0, keys: false }, deadline))
+                        .lease_time_to_live(request(
+                            LeaseTimeToLiveRequest {
+                                id: lease_id.0,
+                                keys: false,
+                            },
+                            deadline,
+                        ))
                         .await
                 })
                 .await;

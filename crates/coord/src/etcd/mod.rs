@@ -50,8 +50,9 @@ pub(crate) mod pb {
 
 use pb::{
     etcdserverpb::{
-        Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp,
-        TxnRequest, TxnResponse, compare, kv_client::KvClient, lease_client::LeaseClient, request_op, response_op,
+        Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
+        RangeRequest, RequestOp, TxnRequest, TxnResponse, compare, kv_client::KvClient,
+        lease_client::LeaseClient, request_op, response_op,
     },
     mvccpb::KeyValue,
 };
@@ -107,7 +108,12 @@ impl EtcdCoordinator {
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
         let layout = KeyLayout::new(config.key_prefix.clone())?;
         let client = Client::new(&config)?;
-        Ok(EtcdCoordinator { client, layout, safety_margin: config.safety_margin, clock: Arc::new(MonotonicClock::new()) })
+        Ok(EtcdCoordinator {
+            client,
+            layout,
+            safety_margin: config.safety_margin,
+            clock: Arc::new(MonotonicClock::new()),
+        })
     }
 
     pub fn layout(&self) -> &KeyLayout {
@@ -136,7 +142,10 @@ impl EtcdCoordinator {
                 async move { KvClient::new(channel).range(request(range, deadline)).await }
             })
             .await?;
-        let revision = response.header.map(|header| Revision::from_etcd(header.revision)).unwrap_or_default();
+        let revision = response
+            .header
+            .map(|header| Revision::from_etcd(header.revision))
+            .unwrap_or_default();
         Ok((response.kvs, revision))
     }
 
@@ -150,16 +159,23 @@ impl Coordinator for EtcdCoordinator {
     async fn acquire_lease(&self, region: &RegionId, ttl: Duration) -> Result<Lease> {
         lease::check_margin(ttl, self.safety_margin)?;
         // etcd leases have whole seconds; round up so the holder never gets less.
-        let ttl_s = i64::try_from(ttl.as_millis().div_ceil(1000)).unwrap_or(i64::MAX).max(1);
+        let ttl_s = i64::try_from(ttl.as_millis().div_ceil(1000))
+            .unwrap_or(i64::MAX)
+            .max(1);
         let sent_at = self.clock.now();
         let grant = self
             .client
             .unary("LeaseGrant", |channel, deadline| async move {
-                LeaseClient::new(channel).lease_grant(request(LeaseGrantRequest { ttl: ttl_s, id: 0 }, deadline)).await
+                LeaseClient::new(channel)
+                    .lease_grant(request(LeaseGrantRequest { ttl: ttl_s, id: 0 }, deadline))
+                    .await
             })
             .await?;
         if !grant.error.is_empty() || grant.ttl <= 0 {
-            return Err(Error::Protocol { rpc: "LeaseGrant", reason: format!("ttl {} s, error {:?}", grant.ttl, grant.error) });
+            return Err(Error::Protocol {
+                rpc: "LeaseGrant",
+                reason: format!("ttl {} s, error {:?}", grant.ttl, grant.error),
+            });
         }
         let lease_id = LeaseId(grant.id);
         let granted = Duration::from_secs(grant.ttl.unsigned_abs());
@@ -169,10 +185,16 @@ impl Coordinator for EtcdCoordinator {
         }
         let lease_key = self.layout.lease_key(region);
         let takeover_key = self.layout.takeover_key(region);
-        let record = LeaseRecord { region: region.clone(), ttl_ms: u64::try_from(granted.as_millis()).unwrap_or(u64::MAX) };
+        let record = LeaseRecord {
+            region: region.clone(),
+            ttl_ms: u64::try_from(granted.as_millis()).unwrap_or(u64::MAX),
+        };
         let response = self
             .txn(TxnRequest {
-                compare: vec![version_equals(&lease_key, 0), version_equals(&takeover_key, 0)],
+                compare: vec![
+                    version_equals(&lease_key, 0),
+                    version_equals(&takeover_key, 0),
+                ],
                 success: vec![put(&lease_key, keys::encode(&record), grant.id)],
                 failure: vec![range_one(&lease_key), range_one(&takeover_key)],
             })
@@ -192,24 +214,49 @@ impl Coordinator for EtcdCoordinator {
             if !ours {
                 let _ = self.revoke(lease_id).await;
                 if let Some(kv) = held {
-                    return Err(Error::LeaseHeld { region: region.clone(), lease_id: LeaseId(kv.lease) });
+                    return Err(Error::LeaseHeld {
+                        region: region.clone(),
+                        lease_id: LeaseId(kv.lease),
+                    });
                 }
                 if let Some(kv) = found.get(1).and_then(Option::as_ref) {
-                    return Err(Error::TakenOver { takeover: decode_takeover(kv)? });
+                    return Err(Error::TakenOver {
+                        takeover: decode_takeover(kv)?,
+                    });
                 }
-                return Err(Error::Protocol { rpc: "Txn", reason: "acquire compare failed but both keys are absent".into() });
+                return Err(Error::Protocol {
+                    rpc: "Txn",
+                    reason: "acquire compare failed but both keys are absent".into(),
+                });
             }
         }
         let shared = LeaseShared::new(self.clock.clone(), granted, self.safety_margin, sent_at);
         let (stop, stopped) = tokio_watch::channel(false);
-        let task = keepalive::spawn(self.client.clone(), lease_id, shared.clone(), self.safety_margin, stopped);
+        let task = keepalive::spawn(
+            self.client.clone(),
+            lease_id,
+            shared.clone(),
+            self.safety_margin,
+            stopped,
+        );
         tracing::info!(region = %region, lease_id = %lease_id, ttl_s = grant.ttl, "lease acquired");
-        let control = LeaseControl { client: self.client.clone(), stop, task };
-        Ok(Lease::new(region.clone(), lease_id, shared, Control::Etcd(control)))
+        let control = LeaseControl {
+            client: self.client.clone(),
+            stop,
+            task,
+        };
+        Ok(Lease::new(
+            region.clone(),
+            lease_id,
+            shared,
+            Control::Etcd(control),
+        ))
     }
 
     async fn region_status(&self, region: &RegionId) -> Result<RegionStatus> {
-        let (kvs, revision) = self.range_prefix(&self.layout.region_prefix(region)).await?;
+        let (kvs, revision) = self
+            .range_prefix(&self.layout.region_prefix(region))
+            .await?;
         let mut status = RegionStatus::empty(region.clone(), revision);
         for kv in &kvs {
             if let Some((_, kind)) = self.layout.parse(&kv.key) {
@@ -232,7 +279,10 @@ impl Coordinator for EtcdCoordinator {
         let (successor, also) = check_takeover_regions(failed_region, successors)?;
         let lease_key = self.layout.lease_key(failed_region);
         let takeover_key = self.layout.takeover_key(failed_region);
-        let successor_keys: Vec<String> = successors.iter().map(|region| self.layout.lease_key(region)).collect();
+        let successor_keys: Vec<String> = successors
+            .iter()
+            .map(|region| self.layout.lease_key(region))
+            .collect();
         let acknowledged_key = self.layout.acknowledged_key(failed_region);
         let record = TakeoverRecord {
             failed_region: failed_region.clone(),
@@ -251,12 +301,24 @@ impl Coordinator for EtcdCoordinator {
             ),
         ];
         compares.extend(successor_keys.iter().map(|key| {
-            compare_of(key, compare::CompareResult::Greater, compare::TargetUnion::Version(0))
+            compare_of(
+                key,
+                compare::CompareResult::Greater,
+                compare::TargetUnion::Version(0),
+            )
         }));
-        let mut reads = vec![range_one(&lease_key), range_one(&takeover_key), range_one(&acknowledged_key)];
+        let mut reads = vec![
+            range_one(&lease_key),
+            range_one(&takeover_key),
+            range_one(&acknowledged_key),
+        ];
         reads.extend(successor_keys.iter().map(|key| range_one(key)));
         let response = self
-            .txn(TxnRequest { compare: compares, success: vec![put(&takeover_key, keys::encode(&record), 0)], failure: reads })
+            .txn(TxnRequest {
+                compare: compares,
+                success: vec![put(&takeover_key, keys::encode(&record), 0)],
+                failure: reads,
+            })
             .await?;
         if response.succeeded {
             let fencing_token = header_revision(&response)?;
@@ -277,14 +339,20 @@ impl Coordinator for EtcdCoordinator {
             None => None,
         };
         if let Some(kv) = found.first().and_then(Option::as_ref) {
-            return Err(Error::RegionAlive { region: failed_region.clone(), lease_id: LeaseId(kv.lease) });
+            return Err(Error::RegionAlive {
+                region: failed_region.clone(),
+                lease_id: LeaseId(kv.lease),
+            });
         }
         if let Some(takeover) = pending {
             return Err(Error::TakenOver { takeover });
         }
         for (index, region) in successors.iter().enumerate() {
             if found.get(3 + index).and_then(Option::as_ref).is_none() {
-                return Err(Error::SuccessorNotLive { failed_region: failed_region.clone(), successor: region.clone() });
+                return Err(Error::SuccessorNotLive {
+                    failed_region: failed_region.clone(),
+                    successor: region.clone(),
+                });
             }
         }
         if let Some(kv) = found.get(2).and_then(Option::as_ref)
@@ -296,7 +364,10 @@ impl Coordinator for EtcdCoordinator {
                 acknowledged_at: Revision::from_etcd(kv.mod_revision),
             });
         }
-        Err(Error::Protocol { rpc: "Txn", reason: "takeover compare failed but every condition holds".into() })
+        Err(Error::Protocol {
+            rpc: "Txn",
+            reason: "takeover compare failed but every condition holds".into(),
+        })
     }
 
     async fn takeover_of(&self, region: &RegionId) -> Result<Option<Takeover>> {
@@ -305,7 +376,11 @@ impl Coordinator for EtcdCoordinator {
 
     async fn acknowledge_takeover(&self, region: &RegionId, fencing_token: Revision) -> Result<()> {
         let status = self.region_status(region).await?;
-        let Some(takeover) = status.takeover.clone().filter(|takeover| takeover.fencing_token == fencing_token) else {
+        let Some(takeover) = status
+            .takeover
+            .clone()
+            .filter(|takeover| takeover.fencing_token == fencing_token)
+        else {
             if status.acknowledged == Some(fencing_token) {
                 return Ok(());
             }
@@ -317,8 +392,11 @@ impl Coordinator for EtcdCoordinator {
         };
         let takeover_key = self.layout.takeover_key(region);
         let acknowledged_key = self.layout.acknowledged_key(region);
-        let record =
-            AcknowledgedRecord { fencing_token, successor: takeover.successor.clone(), acknowledged_at: Timestamp::now() };
+        let record = AcknowledgedRecord {
+            fencing_token,
+            successor: takeover.successor.clone(),
+            acknowledged_at: Timestamp::now(),
+        };
         let response = self
             .txn(TxnRequest {
                 compare: vec![compare_of(
@@ -326,7 +404,10 @@ impl Coordinator for EtcdCoordinator {
                     compare::CompareResult::Equal,
                     compare::TargetUnion::ModRevision(fencing_token.to_etcd()),
                 )],
-                success: vec![delete_one(&takeover_key), put(&acknowledged_key, keys::encode(&record), 0)],
+                success: vec![
+                    delete_one(&takeover_key),
+                    put(&acknowledged_key, keys::encode(&record), 0),
+                ],
                 failure: vec![range_one(&takeover_key), range_one(&acknowledged_key)],
             })
             .await?;
@@ -344,7 +425,10 @@ impl Coordinator for EtcdCoordinator {
         Err(Error::NoSuchTakeover {
             region: region.clone(),
             fencing_token,
-            pending: found.first().and_then(Option::as_ref).map(|kv| Revision::from_etcd(kv.mod_revision)),
+            pending: found
+                .first()
+                .and_then(Option::as_ref)
+                .map(|kv| Revision::from_etcd(kv.mod_revision)),
         })
     }
 }
@@ -371,7 +455,9 @@ impl LeaseControl {
 async fn revoke(client: &Client, lease_id: LeaseId) -> Result<()> {
     let revoked = client
         .unary("LeaseRevoke", |channel, deadline| async move {
-            LeaseClient::new(channel).lease_revoke(request(LeaseRevokeRequest { id: lease_id.0 }, deadline)).await
+            LeaseClient::new(channel)
+                .lease_revoke(request(LeaseRevokeRequest { id: lease_id.0 }, deadline))
+                .await
         })
         .await;
     match revoked {
@@ -388,8 +474,13 @@ pub(crate) fn apply(status: &mut RegionStatus, kind: KeyKind, kv: Option<&KeyVal
         (KeyKind::Lease, Some(kv)) => {
             // The key's existence is what makes the lease live; the record
             // only adds the ttl.
-            let ttl_ms = keys::decode::<LeaseRecord>(&kv.key, &kv.value).map(|record| record.ttl_ms).unwrap_or(0);
-            status.lease = Some(LiveLease { lease_id: LeaseId(kv.lease), ttl: Duration::from_millis(ttl_ms) });
+            let ttl_ms = keys::decode::<LeaseRecord>(&kv.key, &kv.value)
+                .map(|record| record.ttl_ms)
+                .unwrap_or(0);
+            status.lease = Some(LiveLease {
+                lease_id: LeaseId(kv.lease),
+                ttl: Duration::from_millis(ttl_ms),
+            });
         }
         (KeyKind::Lease, None) => status.lease = None,
         (KeyKind::Takeover, Some(kv)) => status.takeover = Some(decode_takeover(kv)?),
@@ -411,7 +502,10 @@ fn decode_takeover(kv: &KeyValue) -> Result<Takeover> {
 fn header_revision(response: &TxnResponse) -> Result<Revision> {
     match &response.header {
         Some(header) if header.revision > 0 => Ok(Revision::from_etcd(header.revision)),
-        _ => Err(Error::Protocol { rpc: "Txn", reason: "no revision in the response header".into() }),
+        _ => Err(Error::Protocol {
+            rpc: "Txn",
+            reason: "no revision in the response header".into(),
+        }),
     }
 }
 
@@ -433,7 +527,11 @@ fn compare_of(key: &str, result: compare::CompareResult, target: compare::Target
 }
 
 fn version_equals(key: &str, version: i64) -> Compare {
-    compare_of(key, compare::CompareResult::Equal, compare::TargetUnion::Version(version))
+    compare_of(
+        key,
+        compare::CompareResult::Equal,
+        compare::TargetUnion::Version(version),
+    )
 }
 
 fn put(key: &str, value: Vec<u8>, lease: i64) -> RequestOp {
@@ -449,10 +547,12 @@ fn put(key: &str, value: Vec<u8>, lease: i64) -> RequestOp {
 
 fn delete_one(key: &str) -> RequestOp {
     RequestOp {
-        request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-            key: key.as_bytes().to_vec(),
-            ..DeleteRangeRequest::default()
-        })),
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..DeleteRangeRequest::default()
+            },
+        )),
     }
 }
 
@@ -488,7 +588,10 @@ pub(crate) struct MonotonicClock {
 
 impl MonotonicClock {
     fn new() -> Self {
-        MonotonicClock { anchor_wall: Timestamp::now(), anchor: tokio::time::Instant::now() }
+        MonotonicClock {
+            anchor_wall: Timestamp::now(),
+            anchor: tokio::time::Instant::now(),
+        }
     }
 }
 

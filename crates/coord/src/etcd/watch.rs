@@ -12,8 +12,8 @@ use super::{
     client::{self, Client, request},
     pb::{
         etcdserverpb::{
-            RangeRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient, watch_client::WatchClient,
-            watch_request,
+            RangeRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient,
+            watch_client::WatchClient, watch_request,
         },
         mvccpb::{KeyValue, event::EventType},
     },
@@ -26,7 +26,10 @@ use crate::{
 
 /// Takes a first snapshot (so the caller gets a real view or an error),
 /// then follows changes in a task that ends when the last receiver drops.
-pub(crate) async fn start(client: Client, layout: KeyLayout) -> Result<watch::Receiver<RegionView>> {
+pub(crate) async fn start(
+    client: Client,
+    layout: KeyLayout,
+) -> Result<watch::Receiver<RegionView>> {
     let view = snapshot(&client, &layout).await?;
     let revision = view.revision;
     let (sender, receiver) = watch::channel(view);
@@ -47,8 +50,15 @@ async fn snapshot(client: &Client, layout: &KeyLayout) -> Result<RegionView> {
             async move { KvClient::new(channel).range(request(range, deadline)).await }
         })
         .await?;
-    let revision = response.header.map(|header| Revision::from_etcd(header.revision)).unwrap_or_default();
-    let mut view = RegionView { regions: BTreeMap::new(), revision, connected: true };
+    let revision = response
+        .header
+        .map(|header| Revision::from_etcd(header.revision))
+        .unwrap_or_default();
+    let mut view = RegionView {
+        regions: BTreeMap::new(),
+        revision,
+        connected: true,
+    };
     for kv in &response.kvs {
         apply_change(&mut view, layout, kv, false);
     }
@@ -57,7 +67,9 @@ async fn snapshot(client: &Client, layout: &KeyLayout) -> Result<RegionView> {
 }
 
 fn apply_change(view: &mut RegionView, layout: &KeyLayout, kv: &KeyValue, deleted: bool) {
-    let Some((region, kind)) = layout.parse(&kv.key) else { return };
+    let Some((region, kind)) = layout.parse(&kv.key) else {
+        return;
+    };
     let status = view
         .regions
         .entry(region.clone())
@@ -67,7 +79,12 @@ fn apply_change(view: &mut RegionView, layout: &KeyLayout, kv: &KeyValue, delete
     }
 }
 
-async fn follow(client: Client, layout: KeyLayout, sender: watch::Sender<RegionView>, mut revision: Revision) {
+async fn follow(
+    client: Client,
+    layout: KeyLayout,
+    sender: watch::Sender<RegionView>,
+    mut revision: Revision,
+) {
     let mut backoff = client::first_backoff();
     loop {
         let (index, channel) = client.preferred();
@@ -109,13 +126,15 @@ async fn watch_once(
 ) -> String {
     let prefix = layout.all_regions_prefix();
     let create = WatchRequest {
-        request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
-            key: prefix.as_bytes().to_vec(),
-            range_end: keys::prefix_range_end(prefix.as_bytes()),
-            start_revision: revision.to_etcd().saturating_add(1),
-            progress_notify: true,
-            ..WatchCreateRequest::default()
-        })),
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: keys::prefix_range_end(prefix.as_bytes()),
+                start_revision: revision.to_etcd().saturating_add(1),
+                progress_notify: true,
+                ..WatchCreateRequest::default()
+            },
+        )),
     };
     // The request side stays open for as long as the watch runs.
     let (requests, outgoing) = mpsc::channel::<WatchRequest>(1);

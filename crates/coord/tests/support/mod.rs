@@ -17,7 +17,8 @@ use std::{
 
 use jiff::{SignedDuration, Timestamp};
 use meridian_coord::{
-    Coordinator, EtcdConfig, EtcdCoordinator, Lease, LeaseState, LocalConfig, LocalCoordinator, RegionStatus,
+    Coordinator, EtcdConfig, EtcdCoordinator, Lease, LeaseState, LocalConfig, LocalCoordinator,
+    RegionStatus,
 };
 use meridian_core::{Clock, ManualClock, RegionId};
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
@@ -60,10 +61,18 @@ impl LocalHarness {
     pub fn new() -> Self {
         let start = Timestamp::from_second(1_800_000_000).expect("valid timestamp");
         let clock = Arc::new(ManualClock::new(start));
-        let config = LocalConfig { safety_margin: Duration::from_millis(300), tick: Duration::from_millis(5) };
+        let config = LocalConfig {
+            safety_margin: Duration::from_millis(300),
+            tick: Duration::from_millis(5),
+        };
         let coordinator = LocalCoordinator::new(clock.clone(), config);
         let peer = coordinator.clone();
-        LocalHarness { clock, start, coordinator, peer }
+        LocalHarness {
+            clock,
+            start,
+            coordinator,
+            peer,
+        }
     }
 }
 
@@ -96,7 +105,8 @@ impl Harness for LocalHarness {
         let mut left = duration;
         while !left.is_zero() {
             let step = left.min(Self::STEP);
-            self.clock.advance(SignedDuration::try_from(step).expect("small step"));
+            self.clock
+                .advance(SignedDuration::try_from(step).expect("small step"));
             self.coordinator.evaluate();
             tokio::task::yield_now().await;
             left -= step;
@@ -104,7 +114,11 @@ impl Harness for LocalHarness {
     }
 
     fn kill(&self, lease: &Lease) {
-        assert!(self.coordinator.kill(lease.region()), "region {} holds no lease to kill", lease.region());
+        assert!(
+            self.coordinator.kill(lease.region()),
+            "region {} holds no lease to kill",
+            lease.region()
+        );
     }
 }
 
@@ -121,9 +135,18 @@ impl EtcdHarness {
     /// `None` (after saying so) when etcd is not installed.
     pub async fn start() -> Option<Self> {
         let cluster = EtcdCluster::start(1).await?;
-        let coordinator = EtcdCoordinator::connect(etcd_config(&cluster)).await.expect("connect to etcd");
-        let peer = EtcdCoordinator::connect(etcd_config(&cluster)).await.expect("connect to etcd");
-        Some(EtcdHarness { cluster, started: Instant::now(), coordinator, peer })
+        let coordinator = EtcdCoordinator::connect(etcd_config(&cluster))
+            .await
+            .expect("connect to etcd");
+        let peer = EtcdCoordinator::connect(etcd_config(&cluster))
+            .await
+            .expect("connect to etcd");
+        Some(EtcdHarness {
+            cluster,
+            started: Instant::now(),
+            coordinator,
+            peer,
+        })
     }
 }
 
@@ -218,11 +241,18 @@ pub async fn wait_for_status(
 ) -> (RegionStatus, Duration) {
     let deadline = harness.elapsed() + within;
     loop {
-        let status = harness.coordinator().region_status(region).await.expect("region status");
+        let status = harness
+            .coordinator()
+            .region_status(region)
+            .await
+            .expect("region status");
         if done(&status) {
             return (status, harness.elapsed());
         }
-        assert!(harness.elapsed() < deadline, "region {region} did not reach the expected state within {within:?}: {status:?}");
+        assert!(
+            harness.elapsed() < deadline,
+            "region {region} did not reach the expected state within {within:?}: {status:?}"
+        );
         harness.pass(Duration::from_millis(20)).await;
     }
 }
@@ -266,19 +296,44 @@ impl EtcdCluster {
         let ports = free_ports(2 * size);
         let token = format!("meridian-test-{}", ports[0]);
         let names: Vec<String> = (0..size).map(|index| format!("m{index}")).collect();
-        let peer_urls: Vec<String> = (0..size).map(|index| format!("http://127.0.0.1:{}", ports[2 * index + 1])).collect();
-        let initial_cluster =
-            names.iter().zip(&peer_urls).map(|(name, url)| format!("{name}={url}")).collect::<Vec<_>>().join(",");
+        let peer_urls: Vec<String> = (0..size)
+            .map(|index| format!("http://127.0.0.1:{}", ports[2 * index + 1]))
+            .collect();
+        let initial_cluster = names
+            .iter()
+            .zip(&peer_urls)
+            .map(|(name, url)| format!("{name}={url}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut members = Vec::with_capacity(size);
         for index in 0..size {
             let client_url = format!("http://127.0.0.1:{}", ports[2 * index]);
-            let log = std::fs::File::create(dir.path().join(format!("{}.log", names[index]))).expect("etcd log file");
+            let log = std::fs::File::create(dir.path().join(format!("{}.log", names[index])))
+                .expect("etcd log file");
             let child = Command::new(binary)
                 .args(["--name", &names[index]])
-                .args(["--data-dir", &dir.path().join(&names[index]).display().to_string()])
-                .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-                .args(["--listen-peer-urls", &peer_urls[index], "--initial-advertise-peer-urls", &peer_urls[index]])
-                .args(["--initial-cluster", &initial_cluster, "--initial-cluster-token", &token])
+                .args([
+                    "--data-dir",
+                    &dir.path().join(&names[index]).display().to_string(),
+                ])
+                .args([
+                    "--listen-client-urls",
+                    &client_url,
+                    "--advertise-client-urls",
+                    &client_url,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer_urls[index],
+                    "--initial-advertise-peer-urls",
+                    &peer_urls[index],
+                ])
+                .args([
+                    "--initial-cluster",
+                    &initial_cluster,
+                    "--initial-cluster-token",
+                    &token,
+                ])
                 .args(["--initial-cluster-state", "new"])
                 .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
                 .args(["--logger", "zap", "--log-outputs", "stderr"])
@@ -287,7 +342,11 @@ impl EtcdCluster {
                 .stderr(log)
                 .spawn()
                 .expect("spawn etcd");
-            members.push(Member { name: names[index].clone(), client_url, child: Some(child) });
+            members.push(Member {
+                name: names[index].clone(),
+                client_url,
+                child: Some(child),
+            });
         }
         EtcdCluster { members, dir }
     }
@@ -301,18 +360,29 @@ impl EtcdCluster {
                 retry_attempts_max: 1,
                 ..EtcdConfig::new([self.members[index].client_url.clone()])
             };
-            let coordinator = EtcdCoordinator::connect(config).await.map_err(|err| err.to_string())?;
+            let coordinator = EtcdCoordinator::connect(config)
+                .await
+                .map_err(|err| err.to_string())?;
             loop {
                 if coordinator.region_status(&probe).await.is_ok() {
                     break;
                 }
-                let exited = self.members[index].child.as_mut().and_then(|child| child.try_wait().ok().flatten());
+                let exited = self.members[index]
+                    .child
+                    .as_mut()
+                    .and_then(|child| child.try_wait().ok().flatten());
                 let name = &self.members[index].name;
                 if let Some(exit) = exited {
-                    return Err(format!("member {name} exited with {exit}:\n{}", self.log_tail(index)));
+                    return Err(format!(
+                        "member {name} exited with {exit}:\n{}",
+                        self.log_tail(index)
+                    ));
                 }
                 if Instant::now() > deadline {
-                    return Err(format!("member {name} not ready within {within:?}:\n{}", self.log_tail(index)));
+                    return Err(format!(
+                        "member {name} not ready within {within:?}:\n{}",
+                        self.log_tail(index)
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -321,13 +391,21 @@ impl EtcdCluster {
     }
 
     fn log_tail(&self, index: usize) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.members[index].name))).unwrap_or_default();
+        let log = std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("{}.log", self.members[index].name)),
+        )
+        .unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|member| member.client_url.clone()).collect()
+        self.members
+            .iter()
+            .map(|member| member.client_url.clone())
+            .collect()
     }
 
     /// Kills member `index` at once (SIGKILL), as a crashed machine.
@@ -349,7 +427,11 @@ impl Drop for EtcdCluster {
 
 fn free_ports(count: usize) -> Vec<u16> {
     // Hold every listener until all are picked so the ports are distinct.
-    let listeners: Vec<TcpListener> =
-        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port")).collect();
-    listeners.iter().map(|listener| listener.local_addr().expect("local address").port()).collect()
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("local address").port())
+        .collect()
 }

@@ -17,13 +17,15 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use jiff::Timestamp;
 use meridian_core::{
-    Clock, Epoch, EventEnvelope, HandoffNote, HlcTimestamp, Note, NoteId, Ownership, Priority, RegionId, Skill,
-    SlaDeadlines, Status, Ticket, TicketChanges, TicketId, Tier,
+    Clock, Epoch, EventEnvelope, HandoffNote, HlcTimestamp, Note, NoteId, Ownership, Priority,
+    RegionId, Skill, SlaDeadlines, Status, Ticket, TicketChanges, TicketId, Tier,
 };
 use meridian_replication::{ReplicationConfig, Replicator, check_convergence};
 use meridian_store::{Store, Synchronous, WriteMeta};
 use meridian_test_support::{Backing, TestDatabase};
-use meridian_tls::{DevPkiPlan, MeshTls, PeerIdentity, Service, TlsFiles, TrustDomain, Validity, write_dev_pki};
+use meridian_tls::{
+    DevPkiPlan, MeshTls, PeerIdentity, Service, TlsFiles, TrustDomain, Validity, write_dev_pki,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -35,7 +37,6 @@ pub const TRUST_DOMAIN: &str = "meridian.test";
 pub fn region(name: &str) -> RegionId {
     RegionId::new(name).unwrap()
 }
-
 
 // ------------------------------------------------------------------- pki
 
@@ -74,13 +75,19 @@ impl Pki {
 }
 
 pub fn gateway_id(region_name: &str) -> PeerIdentity {
-    PeerIdentity::new(TrustDomain::new(TRUST_DOMAIN).unwrap(), region(region_name), Service::Gateway)
+    PeerIdentity::new(
+        TrustDomain::new(TRUST_DOMAIN).unwrap(),
+        region(region_name),
+        Service::Gateway,
+    )
 }
 
 // ----------------------------------------------------------------- stores
 
 pub async fn open_store(backing: Backing, region_name: &str) -> (Store, TestDatabase) {
-    let db = TestDatabase::new(backing).await.expect("database for the backing");
+    let db = TestDatabase::new(backing)
+        .await
+        .expect("database for the backing");
     let mut config = db.config();
     // Durable against a crash of the process, which is all these tests
     // exercise; FULL would make every commit an fsync.
@@ -130,7 +137,13 @@ impl Node {
     pub async fn start(&mut self) {
         assert!(self.running.is_none(), "{} is already running", self.name);
         let listener = bind(self.addr).await;
-        let replicator = Replicator::new(self.config.clone(), self.store.clone(), self.tls.clone(), self.clock.clone()).unwrap();
+        let replicator = Replicator::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.tls.clone(),
+            self.clock.clone(),
+        )
+        .unwrap();
         let (stop, stopped) = watch::channel(false);
         let incoming = self.tls.incoming(listener);
         let service = replicator.service();
@@ -153,13 +166,21 @@ impl Node {
 
     /// Stops replication and the internal server; the store stays open.
     pub async fn stop(&mut self) {
-        let Some(running) = self.running.take() else { return };
+        let Some(running) = self.running.take() else {
+            return;
+        };
         running.stop.send_replace(true);
-        tokio::time::timeout(Duration::from_secs(5), running.run).await.expect("replication stops in time").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), running.run)
+            .await
+            .expect("replication stops in time")
+            .unwrap();
         // Graceful shutdown waits for open streams, which end with the
         // replicator; give it a moment, then stop waiting.
         let abort = running.server.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(3), running.server).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(3), running.server)
+            .await
+            .is_err()
+        {
             abort.abort();
         }
         self.replicator = None;
@@ -236,11 +257,14 @@ impl Mesh {
             let mut peers = BTreeMap::new();
             for (j, peer) in region_ids.iter().enumerate() {
                 if j != i {
-                    let addr = proxies.get(&(i, j)).map_or(addrs[j], |proxy: &Proxy| proxy.addr);
+                    let addr = proxies
+                        .get(&(i, j))
+                        .map_or(addrs[j], |proxy: &Proxy| proxy.addr);
                     peers.insert(peer.clone(), addr.to_string());
                 }
             }
-            let mut config = ReplicationConfig::new(region_ids[i].clone(), region_ids.clone(), peers);
+            let mut config =
+                ReplicationConfig::new(region_ids[i].clone(), region_ids.clone(), peers);
             (spec.tune)(&mut config);
             nodes.push(Node {
                 name,
@@ -255,7 +279,11 @@ impl Mesh {
                 db: Some(db),
             });
         }
-        let mut mesh = Mesh { pki, nodes, proxies };
+        let mut mesh = Mesh {
+            pki,
+            nodes,
+            proxies,
+        };
         if spec.start {
             for node in &mut mesh.nodes {
                 node.start().await;
@@ -275,7 +303,12 @@ impl Mesh {
     /// Waits until every region has applied every other region's whole log.
     pub async fn wait_caught_up(&self, timeout: Duration) {
         let stores = self.stores();
-        wait_until(timeout, "every region applied every other region's log", || caught_up(&stores)).await;
+        wait_until(
+            timeout,
+            "every region applied every other region's log",
+            || caught_up(&stores),
+        )
+        .await;
     }
 
     /// Checks invariants 2 and 3 across all regions, and that each origin's
@@ -304,8 +337,13 @@ impl Mesh {
 /// Whether every store has applied every other store's whole log.
 pub async fn caught_up(stores: &[Store]) -> bool {
     for origin in stores {
-        let Ok(head) = origin.local_head().await else { return false };
-        for replica in stores.iter().filter(|s| s.local_region() != origin.local_region()) {
+        let Ok(head) = origin.local_head().await else {
+            return false;
+        };
+        for replica in stores
+            .iter()
+            .filter(|s| s.local_region() != origin.local_region())
+        {
             if replica.cursor(origin.local_region()).await.ok() != Some(head) {
                 return false;
             }
@@ -326,7 +364,11 @@ where
         if condition().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {} ms waiting until {what}", timeout.as_millis());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {} ms waiting until {what}",
+            timeout.as_millis()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -378,7 +420,10 @@ pub fn ticket(owner: &RegionId, index: u16) -> Ticket {
         status: Status::New,
         assignee: None,
         priority: Priority::Normal,
-        owner: Ownership { owner_region: owner.clone(), epoch: Epoch::initial(index) },
+        owner: Ownership {
+            owner_region: owner.clone(),
+            epoch: Epoch::initial(index),
+        },
         handoff_to: None,
         sla: SlaDeadlines::default(),
         created_at: at,
@@ -412,13 +457,23 @@ pub fn handoff_note() -> HandoffNote {
 }
 
 pub fn opened(epoch: Epoch) -> TicketChanges {
-    TicketChanges { epoch, status: Some(Status::Open), assignee: Some(Some("bo".into())), ..TicketChanges::default() }
+    TicketChanges {
+        epoch,
+        status: Some(Status::Open),
+        assignee: Some(Some("bo".into())),
+        ..TicketChanges::default()
+    }
 }
 
 /// Writes `n` events into `store`'s own log, `concurrency` at a time: a
 /// quarter ticket creations, the rest notes on those tickets. Returns the
 /// events in the order they committed.
-pub async fn write_burst(store: &Store, index: u16, n: usize, concurrency: usize) -> Vec<EventEnvelope> {
+pub async fn write_burst(
+    store: &Store,
+    index: u16,
+    n: usize,
+    concurrency: usize,
+) -> Vec<EventEnvelope> {
     let region = store.local_region().clone();
     let tickets: Vec<Ticket> = (0..n.div_ceil(4)).map(|_| ticket(&region, index)).collect();
     let mut events: Vec<EventEnvelope> = futures::stream::iter(tickets.clone())
@@ -431,7 +486,12 @@ pub async fn write_burst(store: &Store, index: u16, n: usize, concurrency: usize
         .map(|i| {
             let ticket_id = tickets[i % tickets.len()].id;
             let region = region.clone();
-            async move { store.add_note(note(ticket_id, &region, "still on fire"), meta()).await.unwrap() }
+            async move {
+                store
+                    .add_note(note(ticket_id, &region, "still on fire"), meta())
+                    .await
+                    .unwrap()
+            }
         })
         .buffer_unordered(concurrency)
         .collect()
@@ -445,7 +505,10 @@ pub async fn write_burst(store: &Store, index: u16, n: usize, concurrency: usize
 pub async fn heads(stores: &[Store]) -> BTreeMap<RegionId, u64> {
     let mut heads = BTreeMap::new();
     for store in stores {
-        heads.insert(store.local_region().clone(), store.local_head().await.unwrap());
+        heads.insert(
+            store.local_region().clone(),
+            store.local_head().await.unwrap(),
+        );
     }
     heads
 }
@@ -462,7 +525,10 @@ impl Write for Logs {
         // REPLICATION_TEST_LOG=FILE copies every line there, for a look
         // after a failure.
         if let Ok(path) = std::env::var("REPLICATION_TEST_LOG")
-            && let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path)
+            && let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
         {
             let _ = file.write_all(buf);
         }
@@ -486,7 +552,11 @@ pub fn logs() -> &'static Logs {
     LOGS.get_or_init(|| {
         let logs = Logs::default();
         let filter = tracing_subscriber::EnvFilter::new("info,meridian_replication=debug");
-        let _ = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).with_env_filter(filter).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_env_filter(filter)
+            .try_init();
         logs
     })
 }
@@ -499,7 +569,11 @@ impl Logs {
     /// Waits (up to five seconds) for a line containing every needle.
     pub async fn wait_for_line(&self, needles: &[&str]) -> String {
         for _ in 0..250 {
-            if let Some(line) = self.text().lines().find(|line| needles.iter().all(|n| line.contains(n))) {
+            if let Some(line) = self
+                .text()
+                .lines()
+                .find(|line| needles.iter().all(|n| line.contains(n)))
+            {
                 return line.to_owned();
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

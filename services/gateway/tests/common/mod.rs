@@ -9,10 +9,14 @@ use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 use jiff::Timestamp;
 use meridian_core::{EventKind, ManualClock, RegionId};
 use meridian_gateway::{GatewayConfig, Listeners, MeshSettings, RulesSettings};
-use meridian_proto::v1::{self, mesh_service_client::MeshServiceClient, ticket_service_client::TicketServiceClient};
+use meridian_proto::v1::{
+    self, mesh_service_client::MeshServiceClient, ticket_service_client::TicketServiceClient,
+};
 use meridian_store::Store;
 use meridian_test_support::{Backing, TestDatabase, proxy::Proxy};
-use meridian_tls::{DevPkiPlan, MeshTls, PeerIdentity, Service, TlsFiles, TrustDomain, Validity, write_dev_pki};
+use meridian_tls::{
+    DevPkiPlan, MeshTls, PeerIdentity, Service, TlsFiles, TrustDomain, Validity, write_dev_pki,
+};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
@@ -34,7 +38,13 @@ pub struct Options<'a> {
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Self { postgres_for: None, at: AFTERNOON_UTC, webhooks: Vec::new(), proxied_links: false, metrics: None }
+        Self {
+            postgres_for: None,
+            at: AFTERNOON_UTC,
+            webhooks: Vec::new(),
+            proxied_links: false,
+            metrics: None,
+        }
     }
 }
 
@@ -98,31 +108,42 @@ impl Mesh {
             let mesh = TcpListener::bind("127.0.0.1:0").await.unwrap();
             bound.push((name.clone(), public, mesh));
         }
-        let mesh_addrs: BTreeMap<RegionId, String> =
-            bound.iter().map(|(r, _, m)| (r.clone(), m.local_addr().unwrap().to_string())).collect();
+        let mesh_addrs: BTreeMap<RegionId, String> = bound
+            .iter()
+            .map(|(r, _, m)| (r.clone(), m.local_addr().unwrap().to_string()))
+            .collect();
         let mut links = BTreeMap::new();
         if options.proxied_links {
             for from in &names {
                 for to in names.iter().filter(|to| *to != from) {
-                    links.insert((from.clone(), to.clone()), Proxy::start(mesh_addrs[to].parse().unwrap()).await);
+                    links.insert(
+                        (from.clone(), to.clone()),
+                        Proxy::start(mesh_addrs[to].parse().unwrap()).await,
+                    );
                 }
             }
         }
         // Where `from` dials `to`: through its proxy when links are proxied.
-        let peer_addr = |from: &RegionId, to: &RegionId| match links.get(&(from.clone(), to.clone())) {
-            Some(proxy) => proxy.addr.to_string(),
-            None => mesh_addrs[to].clone(),
-        };
+        let peer_addr =
+            |from: &RegionId, to: &RegionId| match links.get(&(from.clone(), to.clone())) {
+                Some(proxy) => proxy.addr.to_string(),
+                None => mesh_addrs[to].clone(),
+            };
 
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut regions = Vec::new();
         let mut tasks = Vec::new();
         for (name, public, mesh) in bound {
-            let backing = if postgres_for == Some(name.as_str()) { Backing::Postgres } else { Backing::Sqlite };
+            let backing = if postgres_for == Some(name.as_str()) {
+                Backing::Postgres
+            } else {
+                Backing::Sqlite
+            };
             let db = TestDatabase::new(backing).await.unwrap();
             let public_addr = public.local_addr().unwrap();
             let mesh_addr = mesh.local_addr().unwrap();
-            let mut config = GatewayConfig::new(name.clone(), names.clone(), public_addr, db.config());
+            let mut config =
+                GatewayConfig::new(name.clone(), names.clone(), public_addr, db.config());
             let mut settings = RulesSettings::new(rules.clone());
             settings.shift_check_interval = Duration::from_millis(20);
             settings.sla_scan_interval = Duration::from_millis(20);
@@ -135,7 +156,11 @@ impl Mesh {
             config.mesh = Some(MeshSettings {
                 listen: mesh.local_addr().unwrap(),
                 tls: TlsFiles::dev(pki.path(), &name, Service::Gateway),
-                peers: names.iter().filter(|r| **r != name).map(|r| (r.clone(), peer_addr(&name, r))).collect(),
+                peers: names
+                    .iter()
+                    .filter(|r| **r != name)
+                    .map(|r| (r.clone(), peer_addr(&name, r)))
+                    .collect(),
                 handoff_timeout: Duration::from_secs(10),
                 peer_durability_tiers: vec![meridian_core::Tier::new("enterprise").unwrap()],
             });
@@ -143,15 +168,30 @@ impl Mesh {
             let gateway_clock: Arc<dyn meridian_core::Clock> = clock.clone();
             tasks.push(tokio::spawn(meridian_gateway::run_listeners(
                 config,
-                Listeners { public, mesh: Some(mesh) },
+                Listeners {
+                    public,
+                    mesh: Some(mesh),
+                },
                 async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 },
                 gateway_clock,
             )));
-            regions.push(Region { name, url: format!("http://{public_addr}"), db, mesh_addr });
+            regions.push(Region {
+                name,
+                url: format!("http://{public_addr}"),
+                db,
+                mesh_addr,
+            });
         }
-        let mesh = Mesh { regions, clock, stop, tasks, _pki: pki, links };
+        let mesh = Mesh {
+            regions,
+            clock,
+            stop,
+            tasks,
+            _pki: pki,
+            links,
+        };
         for r in &mesh.regions {
             mesh.wait_connected(r.name.as_str()).await;
         }
@@ -171,14 +211,26 @@ impl Mesh {
     }
 
     pub fn region(&self, name: &str) -> &Region {
-        self.regions.iter().find(|r| r.name.as_str() == name).unwrap()
+        self.regions
+            .iter()
+            .find(|r| r.name.as_str() == name)
+            .unwrap()
     }
 
     /// A client of `to`'s mesh port at `addr` (its listener, or a proxy in
     /// front of it) presenting `tls`'s certificate, which must prove `to`'s
     /// gateway identity; connects now.
-    pub async fn mesh_client_with(&self, tls: &MeshTls, to: &str, addr: &str) -> MeshServiceClient<Channel> {
-        let expected = PeerIdentity::new(TrustDomain::new(TRUST_DOMAIN).unwrap(), region(to), Service::Gateway);
+    pub async fn mesh_client_with(
+        &self,
+        tls: &MeshTls,
+        to: &str,
+        addr: &str,
+    ) -> MeshServiceClient<Channel> {
+        let expected = PeerIdentity::new(
+            TrustDomain::new(TRUST_DOMAIN).unwrap(),
+            region(to),
+            Service::Gateway,
+        );
         MeshServiceClient::new(tls.connect(addr, expected).await.unwrap())
     }
 
@@ -186,24 +238,35 @@ impl Mesh {
     /// as `as_region`'s gateway (with its certificate from the PKI).
     pub async fn mesh_client(&self, as_region: &str, to: &str) -> MeshServiceClient<Channel> {
         let tls = MeshTls::load(self.tls_files(as_region)).unwrap();
-        self.mesh_client_with(&tls, to, &self.region(to).mesh_addr.to_string()).await
+        self.mesh_client_with(&tls, to, &self.region(to).mesh_addr.to_string())
+            .await
     }
 
     /// The proxy `from`'s connections to `to` go through (`proxied_links`).
     pub fn link(&self, from: &str, to: &str) -> &Proxy {
-        self.links.get(&(region(from), region(to))).expect("the mesh was started with proxied_links")
+        self.links
+            .get(&(region(from), region(to)))
+            .expect("the mesh was started with proxied_links")
     }
 
     /// Adds `delay` each way to every link between regions (`proxied_links`).
     pub fn set_link_delay(&self, delay: Duration) {
-        assert!(!self.links.is_empty(), "the mesh was started without proxied_links");
+        assert!(
+            !self.links.is_empty(),
+            "the mesh was started without proxied_links"
+        );
         for proxy in self.links.values() {
             proxy.set_delay(delay);
         }
     }
 
     pub async fn client(&self, name: &str) -> TicketServiceClient<Channel> {
-        let url = &self.regions.iter().find(|r| r.name.as_str() == name).unwrap().url;
+        let url = &self
+            .regions
+            .iter()
+            .find(|r| r.name.as_str() == name)
+            .unwrap()
+            .url;
         for _ in 0..200 {
             if let Ok(client) = TicketServiceClient::connect(url.clone()).await {
                 return client;
@@ -217,7 +280,11 @@ impl Mesh {
     pub async fn wait_connected(&self, name: &str) {
         let mut client = self.client(name).await;
         for _ in 0..500 {
-            let status = client.get_status(v1::GetStatusRequest {}).await.unwrap().into_inner();
+            let status = client
+                .get_status(v1::GetStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
             if status.peers.len() == 2 && status.peers.iter().all(|p| p.connected) {
                 return;
             }
@@ -232,13 +299,22 @@ impl Mesh {
             let mut heads = BTreeMap::new();
             let mut applied = BTreeMap::new();
             for r in &self.regions {
-                let status = self.client(r.name.as_str()).await.get_status(v1::GetStatusRequest {}).await.unwrap().into_inner();
+                let status = self
+                    .client(r.name.as_str())
+                    .await
+                    .get_status(v1::GetStatusRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner();
                 heads.insert(status.region.clone(), status.local_head);
                 for p in status.peers {
                     applied.insert((status.region.clone(), p.region), p.applied_seq);
                 }
             }
-            if applied.iter().all(|((_, origin), seq)| heads.get(origin) == Some(seq)) {
+            if applied
+                .iter()
+                .all(|((_, origin), seq)| heads.get(origin) == Some(seq))
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -254,16 +330,33 @@ impl Mesh {
         for r in &self.regions {
             stores.push(Store::open(&r.db.config(), &r.name).await.unwrap());
         }
-        let report = meridian_replication::check_convergence(&stores).await.unwrap();
+        let report = meridian_replication::check_convergence(&stores)
+            .await
+            .unwrap();
         assert!(report.is_converged(), "regions diverge: {report:?}");
         // One writer per epoch: every owner-scoped event at an epoch was
         // written by the region that epoch encodes.
         for store in &stores {
             for origin in REGIONS {
-                let events = store.events_after(&region(origin), 0, 10_000).await.unwrap();
-                for e in events.iter().filter(|e| e.kind.is_owner_scoped() && !matches!(e.kind, EventKind::TicketCreated { .. })) {
-                    let index = REGIONS.iter().position(|r| *r == e.origin_region.as_str()).unwrap() as u16;
-                    assert_eq!(e.epoch.owner_index(), index, "{} wrote {} at epoch {}", e.origin_region, e.kind.name(), e.epoch);
+                let events = store
+                    .events_after(&region(origin), 0, 10_000)
+                    .await
+                    .unwrap();
+                for e in events.iter().filter(|e| {
+                    e.kind.is_owner_scoped() && !matches!(e.kind, EventKind::TicketCreated { .. })
+                }) {
+                    let index = REGIONS
+                        .iter()
+                        .position(|r| *r == e.origin_region.as_str())
+                        .unwrap() as u16;
+                    assert_eq!(
+                        e.epoch.owner_index(),
+                        index,
+                        "{} wrote {} at epoch {}",
+                        e.origin_region,
+                        e.kind.name(),
+                        e.epoch
+                    );
                 }
             }
         }
@@ -282,4 +375,3 @@ impl Mesh {
         }
     }
 }
-

@@ -22,8 +22,8 @@ use std::{
 
 use jiff::Timestamp;
 use meridian_coord::{
-    Coordinator, EtcdConfig, EtcdCoordinator, Lease, LocalConfig, LocalCoordinator, RegionStatus, RegionView, Revision,
-    Takeover,
+    Coordinator, EtcdConfig, EtcdCoordinator, Lease, LocalConfig, LocalCoordinator, RegionStatus,
+    RegionView, Revision, Takeover,
 };
 use meridian_core::{Clock, EventKind, ManualClock, RegionId};
 use meridian_gateway::{
@@ -95,7 +95,10 @@ pub struct RegionNode {
     /// dials through them (replication, handoffs, learning a takeover).
     peer_links: BTreeMap<RegionId, Proxy>,
     coordinator: CoordinatorLink,
-    running: Option<(watch::Sender<bool>, JoinHandle<meridian_gateway::Result<()>>)>,
+    running: Option<(
+        watch::Sender<bool>,
+        JoinHandle<meridian_gateway::Result<()>>,
+    )>,
 }
 
 pub struct Mesh {
@@ -118,19 +121,34 @@ impl Mesh {
     pub async fn start(kind: Kind, router: bool) -> Option<Mesh> {
         // Logs of the failover machinery, shown for failing tests only
         // (RUST_LOG overrides).
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,meridian_router::failover=info,meridian_gateway::failover=info"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
-        let (etcd, local, observer): (Option<Etcd>, Option<LocalCoordinator>, Arc<dyn Coordinator>) = match kind {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "warn,meridian_router::failover=info,meridian_gateway::failover=info",
+            )
+        });
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+        let (etcd, local, observer): (
+            Option<Etcd>,
+            Option<LocalCoordinator>,
+            Arc<dyn Coordinator>,
+        ) = match kind {
             Kind::Etcd => {
                 let etcd = Etcd::start().await?;
-                let observer = EtcdCoordinator::connect(etcd.config(etcd.url.clone())).await.unwrap();
+                let observer = EtcdCoordinator::connect(etcd.config(etcd.url.clone()))
+                    .await
+                    .unwrap();
                 (Some(etcd), None, Arc::new(observer))
             }
             Kind::Local => {
                 // Leases run on real time: the gateways' manual clock only
                 // drives the domain (HLC, SLA, shifts).
-                let config = LocalConfig { safety_margin: SAFETY_MARGIN, tick: Duration::from_millis(20) };
+                let config = LocalConfig {
+                    safety_margin: SAFETY_MARGIN,
+                    tick: Duration::from_millis(20),
+                };
                 let local = LocalCoordinator::new(Arc::new(meridian_gateway::SystemClock), config);
                 (None, Some(local.clone()), Arc::new(local))
             }
@@ -147,7 +165,9 @@ impl Mesh {
             replace_ca: false,
         };
         write_dev_pki(pki.path(), &plan).unwrap();
-        let clock = Arc::new(ManualClock::new(AFTERNOON_UTC.parse::<Timestamp>().unwrap()));
+        let clock = Arc::new(ManualClock::new(
+            AFTERNOON_UTC.parse::<Timestamp>().unwrap(),
+        ));
 
         // Every internal address first, so each region's links to its
         // peers can be made before any gateway starts.
@@ -155,7 +175,10 @@ impl Mesh {
         for _ in &names {
             mesh_listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
         }
-        let mesh_addrs: Vec<SocketAddr> = mesh_listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let mesh_addrs: Vec<SocketAddr> = mesh_listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap())
+            .collect();
         let mut regions = Vec::new();
         for (index, name) in names.iter().enumerate() {
             let mut peer_links = BTreeMap::new();
@@ -166,7 +189,9 @@ impl Mesh {
             }
             let coordinator = match (&etcd, &local) {
                 (Some(etcd), _) => CoordinatorLink::Etcd(Proxy::start(etcd.addr).await),
-                (None, Some(local)) => CoordinatorLink::Local(Arc::new(Cuttable::new(local.clone(), name.clone()))),
+                (None, Some(local)) => {
+                    CoordinatorLink::Local(Arc::new(Cuttable::new(local.clone(), name.clone())))
+                }
                 (None, None) => unreachable!(),
             };
             regions.push(RegionNode {
@@ -179,7 +204,16 @@ impl Mesh {
                 running: None,
             });
         }
-        let mut mesh = Mesh { kind, regions, observer, pki, clock, etcd, local, router: None };
+        let mut mesh = Mesh {
+            kind,
+            regions,
+            observer,
+            pki,
+            clock,
+            etcd,
+            local,
+            router: None,
+        };
         for (index, listener) in mesh_listeners.into_iter().enumerate() {
             mesh.start_gateway_on(index, listener).await;
         }
@@ -196,7 +230,10 @@ impl Mesh {
     }
 
     fn index(&self, name: &str) -> usize {
-        self.regions.iter().position(|r| r.name.as_str() == name).unwrap()
+        self.regions
+            .iter()
+            .position(|r| r.name.as_str() == name)
+            .unwrap()
     }
 
     pub fn node(&self, name: &str) -> &RegionNode {
@@ -210,7 +247,11 @@ impl Mesh {
         config.mesh = Some(MeshSettings {
             listen: mesh,
             tls: TlsFiles::dev(self.pki.path(), &node.name, Service::Gateway),
-            peers: node.peer_links.iter().map(|(peer, link)| (peer.clone(), link.addr.to_string())).collect(),
+            peers: node
+                .peer_links
+                .iter()
+                .map(|(peer, link)| (peer.clone(), link.addr.to_string()))
+                .collect(),
             handoff_timeout: Duration::from_secs(5),
             peer_durability_tiers: Vec::new(),
         });
@@ -227,8 +268,11 @@ impl Mesh {
             }
             (CoordinatorLink::Etcd(_), None) => unreachable!(),
         };
-        config.coordinator =
-            Some(CoordinatorSettings { backend, lease_ttl: LEASE_TTL, catch_up_timeout: Duration::from_secs(5) });
+        config.coordinator = Some(CoordinatorSettings {
+            backend,
+            lease_ttl: LEASE_TTL,
+            catch_up_timeout: Duration::from_secs(5),
+        });
         config
     }
 
@@ -240,7 +284,10 @@ impl Mesh {
         let clock: Arc<dyn Clock> = self.clock.clone();
         let task = tokio::spawn(meridian_gateway::run_listeners(
             config,
-            Listeners { public, mesh: Some(mesh_listener) },
+            Listeners {
+                public,
+                mesh: Some(mesh_listener),
+            },
             async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             },
@@ -267,7 +314,8 @@ impl Mesh {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
-        let listener = listener.unwrap_or_else(|| panic!("cannot bind {name}'s internal address {addr} again"));
+        let listener = listener
+            .unwrap_or_else(|| panic!("cannot bind {name}'s internal address {addr} again"));
         self.start_gateway_on(index, listener).await;
     }
 
@@ -277,16 +325,29 @@ impl Mesh {
         let index = self.index(name);
         let (stop, task) = self.regions[index].running.take().unwrap();
         stop.send(true).unwrap();
-        tokio::time::timeout(PATIENCE, task).await.expect("gateway stops").unwrap().unwrap();
+        tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("gateway stops")
+            .unwrap()
+            .unwrap();
     }
 
     async fn start_router(&mut self) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml");
-        let public: Vec<(RegionId, String)> = self.regions.iter().map(|r| (r.name.clone(), r.url.clone())).collect();
-        let mut config = meridian_router::RouterConfig::new(listener.local_addr().unwrap(), rules, public).unwrap();
-        let gateways: BTreeMap<RegionId, String> =
-            self.regions.iter().map(|r| (r.name.clone(), r.mesh_addr.to_string())).collect();
+        let public: Vec<(RegionId, String)> = self
+            .regions
+            .iter()
+            .map(|r| (r.name.clone(), r.url.clone()))
+            .collect();
+        let mut config =
+            meridian_router::RouterConfig::new(listener.local_addr().unwrap(), rules, public)
+                .unwrap();
+        let gateways: BTreeMap<RegionId, String> = self
+            .regions
+            .iter()
+            .map(|r| (r.name.clone(), r.mesh_addr.to_string()))
+            .collect();
         let tls = TlsFiles::dev(self.pki.path(), &region("eu-west"), Service::Router);
         let coordinator = match (&self.etcd, &self.local) {
             (Some(etcd), _) => CoordinatorChoice::Etcd {
@@ -332,7 +393,12 @@ impl Mesh {
     }
 
     pub async fn status(&self, name: &str) -> v1::GetStatusResponse {
-        self.client(name).await.get_status(v1::GetStatusRequest {}).await.unwrap().into_inner()
+        self.client(name)
+            .await
+            .get_status(v1::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     /// Until `name`'s gateway holds its lease (owner-scoped writes open).
@@ -343,7 +409,11 @@ impl Mesh {
             if !status.fenced {
                 return started.elapsed();
             }
-            assert!(started.elapsed() < PATIENCE, "{name} never leased: {}", status.fenced_reason);
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{name} never leased: {}",
+                status.fenced_reason
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -356,7 +426,11 @@ impl Mesh {
             if status.peers.len() == 2 && status.peers.iter().all(|p| p.connected) {
                 return;
             }
-            assert!(started.elapsed() < PATIENCE, "{name}'s replication streams never all connected: {:?}", status.peers);
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{name}'s replication streams never all connected: {:?}",
+                status.peers
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -375,10 +449,16 @@ impl Mesh {
                     applied.insert((status.region.clone(), p.region), p.applied_seq);
                 }
             }
-            if applied.iter().all(|((_, origin), seq)| heads.get(origin) == Some(seq)) {
+            if applied
+                .iter()
+                .all(|((_, origin), seq)| heads.get(origin) == Some(seq))
+            {
                 return;
             }
-            assert!(started.elapsed() < PATIENCE, "the mesh never quiesced: heads {heads:?}, applied {applied:?}");
+            assert!(
+                started.elapsed() < PATIENCE,
+                "the mesh never quiesced: heads {heads:?}, applied {applied:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -393,14 +473,24 @@ impl Mesh {
             for name in names {
                 let status = self.status(name).await;
                 heads.insert(status.region.clone(), status.local_head);
-                for p in status.peers.into_iter().filter(|p| names.contains(&p.region.as_str())) {
+                for p in status
+                    .peers
+                    .into_iter()
+                    .filter(|p| names.contains(&p.region.as_str()))
+                {
                     applied.insert((status.region.clone(), p.region), p.applied_seq);
                 }
             }
-            if applied.iter().all(|((_, origin), seq)| heads.get(origin) == Some(seq)) {
+            if applied
+                .iter()
+                .all(|((_, origin), seq)| heads.get(origin) == Some(seq))
+            {
                 return;
             }
-            assert!(started.elapsed() < PATIENCE, "{names:?} never quiesced: heads {heads:?}, applied {applied:?}");
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{names:?} never quiesced: heads {heads:?}, applied {applied:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -460,14 +550,31 @@ impl Mesh {
     pub async fn check_invariants(&self) {
         self.wait_quiet().await;
         let stores = self.stores().await;
-        let report = meridian_replication::check_convergence(&stores).await.unwrap();
+        let report = meridian_replication::check_convergence(&stores)
+            .await
+            .unwrap();
         assert!(report.is_converged(), "regions diverge: {report}");
         for store in &stores {
             for origin in REGIONS {
-                let events = store.events_after(&region(origin), 0, 10_000).await.unwrap();
-                for e in events.iter().filter(|e| e.kind.is_owner_scoped() && !matches!(e.kind, EventKind::TicketCreated { .. })) {
-                    let index = REGIONS.iter().position(|r| *r == e.origin_region.as_str()).unwrap() as u16;
-                    assert_eq!(e.epoch.owner_index(), index, "{} wrote {} at epoch {}", e.origin_region, e.kind.name(), e.epoch);
+                let events = store
+                    .events_after(&region(origin), 0, 10_000)
+                    .await
+                    .unwrap();
+                for e in events.iter().filter(|e| {
+                    e.kind.is_owner_scoped() && !matches!(e.kind, EventKind::TicketCreated { .. })
+                }) {
+                    let index = REGIONS
+                        .iter()
+                        .position(|r| *r == e.origin_region.as_str())
+                        .unwrap() as u16;
+                    assert_eq!(
+                        e.epoch.owner_index(),
+                        index,
+                        "{} wrote {} at epoch {}",
+                        e.origin_region,
+                        e.kind.name(),
+                        e.epoch
+                    );
                 }
             }
         }
@@ -479,12 +586,20 @@ impl Mesh {
     pub async fn stop(mut self) {
         if let Some((stop, task)) = self.router.take() {
             stop.send(true).unwrap();
-            tokio::time::timeout(PATIENCE, task).await.expect("router stops").unwrap().unwrap();
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("router stops")
+                .unwrap()
+                .unwrap();
         }
         for node in &mut self.regions {
             if let Some((stop, task)) = node.running.take() {
                 stop.send(true).unwrap();
-                tokio::time::timeout(PATIENCE, task).await.expect("gateway stops").unwrap().unwrap();
+                tokio::time::timeout(PATIENCE, task)
+                    .await
+                    .expect("gateway stops")
+                    .unwrap()
+                    .unwrap();
             }
         }
         for node in self.regions {
@@ -504,7 +619,11 @@ pub struct Cuttable {
 
 impl Cuttable {
     fn new(inner: LocalCoordinator, region: RegionId) -> Self {
-        Cuttable { inner, region, cut: AtomicBool::new(false) }
+        Cuttable {
+            inner,
+            region,
+            cut: AtomicBool::new(false),
+        }
     }
 
     fn cut(&self) {
@@ -521,7 +640,9 @@ impl Cuttable {
             return Err(meridian_coord::Error::Etcd {
                 rpc: "partitioned",
                 attempts: 1,
-                status: Box::new(tonic::Status::unavailable("the test partitioned this region from the coordinator")),
+                status: Box::new(tonic::Status::unavailable(
+                    "the test partitioned this region from the coordinator",
+                )),
             });
         }
         Ok(())
@@ -530,7 +651,11 @@ impl Cuttable {
 
 #[tonic::async_trait]
 impl Coordinator for Cuttable {
-    async fn acquire_lease(&self, region: &RegionId, ttl: Duration) -> meridian_coord::Result<Lease> {
+    async fn acquire_lease(
+        &self,
+        region: &RegionId,
+        ttl: Duration,
+    ) -> meridian_coord::Result<Lease> {
         self.check()?;
         self.inner.acquire_lease(region, ttl).await
     }
@@ -552,7 +677,9 @@ impl Coordinator for Cuttable {
         expected_revision: Revision,
     ) -> meridian_coord::Result<Takeover> {
         self.check()?;
-        self.inner.record_takeover(failed_region, successors, expected_revision).await
+        self.inner
+            .record_takeover(failed_region, successors, expected_revision)
+            .await
     }
 
     async fn takeover_of(&self, region: &RegionId) -> meridian_coord::Result<Option<Takeover>> {
@@ -560,7 +687,11 @@ impl Coordinator for Cuttable {
         self.inner.takeover_of(region).await
     }
 
-    async fn acknowledge_takeover(&self, region: &RegionId, fencing_token: Revision) -> meridian_coord::Result<()> {
+    async fn acknowledge_takeover(
+        &self,
+        region: &RegionId,
+        fencing_token: Revision,
+    ) -> meridian_coord::Result<()> {
         self.check()?;
         self.inner.acknowledge_takeover(region, fencing_token).await
     }
@@ -597,7 +728,10 @@ impl Etcd {
         let (client_port, peer_port) = {
             let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+            (
+                a.local_addr().unwrap().port(),
+                b.local_addr().unwrap().port(),
+            )
         };
         let url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -605,10 +739,30 @@ impl Etcd {
         // A 50 ms heartbeat and 500 ms election timeout lower etcd's
         // minimum lease ttl to 1 s and keep expiry prompt.
         let child = Command::new(binary)
-            .args(["--name", "m0", "--data-dir", &dir.path().join("m0").display().to_string()])
-            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("m0={peer_url}"), "--initial-cluster-state", "new"])
+            .args([
+                "--name",
+                "m0",
+                "--data-dir",
+                &dir.path().join("m0").display().to_string(),
+            ])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("m0={peer_url}"),
+                "--initial-cluster-state",
+                "new",
+            ])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
             .stdin(Stdio::null())
@@ -616,7 +770,12 @@ impl Etcd {
             .stderr(log)
             .spawn()
             .expect("spawn etcd");
-        Etcd { url, addr: SocketAddr::from(([127, 0, 0, 1], client_port)), child, dir }
+        Etcd {
+            url,
+            addr: SocketAddr::from(([127, 0, 0, 1], client_port)),
+            child,
+            dir,
+        }
     }
 
     fn config(&self, endpoint: String) -> EtcdConfig {
@@ -632,8 +791,13 @@ impl Etcd {
 
     async fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
-        let config = EtcdConfig { retry_attempts_max: 1, ..self.config(self.url.clone()) };
-        let probe = EtcdCoordinator::connect(config).await.map_err(|e| e.to_string())?;
+        let config = EtcdConfig {
+            retry_attempts_max: 1,
+            ..self.config(self.url.clone())
+        };
+        let probe = EtcdCoordinator::connect(config)
+            .await
+            .map_err(|e| e.to_string())?;
         loop {
             if probe.region_status(&region("probe")).await.is_ok() {
                 return Ok(());
@@ -642,7 +806,10 @@ impl Etcd {
                 return Err(format!("etcd exited with {exit}:\n{}", self.log_tail()));
             }
             if Instant::now() > deadline {
-                return Err(format!("etcd not ready within {within:?}:\n{}", self.log_tail()));
+                return Err(format!(
+                    "etcd not ready within {within:?}:\n{}",
+                    self.log_tail()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -661,4 +828,3 @@ impl Drop for Etcd {
         let _ = self.child.wait();
     }
 }
-

@@ -14,8 +14,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hyper::header::{self, HeaderMap};
 use hyper::Method;
+use hyper::header::{self, HeaderMap};
 use meridian_auth::{AuthError, Principal, Role, Verifier};
 
 /// The cookie that carries the token.
@@ -62,7 +62,11 @@ pub(crate) fn allows(need: Need, role: Role) -> Result<(), String> {
     if allowed.contains(&role) {
         return Ok(());
     }
-    let roles = allowed.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
+    let roles = allowed
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     Err(format!("role {role} may not {what}; allowed: {roles}"))
 }
 
@@ -89,10 +93,14 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 /// login cookie (browsers).
 pub(crate) fn token(headers: &HeaderMap) -> Result<&str, AuthError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| AuthError::Malformed("authorization header is not ASCII".into()))?;
+        let value = value
+            .to_str()
+            .map_err(|_| AuthError::Malformed("authorization header is not ASCII".into()))?;
         let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthError::Malformed(format!("authorization scheme {scheme:?}; expected Bearer")));
+            return Err(AuthError::Malformed(format!(
+                "authorization scheme {scheme:?}; expected Bearer"
+            )));
         }
         return Ok(token.trim());
     }
@@ -104,7 +112,10 @@ pub(crate) fn token(headers: &HeaderMap) -> Result<&str, AuthError> {
 /// requests from other sites, and only over TLS when the console serves it.
 pub(crate) fn login_cookie(token: &str, max_age_secs: i64, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", max_age_secs.max(0))
+    format!(
+        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        max_age_secs.max(0)
+    )
 }
 
 /// `Set-Cookie` for a logout: the cookie emptied and expired.
@@ -117,13 +128,21 @@ pub(crate) fn logout_cookie(secure: bool) -> String {
 /// `Host` the browser addressed). Clients that send no `Origin` (curl,
 /// scripts) are not browsers acting for a third site. Together with
 /// `SameSite=Strict` this is the console's CSRF protection.
-pub(crate) fn origin_allows(origin: Option<&str>, host: Option<&str>, tls: bool) -> Result<(), String> {
+pub(crate) fn origin_allows(
+    origin: Option<&str>,
+    host: Option<&str>,
+    tls: bool,
+) -> Result<(), String> {
     let Some(origin) = origin else { return Ok(()) };
     let scheme = if tls { "https" } else { "http" };
     match host {
         Some(host) if origin.eq_ignore_ascii_case(&format!("{scheme}://{host}")) => Ok(()),
-        Some(host) => Err(format!("cross-origin request refused: Origin {origin:?} is not this console ({scheme}://{host})")),
-        None => Err(format!("cross-origin request refused: Origin {origin:?} and no Host header to compare it with")),
+        Some(host) => Err(format!(
+            "cross-origin request refused: Origin {origin:?} is not this console ({scheme}://{host})"
+        )),
+        None => Err(format!(
+            "cross-origin request refused: Origin {origin:?} and no Host header to compare it with"
+        )),
     }
 }
 
@@ -131,21 +150,33 @@ pub(crate) fn origin_allows(origin: Option<&str>, host: Option<&str>, tls: bool)
 /// plain characters (no `//host`, no scheme, no query), never the login
 /// page itself.
 pub(crate) fn safe_next(next: &str) -> Option<&str> {
-    let plain = next.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'));
-    (plain && next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/login") && !next.starts_with("/logout"))
-        .then_some(next)
+    let plain = next
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'));
+    (plain
+        && next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/login")
+        && !next.starts_with("/logout"))
+    .then_some(next)
 }
 
 /// The `exp` of a token whose signature was already verified.
 pub(crate) fn expiry(token: &str) -> Option<i64> {
     let payload = token.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice::<meridian_auth::Claims>(&bytes).ok().map(|claims| claims.exp)
+    serde_json::from_slice::<meridian_auth::Claims>(&bytes)
+        .ok()
+        .map(|claims| claims.exp)
 }
 
 /// One field of an `application/x-www-form-urlencoded` body, decoded.
 pub(crate) fn form_value(body: &str, name: &str) -> Option<String> {
-    let raw = body.split('&').filter_map(|pair| pair.split_once('=')).find(|(key, _)| *key == name)?.1;
+    let raw = body
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)?
+        .1;
     let mut out = Vec::with_capacity(raw.len());
     let mut rest = raw.as_bytes();
     while let Some((&byte, tail)) = rest.split_first() {
@@ -190,7 +221,10 @@ pub(crate) struct ConsoleAuth {
 impl ConsoleAuth {
     /// The verified caller of a request, and its token; why not otherwise
     /// (safe to show and log: never the token).
-    pub(crate) fn authenticate<'a>(&self, headers: &'a HeaderMap) -> Result<(Principal, &'a str), String> {
+    pub(crate) fn authenticate<'a>(
+        &self,
+        headers: &'a HeaderMap,
+    ) -> Result<(Principal, &'a str), String> {
         let token = token(headers).map_err(|e| e.to_string())?;
         let principal = self.verifier.verify(token).map_err(|e| e.to_string())?;
         Ok((principal, token))
@@ -211,20 +245,42 @@ mod tests {
         assert!(allows(Need::Read, Role::Operator).is_ok());
         assert!(allows(Need::Read, Role::Admin).is_ok());
         let refused = allows(Need::Read, Role::Agent).unwrap_err();
-        assert_eq!(refused, "role agent may not use the console (it shows every region); allowed: operator, sre, admin");
+        assert_eq!(
+            refused,
+            "role agent may not use the console (it shows every region); allowed: operator, sre, admin"
+        );
         assert!(allows(Need::WhatIf, Role::Operator).is_ok());
         assert!(allows(Need::WhatIf, Role::Admin).is_ok());
-        assert_eq!(allows(Need::WhatIf, Role::Sre).unwrap_err(), "role sre may not run the what-if; allowed: operator, admin");
+        assert_eq!(
+            allows(Need::WhatIf, Role::Sre).unwrap_err(),
+            "role sre may not run the what-if; allowed: operator, admin"
+        );
         assert!(allows(Need::WhatIf, Role::Agent).is_err());
     }
 
     #[test]
     fn only_login_logout_and_static_files_are_open() {
-        for open in ["/login", "/logout", "/console.css", "/console.js", "/favicon.ico"] {
+        for open in [
+            "/login",
+            "/logout",
+            "/console.css",
+            "/console.js",
+            "/favicon.ico",
+        ] {
             assert_eq!(need(&Method::GET, open), Need::Open, "{open}");
         }
         assert_eq!(need(&Method::POST, "/login"), Need::Open);
-        for read in ["/", "/now", "/handoffs", "/rules", "/journey/x", "/api/now", "/api/now/events", "/api/rules", "/nope"] {
+        for read in [
+            "/",
+            "/now",
+            "/handoffs",
+            "/rules",
+            "/journey/x",
+            "/api/now",
+            "/api/now/events",
+            "/api/rules",
+            "/nope",
+        ] {
             assert_eq!(need(&Method::GET, read), Need::Read, "{read}");
         }
         assert_eq!(need(&Method::POST, "/api/rules/what-if"), Need::WhatIf);
@@ -236,44 +292,100 @@ mod tests {
     fn the_token_comes_from_the_bearer_header_or_the_cookie() {
         let mut headers = HeaderMap::new();
         assert!(matches!(token(&headers), Err(AuthError::Missing)));
-        headers.append(header::COOKIE, HeaderValue::from_static("theme=dark; meridian_console=abc.def.ghi; other=1"));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; meridian_console=abc.def.ghi; other=1"),
+        );
         assert_eq!(token(&headers).unwrap(), "abc.def.ghi");
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x.y.z"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer x.y.z"),
+        );
         assert_eq!(token(&headers).unwrap(), "x.y.z", "the header wins");
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcg=="));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcg=="),
+        );
         assert!(matches!(token(&headers), Err(AuthError::Malformed(_))));
 
         let mut headers = HeaderMap::new();
         headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
-        headers.append(header::COOKIE, HeaderValue::from_static("meridian_console=t"));
-        assert_eq!(cookie(&headers, COOKIE), Some("t"), "a second cookie header counts too");
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("meridian_console=t"),
+        );
+        assert_eq!(
+            cookie(&headers, COOKIE),
+            Some("t"),
+            "a second cookie header counts too"
+        );
         assert_eq!(cookie(&headers, "meridian"), None, "names match exactly");
         let mut headers = HeaderMap::new();
-        headers.append(header::COOKIE, HeaderValue::from_static("meridian_console="));
-        assert!(matches!(token(&headers), Err(AuthError::Missing)), "an emptied cookie is no token");
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("meridian_console="),
+        );
+        assert!(
+            matches!(token(&headers), Err(AuthError::Missing)),
+            "an emptied cookie is no token"
+        );
     }
 
     #[test]
     fn the_cookie_is_http_only_same_site_strict_and_secure_over_tls() {
-        assert_eq!(login_cookie("t.o.k", 3600, false), "meridian_console=t.o.k; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600");
+        assert_eq!(
+            login_cookie("t.o.k", 3600, false),
+            "meridian_console=t.o.k; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600"
+        );
         assert_eq!(
             login_cookie("t.o.k", 60, true),
             "meridian_console=t.o.k; HttpOnly; SameSite=Strict; Path=/; Max-Age=60; Secure"
         );
-        assert_eq!(login_cookie("t", -5, false), "meridian_console=t; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
-        assert_eq!(logout_cookie(true), "meridian_console=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure");
+        assert_eq!(
+            login_cookie("t", -5, false),
+            "meridian_console=t; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+        );
+        assert_eq!(
+            logout_cookie(true),
+            "meridian_console=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure"
+        );
     }
 
     #[test]
     fn a_post_from_another_origin_is_refused() {
-        assert!(origin_allows(None, Some("127.0.0.1:7120"), true).is_ok(), "no Origin: not a browser");
-        assert!(origin_allows(Some("https://127.0.0.1:7120"), Some("127.0.0.1:7120"), true).is_ok());
-        assert!(origin_allows(Some("http://localhost:7120"), Some("localhost:7120"), false).is_ok());
-        assert!(origin_allows(Some("HTTPS://Console.Example"), Some("console.example"), true).is_ok());
-        let refused = origin_allows(Some("https://evil.example"), Some("127.0.0.1:7120"), true).unwrap_err();
-        assert!(refused.contains("\"https://evil.example\" is not this console (https://127.0.0.1:7120)"), "{refused}");
-        assert!(origin_allows(Some("http://127.0.0.1:7120"), Some("127.0.0.1:7120"), true).is_err(), "scheme differs");
-        assert!(origin_allows(Some("https://127.0.0.1:7121"), Some("127.0.0.1:7120"), true).is_err(), "port differs");
+        assert!(
+            origin_allows(None, Some("127.0.0.1:7120"), true).is_ok(),
+            "no Origin: not a browser"
+        );
+        assert!(
+            origin_allows(Some("https://127.0.0.1:7120"), Some("127.0.0.1:7120"), true).is_ok()
+        );
+        assert!(
+            origin_allows(Some("http://localhost:7120"), Some("localhost:7120"), false).is_ok()
+        );
+        assert!(
+            origin_allows(
+                Some("HTTPS://Console.Example"),
+                Some("console.example"),
+                true
+            )
+            .is_ok()
+        );
+        let refused =
+            origin_allows(Some("https://evil.example"), Some("127.0.0.1:7120"), true).unwrap_err();
+        assert!(
+            refused
+                .contains("\"https://evil.example\" is not this console (https://127.0.0.1:7120)"),
+            "{refused}"
+        );
+        assert!(
+            origin_allows(Some("http://127.0.0.1:7120"), Some("127.0.0.1:7120"), true).is_err(),
+            "scheme differs"
+        );
+        assert!(
+            origin_allows(Some("https://127.0.0.1:7121"), Some("127.0.0.1:7120"), true).is_err(),
+            "port differs"
+        );
         assert!(origin_allows(Some("null"), Some("127.0.0.1:7120"), true).is_err());
         assert!(origin_allows(Some("https://127.0.0.1:7120"), None, true).is_err());
     }
@@ -281,8 +393,21 @@ mod tests {
     #[test]
     fn a_login_sends_the_browser_only_to_a_plain_local_path() {
         assert_eq!(safe_next("/handoffs"), Some("/handoffs"));
-        assert_eq!(safe_next("/journey/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"), Some("/journey/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"));
-        for refused in ["", "//evil.example/", "https://evil.example/", "/login", "/logout", "/a?b=c", "/a\\b", "evil", "/%2F"] {
+        assert_eq!(
+            safe_next("/journey/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
+            Some("/journey/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+        );
+        for refused in [
+            "",
+            "//evil.example/",
+            "https://evil.example/",
+            "/login",
+            "/logout",
+            "/a?b=c",
+            "/a\\b",
+            "evil",
+            "/%2F",
+        ] {
             assert_eq!(safe_next(refused), None, "{refused}");
         }
     }
@@ -293,8 +418,16 @@ mod tests {
         assert_eq!(form_value(body, "token").as_deref(), Some("a.b-c_d"));
         assert_eq!(form_value(body, "next").as_deref(), Some("/journey/x y"));
         assert_eq!(form_value(body, "missing"), None);
-        assert_eq!(form_value("token=%zz", "token"), None, "bad escapes are refused");
-        assert_eq!(form_value("token=%2", "token").as_deref(), Some("%2"), "a cut escape stays as it is");
+        assert_eq!(
+            form_value("token=%zz", "token"),
+            None,
+            "bad escapes are refused"
+        );
+        assert_eq!(
+            form_value("token=%2", "token").as_deref(),
+            Some("%2"),
+            "a cut escape stays as it is"
+        );
     }
 
     #[test]
@@ -307,6 +440,9 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(html_escape("<b>\"x\" & 'y'</b>"), "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/b&gt;");
+        assert_eq!(
+            html_escape("<b>\"x\" & 'y'</b>"),
+            "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/b&gt;"
+        );
     }
 }

@@ -46,9 +46,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use jiff::{SignedDuration, Timestamp};
 use meridian_auth::Principal;
 use meridian_core::{Clock, RegionId};
+use meridian_core::{Priority, Skill, Tier};
 use meridian_proto::v1;
 use meridian_proto::v1::watch_events_request::Scope;
-use meridian_core::{Priority, Skill, Tier};
 use meridian_rules::RouteRequest;
 use meridian_rules_source::ActiveRules;
 use serde::Serialize;
@@ -57,9 +57,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
-use tonic::transport::Channel;
 
 pub(crate) use auth::ConsoleAuth;
 
@@ -115,8 +115,13 @@ const JOURNEY_IDLE: Duration = Duration::from_millis(300);
 /// The most tickets the what-if re-routes.
 const WHAT_IF_TICKETS_MAX: usize = 5_000;
 /// The event kinds the Handoffs page shows.
-const HANDOFF_KINDS: [&str; 5] =
-    ["handoff_offered", "handoff_accepted", "handoff_refused", "taken_over", "shift_summary"];
+const HANDOFF_KINDS: [&str; 5] = [
+    "handoff_offered",
+    "handoff_accepted",
+    "handoff_refused",
+    "taken_over",
+    "shift_summary",
+];
 
 const NOW_HTML: &str = include_str!("now.html");
 const HANDOFFS_HTML: &str = include_str!("handoffs.html");
@@ -169,7 +174,13 @@ impl Console {
         let gateways = channels
             .iter()
             .map(|(region, channel)| {
-                (region.clone(), v1::ticket_service_client::TicketServiceClient::with_interceptor(channel.clone(), token.clone()))
+                (
+                    region.clone(),
+                    v1::ticket_service_client::TicketServiceClient::with_interceptor(
+                        channel.clone(),
+                        token.clone(),
+                    ),
+                )
             })
             .collect();
         Self {
@@ -211,7 +222,10 @@ pub(crate) fn transport(auth: bool, tls: bool, listen: SocketAddr) -> Result<Tra
 
 /// The console's TLS server settings from the router's `[tls]` certificate
 /// chain and key (PEM), for HTTP/1.1.
-pub(crate) fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<tokio_rustls::TlsAcceptor, String> {
+pub(crate) fn tls_acceptor(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<tokio_rustls::TlsAcceptor, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let chain = CertificateDer::pem_slice_iter(cert_pem)
@@ -239,7 +253,11 @@ pub(crate) fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<tokio_rust
 /// connection is admitted under the per-address cap before anything is
 /// read, its TLS handshake has a deadline, and hyper reads its request
 /// heads under [`HEADER_READ_TIMEOUT`].
-pub(crate) async fn serve(console: Arc<Console>, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
+pub(crate) async fn serve(
+    console: Arc<Console>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let app = router(Console::clone(&console));
     let limits = limits::ConnectionLimits::new(CONNECTIONS_PER_ADDRESS_MAX, CONNECTIONS_MAX);
     let mut connections = JoinSet::new();
@@ -272,11 +290,16 @@ pub(crate) async fn serve(console: Arc<Console>, listener: TcpListener, tls: Opt
         connections.spawn(async move {
             match tls {
                 None => serve_connection(app, peer, stream).await,
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => serve_connection(app, peer, stream).await,
-                    Ok(Err(error)) => tracing::debug!(%error, peer = %peer, "console TLS handshake failed"),
-                    Err(_) => tracing::debug!(peer = %peer, "console TLS handshake timed out"),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => serve_connection(app, peer, stream).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, peer = %peer, "console TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %peer, "console TLS handshake timed out"),
+                    }
+                }
             }
             drop(slot);
         });
@@ -321,25 +344,52 @@ fn router(console: Console) -> axum::Router {
     let tls = console.auth.as_ref().is_some_and(|a| a.tls);
     let routes = axum::Router::new()
         .route("/", get(|| async { reply(StatusCode::OK, HTML, NOW_HTML) }))
-        .route("/now", get(|| async { reply(StatusCode::OK, HTML, NOW_HTML) }))
-        .route("/handoffs", get(|| async { reply(StatusCode::OK, HTML, HANDOFFS_HTML) }))
-        .route("/rules", get(|| async { reply(StatusCode::OK, HTML, RULES_HTML) }))
-        .route("/journey/", get(|| async { reply(StatusCode::OK, HTML, JOURNEY_HTML) }))
-        .route("/journey/{*ticket}", get(|| async { reply(StatusCode::OK, HTML, JOURNEY_HTML) }))
-        .route("/console.css", get(|| async { reply(StatusCode::OK, CSS_TYPE, CSS) }))
-        .route("/console.js", get(|| async { reply(StatusCode::OK, JS_TYPE, JS) }))
+        .route(
+            "/now",
+            get(|| async { reply(StatusCode::OK, HTML, NOW_HTML) }),
+        )
+        .route(
+            "/handoffs",
+            get(|| async { reply(StatusCode::OK, HTML, HANDOFFS_HTML) }),
+        )
+        .route(
+            "/rules",
+            get(|| async { reply(StatusCode::OK, HTML, RULES_HTML) }),
+        )
+        .route(
+            "/journey/",
+            get(|| async { reply(StatusCode::OK, HTML, JOURNEY_HTML) }),
+        )
+        .route(
+            "/journey/{*ticket}",
+            get(|| async { reply(StatusCode::OK, HTML, JOURNEY_HTML) }),
+        )
+        .route(
+            "/console.css",
+            get(|| async { reply(StatusCode::OK, CSS_TYPE, CSS) }),
+        )
+        .route(
+            "/console.js",
+            get(|| async { reply(StatusCode::OK, JS_TYPE, JS) }),
+        )
         .route("/login", any(login_route))
         .route("/logout", any(login_route))
         .route("/api/session", get(session))
         .route("/api/now", get(api_now))
         .route("/api/now/events", get(now_events))
         .route("/api/handoffs/events", get(handoff_events))
-        .route("/api/rules", get(|State(console): State<Console>| async move { rules(&console) }))
+        .route(
+            "/api/rules",
+            get(|State(console): State<Console>| async move { rules(&console) }),
+        )
         .route("/api/rules/what-if", post(what_if))
         .route("/api/journey/{*ticket}", get(api_journey))
         .fallback(|request: Request| async move {
             let path = request.uri().path();
-            problem(StatusCode::NOT_FOUND, &format!("no page {path}: try /, /handoffs or /rules"))
+            problem(
+                StatusCode::NOT_FOUND,
+                &format!("no page {path}: try /, /handoffs or /rules"),
+            )
         })
         .method_not_allowed_fallback(|request: Request| async move {
             let message = match (request.method(), request.uri().path()) {
@@ -384,9 +434,15 @@ fn security_headers() -> [(header::HeaderName, HeaderValue); 4] {
                  connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
             ),
         ),
-        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        (header::REFERRER_POLICY, HeaderValue::from_static("same-origin")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ),
     ]
 }
 
@@ -409,15 +465,22 @@ fn full(body: impl Into<Bytes>) -> Body {
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(bytes) => reply(status, "application/json", bytes),
-        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the answer: {error}")),
+        Err(error) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot encode the answer: {error}"),
+        ),
     }
 }
 
@@ -438,7 +501,11 @@ fn header_str(request: &Request, name: header::HeaderName) -> Option<&str> {
 }
 
 fn see_other(location: &str) -> Response {
-    let mut response = reply(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", format!("see {location}\n"));
+    let mut response = reply(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        format!("see {location}\n"),
+    );
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -455,9 +522,16 @@ fn with_cookie(mut response: Response, cookie: &str) -> Response {
 /// The login page, with `error` shown when a token was refused.
 fn login_page(status: StatusCode, error: Option<&str>) -> Response {
     let slot = error.map_or_else(String::new, |e| {
-        format!("<p id=\"login-error\" class=\"error\" role=\"alert\">{}</p>", auth::html_escape(e))
+        format!(
+            "<p id=\"login-error\" class=\"error\" role=\"alert\">{}</p>",
+            auth::html_escape(e)
+        )
     });
-    reply(status, "text/html; charset=utf-8", LOGIN_HTML.replace(LOGIN_ERROR_SLOT, &slot))
+    reply(
+        status,
+        "text/html; charset=utf-8",
+        LOGIN_HTML.replace(LOGIN_ERROR_SLOT, &slot),
+    )
 }
 
 /// What every request passes before its route: the local-only rule
@@ -466,7 +540,10 @@ fn login_page(status: StatusCode, error: Option<&str>) -> Response {
 /// token. The caller is handed to the route as a [`Caller`].
 async fn gate(State(console): State<Console>, mut request: Request, next: Next) -> Response {
     let Some(Peer(peer)) = request.extensions().get::<Peer>().copied() else {
-        return problem(StatusCode::INTERNAL_SERVER_ERROR, "the request has no client address");
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request has no client address",
+        );
     };
     if console.auth.is_none() && !local_only_allows(peer) {
         return reply(
@@ -479,8 +556,11 @@ async fn gate(State(console): State<Console>, mut request: Request, next: Next) 
     let method = request.method().clone();
     let tls = console.auth.as_ref().is_some_and(|a| a.tls);
     if method == Method::POST
-        && let Err(reason) =
-            auth::origin_allows(header_str(&request, header::ORIGIN), header_str(&request, header::HOST), tls)
+        && let Err(reason) = auth::origin_allows(
+            header_str(&request, header::ORIGIN),
+            header_str(&request, header::HOST),
+            tls,
+        )
     {
         tracing::warn!(%path, peer = %peer, %reason, "console request refused: cross-origin");
         return problem(StatusCode::FORBIDDEN, &reason);
@@ -495,12 +575,17 @@ async fn gate(State(console): State<Console>, mut request: Request, next: Next) 
             Err(reason) => {
                 tracing::warn!(%path, peer = %peer, %reason, "console request refused: unauthenticated");
                 if auth::is_api(&path) {
-                    let mut response = problem(StatusCode::UNAUTHORIZED, &format!("log in first: {reason}"));
-                    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    let mut response =
+                        problem(StatusCode::UNAUTHORIZED, &format!("log in first: {reason}"));
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                     return response;
                 }
                 let next = auth::safe_next(&path).filter(|p| *p != "/");
-                return see_other(&next.map_or_else(|| "/login".to_owned(), |p| format!("/login?next={p}")));
+                return see_other(
+                    &next.map_or_else(|| "/login".to_owned(), |p| format!("/login?next={p}")),
+                );
             }
         };
         if let Err(reason) = auth::allows(need, principal.role) {
@@ -508,7 +593,11 @@ async fn gate(State(console): State<Console>, mut request: Request, next: Next) 
             if auth::is_api(&path) {
                 return problem(StatusCode::FORBIDDEN, &reason);
             }
-            return reply(StatusCode::FORBIDDEN, "text/plain; charset=utf-8", format!("{reason}\nLog in with another token at /login\n"));
+            return reply(
+                StatusCode::FORBIDDEN,
+                "text/plain; charset=utf-8",
+                format!("{reason}\nLog in with another token at /login\n"),
+            );
         }
         tracing::debug!(%path, principal = %principal, "console request authorized");
         let token = token.to_owned();
@@ -525,7 +614,9 @@ async fn login_route(
     Extension(Peer(peer)): Extension<Peer>,
     request: Request,
 ) -> Response {
-    let Some(settings) = &console.auth else { return see_other("/") };
+    let Some(settings) = &console.auth else {
+        return see_other("/");
+    };
     let post = request.method() == Method::POST;
     match (post, request.uri().path()) {
         (false, "/login") => login_page(StatusCode::OK, None),
@@ -575,9 +666,7 @@ async fn read_body(request: Request, bytes_max: usize) -> Result<Bytes, BodyErro
         // the 413.
         if declared <= DRAIN_BYTES_MAX {
             let mut body = request.into_body();
-            let drain = async {
-                while let Some(Ok(_)) = body.frame().await {}
-            };
+            let drain = async { while let Some(Ok(_)) = body.frame().await {} };
             let _ = tokio::time::timeout(BODY_READ_TIMEOUT, drain).await;
         }
         return Err(BodyError::TooLarge);
@@ -619,7 +708,9 @@ fn too_slow() -> Response {
             BODY_IDLE_TIMEOUT.as_secs()
         ),
     );
-    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
@@ -662,12 +753,18 @@ async fn login(settings: &ConsoleAuth, peer: SocketAddr, request: Request) -> Re
     let now = jiff::Timestamp::now().as_second();
     let lifetime = auth::expiry(token).map_or(0, |exp| exp.saturating_sub(now));
     if lifetime <= 0 {
-        return refuse(StatusCode::UNAUTHORIZED, "the token expires now: log in with a fresh one");
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "the token expires now: log in with a fresh one",
+        );
     }
     let next = auth::form_value(&body, "next");
     let next = next.as_deref().and_then(auth::safe_next).unwrap_or("/");
     tracing::info!(peer = %peer, principal = %principal, "console login");
-    with_cookie(see_other(next), &auth::login_cookie(token, lifetime, settings.tls))
+    with_cookie(
+        see_other(next),
+        &auth::login_cookie(token, lifetime, settings.tls),
+    )
 }
 
 /// A slot for one more live stream of the caller (the token's subject;
@@ -696,7 +793,9 @@ fn open_stream(
         };
         tracing::warn!(who = %who, %reason, "console stream refused");
         let mut response = problem(StatusCode::TOO_MANY_REQUESTS, &reason);
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         Box::new(response)
     })
 }
@@ -751,7 +850,10 @@ fn guarded(response: Response, settings: ConsoleAuth, token: String, path: Strin
             }
         }
     });
-    Response::from_parts(parts, Body::new(StreamBody::new(ReceiverStream::new(receiver))))
+    Response::from_parts(
+        parts,
+        Body::new(StreamBody::new(ReceiverStream::new(receiver))),
+    )
 }
 
 /// Every gateway's status, asked at once, each within its deadline.
@@ -760,10 +862,16 @@ async fn statuses(console: &Console) -> BTreeMap<String, view::GatewayView> {
     for (region, client) in &console.gateways {
         let (region, mut client) = (region.to_string(), client.clone());
         asks.spawn(async move {
-            let answer = tokio::time::timeout(GATEWAY_DEADLINE, client.get_status(v1::GetStatusRequest {})).await;
+            let answer =
+                tokio::time::timeout(GATEWAY_DEADLINE, client.get_status(v1::GetStatusRequest {}))
+                    .await;
             let view = match answer {
                 Ok(Ok(status)) => view::GatewayView::from_status(&status.into_inner()),
-                Ok(Err(status)) => view::GatewayView::unreachable(format!("{:?}: {}", status.code(), status.message())),
+                Ok(Err(status)) => view::GatewayView::unreachable(format!(
+                    "{:?}: {}",
+                    status.code(),
+                    status.message()
+                )),
                 Err(_) => view::GatewayView::unreachable(format!(
                     "no answer within {} ms",
                     GATEWAY_DEADLINE.as_millis()
@@ -803,14 +911,23 @@ fn now_from(console: &Console, statuses: BTreeMap<String, view::GatewayView>) ->
     let rules = console.rules.current();
     let at = console.clock.now();
     let health = console.health.snapshot(at);
-    view::now_view(&rules, console.rules.refused().to_vec(), at, &health, &statuses)
+    view::now_view(
+        &rules,
+        console.rules.refused().to_vec(),
+        at,
+        &health,
+        &statuses,
+    )
 }
 
 /// An SSE response fed by `receiver`.
 fn sse(receiver: mpsc::Receiver<SseFrame>) -> Response {
     let mut response = Response::new(Body::new(StreamBody::new(ReceiverStream::new(receiver))));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -854,7 +971,9 @@ async fn now_events(
                 () = sender.closed() => return,
             }
             let state = now_from(&feeder, live_statuses(&feeder).await);
-            let Ok(data) = serde_json::to_string(&state) else { return };
+            let Ok(data) = serde_json::to_string(&state) else {
+                return;
+            };
             if sender.send(sse_message(None, &data)).await.is_err() {
                 return;
             }
@@ -889,7 +1008,11 @@ fn trace_url(template: Option<&str>, ticket_id: &str) -> Option<String> {
     let template = template?;
     let id = ticket_id.parse::<meridian_core::TicketId>().ok()?;
     let trace_id = format!("{:032x}", meridian_telemetry::ticket::trace_id(id));
-    Some(template.replace(TRACE_ID_PLACEHOLDER, &trace_id).replace("{ticket_id}", ticket_id))
+    Some(
+        template
+            .replace(TRACE_ID_PLACEHOLDER, &trace_id)
+            .replace("{ticket_id}", ticket_id),
+    )
 }
 
 fn handoff_item(tracing_ui: Option<&str>, event: &v1::Event) -> HandoffItem {
@@ -904,7 +1027,9 @@ fn handoff_item(tracing_ui: Option<&str>, event: &v1::Event) -> HandoffItem {
         kind: event.kind.clone(),
         payload,
         journey_url: format!("/journey/{}", event.ticket_id),
-        trace_url: (event.kind != "shift_summary").then(|| trace_url(tracing_ui, &event.ticket_id)).flatten(),
+        trace_url: (event.kind != "shift_summary")
+            .then(|| trace_url(tracing_ui, &event.ticket_id))
+            .flatten(),
     }
 }
 
@@ -931,7 +1056,11 @@ async fn handoff_events(
                     () = sender.closed() => return,
                 };
                 let message = serde_json::json!({ "region": region, "error": ended }).to_string();
-                if sender.send(sse_message(Some("problem"), &message)).await.is_err() {
+                if sender
+                    .send(sse_message(Some("problem"), &message))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::select! {
@@ -944,7 +1073,13 @@ async fn handoff_events(
     // A first message tells the page the stream is open.
     let hello = serde_json::json!({ "regions": console.gateways.keys().map(ToString::to_string).collect::<Vec<_>>() });
     let _ = sender.try_send(sse_message(Some("hello"), &hello.to_string()));
-    live(&console, caller, "/api/handoffs/events", sse(receiver), slot)
+    live(
+        &console,
+        caller,
+        "/api/handoffs/events",
+        sse(receiver),
+        slot,
+    )
 }
 
 /// Streams one region's log from `after_seq` (the recent backlog the first
@@ -958,17 +1093,41 @@ async fn follow_region(
 ) -> String {
     let start = match *after_seq {
         Some(seq) => seq,
-        None => match tokio::time::timeout(GATEWAY_DEADLINE, client.get_status(v1::GetStatusRequest {})).await {
-            Ok(Ok(status)) => status.into_inner().local_head.saturating_sub(HANDOFF_BACKLOG_EVENTS),
-            Ok(Err(status)) => return format!("{region}: {:?}: {}", status.code(), status.message()),
-            Err(_) => return format!("{region}: no answer within {} ms", GATEWAY_DEADLINE.as_millis()),
-        },
+        None => {
+            match tokio::time::timeout(GATEWAY_DEADLINE, client.get_status(v1::GetStatusRequest {}))
+                .await
+            {
+                Ok(Ok(status)) => status
+                    .into_inner()
+                    .local_head
+                    .saturating_sub(HANDOFF_BACKLOG_EVENTS),
+                Ok(Err(status)) => {
+                    return format!("{region}: {:?}: {}", status.code(), status.message());
+                }
+                Err(_) => {
+                    return format!(
+                        "{region}: no answer within {} ms",
+                        GATEWAY_DEADLINE.as_millis()
+                    );
+                }
+            }
+        }
     };
-    let request = v1::WatchEventsRequest { scope: Some(Scope::Region(region.to_owned())), after_seq: start };
-    let mut stream = match tokio::time::timeout(GATEWAY_DEADLINE, client.watch_events(request)).await {
+    let request = v1::WatchEventsRequest {
+        scope: Some(Scope::Region(region.to_owned())),
+        after_seq: start,
+    };
+    let mut stream = match tokio::time::timeout(GATEWAY_DEADLINE, client.watch_events(request))
+        .await
+    {
         Ok(Ok(stream)) => stream.into_inner(),
         Ok(Err(status)) => return format!("{region}: {:?}: {}", status.code(), status.message()),
-        Err(_) => return format!("{region}: no answer within {} ms", GATEWAY_DEADLINE.as_millis()),
+        Err(_) => {
+            return format!(
+                "{region}: no answer within {} ms",
+                GATEWAY_DEADLINE.as_millis()
+            );
+        }
     };
     *after_seq = Some(start);
     loop {
@@ -979,7 +1138,9 @@ async fn follow_region(
                     continue;
                 }
                 let item = handoff_item(tracing_ui, &event);
-                let Ok(data) = serde_json::to_string(&item) else { continue };
+                let Ok(data) = serde_json::to_string(&item) else {
+                    continue;
+                };
                 if sender.send(sse_message(None, &data)).await.is_err() {
                     return "the page went away".to_owned();
                 }
@@ -1037,17 +1198,23 @@ async fn journey(console: &Console, raw_id: &str) -> Response {
     let id = match raw_id.parse::<meridian_core::TicketId>() {
         Ok(id) => id,
         Err(error) => {
-            return problem(StatusCode::BAD_REQUEST, &format!("{raw_id:?} is not a ticket id (a UUID): {error}"));
+            return problem(
+                StatusCode::BAD_REQUEST,
+                &format!("{raw_id:?} is not a ticket id (a UUID): {error}"),
+            );
         }
     };
     let ticket_id = id.to_string();
     let mut asks = JoinSet::new();
     for (region, client) in &console.gateways {
-        let (region, mut client, ticket_id) = (region.to_string(), client.clone(), ticket_id.clone());
+        let (region, mut client, ticket_id) =
+            (region.to_string(), client.clone(), ticket_id.clone());
         asks.spawn(async move {
             let ticket = tokio::time::timeout(
                 GATEWAY_DEADLINE,
-                client.get_ticket(v1::GetTicketRequest { ticket_id: ticket_id.clone() }),
+                client.get_ticket(v1::GetTicketRequest {
+                    ticket_id: ticket_id.clone(),
+                }),
             )
             .await;
             let ticket = match ticket {
@@ -1074,7 +1241,9 @@ async fn journey(console: &Console, raw_id: &str) -> Response {
     let mut events = Vec::new();
     let mut held: BTreeMap<String, BTreeSet<(String, u64)>> = BTreeMap::new();
     while let Some(joined) = asks.join_next().await {
-        let Ok((region, ticket, answer)) = joined else { continue };
+        let Ok((region, ticket, answer)) = joined else {
+            continue;
+        };
         let holding = journey.regions.entry(region.clone()).or_default();
         match answer {
             Ok(list) => {
@@ -1092,13 +1261,22 @@ async fn journey(console: &Console, raw_id: &str) -> Response {
         if let Some(answer) = ticket {
             if let Some(ticket) = &answer.ticket {
                 // The owner's own copy is the authority on owner-scoped fields.
-                let owner = ticket.owner.as_ref().map(|o| (o.owner_region.clone(), o.epoch));
+                let owner = ticket
+                    .owner
+                    .as_ref()
+                    .map(|o| (o.owner_region.clone(), o.epoch));
                 let is_owner = owner.as_ref().is_some_and(|(r, _)| *r == region);
                 if journey.subject.is_none() || is_owner {
                     journey.subject = Some(ticket.subject.clone());
                     journey.owner_region = owner.as_ref().map(|(r, _)| r.clone());
                     journey.epoch = owner.map(|(_, e)| e);
-                    journey.status = Some(ticket.status().as_str_name().trim_start_matches("STATUS_").to_lowercase());
+                    journey.status = Some(
+                        ticket
+                            .status()
+                            .as_str_name()
+                            .trim_start_matches("STATUS_")
+                            .to_lowercase(),
+                    );
                 }
             }
             for conflict in &answer.conflicts {
@@ -1114,22 +1292,35 @@ async fn journey(console: &Console, raw_id: &str) -> Response {
         }
     }
     if events.is_empty() && journey.subject.is_none() {
-        let problems: Vec<String> =
-            journey.regions.iter().filter_map(|(r, h)| h.error.as_ref().map(|e| format!("{r}: {e}"))).collect();
+        let problems: Vec<String> = journey
+            .regions
+            .iter()
+            .filter_map(|(r, h)| h.error.as_ref().map(|e| format!("{r}: {e}")))
+            .collect();
         let mut message = format!("no gateway knows ticket {ticket_id}");
         if !problems.is_empty() {
             message.push_str(&format!(" (could not ask: {})", problems.join("; ")));
         }
         return problem(StatusCode::NOT_FOUND, &message);
     }
-    events.sort_by(|a, b| (a.hlc_time, &a.origin_region, a.origin_seq).cmp(&(b.hlc_time, &b.origin_region, b.origin_seq)));
+    events.sort_by(|a, b| {
+        (a.hlc_time, &a.origin_region, a.origin_seq).cmp(&(
+            b.hlc_time,
+            &b.origin_region,
+            b.origin_seq,
+        ))
+    });
     journey.steps = events
         .iter()
         .map(|e| {
             let key = (e.origin_region.clone(), e.origin_seq);
             JourneyStep {
                 event: handoff_item(console.tracing_ui.as_deref(), e),
-                missing_in: held.iter().filter(|(_, set)| !set.contains(&key)).map(|(r, _)| r.clone()).collect(),
+                missing_in: held
+                    .iter()
+                    .filter(|(_, set)| !set.contains(&key))
+                    .map(|(r, _)| r.clone())
+                    .collect(),
             }
         })
         .collect();
@@ -1138,13 +1329,25 @@ async fn journey(console: &Console, raw_id: &str) -> Response {
 
 /// The events of one ticket a gateway holds: its backlog, read until the
 /// stream goes quiet (it stays open for live events).
-async fn ticket_events(client: &mut TicketClient, ticket_id: &str) -> Result<Vec<v1::Event>, String> {
-    let request = v1::WatchEventsRequest { scope: Some(Scope::TicketId(ticket_id.to_owned())), after_seq: 0 };
-    let mut stream = match tokio::time::timeout(GATEWAY_DEADLINE, client.watch_events(request)).await {
-        Ok(Ok(stream)) => stream.into_inner(),
-        Ok(Err(status)) => return Err(format!("{:?}: {}", status.code(), status.message())),
-        Err(_) => return Err(format!("no answer within {} ms", GATEWAY_DEADLINE.as_millis())),
+async fn ticket_events(
+    client: &mut TicketClient,
+    ticket_id: &str,
+) -> Result<Vec<v1::Event>, String> {
+    let request = v1::WatchEventsRequest {
+        scope: Some(Scope::TicketId(ticket_id.to_owned())),
+        after_seq: 0,
     };
+    let mut stream =
+        match tokio::time::timeout(GATEWAY_DEADLINE, client.watch_events(request)).await {
+            Ok(Ok(stream)) => stream.into_inner(),
+            Ok(Err(status)) => return Err(format!("{:?}: {}", status.code(), status.message())),
+            Err(_) => {
+                return Err(format!(
+                    "no answer within {} ms",
+                    GATEWAY_DEADLINE.as_millis()
+                ));
+            }
+        };
     let mut events = Vec::new();
     // The backlog is one store query: give the first event longer.
     let mut wait = GATEWAY_DEADLINE;
@@ -1192,7 +1395,10 @@ async fn what_if(State(console): State<Console>, request: Request) -> Response {
         }
         Err(BodyError::TooSlow) => return too_slow(),
         Err(BodyError::Broken(error)) => {
-            return problem(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {error}"));
+            return problem(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the request body: {error}"),
+            );
         }
     };
     let Ok(text) = std::str::from_utf8(&body) else {
@@ -1207,7 +1413,10 @@ async fn what_if(State(console): State<Console>, request: Request) -> Response {
     // async workers.
     let text = text.to_owned();
     let (tickets, errors) = tickets;
-    let answer = tokio::task::spawn_blocking(move || view::what_if(&active, &text, today, &tickets, &regions)).await;
+    let answer = tokio::task::spawn_blocking(move || {
+        view::what_if(&active, &text, today, &tickets, &regions)
+    })
+    .await;
     match answer {
         Ok(Ok(answer)) => {
             let mut value = serde_json::to_value(&answer).unwrap_or(serde_json::Value::Null);
@@ -1223,14 +1432,22 @@ async fn what_if(State(console): State<Console>, request: Request) -> Response {
                 "problems": problems,
             }),
         ),
-        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, &format!("the what-if failed: {error}")),
+        Err(error) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the what-if failed: {error}"),
+        ),
     }
 }
 
 /// Every gateway's tickets created in the last 24 hours before `now`
 /// (at most [`WHAT_IF_TICKETS_MAX`]), and the gateways that could not say.
-async fn last_day_tickets(console: &Console, now: Timestamp) -> (Vec<view::PastTicket>, Vec<String>) {
-    let since = now.checked_sub(SignedDuration::from_hours(24)).unwrap_or(now);
+async fn last_day_tickets(
+    console: &Console,
+    now: Timestamp,
+) -> (Vec<view::PastTicket>, Vec<String>) {
+    let since = now
+        .checked_sub(SignedDuration::from_hours(24))
+        .unwrap_or(now);
     let mut tickets = Vec::new();
     let mut errors = Vec::new();
     let mut seen = BTreeSet::new();
@@ -1244,21 +1461,31 @@ async fn last_day_tickets(console: &Console, now: Timestamp) -> (Vec<view::PastT
                 page_token: page_token.clone(),
                 ..Default::default()
             };
-            let page = match tokio::time::timeout(GATEWAY_DEADLINE, client.list_tickets(request)).await {
-                Ok(Ok(page)) => page.into_inner(),
-                Ok(Err(status)) => {
-                    errors.push(format!("{region}: {:?}: {}", status.code(), status.message()));
-                    break;
-                }
-                Err(_) => {
-                    errors.push(format!("{region}: no answer within {} ms", GATEWAY_DEADLINE.as_millis()));
-                    break;
-                }
-            };
+            let page =
+                match tokio::time::timeout(GATEWAY_DEADLINE, client.list_tickets(request)).await {
+                    Ok(Ok(page)) => page.into_inner(),
+                    Ok(Err(status)) => {
+                        errors.push(format!(
+                            "{region}: {:?}: {}",
+                            status.code(),
+                            status.message()
+                        ));
+                        break;
+                    }
+                    Err(_) => {
+                        errors.push(format!(
+                            "{region}: no answer within {} ms",
+                            GATEWAY_DEADLINE.as_millis()
+                        ));
+                        break;
+                    }
+                };
             for ticket in page.tickets {
-                let Some(created_at) = ticket.created_at.as_ref().and_then(|t| {
-                    Timestamp::new(t.seconds, t.nanos).ok()
-                }) else {
+                let Some(created_at) = ticket
+                    .created_at
+                    .as_ref()
+                    .and_then(|t| Timestamp::new(t.seconds, t.nanos).ok())
+                else {
                     continue;
                 };
                 if created_at < since || created_at > now || !seen.insert(ticket.id.clone()) {
@@ -1267,7 +1494,11 @@ async fn last_day_tickets(console: &Console, now: Timestamp) -> (Vec<view::PastT
                 tickets.push(view::PastTicket {
                     id: ticket.id.clone(),
                     created_at,
-                    owner_region: ticket.owner.as_ref().map(|o| o.owner_region.clone()).unwrap_or_default(),
+                    owner_region: ticket
+                        .owner
+                        .as_ref()
+                        .map(|o| o.owner_region.clone())
+                        .unwrap_or_default(),
                     request: route_request(&ticket),
                 });
             }
@@ -1290,12 +1521,18 @@ fn route_request(ticket: &v1::Ticket) -> RouteRequest {
         residency: ticket.residency.clone(),
         priority: ticket.priority,
     };
-    meridian_proto::router::route_request_from_proto("ticket", Some(&attributes)).unwrap_or_else(|_| RouteRequest {
-        tier: Tier::new(ticket.tier.as_str()).ok(),
-        skills: ticket.skills.iter().filter_map(|s| Skill::new(s.as_str()).ok()).collect(),
-        residency: Vec::new(),
-        priority: Priority::Normal,
-    })
+    meridian_proto::router::route_request_from_proto("ticket", Some(&attributes)).unwrap_or_else(
+        |_| RouteRequest {
+            tier: Tier::new(ticket.tier.as_str()).ok(),
+            skills: ticket
+                .skills
+                .iter()
+                .filter_map(|s| Skill::new(s.as_str()).ok())
+                .collect(),
+            residency: Vec::new(),
+            priority: Priority::Normal,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -1306,7 +1543,10 @@ mod tests {
     fn a_trace_link_fills_the_ticket_ids_128_bits() {
         let id = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
         let url = trace_url(Some("http://localhost:16686/trace/{trace_id}"), id).unwrap();
-        assert_eq!(url, "http://localhost:16686/trace/0190a1b2c3d47e5f8a9b0c1d2e3f4a5b");
+        assert_eq!(
+            url,
+            "http://localhost:16686/trace/0190a1b2c3d47e5f8a9b0c1d2e3f4a5b"
+        );
         assert_eq!(trace_url(None, id), None);
         assert_eq!(trace_url(Some("x/{trace_id}"), "not-a-ticket"), None);
     }
@@ -1315,21 +1555,44 @@ mod tests {
     fn tokens_cross_the_network_only_over_tls() {
         let loopback: SocketAddr = "127.0.0.1:7190".parse().unwrap();
         let anywhere: SocketAddr = "0.0.0.0:7190".parse().unwrap();
-        assert_eq!(transport(false, false, anywhere), Ok(Transport::Http), "without auth: local-only HTTP as before");
+        assert_eq!(
+            transport(false, false, anywhere),
+            Ok(Transport::Http),
+            "without auth: local-only HTTP as before"
+        );
         assert_eq!(transport(false, true, loopback), Ok(Transport::Http));
         assert_eq!(transport(true, true, anywhere), Ok(Transport::Https));
         assert_eq!(transport(true, true, loopback), Ok(Transport::Https));
-        assert_eq!(transport(true, false, loopback), Ok(Transport::Http), "tokens stay on this host");
+        assert_eq!(
+            transport(true, false, loopback),
+            Ok(Transport::Http),
+            "tokens stay on this host"
+        );
         let refused = transport(true, false, anywhere).unwrap_err();
-        assert!(refused.starts_with("console.listen 0.0.0.0:7190 is not a loopback address") && refused.contains("tls.cert"), "{refused}");
+        assert!(
+            refused.starts_with("console.listen 0.0.0.0:7190 is not a loopback address")
+                && refused.contains("tls.cert"),
+            "{refused}"
+        );
     }
 
     #[test]
     fn only_loopback_peers_are_served() {
-        for allowed in ["127.0.0.1:5000", "127.9.9.9:1", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+        for allowed in [
+            "127.0.0.1:5000",
+            "127.9.9.9:1",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:5000",
+        ] {
             assert!(local_only_allows(allowed.parse().unwrap()), "{allowed}");
         }
-        for refused in ["10.0.0.7:5000", "192.168.1.2:1", "[2001:db8::1]:5000", "[::ffff:10.0.0.7]:5000", "0.0.0.0:1"] {
+        for refused in [
+            "10.0.0.7:5000",
+            "192.168.1.2:1",
+            "[2001:db8::1]:5000",
+            "[::ffff:10.0.0.7]:5000",
+            "0.0.0.0:1",
+        ] {
             assert!(!local_only_allows(refused.parse().unwrap()), "{refused}");
         }
     }

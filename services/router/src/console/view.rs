@@ -10,7 +10,8 @@ use jiff::{SignedDuration, Timestamp};
 use meridian_core::RegionId;
 use meridian_proto::v1;
 use meridian_rules::{
-    CalendarDay, Coverage, CoverageRowKind, RegionHealth, RegionLoad, RouteRequest, Rules, RulesErrors,
+    CalendarDay, Coverage, CoverageRowKind, RegionHealth, RegionLoad, RouteRequest, Rules,
+    RulesErrors,
 };
 use serde::Serialize;
 
@@ -47,7 +48,9 @@ pub(crate) struct Band {
 /// The start (00:00 UTC) of the UTC day holding `at`.
 pub(crate) fn utc_day_start(at: Timestamp) -> Timestamp {
     let date = at.to_zoned(TimeZone::UTC).date();
-    TimeZone::UTC.to_timestamp(date.at(0, 0, 0, 0)).unwrap_or(at)
+    TimeZone::UTC
+        .to_timestamp(date.at(0, 0, 0, 0))
+        .unwrap_or(at)
 }
 
 fn clip(day_start: Timestamp, start: Timestamp, end: Timestamp, label: String) -> Option<BandSpan> {
@@ -68,17 +71,29 @@ pub(crate) fn bands(rules: &Rules, day_start: Timestamp) -> BTreeMap<String, Ban
     // Shifts that start just after midnight still show their overlap, and a
     // shift that started yesterday shows its part of today.
     let from = day_start.checked_sub(DAY).unwrap_or(day_start);
-    let until = day_start.checked_add(DAY.saturating_mul(2)).unwrap_or(day_start);
+    let until = day_start
+        .checked_add(DAY.saturating_mul(2))
+        .unwrap_or(day_start);
     let mut out = BTreeMap::new();
     for region in rules.regions() {
-        let mut band = Band { shifts: Vec::new(), overlaps: Vec::new(), holidays: Vec::new(), openings: Vec::new() };
+        let mut band = Band {
+            shifts: Vec::new(),
+            overlaps: Vec::new(),
+            holidays: Vec::new(),
+            openings: Vec::new(),
+        };
         for (start, end, name) in rules.shift_windows(region, from, until) {
             if let Some(span) = clip(day_start, start, end, name.clone()) {
                 band.shifts.push(span);
             }
             if overlap.is_positive()
                 && let Ok(overlap_start) = start.checked_sub(overlap)
-                && let Some(span) = clip(day_start, overlap_start, start, format!("overlap before {name}"))
+                && let Some(span) = clip(
+                    day_start,
+                    overlap_start,
+                    start,
+                    format!("overlap before {name}"),
+                )
             {
                 band.overlaps.push(span);
             }
@@ -86,18 +101,29 @@ pub(crate) fn bands(rules: &Rules, day_start: Timestamp) -> BTreeMap<String, Ban
         // The region's local days that can reach into this UTC day.
         let tz = &region.time_zone;
         let utc_date = day_start.to_zoned(TimeZone::UTC).date();
-        let (Ok(first), Ok(last)) = (utc_date.yesterday(), utc_date.tomorrow()) else { continue };
+        let (Ok(first), Ok(last)) = (utc_date.yesterday(), utc_date.tomorrow()) else {
+            continue;
+        };
         let (holidays, openings) = region.days_between(first, last);
         let local = |date: Date, from: u32, to: u32| {
             // An end at or before the start runs past midnight.
             let to = if to <= from { to + 1440 } else { to };
-            Some((tz.to_timestamp(wall(date, from)).ok()?, tz.to_timestamp(wall(date, to)).ok()?))
+            Some((
+                tz.to_timestamp(wall(date, from)).ok()?,
+                tz.to_timestamp(wall(date, to)).ok()?,
+            ))
         };
         for holiday in holidays {
-            let label = if holiday.name.is_empty() { holiday.rule.clone() } else { holiday.name.clone() };
+            let label = if holiday.name.is_empty() {
+                holiday.rule.clone()
+            } else {
+                holiday.name.clone()
+            };
             let mut date = holiday.date.max(first);
             while date <= holiday.last.min(last) {
-                let (from, to) = holiday.hours.map_or((0, 1440), |(s, e)| (s.minutes(), e.minutes()));
+                let (from, to) = holiday
+                    .hours
+                    .map_or((0, 1440), |(s, e)| (s.minutes(), e.minutes()));
                 if let Some((start, end)) = local(date, from, to)
                     && let Some(span) = clip(day_start, start, end, label.clone())
                 {
@@ -108,8 +134,16 @@ pub(crate) fn bands(rules: &Rules, day_start: Timestamp) -> BTreeMap<String, Ban
             }
         }
         for opening in openings {
-            let label = format!("{} (extra hours)", if opening.name.is_empty() { "opening" } else { &opening.name });
-            if let Some((start, end)) = local(opening.date, opening.start.minutes(), opening.end.minutes())
+            let label = format!(
+                "{} (extra hours)",
+                if opening.name.is_empty() {
+                    "opening"
+                } else {
+                    &opening.name
+                }
+            );
+            if let Some((start, end)) =
+                local(opening.date, opening.start.minutes(), opening.end.minutes())
                 && let Some(span) = clip(day_start, start, end, label)
             {
                 band.openings.push(span);
@@ -123,7 +157,9 @@ pub(crate) fn bands(rules: &Rules, day_start: Timestamp) -> BTreeMap<String, Ban
 /// `minutes` after midnight of `date` (1440 is the next midnight).
 fn wall(date: Date, minutes: u32) -> jiff::civil::DateTime {
     let midnight = date.at(0, 0, 0, 0);
-    midnight.checked_add(SignedDuration::from_mins(i64::from(minutes))).unwrap_or(midnight)
+    midnight
+        .checked_add(SignedDuration::from_mins(i64::from(minutes)))
+        .unwrap_or(midnight)
 }
 
 /// What one gateway said when asked for its status.
@@ -154,8 +190,11 @@ pub(crate) struct PeerView {
 
 impl GatewayView {
     pub(crate) fn from_status(status: &v1::GetStatusResponse) -> Self {
-        let queue_by_status: BTreeMap<String, u64> =
-            status.queue_by_status.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let queue_by_status: BTreeMap<String, u64> = status
+            .queue_by_status
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         let queue_open = queue_by_status
             .iter()
             .filter(|(status, _)| !matches!(status.as_str(), "solved" | "closed"))
@@ -261,9 +300,12 @@ pub(crate) fn now_view(
                 shift: shift.map(|s| s.shift.clone()).unwrap_or_default(),
                 queue_owner: shift.map(|s| s.queue_owner.clone()).unwrap_or_default(),
                 healthy: health.get(&region.id).map(|h| *h == RegionHealth::Up),
-                band: bands
-                    .remove(region.id.as_str())
-                    .unwrap_or(Band { shifts: Vec::new(), overlaps: Vec::new(), holidays: Vec::new(), openings: Vec::new() }),
+                band: bands.remove(region.id.as_str()).unwrap_or(Band {
+                    shifts: Vec::new(),
+                    overlaps: Vec::new(),
+                    holidays: Vec::new(),
+                    openings: Vec::new(),
+                }),
                 gateway: statuses.get(region.id.as_str()).cloned(),
             }
         })
@@ -317,17 +359,29 @@ fn mark_hours(marks: &mut [bool], from: usize, to: usize) {
 }
 
 pub(crate) fn grid(coverage: &Coverage) -> GridView {
-    let from = TimeZone::UTC.to_timestamp(coverage.from.at(0, 0, 0, 0)).unwrap_or(Timestamp::UNIX_EPOCH);
+    let from = TimeZone::UTC
+        .to_timestamp(coverage.from.at(0, 0, 0, 0))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
     let hours = coverage.days as usize * 24;
     let mut gap = vec![false; hours];
     for range in &coverage.gaps {
-        mark_hours(&mut gap, hour_index(from, range.start), hour_index(from, range.end));
+        mark_hours(
+            &mut gap,
+            hour_index(from, range.start),
+            hour_index(from, range.end),
+        );
     }
     let mut parity: HashMap<&str, Vec<bool>> = HashMap::new();
     for skill in &coverage.parity_gaps {
-        let marks = parity.entry(skill.skill.as_str()).or_insert_with(|| vec![false; hours]);
+        let marks = parity
+            .entry(skill.skill.as_str())
+            .or_insert_with(|| vec![false; hours]);
         for range in &skill.ranges {
-            mark_hours(marks, hour_index(from, range.start), hour_index(from, range.end));
+            mark_hours(
+                marks,
+                hour_index(from, range.start),
+                hour_index(from, range.end),
+            );
         }
     }
     let rows = coverage
@@ -338,14 +392,23 @@ pub(crate) fn grid(coverage: &Coverage) -> GridView {
                 .map(|h| match row.kind {
                     CoverageRowKind::Any if gap.get(h).copied().unwrap_or(false) => "gap",
                     CoverageRowKind::Skill
-                        if parity.get(row.name.as_str()).and_then(|m| m.get(h)).copied().unwrap_or(false) =>
+                        if parity
+                            .get(row.name.as_str())
+                            .and_then(|m| m.get(h))
+                            .copied()
+                            .unwrap_or(false) =>
                     {
                         "parity"
                     }
                     _ => "",
                 })
                 .collect();
-            GridRow { kind: row.kind, name: row.name.clone(), minutes: row.minutes.clone(), marks }
+            GridRow {
+                kind: row.kind,
+                name: row.name.clone(),
+                minutes: row.minutes.clone(),
+                marks,
+            }
         })
         .collect();
     GridView {
@@ -354,7 +417,12 @@ pub(crate) fn grid(coverage: &Coverage) -> GridView {
         days: coverage.days,
         rows,
         gap_hours: coverage.gaps.iter().map(|r| r.hours).sum(),
-        parity_gap_hours: coverage.parity_gaps.iter().flat_map(|s| &s.ranges).map(|r| r.hours).sum(),
+        parity_gap_hours: coverage
+            .parity_gaps
+            .iter()
+            .flat_map(|s| &s.ranges)
+            .map(|r| r.hours)
+            .sum(),
         calendar_days: coverage.calendar_days.clone(),
     }
 }
@@ -372,7 +440,12 @@ pub struct ProblemView {
 pub(crate) fn problems(errors: &RulesErrors) -> Vec<ProblemView> {
     errors
         .iter()
-        .map(|e| ProblemView { line: e.line, column: e.column, message: e.message.clone(), text: e.to_string() })
+        .map(|e| ProblemView {
+            line: e.line,
+            column: e.column,
+            message: e.message.clone(),
+            text: e.to_string(),
+        })
         .collect()
 }
 
@@ -391,16 +464,28 @@ pub struct ChangedCell {
 
 /// Every cell of the two grids (rows matched by kind and name) that differs.
 pub(crate) fn changed_cells(before: &Coverage, after: &Coverage) -> Vec<ChangedCell> {
-    let from = TimeZone::UTC.to_timestamp(after.from.at(0, 0, 0, 0)).unwrap_or(Timestamp::UNIX_EPOCH);
+    let from = TimeZone::UTC
+        .to_timestamp(after.from.at(0, 0, 0, 0))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
     let key = |kind: CoverageRowKind, name: &str| (format!("{kind:?}"), name.to_owned());
-    let old: BTreeMap<_, _> = before.rows.iter().map(|r| (key(r.kind, &r.name), r)).collect();
-    let new: BTreeMap<_, _> = after.rows.iter().map(|r| (key(r.kind, &r.name), r)).collect();
+    let old: BTreeMap<_, _> = before
+        .rows
+        .iter()
+        .map(|r| (key(r.kind, &r.name), r))
+        .collect();
+    let new: BTreeMap<_, _> = after
+        .rows
+        .iter()
+        .map(|r| (key(r.kind, &r.name), r))
+        .collect();
     let keys: BTreeSet<_> = old.keys().chain(new.keys()).cloned().collect();
     let mut out = Vec::new();
     for k in keys {
         let (o, n) = (old.get(&k), new.get(&k));
         let Some(row) = n.or(o) else { continue };
-        let hours = o.map_or(0, |r| r.minutes.len()).max(n.map_or(0, |r| r.minutes.len()));
+        let hours = o
+            .map_or(0, |r| r.minutes.len())
+            .max(n.map_or(0, |r| r.minutes.len()));
         for hour in 0..hours {
             let b = o.and_then(|r| r.minutes.get(hour).copied());
             let a = n.and_then(|r| r.minutes.get(hour).copied());
@@ -409,7 +494,9 @@ pub(crate) fn changed_cells(before: &Coverage, after: &Coverage) -> Vec<ChangedC
                     kind: row.kind,
                     name: row.name.clone(),
                     hour,
-                    at: from.checked_add(SignedDuration::from_hours(hour as i64)).unwrap_or(from),
+                    at: from
+                        .checked_add(SignedDuration::from_hours(hour as i64))
+                        .unwrap_or(from),
                     before: b,
                     after: a,
                 });
@@ -473,7 +560,10 @@ pub fn what_if(
     let mut cells = changed_cells(&before, &after);
     let changed_cells_total = cells.len();
     cells.truncate(CHANGED_CELLS_MAX);
-    let health: HashMap<RegionId, RegionHealth> = regions.iter().map(|r| (r.clone(), RegionHealth::Up)).collect();
+    let health: HashMap<RegionId, RegionHealth> = regions
+        .iter()
+        .map(|r| (r.clone(), RegionHealth::Up))
+        .collect();
     let no_load: HashMap<RegionId, RegionLoad> = HashMap::new();
     let mut moved = Vec::new();
     let mut by_active: BTreeMap<String, usize> = BTreeMap::new();
@@ -482,9 +572,16 @@ pub fn what_if(
     for ticket in tickets {
         let a = active.decide(ticket.created_at, &health, &no_load, &ticket.request);
         let p = proposed.decide(ticket.created_at, &health, &no_load, &ticket.request);
-        let (ar, pr) = (a.region.map(ToString::to_string), p.region.map(ToString::to_string));
-        *by_active.entry(ar.clone().unwrap_or_else(|| none.clone())).or_default() += 1;
-        *by_proposed.entry(pr.clone().unwrap_or_else(|| none.clone())).or_default() += 1;
+        let (ar, pr) = (
+            a.region.map(ToString::to_string),
+            p.region.map(ToString::to_string),
+        );
+        *by_active
+            .entry(ar.clone().unwrap_or_else(|| none.clone()))
+            .or_default() += 1;
+        *by_proposed
+            .entry(pr.clone().unwrap_or_else(|| none.clone()))
+            .or_default() += 1;
         if ar != pr {
             moved.push(Rerouted {
                 ticket_id: ticket.id.clone(),
@@ -572,14 +669,31 @@ resolution_minutes = 480
         let rules = rules(RULES);
         let bands = bands(&rules, at("2026-06-02T00:00:00Z"));
         let east = &bands["east"];
-        let spans: Vec<(i64, i64)> = east.shifts.iter().map(|s| (s.from_minute, s.to_minute)).collect();
+        let spans: Vec<(i64, i64)> = east
+            .shifts
+            .iter()
+            .map(|s| (s.from_minute, s.to_minute))
+            .collect();
         // The holiday cuts the day shift in two.
         assert_eq!(spans, [(480, 720), (780, 960)]);
         assert_eq!(east.holidays.len(), 1);
-        assert_eq!((east.holidays[0].from_minute, east.holidays[0].to_minute), (720, 780));
-        assert!(east.overlaps.iter().any(|o| (o.from_minute, o.to_minute) == (450, 480)));
+        assert_eq!(
+            (east.holidays[0].from_minute, east.holidays[0].to_minute),
+            (720, 780)
+        );
+        assert!(
+            east.overlaps
+                .iter()
+                .any(|o| (o.from_minute, o.to_minute) == (450, 480))
+        );
         let west = &bands["west"];
-        assert_eq!(west.shifts.iter().map(|s| (s.from_minute, s.to_minute)).collect::<Vec<_>>(), [(960, 1380)]);
+        assert_eq!(
+            west.shifts
+                .iter()
+                .map(|s| (s.from_minute, s.to_minute))
+                .collect::<Vec<_>>(),
+            [(960, 1380)]
+        );
     }
 
     #[test]
@@ -596,27 +710,67 @@ resolution_minutes = 480
         // Monday 25 May 2026 is the last Monday of May: closed all day.
         let may = bands(&rules, at("2026-05-25T00:00:00Z"));
         assert!(may["east"].shifts.is_empty());
-        assert_eq!(may["east"].holidays.iter().map(|h| (h.from_minute, h.to_minute, h.label.as_str())).collect::<Vec<_>>(), [(0, 1440, "spring")]);
+        assert_eq!(
+            may["east"]
+                .holidays
+                .iter()
+                .map(|h| (h.from_minute, h.to_minute, h.label.as_str()))
+                .collect::<Vec<_>>(),
+            [(0, 1440, "spring")]
+        );
         // The range crosses the year: 1 January 2027 is closed too.
         let jan = bands(&rules, at("2027-01-01T00:00:00Z"));
         assert_eq!(jan["east"].holidays.len(), 1);
         // A closure across midnight shows on both days.
         let night = bands(&rules, at("2026-06-04T00:00:00Z"));
-        assert_eq!(night["east"].holidays.iter().map(|h| (h.from_minute, h.to_minute)).collect::<Vec<_>>(), [(0, 120)]);
+        assert_eq!(
+            night["east"]
+                .holidays
+                .iter()
+                .map(|h| (h.from_minute, h.to_minute))
+                .collect::<Vec<_>>(),
+            [(0, 120)]
+        );
         let evening = bands(&rules, at("2026-06-03T00:00:00Z"));
-        assert_eq!(evening["east"].holidays.iter().map(|h| (h.from_minute, h.to_minute)).collect::<Vec<_>>(), [(1320, 1440)]);
+        assert_eq!(
+            evening["east"]
+                .holidays
+                .iter()
+                .map(|h| (h.from_minute, h.to_minute))
+                .collect::<Vec<_>>(),
+            [(1320, 1440)]
+        );
         // The extra opening is a band of its own and is on shift.
         let saturday = bands(&rules, at("2026-06-06T00:00:00Z"));
-        assert_eq!(saturday["east"].openings.iter().map(|o| (o.from_minute, o.to_minute)).collect::<Vec<_>>(), [(1080, 1200)]);
-        assert!(saturday["east"].shifts.iter().any(|s| (s.from_minute, s.to_minute) == (1080, 1200)));
+        assert_eq!(
+            saturday["east"]
+                .openings
+                .iter()
+                .map(|o| (o.from_minute, o.to_minute))
+                .collect::<Vec<_>>(),
+            [(1080, 1200)]
+        );
+        assert!(
+            saturday["east"]
+                .shifts
+                .iter()
+                .any(|s| (s.from_minute, s.to_minute) == (1080, 1200))
+        );
         // The grid lists what lies behind it.
         let view = grid(&rules.coverage(Date::new(2026, 6, 1).unwrap(), GRID_DAYS));
-        let days: Vec<(String, String)> = view.calendar_days.iter().map(|d| (d.date.to_string(), d.name.clone())).collect();
-        assert_eq!(days, [
-            ("2026-06-02".to_owned(), "founders day".to_owned()),
-            ("2026-06-03".to_owned(), "upgrade".to_owned()),
-            ("2026-06-06".to_owned(), "release".to_owned()),
-        ]);
+        let days: Vec<(String, String)> = view
+            .calendar_days
+            .iter()
+            .map(|d| (d.date.to_string(), d.name.clone()))
+            .collect();
+        assert_eq!(
+            days,
+            [
+                ("2026-06-02".to_owned(), "founders day".to_owned()),
+                ("2026-06-03".to_owned(), "upgrade".to_owned()),
+                ("2026-06-06".to_owned(), "release".to_owned()),
+            ]
+        );
     }
 
     #[test]
@@ -625,16 +779,32 @@ resolution_minutes = 480
         let mut statuses = BTreeMap::new();
         let status = v1::GetStatusResponse {
             region: "east".into(),
-            queue_by_status: [("open".to_owned(), 3), ("closed".to_owned(), 5), ("new".to_owned(), 1)].into(),
+            queue_by_status: [
+                ("open".to_owned(), 3),
+                ("closed".to_owned(), 5),
+                ("new".to_owned(), 1),
+            ]
+            .into(),
             sla_at_risk: 2,
             ..Default::default()
         };
         statuses.insert("east".to_owned(), GatewayView::from_status(&status));
-        statuses.insert("west".to_owned(), GatewayView::unreachable("connection refused".into()));
-        let health: HashMap<RegionId, RegionHealth> =
-            [(RegionId::new("east").unwrap(), RegionHealth::Up), (RegionId::new("west").unwrap(), RegionHealth::Down)]
-                .into();
-        let view = now_view(&rules, Vec::new(), at("2026-06-02T10:00:00Z"), &health, &statuses);
+        statuses.insert(
+            "west".to_owned(),
+            GatewayView::unreachable("connection refused".into()),
+        );
+        let health: HashMap<RegionId, RegionHealth> = [
+            (RegionId::new("east").unwrap(), RegionHealth::Up),
+            (RegionId::new("west").unwrap(), RegionHealth::Down),
+        ]
+        .into();
+        let view = now_view(
+            &rules,
+            Vec::new(),
+            at("2026-06-02T10:00:00Z"),
+            &health,
+            &statuses,
+        );
         assert_eq!(view.routes_to.as_deref(), Some("east"));
         let east = &view.regions[0];
         assert!(east.active);
@@ -656,13 +826,27 @@ resolution_minutes = 480
         let date: Date = "2026-06-01".parse().unwrap();
         let errors = what_if(&active, &bad, date, &[], &BTreeSet::new()).unwrap_err();
         assert!(!errors.is_empty());
-        let line = bad.lines().position(|l| l.contains("Europe/Londn")).unwrap() + 1;
+        let line = bad
+            .lines()
+            .position(|l| l.contains("Europe/Londn"))
+            .unwrap()
+            + 1;
         assert_eq!(errors[0].line, line);
         assert_eq!(errors[0].column, 13, "{errors:?}");
-        assert!(errors[0].text.starts_with(&format!("what-if.toml:{line}:13: ")), "{}", errors[0].text);
+        assert!(
+            errors[0]
+                .text
+                .starts_with(&format!("what-if.toml:{line}:13: ")),
+            "{}",
+            errors[0].text
+        );
 
         let errors = what_if(&active, "version = ", date, &[], &BTreeSet::new()).unwrap_err();
-        assert_eq!((errors[0].line, errors[0].column > 0), (1, true), "{errors:?}");
+        assert_eq!(
+            (errors[0].line, errors[0].column > 0),
+            (1, true),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -677,27 +861,50 @@ resolution_minutes = 480
                 "capacity = 10\npreference = 90\n\n[[regions.shifts]]\nname = \"late\"",
             );
         assert!(proposed.contains("preference = 90") && proposed.contains("\"14:00\""));
-        let regions: BTreeSet<RegionId> = [RegionId::new("east").unwrap(), RegionId::new("west").unwrap()].into();
+        let regions: BTreeSet<RegionId> = [
+            RegionId::new("east").unwrap(),
+            RegionId::new("west").unwrap(),
+        ]
+        .into();
         let ticket = |id: &str, t: &str| PastTicket {
             id: id.into(),
             created_at: at(t),
             owner_region: "east".into(),
             request: RouteRequest::default(),
         };
-        let tickets = [ticket("a", "2026-06-02T09:00:00Z"), ticket("b", "2026-06-02T14:30:00Z")];
+        let tickets = [
+            ticket("a", "2026-06-02T09:00:00Z"),
+            ticket("b", "2026-06-02T14:30:00Z"),
+        ];
         let date: Date = "2026-06-01".parse().unwrap();
         let answer = what_if(&active, &proposed, date, &tickets, &regions).unwrap();
-        assert!(answer.proposed_version.starts_with("v2+"), "{}", answer.proposed_version);
+        assert!(
+            answer.proposed_version.starts_with("v2+"),
+            "{}",
+            answer.proposed_version
+        );
         // West's rows gain 14:00 and 15:00 on each of the seven days.
-        let west: Vec<&ChangedCell> =
-            answer.changed_cells.iter().filter(|c| c.name == "west" && c.kind == CoverageRowKind::Region).collect();
+        let west: Vec<&ChangedCell> = answer
+            .changed_cells
+            .iter()
+            .filter(|c| c.name == "west" && c.kind == CoverageRowKind::Region)
+            .collect();
         assert_eq!(west.len(), 14, "{west:?}");
-        assert_eq!((west[0].hour, west[0].before, west[0].after), (14, Some(0), Some(60)));
+        assert_eq!(
+            (west[0].hour, west[0].before, west[0].after),
+            (14, Some(0), Some(60))
+        );
         assert_eq!(answer.tickets_considered, 2);
         let moved: Vec<(&str, Option<&str>, Option<&str>)> = answer
             .tickets_moved
             .iter()
-            .map(|m| (m.ticket_id.as_str(), m.active.as_deref(), m.proposed.as_deref()))
+            .map(|m| {
+                (
+                    m.ticket_id.as_str(),
+                    m.active.as_deref(),
+                    m.proposed.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(moved, [("b", Some("east"), Some("west"))]);
     }
@@ -706,7 +913,11 @@ resolution_minutes = 480
     fn the_grid_marks_gaps_on_the_any_row() {
         let rules = rules(RULES);
         let grid = grid(&rules.coverage("2026-06-01".parse().unwrap(), 1));
-        let any = grid.rows.iter().find(|r| r.kind == CoverageRowKind::Any).unwrap();
+        let any = grid
+            .rows
+            .iter()
+            .find(|r| r.kind == CoverageRowKind::Any)
+            .unwrap();
         // Nobody from 23:00 to 08:00.
         assert_eq!(any.marks[3], "gap");
         assert_eq!(any.marks[10], "");

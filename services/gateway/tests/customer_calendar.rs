@@ -79,13 +79,13 @@ async fn a_customer_calendar_overrides_the_tier_across_a_handoff() {
         .into_inner()
         .ticket
         .unwrap();
-    let sla = ticket.sla.clone().unwrap();
-    let due = at(&sla.resolution.clone().unwrap().due);
+    let sla = ticket.sla.unwrap();
+    let due = at(&sla.resolution.unwrap().due);
     assert_eq!(
         due, own.deadline_at,
         "created in us-east, measured in Sydney hours"
     );
-    let first = at(&sla.first_response.clone().unwrap().due);
+    let first = at(&sla.first_response.unwrap().due);
     assert_eq!(
         first,
         rules

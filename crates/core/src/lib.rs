@@ -23,6 +23,7 @@ pub mod sla;
 pub mod spike;
 pub mod text;
 pub mod ticket;
+pub mod traceparent;
 
 pub use clock::{Clock, ManualClock};
 pub use epoch::{EPOCH_STRIDE, Epoch, Ownership, WriteVerdict};

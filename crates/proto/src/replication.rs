@@ -379,9 +379,8 @@ fn stored_int(field: &str, value: u64) -> Result<u64> {
     Ok(value)
 }
 
-/// A W3C trace context `traceparent`: `version-traceid-parentid-flags`, all
-/// lowercase hex, version not `ff`, ids not all zero. Versions after 00 may
-/// append fields, which are kept as they are.
+/// A W3C trace context `traceparent`, by the one parser
+/// (`meridian_core::traceparent`), within the stored length.
 fn check_traceparent(value: &str) -> std::result::Result<(), String> {
     if value.len() > TRACEPARENT_CHARS_MAX {
         return Err(format!(
@@ -389,56 +388,9 @@ fn check_traceparent(value: &str) -> std::result::Result<(), String> {
             value.len()
         ));
     }
-    let mut parts = value.split('-');
-    let lengths = [
-        ("version", 2),
-        ("trace id", 32),
-        ("parent id", 16),
-        ("flags", 2),
-    ];
-    let mut fields = [""; 4];
-    for (slot, (name, len)) in fields.iter_mut().zip(lengths) {
-        let Some(part) = parts.next() else {
-            return Err(format!(
-                "{} has no {name}; expected version-traceid-parentid-flags",
-                core::echo(value)
-            ));
-        };
-        if part.len() != len
-            || !part
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(format!(
-                "{}: the {name} must be {len} lowercase hex digits",
-                core::echo(value)
-            ));
-        }
-        *slot = part;
-    }
-    let [version, trace_id, parent_id, _flags] = fields;
-    if version == "ff" {
-        return Err(format!("{}: version ff is invalid", core::echo(value)));
-    }
-    if version == "00" && parts.next().is_some() {
-        return Err(format!(
-            "{}: version 00 has exactly four fields",
-            core::echo(value)
-        ));
-    }
-    if trace_id.bytes().all(|b| b == b'0') {
-        return Err(format!(
-            "{}: the trace id must not be all zeros",
-            core::echo(value)
-        ));
-    }
-    if parent_id.bytes().all(|b| b == b'0') {
-        return Err(format!(
-            "{}: the parent id must not be all zeros",
-            core::echo(value)
-        ));
-    }
-    Ok(())
+    core::traceparent::Traceparent::parse(value)
+        .map(drop)
+        .map_err(|error| format!("{}: {error}", core::echo(value)))
 }
 
 // ---- encoding ----

@@ -16,7 +16,7 @@ pub enum Error {
     Subscriber(String),
 
     #[error("traceparent {value:?} is malformed: {reason}")]
-    Traceparent { value: String, reason: &'static str },
+    Traceparent { value: String, reason: String },
 
     #[error("cannot put the span in the ticket's trace: {0}")]
     SetParent(String),

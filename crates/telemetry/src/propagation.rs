@@ -86,61 +86,25 @@ pub fn format_traceparent(span_context: &SpanContext) -> String {
     )
 }
 
-/// Parses a `traceparent` into a remote span context. Strict for version
-/// 00; a later version is read by its first four fields, as the W3C
-/// specification asks.
+/// Parses a `traceparent` into a remote span context, by the one parser
+/// (`meridian_core::traceparent`: strict for version 00, a later version
+/// read by its first four fields).
 pub fn parse_traceparent(value: &str) -> Result<SpanContext> {
-    let bad = |reason| Error::Traceparent {
-        value: value.to_owned(),
-        reason,
-    };
-    let mut parts = value.split('-');
-    let (Some(version), Some(trace_id), Some(span_id), Some(flags)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("expected version-traceid-spanid-flags"));
-    };
-    if version.len() != 2 || !is_lower_hex(version) || version == "ff" {
-        return Err(bad(
-            "the version must be two lowercase hex digits other than ff",
-        ));
-    }
-    if version == "00" && parts.next().is_some() {
-        return Err(bad("version 00 has exactly four fields"));
-    }
-    if trace_id.len() != 32 || !is_lower_hex(trace_id) {
-        return Err(bad("the trace id must be 32 lowercase hex digits"));
-    }
-    if span_id.len() != 16 || !is_lower_hex(span_id) {
-        return Err(bad("the span id must be 16 lowercase hex digits"));
-    }
-    if flags.len() != 2 || !is_lower_hex(flags) {
-        return Err(bad("the flags must be two lowercase hex digits"));
-    }
-    let trace_id = TraceId::from_hex(trace_id).map_err(|_| bad("the trace id is not hex"))?;
-    let span_id = SpanId::from_hex(span_id).map_err(|_| bad("the span id is not hex"))?;
-    let flags = u8::from_str_radix(flags, 16).map_err(|_| bad("the flags are not hex"))?;
-    if trace_id == TraceId::INVALID {
-        return Err(bad("the trace id is all zeros"));
-    }
-    if span_id == SpanId::INVALID {
-        return Err(bad("the span id is all zeros"));
-    }
+    let parsed =
+        meridian_core::traceparent::Traceparent::parse(value).map_err(|e| Error::Traceparent {
+            value: value.to_owned(),
+            reason: e.to_string(),
+        })?;
     // Only the sampled bit is defined; others are dropped, as the
     // specification asks of a version 00 reader.
-    let flags = TraceFlags::new(flags & TraceFlags::SAMPLED.to_u8());
+    let flags = TraceFlags::new(parsed.flags & TraceFlags::SAMPLED.to_u8());
     Ok(SpanContext::new(
-        trace_id,
-        span_id,
+        TraceId::from_bytes(parsed.trace_id.to_be_bytes()),
+        SpanId::from_bytes(parsed.parent_id.to_be_bytes()),
         flags,
         true,
         TraceState::NONE,
     ))
-}
-
-fn is_lower_hex(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 struct MetadataInjector<'a>(&'a mut MetadataMap);

@@ -7,8 +7,8 @@ use meridian_store::Store;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::{
+    context::TicketApi,
     metrics::GatewayMetrics,
-    service::TicketApi,
     spans::{Step, record_outcome, ticket_span},
 };
 

@@ -54,10 +54,14 @@ use meridian_replication::Replicator;
 use meridian_store::TicketFilter;
 use serde::Deserialize;
 use tokio::sync::watch;
-use tonic::Status;
 use tracing::Instrument;
 
-use crate::{Error, Result, WriteGate, error::from_store, mesh::MeshLink, service::TicketApi};
+use crate::{
+    Error, Result, WriteGate,
+    context::TicketApi,
+    error::{ApiError, from_store},
+    peers::MeshLink,
+};
 
 pub const LEASE_TTL_MS_DEFAULT: u64 = 5_000;
 pub const SAFETY_MARGIN_MS_DEFAULT: u64 = 1_500;
@@ -427,8 +431,8 @@ impl Failover {
         for (successor, answer) in answers {
             match answer {
                 Ok(answer) => learnt.push((successor, answer.through_seq)),
-                Err(status) => {
-                    tracing::warn!(region = %self.region, successor = %successor, code = ?status.code(), error = status.message(),
+                Err(error) => {
+                    tracing::warn!(region = %self.region, successor = %successor, code = ?error.code(), error = %error.public_message(),
                         "a successor did not say where the takeover ends");
                     silent.push(successor);
                 }
@@ -584,11 +588,12 @@ impl Failover {
         replicator: Option<&Replicator>,
         failed: &RegionId,
         fencing_token: Revision,
-    ) -> Result<v1::TakeOverResponse, Status> {
+    ) -> Result<v1::TakeOverResponse, ApiError> {
         let me = api.region();
         if failed == me {
-            return Err(Status::invalid_argument(format!(
-                "failed_region: {failed} is this region; it cannot take itself over"
+            return Err(ApiError::Invalid(meridian_proto::ConvertError::new(
+                "failed_region",
+                format!("{failed} is this region; it cannot take itself over"),
             )));
         }
         let _one_at_a_time = self.taking_over.lock().await;
@@ -603,13 +608,13 @@ impl Failover {
             }
             Some(takeover) if takeover.fencing_token == fencing_token => {
                 let named: Vec<&str> = takeover.successors().map(RegionId::as_str).collect();
-                return Err(Status::failed_precondition(format!(
+                return Err(ApiError::TakeoverMismatch(format!(
                     "the takeover of {failed} at fencing token {fencing_token} names {} as successors, not {me}",
                     named.join(", ")
                 )));
             }
             Some(takeover) => {
-                return Err(Status::failed_precondition(format!(
+                return Err(ApiError::TakeoverMismatch(format!(
                     "the pending takeover of {failed} has fencing token {}, not {fencing_token}",
                     takeover.fencing_token
                 )));
@@ -621,11 +626,11 @@ impl Failover {
                     .await
                     .map_err(coordinator_unavailable)?;
                 return Err(if status.acknowledged == Some(fencing_token) {
-                    Status::failed_precondition(format!(
+                    ApiError::TakeoverMismatch(format!(
                         "{failed} already acknowledged the takeover at fencing token {fencing_token} and owns its tickets again"
                     ))
                 } else {
-                    Status::not_found(format!("no takeover of {failed} is pending"))
+                    ApiError::NoTakeover(failed.clone())
                 });
             }
         };
@@ -760,9 +765,9 @@ enum Wait {
     For(Duration),
 }
 
-fn coordinator_unavailable(error: meridian_coord::Error) -> Status {
+fn coordinator_unavailable(error: meridian_coord::Error) -> ApiError {
     tracing::warn!(error = %error, "coordinator call failed");
-    Status::unavailable(format!("the coordinator cannot be reached: {error}"))
+    ApiError::CoordinatorUnreachable(error.to_string())
 }
 
 /// The lease the gate reads, or why there is none.

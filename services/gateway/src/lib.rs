@@ -5,7 +5,8 @@
 //!
 //! Boundary: a handler decodes and validates the request (through
 //! `meridian-proto`), asks `meridian-core` whether the change is allowed,
-//! writes through `meridian-store`, and encodes the answer. Domain rules live
+//! writes through `meridian-store`, and encodes the answer; a handoff is a
+//! saga across two regions (`handoff.rs`). Domain rules live
 //! in the core, durability and fencing in the store; the gateway keeps no
 //! ticket state in memory, so several replicas may serve one region's
 //! database. Errors become gRPC statuses in one place, [`error`].
@@ -15,12 +16,21 @@
 
 #![forbid(unsafe_code)]
 
+// Modules depend downwards only, in this order (lowest first):
+// error, spans, watch, metrics → peers (calls to other gateways) → context
+// (the shared `TicketApi`) → handoff (the saga, both sides), failover →
+// service (TicketService), mesh (MeshService), shift, sla, spike,
+// conflicts, replica → this file (`run`). Exception: `metrics::observe`
+// reads the context it is registered for.
 pub mod config;
 mod conflicts;
+mod context;
 pub mod error;
 pub mod failover;
+mod handoff;
 mod mesh;
 mod metrics;
+mod peers;
 mod replica;
 mod service;
 mod shift;
@@ -39,13 +49,14 @@ use meridian_replication::{AntiEntropy, AntiEntropyConfig, ReplicationConfig, Re
 use meridian_rules_source::{ActiveRules, RulesSource};
 use meridian_store::Store;
 use meridian_tls::MeshTls;
-use mesh::{MeshApi, MeshLink};
+use mesh::MeshApi;
+use peers::MeshLink;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 
 pub use config::{GatewayConfig, Limits, MeshSettings, RulesSettings, TelemetrySettings, TlsFiles};
+pub use context::{REGION_HEADER, TRACEPARENT_HEADER, TicketApi, WriteGate};
 pub use error::{Error, Result};
-pub use service::{REGION_HEADER, TRACEPARENT_HEADER, TicketApi, WriteGate};
 pub use shift::parse_webhook;
 
 /// The wall clock, for production. Tests and the simulation pass their own.
@@ -347,7 +358,7 @@ async fn serve_listeners(
         Some(metrics) => metrics.meter("meridian-gateway"),
         None => meridian_telemetry::opentelemetry::global::meter("meridian-gateway"),
     };
-    let api = TicketApi::new(service::ApiParts {
+    let api = TicketApi::new(context::ApiParts {
         region: config.region.clone(),
         region_index: local_index,
         store,

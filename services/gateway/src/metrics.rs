@@ -31,7 +31,7 @@ use meridian_telemetry::opentelemetry::{
     metrics::{Counter, Histogram, Meter, ObservableCounter, ObservableGauge},
 };
 
-use crate::service::TicketApi;
+use crate::context::TicketApi;
 
 /// The most tickets one count reads; a larger queue is reported as this
 /// many (and logged), rather than letting the count grow without bound.

@@ -25,7 +25,7 @@ use tonic::{
     transport::Server,
 };
 
-use crate::{Error, GatewayConfig, Result, TicketApi};
+use crate::{Error, GatewayConfig, Result, TicketApi, error::ApiError};
 
 /// How often a standby tries to take the region's writer lock.
 pub const STANDBY_RETRY_MS: u64 = 500;
@@ -156,7 +156,7 @@ impl Service<http::Request<Body>> for StandbyTickets {
     }
 
     fn call(&mut self, _request: http::Request<Body>) -> Self::Future {
-        let response = Status::unavailable(self.reason.to_string()).into_http();
+        let response = Status::from(ApiError::Standby(self.reason.to_string())).into_http();
         Box::pin(async move { Ok(response) })
     }
 }

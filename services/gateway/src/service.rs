@@ -1,16 +1,14 @@
-//! `meridian.v1.TicketService`: decode and validate, ask the core, write
-//! through the store, encode. Nothing else happens in a handler.
+//! `meridian.v1.TicketService`. A handler checks the caller and the write
+//! gate, decodes and validates (meridian-proto), asks the core, writes
+//! through the store (whose SQL re-checks the fence), waits for its
+//! durability tier and encodes; `Handoff` hands over to the saga in
+//! [`crate::handoff`]. Errors are [`ApiError`]s, made statuses in `error.rs`.
 
-use std::{
-    collections::HashMap,
-    pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::{collections::HashMap, pin::Pin, sync::Arc};
 
 use futures::Stream;
 use meridian_core::{
-    Clock, Epoch, EventEnvelope, Hlc, IdMinter, Note, NoteId, Ownership, RegionId, SlaDeadlines,
-    Ticket, TicketChanges, TicketId,
+    Epoch, EventEnvelope, Note, NoteId, Ownership, RegionId, Ticket, TicketChanges, TicketId,
 };
 use meridian_proto::{
     ConvertError,
@@ -18,27 +16,20 @@ use meridian_proto::{
     timestamp_to_proto,
     v1::{self, ticket_service_server::TicketService, watch_events_request::Scope},
 };
-use meridian_replication::Replicator;
-use meridian_rules_source::ActiveRules;
 use meridian_store::{ConflictRecord, Store, TicketFilter, WriteMeta};
-use meridian_telemetry::propagation::{current_traceparent, traceparent_of};
+use meridian_telemetry::propagation::traceparent_of;
 use tokio::sync::{broadcast, mpsc};
-use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::{
-    error::{from_core, from_store, invalid},
-    mesh::MeshLink,
-    metrics::{GatewayMetrics, HandoffOutcome},
+    context::TicketApi,
+    error::{ApiError, from_core, from_store, invalid},
+    handoff,
     spans::{self, Step},
-    watch::{Stalled, WatchCaps, WatchStream},
+    watch::{Stalled, WatchStream},
 };
 
-/// The request header naming the region the caller acts for (until tokens
-/// carry a region claim). Absent means the gateway's own region.
-pub const REGION_HEADER: &str = "meridian-region";
-/// W3C trace context of the caller's span.
-pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// The largest response a gateway sends (a full page of large tickets).
 pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Page size when a list request says 0.
@@ -51,713 +42,6 @@ pub const WATCH_BUFFER: usize = 32;
 /// Events read from the log per page while a watch catches up: a stalled
 /// reader holds one page at most.
 const WATCH_PAGE: u32 = 64;
-
-/// The handlers of one gateway. Cheap to clone.
-#[derive(Clone)]
-pub struct TicketApi {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    region: RegionId,
-    region_index: u16,
-    store: Store,
-    clock: Arc<dyn Clock>,
-    /// The rules in force, for SLA policies; `None` means no SLA clocks.
-    rules: Option<Arc<ActiveRules>>,
-    /// Orders this gateway's events; replicated events will feed it too.
-    hlc: Mutex<Hlc>,
-    /// Mints this gateway's ids in creation order (listings page by id).
-    ids: Mutex<IdMinter>,
-    /// Turns true when the gateway starts shutting down: open watch streams
-    /// end then, or graceful shutdown would wait on them forever.
-    stopping: tokio::sync::watch::Receiver<bool>,
-    /// The other regions; `None` for a gateway serving its region alone.
-    mesh: Option<Arc<MeshLink>>,
-    /// Says whether owner-scoped writes are allowed right now (a region
-    /// whose lease may have lapsed fences itself); notes are never gated.
-    gate: WriteGate,
-    /// Ships this region's log to its peers; `None` without a mesh.
-    replicator: Option<Replicator>,
-    /// Tiers acknowledged only once another region durably applied the write.
-    peer_tiers: Vec<meridian_core::Tier>,
-    metrics: GatewayMetrics,
-    /// Open watch streams per principal and in total.
-    watch_caps: Arc<WatchCaps>,
-    /// How long a watch waits on a client that reads nothing.
-    watch_stall: std::time::Duration,
-    /// The regions of the mesh: residency may name only these.
-    regions: Vec<RegionId>,
-}
-
-/// See [`TicketApi::downgrade`].
-pub(crate) struct WeakTicketApi(std::sync::Weak<Inner>);
-
-impl WeakTicketApi {
-    pub(crate) fn upgrade(&self) -> Option<TicketApi> {
-        self.0.upgrade().map(|inner| TicketApi { inner })
-    }
-}
-
-/// Whether this gateway may make owner-scoped writes now: `None` when it
-/// may, the reason when it may not. The failover machinery installs one
-/// backed by the region's lease; without it, writes are always allowed.
-#[derive(Clone, Default)]
-pub struct WriteGate(Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>);
-
-impl std::fmt::Debug for WriteGate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "WriteGate(installed)"
-        } else {
-            "WriteGate(open)"
-        })
-    }
-}
-
-impl WriteGate {
-    pub fn new(check: impl Fn() -> Option<String> + Send + Sync + 'static) -> Self {
-        Self(Some(Arc::new(check)))
-    }
-
-    fn check(&self) -> Result<(), Status> {
-        match self.0.as_ref().and_then(|check| check()) {
-            None => Ok(()),
-            Some(reason) => Err(Status::unavailable(format!(
-                "owner-scoped writes are fenced: {reason}"
-            ))),
-        }
-    }
-}
-
-/// Everything a [`TicketApi`] is made of (see `Inner` for what each is).
-pub(crate) struct ApiParts {
-    pub region: RegionId,
-    pub region_index: u16,
-    pub store: Store,
-    pub clock: Arc<dyn Clock>,
-    pub rules: Option<Arc<ActiveRules>>,
-    pub stopping: tokio::sync::watch::Receiver<bool>,
-    pub mesh: Option<Arc<MeshLink>>,
-    pub gate: WriteGate,
-    pub replicator: Option<Replicator>,
-    pub peer_tiers: Vec<meridian_core::Tier>,
-    pub metrics: GatewayMetrics,
-    pub watch_caps: Arc<WatchCaps>,
-    pub watch_stall: std::time::Duration,
-    /// The regions of the mesh (the config's `regions`).
-    pub regions: Vec<RegionId>,
-}
-
-/// How long a handoff waits without a mesh setting.
-const HANDOFF_WAIT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl TicketApi {
-    pub(crate) fn new(parts: ApiParts) -> Self {
-        let ApiParts {
-            region,
-            region_index,
-            store,
-            clock,
-            rules,
-            stopping,
-            mesh,
-            gate,
-            replicator,
-            peer_tiers,
-            metrics,
-            watch_caps,
-            watch_stall,
-            regions,
-        } = parts;
-        let hlc = Mutex::new(Hlc::default());
-        let inner = Inner {
-            region,
-            region_index,
-            store,
-            clock,
-            rules,
-            hlc,
-            ids: Mutex::default(),
-            stopping,
-            mesh,
-            gate,
-            replicator,
-            peer_tiers,
-            metrics,
-            watch_caps,
-            watch_stall,
-            regions,
-        };
-        Self {
-            inner: Arc::new(inner),
-        }
-    }
-
-    /// A handle that does not keep the handlers alive (metric callbacks).
-    pub(crate) fn downgrade(&self) -> WeakTicketApi {
-        WeakTicketApi(Arc::downgrade(&self.inner))
-    }
-
-    /// For a tier with `peer` durability, waits until another region has
-    /// durably applied this region's log up to `seq` before the write is
-    /// acknowledged. The write is committed here either way; a timeout
-    /// says so rather than pretending it failed.
-    async fn durable(&self, tier: &meridian_core::Tier, seq: u64) -> Result<(), Status> {
-        if !self.inner.peer_tiers.contains(tier) {
-            return Ok(());
-        }
-        let Some(replicator) = &self.inner.replicator else {
-            return Ok(());
-        };
-        replicator
-            .wait_peer_durable(seq, self.handoff_wait())
-            .await
-            .map(drop)
-            .map_err(|e| {
-                tracing::warn!(seq, error = %e, "peer durability not reached");
-                Status::deadline_exceeded(format!(
-                    "committed in {} as event {seq}, but no other region has applied it yet ({e}); \
-                 it will replicate when a peer is reachable",
-                    self.inner.region
-                ))
-            })
-    }
-
-    /// Refuses when owner-scoped writes are fenced (see [`WriteGate`]).
-    pub(crate) fn check_gate(&self) -> Result<(), Status> {
-        self.inner.gate.check()
-    }
-
-    /// The rules in force, if the gateway has any.
-    pub(crate) fn rules(&self) -> Option<Arc<meridian_rules::Rules>> {
-        self.inner.rules.as_ref().map(|r| r.current())
-    }
-
-    /// The rules in force and the refusals of the file, when rules are set.
-    pub(crate) fn active_rules(&self) -> Option<Arc<ActiveRules>> {
-        self.inner.rules.clone()
-    }
-
-    /// The rules' overlap window; zero without rules.
-    pub(crate) fn overlap(&self) -> jiff::SignedDuration {
-        self.rules().map_or(jiff::SignedDuration::ZERO, |r| {
-            jiff::SignedDuration::from_mins(i64::from(r.overlap_minutes()))
-        })
-    }
-
-    pub(crate) fn region_index(&self) -> u16 {
-        self.inner.region_index
-    }
-
-    /// How long a handoff step waits for the other region.
-    pub(crate) fn handoff_wait(&self) -> std::time::Duration {
-        self.inner
-            .mesh
-            .as_ref()
-            .map_or(HANDOFF_WAIT_DEFAULT, |m| m.handoff_timeout)
-    }
-
-    /// Why this region would refuse a ticket offered to it now, if it would:
-    /// with rules, it must be on shift (or in its overlap window) and cover
-    /// every skill the ticket needs.
-    pub(crate) fn handoff_refusal(&self, ticket: &Ticket) -> Option<String> {
-        let rules = self.inner.rules.as_ref()?.current();
-        let me = &self.inner.region;
-        let Some(region) = rules.region(me.as_str()) else {
-            return Some(format!(
-                "{me} is not a region of rules {}",
-                rules.version_id()
-            ));
-        };
-        if let Some(missing) = ticket
-            .skills
-            .iter()
-            .find(|skill| !region.covers(skill.as_str()))
-        {
-            return Some(format!("{me} does not cover skill {missing}"));
-        }
-        let now = self.inner.clock.now();
-        let on_shift = rules.active_at(now).iter().any(|a| a.region == me.as_str());
-        if !on_shift {
-            return Some(format!(
-                "{me} is not on shift at {now} (rules {})",
-                rules.version_id()
-            ));
-        }
-        None
-    }
-
-    /// Offers the ticket to `to` (or finds the offer already pending there),
-    /// asks `to` to accept, and records a refusal. One `handoff.offer` span
-    /// in the ticket's trace, linked to `caller_metadata`'s span if given.
-    pub(crate) async fn handoff(
-        &self,
-        caller: &RegionId,
-        id: TicketId,
-        to: RegionId,
-        handoff: meridian_core::HandoffNote,
-        meta: WriteMeta,
-    ) -> Result<v1::HandoffResponse, Status> {
-        self.handoff_traced(caller, id, to, handoff, meta, None)
-            .await
-    }
-
-    pub(crate) async fn handoff_traced(
-        &self,
-        caller: &RegionId,
-        id: TicketId,
-        to: RegionId,
-        handoff: meridian_core::HandoffNote,
-        mut meta: WriteMeta,
-        caller_metadata: Option<&MetadataMap>,
-    ) -> Result<v1::HandoffResponse, Status> {
-        let span = spans::ticket_span(Step::HandoffOffer, &self.inner.region, id, caller_metadata);
-        span.record("meridian.handoff.to", to.as_str());
-        // The offer's envelope names this span, so the target's apply and
-        // answer link to it.
-        meta.traceparent = traceparent_of(&span).or(meta.traceparent);
-        let started = std::time::Instant::now();
-        let result = self
-            .handoff_in_span(caller, id, to, handoff, meta)
-            .instrument(span.clone())
-            .await;
-        let outcome = match &result {
-            Ok(answer) => {
-                if let Some(owner) = answer.ticket.as_ref().and_then(|t| t.owner.as_ref()) {
-                    span.record("meridian.epoch", owner.epoch);
-                }
-                spans::record_outcome(&span, "accepted", None);
-                Some(HandoffOutcome::Accepted)
-            }
-            Err(status) => {
-                let outcome = match status.code() {
-                    tonic::Code::FailedPrecondition
-                        if status.message().contains("refused the handoff") =>
-                    {
-                        Some(HandoffOutcome::Refused)
-                    }
-                    tonic::Code::Unavailable if status.message().starts_with("handoff to") => {
-                        Some(HandoffOutcome::Unanswered)
-                    }
-                    // Refused before anything was offered (bad request,
-                    // not the owner): not a handoff.
-                    tonic::Code::InvalidArgument
-                    | tonic::Code::FailedPrecondition
-                    | tonic::Code::NotFound => None,
-                    _ => Some(HandoffOutcome::Failed),
-                };
-                let name = outcome.map_or("rejected", HandoffOutcome::as_str);
-                spans::record_outcome(&span, name, Some(status.message()));
-                outcome
-            }
-        };
-        if let Some(outcome) = outcome {
-            self.inner.metrics.handoff(outcome, started.elapsed());
-        }
-        result
-    }
-
-    async fn handoff_in_span(
-        &self,
-        caller: &RegionId,
-        id: TicketId,
-        to: RegionId,
-        handoff: meridian_core::HandoffNote,
-        meta: WriteMeta,
-    ) -> Result<v1::HandoffResponse, Status> {
-        self.check_gate()?;
-        let Some(mesh) = self.inner.mesh.clone() else {
-            return Err(Status::failed_precondition(
-                "this gateway has no mesh configured; it cannot hand off",
-            ));
-        };
-        if to == self.inner.region {
-            return Err(invalid(ConvertError::new(
-                "to_region",
-                format!("{to} is this gateway's own region; hand off to another"),
-            )));
-        }
-        if !mesh.knows(&to) {
-            return Err(invalid(ConvertError::new(
-                "to_region",
-                format!("{to} is not a peer of {}", self.inner.region),
-            )));
-        }
-        let current = self.load(id).await?.ticket;
-        // The ticket's creation, if this region wrote it, goes with the
-        // offer: it tells the target the ticket's skills without a read
-        // there. Read while the offer commits, so it costs no time.
-        let creation = self.own_creation(id);
-        let (offer, creation) = match &current.handoff_to {
-            // A retry after the target could not be reached: resend the
-            // pending offer rather than making a new one.
-            Some(pending) if *pending == to && &current.owner.owner_region == caller => {
-                let (offer, creation) = tokio::join!(
-                    self.inner.store.last_offer(id, &self.inner.region),
-                    creation
-                );
-                let offer = offer.map_err(from_store)?.ok_or_else(|| {
-                    Status::internal("the ticket shows a pending offer but its event is missing")
-                })?;
-                (offer, creation)
-            }
-            _ => {
-                let epoch = current
-                    .decide_handoff(caller, &to, &handoff)
-                    .map_err(from_core)?;
-                tracing::Span::current().record("meridian.epoch", epoch.raw());
-                self.inner.metrics.handoff_note(handoff.auto);
-                let note = Note {
-                    id: self.mint(meta.at, NoteId::mint)?,
-                    ticket_id: id,
-                    region: self.inner.region.clone(),
-                    author: handoff.author.clone(),
-                    body: handoff.render(&self.inner.region, &to),
-                    created_at: meta.at,
-                    auto: handoff.auto,
-                };
-                let (offered, creation) = tokio::join!(
-                    self.inner
-                        .store
-                        .offer_handoff(id, epoch, to.clone(), handoff, note, meta),
-                    creation
-                );
-                (offered.map_err(from_store)?.1, creation)
-            }
-        };
-        // The offer travels with the call, so the target need not wait for
-        // replication to bring it.
-        let offer_events = crate::mesh::carried_tail(
-            &self.inner.store,
-            self.inner.replicator.as_ref(),
-            &to,
-            creation.as_ref(),
-            &offer,
-        )
-        .await;
-        let ask = v1::AcceptHandoffRequest {
-            ticket_id: id.to_string(),
-            from_region: self.inner.region.to_string(),
-            offer_seq: offer.origin_seq,
-            previous_epoch: offer.epoch.raw(),
-            offer_events,
-        };
-        let answer = mesh.accept_handoff(&to, ask).await.map_err(|status| {
-            tracing::warn!(ticket_id = %id, to = %to, error = %status, "handoff target did not answer; offer stays pending");
-            Status::unavailable(format!(
-                "handoff to {to} is pending: {to} did not answer ({}: {}); call again to resend the offer",
-                crate::error::code_name(status.code()),
-                status.message()
-            ))
-        })?;
-        if !answer.accepted {
-            let meta = self.meta_with(None);
-            self.inner
-                .store
-                .refuse_handoff(
-                    id,
-                    offer.epoch,
-                    to.clone(),
-                    answer.refusal_reason.clone(),
-                    meta,
-                )
-                .await
-                .map_err(from_store)?;
-            return Err(Status::failed_precondition(format!(
-                "{to} refused the handoff: {}",
-                answer.refusal_reason
-            )));
-        }
-        // The acceptance is durable in `to`; it must be applied here too, so
-        // the answer and later reads show the new owner. The target carried
-        // it back, and replication brings it as well: whichever lands first
-        // will do (the store applies it once).
-        let store = &self.inner.store;
-        let replicated = store.wait_applied(&to, answer.accept_seq, self.handoff_wait());
-        let applied_here = match &answer.accept_events {
-            Some(batch) => {
-                let carried =
-                    crate::mesh::apply_carried_acceptance(store, &to, batch, answer.accept_seq);
-                tokio::pin!(replicated, carried);
-                tokio::select! {
-                    arrived = &mut replicated => arrived.map_err(from_store)?,
-                    applied = &mut carried => applied || replicated.await.map_err(from_store)?,
-                }
-            }
-            None => replicated.await.map_err(from_store)?,
-        };
-        if !applied_here {
-            tracing::warn!(ticket_id = %id, to = %to, "acceptance not replicated here yet; answering from the target's word");
-        }
-        // The target's record of the ticket is the one this region now
-        // holds too (projections converge), and saves a read.
-        let ticket = match answer.ticket {
-            Some(ticket) if applied_here => ticket,
-            _ => ticket_to_proto(&self.load(id).await?.ticket),
-        };
-        Ok(v1::HandoffResponse {
-            ticket: Some(ticket),
-            offer_seq: offer.origin_seq,
-            accept_seq: answer.accept_seq,
-        })
-    }
-
-    /// This region's `TicketCreated` of a ticket, if this region created it.
-    /// Only an aid to the handoff target, so a failed read is no error.
-    async fn own_creation(&self, id: TicketId) -> Option<EventEnvelope> {
-        match self.inner.store.events_for_ticket(id).await {
-            Ok(events) => events.into_iter().find(|e| {
-                matches!(e.kind, meridian_core::EventKind::TicketCreated { .. })
-                    && e.origin_region == self.inner.region
-            }),
-            Err(error) => {
-                tracing::debug!(ticket_id = %id, error = %error, "cannot read the ticket's creation to carry");
-                None
-            }
-        }
-    }
-
-    pub(crate) fn region(&self) -> &RegionId {
-        &self.inner.region
-    }
-
-    pub(crate) fn metrics(&self) -> &GatewayMetrics {
-        &self.inner.metrics
-    }
-
-    pub(crate) fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
-    pub(crate) fn now(&self) -> jiff::Timestamp {
-        self.inner.clock.now()
-    }
-
-    /// The instant, the HLC stamp and trace context for one local write:
-    /// the current span's, or with no span context (export off) the
-    /// caller's header.
-    fn write_meta(&self, metadata: &MetadataMap) -> WriteMeta {
-        self.meta_with(current_traceparent().or_else(|| traceparent(metadata)))
-    }
-
-    /// A fresh id, after every id this gateway minted before.
-    fn mint<T>(
-        &self,
-        at: jiff::Timestamp,
-        mint: fn(&mut IdMinter, jiff::Timestamp, [u8; 10]) -> T,
-    ) -> Result<T, Status> {
-        let random = random_bytes()?;
-        Ok(mint(
-            &mut self
-                .inner
-                .ids
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-            at,
-            random,
-        ))
-    }
-
-    /// `traceparent` `None` means the current span's, if it has one.
-    pub(crate) fn meta_with(&self, traceparent: Option<String>) -> WriteMeta {
-        let traceparent = traceparent.or_else(current_traceparent);
-        let at = self.inner.clock.now();
-        let millis = u64::try_from(at.as_millisecond()).unwrap_or(0);
-        let hlc_time = self
-            .inner
-            .hlc
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .tick(millis);
-        WriteMeta {
-            hlc_time,
-            traceparent,
-            at,
-        }
-    }
-
-    /// The SLA clocks of a new ticket, from its tier's policy, in its
-    /// customer's calendar when the rules give one (else the tier's).
-    fn sla_for_new(
-        &self,
-        tier: &meridian_core::Tier,
-        customer: &str,
-        at: jiff::Timestamp,
-    ) -> Result<SlaDeadlines, Status> {
-        let Some(rules) = &self.inner.rules else {
-            return Ok(SlaDeadlines::default());
-        };
-        let rules = rules.current();
-        if rules.tier(tier.as_str()).is_none() {
-            let known: Vec<&str> = rules.tiers().iter().map(|t| t.tier.as_str()).collect();
-            return Err(invalid(ConvertError::new(
-                "tier",
-                format!(
-                    "{:?} is not a tier of rules {}; use one of {}",
-                    tier.as_str(),
-                    rules.version_id(),
-                    known.join(", ")
-                ),
-            )));
-        }
-        rules
-            .sla_clocks_for(tier.as_str(), Some(customer), at)
-            .map_err(|e| {
-                tracing::error!(tier = %tier, error = %e, "sla clocks cannot be computed");
-                Status::failed_precondition(format!(
-                    "tier {tier}: SLA deadline cannot be computed: {e}"
-                ))
-            })
-    }
-
-    /// Adds what the rules say about a status move to the decided changes:
-    /// a pausing status stops the clocks, leaving one restarts them with
-    /// their deadlines pushed back by the time spent paused.
-    async fn sla_for_status(
-        &self,
-        ticket: &Ticket,
-        changes: &mut TicketChanges,
-        at: jiff::Timestamp,
-    ) -> Result<(), Status> {
-        let (Some(rules), Some(to)) = (&self.inner.rules, changes.status) else {
-            return Ok(());
-        };
-        if ticket.sla.is_empty() {
-            return Ok(());
-        }
-        let rules = rules.current();
-        let tier = ticket.tier.as_str();
-        let base = ticket
-            .sla
-            .after_status(ticket.status, to, rules.sla_pauses(tier, to));
-        changes.sla = Some(base);
-        if rules.sla_pauses(tier, ticket.status) && !rules.sla_pauses(tier, to) {
-            let events = self
-                .inner
-                .store
-                .events_for_ticket(ticket.id)
-                .await
-                .map_err(from_store)?;
-            let history = status_history(ticket, &events);
-            let pauses = meridian_rules::pause_spans(&history, at, |s| rules.sla_pauses(tier, s))
-                .map_err(|e| Status::internal(format!("sla pauses: {e}")))?;
-            let resumed = rules
-                .sla_resume_for(
-                    tier,
-                    Some(&ticket.customer),
-                    ticket.created_at,
-                    &base,
-                    &pauses,
-                )
-                .map_err(|e| {
-                    Status::failed_precondition(format!(
-                        "tier {tier}: SLA deadline cannot be computed: {e}"
-                    ))
-                })?;
-            changes.sla = Some(resumed);
-        }
-        Ok(())
-    }
-
-    /// The region the caller acts for: an agent's token region (a
-    /// `meridian-region` header naming another is refused), else the
-    /// header, else this gateway's region.
-    fn caller_region<T>(&self, request: &Request<T>) -> Result<RegionId, Status> {
-        let header = match request.metadata().get(REGION_HEADER) {
-            None => None,
-            Some(value) => {
-                let text = value
-                    .to_str()
-                    .map_err(|_| invalid(ConvertError::new(REGION_HEADER, "is not ASCII")))?;
-                Some(convert::region_id(REGION_HEADER, text).map_err(invalid)?)
-            }
-        };
-        let agent =
-            meridian_auth::principal(request).and_then(|p| p.agent_region().map(|r| (p, r)));
-        match (agent, header) {
-            (Some((principal, region)), Some(header)) if &header != region => {
-                let reason = format!(
-                    "agent {} of {region} may not act for {header} ({REGION_HEADER} header)",
-                    principal.subject
-                );
-                tracing::warn!(subject = %principal.subject, %reason, "call refused: permission denied");
-                Err(Status::permission_denied(reason))
-            }
-            (Some((_, region)), _) => Ok(region.clone()),
-            (None, header) => Ok(header.unwrap_or_else(|| self.inner.region.clone())),
-        }
-    }
-
-    /// For an agent, `PERMISSION_DENIED` unless its region owns ticket
-    /// `id` (reads the ticket); other roles pass without a read.
-    async fn check_agent_owns(
-        &self,
-        principal: Option<&meridian_auth::Principal>,
-        id: TicketId,
-        what: &str,
-    ) -> Result<(), Status> {
-        let Some(principal) = principal.filter(|p| p.agent_region().is_some()) else {
-            return Ok(());
-        };
-        let record = self.load(id).await?;
-        principal.check_owner(
-            &record.ticket.owner.owner_region,
-            &format!("{what} ticket {id}"),
-        )
-    }
-
-    async fn load(&self, id: TicketId) -> Result<meridian_store::TicketRecord, Status> {
-        self.inner
-            .store
-            .get_ticket(id)
-            .await
-            .map_err(from_store)?
-            .ok_or_else(|| Status::not_found(format!("ticket {id} not found")))
-    }
-}
-
-/// When the ticket entered each status, from its events (HLC milliseconds
-/// are wall-clock milliseconds of the writing region).
-fn status_history(
-    ticket: &Ticket,
-    events: &[EventEnvelope],
-) -> Vec<(jiff::Timestamp, meridian_core::Status)> {
-    let mut history = vec![(ticket.created_at, meridian_core::Status::New)];
-    for event in events {
-        if let Some(status) = event.kind.owner_changes().and_then(|c| c.status) {
-            let millis = i64::try_from(event.hlc_time.millis()).unwrap_or(i64::MAX);
-            let at = jiff::Timestamp::from_millisecond(millis).unwrap_or(ticket.created_at);
-            history.push((at, status));
-        }
-    }
-    history
-}
-
-/// A trace context header, kept only if it has the W3C shape; a malformed
-/// one is dropped rather than stored and replicated.
-fn traceparent(metadata: &MetadataMap) -> Option<String> {
-    let value = metadata.get(TRACEPARENT_HEADER)?.to_str().ok()?;
-    let parts: Vec<&str> = value.split('-').collect();
-    let shaped = parts.len() == 4
-        && [2, 32, 16, 2].iter().zip(&parts).all(|(len, part)| {
-            part.len() == *len
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        });
-    shaped.then(|| value.to_owned())
-}
-
-/// Ten random bytes for a UUIDv7; the core has no entropy of its own.
-fn random_bytes() -> Result<[u8; 10], Status> {
-    let mut bytes = [0u8; 10];
-    getrandom::fill(&mut bytes).map_err(|e| {
-        tracing::error!(error = %e, "no entropy for a new id");
-        Status::unavailable("cannot mint an id right now")
-    })?;
-    Ok(bytes)
-}
 
 fn conflict_to_proto(conflict: &ConflictRecord) -> v1::Conflict {
     v1::Conflict {
@@ -779,7 +63,7 @@ impl TicketApi {
     async fn create_ticket_traced(
         &self,
         request: Request<v1::CreateTicketRequest>,
-    ) -> Result<Response<v1::CreateTicketResponse>, Status> {
+    ) -> Result<Response<v1::CreateTicketResponse>, ApiError> {
         self.check_gate()?;
         let (metadata, _, message) = request.into_parts();
         let mut meta = self.write_meta(&metadata);
@@ -795,7 +79,7 @@ impl TicketApi {
         id: TicketId,
         new: meridian_core::NewTicket,
         meta: WriteMeta,
-    ) -> Result<Response<v1::CreateTicketResponse>, Status> {
+    ) -> Result<Response<v1::CreateTicketResponse>, ApiError> {
         if let Some(unknown) = new
             .residency
             .iter()
@@ -811,9 +95,10 @@ impl TicketApi {
         // text is never written anywhere else (the router sends it there).
         if let Some(reason) = meridian_core::residency::refusal(&new.residency, &self.inner.region)
         {
-            return Err(Status::failed_precondition(format!(
-                "residency: {reason}; create the ticket in one of its regions"
-            )));
+            return Err(ApiError::Residency {
+                reason,
+                hint: "create the ticket in one of its regions",
+            });
         }
         let owner = Ownership::new(
             self.inner.region.clone(),
@@ -831,8 +116,8 @@ impl TicketApi {
             .await
             .map_err(from_store)?;
         let meridian_core::EventKind::TicketCreated { ticket } = &event.kind else {
-            return Err(Status::internal(
-                "store answered a create with another event kind",
+            return Err(ApiError::Internal(
+                "store answered a create with another event kind".to_owned(),
             ));
         };
         tracing::debug!(ticket_id = %ticket.id, seq = event.origin_seq, "ticket created");
@@ -851,7 +136,7 @@ impl TicketApi {
         id: TicketId,
         patch: meridian_core::TicketPatch,
         meta: WriteMeta,
-    ) -> Result<Response<v1::UpdateTicketResponse>, Status> {
+    ) -> Result<Response<v1::UpdateTicketResponse>, ApiError> {
         let current = self.load(id).await?;
         // The core decides (owner, legal transition); the store fences the
         // write on the epoch it was decided at, so a concurrent ownership
@@ -888,7 +173,7 @@ impl TicketApi {
         ticket_id: TicketId,
         req: v1::AddNoteRequest,
         meta: WriteMeta,
-    ) -> Result<Response<v1::AddNoteResponse>, Status> {
+    ) -> Result<Response<v1::AddNoteResponse>, ApiError> {
         let note = Note {
             id: self.mint(meta.at, NoteId::mint)?,
             ticket_id,
@@ -910,9 +195,10 @@ impl TicketApi {
         if let Some(residency) = residencies.get(&ticket_id)
             && let Some(reason) = meridian_core::residency::refusal(residency, &self.inner.region)
         {
-            return Err(Status::failed_precondition(format!(
-                "residency: {reason}; add the note in one of the ticket's regions"
-            )));
+            return Err(ApiError::Residency {
+                reason,
+                hint: "add the note in one of the ticket's regions",
+            });
         }
         let event = self
             .inner
@@ -921,8 +207,8 @@ impl TicketApi {
             .await
             .map_err(from_store)?;
         let meridian_core::EventKind::NoteAdded { note } = &event.kind else {
-            return Err(Status::internal(
-                "store answered a note with another event kind",
+            return Err(ApiError::Internal(
+                "store answered a note with another event kind".to_owned(),
             ));
         };
         Ok(Response::new(v1::AddNoteResponse {
@@ -938,7 +224,7 @@ impl TicketService for TicketApi {
         &self,
         request: Request<v1::CreateTicketRequest>,
     ) -> Result<Response<v1::CreateTicketResponse>, Status> {
-        self.create_ticket_traced(request).await
+        Ok(self.create_ticket_traced(request).await?)
     }
 
     async fn get_ticket(
@@ -978,7 +264,7 @@ impl TicketService for TicketApi {
                     req.owner_region
                 );
                 tracing::warn!(%subject, %reason, "call refused: permission denied");
-                return Err(Status::permission_denied(reason));
+                return Err(ApiError::PermissionDenied(reason).into());
             }
         }
         let limit = match req.page_size {
@@ -988,7 +274,8 @@ impl TicketService for TicketApi {
                 return Err(invalid(ConvertError::new(
                     "page_size",
                     format!("is {n}; the limit is {PAGE_SIZE_MAX}"),
-                )));
+                ))
+                .into());
             }
         };
         let filter = TicketFilter {
@@ -1040,9 +327,10 @@ impl TicketService for TicketApi {
             Some(request.metadata()),
         );
         let meta = span.in_scope(|| self.write_meta(request.metadata()));
-        self.update_in_span(caller, id, patch, meta)
+        Ok(self
+            .update_in_span(caller, id, patch, meta)
             .instrument(span)
-            .await
+            .await?)
     }
 
     async fn add_note(
@@ -1064,9 +352,10 @@ impl TicketService for TicketApi {
             Some(request.metadata()),
         );
         let meta = span.in_scope(|| self.write_meta(request.metadata()));
-        self.note_in_span(ticket_id, request.into_inner(), meta)
+        Ok(self
+            .note_in_span(ticket_id, request.into_inner(), meta)
             .instrument(span)
-            .await
+            .await?)
     }
 
     async fn handoff(
@@ -1078,9 +367,16 @@ impl TicketService for TicketApi {
         let (id, to, handoff) = convert::handoff_from_proto(request.get_ref()).map_err(invalid)?;
         self.check_agent_owns(meridian_auth::principal(&request), id, "hand off")
             .await?;
-        let answer = self
-            .handoff_traced(&caller, id, to, handoff, meta, Some(request.metadata()))
-            .await?;
+        let answer = handoff::offer_traced(
+            self,
+            &caller,
+            id,
+            to,
+            handoff,
+            meta,
+            Some(request.metadata()),
+        )
+        .await?;
         Ok(Response::new(answer))
     }
     async fn get_status(
@@ -1121,7 +417,7 @@ impl TicketService for TicketApi {
                 .unwrap_or_default(),
             peers,
             fenced: fenced.is_some(),
-            fenced_reason: fenced.map(|s| s.message().to_owned()).unwrap_or_default(),
+            fenced_reason: fenced.map(|e| e.to_string()).unwrap_or_default(),
             queue_by_status: queue.by_status.into_iter().collect(),
             sla_at_risk: queue.sla_at_risk,
         }))
@@ -1145,10 +441,7 @@ impl TicketService for TicketApi {
                 req.after_seq,
             ),
             None => {
-                return Err(invalid(ConvertError::new(
-                    "scope",
-                    "set ticket_id or region",
-                )));
+                return Err(invalid(ConvertError::new("scope", "set ticket_id or region")).into());
             }
         };
         match &scope {
@@ -1167,7 +460,7 @@ impl TicketService for TicketApi {
                         principal.subject
                     );
                     tracing::warn!(subject = %principal.subject, %reason, "call refused: permission denied");
-                    return Err(Status::permission_denied(reason));
+                    return Err(ApiError::PermissionDenied(reason).into());
                 }
             }
         }
@@ -1197,7 +490,7 @@ impl TicketService for TicketApi {
             };
             let ended = tokio::select! {
                 ended = watch(store, scope, live, &sink) => ended,
-                _ = stopping.wait_for(|stop| *stop) => Err(Ended::Status(Status::unavailable("gateway is shutting down"))),
+                _ = stopping.wait_for(|stop| *stop) => Err(ApiError::ShuttingDown.into()),
             };
             let stalled = match ended {
                 Ok(()) => None,
@@ -1248,7 +541,7 @@ impl tonic::service::Interceptor for MeshRegions {
                 region_names(&self.0)
             );
             tracing::warn!(subject = %principal.subject, %reason, "call refused: permission denied");
-            return Err(Status::permission_denied(reason));
+            return Err(ApiError::PermissionDenied(reason).into());
         }
         Ok(request)
     }
@@ -1286,9 +579,9 @@ enum Ended {
     Stalled(Stalled),
 }
 
-impl From<Status> for Ended {
-    fn from(status: Status) -> Self {
-        Ended::Status(status)
+impl From<ApiError> for Ended {
+    fn from(error: ApiError) -> Self {
+        Ended::Status(error.into())
     }
 }
 
@@ -1368,12 +661,13 @@ async fn watch(
                         WatchScope::Region(region, _) => sent.get(region).copied().unwrap_or(0),
                         WatchScope::Ticket(_) => 0,
                     };
-                    return Err(Ended::Status(Status::resource_exhausted(format!(
+                    return Err(ApiError::Exhausted(format!(
                         "watch fell {missed} events behind; resume with after_seq={after}"
-                    ))));
+                    ))
+                    .into());
                 }
                 Err(broadcast::error::RecvError::Closed) => {
-                    return Err(Ended::Status(Status::unavailable("gateway is shutting down")));
+                    return Err(ApiError::ShuttingDown.into());
                 }
             }
         }

@@ -22,7 +22,7 @@ use tokio::{
     time::MissedTickBehavior,
 };
 
-use crate::service::TicketApi;
+use crate::context::TicketApi;
 
 /// How long a webhook may take to answer.
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -179,16 +179,13 @@ async fn sweep(api: &TicketApi, rules: &Rules, now: Timestamp) {
             },
         };
         let note = note.fit_to_note(&me, &to);
-        match api
-            .handoff(&me, id, to.clone(), note, api.meta_with(None))
-            .await
-        {
+        match crate::handoff::offer(api, &me, id, to.clone(), note, api.meta_with(None)).await {
             Ok(_) => {
                 moved += 1;
                 tracing::info!(ticket_id = %id, to = %to, "continuity sweep handed an off-shift ticket on");
             }
-            Err(status) => {
-                tracing::warn!(ticket_id = %id, to = %to, error = %status.message(), "continuity sweep handoff failed; next sweep tries again");
+            Err(error) => {
+                tracing::warn!(ticket_id = %id, to = %to, error = %error.public_message(), "continuity sweep handoff failed; next sweep tries again");
             }
         }
     }
@@ -422,17 +419,15 @@ async fn shift_end(
         // handoff's status lines around it, it must be shortened to travel.
         let note = note.fit_to_note(&me, &to);
         let auto = note.auto;
-        match api
-            .handoff(&me, id, to.clone(), note, api.meta_with(None))
-            .await
-        {
+        match crate::handoff::offer(api, &me, id, to.clone(), note, api.meta_with(None)).await {
             Ok(_) => {
                 summary.auto_notes += u32::from(auto);
                 summary.handed_off.push((id, to));
             }
-            Err(status) => {
-                tracing::warn!(ticket_id = %id, to = %to, error = %status.message(), "shift-end handoff failed; ticket kept");
-                summary.kept.push((id, status.message().to_owned()));
+            Err(error) => {
+                let message = error.public_message();
+                tracing::warn!(ticket_id = %id, to = %to, error = %message, "shift-end handoff failed; ticket kept");
+                summary.kept.push((id, message));
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use meridian_core::{SlaMetric, TicketChanges};
 use tokio::time::MissedTickBehavior;
 
-use crate::service::TicketApi;
+use crate::context::TicketApi;
 
 /// Tickets looked at per scan; the rest wait for the next tick.
 pub const SLA_SCAN_BATCH_MAX: u32 = 256;

@@ -29,7 +29,7 @@ use tokio::{
     time::MissedTickBehavior,
 };
 
-use crate::{service::TicketApi, shift};
+use crate::{context::TicketApi, shift};
 
 /// The most events read from the log in one page while catching up.
 const CATCH_UP_PAGE: u32 = 1000;

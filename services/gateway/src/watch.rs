@@ -21,6 +21,8 @@ use meridian_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
+use crate::error::ApiError;
+
 /// Open watch streams one principal (token subject; the client address
 /// without tokens) may hold.
 pub const WATCH_STREAMS_PER_PRINCIPAL_MAX: usize = 128;
@@ -49,17 +51,17 @@ impl WatchCaps {
 
     /// A slot for one more stream of `principal`, or `RESOURCE_EXHAUSTED`
     /// saying which limit it reached.
-    pub(crate) fn acquire(self: &Arc<Self>, principal: String) -> Result<WatchSlot, Status> {
+    pub(crate) fn acquire(self: &Arc<Self>, principal: String) -> Result<WatchSlot, ApiError> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let (total, by_principal) = &mut *open;
         let mine = by_principal.get(&principal).copied().unwrap_or(0);
         if mine >= self.per_principal_max {
-            return Err(Status::resource_exhausted(format!(
+            return Err(ApiError::Exhausted(format!(
                 "{principal} has {mine} watch streams open, the limit per principal; close one first"
             )));
         }
         if *total >= self.total_max {
-            return Err(Status::resource_exhausted(format!(
+            return Err(ApiError::Exhausted(format!(
                 "this gateway has {total} watch streams open, its limit; retry later"
             )));
         }
@@ -144,11 +146,12 @@ impl WatchStream {
         } else {
             format!(" from {region}")
         };
-        Status::resource_exhausted(format!(
+        ApiError::Exhausted(format!(
             "watch stopped: the client read nothing for {} ms; resume with after_seq={seq} \
              (the last event delivered{origin})",
             stalled.waited.as_millis()
         ))
+        .into()
     }
 }
 
@@ -195,17 +198,12 @@ mod tests {
         let refused = caps.acquire("ana".into()).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(
-            refused.message().contains("ana has 2 watch streams open"),
-            "{}",
-            refused.message()
+            refused.to_string().contains("ana has 2 watch streams open"),
+            "{refused}"
         );
         let _b1 = caps.acquire("bo".into()).unwrap();
         let full = caps.acquire("cy".into()).unwrap_err();
-        assert!(
-            full.message().contains("this gateway has 3"),
-            "{}",
-            full.message()
-        );
+        assert!(full.to_string().contains("this gateway has 3"), "{full}");
         drop(a1);
         caps.acquire("ana".into()).unwrap();
     }

@@ -28,6 +28,16 @@ pub enum Error {
     /// too, so no other was tried.
     #[error("gateway {region} refused the ticket: {message}")]
     GatewayRefused { region: RegionId, message: String },
+    /// The chosen region has no gateway endpoint (the decision only picks
+    /// regions with a health report; a guard).
+    #[error("no gateway endpoint is configured for this region")]
+    NoGatewayEndpoint,
+    /// A gateway did not answer a forwarded ticket in time.
+    #[error("no answer within {ms} ms")]
+    GatewayTimeout { ms: u128 },
+    /// The caller's token names a region the mesh does not have.
+    #[error("{0}")]
+    UnknownTokenRegion(String),
     #[error("serve: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("io: {0}")]
@@ -45,7 +55,10 @@ impl From<Error> for Status {
             Error::NoEligibleRegion {
                 retryable: true, ..
             }
-            | Error::ForwardFailed { .. } => Status::unavailable(error.to_string()),
+            | Error::ForwardFailed { .. }
+            | Error::NoGatewayEndpoint => Status::unavailable(error.to_string()),
+            Error::GatewayTimeout { .. } => Status::deadline_exceeded(error.to_string()),
+            Error::UnknownTokenRegion(_) => Status::permission_denied(error.to_string()),
             Error::NoEligibleRegion {
                 retryable: false, ..
             } => Status::failed_precondition(error.to_string()),
@@ -93,5 +106,50 @@ mod tests {
         let internal = Status::from(Error::Config("secret path".into()));
         assert_eq!(internal.code(), Code::Internal);
         assert!(!internal.message().contains("secret"));
+    }
+
+    /// `Status::<constructor>(` anywhere in `src/` but `error.rs`: the
+    /// guard that keeps statuses built in one place.
+    #[test]
+    fn statuses_are_built_only_in_error_rs() {
+        fn scan(dir: &std::path::Path, found: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    scan(&path, found);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") || path.ends_with("src/error.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    let mut rest = line;
+                    while let Some(at) = rest.find("Status::") {
+                        rest = &rest[at + "Status::".len()..];
+                        let name: String = rest
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        let constructs = name.starts_with(|c: char| c.is_ascii_lowercase())
+                            && name != "from"
+                            && rest[name.len()..].starts_with('(');
+                        if constructs {
+                            found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut found = Vec::new();
+        scan(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut found,
+        );
+        assert!(
+            found.is_empty(),
+            "build statuses in src/error.rs (add a variant):\n{}",
+            found.join("\n")
+        );
     }
 }

@@ -78,9 +78,7 @@ impl RouterApi {
         let Some(client) = self.gateways.get(region) else {
             // The decision only picks regions with a health report, and only
             // gateways have one; kept for safety.
-            return Err(Status::unavailable(
-                "no gateway endpoint is configured for this region",
-            ));
+            return Err(Error::NoGatewayEndpoint.into());
         };
         let mut client = client.clone();
         let mut request = Request::new(ticket);
@@ -94,10 +92,10 @@ impl RouterApi {
         meridian_telemetry::propagation::inject_current_metadata(request.metadata_mut());
         match tokio::time::timeout(timeout, client.create_ticket(request)).await {
             Ok(result) => result.map(Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "no answer within {} ms",
-                timeout.as_millis()
-            ))),
+            Err(_) => Err(Error::GatewayTimeout {
+                ms: timeout.as_millis(),
+            }
+            .into()),
         }
     }
 }
@@ -304,11 +302,12 @@ impl RouterApi {
             && let Some(region) = &principal.region
             && rules.region(region.as_str()).is_none()
         {
-            return Err(Status::permission_denied(format!(
+            return Err(Error::UnknownTokenRegion(format!(
                 "the token of {} names region {region}, which is not a region of this mesh ({})",
                 principal.subject,
                 region_names(&rules)
-            )));
+            ))
+            .into());
         }
         let request = request.into_inner();
         let create = request

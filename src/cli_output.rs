@@ -67,21 +67,8 @@ pub fn instant(at: Timestamp) -> String {
     format!("{at:.3}")
 }
 
-/// `#[serde(serialize_with = "…")]` for an instant in JSON output.
-pub fn ser_instant<S: serde::Serializer>(at: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&instant(*at))
-}
-
-/// The same for an optional instant.
-pub fn ser_opt_instant<S: serde::Serializer>(
-    at: &Option<Timestamp>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match at {
-        Some(at) => s.serialize_str(&instant(*at)),
-        None => s.serialize_none(),
-    }
-}
+// The journey's JSON (`meridian trace`) serializes its instants in this
+// same form, in `meridian_router::journey`, which both it and the console use.
 
 /// Keys under which the rules crate's JSON (decisions, shifts, deadlines)
 /// holds UTC instants.

@@ -28,6 +28,7 @@ mod console;
 pub mod error;
 pub mod failover;
 mod health;
+pub mod journey;
 mod service;
 
 use std::collections::{BTreeSet, HashMap};

@@ -1151,9 +1151,11 @@ async fn follow_region(
     }
 }
 
-/// A ticket's journey: its events from every gateway (deduplicated, in
-/// hybrid-logical order), the ticket as the gateways hold it, and its
-/// conflicts. The same data `meridian trace` reads.
+/// A ticket's journey as the journey page reads it: built by
+/// [`crate::journey::build_journey`], the same code `meridian trace` uses
+/// (events deduplicated and in hybrid-logical order, the holder of the
+/// highest epoch, conflicts merged across regions, what each asked region
+/// has not applied yet); this only shapes it for the page.
 #[derive(Debug, Serialize)]
 struct Journey {
     ticket_id: String,
@@ -1186,6 +1188,7 @@ struct RegionHolding {
 
 #[derive(Debug, Serialize)]
 struct ConflictView {
+    /// The asked regions that show it.
     seen_in: String,
     origin_region: String,
     origin_seq: u64,
@@ -1225,75 +1228,37 @@ async fn journey(console: &Console, raw_id: &str) -> Response {
             (region, ticket, events)
         });
     }
-    let mut journey = Journey {
-        trace_id: format!("{:032x}", meridian_telemetry::ticket::trace_id(id)),
-        trace_url: trace_url(console.tracing_ui.as_deref(), &ticket_id),
-        ticket_id: ticket_id.clone(),
-        subject: None,
-        owner_region: None,
-        epoch: None,
-        status: None,
-        regions: BTreeMap::new(),
-        steps: Vec::new(),
-        conflicts: Vec::new(),
-    };
-    let mut seen = BTreeSet::new();
-    let mut events = Vec::new();
-    let mut held: BTreeMap<String, BTreeSet<(String, u64)>> = BTreeMap::new();
+    // A region whose events could not be read is listed with its error and
+    // is not one of the asked copies (it would show every event missing).
+    let mut copies = Vec::new();
+    let mut regions: BTreeMap<String, RegionHolding> = BTreeMap::new();
     while let Some(joined) = asks.join_next().await {
         let Ok((region, ticket, answer)) = joined else {
             continue;
         };
-        let holding = journey.regions.entry(region.clone()).or_default();
+        let holding = regions.entry(region.clone()).or_default();
         match answer {
-            Ok(list) => {
-                holding.events = list.len();
-                let region_held = held.entry(region.clone()).or_default();
-                for event in list {
-                    region_held.insert((event.origin_region.clone(), event.origin_seq));
-                    if seen.insert((event.origin_region.clone(), event.origin_seq)) {
-                        events.push(event);
-                    }
-                }
+            Ok(events) => {
+                holding.events = events.len();
+                let (ticket, conflicts) =
+                    ticket.map_or((None, Vec::new()), |a| (a.ticket, a.conflicts));
+                copies.push(crate::journey::RegionCopy {
+                    region,
+                    ticket,
+                    conflicts,
+                    events,
+                    ..Default::default()
+                });
             }
             Err(error) => holding.error = Some(error),
         }
-        if let Some(answer) = ticket {
-            if let Some(ticket) = &answer.ticket {
-                // The owner's own copy is the authority on owner-scoped fields.
-                let owner = ticket
-                    .owner
-                    .as_ref()
-                    .map(|o| (o.owner_region.clone(), o.epoch));
-                let is_owner = owner.as_ref().is_some_and(|(r, _)| *r == region);
-                if journey.subject.is_none() || is_owner {
-                    journey.subject = Some(ticket.subject.clone());
-                    journey.owner_region = owner.as_ref().map(|(r, _)| r.clone());
-                    journey.epoch = owner.map(|(_, e)| e);
-                    journey.status = Some(
-                        ticket
-                            .status()
-                            .as_str_name()
-                            .trim_start_matches("STATUS_")
-                            .to_lowercase(),
-                    );
-                }
-            }
-            for conflict in &answer.conflicts {
-                journey.conflicts.push(ConflictView {
-                    seen_in: region.clone(),
-                    origin_region: conflict.origin_region.clone(),
-                    origin_seq: conflict.origin_seq,
-                    stale_epoch: conflict.stale_epoch,
-                    current_epoch: conflict.current_epoch,
-                    changes_json: conflict.changes_json.clone(),
-                });
-            }
-        }
     }
-    if events.is_empty() && journey.subject.is_none() {
-        let problems: Vec<String> = journey
-            .regions
+    copies.sort_by(|a, b| a.region.cmp(&b.region));
+    if copies
+        .iter()
+        .all(|c| c.events.is_empty() && c.ticket.is_none())
+    {
+        let problems: Vec<String> = regions
             .iter()
             .filter_map(|(r, h)| h.error.as_ref().map(|e| format!("{r}: {e}")))
             .collect();
@@ -1303,27 +1268,46 @@ async fn journey(console: &Console, raw_id: &str) -> Response {
         }
         return problem(StatusCode::NOT_FOUND, &message);
     }
-    events.sort_by(|a, b| {
-        (a.hlc_time, &a.origin_region, a.origin_seq).cmp(&(
-            b.hlc_time,
-            &b.origin_region,
-            b.origin_seq,
-        ))
-    });
-    journey.steps = events
+    let built = crate::journey::build_journey(id, &copies, console.clock.now());
+    let raw: BTreeMap<(&str, u64), &v1::Event> = copies
         .iter()
-        .map(|e| {
-            let key = (e.origin_region.clone(), e.origin_seq);
-            JourneyStep {
-                event: handoff_item(console.tracing_ui.as_deref(), e),
-                missing_in: held
-                    .iter()
-                    .filter(|(_, set)| !set.contains(&key))
-                    .map(|(r, _)| r.clone())
-                    .collect(),
-            }
+        .flat_map(|c| &c.events)
+        .map(|e| ((e.origin_region.as_str(), e.origin_seq), e))
+        .collect();
+    let steps = built
+        .steps
+        .iter()
+        .filter_map(|step| {
+            let event = raw.get(&(step.origin_region.as_str(), step.origin_seq))?;
+            Some(JourneyStep {
+                event: handoff_item(console.tracing_ui.as_deref(), event),
+                missing_in: step.missing_in.clone(),
+            })
         })
         .collect();
+    let journey = Journey {
+        trace_url: trace_url(console.tracing_ui.as_deref(), &ticket_id),
+        ticket_id,
+        trace_id: built.trace_id,
+        subject: built.subject,
+        owner_region: built.owner.as_ref().map(|o| o.region.clone()),
+        epoch: built.owner.as_ref().map(|o| o.epoch),
+        status: built.status,
+        regions,
+        steps,
+        conflicts: built
+            .conflicts
+            .into_iter()
+            .map(|c| ConflictView {
+                seen_in: c.seen_in.join(", "),
+                origin_region: c.origin_region,
+                origin_seq: c.origin_seq,
+                stale_epoch: c.stale_epoch,
+                current_epoch: c.current_epoch,
+                changes_json: c.changes,
+            })
+            .collect(),
+    };
     json(StatusCode::OK, &journey)
 }
 

@@ -19,11 +19,16 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The markdown files whose links are checked.
 fn documents() -> Vec<PathBuf> {
     let root = Path::new(ROOT);
-    let mut files: Vec<PathBuf> = ["README.md", "ARCHITECTURE.md", "BENCHMARKS.md", "k8s/README.md"]
-        .iter()
-        .map(|f| root.join(f))
-        .filter(|p| p.exists())
-        .collect();
+    let mut files: Vec<PathBuf> = [
+        "README.md",
+        "ARCHITECTURE.md",
+        "BENCHMARKS.md",
+        "k8s/README.md",
+    ]
+    .iter()
+    .map(|f| root.join(f))
+    .filter(|p| p.exists())
+    .collect();
     for entry in std::fs::read_dir(root.join("docs")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "md") {
@@ -69,7 +74,11 @@ fn anchors(text: &str) -> Vec<String> {
                     .map(|c| if c == ' ' { '-' } else { c })
                     .collect();
                 let n = seen.entry(slug.clone()).or_insert(0);
-                out.push(if *n == 0 { slug.clone() } else { format!("{slug}-{n}") });
+                out.push(if *n == 0 {
+                    slug.clone()
+                } else {
+                    format!("{slug}-{n}")
+                });
                 *n += 1;
             }
             _ => {}
@@ -95,7 +104,11 @@ fn broken_links(files: &[PathBuf]) -> Vec<String> {
     let mut problems = Vec::new();
     for file in files {
         let text = read(file).unwrap_or_else(|| panic!("cannot read {}", file.display()));
-        let shown = file.strip_prefix(ROOT).unwrap_or(file).display().to_string();
+        let shown = file
+            .strip_prefix(ROOT)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         for (line, dest) in links(&text) {
             if is_external(&dest) {
                 continue;
@@ -131,7 +144,11 @@ fn every_relative_link_in_the_docs_resolves() {
     let files = documents();
     assert!(files.len() > 10, "found only {files:?}");
     let problems = broken_links(&files);
-    assert!(problems.is_empty(), "broken links:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "broken links:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -146,14 +163,27 @@ fn a_dead_link_and_a_dead_anchor_are_reported() {
     .unwrap();
     let problems = broken_links(std::slice::from_ref(&page));
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(problems[0].ends_with("`missing.md`: no such file"), "{problems:?}");
-    assert!(problems[1].ends_with("`#nowhere`: no heading #nowhere"), "{problems:?}");
+    assert!(
+        problems[0].ends_with("`missing.md`: no such file"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].ends_with("`#nowhere`: no heading #nowhere"),
+        "{problems:?}"
+    );
 }
 
 #[test]
 fn anchors_follow_githubs_rule() {
     assert_eq!(
-        anchors("# Invariants and where each is enforced\n## `meridian trace`, and more!\n## A\n## A\n"),
-        ["invariants-and-where-each-is-enforced", "meridian-trace-and-more", "a", "a-1"]
+        anchors(
+            "# Invariants and where each is enforced\n## `meridian trace`, and more!\n## A\n## A\n"
+        ),
+        [
+            "invariants-and-where-each-is-enforced",
+            "meridian-trace-and-more",
+            "a",
+            "a-1"
+        ]
     );
 }

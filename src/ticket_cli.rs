@@ -685,11 +685,19 @@ fn clock_text(clock: Option<&v1::SlaClock>) -> String {
     )
 }
 
+/// The id as the console and shift summaries show it
+/// (`TicketId::short`: the random tail); the id itself if it is not one.
+fn short_id(id: &str) -> String {
+    id.parse::<meridian_core::TicketId>()
+        .map_or_else(|_| id.to_owned(), |id| id.short())
+}
+
 fn ticket_json(t: &v1::Ticket) -> Value {
     let owner = t.owner.clone().unwrap_or_default();
     let sla = t.sla.unwrap_or_default();
     json!({
         "id": t.id,
+        "short_id": short_id(&t.id),
         "subject": t.subject,
         "body": t.body,
         "customer": t.customer,
@@ -740,6 +748,7 @@ fn ticket_table(t: &v1::Ticket) -> String {
     let sla = t.sla.unwrap_or_default();
     let rows = [
         ("id", t.id.clone()),
+        ("short id", short_id(&t.id)),
         ("subject", t.subject.clone()),
         ("customer", t.customer.clone()),
         ("status", status_name(t.status).to_owned()),

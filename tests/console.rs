@@ -39,6 +39,17 @@ const MERIDIAN: &str = env!("CARGO_BIN_EXE_meridian");
 const PATIENCE: Duration = Duration::from_secs(20);
 const DESKTOP: (u32, u32) = (1280, 900);
 const PHONE: (u32, u32) = (390, 844);
+/// The mesh's clock starts on a Monday at 13:30 UTC: us-east (08:30 in New
+/// York) and eu-west (13:30 in Dublin) are on shift, apac-south (21:30 in
+/// Singapore) is off until 23:00 UTC. At [`SPEED`] the test has six real
+/// minutes before eu-west's overlap window, and who is on shift does not
+/// depend on the hour the test runs at.
+const START: &str = "2026-12-07T13:30:00Z";
+/// An enterprise ticket's first response (30 minutes, 24x7) is at risk
+/// after 24 minutes: 48 seconds at this speed.
+const SPEED: &str = "30";
+/// apac-south's next shift from [`START`]: 07:00 in Singapore.
+const APAC_NEXT_SHIFT: &str = "2026-12-07T23:00:00Z";
 
 fn require_all() -> bool {
     std::env::var("MERIDIAN_REQUIRE_ALL").is_ok_and(|v| v == "1")
@@ -76,7 +87,8 @@ struct Mesh {
 
 fn up(data_dir: &Path) -> Mesh {
     let mut child = Command::new(MERIDIAN)
-        .args(["up", "--base-port", "0", "--data-dir"])
+        .args(["up", "--base-port", "0", "--start", START, "--speed", SPEED])
+        .arg("--data-dir")
         .arg(data_dir)
         .args(["--tracing-ui", "http://localhost:16686/trace/{trace_id}"])
         .env("RUST_LOG", "warn")
@@ -228,7 +240,11 @@ impl Browser {
 
     /// Polls `script` until it returns something other than null or false.
     async fn wait_for(&self, what: &str, script: &str) -> Value {
-        let deadline = Instant::now() + PATIENCE;
+        self.wait_longer(what, script, PATIENCE).await
+    }
+
+    async fn wait_longer(&self, what: &str, script: &str, patience: Duration) -> Value {
+        let deadline = Instant::now() + patience;
         loop {
             let value = self.script(script).await;
             if !value.is_null() && value != json!(false) {
@@ -352,6 +368,220 @@ fn create(subject: &str) -> v1::CreateTicketRequest {
         customer: "acme".into(),
         tier: "standard".into(),
         ..Default::default()
+    }
+}
+
+fn short(id: &str) -> String {
+    id.parse::<meridian_core::TicketId>().unwrap().short()
+}
+
+/// The Now page's lists: tickets held by off-shift apac-south (pinned there
+/// by residency, so no sweep moves them), tickets at SLA risk, and when
+/// apac-south's next shift starts.
+async fn now_lists(mesh: &Mesh, browser: &Browser) {
+    let url = |region: &str| {
+        mesh.gateways
+            .iter()
+            .find(|(r, _)| r == region)
+            .unwrap()
+            .1
+            .clone()
+    };
+    let mut apac = gateway(mesh, &url("apac-south")).await;
+    let mut east = gateway(mesh, &url("us-east")).await;
+    let mut held = Vec::new();
+    for (subject, tier) in [("held printer", "standard"), ("held outage", "enterprise")] {
+        let request = v1::CreateTicketRequest {
+            tier: tier.into(),
+            residency: vec!["apac-south".into()],
+            ..create(subject)
+        };
+        let ticket = apac.create_ticket(request).await.unwrap().into_inner();
+        held.push(ticket.ticket.unwrap().id);
+    }
+    let request = v1::CreateTicketRequest {
+        tier: "enterprise".into(),
+        ..create("east outage")
+    };
+    let east_risky = east
+        .create_ticket(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap()
+        .id;
+
+    // Held: apac-south's open tickets, oldest first, each with its short id
+    // (the random tail, as the CLI prints it) linking to its journey.
+    let shown = browser
+        .wait_for(
+            "the held list",
+            &format!(
+                "const items = [...document.querySelectorAll('[data-tickets=held] li[data-ticket]')];
+                 const ids = items.map(li => li.dataset.ticket);
+                 return ids.length === {n} ? items.map(li => [li.dataset.ticket, li.dataset.short,
+                     li.querySelector('a').getAttribute('href'), li.querySelector('a').textContent, li.textContent]) : null;",
+                n = held.len()
+            ),
+        )
+        .await;
+    let rows = shown.as_array().unwrap();
+    for (row, id) in rows.iter().zip(&held) {
+        assert_eq!(row[0], json!(id), "oldest first: {shown}");
+        assert_eq!(row[1], json!(short(id)));
+        assert_eq!(row[3], json!(short(id)), "the link text is the short id");
+        assert_eq!(row[2], json!(format!("/journey/{id}")));
+        let text = row[4].as_str().unwrap();
+        assert!(
+            text.contains("held ") && text.contains("apac-south"),
+            "subject and owner: {text}"
+        );
+    }
+    // The enterprise ticket's first response runs on a 24x7 calendar.
+    let text = rows[1][4].as_str().unwrap();
+    assert!(
+        text.contains("first response due 2026-12-07"),
+        "its due time: {text}"
+    );
+    let queue = queues(mesh).await;
+    let total = browser
+        .script("return document.querySelector('[data-total=held]').dataset.count;")
+        .await;
+    assert_eq!(
+        total,
+        json!(queue["apac-south"].0.to_string()),
+        "the held count is apac-south's open queue"
+    );
+    // The short ids tell tickets created in one burst apart.
+    assert_ne!(short(&held[0]), short(&held[1]));
+
+    // apac-south is off shift: it says when its next shift starts.
+    let next = browser
+        .script("const n = document.querySelector('[data-next-shift=\"apac-south\"]'); return n && [n.dataset.at, n.textContent];")
+        .await;
+    assert_eq!(next[0], json!(APAC_NEXT_SHIFT), "{next}");
+    assert!(
+        next[1].as_str().unwrap().contains("next shift starts"),
+        "{next}"
+    );
+    let on_shift = browser
+        .script("return document.querySelector('[data-next-shift=\"us-east\"]');")
+        .await;
+    assert_eq!(
+        on_shift,
+        Value::Null,
+        "an on-shift region shows no next shift"
+    );
+
+    // At risk: the two enterprise tickets once 24 of their 30 minutes have
+    // passed on the mesh's clock, the soonest due first.
+    let risky = browser
+        .wait_longer(
+            "the enterprise tickets to be listed at SLA risk",
+            &format!(
+                "const items = [...document.querySelectorAll('[data-tickets=at-risk] li[data-ticket]')];
+                 const ids = items.map(li => li.dataset.ticket);
+                 return ids.includes({a}) && ids.includes({b}) ? items.map(li => [li.dataset.ticket, li.querySelector('[data-due]').dataset.due]) : null;",
+                a = json!(held[1]),
+                b = json!(east_risky)
+            ),
+            Duration::from_secs(120),
+        )
+        .await;
+    let dues: Vec<&str> = risky
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[1].as_str().unwrap())
+        .collect();
+    let mut sorted = dues.clone();
+    sorted.sort_by_key(|d| d.parse::<jiff::Timestamp>().unwrap());
+    assert_eq!(dues, sorted, "soonest due first: {risky}");
+    assert!(
+        !risky
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r[0] == json!(held[0])),
+        "a standard ticket with hours to go is not at risk: {risky}"
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let api: u64 = queues(mesh).await.values().map(|(_, risk)| risk).sum();
+        let shown = browser
+            .script("return document.querySelector('[data-total=\"at-risk\"]').dataset.count;")
+            .await;
+        if shown == json!(api.to_string()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the at-risk count {shown} is every gateway's sla_at_risk, {api}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The coverage grid's day and hour labels, readable on a phone: every day
+/// named over its own 24 hours, none overlapping another, none smaller
+/// than 10 px.
+async fn grid_labels(browser: &Browser) {
+    browser.size(PHONE).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let labels = browser
+        .script(
+            "const box = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.right, r.width,
+                 parseFloat(getComputedStyle(e).fontSize), e.innerText, getComputedStyle(e).visibility, e.scrollWidth <= e.clientWidth + 1]; };
+             return { days: [...document.querySelectorAll('#grid .day-label')].map(box),
+                      hours: [...document.querySelectorAll('#grid .hour-label')].map(box),
+                      cells: document.querySelector('#grid .cells').getBoundingClientRect().width,
+                      window: window.innerWidth };",
+        )
+        .await;
+    browser.size(DESKTOP).await;
+    let days = labels["days"].as_array().unwrap();
+    assert_eq!(days.len(), 7, "a label per day: {labels}");
+    assert_eq!(
+        days[0][4],
+        json!("Mon 7"),
+        "the grid starts on the mesh's day; the month goes on a phone"
+    );
+    let visible = |items: &[Value]| -> Vec<Value> {
+        items
+            .iter()
+            .filter(|l| l[5] == json!("visible"))
+            .cloned()
+            .collect()
+    };
+    let hours = visible(labels["hours"].as_array().unwrap());
+    assert_eq!(
+        hours.len(),
+        14,
+        "00 and 12 of each day on a phone: {labels}"
+    );
+    for set in [days.clone(), hours] {
+        for pair in set.windows(2) {
+            assert!(
+                pair[0][1].as_f64().unwrap() <= pair[1][0].as_f64().unwrap() + 0.5,
+                "labels overlap: {pair:?}"
+            );
+        }
+        for label in &set {
+            assert!(
+                label[3].as_f64().unwrap() >= 10.0,
+                "a label of at least 10 px: {label}"
+            );
+            assert_eq!(
+                label[6],
+                json!(true),
+                "a label's text fits its box: {label}"
+            );
+            assert!(
+                label[1].as_f64().unwrap() <= labels["window"].as_f64().unwrap(),
+                "on screen: {label}"
+            );
+        }
     }
 }
 
@@ -496,6 +726,7 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
             &format!("return window.__sameDocument === 'now' && document.querySelector('[data-queue=\"{east_region}\"]').textContent === '4';"),
         )
         .await;
+    now_lists(&mesh, &browser).await;
     saved.push(browser.screenshot(&shots, "now-desktop").await);
     saved.push(browser.phone_check(&shots, "now").await);
 
@@ -746,6 +977,7 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
         .script("return document.getElementById('what-if-result').textContent;")
         .await;
     assert!(!text.as_str().unwrap().contains("null"), "{text}");
+    grid_labels(&browser).await;
     browser
         .script("document.getElementById('what-if-result').scrollIntoView(); return null;")
         .await;

@@ -175,6 +175,51 @@ impl ShiftSummary {
         random[..8].copy_from_slice(&hash.to_be_bytes());
         TicketId::new_v7(self.shift_end, random)
     }
+
+    /// The summary as a person reads it (a chat message, a log): one line
+    /// of counts and who is next, then one line per list, each ticket by
+    /// its short id ([`TicketId::short`]), as the console shows it.
+    pub fn text(&self) -> String {
+        let ids = |ids: &mut dyn Iterator<Item = String>| ids.collect::<Vec<_>>().join(", ");
+        let next = match (&self.next_region, &self.next_queue_owner) {
+            (Some(region), Some(owner)) => format!("{region} ({owner})"),
+            (Some(region), None) => region.to_string(),
+            (None, _) => "nobody on shift".to_owned(),
+        };
+        let mut text = format!(
+            "{} shift {:.0} – {:.0} ended: {} handed off, {} kept, {} at SLA risk, {} escalations open; next: {next}",
+            self.region,
+            self.shift_start,
+            self.shift_end,
+            self.handed_off.len(),
+            self.kept.len(),
+            self.sla_at_risk.len(),
+            self.escalations_open.len(),
+        );
+        if !self.handed_off.is_empty() {
+            text.push_str("\nhanded off: ");
+            text.push_str(&ids(&mut self
+                .handed_off
+                .iter()
+                .map(|(id, to)| format!("{} → {to}", id.short()))));
+        }
+        if !self.kept.is_empty() {
+            text.push_str("\nkept: ");
+            text.push_str(&ids(&mut self
+                .kept
+                .iter()
+                .map(|(id, why)| format!("{} ({why})", id.short()))));
+        }
+        if !self.sla_at_risk.is_empty() {
+            text.push_str("\nat SLA risk: ");
+            text.push_str(&ids(&mut self.sla_at_risk.iter().map(TicketId::short)));
+        }
+        if !self.escalations_open.is_empty() {
+            text.push_str("\nescalations open: ");
+            text.push_str(&ids(&mut self.escalations_open.iter().map(TicketId::short)));
+        }
+        text
+    }
 }
 
 impl EventKind {
@@ -262,6 +307,37 @@ impl EventKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shift_summary_reads_with_short_ids() {
+        let id = |s: &str| s.parse::<TicketId>().unwrap();
+        let region = |s: &str| RegionId::new(s).unwrap();
+        // One shift end: the ids share their time prefix, not their tails.
+        let (a, b) = (
+            id("01a24e7d-3c11-7a34-95bb-18f51cc8967b"),
+            id("01a24e7d-3c11-7a34-95bb-0000deadbeef"),
+        );
+        let summary = ShiftSummary {
+            region: region("eu-west"),
+            shift_start: "2026-12-07T08:00:00Z".parse().unwrap(),
+            shift_end: "2026-12-07T17:00:00Z".parse().unwrap(),
+            handed_off: vec![(a, region("us-east"))],
+            kept: vec![(b, "us-east lacks the skill database".into())],
+            sla_at_risk: vec![a],
+            escalations_open: Vec::new(),
+            auto_notes: 1,
+            next_region: Some(region("us-east")),
+            next_queue_owner: Some("us-east-day-lead".into()),
+        };
+        assert_eq!(
+            summary.text(),
+            "eu-west shift 2026-12-07T08:00:00Z – 2026-12-07T17:00:00Z ended: 1 handed off, 1 kept, \
+             1 at SLA risk, 0 escalations open; next: us-east (us-east-day-lead)\n\
+             handed off: 1cc8967b → us-east\n\
+             kept: deadbeef (us-east lacks the skill database)\n\
+             at SLA risk: 1cc8967b"
+        );
+    }
 
     #[test]
     fn kind_round_trips_through_name_and_payload() {

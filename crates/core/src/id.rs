@@ -45,6 +45,17 @@ macro_rules! uuid_v7_id {
             pub fn as_u128(&self) -> u128 {
                 self.0.as_u128()
             }
+
+            /// The id as people read it in lists: the last [`SHORT_ID_LEN`]
+            /// hex digits. A UUIDv7 *starts* with its timestamp, so ids
+            /// minted in one burst (one shift end) share their first
+            /// digits; the tail is random bits (or, within one
+            /// millisecond, the minter's counter), so it tells them apart.
+            /// The console's `shortId` (console.js) computes the same.
+            pub fn short(&self) -> String {
+                let tail = self.0.as_u128() & ((1u128 << (4 * SHORT_ID_LEN)) - 1);
+                format!("{tail:0width$x}", width = SHORT_ID_LEN)
+            }
         }
 
         impl fmt::Display for $name {
@@ -63,6 +74,10 @@ macro_rules! uuid_v7_id {
         }
     };
 }
+
+/// Hex digits in a short id ([`TicketId::short`]): 32 random bits, so two
+/// of 10,000 tickets share one with a chance of about 1 in 86.
+pub const SHORT_ID_LEN: usize = 8;
 
 uuid_v7_id!(
     /// A ticket's id. Its 128 bits double as the ticket's trace id.
@@ -277,6 +292,44 @@ mod tests {
         assert_eq!(next.get_version_num(), 7);
         assert_eq!(next.get_variant(), uuid::Variant::RFC4122);
         assert!(next.as_u128() > all_random);
+    }
+
+    #[test]
+    fn a_short_id_is_the_random_tail_not_the_time_prefix() {
+        let id: TicketId = "01a24e7d-3c11-7a34-95bb-18f51cc8967b".parse().unwrap();
+        assert_eq!(id.short(), "1cc8967b");
+        // Leading zeros are kept: always SHORT_ID_LEN digits.
+        let id: TicketId = "01a24e7d-3c11-7a34-95bb-18f500000a0b".parse().unwrap();
+        assert_eq!(id.short(), "00000a0b");
+        assert!(id.to_string().replace('-', "").ends_with(&id.short()));
+    }
+
+    #[test]
+    fn short_ids_tell_a_burst_of_tickets_apart() {
+        // One shift end: many ids minted in the same millisecond, which
+        // share their whole time prefix.
+        let mut minter = IdMinter::default();
+        let at = Timestamp::from_millisecond(1_765_000_000_000).unwrap();
+        let ids: Vec<TicketId> = (0..1_000u32)
+            .map(|n| {
+                let mut random = [0u8; 10];
+                let mixed = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                random[2..].copy_from_slice(&mixed.to_be_bytes());
+                TicketId::mint(&mut minter, at, random)
+            })
+            .collect();
+        let prefixes: std::collections::HashSet<String> = ids
+            .iter()
+            .map(|id| id.to_string()[..8].to_owned())
+            .collect();
+        assert_eq!(prefixes.len(), 1, "the time prefix is shared");
+        let shorts: std::collections::HashSet<String> = ids.iter().map(TicketId::short).collect();
+        assert_eq!(shorts.len(), ids.len(), "every short id differs");
+        // Fresh random tails too (not only the minter's counter).
+        let a = TicketId::new_v7(at, [1; 10]);
+        let b = TicketId::new_v7(at, [2; 10]);
+        assert_eq!(a.to_string()[..8], b.to_string()[..8]);
+        assert_ne!(a.short(), b.short());
     }
 
     #[test]

@@ -455,7 +455,11 @@ async fn shift_end(
 }
 
 async fn post_all(webhooks: &[String], summary: &ShiftSummary) {
-    let body = serde_json::json!({ "type": "shift_summary", "summary": summary }).to_string();
+    // `text` makes the body a Slack- or Teams-style incoming-webhook message
+    // as well; `summary` is for programs.
+    let body =
+        serde_json::json!({ "type": "shift_summary", "text": summary.text(), "summary": summary })
+            .to_string();
     for url in webhooks {
         match tokio::time::timeout(WEBHOOK_TIMEOUT, post_json(url, &body)).await {
             Ok(Ok(status)) if (200..300).contains(&status) => {

@@ -3,9 +3,21 @@
 "use strict";
 
 // A UUIDv7 starts with its timestamp: tickets handed over at one shift end
-// share their first hex digits. The random tail tells them apart.
+// share their first hex digits. The random tail tells them apart: the last
+// 8 hex digits, exactly as `TicketId::short` (meridian-core) prints them in
+// the CLI and the shift summaries.
 function shortId(id) {
-  return "…" + id.replace(/-/g, "").slice(-8);
+  return id.replace(/-/g, "").slice(-8).toLowerCase();
+}
+
+// "in 2 h 5 min" / "3 h 10 min ago" from the page's own instant (the
+// mesh's clock, which `meridian up --speed` runs faster than the wall's).
+function relative(iso, nowIso) {
+  const minutes = Math.round((Date.parse(iso) - Date.parse(nowIso)) / 60000);
+  const m = Math.abs(minutes);
+  const text = m >= 1440 ? `${Math.floor(m / 1440)} d ${Math.floor((m % 1440) / 60)} h`
+    : m >= 60 ? `${Math.floor(m / 60)} h ${m % 60} min` : `${m} min`;
+  return minutes >= 0 ? "in " + text : text + " ago";
 }
 
 function el(tag, attrs, ...children) {
@@ -101,7 +113,7 @@ function band(region, sunMinute) {
   return el("div", { class: "band", "data-band": region.id }, spans);
 }
 
-function regionCard(region, sunMinute) {
+function regionCard(region, sunMinute, at) {
   const g = region.gateway;
   const health = region.healthy === null ? el("span", { class: "badge" }, "not probed yet")
     : region.healthy ? el("span", { class: "badge ok", "data-health": "up" }, "healthy")
@@ -127,15 +139,37 @@ function regionCard(region, sunMinute) {
       ]).flat());
     }
   }
+  const next = region.next_shift_at
+    ? el("div", { class: "next-shift", "data-next-shift": region.id, "data-at": region.next_shift_at },
+      "next shift starts ", el("b", {}, time(region.next_shift_at)), " (" + relative(region.next_shift_at, at) + ")")
+    : region.active ? null : el("div", { class: "next-shift muted", "data-next-shift": region.id }, "no shift within two weeks");
   return el("section", { class: "region" + (region.active ? " active" : ""), "data-region": region.id, "data-active": region.active ? "true" : "false" },
     el("h3", {}, region.id,
       region.active ? el("span", { class: "badge sun" }, "active") : el("span", { class: "badge" }, position),
       health,
       el("span", { class: "muted" }, region.time_zone + (region.shift ? " · " + region.shift + " (" + region.queue_owner + ")" : ""))),
+    next,
     band(region, sunMinute),
     el("div", { class: "hours" }, ["00", "06", "12", "18", "24"].map((h) => el("span", {}, h))),
     el("div", { class: "facts" }, facts),
     peers);
+}
+
+// One of the Now page's lists: at most 50 tickets, and how many there are.
+function ticketList(name, list, at, order) {
+  const shown = list.tickets.length;
+  const count = document.querySelector(`[data-total="${name}"]`);
+  count.textContent = shown < list.total ? `${list.total} (the ${shown} ${order} shown)` : String(list.total);
+  count.dataset.count = list.total;
+  const items = list.tickets.map((t) => el("li", { "data-ticket": t.id, "data-short": t.short_id, class: t.sla_state },
+    el("a", { href: t.journey_url, title: t.id, class: "short-id" }, t.short_id),
+    el("span", { class: "subject" }, t.subject || "(no subject)"),
+    el("span", { class: "muted" }, `${t.owner_region} · ${t.status}${t.tier ? " · " + t.tier : ""}`),
+    t.due ? el("span", { class: "due", "data-due": t.due }, `${t.due_clock} due ${time(t.due)} (${relative(t.due, at)})${t.sla_state === "breached" ? " · breached" : t.sla_state === "at_risk" ? " · at risk" : ""}`)
+      : el("span", { class: "muted" }, "no deadline running")));
+  if (!items.length) items.push(el("li", { class: "muted empty" }, "none"));
+  for (const error of list.errors) items.push(el("li", { class: "error" }, "could not list: " + error));
+  document.querySelector(`[data-tickets="${name}"]`).replaceChildren(...items);
 }
 
 function renderNow(state) {
@@ -146,7 +180,9 @@ function renderNow(state) {
   showError("refused", state.rules_refused.length ? "A new rules file was refused; the rules above stay in force:\n" + state.rules_refused.join("\n") : "");
   const sunMinute = (Date.parse(state.at) - Date.parse(state.day_start)) / 60000;
   const box = byId("regions");
-  box.replaceChildren(...state.regions.map((r) => regionCard(r, sunMinute)));
+  box.replaceChildren(...state.regions.map((r) => regionCard(r, sunMinute, state.at)));
+  ticketList("held", state.held_off_shift, state.at, "oldest first");
+  ticketList("at-risk", state.at_risk, state.at, "soonest first");
   box.dataset.at = state.at;
   document.body.dataset.ready = "true";
 }
@@ -235,6 +271,24 @@ function startHandoffs() {
 
 // ---- Rules ----
 
+// The grid's axis: each day's name over its 24 cells, and hour marks
+// (00, 06, 12, 18 UTC; on a phone only 00 and 12, so they stay readable).
+function gridAxis(grid) {
+  // "Mon 7 Dec": the month goes on a phone, where a day is 50 px wide.
+  const days = (grid.day_labels || []).map((label) => {
+    const cut = label.lastIndexOf(" ");
+    return el("span", { class: "day-label", "data-day": label, title: label }, label.slice(0, cut), el("span", { class: "month" }, label.slice(cut)));
+  });
+  const hours = [];
+  for (let d = 0; d < grid.days; d++) {
+    for (const h of [0, 6, 12, 18]) hours.push(el("span", { class: "hour-label" + (h % 12 ? " minor" : ""), "data-hour": h }, String(h).padStart(2, "0")));
+  }
+  return [
+    el("div", { class: "row axis", "data-axis": "days" }, el("span", { class: "name" }, "UTC"), el("div", { class: "labels days" }, days)),
+    el("div", { class: "row axis", "data-axis": "hours" }, el("span", { class: "name" }, ""), el("div", { class: "labels hours" }, hours)),
+  ];
+}
+
 function gridView(grid, changed) {
   const rows = grid.rows.map((row) => {
     const cells = row.minutes.map((m, h) => {
@@ -247,7 +301,7 @@ function gridView(grid, changed) {
       el("span", { class: "name kind-" + row.kind }, row.kind === "skill" ? "skill " + row.name : row.name),
       el("div", { class: "cells" }, cells));
   });
-  return rows;
+  return [...gridAxis(grid), ...rows];
 }
 
 // The holidays, ranges and extra hours behind the grid, one line each.

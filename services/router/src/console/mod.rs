@@ -101,6 +101,9 @@ pub const WHAT_IF_BYTES_MAX: usize = 256 * 1024;
 const GATEWAY_DEADLINE: Duration = Duration::from_secs(2);
 /// How often the Now stream sends the page's state.
 const NOW_TICK: Duration = Duration::from_secs(1);
+/// Tickets at risk read from one gateway per round (its largest page): the
+/// list is the soonest due among the oldest this many.
+const AT_RISK_READ_MAX: u32 = 500;
 /// Events of each region's log the Handoffs page starts with.
 const HANDOFF_BACKLOG_EVENTS: u64 = 1_000;
 /// A gateway whose stream failed is asked again after this.
@@ -140,8 +143,17 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const CSS: &str = include_str!("console.css");
 const JS: &str = include_str!("console.js");
 
-/// Every gateway's status, and when it was asked.
-type AskedStatuses = (std::time::Instant, BTreeMap<String, view::GatewayView>);
+/// Every gateway's status and the Now page's ticket lists, and when they
+/// were asked.
+type AskedStatuses = (std::time::Instant, Gathered);
+
+/// What the Now page reads from the gateways in one round.
+#[derive(Clone)]
+struct Gathered {
+    statuses: BTreeMap<String, view::GatewayView>,
+    held_off_shift: view::TicketList,
+    at_risk: view::TicketList,
+}
 
 /// What the console reads; shared by every connection (cloning is cheap).
 #[derive(Clone)]
@@ -889,25 +901,143 @@ async fn statuses(console: &Console) -> BTreeMap<String, view::GatewayView> {
     out
 }
 
-async fn now(console: &Console) -> view::NowView {
-    now_from(console, statuses(console).await)
+/// Every gateway's status, then the tickets the Now page lists.
+async fn gather(console: &Console) -> Gathered {
+    let statuses = statuses(console).await;
+    let (held_off_shift, at_risk) = now_tickets(console, &statuses).await;
+    Gathered {
+        statuses,
+        held_off_shift,
+        at_risk,
+    }
 }
 
-/// [`statuses`] for the live pages: asked at most once per half tick, by
+/// One `ListTickets` call of a Now list.
+struct ListAsk {
+    region: String,
+    at_risk: bool,
+    request: v1::ListTicketsRequest,
+}
+
+/// The Now page's two lists, read with `ListTickets` from the gateways
+/// whose status says they have such tickets (nothing is asked of a gateway
+/// with none): each off-shift region's open tickets, one call per open
+/// status it holds, [`view::NOW_LIST_MAX`] each (so the oldest of all are
+/// among them); and each region's tickets at risk, up to one page of the
+/// gateway's largest ([`AT_RISK_READ_MAX`]), sorted here by deadline. The
+/// totals are the gateways' own counts.
+async fn now_tickets(
+    console: &Console,
+    statuses: &BTreeMap<String, view::GatewayView>,
+) -> (view::TicketList, view::TicketList) {
+    let off_shift = view::off_shift_regions(&console.rules.current(), console.clock.now());
+    let mut asks = Vec::new();
+    let (mut held_total, mut risk_total) = (0, 0);
+    for (region, status) in statuses.iter().filter(|(_, s)| s.reachable) {
+        if off_shift.contains(region) && status.queue_open > 0 {
+            held_total += status.queue_open;
+            for wanted in view::OPEN_STATUSES {
+                let name = wanted.as_str_name().trim_start_matches("STATUS_");
+                if status
+                    .queue_by_status
+                    .get(&name.to_ascii_lowercase())
+                    .is_some_and(|n| *n > 0)
+                {
+                    asks.push(ListAsk {
+                        region: region.clone(),
+                        at_risk: false,
+                        request: v1::ListTicketsRequest {
+                            status: wanted.into(),
+                            owner_region: region.clone(),
+                            page_size: view::NOW_LIST_MAX as u32,
+                            ..Default::default()
+                        },
+                    });
+                }
+            }
+        }
+        if status.sla_at_risk > 0 {
+            risk_total += status.sla_at_risk;
+            asks.push(ListAsk {
+                region: region.clone(),
+                at_risk: true,
+                request: v1::ListTicketsRequest {
+                    owner_region: region.clone(),
+                    sla_at_risk: true,
+                    page_size: AT_RISK_READ_MAX,
+                    ..Default::default()
+                },
+            });
+        }
+    }
+    let mut calls = JoinSet::new();
+    for ask in asks {
+        let Some(mut client) = RegionId::new(ask.region.as_str())
+            .ok()
+            .and_then(|r| console.gateways.get(&r).cloned())
+        else {
+            continue;
+        };
+        calls.spawn(async move {
+            let answer =
+                tokio::time::timeout(GATEWAY_DEADLINE, client.list_tickets(ask.request)).await;
+            let result = match answer {
+                Ok(Ok(page)) => Ok(page.into_inner().tickets),
+                Ok(Err(status)) => Err(format!(
+                    "{}: {:?}: {}",
+                    ask.region,
+                    status.code(),
+                    status.message()
+                )),
+                Err(_) => Err(format!(
+                    "{}: no answer within {} ms",
+                    ask.region,
+                    GATEWAY_DEADLINE.as_millis()
+                )),
+            };
+            (ask.at_risk, result)
+        });
+    }
+    let (mut held, mut risky, mut held_errors, mut risk_errors) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    while let Some(joined) = calls.join_next().await {
+        let Ok((at_risk, result)) = joined else {
+            continue;
+        };
+        match (at_risk, result) {
+            (false, Ok(tickets)) => held.extend(tickets),
+            (true, Ok(tickets)) => risky.extend(tickets),
+            (false, Err(error)) => held_errors.push(error),
+            (true, Err(error)) => risk_errors.push(error),
+        }
+    }
+    held_errors.sort();
+    risk_errors.sort();
+    (
+        view::held_off_shift(held_total, held, held_errors),
+        view::at_risk(risk_total, risky, risk_errors),
+    )
+}
+
+async fn now(console: &Console) -> view::NowView {
+    now_from(console, gather(console).await)
+}
+
+/// [`gather`] for the live pages: asked at most once per half tick, by
 /// whichever page asks first; the others wait for that answer.
-async fn live_statuses(console: &Console) -> BTreeMap<String, view::GatewayView> {
+async fn live_gather(console: &Console) -> Gathered {
     let mut last = console.live_statuses.lock().await;
-    if let Some((asked, statuses)) = last.as_ref()
+    if let Some((asked, gathered)) = last.as_ref()
         && asked.elapsed() < NOW_TICK / 2
     {
-        return statuses.clone();
+        return gathered.clone();
     }
-    let statuses = statuses(console).await;
-    *last = Some((std::time::Instant::now(), statuses.clone()));
-    statuses
+    let gathered = gather(console).await;
+    *last = Some((std::time::Instant::now(), gathered.clone()));
+    gathered
 }
 
-fn now_from(console: &Console, statuses: BTreeMap<String, view::GatewayView>) -> view::NowView {
+fn now_from(console: &Console, gathered: Gathered) -> view::NowView {
     let rules = console.rules.current();
     let at = console.clock.now();
     let health = console.health.snapshot(at);
@@ -916,7 +1046,8 @@ fn now_from(console: &Console, statuses: BTreeMap<String, view::GatewayView>) ->
         console.rules.refused().to_vec(),
         at,
         &health,
-        &statuses,
+        &gathered.statuses,
+        (gathered.held_off_shift, gathered.at_risk),
     )
 }
 
@@ -970,7 +1101,7 @@ async fn now_events(
                 _ = ticker.tick() => {}
                 () = sender.closed() => return,
             }
-            let state = now_from(&feeder, live_statuses(&feeder).await);
+            let state = now_from(&feeder, live_gather(&feeder).await);
             let Ok(data) = serde_json::to_string(&state) else {
                 return;
             };

@@ -21,6 +21,16 @@ const DAY: SignedDuration = SignedDuration::from_hours(24);
 pub const GRID_DAYS: u32 = 7;
 /// Changed cells listed in one what-if answer; the total is always given.
 const CHANGED_CELLS_MAX: usize = 500;
+/// Tickets each of the Now page's lists shows; the total is always given.
+pub const NOW_LIST_MAX: usize = 50;
+/// The statuses of a ticket still being worked: what "held" and "at risk"
+/// mean by open.
+pub const OPEN_STATUSES: [v1::Status; 4] = [
+    v1::Status::New,
+    v1::Status::Open,
+    v1::Status::Pending,
+    v1::Status::Escalated,
+];
 
 /// A stretch of one region's band, as instants and as minutes into the day
 /// (0 to 1440) so the page can place it without time-zone arithmetic.
@@ -253,6 +263,10 @@ pub(crate) struct RegionNow {
     pub queue_owner: String,
     /// The router's health verdict; `None` before the first probe.
     pub healthy: Option<bool>,
+    /// Off shift or in its overlap window: when its next shift starts (the
+    /// routing decision's own figure; `None` when none starts within two
+    /// weeks).
+    pub next_shift_at: Option<Timestamp>,
     pub band: Band,
     /// `None` for a region without a gateway.
     pub gateway: Option<GatewayView>,
@@ -270,6 +284,145 @@ pub(crate) struct NowView {
     pub routes_to: Option<String>,
     pub route_reason: String,
     pub regions: Vec<RegionNow>,
+    /// Open tickets owned by a region that is off shift, oldest first.
+    pub held_off_shift: TicketList,
+    /// Open tickets with an SLA clock at risk or breached, soonest due first.
+    pub at_risk: TicketList,
+}
+
+/// One ticket in a Now list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct TicketItem {
+    pub id: String,
+    /// [`meridian_core::TicketId::short`]: the random tail.
+    pub short_id: String,
+    pub subject: String,
+    pub owner_region: String,
+    pub status: String,
+    pub tier: String,
+    /// The deadline that matters (see [`due_clock`]); `None` without one.
+    pub due: Option<Timestamp>,
+    /// `first response` or `resolution`.
+    pub due_clock: String,
+    /// That clock's state: `running`, `at_risk` or `breached`.
+    pub sla_state: String,
+    pub journey_url: String,
+}
+
+/// A bounded list: at most [`NOW_LIST_MAX`] tickets of `total`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct TicketList {
+    /// How many tickets there are (the gateways' counts), listed or not.
+    pub total: u64,
+    pub tickets: Vec<TicketItem>,
+    /// Regions whose tickets could not be listed, and why.
+    pub errors: Vec<String>,
+}
+
+/// The earliest deadline among `ticket`'s clocks in one of `states`, with
+/// the clock's name and state.
+fn due_clock(
+    ticket: &v1::Ticket,
+    states: &[v1::SlaState],
+) -> Option<(Timestamp, &'static str, v1::SlaState)> {
+    let sla = ticket.sla.as_ref()?;
+    [
+        ("first response", sla.first_response.as_ref()),
+        ("resolution", sla.resolution.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, clock)| {
+        let clock = clock?;
+        let state = v1::SlaState::try_from(clock.state).ok()?;
+        let due = meridian_proto::timestamp_from_proto("due", clock.due.as_ref()?).ok()?;
+        states.contains(&state).then_some((due, name, state))
+    })
+    .min_by_key(|(due, _, _)| *due)
+}
+
+fn sla_state_name(state: v1::SlaState) -> &'static str {
+    match state {
+        v1::SlaState::Running => "running",
+        v1::SlaState::Paused => "paused",
+        v1::SlaState::AtRisk => "at_risk",
+        v1::SlaState::Breached => "breached",
+        v1::SlaState::Met => "met",
+        v1::SlaState::Unspecified => "unspecified",
+    }
+}
+
+fn is_open(ticket: &v1::Ticket) -> bool {
+    v1::Status::try_from(ticket.status).is_ok_and(|s| OPEN_STATUSES.contains(&s))
+}
+
+fn ticket_item(ticket: &v1::Ticket, states: &[v1::SlaState]) -> TicketItem {
+    let due = due_clock(ticket, states);
+    let short_id = ticket
+        .id
+        .parse::<meridian_core::TicketId>()
+        .map_or_else(|_| ticket.id.clone(), |id| id.short());
+    let status = v1::Status::try_from(ticket.status).map_or("unspecified", |s| {
+        s.as_str_name()
+            .strip_prefix("STATUS_")
+            .unwrap_or("unspecified")
+    });
+    TicketItem {
+        id: ticket.id.clone(),
+        short_id,
+        subject: ticket.subject.clone(),
+        owner_region: ticket
+            .owner
+            .as_ref()
+            .map(|o| o.owner_region.clone())
+            .unwrap_or_default(),
+        status: status.to_ascii_lowercase(),
+        tier: ticket.tier.clone(),
+        due: due.map(|(at, _, _)| at),
+        due_clock: due.map(|(_, name, _)| name).unwrap_or_default().to_owned(),
+        sla_state: due
+            .map(|(_, _, state)| sla_state_name(state))
+            .unwrap_or_default()
+            .to_owned(),
+        journey_url: format!("/journey/{}", ticket.id),
+    }
+}
+
+/// The open tickets of off-shift regions, oldest first (UUIDv7 ids sort by
+/// creation), at most [`NOW_LIST_MAX`]; `total` is what the gateways count.
+pub(crate) fn held_off_shift(
+    total: u64,
+    mut tickets: Vec<v1::Ticket>,
+    errors: Vec<String>,
+) -> TicketList {
+    tickets.retain(is_open);
+    tickets.sort_by(|a, b| a.id.cmp(&b.id));
+    tickets.dedup_by(|a, b| a.id == b.id);
+    tickets.truncate(NOW_LIST_MAX);
+    let running = [
+        v1::SlaState::Running,
+        v1::SlaState::AtRisk,
+        v1::SlaState::Breached,
+    ];
+    TicketList {
+        total,
+        tickets: tickets.iter().map(|t| ticket_item(t, &running)).collect(),
+        errors,
+    }
+}
+
+/// The open tickets with a clock at risk or breached, the soonest (or
+/// longest overdue) deadline first, at most [`NOW_LIST_MAX`].
+pub(crate) fn at_risk(total: u64, mut tickets: Vec<v1::Ticket>, errors: Vec<String>) -> TicketList {
+    let risky = [v1::SlaState::AtRisk, v1::SlaState::Breached];
+    tickets.retain(|t| is_open(t) && due_clock(t, &risky).is_some());
+    tickets.sort_by_key(|t| (due_clock(t, &risky).map(|(at, _, _)| at), t.id.clone()));
+    tickets.dedup_by(|a, b| a.id == b.id);
+    tickets.truncate(NOW_LIST_MAX);
+    TicketList {
+        total,
+        tickets: tickets.iter().map(|t| ticket_item(t, &risky)).collect(),
+        errors,
+    }
 }
 
 /// Builds the Now page from the rules, the router's health table and each
@@ -280,6 +433,7 @@ pub(crate) fn now_view(
     at: Timestamp,
     health: &HashMap<RegionId, RegionHealth>,
     statuses: &BTreeMap<String, GatewayView>,
+    (held_off_shift, at_risk): (TicketList, TicketList),
 ) -> NowView {
     let day_start = utc_day_start(at);
     let mut bands = bands(rules, day_start);
@@ -292,6 +446,11 @@ pub(crate) fn now_view(
         .map(|region| {
             let shift = active.iter().find(|s| s.region == region.id.as_str());
             let position = shift.map_or("off_shift", |s| s.position.as_str());
+            let next_shift_at = decision
+                .candidates
+                .iter()
+                .find(|c| c.region == &region.id)
+                .and_then(|c| c.next_shift_at);
             RegionNow {
                 id: region.id.to_string(),
                 time_zone: region.time_zone_name.clone(),
@@ -300,6 +459,7 @@ pub(crate) fn now_view(
                 shift: shift.map(|s| s.shift.clone()).unwrap_or_default(),
                 queue_owner: shift.map(|s| s.queue_owner.clone()).unwrap_or_default(),
                 healthy: health.get(&region.id).map(|h| *h == RegionHealth::Up),
+                next_shift_at: (position != "on_shift").then_some(next_shift_at).flatten(),
                 band: bands.remove(region.id.as_str()).unwrap_or(Band {
                     shifts: Vec::new(),
                     overlaps: Vec::new(),
@@ -318,7 +478,21 @@ pub(crate) fn now_view(
         routes_to: decision.region.map(ToString::to_string),
         route_reason: decision.reason.as_str().to_owned(),
         regions,
+        held_off_shift,
+        at_risk,
     }
+}
+
+/// The regions off shift at `at` (neither on shift nor in an overlap
+/// window): those whose open tickets the Now page lists as held.
+pub(crate) fn off_shift_regions(rules: &Rules, at: Timestamp) -> BTreeSet<String> {
+    let active = rules.active_at(at);
+    rules
+        .regions()
+        .iter()
+        .map(|r| r.id.to_string())
+        .filter(|id| !active.iter().any(|s| s.region == id.as_str()))
+        .collect()
 }
 
 /// One row of the coverage grid, with each hour's minutes covered and a
@@ -339,6 +513,9 @@ pub struct GridView {
     pub rules_version: String,
     pub from: Date,
     pub days: u32,
+    /// One per day of the grid, e.g. `Mon 7 Dec`: the axis the page draws
+    /// over the cells (hours are UTC).
+    pub day_labels: Vec<String>,
     pub rows: Vec<GridRow>,
     pub gap_hours: u32,
     pub parity_gap_hours: u32,
@@ -356,6 +533,14 @@ fn mark_hours(marks: &mut [bool], from: usize, to: usize) {
     if let Some(slice) = marks.get_mut(from.min(to)..to) {
         slice.fill(true);
     }
+}
+
+/// `Mon 7 Dec` for each of `days` days from `from`.
+fn day_labels(from: Date, days: u32) -> Vec<String> {
+    (0..i64::from(days))
+        .filter_map(|n| from.checked_add(jiff::Span::new().days(n)).ok())
+        .map(|date| date.strftime("%a %-d %b").to_string())
+        .collect()
 }
 
 pub(crate) fn grid(coverage: &Coverage) -> GridView {
@@ -415,6 +600,7 @@ pub(crate) fn grid(coverage: &Coverage) -> GridView {
         rules_version: coverage.rules_version.clone(),
         from: coverage.from,
         days: coverage.days,
+        day_labels: day_labels(coverage.from, coverage.days),
         rows,
         gap_hours: coverage.gaps.iter().map(|r| r.hours).sum(),
         parity_gap_hours: coverage
@@ -804,6 +990,7 @@ resolution_minutes = 480
             at("2026-06-02T10:00:00Z"),
             &health,
             &statuses,
+            Default::default(),
         );
         assert_eq!(view.routes_to.as_deref(), Some("east"));
         let east = &view.regions[0];
@@ -907,6 +1094,170 @@ resolution_minutes = 480
             })
             .collect();
         assert_eq!(moved, [("b", Some("east"), Some("west"))]);
+    }
+
+    #[test]
+    fn the_grid_names_its_days() {
+        let rules = rules(RULES);
+        let grid = grid(&rules.coverage("2026-12-27".parse().unwrap(), GRID_DAYS));
+        assert_eq!(
+            grid.day_labels,
+            [
+                "Sun 27 Dec",
+                "Mon 28 Dec",
+                "Tue 29 Dec",
+                "Wed 30 Dec",
+                "Thu 31 Dec",
+                "Fri 1 Jan",
+                "Sat 2 Jan"
+            ]
+        );
+    }
+
+    fn ticket(id: &str, status: v1::Status, clocks: [(&str, v1::SlaState); 2]) -> v1::Ticket {
+        let clock = |(due, state): (&str, v1::SlaState)| v1::SlaClock {
+            due: Some(meridian_proto::timestamp_to_proto(at(due))),
+            warn_at: None,
+            state: state.into(),
+        };
+        v1::Ticket {
+            id: id.to_owned(),
+            subject: format!("subject of {id}"),
+            status: status.into(),
+            owner: Some(v1::Ownership {
+                owner_region: "west".into(),
+                epoch: 1,
+            }),
+            sla: Some(v1::SlaDeadlines {
+                first_response: Some(clock(clocks[0])),
+                resolution: Some(clock(clocks[1])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn held_tickets_are_open_oldest_first_bounded_and_counted() {
+        use v1::SlaState::{Met, Running};
+        let far = [
+            ("2026-06-02T12:00:00Z", Met),
+            ("2026-06-03T12:00:00Z", Running),
+        ];
+        // Ids in creation order: 0190… before 0191….
+        let mut tickets: Vec<v1::Ticket> = (0..60)
+            .rev()
+            .map(|n| {
+                ticket(
+                    &format!("01910000-0000-7000-8000-{n:012x}"),
+                    v1::Status::Open,
+                    far,
+                )
+            })
+            .collect();
+        tickets.push(ticket(
+            "01900000-0000-7000-8000-00000000abcd",
+            v1::Status::Solved,
+            far,
+        ));
+        let list = held_off_shift(61, tickets, vec!["east: UNAVAILABLE".into()]);
+        assert_eq!(list.total, 61);
+        assert_eq!(list.tickets.len(), NOW_LIST_MAX);
+        assert_eq!(list.tickets[0].id, "01910000-0000-7000-8000-000000000000");
+        assert_eq!(list.tickets[0].short_id, "00000000");
+        assert_eq!(list.tickets[1].short_id, "00000001");
+        assert_eq!(list.tickets[0].status, "open");
+        assert_eq!(list.tickets[0].owner_region, "west");
+        assert_eq!(
+            list.tickets[0].journey_url,
+            "/journey/01910000-0000-7000-8000-000000000000"
+        );
+        // The met first response is done with: the resolution is what is due.
+        assert_eq!(
+            (
+                list.tickets[0].due,
+                list.tickets[0].due_clock.as_str(),
+                list.tickets[0].sla_state.as_str()
+            ),
+            (Some(at("2026-06-03T12:00:00Z")), "resolution", "running")
+        );
+        assert_eq!(list.errors, ["east: UNAVAILABLE"]);
+    }
+
+    #[test]
+    fn tickets_at_risk_come_soonest_due_first() {
+        use v1::SlaState::{AtRisk, Breached, Met, Running};
+        let tickets = vec![
+            ticket(
+                "01910000-0000-7000-8000-00000000000a",
+                v1::Status::Open,
+                [
+                    ("2026-06-02T12:00:00Z", Met),
+                    ("2026-06-02T15:00:00Z", AtRisk),
+                ],
+            ),
+            ticket(
+                "01910000-0000-7000-8000-00000000000b",
+                v1::Status::Escalated,
+                [
+                    ("2026-06-02T09:00:00Z", Breached),
+                    ("2026-06-02T08:00:00Z", Running),
+                ],
+            ),
+            // Solved: not at risk any more, whatever its clocks say.
+            ticket(
+                "01910000-0000-7000-8000-00000000000c",
+                v1::Status::Solved,
+                [
+                    ("2026-06-01T09:00:00Z", Breached),
+                    ("2026-06-01T09:00:00Z", Breached),
+                ],
+            ),
+        ];
+        let list = at_risk(2, tickets, Vec::new());
+        let got: Vec<(&str, &str, &str)> = list
+            .tickets
+            .iter()
+            .map(|t| {
+                (
+                    t.short_id.as_str(),
+                    t.due_clock.as_str(),
+                    t.sla_state.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("0000000b", "first response", "breached"),
+                ("0000000a", "resolution", "at_risk")
+            ]
+        );
+        assert_eq!(list.tickets[0].due, Some(at("2026-06-02T09:00:00Z")));
+    }
+
+    #[test]
+    fn an_off_shift_region_says_when_its_next_shift_starts() {
+        let rules = rules(RULES);
+        let view = now_view(
+            &rules,
+            Vec::new(),
+            at("2026-06-02T10:00:00Z"),
+            &HashMap::new(),
+            &BTreeMap::new(),
+            Default::default(),
+        );
+        assert_eq!(view.regions[0].next_shift_at, None, "east is on shift");
+        assert_eq!(
+            view.regions[1].next_shift_at,
+            Some(at("2026-06-02T16:00:00Z"))
+        );
+        assert_eq!(
+            off_shift_regions(&rules, at("2026-06-02T10:00:00Z")),
+            BTreeSet::from(["west".to_owned()])
+        );
+        // In its overlap window (30 minutes before 16:00) west is not off shift.
+        assert!(off_shift_regions(&rules, at("2026-06-02T15:45:00Z")).is_empty());
     }
 
     #[test]

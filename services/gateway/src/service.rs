@@ -88,6 +88,8 @@ struct Inner {
     watch_stall: std::time::Duration,
     /// The regions of the mesh: residency may name only these.
     regions: Vec<RegionId>,
+    /// Notifications to people (disabled without targets).
+    notifier: meridian_notify::Notifier,
 }
 
 /// See [`TicketApi::downgrade`].
@@ -147,6 +149,7 @@ pub(crate) struct ApiParts {
     pub watch_stall: std::time::Duration,
     /// The regions of the mesh (the config's `regions`).
     pub regions: Vec<RegionId>,
+    pub notifier: meridian_notify::Notifier,
 }
 
 /// How long a handoff waits without a mesh setting.
@@ -169,6 +172,7 @@ impl TicketApi {
             watch_caps,
             watch_stall,
             regions,
+            notifier,
         } = parts;
         let hlc = Mutex::new(Hlc::default());
         let inner = Inner {
@@ -188,6 +192,7 @@ impl TicketApi {
             watch_caps,
             watch_stall,
             regions,
+            notifier,
         };
         Self {
             inner: Arc::new(inner),
@@ -524,6 +529,15 @@ impl TicketApi {
 
     pub(crate) fn metrics(&self) -> &GatewayMetrics {
         &self.inner.metrics
+    }
+
+    /// Where notifications to people go ([`meridian_notify`]).
+    pub(crate) fn notifier(&self) -> &meridian_notify::Notifier {
+        &self.inner.notifier
+    }
+
+    pub(crate) fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
     }
 
     pub(crate) fn store(&self) -> &Store {

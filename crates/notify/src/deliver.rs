@@ -15,7 +15,6 @@ use std::{
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use meridian_core::Clock;
 use meridian_outbox::{Failure, Item};
 use opentelemetry::{
     KeyValue,
@@ -109,6 +108,11 @@ impl DeliveryMetrics {
             _gauges: Arc::new(gauges),
         }
     }
+}
+
+/// Builds each target's client once, for the errors.
+pub(crate) fn check_targets(targets: &[Target]) -> Result<()> {
+    targets.iter().try_for_each(|t| Client::new(t).map(drop))
 }
 
 /// An HTTPS client for one target.
@@ -220,10 +224,9 @@ impl Notifier {
     pub async fn deliver(
         self,
         settings: DeliverySettings,
-        clock: Arc<dyn Clock>,
         metrics: Option<DeliveryMetrics>,
     ) -> Result<()> {
-        let Some(outbox) = self.outbox().cloned() else {
+        let (Some(outbox), Some(clock)) = (self.outbox().cloned(), self.clock()) else {
             return Ok(());
         };
         let clients: HashMap<String, Client> = self

@@ -29,7 +29,7 @@ mod target;
 use std::{fmt, sync::Arc};
 
 use jiff::Timestamp;
-use meridian_core::{RegionId, TicketId};
+use meridian_core::{Clock, RegionId, TicketId};
 use meridian_outbox::{Outbox, RetryPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -146,6 +146,9 @@ pub struct Notifier {
 
 struct Inner {
     outbox: Outbox,
+    /// The outbox's time: real time, even under `meridian up --speed`,
+    /// since retries wait for receivers that recover in real time.
+    clock: Arc<dyn Clock>,
     targets: Vec<Target>,
     /// Tells the delivery task something was queued.
     wake: tokio::sync::Notify,
@@ -167,15 +170,18 @@ impl Notifier {
             return Ok(Notifier::disabled());
         }
         target::check_unique(&targets)?;
+        // A bad URL or CA file stops the start, not the first delivery.
+        deliver::check_targets(&targets)?;
         let outbox = Outbox::open(store_url, retry).await?;
-        Ok(Notifier::with_outbox(outbox, targets))
+        Ok(Notifier::with_outbox(outbox, targets, Arc::new(WallClock)))
     }
 
-    /// A notifier over an outbox the caller opened.
-    pub fn with_outbox(outbox: Outbox, targets: Vec<Target>) -> Notifier {
+    /// A notifier over an outbox the caller opened, on `clock`.
+    pub fn with_outbox(outbox: Outbox, targets: Vec<Target>, clock: Arc<dyn Clock>) -> Notifier {
         Notifier {
             inner: Some(Arc::new(Inner {
                 outbox,
+                clock,
                 targets,
                 wake: tokio::sync::Notify::new(),
             })),
@@ -225,7 +231,9 @@ impl Notifier {
             }
             let payload = render::payload(target, &n)?;
             let key = item_key(&n.key, &target.name);
-            queued |= inner.outbox.enqueue(CHANNEL, &key, &payload, n.at).await?;
+            // Due now on the outbox's clock; `n.at` is the mesh's time.
+            let now = inner.clock.now();
+            queued |= inner.outbox.enqueue(CHANNEL, &key, &payload, now).await?;
         }
         if queued {
             inner.wake.notify_one();
@@ -238,6 +246,10 @@ impl Notifier {
 }
 
 impl Notifier {
+    pub(crate) fn clock(&self) -> Option<Arc<dyn Clock>> {
+        self.inner.as_ref().map(|inner| inner.clock.clone())
+    }
+
     /// Wakes the delivery task (a requeue, more due items).
     pub fn wake(&self) {
         if let Some(inner) = &self.inner {
@@ -250,6 +262,15 @@ impl Notifier {
             Some(inner) => inner.wake.notified().await,
             None => std::future::pending().await,
         }
+    }
+}
+
+/// The wall clock.
+struct WallClock;
+
+impl Clock for WallClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
     }
 }
 

@@ -419,7 +419,7 @@ async fn serve_listeners(
         let metrics = meridian_notify::DeliveryMetrics::new(&meter, config.region.as_str());
         let delivery = notifier
             .clone()
-            .deliver(config.notify.delivery, api.clock(), Some(metrics));
+            .deliver(config.notify.delivery, Some(metrics));
         AbortOnDrop(tokio::spawn(async move {
             if let Err(error) = delivery.await {
                 tracing::error!(error = %error, "notification delivery stopped");

@@ -536,10 +536,6 @@ impl TicketApi {
         &self.inner.notifier
     }
 
-    pub(crate) fn clock(&self) -> Arc<dyn Clock> {
-        self.inner.clock.clone()
-    }
-
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
     }

@@ -73,7 +73,10 @@ pub async fn run(command: NotifyCommand) -> anyhow::Result<ExitCode> {
             } else if dead.is_empty() {
                 println!("no dead letters");
             } else {
-                println!("{:<60} {:>8}  {:<25} LAST ERROR", "KEY", "ATTEMPTS", "CREATED");
+                println!(
+                    "{:<60} {:>8}  {:<25} LAST ERROR",
+                    "KEY", "ATTEMPTS", "CREATED"
+                );
                 for item in &dead {
                     println!(
                         "{:<60} {:>8}  {:<25} {}",

@@ -64,7 +64,11 @@ fn up(dir: &Path, start: jiff::Timestamp, webhook: &str) -> (Up, BTreeMap<String
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
-    assert_eq!(gateways.len(), 3, "meridian up printed no gateway URLs: {gateways:?}");
+    assert_eq!(
+        gateways.len(),
+        3,
+        "meridian up printed no gateway URLs: {gateways:?}"
+    );
     (up, gateways)
 }
 
@@ -119,11 +123,15 @@ async fn every_notification_arrives_once_by_key_across_kill_9() {
     }
     drop(first); // kill -9
     let before_crash = keys_attempted(&receiver);
-    assert!(receiver.accepted().is_empty(), "the receiver accepted nothing yet");
+    assert!(
+        receiver.accepted().is_empty(),
+        "the receiver accepted nothing yet"
+    );
 
     receiver.set_mode(Mode::Accept);
     let resume_at = start
-        + jiff::SignedDuration::try_from(started.elapsed() * u32::try_from(SPEED).unwrap()).unwrap();
+        + jiff::SignedDuration::try_from(started.elapsed() * u32::try_from(SPEED).unwrap())
+            .unwrap();
     let (second, _) = up(dir.path(), resume_at, &webhook);
     receiver
         .wait_accepted(
@@ -144,9 +152,16 @@ async fn every_notification_arrives_once_by_key_across_kill_9() {
     // What the outboxes say was delivered is exactly what arrived.
     let mut delivered = BTreeSet::new();
     for region in REGIONS {
-        let url = format!("sqlite:{}?mode=rwc", dir.path().join(format!("{region}.db")).display());
+        let url = format!(
+            "sqlite:{}?mode=rwc",
+            dir.path().join(format!("{region}.db")).display()
+        );
         let outbox = Outbox::open(&url, RetryPolicy::default()).await.unwrap();
-        for item in outbox.list(State::Delivered, Some("webhook"), 10_000).await.unwrap() {
+        for item in outbox
+            .list(State::Delivered, Some("webhook"), 10_000)
+            .await
+            .unwrap()
+        {
             let key = item.key.strip_suffix("@hook").unwrap().to_owned();
             assert!(key.contains(region), "{key} in {region}'s outbox");
             delivered.insert(key);
@@ -154,9 +169,18 @@ async fn every_notification_arrives_once_by_key_across_kill_9() {
         assert!(outbox.dead_letters(None, 10).await.unwrap().is_empty());
         outbox.close().await;
     }
-    let missing: Vec<_> = delivered.iter().filter(|k| !accepted.contains_key(*k)).collect();
-    assert!(missing.is_empty(), "marked delivered but never accepted: {missing:?}");
-    let kinds: BTreeSet<&str> = accepted.keys().filter_map(|k| k.split(':').next()).collect();
+    let missing: Vec<_> = delivered
+        .iter()
+        .filter(|k| !accepted.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "marked delivered but never accepted: {missing:?}"
+    );
+    let kinds: BTreeSet<&str> = accepted
+        .keys()
+        .filter_map(|k| k.split(':').next())
+        .collect();
     assert!(
         kinds.contains("sla_warning") && kinds.contains("sla_breach"),
         "kinds delivered: {kinds:?}"
@@ -171,7 +195,10 @@ async fn every_notification_arrives_once_by_key_across_kill_9() {
 #[tokio::test]
 async fn dead_letters_are_listed_and_requeued_by_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}?mode=rwc", dir.path().join("us-east.db").display());
+    let url = format!(
+        "sqlite:{}?mode=rwc",
+        dir.path().join("us-east.db").display()
+    );
     let policy = RetryPolicy {
         attempts_max: 1,
         ..RetryPolicy::default()
@@ -182,8 +209,16 @@ async fn dead_letters_are_listed_and_requeued_by_the_cli() {
         .enqueue("webhook", "sla_breach:us-east:7@ops", "{}", now)
         .await
         .unwrap();
-    let item = outbox.claim("webhook", now, 1).await.unwrap().pop().unwrap();
-    outbox.failed(&item, now, "HTTP 503 Service Unavailable").await.unwrap();
+    let item = outbox
+        .claim("webhook", now, 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    outbox
+        .failed(&item, now, "HTTP 503 Service Unavailable")
+        .await
+        .unwrap();
     outbox.close().await;
 
     let run = |args: &[&str]| {
@@ -212,5 +247,8 @@ async fn dead_letters_are_listed_and_requeued_by_the_cli() {
     let (_, listed, _) = run(&["dead-letters"]);
     assert!(listed.contains("no dead letters"), "{listed}");
     let (_, status, _) = run(&["status"]);
-    assert!(status.contains("pending 1") && status.contains("dead 0"), "{status}");
+    assert!(
+        status.contains("pending 1") && status.contains("dead 0"),
+        "{status}"
+    );
 }

@@ -99,7 +99,9 @@ impl DeliveryMetrics {
                 .build(),
             failed: meter
                 .u64_counter("meridian.notifications.failed")
-                .with_description("Failed delivery attempts, by target and whether the item is now a dead letter")
+                .with_description(
+                    "Failed delivery attempts, by target and whether the item is now a dead letter",
+                )
                 .with_unit("{attempt}")
                 .build(),
             region,
@@ -158,7 +160,10 @@ impl Client {
         let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
             return Err("no host".into());
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -174,7 +179,8 @@ impl Client {
             .body(Full::new(body))
             .map_err(|e| e.to_string())?;
         if https {
-            let name = ServerName::try_from(host.clone()).map_err(|e| format!("host {host:?}: {e}"))?;
+            let name =
+                ServerName::try_from(host.clone()).map_err(|e| format!("host {host:?}: {e}"))?;
             let tls = self
                 .tls
                 .connect(name, tcp)
@@ -200,10 +206,15 @@ where
         .map_err(|e| e.to_string())?;
     let driver = tokio::spawn(connection);
     let result = async {
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status();
         // Drain a little so the receiver's answer is complete; ignore errors.
-        let _ = Limited::new(response.into_body(), RESPONSE_BYTES_MAX).collect().await;
+        let _ = Limited::new(response.into_body(), RESPONSE_BYTES_MAX)
+            .collect()
+            .await;
         if status.is_success() {
             Ok(status.as_u16())
         } else {
@@ -255,24 +266,44 @@ impl Notifier {
             let mut by_target: HashMap<String, Vec<(Item, Payload)>> = HashMap::new();
             for item in items {
                 match serde_json::from_str::<Payload>(&item.payload) {
-                    Ok(payload) => by_target.entry(payload.target.clone()).or_default().push((item, payload)),
+                    Ok(payload) => by_target
+                        .entry(payload.target.clone())
+                        .or_default()
+                        .push((item, payload)),
                     Err(error) => {
                         let reason = format!("unreadable payload: {error}");
-                        settle(&outbox, &item, clock.now(), Err(reason), "?", metrics.as_ref()).await;
+                        settle(
+                            &outbox,
+                            &item,
+                            clock.now(),
+                            Err(reason),
+                            "?",
+                            metrics.as_ref(),
+                        )
+                        .await;
                     }
                 }
             }
             let posts = by_target.into_iter().map(|(name, items)| {
-                let (outbox, clock, metrics, client) = (&outbox, &clock, metrics.as_ref(), clients.get(&name));
+                let (outbox, clock, metrics, client) =
+                    (&outbox, &clock, metrics.as_ref(), clients.get(&name));
                 async move {
                     for (item, payload) in items {
                         let outcome = match client {
                             None => Err(format!("target {name:?} is no longer configured")),
                             Some(client) => {
                                 let body = Bytes::from(payload.body.to_string());
-                                match tokio::time::timeout(settings.request_timeout, client.post(&payload.key, body)).await {
+                                match tokio::time::timeout(
+                                    settings.request_timeout,
+                                    client.post(&payload.key, body),
+                                )
+                                .await
+                                {
                                     Ok(result) => result,
-                                    Err(_) => Err(format!("no answer within {} ms", settings.request_timeout.as_millis())),
+                                    Err(_) => Err(format!(
+                                        "no answer within {} ms",
+                                        settings.request_timeout.as_millis()
+                                    )),
                                 }
                             }
                         };
@@ -287,7 +318,10 @@ impl Notifier {
                     metrics.pending.store(counts.pending, Ordering::Relaxed);
                 }
                 if last_dead != Some(counts.dead) && counts.dead > 0 {
-                    tracing::warn!(dead_letters = counts.dead, "notifications waiting in the dead-letter list (meridian notify dead-letters)");
+                    tracing::warn!(
+                        dead_letters = counts.dead,
+                        "notifications waiting in the dead-letter list (meridian notify dead-letters)"
+                    );
                 }
                 last_dead = Some(counts.dead);
             }
@@ -344,7 +378,8 @@ async fn settle(
                 }
             }
             if let Some(m) = metrics {
-                m.failed.add(1, &attrs(Some(KeyValue::new("dead_letter", dead))));
+                m.failed
+                    .add(1, &attrs(Some(KeyValue::new("dead_letter", dead))));
             }
         }
     }

@@ -157,7 +157,9 @@ struct Inner {
 impl fmt::Debug for Notifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let targets: Vec<&str> = self.targets().iter().map(|t| t.name.as_str()).collect();
-        f.debug_struct("Notifier").field("targets", &targets).finish()
+        f.debug_struct("Notifier")
+            .field("targets", &targets)
+            .finish()
     }
 }
 
@@ -165,7 +167,11 @@ impl Notifier {
     /// Opens the region's outbox on the store's database and notifies
     /// `targets`. With no targets the notifier is disabled and opens
     /// nothing.
-    pub async fn open(store_url: &str, targets: Vec<Target>, retry: RetryPolicy) -> Result<Notifier> {
+    pub async fn open(
+        store_url: &str,
+        targets: Vec<Target>,
+        retry: RetryPolicy,
+    ) -> Result<Notifier> {
         if targets.is_empty() {
             return Ok(Notifier::disabled());
         }

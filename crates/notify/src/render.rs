@@ -37,7 +37,13 @@ pub fn body(format: Format, n: &Notification) -> Value {
 }
 
 fn line(t: &TicketLine) -> String {
-    format!("{} {} — {}; next: {}", short_id(t.id), t.subject, t.sla, t.next_step)
+    format!(
+        "{} {} — {}; next: {}",
+        short_id(t.id),
+        t.subject,
+        t.sla,
+        t.next_step
+    )
 }
 
 fn more(n: &Notification) -> Option<String> {
@@ -80,7 +86,9 @@ fn slack(n: &Notification) -> Value {
             escape_slack(&t.sla),
             escape_slack(&t.next_step)
         );
-        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&text, 3000)}}));
+        blocks.push(
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&text, 3000)}}),
+        );
     }
     if let Some(more) = more(n) {
         blocks.push(json!({"type": "section", "text": {"type": "plain_text", "text": more}}));
@@ -211,18 +219,29 @@ mod tests {
         assert_eq!(short, "…0708abcd", "the random tail, not the time prefix");
         let slack = body(Format::Slack, &n);
         let text = slack["text"].as_str().unwrap();
-        assert!(text.contains("VPN drops every hour") && text.contains(&short), "{text}");
+        assert!(
+            text.contains("VPN drops every hour") && text.contains(&short),
+            "{text}"
+        );
         assert!(text.contains("&lt;eu-west&gt;"), "escaped: {text}");
         assert_eq!(slack["idempotency_key"], "shift_summary:us-east:7");
         assert_eq!(slack["blocks"][0]["type"], "header");
         let teams = body(Format::Teams, &n);
         assert_eq!(teams["@type"], "MessageCard");
-        assert!(teams["sections"][0]["facts"][0]["name"].as_str().unwrap().contains("VPN"));
+        assert!(
+            teams["sections"][0]["facts"][0]["name"]
+                .as_str()
+                .unwrap()
+                .contains("VPN")
+        );
         assert_eq!(teams["idempotency_key"], "shift_summary:us-east:7");
         let plain = body(Format::Json, &n);
         assert_eq!(plain["type"], "shift_summary");
         assert_eq!(plain["tickets"][0]["short_id"], short.as_str());
-        assert_eq!(plain["summary"]["region"], "us-east", "the detail is merged in");
+        assert_eq!(
+            plain["summary"]["region"], "us-east",
+            "the detail is merged in"
+        );
         assert!(!teams.to_string().contains("ignored") && !slack.to_string().contains("summary\""));
     }
 }

@@ -61,7 +61,8 @@ impl Target {
         kinds: Vec<Kind>,
     ) -> Result<Target> {
         check_name(name)?;
-        check_url(url).map_err(|reason| Error::Config(format!("target {name}: url {url:?}: {reason}")))?;
+        check_url(url)
+            .map_err(|reason| Error::Config(format!("target {name}: url {url:?}: {reason}")))?;
         Ok(Target {
             name: name.to_owned(),
             url: url.to_owned(),
@@ -75,23 +76,28 @@ impl Target {
     /// (the `meridian up --webhook` form). The format defaults to json.
     pub fn parse_spec(spec: &str) -> Result<Target> {
         let bad = |reason: String| Error::Config(format!("webhook {spec:?}: {reason}"));
-        let (name, rest) = spec
-            .split_once('=')
-            .ok_or_else(|| bad("expected NAME=URL[,format=slack|teams|json][,kinds=a+b][,ca=PATH]".into()))?;
+        let (name, rest) = spec.split_once('=').ok_or_else(|| {
+            bad("expected NAME=URL[,format=slack|teams|json][,kinds=a+b][,ca=PATH]".into())
+        })?;
         let mut parts = rest.split(',');
         let url = parts.next().unwrap_or_default();
         let (mut format, mut kinds, mut ca) = (Format::Json, Vec::new(), None);
         for part in parts {
             match part.split_once('=') {
                 Some(("format", value)) => {
-                    format = Format::parse(value)
-                        .ok_or_else(|| bad(format!("format {value:?} is not slack, teams or json")))?;
+                    format = Format::parse(value).ok_or_else(|| {
+                        bad(format!("format {value:?} is not slack, teams or json"))
+                    })?;
                 }
                 Some(("kinds", value)) => {
                     kinds = parse_kinds(value.split('+')).map_err(bad)?;
                 }
                 Some(("ca", value)) => ca = Some(PathBuf::from(value)),
-                _ => return Err(bad(format!("unknown option {part:?} (format=, kinds=, ca=)"))),
+                _ => {
+                    return Err(bad(format!(
+                        "unknown option {part:?} (format=, kinds=, ca=)"
+                    )));
+                }
             }
         }
         Target::new(name, url, format, ca, kinds)
@@ -176,7 +182,10 @@ mod tests {
 
     #[test]
     fn specs_parse_and_bad_ones_say_why() {
-        let t = Target::parse_spec("ops=https://hooks.example.com/x,format=slack,kinds=sla_breach+escalation").unwrap();
+        let t = Target::parse_spec(
+            "ops=https://hooks.example.com/x,format=slack,kinds=sla_breach+escalation",
+        )
+        .unwrap();
         assert_eq!(t.name, "ops");
         assert_eq!(t.format, Format::Slack);
         assert_eq!(t.kinds, vec![Kind::SlaBreach, Kind::Escalation]);

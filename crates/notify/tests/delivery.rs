@@ -72,15 +72,14 @@ impl Drop for Running {
 
 async fn start(backing: Backing, targets: Vec<Target>, policy: RetryPolicy) -> Running {
     let db = TestDatabase::new(backing).await.unwrap();
-    let notifier = Notifier::open(&db.config().url, targets, policy).await.unwrap();
+    let notifier = Notifier::open(&db.config().url, targets, policy)
+        .await
+        .unwrap();
     let outbox = notifier.outbox().unwrap().clone();
     let task = tokio::spawn({
         let notifier = notifier.clone();
         async move {
-            notifier
-                .deliver(settings(), None)
-                .await
-                .unwrap();
+            notifier.deliver(settings(), None).await.unwrap();
         }
     });
     Running {
@@ -109,15 +108,40 @@ async fn each_notification_reaches_each_subscribed_target_once_by_key() {
         let targets = vec![
             target("slack", &receiver, Format::Slack, vec![]),
             target("teams", &receiver, Format::Teams, vec![Kind::SlaBreach]),
-            target("json", &receiver, Format::Json, vec![Kind::ShiftSummary, Kind::SlaBreach]),
+            target(
+                "json",
+                &receiver,
+                Format::Json,
+                vec![Kind::ShiftSummary, Kind::SlaBreach],
+            ),
         ];
         let run = start(backing, targets, fast_retries(3)).await;
-        assert!(run.notifier.notify(notification("breach:1", Kind::SlaBreach)).await.unwrap());
-        assert!(run.notifier.notify(notification("summary:2", Kind::ShiftSummary)).await.unwrap());
+        assert!(
+            run.notifier
+                .notify(notification("breach:1", Kind::SlaBreach))
+                .await
+                .unwrap()
+        );
+        assert!(
+            run.notifier
+                .notify(notification("summary:2", Kind::ShiftSummary))
+                .await
+                .unwrap()
+        );
         // A replay of the same key queues nothing.
-        assert!(!run.notifier.notify(notification("breach:1", Kind::SlaBreach)).await.unwrap());
+        assert!(
+            !run.notifier
+                .notify(notification("breach:1", Kind::SlaBreach))
+                .await
+                .unwrap()
+        );
         // Nobody subscribed to volume spikes but slack (all kinds).
-        assert!(run.notifier.notify(notification("spike:3", Kind::VolumeSpike)).await.unwrap());
+        assert!(
+            run.notifier
+                .notify(notification("spike:3", Kind::VolumeSpike))
+                .await
+                .unwrap()
+        );
         // A named target only.
         let mut on_call = notification("escalation:4", Kind::Escalation);
         on_call.target = Some("teams".into());
@@ -164,7 +188,10 @@ async fn each_notification_reaches_each_subscribed_target_once_by_key() {
             match post.path.as_str() {
                 "/hooks/slack" => {
                     let text = post.body["text"].as_str().unwrap();
-                    assert!(text.contains("Printer on fire") && text.contains("…09090909"), "{text}");
+                    assert!(
+                        text.contains("Printer on fire") && text.contains("…09090909"),
+                        "{text}"
+                    );
                     assert!(post.body["blocks"].is_array());
                 }
                 "/hooks/teams" => assert_eq!(post.body["@type"], "MessageCard"),
@@ -185,7 +212,10 @@ async fn failures_retry_then_dead_letter_and_a_requeue_delivers() {
         fast_retries(3),
     )
     .await;
-    run.notifier.notify(notification("breach:9", Kind::SlaBreach)).await.unwrap();
+    run.notifier
+        .notify(notification("breach:9", Kind::SlaBreach))
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let dead = loop {
         let dead = run.outbox.dead_letters(None, 10).await.unwrap();
@@ -197,15 +227,29 @@ async fn failures_retry_then_dead_letter_and_a_requeue_delivers() {
     };
     assert_eq!(dead[0].key, "breach:9@ops");
     assert_eq!(dead[0].attempts, 3);
-    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500 Internal Server Error"));
+    assert_eq!(
+        dead[0].last_error.as_deref(),
+        Some("HTTP 500 Internal Server Error")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(receiver.posts().len(), 3, "exactly attempts_max attempts, then no more");
+    assert_eq!(
+        receiver.posts().len(),
+        3,
+        "exactly attempts_max attempts, then no more"
+    );
 
     receiver.set_mode(Mode::Accept);
-    assert!(run.outbox.requeue("webhook", "breach:9@ops", Timestamp::now()).await.unwrap());
+    assert!(
+        run.outbox
+            .requeue("webhook", "breach:9@ops", Timestamp::now())
+            .await
+            .unwrap()
+    );
     run.notifier.wake();
     let accepted = receiver
-        .wait_accepted("the requeued letter", Duration::from_secs(20), |a| !a.is_empty())
+        .wait_accepted("the requeued letter", Duration::from_secs(20), |a| {
+            !a.is_empty()
+        })
         .await;
     assert_eq!(accepted.get("breach:9"), Some(&1));
     assert_eq!(run.outbox.counts().await.unwrap().dead, 0);
@@ -230,20 +274,43 @@ async fn a_stalled_receiver_or_a_foreign_certificate_is_a_failed_attempt() {
         fast_retries(2),
     )
     .await;
-    run.notifier.notify(notification("warn:1", Kind::SlaWarning)).await.unwrap();
+    run.notifier
+        .notify(notification("warn:1", Kind::SlaWarning))
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let dead = run.outbox.dead_letters(None, 10).await.unwrap();
         if dead.len() == 2 {
-            let errors: Vec<String> = dead.iter().map(|d| format!("{}: {}", d.key, d.last_error.clone().unwrap())).collect();
-            assert!(errors.iter().any(|e| e.starts_with("warn:1@stalled") && e.contains("no answer within 500 ms")), "{errors:?}");
-            assert!(errors.iter().any(|e| e.starts_with("warn:1@foreign") && e.contains("TLS")), "{errors:?}");
+            let errors: Vec<String> = dead
+                .iter()
+                .map(|d| format!("{}: {}", d.key, d.last_error.clone().unwrap()))
+                .collect();
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with("warn:1@stalled")
+                        && e.contains("no answer within 500 ms")),
+                "{errors:?}"
+            );
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with("warn:1@foreign") && e.contains("TLS")),
+                "{errors:?}"
+            );
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no dead letters: {dead:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letters: {dead:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(other.posts().is_empty(), "nothing reached a server whose certificate failed");
+    assert!(
+        other.posts().is_empty(),
+        "nothing reached a server whose certificate failed"
+    );
 }
 
 #[tokio::test]
@@ -261,5 +328,8 @@ async fn a_missing_ca_file_is_refused_at_start() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(error.contains("target ops: ca /nonexistent/ca.pem"), "{error}");
+    assert!(
+        error.contains("target ops: ca /nonexistent/ca.pem"),
+        "{error}"
+    );
 }

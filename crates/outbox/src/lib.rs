@@ -203,8 +203,16 @@ impl Outbox {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(if in_memory { 1 } else { POOL_CONNECTIONS_MAX })
                     .min_connections(u32::from(in_memory))
-                    .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
-                    .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(1800)) })
+                    .idle_timeout(if in_memory {
+                        None
+                    } else {
+                        Some(Duration::from_secs(600))
+                    })
+                    .max_lifetime(if in_memory {
+                        None
+                    } else {
+                        Some(Duration::from_secs(1800))
+                    })
                     .connect_with(options)
                     .await?;
                 sqlx::raw_sql(SQLITE_SCHEMA).execute(&pool).await?;
@@ -285,7 +293,9 @@ impl Outbox {
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
-            rows.iter().map(|row| item(row)).collect::<Result<Vec<_>>>()?
+            rows.iter()
+                .map(|row| item(row))
+                .collect::<Result<Vec<_>>>()?
         });
         items.sort_by_key(|i| (i.created_at, i.id));
         Ok(items)
@@ -313,10 +323,7 @@ impl Outbox {
             ("dead", now)
         } else {
             let delay = self.policy.delay(item.attempts, random());
-            (
-                "pending",
-                now.checked_add(delay).unwrap_or(Timestamp::MAX),
-            )
+            ("pending", now.checked_add(delay).unwrap_or(Timestamp::MAX))
         };
         // Only the attempt that claimed it last may settle it.
         let sql = "UPDATE outbox_items SET state = $1, not_before_ms = $2, updated_ms = $3, last_error = $4
@@ -363,7 +370,8 @@ impl Outbox {
 
     /// One item by its key.
     pub async fn get(&self, channel: &str, key: &str) -> Result<Option<Item>> {
-        let sql = format!("SELECT {ITEM_COLUMNS} FROM outbox_items WHERE channel = $1 AND item_key = $2");
+        let sql =
+            format!("SELECT {ITEM_COLUMNS} FROM outbox_items WHERE channel = $1 AND item_key = $2");
         on_pool!(&self.pool, |pool| {
             let row = sqlx::query(&sql)
                 .bind(channel)

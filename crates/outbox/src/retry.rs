@@ -77,7 +77,14 @@ mod tests {
             claim_lease: Duration::from_secs(30),
         };
         for random in [0, 1, 499, 500, u64::MAX] {
-            for (attempt, step) in [(1, 1000), (2, 2000), (3, 4000), (4, 8000), (5, 10_000), (60, 10_000)] {
+            for (attempt, step) in [
+                (1, 1000),
+                (2, 2000),
+                (3, 4000),
+                (4, 8000),
+                (5, 10_000),
+                (60, 10_000),
+            ] {
                 let delay = policy.delay(attempt, random).as_millis() as u64;
                 assert!(
                     delay >= step / 2 && delay <= step,
@@ -86,14 +93,32 @@ mod tests {
                 );
             }
         }
-        assert_ne!(policy.delay(3, 1), policy.delay(3, 1500), "jitter moves the delay");
+        assert_ne!(
+            policy.delay(3, 1),
+            policy.delay(3, 1500),
+            "jitter moves the delay"
+        );
     }
 
     #[test]
     fn bad_policies_are_refused() {
         let ok = RetryPolicy::default();
         assert!(ok.check().is_ok());
-        assert!(RetryPolicy { attempts_max: 0, ..ok }.check().is_err());
-        assert!(RetryPolicy { max: Duration::ZERO, ..ok }.check().is_err());
+        assert!(
+            RetryPolicy {
+                attempts_max: 0,
+                ..ok
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            RetryPolicy {
+                max: Duration::ZERO,
+                ..ok
+            }
+            .check()
+            .is_err()
+        );
     }
 }

@@ -86,7 +86,10 @@ impl HttpsReceiver {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+        let base_url = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
         let state = Arc::new(Mutex::new(State {
             mode: Some(mode),
             ..State::default()

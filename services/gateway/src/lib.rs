@@ -47,8 +47,8 @@ use tonic::transport::Server;
 
 pub use config::{GatewayConfig, Limits, MeshSettings, RulesSettings, TelemetrySettings, TlsFiles};
 pub use error::{Error, Result};
-pub use service::{REGION_HEADER, TRACEPARENT_HEADER, TicketApi, WriteGate};
 pub use notify_settings::NotifySettings;
+pub use service::{REGION_HEADER, TRACEPARENT_HEADER, TicketApi, WriteGate};
 
 /// The wall clock, for production. Tests and the simulation pass their own.
 pub use meridian_store::SystemClock;

@@ -124,11 +124,17 @@ async fn catch_up(api: &TicketApi, notifier: &Notifier, mut cursor: u64) -> Resu
                 continue;
             }
             if let Some(notification) = notification(api, event).await? {
-                notifier.notify(notification).await.map_err(|e| e.to_string())?;
+                notifier
+                    .notify(notification)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
         for notification in takeover_notifications(api, &takeovers).await? {
-            notifier.notify(notification).await.map_err(|e| e.to_string())?;
+            notifier
+                .notify(notification)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         cursor = last;
         if page.len() < PAGE_EVENTS_MAX as usize {
@@ -142,8 +148,16 @@ fn event_key(kind: Kind, event: &EventEnvelope) -> String {
 }
 
 /// A ticket as a notification line, from the store (`None` if unknown).
-async fn ticket_line(api: &TicketApi, id: TicketId, next_step: String) -> Result<TicketLine, String> {
-    let record = api.store().get_ticket(id).await.map_err(|e| e.to_string())?;
+async fn ticket_line(
+    api: &TicketApi,
+    id: TicketId,
+    next_step: String,
+) -> Result<TicketLine, String> {
+    let record = api
+        .store()
+        .get_ticket(id)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(match record {
         Some(record) => {
             let t = &record.ticket;
@@ -168,7 +182,12 @@ fn sla_words(t: &meridian_core::Ticket) -> String {
     let mut parts = Vec::new();
     for metric in SlaMetric::ALL {
         if let Some(clock) = t.sla.clock(metric) {
-            parts.push(format!("{} due {} ({})", metric_words(metric), clock.due, clock.state));
+            parts.push(format!(
+                "{} due {} ({})",
+                metric_words(metric),
+                clock.due,
+                clock.state
+            ));
         }
     }
     if parts.is_empty() {
@@ -185,7 +204,10 @@ fn metric_words(metric: SlaMetric) -> &'static str {
     }
 }
 
-async fn notification(api: &TicketApi, event: &EventEnvelope) -> Result<Option<Notification>, String> {
+async fn notification(
+    api: &TicketApi,
+    event: &EventEnvelope,
+) -> Result<Option<Notification>, String> {
     let region = event.origin_region.clone();
     let at = api.now();
     let queue_owner = || {
@@ -196,7 +218,11 @@ async fn notification(api: &TicketApi, event: &EventEnvelope) -> Result<Option<N
     Ok(Some(match &event.kind {
         EventKind::SlaWarning { metric, due, .. } | EventKind::SlaBreached { metric, due, .. } => {
             let breached = matches!(event.kind, EventKind::SlaBreached { .. });
-            let kind = if breached { Kind::SlaBreach } else { Kind::SlaWarning };
+            let kind = if breached {
+                Kind::SlaBreach
+            } else {
+                Kind::SlaWarning
+            };
             let owner = queue_owner();
             let next_step = format!("{region} answers it now (queue owner: {owner})");
             let line = ticket_line(api, event.ticket_id, next_step).await?;
@@ -211,8 +237,16 @@ async fn notification(api: &TicketApi, event: &EventEnvelope) -> Result<Option<N
                 kind,
                 region,
                 title,
-                text: format!("{} {}: {what} {}", short_id(line.id), line.subject,
-                    if breached { "is past its deadline" } else { "has used most of its time" }),
+                text: format!(
+                    "{} {}: {what} {}",
+                    short_id(line.id),
+                    line.subject,
+                    if breached {
+                        "is past its deadline"
+                    } else {
+                        "has used most of its time"
+                    }
+                ),
                 tickets: vec![line],
                 target: None,
                 at,
@@ -241,7 +275,12 @@ async fn notification(api: &TicketApi, event: &EventEnvelope) -> Result<Option<N
 
 fn spike_title(raised: bool, spike: &IntakeSpike) -> String {
     if raised {
-        format!("Intake spike in {}: {} new {} tickets", spike.region, spike.count, spike.key())
+        format!(
+            "Intake spike in {}: {} new {} tickets",
+            spike.region,
+            spike.count,
+            spike.key()
+        )
     } else {
         format!("Intake back to normal in {}: {}", spike.region, spike.key())
     }
@@ -257,7 +296,11 @@ async fn shift_summary(
     for (id, to) in summary.handed_off.iter().take(SUMMARY_TICKETS_MAX) {
         tickets.push(ticket_line(api, *id, format!("handed to {to}")).await?);
     }
-    for (id, why) in summary.kept.iter().take(SUMMARY_TICKETS_MAX.saturating_sub(tickets.len())) {
+    for (id, why) in summary
+        .kept
+        .iter()
+        .take(SUMMARY_TICKETS_MAX.saturating_sub(tickets.len()))
+    {
         tickets.push(ticket_line(api, *id, format!("kept by {}: {why}", summary.region)).await?);
     }
     let next = match (&summary.next_region, &summary.next_queue_owner) {
@@ -301,10 +344,19 @@ async fn takeover_notifications(
 ) -> Result<Vec<Notification>, String> {
     let mut out: Vec<Notification> = Vec::new();
     for event in events {
-        let EventKind::TakenOver { from, fencing_token, .. } = &event.kind else {
+        let EventKind::TakenOver {
+            from,
+            fencing_token,
+            ..
+        } = &event.kind
+        else {
             continue;
         };
-        let key = format!("{}:{}:{from}:{fencing_token}", Kind::Takeover, event.origin_region);
+        let key = format!(
+            "{}:{}:{from}:{fencing_token}",
+            Kind::Takeover,
+            event.origin_region
+        );
         let next_step = format!("{} works it until {from} returns", event.origin_region);
         let line = ticket_line(api, event.ticket_id, next_step).await?;
         match out.iter_mut().find(|n| n.key == key) {
@@ -326,7 +378,8 @@ async fn takeover_notifications(
         }
     }
     for n in &mut out {
-        n.text.push_str(&format!(" Tickets taken: {}.", n.tickets.len()));
+        n.text
+            .push_str(&format!(" Tickets taken: {}.", n.tickets.len()));
     }
     Ok(out)
 }
@@ -346,11 +399,20 @@ async fn rules_refused(api: &TicketApi, notifier: &Notifier, seen: u64) -> u64 {
     let region = api.region().clone();
     let version = rules.current().version_id();
     let n = Notification {
-        key: format!("{}:{region}:{}:{refusals}", Kind::RulesRefused, rules.last_refused_unix_s()),
+        key: format!(
+            "{}:{region}:{}:{refusals}",
+            Kind::RulesRefused,
+            rules.last_refused_unix_s()
+        ),
         kind: Kind::RulesRefused,
         region: region.clone(),
         title: format!("{region} refused its rules file; rules {version} stay in force"),
-        text: problems.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
+        text: problems
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n"),
         tickets: Vec::new(),
         target: None,
         at: api.now(),

@@ -96,7 +96,10 @@ impl NotifySection {
             let target = Target::new(&t.name, &t.url, format, t.ca, kinds)
                 .map_err(|e| bad(format!("{at}: {e}")))?;
             if targets.iter().any(|o: &Target| o.name == target.name) {
-                return Err(bad(format!("{at}: a second target named {:?}", target.name)));
+                return Err(bad(format!(
+                    "{at}: a second target named {:?}",
+                    target.name
+                )));
             }
             targets.push(target);
         }
@@ -117,11 +120,17 @@ impl NotifySection {
             claim_lease: defaults.claim_lease,
         };
         if retry.max < retry.initial {
-            return Err(bad("notify.retry_max_ms must be at least notify.retry_initial_ms".into()));
+            return Err(bad(
+                "notify.retry_max_ms must be at least notify.retry_initial_ms".into(),
+            ));
         }
         let delivery_defaults = DeliverySettings::default();
         let delivery = DeliverySettings {
-            poll_interval: ms("poll_interval_ms", self.poll_interval_ms, delivery_defaults.poll_interval)?,
+            poll_interval: ms(
+                "poll_interval_ms",
+                self.poll_interval_ms,
+                delivery_defaults.poll_interval,
+            )?,
             request_timeout: ms(
                 "request_timeout_ms",
                 self.request_timeout_ms,

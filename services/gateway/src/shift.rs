@@ -21,7 +21,6 @@ use tokio::time::MissedTickBehavior;
 
 use crate::service::TicketApi;
 
-
 /// The shift this region is on, as the task last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct OnShift {
@@ -38,11 +37,7 @@ struct LastSweep {
 }
 
 /// Runs until the task is dropped.
-pub(crate) async fn run(
-    api: TicketApi,
-    interval: Duration,
-    sweep_interval: Duration,
-) {
+pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut current: Option<OnShift> = None;

@@ -74,7 +74,7 @@ impl DeliveryMetrics {
                 .with_unit("{notification}")
                 .with_callback(move |observer| {
                     if let Some(value) = value.upgrade() {
-                        observer.observe(value.load(Ordering::Relaxed), &[region.clone()]);
+                        observer.observe(value.load(Ordering::Relaxed), std::slice::from_ref(&region));
                     }
                 })
                 .build()

@@ -294,7 +294,7 @@ impl Outbox {
                 .fetch_all(pool)
                 .await?;
             rows.iter()
-                .map(|row| item(row))
+                .map(item)
                 .collect::<Result<Vec<_>>>()?
         });
         items.sort_by_key(|i| (i.created_at, i.id));
@@ -364,7 +364,7 @@ impl Outbox {
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?;
-            rows.iter().map(|row| item(row)).collect()
+            rows.iter().map(item).collect()
         })
     }
 
@@ -378,7 +378,7 @@ impl Outbox {
                 .bind(key)
                 .fetch_optional(pool)
                 .await?;
-            row.as_ref().map(|row| item(row)).transpose()
+            row.as_ref().map(item).transpose()
         })
     }
 

@@ -74,7 +74,8 @@ impl DeliveryMetrics {
                 .with_unit("{notification}")
                 .with_callback(move |observer| {
                     if let Some(value) = value.upgrade() {
-                        observer.observe(value.load(Ordering::Relaxed), std::slice::from_ref(&region));
+                        observer
+                            .observe(value.load(Ordering::Relaxed), std::slice::from_ref(&region));
                     }
                 })
                 .build()

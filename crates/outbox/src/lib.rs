@@ -293,9 +293,7 @@ impl Outbox {
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
-            rows.iter()
-                .map(item)
-                .collect::<Result<Vec<_>>>()?
+            rows.iter().map(item).collect::<Result<Vec<_>>>()?
         });
         items.sort_by_key(|i| (i.created_at, i.id));
         Ok(items)

@@ -13,6 +13,7 @@
 mod certs_cli;
 mod cli_output;
 mod health_cli;
+mod notify_cli;
 mod region_cli;
 mod rules_cli;
 mod ticket_cli;
@@ -98,6 +99,9 @@ enum Command {
     /// Ask a gateway or router whether it is SERVING (grpc.health.v1, over
     /// TLS with --ca): the Kubernetes probes of the TLS public ports.
     Health(health_cli::HealthArgs),
+    /// The notification outbox: dead letters, and sending one again.
+    #[command(subcommand)]
+    Notify(notify_cli::NotifyCommand),
 }
 
 impl Command {
@@ -168,6 +172,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
         Command::Trace(args) => trace_cli::run(args).await,
         Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Health(args) => health_cli::run(args).await,
+        Command::Notify(cmd) => notify_cli::run(cmd).await,
         Command::Certs(cmd) => certs_cli::run(cmd),
         Command::Token(cmd) => token_cli::run(cmd),
         Command::Region(cmd) => region_cli::run(cmd).await,

@@ -75,6 +75,15 @@ pub struct UpArgs {
     /// only; loudly logged).
     #[arg(long)]
     no_auth: bool,
+    /// Send notifications to this webhook, from every region:
+    /// NAME=URL[,format=slack|teams|json][,kinds=a+b][,ca=PEM]. https://,
+    /// or http:// to loopback. Repeatable.
+    #[arg(long = "webhook", value_name = "NAME=URL[,format=…]", value_parser = parse_webhook)]
+    webhooks: Vec<meridian_notify::Target>,
+}
+
+fn parse_webhook(spec: &str) -> Result<meridian_notify::Target, String> {
+    meridian_notify::Target::parse_spec(spec).map_err(|e| e.to_string())
 }
 
 /// What clients need when the mesh requires tokens.
@@ -349,6 +358,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             StoreConfig::sqlite_file(&db),
         );
         config.rules = Some(RulesSettings::new(rules.clone()));
+        config.notify.targets = args.webhooks.clone();
         config.mesh = Some(MeshSettings {
             listen: mesh_addr,
             tls: TlsFiles::dev(&pki, &region, Service::Gateway),

@@ -74,6 +74,8 @@ pub struct GatewayConfig {
     /// file. `None` means the process's global meter provider (what
     /// `Telemetry::init` installs); tests pass their own.
     pub metrics: Option<meridian_telemetry::Metrics>,
+    /// `[notify]`: webhook targets for notifications to people.
+    pub notify: crate::notify_settings::NotifySettings,
 }
 
 /// `[telemetry]` of a gateway file.
@@ -120,8 +122,8 @@ pub struct RulesSettings {
     /// The continuity sweep's period, on the mesh's clock
     /// ([`SWEEP_MS_DEFAULT`]).
     pub sweep_interval: Duration,
-    /// Where each shift summary and intake-spike alert is POSTed as JSON
-    /// (`http://` only).
+    /// Legacy: each becomes a `json` notification target receiving shift
+    /// summaries and volume spikes (`[notify]` is the full form).
     pub webhooks: Vec<String>,
 }
 
@@ -227,6 +229,8 @@ struct FileConfig {
     coordinator: Option<crate::failover::CoordinatorSection>,
     #[serde(default)]
     telemetry: TelemetrySection,
+    #[serde(default)]
+    notify: crate::notify_settings::NotifySection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -344,6 +348,7 @@ impl GatewayConfig {
             anti_entropy_interval: meridian_replication::ANTI_ENTROPY_INTERVAL_DEFAULT,
             telemetry: TelemetrySettings::default(),
             metrics: None,
+            notify: Default::default(),
         }
     }
 
@@ -471,7 +476,7 @@ impl FileConfig {
             Some(section) => Some(RulesSettings {
                 webhooks: {
                     for (i, url) in section.webhooks.iter().enumerate() {
-                        crate::shift::parse_webhook(url).map_err(|reason| {
+                        crate::notify_settings::legacy_target(i, url).map_err(|reason| {
                             Error::Config(format!("{file}: rules.webhooks[{i}]: {reason}"))
                         })?;
                     }
@@ -617,6 +622,7 @@ impl FileConfig {
                     QUEUE_SCAN_MS_DEFAULT,
                 )?),
             },
+            notify: self.notify.into_settings(file)?,
             metrics: None,
         })
     }

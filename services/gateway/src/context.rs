@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) watch_stall: std::time::Duration,
     /// The regions of the mesh: residency may name only these.
     pub(crate) regions: Vec<RegionId>,
+    /// Notifications to people (disabled without targets).
+    pub(crate) notifier: meridian_notify::Notifier,
 }
 
 /// See [`TicketApi::downgrade`].
@@ -124,6 +126,7 @@ pub(crate) struct ApiParts {
     pub watch_stall: std::time::Duration,
     /// The regions of the mesh (the config's `regions`).
     pub regions: Vec<RegionId>,
+    pub notifier: meridian_notify::Notifier,
 }
 
 /// How long a handoff waits without a mesh setting.
@@ -146,6 +149,7 @@ impl TicketApi {
             watch_caps,
             watch_stall,
             regions,
+            notifier,
         } = parts;
         let hlc = Mutex::new(Hlc::default());
         let inner = Inner {
@@ -165,10 +169,16 @@ impl TicketApi {
             watch_caps,
             watch_stall,
             regions,
+            notifier,
         };
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Where notifications to people go ([`meridian_notify`]).
+    pub(crate) fn notifier(&self) -> &meridian_notify::Notifier {
+        &self.inner.notifier
     }
 
     /// A handle that does not keep the handlers alive (metric callbacks).

@@ -481,6 +481,7 @@ impl Failover {
             Ok(()) => {
                 tracing::info!(region = %self.region, successors = %named, fencing_token = %token,
                     through_seq = ?learnt, "takeover learnt and acknowledged; leasing again");
+                crate::notifications::returned(api, &named, token.get()).await;
                 Ok(())
             }
             Err(error) => {

@@ -30,6 +30,8 @@ pub mod failover;
 mod handoff;
 mod mesh;
 mod metrics;
+mod notifications;
+pub mod notify_settings;
 mod peers;
 mod replica;
 mod service;
@@ -57,7 +59,7 @@ use tonic::transport::Server;
 pub use config::{GatewayConfig, Limits, MeshSettings, RulesSettings, TelemetrySettings, TlsFiles};
 pub use context::{REGION_HEADER, TRACEPARENT_HEADER, TicketApi, WriteGate};
 pub use error::{Error, Result};
-pub use shift::parse_webhook;
+pub use notify_settings::NotifySettings;
 
 /// The wall clock, for production. Tests and the simulation pass their own.
 pub use meridian_store::SystemClock;
@@ -358,6 +360,8 @@ async fn serve_listeners(
         Some(metrics) => metrics.meter("meridian-gateway"),
         None => meridian_telemetry::opentelemetry::global::meter("meridian-gateway"),
     };
+    // Notifications: the region's outbox on the store's database.
+    let notifier = open_notifier(config).await?;
     let api = TicketApi::new(context::ApiParts {
         region: config.region.clone(),
         region_index: local_index,
@@ -383,6 +387,7 @@ async fn serve_listeners(
         ),
         watch_stall: config.limits.watch_stall_timeout,
         regions: config.regions.clone(),
+        notifier: notifier.clone(),
     });
     let _observed = metrics::observe(
         &meter,
@@ -405,7 +410,6 @@ async fn serve_listeners(
             api.clone(),
             settings.shift_check_interval,
             settings.sweep_interval,
-            settings.webhooks.clone(),
         )))),
         _ => None,
     };
@@ -414,8 +418,24 @@ async fn serve_listeners(
         AbortOnDrop(tokio::spawn(spike::run(
             api.clone(),
             settings.shift_check_interval,
-            settings.webhooks.clone(),
         )))
+    });
+    let _notifier_task = notifier.is_enabled().then(|| {
+        AbortOnDrop(tokio::spawn(notifications::run(
+            api.clone(),
+            config.notify.delivery.poll_interval,
+        )))
+    });
+    let _delivery_task = notifier.is_enabled().then(|| {
+        let metrics = meridian_notify::DeliveryMetrics::new(&meter, config.region.as_str());
+        let delivery = notifier
+            .clone()
+            .deliver(config.notify.delivery, Some(metrics));
+        AbortOnDrop(tokio::spawn(async move {
+            if let Err(error) = delivery.await {
+                tracing::error!(error = %error, "notification delivery stopped");
+            }
+        }))
     });
     let _sla_monitor = config.rules.as_ref().map(|settings| {
         AbortOnDrop(tokio::spawn(sla::monitor(
@@ -554,6 +574,16 @@ async fn serve_listeners(
     }
     tracing::info!(region = %config.region, "gateway stopped");
     Ok(())
+}
+
+/// The notifier of `[notify]` and the legacy `rules.webhooks`; disabled
+/// (opening nothing) without targets.
+async fn open_notifier(config: &GatewayConfig) -> Result<meridian_notify::Notifier> {
+    let legacy = config.rules.as_ref().map_or(&[][..], |r| &r.webhooks[..]);
+    let targets = config.notify.all_targets(legacy)?;
+    meridian_notify::Notifier::open(&config.store.url, targets, config.notify.retry)
+        .await
+        .map_err(|e| Error::Config(format!("notify: {e}")))
 }
 
 /// The public port's rustls configuration from `[tls]`.

@@ -4,8 +4,8 @@
 //! agent's note; once the shift has ended it hands every open ticket it owns
 //! to the region the routing rules choose for it at that instant (residency
 //! and skills honoured, this region counted as down), records a
-//! `ShiftSummary` that replicates to every region, and posts it to the
-//! configured webhooks.
+//! `ShiftSummary` that replicates to every region; the notifier task
+//! ([`crate::notifications`]) tells people from the recorded event.
 //!
 //! A handoff note is the agent's when someone wrote a note on the ticket
 //! during the overlap window; otherwise Meridian writes one from the
@@ -17,17 +17,9 @@ use jiff::Timestamp;
 use meridian_core::{EventKind, HandoffNote, RegionId, ShiftSummary, Status, Ticket};
 use meridian_rules::{RegionHealth, RouteRequest, Rules, ShiftPosition};
 use meridian_store::{TicketFilter, TicketRecord};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    time::MissedTickBehavior,
-};
+use tokio::time::MissedTickBehavior;
 
 use crate::context::TicketApi;
-
-/// How long a webhook may take to answer.
-pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest webhook answer read (only its status line matters).
-const WEBHOOK_RESPONSE_BYTES_MAX: usize = 4096;
 
 /// The shift this region is on, as the task last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +37,7 @@ struct LastSweep {
 }
 
 /// Runs until the task is dropped.
-pub(crate) async fn run(
-    api: TicketApi,
-    interval: Duration,
-    sweep_interval: Duration,
-    webhooks: Vec<String>,
-) {
+pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut current: Option<OnShift> = None;
@@ -74,7 +61,6 @@ pub(crate) async fn run(
                 Ok(summary) => {
                     tracing::info!(region = %me, handed_off = summary.handed_off.len(), kept = summary.kept.len(),
                         auto_notes = summary.auto_notes, "shift ended");
-                    post_all(&webhooks, &summary).await;
                 }
                 Err(error) => tracing::error!(region = %me, error = %error, "shift end failed"),
             }
@@ -452,113 +438,4 @@ async fn shift_end(
         .await
         .map_err(|e| e.to_string())?;
     Ok(summary)
-}
-
-async fn post_all(webhooks: &[String], summary: &ShiftSummary) {
-    // `text` makes the body a Slack- or Teams-style incoming-webhook message
-    // as well; `summary` is for programs.
-    let body =
-        serde_json::json!({ "type": "shift_summary", "text": summary.text(), "summary": summary })
-            .to_string();
-    for url in webhooks {
-        match tokio::time::timeout(WEBHOOK_TIMEOUT, post_json(url, &body)).await {
-            Ok(Ok(status)) if (200..300).contains(&status) => {
-                tracing::info!(url = %url, status, "shift summary posted")
-            }
-            Ok(Ok(status)) => {
-                tracing::warn!(url = %url, status, "webhook refused the shift summary")
-            }
-            Ok(Err(error)) => tracing::warn!(url = %url, error = %error, "webhook failed"),
-            Err(_) => tracing::warn!(url = %url, "webhook timed out"),
-        }
-    }
-}
-
-/// Checks a webhook URL: plain `http://host:port/path`.
-pub fn parse_webhook(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?} must start with http://"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() || authority.contains(['@', ' ']) {
-        return Err(format!("{url:?} has no usable host"));
-    }
-    let authority = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok((authority, path.to_owned()))
-}
-
-/// One HTTP/1.1 POST of JSON; returns the status code. A dependency-free
-/// client is enough for a fire-and-forget notification.
-pub(crate) async fn post_json(url: &str, body: &str) -> Result<u16, String> {
-    let (authority, path) = parse_webhook(url)?;
-    let mut stream = tokio::net::TcpStream::connect(&authority)
-        .await
-        .map_err(|e| format!("connect {authority}: {e}"))?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         User-Agent: meridian\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let mut answer = vec![0u8; WEBHOOK_RESPONSE_BYTES_MAX];
-    let mut read = 0;
-    while read < answer.len() {
-        let n = stream
-            .read(&mut answer[read..])
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 || answer[..read + n].windows(2).any(|w| w == b"\r\n") {
-            read += n;
-            break;
-        }
-        read += n;
-    }
-    let head = String::from_utf8_lossy(&answer[..read]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse::<u16>().ok());
-    status.ok_or_else(|| {
-        format!(
-            "not an HTTP answer: {:?}",
-            head.lines().next().unwrap_or_default()
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn webhook_urls_are_checked() {
-        assert_eq!(
-            parse_webhook("http://127.0.0.1:9000/hook").unwrap(),
-            ("127.0.0.1:9000".into(), "/hook".into())
-        );
-        assert_eq!(
-            parse_webhook("http://hooks.internal").unwrap(),
-            ("hooks.internal:80".into(), "/".into())
-        );
-        assert!(
-            parse_webhook("https://x/")
-                .unwrap_err()
-                .contains("must start with http://")
-        );
-        assert!(
-            parse_webhook("http:///x")
-                .unwrap_err()
-                .contains("no usable host")
-        );
-    }
 }

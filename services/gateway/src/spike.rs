@@ -1,8 +1,9 @@
 //! Volume-spike alerts. The task counts this region's new tickets per tier
 //! and skill ([`meridian_core::spike`]) and, each time a bucket closes on
 //! the gateway's clock, records an `intake_spike` or
-//! `intake_spike_cleared` event naming the shift's queue owner, logs it and
-//! POSTs it as JSON to the rules' webhooks. The rules file's `[spike]`
+//! `intake_spike_cleared` event naming the shift's queue owner and logs it;
+//! the notifier task ([`crate::notifications`]) tells people from the
+//! recorded event. The rules file's `[spike]`
 //! table turns it on and tunes it; without one the task only follows the
 //! log.
 //!
@@ -17,27 +18,21 @@
 //!
 //! Replicas of one region close the same buckets over the same log and so
 //! raise the same alerts; the event's id is derived from the bucket, the
-//! store refuses the second copy, and only the replica whose copy was
-//! recorded posts the webhook.
+//! store refuses the second copy, so one event and one notification.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use meridian_core::{EventEnvelope, EventKind, RegionId, SpikeChange, SpikeDetector};
+use meridian_core::{EventEnvelope, EventKind, IntakeSpike, RegionId, SpikeChange, SpikeDetector};
 use meridian_store::Store;
-use tokio::{
-    sync::{broadcast::error::RecvError, mpsc},
-    time::MissedTickBehavior,
-};
+use tokio::{sync::broadcast::error::RecvError, time::MissedTickBehavior};
 
-use crate::{context::TicketApi, shift};
+use crate::context::TicketApi;
 
 /// The most events read from the log in one page while catching up.
 const CATCH_UP_PAGE: u32 = 1000;
-/// Alerts waiting for the webhook poster; beyond this they are only logged.
-const POST_QUEUE: usize = 64;
 
 /// Runs until the task is dropped.
-pub(crate) async fn run(api: TicketApi, interval: Duration, webhooks: Vec<String>) {
+pub(crate) async fn run(api: TicketApi, interval: Duration) {
     let store = api.store().clone();
     let me = api.region().clone();
     // Subscribe before reading the head, so no commit falls in between.
@@ -56,7 +51,6 @@ pub(crate) async fn run(api: TicketApi, interval: Duration, webhooks: Vec<String
             }
         }
     };
-    let posts = spawn_poster(webhooks);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -77,7 +71,7 @@ pub(crate) async fn run(api: TicketApi, interval: Duration, webhooks: Vec<String
                 counter.follow_rules(&api, &me, now);
                 let Some(detector) = counter.detector.as_mut() else { continue };
                 for change in detector.advance(now) {
-                    record(&api, &posts, change).await;
+                    record(&api, change).await;
                 }
             }
         }
@@ -166,9 +160,8 @@ impl Counter {
     }
 }
 
-/// Records a change with the queue owner on duty, logs it and queues its
-/// webhook post.
-async fn record(api: &TicketApi, posts: &mpsc::Sender<Arc<str>>, change: SpikeChange) {
+/// Records a change with the queue owner on duty and logs it.
+async fn record(api: &TicketApi, change: SpikeChange) {
     let now = api.now();
     let (raised, mut spike) = match change {
         SpikeChange::Raised(spike) => (true, spike),
@@ -177,32 +170,7 @@ async fn record(api: &TicketApi, posts: &mpsc::Sender<Arc<str>>, change: SpikeCh
     spike.queue_owner = api
         .rules()
         .and_then(|rules| rules.queue_owner_at(spike.region.as_str(), now));
-    let owner = spike.queue_owner.as_deref().unwrap_or("nobody on shift");
-    let (region, key, start, end) = (
-        &spike.region,
-        spike.key(),
-        spike.bucket_start,
-        spike.bucket_end,
-    );
-    let text = if raised {
-        format!(
-            "Intake spike in {region}: {} new {key} tickets in {start}–{end} against a baseline of {} ± {} \
-             (threshold {}); queue owner: {owner}",
-            spike.count, spike.baseline, spike.deviation, spike.threshold
-        )
-    } else {
-        format!(
-            "Intake back to normal in {region}: {} new {key} tickets in {start}–{end} (baseline {}, peak {} since {}); \
-             queue owner: {owner}",
-            spike.count, spike.baseline, spike.peak, spike.since
-        )
-    };
-    let name = if raised {
-        "intake_spike"
-    } else {
-        "intake_spike_cleared"
-    };
-    let body = serde_json::json!({ "type": name, "text": text, "spike": spike }).to_string();
+    let text = spike_text(raised, &spike);
     let kind = if raised {
         EventKind::IntakeSpike { spike }
     } else {
@@ -215,41 +183,35 @@ async fn record(api: &TicketApi, posts: &mpsc::Sender<Arc<str>>, change: SpikeCh
     {
         Ok(_) if raised => tracing::warn!(region = %api.region(), "{text}"),
         Ok(_) => tracing::info!(region = %api.region(), "{text}"),
-        // Another replica of this region recorded it, and posts it.
-        Err(meridian_store::Error::Duplicate(_)) => return,
+        // Another replica of this region recorded it.
+        Err(meridian_store::Error::Duplicate(_)) => {}
         // Worth hearing about even when the store is failing.
         Err(error) => {
             tracing::error!(region = %api.region(), error = %error, "{text} (not recorded)")
         }
     }
-    if posts.try_send(Arc::from(body)).is_err() {
-        tracing::warn!(region = %api.region(), event = name, "spike webhook queue full; alert logged only");
-    }
 }
 
-/// Posts alerts in order, one at a time, so a slow webhook never holds up
-/// counting.
-fn spawn_poster(webhooks: Vec<String>) -> mpsc::Sender<Arc<str>> {
-    let (sender, mut queue) = mpsc::channel::<Arc<str>>(POST_QUEUE);
-    tokio::spawn(async move {
-        while let Some(body) = queue.recv().await {
-            for url in &webhooks {
-                match tokio::time::timeout(shift::WEBHOOK_TIMEOUT, shift::post_json(url, &body))
-                    .await
-                {
-                    Ok(Ok(status)) if (200..300).contains(&status) => {
-                        tracing::debug!(url = %url, status, "spike alert posted")
-                    }
-                    Ok(Ok(status)) => {
-                        tracing::warn!(url = %url, status, "webhook refused the spike alert")
-                    }
-                    Ok(Err(error)) => {
-                        tracing::warn!(url = %url, error = %error, "spike webhook failed")
-                    }
-                    Err(_) => tracing::warn!(url = %url, "spike webhook timed out"),
-                }
-            }
-        }
-    });
-    sender
+/// A spike alert, or its clearing, in words.
+pub(crate) fn spike_text(raised: bool, spike: &IntakeSpike) -> String {
+    let owner = spike.queue_owner.as_deref().unwrap_or("nobody on shift");
+    let (region, key, start, end) = (
+        &spike.region,
+        spike.key(),
+        spike.bucket_start,
+        spike.bucket_end,
+    );
+    if raised {
+        format!(
+            "Intake spike in {region}: {} new {key} tickets in {start}–{end} against a baseline of {} ± {} \
+             (threshold {}); queue owner: {owner}",
+            spike.count, spike.baseline, spike.deviation, spike.threshold
+        )
+    } else {
+        format!(
+            "Intake back to normal in {region}: {} new {key} tickets in {start}–{end} (baseline {}, peak {} since {}); \
+             queue owner: {owner}",
+            spike.count, spike.baseline, spike.peak, spike.since
+        )
+    }
 }

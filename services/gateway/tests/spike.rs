@@ -169,7 +169,8 @@ async fn a_burst_raises_one_alert_to_the_queue_owner_and_clears_when_intake_fall
     h.create(16, "enterprise", "networking", 1).await;
     h.enter(17);
     let posted = h.next_hook().await;
-    assert_eq!(posted["type"], "intake_spike", "{posted}");
+    assert_eq!(posted["event"], "intake_spike", "{posted}");
+    assert_eq!(posted["type"], "volume_spike", "{posted}");
     let spike: IntakeSpike = serde_json::from_value(posted["spike"].clone()).unwrap();
     assert_eq!(spike.region.as_str(), "us-east");
     assert_eq!(
@@ -208,7 +209,7 @@ async fn a_burst_raises_one_alert_to_the_queue_owner_and_clears_when_intake_fall
     h.steady(17..=17).await;
     h.enter(18);
     let posted = h.next_hook().await;
-    assert_eq!(posted["type"], "intake_spike_cleared", "{posted}");
+    assert_eq!(posted["event"], "intake_spike_cleared", "{posted}");
     let cleared: IntakeSpike = serde_json::from_value(posted["spike"].clone()).unwrap();
     let expected = ("premium", steady_billing(17), at(16), 40);
     assert_eq!(

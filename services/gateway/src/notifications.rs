@@ -22,7 +22,7 @@ use meridian_core::{EventEnvelope, EventKind, IntakeSpike, ShiftSummary, SlaMetr
 use meridian_notify::{Kind, Notification, Notifier, TicketLine, short_id};
 use tokio::{sync::broadcast::error::RecvError, time::MissedTickBehavior};
 
-use crate::service::TicketApi;
+use crate::context::TicketApi;
 
 /// The most events read from the log at once.
 const PAGE_EVENTS_MAX: u32 = 500;

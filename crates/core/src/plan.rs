@@ -535,11 +535,11 @@ impl Projection {
             }
         }
         self.log.push(event.clone());
-        if refold || after_matches(&plan.after, event.ticket_id, &self.log) {
-            if let Some(replayed) = crate::replay(&self.log) {
-                self.ticket = Some(replayed.ticket);
-                self.stale = replayed.stale;
-            }
+        if (refold || after_matches(&plan.after, event.ticket_id, &self.log))
+            && let Some(replayed) = crate::replay(&self.log)
+        {
+            self.ticket = Some(replayed.ticket);
+            self.stale = replayed.stale;
         }
         Ok(())
     }
@@ -618,7 +618,7 @@ mod tests {
         fn update(&mut self, origin: usize, epoch: Epoch, pick: u8) {
             let changes = TicketChanges {
                 epoch,
-                status: (pick % 3 == 0).then(|| Status::ALL[usize::from(pick / 3) % 6]),
+                status: pick.is_multiple_of(3).then(|| Status::ALL[usize::from(pick / 3) % 6]),
                 assignee: (pick % 3 == 1).then(|| Some(format!("agent-{}", pick % 5))),
                 priority: (pick % 3 == 2).then(|| Priority::ALL[usize::from(pick / 3) % 4]),
                 sla: None,

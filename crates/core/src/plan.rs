@@ -618,7 +618,9 @@ mod tests {
         fn update(&mut self, origin: usize, epoch: Epoch, pick: u8) {
             let changes = TicketChanges {
                 epoch,
-                status: pick.is_multiple_of(3).then(|| Status::ALL[usize::from(pick / 3) % 6]),
+                status: pick
+                    .is_multiple_of(3)
+                    .then(|| Status::ALL[usize::from(pick / 3) % 6]),
                 assignee: (pick % 3 == 1).then(|| Some(format!("agent-{}", pick % 5))),
                 priority: (pick % 3 == 2).then(|| Priority::ALL[usize::from(pick / 3) % 4]),
                 sla: None,

@@ -40,20 +40,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
         postgres: include_str!("../migrations/postgres/0001_init.sql"),
     },
-    Migration {
-        version: 2,
-        sqlite: include_str!("../migrations/sqlite/0002_writer_generation.sql"),
-        postgres: include_str!("../migrations/postgres/0002_writer_generation.sql"),
-    },
+    Migration::portable(2, include_str!("../migrations/0002_writer_generation.sql")),
 ];
 
 /// The newest schema version this build knows.
 pub fn schema_version(_backend: Backend) -> i64 {
-    MIGRATIONS
-        .iter()
-        .map(|m| m.version)
-        .max()
-        .unwrap_or(0)
+    MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
 /// Opens a write transaction. On SQLite it takes the write lock at `BEGIN`

@@ -226,6 +226,8 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             residency,
             priority,
         } => {
+            // Fields without a flag yet keep their defaults.
+            #[allow(clippy::needless_update)]
             let request = v1::CreateTicketRequest {
                 subject,
                 body,
@@ -235,6 +237,7 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 language,
                 residency,
                 priority: parse_priority(&priority)?.into(),
+                ..Default::default()
             };
             let mut client = conn.client().await?;
             let response = client
@@ -267,9 +270,9 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 customer,
                 tier,
                 skills,
-                language: String::new(),
                 residency,
                 priority: parse_priority(&priority)?.into(),
+                ..Default::default()
             };
             let endpoint = endpoint(
                 &router,

@@ -488,11 +488,9 @@ fn create_request(customer: &str) -> CreateTicketRequest {
         subject: "CSV export truncated".to_owned(),
         body: BODY.to_owned(),
         customer: customer.to_owned(),
-        tier: String::new(),
         skills: vec!["billing".to_owned()],
         language: "en".to_owned(),
-        residency: Vec::new(),
-        priority: 0,
+        ..Default::default()
     }
 }
 

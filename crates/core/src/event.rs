@@ -141,6 +141,23 @@ pub enum EventKind {
     },
 }
 
+/// The stored name of each event kind ([`EventKind::name`]), for queries
+/// that select by kind.
+pub mod kind_name {
+    pub const TICKET_CREATED: &str = "ticket_created";
+    pub const TICKET_UPDATED: &str = "ticket_updated";
+    pub const NOTE_ADDED: &str = "note_added";
+    pub const SLA_WARNING: &str = "sla_warning";
+    pub const SLA_BREACHED: &str = "sla_breached";
+    pub const HANDOFF_OFFERED: &str = "handoff_offered";
+    pub const HANDOFF_ACCEPTED: &str = "handoff_accepted";
+    pub const HANDOFF_REFUSED: &str = "handoff_refused";
+    pub const TAKEN_OVER: &str = "taken_over";
+    pub const SHIFT_SUMMARY: &str = "shift_summary";
+    pub const INTAKE_SPIKE: &str = "intake_spike";
+    pub const INTAKE_SPIKE_CLEARED: &str = "intake_spike_cleared";
+}
+
 /// What an outgoing shift leaves the incoming one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShiftSummary {
@@ -225,18 +242,18 @@ impl ShiftSummary {
 impl EventKind {
     pub fn name(&self) -> &'static str {
         match self {
-            EventKind::TicketCreated { .. } => "ticket_created",
-            EventKind::TicketUpdated { .. } => "ticket_updated",
-            EventKind::NoteAdded { .. } => "note_added",
-            EventKind::SlaWarning { .. } => "sla_warning",
-            EventKind::SlaBreached { .. } => "sla_breached",
-            EventKind::HandoffOffered { .. } => "handoff_offered",
-            EventKind::HandoffAccepted { .. } => "handoff_accepted",
-            EventKind::HandoffRefused { .. } => "handoff_refused",
-            EventKind::TakenOver { .. } => "taken_over",
-            EventKind::ShiftSummary { .. } => "shift_summary",
-            EventKind::IntakeSpike { .. } => "intake_spike",
-            EventKind::IntakeSpikeCleared { .. } => "intake_spike_cleared",
+            EventKind::TicketCreated { .. } => kind_name::TICKET_CREATED,
+            EventKind::TicketUpdated { .. } => kind_name::TICKET_UPDATED,
+            EventKind::NoteAdded { .. } => kind_name::NOTE_ADDED,
+            EventKind::SlaWarning { .. } => kind_name::SLA_WARNING,
+            EventKind::SlaBreached { .. } => kind_name::SLA_BREACHED,
+            EventKind::HandoffOffered { .. } => kind_name::HANDOFF_OFFERED,
+            EventKind::HandoffAccepted { .. } => kind_name::HANDOFF_ACCEPTED,
+            EventKind::HandoffRefused { .. } => kind_name::HANDOFF_REFUSED,
+            EventKind::TakenOver { .. } => kind_name::TAKEN_OVER,
+            EventKind::ShiftSummary { .. } => kind_name::SHIFT_SUMMARY,
+            EventKind::IntakeSpike { .. } => kind_name::INTAKE_SPIKE,
+            EventKind::IntakeSpikeCleared { .. } => kind_name::INTAKE_SPIKE_CLEARED,
         }
     }
 
@@ -252,14 +269,18 @@ impl EventKind {
     }
 
     /// The names of the kinds that carry owner-scoped changes.
-    pub const CHANGE_KINDS: [&'static str; 3] = ["ticket_updated", "sla_warning", "sla_breached"];
+    pub const CHANGE_KINDS: [&'static str; 3] = [
+        kind_name::TICKET_UPDATED,
+        kind_name::SLA_WARNING,
+        kind_name::SLA_BREACHED,
+    ];
 
     /// The names of the kinds that move ownership or a pending offer.
     pub const OWNERSHIP_KINDS: [&'static str; 4] = [
-        "handoff_offered",
-        "handoff_accepted",
-        "handoff_refused",
-        "taken_over",
+        kind_name::HANDOFF_OFFERED,
+        kind_name::HANDOFF_ACCEPTED,
+        kind_name::HANDOFF_REFUSED,
+        kind_name::TAKEN_OVER,
     ];
 
     /// Whether this event moves ownership or a pending offer.

@@ -17,6 +17,7 @@ pub mod event;
 pub mod hlc;
 pub mod id;
 pub mod note;
+pub mod plan;
 pub mod replay;
 pub mod residency;
 pub mod sla;

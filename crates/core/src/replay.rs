@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use jiff::Timestamp;
 
+use crate::plan::{Change, Plan, Source, event_instant, plan};
 use crate::{Epoch, EventEnvelope, EventKind, Ownership, RegionId, Ticket, TicketChanges};
 
 /// The ticket the fold derived, and the writes it refused.
@@ -103,8 +104,9 @@ pub fn replay(events: &[EventEnvelope]) -> Option<Replayed> {
             b.2.origin_seq,
         ))
     });
-    for (_, _, event, changes) in counted {
-        ticket.apply(changes, hlc_instant(event));
+    // Each counted write makes exactly the change its plan names.
+    for (_, _, event, _) in counted {
+        apply_planned(&mut ticket, event, false);
     }
     stale.sort_by(|a, b| (&a.origin_region, a.origin_seq).cmp(&(&b.origin_region, b.origin_seq)));
 
@@ -134,21 +136,27 @@ pub fn replay(events: &[EventEnvelope]) -> Option<Replayed> {
         ticket.updated_at = ticket.updated_at.max(hlc_instant(event));
     }
     for event in steps {
-        match &event.kind {
-            EventKind::HandoffOffered { to, .. } => ticket.handoff_to = Some(to.clone()),
-            EventKind::HandoffRefused { to, .. } if ticket.handoff_to.as_ref() == Some(to) => {
-                ticket.handoff_to = None
-            }
-            _ => {}
-        }
+        apply_planned(&mut ticket, event, true);
     }
     Some(Replayed { ticket, stale })
 }
 
-/// The instant a replica records for an event: its HLC's milliseconds.
+/// Makes the change [`plan`] names for `event` as a replica applies it,
+/// where its guard holds when `guarded` (the fold already decided that the
+/// event counts; the guard orders the offers and refusals of one epoch).
+fn apply_planned(ticket: &mut Ticket, event: &EventEnvelope, guarded: bool) {
+    if let Ok(Plan {
+        change: Change::Update { set, guard },
+        ..
+    }) = plan(event, Source::Replica)
+        && (!guarded || guard.holds(ticket))
+    {
+        set.apply_to(ticket);
+    }
+}
+
 fn hlc_instant(event: &EventEnvelope) -> Timestamp {
-    let millis = i64::try_from(event.hlc_time.millis()).unwrap_or(i64::MAX);
-    Timestamp::from_millisecond(millis).unwrap_or(Timestamp::MAX)
+    event_instant(event)
 }
 
 #[cfg(test)]

@@ -65,6 +65,26 @@ pub fn residency_ticket(kind: &EventKind) -> Option<TicketId> {
     }
 }
 
+/// Whether `here` must refuse this replicated event: it is a redacted copy
+/// of a ticket whose residency includes `here`, which keeps the full event
+/// (a sender that has only the copy must not send it). `stored` is the
+/// residency of the event's ticket as held here, for events that do not
+/// carry it ([`residency_ticket`]); a note of a ticket not here yet cannot
+/// be checked and is let in.
+pub fn refuses_copy(
+    kind: &EventKind,
+    stored: Option<&BTreeSet<RegionId>>,
+    here: &RegionId,
+) -> bool {
+    if !is_redacted(kind) {
+        return false;
+    }
+    match kind {
+        EventKind::TicketCreated { ticket } => may_hold(&ticket.residency, here),
+        _ => stored.is_some_and(|residency| may_hold(residency, here)),
+    }
+}
+
 /// Whether this is a redacted copy (see the module's doc for the mark).
 pub fn is_redacted(kind: &EventKind) -> bool {
     match kind {

@@ -355,6 +355,21 @@ impl Ticket {
         })
     }
 
+    /// What a client supplied to create this ticket: for checking a
+    /// replicated creation the way a local one was checked.
+    pub fn as_new(&self) -> NewTicket {
+        NewTicket {
+            subject: self.subject.clone(),
+            body: self.body.clone(),
+            customer: self.customer.clone(),
+            tier: self.tier.clone(),
+            skills: self.skills.clone(),
+            language: self.language.clone(),
+            residency: self.residency.clone(),
+            priority: self.priority,
+        }
+    }
+
     /// Decides an owner-scoped change requested in `region`: refused unless
     /// that region owns the ticket, and unless every status move is legal.
     /// Returns only the fields that actually change, stamped with the epoch

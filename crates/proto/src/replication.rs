@@ -272,16 +272,9 @@ fn check_payload(
                     value.clone()
                 }
             };
-            let as_new = core::NewTicket {
-                subject: text(&ticket.subject),
-                body: ticket.body.clone(),
-                customer: text(&ticket.customer),
-                tier: ticket.tier.clone(),
-                skills: ticket.skills.clone(),
-                language: ticket.language.clone(),
-                residency: ticket.residency.clone(),
-                priority: ticket.priority,
-            };
+            let mut as_new = ticket.as_new();
+            as_new.subject = text(&ticket.subject);
+            as_new.customer = text(&ticket.customer);
             as_new
                 .validate()
                 .map_err(|e| core_error(&named("ticket"), e))?;

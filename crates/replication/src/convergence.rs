@@ -119,6 +119,13 @@ pub enum Divergence {
         acked: TicketId,
         found: TicketId,
     },
+    /// `store`'s SQL database disagrees with the fold of its own log, or
+    /// refused what the core allowed (the simulation's mirror, crates/sim).
+    StoreDisagrees {
+        store: RegionId,
+        ticket: Option<TicketId>,
+        detail: String,
+    },
 }
 
 impl ConvergenceReport {
@@ -263,6 +270,14 @@ impl fmt::Display for Divergence {
                     "{store} holds ticket {found}'s event at acknowledged {origin} event {seq} (of ticket {acked})"
                 )
             }
+            Divergence::StoreDisagrees {
+                store,
+                ticket,
+                detail,
+            } => match ticket {
+                Some(ticket) => write!(f, "{store}'s SQL store, ticket {ticket}: {detail}"),
+                None => write!(f, "{store}'s SQL store: {detail}"),
+            },
         }
     }
 }
@@ -708,7 +723,7 @@ fn expected_here<'a>(
 /// `recorded_at` is when it arrived in that region, so it is not compared,
 /// nor is the ticket's epoch when it arrived (which depends on arrival
 /// order), nor the order conflicts were recorded in.
-fn differing_parts(expected: &TicketRecord, actual: &TicketRecord) -> Vec<String> {
+pub fn differing_parts(expected: &TicketRecord, actual: &TicketRecord) -> Vec<String> {
     let mut parts = Vec::new();
     if expected.ticket != actual.ticket {
         match (

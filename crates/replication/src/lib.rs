@@ -90,7 +90,7 @@ pub use config::{
 };
 pub use convergence::{
     Acked, ConvergenceReport, Divergence, RegionView, check_acked, check_convergence, check_owners,
-    check_views, read_view,
+    check_views, differing_parts, read_view,
 };
 pub use digest::BUCKET_EVENTS_DEFAULT;
 pub use error::{Error, Result};

@@ -5,7 +5,8 @@
 //! replication code of `meridian-replication` (the streams, their
 //! sessions, anti-entropy and its relay, the dialler's reconnects) served
 //! by tonic over simulated TCP, on an in-memory model of the store
-//! ([`model`]); the router holds the regions' leases and records takeovers
+//! ([`model`]) that mirrors every commit into the real store on an
+//! in-memory SQLite database ([`sql`]); the router holds the regions' leases and records takeovers
 //! when one lapses. A seeded driver sends the workload (creates routed by
 //! shift, updates, notes, handoffs, shift changes) and injects faults
 //! (partitions full and one-way, held links, latency, flaky links,
@@ -20,9 +21,10 @@
 //! gives the same faults and the same final logs; `MERIDIAN_SEED=N`
 //! replays one (see ARCHITECTURE.md, "Deterministic simulation").
 //!
-//! Boundary: a test harness. It does not exercise the SQL store, TLS,
-//! the gateway's or router's gRPC services, or etcd; what it models in
-//! their place is listed in ARCHITECTURE.md.
+//! Boundary: a test harness. It exercises the SQL store's writes, fencing,
+//! apply and refolds ([`sql`]: every region's tickets in SQL must equal the
+//! fold of its log), but not TLS, the gateway's or router's gRPC services,
+//! or etcd; what it models in their place is listed in ARCHITECTURE.md.
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +33,7 @@ pub mod model;
 pub mod net;
 pub mod rng;
 mod run;
+pub mod sql;
 
 pub use check::{Acked, Report, Violation};
 

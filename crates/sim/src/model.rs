@@ -1,9 +1,10 @@
 //! The model store: one region's database as plain memory, with the real
 //! store's contract, behind [`ReplicaLog`].
 //!
-//! The real store (`meridian-store`) runs sqlx on a writer thread and
-//! reads the wall clock, neither of which a deterministic simulation can
-//! schedule. This model keeps what replication and the invariants depend
+//! The real store (`meridian-store`) runs sqlx on a writer thread, which
+//! a deterministic simulation cannot schedule, so replication runs on this
+//! model and the real store follows it: every commit here is also made in
+//! the region's SQL store ([`crate::sql`]), which must agree. This model keeps what replication and the invariants depend
 //! on: each origin's log dense from 1, a cursor per origin that is the
 //! log's length, `apply_remote` that skips what it holds, refuses a gap
 //! with nothing applied, and publishes every commit; local writes fenced
@@ -41,6 +42,10 @@ pub struct RegionDb {
     pub logs: BTreeMap<RegionId, Vec<EventEnvelope>>,
     hlc: Hlc,
     commits: broadcast::Sender<Arc<EventEnvelope>>,
+    /// The same database in the real store ([`crate::sql`]).
+    sql: Option<crate::sql::SqlStore>,
+    /// Where the real store disagreed with the model, as they happened.
+    pub sql_problems: Vec<String>,
 }
 
 /// A region's database, shared by its host (through [`ModelLog`]) and the
@@ -54,12 +59,18 @@ pub fn lock(db: &SharedDb) -> MutexGuard<'_, RegionDb> {
 impl RegionDb {
     pub fn new(region: RegionId, index: u16) -> SharedDb {
         let (commits, _) = broadcast::channel(COMMITS_QUEUE);
+        let (sql, sql_problems) = match crate::sql::SqlStore::open(&region) {
+            Ok(sql) => (Some(sql), Vec::new()),
+            Err(e) => (None, vec![format!("the SQL store did not open: {e}")]),
+        };
         Arc::new(Mutex::new(Self {
             region,
             index,
             logs: BTreeMap::new(),
             hlc: Hlc::default(),
             commits,
+            sql,
+            sql_problems,
         }))
     }
 
@@ -147,6 +158,22 @@ impl RegionDb {
             next += 1;
         }
         let now_millis = millis(now);
+        if let Some(sql) = &self.sql
+            && !to_apply.is_empty()
+        {
+            let expected = next - 1;
+            match sql.apply_remote(origin, to_apply.clone(), now) {
+                Ok(cursor) if cursor == expected => {}
+                Ok(cursor) => self.sql_problems.push(format!(
+                    "{}: the SQL store's cursor of {origin} is {cursor}, the model's {expected}",
+                    self.region
+                )),
+                Err(e) => self.sql_problems.push(format!(
+                    "{}: the SQL store refused {origin}'s batch the model applied: {e}",
+                    self.region
+                )),
+            }
+        }
         for event in to_apply {
             self.hlc.observe(event.hlc_time, now_millis);
             let event = Arc::new(event);
@@ -176,12 +203,68 @@ impl RegionDb {
             traceparent: None,
             kind,
         };
+        if let Some(sql) = &self.sql
+            && let Err(e) = sql.write_local(&event, now)
+        {
+            self.sql_problems.push(format!("{}: {e}", self.region));
+        }
         self.logs
             .entry(self.region.clone())
             .or_default()
             .push(event.clone());
         let _ = self.commits.send(Arc::new(event.clone()));
         event
+    }
+
+    /// Where the real store's tickets differ from the fold of this region's
+    /// log (`view`, from [`region_view`]), and every disagreement seen while
+    /// writing, as violations.
+    pub fn sql_divergences(
+        &self,
+        view: &meridian_replication::RegionView,
+    ) -> Vec<meridian_replication::Divergence> {
+        use meridian_replication::Divergence;
+        let mut found: Vec<Divergence> = self
+            .sql_problems
+            .iter()
+            .map(|detail| Divergence::StoreDisagrees {
+                store: self.region.clone(),
+                ticket: None,
+                detail: detail.clone(),
+            })
+            .collect();
+        let Some(sql) = &self.sql else {
+            return found;
+        };
+        let ids: Vec<TicketId> = view.tickets.keys().copied().collect();
+        let records = match sql.records(ids, Timestamp::UNIX_EPOCH) {
+            Ok(records) => records,
+            Err(e) => {
+                found.push(Divergence::StoreDisagrees {
+                    store: self.region.clone(),
+                    ticket: None,
+                    detail: format!("reading the SQL store failed: {e}"),
+                });
+                return found;
+            }
+        };
+        for (id, folded) in &view.tickets {
+            let parts = match records.get(id) {
+                Some(record) => meridian_replication::differing_parts(folded, record),
+                None => vec!["missing".to_owned()],
+            };
+            if !parts.is_empty() {
+                found.push(Divergence::StoreDisagrees {
+                    store: self.region.clone(),
+                    ticket: Some(*id),
+                    detail: format!(
+                        "SQL projection differs from the fold in {}",
+                        parts.join(", ")
+                    ),
+                });
+            }
+        }
+        found
     }
 
     // ------------------------------------------------ local writes (the gateway's)

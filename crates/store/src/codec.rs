@@ -19,19 +19,97 @@ use crate::{ConflictRecord, Error, Result};
 
 pub(crate) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 
+/// Defines a table's columns once: the column list every statement selects
+/// and inserts, its width (what multi-row `VALUES` are numbered by) and the
+/// head of its insert. Binders and decoders below follow `COLUMNS`.
+macro_rules! table {
+    ($module:ident, $name:literal, [$first:literal $(, $rest:literal)* $(,)?]) => {
+        pub(crate) mod $module {
+            #[allow(dead_code)] // Not every table's statements name it.
+            pub(crate) const NAME: &str = $name;
+            pub(crate) const COLUMNS: &[&str] = &[$first $(, $rest)*];
+            /// `COLUMNS` comma-separated, for `SELECT` and `INSERT`.
+            pub(crate) const LIST: &str = concat!($first $(, ", ", $rest)*);
+            pub(crate) const WIDTH: usize = COLUMNS.len();
+            /// `INSERT INTO <table> (<columns>) VALUES `.
+            pub(crate) const INSERT: &str = concat!("INSERT INTO ", $name, " (", $first $(, ", ", $rest)*, ") VALUES ");
+        }
+    };
+}
+
+table!(
+    tickets,
+    "tickets",
+    [
+        "ticket_id",
+        "subject",
+        "body",
+        "customer",
+        "tier",
+        "skills",
+        "language",
+        "residency",
+        "status",
+        "assignee",
+        "priority",
+        "owner_region",
+        "owner_epoch",
+        "handoff_to",
+        "sla",
+        "sla_check_at",
+        "sla_at_risk",
+        "created_at",
+        "updated_at",
+    ]
+);
+table!(
+    events,
+    "events",
+    [
+        "origin_region",
+        "origin_seq",
+        "ticket_id",
+        "epoch",
+        "hlc_time",
+        "traceparent",
+        "kind",
+        "payload",
+        "recorded_at",
+    ]
+);
+table!(
+    notes,
+    "notes",
+    [
+        "note_id",
+        "ticket_id",
+        "region",
+        "author",
+        "body",
+        "created_at",
+        "auto"
+    ]
+);
+table!(
+    conflicts,
+    "conflicts",
+    [
+        "ticket_id",
+        "origin_region",
+        "origin_seq",
+        "stale_epoch",
+        "current_epoch",
+        "changes",
+        "recorded_at",
+    ]
+);
+
 /// The ticket columns in the order [`ticket_from_row`] and [`bind_ticket`]
 /// use.
-pub(crate) const TICKET_COLUMNS: &str = "ticket_id, subject, body, customer, tier, skills, language, residency, \
-     status, assignee, priority, owner_region, owner_epoch, handoff_to, sla, sla_check_at, sla_at_risk, \
-     created_at, updated_at";
-
-pub(crate) const EVENT_COLUMNS: &str =
-    "origin_region, origin_seq, ticket_id, epoch, hlc_time, traceparent, kind, payload";
-
-pub(crate) const NOTE_COLUMNS: &str = "note_id, ticket_id, region, author, body, created_at, auto";
-
-pub(crate) const CONFLICT_COLUMNS: &str =
-    "origin_region, origin_seq, stale_epoch, current_epoch, changes, recorded_at";
+pub(crate) const TICKET_COLUMNS: &str = tickets::LIST;
+pub(crate) const EVENT_COLUMNS: &str = events::LIST;
+pub(crate) const NOTE_COLUMNS: &str = notes::LIST;
+pub(crate) const CONFLICT_COLUMNS: &str = conflicts::LIST;
 
 // ---- values going in ----
 
@@ -168,6 +246,22 @@ impl EventRow {
                 .map_err(|e| Error::invalid("payload", format!("does not encode as JSON: {e}")))?,
         })
     }
+}
+
+/// Binds every conflict column, in [`conflicts::COLUMNS`] order.
+pub(crate) fn bind_conflict<'q>(
+    query: AnyQuery<'q>,
+    ticket_id: TicketId,
+    conflict: &ConflictRecord,
+) -> Result<AnyQuery<'q>> {
+    Ok(query
+        .bind(ticket_id.to_string())
+        .bind(conflict.origin_region.as_str().to_owned())
+        .bind(to_db(conflict.origin_seq, "origin_seq")?)
+        .bind(to_db(conflict.stale_epoch.raw(), "epoch")?)
+        .bind(to_db(conflict.current_epoch.raw(), "epoch")?)
+        .bind(changes_json(&conflict.changes)?)
+        .bind(millis(conflict.recorded_at)))
 }
 
 pub(crate) fn changes_json(changes: &TicketChanges) -> Result<String> {
@@ -367,6 +461,52 @@ impl SqlBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each binder binds exactly one value per column of its table's one
+    /// definition, so a column added there and not bound fails here.
+    #[test]
+    fn binders_bind_one_value_per_column() {
+        use sqlx::{Arguments, Execute};
+        let region = RegionId::new("us-east").unwrap();
+        let owner = Ownership::new(region.clone(), 0, Epoch::initial(0)).unwrap();
+        let new = meridian_core::NewTicket {
+            subject: "s".into(),
+            body: "b".into(),
+            customer: "c".into(),
+            tier: Tier::new("standard").unwrap(),
+            skills: BTreeSet::new(),
+            language: "en".into(),
+            residency: BTreeSet::new(),
+            priority: Priority::Normal,
+        };
+        let id = TicketId::new_v7(Timestamp::UNIX_EPOCH, [1; 10]);
+        let ticket = Ticket::create(id, new, owner, Timestamp::UNIX_EPOCH).unwrap();
+        let count = |mut query: AnyQuery<'_>| query.take_arguments().unwrap().unwrap().len();
+        assert_eq!(
+            count(bind_ticket(sqlx::query("-"), &ticket).unwrap()),
+            tickets::WIDTH
+        );
+        let note = Note {
+            id: NoteId::new_v7(Timestamp::UNIX_EPOCH, [2; 10]),
+            ticket_id: id,
+            region: region.clone(),
+            author: "a".into(),
+            body: "b".into(),
+            created_at: Timestamp::UNIX_EPOCH,
+            auto: false,
+        };
+        assert_eq!(count(bind_note(sqlx::query("-"), &note)), notes::WIDTH);
+        let conflict = ConflictRecord {
+            origin_region: region,
+            origin_seq: 1,
+            stale_epoch: Epoch::initial(0),
+            current_epoch: Epoch::initial(1),
+            changes: TicketChanges::default(),
+            recorded_at: Timestamp::UNIX_EPOCH,
+        };
+        let query = bind_conflict(sqlx::query("-"), id, &conflict).unwrap();
+        assert_eq!(count(query), conflicts::WIDTH);
+    }
 
     #[test]
     fn builder_numbers_placeholders() {

@@ -5,21 +5,24 @@
 //!
 //! What it owns: the outbox rule (an event and the projection change it
 //! describes commit in one transaction, never one without the other), dense
-//! per-origin sequence numbers, fencing of owner-scoped writes in the SQL
-//! statement itself, idempotent and gap-free replication apply, and group
-//! commit through a single writer task (an answer means committed).
+//! per-origin sequence numbers, execution of the core's plans with the
+//! compare-and-set in the SQL statement itself (a guard becomes the `WHERE`
+//! clause, see `exec.rs` and docs/store.md), idempotent and gap-free
+//! replication apply, and group commit through a single writer task (an
+//! answer means committed).
 //!
-//! What it must never do: decide domain rules of its own (that is
-//! `meridian-core`; the store only re-checks them where a race could slip
-//! past the caller), speak gRPC or know about peers, read the wall clock
-//! where a caller's instant exists, or acknowledge a write before it has
-//! committed.
+//! What it must never do: decide domain rules (which change an event makes,
+//! under which guard, what a miss means, when to refold: all
+//! `meridian_core::plan`), speak gRPC or know about peers, read the wall
+//! clock where a caller's instant exists, or acknowledge a write before it
+//! has committed.
 
 #![forbid(unsafe_code)]
 
 mod codec;
 mod config;
 mod error;
+mod exec;
 mod ops;
 mod region_lock;
 mod schema;

@@ -1,22 +1,31 @@
 //! The writes, each run inside a write transaction the writer task owns.
 //!
 //! Every write inserts its event and its projection change in the same
-//! transaction (the outbox rule). Each operation makes all of its refusal
-//! checks before its first write, so a refused command leaves the shared
-//! batch transaction exactly as it found it and its neighbours commit.
+//! transaction (the outbox rule). What a write may change is the core's
+//! plan ([`meridian_core::plan`]); this module only executes it: the guard
+//! becomes the statement's `WHERE` clause ([`crate::exec`]), a miss is
+//! explained by [`plan::missed`], a refold is [`meridian_core::replay`].
+//! Each operation makes all of its refusal checks before its first write,
+//! so a refused command leaves the shared batch transaction exactly as it
+//! found it and its neighbours commit.
+
+use std::sync::LazyLock;
 
 use jiff::Timestamp;
 use meridian_core::{
-    EventEnvelope, EventKind, Note, RegionId, Status, Ticket, TicketChanges, TicketId,
+    EventEnvelope, EventKind, Note, RegionId, Ticket, TicketId,
+    event::kind_name,
+    plan::{self, After, Change, Missed, Plan, Source},
 };
 use sqlx::{AnyConnection, any::AnyRow};
 
 use crate::{
     Backend, Error, WriteMeta,
     codec::{
-        self, Bind, EVENT_COLUMNS, EventRow, SqlBuilder, TICKET_COLUMNS, bind_note, bind_ticket,
-        changes_json, millis, to_db,
+        self, Bind, EventRow, SqlBuilder, TICKET_COLUMNS, bind_note, bind_ticket, conflicts,
+        events, millis, notes, tickets, to_db,
     },
+    exec,
 };
 
 /// How one command in a batch ended without success.
@@ -43,45 +52,79 @@ fn refused(e: impl Into<Error>) -> Fail {
     Fail::Refused(e.into())
 }
 
-const INSERT_TICKET_HEAD: &str = "INSERT INTO tickets (ticket_id, subject, body, customer, tier, skills, language, \
-     residency, status, assignee, priority, owner_region, owner_epoch, handoff_to, sla, sla_check_at, sla_at_risk, \
-     created_at, updated_at) VALUES ";
+/// One statement inserting `width` columns of one row, numbered `$1..`:
+/// `ON CONFLICT ..` appended by the caller's `tail`.
+fn single_row(insert: &str, width: usize, tail: &str) -> String {
+    format!(
+        "{insert}({}) {tail}",
+        placeholders(Backend::Postgres, 1, width)
+    )
+}
 
-const INSERT_TICKET: &str = "INSERT INTO tickets (ticket_id, subject, body, customer, tier, skills, language, \
-     residency, status, assignee, priority, owner_region, owner_epoch, handoff_to, sla, sla_check_at, sla_at_risk, \
-     created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-     ON CONFLICT (ticket_id) DO NOTHING";
+static INSERT_TICKET: LazyLock<String> = LazyLock::new(|| {
+    single_row(
+        tickets::INSERT,
+        tickets::WIDTH,
+        "ON CONFLICT (ticket_id) DO NOTHING",
+    )
+});
 
-const INSERT_NOTE_HEAD: &str =
-    "INSERT INTO notes (note_id, ticket_id, region, author, body, created_at, auto) VALUES ";
+static INSERT_NOTE: LazyLock<String> = LazyLock::new(|| {
+    single_row(
+        notes::INSERT,
+        notes::WIDTH,
+        "ON CONFLICT (note_id) DO NOTHING",
+    )
+});
 
-const INSERT_NOTE: &str = "INSERT INTO notes (note_id, ticket_id, region, author, body, created_at, auto) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (note_id) DO NOTHING";
+static INSERT_REMOTE_EVENT: LazyLock<String> = LazyLock::new(|| {
+    single_row(
+        events::INSERT,
+        events::WIDTH,
+        "ON CONFLICT (origin_region, origin_seq) DO NOTHING",
+    )
+});
+
+static INSERT_CONFLICT: LazyLock<String> = LazyLock::new(|| {
+    single_row(
+        conflicts::INSERT,
+        conflicts::WIDTH,
+        "ON CONFLICT (origin_region, origin_seq) DO NOTHING",
+    )
+});
+
+/// A full-row rewrite of a ticket's projection (a refold): every column but
+/// the key, bound in [`bind_ticket`] order.
+static REWRITE_TICKET: LazyLock<String> = LazyLock::new(|| {
+    let set: Vec<String> = tickets::COLUMNS
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, column)| format!("{column} = ${}", i + 1))
+        .collect();
+    format!(
+        "UPDATE {} SET {} WHERE {} = $1",
+        tickets::NAME,
+        set.join(", "),
+        tickets::COLUMNS[0]
+    )
+});
+
+/// The kinds a refold reads: the creation and [`plan::HISTORY_KINDS`].
+static REFOLD_KINDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    std::iter::once(kind_name::TICKET_CREATED)
+        .chain(plan::HISTORY_KINDS)
+        .collect()
+});
 
 /// The most replicated creations and notes applied by one multi-row
-/// statement: 19 parameters a ticket keeps 128 rows far below both
-/// backends' parameter limits.
+/// statement: at [`tickets::WIDTH`] parameters a ticket, 128 rows stay far
+/// below both backends' parameter limits.
 const APPLY_RUN_MAX: usize = 128;
 
-const INSERT_EVENT_HEAD: &str = "INSERT INTO events (origin_region, origin_seq, ticket_id, epoch, hlc_time, \
-     traceparent, kind, payload, recorded_at) VALUES ";
-
-const INSERT_REMOTE_EVENT: &str = "INSERT INTO events (origin_region, origin_seq, ticket_id, epoch, hlc_time, \
-     traceparent, kind, payload, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-     ON CONFLICT (origin_region, origin_seq) DO NOTHING";
-
-/// The most local events one statement inserts: 9 parameters each stays far
-/// below both SQLite's and PostgreSQL's parameter limits.
+/// The most local events one statement inserts: at [`events::WIDTH`]
+/// parameters each, far below SQLite's and PostgreSQL's parameter limits.
 const LOCAL_EVENTS_PER_INSERT_MAX: usize = 128;
-
-/// The ownership columns of a ticket.
-struct OwnerRow {
-    status: Status,
-    owner: RegionId,
-    epoch: meridian_core::Epoch,
-    handoff_to: Option<RegionId>,
-}
 
 /// One write transaction: the connection, and the head of the local log,
 /// read (and on PostgreSQL locked) when the transaction began.
@@ -227,8 +270,9 @@ impl<'c> WriteTx<'c> {
             let (chunk, tail) = rest.split_at(size);
             rest = tail;
             let sql = format!(
-                "{INSERT_EVENT_HEAD}{}",
-                values_rows(self.backend, chunk.len(), 9)
+                "{}{}",
+                events::INSERT,
+                values_rows(self.backend, chunk.len(), events::WIDTH)
             );
             let mut query = sqlx::query(&sql);
             for (row, recorded_at_ms) in chunk {
@@ -247,12 +291,13 @@ impl<'c> WriteTx<'c> {
         recorded_at_ms: i64,
     ) -> Result<bool, Fail> {
         let done = row
-            .bind(sqlx::query(INSERT_REMOTE_EVENT), recorded_at_ms)
+            .bind(sqlx::query(&INSERT_REMOTE_EVENT), recorded_at_ms)
             .execute(&mut *self.conn)
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
+    // ---- local writes ----
     // ---- local writes ----
 
     pub(crate) async fn create_ticket(
@@ -260,23 +305,13 @@ impl<'c> WriteTx<'c> {
         ticket: &Ticket,
         meta: &WriteMeta,
     ) -> Result<EventEnvelope, Fail> {
-        // A region creates only tickets it owns: creating is an owner-scoped
-        // write like any other.
-        if &ticket.owner.owner_region != self.local_region {
-            return Err(refused(Error::Fenced {
-                owner: ticket.owner.owner_region.clone(),
-                epoch: ticket.owner.epoch,
-            }));
-        }
         let kind = EventKind::TicketCreated {
             ticket: Box::new(ticket.clone()),
         };
-        let (event, row) = self.local_event(ticket.id, ticket.owner.epoch, meta, kind)?;
-        let insert = bind_ticket(sqlx::query(INSERT_TICKET), ticket).map_err(refused)?;
-        if insert.execute(&mut *self.conn).await?.rows_affected() == 0 {
-            return Err(refused(Error::Duplicate(format!("ticket {}", ticket.id))));
-        }
-        self.append_local(event, row, meta)
+        let (_, event) = self
+            .local_write(ticket.id, ticket.owner.epoch, kind, meta)
+            .await?;
+        Ok(event)
     }
 
     /// An owner-scoped change: `kind` is an event that carries changes
@@ -287,73 +322,133 @@ impl<'c> WriteTx<'c> {
         kind: &EventKind,
         meta: &WriteMeta,
     ) -> Result<(Ticket, EventEnvelope), Fail> {
-        let Some(changes) = kind.owner_changes() else {
-            return Err(refused(Error::invalid(
-                "kind",
-                format!("{} carries no owner-scoped change", kind.name()),
-            )));
-        };
-        if changes.is_empty() {
-            return Err(refused(Error::invalid(
-                "changes",
-                "names no field to change",
-            )));
+        let epoch = kind.owner_changes().map(|c| c.epoch).unwrap_or_default();
+        let (ticket, event) = self
+            .local_write(ticket_id, epoch, kind.clone(), meta)
+            .await?;
+        Ok((self.returned(ticket, ticket_id)?, event))
+    }
+
+    /// Runs a local write: the event is planned by the core, its change
+    /// made under the planned guard in one statement, and a miss explained
+    /// by the core from the ticket as it is. Returns the ticket the
+    /// statement returned (for updates).
+    async fn local_write(
+        &mut self,
+        ticket_id: TicketId,
+        epoch: meridian_core::Epoch,
+        kind: EventKind,
+        meta: &WriteMeta,
+    ) -> Result<(Option<Ticket>, EventEnvelope), Fail> {
+        let (event, row) = self.local_event(ticket_id, epoch, meta, kind)?;
+        let what = || format!("ticket {ticket_id}");
+        let plan = plan::plan(&event, Source::Local)
+            .map_err(|r| refused(exec::refusal_error(r, &what())))?;
+        let (matched, ticket) = self.execute(&plan).await.map_err(|e| match e {
+            // A value that cannot be stored is a refusal; nothing was written.
+            Fail::Abort(Error::Invalid(e)) => refused(Error::Invalid(e)),
+            other => other,
+        })?;
+        if !matched {
+            let current = self.ticket_row(ticket_id).await?;
+            return Err(
+                match plan::missed(&event, Source::Local, current.as_ref()) {
+                    Missed::Refused(r) => refused(exec::refusal_error(r, &what())),
+                    _ => refused(Error::Corrupt(format!(
+                        "the guard of {} on ticket {ticket_id} missed without a reason",
+                        event.kind.name()
+                    ))),
+                },
+            );
         }
-        if let Some(Some(assignee)) = &changes.assignee {
-            meridian_core::ticket::check_assignee(assignee).map_err(refused)?;
-        }
-        let (event, row) = self.local_event(ticket_id, changes.epoch, meta, kind.clone())?;
-        // Fencing is in the statement itself: it matches only at the caller's
-        // epoch, only if this region owns the ticket, and only from a status
-        // that may move to the requested one.
-        let update = update_statement(
-            ticket_id,
-            changes,
-            meta.hlc_time.millis(),
-            Some(self.local_region),
-        )
-        .map_err(refused)?;
-        let Some(updated) = update.query().fetch_optional(&mut *self.conn).await? else {
-            return Err(refused(self.why_not_updated(ticket_id, changes).await?));
-        };
-        let ticket = codec::ticket_from_row(&updated)?;
+        self.run_after(&plan).await?;
         let event = self.append_local(event, row, meta)?;
         Ok((ticket, event))
     }
 
-    /// Explains an owner-scoped update that matched no row.
-    async fn why_not_updated(
-        &mut self,
-        ticket_id: TicketId,
-        changes: &TicketChanges,
-    ) -> Result<Error, Fail> {
-        let Some(OwnerRow {
-            status,
-            owner,
-            epoch,
-            handoff_to,
-        }) = self.owner_row(ticket_id).await?
-        else {
-            return Ok(Error::TicketNotFound(ticket_id));
+    /// The ticket an update returned; an update that matched returns one.
+    fn returned(&self, ticket: Option<Ticket>, ticket_id: TicketId) -> Result<Ticket, Fail> {
+        ticket.ok_or_else(|| {
+            Fail::Abort(Error::Corrupt(format!(
+                "ticket {ticket_id}: a matched update returned no row"
+            )))
+        })
+    }
+
+    /// Makes the planned change under its guard: whether a row matched, and
+    /// the updated ticket for an update.
+    async fn execute(&mut self, plan: &Plan<'_>) -> Result<(bool, Option<Ticket>), Fail> {
+        match &plan.change {
+            Change::None => Ok((true, None)),
+            Change::Create(ticket) => {
+                let insert = bind_ticket(sqlx::query(&INSERT_TICKET), ticket)?;
+                let done = insert.execute(&mut *self.conn).await?;
+                Ok((done.rows_affected() == 1, None))
+            }
+            Change::Update { set, guard } => {
+                let statement = exec::guarded_update(plan.ticket_id, set, guard)?;
+                match statement.query().fetch_optional(&mut *self.conn).await? {
+                    Some(row) => Ok((true, Some(codec::ticket_from_row(&row)?))),
+                    None => Ok((false, None)),
+                }
+            }
+        }
+    }
+
+    /// Runs the plan's follow-up: a refold when the log holds what it names.
+    async fn run_after(&mut self, plan: &Plan<'_>) -> Result<(), Fail> {
+        if self.after_matches(&plan.after, plan.ticket_id).await? {
+            self.rebuild(plan.ticket_id).await?;
+        }
+        Ok(())
+    }
+
+    /// [`plan::after_matches`] as a query of the log.
+    async fn after_matches(&mut self, after: &After, ticket_id: TicketId) -> Result<bool, Fail> {
+        let mut sql = match after {
+            After::Nothing => return Ok(false),
+            After::RefoldIfHistory => {
+                let mut sql = SqlBuilder::new("SELECT 1 FROM events WHERE ticket_id = ");
+                sql.bind(Bind::Text(ticket_id.to_string()));
+                sql
+            }
+            After::RefoldIfWrittenAfter {
+                from,
+                epoch,
+                first_stale,
+            } => {
+                let mut sql = SqlBuilder::new("SELECT 1 FROM events WHERE ticket_id = ");
+                sql.bind(Bind::Text(ticket_id.to_string()))
+                    .push(" AND origin_region = ")
+                    .bind(Bind::Text(from.as_str().to_owned()))
+                    .push(" AND epoch = ")
+                    .bind(Bind::Int(to_db(epoch.raw(), "epoch")?))
+                    .push(" AND origin_seq >= ")
+                    .bind(Bind::Int(to_db(*first_stale, "origin_seq")?));
+                sql
+            }
         };
-        if epoch != changes.epoch || &owner != self.local_region {
-            return Ok(Error::Fenced { owner, epoch });
-        }
-        if let Some(to) = handoff_to {
-            return Ok(Error::Invalid(meridian_core::Error::HandoffPending { to }));
-        }
-        if let Some(to) = changes.status
-            && to != status
-            && !status.can_become(to)
-        {
-            return Ok(Error::Invalid(meridian_core::Error::IllegalTransition {
-                from: status,
-                to,
-            }));
-        }
-        // Nothing else can make the statement miss; should it happen, the
-        // caller still learns who owns the ticket.
-        Ok(Error::Fenced { owner, epoch })
+        let kinds: &[&str] = match after {
+            After::RefoldIfHistory => &plan::HISTORY_KINDS,
+            _ => &EventKind::CHANGE_KINDS,
+        };
+        sql.push(" AND ");
+        kind_in(&mut sql, kinds);
+        sql.push(" LIMIT 1");
+        // The query must see every event written so far.
+        self.flush_local_events().await?;
+        Ok(sql.query().fetch_optional(&mut *self.conn).await?.is_some())
+    }
+
+    /// The ticket as it is now, for explaining a miss.
+    async fn ticket_row(&mut self, ticket_id: TicketId) -> Result<Option<Ticket>, Fail> {
+        let row = sqlx::query(&format!(
+            "SELECT {TICKET_COLUMNS} FROM tickets WHERE ticket_id = $1"
+        ))
+        .bind(ticket_id.to_string())
+        .fetch_optional(&mut *self.conn)
+        .await?;
+        Ok(row.as_ref().map(codec::ticket_from_row).transpose()?)
     }
 
     pub(crate) async fn add_note(
@@ -372,7 +467,7 @@ impl<'c> WriteTx<'c> {
         let epoch = codec::epoch(&row, "tickets", "owner_epoch")?;
         let kind = EventKind::NoteAdded { note: note.clone() };
         let (event, event_row) = self.local_event(note.ticket_id, epoch, meta, kind)?;
-        if bind_note(sqlx::query(INSERT_NOTE), note)
+        if bind_note(sqlx::query(&INSERT_NOTE), note)
             .execute(&mut *self.conn)
             .await?
             .rows_affected()
@@ -385,8 +480,7 @@ impl<'c> WriteTx<'c> {
 
     /// A handoff step written locally (`kind` is an ownership event): the
     /// offer and the refusal by the owner at its epoch, the acceptance by
-    /// the target at the new epoch it minted. Each is fenced in its
-    /// statement; a miss says who owns the ticket or what is pending.
+    /// the target at the new epoch it minted, the takeover by the successor.
     pub(crate) async fn ownership_change(
         &mut self,
         ticket_id: TicketId,
@@ -404,7 +498,13 @@ impl<'c> WriteTx<'c> {
                 )));
             }
         }
-        let kind = &match kind {
+        if !kind.is_ownership() {
+            return Err(refused(Error::invalid(
+                "kind",
+                format!("{} does not move ownership", kind.name()),
+            )));
+        }
+        let kind = match kind {
             EventKind::TakenOver {
                 from,
                 fencing_token,
@@ -412,21 +512,13 @@ impl<'c> WriteTx<'c> {
             } => self.takeover_event(ticket_id, from, *fencing_token).await?,
             other => other.clone(),
         };
-        let (event, row) = self.local_event(ticket_id, epoch, meta, kind.clone())?;
-        let statement = ownership_statement(
-            ticket_id,
-            epoch,
-            kind,
-            meta.hlc_time.millis(),
-            self.local_region,
-            true,
-        )
-        .map_err(refused)?;
-        let Some(updated) = statement.query().fetch_optional(&mut *self.conn).await? else {
-            return Err(refused(self.why_not_moved(ticket_id, kind).await?));
+        let note = match &kind {
+            EventKind::HandoffOffered { note, .. } => Some(note.clone()),
+            _ => None,
         };
-        if let EventKind::HandoffOffered { note, .. } = kind
-            && bind_note(sqlx::query(INSERT_NOTE), note)
+        let (ticket, event) = self.local_write(ticket_id, epoch, kind, meta).await?;
+        if let Some(note) = note
+            && bind_note(sqlx::query(&INSERT_NOTE), &note)
                 .execute(&mut *self.conn)
                 .await?
                 .rows_affected()
@@ -434,9 +526,7 @@ impl<'c> WriteTx<'c> {
         {
             return Err(Fail::Abort(Error::Duplicate(format!("note {}", note.id))));
         }
-        let ticket = codec::ticket_from_row(&updated)?;
-        let event = self.append_local(event, row, meta)?;
-        Ok((ticket, event))
+        Ok((self.returned(ticket, ticket_id)?, event))
     }
 
     /// The `taken_over` event for `from`'s ticket: the epoch `from` holds
@@ -448,9 +538,9 @@ impl<'c> WriteTx<'c> {
         from: &RegionId,
         fencing_token: u64,
     ) -> Result<EventKind, Fail> {
-        let previous_epoch = match self.owner_row(ticket_id).await? {
-            Some(row) => row.epoch,
-            // The fenced statement misses and explains; nothing is written.
+        let previous_epoch = match self.ticket_row(ticket_id).await? {
+            Some(ticket) => ticket.owner.epoch,
+            // The guarded statement misses and explains; nothing is written.
             None => meridian_core::Epoch::default(),
         };
         let row = sqlx::query("SELECT applied_seq FROM cursors WHERE origin_region = $1")
@@ -466,63 +556,6 @@ impl<'c> WriteTx<'c> {
             fencing_token,
             previous_epoch,
             through_seq,
-        })
-    }
-
-    /// Who owns a ticket, for explaining a fenced write that matched no row.
-    async fn owner_row(&mut self, ticket_id: TicketId) -> Result<Option<OwnerRow>, Fail> {
-        let row = sqlx::query("SELECT status, owner_region, owner_epoch, handoff_to FROM tickets WHERE ticket_id = $1")
-            .bind(ticket_id.to_string())
-            .fetch_optional(&mut *self.conn)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(OwnerRow {
-            status: codec::parsed::<Status>(&row, "tickets", "status")?,
-            owner: codec::parsed::<RegionId>(&row, "tickets", "owner_region")?,
-            epoch: codec::epoch(&row, "tickets", "owner_epoch")?,
-            handoff_to: codec::opt_text(&row, "tickets", "handoff_to")?
-                .map(|r| {
-                    r.parse::<RegionId>()
-                        .map_err(|e| Error::corrupt("tickets", "handoff_to", e))
-                })
-                .transpose()?,
-        }))
-    }
-
-    /// Explains a handoff step that matched no row.
-    async fn why_not_moved(
-        &mut self,
-        ticket_id: TicketId,
-        kind: &EventKind,
-    ) -> Result<Error, Fail> {
-        let Some(OwnerRow {
-            owner,
-            epoch,
-            handoff_to: pending,
-            ..
-        }) = self.owner_row(ticket_id).await?
-        else {
-            return Ok(Error::TicketNotFound(ticket_id));
-        };
-        Ok(match (kind, pending) {
-            (EventKind::HandoffOffered { .. }, Some(to)) if &owner == self.local_region => {
-                Error::Invalid(meridian_core::Error::HandoffPending { to })
-            }
-            (EventKind::HandoffAccepted { from, .. }, pending)
-                if pending.as_ref() != Some(self.local_region) =>
-            {
-                Error::Invalid(meridian_core::Error::NoSuchOffer {
-                    from: from.clone(),
-                    to: self.local_region.clone(),
-                })
-            }
-            (EventKind::HandoffRefused { to, .. }, pending) if pending.as_ref() != Some(to) => {
-                Error::Invalid(meridian_core::Error::NoSuchOffer {
-                    from: self.local_region.clone(),
-                    to: to.clone(),
-                })
-            }
-            _ => Error::Fenced { owner, epoch },
         })
     }
 
@@ -755,17 +788,16 @@ impl<'c> WriteTx<'c> {
         Ok((new_cursor, applied))
     }
 
-    /// Refuses redacted copies (`meridian_core::residency`) of events of a
-    /// ticket this region is in the residency of: here the full event must
-    /// be stored, and a sender that has only the copy must not send it.
-    /// Senders decide so themselves; this is the receiving end's guard.
-    /// A note of a ticket not here yet cannot be checked and is let in.
+    /// Refuses redacted copies of events that this region must hold whole
+    /// ([`meridian_core::residency::refuses_copy`] decides; this looks up
+    /// the residencies it needs). Senders decide so themselves; this is the
+    /// receiving end's guard.
     async fn refuse_redacted_copies_here(
         &mut self,
         origin: &RegionId,
         events: &[EventEnvelope],
     ) -> Result<(), Fail> {
-        use meridian_core::residency::{is_redacted, may_hold, residency_ticket};
+        use meridian_core::residency::{is_redacted, refuses_copy, residency_ticket};
         let here = self.local_region.clone();
         let refusal = |event: &EventEnvelope| {
             refused(Error::invalid(
@@ -778,12 +810,10 @@ impl<'c> WriteTx<'c> {
         };
         let mut ask = Vec::new();
         for event in events.iter().filter(|event| is_redacted(&event.kind)) {
-            match &event.kind {
-                EventKind::TicketCreated { ticket } if may_hold(&ticket.residency, &here) => {
-                    return Err(refusal(event));
-                }
-                kind => ask.extend(residency_ticket(kind).map(|id| (id, event))),
+            if refuses_copy(&event.kind, None, &here) {
+                return Err(refusal(event));
             }
+            ask.extend(residency_ticket(&event.kind).map(|id| (id, event)));
         }
         for chunk in ask.chunks(500) {
             let sql = format!(
@@ -797,10 +827,10 @@ impl<'c> WriteTx<'c> {
                 let id = codec::parsed::<TicketId>(&row, "tickets", "ticket_id")?;
                 let residency: std::collections::BTreeSet<RegionId> =
                     codec::json_column(&row, "tickets", "residency")?;
-                if may_hold(&residency, &here)
-                    && let Some((_, event)) = chunk.iter().find(|(asked, _)| *asked == id)
-                {
-                    return Err(refusal(event));
+                for (_, event) in chunk.iter().filter(|(asked, _)| *asked == id) {
+                    if refuses_copy(&event.kind, Some(&residency), &here) {
+                        return Err(refusal(event));
+                    }
                 }
             }
         }
@@ -816,9 +846,9 @@ impl<'c> WriteTx<'c> {
         applied: &mut Vec<EventEnvelope>,
     ) -> Result<(), Fail> {
         let sql = format!(
-            "INSERT INTO events (origin_region, origin_seq, ticket_id, epoch, hlc_time, traceparent, kind, payload, \
-             recorded_at) VALUES {} ON CONFLICT (origin_region, origin_seq) DO NOTHING RETURNING origin_seq",
-            values_rows(self.backend, run.len(), 9)
+            "{}{} ON CONFLICT (origin_region, origin_seq) DO NOTHING RETURNING origin_seq",
+            events::INSERT,
+            values_rows(self.backend, run.len(), events::WIDTH)
         );
         let mut query = sqlx::query(&sql);
         for (_, row) in run {
@@ -849,31 +879,29 @@ impl<'c> WriteTx<'c> {
             .collect();
         if !tickets.is_empty() {
             let sql = format!(
-                "{INSERT_TICKET_HEAD}{} ON CONFLICT (ticket_id) DO NOTHING",
-                values_rows(self.backend, tickets.len(), 19)
+                "{}{} ON CONFLICT (ticket_id) DO NOTHING",
+                tickets::INSERT,
+                values_rows(self.backend, tickets.len(), tickets::WIDTH)
             );
             let mut query = sqlx::query(&sql);
             for ticket in &tickets {
                 query = bind_ticket(query, ticket)?;
             }
             query.execute(&mut *self.conn).await?;
-            // Changes from other origins that came first wait in the log.
-            let sql = format!(
-                "SELECT DISTINCT ticket_id FROM events WHERE ticket_id IN ({}) AND kind IN ({})",
-                placeholders(self.backend, 1, tickets.len()),
-                placeholders(self.backend, tickets.len() + 1, 7),
-            );
-            let mut query = sqlx::query(&sql);
-            for ticket in &tickets {
-                query = query.bind(ticket.id.to_string());
+            // Each creation's plan is `After::RefoldIfHistory`, run for the
+            // whole run in one query: changes from other origins that came
+            // first wait in the log.
+            let mut sql =
+                SqlBuilder::new("SELECT DISTINCT ticket_id FROM events WHERE ticket_id IN (");
+            for (i, ticket) in tickets.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(Bind::Text(ticket.id.to_string()));
             }
-            for kind in EventKind::CHANGE_KINDS
-                .into_iter()
-                .chain(EventKind::OWNERSHIP_KINDS)
-            {
-                query = query.bind(kind);
-            }
-            for row in query.fetch_all(&mut *self.conn).await? {
+            sql.push(") AND ");
+            kind_in(&mut sql, &plan::HISTORY_KINDS);
+            for row in sql.query().fetch_all(&mut *self.conn).await? {
                 let id = codec::parsed::<TicketId>(&row, "events", "ticket_id")?;
                 self.rebuild(id).await?;
             }
@@ -888,8 +916,9 @@ impl<'c> WriteTx<'c> {
             .collect();
         if !notes.is_empty() {
             let sql = format!(
-                "{INSERT_NOTE_HEAD}{} ON CONFLICT (note_id) DO NOTHING",
-                values_rows(self.backend, notes.len(), 7)
+                "{}{} ON CONFLICT (note_id) DO NOTHING",
+                notes::INSERT,
+                values_rows(self.backend, notes.len(), notes::WIDTH)
             );
             let mut query = sqlx::query(&sql);
             for note in &notes {
@@ -900,156 +929,56 @@ impl<'c> WriteTx<'c> {
         applied.extend(fresh.into_iter().cloned());
         Ok(())
     }
-
+    /// Projects a replicated event: the rows it carries, then its plan's
+    /// change under its guard; a miss is what [`plan::missed`] says it is
+    /// (a refold, or a wait for the creation, or nothing).
     async fn project_remote(&mut self, event: &EventEnvelope) -> Result<(), Fail> {
         match &event.kind {
-            EventKind::TicketCreated { ticket } => {
-                let insert = bind_ticket(sqlx::query(INSERT_TICKET), ticket)?;
-                // Changes from other origins may have arrived first and wait
-                // in the log; the fold puts them in place.
-                if insert.execute(&mut *self.conn).await?.rows_affected() == 1
-                    && self.has_history(ticket.id).await?
-                {
-                    self.rebuild(ticket.id).await?;
-                }
-            }
-            EventKind::NoteAdded { note } => {
-                bind_note(sqlx::query(INSERT_NOTE), note)
+            EventKind::NoteAdded { note } | EventKind::HandoffOffered { note, .. } => {
+                bind_note(sqlx::query(&INSERT_NOTE), note)
                     .execute(&mut *self.conn)
                     .await?;
             }
             EventKind::ShiftSummary { summary } => {
                 self.insert_shift_summary(summary).await?;
             }
-            kind if kind.is_ownership() => {
-                let statement = ownership_statement(
-                    event.ticket_id,
-                    event.epoch,
-                    kind,
-                    event.hlc_time.millis(),
-                    &event.origin_region,
-                    false,
-                )?;
-                // No row: superseded by a later epoch already here, or the
-                // ticket has not arrived yet (folded in when it does).
-                statement.query().fetch_optional(&mut *self.conn).await?;
-                if self.moved_past_writes_here(event).await? {
-                    self.rebuild(event.ticket_id).await?;
+            _ => {}
+        }
+        let plan = plan::plan(event, Source::Replica)
+            .map_err(|r| Fail::Abort(exec::refusal_error(r, "replicated event")))?;
+        let (matched, _) = self.execute(&plan).await?;
+        let mut refold = false;
+        if !matched {
+            let current = self.ticket_row(event.ticket_id).await?;
+            match plan::missed(event, Source::Replica, current.as_ref()) {
+                Missed::Refold => refold = true,
+                Missed::Wait => {
+                    tracing::debug!(ticket_id = %event.ticket_id, origin = %event.origin_region, origin_seq = event.origin_seq,
+                        "event for a ticket not yet here waits in the log");
                 }
-                if let EventKind::HandoffOffered { note, .. } = kind {
-                    bind_note(sqlx::query(INSERT_NOTE), note)
-                        .execute(&mut *self.conn)
-                        .await?;
-                }
-            }
-            kind => {
-                if let Some(changes) = kind.owner_changes() {
-                    self.apply_remote_update(event, changes).await?;
-                }
+                Missed::Ignore | Missed::Refused(_) => {}
             }
         }
-        Ok(())
-    }
-
-    /// Applies a replicated owner-scoped change if it was made at the
-    /// ticket's current epoch; otherwise keeps it as a conflict and leaves
-    /// the projection alone. A change to a ticket not here yet stays in the
-    /// log and is applied when the ticket's creation arrives (the two may
-    /// come from different origins, in either order).
-    async fn apply_remote_update(
-        &mut self,
-        event: &EventEnvelope,
-        changes: &TicketChanges,
-    ) -> Result<(), Fail> {
-        let update = update_statement(event.ticket_id, changes, event.hlc_time.millis(), None)?;
-        if update
-            .query()
-            .fetch_optional(&mut *self.conn)
-            .await?
-            .is_some()
-        {
-            return Ok(());
+        if refold {
+            self.rebuild(event.ticket_id).await
+        } else {
+            self.run_after(&plan).await
         }
-        let exists = sqlx::query("SELECT 1 FROM tickets WHERE ticket_id = $1")
-            .bind(event.ticket_id.to_string())
-            .fetch_optional(&mut *self.conn)
-            .await?;
-        if exists.is_none() {
-            tracing::debug!(ticket_id = %event.ticket_id, origin = %event.origin_region, origin_seq = event.origin_seq,
-                "update for a ticket not yet here waits in the log");
-            return Ok(());
-        }
-        // Another epoch here: the write is either stale (a conflict) or was
-        // made before an ownership move that arrived first. The fold tells.
-        self.rebuild(event.ticket_id).await
-    }
-
-    /// Whether the ticket's log holds owner-scoped changes or ownership
-    /// steps (notes need no fold: they have their own table).
-    async fn has_history(&mut self, ticket_id: TicketId) -> Result<bool, Fail> {
-        self.flush_local_events().await?;
-        let query = sqlx::query("SELECT 1 FROM events WHERE ticket_id = $1 AND kind IN ($2, $3, $4, $5, $6, $7, $8) LIMIT 1")
-            .bind(ticket_id.to_string());
-        let query = EventKind::CHANGE_KINDS
-            .into_iter()
-            .chain(EventKind::OWNERSHIP_KINDS)
-            .fold(query, |q, kind| q.bind(kind));
-        Ok(query.fetch_optional(&mut *self.conn).await?.is_some())
-    }
-
-    /// Whether an ownership move out of an epoch finds writes of the old
-    /// holder at that epoch made after it gave the epoch up: this store
-    /// applied them (the failed region's own late writes, say), and the
-    /// fold must now take them back as conflicts.
-    async fn moved_past_writes_here(&mut self, event: &EventEnvelope) -> Result<bool, Fail> {
-        let (from, epoch, first_stale) = match &event.kind {
-            EventKind::HandoffAccepted {
-                from,
-                offer_seq,
-                previous_epoch,
-            } => (from, previous_epoch, *offer_seq),
-            EventKind::TakenOver {
-                from,
-                previous_epoch,
-                through_seq,
-                ..
-            } => (from, previous_epoch, through_seq.saturating_add(1)),
-            _ => return Ok(false),
-        };
-        self.flush_local_events().await?;
-        let row = sqlx::query(
-            "SELECT 1 FROM events WHERE ticket_id = $1 AND origin_region = $2 AND epoch = $3 AND origin_seq >= $4 \
-             AND kind IN ($5, $6, $7) LIMIT 1",
-        )
-        .bind(event.ticket_id.to_string())
-        .bind(from.as_str())
-        .bind(to_db(epoch.raw(), "epoch")?)
-        .bind(to_db(first_stale, "origin_seq")?);
-        let row = EventKind::CHANGE_KINDS
-            .into_iter()
-            .fold(row, |q, kind| q.bind(kind));
-        Ok(row.fetch_optional(&mut *self.conn).await?.is_some())
     }
 
     /// Rewrites a ticket's projection and conflicts from its log with
     /// [`meridian_core::replay`]: the slow path for events that arrived in
-    /// an order the incremental statements cannot follow.
+    /// an order the incremental plans cannot follow.
     async fn rebuild(&mut self, ticket_id: TicketId) -> Result<(), Fail> {
         // The query below must see every event written so far.
         self.flush_local_events().await?;
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE ticket_id = $1 AND kind IN ($2, $3, $4, $5, $6, $7, $8, $9)"
-        );
-        let mut query = sqlx::query(&sql)
-            .bind(ticket_id.to_string())
-            .bind("ticket_created");
-        for kind in EventKind::CHANGE_KINDS
-            .into_iter()
-            .chain(EventKind::OWNERSHIP_KINDS)
-        {
-            query = query.bind(kind);
-        }
-        let rows: Vec<AnyRow> = query.fetch_all(&mut *self.conn).await?;
+        let mut sql = SqlBuilder::new(format!(
+            "SELECT {} FROM events WHERE ticket_id = ",
+            events::LIST
+        ));
+        sql.bind(Bind::Text(ticket_id.to_string())).push(" AND ");
+        kind_in(&mut sql, &REFOLD_KINDS);
+        let rows: Vec<AnyRow> = sql.query().fetch_all(&mut *self.conn).await?;
         let events = rows
             .iter()
             .map(codec::event_from_row)
@@ -1058,36 +987,9 @@ impl<'c> WriteTx<'c> {
             return Ok(());
         };
         let ticket = &replayed.ticket;
-
-        let (sla_json, check_at, at_risk) = codec::sla_columns(&ticket.sla)?;
-        let mut sql = SqlBuilder::new("UPDATE tickets SET status = ");
-        sql.bind(Bind::Text(ticket.status.as_str().to_owned()))
-            .push(", assignee = ")
-            .bind(Bind::OptText(ticket.assignee.clone()))
-            .push(", priority = ")
-            .bind(Bind::Text(ticket.priority.as_str().to_owned()))
-            .push(", sla = ")
-            .bind(Bind::Text(sla_json))
-            .push(", sla_check_at = ");
-        match check_at {
-            Some(at) => sql.bind(Bind::Int(at)),
-            None => sql.push("NULL"),
-        };
-        sql.push(", sla_at_risk = ")
-            .bind(Bind::Int(at_risk))
-            .push(", owner_region = ")
-            .bind(Bind::Text(ticket.owner.owner_region.as_str().to_owned()))
-            .push(", owner_epoch = ")
-            .bind(Bind::Int(to_db(ticket.owner.epoch.raw(), "epoch")?))
-            .push(", handoff_to = ")
-            .bind(Bind::OptText(
-                ticket.handoff_to.as_ref().map(|r| r.as_str().to_owned()),
-            ))
-            .push(", updated_at = ")
-            .bind(Bind::Int(millis(ticket.updated_at)))
-            .push(" WHERE ticket_id = ")
-            .bind(Bind::Text(ticket_id.to_string()));
-        sql.query().execute(&mut *self.conn).await?;
+        bind_ticket(sqlx::query(&REWRITE_TICKET), ticket)?
+            .execute(&mut *self.conn)
+            .await?;
 
         // The conflicts are exactly the fold's stale writes; one recorded
         // before keeps its first recording time.
@@ -1112,38 +1014,41 @@ impl<'c> WriteTx<'c> {
             }
         }
         for stale in &replayed.stale {
-            let inserted = sqlx::query(
-                "INSERT INTO conflicts (ticket_id, origin_region, origin_seq, stale_epoch, current_epoch, changes, recorded_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (origin_region, origin_seq) DO NOTHING",
-            )
-            .bind(ticket_id.to_string())
-            .bind(stale.origin_region.as_str())
-            .bind(to_db(stale.origin_seq, "origin_seq")?)
-            .bind(to_db(stale.changes.epoch.raw(), "epoch")?)
-            .bind(to_db(ticket.owner.epoch.raw(), "epoch")?)
-            .bind(changes_json(&stale.changes)?)
-            .bind(self.now_ms)
-            .execute(&mut *self.conn)
-            .await?;
+            let record = crate::ConflictRecord {
+                origin_region: stale.origin_region.clone(),
+                origin_seq: stale.origin_seq,
+                stale_epoch: stale.changes.epoch,
+                current_epoch: ticket.owner.epoch,
+                changes: stale.changes.clone(),
+                recorded_at: self.now,
+            };
+            let inserted = codec::bind_conflict(sqlx::query(&INSERT_CONFLICT), ticket_id, &record)?
+                .execute(&mut *self.conn)
+                .await?;
             if inserted.rows_affected() == 1 {
                 tracing::warn!(%ticket_id, origin = %stale.origin_region, origin_seq = stale.origin_seq,
                     stale_epoch = %stale.changes.epoch, current_epoch = %ticket.owner.epoch,
                     "owner-scoped write at an epoch its writer no longer held kept as a conflict");
                 self.conflicts.push(crate::RecordedConflict {
                     ticket_id,
-                    conflict: crate::ConflictRecord {
-                        origin_region: stale.origin_region.clone(),
-                        origin_seq: stale.origin_seq,
-                        stale_epoch: stale.changes.epoch,
-                        current_epoch: ticket.owner.epoch,
-                        changes: stale.changes.clone(),
-                        recorded_at: self.now,
-                    },
+                    conflict: record,
                 });
             }
         }
         Ok(())
     }
+}
+
+/// Appends `kind IN (..)` with one placeholder per kind.
+fn kind_in(sql: &mut SqlBuilder, kinds: &[&str]) {
+    sql.push("kind IN (");
+    for (i, kind) in kinds.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(Bind::Text((*kind).to_owned()));
+    }
+    sql.push(")");
 }
 
 /// `($1, .., $cols), ($cols+1, ..), ..` for a multi-row `VALUES`; `(?, ..)`
@@ -1197,207 +1102,5 @@ fn for_update(backend: Backend) -> &'static str {
         // database's write lock.
         Backend::Sqlite => "",
         Backend::Postgres => " FOR UPDATE",
-    }
-}
-
-/// The projection change of a handoff step, fenced in the statement.
-/// `region` is the writer: this store's region for a local step, the
-/// event's origin for a replicated one. Local steps check everything the
-/// writer must hold; replicated steps only keep epochs growing, so replicas
-/// converge whatever order the steps of different origins arrive in.
-fn ownership_statement(
-    ticket_id: TicketId,
-    epoch: meridian_core::Epoch,
-    kind: &EventKind,
-    at_millis: u64,
-    region: &RegionId,
-    local: bool,
-) -> Result<SqlBuilder, Error> {
-    let at = to_db(at_millis, "hlc_time")?;
-    let epoch = to_db(epoch.raw(), "epoch")?;
-    let mut sql = SqlBuilder::new("UPDATE tickets SET ");
-    match kind {
-        EventKind::HandoffOffered { to, .. } => {
-            sql.push("handoff_to = ")
-                .bind(Bind::Text(to.as_str().to_owned()));
-        }
-        EventKind::HandoffAccepted { .. } => {
-            sql.push("owner_region = ")
-                .bind(Bind::Text(region.as_str().to_owned()))
-                .push(", owner_epoch = ")
-                .bind(Bind::Int(epoch))
-                .push(", handoff_to = NULL");
-        }
-        EventKind::HandoffRefused { .. } => {
-            sql.push("handoff_to = NULL");
-        }
-        EventKind::TakenOver { .. } => {
-            sql.push("owner_region = ")
-                .bind(Bind::Text(region.as_str().to_owned()))
-                .push(", owner_epoch = ")
-                .bind(Bind::Int(epoch))
-                .push(", handoff_to = NULL");
-        }
-        other => {
-            return Err(Error::invalid(
-                "kind",
-                format!("{} does not move ownership", other.name()),
-            ));
-        }
-    }
-    sql.push(", updated_at = CASE WHEN updated_at > ")
-        .bind(Bind::Int(at))
-        .push(" THEN updated_at ELSE ")
-        .bind(Bind::Int(at))
-        .push(" END WHERE ticket_id = ")
-        .bind(Bind::Text(ticket_id.to_string()));
-    match (kind, local) {
-        (EventKind::HandoffOffered { .. }, _) => {
-            sql.push(" AND owner_epoch = ")
-                .bind(Bind::Int(epoch))
-                .push(" AND handoff_to IS NULL");
-            if local {
-                sql.push(" AND owner_region = ")
-                    .bind(Bind::Text(region.as_str().to_owned()));
-            }
-        }
-        (EventKind::HandoffAccepted { previous_epoch, .. }, true) => {
-            sql.push(" AND owner_epoch = ")
-                .bind(Bind::Int(to_db(previous_epoch.raw(), "previous_epoch")?))
-                .push(" AND handoff_to = ")
-                .bind(Bind::Text(region.as_str().to_owned()));
-        }
-        (EventKind::TakenOver { from, .. }, true) => {
-            // The successor takes only what the failed region owned, and
-            // only below the epoch it mints: an offer the failed region had
-            // pending dies with its ownership.
-            sql.push(" AND owner_region = ")
-                .bind(Bind::Text(from.as_str().to_owned()))
-                .push(" AND owner_epoch < ")
-                .bind(Bind::Int(epoch));
-        }
-        (EventKind::HandoffAccepted { .. } | EventKind::TakenOver { .. }, false) => {
-            // Epochs only grow: an acceptance at a greater epoch wins
-            // whatever this replica saw before.
-            sql.push(" AND owner_epoch < ").bind(Bind::Int(epoch));
-        }
-        (EventKind::HandoffRefused { to, .. }, _) => {
-            sql.push(" AND owner_epoch = ")
-                .bind(Bind::Int(epoch))
-                .push(" AND handoff_to = ")
-                .bind(Bind::Text(to.as_str().to_owned()));
-            if local {
-                sql.push(" AND owner_region = ")
-                    .bind(Bind::Text(region.as_str().to_owned()));
-            }
-        }
-        _ => {}
-    }
-    sql.push(" RETURNING ").push(TICKET_COLUMNS);
-    Ok(sql)
-}
-
-/// `UPDATE tickets SET <changed fields> WHERE ticket_id = .. AND owner_epoch
-/// = .. RETURNING <ticket>`. With `owner`, the statement also requires that
-/// region to own the ticket and the status move to be legal (local writes);
-/// replicated writes were decided by their owner and need only the epoch.
-/// `updated_at` advances to the event's HLC milliseconds, never backwards,
-/// so every replica derives the same projection from the event alone.
-fn update_statement(
-    ticket_id: TicketId,
-    changes: &TicketChanges,
-    at_millis: u64,
-    owner: Option<&RegionId>,
-) -> Result<SqlBuilder, Error> {
-    let at = to_db(at_millis, "hlc_time")?;
-    let mut sql = SqlBuilder::new("UPDATE tickets SET ");
-    if let Some(status) = changes.status {
-        sql.push("status = ")
-            .bind(Bind::Text(status.as_str().to_owned()))
-            .push(", ");
-    }
-    if let Some(assignee) = &changes.assignee {
-        sql.push("assignee = ")
-            .bind(Bind::OptText(assignee.clone()))
-            .push(", ");
-    }
-    if let Some(priority) = changes.priority {
-        sql.push("priority = ")
-            .bind(Bind::Text(priority.as_str().to_owned()))
-            .push(", ");
-    }
-    if let Some(sla) = &changes.sla {
-        let (sla_json, check_at, at_risk) = codec::sla_columns(sla)?;
-        sql.push("sla = ")
-            .bind(Bind::Text(sla_json))
-            .push(", sla_check_at = ");
-        match check_at {
-            Some(at) => sql.bind(Bind::Int(at)),
-            None => sql.push("NULL"),
-        };
-        sql.push(", sla_at_risk = ")
-            .bind(Bind::Int(at_risk))
-            .push(", ");
-    }
-    sql.push("updated_at = CASE WHEN updated_at > ")
-        .bind(Bind::Int(at))
-        .push(" THEN updated_at ELSE ")
-        .bind(Bind::Int(at))
-        .push(" END WHERE ticket_id = ")
-        .bind(Bind::Text(ticket_id.to_string()))
-        .push(" AND owner_epoch = ")
-        .bind(Bind::Int(to_db(changes.epoch.raw(), "epoch")?));
-    if let Some(owner) = owner {
-        sql.push(" AND owner_region = ")
-            .bind(Bind::Text(owner.as_str().to_owned()));
-        sql.push(" AND handoff_to IS NULL");
-        if let Some(to) = changes.status {
-            sql.push(" AND status IN (");
-            let from = Status::ALL
-                .into_iter()
-                .filter(|from| *from == to || from.can_become(to));
-            for (i, from) in from.enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.bind(Bind::Text(from.as_str().to_owned()));
-            }
-            sql.push(")");
-        }
-    }
-    sql.push(" RETURNING ").push(TICKET_COLUMNS);
-    Ok(sql)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use meridian_core::Epoch;
-
-    #[test]
-    fn local_update_fences_on_epoch_owner_and_status() {
-        let id: TicketId = "01900000-0000-7000-8000-000000000000".parse().unwrap();
-        let changes = TicketChanges {
-            epoch: Epoch::from_raw(2048),
-            status: Some(Status::Closed),
-            assignee: Some(None),
-            priority: None,
-            sla: None,
-        };
-        let us = RegionId::new("us-east").unwrap();
-        let sql = update_statement(id, &changes, 5, Some(&us)).unwrap().sql;
-        assert!(
-            sql.starts_with(
-                "UPDATE tickets SET status = $1, assignee = $2, updated_at = CASE WHEN updated_at > $3 THEN updated_at \
-             ELSE $4 END WHERE ticket_id = $5 AND owner_epoch = $6 AND owner_region = $7 AND handoff_to IS NULL \
-             AND status IN ($8, $9)"
-            ),
-            "{sql}"
-        );
-        let remote = update_statement(id, &changes, 5, None).unwrap().sql;
-        assert!(
-            remote.contains("AND owner_epoch = $6 RETURNING"),
-            "{remote}"
-        );
     }
 }

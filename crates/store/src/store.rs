@@ -584,7 +584,7 @@ impl Store {
         ))
         .bind(ticket_id.to_string())
         .bind(origin.as_str())
-        .bind(EventKind::OWNERSHIP_KINDS[0])
+        .bind(meridian_core::event::kind_name::HANDOFF_OFFERED)
         .fetch_optional(&self.inner.pool)
         .await?;
         row.as_ref().map(codec::event_from_row).transpose()

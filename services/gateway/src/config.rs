@@ -123,6 +123,9 @@ pub struct RulesSettings {
     /// Where each shift summary and intake-spike alert is POSTed as JSON
     /// (`http://` only).
     pub webhooks: Vec<String>,
+    /// Where escalation and stranded-ticket alerts go (docs/escalation.md);
+    /// by default they are only logged.
+    pub alerts: crate::escalation::AlertSink,
 }
 
 /// How this gateway reaches the other regions' gateways.
@@ -160,6 +163,7 @@ impl RulesSettings {
             shift_check_interval: Duration::from_millis(SHIFT_CHECK_MS_DEFAULT),
             sweep_interval: Duration::from_millis(SWEEP_MS_DEFAULT),
             webhooks: Vec::new(),
+            alerts: crate::escalation::AlertSink::default(),
         }
     }
 }
@@ -469,6 +473,7 @@ impl FileConfig {
         let rules = match self.rules {
             None => None,
             Some(section) => Some(RulesSettings {
+                alerts: crate::escalation::AlertSink::default(),
                 webhooks: {
                     for (i, url) in section.webhooks.iter().enumerate() {
                         crate::shift::parse_webhook(url).map_err(|reason| {

@@ -15,9 +15,12 @@
 
 #![forbid(unsafe_code)]
 
+#[doc(hidden)]
+pub mod bench_hooks;
 pub mod config;
 mod conflicts;
 pub mod error;
+pub mod escalation;
 pub mod failover;
 mod mesh;
 mod metrics;
@@ -388,6 +391,16 @@ async fn serve_listeners(
             stopping.clone(),
         )))
     });
+    // Escalation and stranded-ticket alerts (escalation.rs), shared by the
+    // sweep and the escalation scan.
+    let escalations = escalation::Escalations::new(
+        config
+            .rules
+            .as_ref()
+            .map(|s| s.alerts.clone())
+            .unwrap_or_default(),
+    );
+    let _stranded_gauge = escalations.observe(&meter, &config.region);
     // Shift ends hand tickets to other regions: only with rules and a mesh.
     let _shift_task = match (&config.rules, &config.mesh) {
         (Some(settings), Some(_)) => Some(AbortOnDrop(tokio::spawn(shift::run(
@@ -395,9 +408,17 @@ async fn serve_listeners(
             settings.shift_check_interval,
             settings.sweep_interval,
             settings.webhooks.clone(),
+            escalations.clone(),
         )))),
         _ => None,
     };
+    let _escalation_task = config.rules.as_ref().map(|settings| {
+        AbortOnDrop(tokio::spawn(escalation::run(
+            api.clone(),
+            settings.sla_scan_interval,
+            escalations.clone(),
+        )))
+    });
     // Volume-spike alerts follow the rules' [spike] table.
     let _spike_task = config.rules.as_ref().map(|settings| {
         AbortOnDrop(tokio::spawn(spike::run(

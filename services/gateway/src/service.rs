@@ -559,6 +559,11 @@ impl TicketApi {
         ))
     }
 
+    /// A fresh note id, for the notes Meridian writes itself.
+    pub(crate) fn mint_note_id(&self, at: jiff::Timestamp) -> Result<NoteId, Status> {
+        self.mint(at, NoteId::mint)
+    }
+
     /// `traceparent` `None` means the current span's, if it has one.
     pub(crate) fn meta_with(&self, traceparent: Option<String>) -> WriteMeta {
         let traceparent = traceparent.or_else(current_traceparent);

@@ -11,7 +11,7 @@
 //! during the overlap window; otherwise Meridian writes one from the
 //! ticket's history and flags it `auto`.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use meridian_core::{EventKind, HandoffNote, RegionId, ShiftSummary, Status, Ticket};
@@ -22,7 +22,7 @@ use tokio::{
     time::MissedTickBehavior,
 };
 
-use crate::service::TicketApi;
+use crate::{escalation::Escalations, service::TicketApi};
 
 /// How long a webhook may take to answer.
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,6 +50,7 @@ pub(crate) async fn run(
     interval: Duration,
     sweep_interval: Duration,
     webhooks: Vec<String>,
+    escalations: Arc<Escalations>,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -112,7 +113,7 @@ pub(crate) async fn run(
                 || last.positions != seen
         });
         if due {
-            sweep(&api, &rules, now).await;
+            sweep(&api, &rules, now, &escalations).await;
             last_sweep = Some(LastSweep {
                 at: now,
                 rules_version: rules.version_id(),
@@ -127,8 +128,13 @@ pub(crate) async fn run(
 /// residency) goes to the best region that is on shift and may take it, by
 /// the same decision as intake, with an auto note where no agent wrote one
 /// in the last overlap window. A ticket nobody on shift may take stays,
-/// and is logged as stranded.
-async fn sweep(api: &TicketApi, rules: &Rules, now: Timestamp) {
+/// and is logged, alerted and counted as stranded (`escalation.rs`).
+pub(crate) async fn sweep(
+    api: &TicketApi,
+    rules: &Rules,
+    now: Timestamp,
+    escalations: &Escalations,
+) {
     let me = api.region().clone();
     let open = match open_tickets(api).await {
         Ok(open) => open,
@@ -164,6 +170,7 @@ async fn sweep(api: &TicketApi, rules: &Rules, now: Timestamp) {
             }
             _ => {
                 stranded += 1;
+                escalations.stranded(api, &record.ticket, &here).await;
                 continue;
             }
         };
@@ -192,6 +199,7 @@ async fn sweep(api: &TicketApi, rules: &Rules, now: Timestamp) {
             }
         }
     }
+    escalations.set_stranded(stranded);
     if moved > 0 || stranded > 0 {
         tracing::info!(region = %me, moved, stranded, "continuity sweep");
     }
@@ -302,7 +310,7 @@ fn auto_note(record: &TicketRecord, events: &[meridian_core::EventEnvelope]) -> 
     }
 }
 
-fn route_request(ticket: &Ticket) -> RouteRequest {
+pub(crate) fn route_request(ticket: &Ticket) -> RouteRequest {
     RouteRequest {
         tier: Some(ticket.tier.clone()),
         skills: ticket.skills.iter().cloned().collect(),

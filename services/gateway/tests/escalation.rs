@@ -195,9 +195,9 @@ async fn escalated_tickets_follow_the_path_step_by_step_and_only_once() {
     assert_eq!(keys.len(), 1, "one key for one escalation: {keys:?}");
     assert!(notices.iter().all(|a| a.target.is_none()));
 
-    // 23:40Z: us-east on its late shift, eu-west off until 07:00Z,
-    // apac-south on shift. The path's first region is off shift, so the
-    // step goes on to the second.
+    // 23:40Z: us-east on its late shift, apac-south on shift. The path's
+    // first region (eu-west) lacks `networking`, so the step goes on to
+    // the second, and the note says why the first was skipped.
     set(&mesh, "2026-06-02T23:40:00Z");
     let second = new_ticket(
         &mesh,
@@ -211,7 +211,7 @@ async fn escalated_tickets_follow_the_path_step_by_step_and_only_once() {
     let notes = escalation_notes(&mesh, "apac-south", &second).await;
     assert_eq!(notes.len(), 1, "{notes:#?}");
     assert!(
-        notes[0].contains("eu-west: off shift until 2026-06-03T07:00:00Z"),
+        notes[0].contains("eu-west: missing skill"),
         "the skipped step says why: {}",
         notes[0]
     );

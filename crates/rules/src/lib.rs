@@ -64,9 +64,9 @@ pub use coverage::{
 };
 pub use error::{Result, RulesError, RulesErrors, TimeError, line_column};
 pub use model::{
-    CALENDAR_24X7, Calendar, Holiday, Metric, OVERLAP_MINUTES_MAX, Opening, OutOfHoursKind,
-    REGIONS_MAX, Region, ResidencyRule, Routing, Rules, SKILLS_MAX, SLA_MINUTES_MAX, Shift,
-    TierPolicy, WallTime,
+    CALENDAR_24X7, Calendar, Holiday, Metric, ONCALL_NAME_MAX, OVERLAP_MINUTES_MAX, Opening,
+    OutOfHoursKind, REGIONS_MAX, Region, ResidencyRule, Routing, Rules, SKILLS_MAX,
+    SLA_MINUTES_MAX, Shift, TierPolicy, WallTime,
 };
 pub use route::{
     Candidate, Decision, FilterReason, Reason, RegionHealth, RegionLoad, RouteRequest, Score,

@@ -22,6 +22,8 @@ pub const SKILLS_MAX: usize = 64;
 pub const OVERLAP_MINUTES_MAX: u32 = 240;
 /// Largest SLA target: one year of minutes.
 pub const SLA_MINUTES_MAX: u32 = 366 * 24 * 60;
+/// Longest on-call target name.
+pub const ONCALL_NAME_MAX: usize = 64;
 /// The name of the built-in round-the-clock calendar.
 pub const CALENDAR_24X7: &str = "24x7";
 
@@ -111,6 +113,9 @@ pub struct Region {
     /// starts the escalation.
     pub escalation: Vec<RegionId>,
     pub(crate) escalation_pos: Vec<usize>,
+    /// The notification target told when an escalation from this region
+    /// finds no region of its path on shift (`oncall = "NAME"`).
+    pub oncall: Option<String>,
     pub shifts: Vec<Shift>,
     /// Every closure, expanded and sorted by date.
     pub holidays: Vec<Holiday>,

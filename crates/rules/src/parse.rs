@@ -107,6 +107,8 @@ struct RawRegion {
     #[serde(default)]
     escalation: Vec<Spanned<String>>,
     #[serde(default)]
+    oncall: Option<Spanned<String>>,
+    #[serde(default)]
     shifts: Vec<Spanned<RawShift>>,
     #[serde(default)]
     holidays: Vec<Spanned<RawHoliday>>,
@@ -527,6 +529,29 @@ impl Builder<'_> {
             spike,
             customers,
             ics_files: std::mem::take(&mut self.ics_files),
+        }
+    }
+
+    /// An on-call target's name: it names a notification target of the
+    /// gateways' configuration, so it is checked for shape only here.
+    fn oncall(&mut self, name: &Spanned<String>) -> Option<String> {
+        let text = name.get_ref().trim();
+        let fine = !text.is_empty()
+            && text.len() <= ONCALL_NAME_MAX
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if fine {
+            Some(text.to_owned())
+        } else {
+            self.errors.at(
+                name.span(),
+                format!(
+                    "oncall {:?} is not a target name; use 1 to {ONCALL_NAME_MAX} letters, digits, '-', '_' or '.', naming a notification target such as \"us-east-pager\"",
+                    name.get_ref()
+                ),
+            );
+            None
         }
     }
 
@@ -1301,6 +1326,7 @@ impl Builder<'_> {
                     preference,
                     escalation: Vec::new(),
                     escalation_pos: Vec::new(),
+                    oncall: r.oncall.as_ref().and_then(|o| self.oncall(o)),
                     shifts,
                     holidays,
                     openings,

@@ -289,3 +289,38 @@ fn all_problems_at_once() {
     "#]]
     .assert_eq(&format!("{err}\n"));
 }
+
+#[test]
+fn oncall_names_a_notification_target() {
+    let with = |value: &str| {
+        BASE.replacen(
+            "capacity = 10\n",
+            &format!("capacity = 10\noncall = {value}\n"),
+            1,
+        )
+    };
+    let rules = parse(&with("\"eu-pager\""));
+    assert_eq!(
+        rules.region("eu-west").unwrap().oncall.as_deref(),
+        Some("eu-pager")
+    );
+    assert_eq!(rules.region("us-east").unwrap().oncall, None);
+    check(
+        &with("\"\""),
+        expect![[r#"
+            rules.toml:10:10: oncall "" is not a target name; use 1 to 64 letters, digits, '-', '_' or '.', naming a notification target such as "us-east-pager"
+        "#]],
+    );
+    check(
+        &with("\"pager duty\""),
+        expect![[r#"
+            rules.toml:10:10: oncall "pager duty" is not a target name; use 1 to 64 letters, digits, '-', '_' or '.', naming a notification target such as "us-east-pager"
+        "#]],
+    );
+    check(
+        &with("7"),
+        expect![[r#"
+            rules.toml:10:10: invalid type: integer `7`, expected a string
+        "#]],
+    );
+}

@@ -125,6 +125,9 @@ pub struct RulesSettings {
     /// Legacy: each becomes a `json` notification target receiving shift
     /// summaries and volume spikes (`[notify]` is the full form).
     pub webhooks: Vec<String>,
+    /// Where escalation and stranded-ticket alerts go (docs/escalation.md);
+    /// by default they are only logged.
+    pub alerts: crate::escalation::AlertSink,
 }
 
 /// How this gateway reaches the other regions' gateways.
@@ -162,6 +165,7 @@ impl RulesSettings {
             shift_check_interval: Duration::from_millis(SHIFT_CHECK_MS_DEFAULT),
             sweep_interval: Duration::from_millis(SWEEP_MS_DEFAULT),
             webhooks: Vec::new(),
+            alerts: crate::escalation::AlertSink::default(),
         }
     }
 }
@@ -474,6 +478,7 @@ impl FileConfig {
         let rules = match self.rules {
             None => None,
             Some(section) => Some(RulesSettings {
+                alerts: crate::escalation::AlertSink::default(),
                 webhooks: {
                     for (i, url) in section.webhooks.iter().enumerate() {
                         crate::notify_settings::legacy_target(i, url).map_err(|reason| {

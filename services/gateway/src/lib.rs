@@ -19,13 +19,16 @@
 // Modules depend downwards only, in this order (lowest first):
 // error, spans, watch, metrics → peers (calls to other gateways) → context
 // (the shared `TicketApi`) → handoff (the saga, both sides), failover →
-// service (TicketService), mesh (MeshService), shift, sla, spike,
-// conflicts, replica → this file (`run`). Exception: `metrics::observe`
-// reads the context it is registered for.
+// service (TicketService), mesh (MeshService), escalation, shift, sla,
+// spike, notifications, conflicts, replica → this file (`run`). Exception:
+// `metrics::observe` reads the context it is registered for.
+#[doc(hidden)]
+pub mod bench_hooks;
 pub mod config;
 mod conflicts;
 mod context;
 pub mod error;
+pub mod escalation;
 pub mod failover;
 mod handoff;
 mod mesh;
@@ -404,15 +407,33 @@ async fn serve_listeners(
             stopping.clone(),
         )))
     });
+    // Escalation and stranded-ticket alerts (escalation.rs), shared by the
+    // sweep and the escalation scan.
+    let escalations = escalation::Escalations::new(
+        config
+            .rules
+            .as_ref()
+            .map(|s| s.alerts.clone())
+            .unwrap_or_default(),
+    );
+    let _stranded_gauge = escalations.observe(&meter, &config.region);
     // Shift ends hand tickets to other regions: only with rules and a mesh.
     let _shift_task = match (&config.rules, &config.mesh) {
         (Some(settings), Some(_)) => Some(AbortOnDrop(tokio::spawn(shift::run(
             api.clone(),
             settings.shift_check_interval,
             settings.sweep_interval,
+            escalations.clone(),
         )))),
         _ => None,
     };
+    let _escalation_task = config.rules.as_ref().map(|settings| {
+        AbortOnDrop(tokio::spawn(escalation::run(
+            api.clone(),
+            settings.sla_scan_interval,
+            escalations.clone(),
+        )))
+    });
     // Volume-spike alerts follow the rules' [spike] table.
     let _spike_task = config.rules.as_ref().map(|settings| {
         AbortOnDrop(tokio::spawn(spike::run(

@@ -11,7 +11,7 @@
 //! during the overlap window; otherwise Meridian writes one from the
 //! ticket's history and flags it `auto`.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use meridian_core::{EventKind, HandoffNote, RegionId, ShiftSummary, Status, Ticket};
@@ -19,7 +19,7 @@ use meridian_rules::{RegionHealth, RouteRequest, Rules, ShiftPosition};
 use meridian_store::{TicketFilter, TicketRecord};
 use tokio::time::MissedTickBehavior;
 
-use crate::context::TicketApi;
+use crate::{context::TicketApi, escalation::Escalations};
 
 /// The shift this region is on, as the task last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,12 @@ struct LastSweep {
 }
 
 /// Runs until the task is dropped.
-pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Duration) {
+pub(crate) async fn run(
+    api: TicketApi,
+    interval: Duration,
+    sweep_interval: Duration,
+    escalations: Arc<Escalations>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut current: Option<OnShift> = None;
@@ -98,7 +103,7 @@ pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Dura
                 || last.positions != seen
         });
         if due {
-            sweep(&api, &rules, now).await;
+            sweep(&api, &rules, now, &escalations).await;
             last_sweep = Some(LastSweep {
                 at: now,
                 rules_version: rules.version_id(),
@@ -113,8 +118,13 @@ pub(crate) async fn run(api: TicketApi, interval: Duration, sweep_interval: Dura
 /// residency) goes to the best region that is on shift and may take it, by
 /// the same decision as intake, with an auto note where no agent wrote one
 /// in the last overlap window. A ticket nobody on shift may take stays,
-/// and is logged as stranded.
-async fn sweep(api: &TicketApi, rules: &Rules, now: Timestamp) {
+/// and is logged, alerted and counted as stranded (`escalation.rs`).
+pub(crate) async fn sweep(
+    api: &TicketApi,
+    rules: &Rules,
+    now: Timestamp,
+    escalations: &Escalations,
+) {
     let me = api.region().clone();
     let open = match open_tickets(api).await {
         Ok(open) => open,
@@ -150,6 +160,7 @@ async fn sweep(api: &TicketApi, rules: &Rules, now: Timestamp) {
             }
             _ => {
                 stranded += 1;
+                escalations.stranded(api, &record.ticket, &here).await;
                 continue;
             }
         };
@@ -175,6 +186,7 @@ async fn sweep(api: &TicketApi, rules: &Rules, now: Timestamp) {
             }
         }
     }
+    escalations.set_stranded(stranded);
     if moved > 0 || stranded > 0 {
         tracing::info!(region = %me, moved, stranded, "continuity sweep");
     }
@@ -285,7 +297,7 @@ fn auto_note(record: &TicketRecord, events: &[meridian_core::EventEnvelope]) -> 
     }
 }
 
-fn route_request(ticket: &Ticket) -> RouteRequest {
+pub(crate) fn route_request(ticket: &Ticket) -> RouteRequest {
     RouteRequest {
         tier: Some(ticket.tier.clone()),
         skills: ticket.skills.iter().cloned().collect(),

@@ -1,6 +1,6 @@
 //! The spans a gateway adds to a ticket's trace: create, update, note,
-//! handoff offer (owner side), handoff answer (target side), takeover, and
-//! each conflict recorded here.
+//! handoff offer (owner side), handoff answer (target side), takeover,
+//! escalation, and each conflict recorded here.
 //! Each is a child of the ticket's virtual root (`set_ticket_parent`), so
 //! every region's spans of one ticket sit in one trace; the caller's span,
 //! when its `traceparent` came in the request metadata, is a link.
@@ -40,6 +40,8 @@ pub(crate) enum Step {
     HandoffAccept,
     Takeover,
     Conflict,
+    /// An escalation step (`escalation.rs`): its reason and outcome.
+    Escalate,
 }
 
 /// The span of `step` for `ticket` in `region`, in the ticket's trace,
@@ -58,6 +60,7 @@ pub(crate) fn ticket_span(
         Step::HandoffAccept => ticket_span!("handoff.accept", region, ticket),
         Step::Takeover => ticket_span!("takeover", region, ticket),
         Step::Conflict => ticket_span!("conflict", region, ticket),
+        Step::Escalate => ticket_span!("ticket.escalate", region, ticket),
     };
     // A span fresh from the macro has not started, which is the only way
     // setting its parent fails.

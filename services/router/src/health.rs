@@ -98,6 +98,28 @@ impl HealthTable {
         }
     }
 
+    /// The region's health at `now` and, when down, why: stale (its last
+    /// success is older than the timeout) or never heard well since its
+    /// last failure.
+    pub(crate) fn health_at(&self, region: &RegionId, now: Timestamp) -> (bool, String) {
+        let regions = self.regions.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(probed) = regions.get(region) else {
+            return (false, "not a region of this router".to_owned());
+        };
+        if self.up(probed, now) {
+            return (true, String::new());
+        }
+        let why = match probed.last_ok {
+            Some(at) => format!(
+                "stale: last successful probe at {at}, {:.1}s ago on the mesh clock, timeout {:.1}s",
+                now.duration_since(at).as_secs_f64(),
+                self.timeout.as_secs_f64()
+            ),
+            None => "no successful probe since the last failure".to_owned(),
+        };
+        (false, why)
+    }
+
     /// A forward to the region's gateway could not reach it: treat the
     /// region as down until its next successful probe, so the requests in
     /// between do not each spend a timeout on it.
@@ -124,6 +146,7 @@ pub(crate) async fn probe(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Logged on changes only, not on every probe.
     let mut last_ok: Option<bool> = None;
+    let mut health = Transitions::default();
     loop {
         ticker.tick().await;
         let request = HealthCheckRequest {
@@ -153,12 +176,81 @@ pub(crate) async fn probe(
                 last_ok = Some(false);
             }
         }
+        // Health is judged on the mesh clock, probes run on real time: say
+        // when the judgement turns, once per transition.
+        let (up, why) = table.health_at(&region, clock.now());
+        match health.observe(up) {
+            Some(true) => tracing::info!(region = %region, "region health: up again"),
+            Some(false) => tracing::warn!(region = %region, reason = %why, "region health: down"),
+            None => {}
+        }
+    }
+}
+
+/// Turns a stream of up/down readings into its transitions: the first
+/// reading, then each change, once.
+#[derive(Debug, Default)]
+pub(crate) struct Transitions {
+    last: Option<bool>,
+}
+
+impl Transitions {
+    /// `Some(up)` when the reading differs from the previous one.
+    pub(crate) fn observe(&mut self, up: bool) -> Option<bool> {
+        if self.last == Some(up) {
+            return None;
+        }
+        // The first reading "up" is the expected state: not worth a line.
+        let first = self.last.is_none();
+        self.last = Some(up);
+        if first && up { None } else { Some(up) }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_transitions_are_reported_once_each() {
+        let mut t = Transitions::default();
+        let seen: Vec<Option<bool>> = [true, true, false, false, false, true, true, false]
+            .into_iter()
+            .map(|up| t.observe(up))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                None,
+                None,
+                Some(false),
+                None,
+                None,
+                Some(true),
+                None,
+                Some(false)
+            ]
+        );
+        let mut t = Transitions::default();
+        assert_eq!(t.observe(false), Some(false), "down from the start is said");
+    }
+
+    #[test]
+    fn stale_health_says_how_stale() {
+        let east = RegionId::new("us-east").unwrap();
+        let table = HealthTable::new(&[east.clone()].into(), Duration::from_secs(5));
+        let t0: Timestamp = "2026-06-02T12:00:00Z".parse().unwrap();
+        assert!(!table.health_at(&east, t0).0);
+        table.record(&east, Some(t0));
+        assert_eq!(table.health_at(&east, t0), (true, String::new()));
+        let later = t0.checked_add(SignedDuration::from_secs(30)).unwrap();
+        let (up, why) = table.health_at(&east, later);
+        assert!(!up);
+        assert_eq!(
+            why,
+            "stale: last successful probe at 2026-06-02T12:00:00Z, 30.0s ago on the mesh clock, timeout 5.0s"
+        );
+    }
 
     #[test]
     fn a_region_is_up_while_its_last_success_is_younger_than_the_timeout() {

@@ -34,6 +34,8 @@ pub struct Options<'a> {
     /// Every gateway reports to these metrics (one `/metrics` for the
     /// mesh, as in `meridian up`), counting queues every 50 ms.
     pub metrics: Option<meridian_telemetry::Metrics>,
+    /// Where every gateway's escalation and stranded-ticket alerts go.
+    pub alerts: meridian_gateway::escalation::AlertSink,
 }
 
 impl Default for Options<'_> {
@@ -44,6 +46,7 @@ impl Default for Options<'_> {
             webhooks: Vec::new(),
             proxied_links: false,
             metrics: None,
+            alerts: Default::default(),
         }
     }
 }
@@ -148,6 +151,7 @@ impl Mesh {
             settings.shift_check_interval = Duration::from_millis(20);
             settings.sla_scan_interval = Duration::from_millis(20);
             settings.webhooks = options.webhooks.clone();
+            settings.alerts = options.alerts.clone();
             config.rules = Some(settings);
             if let Some(metrics) = &options.metrics {
                 config.metrics = Some(metrics.clone());

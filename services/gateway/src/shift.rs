@@ -308,6 +308,7 @@ fn route_request(ticket: &Ticket) -> RouteRequest {
         skills: ticket.skills.iter().cloned().collect(),
         residency: ticket.residency.iter().map(ToString::to_string).collect(),
         priority: ticket.priority,
+        language: Some(ticket.language.clone()),
     }
 }
 

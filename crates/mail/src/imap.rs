@@ -330,6 +330,29 @@ impl MailboxReader {
         Ok(batch)
     }
 
+    /// The raw bytes of the messages in `uid_set` (`1:*`, `4,9:12`), by
+    /// UID, without parsing, dedupe or moving anything: for tools that look
+    /// at mail as stored (and the benchmark's baseline).
+    pub async fn fetch_raw(&mut self, uid_set: &str) -> Result<Vec<(u32, Vec<u8>)>> {
+        let t = self.config.io_timeout;
+        let session = self.session().await?;
+        let result = timed(t, "UID FETCH raw", async {
+            let stream = session.uid_fetch(uid_set, "(UID BODY.PEEK[])").await?;
+            let fetches: Vec<_> = stream.try_collect().await?;
+            Ok::<_, async_imap::error::Error>(
+                fetches
+                    .iter()
+                    .filter_map(|f| Some((f.uid?, f.body()?.to_vec())))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await;
+        if result.is_err() {
+            self.session = None;
+        }
+        result
+    }
+
     /// Returns when the mailbox may have new mail, or after `max`: IDLE when
     /// the server offers it, a plain sleep otherwise. `true` when the
     /// server announced a change.

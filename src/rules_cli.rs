@@ -77,6 +77,10 @@ pub enum RulesCommand {
         /// low, normal, high or urgent.
         #[arg(long, default_value = "normal")]
         priority: String,
+        /// The ticket's language tag, such as de or pt-BR (prefers regions
+        /// that declare it).
+        #[arg(long)]
+        language: Option<String>,
         /// table for people, json for one JSON object on stdout (errors too).
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
@@ -265,10 +269,17 @@ pub fn run_rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
             residency,
             down,
             priority,
+            language,
             output,
         } => {
             let rules = rules_or_exit!(file, output);
-            let request = route_request(&rules, tier, skills, residency, &priority)?;
+            let mut request = route_request(&rules, tier, skills, residency, &priority)?;
+            if let Some(tag) = language {
+                if meridian_rules::primary_subtag(&tag).is_none() {
+                    bail!("--language {tag}: not a language tag such as en or pt-BR");
+                }
+                request.language = Some(tag);
+            }
             let mut health: HashMap<RegionId, RegionHealth> = rules
                 .regions()
                 .iter()
@@ -511,5 +522,6 @@ fn route_request(
         skills,
         residency,
         priority,
+        language: None,
     })
 }

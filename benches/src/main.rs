@@ -27,6 +27,7 @@ mod catchup;
 mod console;
 mod handoff;
 mod intake;
+mod mail;
 mod progress;
 mod report;
 mod route;
@@ -58,10 +59,11 @@ enum Scenario {
     Console,
     Scale,
     Stalled,
+    MailIntake,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 10] = [
+    const ALL: [Scenario; 11] = [
         Scenario::IntakeSqlite,
         Scenario::IntakePostgres,
         Scenario::Handoff,
@@ -72,6 +74,7 @@ impl Scenario {
         Scenario::Console,
         Scenario::Scale,
         Scenario::Stalled,
+        Scenario::MailIntake,
     ];
 
     fn name(self) -> &'static str {
@@ -86,6 +89,7 @@ impl Scenario {
             Scenario::Console => "console",
             Scenario::Scale => "scale",
             Scenario::Stalled => "stalled",
+            Scenario::MailIntake => "mail-intake",
         }
     }
 }
@@ -229,6 +233,19 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Scenario::Console => console::run(&sizes, &progress).await.map(Some),
             Scenario::Scale => scale::run(&sizes, &progress).await.map(Some),
             Scenario::Stalled => stalled::run(&sizes, &progress).await.map(Some),
+            // Dovecot says SKIPPED itself, and fails under MERIDIAN_REQUIRE_ALL=1.
+            Scenario::MailIntake => {
+                match meridian_test_support::mail_servers::Dovecot::start("mail-intake") {
+                    Some(server) => mail::run(&server, &sizes, &progress).await.map(Some),
+                    None => {
+                        report.skipped.push((
+                            scenario.name().to_owned(),
+                            "dovecot is not installed (apt-get install dovecot-imapd)".to_owned(),
+                        ));
+                        Ok(None)
+                    }
+                }
+            }
         };
         match result {
             Ok(Some(mut scenario_report)) => {

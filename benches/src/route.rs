@@ -173,24 +173,28 @@ fn requests() -> Vec<RouteRequest> {
             skills: vec![skill("billing")],
             residency: vec![],
             priority: Priority::Normal,
+            language: None,
         },
         RouteRequest {
             tier: Some(Tier::new("enterprise").unwrap()),
             skills: vec![skill("database")],
             residency: vec![],
             priority: Priority::Urgent,
+            language: None,
         },
         RouteRequest {
             tier: Some(Tier::new("standard").unwrap()),
             skills: vec![],
             residency: vec!["eu-only".into()],
             priority: Priority::Low,
+            language: None,
         },
         RouteRequest {
             tier: None,
             skills: vec![skill("networking"), skill("general")],
             residency: vec![],
             priority: Priority::High,
+            language: None,
         },
     ]
 }

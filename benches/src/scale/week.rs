@@ -181,6 +181,7 @@ pub async fn run(
         skills: Vec::new(),
         residency: Vec::new(),
         priority: Priority::Normal,
+        language: None,
     };
     let mut random = Lcg(42);
     // (step at which to solve, ticket id).

@@ -60,11 +60,24 @@ pub fn route_request_from_proto(
     .collect();
     let priority =
         priority_from_proto(&format!("{field}.priority"), attributes.priority)?.unwrap_or_default();
+    let language = match attributes.language.trim() {
+        "" => None,
+        tag => {
+            if rules::primary_subtag(tag).is_none() {
+                return Err(ConvertError::new(
+                    format!("{field}.language"),
+                    format!("{tag:?} is not a language tag such as en or pt-BR"),
+                ));
+            }
+            Some(tag.to_owned())
+        }
+    };
     Ok(rules::RouteRequest {
         tier,
         skills,
         residency,
         priority,
+        language,
     })
 }
 
@@ -162,7 +175,9 @@ pub fn candidate_to_proto(candidate: &rules::Candidate<'_>) -> v1::RouteCandidat
             preference: s.preference,
             load: s.load,
             headroom: s.headroom,
+            language: s.language,
         }),
+        speaks_language: candidate.speaks_language,
         chosen: candidate.chosen,
         queue_owner: candidate.queue_owner.unwrap_or_default().to_owned(),
         open_tickets: candidate.open_tickets,
@@ -187,6 +202,7 @@ pub fn decision_to_proto(decision: &rules::Decision<'_>) -> v1::RoutingDecision 
             .map(ToString::to_string)
             .unwrap_or_default(),
         candidates: decision.candidates.iter().map(candidate_to_proto).collect(),
+        language: decision.language.clone().unwrap_or_default(),
         warnings: decision
             .warnings
             .iter()

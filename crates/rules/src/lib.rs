@@ -70,7 +70,7 @@ pub use model::{
 };
 pub use route::{
     Candidate, Decision, FilterReason, Reason, RegionHealth, RegionLoad, RouteRequest, Score,
-    Warning,
+    Warning, primary_subtag,
 };
 pub use shifts::{ActiveShift, ShiftChange, ShiftChangeKind, ShiftPosition};
 pub use sla::{SLA_WARNING_PERCENT, pause_spans};

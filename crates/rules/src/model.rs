@@ -105,6 +105,9 @@ pub struct Region {
     pub time_zone_name: String,
     pub skills: Vec<Skill>,
     pub(crate) skill_mask: u64,
+    /// The languages the region serves: BCP 47 primary subtags, lowercase
+    /// (`en`, `de`). Empty means not declared.
+    pub languages: Vec<String>,
     /// Open tickets the region can hold at full staffing.
     pub capacity: u32,
     /// Routing preference, 0 to 100; higher is preferred.
@@ -350,6 +353,8 @@ pub struct Routing {
     pub preference_weight: f64,
     pub load_weight: f64,
     pub headroom_weight: f64,
+    /// Added to the score of a region that speaks the ticket's language.
+    pub language_weight: f64,
 }
 
 impl Rules {

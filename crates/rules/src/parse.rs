@@ -91,6 +91,8 @@ struct RawRouting {
     load_weight: Option<Spanned<f64>>,
     #[serde(default)]
     headroom_weight: Option<Spanned<f64>>,
+    #[serde(default)]
+    language_weight: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +103,8 @@ struct RawRegion {
     time_zone: Spanned<String>,
     #[serde(default)]
     skills: Vec<Spanned<String>>,
+    #[serde(default)]
+    languages: Vec<Spanned<String>>,
     capacity: Spanned<i64>,
     #[serde(default)]
     preference: Option<Spanned<i64>>,
@@ -1194,6 +1198,17 @@ impl Builder<'_> {
                         .at(s.span(), format!("skill is not valid: {}", core_reason(&e))),
                 }
             }
+            let mut languages: Vec<String> = Vec::new();
+            for l in &r.languages {
+                match primary_language(l.get_ref()) {
+                    Ok(tag) if languages.contains(&tag) => self.errors.at(
+                        l.span(),
+                        format!("language {:?} is listed twice", l.get_ref()),
+                    ),
+                    Ok(tag) => languages.push(tag),
+                    Err(why) => self.errors.at(l.span(), why),
+                }
+            }
             let capacity = match u32::try_from(*r.capacity.get_ref()) {
                 Ok(c) if c >= 1 => c,
                 _ => {
@@ -1322,6 +1337,7 @@ impl Builder<'_> {
                     time_zone_name: tz_name,
                     skills,
                     skill_mask: 0,
+                    languages,
                     capacity,
                     preference,
                     escalation: Vec::new(),
@@ -1612,6 +1628,7 @@ impl Builder<'_> {
             preference_weight: 1.0,
             load_weight: 1.0,
             headroom_weight: 1.0,
+            language_weight: LANGUAGE_WEIGHT_DEFAULT,
         };
         let Some(raw) = raw else { return routing };
         let raw = raw.get_ref();
@@ -1655,6 +1672,11 @@ impl Builder<'_> {
                 &raw.headroom_weight,
                 "headroom_weight",
                 &mut routing.headroom_weight,
+            ),
+            (
+                &raw.language_weight,
+                "language_weight",
+                &mut routing.language_weight,
             ),
         ] {
             if let Some(w) = weight {
@@ -1815,5 +1837,36 @@ fn core_reason(e: &meridian_core::Error) -> String {
     match e {
         meridian_core::Error::InvalidField { reason, .. } => reason.clone(),
         other => other.to_string(),
+    }
+}
+
+/// The default weight of speaking the ticket's language: above the most the
+/// other parts can add up to with default weights (preference 1, load 1,
+/// headroom 1 doubled for urgent tickets: 4), so among the eligible regions
+/// one that speaks the language wins unless the operator lowers it.
+pub(crate) const LANGUAGE_WEIGHT_DEFAULT: f64 = 4.5;
+
+/// A region's language: a BCP 47 primary language subtag (ISO 639, two or
+/// three letters), taken case-insensitively and kept lowercase.
+fn primary_language(raw: &str) -> Result<String, String> {
+    let tag = raw.trim();
+    let is_letters = |s: &str| s.bytes().all(|b| b.is_ascii_alphabetic());
+    if (2..=3).contains(&tag.len()) && is_letters(tag) {
+        return Ok(tag.to_ascii_lowercase());
+    }
+    match tag.split(['-', '_']).next() {
+        Some(primary)
+            if primary.len() != tag.len()
+                && (2..=3).contains(&primary.len())
+                && is_letters(primary) =>
+        {
+            Err(format!(
+                "language {raw:?} is a full language tag; regions declare primary language subtags only, such as {:?}",
+                primary.to_ascii_lowercase()
+            ))
+        }
+        _ => Err(format!(
+            "language {raw:?} is not a BCP 47 primary language subtag; use two or three letters such as \"en\", \"de\" or \"yue\""
+        )),
     }
 }

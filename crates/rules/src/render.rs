@@ -179,6 +179,46 @@ fn reason_sentence(rules: &Rules, d: &Decision<'_>) -> String {
     }
 }
 
+/// What the ticket's language did to the decision, for `explain`.
+fn language_sentence(rules: &Rules, d: &Decision<'_>, language: &str) -> String {
+    let speakers: Vec<&str> = d
+        .candidates
+        .iter()
+        .filter(|c| c.speaks_language == Some(true))
+        .map(|c| c.region.as_str())
+        .collect();
+    let kept_speakers: Vec<&str> = d
+        .candidates
+        .iter()
+        .filter(|c| c.speaks_language == Some(true) && c.filtered.is_none())
+        .map(|c| c.region.as_str())
+        .collect();
+    let chosen_speaks = d
+        .candidates
+        .iter()
+        .any(|c| c.chosen && c.speaks_language == Some(true));
+    let weight = rules.routing.language_weight;
+    if speakers.is_empty() {
+        format!("{language}: no region declares it; routed without a language preference")
+    } else if chosen_speaks {
+        format!(
+            "{language}: {} speaks it, preferred (+{weight:.2} to its score); spoken by {}",
+            d.region.map_or("", |r| r.as_str()),
+            speakers.join(", ")
+        )
+    } else if kept_speakers.is_empty() {
+        format!(
+            "{language}: spoken by {}, none of them eligible now; routed without a language preference",
+            speakers.join(", ")
+        )
+    } else {
+        format!(
+            "{language}: spoken by {} (+{weight:.2} each), outscored by the chosen region",
+            kept_speakers.join(", ")
+        )
+    }
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
@@ -220,6 +260,9 @@ pub fn decision_table(rules: &Rules, d: &Decision<'_>) -> String {
             }
         };
         let _ = writeln!(out, "  warning:  {text}");
+    }
+    if let Some(language) = &d.language {
+        let _ = writeln!(out, "  language: {}", language_sentence(rules, d, language));
     }
     out.push_str("candidates (kept by score, then filtered):\n");
     let mut rows = vec![vec![

@@ -4,9 +4,13 @@
 //! 1. Filters, in this order, each candidate region: residency allows it; it
 //!    is healthy; it covers every skill the ticket needs; it is on shift (or
 //!    in the overlap window before its shift).
-//! 2. Scores the survivors: preference, load against capacity, and SLA
+//! 2. Scores the survivors: preference, load against capacity, SLA
 //!    headroom (how much of the tier's first-response target the region can
-//!    still cover before its on-shift time ends).
+//!    still cover before its on-shift time ends), and language: a region
+//!    that declares the ticket's language (its primary subtag) gets
+//!    `language_weight` on top. Language is considered only when the ticket
+//!    has one and some region declares languages; a preference, never a
+//!    filter, so a ticket in a language nobody on shift speaks still lands.
 //! 3. With no survivor, the out-of-hours policy decides and the decision says
 //!    which policy applied. Nothing is dropped silently: when even the policy
 //!    finds no region, the reason is `no_eligible_region` and every candidate
@@ -49,6 +53,10 @@ pub struct RouteRequest {
     /// one of them allows. Empty means anywhere.
     pub residency: Vec<String>,
     pub priority: Priority,
+    /// The ticket's language tag (`de`, `pt-BR`); routing looks at its
+    /// primary subtag. `None` or empty: no language preference.
+    #[serde(default)]
+    pub language: Option<String>,
 }
 
 /// Why the decision came out as it did. Machine-readable; also a metric label.
@@ -131,6 +139,9 @@ pub struct Score {
     pub preference: f64,
     pub load: f64,
     pub headroom: f64,
+    /// 1 when the region speaks the ticket's language, else 0 (and 0 when
+    /// language was not considered).
+    pub language: f64,
 }
 
 /// One region as the decision saw it.
@@ -143,6 +154,9 @@ pub struct Candidate<'r> {
     /// Present for kept regions.
     pub score: Option<Score>,
     pub chosen: bool,
+    /// Whether the region speaks the ticket's language; `None` when
+    /// language was not considered (see [`Decision::language`]).
+    pub speaks_language: Option<bool>,
     /// Who owns the region's queue in its current (or next) shift.
     pub queue_owner: Option<&'r str>,
     pub open_tickets: u32,
@@ -172,6 +186,9 @@ pub struct Decision<'r> {
     pub next_shift_at: Option<Timestamp>,
     /// For `escalation`: the region whose escalation path was followed.
     pub escalated_from: Option<&'r RegionId>,
+    /// The ticket's primary language subtag when language was considered:
+    /// the ticket has one and some region declares its languages.
+    pub language: Option<String>,
     /// Kept regions by score (best first), then filtered ones in file order.
     pub candidates: Vec<Candidate<'r>>,
     pub warnings: Vec<Warning>,
@@ -199,6 +216,15 @@ fn priority_factor(priority: Priority) -> f64 {
         Priority::High => 1.5,
         Priority::Urgent => 2.0,
     }
+}
+
+/// The primary subtag of a language tag, lowercase: `pt` for `pt-BR`.
+/// `None` for an empty or malformed tag (the ticket's tag was checked when
+/// it was created; this only guards the routing hot path).
+pub fn primary_subtag(tag: &str) -> Option<String> {
+    let primary = tag.trim().split(['-', '_']).next()?;
+    ((2..=3).contains(&primary.len()) && primary.bytes().all(|b| b.is_ascii_alphabetic()))
+        .then(|| primary.to_ascii_lowercase())
 }
 
 impl Rules {
@@ -251,6 +277,11 @@ impl Rules {
             }
             mask
         };
+        let language = ticket
+            .language
+            .as_deref()
+            .and_then(primary_subtag)
+            .filter(|_| self.regions.iter().any(|r| !r.languages.is_empty()));
         let target_secs = policy.map(|p| f64::from(p.first_response_minutes) * 60.0);
         let routing = &self.routing;
         let headroom_weight = routing.headroom_weight * priority_factor(ticket.priority);
@@ -289,6 +320,9 @@ impl Rules {
                 ShiftPosition::OnShift => (state.covered_until, None),
                 _ => (None, state.stretch.map(|s| s.start)),
             };
+            let speaks_language = language
+                .as_ref()
+                .map(|l| region.languages.iter().any(|x| x == l));
             let score = if filtered.is_none() {
                 let preference = f64::from(region.preference) / 100.0;
                 let load_part =
@@ -305,14 +339,21 @@ impl Rules {
                         1.0
                     }
                 });
+                let language_part = if speaks_language == Some(true) {
+                    1.0
+                } else {
+                    0.0
+                };
                 let total = routing.preference_weight * preference
                     + routing.load_weight * load_part
-                    + headroom_weight * headroom;
+                    + headroom_weight * headroom
+                    + routing.language_weight * language_part;
                 Some(Score {
                     total,
                     preference,
                     load: load_part,
                     headroom,
+                    language: language_part,
                 })
             } else {
                 None
@@ -323,6 +364,7 @@ impl Rules {
                 filtered,
                 score,
                 chosen: false,
+                speaks_language,
                 queue_owner: state
                     .stretch
                     .and_then(|s| region.shift_of(s.label))
@@ -353,6 +395,7 @@ impl Rules {
             out_of_hours_policy: None,
             next_shift_at: None,
             escalated_from: None,
+            language,
             candidates,
             warnings,
         };

@@ -28,6 +28,7 @@ fn request(tier: &str, skills: &[&str], residency: &[&str]) -> RouteRequest {
         skills: skills.iter().map(|s| Skill::new(*s).unwrap()).collect(),
         residency: residency.iter().map(|s| s.to_string()).collect(),
         priority: Priority::Normal,
+        language: None,
     }
 }
 

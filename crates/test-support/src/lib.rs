@@ -12,6 +12,7 @@
 
 pub mod chaos_proxy;
 pub mod https_receiver;
+pub mod mail_servers;
 pub mod proxy;
 pub mod webhook;
 

@@ -303,6 +303,7 @@ pub(crate) fn route_request(ticket: &Ticket) -> RouteRequest {
         skills: ticket.skills.iter().cloned().collect(),
         residency: ticket.residency.iter().map(ToString::to_string).collect(),
         priority: ticket.priority,
+        language: Some(ticket.language.clone()),
     }
 }
 

@@ -107,6 +107,7 @@ fn route_request(ticket: &core::NewTicket) -> RouteRequest {
         skills: ticket.skills.iter().cloned().collect(),
         residency: ticket.residency.iter().map(ToString::to_string).collect(),
         priority: ticket.priority,
+        language: Some(ticket.language.clone()),
     }
 }
 

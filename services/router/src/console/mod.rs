@@ -1635,6 +1635,7 @@ fn route_request(ticket: &v1::Ticket) -> RouteRequest {
         skills: ticket.skills.clone(),
         residency: ticket.residency.clone(),
         priority: ticket.priority,
+        language: ticket.language.clone(),
     };
     meridian_proto::router::route_request_from_proto("ticket", Some(&attributes)).unwrap_or_else(
         |_| RouteRequest {
@@ -1646,6 +1647,7 @@ fn route_request(ticket: &v1::Ticket) -> RouteRequest {
                 .collect(),
             residency: Vec::new(),
             priority: Priority::Normal,
+            language: None,
         },
     )
 }

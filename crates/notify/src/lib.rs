@@ -133,8 +133,7 @@ pub struct Notification {
 /// tail (a UUIDv7 starts with its timestamp, so its head is shared by
 /// tickets made in the same millisecond). Matches the console's `shortId`.
 pub fn short_id(id: TicketId) -> String {
-    let hex = id.as_uuid().simple().to_string();
-    format!("…{}", &hex[hex.len().saturating_sub(8)..])
+    id.short()
 }
 
 /// The handle producers hold: cheap to clone; [`Notifier::disabled`] when

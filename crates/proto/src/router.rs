@@ -283,6 +283,7 @@ resolution_minutes = 480
             skills: vec!["billing".into()],
             residency: vec!["eu-only".into()],
             priority: v1::Priority::High.into(),
+            language: String::new(),
         }
     }
 

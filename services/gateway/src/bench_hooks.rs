@@ -11,9 +11,9 @@ use meridian_store::Store;
 
 use crate::{
     config::Limits,
+    context::{ApiParts, TicketApi, WriteGate},
     escalation::{AlertSink, Escalations},
     metrics::GatewayMetrics,
-    service::{ApiParts, TicketApi, WriteGate},
     watch::WatchCaps,
 };
 
@@ -59,6 +59,7 @@ impl SweepBench {
             ),
             watch_stall: limits.watch_stall_timeout,
             regions,
+            notifier: meridian_notify::Notifier::disabled(),
         });
         Some(Self {
             api,

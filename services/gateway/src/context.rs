@@ -274,8 +274,11 @@ impl TicketApi {
 
     /// A fresh id, after every id this gateway minted before.
     /// A fresh note id, for the notes Meridian writes itself.
-    pub(crate) fn mint_note_id(&self, at: jiff::Timestamp) -> Result<NoteId, ApiError> {
-        self.mint(at, NoteId::mint)
+    pub(crate) fn mint_note_id(
+        &self,
+        at: jiff::Timestamp,
+    ) -> Result<meridian_core::NoteId, ApiError> {
+        self.mint(at, meridian_core::NoteId::mint)
     }
 
     pub(crate) fn mint<T>(

@@ -119,6 +119,11 @@ impl AlertSink {
         Self(Some(alerts))
     }
 
+    /// Whether a target is installed (else alerts are only logged).
+    pub fn is_installed(&self) -> bool {
+        self.0.is_some()
+    }
+
     async fn notify(&self, alert: Alert) -> Result<(), String> {
         tracing::warn!(key = %alert.key, kind = alert.kind.as_str(), ticket_id = %alert.ticket_id,
             target = alert.target.as_deref().unwrap_or("(subscribers)"), title = %alert.title, "alert");
@@ -650,8 +655,7 @@ async fn escalate(
         }
         .fit_to_note(&me, to);
         let body = note.render(&me, to);
-        match api
-            .handoff(&me, ticket.id, to.clone(), note, api.meta_with(None))
+        match crate::handoff::offer(api, &me, ticket.id, to.clone(), note, api.meta_with(None))
             .await
         {
             Ok(_) => {
@@ -667,8 +671,8 @@ async fn escalate(
                 return Ok(Outcome::HandedOff(to.clone()));
             }
             Err(status) => {
-                tracing::warn!(ticket_id = %ticket.id, to = %to, error = %status.message(), "escalation handoff failed; trying the next region of the path");
-                steps.push(format!("{to}: handoff failed ({})", status.message()));
+                tracing::warn!(ticket_id = %ticket.id, to = %to, error = %status, "escalation handoff failed; trying the next region of the path");
+                steps.push(format!("{to}: handoff failed ({status})"));
             }
         }
     }
@@ -696,9 +700,7 @@ async fn escalate(
     }
     let meta = api.meta_with(None);
     let note = Note {
-        id: api
-            .mint_note_id(meta.at)
-            .map_err(|s| s.message().to_owned())?,
+        id: api.mint_note_id(meta.at).map_err(|e| e.to_string())?,
         ticket_id: ticket.id,
         region: me.clone(),
         author: AUTHOR.into(),
@@ -722,6 +724,43 @@ fn next_action(ticket: &Ticket) -> String {
         }
         (_, Some(resolution)) => format!("resolve by {}", resolution.due),
         _ => "take over the escalated ticket".to_owned(),
+    }
+}
+
+/// Alerts through the region's notification service (durable outbox,
+/// idempotent by key): the sink every gateway uses unless a test installs
+/// its own.
+pub(crate) struct NotifierAlerts(pub(crate) meridian_notify::Notifier);
+
+impl Alerts for NotifierAlerts {
+    fn notify(&self, alert: Alert) -> AlertFuture<'_> {
+        Box::pin(async move {
+            let kind = match alert.kind {
+                AlertKind::Escalation => meridian_notify::Kind::Escalation,
+                AlertKind::Stranded => meridian_notify::Kind::Stranded,
+            };
+            let notification = meridian_notify::Notification {
+                key: alert.key,
+                kind,
+                region: alert.region,
+                title: alert.title,
+                text: alert.text,
+                tickets: vec![meridian_notify::TicketLine {
+                    id: alert.ticket_id,
+                    subject: alert.subject,
+                    sla: String::new(),
+                    next_step: String::new(),
+                }],
+                target: alert.target,
+                at: alert.at,
+                data: serde_json::Value::Null,
+            };
+            self.0
+                .notify(notification)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
     }
 }
 

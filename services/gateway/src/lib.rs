@@ -409,13 +409,15 @@ async fn serve_listeners(
     });
     // Escalation and stranded-ticket alerts (escalation.rs), shared by the
     // sweep and the escalation scan.
-    let escalations = escalation::Escalations::new(
-        config
-            .rules
-            .as_ref()
-            .map(|s| s.alerts.clone())
-            .unwrap_or_default(),
-    );
+    // A test may install its own target; otherwise they go through the
+    // notification service.
+    let sink = match config.rules.as_ref().map(|s| s.alerts.clone()) {
+        Some(sink) if sink.is_installed() => sink,
+        _ => {
+            escalation::AlertSink::new(Arc::new(escalation::NotifierAlerts(api.notifier().clone())))
+        }
+    };
+    let escalations = escalation::Escalations::new(sink);
     let _stranded_gauge = escalations.observe(&meter, &config.region);
     // Shift ends hand tickets to other regions: only with rules and a mesh.
     let _shift_task = match (&config.rules, &config.mesh) {

@@ -14,6 +14,7 @@
 //! | `console` | a logged-in user's p99 while 500 slow connections are held | the same request on an idle console |
 //! | `scale` | RSS and list latency at 1,000,000 tickets; a simulated week of ten regions | — |
 //! | `stalled` | gateway RSS and `GetStatus` latency with 1,000 `WatchEvents` streams never read | the same gateway idle |
+//! | `sweep` | one continuity sweep over 100,000 open tickets: wall time, CPU, share of one core at 60 s | listing the same tickets |
 //!
 //! `cargo run --release -p meridian-bench` runs all of them;
 //! `cargo run --release -p meridian-bench -- handoff` runs one; `--smoke`
@@ -34,6 +35,7 @@ mod route;
 mod scale;
 mod stalled;
 mod svg;
+mod sweep;
 mod tokens;
 mod trace;
 
@@ -60,10 +62,11 @@ enum Scenario {
     Scale,
     Stalled,
     MailIntake,
+    Sweep,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 11] = [
+    const ALL: [Scenario; 12] = [
         Scenario::IntakeSqlite,
         Scenario::IntakePostgres,
         Scenario::Handoff,
@@ -75,6 +78,7 @@ impl Scenario {
         Scenario::Scale,
         Scenario::Stalled,
         Scenario::MailIntake,
+        Scenario::Sweep,
     ];
 
     fn name(self) -> &'static str {
@@ -90,6 +94,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::Stalled => "stalled",
             Scenario::MailIntake => "mail-intake",
+            Scenario::Sweep => "sweep",
         }
     }
 }
@@ -246,6 +251,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            Scenario::Sweep => sweep::run(&sizes, &progress).await.map(Some),
         };
         match result {
             Ok(Some(mut scenario_report)) => {

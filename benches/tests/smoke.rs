@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const ALWAYS: [&str; 9] = [
+const ALWAYS: [&str; 10] = [
     "intake-sqlite",
     "handoff",
     "route",
@@ -21,6 +21,7 @@ const ALWAYS: [&str; 9] = [
     "console",
     "scale",
     "stalled",
+    "sweep",
 ];
 
 #[test]

@@ -61,8 +61,8 @@ enum Scenario {
     Console,
     Scale,
     Stalled,
-    MailIntake,
     Sweep,
+    MailIntake,
 }
 
 impl Scenario {
@@ -77,8 +77,8 @@ impl Scenario {
         Scenario::Console,
         Scenario::Scale,
         Scenario::Stalled,
-        Scenario::MailIntake,
         Scenario::Sweep,
+        Scenario::MailIntake,
     ];
 
     fn name(self) -> &'static str {

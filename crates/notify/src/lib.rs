@@ -220,15 +220,19 @@ impl Notifier {
         let Some(inner) = &self.inner else {
             return Ok(false);
         };
+        // A named target (an on-call) that is not configured must not
+        // swallow the page: every target taking the kind gets it instead.
+        let named = n
+            .target
+            .as_ref()
+            .filter(|name| inner.targets.iter().any(|t| t.name == **name));
+        if let (Some(name), None) = (&n.target, named) {
+            tracing::warn!(key = %n.key, target = %name, kind = %n.kind, "notification names a target that is not configured; sent to every target of its kind instead");
+        }
         let mut queued = false;
-        let mut named_found = n.target.is_none();
         for target in &inner.targets {
-            let receives = match &n.target {
-                Some(name) => {
-                    let hit = *name == target.name;
-                    named_found |= hit;
-                    hit
-                }
+            let receives = match named {
+                Some(name) => *name == target.name,
                 None => target.receives(n.kind),
             };
             if !receives {
@@ -242,9 +246,6 @@ impl Notifier {
         }
         if queued {
             inner.wake.notify_one();
-        }
-        if !named_found {
-            tracing::warn!(key = %n.key, target = ?n.target, kind = %n.kind, "notification names a target that is not configured; not sent");
         }
         Ok(queued)
     }

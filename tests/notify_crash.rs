@@ -113,7 +113,14 @@ async fn every_notification_arrives_once_by_key_across_kill_9() {
     // SLA warnings and breaches of the enterprise tickets (30 minutes to a
     // first response: seconds at 600x) and shift summaries, all refused.
     let deadline = Instant::now() + Duration::from_secs(90);
-    while keys_attempted(&receiver).len() < 12 {
+    // Escalation keys come first now (an unanswered first response at
+    // risk escalates); wait for the SLA kinds too.
+    let has = |kind: &str| {
+        keys_attempted(&receiver)
+            .iter()
+            .any(|k| k.starts_with(kind))
+    };
+    while keys_attempted(&receiver).len() < 12 || !has("sla_warning:") || !has("sla_breach:") {
         assert!(
             Instant::now() < deadline,
             "too few notifications attempted: {:?}",

@@ -223,11 +223,20 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
             )
             .against(&list_cpu),
         );
+        let share = cpu.as_secs_f64() / SWEEP_INTERVAL.as_secs_f64() * 100.0;
         report.row(Row::new(
             format!("share of one core at a 60 s interval, {label}"),
-            cpu.as_secs_f64() / SWEEP_INTERVAL.as_secs_f64() * 100.0,
+            share,
             "%",
         ));
+        // The issue names no figure; ours: a sweep costs at most 5% of a core.
+        report.target(
+            &format!("share of one core, {label}"),
+            5.0,
+            share,
+            "%",
+            false,
+        );
     }
     store.close().await;
     Ok(report)

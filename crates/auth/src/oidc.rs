@@ -5,12 +5,12 @@
 //! most once per [`crate::jwks::UNKNOWN_KID_REFRESH_MIN`]), so each one
 //! takes a fresh connection: no pool to size or to go stale.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{path::Path, time::Duration};
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 
 use crate::{AuthError, Result, jwks::JWKS_BYTES_MAX};
 
@@ -57,32 +57,15 @@ impl Issuer {
                 "must be an https:// URL (its keys are fetched over HTTPS)".into(),
             ));
         }
-        let mut roots = rustls::RootCertStore::empty();
-        match ca {
-            Some(path) => {
-                let bad_ca = |reason: String| {
-                    AuthError::Config(format!("auth.ca {}: {reason}", path.display()))
-                };
-                let pem = std::fs::read(path).map_err(|e| bad_ca(e.to_string()))?;
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| bad_ca(format!("not PEM: {e}")))?;
-                    roots.add(cert).map_err(|e| bad_ca(e.to_string()))?;
-                }
-                if roots.is_empty() {
-                    return Err(bad_ca("holds no certificate".into()));
-                }
+        let config = meridian_tls::outbound_client_config(ca).map_err(|e| match (e, ca) {
+            (meridian_tls::OutboundTlsError::Ca(reason), Some(path)) => {
+                AuthError::Config(format!("auth.ca {}: {reason}", path.display()))
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            (e, _) => bad(e.to_string()),
+        })?;
         Ok(Self {
             issuer: issuer.to_owned(),
-            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            tls: tokio_rustls::TlsConnector::from(config),
         })
     }
 

@@ -20,7 +20,7 @@ use opentelemetry::{
     KeyValue,
     metrics::{Counter, Meter, ObservableGauge},
 };
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 
 use crate::{CHANNEL, Error, Notifier, Result, Target, render::Payload, target::check_url};
 
@@ -128,30 +128,17 @@ impl Client {
     fn new(target: &Target) -> Result<Client> {
         let bad = |reason: String| Error::Config(format!("target {}: {reason}", target.name));
         let uri = check_url(&target.url).map_err(|reason| bad(format!("url: {reason}")))?;
-        let mut roots = rustls::RootCertStore::empty();
-        match target.ca() {
-            Some(path) => {
-                let bad_ca = |reason: String| bad(format!("ca {}: {reason}", path.display()));
-                let pem = std::fs::read(path).map_err(|e| bad_ca(e.to_string()))?;
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| bad_ca(format!("not PEM: {e}")))?;
-                    roots.add(cert).map_err(|e| bad_ca(e.to_string()))?;
+        let config = meridian_tls::outbound_client_config(target.ca()).map_err(|e| {
+            match (e, target.ca()) {
+                (meridian_tls::OutboundTlsError::Ca(reason), Some(path)) => {
+                    bad(format!("ca {}: {reason}", path.display()))
                 }
-                if roots.is_empty() {
-                    return Err(bad_ca("holds no certificate".into()));
-                }
+                (e, _) => bad(e.to_string()),
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        })?;
         Ok(Client {
             uri,
-            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            tls: tokio_rustls::TlsConnector::from(config),
         })
     }
 

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod chaos_proxy;
+pub mod guards;
 pub mod https_receiver;
 pub mod mail_servers;
 pub mod proxy;

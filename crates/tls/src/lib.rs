@@ -77,6 +77,7 @@ mod error;
 mod identity;
 mod material;
 mod mesh;
+mod outbound;
 mod public;
 mod server;
 mod verify;
@@ -91,6 +92,7 @@ pub use error::{Error, Result};
 pub use identity::{PeerIdentity, Service, TrustDomain};
 pub use material::TlsFiles;
 pub use mesh::{MeshTls, ReloadTask, Reloaded};
+pub use outbound::{OutboundTlsError, outbound_client_config};
 pub use public::{
     HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_KEEPALIVE_INTERVAL,
     HTTP2_KEEPALIVE_TIMEOUT, HTTP2_STREAM_WINDOW_BYTES, HTTP2_STREAMS_PER_CONNECTION_MAX,

@@ -363,39 +363,8 @@ mod tests {
     /// guard that keeps statuses built in one place.
     #[test]
     fn statuses_are_built_only_in_error_rs() {
-        fn scan(dir: &std::path::Path, found: &mut Vec<String>) {
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    scan(&path, found);
-                    continue;
-                }
-                if path.extension().is_none_or(|e| e != "rs") || path.ends_with("src/error.rs") {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&path).unwrap();
-                for (n, line) in text.lines().enumerate() {
-                    let mut rest = line;
-                    while let Some(at) = rest.find("Status::") {
-                        rest = &rest[at + "Status::".len()..];
-                        let name: String = rest
-                            .chars()
-                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                            .collect();
-                        let constructs = name.starts_with(|c: char| c.is_ascii_lowercase())
-                            && name != "from"
-                            && rest[name.len()..].starts_with('(');
-                        if constructs {
-                            found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
-                        }
-                    }
-                }
-            }
-        }
-        let mut found = Vec::new();
-        scan(
+        let found = meridian_test_support::guards::statuses_built_outside_error_rs(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-            &mut found,
         );
         assert!(
             found.is_empty(),

@@ -21,9 +21,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -35,7 +34,9 @@ use serde_json::{Value, json};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-const MERIDIAN: &str = env!("CARGO_BIN_EXE_meridian");
+use support::{Killed, MERIDIAN, start_up};
+
+mod support;
 const PATIENCE: Duration = Duration::from_secs(20);
 const DESKTOP: (u32, u32) = (1280, 900);
 const PHONE: (u32, u32) = (390, 844);
@@ -62,18 +63,8 @@ fn find(var: &str, candidates: &[&str]) -> Option<PathBuf> {
     candidates.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Mesh {
-    _process: Process,
+    _process: Killed,
     router: String,
     console: String,
     /// The printed one-click login (the sre's token in the fragment).
@@ -86,25 +77,17 @@ struct Mesh {
 }
 
 fn up(data_dir: &Path) -> Mesh {
-    let mut child = Command::new(MERIDIAN)
-        .args(["up", "--base-port", "0", "--start", START, "--speed", SPEED])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--tracing-ui", "http://localhost:16686/trace/{trace_id}"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (process, banner) = start_up(
+        Command::new(MERIDIAN)
+            .args(["up", "--base-port", "0", "--start", START, "--speed", SPEED])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--tracing-ui", "http://localhost:16686/trace/{trace_id}"]),
+    );
     let (mut router, mut console, mut console_login, mut gateways) =
         (String::new(), String::new(), String::new(), Vec::new());
     let mut tokens = BTreeMap::new();
-    for line in &mut lines {
-        let line = line.unwrap();
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
+    for line in &banner {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields[..] {
             ["gateway", region, url, ..] if url.starts_with("https://") => {
@@ -121,7 +104,6 @@ fn up(data_dir: &Path) -> Mesh {
             _ => {}
         }
     }
-    std::thread::spawn(move || lines.for_each(drop));
     assert!(
         console.starts_with("https://127.0.0.1:"),
         "meridian up prints the console's URL, https with auth"
@@ -134,7 +116,7 @@ fn up(data_dir: &Path) -> Mesh {
     assert_eq!(gateways.len(), 3);
     let ca = std::fs::read(data_dir.join("pki").join("ca.pem")).unwrap();
     Mesh {
-        _process: Process(child),
+        _process: process,
         router,
         console,
         console_login,
@@ -147,7 +129,7 @@ fn up(data_dir: &Path) -> Mesh {
 /// A W3C WebDriver session in chromedriver, driven by `fantoccini`.
 struct Browser {
     client: fantoccini::Client,
-    _driver: Process,
+    _driver: Killed,
 }
 
 impl Browser {
@@ -157,7 +139,7 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
-        let driver = Process(
+        let driver = Killed(
             Command::new(chromedriver)
                 .arg(format!("--port={port}"))
                 .stdout(Stdio::null())

@@ -11,59 +11,41 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meridian_notify::meridian_outbox::{Outbox, RetryPolicy, State};
 use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient};
 use meridian_test_support::https_receiver::{HttpsReceiver, Mode};
+use support::{Killed, MERIDIAN, start_up};
 
-const MERIDIAN: &str = env!("CARGO_BIN_EXE_meridian");
+mod support;
+
 const SPEED: u64 = 600;
 const REGIONS: [&str; 3] = ["us-east", "eu-west", "apac-south"];
 
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        // SIGKILL: no graceful shutdown, as a crash.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `meridian up` at `start` and returns it with each region's
 /// gateway URL.
-fn up(dir: &Path, start: jiff::Timestamp, webhook: &str) -> (Up, BTreeMap<String, String>) {
-    let mut child = Command::new(MERIDIAN)
-        .args(["up", "--no-auth", "--base-port", "0", "--speed"])
-        .arg(SPEED.to_string())
-        .arg("--start")
-        .arg(start.to_string())
-        .arg("--webhook")
-        .arg(webhook)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let up = Up(child);
+fn up(dir: &Path, start: jiff::Timestamp, webhook: &str) -> (Killed, BTreeMap<String, String>) {
+    // Dropped, the guard kills with SIGKILL: no graceful shutdown, as a crash.
+    let (up, banner) = start_up(
+        Command::new(MERIDIAN)
+            .args(["up", "--no-auth", "--base-port", "0", "--speed"])
+            .arg(SPEED.to_string())
+            .arg("--start")
+            .arg(start.to_string())
+            .arg("--webhook")
+            .arg(webhook)
+            .arg("--data-dir")
+            .arg(dir),
+    );
     let mut gateways = BTreeMap::new();
-    for line in &mut lines {
-        let line = line.unwrap();
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
+    for line in &banner {
         if let ["gateway", region, url, ..] = line.split_whitespace().collect::<Vec<_>>()[..] {
             gateways.insert(region.to_owned(), url.to_owned());
         }
     }
-    std::thread::spawn(move || lines.for_each(drop));
     assert_eq!(
         gateways.len(),
         3,

@@ -25,11 +25,12 @@
 // Fixtures and helpers outside #[test] functions: a failure stops the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-const MERIDIAN: &str = env!("CARGO_BIN_EXE_meridian");
+use support::{Killed, MERIDIAN, start_up};
+
+mod support;
 const UP_MARK: &str = "<!-- first-session:up -->";
 const BEGIN_MARK: &str = "<!-- first-session:begin -->";
 const END_MARK: &str = "<!-- first-session:end -->";
@@ -155,41 +156,19 @@ fn matches(shown: &str, line: &str) -> bool {
     tail.is_empty()
 }
 
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `meridian up ARGS --base-port 0` in `dir`, once it says it is ready.
-fn up(dir: &Path, args: &[String]) -> Process {
-    let mut child = Command::new(MERIDIAN)
-        .arg("up")
-        .args(args)
-        .args(["--base-port", "0"])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut ready = false;
-    for line in &mut lines {
-        let line = line.unwrap();
+fn up(dir: &Path, args: &[String]) -> Killed {
+    let (up, banner) = start_up(
+        Command::new(MERIDIAN)
+            .arg("up")
+            .args(args)
+            .args(["--base-port", "0"])
+            .current_dir(dir),
+    );
+    for line in banner {
         eprintln!("up: {line}");
-        if line.starts_with("Ctrl-C") {
-            ready = true;
-            break;
-        }
     }
-    assert!(ready, "meridian up stopped before it was ready");
-    std::thread::spawn(move || lines.for_each(drop));
-    Process(child)
+    up
 }
 
 fn have(program: &str) -> bool {

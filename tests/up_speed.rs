@@ -6,22 +6,14 @@
 // Fixtures and helpers outside #[test] functions: a failure stops the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meridian_proto::v1::{self, FilterReason};
 
-const MERIDIAN: &str = env!("CARGO_BIN_EXE_meridian");
+use support::{MERIDIAN, start_up};
 
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
 
 /// Ten simulated hours at 600x (one real minute): every healthy region stays
 /// up in every routing decision, from the first one that sees all three.
@@ -30,37 +22,27 @@ async fn every_healthy_region_stays_up_at_speed() {
     const SPEED: u32 = 600;
     const SIMULATED: Duration = Duration::from_secs(10 * 3600);
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(MERIDIAN)
-        .args([
-            "up",
-            "--no-auth",
-            "--base-port",
-            "0",
-            "--start",
-            "2026-12-07T07:50:00Z",
-            "--speed",
-        ])
-        .arg(SPEED.to_string())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let up = Up(child);
+    let (up, banner) = start_up(
+        Command::new(MERIDIAN)
+            .args([
+                "up",
+                "--no-auth",
+                "--base-port",
+                "0",
+                "--start",
+                "2026-12-07T07:50:00Z",
+                "--speed",
+            ])
+            .arg(SPEED.to_string())
+            .arg("--data-dir")
+            .arg(dir.path()),
+    );
     let mut router = String::new();
-    for line in &mut lines {
-        let line = line.unwrap();
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
+    for line in &banner {
         if let ["router", url, ..] = line.split_whitespace().collect::<Vec<_>>()[..] {
             router = url.to_owned();
         }
     }
-    std::thread::spawn(move || lines.for_each(drop));
     assert!(
         router.starts_with("http://"),
         "meridian up printed no router URL"

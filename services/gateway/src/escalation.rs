@@ -485,8 +485,11 @@ pub(crate) async fn scan(
             continue;
         };
         // Keys already in a note were handled here or in a region the
-        // ticket came from: notify again under the same key (the outbox
-        // keeps one), so a crash after the note loses no notification.
+        // ticket came from. A note written here is notified again under
+        // the same key (this region's outbox keeps one), so a crash after
+        // the note loses no notification; a note from another region was
+        // notified by that region's outbox, and a second outbox would post
+        // the key twice.
         let mut pending = Vec::new();
         for trigger in triggers {
             match record
@@ -494,6 +497,7 @@ pub(crate) async fn scan(
                 .iter()
                 .find(|n| n.auto && n.body.contains(&marker(&trigger.key)))
             {
+                Some(note) if note.region != me => escalations.mark_handled(trigger.key),
                 Some(note) => {
                     let target = if note.body.starts_with("Handoff ") {
                         None
@@ -663,8 +667,9 @@ async fn escalate(
                 for trigger in triggers {
                     let alert = escalation_alert(api, ticket, &trigger.key, &body, None);
                     if let Err(error) = escalations.sink.notify(alert).await {
-                        // The new owner sees the key in the note and
-                        // notifies again.
+                        // Logged only: the new owner leaves a note from
+                        // this region to this region's outbox
+                        // (docs/escalation.md).
                         tracing::warn!(ticket_id = %ticket.id, error = %error, "escalation notice not accepted");
                     }
                 }

@@ -5,7 +5,9 @@
 //! to the region the routing rules choose for it at that instant (residency
 //! and skills honoured, this region counted as down), records a
 //! `ShiftSummary` that replicates to every region; the notifier task
-//! ([`crate::notifications`]) tells people from the recorded event.
+//! ([`crate::notifications`]) tells people from the recorded event. A shift
+//! that meets this region's next one (day, then late) only changes the
+//! queue owner: its tickets stay, and the summary names the next owner.
 //!
 //! A handoff note is the agent's when someone wrote a note on the ticket
 //! during the overlap window; otherwise Meridian writes one from the
@@ -62,7 +64,13 @@ pub(crate) async fn run(
             && now >= shift.end
             && mine.is_none_or(|m| m.effective_start != shift.start)
         {
-            match shift_end(&api, &rules, shift.start, shift.end).await {
+            // A shift that meets the region's next one (a day shift, then
+            // a late one) changes the queue owner, not the region: the
+            // tickets stay here.
+            let next_here = mine
+                .filter(|m| m.effective_start == shift.end)
+                .map(|m| m.queue_owner.as_str());
+            match shift_end(&api, &rules, shift.start, shift.end, next_here).await {
                 Ok(summary) => {
                     tracing::info!(region = %me, handed_off = summary.handed_off.len(), kept = summary.kept.len(),
                         auto_notes = summary.auto_notes, "shift ended");
@@ -356,6 +364,7 @@ async fn shift_end(
     rules: &Rules,
     start: Timestamp,
     end: Timestamp,
+    next_here: Option<&str>,
 ) -> Result<ShiftSummary, String> {
     let me = api.region().clone();
     let open = open_tickets(api).await.map_err(|e| e.to_string())?;
@@ -380,6 +389,22 @@ async fn shift_end(
         next_region: None,
         next_queue_owner: None,
     };
+    if let Some(owner) = next_here {
+        summary.kept = open
+            .iter()
+            .map(|r| {
+                let why = format!("stays with {me} for its next shift ({owner})");
+                (r.ticket.id, why)
+            })
+            .collect();
+        summary.next_region = Some(me.clone());
+        summary.next_queue_owner = Some(owner.to_owned());
+        api.store()
+            .record_shift_summary(summary.clone(), api.meta_with(None))
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(summary);
+    }
     for record in &open {
         let id = record.ticket.id;
         let residency = &record.ticket.residency;

@@ -212,3 +212,81 @@ async fn shift_end_hands_every_open_ticket_over_with_notes_and_a_summary() {
     }
     mesh.stop().await;
 }
+
+/// us-east's day shift (08:00–17:00 New York) meets its late shift at
+/// 21:00 UTC: the queue owner changes, the region does not, so its tickets
+/// stay, even when the boundary is seen late (the clock jumps past it, as
+/// after a pause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shift_that_meets_the_next_one_of_its_region_keeps_its_tickets() {
+    let mesh = Mesh::start(Options {
+        at: "2026-06-02T20:50:00Z",
+        ..Options::default()
+    })
+    .await;
+    let mut us = mesh.client("us-east").await;
+    let ticket = us
+        .create_ticket(create("The late shift takes it", &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    // 21:10: the late shift. (Before the fix, the day shift's end handed
+    // the ticket to apac-south, off shift until 23:00, whose sweep sent it
+    // back.)
+    mesh.clock
+        .set("2026-06-02T21:10:00Z".parse::<Timestamp>().unwrap());
+    let us_east = mesh
+        .regions
+        .iter()
+        .find(|r| r.name.as_str() == "us-east")
+        .unwrap();
+    let store = Store::open(&us_east.db.config(), &us_east.name)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let summary = loop {
+        let summaries = store
+            .shift_summaries(Some(&region("us-east")), 10)
+            .await
+            .unwrap();
+        if let Some(summary) = summaries.into_iter().next() {
+            break summary;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "us-east recorded no summary of its day shift"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    store.close().await;
+    assert!(summary.handed_off.is_empty(), "{summary:?}");
+    assert_eq!(summary.next_region, Some(region("us-east")));
+    assert_eq!(
+        summary.next_queue_owner.as_deref(),
+        Some("us-east-late-lead")
+    );
+    assert_eq!(summary.kept.len(), 1, "{summary:?}");
+    assert!(
+        summary.kept[0]
+            .1
+            .contains("stays with us-east for its next shift"),
+        "{summary:?}"
+    );
+    // Scans later, the ticket is still us-east's and was never offered.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let now = us
+        .get_ticket(v1::GetTicketRequest {
+            ticket_id: ticket.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(now.owner.unwrap().owner_region, "us-east");
+    assert_eq!(now.handoff_to, None, "no offer");
+    mesh.check_invariants().await;
+    mesh.stop().await;
+}

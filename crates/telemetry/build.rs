@@ -11,12 +11,16 @@ fn main() {
         .ok()
         .filter(|c| !c.trim().is_empty());
     let commit = from_env.or_else(|| git(&["rev-parse", "--short=12", "HEAD"]));
-    // Rebuild when HEAD moves: a commit, a checkout.
+    // Rebuild when HEAD moves: a checkout (HEAD), a commit on the branch
+    // checked out (its ref file alone: another worktree's commits must not
+    // rebuild this one), or a `git pack-refs`.
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         println!("cargo:rerun-if-changed={dir}/HEAD");
     }
     if let Some(dir) = git(&["rev-parse", "--git-common-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/refs/heads");
+        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={dir}/{branch}");
+        }
         println!("cargo:rerun-if-changed={dir}/packed-refs");
     }
     println!(

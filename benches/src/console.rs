@@ -29,15 +29,11 @@ use meridian_auth::Role;
 use crate::{
     Sizes,
     progress::Progress,
-    report::{Row, ScenarioReport},
+    report::{Row, ScenarioReport, ms},
 };
 
 /// Addresses the slow clients come from (127.0.0.2 onwards).
 const SLOW_ADDRESSES: u8 = 20;
-
-fn ms(micros: u64) -> f64 {
-    micros as f64 / 1000.0
-}
 
 /// `requests` of the logged-in user, one after another; their latencies.
 async fn user_requests(console: &Console, bearer: &str, requests: u32) -> Histogram<u64> {

@@ -35,7 +35,7 @@ use tonic::{Code, transport::Channel};
 use crate::{
     Sizes,
     progress::Progress,
-    report::{Chart, Row as Figure, ScenarioReport, Series},
+    report::{Chart, Quantiles, Row as Figure, ScenarioReport, histogram, ms},
 };
 
 /// The one-way delays the proxied mesh is measured at.
@@ -58,36 +58,6 @@ fn create() -> v1::CreateTicketRequest {
         customer: "acme".into(),
         tier: "premium".into(),
         ..Default::default()
-    }
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()
-}
-
-fn ms(micros: u64) -> f64 {
-    micros as f64 / 1000.0
-}
-
-/// p50 and p99 of one measurement, in microseconds.
-#[derive(Clone, Copy)]
-struct Quantiles {
-    p50: u64,
-    p90: u64,
-    p99: u64,
-    p999: u64,
-    max: u64,
-}
-
-impl From<&Histogram<u64>> for Quantiles {
-    fn from(h: &Histogram<u64>) -> Self {
-        Self {
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
     }
 }
 
@@ -234,8 +204,6 @@ async fn delayed(
     rows
 }
 
-const PERCENTILES: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
-
 pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioReport> {
     let (handoffs, delayed_handoffs, warm_up) = if sizes.smoke {
         (5, 3, 2)
@@ -300,33 +268,14 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
     report.notes.push(
         "A handoff is three durable commits in sequence (the offer, the target's acceptance, the owner applying the acceptance) and one mTLS round trip; the ratio is against one commit plus one round trip.".into(),
     );
-    report.charts.push(Chart {
-        name: "handoff-latency".into(),
-        title: "handoff latency distribution by link".into(),
-        x_label: "percentile".into(),
-        y_label: "latency (ms)".into(),
-        log_x: false,
-        log_y: true,
-        x_ticks: PERCENTILES
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (i as f64, (*p).to_owned()))
-            .collect(),
-        series: rows
-            .iter()
-            .map(|(_, row)| {
-                let q = row.handoff;
-                let values = [q.p50, q.p90, q.p99, q.p999, q.max];
-                Series {
-                    name: row.link.clone(),
-                    points: values
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| (i as f64, ms(*v)))
-                        .collect(),
-                }
-            })
-            .collect(),
-    });
+    let series: Vec<(String, Quantiles)> = rows
+        .iter()
+        .map(|(_, row)| (row.link.clone(), row.handoff))
+        .collect();
+    report.charts.push(Chart::percentiles(
+        "handoff-latency",
+        "handoff latency distribution by link",
+        &series,
+    ));
     Ok(report)
 }

@@ -15,6 +15,7 @@
 //! | `scale` | RSS and list latency at 1,000,000 tickets; a simulated week of ten regions | — |
 //! | `stalled` | gateway RSS and `GetStatus` latency with 1,000 `WatchEvents` streams never read | the same gateway idle |
 //! | `sweep` | one continuity sweep over 100,000 open tickets: wall time, CPU, share of one core at 60 s | listing the same tickets |
+//! | `notify` | notification latency from the event's commit to an HTTPS receiver, one at a time and in a burst | a bare HTTPS POST on a fresh connection |
 //!
 //! `cargo run --release -p meridian-bench` runs all of them;
 //! `cargo run --release -p meridian-bench -- handoff` runs one; `--smoke`
@@ -29,6 +30,7 @@ mod console;
 mod handoff;
 mod intake;
 mod mail;
+mod notify;
 mod progress;
 mod report;
 mod route;
@@ -62,11 +64,12 @@ enum Scenario {
     Scale,
     Stalled,
     Sweep,
+    Notify,
     MailIntake,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 12] = [
+    const ALL: [Scenario; 13] = [
         Scenario::IntakeSqlite,
         Scenario::IntakePostgres,
         Scenario::Handoff,
@@ -78,6 +81,7 @@ impl Scenario {
         Scenario::Scale,
         Scenario::Stalled,
         Scenario::Sweep,
+        Scenario::Notify,
         Scenario::MailIntake,
     ];
 
@@ -95,6 +99,7 @@ impl Scenario {
             Scenario::Stalled => "stalled",
             Scenario::MailIntake => "mail-intake",
             Scenario::Sweep => "sweep",
+            Scenario::Notify => "notify",
         }
     }
 }
@@ -252,6 +257,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
             Scenario::Sweep => sweep::run(&sizes, &progress).await.map(Some),
+            Scenario::Notify => notify::run(&sizes, &progress).await.map(Some),
         };
         match result {
             Ok(Some(mut scenario_report)) => {

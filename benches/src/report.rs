@@ -6,7 +6,74 @@
 
 use std::fmt::Write as _;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
+
+/// The percentiles a latency chart shows, left to right.
+pub const PERCENTILES: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
+
+/// A latency histogram in microseconds, from 1 µs to a minute.
+#[allow(clippy::expect_used)] // constant bounds, valid
+pub fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Microseconds as milliseconds.
+pub fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+/// The percentiles of [`PERCENTILES`] of one measurement, in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Quantiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl From<&Histogram<u64>> for Quantiles {
+    fn from(h: &Histogram<u64>) -> Self {
+        Self {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+impl Chart {
+    /// Latency by percentile (log scale), one line per named measurement.
+    pub fn percentiles(name: &str, title: &str, series: &[(String, Quantiles)]) -> Chart {
+        Chart {
+            name: name.into(),
+            title: title.into(),
+            x_label: "percentile".into(),
+            y_label: "latency (ms)".into(),
+            log_x: false,
+            log_y: true,
+            x_ticks: PERCENTILES
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i as f64, (*p).to_owned()))
+                .collect(),
+            series: series
+                .iter()
+                .map(|(name, q)| Series {
+                    name: name.clone(),
+                    points: [q.p50, q.p90, q.p99, q.p999, q.max]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (i as f64, ms(*v)))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
 
 /// One figure.
 #[derive(Debug, Clone, Serialize)]

@@ -36,7 +36,7 @@ use crate::{
     Sizes,
     catchup::{meta, ticket},
     progress::Progress,
-    report::{Chart, Row, ScenarioReport, Series},
+    report::{Chart, Row, ScenarioReport, Series, ms},
 };
 
 mod week;
@@ -184,10 +184,6 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
 
     week::run(sizes, progress, &mut report).await?;
     Ok(report)
-}
-
-fn ms(micros: u64) -> f64 {
-    micros as f64 / 1000.0
 }
 
 /// One gateway's memory and query latencies.

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const ALWAYS: [&str; 10] = [
+const ALWAYS: [&str; 11] = [
     "intake-sqlite",
     "handoff",
     "route",
@@ -22,6 +22,7 @@ const ALWAYS: [&str; 10] = [
     "scale",
     "stalled",
     "sweep",
+    "notify",
 ];
 
 #[test]
@@ -109,6 +110,7 @@ fn every_scenario_completes_and_reports_in_smoke_mode() {
         "trace-overhead",
         "tokens",
         "scale",
+        "notify",
     ] {
         let scenario = scenarios.iter().find(|s| s["name"] == name).unwrap();
         assert!(

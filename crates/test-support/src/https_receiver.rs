@@ -38,6 +38,8 @@ pub struct Post {
     pub key: Option<String>,
     pub body: serde_json::Value,
     pub accepted: bool,
+    /// When its body had been read: the benchmarks' end of a delivery.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -183,6 +185,7 @@ async fn respond(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let at = std::time::Instant::now();
     let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     let mode = {
         let state = state.lock().unwrap();
@@ -202,6 +205,7 @@ async fn respond(
             key,
             body,
             accepted,
+            at,
         });
     }
     let status = match mode {

@@ -43,7 +43,7 @@ pub struct RegionLoad {
 }
 
 /// The ticket attributes routing looks at.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct RouteRequest {
     /// The ticket's tier; `None` scores without SLA headroom.
     pub tier: Option<Tier>,

@@ -149,28 +149,42 @@ pub(crate) async fn sweep(
     let others = without(rules, &me);
     let window_start = now.checked_sub(api.overlap()).unwrap_or(now);
     let (mut moved, mut stranded) = (0usize, 0usize);
+    // Tickets share a handful of tier, skill, residency, priority and
+    // language combinations: each is decided once per sweep, not once per
+    // ticket (a decision reads every region's calendar).
+    let mut decided: HashMap<RouteRequest, Verdict<'_>> = HashMap::new();
     for record in open.iter().filter(|r| r.ticket.owner.owner_region == me) {
-        let request = route_request(&record.ticket);
-        let here = rules.decide(now, &all_up, &HashMap::new(), &request);
-        let workable_here = here
-            .candidates
-            .iter()
-            .any(|c| *c.region == me && c.filtered.is_none());
-        if workable_here {
+        let verdict = decided
+            .entry(route_request(&record.ticket))
+            .or_insert_with_key(|request| {
+                let here = rules.decide(now, &all_up, &HashMap::new(), request);
+                let workable_here = here
+                    .candidates
+                    .iter()
+                    .any(|c| *c.region == me && c.filtered.is_none());
+                let there = rules.decide(now, &others, &HashMap::new(), request);
+                let to = match (there.region, there.reason) {
+                    (
+                        Some(to),
+                        meridian_rules::Reason::OnShift | meridian_rules::Reason::Overlap,
+                    ) if *to != me => Some(to.clone()),
+                    _ => None,
+                };
+                Verdict {
+                    here,
+                    workable_here,
+                    to,
+                }
+            });
+        if verdict.workable_here {
             continue;
         }
-        let there = rules.decide(now, &others, &HashMap::new(), &request);
-        let to = match (there.region, there.reason) {
-            (Some(to), meridian_rules::Reason::OnShift | meridian_rules::Reason::Overlap)
-                if *to != me =>
-            {
-                to.clone()
-            }
-            _ => {
-                stranded += 1;
-                escalations.stranded(api, &record.ticket, &here).await;
-                continue;
-            }
+        let Some(to) = verdict.to.clone() else {
+            stranded += 1;
+            escalations
+                .stranded(api, &record.ticket, &verdict.here)
+                .await;
+            continue;
         };
         let id = record.ticket.id;
         let note = match agent_note(record, window_start, now) {
@@ -198,6 +212,15 @@ pub(crate) async fn sweep(
     if moved > 0 || stranded > 0 {
         tracing::info!(region = %me, moved, stranded, "continuity sweep");
     }
+}
+
+/// What the sweep decided for one kind of ticket.
+struct Verdict<'r> {
+    /// Routing with every region up: why this region may not work it.
+    here: meridian_rules::Decision<'r>,
+    workable_here: bool,
+    /// The region on shift that should take it, if any.
+    to: Option<RegionId>,
 }
 
 /// An auto note says who wrote it: the sweep, not a shift end.

@@ -129,6 +129,26 @@ impl NotifyBench {
                 }
             }),
         ];
+        // The notifier starts from the log's head on its first start: wait
+        // until it has saved that cursor, or the first events go unnoticed.
+        let name = crate::notifications::cursor_name(&api);
+        let outbox = api
+            .notifier()
+            .outbox()
+            .cloned()
+            .ok_or("no outbox: the notifier has no target")?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while outbox
+            .cursor(&name)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            if tokio::time::Instant::now() > deadline {
+                return Err("the notifier saved no cursor within 10 s".into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         Ok(Self {
             api,
             tasks,

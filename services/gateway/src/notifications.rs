@@ -29,7 +29,7 @@ const PAGE_EVENTS_MAX: u32 = 500;
 /// The most tickets looked up for one shift summary's lines.
 const SUMMARY_TICKETS_MAX: usize = 50;
 
-fn cursor_name(api: &TicketApi) -> String {
+pub(crate) fn cursor_name(api: &TicketApi) -> String {
     format!("notifier:{}", api.region())
 }
 

@@ -26,33 +26,6 @@ fn create(subject: &str, skill: &str) -> v1::CreateTicketRequest {
     }
 }
 
-async fn owner(mesh: &Mesh, id: &str) -> String {
-    let mut eu = mesh.client("eu-west").await;
-    let got = eu
-        .get_ticket(v1::GetTicketRequest {
-            ticket_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    got.ticket.unwrap().owner.unwrap().owner_region
-}
-
-async fn wait_owner(mesh: &Mesh, id: &str, region: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if owner(mesh, id).await == region {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id} never reached {region}: owned by {}",
-            owner(mesh, id).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_shift_tickets_move_to_a_region_that_may_take_them() {
     // 18:00Z: eu-west is off shift, us-east on its late shift.
@@ -78,18 +51,18 @@ async fn off_shift_tickets_move_to_a_region_that_may_take_them() {
         .unwrap();
     // Nothing moves before the sweep's period has passed on the clock.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(owner(&mesh, &general.id).await, "eu-west");
+    assert_eq!(mesh.owner("eu-west", &general.id).await, "eu-west");
 
     // One sweep period (60 s of mesh time) later, us-east has the general
     // ticket; nobody on shift may take the database one, so it stays.
     mesh.clock
         .set("2026-06-02T18:01:05Z".parse::<Timestamp>().unwrap());
-    wait_owner(&mesh, &general.id, "us-east").await;
+    mesh.wait_owner("eu-west", &general.id, "us-east").await;
     mesh.clock
         .set("2026-06-02T18:02:10Z".parse::<Timestamp>().unwrap());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        owner(&mesh, &database.id).await,
+        mesh.owner("eu-west", &database.id).await,
         "eu-west",
         "no region on shift has the skill"
     );
@@ -98,7 +71,7 @@ async fn off_shift_tickets_move_to_a_region_that_may_take_them() {
     // one period.
     mesh.clock
         .set("2026-06-02T23:00:01Z".parse::<Timestamp>().unwrap());
-    wait_owner(&mesh, &database.id, "apac-south").await;
+    mesh.wait_owner("eu-west", &database.id, "apac-south").await;
 
     mesh.wait_quiet().await;
     let mut apac = mesh.client("apac-south").await;

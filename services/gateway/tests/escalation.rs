@@ -100,31 +100,6 @@ async fn get(mesh: &Mesh, region: &str, id: &str) -> v1::GetTicketResponse {
         .into_inner()
 }
 
-async fn owner(mesh: &Mesh, id: &str) -> String {
-    get(mesh, "us-east", id)
-        .await
-        .ticket
-        .unwrap()
-        .owner
-        .unwrap()
-        .owner_region
-}
-
-async fn wait_owner(mesh: &Mesh, id: &str, region: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if owner(mesh, id).await == region {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id} never reached {region}: owned by {}",
-            owner(mesh, id).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Until `check` holds of the alerts recorded so far.
 async fn wait_alerts(recorded: &Recorded, what: &str, check: impl Fn(&[Alert]) -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -167,7 +142,7 @@ async fn escalated_tickets_follow_the_path_step_by_step_and_only_once() {
     )
     .await;
     escalate(&mesh, "us-east", &first).await;
-    wait_owner(&mesh, &first, "eu-west").await;
+    mesh.wait_owner("us-east", &first, "eu-west").await;
     mesh.wait_quiet().await;
     let notes = escalation_notes(&mesh, "eu-west", &first).await;
     assert_eq!(notes.len(), 1, "one escalation step: {notes:#?}");
@@ -187,7 +162,7 @@ async fn escalated_tickets_follow_the_path_step_by_step_and_only_once() {
     // not send the ticket on along its own path (back to us-east), scan
     // after scan.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(owner(&mesh, &first).await, "eu-west");
+    assert_eq!(mesh.owner("us-east", &first).await, "eu-west");
     assert_eq!(escalation_notes(&mesh, "eu-west", &first).await.len(), 1);
     let notices = recorded.for_ticket(&first, AlertKind::Escalation);
     assert!(!notices.is_empty(), "the escalation was notified");
@@ -206,7 +181,7 @@ async fn escalated_tickets_follow_the_path_step_by_step_and_only_once() {
     )
     .await;
     escalate(&mesh, "us-east", &second).await;
-    wait_owner(&mesh, &second, "apac-south").await;
+    mesh.wait_owner("us-east", &second, "apac-south").await;
     mesh.wait_quiet().await;
     let notes = escalation_notes(&mesh, "apac-south", &second).await;
     assert_eq!(notes.len(), 1, "{notes:#?}");
@@ -237,12 +212,16 @@ async fn an_sla_warning_escalates_once_and_the_breach_does_not_again() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(owner(&mesh, &id).await, "us-east", "nothing is due yet");
+    assert_eq!(
+        mesh.owner("us-east", &id).await,
+        "us-east",
+        "nothing is due yet"
+    );
 
     // 14:25Z: past the warning point (80%): us-east's path takes it to
     // eu-west, on shift.
     set(&mesh, "2026-06-02T14:25:00Z");
-    wait_owner(&mesh, &id, "eu-west").await;
+    mesh.wait_owner("us-east", &id, "eu-west").await;
     mesh.wait_quiet().await;
     let notes = escalation_notes(&mesh, "eu-west", &id).await;
     assert_eq!(notes.len(), 1, "{notes:#?}");
@@ -257,7 +236,7 @@ async fn an_sla_warning_escalates_once_and_the_breach_does_not_again() {
     // same trigger: no second escalation.
     set(&mesh, "2026-06-02T14:31:00Z");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(owner(&mesh, &id).await, "eu-west");
+    assert_eq!(mesh.owner("us-east", &id).await, "eu-west");
     assert_eq!(escalation_notes(&mesh, "eu-west", &id).await.len(), 1);
     let got = get(&mesh, "eu-west", &id).await.ticket.unwrap();
     assert_eq!(
@@ -320,7 +299,7 @@ async fn with_no_region_of_the_path_on_shift_the_oncall_target_is_told_and_stran
         "{}",
         notes[0]
     );
-    assert_eq!(owner(&mesh, &id).await, "eu-west");
+    assert_eq!(mesh.owner("us-east", &id).await, "eu-west");
 
     // A sweep period later the continuity sweep finds nobody on shift may
     // take it: one stranded alert, however many sweeps see it.

@@ -280,6 +280,36 @@ impl Mesh {
         panic!("gateway {name} at {url} never accepted a connection");
     }
 
+    /// The region that owns ticket `id`, as `reader` sees it.
+    pub async fn owner(&self, reader: &str, id: &str) -> String {
+        let got = self
+            .client(reader)
+            .await
+            .get_ticket(v1::GetTicketRequest {
+                ticket_id: id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        got.ticket.unwrap().owner.unwrap().owner_region
+    }
+
+    /// Until `reader` sees `region` own ticket `id` (at most 20 s).
+    pub async fn wait_owner(&self, reader: &str, id: &str, region: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let owner = self.owner(reader, id).await;
+            if owner == region {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} never reached {region}: owned by {owner}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Until every replication stream of `name` is open.
     pub async fn wait_connected(&self, name: &str) {
         let mut client = self.client(name).await;

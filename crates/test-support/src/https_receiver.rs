@@ -103,6 +103,9 @@ impl HttpsReceiver {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                // As a real server does: without it, Nagle's algorithm holds
+                // the answer for the client's delayed ACK (40 ms on Linux).
+                let _ = tcp.set_nodelay(true);
                 let (acceptor, state) = (acceptor.clone(), shared.clone());
                 connections.spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {

@@ -134,7 +134,8 @@ pub(crate) async fn sweep(
     escalations: &Escalations,
 ) {
     let me = api.region().clone();
-    let open = match open_tickets(api).await {
+    // The listing alone: a ticket's notes are read only if it moves.
+    let open = match open_listing(api).await {
         Ok(open) => open,
         Err(error) => {
             tracing::warn!(region = %me, error = %error, "continuity sweep could not list open tickets");
@@ -153,9 +154,9 @@ pub(crate) async fn sweep(
     // language combinations: each is decided once per sweep, not once per
     // ticket (a decision reads every region's calendar).
     let mut decided: HashMap<RouteRequest, Verdict<'_>> = HashMap::new();
-    for record in open.iter().filter(|r| r.ticket.owner.owner_region == me) {
+    for ticket in open.iter().filter(|t| t.owner.owner_region == me) {
         let verdict = decided
-            .entry(route_request(&record.ticket))
+            .entry(route_request(ticket))
             .or_insert_with_key(|request| {
                 let here = rules.decide(now, &all_up, &HashMap::new(), request);
                 let workable_here = here
@@ -181,16 +182,22 @@ pub(crate) async fn sweep(
         }
         let Some(to) = verdict.to.clone() else {
             stranded += 1;
-            escalations
-                .stranded(api, &record.ticket, &verdict.here)
-                .await;
+            escalations.stranded(api, ticket, &verdict.here).await;
             continue;
         };
-        let id = record.ticket.id;
-        let note = match agent_note(record, window_start, now) {
+        let id = ticket.id;
+        let record = match api.store().get_ticket(id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(ticket_id = %id, error = %error, "continuity sweep could not read the ticket");
+                continue;
+            }
+        };
+        let note = match agent_note(&record, window_start, now) {
             Some(note) => note,
             None => match api.store().events_for_ticket(id).await {
-                Ok(events) => sweep_note(auto_note(record, &events)),
+                Ok(events) => sweep_note(auto_note(&record, &events)),
                 Err(error) => {
                     tracing::warn!(ticket_id = %id, error = %error, "continuity sweep could not read the ticket's events");
                     continue;
@@ -233,8 +240,8 @@ fn sweep_note(mut note: HandoffNote) -> HandoffNote {
     note
 }
 
-/// Every open ticket this region owns, with its notes.
-async fn open_tickets(api: &TicketApi) -> Result<Vec<TicketRecord>, meridian_store::Error> {
+/// Every open ticket this region owns, without notes.
+async fn open_listing(api: &TicketApi) -> Result<Vec<Ticket>, meridian_store::Error> {
     let store = api.store();
     let mut filter = TicketFilter {
         owner_region: Some(api.region().clone()),
@@ -244,16 +251,23 @@ async fn open_tickets(api: &TicketApi) -> Result<Vec<TicketRecord>, meridian_sto
     let mut open = Vec::new();
     loop {
         let page = store.list_tickets(&filter).await?;
-        for ticket in page.tickets.into_iter().filter(|t| t.status.is_open()) {
-            if let Some(record) = store.get_ticket(ticket.id).await? {
-                open.push(record);
-            }
-        }
+        open.extend(page.tickets.into_iter().filter(|t| t.status.is_open()));
         match page.next_after {
             Some(after) => filter.after = Some(after),
             None => return Ok(open),
         }
     }
+}
+
+/// Every open ticket this region owns, with its notes.
+async fn open_tickets(api: &TicketApi) -> Result<Vec<TicketRecord>, meridian_store::Error> {
+    let mut open = Vec::new();
+    for ticket in open_listing(api).await? {
+        if let Some(record) = api.store().get_ticket(ticket.id).await? {
+            open.push(record);
+        }
+    }
+    Ok(open)
 }
 
 /// The agent's handoff note: the latest note a person wrote on the ticket

@@ -260,15 +260,11 @@ impl<'c> WriteTx<'c> {
         Ok(event)
     }
 
-    /// Inserts the deferred local events. Chunks are powers of two, so a
-    /// connection prepares at most a handful of distinct statements.
+    /// Inserts the deferred local events: one statement per
+    /// [`LOCAL_EVENTS_PER_INSERT_MAX`] events.
     async fn flush_local_events(&mut self) -> Result<(), Error> {
         let pending = std::mem::take(&mut self.local_events);
-        let mut rest = pending.as_slice();
-        while !rest.is_empty() {
-            let size = LOCAL_EVENTS_PER_INSERT_MAX.min(1 << rest.len().ilog2());
-            let (chunk, tail) = rest.split_at(size);
-            rest = tail;
+        for chunk in pending.chunks(LOCAL_EVENTS_PER_INSERT_MAX) {
             let sql = format!(
                 "{}{}",
                 events::INSERT,
@@ -317,7 +313,8 @@ impl<'c> WriteTx<'c> {
     /// [`WriteTx::create_ticket`] one after the other would answer it (the
     /// same guard, the ticket absent; the same refusals; sequence numbers
     /// in the same order), but with one multi-row insert per
-    /// [`APPLY_RUN_MAX`] tickets instead of a statement each: on SQLite
+    /// [`APPLY_RUN_MAX`] tickets (after one look for those already here)
+    /// instead of a statement each: on SQLite
     /// every statement is a round trip to sqlx's worker thread, on
     /// PostgreSQL one over the socket. The outer error aborts the
     /// transaction; an inner one is that create's refusal.
@@ -365,7 +362,7 @@ impl<'c> WriteTx<'c> {
                     // would after the first had committed.
                     let first = in_run.insert(ticket.id);
                     if first {
-                        rows.push(ticket_row);
+                        rows.push((ticket.id, ticket_row));
                     }
                     pending.push((i, event, row, first));
                 }
@@ -374,13 +371,33 @@ impl<'c> WriteTx<'c> {
             }
         }
 
-        let mut inserted = std::collections::HashSet::with_capacity(rows.len());
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let left = rows.len();
-            let size = APPLY_RUN_MAX.min(1 << left.ilog2());
+        // Which of the run's tickets are already here: normally none, so
+        // this answers no row at all (sqlx-sqlite streams every row of an
+        // answer from its worker thread, one message each).
+        let mut present = std::collections::HashSet::new();
+        let mut ids = rows.iter().map(|(id, _)| id);
+        for size in run_chunks(rows.len()) {
+            let chunk: Vec<&TicketId> = ids.by_ref().take(size).collect();
             let sql = format!(
-                "{}{} ON CONFLICT (ticket_id) DO NOTHING RETURNING ticket_id",
+                "SELECT ticket_id FROM tickets WHERE ticket_id IN ({})",
+                placeholders(self.backend, 1, chunk.len())
+            );
+            let query = chunk
+                .iter()
+                .fold(sqlx::query(&sql), |q, id| q.bind(id.to_string()));
+            for row in query.fetch_all(&mut *self.conn).await? {
+                present.insert(codec::parsed::<TicketId>(&row, "tickets", "ticket_id")?);
+            }
+        }
+        let rows: Vec<codec::TicketRow> = rows
+            .into_iter()
+            .filter(|(id, _)| !present.contains(id))
+            .map(|(_, row)| row)
+            .collect();
+        let mut rows = rows.into_iter();
+        for size in run_chunks(rows.len()) {
+            let sql = format!(
+                "{}{} ON CONFLICT (ticket_id) DO NOTHING",
                 tickets::INSERT,
                 values_rows(self.backend, size, tickets::WIDTH)
             );
@@ -388,14 +405,21 @@ impl<'c> WriteTx<'c> {
                 .by_ref()
                 .take(size)
                 .fold(sqlx::query(&sql), |query, row| row.bind(query));
-            for row in query.fetch_all(&mut *self.conn).await? {
-                inserted.insert(codec::parsed::<TicketId>(&row, "tickets", "ticket_id")?);
+            let done = query.execute(&mut *self.conn).await?;
+            if done.rows_affected() != size as u64 {
+                // Nothing else writes tickets inside this transaction (the
+                // log head's lock is held); should it happen anyway, the
+                // batch is rolled back and each create runs alone.
+                return Err(Error::Corrupt(format!(
+                    "tickets: {} of {size} absent tickets were inserted",
+                    done.rows_affected()
+                )));
             }
         }
 
         for (i, event, row, first) in pending {
             let (_, meta) = creates[i];
-            let outcome = if first && inserted.contains(&event.ticket_id) {
+            let outcome = if first && !present.contains(&event.ticket_id) {
                 self.created(event, row, meta).await
             } else {
                 self.explain_miss(&event).await
@@ -1160,6 +1184,22 @@ impl<'c> WriteTx<'c> {
     }
 }
 
+/// Splits `len` rows into statements of [`APPLY_RUN_MAX`] rows and one of
+/// the rest: a batch of up to that many rows is one statement. (Splitting
+/// into powers of two would bound the statement shapes a connection
+/// prepares, but costs up to seven round trips where one will do; a shape
+/// not in the connection's statement cache costs a prepare, which on SQLite
+/// stays on the worker thread.)
+fn run_chunks(mut len: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (len > 0).then(|| {
+            let size = APPLY_RUN_MAX.min(len);
+            len -= size;
+            size
+        })
+    })
+}
+
 /// Appends `kind IN (..)` with one placeholder per kind.
 fn kind_in(sql: &mut SqlBuilder, kinds: &[&str]) {
     sql.push("kind IN (");
@@ -1223,5 +1263,23 @@ fn for_update(backend: Backend) -> &'static str {
         // database's write lock.
         Backend::Sqlite => "",
         Backend::Postgres => " FOR UPDATE",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_full_runs_then_the_rest_and_cover_every_row() {
+        assert_eq!(run_chunks(0).count(), 0);
+        assert_eq!(run_chunks(1).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(run_chunks(127).collect::<Vec<_>>(), vec![127]);
+        assert_eq!(run_chunks(300).collect::<Vec<_>>(), vec![128, 128, 44]);
+        for len in 0..1000 {
+            let chunks: Vec<usize> = run_chunks(len).collect();
+            assert_eq!(chunks.iter().sum::<usize>(), len);
+            assert!(chunks.iter().all(|c| (1..=APPLY_RUN_MAX).contains(c)));
+        }
     }
 }

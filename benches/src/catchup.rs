@@ -439,6 +439,14 @@ pub async fn run(sizes: &Sizes, progress: &Progress) -> anyhow::Result<ScenarioR
         );
         report.row(
             Row::new(
+                format!("{} events: apply_remote vs bare insert", m.events),
+                m.baseline,
+                "events/s",
+            )
+            .against(&bare),
+        );
+        report.row(
+            Row::new(
                 format!("{} events: catch-up over mTLS", m.events),
                 m.catchup,
                 "events/s",

@@ -168,27 +168,83 @@ fn json<T: serde::Serialize>(value: &T, field: &'static str) -> Result<String> {
 
 /// Binds every ticket column, in [`TICKET_COLUMNS`] order.
 pub(crate) fn bind_ticket<'q>(query: AnyQuery<'q>, ticket: &Ticket) -> Result<AnyQuery<'q>> {
-    let (sla_json, sla_check_at, sla_at_risk) = sla_columns(&ticket.sla)?;
-    Ok(query
-        .bind(ticket.id.to_string())
-        .bind(ticket.subject.clone())
-        .bind(ticket.body.clone())
-        .bind(ticket.customer.clone())
-        .bind(ticket.tier.as_str().to_owned())
-        .bind(json(&ticket.skills, "skills")?)
-        .bind(ticket.language.clone())
-        .bind(json(&ticket.residency, "residency")?)
-        .bind(ticket.status.as_str())
-        .bind(ticket.assignee.clone())
-        .bind(ticket.priority.as_str())
-        .bind(ticket.owner.owner_region.as_str().to_owned())
-        .bind(to_db(ticket.owner.epoch.raw(), "owner.epoch")?)
-        .bind(ticket.handoff_to.as_ref().map(|r| r.as_str().to_owned()))
-        .bind(sla_json)
-        .bind(sla_check_at)
-        .bind(sla_at_risk)
-        .bind(millis(ticket.created_at))
-        .bind(millis(ticket.updated_at)))
+    Ok(TicketRow::new(ticket)?.bind(query))
+}
+
+/// The columns of a ticket row, encoded and ready to bind: built before
+/// any write, so a value that cannot be stored is found first.
+pub(crate) struct TicketRow {
+    ticket_id: String,
+    subject: String,
+    body: String,
+    customer: String,
+    tier: String,
+    skills: String,
+    language: String,
+    residency: String,
+    status: &'static str,
+    assignee: Option<String>,
+    priority: &'static str,
+    owner_region: String,
+    owner_epoch: i64,
+    handoff_to: Option<String>,
+    sla: String,
+    sla_check_at: Option<i64>,
+    sla_at_risk: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TicketRow {
+    pub(crate) fn new(ticket: &Ticket) -> Result<Self> {
+        let (sla, sla_check_at, sla_at_risk) = sla_columns(&ticket.sla)?;
+        Ok(Self {
+            ticket_id: ticket.id.to_string(),
+            subject: ticket.subject.clone(),
+            body: ticket.body.clone(),
+            customer: ticket.customer.clone(),
+            tier: ticket.tier.as_str().to_owned(),
+            skills: json(&ticket.skills, "skills")?,
+            language: ticket.language.clone(),
+            residency: json(&ticket.residency, "residency")?,
+            status: ticket.status.as_str(),
+            assignee: ticket.assignee.clone(),
+            priority: ticket.priority.as_str(),
+            owner_region: ticket.owner.owner_region.as_str().to_owned(),
+            owner_epoch: to_db(ticket.owner.epoch.raw(), "owner.epoch")?,
+            handoff_to: ticket.handoff_to.as_ref().map(|r| r.as_str().to_owned()),
+            sla,
+            sla_check_at,
+            sla_at_risk,
+            created_at: millis(ticket.created_at),
+            updated_at: millis(ticket.updated_at),
+        })
+    }
+
+    /// Binds every column, in [`TICKET_COLUMNS`] order; the values move
+    /// into the query rather than being copied again.
+    pub(crate) fn bind<'q>(self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query
+            .bind(self.ticket_id)
+            .bind(self.subject)
+            .bind(self.body)
+            .bind(self.customer)
+            .bind(self.tier)
+            .bind(self.skills)
+            .bind(self.language)
+            .bind(self.residency)
+            .bind(self.status)
+            .bind(self.assignee)
+            .bind(self.priority)
+            .bind(self.owner_region)
+            .bind(self.owner_epoch)
+            .bind(self.handoff_to)
+            .bind(self.sla)
+            .bind(self.sla_check_at)
+            .bind(self.sla_at_risk)
+            .bind(self.created_at)
+            .bind(self.updated_at)
+    }
 }
 
 /// Binds every note column, in [`NOTE_COLUMNS`] order.

@@ -260,15 +260,11 @@ impl<'c> WriteTx<'c> {
         Ok(event)
     }
 
-    /// Inserts the deferred local events. Chunks are powers of two, so a
-    /// connection prepares at most a handful of distinct statements.
+    /// Inserts the deferred local events: one statement per
+    /// [`LOCAL_EVENTS_PER_INSERT_MAX`] events.
     async fn flush_local_events(&mut self) -> Result<(), Error> {
         let pending = std::mem::take(&mut self.local_events);
-        let mut rest = pending.as_slice();
-        while !rest.is_empty() {
-            let size = LOCAL_EVENTS_PER_INSERT_MAX.min(1 << rest.len().ilog2());
-            let (chunk, tail) = rest.split_at(size);
-            rest = tail;
+        for chunk in pending.chunks(LOCAL_EVENTS_PER_INSERT_MAX) {
             let sql = format!(
                 "{}{}",
                 events::INSERT,
@@ -298,7 +294,6 @@ impl<'c> WriteTx<'c> {
     }
 
     // ---- local writes ----
-    // ---- local writes ----
 
     pub(crate) async fn create_ticket(
         &mut self,
@@ -312,6 +307,165 @@ impl<'c> WriteTx<'c> {
             .local_write(ticket.id, ticket.owner.epoch, kind, meta)
             .await?;
         Ok(event)
+    }
+
+    /// Creates a run of tickets, each answered exactly as
+    /// [`WriteTx::create_ticket`] one after the other would answer it (the
+    /// same guard, the ticket absent; the same refusals; sequence numbers
+    /// in the same order), but with one multi-row insert per
+    /// [`APPLY_RUN_MAX`] tickets (after one look for those already here)
+    /// instead of a statement each: on SQLite
+    /// every statement is a round trip to sqlx's worker thread, on
+    /// PostgreSQL one over the socket. The outer error aborts the
+    /// transaction; an inner one is that create's refusal.
+    pub(crate) async fn create_tickets(
+        &mut self,
+        creates: &[(&Ticket, &WriteMeta)],
+    ) -> Result<Vec<Result<EventEnvelope, Error>>, Error> {
+        let mut outcomes: Vec<Option<Result<EventEnvelope, Error>>> =
+            creates.iter().map(|_| None).collect();
+        // Every refusal check first, as `local_write` makes them.
+        let mut pending = Vec::with_capacity(creates.len());
+        let mut rows = Vec::with_capacity(creates.len());
+        let mut in_run = std::collections::HashSet::with_capacity(creates.len());
+        for (i, (ticket, meta)) in creates.iter().enumerate() {
+            let kind = EventKind::TicketCreated {
+                ticket: Box::new((*ticket).clone()),
+            };
+            let prepared = self
+                .local_event(ticket.id, ticket.owner.epoch, meta, kind)
+                .and_then(|(event, row)| {
+                    match plan::plan(&event, Source::Local) {
+                        Ok(Plan {
+                            change: Change::Create(_),
+                            ..
+                        }) => {}
+                        Ok(_) => {
+                            return Err(Fail::Abort(Error::Corrupt(format!(
+                                "ticket {}: a creation planned something else than an insert",
+                                ticket.id
+                            ))));
+                        }
+                        Err(r) => {
+                            return Err(refused(exec::refusal_error(
+                                r,
+                                &format!("ticket {}", ticket.id),
+                            )));
+                        }
+                    }
+                    let ticket_row = codec::TicketRow::new(ticket).map_err(refused)?;
+                    Ok((event, row, ticket_row))
+                });
+            match prepared {
+                Ok((event, row, ticket_row)) => {
+                    // A second creation of one id in the run misses, as it
+                    // would after the first had committed.
+                    let first = in_run.insert(ticket.id);
+                    if first {
+                        rows.push((ticket.id, ticket_row));
+                    }
+                    pending.push((i, event, row, first));
+                }
+                Err(Fail::Refused(e)) => outcomes[i] = Some(Err(e)),
+                Err(Fail::Abort(e)) => return Err(e),
+            }
+        }
+
+        // Which of the run's tickets are already here: normally none, so
+        // this answers no row at all (sqlx-sqlite streams every row of an
+        // answer from its worker thread, one message each).
+        let mut present = std::collections::HashSet::new();
+        let mut ids = rows.iter().map(|(id, _)| id);
+        for size in run_chunks(rows.len()) {
+            let chunk: Vec<&TicketId> = ids.by_ref().take(size).collect();
+            let sql = format!(
+                "SELECT ticket_id FROM tickets WHERE ticket_id IN ({})",
+                placeholders(self.backend, 1, chunk.len())
+            );
+            let query = chunk
+                .iter()
+                .fold(sqlx::query(&sql), |q, id| q.bind(id.to_string()));
+            for row in query.fetch_all(&mut *self.conn).await? {
+                present.insert(codec::parsed::<TicketId>(&row, "tickets", "ticket_id")?);
+            }
+        }
+        let rows: Vec<codec::TicketRow> = rows
+            .into_iter()
+            .filter(|(id, _)| !present.contains(id))
+            .map(|(_, row)| row)
+            .collect();
+        let mut rows = rows.into_iter();
+        for size in run_chunks(rows.len()) {
+            let sql = format!(
+                "{}{} ON CONFLICT (ticket_id) DO NOTHING",
+                tickets::INSERT,
+                values_rows(self.backend, size, tickets::WIDTH)
+            );
+            let query = rows
+                .by_ref()
+                .take(size)
+                .fold(sqlx::query(&sql), |query, row| row.bind(query));
+            let done = query.execute(&mut *self.conn).await?;
+            if done.rows_affected() != size as u64 {
+                // Nothing else writes tickets inside this transaction (the
+                // log head's lock is held); should it happen anyway, the
+                // batch is rolled back and each create runs alone.
+                return Err(Error::Corrupt(format!(
+                    "tickets: {} of {size} absent tickets were inserted",
+                    done.rows_affected()
+                )));
+            }
+        }
+
+        for (i, event, row, first) in pending {
+            let (_, meta) = creates[i];
+            let outcome = if first && !present.contains(&event.ticket_id) {
+                self.created(event, row, meta).await
+            } else {
+                self.explain_miss(&event).await
+            };
+            match outcome {
+                Ok(event) => outcomes[i] = Some(Ok(event)),
+                Err(Fail::Refused(e)) => outcomes[i] = Some(Err(e)),
+                Err(Fail::Abort(e)) => return Err(e),
+            }
+        }
+        outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, outcome)| {
+                outcome
+                    .ok_or_else(|| Error::Corrupt(format!("create {i} of a run was never settled")))
+            })
+            .collect()
+    }
+
+    /// A creation of a run whose insert matched: its follow-up, then its
+    /// event.
+    async fn created(
+        &mut self,
+        event: EventEnvelope,
+        row: EventRow,
+        meta: &WriteMeta,
+    ) -> Result<EventEnvelope, Fail> {
+        let plan = plan::plan(&event, Source::Local)
+            .map_err(|r| Fail::Abort(exec::refusal_error(r, "ticket")))?;
+        self.run_after(&plan).await?;
+        self.append_local(event, row, meta)
+    }
+
+    /// Why a local write's guarded change matched no row: the core's
+    /// explanation from the ticket as it is now, always a refusal.
+    async fn explain_miss<T>(&mut self, event: &EventEnvelope) -> Result<T, Fail> {
+        let ticket_id = event.ticket_id;
+        let current = self.ticket_row(ticket_id).await?;
+        Err(match plan::missed(event, Source::Local, current.as_ref()) {
+            Missed::Refused(r) => refused(exec::refusal_error(r, &format!("ticket {ticket_id}"))),
+            _ => refused(Error::Corrupt(format!(
+                "the guard of {} on ticket {ticket_id} missed without a reason",
+                event.kind.name()
+            ))),
+        })
     }
 
     /// An owner-scoped change: `kind` is an event that carries changes
@@ -350,16 +504,7 @@ impl<'c> WriteTx<'c> {
             other => other,
         })?;
         if !matched {
-            let current = self.ticket_row(ticket_id).await?;
-            return Err(
-                match plan::missed(&event, Source::Local, current.as_ref()) {
-                    Missed::Refused(r) => refused(exec::refusal_error(r, &what())),
-                    _ => refused(Error::Corrupt(format!(
-                        "the guard of {} on ticket {ticket_id} missed without a reason",
-                        event.kind.name()
-                    ))),
-                },
-            );
+            return self.explain_miss(&event).await;
         }
         self.run_after(&plan).await?;
         let event = self.append_local(event, row, meta)?;
@@ -1039,6 +1184,22 @@ impl<'c> WriteTx<'c> {
     }
 }
 
+/// Splits `len` rows into statements of [`APPLY_RUN_MAX`] rows and one of
+/// the rest: a batch of up to that many rows is one statement. (Splitting
+/// into powers of two would bound the statement shapes a connection
+/// prepares, but costs up to seven round trips where one will do; a shape
+/// not in the connection's statement cache costs a prepare, which on SQLite
+/// stays on the worker thread.)
+fn run_chunks(mut len: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (len > 0).then(|| {
+            let size = APPLY_RUN_MAX.min(len);
+            len -= size;
+            size
+        })
+    })
+}
+
 /// Appends `kind IN (..)` with one placeholder per kind.
 fn kind_in(sql: &mut SqlBuilder, kinds: &[&str]) {
     sql.push("kind IN (");
@@ -1102,5 +1263,23 @@ fn for_update(backend: Backend) -> &'static str {
         // database's write lock.
         Backend::Sqlite => "",
         Backend::Postgres => " FOR UPDATE",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_full_runs_then_the_rest_and_cover_every_row() {
+        assert_eq!(run_chunks(0).count(), 0);
+        assert_eq!(run_chunks(1).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(run_chunks(127).collect::<Vec<_>>(), vec![127]);
+        assert_eq!(run_chunks(300).collect::<Vec<_>>(), vec![128, 128, 44]);
+        for len in 0..1000 {
+            let chunks: Vec<usize> = run_chunks(len).collect();
+            assert_eq!(chunks.iter().sum::<usize>(), len);
+            assert!(chunks.iter().all(|c| (1..=APPLY_RUN_MAX).contains(c)));
+        }
     }
 }

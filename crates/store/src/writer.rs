@@ -167,6 +167,35 @@ impl Job {
         }
     }
 
+    /// Runs consecutive `CreateTicket` jobs in `tx` together
+    /// ([`WriteTx::create_tickets`]): the same outcomes as running each in
+    /// turn, in a few multi-row statements.
+    async fn run_creates(jobs: &mut [Job], tx: &mut WriteTx<'_>) -> Result<Vec<EventEnvelope>> {
+        let creates: Vec<(&Ticket, &WriteMeta)> = jobs
+            .iter()
+            .filter_map(|job| match job {
+                Job::CreateTicket { ticket, meta, .. } => Some((ticket, meta)),
+                _ => None,
+            })
+            .collect();
+        if creates.len() != jobs.len() {
+            return Err(Error::Corrupt(
+                "a run of creations holds another write".to_owned(),
+            ));
+        }
+        let outcomes = tx.create_tickets(&creates).await?;
+        let mut events = Vec::with_capacity(outcomes.len());
+        for (job, outcome) in jobs.iter_mut().zip(outcomes) {
+            if let Job::CreateTicket { reply, .. } = job {
+                let result = outcome
+                    .map(|event| (event.clone(), vec![event]))
+                    .map_err(Fail::Refused);
+                events.extend(reply.settle(result)?);
+            }
+        }
+        Ok(events)
+    }
+
     /// Forgets the outcome of a run whose transaction was rolled back.
     fn reset(&mut self) {
         match self {
@@ -359,8 +388,19 @@ impl Writer {
             )
             .await?;
             let mut events = Vec::new();
-            for job in jobs.iter_mut() {
-                events.extend(job.run(&mut write).await?);
+            let mut rest = &mut jobs[..];
+            while !rest.is_empty() {
+                // Consecutive creations (all of intake) go in one run.
+                let creates = rest
+                    .iter()
+                    .take_while(|job| matches!(job, Job::CreateTicket { .. }))
+                    .count();
+                let (now, tail) = std::mem::take(&mut rest).split_at_mut(creates.max(1));
+                rest = tail;
+                match now {
+                    [job] => events.extend(job.run(&mut write).await?),
+                    run => events.extend(Job::run_creates(run, &mut write).await?),
+                }
             }
             let conflicts = write.finish().await?;
             Ok::<_, Error>(Committed { events, conflicts })

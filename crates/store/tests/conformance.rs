@@ -406,6 +406,7 @@ conformance!(
     subscribe_sees_committed_events,
     reopen_keeps_everything,
     failing_command_does_not_fail_its_batch,
+    a_run_of_creations_answers_like_one_by_one,
     closed_store_refuses_writes,
     sla_alerts_are_fenced_projected_and_listed,
     sla_due_finds_only_clocks_that_need_a_look,
@@ -1970,6 +1971,87 @@ mod cases {
             "the queued writes were committed together: {stats:?}"
         );
         assert_eq!(store.local_head().await.unwrap(), 43);
+    }
+
+    /// Creations queued together go in one multi-row insert; each still
+    /// gets the answer it would get alone: a duplicate of an existing
+    /// ticket or of another creation in the same run is refused, a
+    /// creation for another owner is fenced, and the rest commit with a
+    /// dense sequence and no batch retry.
+    pub async fn a_run_of_creations_answers_like_one_by_one(ctx: Ctx) {
+        let store = &ctx.store;
+        let existing = ticket(&us());
+        store
+            .create_ticket(existing.clone(), meta(HLC0))
+            .await
+            .unwrap();
+        let twin = ticket(&us());
+        let mut twin_again = twin.clone();
+        twin_again.subject = "the same id again".into();
+        let fresh: Vec<_> = (0..20).map(|_| ticket(&us())).collect();
+
+        let stats_before = store.writer_stats();
+        let held = hold_writer(&ctx).await;
+        let spawn = |ticket: meridian_core::Ticket| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_ticket(ticket, meta(HLC0 + 10)).await })
+        };
+        let fresh_tasks: Vec<_> = fresh.iter().cloned().map(&spawn).collect();
+        let twins = [spawn(twin.clone()), spawn(twin_again.clone())];
+        let again = spawn(existing.clone());
+        let foreign = spawn(ticket(&eu()));
+        release_writer(held, store, 24).await;
+
+        let mut seqs = vec![1];
+        for (task, ticket) in fresh_tasks.into_iter().zip(&fresh) {
+            let event = task.await.unwrap().unwrap();
+            assert_eq!(event.ticket_id, ticket.id);
+            assert_eq!(
+                store.events_for_ticket(ticket.id).await.unwrap(),
+                vec![event.clone()]
+            );
+            assert_eq!(
+                store.get_ticket(ticket.id).await.unwrap().unwrap().ticket,
+                *ticket
+            );
+            seqs.push(event.origin_seq);
+        }
+        let mut won = None;
+        for task in twins {
+            match task.await.unwrap() {
+                Ok(event) => {
+                    assert!(won.is_none(), "both creations of one id succeeded");
+                    seqs.push(event.origin_seq);
+                    won = Some(event);
+                }
+                Err(err) => assert!(matches!(err, Error::Duplicate(_)), "{err}"),
+            }
+        }
+        let won = won.expect("one creation of the twin id succeeded");
+        let EventKind::TicketCreated { ticket: created } = &won.kind else {
+            panic!("a creation's event is a creation");
+        };
+        assert_eq!(
+            store.get_ticket(twin.id).await.unwrap().unwrap().ticket,
+            **created,
+            "the stored ticket is the one whose creation succeeded"
+        );
+        let err = again.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Duplicate(_)), "{err}");
+        let err = foreign.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Fenced { .. }), "{err}");
+
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=22).collect::<Vec<u64>>());
+        assert_eq!(store.local_head().await.unwrap(), 22);
+        assert_eq!(event_count(store).await, 22);
+        let stats = store.writer_stats();
+        assert_eq!(stats.batch_retries, stats_before.batch_retries);
+        assert_eq!(stats.commands, stats_before.commands + 24);
+        assert!(
+            stats.transactions <= stats_before.transactions + 2,
+            "the queued creations were committed together: {stats:?}"
+        );
     }
 
     /// Holds the database's write lock from another connection so the

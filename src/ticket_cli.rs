@@ -179,7 +179,9 @@ pub enum TicketCommand {
         #[arg(long, default_value = "")]
         page_token: String,
     },
-    /// Add a note (allowed in any region).
+    /// Add a note, a public reply or a customer message. An internal
+    /// note may be added in any region; a reply or a customer message
+    /// only in the owning region, since it moves the SLA clocks.
     Note {
         #[command(flatten)]
         conn: Connection,
@@ -191,6 +193,11 @@ pub enum TicketCommand {
         /// The note's text.
         #[arg(long)]
         body: String,
+        /// internal (between agents), public (a reply to the customer:
+        /// meets the response clocks) or inbound (the customer's message:
+        /// starts the next-response clock).
+        #[arg(long, default_value = "internal", value_parser = parse_visibility)]
+        visibility: meridian_core::Visibility,
     },
     /// Change owner-scoped fields; only the owning region may.
     Update {
@@ -407,8 +414,13 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             let mut table = ticket_table(&ticket);
             for note in &response.notes {
                 let auto = if note.auto { " (auto)" } else { "" };
+                let kind = match v1::Visibility::try_from(note.visibility) {
+                    Ok(v1::Visibility::Public) => "reply",
+                    Ok(v1::Visibility::Inbound) => "customer",
+                    Ok(v1::Visibility::Internal) | Err(_) => "note",
+                };
                 table.push_str(&format!(
-                    "note        {} {} in {}{auto}: {}\n",
+                    "{kind:<11} {} {} in {}{auto}: {}\n",
                     time_text(note.created_at.as_ref()),
                     note.author,
                     note.region,
@@ -467,12 +479,14 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             id,
             author,
             body,
+            visibility,
         } => {
             let mut client = conn.client().await?;
             let request = v1::AddNoteRequest {
                 ticket_id: id,
                 author,
                 body,
+                visibility: meridian_proto::convert::visibility_to_proto(visibility).into(),
             };
             let response = client
                 .add_note(conn.request(request)?)
@@ -480,8 +494,18 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 .map_err(refusal)?
                 .into_inner();
             let note = response.note.context("gateway answered without the note")?;
-            let table = format!("note {} added to ticket {}\n", note.id, note.ticket_id);
-            conn.print(&note_json(&note), &table);
+            let what = match visibility {
+                meridian_core::Visibility::Internal => "note",
+                meridian_core::Visibility::Public => "reply",
+                meridian_core::Visibility::Inbound => "customer message",
+            };
+            let mut table = format!("{what} {} added to ticket {}\n", note.id, note.ticket_id);
+            let mut value = note_json(&note);
+            if let Some(ticket) = &response.ticket {
+                table.push_str(&ticket_table(ticket));
+                value["ticket"] = ticket_json(ticket);
+            }
+            conn.print(&value, &table);
         }
         TicketCommand::Update {
             conn,
@@ -654,6 +678,19 @@ fn time_json(at: Option<&prost_types::Timestamp>) -> Value {
         .map_or(Value::Null, |t| json!(crate::cli_output::instant(t)))
 }
 
+fn parse_visibility(raw: &str) -> Result<meridian_core::Visibility, String> {
+    raw.parse()
+}
+
+fn visibility_name(raw: i32) -> &'static str {
+    match v1::Visibility::try_from(raw) {
+        Ok(v1::Visibility::Internal) => "internal",
+        Ok(v1::Visibility::Public) => "public",
+        Ok(v1::Visibility::Inbound) => "inbound",
+        Err(_) => "unknown",
+    }
+}
+
 fn sla_state_name(raw: i32) -> &'static str {
     match v1::SlaState::try_from(raw) {
         Ok(v1::SlaState::Running) => "running",
@@ -715,6 +752,7 @@ fn ticket_json(t: &v1::Ticket) -> Value {
         "handoff_to": t.handoff_to,
         "sla": {
             "first_response": clock_json(sla.first_response.as_ref()),
+            "next_response": clock_json(sla.next_response.as_ref()),
             "resolution": clock_json(sla.resolution.as_ref()),
             "at_risk": sla.at_risk,
         },
@@ -732,6 +770,7 @@ fn note_json(n: &v1::Note) -> Value {
         "body": n.body,
         "created_at": time_json(n.created_at.as_ref()),
         "auto": n.auto,
+        "visibility": visibility_name(n.visibility),
     })
 }
 
@@ -788,6 +827,7 @@ fn ticket_table(t: &v1::Ticket) -> String {
             },
         ),
         ("first reply", clock_text(sla.first_response.as_ref())),
+        ("next reply", clock_text(sla.next_response.as_ref())),
         ("resolve by", clock_text(sla.resolution.as_ref())),
         ("created", time_text(t.created_at.as_ref())),
         ("updated", time_text(t.updated_at.as_ref())),

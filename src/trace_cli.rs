@@ -309,9 +309,19 @@ fn step_line(step: &Step) -> String {
             step.origin_region, step.epoch
         ),
         StepDetail::Updated { changes } => format!("updated: {}", changes.join(", ")),
-        StepDetail::Note { author, body, auto } => {
+        StepDetail::Note {
+            author,
+            body,
+            auto,
+            visibility,
+        } => {
             let auto = if *auto { " (auto)" } else { "" };
-            format!("note by {author}{auto}: {body}")
+            let what = match visibility {
+                meridian_core::Visibility::Internal => "note",
+                meridian_core::Visibility::Public => "reply",
+                meridian_core::Visibility::Inbound => "customer message",
+            };
+            format!("{what} by {author}{auto}: {body}")
         }
         StepDetail::Sla { metric, due } => format!(
             "{} {metric} (due {})",
@@ -603,6 +613,7 @@ mod tests {
             body: "handoff".into(),
             created_at: Timestamp::from_millisecond((T0_MS + at_ms) as i64).unwrap(),
             auto: false,
+            visibility: meridian_core::Visibility::Internal,
         };
         event(
             origin,

@@ -897,6 +897,7 @@ async fn worker(
                     ticket_id: ticket.clone(),
                     author: format!("agent-{id}"),
                     body: format!("note {n}"),
+                    visibility: 0,
                 };
                 match mesh.gateways[at].clone().add_note(request).await {
                     Ok(answer) => {

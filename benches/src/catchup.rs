@@ -114,6 +114,7 @@ async fn fill(store: &Store, n: usize) {
                 body: "Customer confirms the drops continue; collecting router logs.".into(),
                 created_at: at,
                 auto: false,
+                visibility: meridian_core::Visibility::Internal,
             };
             async move { store.add_note(note, meta()).await.unwrap() }
         })

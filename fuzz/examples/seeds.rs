@@ -59,7 +59,7 @@ fn requests(dir: &Path) -> Result<()> {
     request(dir, "update", 1, &update)?;
     let unassign = v1::UpdateTicketRequest { ticket_id: id.clone(), clear_assignee: true, ..Default::default() };
     request(dir, "update-unassign", 1, &unassign)?;
-    let note = v1::AddNoteRequest { ticket_id: id.clone(), author: "ana".into(), body: "called the customer".into() };
+    let note = v1::AddNoteRequest { ticket_id: id.clone(), author: "ana".into(), body: "called the customer".into(), visibility: 0 };
     request(dir, "note", 2, &note)?;
     let handoff = v1::HandoffRequest {
         ticket_id: id.clone(),
@@ -142,6 +142,7 @@ fn frames(dir: &Path) -> Result<()> {
             body: body.into(),
             created_at: at(i64::from(n))?,
             auto: false,
+            visibility: meridian_core::Visibility::Internal,
         })
     };
     let handoff = HandoffNote {

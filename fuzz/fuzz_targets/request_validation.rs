@@ -100,6 +100,7 @@ fn add_note(req: v1::AddNoteRequest) {
         body: req.body,
         created_at: now(),
         auto: false,
+        visibility: meridian_core::Visibility::Internal,
     };
     if note.validate().is_ok() {
         let _ = convert::note_to_proto(&note).encode_to_vec();
@@ -122,6 +123,7 @@ fn handoff(req: v1::HandoffRequest) {
         body: note.render(&home(), &to),
         created_at: now(),
         auto: note.auto,
+        visibility: meridian_core::Visibility::Internal,
     };
     if let Err(e) = written.validate() {
         panic!("a handoff the owner decides writes a note every peer refuses: {e}");

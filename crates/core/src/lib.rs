@@ -32,7 +32,7 @@ pub use error::{Error, Result};
 pub use event::{EventEnvelope, EventKind, ShiftSummary, TicketChanges};
 pub use hlc::{Hlc, HlcTimestamp};
 pub use id::{IdMinter, NoteId, RegionId, Skill, TicketId, Tier};
-pub use note::{HandoffNote, Note, NoteSet};
+pub use note::{HandoffNote, Note, NoteSet, Visibility};
 pub use replay::{Replayed, StaleWrite, replay};
 pub use sla::{SlaAlert, SlaClock, SlaDeadlines, SlaMetric, SlaState};
 pub use spike::{IntakeSpike, Rate, SpikeChange, SpikeConfig, SpikeDetector, SpikeKey};

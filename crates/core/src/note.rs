@@ -13,6 +13,65 @@ pub const NOTE_BODY_BYTES_MAX: usize = 16 * 1024;
 pub const AUTHOR_CHARS_MAX: usize = 200;
 pub const HANDOFF_FIELD_CHARS_MAX: usize = 2_000;
 
+/// Who a note is for: the ticket's conversation is the customer's
+/// messages, the agents' public replies, and internal notes.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Between agents; never reaches the customer.
+    #[default]
+    Internal,
+    /// A reply to the customer: meets the first- and next-response clocks.
+    Public,
+    /// A message from the customer: starts the next-response clock.
+    Inbound,
+}
+
+impl Visibility {
+    pub const ALL: [Visibility; 3] = [
+        Visibility::Internal,
+        Visibility::Public,
+        Visibility::Inbound,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Internal => "internal",
+            Visibility::Public => "public",
+            Visibility::Inbound => "inbound",
+        }
+    }
+
+    /// Notes written before visibility existed are internal, and internal
+    /// notes serialize as they always did.
+    pub fn is_internal(&self) -> bool {
+        *self == Visibility::Internal
+    }
+
+    /// Part of the conversation with the customer (not an internal note).
+    pub fn is_message(self) -> bool {
+        self != Visibility::Internal
+    }
+}
+
+impl std::fmt::Display for Visibility {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Visibility {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Visibility::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| format!("unknown visibility {s:?}; use internal, public or inbound"))
+    }
+}
+
 /// A note on a ticket.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Note {
@@ -25,6 +84,9 @@ pub struct Note {
     pub created_at: Timestamp,
     /// Written by Meridian from the ticket's history rather than by a person.
     pub auto: bool,
+    /// Internal note, public reply or customer message.
+    #[serde(default, skip_serializing_if = "Visibility::is_internal")]
+    pub visibility: Visibility,
 }
 
 /// The structured note that must accompany every handoff.
@@ -199,6 +261,7 @@ mod tests {
             body: format!("body {body_seed}"),
             created_at: at,
             auto: false,
+            visibility: crate::Visibility::Internal,
         }
     }
 

@@ -646,6 +646,7 @@ mod tests {
                         body: "handoff".into(),
                         created_at: Timestamp::UNIX_EPOCH,
                         auto: false,
+                        visibility: crate::Visibility::Internal,
                     };
                     let handoff = HandoffNote {
                         current_status: Status::Open,

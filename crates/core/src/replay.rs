@@ -247,6 +247,7 @@ mod tests {
                 body: "handoff".into(),
                 created_at: Timestamp::UNIX_EPOCH,
                 auto: false,
+                visibility: crate::Visibility::Internal,
             };
             self.push(
                 origin,

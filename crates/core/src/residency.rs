@@ -264,6 +264,7 @@ mod tests {
             body: "the customer's card number is on file".into(),
             created_at: Timestamp::UNIX_EPOCH,
             auto: false,
+            visibility: crate::Visibility::Internal,
         }
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::text::{TextKind, check_free_text};
 use crate::{
     Epoch, Error, HandoffNote, Ownership, RegionId, Result, Skill, SlaDeadlines, TicketChanges,
-    TicketId, Tier,
+    TicketId, Tier, Visibility,
 };
 
 /// Limits on ticket fields. Requests beyond them are refused, naming the field.
@@ -397,7 +397,7 @@ impl Ticket {
             // The calendar-free SLA moves (met, reopened); a status that
             // pauses the clock is the caller's to add, from the rules.
             if !self.sla.is_empty() {
-                changes.sla = Some(self.sla.after_status(self.status, to, false));
+                changes.sla = Some(self.sla.after_status(to, false));
             }
         }
         if let Some(assignee) = &patch.assignee
@@ -409,6 +409,53 @@ impl Ticket {
             && priority != self.priority
         {
             changes.priority = Some(priority);
+        }
+        Ok(changes)
+    }
+
+    /// The status a message moves the ticket to: a public reply opens a
+    /// `new` ticket; a customer message reopens a `pending` or `solved`
+    /// one (the customer is waiting again). `closed` is final: it takes no
+    /// more messages (a customer who writes again starts a new ticket).
+    /// Internal notes move nothing.
+    pub fn message_status(&self, visibility: Visibility) -> Result<Option<Status>> {
+        if visibility.is_message() && self.status == Status::Closed {
+            return Err(Error::IllegalTransition {
+                from: Status::Closed,
+                to: Status::Open,
+            });
+        }
+        Ok(match (visibility, self.status) {
+            (Visibility::Public, Status::New)
+            | (Visibility::Inbound, Status::Pending | Status::Solved) => Some(Status::Open),
+            _ => None,
+        })
+    }
+
+    /// Decides the owner-scoped part of a public reply or a customer
+    /// message written in `region`: refused unless that region owns the
+    /// ticket with no handoff pending, like any update, since it moves the
+    /// ticket's clocks. Returns the status move ([`Ticket::message_status`])
+    /// and its calendar-free clock moves; the caller adds what needs the
+    /// calendar (resuming, a next-response clock) and the reply's effect.
+    pub fn decide_message(
+        &self,
+        region: &RegionId,
+        visibility: Visibility,
+    ) -> Result<TicketChanges> {
+        let epoch = self.owner.authorize(region)?;
+        if let Some(to) = &self.handoff_to {
+            return Err(Error::HandoffPending { to: to.clone() });
+        }
+        let mut changes = TicketChanges {
+            epoch,
+            ..TicketChanges::default()
+        };
+        if let Some(to) = self.message_status(visibility)? {
+            changes.status = Some(to);
+            if !self.sla.is_empty() {
+                changes.sla = Some(self.sla.after_status(to, false));
+            }
         }
         Ok(changes)
     }

@@ -147,6 +147,28 @@ pub fn sla_to_proto(sla: &core::SlaDeadlines) -> v1::SlaDeadlines {
         first_response: sla.first_response.as_ref().map(clock_to_proto),
         resolution: sla.resolution.as_ref().map(clock_to_proto),
         at_risk: sla.is_at_risk(),
+        next_response: sla.next_response.as_ref().map(clock_to_proto),
+    }
+}
+
+pub fn visibility_to_proto(visibility: core::Visibility) -> v1::Visibility {
+    match visibility {
+        core::Visibility::Internal => v1::Visibility::Internal,
+        core::Visibility::Public => v1::Visibility::Public,
+        core::Visibility::Inbound => v1::Visibility::Inbound,
+    }
+}
+
+/// A request's visibility; an unknown number is refused, naming the field.
+pub fn visibility_from_proto(field: &'static str, raw: i32) -> Result<core::Visibility> {
+    match v1::Visibility::try_from(raw) {
+        Ok(v1::Visibility::Internal) => Ok(core::Visibility::Internal),
+        Ok(v1::Visibility::Public) => Ok(core::Visibility::Public),
+        Ok(v1::Visibility::Inbound) => Ok(core::Visibility::Inbound),
+        Err(_) => Err(ConvertError::new(
+            field,
+            format!("{raw} is not a visibility; use internal (0), public (1) or inbound (2)"),
+        )),
     }
 }
 
@@ -158,6 +180,7 @@ pub fn note_to_proto(note: &core::Note) -> v1::Note {
         author: note.author.clone(),
         body: note.body.clone(),
         created_at: Some(timestamp_to_proto(note.created_at)),
+        visibility: visibility_to_proto(note.visibility).into(),
         auto: note.auto,
     }
 }

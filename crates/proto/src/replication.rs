@@ -454,6 +454,7 @@ mod tests {
             body: "called the customer".into(),
             created_at: Timestamp::from_millisecond(1_750_000_000_500).unwrap(),
             auto: false,
+            visibility: meridian_core::Visibility::Internal,
         }
     }
 

@@ -894,6 +894,7 @@ mod tests {
                 body: "seen it".into(),
                 created_at: jiff::Timestamp::UNIX_EPOCH,
                 auto: false,
+                visibility: meridian_core::Visibility::Internal,
             },
         };
         let a = vec![update("a", 1, t, epoch)];

@@ -576,6 +576,7 @@ mod tests {
                     body: "x".repeat(body_len),
                     created_at: at,
                     auto: false,
+                    visibility: meridian_core::Visibility::Internal,
                 },
             },
         }

@@ -64,6 +64,7 @@ mod tests {
                     body: "x".into(),
                     created_at: at,
                     auto: false,
+                    visibility: meridian_core::Visibility::Internal,
                 },
             },
         }

@@ -17,6 +17,7 @@ pub const SLA_WARNING_PERCENT: i64 = 80;
 fn rules_metric(metric: SlaMetric) -> Metric {
     match metric {
         SlaMetric::FirstResponse => Metric::FirstResponse,
+        SlaMetric::NextResponse => Metric::NextResponse,
         SlaMetric::Resolution => Metric::Resolution,
     }
 }
@@ -72,8 +73,28 @@ impl Rules {
                 start,
                 &none,
             )?),
+            // Starts at the first customer message after a reply.
+            next_response: None,
             resolution: Some(self.clock(policy, customer, SlaMetric::Resolution, start, &none)?),
         })
+    }
+
+    /// The next-response clock a customer message at `at` starts, in the
+    /// same calendar as the ticket's other clocks.
+    pub fn sla_next_response(
+        &self,
+        tier: &str,
+        customer: Option<&str>,
+        at: Timestamp,
+    ) -> Result<SlaClock> {
+        let policy = self.policy(tier)?;
+        self.clock(
+            policy,
+            customer,
+            SlaMetric::NextResponse,
+            at,
+            &Pauses::none(),
+        )
     }
 
     /// Whether a ticket of `tier` in `status` has its clocks stopped. An
@@ -93,25 +114,33 @@ impl Rules {
         current: &SlaDeadlines,
         pauses: &Pauses,
     ) -> Result<SlaDeadlines> {
-        self.sla_resume_for(tier, None, start, current, pauses)
+        self.sla_resume_for(tier, None, start, None, current, pauses)
     }
 
     /// As [`Rules::sla_resume`], in `customer`'s calendar when it has one.
+    /// `next_response_since` is when the unanswered customer message that
+    /// started the next-response clock arrived (the ticket's creation if
+    /// not given); the other clocks run from `start`.
     pub fn sla_resume_for(
         &self,
         tier: &str,
         customer: Option<&str>,
         start: Timestamp,
+        next_response_since: Option<Timestamp>,
         current: &SlaDeadlines,
         pauses: &Pauses,
     ) -> Result<SlaDeadlines> {
         let policy = self.policy(tier)?;
         let mut next = *current;
         for metric in SlaMetric::ALL {
+            let from = match metric {
+                SlaMetric::NextResponse => next_response_since.unwrap_or(start),
+                SlaMetric::FirstResponse | SlaMetric::Resolution => start,
+            };
             if let Some(clock) = next.clock_mut(metric)
                 && clock.state == SlaState::Paused
             {
-                *clock = self.clock(policy, customer, metric, start, pauses)?;
+                *clock = self.clock(policy, customer, metric, from, pauses)?;
             }
         }
         Ok(next)

@@ -64,11 +64,12 @@ fn resuming_pushes_only_paused_clocks_back() {
     let rules = example();
     let start = ts("2026-06-02T13:00:00Z");
     let clocks = rules.sla_clocks("premium", start).unwrap();
-    let paused = clocks.after_status(Status::New, Status::Pending, true);
+    // Answered, then pending: the met first response is not paused.
+    let paused = clocks.after_reply().after_status(Status::Pending, true);
     assert_eq!(
         paused.first_response.unwrap().state,
         SlaState::Met,
-        "leaving new met the first response"
+        "a reply met the first response"
     );
     assert_eq!(paused.resolution.unwrap().state, SlaState::Paused);
 
@@ -107,11 +108,13 @@ proptest! {
         let clocks = rules.sla_clocks(tier, start).unwrap();
         let policy = rules.tier(tier).unwrap();
         let calendar = rules.tier_calendar(policy);
+        let next = rules.sla_next_response(tier, None, start).unwrap();
+        prop_assert!(clocks.next_response.is_none(), "no customer message after a reply yet");
         for metric in SlaMetric::ALL {
-            let clock = clocks.clock(metric).unwrap();
-            let minutes = match metric {
-                SlaMetric::FirstResponse => policy.first_response_minutes,
-                SlaMetric::Resolution => policy.resolution_minutes,
+            let (clock, minutes) = match metric {
+                SlaMetric::FirstResponse => (clocks.first_response.unwrap(), policy.first_response_minutes),
+                SlaMetric::NextResponse => (next, policy.next_response_minutes),
+                SlaMetric::Resolution => (clocks.resolution.unwrap(), policy.resolution_minutes),
             };
             let target = SignedDuration::from_mins(i64::from(minutes));
             prop_assert_eq!(calendar.elapsed(start, clock.due, &Pauses::none()), target);

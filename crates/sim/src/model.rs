@@ -342,6 +342,7 @@ impl RegionDb {
             body,
             created_at: now,
             auto: false,
+            visibility: meridian_core::Visibility::Internal,
         };
         note.validate().map_err(|e| e.to_string())?;
         Ok(self.append(id, ticket.owner.epoch, EventKind::NoteAdded { note }, now))
@@ -377,6 +378,7 @@ impl RegionDb {
             body: handoff.render(&self.region, to),
             created_at: now,
             auto: true,
+            visibility: meridian_core::Visibility::Internal,
         };
         Ok(self.append(
             id,

@@ -87,7 +87,8 @@ table!(
         "author",
         "body",
         "created_at",
-        "auto"
+        "auto",
+        "visibility",
     ]
 );
 table!(
@@ -144,6 +145,7 @@ pub(crate) fn truncate_sla(sla: &mut SlaDeadlines) {
     for clock in sla
         .first_response
         .iter_mut()
+        .chain(sla.next_response.iter_mut())
         .chain(sla.resolution.iter_mut())
     {
         clock.due = truncate_ms(clock.due);
@@ -257,6 +259,7 @@ pub(crate) fn bind_note<'q>(query: AnyQuery<'q>, note: &Note) -> AnyQuery<'q> {
         .bind(note.body.clone())
         .bind(millis(note.created_at))
         .bind(i64::from(note.auto))
+        .bind(note.visibility.as_str())
 }
 
 /// The columns of an event row, ready to bind.
@@ -447,6 +450,7 @@ pub(crate) fn note_from_row(row: &AnyRow) -> Result<Note> {
             1 => true,
             other => return Err(Error::corrupt(T, "auto", format!("{other} is not 0 or 1"))),
         },
+        visibility: parsed(row, T, "visibility")?,
     })
 }
 
@@ -550,6 +554,7 @@ mod tests {
             body: "b".into(),
             created_at: Timestamp::UNIX_EPOCH,
             auto: false,
+            visibility: meridian_core::Visibility::Internal,
         };
         assert_eq!(count(bind_note(sqlx::query("-"), &note)), notes::WIDTH);
         let conflict = ConflictRecord {

@@ -623,6 +623,48 @@ impl<'c> WriteTx<'c> {
         self.append_local(event, event_row, meta)
     }
 
+    /// A public reply or customer message and the owner-scoped changes it
+    /// makes, in that order of checks: a duplicate note id is refused before
+    /// anything is written, then the changes are fenced like any update
+    /// (a refusal writes nothing), then the note goes in at the epoch the
+    /// update left. Returns the updated ticket (when there were changes)
+    /// and the events written.
+    pub(crate) async fn add_message(
+        &mut self,
+        note: &Note,
+        changes: Option<&meridian_core::TicketChanges>,
+        meta: &WriteMeta,
+    ) -> Result<(Option<Ticket>, Vec<EventEnvelope>), Fail> {
+        note.validate().map_err(refused)?;
+        let known = sqlx::query("SELECT 1 FROM notes WHERE note_id = $1")
+            .bind(note.id.to_string())
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        if known.is_some() {
+            return Err(refused(Error::Duplicate(format!("note {}", note.id))));
+        }
+        let mut events = Vec::with_capacity(2);
+        let mut ticket = None;
+        if let Some(changes) = changes {
+            let kind = EventKind::TicketUpdated {
+                changes: changes.clone(),
+            };
+            let (updated, event) = self.update_ticket(note.ticket_id, &kind, meta).await?;
+            ticket = Some(updated);
+            events.push(event);
+        }
+        // Past the update nothing may refuse: its event is already queued.
+        let event = self.add_note(note, meta).await.map_err(|e| match e {
+            Fail::Refused(e) if !events.is_empty() => Fail::Abort(Error::Corrupt(format!(
+                "note {} refused after its ticket's update: {e}",
+                note.id
+            ))),
+            other => other,
+        })?;
+        events.push(event);
+        Ok((ticket, events))
+    }
+
     /// A handoff step written locally (`kind` is an ownership event): the
     /// offer and the refusal by the owner at its epoch, the acceptance by
     /// the target at the new epoch it minted, the takeover by the successor.

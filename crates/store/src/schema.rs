@@ -41,6 +41,7 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0001_init.sql"),
     },
     Migration::portable(2, include_str!("../migrations/0002_writer_generation.sql")),
+    Migration::portable(3, include_str!("../migrations/0003_note_visibility.sql")),
 ];
 
 /// The newest schema version this build knows.

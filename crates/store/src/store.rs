@@ -415,6 +415,30 @@ impl Store {
             .await
     }
 
+    /// Adds a public reply or a customer message together with the
+    /// owner-scoped `changes` it makes (its clocks, a reopening), in one
+    /// transaction: both are written or neither. `changes` is fenced like
+    /// [`Store::update_ticket`]. Returns the updated ticket (when there were
+    /// changes) and the events, the note's last.
+    pub async fn add_message(
+        &self,
+        mut note: Note,
+        mut changes: Option<TicketChanges>,
+        meta: WriteMeta,
+    ) -> Result<(Option<Ticket>, Vec<EventEnvelope>)> {
+        note.created_at = truncate_ms(note.created_at);
+        if let Some(sla) = changes.as_mut().and_then(|c| c.sla.as_mut()) {
+            codec::truncate_sla(sla);
+        }
+        self.submit(|reply| Job::AddMessage {
+            note,
+            changes,
+            meta,
+            reply,
+        })
+        .await
+    }
+
     // ---- handoff ----
 
     /// The owner offers the ticket to `to`, at `epoch`, with its handoff

@@ -87,6 +87,14 @@ pub(crate) enum Job {
         meta: WriteMeta,
         reply: Reply<EventEnvelope>,
     },
+    /// A public reply or customer message with the owner-scoped changes
+    /// (clocks, reopening) it makes, written together or not at all.
+    AddMessage {
+        note: Note,
+        changes: Option<meridian_core::TicketChanges>,
+        meta: WriteMeta,
+        reply: Reply<(Option<Ticket>, Vec<EventEnvelope>)>,
+    },
     Ownership {
         ticket_id: TicketId,
         epoch: Epoch,
@@ -136,6 +144,15 @@ impl Job {
             Job::AddNote { note, meta, reply } => {
                 let result = tx.add_note(note, meta).await;
                 reply.settle(result.map(|event| (event.clone(), vec![event])))
+            }
+            Job::AddMessage {
+                note,
+                changes,
+                meta,
+                reply,
+            } => {
+                let result = tx.add_message(note, changes.as_ref(), meta).await;
+                reply.settle(result.map(|(ticket, events)| ((ticket, events.clone()), events)))
             }
             Job::Ownership {
                 ticket_id,
@@ -204,6 +221,7 @@ impl Job {
             | Job::ShiftSummary { reply, .. } => reply.outcome = None,
             Job::UpdateTicket { reply, .. } | Job::Ownership { reply, .. } => reply.outcome = None,
             Job::IntakeSpike { reply, .. } => reply.outcome = None,
+            Job::AddMessage { reply, .. } => reply.outcome = None,
             Job::ApplyRemote { reply, .. } => reply.outcome = None,
         }
     }
@@ -215,6 +233,7 @@ impl Job {
             | Job::ShiftSummary { reply, .. } => reply.answer(),
             Job::UpdateTicket { reply, .. } | Job::Ownership { reply, .. } => reply.answer(),
             Job::IntakeSpike { reply, .. } => reply.answer(),
+            Job::AddMessage { reply, .. } => reply.answer(),
             Job::ApplyRemote { reply, .. } => reply.answer(),
         }
     }
@@ -228,6 +247,7 @@ impl Job {
                 reply.send(Err(error))
             }
             Job::IntakeSpike { reply, .. } => reply.send(Err(error)),
+            Job::AddMessage { reply, .. } => reply.send(Err(error)),
             Job::ApplyRemote { reply, .. } => reply.send(Err(error)),
         }
     }

@@ -240,6 +240,7 @@ mod fixtures {
                     warn_at: ms(BASE_MS + 2_880_000),
                     state: SlaState::Running,
                 }),
+                next_response: None,
                 resolution: Some(SlaClock {
                     due: ms(BASE_MS + 86_400_000),
                     warn_at: ms(BASE_MS + 69_120_000),
@@ -260,6 +261,7 @@ mod fixtures {
             body: body.into(),
             created_at: ms(created_ms),
             auto: false,
+            visibility: meridian_core::Visibility::Internal,
         }
     }
 
@@ -421,6 +423,7 @@ conformance!(
     a_write_made_before_a_handoff_counts_when_it_arrives_after,
     runs_of_creations_and_notes_apply_in_bulk_like_one_by_one,
     shift_summaries_are_recorded_once_and_replicate,
+    a_message_and_its_clock_change_are_written_together_or_not_at_all,
 );
 
 #[cfg(test)]
@@ -2218,7 +2221,7 @@ mod cases {
         let met = TicketChanges {
             epoch: ticket.owner.epoch,
             status: Some(Status::Pending),
-            sla: Some(warned.after_status(Status::Open, Status::Pending, false)),
+            sla: Some(warned.after_status(Status::Pending, false)),
             ..TicketChanges::default()
         };
         let mut met_sla = met.sla.unwrap();
@@ -2268,7 +2271,7 @@ mod cases {
         );
 
         // A paused clock needs no look, however late it is.
-        let paused = ticket.sla.after_status(Status::Open, Status::Pending, true);
+        let paused = ticket.sla.after_status(Status::Pending, true);
         let changes = TicketChanges {
             epoch: ticket.owner.epoch,
             status: Some(Status::Pending),
@@ -2354,6 +2357,98 @@ mod cases {
         );
         n.author = "ana".into();
         n
+    }
+
+    pub async fn a_message_and_its_clock_change_are_written_together_or_not_at_all(ctx: Ctx) {
+        let store = &ctx.store;
+        let ticket = ticket(&us());
+        store
+            .create_ticket(ticket.clone(), meta(HLC0))
+            .await
+            .unwrap();
+        let epoch = ticket.owner.epoch;
+        let mut reply = note(ticket.id, &us(), "We are on it.", BASE_MS + 20_000);
+        reply.visibility = meridian_core::Visibility::Public;
+        let answered = TicketChanges {
+            epoch,
+            status: Some(Status::Open),
+            sla: Some(ticket.sla.after_reply()),
+            ..TicketChanges::default()
+        };
+        let (updated, events) = store
+            .add_message(reply.clone(), Some(answered), meta(HLC0 + 1))
+            .await
+            .unwrap();
+        let updated = updated.expect("a message with changes returns the ticket");
+        assert_eq!(updated.status, Status::Open);
+        assert_eq!(
+            updated.sla.first_response.unwrap().state,
+            meridian_core::SlaState::Met
+        );
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+        assert_eq!(kinds, ["ticket_updated", "note_added"]);
+        assert_eq!(
+            events[1].epoch, epoch,
+            "the note is written at the epoch the update left"
+        );
+        let record = store.get_ticket(ticket.id).await.unwrap().unwrap();
+        assert_eq!(record.notes, vec![reply.clone()], "visibility round-trips");
+
+        // A message without changes is just its note.
+        let mut later = note(ticket.id, &us(), "Any news?", BASE_MS + 30_000);
+        later.visibility = meridian_core::Visibility::Inbound;
+        let (none, events) = store
+            .add_message(later.clone(), None, meta(HLC0 + 2))
+            .await
+            .unwrap();
+        assert!(none.is_none());
+        assert_eq!(events.len(), 1);
+
+        // Fenced: a stale epoch writes neither the change nor the note.
+        let head = store.local_head().await.unwrap();
+        let mut stale = note(ticket.id, &us(), "Late reply", BASE_MS + 40_000);
+        stale.visibility = meridian_core::Visibility::Public;
+        let err = store
+            .add_message(
+                stale.clone(),
+                Some(status_change(epoch.next_for(0), Status::Pending)),
+                meta(HLC0 + 3),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Fenced { .. } | Error::Invalid(_)),
+            "{err}"
+        );
+        assert_eq!(store.local_head().await.unwrap(), head, "no event written");
+        let record = store.get_ticket(ticket.id).await.unwrap().unwrap();
+        assert_eq!(record.ticket.status, Status::Open);
+        assert!(
+            !record.notes.iter().any(|n| n.id == stale.id),
+            "the note of a refused message is not kept"
+        );
+
+        // A duplicate note id is refused before anything is written.
+        let err = store
+            .add_message(
+                later,
+                Some(status_change(epoch, Status::Pending)),
+                meta(HLC0 + 4),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Duplicate(_)), "{err}");
+        assert_eq!(store.local_head().await.unwrap(), head);
+        assert_eq!(
+            store
+                .get_ticket(ticket.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .ticket
+                .status,
+            Status::Open
+        );
     }
 
     pub async fn an_offer_blocks_owner_writes_until_answered(ctx: Ctx) {

@@ -368,9 +368,7 @@ impl TicketApi {
         }
         let rules = rules.current();
         let tier = ticket.tier.as_str();
-        let base = ticket
-            .sla
-            .after_status(ticket.status, to, rules.sla_pauses(tier, to));
+        let base = ticket.sla.after_status(to, rules.sla_pauses(tier, to));
         changes.sla = Some(base);
         if rules.sla_pauses(tier, ticket.status) && !rules.sla_pauses(tier, to) {
             let events = self
@@ -380,6 +378,7 @@ impl TicketApi {
                 .await
                 .map_err(from_store)?;
             let history = status_history(ticket, &events);
+            let next_response_since = unanswered_since(&events);
             let pauses = meridian_rules::pause_spans(&history, at, |s| rules.sla_pauses(tier, s))
                 .map_err(|e| ApiError::Internal(format!("sla pauses: {e}")))?;
             let resumed = rules
@@ -387,6 +386,7 @@ impl TicketApi {
                     tier,
                     Some(&ticket.customer),
                     ticket.created_at,
+                    next_response_since,
                     &base,
                     &pauses,
                 )
@@ -397,6 +397,47 @@ impl TicketApi {
             changes.sla = Some(resumed);
         }
         Ok(())
+    }
+
+    /// The clocks after a message, on top of `clocks` (the clocks after
+    /// the status move it made, if any): a public reply meets the response
+    /// clocks; a customer message after a reply starts a next-response
+    /// clock in the ticket's calendar, from the message's instant (stopped
+    /// at once if the ticket stays in a status that pauses its clocks).
+    pub(crate) fn sla_for_message(
+        &self,
+        ticket: &Ticket,
+        clocks: &SlaDeadlines,
+        note: &meridian_core::Note,
+        changes: &TicketChanges,
+    ) -> Result<SlaDeadlines, ApiError> {
+        if ticket.sla.is_empty() {
+            return Ok(*clocks);
+        }
+        match note.visibility {
+            meridian_core::Visibility::Internal => Ok(*clocks),
+            meridian_core::Visibility::Public => Ok(clocks.after_reply()),
+            meridian_core::Visibility::Inbound => {
+                let Some(rules) = &self.inner.rules else {
+                    return Ok(*clocks);
+                };
+                if !clocks.inbound_starts_next_response() {
+                    return Ok(*clocks);
+                }
+                let rules = rules.current();
+                let tier = ticket.tier.as_str();
+                let mut clock = rules
+                    .sla_next_response(tier, Some(&ticket.customer), note.created_at)
+                    .map_err(|e| ApiError::Sla {
+                        tier: tier.to_owned(),
+                        detail: e.to_string(),
+                    })?;
+                if rules.sla_pauses(tier, changes.status.unwrap_or(ticket.status)) {
+                    clock.state = meridian_core::SlaState::Paused;
+                }
+                Ok(clocks.with_next_response(clock))
+            }
+        }
     }
 
     /// The region the caller acts for: an agent's token region (a
@@ -474,6 +515,24 @@ fn status_history(
         }
     }
     history
+}
+
+/// When the oldest customer message after the last public reply arrived:
+/// where a paused next-response clock counts from when it resumes.
+fn unanswered_since(events: &[EventEnvelope]) -> Option<jiff::Timestamp> {
+    let mut since = None;
+    for event in events {
+        if let meridian_core::EventKind::NoteAdded { note } = &event.kind {
+            match note.visibility {
+                meridian_core::Visibility::Public => since = None,
+                meridian_core::Visibility::Inbound => {
+                    since = since.or(Some(note.created_at));
+                }
+                meridian_core::Visibility::Internal => {}
+            }
+        }
+    }
+    since
 }
 
 /// A trace context header, kept only if it parses (the one parser,

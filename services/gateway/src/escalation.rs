@@ -302,16 +302,11 @@ fn filter_text(reason: FilterReason, next_shift_at: Option<Timestamp>) -> String
 }
 
 fn sla_line(ticket: &Ticket) -> String {
-    let clock = |name: &str, clock: Option<&SlaClock>| {
-        clock.map(|c| format!("{name} due {} ({})", c.due, c.state))
-    };
-    let parts: Vec<String> = [
-        clock("first response", ticket.sla.first_response.as_ref()),
-        clock("resolution", ticket.sla.resolution.as_ref()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let parts: Vec<String> = ticket
+        .sla
+        .clocks()
+        .map(|(metric, c)| format!("{} due {} ({})", metric.label(), c.due, c.state))
+        .collect();
     if parts.is_empty() {
         "No SLA.".to_owned()
     } else {
@@ -342,6 +337,16 @@ pub(crate) fn sla_triggers(ticket: &Ticket, owner_off_shift: bool) -> Vec<Trigge
             key: format!("escalation:{}:first_response:{}", ticket.id, clock.due),
             reason: format!(
                 "first response {} (due {}) and nobody has answered",
+                state_words(clock.state),
+                clock.due
+            ),
+        });
+    }
+    if let Some(clock) = past_warning(ticket.sla.next_response.as_ref()) {
+        out.push(Trigger {
+            key: format!("escalation:{}:next_response:{}", ticket.id, clock.due),
+            reason: format!(
+                "next response {} (due {}): the customer wrote again and nobody has answered",
                 state_words(clock.state),
                 clock.due
             ),
@@ -651,6 +656,10 @@ async fn escalate(
                 .sla
                 .first_response
                 .filter(|c| c.state != SlaState::Met)
+                .or(ticket
+                    .sla
+                    .next_response
+                    .filter(|c| c.state != SlaState::Met))
                 .or(ticket.sla.resolution)
                 .map(|c| c.due),
             text,
@@ -712,6 +721,7 @@ async fn escalate(
         body,
         created_at: meta.at,
         auto: true,
+        visibility: meridian_core::Visibility::Internal,
     };
     api.store()
         .add_note(note, meta)
@@ -723,12 +733,19 @@ async fn escalate(
 }
 
 fn next_action(ticket: &Ticket) -> String {
-    match (ticket.sla.first_response, ticket.sla.resolution) {
-        (Some(first), _) if first.state != SlaState::Met => {
-            format!("answer the customer: first response due {}", first.due)
-        }
-        (_, Some(resolution)) => format!("resolve by {}", resolution.due),
-        _ => "take over the escalated ticket".to_owned(),
+    let unmet = |c: &Option<meridian_core::SlaClock>| c.filter(|c| c.state != SlaState::Met);
+    if let Some(first) = unmet(&ticket.sla.first_response) {
+        return format!("answer the customer: first response due {}", first.due);
+    }
+    if let Some(next) = unmet(&ticket.sla.next_response) {
+        return format!(
+            "answer the customer's latest message: next response due {}",
+            next.due
+        );
+    }
+    match ticket.sla.resolution {
+        Some(resolution) => format!("resolve by {}", resolution.due),
+        None => "take over the escalated ticket".to_owned(),
     }
 }
 
@@ -807,6 +824,7 @@ mod tests {
             handoff_to: None,
             sla: SlaDeadlines {
                 first_response: Some(clock("2026-06-02T14:30:00Z", first)),
+                next_response: None,
                 resolution: Some(clock("2026-06-02T22:00:00Z", resolution)),
             },
             created_at: created,

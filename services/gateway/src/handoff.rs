@@ -341,6 +341,7 @@ async fn offer_in_span(
                 body: handoff.render(&api.inner.region, &to),
                 created_at: meta.at,
                 auto: handoff.auto,
+                visibility: meridian_core::Visibility::Internal,
             };
             let (offered, creation) = tokio::join!(
                 api.inner
@@ -833,6 +834,7 @@ mod tests {
                 body: format!("note on {subject}"),
                 created_at: at,
                 auto: false,
+                visibility: meridian_core::Visibility::Internal,
             };
             events.push(store.add_note(note, meta()).await.unwrap());
         }

@@ -428,12 +428,7 @@ async fn count_once(store: &Store, region: &RegionId) -> meridian_store::Result<
             if matches!(ticket.status, Status::Solved | Status::Closed) {
                 continue;
             }
-            let clocks = ticket
-                .sla
-                .first_response
-                .iter()
-                .chain(ticket.sla.resolution.iter());
-            let states: Vec<SlaState> = clocks.map(|clock| clock.state).collect();
+            let states: Vec<SlaState> = ticket.sla.clocks().map(|(_, clock)| clock.state).collect();
             if states.contains(&SlaState::Breached) {
                 *count.breached.entry(ticket.tier.to_string()).or_default() += 1;
             } else if states.contains(&SlaState::AtRisk) {

@@ -184,7 +184,7 @@ fn sla_words(t: &meridian_core::Ticket) -> String {
         if let Some(clock) = t.sla.clock(metric) {
             parts.push(format!(
                 "{} due {} ({})",
-                metric_words(metric),
+                metric.label(),
                 clock.due,
                 clock.state
             ));
@@ -194,13 +194,6 @@ fn sla_words(t: &meridian_core::Ticket) -> String {
         "no SLA clock".into()
     } else {
         parts.join("; ")
-    }
-}
-
-fn metric_words(metric: SlaMetric) -> &'static str {
-    match metric {
-        SlaMetric::FirstResponse => "first response",
-        SlaMetric::Resolution => "resolution",
     }
 }
 
@@ -226,7 +219,7 @@ async fn notification(
             let owner = queue_owner();
             let next_step = format!("{region} answers it now (queue owner: {owner})");
             let line = ticket_line(api, event.ticket_id, next_step).await?;
-            let what = metric_words(*metric);
+            let what = metric.label();
             let title = if breached {
                 format!("SLA breached in {region}: {what} was due {due}")
             } else {

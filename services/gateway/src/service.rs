@@ -170,10 +170,13 @@ impl TicketApi {
 
     async fn note_in_span(
         &self,
+        caller: RegionId,
         ticket_id: TicketId,
         req: v1::AddNoteRequest,
         meta: WriteMeta,
     ) -> Result<Response<v1::AddNoteResponse>, ApiError> {
+        let visibility =
+            convert::visibility_from_proto("visibility", req.visibility).map_err(invalid)?;
         let note = Note {
             id: self.mint(meta.at, NoteId::mint)?,
             ticket_id,
@@ -182,6 +185,7 @@ impl TicketApi {
             body: req.body,
             created_at: meta.at,
             auto: false,
+            visibility,
         };
         note.validate().map_err(from_core)?;
         // Residency: a note on a pinned ticket is written only inside its
@@ -200,6 +204,9 @@ impl TicketApi {
                 hint: "add the note in one of the ticket's regions",
             });
         }
+        if visibility.is_message() {
+            return self.message_in_span(caller, note, meta).await;
+        }
         let event = self
             .inner
             .store
@@ -214,6 +221,51 @@ impl TicketApi {
         Ok(Response::new(v1::AddNoteResponse {
             note: Some(note_to_proto(note)),
             origin_seq: event.origin_seq,
+            ticket: None,
+        }))
+    }
+
+    /// A public reply or a customer message: owner-scoped, because it moves
+    /// the ticket's clocks (and may reopen it), so the core decides it like
+    /// an update and the store writes the note and the change together.
+    async fn message_in_span(
+        &self,
+        caller: RegionId,
+        note: Note,
+        meta: WriteMeta,
+    ) -> Result<Response<v1::AddNoteResponse>, ApiError> {
+        let current = self.load(note.ticket_id).await?;
+        let ticket = &current.ticket;
+        let mut changes = ticket
+            .decide_message(&caller, note.visibility)
+            .map_err(from_core)?;
+        self.sla_for_status(ticket, &mut changes, meta.at).await?;
+        let clocks = changes.sla.unwrap_or(ticket.sla);
+        let clocks = self.sla_for_message(ticket, &clocks, &note, &changes)?;
+        changes.sla = (clocks != ticket.sla).then_some(clocks);
+        let changes = (!changes.is_empty()).then_some(changes);
+        let (updated, events) = self
+            .inner
+            .store
+            .add_message(note, changes, meta)
+            .await
+            .map_err(from_store)?;
+        let Some(event) = events.last() else {
+            return Err(ApiError::Internal(
+                "store answered a message with no event".to_owned(),
+            ));
+        };
+        let meridian_core::EventKind::NoteAdded { note } = &event.kind else {
+            return Err(ApiError::Internal(
+                "store answered a message with another event kind".to_owned(),
+            ));
+        };
+        tracing::Span::current().record("meridian.epoch", event.epoch.raw());
+        self.durable(&ticket.tier, event.origin_seq).await?;
+        Ok(Response::new(v1::AddNoteResponse {
+            note: Some(note_to_proto(note)),
+            origin_seq: event.origin_seq,
+            ticket: Some(ticket_to_proto(updated.as_ref().unwrap_or(ticket))),
         }))
     }
 }
@@ -337,6 +389,7 @@ impl TicketService for TicketApi {
         &self,
         request: Request<v1::AddNoteRequest>,
     ) -> Result<Response<v1::AddNoteResponse>, Status> {
+        let caller = self.caller_region(&request)?;
         let ticket_id =
             convert::ticket_id("ticket_id", &request.get_ref().ticket_id).map_err(invalid)?;
         self.check_agent_owns(
@@ -353,7 +406,7 @@ impl TicketService for TicketApi {
         );
         let meta = span.in_scope(|| self.write_meta(request.metadata()));
         Ok(self
-            .note_in_span(ticket_id, request.into_inner(), meta)
+            .note_in_span(caller, ticket_id, request.into_inner(), meta)
             .instrument(span)
             .await?)
     }

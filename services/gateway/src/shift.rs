@@ -312,13 +312,21 @@ fn auto_note(record: &TicketRecord, events: &[meridian_core::EventEnvelope]) -> 
         (None, Some(status)) => format!("status set to {status}"),
         (None, None) => format!("created {}", ticket.created_at),
     };
+    let unanswered =
+        |c: &Option<meridian_core::SlaClock>| c.filter(|c| c.state != meridian_core::SlaState::Met);
     let next_action = match (
-        ticket.status,
-        ticket.sla.first_response,
+        unanswered(&ticket.sla.first_response),
+        unanswered(&ticket.sla.next_response),
         ticket.sla.resolution,
     ) {
-        (Status::New, Some(first), _) => {
+        (Some(first), _, _) => {
             format!("first response due {} ({})", first.due, first.state)
+        }
+        (None, Some(next), _) => {
+            format!(
+                "answer the customer's latest message: next response due {} ({})",
+                next.due, next.state
+            )
         }
         (_, _, Some(resolution)) => {
             format!("resolution due {} ({})", resolution.due, resolution.state)

@@ -334,6 +334,7 @@ on_every_backend!(non_owner_update_is_refused_and_changes_nothing, |gw| {
         ticket_id: ticket.id.clone(),
         author: "eu agent".into(),
         body: "saw it too".into(),
+        visibility: 0,
     };
     client.add_note(as_region(note, "eu-west")).await.unwrap();
     let got = client
@@ -451,6 +452,7 @@ on_every_backend!(bad_requests_name_the_field_and_store_nothing, |gw| {
         ticket_id: ticket.id.clone(),
         author: String::new(),
         body: "b".into(),
+        visibility: 0,
     };
     assert!(
         client
@@ -524,6 +526,7 @@ on_every_backend!(watch_streams_backlog_then_live_events, |gw| {
         ticket_id: first.id.clone(),
         author: "bo".into(),
         body: "looking".into(),
+        visibility: 0,
     };
     client.add_note(note).await.unwrap();
 

@@ -489,6 +489,7 @@ async fn an_agent_of_another_region_is_permission_denied() {
         ticket_id: id.clone(),
         author: "eve".into(),
         body: "hi".into(),
+        visibility: 0,
     };
     assert_refused(
         client.add_note(with(eu, note)).await,
@@ -601,6 +602,7 @@ async fn each_role_does_what_it_may() {
         ticket_id: id.clone(),
         author: "ana".into(),
         body: "looking".into(),
+        visibility: 0,
     };
     client.add_note(with(Some(&agent), note)).await.unwrap();
     let listed = client

@@ -50,6 +50,7 @@ fn note(id: &str, body: &str) -> v1::AddNoteRequest {
         ticket_id: id.into(),
         author: "ana".into(),
         body: body.into(),
+        visibility: 0,
     }
 }
 

@@ -133,6 +133,7 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
             ticket_id: ticket.id.clone(),
             author: author.into(),
             body: body.into(),
+            visibility: 0,
         };
         let message = refused(
             client.add_note(note("ana", &format!("n {bad}"))).await,
@@ -183,6 +184,7 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
         ticket_id: ticket.id.clone(),
         author: "two\nlines".into(),
         body: "b".into(),
+        visibility: 0,
     };
     refused(client.add_note(note).await, "author");
 

@@ -148,6 +148,7 @@ async fn malformed_and_oversized_messages_are_refused_and_harm_nothing() {
         ticket_id: ticket.id.clone(),
         author: "ana".into(),
         body: "rebooted".into(),
+        visibility: 0,
     })
     .await
     .unwrap();
@@ -407,6 +408,7 @@ async fn malformed_and_oversized_messages_are_refused_and_harm_nothing() {
         ticket_id: ticket.id.clone(),
         author: "ana".into(),
         body: "still here".into(),
+        visibility: 0,
     })
     .await
     .unwrap();

@@ -109,6 +109,7 @@ async fn handoff_accepted_moves_ownership_everywhere(postgres_for: Option<&str>)
         ticket_id: ticket.id.clone(),
         author: "bo".into(),
         body: "picked up".into(),
+        visibility: 0,
     })
     .await
     .unwrap();

@@ -53,6 +53,7 @@ fn note(ticket_id: &str, author: &str, body: &str) -> v1::AddNoteRequest {
         ticket_id: ticket_id.into(),
         author: author.into(),
         body: body.into(),
+        visibility: 0,
     }
 }
 

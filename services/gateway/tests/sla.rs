@@ -242,11 +242,23 @@ async fn pending_pauses_the_clock_and_pushes_the_deadline_back() {
     let mut h = Harness::start().await;
     let ticket = h.create("enterprise").await;
     let opened = h.set_status(&ticket.id, v1::Status::Open).await;
-    let sla = opened.sla.unwrap();
+    assert_eq!(
+        opened.sla.unwrap().first_response.unwrap().state,
+        v1::SlaState::Running as i32,
+        "a status change is not an answer"
+    );
+    let reply = v1::AddNoteRequest {
+        ticket_id: ticket.id.clone(),
+        author: "ana".into(),
+        body: "Looking into it now.".into(),
+        visibility: v1::Visibility::Public.into(),
+    };
+    let replied = h.client.add_note(reply).await.unwrap().into_inner();
+    let sla = replied.ticket.unwrap().sla.unwrap();
     assert_eq!(
         sla.first_response.unwrap().state,
         v1::SlaState::Met as i32,
-        "leaving new meets the first response"
+        "the first reply meets the first response"
     );
     assert_eq!(minutes(&sla.resolution.unwrap().due), 480);
 

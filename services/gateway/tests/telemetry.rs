@@ -107,6 +107,7 @@ async fn journey(mesh: &Mesh, to_apac: bool) -> String {
             ticket_id: ticket.id.clone(),
             author: "bo".into(),
             body: "picked up".into(),
+            visibility: 0,
         })
         .await
         .unwrap();

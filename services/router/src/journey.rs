@@ -128,6 +128,9 @@ pub enum StepDetail {
         author: String,
         body: String,
         auto: bool,
+        /// internal, public (a reply to the customer) or inbound (the
+        /// customer's message).
+        visibility: meridian_core::Visibility,
     },
     Sla {
         metric: String,
@@ -515,6 +518,7 @@ fn detail(event: &Seen, all: &BTreeMap<(String, u64), Seen>) -> StepDetail {
             author: note.author.clone(),
             body: note.body.clone(),
             auto: note.auto,
+            visibility: note.visibility,
         },
         EventKind::SlaWarning { metric, due, .. } | EventKind::SlaBreached { metric, due, .. } => {
             StepDetail::Sla {

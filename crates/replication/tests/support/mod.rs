@@ -441,6 +441,7 @@ pub fn note(ticket_id: TicketId, region: &RegionId, body: &str) -> Note {
         body: body.into(),
         created_at: at,
         auto: false,
+        visibility: meridian_core::Visibility::Internal,
     }
 }
 

@@ -374,7 +374,12 @@ async function startJourney() {
     let extra = null;
     if (step.kind.startsWith("handoff") || step.kind === "taken_over") { const [t, b] = describe(step); text = t; extra = b; }
     else if (step.kind === "ticket_created") text = "created: " + ((p.ticket && p.ticket.subject) || "");
-    else if (step.kind === "note_added" && p.note) extra = el("p", { class: "note" }, p.note.auto ? el("span", { class: "badge warn" }, "auto") : null, " ", p.note.body, el("span", { class: "muted" }, " — " + p.note.author));
+    else if (step.kind === "note_added" && p.note) {
+      // Internal notes carry no visibility field; replies and customer messages do.
+      const vis = p.note.visibility || "internal";
+      text = { public: "reply to the customer", inbound: "customer message" }[vis] || "note added";
+      extra = el("p", { class: "note", "data-visibility": vis }, p.note.auto ? el("span", { class: "badge warn" }, "auto") : null, " ", p.note.body, el("span", { class: "muted" }, " — " + p.note.author));
+    }
     else if (step.kind === "ticket_updated" && p.changes) text = "updated: " + Object.keys(p.changes).filter((k) => k !== "epoch").join(", ");
     return el("li", { "data-kind": step.kind },
       el("div", { class: "head" }, el("span", { class: "kind " + step.kind }, text),

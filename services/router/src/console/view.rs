@@ -328,6 +328,7 @@ fn due_clock(
     let sla = ticket.sla.as_ref()?;
     [
         ("first response", sla.first_response.as_ref()),
+        ("next response", sla.next_response.as_ref()),
         ("resolution", sla.resolution.as_ref()),
     ]
     .into_iter()

@@ -326,11 +326,15 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 .to_owned();
             value["reason"] = json!(reason);
             value["warning"] = json!(response.warning);
+            value["acknowledgement"] = json!(response.acknowledgement);
             let mut table = format!(
                 "routed to   {} (rules {})\n",
                 response.region, response.rules_version
             );
             table.push_str(&format!("reason      {reason}\n"));
+            if !response.acknowledgement.is_empty() {
+                table.push_str(&format!("ack         {}\n", response.acknowledgement));
+            }
             if !response.warning.is_empty() {
                 table.push_str(&format!("warning     {}\n", response.warning));
             }
@@ -416,7 +420,7 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 let auto = if note.auto { " (auto)" } else { "" };
                 let kind = match v1::Visibility::try_from(note.visibility) {
                     Ok(v1::Visibility::Public) => "reply",
-                    Ok(v1::Visibility::Inbound) => "customer",
+                    Ok(v1::Visibility::Inbound) => "inbound",
                     Ok(v1::Visibility::Internal) | Err(_) => "note",
                 };
                 table.push_str(&format!(

@@ -396,8 +396,9 @@ impl Ticket {
             changes.status = Some(to);
             // The calendar-free SLA moves (met, reopened); a status that
             // pauses the clock is the caller's to add, from the rules.
-            if !self.sla.is_empty() {
-                changes.sla = Some(self.sla.after_status(to, false));
+            let clocks = self.sla.after_status(to, false);
+            if clocks != self.sla {
+                changes.sla = Some(clocks);
             }
         }
         if let Some(assignee) = &patch.assignee
@@ -453,8 +454,9 @@ impl Ticket {
         };
         if let Some(to) = self.message_status(visibility)? {
             changes.status = Some(to);
-            if !self.sla.is_empty() {
-                changes.sla = Some(self.sla.after_status(to, false));
+            let clocks = self.sla.after_status(to, false);
+            if clocks != self.sla {
+                changes.sla = Some(clocks);
             }
         }
         Ok(changes)

@@ -195,6 +195,21 @@ pub struct Decision<'r> {
 }
 
 impl Decision<'_> {
+    /// When a person will answer the ticket, for the customer's
+    /// acknowledgement: `now: our team in us-east is on shift`, or `when our
+    /// next shift opens, Tuesday 8 December 09:00 UTC` when the ticket
+    /// lands off shift. `None` when no region could take it.
+    pub fn answer_when(&self) -> Option<String> {
+        let region = self.region?;
+        Some(match self.next_shift_at {
+            None => format!("now: our team in {region} is on shift"),
+            Some(opens) => format!(
+                "when our next shift opens, {}",
+                opens.strftime("%A %-d %B %H:%M UTC")
+            ),
+        })
+    }
+
     /// The chosen region, then the other kept regions by score: the order the
     /// router tries gateways in when a forward fails.
     pub fn fallback_order(&self) -> impl Iterator<Item = &RegionId> {

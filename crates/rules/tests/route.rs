@@ -52,6 +52,10 @@ fn on_shift_region_with_the_best_score_wins() {
     );
     assert_eq!(chosen(&d), (Some("us-east"), Reason::OnShift));
     assert_eq!(d.queue_owner, Some("us-east-day-lead"));
+    assert_eq!(
+        d.answer_when().as_deref(),
+        Some("now: our team in us-east is on shift")
+    );
     // A quarter-full us-east loses to an empty eu-west.
     let load = HashMap::from([(region("us-east"), RegionLoad { open_tickets: 100 })]);
     let d = rules.decide(
@@ -165,6 +169,11 @@ fn out_of_hours_next_on_shift_and_overlap() {
     assert_eq!(d.next_shift_at, Some(ts("2026-06-02T23:00:00Z")));
     assert_eq!(d.queue_owner, Some("apac-south-day-lead"));
     assert_eq!(d.out_of_hours_policy, Some(OutOfHoursKind::NextOnShift));
+    assert_eq!(
+        d.answer_when().as_deref(),
+        Some("when our next shift opens, Tuesday 2 June 23:00 UTC"),
+        "what the customer's acknowledgement says"
+    );
     // 22:45Z: apac-south is within its 30-minute overlap window.
     let d = rules.decide(
         ts("2026-06-02T22:45:00Z"),

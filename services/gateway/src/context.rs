@@ -396,6 +396,10 @@ impl TicketApi {
                 })?;
             changes.sla = Some(resumed);
         }
+        // A move that leaves every clock as it was records none.
+        if changes.sla == Some(ticket.sla) {
+            changes.sla = None;
+        }
         Ok(())
     }
 

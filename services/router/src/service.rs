@@ -353,6 +353,10 @@ impl RouterApi {
                 .into());
             }
             let decision_proto = convert::decision_to_proto(&decision);
+            let acknowledgement = decision
+                .answer_when()
+                .map(|when| format!("A person will answer {when}."))
+                .unwrap_or_default();
             drop(decision);
             let timeout = self.limits.forward_timeout.min(remaining);
             match self
@@ -407,6 +411,7 @@ impl RouterApi {
                         ticket: created.ticket,
                         attempts,
                         warning,
+                        acknowledgement,
                     }));
                 }
                 Err(status) if status.code() == Code::InvalidArgument => {

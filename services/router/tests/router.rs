@@ -63,6 +63,10 @@ async fn submitted_ticket_is_created_at_the_region_on_shift() {
     assert_eq!(submitted.region, "south");
     assert_eq!(submitted.decision.unwrap().queue_owner, "south-night-lead");
     assert_eq!(submitted.warning, "", "on shift: nothing to warn of");
+    assert_eq!(
+        submitted.acknowledgement,
+        "A person will answer now: our team in south is on shift."
+    );
     let id = submitted.ticket.unwrap().id;
     let mut south = mesh.gateway("south").client().await;
     let got = south
@@ -96,6 +100,11 @@ async fn submitted_ticket_is_created_at_the_region_on_shift() {
         submitted.warning,
         "west is off shift until 2026-06-03T08:00:00Z; the first response is due \
          2026-06-02T23:00:00Z and will breach before it opens unless someone answers"
+    );
+    assert_eq!(
+        submitted.acknowledgement,
+        "A person will answer when our next shift opens, Wednesday 3 June 08:00 UTC.",
+        "the customer is told when, not left waiting in silence"
     );
 
     // A named residency rule routes like its regions, and the gateway gets

@@ -370,20 +370,26 @@ impl Ticket {
         }
     }
 
+    /// An empty owner-scoped change at the epoch `region` writes at:
+    /// refused unless it owns the ticket with no handoff pending.
+    fn owner_change(&self, region: &RegionId) -> Result<TicketChanges> {
+        let epoch = self.owner.authorize(region)?;
+        if let Some(to) = &self.handoff_to {
+            return Err(Error::HandoffPending { to: to.clone() });
+        }
+        Ok(TicketChanges {
+            epoch,
+            ..TicketChanges::default()
+        })
+    }
+
     /// Decides an owner-scoped change requested in `region`: refused unless
     /// that region owns the ticket, and unless every status move is legal.
     /// Returns only the fields that actually change, stamped with the epoch
     /// the write is made at (the store fences on it).
     pub fn decide_patch(&self, region: &RegionId, patch: &TicketPatch) -> Result<TicketChanges> {
         patch.validate()?;
-        let epoch = self.owner.authorize(region)?;
-        if let Some(to) = &self.handoff_to {
-            return Err(Error::HandoffPending { to: to.clone() });
-        }
-        let mut changes = TicketChanges {
-            epoch,
-            ..TicketChanges::default()
-        };
+        let mut changes = self.owner_change(region)?;
         if let Some(to) = patch.status
             && to != self.status
         {
@@ -444,14 +450,7 @@ impl Ticket {
         region: &RegionId,
         visibility: Visibility,
     ) -> Result<TicketChanges> {
-        let epoch = self.owner.authorize(region)?;
-        if let Some(to) = &self.handoff_to {
-            return Err(Error::HandoffPending { to: to.clone() });
-        }
-        let mut changes = TicketChanges {
-            epoch,
-            ..TicketChanges::default()
-        };
+        let mut changes = self.owner_change(region)?;
         if let Some(to) = self.message_status(visibility)? {
             changes.status = Some(to);
             let clocks = self.sla.after_status(to, false);

@@ -10,26 +10,15 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{Mesh, Options};
+use common::{Mesh, Options, example_rules as example, get_ticket as get, set_status};
 use jiff::{SignedDuration, Timestamp};
 use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient};
-use meridian_rules::{Metric, Pauses, Rules};
+use meridian_rules::{Metric, Pauses};
 use tonic::{Code, transport::Channel};
 
 fn at(t: &Option<prost_types::Timestamp>) -> Timestamp {
     let t = t.as_ref().unwrap();
     Timestamp::new(t.seconds, t.nanos).unwrap()
-}
-
-fn example() -> Rules {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml");
-    Rules::parse(
-        "rules.example.toml",
-        &std::fs::read_to_string(path).unwrap(),
-    )
-    .unwrap()
 }
 
 fn state(clock: &Option<v1::SlaClock>) -> v1::SlaState {
@@ -60,14 +49,19 @@ async fn message(
         .expect("a reply or customer message answers with the ticket"))
 }
 
-async fn get(client: &mut TicketServiceClient<Channel>, id: &str) -> v1::GetTicketResponse {
+async fn create(client: &mut TicketServiceClient<Channel>, tier: &str) -> v1::Ticket {
     client
-        .get_ticket(v1::GetTicketRequest {
-            ticket_id: id.into(),
+        .create_ticket(v1::CreateTicketRequest {
+            subject: "Invoice shows the wrong VAT".into(),
+            customer: "acme".into(),
+            tier: tier.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner()
+        .ticket
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,18 +75,7 @@ async fn replies_meet_the_response_clocks_across_a_handoff() {
     let mut us = mesh.client("us-east").await;
     let mut eu = mesh.client("eu-west").await;
 
-    let created = us
-        .create_ticket(v1::CreateTicketRequest {
-            subject: "Invoice shows the wrong VAT".into(),
-            customer: "acme".into(),
-            tier: "standard".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let created = create(&mut us, "standard").await;
     let id = created.id.clone();
     let sla = created.sla.unwrap();
     // 480 business minutes from 10:00 New York: 18:00 the same day.
@@ -104,17 +87,7 @@ async fn replies_meet_the_response_clocks_across_a_handoff() {
 
     // Opening the ticket is not an answer.
     mesh.clock.set(minutes(5));
-    let opened = us
-        .update_ticket(v1::UpdateTicketRequest {
-            ticket_id: id.clone(),
-            status: Some(v1::Status::Open.into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let opened = set_status(&mut us, &id, v1::Status::Open).await;
     assert_eq!(
         state(&opened.sla.unwrap().first_response),
         v1::SlaState::Running,
@@ -264,17 +237,7 @@ async fn replies_meet_the_response_clocks_across_a_handoff() {
     // and resumes the same clock (still measured from the oldest unanswered
     // message), pushed back by the 10 paused business minutes.
     mesh.clock.set(minutes(75));
-    let pending = eu
-        .update_ticket(v1::UpdateTicketRequest {
-            ticket_id: id.clone(),
-            status: Some(v1::Status::Pending.into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let pending = set_status(&mut eu, &id, v1::Status::Pending).await;
     assert_eq!(
         state(&pending.sla.unwrap().next_response),
         v1::SlaState::Paused
@@ -332,18 +295,7 @@ async fn replies_meet_the_response_clocks_across_a_handoff() {
 async fn a_closed_ticket_takes_no_more_messages_and_bad_visibility_is_refused() {
     let mesh = Mesh::start(Options::default()).await;
     let mut us = mesh.client("us-east").await;
-    let ticket = us
-        .create_ticket(v1::CreateTicketRequest {
-            subject: "s".into(),
-            customer: "acme".into(),
-            tier: "enterprise".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let ticket = create(&mut us, "enterprise").await;
     let err = us
         .add_note(v1::AddNoteRequest {
             ticket_id: ticket.id.clone(),
@@ -361,13 +313,7 @@ async fn a_closed_ticket_takes_no_more_messages_and_bad_visibility_is_refused() 
     );
 
     for status in [v1::Status::Solved, v1::Status::Closed] {
-        us.update_ticket(v1::UpdateTicketRequest {
-            ticket_id: ticket.id.clone(),
-            status: Some(status.into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        set_status(&mut us, &ticket.id, status).await;
     }
     let before = get(&mut us, &ticket.id).await;
     for visibility in [v1::Visibility::Inbound, v1::Visibility::Public] {

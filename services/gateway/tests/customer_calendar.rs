@@ -9,25 +9,14 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{Mesh, Options};
+use common::{Mesh, Options, example_rules as example, set_status};
 use jiff::Timestamp;
 use meridian_proto::v1;
-use meridian_rules::{Metric, Pauses, Rules};
+use meridian_rules::{Metric, Pauses};
 
 fn at(t: &Option<prost_types::Timestamp>) -> Timestamp {
     let t = t.as_ref().unwrap();
     Timestamp::new(t.seconds, t.nanos).unwrap()
-}
-
-fn example() -> Rules {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml");
-    Rules::parse(
-        "rules.example.toml",
-        &std::fs::read_to_string(path).unwrap(),
-    )
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,13 +107,7 @@ async fn a_customer_calendar_overrides_the_tier_across_a_handoff() {
         tier.deadline_at
     );
 
-    us.update_ticket(v1::UpdateTicketRequest {
-        ticket_id: ticket.id.clone(),
-        status: Some(v1::Status::Open.into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    set_status(&mut us, &ticket.id, v1::Status::Open).await;
     let note = v1::HandoffNote {
         current_status: v1::Status::Open.into(),
         last_action: "asked the port for the container's status".into(),
@@ -167,26 +150,10 @@ async fn a_customer_calendar_overrides_the_tier_across_a_handoff() {
     // is 00:00–01:00 AEST): no business time lost in the customer's
     // calendar, so the deadline stays. In the tier's calendar (us-east's
     // shifts, on at 10:00 New York) the same hour would move it.
-    eu.update_ticket(v1::UpdateTicketRequest {
-        ticket_id: ticket.id.clone(),
-        status: Some(v1::Status::Pending.into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    set_status(&mut eu, &ticket.id, v1::Status::Pending).await;
     mesh.clock
         .set(created_at + jiff::SignedDuration::from_hours(1));
-    let resumed = eu
-        .update_ticket(v1::UpdateTicketRequest {
-            ticket_id: ticket.id.clone(),
-            status: Some(v1::Status::Open.into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let resumed = set_status(&mut eu, &ticket.id, v1::Status::Open).await;
     let resolution = resumed.sla.unwrap().resolution.unwrap();
     assert_eq!(resolution.state, v1::SlaState::Running as i32);
     assert_eq!(

@@ -80,6 +80,49 @@ pub fn region(name: &str) -> RegionId {
     RegionId::new(name).unwrap()
 }
 
+/// The workspace's example rules, which every mesh runs.
+pub fn example_rules() -> meridian_rules::Rules {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml");
+    meridian_rules::Rules::parse(
+        "rules.example.toml",
+        &std::fs::read_to_string(path).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Moves a ticket to `status` through `client`'s region; the ticket after.
+pub async fn set_status(
+    client: &mut TicketServiceClient<Channel>,
+    id: &str,
+    status: v1::Status,
+) -> v1::Ticket {
+    client
+        .update_ticket(v1::UpdateTicketRequest {
+            ticket_id: id.into(),
+            status: Some(status.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap()
+}
+
+/// A ticket with its notes and conflicts, as `client`'s region holds it.
+pub async fn get_ticket(
+    client: &mut TicketServiceClient<Channel>,
+    id: &str,
+) -> v1::GetTicketResponse {
+    client
+        .get_ticket(v1::GetTicketRequest {
+            ticket_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 impl Mesh {
     /// Starts three gateways.
     pub async fn start(options: Options<'_>) -> Mesh {

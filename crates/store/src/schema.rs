@@ -41,6 +41,9 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0001_init.sql"),
     },
     Migration::portable(2, include_str!("../migrations/0002_writer_generation.sql")),
+    // Version 3 is taken by another branch (notes); versions are applied in
+    // this list's order, each once, so 3 slots in here when it merges.
+    Migration::portable(4, include_str!("../migrations/0004_idempotency_keys.sql")),
 ];
 
 /// The newest schema version this build knows.

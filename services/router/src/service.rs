@@ -407,6 +407,7 @@ impl RouterApi {
                         ticket: created.ticket,
                         attempts,
                         warning,
+                        replayed: created.replayed,
                     }));
                 }
                 Err(status) if status.code() == Code::InvalidArgument => {

@@ -110,12 +110,15 @@ fn convert_create(
 
 /// Whether a failed forward may nevertheless have created the ticket: the
 /// gateway may have committed before the answer was lost (a timeout, a
-/// cut stream) or committed and then missed its durability tier
-/// (`DEADLINE_EXCEEDED`). A refusal or an unreachable gateway did not.
+/// cut stream), or committed and then missed its durability tier
+/// (`DEADLINE_EXCEEDED`). `UNAVAILABLE` counts too: tonic reports an HTTP/2
+/// connection lost mid-call (a keepalive ping timing out on a slow link)
+/// with the same code as a refused connection, and only the first may
+/// have committed. A refusal of the ticket did not create it.
 fn outcome_unknown(code: Code) -> bool {
     matches!(
         code,
-        Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+        Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Unavailable
     )
 }
 

@@ -5,7 +5,6 @@
 // Test helpers outside `#[test]` functions: a failure should stop the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[allow(dead_code)] // The shared harness serves router.rs too.
 mod support;
 
 use meridian_proto::v1;
@@ -93,5 +92,53 @@ async fn submitting_twice_with_one_key_makes_one_ticket() {
         "{}",
         bad.message()
     );
+    mesh.stop().await;
+}
+
+/// The first forward commits but its answer arrives after the router's
+/// forward timeout; the router retries the same gateway with the same key
+/// and gets that ticket back, rather than creating a second one elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_that_timed_out_after_committing_is_answered_not_duplicated() {
+    let mut mesh = Mesh::start_proxied(NOON, "east").await;
+    let mut router = mesh.router().await;
+    // One way 700 ms: the request reaches east at ~0.7 s and commits, the
+    // answer would be back at ~1.4 s, past the 1 s forward timeout.
+    mesh.proxy
+        .as_ref()
+        .unwrap()
+        .set_delay(std::time::Duration::from_millis(700));
+    let submit =
+        tokio::spawn(async move { router.submit_ticket(keyed("invoice wrong", "slow-1")).await });
+    // After east committed, before the router gives up: the retry's
+    // bytes go straight through (the first answer's stay delayed).
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    mesh.proxy
+        .as_ref()
+        .unwrap()
+        .set_delay(std::time::Duration::ZERO);
+    let submitted = submit.await.unwrap().unwrap().into_inner();
+    assert_eq!(submitted.region, "east", "{:?}", submitted.attempts);
+    assert_eq!(submitted.attempts.len(), 2, "{:?}", submitted.attempts);
+    let first = &submitted.attempts[0];
+    // tonic's own deadline (CANCELLED) or the router's (DEADLINE_EXCEEDED),
+    // whichever fires first.
+    assert!(
+        first.region == "east"
+            && !first.created
+            && matches!(first.error_code.as_str(), "Cancelled" | "DeadlineExceeded"),
+        "{first:?}"
+    );
+    assert_eq!(submitted.attempts[1].region, "east");
+    assert!(submitted.attempts[1].created);
+    assert!(
+        submitted.replayed,
+        "the retry found the first attempt's ticket"
+    );
+    let mut total = 0;
+    for region in ["east", "west", "south"] {
+        total += tickets_at(&mut mesh, region).await.len();
+    }
+    assert_eq!(total, 1, "one ticket in the whole mesh");
     mesh.stop().await;
 }

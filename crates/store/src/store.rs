@@ -894,6 +894,18 @@ impl Store {
         Ok(found)
     }
 
+    /// The ticket an idempotency key's digest names here, if any: a read
+    /// outside the writer, so only a hint (the writer's lookup decides).
+    /// The gateway uses it to trace a replay in the ticket's own trace.
+    pub async fn idempotent_ticket(&self, key_digest: &str) -> Result<Option<TicketId>> {
+        let row = sqlx::query("SELECT ticket_id FROM idempotency_keys WHERE key_digest = $1")
+            .bind(key_digest)
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        row.map(|row| codec::parsed::<TicketId>(&row, "idempotency_keys", "ticket_id"))
+            .transpose()
+    }
+
     /// Every event of a ticket, from every origin, in HLC order (ties broken
     /// by origin, then origin_seq).
     pub async fn events_for_ticket(&self, id: TicketId) -> Result<Vec<EventEnvelope>> {

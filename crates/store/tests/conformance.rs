@@ -3150,6 +3150,11 @@ mod cases {
         assert_eq!(replayed.status, Status::Open, "the ticket as it is now");
         assert_eq!((origin_region, origin_seq), (us(), 1));
         assert!(store.get_ticket(retry.id).await.unwrap().is_none());
+        assert_eq!(
+            store.idempotent_ticket("key-k1").await.unwrap(),
+            Some(first.id)
+        );
+        assert_eq!(store.idempotent_ticket("key-none").await.unwrap(), None);
         assert_eq!(event_count(store).await, 2, "the create and the update");
         assert_eq!(store.local_head().await.unwrap(), 2);
         // Another key is another creation.

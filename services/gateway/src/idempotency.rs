@@ -83,8 +83,8 @@ pub(crate) async fn prune(api: TicketApi) {
                     }
                 }
                 Err(error) => {
-                    // A standby or superseded replica cannot write; the
-                    // active one prunes.
+                    // Only the active replica runs this task; a store
+                    // that was superseded refuses, and its process stops.
                     tracing::debug!(error = %error, "idempotency keys not pruned");
                     break;
                 }

@@ -76,7 +76,19 @@ impl TicketApi {
             None => None,
         };
         let id = self.mint(meta.at, TicketId::mint)?;
-        let span = spans::ticket_span(Step::Create, &self.inner.region, id, Some(&metadata));
+        // A retry of a committed create is traced in that ticket's trace
+        // (its id is the trace id), not in one of an id no ticket has.
+        let traced = match &keyed {
+            Some((store_key, _)) => self
+                .inner
+                .store
+                .idempotent_ticket(&store_key.key_digest)
+                .await
+                .map_err(from_store)?
+                .unwrap_or(id),
+            None => id,
+        };
+        let span = spans::ticket_span(Step::Create, &self.inner.region, traced, Some(&metadata));
         meta.traceparent = traceparent_of(&span).or(meta.traceparent);
         self.create_in_span(id, new, keyed, meta)
             .instrument(span)

@@ -76,6 +76,11 @@ pub enum TicketCommand {
         /// low, normal, high or urgent.
         #[arg(long, default_value = "normal")]
         priority: String,
+        /// Names this creation so that running the command again (after a
+        /// timeout, say) answers the same ticket instead of creating another.
+        /// 1..=128 printable ASCII characters, kept at least 24 hours.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
     /// Submit a ticket through the router: it goes to the region on shift.
     Submit {
@@ -115,6 +120,11 @@ pub enum TicketCommand {
         /// low, normal, high or urgent.
         #[arg(long, default_value = "normal")]
         priority: String,
+        /// Names this creation so that running the command again (after a
+        /// timeout, say) answers the same ticket instead of creating another.
+        /// 1..=128 printable ASCII characters, kept at least 24 hours.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
     /// Hand a ticket to another region with a structured note. Returns once
     /// the target's acceptance is durable there.
@@ -232,6 +242,7 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             language,
             residency,
             priority,
+            idempotency_key,
         } => {
             // Fields without a flag yet keep their defaults.
             #[allow(clippy::needless_update)]
@@ -244,6 +255,7 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 language,
                 residency,
                 priority: parse_priority(&priority)?.into(),
+                idempotency_key: idempotency_key.unwrap_or_default(),
                 ..Default::default()
             };
             let mut client = conn.client().await?;
@@ -255,7 +267,13 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             let ticket = response
                 .ticket
                 .context("gateway answered without the ticket")?;
-            conn.print(&ticket_json(&ticket), &ticket_table(&ticket));
+            let mut value = ticket_json(&ticket);
+            value["replayed"] = json!(response.replayed);
+            let mut table = ticket_table(&ticket);
+            if response.replayed {
+                table.push_str(REPLAYED_LINE);
+            }
+            conn.print(&value, &table);
         }
         TicketCommand::Submit {
             router,
@@ -270,6 +288,7 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             skills,
             residency,
             priority,
+            idempotency_key,
         } => {
             let ticket = v1::CreateTicketRequest {
                 subject,
@@ -279,6 +298,7 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 skills,
                 residency,
                 priority: parse_priority(&priority)?.into(),
+                idempotency_key: idempotency_key.unwrap_or_default(),
                 ..Default::default()
             };
             let endpoint = endpoint(
@@ -327,6 +347,7 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             value["reason"] = json!(reason);
             value["warning"] = json!(response.warning);
             value["acknowledgement"] = json!(response.acknowledgement);
+            value["replayed"] = json!(response.replayed);
             let mut table = format!(
                 "routed to   {} (rules {})\n",
                 response.region, response.rules_version
@@ -343,6 +364,9 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                     "tried       {} first: {} {}\n",
                     attempt.region, attempt.error_code, attempt.error
                 ));
+            }
+            if response.replayed {
+                table.push_str(REPLAYED_LINE);
             }
             table.push_str(&ticket_table(&created));
             match output {
@@ -788,6 +812,10 @@ fn conflict_json(c: &v1::Conflict) -> Value {
         "recorded_at": time_json(c.recorded_at.as_ref()),
     })
 }
+
+/// Said when an idempotency key answered a ticket created earlier.
+const REPLAYED_LINE: &str =
+    "replayed    this idempotency key had already created the ticket; nothing new was created\n";
 
 fn ticket_table(t: &v1::Ticket) -> String {
     let owner = t.owner.clone().unwrap_or_default();

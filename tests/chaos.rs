@@ -786,6 +786,7 @@ fn create_request(n: u64) -> v1::CreateTicketRequest {
         language: "en".into(),
         residency: Vec::new(),
         priority: v1::Priority::Normal as i32,
+        idempotency_key: String::new(),
     }
 }
 

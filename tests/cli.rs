@@ -212,6 +212,43 @@ fn up_create_get_and_a_refused_non_owner_update() {
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["owner"]["region"], "us-east");
     assert_eq!(created["status"], "new");
+    assert_eq!(created["replayed"], false);
+
+    // With --idempotency-key, running the command again answers the same
+    // ticket (scoped to the token's subject) and says it was a replay.
+    let keyed = |subject: &str| {
+        mesh.cli(
+            "agent-us-east",
+            &[
+                "ticket",
+                "create",
+                "--target",
+                &us,
+                "--subject",
+                subject,
+                "--customer",
+                "acme",
+                "--idempotency-key",
+                "cli-order-7",
+                "--output",
+                "json",
+            ],
+        )
+    };
+    let first = json(&keyed("Printer jammed"));
+    assert_eq!(first["replayed"], false, "{first}");
+    let again = json(&keyed("Printer jammed"));
+    assert_eq!(again["replayed"], true, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    let other = keyed("Printer fixed itself");
+    assert_eq!(other.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        stderr.contains("ALREADY_EXISTS")
+            && stderr.contains("cli-order-7")
+            && stderr.contains(first["id"].as_str().unwrap()),
+        "{stderr}"
+    );
 
     let got = json(&mesh.cli(
         "agent-us-east",
@@ -319,6 +356,33 @@ fn up_create_get_and_a_refused_non_owner_update() {
     ));
     let routed_to = submitted["routed_to"].as_str().unwrap().to_owned();
     assert_eq!(submitted["owner"]["region"], routed_to.as_str());
+    assert_eq!(submitted["replayed"], false);
+    let submit_keyed = || {
+        json(&mesh.cli(
+            "agent-eu-west",
+            &[
+                "ticket",
+                "submit",
+                "--router",
+                &mesh.router,
+                "--subject",
+                "Refund twice?",
+                "--customer",
+                "acme",
+                "--idempotency-key",
+                "refund-1",
+                "--output",
+                "json",
+            ],
+        ))
+    };
+    let first = submit_keyed();
+    let again = submit_keyed();
+    assert_eq!(
+        (&first["replayed"], &again["replayed"]),
+        (&false.into(), &true.into())
+    );
+    assert_eq!(first["id"], again["id"], "one ticket for one key");
     let at_gateway = json(&mesh.cli(
         "sre",
         &[

@@ -45,6 +45,7 @@ fn requests(dir: &Path) -> Result<()> {
         language: "en".into(),
         residency: vec!["eu-west".into(), "us-east".into()],
         priority: v1::Priority::Urgent.into(),
+        idempotency_key: String::new(),
     };
     request(dir, "create", 0, &create)?;
     let minimal = v1::CreateTicketRequest { subject: "s".into(), customer: "c".into(), ..Default::default() };

@@ -47,6 +47,7 @@ fn stored() -> &'static Ticket {
             language: "en".into(),
             residency: vec![HOME.into(), "us-east".into()],
             priority: v1::Priority::High.into(),
+            idempotency_key: String::new(),
         };
         let new = core::NewTicket::try_from(req).unwrap_or_else(|e| panic!("the harness's ticket is valid: {e}"));
         let owner = Ownership::new(home(), HOME_INDEX, Epoch::initial(HOME_INDEX))
@@ -57,7 +58,7 @@ fn stored() -> &'static Ticket {
 }
 
 fn create(req: v1::CreateTicketRequest) {
-    let Ok(new) = core::NewTicket::try_from(req) else { return };
+    let Ok((new, key)) = convert::create_from_proto(req) else { return };
     let owner = stored().owner.clone();
     let Ok(ticket) = Ticket::create(TicketId::new_v7(now(), [1; 10]), new.clone(), owner, now()) else {
         panic!("Ticket::create refused a NewTicket that conversion accepted");
@@ -73,9 +74,10 @@ fn create(req: v1::CreateTicketRequest) {
         language: shown.language,
         residency: shown.residency,
         priority: shown.priority,
+        idempotency_key: key.as_ref().map(ToString::to_string).unwrap_or_default(),
     };
-    match core::NewTicket::try_from(again) {
-        Ok(back) => assert_eq!(back, new, "conversion is not idempotent"),
+    match convert::create_from_proto(again) {
+        Ok(back) => assert_eq!(back, (new, key), "conversion is not idempotent"),
         Err(e) => panic!("an accepted ticket's own encoding is refused: {e}"),
     }
 }

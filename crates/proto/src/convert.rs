@@ -235,6 +235,27 @@ fn slug_set<T: Ord>(
         .collect()
 }
 
+/// Reads an idempotency key: empty is none, anything else must be a valid
+/// [`core::IdempotencyKey`].
+pub fn idempotency_key(field: &str, raw: &str) -> Result<Option<core::IdempotencyKey>> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    core::IdempotencyKey::new(raw)
+        .map(Some)
+        .map_err(|e| ConvertError::new(field, strip_field(e)))
+}
+
+/// Reads a create request: the new ticket and its idempotency key, if any.
+pub fn create_from_proto(
+    mut req: v1::CreateTicketRequest,
+) -> Result<(core::NewTicket, Option<core::IdempotencyKey>)> {
+    let key = idempotency_key("idempotency_key", &std::mem::take(&mut req.idempotency_key))?;
+    Ok((core::NewTicket::try_from(req)?, key))
+}
+
+/// Validates every field but the idempotency key (see
+/// [`create_from_proto`], which reads both).
 impl TryFrom<v1::CreateTicketRequest> for core::NewTicket {
     type Error = ConvertError;
 
@@ -358,6 +379,24 @@ mod tests {
             language: String::new(),
             residency: vec!["eu-west".into()],
             priority: v1::Priority::Urgent.into(),
+            idempotency_key: String::new(),
+        }
+    }
+
+    #[test]
+    fn idempotency_key_is_optional_and_checked_by_name() {
+        let (_, key) = create_from_proto(create()).unwrap();
+        assert_eq!(key, None, "empty means no key");
+        let mut keyed = create();
+        keyed.idempotency_key = "order-42".into();
+        let (new, key) = create_from_proto(keyed).unwrap();
+        assert_eq!(key.as_ref().map(|k| k.as_str()), Some("order-42"));
+        assert_eq!(new, core::NewTicket::try_from(create()).unwrap());
+        for bad in ["x".repeat(129), "caf\u{e9}".to_owned(), "a\tb".to_owned()] {
+            let mut req = create();
+            req.idempotency_key = bad.clone();
+            let err = create_from_proto(req).unwrap_err();
+            assert_eq!(err.field, "idempotency_key", "{bad:?}: {err}");
         }
     }
 

@@ -3,7 +3,8 @@
 use meridian_core::{Epoch, RegionId, TicketId};
 
 /// Why a store operation failed. The refusals (`Fenced`, `TicketNotFound`,
-/// `Duplicate`, `Invalid`, `Gap`) guarantee that nothing was written; their
+/// `Duplicate`, `Invalid`, `Gap`,
+/// `IdempotencyConflict`) guarantee that nothing was written; their
 /// messages name the thing that was wrong and never carry SQL.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,6 +42,11 @@ pub enum Error {
         held: u64,
         current: u64,
     },
+    /// A creation's idempotency key is already bound to another request: the
+    /// same caller and key, a different validated request. Names the ticket
+    /// the key created; nothing was written.
+    #[error("the idempotency key already created ticket {ticket_id} from a different request")]
+    IdempotencyConflict { ticket_id: TicketId },
     /// The store was closed (or its writer task is gone).
     #[error("store is closed")]
     Closed,

@@ -30,7 +30,9 @@ mod store;
 mod writer;
 
 use jiff::Timestamp;
-use meridian_core::{Epoch, Note, RegionId, Status, Ticket, TicketChanges, TicketId, Tier};
+use meridian_core::{
+    Epoch, EventEnvelope, Note, RegionId, Status, Ticket, TicketChanges, TicketId, Tier,
+};
 
 pub use config::{
     BATCH_MAX_DEFAULT, Backend, MAX_CONNECTIONS_DEFAULT, QUEUE_CAPACITY_DEFAULT, StoreConfig,
@@ -46,6 +48,35 @@ pub use store::{
     SystemClock, WriteMeta,
 };
 pub use writer::WriterStats;
+
+/// The longest digest an [`IdempotencyKey`] may carry (a SHA-256 in hex is 64).
+pub const IDEMPOTENCY_DIGEST_LEN_MAX: usize = 128;
+
+/// A creation's idempotency key as the store keeps it
+/// ([`Store::create_ticket_idempotent`]): digests the caller computed, so the
+/// store holds neither the caller's identity nor the request's text twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// Digest of the caller's scope and key: unique per region.
+    pub key_digest: String,
+    /// Digest of the validated request the key was first used with.
+    pub request_digest: String,
+}
+
+/// What a keyed creation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// The ticket was created now: its `TicketCreated` event.
+    Created(EventEnvelope),
+    /// The key had already created a ticket from the same request; nothing
+    /// was written. The ticket is as it is now, and the creation event's
+    /// place in its origin's log.
+    Replayed {
+        ticket: Ticket,
+        origin_region: RegionId,
+        origin_seq: u64,
+    },
+}
 
 /// A ticket with everything shown alongside it.
 #[derive(Debug, Clone, PartialEq, Eq)]

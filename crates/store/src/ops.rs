@@ -20,7 +20,7 @@ use meridian_core::{
 use sqlx::{AnyConnection, any::AnyRow};
 
 use crate::{
-    Backend, Error, WriteMeta,
+    Backend, CreateOutcome, Error, IDEMPOTENCY_DIGEST_LEN_MAX, IdempotencyKey, WriteMeta,
     codec::{
         self, Bind, EventRow, SqlBuilder, TICKET_COLUMNS, bind_note, bind_ticket, conflicts,
         events, millis, notes, tickets, to_db,
@@ -307,6 +307,95 @@ impl<'c> WriteTx<'c> {
             .local_write(ticket.id, ticket.owner.epoch, kind, meta)
             .await?;
         Ok(event)
+    }
+
+    /// A creation under an idempotency key (issue 17). The key is looked up
+    /// first, under the transaction's log-head lock, so no other writer of
+    /// the region can commit the same key in between: a key that named the
+    /// same request answers that ticket as it is now and writes nothing; a
+    /// key that named another request is refused. Otherwise the ticket is
+    /// created and the key recorded in this same transaction, so a commit
+    /// holds both or neither.
+    pub(crate) async fn create_ticket_keyed(
+        &mut self,
+        ticket: &Ticket,
+        meta: &WriteMeta,
+        key: &IdempotencyKey,
+    ) -> Result<CreateOutcome, Fail> {
+        for (field, digest) in [
+            ("idempotency key digest", &key.key_digest),
+            ("idempotency request digest", &key.request_digest),
+        ] {
+            if digest.is_empty() || digest.len() > IDEMPOTENCY_DIGEST_LEN_MAX {
+                return Err(refused(Error::invalid(
+                    "idempotency_key",
+                    format!(
+                        "{field} must be 1..={IDEMPOTENCY_DIGEST_LEN_MAX} characters, not {}",
+                        digest.len()
+                    ),
+                )));
+            }
+        }
+        if let Some(row) = sqlx::query(
+            "SELECT request_digest, ticket_id, origin_region, origin_seq \
+             FROM idempotency_keys WHERE key_digest = $1",
+        )
+        .bind(key.key_digest.as_str())
+        .fetch_optional(&mut *self.conn)
+        .await?
+        {
+            let table = "idempotency_keys";
+            let ticket_id = codec::parsed::<TicketId>(&row, table, "ticket_id")?;
+            if codec::text(&row, table, "request_digest")? != key.request_digest {
+                return Err(refused(Error::IdempotencyConflict { ticket_id }));
+            }
+            let origin_region = codec::parsed::<RegionId>(&row, table, "origin_region")?;
+            let origin_seq = codec::uint(&row, table, "origin_seq")?;
+            let Some(ticket) = self.ticket_row(ticket_id).await? else {
+                return Err(Fail::Abort(Error::Corrupt(format!(
+                    "idempotency_keys: the key names ticket {ticket_id}, which is not here"
+                ))));
+            };
+            return Ok(CreateOutcome::Replayed {
+                ticket,
+                origin_region,
+                origin_seq,
+            });
+        }
+        let event = self.create_ticket(ticket, meta).await?;
+        sqlx::query(
+            "INSERT INTO idempotency_keys \
+             (key_digest, request_digest, ticket_id, origin_region, origin_seq, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(key.key_digest.as_str())
+        .bind(key.request_digest.as_str())
+        .bind(event.ticket_id.to_string())
+        .bind(event.origin_region.as_str())
+        .bind(to_db(event.origin_seq, "origin_seq")?)
+        .bind(millis(meta.at))
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(CreateOutcome::Created(event))
+    }
+
+    /// Deletes up to `limit` idempotency keys recorded before `before`.
+    pub(crate) async fn prune_idempotency_keys(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, Fail> {
+        // A bounded batch: a long backlog is cleared over several calls
+        // instead of holding the region's write lock for one long delete.
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE key_digest IN \
+             (SELECT key_digest FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
+        )
+        .bind(millis(before))
+        .bind(i64::from(limit))
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Creates a run of tickets, each answered exactly as

@@ -22,8 +22,8 @@ use tokio::{
 };
 
 use crate::{
-    Backend, Error, QueueCounts, Result, StoreConfig, Synchronous, TicketFilter, TicketPage,
-    TicketRecord,
+    Backend, CreateOutcome, Error, IdempotencyKey, QueueCounts, Result, StoreConfig, Synchronous,
+    TicketFilter, TicketPage, TicketRecord,
     codec::{
         self, Bind, CONFLICT_COLUMNS, EVENT_COLUMNS, NOTE_COLUMNS, SqlBuilder, TICKET_COLUMNS,
         millis, to_db, truncate_ms, truncate_ticket_times,
@@ -335,6 +335,44 @@ impl Store {
         self.submit(|reply| Job::CreateTicket {
             ticket,
             meta,
+            reply,
+        })
+        .await
+    }
+
+    /// [`Store::create_ticket`] under an idempotency key: a key this store
+    /// already holds for the same request answers
+    /// [`CreateOutcome::Replayed`] and writes nothing; for another request it
+    /// is refused with [`Error::IdempotencyConflict`]. The key is recorded
+    /// in the creation's own transaction.
+    pub async fn create_ticket_idempotent(
+        &self,
+        mut ticket: Ticket,
+        meta: WriteMeta,
+        key: IdempotencyKey,
+    ) -> Result<CreateOutcome> {
+        truncate_ticket_times(&mut ticket);
+        if !ticket.residency.is_empty() {
+            self.inner
+                .pinned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.submit(|reply| Job::CreateTicketKeyed {
+            ticket,
+            meta,
+            key,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes up to `limit` idempotency keys recorded before `before`;
+    /// returns how many it deleted. Callers keep keys at least as long as
+    /// a retry may come (the gateway: 24 hours).
+    pub async fn prune_idempotency_keys(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.submit(|reply| Job::PruneIdempotencyKeys {
+            before,
+            limit,
             reply,
         })
         .await
@@ -878,6 +916,18 @@ impl Store {
             }
         }
         Ok(found)
+    }
+
+    /// The ticket an idempotency key's digest names here, if any: a read
+    /// outside the writer, so only a hint (the writer's lookup decides).
+    /// The gateway uses it to trace a replay in the ticket's own trace.
+    pub async fn idempotent_ticket(&self, key_digest: &str) -> Result<Option<TicketId>> {
+        let row = sqlx::query("SELECT ticket_id FROM idempotency_keys WHERE key_digest = $1")
+            .bind(key_digest)
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        row.map(|row| codec::parsed::<TicketId>(&row, "idempotency_keys", "ticket_id"))
+            .transpose()
     }
 
     /// Every event of a ticket, from every origin, in HLC order (ties broken

@@ -16,7 +16,7 @@ use sqlx::AnyPool;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
-    Backend, Error, Result, WriteMeta,
+    Backend, CreateOutcome, Error, IdempotencyKey, Result, WriteMeta,
     ops::{Fail, WriteTx},
     schema::begin_write,
 };
@@ -76,6 +76,19 @@ pub(crate) enum Job {
         meta: WriteMeta,
         reply: Reply<EventEnvelope>,
     },
+    /// A creation under an idempotency key. It never joins a run of plain
+    /// creations: its key is looked up and written one statement at a time.
+    CreateTicketKeyed {
+        ticket: Ticket,
+        meta: WriteMeta,
+        key: IdempotencyKey,
+        reply: Reply<CreateOutcome>,
+    },
+    PruneIdempotencyKeys {
+        before: jiff::Timestamp,
+        limit: u32,
+        reply: Reply<u64>,
+    },
     UpdateTicket {
         ticket_id: TicketId,
         kind: EventKind,
@@ -131,6 +144,29 @@ impl Job {
             } => {
                 let result = tx.create_ticket(ticket, meta).await;
                 reply.settle(result.map(|event| (event.clone(), vec![event])))
+            }
+            Job::CreateTicketKeyed {
+                ticket,
+                meta,
+                key,
+                reply,
+            } => {
+                let result = tx.create_ticket_keyed(ticket, meta, key).await;
+                reply.settle(result.map(|outcome| {
+                    let events = match &outcome {
+                        CreateOutcome::Created(event) => vec![event.clone()],
+                        CreateOutcome::Replayed { .. } => Vec::new(),
+                    };
+                    (outcome, events)
+                }))
+            }
+            Job::PruneIdempotencyKeys {
+                before,
+                limit,
+                reply,
+            } => {
+                let result = tx.prune_idempotency_keys(*before, *limit).await;
+                reply.settle(result.map(|deleted| (deleted, Vec::new())))
             }
             Job::UpdateTicket {
                 ticket_id,
@@ -222,6 +258,8 @@ impl Job {
             Job::UpdateTicket { reply, .. } | Job::Ownership { reply, .. } => reply.outcome = None,
             Job::IntakeSpike { reply, .. } => reply.outcome = None,
             Job::AddMessage { reply, .. } => reply.outcome = None,
+            Job::CreateTicketKeyed { reply, .. } => reply.outcome = None,
+            Job::PruneIdempotencyKeys { reply, .. } => reply.outcome = None,
             Job::ApplyRemote { reply, .. } => reply.outcome = None,
         }
     }
@@ -234,6 +272,8 @@ impl Job {
             Job::UpdateTicket { reply, .. } | Job::Ownership { reply, .. } => reply.answer(),
             Job::IntakeSpike { reply, .. } => reply.answer(),
             Job::AddMessage { reply, .. } => reply.answer(),
+            Job::CreateTicketKeyed { reply, .. } => reply.answer(),
+            Job::PruneIdempotencyKeys { reply, .. } => reply.answer(),
             Job::ApplyRemote { reply, .. } => reply.answer(),
         }
     }
@@ -248,6 +288,8 @@ impl Job {
             }
             Job::IntakeSpike { reply, .. } => reply.send(Err(error)),
             Job::AddMessage { reply, .. } => reply.send(Err(error)),
+            Job::CreateTicketKeyed { reply, .. } => reply.send(Err(error)),
+            Job::PruneIdempotencyKeys { reply, .. } => reply.send(Err(error)),
             Job::ApplyRemote { reply, .. } => reply.send(Err(error)),
         }
     }

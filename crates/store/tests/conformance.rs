@@ -424,6 +424,11 @@ conformance!(
     runs_of_creations_and_notes_apply_in_bulk_like_one_by_one,
     shift_summaries_are_recorded_once_and_replicate,
     a_message_and_its_clock_change_are_written_together_or_not_at_all,
+    a_keyed_create_retried_answers_the_same_ticket,
+    a_key_with_another_request_is_refused_and_writes_nothing,
+    a_key_commits_with_its_ticket_or_not_at_all,
+    keyed_creates_racing_across_replicas_make_one_ticket,
+    idempotency_keys_are_pruned_by_age,
 );
 
 #[cfg(test)]
@@ -431,7 +436,7 @@ mod cases {
     use std::{collections::BTreeSet, time::Duration};
 
     use meridian_core::{Epoch, EventKind, Priority, Status, TicketChanges, Tier};
-    use meridian_store::{Backend, Error, TicketFilter};
+    use meridian_store::{Backend, CreateOutcome, Error, TicketFilter};
     use tokio::sync::broadcast::error::TryRecvError;
 
     use crate::{fixtures::*, harness::Ctx};
@@ -3160,5 +3165,300 @@ mod cases {
             store.shift_summaries(Some(&eu()), 10).await.unwrap(),
             [theirs]
         );
+    }
+
+    // ---- idempotency keys (issue 17) ----
+
+    fn key(name: &str, request: &str) -> meridian_store::IdempotencyKey {
+        meridian_store::IdempotencyKey {
+            key_digest: format!("key-{name}"),
+            request_digest: format!("request-{request}"),
+        }
+    }
+
+    fn created(outcome: CreateOutcome) -> meridian_core::EventEnvelope {
+        match outcome {
+            CreateOutcome::Created(event) => event,
+            other => panic!("expected a creation, got {other:?}"),
+        }
+    }
+
+    async fn key_rows(ctx: &Ctx) -> Vec<(String, String, String, i64)> {
+        use sqlx::Row;
+        let mut raw = ctx.raw().await;
+        sqlx::query(
+            "SELECT key_digest, request_digest, ticket_id, origin_seq FROM idempotency_keys ORDER BY key_digest",
+        )
+        .fetch_all(&mut raw)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<String, _>(0),
+                r.get::<String, _>(1),
+                r.get::<String, _>(2),
+                r.get::<i64, _>(3),
+            )
+        })
+        .collect()
+    }
+
+    pub async fn a_keyed_create_retried_answers_the_same_ticket(ctx: Ctx) {
+        let store = &ctx.store;
+        let first = ticket(&us());
+        let event = created(
+            store
+                .create_ticket_idempotent(first.clone(), meta(HLC0), key("k1", "a"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!((event.ticket_id, event.origin_seq), (first.id, 1));
+        // A retry mints a fresh id and a later instant: the key answers the
+        // ticket the first attempt created, as it is now.
+        store
+            .update_ticket(
+                first.id,
+                TicketChanges {
+                    epoch: first.owner.epoch,
+                    status: Some(Status::Open),
+                    ..Default::default()
+                },
+                meta(HLC0 + 1),
+            )
+            .await
+            .unwrap();
+        let retry = ticket(&us());
+        let outcome = store
+            .create_ticket_idempotent(retry.clone(), meta(HLC0 + 2), key("k1", "a"))
+            .await
+            .unwrap();
+        let CreateOutcome::Replayed {
+            ticket: replayed,
+            origin_region,
+            origin_seq,
+        } = outcome
+        else {
+            panic!("expected a replay, got {outcome:?}");
+        };
+        assert_eq!(replayed.id, first.id);
+        assert_eq!(replayed.status, Status::Open, "the ticket as it is now");
+        assert_eq!((origin_region, origin_seq), (us(), 1));
+        assert!(store.get_ticket(retry.id).await.unwrap().is_none());
+        assert_eq!(
+            store.idempotent_ticket("key-k1").await.unwrap(),
+            Some(first.id)
+        );
+        assert_eq!(store.idempotent_ticket("key-none").await.unwrap(), None);
+        assert_eq!(event_count(store).await, 2, "the create and the update");
+        assert_eq!(store.local_head().await.unwrap(), 2);
+        // Another key is another creation.
+        let other = ticket(&us());
+        let event = created(
+            store
+                .create_ticket_idempotent(other.clone(), meta(HLC0 + 3), key("k2", "a"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!((event.ticket_id, event.origin_seq), (other.id, 3));
+    }
+
+    pub async fn a_key_with_another_request_is_refused_and_writes_nothing(ctx: Ctx) {
+        let store = &ctx.store;
+        let first = ticket(&us());
+        store
+            .create_ticket_idempotent(first.clone(), meta(HLC0), key("k1", "a"))
+            .await
+            .unwrap();
+        let err = store
+            .create_ticket_idempotent(ticket(&us()), meta(HLC0 + 1), key("k1", "b"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::IdempotencyConflict { ticket_id } if *ticket_id == first.id),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&first.id.to_string()), "{err}");
+        assert_eq!(event_count(store).await, 1);
+        assert_eq!(store.local_head().await.unwrap(), 1);
+        assert_eq!(
+            key_rows(&ctx).await,
+            [(
+                "key-k1".to_owned(),
+                "request-a".to_owned(),
+                first.id.to_string(),
+                1
+            )],
+            "the key still names the first request"
+        );
+    }
+
+    pub async fn a_key_commits_with_its_ticket_or_not_at_all(ctx: Ctx) {
+        let store = &ctx.store;
+        let taken = ticket(&us());
+        store
+            .create_ticket(taken.clone(), meta(HLC0))
+            .await
+            .unwrap();
+        // A keyed create refused after its key was looked up (the id is
+        // taken) leaves no key behind.
+        let err = store
+            .create_ticket_idempotent(taken.clone(), meta(HLC0 + 1), key("k1", "a"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Duplicate(_)), "{err}");
+        assert!(key_rows(&ctx).await.is_empty(), "no key without its ticket");
+        // In a batch beside other writes, the key and the ticket commit
+        // together, and survive a restart together.
+        let mut tasks = Vec::new();
+        for i in 0..8u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let t = ticket(&us());
+                if i == 3 {
+                    store
+                        .create_ticket_idempotent(t, meta(HLC0 + 10 + i), key("k2", "a"))
+                        .await
+                        .map(|o| created(o).ticket_id)
+                } else {
+                    store
+                        .create_ticket(t, meta(HLC0 + 10 + i))
+                        .await
+                        .map(|e| e.ticket_id)
+                }
+            }));
+        }
+        let mut keyed_id = None;
+        for (i, task) in tasks.into_iter().enumerate() {
+            let id = task.await.unwrap().unwrap();
+            if i == 3 {
+                keyed_id = Some(id);
+            }
+        }
+        let keyed_id = keyed_id.unwrap();
+        let mut ctx = ctx;
+        ctx.reopen().await;
+        let rows = key_rows(&ctx).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].2, keyed_id.to_string());
+        let event = ctx
+            .store
+            .events_for_ticket(keyed_id)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            rows[0].3, event.origin_seq as i64,
+            "the key names the creation event"
+        );
+        let again = ctx
+            .store
+            .create_ticket_idempotent(ticket(&us()), meta(HLC0 + 30), key("k2", "a"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&again, CreateOutcome::Replayed { ticket, .. } if ticket.id == keyed_id),
+            "{again:?}"
+        );
+    }
+
+    pub async fn keyed_creates_racing_across_replicas_make_one_ticket(ctx: Ctx) {
+        // Two gateway replicas of one region, each asked the same create
+        // many times at once (a client retrying impatiently).
+        let other = ctx.open_another().await;
+        let mut tasks = Vec::new();
+        for i in 0..20u64 {
+            let store = if i % 2 == 0 {
+                ctx.store.clone()
+            } else {
+                other.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                store
+                    .create_ticket_idempotent(ticket(&us()), meta(HLC0 + i), key("k1", "a"))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut created_ids = Vec::new();
+        let mut replayed_ids = BTreeSet::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                CreateOutcome::Created(event) => created_ids.push(event.ticket_id),
+                CreateOutcome::Replayed { ticket, .. } => {
+                    replayed_ids.insert(ticket.id);
+                }
+            }
+        }
+        assert_eq!(created_ids.len(), 1, "exactly one attempt creates");
+        assert_eq!(
+            replayed_ids.len(),
+            1,
+            "every other attempt answers that ticket"
+        );
+        assert!(replayed_ids.contains(&created_ids[0]));
+        assert_eq!(event_count(&ctx.store).await, 1);
+        assert_eq!(ctx.store.local_head().await.unwrap(), 1);
+    }
+
+    pub async fn idempotency_keys_are_pruned_by_age(ctx: Ctx) {
+        let store = &ctx.store;
+        let old = ticket(&us());
+        store
+            .create_ticket_idempotent(old.clone(), meta(HLC0), key("old", "a"))
+            .await
+            .unwrap();
+        store
+            .create_ticket_idempotent(ticket(&us()), meta(HLC0 + 5_000), key("new", "a"))
+            .await
+            .unwrap();
+        // Nothing is older than the oldest key.
+        assert_eq!(
+            store
+                .prune_idempotency_keys(ms(HLC0 as i64), 100)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .prune_idempotency_keys(ms(HLC0 as i64 + 1), 100)
+                .await
+                .unwrap(),
+            1
+        );
+        let rows = key_rows(&ctx).await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, "key-new");
+        // A pruned key is free again: it creates a new ticket (the ticket it
+        // named stays).
+        let again = ticket(&us());
+        let event = created(
+            store
+                .create_ticket_idempotent(again.clone(), meta(HLC0 + 6_000), key("old", "a"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(event.ticket_id, again.id);
+        assert!(store.get_ticket(old.id).await.unwrap().is_some());
+        // The batch limit holds.
+        for i in 0..3 {
+            store
+                .create_ticket_idempotent(
+                    ticket(&us()),
+                    meta(HLC0 + 7_000 + i),
+                    key(&format!("b{i}"), "a"),
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store
+                .prune_idempotency_keys(ms(HLC0 as i64 + 10_000), 2)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(key_rows(&ctx).await.len(), 3);
     }
 }

@@ -71,6 +71,16 @@ pub enum ApiError {
     Store(#[from] meridian_store::Error),
     #[error("ticket {0} not found")]
     TicketNotFound(core::TicketId),
+    /// A create's idempotency key already created another ticket from a
+    /// different request.
+    #[error(
+        "idempotency_key {key:?} already created ticket {ticket_id} from a different request; \
+         a new ticket needs a new key"
+    )]
+    IdempotencyConflict {
+        key: String,
+        ticket_id: core::TicketId,
+    },
     /// The region's lease may lapse: no owner-scoped write now.
     #[error("owner-scoped writes are fenced: {0}")]
     Fenced(String),
@@ -170,6 +180,7 @@ impl ApiError {
             A::Core(error) => core_code(error),
             A::Store(error) => store_code(error),
             A::TicketNotFound(_) | A::NoTakeover(_) => Code::NotFound,
+            A::IdempotencyConflict { .. } => Code::AlreadyExists,
             A::Residency { .. }
             | A::Sla { .. }
             | A::NoMesh
@@ -247,7 +258,7 @@ fn store_code(error: &meridian_store::Error) -> Code {
     match error {
         E::Fenced { .. } => Code::FailedPrecondition,
         E::TicketNotFound(_) => Code::NotFound,
-        E::Duplicate(_) => Code::AlreadyExists,
+        E::Duplicate(_) | E::IdempotencyConflict { .. } => Code::AlreadyExists,
         E::Invalid(inner) => core_code(inner),
         E::Closed | E::Superseded { .. } => Code::Unavailable,
         e if e.is_retryable() => Code::Unavailable,
@@ -263,6 +274,7 @@ fn store_message(error: &meridian_store::Error) -> String {
         E::Fenced { .. }
         | E::TicketNotFound(_)
         | E::Duplicate(_)
+        | E::IdempotencyConflict { .. }
         | E::Invalid(_)
         | E::Superseded { .. } => error.to_string(),
         E::Closed => "gateway is shutting down".to_owned(),

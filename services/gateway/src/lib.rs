@@ -31,6 +31,7 @@ pub mod error;
 pub mod escalation;
 pub mod failover;
 mod handoff;
+mod idempotency;
 mod mesh;
 mod metrics;
 mod notifications;
@@ -399,6 +400,7 @@ async fn serve_listeners(
         config.telemetry.queue_scan_interval,
     );
     let _conflict_watch = AbortOnDrop(tokio::spawn(conflicts::watch(api.clone())));
+    let _idempotency_prune = AbortOnDrop(tokio::spawn(idempotency::prune(api.clone())));
     let _lease_task = failover.as_ref().map(|failover| {
         let link = mesh.as_ref().map(|(_, link, _)| link.clone());
         AbortOnDrop(tokio::spawn(failover.clone().run(

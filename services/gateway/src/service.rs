@@ -16,7 +16,7 @@ use meridian_proto::{
     timestamp_to_proto,
     v1::{self, ticket_service_server::TicketService, watch_events_request::Scope},
 };
-use meridian_store::{ConflictRecord, Store, TicketFilter, WriteMeta};
+use meridian_store::{ConflictRecord, CreateOutcome, Store, TicketFilter, WriteMeta};
 use meridian_telemetry::propagation::traceparent_of;
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::{
     context::TicketApi,
     error::{ApiError, from_core, from_store, invalid},
-    handoff,
+    handoff, idempotency,
     spans::{self, Step},
     watch::{Stalled, WatchStream},
 };
@@ -65,19 +65,44 @@ impl TicketApi {
         request: Request<v1::CreateTicketRequest>,
     ) -> Result<Response<v1::CreateTicketResponse>, ApiError> {
         self.check_gate()?;
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
         let mut meta = self.write_meta(&metadata);
-        let new = meridian_core::NewTicket::try_from(message).map_err(invalid)?;
+        let (new, key) = convert::create_from_proto(message).map_err(invalid)?;
+        let keyed = match key {
+            Some(key) => {
+                let scope = idempotency::scope(extensions.get::<meridian_auth::Principal>(), &new);
+                Some((idempotency::store_key(&scope, &key, &new)?, key))
+            }
+            None => None,
+        };
         let id = self.mint(meta.at, TicketId::mint)?;
-        let span = spans::ticket_span(Step::Create, &self.inner.region, id, Some(&metadata));
+        // A retry of a committed create is traced in that ticket's trace
+        // (its id is the trace id), not in one of an id no ticket has.
+        let traced = match &keyed {
+            Some((store_key, _)) => self
+                .inner
+                .store
+                .idempotent_ticket(&store_key.key_digest)
+                .await
+                .map_err(from_store)?
+                .unwrap_or(id),
+            None => id,
+        };
+        let span = spans::ticket_span(Step::Create, &self.inner.region, traced, Some(&metadata));
         meta.traceparent = traceparent_of(&span).or(meta.traceparent);
-        self.create_in_span(id, new, meta).instrument(span).await
+        self.create_in_span(id, new, keyed, meta)
+            .instrument(span)
+            .await
     }
 
     async fn create_in_span(
         &self,
         id: TicketId,
         new: meridian_core::NewTicket,
+        keyed: Option<(
+            meridian_store::IdempotencyKey,
+            meridian_core::IdempotencyKey,
+        )>,
         meta: WriteMeta,
     ) -> Result<Response<v1::CreateTicketResponse>, ApiError> {
         if let Some(unknown) = new
@@ -109,12 +134,38 @@ impl TicketApi {
         tracing::Span::current().record("meridian.epoch", owner.epoch.raw());
         let mut ticket = Ticket::create(id, new, owner, meta.at).map_err(from_core)?;
         ticket.sla = self.sla_for_new(&ticket.tier, &ticket.customer, meta.at)?;
-        let event = self
-            .inner
-            .store
-            .create_ticket(ticket, meta)
-            .await
-            .map_err(from_store)?;
+        let event = match keyed {
+            None => self
+                .inner
+                .store
+                .create_ticket(ticket, meta)
+                .await
+                .map_err(from_store)?,
+            Some((store_key, key)) => {
+                let outcome = self
+                    .inner
+                    .store
+                    .create_ticket_idempotent(ticket, meta, store_key)
+                    .await
+                    .map_err(|e| match e {
+                        meridian_store::Error::IdempotencyConflict { ticket_id } => {
+                            ApiError::IdempotencyConflict {
+                                key: key.to_string(),
+                                ticket_id,
+                            }
+                        }
+                        other => from_store(other),
+                    })?;
+                match outcome {
+                    CreateOutcome::Created(event) => event,
+                    CreateOutcome::Replayed {
+                        ticket,
+                        origin_region,
+                        origin_seq,
+                    } => return self.replayed(ticket, &origin_region, origin_seq).await,
+                }
+            }
+        };
         let meridian_core::EventKind::TicketCreated { ticket } = &event.kind else {
             return Err(ApiError::Internal(
                 "store answered a create with another event kind".to_owned(),
@@ -125,6 +176,28 @@ impl TicketApi {
         Ok(Response::new(v1::CreateTicketResponse {
             ticket: Some(ticket_to_proto(ticket)),
             origin_seq: event.origin_seq,
+            replayed: false,
+        }))
+    }
+
+    /// The answer to a create whose key had already created `ticket`: the
+    /// ticket as it is now. A first attempt that committed but timed out
+    /// waiting for its durability tier waits for it again here, so a
+    /// replay promises no less than the first answer would have.
+    async fn replayed(
+        &self,
+        ticket: Ticket,
+        origin_region: &RegionId,
+        origin_seq: u64,
+    ) -> Result<Response<v1::CreateTicketResponse>, ApiError> {
+        tracing::info!(ticket_id = %ticket.id, seq = origin_seq, "create replayed by its idempotency key");
+        if origin_region == &self.inner.region {
+            self.durable(&ticket.tier, origin_seq).await?;
+        }
+        Ok(Response::new(v1::CreateTicketResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+            origin_seq,
+            replayed: true,
         }))
     }
 }

@@ -223,6 +223,7 @@ fn create_request(subject: &str) -> v1::CreateTicketRequest {
         language: "en".into(),
         residency: vec![],
         priority: v1::Priority::High.into(),
+        idempotency_key: String::new(),
     }
 }
 

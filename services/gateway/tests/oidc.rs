@@ -169,6 +169,7 @@ async fn a_gateway_with_an_oidc_issuer_takes_its_rs256_tokens_and_maps_groups_to
         language: "en".into(),
         residency: vec![],
         priority: v1::Priority::High.into(),
+        idempotency_key: String::new(),
     };
     let created = client
         .create_ticket(with(agent, create))

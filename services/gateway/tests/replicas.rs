@@ -183,6 +183,7 @@ fn create_request(subject: String) -> v1::CreateTicketRequest {
         language: "en".into(),
         residency: Vec::new(),
         priority: v1::Priority::Normal as i32,
+        idempotency_key: String::new(),
     }
 }
 

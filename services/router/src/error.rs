@@ -28,6 +28,12 @@ pub enum Error {
     /// too, so no other was tried.
     #[error("gateway {region} refused the ticket: {message}")]
     GatewayRefused { region: RegionId, message: String },
+    /// A gateway refused the ticket because its idempotency key already
+    /// created another ticket there from a different request. Another
+    /// region would not know the key and would create a duplicate, so no
+    /// other was tried.
+    #[error("gateway {region} refused the ticket: {message}")]
+    IdempotencyConflict { region: RegionId, message: String },
     /// The chosen region has no gateway endpoint (the decision only picks
     /// regions with a health report; a guard).
     #[error("no gateway endpoint is configured for this region")]
@@ -58,6 +64,7 @@ impl From<Error> for Status {
             | Error::ForwardFailed { .. }
             | Error::NoGatewayEndpoint => Status::unavailable(error.to_string()),
             Error::GatewayTimeout { .. } => Status::deadline_exceeded(error.to_string()),
+            Error::IdempotencyConflict { .. } => Status::already_exists(error.to_string()),
             Error::UnknownTokenRegion(_) => Status::permission_denied(error.to_string()),
             Error::NoEligibleRegion {
                 retryable: false, ..

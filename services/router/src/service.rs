@@ -100,6 +100,28 @@ impl RouterApi {
     }
 }
 
+/// Validates a submitted ticket as the gateway's CreateTicket would, its
+/// idempotency key included, naming fields under `ticket.`.
+fn convert_create(
+    create: v1::CreateTicketRequest,
+) -> Result<(core::NewTicket, Option<core::IdempotencyKey>), Error> {
+    meridian_proto::convert::create_from_proto(create).map_err(|e| Error::from(within("ticket", e)))
+}
+
+/// Whether a failed forward may nevertheless have created the ticket: the
+/// gateway may have committed before the answer was lost (a timeout, a
+/// cut stream), or committed and then missed its durability tier
+/// (`DEADLINE_EXCEEDED`). `UNAVAILABLE` counts too: tonic reports an HTTP/2
+/// connection lost mid-call (a keepalive ping timing out on a slow link)
+/// with the same code as a refused connection, and only the first may
+/// have committed. A refusal of the ticket did not create it.
+fn outcome_unknown(code: Code) -> bool {
+    matches!(
+        code,
+        Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Unavailable
+    )
+}
+
 /// The route request a ticket's attributes make.
 fn route_request(ticket: &core::NewTicket) -> RouteRequest {
     RouteRequest {
@@ -316,8 +338,13 @@ impl RouterApi {
             .ok_or_else(|| Error::from(ConvertError::new("ticket", "is required")))?;
         // The same validation the gateway applies, so a bad ticket is refused
         // here, naming its field, before any gateway is bothered.
-        let new = core::NewTicket::try_from(create.clone())
-            .map_err(|e| Error::from(within("ticket", e)))?;
+        let (new, key) = convert_create(create.clone())?;
+        // With a key, an attempt whose outcome is unknown may be tried again
+        // at the same gateway: if it committed, the gateway answers that
+        // ticket instead of creating another (ARCHITECTURE.md, "Idempotent
+        // creation"). Each region gets one such retry.
+        let keyed = key.is_some();
+        let mut retried: Vec<RegionId> = Vec::new();
         let ticket = route_request(&new);
         let create = expand_residency(&rules, create)?;
         let now = self.clock.now();
@@ -412,6 +439,7 @@ impl RouterApi {
                         attempts,
                         warning,
                         acknowledgement,
+                        replayed: created.replayed,
                     }));
                 }
                 Err(status) if status.code() == Code::InvalidArgument => {
@@ -421,6 +449,28 @@ impl RouterApi {
                         message: status.message().to_owned(),
                     }
                     .into());
+                }
+                Err(status) if status.code() == Code::AlreadyExists => {
+                    // The key names another request's ticket at this
+                    // gateway; another region would not know the key.
+                    return Err(Error::IdempotencyConflict {
+                        region,
+                        message: status.message().to_owned(),
+                    }
+                    .into());
+                }
+                Err(status)
+                    if keyed && outcome_unknown(status.code()) && !retried.contains(&region) =>
+                {
+                    // Not marked down: the same decision picks it again.
+                    tracing::warn!(region = %region, code = ?status.code(), error = %status.message(), "forward to gateway may have committed, retrying it with the same idempotency key");
+                    attempts.push(v1::ForwardAttempt {
+                        region: region.to_string(),
+                        created: false,
+                        error_code: format!("{:?}", status.code()),
+                        error: status.message().to_owned(),
+                    });
+                    retried.push(region);
                 }
                 Err(status) => {
                     tracing::warn!(region = %region, code = ?status.code(), error = %status.message(), "forward to gateway failed, trying the next candidate");

@@ -3,8 +3,9 @@
 //! the router (`meridian_router::run_with_clock`) with a manual clock and
 //! short intervals.
 
-// Fixtures: a failure should stop the test loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Fixtures: a failure should stop the test loudly. Each test binary
+// (router.rs, idempotency.rs) uses part of the harness.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -155,12 +156,25 @@ pub struct Mesh {
     pub router_addr: SocketAddr,
     router_stop: Option<oneshot::Sender<()>>,
     router_task: Option<JoinHandle<meridian_router::Result<()>>>,
+    /// With [`Mesh::start_proxied`]: the proxy the router reaches that
+    /// region's gateway through.
+    pub proxy: Option<meridian_test_support::proxy::Proxy>,
 }
 
 impl Mesh {
     /// Starts three gateways and a router at `at`, and waits until the
     /// router has heard from every gateway.
     pub async fn start(at: &str) -> Mesh {
+        Self::start_with(at, None).await
+    }
+
+    /// [`Mesh::start`], with the router reaching `region`'s gateway
+    /// through a proxy ([`Mesh::proxy`]) a test can slow down.
+    pub async fn start_proxied(at: &str, region: &str) -> Mesh {
+        Self::start_with(at, Some(region)).await
+    }
+
+    async fn start_with(at: &str, proxied: Option<&str>) -> Mesh {
         // Logs show up only for failing tests (the harness captures them).
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -190,19 +204,31 @@ impl Mesh {
         std::fs::write(&rules_path, rules_text("t1")).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let router_addr = listener.local_addr().unwrap();
-        let endpoints: BTreeMap<RegionId, String> = gateways
-            .iter()
-            .map(|g| {
-                (
-                    RegionId::new(g.region.as_str()).unwrap(),
-                    format!("http://{}", g.addr),
-                )
-            })
-            .collect();
+        let mut proxy = None;
+        let mut endpoints = BTreeMap::new();
+        for g in &gateways {
+            let mut addr = g.addr;
+            if proxied == Some(g.region.as_str()) {
+                let started = meridian_test_support::proxy::Proxy::start(g.addr).await;
+                addr = started.addr;
+                proxy = Some(started);
+            }
+            endpoints.insert(
+                RegionId::new(g.region.as_str()).unwrap(),
+                format!("http://{addr}"),
+            );
+        }
         let mut config = RouterConfig::new(router_addr, &rules_path, endpoints).unwrap();
         config.rules_reload_interval = RELOAD_INTERVAL;
         config.health.probe_interval = PROBE_INTERVAL;
-        config.health.probe_deadline = Duration::from_millis(500);
+        // The probe deadline is also the HTTP/2 keepalive timeout of the
+        // router's gateway channels: a proxied mesh slows a link past
+        // 500 ms, and must not lose the connection to keepalive.
+        config.health.probe_deadline = if proxied.is_some() {
+            Duration::from_millis(2_000)
+        } else {
+            Duration::from_millis(500)
+        };
         config.health.timeout = HEALTH_TIMEOUT;
         config.limits.forward_timeout = Duration::from_millis(1_000);
         let clock = Arc::new(ManualClock::new(ts(at)));
@@ -223,6 +249,7 @@ impl Mesh {
             router_addr,
             router_stop: Some(router_stop),
             router_task: Some(router_task),
+            proxy,
         };
         mesh.wait_until_all_healthy().await;
         mesh

@@ -129,9 +129,24 @@ fn region(index: usize) -> RegionId {
     RegionId::new(REGIONS[index]).unwrap()
 }
 
+/// A loopback address free now, on a port below the kernel's ephemeral
+/// range (32768–60999 on Linux by default). A gateway killed with -9 is
+/// restarted on its address; a port `bind(0)` picked could meanwhile be
+/// handed to another test's listener or outgoing connection (seen in CI:
+/// "Address already in use"), one below the range only to a test that
+/// names it.
 fn free_addr() -> SocketAddr {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut rng = Rng(seed ^ u64::from(std::process::id()));
+    for _ in 0..1_000 {
+        let port = 20_000 + (rng.next() % 12_000) as u16;
+        if let Ok(socket) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return socket.local_addr().unwrap();
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000");
 }
 
 /// A small seeded generator (splitmix64): the load's choices replay from

@@ -17,8 +17,10 @@ mod cluster {
         let Some(mut cluster) = EtcdCluster::start(3).await else {
             return;
         };
-        // 2 s leases: a killed leader costs an election (up to two 500 ms
-        // timeouts) before renewals get through again.
+        // 4 s leases: a killed leader costs an election (up to two 500 ms
+        // timeouts) before renewals get through again, and on a loaded
+        // two-core machine (CI runs two test binaries at once) moving the
+        // keep-alive stream has taken longer than a 2 s lease's margin.
         let config = EtcdConfig {
             safety_margin: Duration::from_millis(500),
             ..etcd_config(&cluster)
@@ -26,7 +28,7 @@ mod cluster {
         let coordinator = EtcdCoordinator::connect(config.clone()).await.unwrap();
         let router = EtcdCoordinator::connect(config).await.unwrap();
         let (us, eu) = (region("us-east"), region("eu-west"));
-        let ttl = Duration::from_secs(2);
+        let ttl = Duration::from_secs(4);
         let us_lease = coordinator.acquire_lease(&us, ttl).await.unwrap();
         let eu_lease = coordinator.acquire_lease(&eu, ttl).await.unwrap();
         let mut view = router.watch_regions().await.unwrap();
@@ -34,8 +36,10 @@ mod cluster {
 
         // Every client prefers the first endpoint until it fails.
         cluster.kill(0);
-        for _ in 0..12 {
-            tokio::time::sleep(ttl / 4).await;
+        // Watched for one and a half leases: past the point where a lease
+        // that was not renewed through another member would have lapsed.
+        for _ in 0..24 {
+            tokio::time::sleep(ttl / 16).await;
             assert!(
                 us_lease.may_write(),
                 "fenced after losing one member of three: {:?}",
@@ -62,7 +66,7 @@ mod cluster {
         eu_lease.stop_renewing();
         // Leader changes extend leases by an election timeout, so allow for one.
         tokio::time::timeout(
-            Duration::from_secs(6),
+            Duration::from_secs(10),
             view.wait_for(|view| view.connected && !view.status(&eu).is_live()),
         )
         .await

@@ -522,11 +522,7 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 .map_err(refusal)?
                 .into_inner();
             let note = response.note.context("gateway answered without the note")?;
-            let what = match visibility {
-                meridian_core::Visibility::Internal => "note",
-                meridian_core::Visibility::Public => "reply",
-                meridian_core::Visibility::Inbound => "customer message",
-            };
+            let what = visibility.label();
             let mut table = format!("{what} {} added to ticket {}\n", note.id, note.ticket_id);
             let mut value = note_json(&note);
             if let Some(ticket) = &response.ticket {

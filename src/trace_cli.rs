@@ -316,11 +316,7 @@ fn step_line(step: &Step) -> String {
             visibility,
         } => {
             let auto = if *auto { " (auto)" } else { "" };
-            let what = match visibility {
-                meridian_core::Visibility::Internal => "note",
-                meridian_core::Visibility::Public => "reply",
-                meridian_core::Visibility::Inbound => "customer message",
-            };
+            let what = visibility.label();
             format!("{what} by {author}{auto}: {body}")
         }
         StepDetail::Sla { metric, due } => format!(

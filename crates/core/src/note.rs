@@ -44,6 +44,15 @@ impl Visibility {
         }
     }
 
+    /// As people read it: "note", "reply", "customer message".
+    pub fn label(self) -> &'static str {
+        match self {
+            Visibility::Internal => "note",
+            Visibility::Public => "reply",
+            Visibility::Inbound => "customer message",
+        }
+    }
+
     /// Notes written before visibility existed are internal, and internal
     /// notes serialize as they always did.
     pub fn is_internal(&self) -> bool {

@@ -104,10 +104,20 @@ pub enum Role {
     Sre,
     /// Everything, including failover and certificates.
     Admin,
+    /// A system that brings customers' words in (a region's mail loop, a
+    /// web form): creates tickets and adds customer messages, reads a
+    /// ticket to find its owner, and nothing else.
+    Intake,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Agent, Role::Operator, Role::Sre, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::Agent,
+        Role::Operator,
+        Role::Sre,
+        Role::Admin,
+        Role::Intake,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -115,6 +125,7 @@ impl Role {
             Role::Operator => "operator",
             Role::Sre => "sre",
             Role::Admin => "admin",
+            Role::Intake => "intake",
         }
     }
 }
@@ -133,7 +144,7 @@ impl FromStr for Role {
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
                 AuthError::Claim(format!(
-                    "role {s:?} is not one of agent, operator, sre, admin"
+                    "role {s:?} is not one of agent, operator, sre, admin, intake"
                 ))
             })
     }

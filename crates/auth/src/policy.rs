@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use crate::Role;
 
-use crate::Role::{Admin, Agent, Operator, Sre};
+use crate::Role::{Admin, Agent, Intake, Operator, Sre};
 
 /// Method path (`/package.Service/Method`) → roles allowed.
 #[derive(Debug, Clone, Default)]
@@ -61,9 +61,12 @@ pub fn gateway_policy() -> Policy {
             // router forwards its caller's token here.
             (
                 "/meridian.v1.TicketService/CreateTicket",
-                &[Agent, Operator, Admin],
+                &[Agent, Operator, Admin, Intake],
             ),
-            ("/meridian.v1.TicketService/GetTicket", &[Agent, Sre, Admin]),
+            (
+                "/meridian.v1.TicketService/GetTicket",
+                &[Agent, Sre, Admin, Intake],
+            ),
             (
                 "/meridian.v1.TicketService/ListTickets",
                 &[Agent, Sre, Admin],
@@ -73,7 +76,8 @@ pub fn gateway_policy() -> Policy {
                 &[Agent, Sre, Admin],
             ),
             ("/meridian.v1.TicketService/UpdateTicket", &[Agent, Admin]),
-            ("/meridian.v1.TicketService/AddNote", &[Agent, Admin]),
+            // Intake: customer messages only (the gateway refuses other kinds).
+            ("/meridian.v1.TicketService/AddNote", &[Agent, Admin, Intake]),
             ("/meridian.v1.TicketService/Handoff", &[Agent, Admin]),
             ("/meridian.v1.TicketService/GetStatus", &[Sre, Admin]),
         ],
@@ -100,7 +104,7 @@ pub fn router_policy() -> Policy {
             ),
             (
                 "/meridian.v1.RouterService/SubmitTicket",
-                &[Agent, Operator, Admin],
+                &[Agent, Operator, Admin, Intake],
             ),
         ],
     )

@@ -465,6 +465,16 @@ impl TicketService for TicketApi {
         let caller = self.caller_region(&request)?;
         let ticket_id =
             convert::ticket_id("ticket_id", &request.get_ref().ticket_id).map_err(invalid)?;
+        // An intake system speaks for customers, never for the team.
+        if let Some(principal) = meridian_auth::principal(&request)
+            && principal.role == meridian_auth::Role::Intake
+            && request.get_ref().visibility() != v1::Visibility::Inbound
+        {
+            return Err(Status::permission_denied(format!(
+                "{principal} may add only customer messages (visibility inbound), not {:?} notes",
+                request.get_ref().visibility().as_str_name()
+            )));
+        }
         self.check_agent_owns(
             meridian_auth::principal(&request),
             ticket_id,

@@ -515,6 +515,7 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 author,
                 body,
                 visibility: meridian_proto::convert::visibility_to_proto(visibility).into(),
+                note_id: String::new(),
             };
             let response = client
                 .add_note(conn.request(request)?)

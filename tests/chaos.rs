@@ -914,6 +914,7 @@ async fn worker(
                     author: format!("agent-{id}"),
                     body: format!("note {n}"),
                     visibility: 0,
+                    note_id: String::new(),
                 };
                 match mesh.gateways[at].clone().add_note(request).await {
                     Ok(answer) => {

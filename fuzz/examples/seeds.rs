@@ -60,7 +60,7 @@ fn requests(dir: &Path) -> Result<()> {
     request(dir, "update", 1, &update)?;
     let unassign = v1::UpdateTicketRequest { ticket_id: id.clone(), clear_assignee: true, ..Default::default() };
     request(dir, "update-unassign", 1, &unassign)?;
-    let note = v1::AddNoteRequest { ticket_id: id.clone(), author: "ana".into(), body: "called the customer".into(), visibility: 0 };
+    let note = v1::AddNoteRequest { ticket_id: id.clone(), author: "ana".into(), body: "called the customer".into(), visibility: 0, note_id: String::new() };
     request(dir, "note", 2, &note)?;
     let handoff = v1::HandoffRequest {
         ticket_id: id.clone(),

@@ -209,6 +209,14 @@ pub fn ticket_id(field: &str, raw: &str) -> Result<core::TicketId> {
         .map_err(|e| ConvertError::new(field, strip_field(e)))
 }
 
+pub fn note_id(field: &str, raw: &str) -> Result<core::NoteId> {
+    if raw.is_empty() {
+        return Err(ConvertError::new(field, "is required"));
+    }
+    raw.parse::<core::NoteId>()
+        .map_err(|e| ConvertError::new(field, strip_field(e)))
+}
+
 pub fn region_id(field: &str, raw: &str) -> Result<core::RegionId> {
     core::RegionId::new(raw).map_err(|e| ConvertError::new(field, strip_field(e)))
 }

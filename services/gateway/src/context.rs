@@ -253,6 +253,11 @@ impl TicketApi {
         &self.inner.region
     }
 
+    /// Calls to the other regions' gateways; `None` without a mesh.
+    pub(crate) fn mesh(&self) -> Option<&Arc<MeshLink>> {
+        self.inner.mesh.as_ref()
+    }
+
     pub(crate) fn metrics(&self) -> &GatewayMetrics {
         &self.inner.metrics
     }

@@ -94,6 +94,25 @@ impl MeshService for MeshApi {
         Ok(answer.map(Response::new)?)
     }
 
+    async fn add_customer_message(
+        &self,
+        request: Request<v1::AddNoteRequest>,
+    ) -> Result<Response<v1::AddNoteResponse>, Status> {
+        let caller = meridian_tls::require(&request, &[Service::Gateway])?;
+        tracing::debug!(caller = %caller, "customer message from a peer's mail loop");
+        let (metadata, _, mut message) = request.into_parts();
+        message.visibility = v1::Visibility::Inbound as i32;
+        // The public path, without a principal (the caller proved it is a
+        // gateway of the mesh), so the same checks and clocks apply.
+        let mut local = Request::new(message);
+        if let Some(traceparent) = metadata.get(crate::TRACEPARENT_HEADER) {
+            local
+                .metadata_mut()
+                .insert(crate::TRACEPARENT_HEADER, traceparent.clone());
+        }
+        meridian_proto::v1::ticket_service_server::TicketService::add_note(&self.api, local).await
+    }
+
     async fn take_over(
         &self,
         request: Request<v1::TakeOverRequest>,

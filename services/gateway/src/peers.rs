@@ -54,6 +54,24 @@ impl MeshLink {
         Ok(client.accept_handoff(request).await?.into_inner())
     }
 
+    /// Hands a customer's mail to `owner`, the region that owns its ticket
+    /// (`MeshService.AddCustomerMessage`).
+    pub(crate) async fn add_customer_message(
+        &self,
+        owner: &RegionId,
+        request: v1::AddNoteRequest,
+    ) -> Result<v1::AddNoteResponse, tonic::Status> {
+        let channel = self
+            .channels
+            .channel(owner)
+            .map_err(|e| tonic::Status::unavailable(format!("no channel to {owner}: {e}")))?;
+        let mut client = MeshServiceClient::new(channel);
+        let mut request = Request::new(request);
+        request.set_timeout(self.handoff_timeout);
+        meridian_telemetry::propagation::inject_current_metadata(request.metadata_mut());
+        Ok(client.add_customer_message(request).await?.into_inner())
+    }
+
     /// Asks `successor` to finish the takeover of this region and say where
     /// it ends in its log (a returning region).
     pub(crate) async fn take_over(

@@ -250,8 +250,13 @@ impl TicketApi {
     ) -> Result<Response<v1::AddNoteResponse>, ApiError> {
         let visibility =
             convert::visibility_from_proto("visibility", req.visibility).map_err(invalid)?;
+        let id = if req.note_id.is_empty() {
+            self.mint(meta.at, NoteId::mint)?
+        } else {
+            convert::note_id("note_id", &req.note_id).map_err(invalid)?
+        };
         let note = Note {
-            id: self.mint(meta.at, NoteId::mint)?,
+            id,
             ticket_id,
             region: self.inner.region.clone(),
             author: req.author,

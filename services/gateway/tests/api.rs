@@ -336,6 +336,7 @@ on_every_backend!(non_owner_update_is_refused_and_changes_nothing, |gw| {
         author: "eu agent".into(),
         body: "saw it too".into(),
         visibility: 0,
+        note_id: String::new(),
     };
     client.add_note(as_region(note, "eu-west")).await.unwrap();
     let got = client
@@ -454,6 +455,7 @@ on_every_backend!(bad_requests_name_the_field_and_store_nothing, |gw| {
         author: String::new(),
         body: "b".into(),
         visibility: 0,
+        note_id: String::new(),
     };
     assert!(
         client
@@ -528,6 +530,7 @@ on_every_backend!(watch_streams_backlog_then_live_events, |gw| {
         author: "bo".into(),
         body: "looking".into(),
         visibility: 0,
+        note_id: String::new(),
     };
     client.add_note(note).await.unwrap();
 

@@ -491,6 +491,7 @@ async fn an_agent_of_another_region_is_permission_denied() {
         author: "eve".into(),
         body: "hi".into(),
         visibility: 0,
+        note_id: String::new(),
     };
     assert_refused(
         client.add_note(with(eu, note)).await,
@@ -604,6 +605,7 @@ async fn each_role_does_what_it_may() {
         author: "ana".into(),
         body: "looking".into(),
         visibility: 0,
+        note_id: String::new(),
     };
     client.add_note(with(Some(&agent), note)).await.unwrap();
     let listed = client

@@ -40,6 +40,7 @@ async fn message(
             },
             body: body.into(),
             visibility: visibility.into(),
+            note_id: String::new(),
         })
         .await?
         .into_inner();
@@ -110,6 +111,7 @@ async fn replies_meet_the_response_clocks_across_a_handoff() {
         author: "ana".into(),
         body: "checking the VAT table".into(),
         visibility: v1::Visibility::Internal.into(),
+        note_id: String::new(),
     })
     .await
     .unwrap();
@@ -302,6 +304,7 @@ async fn a_closed_ticket_takes_no_more_messages_and_bad_visibility_is_refused() 
             author: "ana".into(),
             body: "b".into(),
             visibility: 7,
+            note_id: String::new(),
         })
         .await
         .unwrap_err();

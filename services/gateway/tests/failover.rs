@@ -51,6 +51,7 @@ fn note(id: &str, body: &str) -> v1::AddNoteRequest {
         author: "ana".into(),
         body: body.into(),
         visibility: 0,
+        note_id: String::new(),
     }
 }
 

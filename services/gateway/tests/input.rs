@@ -134,6 +134,7 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
             author: author.into(),
             body: body.into(),
             visibility: 0,
+            note_id: String::new(),
         };
         let message = refused(
             client.add_note(note("ana", &format!("n {bad}"))).await,
@@ -185,6 +186,7 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
         author: "two\nlines".into(),
         body: "b".into(),
         visibility: 0,
+        note_id: String::new(),
     };
     refused(client.add_note(note).await, "author");
 

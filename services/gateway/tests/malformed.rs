@@ -149,6 +149,7 @@ async fn malformed_and_oversized_messages_are_refused_and_harm_nothing() {
         author: "ana".into(),
         body: "rebooted".into(),
         visibility: 0,
+        note_id: String::new(),
     })
     .await
     .unwrap();
@@ -409,6 +410,7 @@ async fn malformed_and_oversized_messages_are_refused_and_harm_nothing() {
         author: "ana".into(),
         body: "still here".into(),
         visibility: 0,
+        note_id: String::new(),
     })
     .await
     .unwrap();

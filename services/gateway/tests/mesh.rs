@@ -110,6 +110,7 @@ async fn handoff_accepted_moves_ownership_everywhere(postgres_for: Option<&str>)
         author: "bo".into(),
         body: "picked up".into(),
         visibility: 0,
+        note_id: String::new(),
     })
     .await
     .unwrap();

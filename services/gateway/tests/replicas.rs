@@ -241,6 +241,7 @@ async fn load(worker: usize, urls: Vec<String>, stop: Arc<AtomicBool>, acked: Ar
                         author: "agent".into(),
                         body: format!("n {n}"),
                         visibility: 0,
+                        note_id: String::new(),
                     };
                     if let Ok(added) = client.add_note(note).await {
                         let added = added.into_inner();
@@ -663,6 +664,7 @@ async fn a_promoted_standby_leases_the_region_once_the_old_lease_expires() {
         author: "agent".into(),
         body: "still here".into(),
         visibility: 0,
+        note_id: String::new(),
     };
     let noted = to_b.add_note(note).await.unwrap().into_inner();
     assert_eq!(noted.origin_seq, 2, "the new active continues the log");

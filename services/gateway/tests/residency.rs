@@ -54,6 +54,7 @@ fn note(ticket_id: &str, author: &str, body: &str) -> v1::AddNoteRequest {
         author: author.into(),
         body: body.into(),
         visibility: 0,
+        note_id: String::new(),
     }
 }
 

@@ -83,6 +83,7 @@ async fn shift_end_hands_every_open_ticket_over_with_notes_and_a_summary() {
         author: "siobhan".into(),
         body: "Waiting on the carrier's RMA number\nthey promised it by 17:00 CET".into(),
         visibility: 0,
+        note_id: String::new(),
     };
     eu.add_note(agent).await.unwrap();
     // Let the shift task see the shift it is on.

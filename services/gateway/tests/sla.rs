@@ -252,6 +252,7 @@ async fn pending_pauses_the_clock_and_pushes_the_deadline_back() {
         author: "ana".into(),
         body: "Looking into it now.".into(),
         visibility: v1::Visibility::Public.into(),
+        note_id: String::new(),
     };
     let replied = h.client.add_note(reply).await.unwrap().into_inner();
     let sla = replied.ticket.unwrap().sla.unwrap();

@@ -108,6 +108,7 @@ async fn journey(mesh: &Mesh, to_apac: bool) -> String {
             author: "bo".into(),
             body: "picked up".into(),
             visibility: 0,
+            note_id: String::new(),
         })
         .await
         .unwrap();

@@ -11,16 +11,20 @@
 //! - **threading** ([`thread::thread`]): duplicate, existing ticket (by
 //!   In-Reply-To, References or a `[#ref]` subject tag) or new ticket, over
 //!   a [`thread::TicketDirectory`] the gateway implements on its store;
+//! - **the ledger** ([`ledger::Ledger`]): the mailbox cursor, every
+//!   Message-ID read or sent with its ticket, each emailed ticket's thread,
+//!   and the quarantine list, in the region's database;
 //! - **sending** ([`smtp::SmtpSender`]): acknowledgements and replies with
 //!   threading headers, over STARTTLS or implicit TLS with lettre.
 //!
-//! Boundary: no tickets, no store, no routing. The gateway decides what a
+//! Boundary: no tickets (ids are opaque strings), no store, no routing. The gateway decides what a
 //! message does to a ticket and owns the durable outbox; this crate speaks
 //! the protocols and formats. See docs/mail.md.
 
 #![forbid(unsafe_code)]
 
 pub mod imap;
+pub mod ledger;
 pub mod message;
 pub mod smtp;
 pub mod thread;
@@ -66,6 +70,8 @@ pub enum Error {
     Smtp(String),
     #[error("building mail: {0}")]
     Build(String),
+    #[error("mail ledger: {0}")]
+    Ledger(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

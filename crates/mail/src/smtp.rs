@@ -53,8 +53,9 @@ impl Thread {
     }
 }
 
-/// A mail ready to send (and to store in an outbox before sending).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A mail ready to send (and to store in an outbox before sending: it
+/// serializes to JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutboundMail {
     /// Without angle brackets.
     pub message_id: String,

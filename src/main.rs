@@ -13,6 +13,7 @@
 mod certs_cli;
 mod cli_output;
 mod health_cli;
+mod mail_cli;
 mod notify_cli;
 mod region_cli;
 mod rules_cli;
@@ -102,6 +103,9 @@ enum Command {
     /// The notification outbox: dead letters, and sending one again.
     #[command(subcommand)]
     Notify(notify_cli::NotifyCommand),
+    /// A region's mail: messages kept aside, and outgoing mails by state.
+    #[command(subcommand)]
+    Mail(mail_cli::MailCommand),
 }
 
 impl Command {
@@ -173,6 +177,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
         Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Health(args) => health_cli::run(args).await,
         Command::Notify(cmd) => notify_cli::run(cmd).await,
+        Command::Mail(cmd) => mail_cli::run(cmd).await,
         Command::Certs(cmd) => certs_cli::run(cmd),
         Command::Token(cmd) => token_cli::run(cmd),
         Command::Region(cmd) => region_cli::run(cmd).await,

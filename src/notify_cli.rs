@@ -46,6 +46,10 @@ pub struct Database {
 }
 
 impl Database {
+    pub(crate) fn url(&self) -> &str {
+        &self.database_url
+    }
+
     async fn open(&self) -> anyhow::Result<Outbox> {
         Outbox::open(&self.database_url, RetryPolicy::default())
             .await

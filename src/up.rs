@@ -80,6 +80,20 @@ pub struct UpArgs {
     /// or http:// to loopback. Repeatable.
     #[arg(long = "webhook", value_name = "NAME=URL[,format=…]", value_parser = parse_webhook)]
     webhooks: Vec<meridian_notify::Target>,
+    /// Point a region at a support mailbox: REGION=FILE, where FILE holds a
+    /// `[mail]` table (IMAP, optional SMTP, From address; docs/mail.md).
+    /// `up` fills in the router and the region's intake token. Repeatable.
+    #[arg(long = "mail", value_name = "REGION=FILE", value_parser = parse_mail)]
+    mail: Vec<(String, PathBuf)>,
+}
+
+fn parse_mail(spec: &str) -> Result<(String, PathBuf), String> {
+    match spec.split_once('=') {
+        Some((region, file)) if !region.is_empty() && !file.is_empty() => {
+            Ok((region.to_owned(), PathBuf::from(file)))
+        }
+        _ => Err(format!("{spec:?} is not REGION=FILE")),
+    }
 }
 
 fn parse_webhook(spec: &str) -> Result<meridian_notify::Target, String> {
@@ -115,6 +129,13 @@ fn dev_auth(data_dir: &Path, pki: &Path, regions: &[RegionId]) -> anyhow::Result
     wanted.extend(
         [Role::Operator, Role::Sre, Role::Admin].map(|role| (role.to_string(), role, None)),
     );
+    // A mailbox loop's token per region (`--mail`): it creates tickets
+    // and adds customer messages, nothing else.
+    wanted.extend(
+        regions
+            .iter()
+            .map(|r| (format!("intake-{r}"), Role::Intake, None)),
+    );
     wanted.push(("console".to_owned(), Role::Sre, None));
     let mut tokens = Vec::new();
     for (name, role, region) in wanted {
@@ -126,7 +147,8 @@ fn dev_auth(data_dir: &Path, pki: &Path, regions: &[RegionId]) -> anyhow::Result
         tokens.push((name, path, token));
     }
     let console_token = tokens_dir.join("console.jwt");
-    tokens.retain(|(name, _, _)| name != "console");
+    // Service tokens are files for the services, not lines for people.
+    tokens.retain(|(name, _, _)| name != "console" && !name.starts_with("intake-"));
     let ca = pki.join(CA_CERT_FILE);
     let env_file = data_dir.join("env");
     Ok(DevAuth {
@@ -347,6 +369,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             speed,
         )),
     };
+    for (region, file) in &args.mail {
+        if !regions.iter().any(|r| r.as_str() == region) {
+            anyhow::bail!(
+                "--mail {region}={}: {region} is not a region of this mesh ({})",
+                file.display(),
+                regions
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     for (region, public, mesh) in listeners {
         let public_addr = public.local_addr()?;
         let mesh_addr = mesh.local_addr()?;
@@ -381,6 +416,31 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             let (cert, key) = public_cert(&pki, &format!("gateway-{region}"))?;
             config.tls = Some(meridian_gateway::TlsFiles { cert, key });
             config.auth = Some(auth.settings.clone());
+        }
+        if let Some((_, file)) = args.mail.iter().find(|(r, _)| r == region.as_str()) {
+            let router_url = format!("{scheme}://{}", router_listener.local_addr()?);
+            let (ca, token) = match &auth {
+                Some(auth) => (
+                    Some(auth.ca.clone()),
+                    args.data_dir.join(format!("tokens/intake-{region}.jwt")),
+                ),
+                None => {
+                    // Nothing checks tokens: any text will do.
+                    let token = args.data_dir.join("tokens/unauthenticated.jwt");
+                    std::fs::create_dir_all(args.data_dir.join("tokens"))?;
+                    std::fs::write(&token, "unauthenticated")?;
+                    (None, token)
+                }
+            };
+            config.mail = Some(
+                meridian_gateway::mail_settings::mail_settings_from_file(
+                    file,
+                    &router_url,
+                    ca.as_deref(),
+                    &token,
+                )
+                .with_context(|| format!("--mail {region}={}", file.display()))?,
+            );
         }
         let url = format!("{scheme}://{public_addr}");
         gateway_urls.push((region.clone(), url.clone()));

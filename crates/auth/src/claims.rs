@@ -40,7 +40,7 @@ impl Default for ClaimMapping {
 impl ClaimMapping {
     /// The principal `claims` describe, if they describe a valid one. When
     /// the role claim names several roles (a user in several groups), the
-    /// broadest one counts, in the order agent < operator < sre < admin.
+    /// broadest one counts, in the order intake < agent < operator < sre < admin.
     pub fn principal(&self, claims: &Map<String, Value>) -> Result<Principal> {
         let subject = match lookup(claims, &self.subject) {
             Some(Value::String(s)) => s.clone(),

@@ -96,6 +96,12 @@ pub const AUTHORIZATION: &str = "authorization";
 /// What a caller is allowed to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
+    // Declared narrowest first: when a token maps to several roles the
+    // broadest (greatest) counts.
+    /// A system that brings customers' words in (a region's mail loop, a
+    /// web form): creates tickets and adds customer messages, reads a
+    /// ticket to find its owner, and nothing else.
+    Intake,
     /// Reads and writes the tickets of its own region.
     Agent,
     /// Changes and tries the follow-the-sun rules.
@@ -104,10 +110,6 @@ pub enum Role {
     Sre,
     /// Everything, including failover and certificates.
     Admin,
-    /// A system that brings customers' words in (a region's mail loop, a
-    /// web form): creates tickets and adds customer messages, reads a
-    /// ticket to find its owner, and nothing else.
-    Intake,
 }
 
 impl Role {

@@ -76,6 +76,9 @@ pub struct GatewayConfig {
     pub metrics: Option<meridian_telemetry::Metrics>,
     /// `[notify]`: webhook targets for notifications to people.
     pub notify: crate::notify_settings::NotifySettings,
+    /// `[mail]`: the region's support mailbox and outgoing mail
+    /// (docs/mail.md). Without it the region reads and sends no mail.
+    pub mail: Option<crate::mail_settings::MailSettings>,
 }
 
 /// `[telemetry]` of a gateway file.
@@ -235,6 +238,7 @@ struct FileConfig {
     telemetry: TelemetrySection,
     #[serde(default)]
     notify: crate::notify_settings::NotifySection,
+    mail: Option<crate::mail_settings::MailSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,6 +357,7 @@ impl GatewayConfig {
             telemetry: TelemetrySettings::default(),
             metrics: None,
             notify: Default::default(),
+            mail: None,
         }
     }
 
@@ -628,6 +633,7 @@ impl FileConfig {
                 )?),
             },
             notify: self.notify.into_settings(file)?,
+            mail: self.mail.map(|m| m.into_settings(file)).transpose()?,
             metrics: None,
         })
     }

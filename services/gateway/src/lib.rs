@@ -32,6 +32,8 @@ pub mod escalation;
 pub mod failover;
 mod handoff;
 mod idempotency;
+mod mail;
+pub mod mail_settings;
 mod mesh;
 mod metrics;
 mod notifications;
@@ -63,6 +65,7 @@ use tonic::transport::Server;
 pub use config::{GatewayConfig, Limits, MeshSettings, RulesSettings, TelemetrySettings, TlsFiles};
 pub use context::{REGION_HEADER, TRACEPARENT_HEADER, TicketApi, WriteGate};
 pub use error::{Error, Result};
+pub use mail_settings::MailSettings;
 pub use notify_settings::NotifySettings;
 
 /// The wall clock, for production. Tests and the simulation pass their own.
@@ -462,6 +465,13 @@ async fn serve_listeners(
             }
         }))
     });
+    // Mail: the support mailbox, replies and acknowledgements (mail.rs).
+    let _mail = match &config.mail {
+        Some(settings) => {
+            Some(mail::start(api.clone(), settings.clone(), &config.store.url, &meter).await?)
+        }
+        None => None,
+    };
     let _sla_monitor = config.rules.as_ref().map(|settings| {
         AbortOnDrop(tokio::spawn(sla::monitor(
             api.clone(),

@@ -43,12 +43,12 @@ use crate::{
     report::{Chart, Row, ScenarioReport, Series},
 };
 
-const RULES: &str = include_str!("../../deploy/rules.example.toml");
+pub(crate) const RULES: &str = include_str!("../../deploy/rules.example.toml");
 /// Decisions per thread per round at full size.
 const DECISIONS_PER_ROUND: usize = 400_000;
 const CONCURRENCY: usize = 32;
 /// A Monday 14:00 UTC: us-east and eu-west on shift.
-const BENCH_INSTANT: &str = "2026-06-08T14:00:00Z";
+pub(crate) const BENCH_INSTANT: &str = "2026-06-08T14:00:00Z";
 
 /// How big this run is.
 struct Plan {

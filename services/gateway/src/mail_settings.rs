@@ -295,3 +295,78 @@ pub fn mail_settings_from_file(
         .get_or_insert_with(|| token_file.to_path_buf());
     wrapper.mail.into_settings(&file)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn section(dir: &std::path::Path, extra_mail: &str, imap: &str) -> String {
+        std::fs::write(dir.join("password"), "secret\n").unwrap();
+        std::fs::write(dir.join("token"), "eyJtoken").unwrap();
+        let d = dir.display();
+        format!(
+            "from = \"support@example.com\"\nrouter = \"http://127.0.0.1:7100\"\n\
+             token_file = \"{d}/token\"\n{extra_mail}\n\
+             [imap]\nhost = \"imap.example.com\"\nuser = \"support\"\n\
+             password_file = \"{d}/password\"\n{imap}\n"
+        )
+    }
+
+    fn check(text: &str) -> std::result::Result<MailSettings, String> {
+        toml::from_str::<MailSection>(text)
+            .map_err(|e| e.to_string())?
+            .check()
+    }
+
+    #[test]
+    fn a_minimal_section_gets_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = check(&section(dir.path(), "", "")).unwrap();
+        assert_eq!(settings.domain, "example.com");
+        assert_eq!(settings.tier, "standard");
+        assert_eq!(settings.imap.port, 993);
+        assert_eq!(settings.imap.security, Security::ImplicitTls);
+        assert_eq!(settings.imap.password, "secret");
+        assert_eq!(settings.token, "eyJtoken");
+        assert!(settings.smtp.is_none(), "no [smtp]: nothing is sent");
+        assert_eq!(
+            settings.poll_interval,
+            Duration::from_millis(MAIL_POLL_MS_DEFAULT)
+        );
+    }
+
+    #[test]
+    fn each_refusal_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("", "security = \"plain\"", "imap.security"),
+            ("", "mailbox = \"Quarantine\"", "imap.quarantine"),
+            ("poll_interval_ms = 0", "", "poll_interval_ms"),
+            ("domain = \"a b\"", "", "domain"),
+            ("router_ca = \"/nonexistent/ca.pem\"", "", "router_ca"),
+        ];
+        for (mail, imap, key) in cases {
+            let error = check(&section(dir.path(), mail, imap)).unwrap_err();
+            assert!(error.starts_with(key), "{key}: {error}");
+        }
+        let https = section(dir.path(), "", "").replace("http://", "https://");
+        let error = check(&https).unwrap_err();
+        assert!(error.starts_with("router_ca"), "{error}");
+        let no_from = section(dir.path(), "", "").replace("support@example.com", "support");
+        assert!(check(&no_from).unwrap_err().starts_with("from"));
+        let smtp = format!(
+            "{}\n[smtp]\nhost = \"smtp.example.com\"\nuser = \"support\"\n",
+            section(dir.path(), "", "")
+        );
+        let error = check(&smtp).unwrap_err();
+        assert!(
+            error.contains("user and password_file go together"),
+            "{error}"
+        );
+        let unknown = format!("{}\nport_typo = 1\n", section(dir.path(), "", ""));
+        let error = check(&unknown).unwrap_err();
+        assert!(error.contains("port_typo"), "{error}");
+    }
+}

@@ -61,11 +61,7 @@ impl MeshLink {
         owner: &RegionId,
         request: v1::AddNoteRequest,
     ) -> Result<v1::AddNoteResponse, tonic::Status> {
-        let channel = self
-            .channels
-            .channel(owner)
-            .map_err(|e| tonic::Status::unavailable(format!("no channel to {owner}: {e}")))?;
-        let mut client = MeshServiceClient::new(channel);
+        let mut client = MeshServiceClient::new(self.channel(owner).map_err(tonic::Status::from)?);
         let mut request = Request::new(request);
         request.set_timeout(self.handoff_timeout);
         meridian_telemetry::propagation::inject_current_metadata(request.metadata_mut());

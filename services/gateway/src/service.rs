@@ -475,10 +475,11 @@ impl TicketService for TicketApi {
             && principal.role == meridian_auth::Role::Intake
             && request.get_ref().visibility() != v1::Visibility::Inbound
         {
-            return Err(Status::permission_denied(format!(
+            return Err(ApiError::PermissionDenied(format!(
                 "{principal} may add only customer messages (visibility inbound), not {:?} notes",
                 request.get_ref().visibility().as_str_name()
-            )));
+            ))
+            .into());
         }
         self.check_agent_owns(
             meridian_auth::principal(&request),

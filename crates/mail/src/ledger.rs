@@ -18,12 +18,7 @@
 //!
 //! Ticket and note ids are opaque strings here: this crate knows no tickets.
 
-use std::time::Duration;
-
-use sqlx::{
-    postgres::PgPoolOptions,
-    sqlite::{SqliteConnectOptions, SqlitePoolOptions},
-};
+use meridian_outbox::{db::Pool, on_pool};
 
 use crate::{
     Error, Result,
@@ -68,23 +63,6 @@ const SCHEMA: [&str; 5] = [
         recorded_at_ms BIGINT NOT NULL,
         PRIMARY KEY (mailbox, uid_validity, uid))",
 ];
-
-#[derive(Clone, Debug)]
-enum Pool {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-/// The same query code on whichever pool this is (`$N` placeholders, which
-/// SQLite accepts too).
-macro_rules! on_pool {
-    ($pool:expr, |$p:ident| $body:expr) => {
-        match $pool {
-            Pool::Sqlite($p) => $body,
-            Pool::Postgres($p) => $body,
-        }
-    };
-}
 
 /// Which way a mail went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,42 +136,12 @@ impl Ledger {
     /// Opens the ledger on the region's database (`sqlite:…` or
     /// `postgres://…`) and creates its tables if they are missing.
     pub async fn open(url: &str) -> Result<Ledger> {
-        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
-        let pool = match scheme {
-            "sqlite" => {
-                let options: SqliteConnectOptions = url
-                    .parse()
-                    .map_err(|e| Error::Config(format!("database URL: {e}")))?;
-                let options = options
-                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                    .busy_timeout(Duration::from_secs(5));
-                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(if in_memory { 1 } else { POOL_CONNECTIONS_MAX })
-                    .min_connections(u32::from(in_memory))
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .connect_with(options)
-                    .await
-                    .map_err(db)?;
-                Pool::Sqlite(pool)
-            }
-            "postgres" | "postgresql" => Pool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(POOL_CONNECTIONS_MAX)
-                    .connect(url)
-                    .await
-                    .map_err(db)?,
-            ),
-            _ => {
-                return Err(Error::Config(
-                    "database URL must start with sqlite: or postgres:".into(),
-                ));
-            }
-        };
-        for statement in SCHEMA {
-            on_pool!(&pool, |p| sqlx::query(statement).execute(p).await.map(drop)).map_err(db)?;
-        }
+        let pool = Pool::connect(url, POOL_CONNECTIONS_MAX)
+            .await
+            .map_err(|e| Error::Ledger(e.to_string()))?;
+        pool.create_tables(&SCHEMA)
+            .await
+            .map_err(|e| Error::Ledger(e.to_string()))?;
         Ok(Ledger { pool })
     }
 
@@ -302,9 +250,8 @@ impl Ledger {
 
     /// The thread of a ticket, if it came by mail to this region.
     pub async fn thread(&self, ticket_id: &str) -> Result<Option<MailThread>> {
-        let sql = "SELECT ticket_id, reference, customer_address, customer_name, subject, \
-                   last_message_id, last_references FROM mail_threads WHERE ticket_id = $1";
-        let row: Option<ThreadRow> = on_pool!(&self.pool, |p| sqlx::query_as(sql)
+        let sql = format!("SELECT {THREAD_COLUMNS} FROM mail_threads WHERE ticket_id = $1");
+        let row: Option<ThreadRow> = on_pool!(&self.pool, |p| sqlx::query_as(&sql)
             .bind(ticket_id)
             .fetch_optional(p)
             .await)
@@ -340,10 +287,11 @@ impl Ledger {
     /// short (what people read in lists), so two tickets may share one;
     /// the newest wins, and In-Reply-To, checked before, is exact.
     pub async fn thread_by_reference(&self, reference: &str) -> Result<Option<MailThread>> {
-        let sql = "SELECT ticket_id, reference, customer_address, customer_name, subject, \
-                   last_message_id, last_references FROM mail_threads WHERE reference = $1 \
-                   ORDER BY updated_at_ms DESC LIMIT 1";
-        let row: Option<ThreadRow> = on_pool!(&self.pool, |p| sqlx::query_as(sql)
+        let sql = format!(
+            "SELECT {THREAD_COLUMNS} FROM mail_threads WHERE reference = $1 \
+             ORDER BY updated_at_ms DESC LIMIT 1"
+        );
+        let row: Option<ThreadRow> = on_pool!(&self.pool, |p| sqlx::query_as(&sql)
             .bind(reference)
             .fetch_optional(p)
             .await)
@@ -404,9 +352,13 @@ impl Ledger {
     }
 
     pub async fn close(&self) {
-        on_pool!(&self.pool, |p| p.close().await);
+        self.pool.close().await;
     }
 }
+
+/// The columns a [`ThreadRow`] reads, in its order.
+const THREAD_COLUMNS: &str = "ticket_id, reference, customer_address, customer_name, subject, \
+                              last_message_id, last_references";
 
 type ThreadRow = (
     String,

@@ -24,18 +24,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod db;
 mod error;
 mod retry;
 
 use std::time::Duration;
 
 use jiff::Timestamp;
-use sqlx::{
-    Row,
-    postgres::PgPoolOptions,
-    sqlite::{SqliteConnectOptions, SqlitePoolOptions},
-};
+use sqlx::Row;
 
+use db::Pool;
 pub use error::{Error, Result};
 pub use retry::RetryPolicy;
 
@@ -110,25 +108,6 @@ pub struct Counts {
     pub dead: u64,
 }
 
-/// The two databases a region's store may live in, each with its own typed
-/// pool (no `Any` driver: its type mapping is the lowest common one).
-#[derive(Clone, Debug)]
-enum Pool {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-/// Runs the same query code against whichever pool this is: the SQL is
-/// written once (`$N` placeholders, which SQLite accepts too).
-macro_rules! on_pool {
-    ($pool:expr, |$p:ident| $body:expr) => {
-        match $pool {
-            Pool::Sqlite($p) => $body,
-            Pool::Postgres($p) => $body,
-        }
-    };
-}
-
 const SQLITE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS outbox_items (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -188,52 +167,13 @@ impl Outbox {
     /// `postgres://…`) and creates its tables if they are missing.
     pub async fn open(url: &str, policy: RetryPolicy) -> Result<Outbox> {
         policy.check()?;
-        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
-        let pool = match scheme {
-            "sqlite" => {
-                let options: SqliteConnectOptions = url
-                    .parse()
-                    .map_err(|e| Error::Config(format!("database URL: {e}")))?;
-                // The store's writer holds the write lock in bursts; wait
-                // for it rather than fail, as the store's own pool does.
-                let options = options
-                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                    .busy_timeout(Duration::from_secs(5));
-                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(if in_memory { 1 } else { POOL_CONNECTIONS_MAX })
-                    .min_connections(u32::from(in_memory))
-                    .idle_timeout(if in_memory {
-                        None
-                    } else {
-                        Some(Duration::from_secs(600))
-                    })
-                    .max_lifetime(if in_memory {
-                        None
-                    } else {
-                        Some(Duration::from_secs(1800))
-                    })
-                    .connect_with(options)
-                    .await?;
-                sqlx::raw_sql(SQLITE_SCHEMA).execute(&pool).await?;
-                Pool::Sqlite(pool)
+        let pool = Pool::connect(url, POOL_CONNECTIONS_MAX).await?;
+        match &pool {
+            Pool::Sqlite(sqlite) => {
+                sqlx::raw_sql(SQLITE_SCHEMA).execute(sqlite).await?;
             }
-            "postgres" | "postgresql" => {
-                let pool = PgPoolOptions::new()
-                    .max_connections(POOL_CONNECTIONS_MAX)
-                    .connect(url)
-                    .await?;
-                for statement in POSTGRES_SCHEMA {
-                    sqlx::query(statement).execute(&pool).await?;
-                }
-                Pool::Postgres(pool)
-            }
-            _ => {
-                return Err(Error::Config(
-                    "database URL must start with sqlite: or postgres:".into(),
-                ));
-            }
-        };
+            Pool::Postgres(_) => pool.create_tables(&POSTGRES_SCHEMA).await?,
+        }
         Ok(Outbox { pool, policy })
     }
 
@@ -460,7 +400,7 @@ impl Outbox {
 
     /// Closes the pool.
     pub async fn close(&self) {
-        on_pool!(&self.pool, |pool| pool.close().await)
+        self.pool.close().await
     }
 }
 

@@ -77,7 +77,10 @@ pub fn gateway_policy() -> Policy {
             ),
             ("/meridian.v1.TicketService/UpdateTicket", &[Agent, Admin]),
             // Intake: customer messages only (the gateway refuses other kinds).
-            ("/meridian.v1.TicketService/AddNote", &[Agent, Admin, Intake]),
+            (
+                "/meridian.v1.TicketService/AddNote",
+                &[Agent, Admin, Intake],
+            ),
             ("/meridian.v1.TicketService/Handoff", &[Agent, Admin]),
             ("/meridian.v1.TicketService/GetStatus", &[Sre, Admin]),
         ],

@@ -1,5 +1,6 @@
 //! The web intake endpoint (issue 17), black box: two real gateways
-//! (east, west) serving TLS with `[auth]` and the rules, a real router with
+//! (east, west) serving TLS with `[auth]` and the rules, replicating and
+//! handing off to each other over mutual TLS, and a real router with
 //! `[auth]`, `[tls]` and its console listener, all on loopback and one
 //! manual clock; requests over real HTTPS with tokens minted by the same
 //! code `meridian up` uses, their keys in the JWKS file every service reads.
@@ -18,7 +19,7 @@ use hyper::header;
 use hyper_util::rt::TokioIo;
 use meridian_auth::{AuthSettings, Claims, Role, SigningKey, jwks::write_jwks};
 use meridian_core::{ManualClock, RegionId};
-use meridian_gateway::{GatewayConfig, RulesSettings, TlsFiles};
+use meridian_gateway::{GatewayConfig, Listeners, MeshSettings, RulesSettings, TlsFiles};
 use meridian_proto::v1::{self, ticket_service_client::TicketServiceClient};
 use meridian_router::{ConsoleConfig, PublicTls, RouterConfig};
 use meridian_store::StoreConfig;
@@ -151,23 +152,51 @@ impl Mesh {
         std::fs::write(&rules, RULES).unwrap();
         let clock = Arc::new(ManualClock::new(NOON.parse().unwrap()));
 
-        let mut gateways = Vec::new();
+        // Each gateway's public port (TLS, tokens) and mesh port (mutual
+        // TLS with the region's SPIFFE identity, replication and handoffs).
+        let mut bound = Vec::new();
         for r in &regions {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
+            let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mesh = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            bound.push((r.clone(), public, mesh));
+        }
+        let mesh_addrs: Vec<(RegionId, String)> = bound
+            .iter()
+            .map(|(r, _, m)| (r.clone(), m.local_addr().unwrap().to_string()))
+            .collect();
+        let mut gateways = Vec::new();
+        for (r, public, mesh) in bound {
+            let addr = public.local_addr().unwrap();
             let store = StoreConfig::sqlite_file(&dir.path().join(format!("{r}.db")));
             let mut config = GatewayConfig::new(r.clone(), regions.clone(), addr, store);
-            let files = meridian_tls::TlsFiles::dev(dir.path(), r, Service::Gateway);
+            let files = meridian_tls::TlsFiles::dev(dir.path(), &r, Service::Gateway);
             config.tls = Some(TlsFiles {
                 cert: files.cert,
                 key: files.key,
             });
             config.auth = Some(AuthSettings::new(&jwks));
-            config.rules = Some(RulesSettings::new(rules.clone()));
+            let mut settings = RulesSettings::new(rules.clone());
+            settings.shift_check_interval = Duration::from_millis(20);
+            settings.sla_scan_interval = Duration::from_millis(20);
+            config.rules = Some(settings);
+            config.mesh = Some(MeshSettings {
+                listen: mesh.local_addr().unwrap(),
+                tls: meridian_tls::TlsFiles::dev(dir.path(), &r, Service::Gateway),
+                peers: mesh_addrs
+                    .iter()
+                    .filter(|(peer, _)| *peer != r)
+                    .cloned()
+                    .collect(),
+                handoff_timeout: Duration::from_secs(10),
+                peer_durability_tiers: Vec::new(),
+            });
             let (stop, stopped) = oneshot::channel::<()>();
-            tokio::spawn(meridian_gateway::run_with_clock(
+            tokio::spawn(meridian_gateway::run_listeners(
                 config,
-                listener,
+                Listeners {
+                    public,
+                    mesh: Some(mesh),
+                },
                 async {
                     let _ = stopped.await;
                 },
@@ -466,43 +495,31 @@ async fn a_web_form_creates_a_ticket_in_the_region_on_shift_and_a_key_makes_it_o
     assert_eq!(both.status, 400, "{both:?}");
     assert_eq!(both.error_field(), "idempotency_key");
 
-    // Exactly one ticket per creation at east (the warm-up, the first, the
-    // keyed one), none at west.
+    // One ticket for the key in the whole mesh (each gateway lists its
+    // own tickets and the copies it has replicated), owned by east.
     let admin = mesh.token(Role::Admin, None);
-    let listed = mesh
-        .gateway("east")
-        .await
-        .list_tickets(with_auth(
-            v1::ListTicketsRequest {
-                page_size: 100,
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tickets;
-    let refunds = listed
-        .iter()
-        .filter(|t| t.subject == "refund please")
-        .count();
-    assert_eq!(refunds, 1, "one ticket for one key");
-    let west = mesh
-        .gateway("west")
-        .await
-        .list_tickets(with_auth(
-            v1::ListTicketsRequest {
-                page_size: 100,
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tickets;
-    assert!(west.is_empty(), "{west:?}");
+    let mut refunds = std::collections::BTreeSet::new();
+    for name in REGIONS {
+        let listed = mesh
+            .gateway(name)
+            .await
+            .list_tickets(with_auth(
+                v1::ListTicketsRequest {
+                    page_size: 100,
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .tickets;
+        for t in listed.iter().filter(|t| t.subject == "refund please") {
+            assert_eq!(t.owner.as_ref().unwrap().owner_region, "east", "{t:?}");
+            refunds.insert(t.id.clone());
+        }
+    }
+    assert_eq!(refunds.len(), 1, "one ticket for one key: {refunds:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,10 +599,38 @@ async fn a_customer_message_reaches_the_owner_and_starts_the_next_response_clock
     let sre_refused = mesh.post(&path, &sre, &[], &message).await;
     assert_eq!(sre_refused.status, 403, "{sre_refused:?}");
 
-    // Evening: west is on shift, and a ticket made now lives only at west
-    // (these gateways do not replicate). Its customer message finds it
-    // there after east says it has no such ticket.
+    // Evening: east's shift is over, so its continuity sweep hands the
+    // open ticket to west. The next customer message follows it there.
     mesh.clock.set("2026-06-02T17:00:00Z".parse().unwrap());
+    let admin = mesh.token(Role::Admin, None);
+    let mut west = mesh.gateway("west").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let owner = west
+            .get_ticket(with_auth(
+                v1::GetTicketRequest {
+                    ticket_id: id.clone(),
+                },
+                &admin,
+            ))
+            .await
+            .ok()
+            .and_then(|t| t.into_inner().ticket)
+            .and_then(|t| t.owner)
+            .map(|o| o.owner_region);
+        if owner.as_deref() == Some("west") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no handoff to west: {owner:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let followed = mesh.post(&path, &intake, &[], &message).await;
+    assert_eq!(followed.status, 201, "{followed:?}");
+    assert_eq!(followed.json["note"]["region"], "west");
+    assert_eq!(followed.json["ticket"]["region"], "west");
+
+    // A ticket made now lands at west; its customer message reaches it
+    // whether or not east has its copy yet.
     let deadline = Instant::now() + Duration::from_secs(20);
     let evening = loop {
         // Until the router has heard from the gateways at the new time.

@@ -41,6 +41,27 @@ pub enum Error {
     /// A gateway did not answer a forwarded ticket in time.
     #[error("no answer within {ms} ms")]
     GatewayTimeout { ms: u128 },
+    /// A gateway refused a call the router made for its caller (finding a
+    /// ticket's owner, delivering a customer message): passed on with the
+    /// gateway's code, since it is the answer the caller would have had.
+    #[error("gateway {region}: {}", .status.message())]
+    GatewayStatus {
+        region: RegionId,
+        status: Box<Status>,
+    },
+    /// No gateway asked holds the ticket.
+    #[error("no ticket {id}: not found at {asked}")]
+    TicketNotFound { id: String, asked: String },
+    /// The ticket was not found at the gateways that answered, and some
+    /// that might hold it could not be asked.
+    #[error(
+        "ticket {id} not found at the gateways that answered ({asked}); could not ask {unreachable}"
+    )]
+    TicketUnreachable {
+        id: String,
+        asked: String,
+        unreachable: String,
+    },
     /// The caller's token names a region the mesh does not have.
     #[error("{0}")]
     UnknownTokenRegion(String),
@@ -66,6 +87,11 @@ impl From<Error> for Status {
             Error::GatewayTimeout { .. } => Status::deadline_exceeded(error.to_string()),
             Error::IdempotencyConflict { .. } => Status::already_exists(error.to_string()),
             Error::UnknownTokenRegion(_) => Status::permission_denied(error.to_string()),
+            Error::GatewayStatus { ref status, .. } => {
+                Status::new(status.code(), error.to_string())
+            }
+            Error::TicketNotFound { .. } => Status::not_found(error.to_string()),
+            Error::TicketUnreachable { .. } => Status::unavailable(error.to_string()),
             Error::NoEligibleRegion {
                 retryable: false, ..
             } => Status::failed_precondition(error.to_string()),

@@ -180,6 +180,8 @@ pub async fn run_with_console(
         None => (None, None),
     };
 
+    // One API for the gRPC service and the console's intake endpoint.
+    let api = RouterApi::new(rules, health, channels.clone(), clock, config.limits);
     if let (Some(settings), Some(console_listener)) = (&config.console, console_listener) {
         let addr = console_listener.local_addr()?;
         let transport = console::transport(verifier.is_some(), config.tls.is_some(), addr)
@@ -205,10 +207,8 @@ pub async fn run_with_console(
         });
         let console = console::Console::new(
             settings,
-            rules.clone(),
-            health.clone(),
+            api.clone(),
             &channels,
-            clock.clone(),
             gateway_token(&config)?,
             auth,
         );
@@ -220,7 +220,6 @@ pub async fn run_with_console(
         ));
     }
 
-    let api = RouterApi::new(rules, health, channels, clock, config.limits);
     let router = RouterServiceServer::new(api)
         .max_decoding_message_size(config.limits.request_bytes_max)
         .max_encoding_message_size(RESPONSE_BYTES_MAX);

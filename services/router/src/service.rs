@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_auth::Principal;
 use meridian_core::{self as core, Clock, RegionId};
 use meridian_proto::router::{self as convert, within};
 use meridian_proto::{ConvertError, timestamp_to_proto, v1};
@@ -15,6 +16,7 @@ use meridian_rules::{
 use meridian_rules_source::ActiveRules;
 use meridian_telemetry::opentelemetry::KeyValue;
 use tokio::time::Instant;
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
@@ -67,6 +69,18 @@ impl RouterApi {
         }
     }
 
+    pub(crate) fn rules(&self) -> &Arc<ActiveRules> {
+        &self.rules
+    }
+
+    pub(crate) fn health(&self) -> &Arc<HealthTable> {
+        &self.health
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Creates the ticket at `region`'s gateway within `timeout`.
     async fn forward(
         &self,
@@ -97,6 +111,236 @@ impl RouterApi {
             }
             .into()),
         }
+    }
+}
+
+/// Outcomes of a call to a gateway that say nothing about the ticket: the
+/// gateway could not be reached or did not answer in time.
+fn unreachable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+    )
+}
+
+impl RouterApi {
+    /// A request to a gateway made for `caller`: its token, the trace
+    /// context and a deadline that ends no later than `deadline`. The
+    /// timeout to wait with, or the error when no time is left.
+    fn for_caller<T>(
+        caller: &Caller,
+        message: T,
+        deadline: Instant,
+        per_call: Duration,
+    ) -> Result<(Request<T>, Duration), Error> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining < FORWARD_TIME_MIN {
+            return Err(Error::GatewayTimeout {
+                ms: per_call.as_millis(),
+            });
+        }
+        let timeout = per_call.min(remaining);
+        let mut request = Request::new(message);
+        request.set_timeout(timeout);
+        if let Some(authorization) = &caller.authorization {
+            request
+                .metadata_mut()
+                .insert(meridian_auth::AUTHORIZATION, authorization.clone());
+        }
+        meridian_telemetry::propagation::inject_current_metadata(request.metadata_mut());
+        Ok((request, timeout))
+    }
+
+    /// `GetTicket` at `region`'s gateway with the caller's token.
+    async fn get_ticket_at(
+        &self,
+        region: &RegionId,
+        caller: &Caller,
+        ticket_id: &str,
+        deadline: Instant,
+    ) -> Result<v1::GetTicketResponse, Status> {
+        let Some(client) = self.gateways.get(region) else {
+            return Err(Error::NoGatewayEndpoint.into());
+        };
+        let message = v1::GetTicketRequest {
+            ticket_id: ticket_id.to_owned(),
+        };
+        let (request, timeout) =
+            Self::for_caller(caller, message, deadline, self.limits.forward_timeout)?;
+        match tokio::time::timeout(timeout, client.clone().get_ticket(request)).await {
+            Ok(result) => result.map(Response::into_inner),
+            Err(_) => Err(Error::GatewayTimeout {
+                ms: timeout.as_millis(),
+            }
+            .into()),
+        }
+    }
+
+    /// `AddNote` at `region`'s gateway with the caller's token.
+    async fn add_note_at(
+        &self,
+        region: &RegionId,
+        caller: &Caller,
+        note: v1::AddNoteRequest,
+        deadline: Instant,
+    ) -> Result<v1::AddNoteResponse, Status> {
+        let Some(client) = self.gateways.get(region) else {
+            return Err(Error::NoGatewayEndpoint.into());
+        };
+        let (request, timeout) =
+            Self::for_caller(caller, note, deadline, self.limits.forward_timeout)?;
+        match tokio::time::timeout(timeout, client.clone().add_note(request)).await {
+            Ok(result) => result.map(Response::into_inner),
+            Err(_) => Err(Error::GatewayTimeout {
+                ms: timeout.as_millis(),
+            }
+            .into()),
+        }
+    }
+
+    /// The region that owns ticket `id`, by `GetTicket` with the caller's
+    /// token at the gateways in turn, healthy ones first (the router keeps
+    /// no ticket state; once a ticket has replicated, the first one asked
+    /// knows its owner). The others are asked last rather than skipped:
+    /// health is a hint (a report may be a probe interval old) and the
+    /// ticket may be only there. A refusal of the caller (a token, a role,
+    /// an agent of another region) is the answer; a gateway that does not
+    /// hold the ticket yet, or cannot be reached, sends the question to the
+    /// next.
+    async fn find_owner(
+        &self,
+        caller: &Caller,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<RegionId, Error> {
+        let now = self.clock.now();
+        let mut regions: Vec<&RegionId> = self.gateways.keys().collect();
+        regions.sort();
+        let (up, down): (Vec<&RegionId>, Vec<&RegionId>) = regions
+            .into_iter()
+            .partition(|region| self.health.is_up(region.as_str(), now));
+        let mut missing: Vec<String> = Vec::new();
+        let mut unanswered: Vec<String> = Vec::new();
+        for region in up.into_iter().chain(down) {
+            match self.get_ticket_at(region, caller, id, deadline).await {
+                Ok(answer) => {
+                    let owner = answer
+                        .ticket
+                        .and_then(|t| t.owner)
+                        .map(|o| o.owner_region)
+                        .and_then(|o| RegionId::new(o).ok());
+                    match owner {
+                        Some(owner) => return Ok(owner),
+                        None => unanswered.push(format!("{region} (answered no owner)")),
+                    }
+                }
+                Err(status) if status.code() == Code::NotFound => missing.push(region.to_string()),
+                Err(status) if unreachable(status.code()) => {
+                    tracing::warn!(region = %region, code = ?status.code(), error = %status.message(), "gateway could not say who owns a ticket, asking the next");
+                    unanswered.push(format!("{region} ({:?})", status.code()));
+                }
+                Err(status) => {
+                    return Err(Error::GatewayStatus {
+                        region: region.clone(),
+                        status: Box::new(status),
+                    });
+                }
+            }
+        }
+        let asked = if missing.is_empty() {
+            "no gateway".to_owned()
+        } else {
+            missing.join(", ")
+        };
+        if unanswered.is_empty() {
+            Err(Error::TicketNotFound {
+                id: id.to_owned(),
+                asked,
+            })
+        } else {
+            Err(Error::TicketUnreachable {
+                id: id.to_owned(),
+                asked,
+                unreachable: unanswered.join(", "),
+            })
+        }
+    }
+
+    /// A customer's message (`AddNote`, visibility inbound) delivered to the
+    /// region that owns the ticket, with the caller's token: only the owner
+    /// may write one (docs/conversation.md). When ownership moved between
+    /// the look-up and the write, the owner refuses with
+    /// `FAILED_PRECONDITION`; the region that refused knows where the
+    /// ticket went, and the message is tried there once.
+    pub(crate) async fn add_customer_message(
+        &self,
+        caller: &Caller,
+        id: &str,
+        author: String,
+        body: String,
+        note_id: String,
+    ) -> Result<v1::AddNoteResponse, Error> {
+        let deadline = Instant::now() + self.limits.request_timeout;
+        let ticket_id = meridian_proto::convert::ticket_id("id", id)?;
+        let owner = self.find_owner(caller, id, deadline).await?;
+        // Checked as the owner will check it, so a bad message is refused
+        // naming its field before a gateway writes anything. The id is a
+        // placeholder: the owner mints the note's own.
+        core::Note {
+            id: core::NoteId::from_uuid(ticket_id.as_uuid()).map_err(ConvertError::from)?,
+            ticket_id,
+            region: owner.clone(),
+            author: author.clone(),
+            body: body.clone(),
+            created_at: self.clock.now(),
+            auto: false,
+            visibility: core::Visibility::Inbound,
+        }
+        .validate()
+        .map_err(ConvertError::from)?;
+        let note = v1::AddNoteRequest {
+            ticket_id: id.to_owned(),
+            author,
+            body,
+            visibility: v1::Visibility::Inbound.into(),
+            note_id,
+        };
+        let refusal = match self
+            .add_note_at(&owner, caller, note.clone(), deadline)
+            .await
+        {
+            Ok(added) => return Ok(added),
+            Err(status) if status.code() == Code::FailedPrecondition => status,
+            Err(status) => {
+                return Err(Error::GatewayStatus {
+                    region: owner,
+                    status: Box::new(status),
+                });
+            }
+        };
+        let moved_to = match self.get_ticket_at(&owner, caller, id, deadline).await {
+            Ok(answer) => answer
+                .ticket
+                .and_then(|t| t.owner)
+                .and_then(|o| RegionId::new(o.owner_region).ok())
+                .filter(|now_owner| *now_owner != owner),
+            Err(_) => None,
+        };
+        let Some(new_owner) = moved_to else {
+            // Not a move (a pending handoff, a closed ticket): the refusal
+            // is the answer.
+            return Err(Error::GatewayStatus {
+                region: owner,
+                status: Box::new(refusal),
+            });
+        };
+        tracing::info!(ticket_id = %ticket_id, from = %owner, to = %new_owner, "ticket changed owner before its customer message arrived, delivering it to the new owner");
+        self.add_note_at(&new_owner, caller, note, deadline)
+            .await
+            .map_err(|status| Error::GatewayStatus {
+                region: new_owner,
+                status: Box::new(status),
+            })
     }
 }
 
@@ -308,20 +552,62 @@ fn log_decision(rules: &Rules, decision: &Decision<'_>, rpc: &'static str) {
     );
 }
 
+/// Who submits a ticket, as the gRPC layer or the intake endpoint verified
+/// them: the principal (`None` without `[auth]`) and the `authorization`
+/// value that travels on to the gateway, which checks the caller too.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Caller {
+    pub(crate) principal: Option<Principal>,
+    pub(crate) authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Caller {
+    /// The caller of a gRPC request, as the auth layer left it.
+    fn of<T>(request: &Request<T>) -> Self {
+        Self {
+            principal: meridian_auth::principal(request).cloned(),
+            authorization: request
+                .metadata()
+                .get(meridian_auth::AUTHORIZATION)
+                .cloned(),
+        }
+    }
+}
+
 impl RouterApi {
+    /// `SubmitTicket` for any front end (the gRPC service, the intake
+    /// endpoint): one `router.submit` span in the caller's trace (parent
+    /// from `metadata`'s `traceparent`), the decision, the forward.
+    pub(crate) async fn submit(
+        &self,
+        caller: Caller,
+        metadata: &MetadataMap,
+        request: v1::SubmitTicketRequest,
+    ) -> Result<v1::SubmitTicketResponse, Error> {
+        // The ticket's id (and so its trace) exists only once a gateway has
+        // created it: this span is in the caller's trace and travels to the
+        // gateway, whose `ticket.create` span links to it; the decision is
+        // then a `route` span in the ticket's own trace.
+        let span = tracing::info_span!(
+            "router.submit",
+            otel.kind = "server",
+            meridian.ticket_id = tracing::field::Empty
+        );
+        meridian_telemetry::propagation::set_parent_from_metadata(&span, metadata);
+        self.submit_in_span(caller, request).instrument(span).await
+    }
+
     async fn submit_in_span(
         &self,
-        request: Request<v1::SubmitTicketRequest>,
-    ) -> Result<Response<v1::SubmitTicketResponse>, Status> {
+        caller: Caller,
+        request: v1::SubmitTicketRequest,
+    ) -> Result<v1::SubmitTicketResponse, Error> {
         let started = Instant::now();
         // The gateway checks the caller too: its token travels on.
-        let authorization = request
-            .metadata()
-            .get(meridian_auth::AUTHORIZATION)
-            .cloned();
+        let authorization = caller.authorization;
         let rules = self.rules.current();
         // A token for a region the mesh does not have is no agent of it.
-        if let Some(principal) = meridian_auth::principal(&request)
+        if let Some(principal) = &caller.principal
             && let Some(region) = &principal.region
             && rules.region(region.as_str()).is_none()
         {
@@ -329,10 +615,8 @@ impl RouterApi {
                 "the token of {} names region {region}, which is not a region of this mesh ({})",
                 principal.subject,
                 region_names(&rules)
-            ))
-            .into());
+            )));
         }
-        let request = request.into_inner();
         let create = request
             .ticket
             .ok_or_else(|| Error::from(ConvertError::new("ticket", "is required")))?;
@@ -360,12 +644,11 @@ impl RouterApi {
             count_decision(&decision);
             let Some(region) = decision.region.cloned() else {
                 if attempts.is_empty() {
-                    return Err(no_region(&decision).into());
+                    return Err(no_region(&decision));
                 }
                 return Err(Error::ForwardFailed {
                     attempts: attempts_text(&attempts),
-                }
-                .into());
+                });
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
             if attempts.len() >= self.limits.forward_attempts_max || remaining < FORWARD_TIME_MIN {
@@ -376,8 +659,7 @@ impl RouterApi {
                 };
                 return Err(Error::ForwardFailed {
                     attempts: format!("{}; {why} before trying {region}", attempts_text(&attempts)),
-                }
-                .into());
+                });
             }
             let decision_proto = convert::decision_to_proto(&decision);
             let acknowledgement = decision
@@ -431,7 +713,7 @@ impl RouterApi {
                     if !warning.is_empty() {
                         tracing::warn!(ticket_id, region = %region, warning = %warning, "ticket routed off shift");
                     }
-                    return Ok(Response::new(v1::SubmitTicketResponse {
+                    return Ok(v1::SubmitTicketResponse {
                         rules_version: rules.version_id(),
                         decision: Some(decision_proto),
                         region: owner.unwrap_or_else(|| region.to_string()),
@@ -440,15 +722,14 @@ impl RouterApi {
                         warning,
                         acknowledgement,
                         replayed: created.replayed,
-                    }));
+                    });
                 }
                 Err(status) if status.code() == Code::InvalidArgument => {
                     // The ticket itself is wrong; every gateway would say so.
                     return Err(Error::GatewayRefused {
                         region,
                         message: status.message().to_owned(),
-                    }
-                    .into());
+                    });
                 }
                 Err(status) if status.code() == Code::AlreadyExists => {
                     // The key names another request's ticket at this
@@ -456,8 +737,7 @@ impl RouterApi {
                     return Err(Error::IdempotencyConflict {
                         region,
                         message: status.message().to_owned(),
-                    }
-                    .into());
+                    });
                 }
                 Err(status)
                     if keyed && outcome_unknown(status.code()) && !retried.contains(&region) =>
@@ -515,17 +795,11 @@ impl v1::router_service_server::RouterService for RouterApi {
         &self,
         request: Request<v1::SubmitTicketRequest>,
     ) -> Result<Response<v1::SubmitTicketResponse>, Status> {
-        // The ticket's id (and so its trace) exists only once a gateway has
-        // created it: this span is in the caller's trace and travels to the
-        // gateway, whose `ticket.create` span links to it; the decision is
-        // then a `route` span in the ticket's own trace.
-        let span = tracing::info_span!(
-            "router.submit",
-            otel.kind = "server",
-            meridian.ticket_id = tracing::field::Empty
-        );
-        meridian_telemetry::propagation::set_parent_from_metadata(&span, request.metadata());
-        self.submit_in_span(request).instrument(span).await
+        let caller = Caller::of(&request);
+        let (metadata, _, request) = request.into_parts();
+        Ok(Response::new(
+            self.submit(caller, &metadata, request).await?,
+        ))
     }
 
     async fn active_regions(

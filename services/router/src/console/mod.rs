@@ -21,6 +21,7 @@
 //! that is not a loopback address, whatever it is bound to.
 
 mod auth;
+mod intake;
 mod limits;
 // `pub(crate)`: the pure what-if is re-exported for `meridian rules what-if`.
 pub(crate) mod view;
@@ -65,6 +66,7 @@ pub(crate) use auth::ConsoleAuth;
 
 use crate::config::{ConsoleConfig, TRACE_ID_PLACEHOLDER};
 use crate::health::HealthTable;
+use crate::service::RouterApi;
 
 /// The console's calls carry the router's own token (an sre's) when the
 /// gateways require one.
@@ -171,15 +173,18 @@ pub(crate) struct Console {
     auth: Option<ConsoleAuth>,
     /// Live streams open, per principal.
     streams: limits::StreamLimits,
+    /// The router's API, for the intake endpoint (`intake`).
+    api: RouterApi,
 }
 
 impl Console {
+    /// The console over the router's `api` (its rules, health table and
+    /// clock, and the intake endpoint's calls), reading the gateways on
+    /// `channels` with the router's own `token`.
     pub(crate) fn new(
         config: &ConsoleConfig,
-        rules: Arc<ActiveRules>,
-        health: Arc<HealthTable>,
+        api: RouterApi,
         channels: &HashMap<RegionId, Channel>,
-        clock: Arc<dyn Clock>,
         token: meridian_auth::BearerToken,
         auth: Option<ConsoleAuth>,
     ) -> Self {
@@ -196,14 +201,15 @@ impl Console {
             })
             .collect();
         Self {
-            rules,
-            health,
+            rules: api.rules().clone(),
+            health: api.health().clone(),
             gateways,
-            clock,
+            clock: api.clock().clone(),
             tracing_ui: config.tracing_ui.clone(),
             live_statuses: Arc::default(),
             auth,
             streams: limits::StreamLimits::new(STREAMS_PER_PRINCIPAL_MAX, STREAMS_MAX),
+            api,
         }
     }
 }
@@ -412,7 +418,10 @@ fn router(console: Console) -> axum::Router {
             problem(StatusCode::METHOD_NOT_ALLOWED, &message)
         })
         .layer(middleware::from_fn_with_state(console.clone(), gate))
-        .layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT));
+        .layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT))
+        // Beside the gate, not behind it: the intake endpoint takes bearer
+        // tokens only and the roles of the gRPC methods it stands for.
+        .merge(intake::routes());
     let mut routes = security_headers()
         .into_iter()
         .fold(routes, |routes, (name, value)| {

@@ -745,6 +745,11 @@ async fn malformed_requests_are_refused_with_json_errors_that_say_what_is_wrong(
     let unknown = mesh.post(path, &intake, &[], &unknown).await;
     assert_eq!(unknown.status, 400, "{unknown:?}");
     assert!(unknown.error_message().contains("colour"), "{unknown:?}");
+    assert_eq!(
+        unknown.error_field(),
+        "colour",
+        "the unknown field is named in field"
+    );
 
     let mut bad_priority = ticket("x");
     bad_priority["priority"] = json!("whenever");

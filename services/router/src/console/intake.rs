@@ -583,11 +583,19 @@ async fn json_body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T
     };
     // serde's message names the line and column, and an unknown field.
     serde_json::from_slice(&bytes).map_err(|e| {
-        Refusal::grpc(
-            Code::InvalidArgument,
-            format!("the body is not a valid request: {e}"),
-        )
+        let message = format!("the body is not a valid request: {e}");
+        match unknown_field(&e.to_string()) {
+            Some(field) => Refusal::invalid(field, message),
+            None => Refusal::grpc(Code::InvalidArgument, message),
+        }
     })
+}
+
+/// The field serde names in "unknown field `x`, expected …": serde reports
+/// it only in its message.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split_once('`').map(|(field, _)| field)
 }
 
 fn timestamp(at: Option<&prost_types::Timestamp>) -> Option<String> {
@@ -660,6 +668,15 @@ fn note_json(note: &v1::Note) -> NoteJson {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        assert_eq!(
+            unknown_field("unknown field `bodyy`, expected one of `body` at line 1 column 9"),
+            Some("bodyy")
+        );
+        assert_eq!(unknown_field("expected value at line 1 column 1"), None);
+    }
 
     #[test]
     fn grpc_codes_map_to_the_http_statuses_clients_expect() {

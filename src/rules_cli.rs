@@ -357,12 +357,18 @@ pub fn run_rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|r| r.id.clone())
                 .collect();
-            let answer = what_if::what_if(&active_rules, &text, from, &[], &regions).map_err(
-                |problems| {
-                    let lines: Vec<_> = problems.into_iter().map(|p| p.text).collect();
-                    anyhow::anyhow!("{} is refused: {}", proposed.display(), lines.join("; "))
-                },
-            )?;
+            let answer = what_if::what_if(
+                &active_rules,
+                &text,
+                from,
+                &[],
+                &regions,
+                &Default::default(),
+            )
+            .map_err(|problems| {
+                let lines: Vec<_> = problems.into_iter().map(|p| p.text).collect();
+                anyhow::anyhow!("{} is refused: {}", proposed.display(), lines.join("; "))
+            })?;
             match output {
                 OutputFormat::Table => emit(&what_if_text(&answer))?,
                 OutputFormat::Json => print_json(&what_if_json(&answer)?)?,

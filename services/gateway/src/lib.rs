@@ -32,6 +32,7 @@ pub mod escalation;
 pub mod failover;
 mod handoff;
 mod idempotency;
+mod load;
 mod mail;
 pub mod mail_settings;
 mod mesh;
@@ -497,6 +498,7 @@ async fn serve_listeners(
             // Only what this port serves: the descriptor set also holds
             // services of other ports, which would answer UNIMPLEMENTED.
             .with_service_name("meridian.v1.TicketService")
+            .with_service_name("meridian.v1.RegionLoadService")
             .with_service_name("grpc.health.v1.Health")
             .with_service_name("grpc.reflection.v1.ServerReflection")
             .with_service_name("grpc.reflection.v1alpha.ServerReflection")
@@ -561,6 +563,11 @@ async fn serve_listeners(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(tickets)
+        .add_service(
+            meridian_proto::v1::region_load_service_server::RegionLoadServiceServer::new(
+                load::LoadApi::new(api.clone()),
+            ),
+        )
         // TLS, the HTTP/2 preface within the handshake timeout, and
         // connections per address; Nagle off on every accepted socket.
         .serve_with_incoming_shutdown(

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use meridian_core::{Clock, RegionId};
-use meridian_rules::RegionHealth;
+use meridian_proto::v1::{GetLoadRequest, region_load_service_client::RegionLoadServiceClient};
+use meridian_rules::{RegionHealth, RegionLoad};
 use tokio::time::MissedTickBehavior;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -25,6 +26,9 @@ use tonic_health::pb::health_client::HealthClient;
 struct Probed {
     /// The clock's instant of the last successful probe.
     last_ok: Option<Timestamp>,
+    /// The region's load as its gateway last reported it, and when (the
+    /// clock's instant of that probe).
+    load: Option<(Timestamp, RegionLoad)>,
     /// At least one probe (or forward) has finished, well or badly.
     heard: bool,
 }
@@ -76,6 +80,29 @@ impl HealthTable {
                 )
             })
             .collect()
+    }
+
+    /// The load of every region that is up and reported one within the
+    /// health timeout: what the decision's load term reads. A region
+    /// without a fresh report is scored as empty, as before gateways
+    /// reported load.
+    pub(crate) fn loads(&self, now: Timestamp) -> HashMap<RegionId, RegionLoad> {
+        let regions = self.regions.read().unwrap_or_else(PoisonError::into_inner);
+        regions
+            .iter()
+            .filter(|(_, p)| self.up(p, now))
+            .filter_map(|(id, p)| {
+                let (at, load) = p.load?;
+                (now.duration_since(at) < self.timeout).then(|| (id.clone(), load))
+            })
+            .collect()
+    }
+
+    fn record_load(&self, region: &RegionId, load: Option<(Timestamp, RegionLoad)>) {
+        let mut regions = self.regions.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(probed) = regions.get_mut(region) {
+            probed.load = load;
+        }
     }
 
     pub(crate) fn is_up(&self, region: &str, now: Timestamp) -> bool {
@@ -141,7 +168,9 @@ pub(crate) async fn probe(
     interval: Duration,
     deadline: Duration,
 ) {
+    let mut load_client = RegionLoadServiceClient::new(channel.clone());
     let mut client = HealthClient::new(channel);
+    let mut load_reported: Option<bool> = None;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Logged on changes only, not on every probe.
@@ -163,6 +192,37 @@ pub(crate) async fn probe(
         match outcome {
             Ok(()) => {
                 table.record(&region, Some(clock.now()));
+                // The load rides on the same probe: a gateway that does not
+                // report one (an older version) is scored as empty.
+                let load =
+                    match tokio::time::timeout(deadline, load_client.get_load(GetLoadRequest {}))
+                        .await
+                    {
+                        Ok(Ok(answer)) => Ok(RegionLoad {
+                            open_tickets: u32::try_from(answer.into_inner().open_tickets)
+                                .unwrap_or(u32::MAX),
+                        }),
+                        Ok(Err(status)) => {
+                            Err(format!("{:?}: {}", status.code(), status.message()))
+                        }
+                        Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
+                    };
+                match load {
+                    Ok(load) => {
+                        table.record_load(&region, Some((clock.now(), load)));
+                        if load_reported != Some(true) {
+                            tracing::info!(region = %region, open_tickets = load.open_tickets, "gateway reports its load");
+                        }
+                        load_reported = Some(true);
+                    }
+                    Err(reason) => {
+                        table.record_load(&region, None);
+                        if load_reported != Some(false) {
+                            tracing::warn!(region = %region, reason = %reason, "gateway reports no load; scored as empty");
+                        }
+                        load_reported = Some(false);
+                    }
+                }
                 if last_ok != Some(true) {
                     tracing::info!(region = %region, "gateway probe succeeded");
                 }

@@ -10,9 +10,7 @@ use meridian_auth::Principal;
 use meridian_core::{self as core, Clock, RegionId};
 use meridian_proto::router::{self as convert, within};
 use meridian_proto::{ConvertError, timestamp_to_proto, v1};
-use meridian_rules::{
-    Decision, FilterReason, RegionHealth, RegionLoad, RouteRequest, Rules, render,
-};
+use meridian_rules::{Decision, FilterReason, RegionHealth, RouteRequest, Rules, render};
 use meridian_rules_source::ActiveRules;
 use meridian_telemetry::opentelemetry::KeyValue;
 use tokio::time::Instant;
@@ -39,8 +37,6 @@ pub struct RouterApi {
     gateways: Arc<HashMap<RegionId, TicketClient>>,
     clock: Arc<dyn Clock>,
     limits: Limits,
-    /// Gateways do not report load yet, so every region counts as empty.
-    no_load: Arc<HashMap<RegionId, RegionLoad>>,
 }
 
 impl RouterApi {
@@ -65,7 +61,6 @@ impl RouterApi {
             gateways: Arc::new(gateways),
             clock,
             limits,
-            no_load: Arc::new(HashMap::new()),
         }
     }
 
@@ -633,13 +628,14 @@ impl RouterApi {
         let create = expand_residency(&rules, create)?;
         let now = self.clock.now();
         let mut health = self.health.snapshot(now);
+        let loads = self.health.loads(now);
         let mut attempts: Vec<v1::ForwardAttempt> = Vec::new();
         let deadline = started + self.limits.request_timeout;
         loop {
             // Each failed gateway is marked down and the decision taken
             // again: on shift, that gives the next candidate by score; out of
             // hours, the policy's next choice.
-            let decision = rules.decide(now, &health, &self.no_load, &ticket);
+            let decision = rules.decide(now, &health, &loads, &ticket);
             log_decision(&rules, &decision, "submit_ticket");
             count_decision(&decision);
             let Some(region) = decision.region.cloned() else {
@@ -782,7 +778,7 @@ impl v1::router_service_server::RouterService for RouterApi {
         let rules = self.rules.current();
         let now = self.clock.now();
         let health = self.health.snapshot(now);
-        let decision = rules.decide(now, &health, &self.no_load, &ticket);
+        let decision = rules.decide(now, &health, &self.health.loads(now), &ticket);
         log_decision(&rules, &decision, "route");
         count_decision(&decision);
         Ok(Response::new(v1::RouteResponse {
@@ -859,7 +855,8 @@ impl v1::router_service_server::RouterService for RouterApi {
             }
             health.insert(region, RegionHealth::Down);
         }
-        let decision = rules.decide(at, &health, &self.no_load, &ticket);
+        // Loads are the gateways' latest reports, whatever `at` asks about.
+        let decision = rules.decide(at, &health, &self.health.loads(now), &ticket);
         log_decision(&rules, &decision, "explain");
         Ok(Response::new(v1::ExplainResponse {
             rules_version: rules.version_id(),

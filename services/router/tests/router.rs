@@ -590,3 +590,72 @@ async fn router_refuses_to_start_on_a_bad_rules_file() {
         "{err}"
     );
 }
+
+/// Load-aware routing: each gateway reports its open tickets on the
+/// router's health probe, and the decision's load term, `Explain` and
+/// `Route` use the figures. east (preference 60) wins an empty mesh; with
+/// 90 of its 100 tickets' room taken, west (preference 50, empty) wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_report_their_load_and_the_busier_region_loses_the_decision() {
+    let mut mesh = Mesh::start("2026-06-01T10:00:00Z").await;
+    let mut router = mesh.router().await;
+    assert_eq!(
+        route(&mut router, attributes())
+            .await
+            .decision
+            .unwrap()
+            .region,
+        "east",
+        "an empty mesh goes by preference"
+    );
+    let mut east = mesh.gateway("east").client().await;
+    for i in 0..90 {
+        east.create_ticket(create_request(&format!("invoice {i}")))
+            .await
+            .unwrap();
+    }
+    // Solved tickets are not load.
+    let done = east
+        .create_ticket(create_request("already answered"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    for status in [v1::Status::Open, v1::Status::Solved] {
+        east.update_ticket(v1::UpdateTicketRequest {
+            ticket_id: done.id.clone(),
+            status: Some(status.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let explained = eventually("east's load reaches the router", || {
+        let mut router = router.clone();
+        async move {
+            let explained = explain(&mut router, attributes()).await;
+            let decision = explained.decision.clone().unwrap();
+            (candidate(&decision, "east").open_tickets == 90).then_some(explained)
+        }
+    })
+    .await;
+    let decision = explained.decision.unwrap();
+    assert_eq!(decision.region, "west", "{}", explained.text);
+    assert_eq!(candidate(&decision, "west").open_tickets, 0);
+    let east_score = candidate(&decision, "east").score.unwrap();
+    assert!(
+        (east_score.load - 0.10).abs() < 1e-9,
+        "east's free capacity is 10 of 100: {east_score:?}"
+    );
+    assert!(explained.text.contains("90/100"), "{}", explained.text);
+    assert_eq!(
+        route(&mut router, attributes())
+            .await
+            .decision
+            .unwrap()
+            .region,
+        "west"
+    );
+    mesh.stop().await;
+}

@@ -1050,11 +1050,12 @@ fn now_from(console: &Console, gathered: Gathered) -> view::NowView {
     let rules = console.rules.current();
     let at = console.clock.now();
     let health = console.health.snapshot(at);
+    let loads = console.health.loads(at);
     view::now_view(
         &rules,
         console.rules.refused().to_vec(),
         at,
-        &health,
+        (&health, &loads),
         &gathered.statuses,
         (gathered.held_off_shift, gathered.at_risk),
     )
@@ -1532,13 +1533,15 @@ async fn what_if(State(console): State<Console>, request: Request) -> Response {
     let tickets = last_day_tickets(console, now).await;
     let active = console.rules.current();
     let regions: BTreeSet<RegionId> = console.gateways.keys().cloned().collect();
+    // Every past ticket is decided again with today's reported loads.
+    let loads = console.health.loads(now);
     let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
     // Parsing and two coverage simulations are CPU work: keep them off the
     // async workers.
     let text = text.to_owned();
     let (tickets, errors) = tickets;
     let answer = tokio::task::spawn_blocking(move || {
-        view::what_if(&active, &text, today, &tickets, &regions)
+        view::what_if(&active, &text, today, &tickets, &regions, &loads)
     })
     .await;
     match answer {

@@ -432,15 +432,17 @@ pub(crate) fn now_view(
     rules: &Rules,
     refused: Vec<String>,
     at: Timestamp,
-    health: &HashMap<RegionId, RegionHealth>,
+    (health, loads): (
+        &HashMap<RegionId, RegionHealth>,
+        &HashMap<RegionId, RegionLoad>,
+    ),
     statuses: &BTreeMap<String, GatewayView>,
     (held_off_shift, at_risk): (TicketList, TicketList),
 ) -> NowView {
     let day_start = utc_day_start(at);
     let mut bands = bands(rules, day_start);
     let active = rules.active_at(at);
-    let no_load: HashMap<RegionId, RegionLoad> = HashMap::new();
-    let decision = rules.decide(at, health, &no_load, &RouteRequest::default());
+    let decision = rules.decide(at, health, loads, &RouteRequest::default());
     let regions = rules
         .regions()
         .iter()
@@ -740,6 +742,7 @@ pub fn what_if(
     from: Date,
     tickets: &[PastTicket],
     regions: &BTreeSet<RegionId>,
+    loads: &HashMap<RegionId, RegionLoad>,
 ) -> Result<WhatIf, Vec<ProblemView>> {
     let proposed = Rules::parse("what-if.toml", text).map_err(|e| problems(&e))?;
     let before = active.coverage(from, GRID_DAYS);
@@ -751,14 +754,13 @@ pub fn what_if(
         .iter()
         .map(|r| (r.clone(), RegionHealth::Up))
         .collect();
-    let no_load: HashMap<RegionId, RegionLoad> = HashMap::new();
     let mut moved = Vec::new();
     let mut by_active: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_proposed: BTreeMap<String, usize> = BTreeMap::new();
     let none = "none".to_owned();
     for ticket in tickets {
-        let a = active.decide(ticket.created_at, &health, &no_load, &ticket.request);
-        let p = proposed.decide(ticket.created_at, &health, &no_load, &ticket.request);
+        let a = active.decide(ticket.created_at, &health, loads, &ticket.request);
+        let p = proposed.decide(ticket.created_at, &health, loads, &ticket.request);
         let (ar, pr) = (
             a.region.map(ToString::to_string),
             p.region.map(ToString::to_string),
@@ -989,7 +991,7 @@ resolution_minutes = 480
             &rules,
             Vec::new(),
             at("2026-06-02T10:00:00Z"),
-            &health,
+            (&health, &HashMap::new()),
             &statuses,
             Default::default(),
         );
@@ -1012,7 +1014,8 @@ resolution_minutes = 480
         let bad = RULES.replace("time_zone = \"UTC\"\nskills = [\"billing\"]\ncapacity = 10\n\n[[regions.shifts]]\nname = \"late\"", "time_zone = \"Europe/Londn\"\nskills = [\"billing\"]\ncapacity = 10\n\n[[regions.shifts]]\nname = \"late\"");
         assert_ne!(bad, RULES, "the test must change the file");
         let date: Date = "2026-06-01".parse().unwrap();
-        let errors = what_if(&active, &bad, date, &[], &BTreeSet::new()).unwrap_err();
+        let errors =
+            what_if(&active, &bad, date, &[], &BTreeSet::new(), &HashMap::new()).unwrap_err();
         assert!(!errors.is_empty());
         let line = bad
             .lines()
@@ -1029,7 +1032,15 @@ resolution_minutes = 480
             errors[0].text
         );
 
-        let errors = what_if(&active, "version = ", date, &[], &BTreeSet::new()).unwrap_err();
+        let errors = what_if(
+            &active,
+            "version = ",
+            date,
+            &[],
+            &BTreeSet::new(),
+            &HashMap::new(),
+        )
+        .unwrap_err();
         assert_eq!(
             (errors[0].line, errors[0].column > 0),
             (1, true),
@@ -1065,7 +1076,15 @@ resolution_minutes = 480
             ticket("b", "2026-06-02T14:30:00Z"),
         ];
         let date: Date = "2026-06-01".parse().unwrap();
-        let answer = what_if(&active, &proposed, date, &tickets, &regions).unwrap();
+        let answer = what_if(
+            &active,
+            &proposed,
+            date,
+            &tickets,
+            &regions,
+            &HashMap::new(),
+        )
+        .unwrap();
         assert!(
             answer.proposed_version.starts_with("v2+"),
             "{}",
@@ -1244,7 +1263,7 @@ resolution_minutes = 480
             &rules,
             Vec::new(),
             at("2026-06-02T10:00:00Z"),
-            &HashMap::new(),
+            (&HashMap::new(), &HashMap::new()),
             &BTreeMap::new(),
             Default::default(),
         );

@@ -210,6 +210,15 @@ fn header(raw: &[u8], name: &str) -> Option<String> {
     })
 }
 
+/// A reply's threading headers: its own id, the customer mail it answers,
+/// that mail's chain plus that mail, and the ticket's subject.
+fn assert_threaded(raw: &[u8], id: &str, in_reply_to: &str, references: &str, subject: &str) {
+    assert_eq!(header(raw, "Message-ID").unwrap(), id);
+    assert_eq!(header(raw, "In-Reply-To").as_deref(), Some(in_reply_to));
+    assert_eq!(header(raw, "References").unwrap(), references);
+    assert_eq!(header(raw, "Subject").unwrap(), subject);
+}
+
 fn body(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
@@ -459,19 +468,13 @@ timeout_ms = 2000
         .await;
     let sent = wait_sent(&smtp, 2);
     let reply = &sent[1].1;
-    assert_eq!(
-        header(reply, "Message-ID").unwrap(),
-        format!("<reply.{reply_note}@meridian.test>")
+    assert_threaded(
+        reply,
+        &format!("<reply.{reply_note}@meridian.test>"),
+        "<m2@customer.test>",
+        &format!("<m1@customer.test> {ack_id} <m2@customer.test>"),
+        &subject,
     );
-    assert_eq!(
-        header(reply, "In-Reply-To").as_deref(),
-        Some("<m2@customer.test>")
-    );
-    assert_eq!(
-        header(reply, "References").unwrap(),
-        format!("<m1@customer.test> {ack_id} <m2@customer.test>")
-    );
-    assert_eq!(header(reply, "Subject").unwrap(), subject);
     assert!(body(reply).contains("We sent a technician."));
     let answered = mesh
         .ticket(&data, "us-east", &ticket_id)
@@ -551,13 +554,12 @@ timeout_ms = 2000
         .await;
     let sent = wait_sent(&smtp, 3);
     let reply = &sent[2].1;
-    assert_eq!(
-        header(reply, "Message-ID").unwrap(),
-        format!("<reply.{second_reply}@meridian.test>")
-    );
-    assert_eq!(
-        header(reply, "In-Reply-To").as_deref(),
-        Some("<m3@customer.test>")
+    assert_threaded(
+        reply,
+        &format!("<reply.{second_reply}@meridian.test>"),
+        "<m3@customer.test>",
+        &format!("<m1@customer.test> {ack_id} <m2@customer.test> <{reply_id}> <m3@customer.test>"),
+        &subject,
     );
     let met = mesh
         .ticket(&data, "eu-west", &ticket_id)

@@ -395,7 +395,13 @@ impl TicketDirectory for Ledger {
     type Error = Error;
 
     async fn ticket_for_message_id(&self, message_id: &str) -> Result<Option<String>> {
-        Ok(self.message(message_id).await?.map(|entry| entry.ticket_id))
+        // A mail kept aside was read but made no ticket (an empty id): an
+        // answer to it threads by its other evidence, or starts anew.
+        Ok(self
+            .message(message_id)
+            .await?
+            .map(|entry| entry.ticket_id)
+            .filter(|ticket| !ticket.is_empty()))
     }
 
     async fn ticket_for_ref(&self, reference: &TicketRef) -> Result<Option<String>> {

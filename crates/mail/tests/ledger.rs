@@ -110,6 +110,31 @@ async fn a_message_is_pending_until_done_and_its_first_ticket_stays() {
         assert_eq!(done.note_id.as_deref(), Some("n-1"));
         assert_eq!(ledger.message_count(Direction::In).await.unwrap(), 1);
         assert_eq!(ledger.message("unknown@x").await.unwrap(), None);
+        // A mail kept aside is read (a duplicate if delivered again) but
+        // names no ticket to thread an answer onto.
+        let kept = MessageEntry {
+            message_id: "refused@customer.test".into(),
+            ticket_id: String::new(),
+            direction: Direction::In,
+            note_id: None,
+            done: true,
+        };
+        ledger.record_message(&kept, 12).await.unwrap();
+        assert!(
+            ledger
+                .message("refused@customer.test")
+                .await
+                .unwrap()
+                .unwrap()
+                .done
+        );
+        assert_eq!(
+            ledger
+                .ticket_for_message_id("refused@customer.test")
+                .await
+                .unwrap(),
+            None
+        );
         assert_eq!(
             ledger
                 .ticket_for_message_id("m2@customer.test")

@@ -41,6 +41,18 @@ pub struct Thread {
 }
 
 impl Thread {
+    /// The thread a reply continues: it answers the customer's newest mail
+    /// the ledger holds for the ticket.
+    pub fn answering(thread: &crate::ledger::MailThread) -> Thread {
+        Thread {
+            customer_address: thread.customer_address.clone(),
+            customer_name: thread.customer_name.clone(),
+            subject: thread.subject.clone(),
+            parent_message_id: Some(thread.last_message_id.clone()),
+            parent_references: thread.last_references.clone(),
+        }
+    }
+
     /// The thread an inbound customer message starts or continues.
     pub fn from_inbound(message: &InboundMessage) -> Thread {
         Thread {

@@ -284,7 +284,7 @@ async fn take(ctx: &MailCtx, message: &InboundMessage) -> Result<(), String> {
         // Recorded, but its note may not be written: write it (again).
         let ticket = parse_ticket(&entry.ticket_id)?;
         let note_id = entry.note_id.unwrap_or_default();
-        return add_message(ctx, ticket, &note_id, message).await;
+        return add_message(ctx, ticket, None, &note_id, message).await;
     }
     match threading::thread(&ctx.ledger, message)
         .await
@@ -303,7 +303,11 @@ async fn take(ctx: &MailCtx, message: &InboundMessage) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             // A closed ticket takes no more messages: the mail starts anew.
-            if record.is_some_and(|r| r.ticket.status == meridian_core::Status::Closed) {
+            let known = record.map(|r| r.ticket);
+            if known
+                .as_ref()
+                .is_some_and(|t| t.status == meridian_core::Status::Closed)
+            {
                 tracing::info!(%ticket, "mail: a message on a closed ticket becomes a new ticket");
                 return create(ctx, message).await;
             }
@@ -326,7 +330,7 @@ async fn take(ctx: &MailCtx, message: &InboundMessage) -> Result<(), String> {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-            add_message(ctx, ticket, &note_id, message).await
+            add_message(ctx, ticket, known, &note_id, message).await
         }
         Threading::New => create(ctx, message).await,
     }
@@ -380,23 +384,29 @@ fn customer_of(message: &InboundMessage) -> String {
 }
 
 /// Writes a customer message as an inbound note at the ticket's owner.
+/// `known` is the ticket when the caller has just read it.
 async fn add_message(
     ctx: &MailCtx,
     ticket: TicketId,
+    known: Option<meridian_core::Ticket>,
     note_id: &str,
     message: &InboundMessage,
 ) -> Result<(), String> {
-    let Some(record) = ctx
-        .api
-        .store()
-        .get_ticket(ticket)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
+    let known = match known {
+        Some(known) => Some(known),
+        None => ctx
+            .api
+            .store()
+            .get_ticket(ticket)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|record| record.ticket),
+    };
+    let Some(known) = known else {
         // Replication has not brought it yet: read the mail again later.
         return Err(format!("ticket {ticket} is not in this region's store yet"));
     };
-    let owner = record.ticket.owner.owner_region.clone();
+    let owner = known.owner.owner_region.clone();
     let request = v1::AddNoteRequest {
         ticket_id: ticket.to_string(),
         author: truncate(customer_of(message), meridian_core::note::AUTHOR_CHARS_MAX),
@@ -737,13 +747,7 @@ async fn reply(ctx: &MailCtx, note: &meridian_core::Note) -> Result<(), String> 
         return Ok(());
     }
     let mail = smtp::reply(
-        &Thread {
-            customer_address: thread.customer_address.clone(),
-            customer_name: thread.customer_name.clone(),
-            subject: thread.subject.clone(),
-            parent_message_id: Some(thread.last_message_id.clone()),
-            parent_references: thread.last_references.clone(),
-        },
+        &Thread::answering(&thread),
         &from(ctx),
         &ticket_ref(&thread)?,
         smtp::message_id_for(&format!("reply.{}", note.id), &ctx.settings.domain),

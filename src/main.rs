@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod agent_cli;
 mod certs_cli;
 mod cli_output;
 mod health_cli;
@@ -74,6 +75,9 @@ enum Command {
     /// Create, read, list, update and annotate tickets at a gateway.
     #[command(subcommand)]
     Ticket(ticket_cli::TicketCommand),
+    /// A region's agents: the roster now, presence, open tickets.
+    #[command(subcommand)]
+    Agent(agent_cli::AgentCommand),
     /// Show a ticket's journey through the regions: who held it and for how
     /// long, each handoff with its note, where it waited, and its trace.
     Trace(trace_cli::TraceArgs),
@@ -173,6 +177,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Up { args, .. } => up::run(args).await,
         Command::Ticket(cmd) => ticket_cli::run(cmd).await,
+        Command::Agent(cmd) => agent_cli::run(cmd).await,
         Command::Trace(args) => trace_cli::run(args).await,
         Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Health(args) => health_cli::run(args).await,

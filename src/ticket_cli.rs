@@ -151,8 +151,9 @@ pub enum TicketCommand {
         /// Anything else the next region should know.
         #[arg(long, default_value = "")]
         text: String,
-        /// Who writes the note.
-        #[arg(long, default_value = "meridian-cli")]
+        /// Who writes the note: by default the token's subject. Only an
+        /// admin (an import) may name someone else.
+        #[arg(long, default_value = "")]
         author: String,
     },
     /// Show a ticket with its notes and conflicts.
@@ -197,8 +198,9 @@ pub enum TicketCommand {
         conn: Connection,
         /// The ticket's id (a UUID).
         id: String,
-        /// Who writes the note.
-        #[arg(long)]
+        /// Who writes the note: by default the token's subject. Only an
+        /// admin (an import) or an intake system may name someone else.
+        #[arg(long, default_value = "")]
         author: String,
         /// The note's text.
         #[arg(long)]
@@ -208,6 +210,31 @@ pub enum TicketCommand {
         /// starts the next-response clock).
         #[arg(long, default_value = "internal", value_parser = parse_visibility)]
         visibility: meridian_core::Visibility,
+    },
+    /// Take a ticket: assign it to yourself (the token's subject, an agent
+    /// of the owning region's roster).
+    Claim {
+        #[command(flatten)]
+        conn: Connection,
+        /// The ticket's id (a UUID).
+        id: String,
+    },
+    /// Assign a ticket to an agent of the owning region's roster, who must
+    /// have its skills and room under their limit.
+    Assign {
+        #[command(flatten)]
+        conn: Connection,
+        /// The ticket's id (a UUID).
+        id: String,
+        /// The agent (their token's subject).
+        agent: String,
+    },
+    /// Leave a ticket unassigned: the shift's queue owner holds it.
+    Unassign {
+        #[command(flatten)]
+        conn: Connection,
+        /// The ticket's id (a UUID).
+        id: String,
     },
     /// Change owner-scoped fields; only the owning region may.
     Update {
@@ -532,6 +559,9 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
             }
             conn.print(&value, &table);
         }
+        TicketCommand::Claim { conn, id } => assign(&conn, id, String::new(), false).await?,
+        TicketCommand::Assign { conn, id, agent } => assign(&conn, id, agent, false).await?,
+        TicketCommand::Unassign { conn, id } => assign(&conn, id, String::new(), true).await?,
         TicketCommand::Update {
             conn,
             id,
@@ -570,7 +600,41 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `AssignTicket`: a claim (no agent), an assignment or an unassignment.
+async fn assign(
+    conn: &Connection,
+    id: String,
+    agent: String,
+    unassign: bool,
+) -> anyhow::Result<()> {
+    let mut client = conn.client().await?;
+    let response = client
+        .assign_ticket(conn.request(v1::AssignTicketRequest {
+            ticket_id: id,
+            agent,
+            unassign,
+        })?)
+        .await
+        .map_err(refusal)?
+        .into_inner();
+    let ticket = response
+        .ticket
+        .context("gateway answered without the ticket")?;
+    conn.print(&ticket_json(&ticket), &ticket_table(&ticket));
+    Ok(())
+}
+
 impl Connection {
+    /// A channel to the gateway and the interceptor adding the token.
+    pub(crate) async fn channel(&self) -> anyhow::Result<(Channel, meridian_auth::BearerToken)> {
+        let timeout = Duration::from_secs(self.timeout_secs.max(1));
+        let channel = endpoint(&self.target, self.ca.as_deref(), timeout)?
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.target))?;
+        Ok((channel, bearer(self.token.as_deref())?))
+    }
+
     async fn client(&self) -> anyhow::Result<GatewayClient> {
         let timeout = Duration::from_secs(self.timeout_secs.max(1));
         gateway_client(
@@ -594,7 +658,7 @@ impl Connection {
         Ok(request)
     }
 
-    fn print(&self, value: &Value, table: &str) {
+    pub(crate) fn print(&self, value: &Value, table: &str) {
         match self.output {
             OutputFormat::Json => println!("{value}"),
             OutputFormat::Table => print!("{}", meridian::terminal_safe(table)),
@@ -655,7 +719,7 @@ fn bearer(token: Option<&str>) -> anyhow::Result<meridian_auth::BearerToken> {
 }
 
 /// A gRPC refusal as one line: the code's canonical name and the reason.
-fn refusal(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn refusal(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!(
         "{}: {}",
         meridian_gateway::error::code_name(status.code()),

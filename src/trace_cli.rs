@@ -563,6 +563,7 @@ mod tests {
             epoch,
             hlc_time: HlcTimestamp::new(T0_MS + at_ms, 0),
             traceparent: None,
+            actor: None,
             kind,
         })
     }

@@ -263,6 +263,74 @@ fn rules_file(args: &UpArgs) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// A development roster per region, written when missing: the agent of
+/// the region's printed token and two more, working every shift of the
+/// region with all its skills. Without rules that parse there are none
+/// (the gateways then say what is wrong with the rules).
+async fn dev_rosters(
+    data_dir: &Path,
+    rules: &Path,
+    regions: &[RegionId],
+) -> anyhow::Result<Vec<(RegionId, PathBuf)>> {
+    let Ok(source) = meridian_rules_source::RulesSource::load(rules).await else {
+        return Ok(Vec::new());
+    };
+    let rules = source.active.current();
+    let mut rosters = Vec::new();
+    for (i, region) in regions.iter().enumerate() {
+        let path = data_dir.join(format!("roster.{region}.toml"));
+        if !path.exists() {
+            let Some(spec) = rules.region(region.as_str()) else {
+                continue;
+            };
+            std::fs::write(&path, dev_roster(spec, DEV_AGENTS[i % DEV_AGENTS.len()]))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        rosters.push((region.clone(), path));
+    }
+    Ok(rosters)
+}
+
+/// Two people per region besides the token's agent, for the console.
+const DEV_AGENTS: [[&str; 2]; 3] = [["ana", "bo"], ["eve", "finn"], ["kei", "lin"]];
+
+fn dev_roster(region: &meridian_rules::Region, people: [&str; 2]) -> String {
+    let quoted = |items: &mut dyn Iterator<Item = &str>| {
+        items
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut shifts: Vec<&str> = region.shift_names().collect();
+    shifts.dedup();
+    let shifts = quoted(&mut shifts.into_iter());
+    let skills = quoted(&mut region.skills.iter().map(|s| s.as_str()));
+    let id = &region.id;
+    let mut text = format!(
+        "# The development roster of {id}, written by `meridian up` (docs/people.md).\n\
+         # Edit it: the gateway reloads it; a file with a problem is refused\n\
+         # (FILE:LINE:COL) and the last good one stays in force.\n\
+         region = \"{id}\"\n\n\
+         [assignment]\n\
+         # off: new tickets wait for a claim; least_loaded or round_robin give\n\
+         # them to available agents on shift with the skills and room.\n\
+         auto = \"off\"\n\n\
+         # The agent of the printed token (DATA_DIR/tokens/agent-{id}.jwt).\n\
+         [[agents]]\n\
+         id = \"dev-agent-{id}\"\n\
+         name = \"Dev agent ({id})\"\n\
+         skills = [{skills}]\n\
+         max_open = 25\n\
+         shifts = [{shifts}]\n"
+    );
+    for person in people {
+        text.push_str(&format!(
+            "\n[[agents]]\nid = \"{person}\"\nskills = [{skills}]\nmax_open = 10\nshifts = [{shifts}]\n"
+        ));
+    }
+    text
+}
+
 /// The development PKI under the data directory, made once and reused.
 fn dev_pki(dir: &Path, regions: &[RegionId]) -> anyhow::Result<()> {
     if dir.join(CA_CERT_FILE).exists() {
@@ -319,6 +387,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .map(|r| RegionId::new(*r))
         .collect::<Result<_, _>>()?;
     let rules = rules_file(&args)?;
+    let rosters = dev_rosters(&args.data_dir, &rules, &regions).await?;
     let pki = args.data_dir.join("pki");
     dev_pki(&pki, &regions)?;
     let auth = if args.no_auth {
@@ -392,7 +461,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             public_addr,
             StoreConfig::sqlite_file(&db),
         );
-        config.rules = Some(RulesSettings::new(rules.clone()));
+        let mut settings = RulesSettings::new(rules.clone());
+        settings.roster = rosters
+            .iter()
+            .find(|(r, _)| *r == region)
+            .map(|(_, path)| path.clone());
+        config.rules = Some(settings);
         config.notify.targets = args.webhooks.clone();
         config.mesh = Some(MeshSettings {
             listen: mesh_addr,

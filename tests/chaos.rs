@@ -815,7 +815,7 @@ fn handoff_request(ticket: &str, to: usize) -> v1::HandoffRequest {
             next_action: "keep going".into(),
             deadline: None,
             text: "handed off by the chaos test".into(),
-            author: "chaos".into(),
+            author: String::new(),
         }),
     }
 }

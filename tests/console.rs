@@ -742,7 +742,6 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
                 last_action: "rebooted the edge router".into(),
                 next_action: "confirm with the customer".into(),
                 text: "customer prefers email".into(),
-                author: "ana".into(),
                 ..Default::default()
             }),
         })

@@ -171,7 +171,7 @@ impl Up {
                 &format!("agent-{region}"),
                 v1::AddNoteRequest {
                     ticket_id: id.to_owned(),
-                    author: format!("agent of {region}"),
+                    author: String::new(),
                     body: text.to_owned(),
                     visibility: v1::Visibility::Public as i32,
                     note_id: String::new(),
@@ -501,7 +501,7 @@ timeout_ms = 2000
                     last_action: "sent a technician".into(),
                     next_action: "confirm the printer is replaced".into(),
                     text: "customer is waiting on the technician".into(),
-                    author: "agent of us-east".into(),
+                    author: String::new(),
                     ..Default::default()
                 }),
             },

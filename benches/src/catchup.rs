@@ -62,6 +62,7 @@ pub(crate) fn meta() -> WriteMeta {
         hlc_time: HlcTimestamp::new(u64::try_from(now.as_millisecond()).unwrap(), 0),
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         at: now,
+        actor: None,
     }
 }
 

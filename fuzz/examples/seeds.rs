@@ -107,6 +107,7 @@ fn envelope(seq: u64, ticket_id: TicketId, epoch: Epoch, kind: EventKind) -> Res
         epoch,
         hlc_time: HlcTimestamp::new(1_750_000_000_000 + seq, 0),
         traceparent: (seq == 1).then(|| "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),
+        actor: None,
         kind,
     })
 }

@@ -553,6 +553,7 @@ impl Op for StoreOp {
                         hlc_time,
                         traceparent: None,
                         at,
+                        actor: None,
                     },
                 )
                 .await

@@ -41,6 +41,12 @@ impl Policy {
         }
     }
 
+    /// Also protects the service whose paths start with `prefix`.
+    pub fn protecting(mut self, prefix: &'static str) -> Self {
+        self.protected.push(prefix);
+        self
+    }
+
     pub fn access(&self, path: &str) -> Access {
         if !self.protected.iter().any(|prefix| path.starts_with(prefix)) {
             return Access::Open;
@@ -83,8 +89,18 @@ pub fn gateway_policy() -> Policy {
             ),
             ("/meridian.v1.TicketService/Handoff", &[Agent, Admin]),
             ("/meridian.v1.TicketService/GetStatus", &[Sre, Admin]),
+            // The handler checks the agent named is in the owning
+            // region's roster; an agent assigns in their region only.
+            ("/meridian.v1.TicketService/AssignTicket", &[Agent, Admin]),
+            (
+                "/meridian.v1.AgentService/ListAgents",
+                &[Agent, Operator, Sre, Admin],
+            ),
+            // An agent sets their own presence; an admin anyone's.
+            ("/meridian.v1.AgentService/SetPresence", &[Agent, Admin]),
         ],
     )
+    .protecting("/meridian.v1.AgentService/")
 }
 
 /// `meridian.v1.RouterService` on the router.

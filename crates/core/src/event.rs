@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use jiff::Timestamp;
 
 use crate::{
-    Epoch, HandoffNote, HlcTimestamp, IntakeSpike, Note, Priority, RegionId, SlaDeadlines,
+    Actor, Epoch, HandoffNote, HlcTimestamp, IntakeSpike, Note, Priority, RegionId, SlaDeadlines,
     SlaMetric, Status, Ticket, TicketId,
 };
 
@@ -22,6 +22,11 @@ pub struct EventEnvelope {
     pub hlc_time: HlcTimestamp,
     /// W3C trace context of the span that produced the event.
     pub traceparent: Option<String>,
+    /// Who made the change: the caller's token subject and role, or
+    /// Meridian itself ([`Actor::system`]). `None` on events written before
+    /// actors were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
     pub kind: EventKind,
 }
 

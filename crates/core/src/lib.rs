@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod clock;
 pub mod epoch;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod text;
 pub mod ticket;
 pub mod traceparent;
 
+pub use agent::{Actor, AutoAssign, Presence};
 pub use clock::{Clock, ManualClock};
 pub use epoch::{EPOCH_STRIDE, Epoch, Ownership, WriteVerdict};
 pub use error::{Error, Result};

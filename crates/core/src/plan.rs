@@ -105,6 +105,10 @@ pub struct Set<'a> {
     pub owner: Option<Ownership>,
     /// `Some(None)` clears the pending offer.
     pub handoff_to: Option<Option<RegionId>>,
+    /// Clears the assignee: an ownership change leaves the ticket to the
+    /// new owner's queue, since an assignee is always an agent of the
+    /// owning region's roster.
+    pub clears_assignee: bool,
     /// `updated_at` becomes at least this (never moves backwards).
     pub touched_at: Timestamp,
 }
@@ -120,6 +124,9 @@ impl Set<'_> {
         }
         if let Some(handoff_to) = &self.handoff_to {
             ticket.handoff_to.clone_from(handoff_to);
+        }
+        if self.clears_assignee {
+            ticket.assignee = None;
         }
         ticket.updated_at = ticket.updated_at.max(self.touched_at);
     }
@@ -271,6 +278,7 @@ pub fn plan(event: &EventEnvelope, source: Source) -> Result<Plan<'_>, Refusal> 
                 fields: Some(changes),
                 owner: None,
                 handoff_to: None,
+                clears_assignee: false,
                 touched_at,
             };
             (Change::Update { set, guard }, After::Nothing)
@@ -285,6 +293,7 @@ pub fn plan(event: &EventEnvelope, source: Source) -> Result<Plan<'_>, Refusal> 
                 fields: None,
                 owner: None,
                 handoff_to: Some(Some(to.clone())),
+                clears_assignee: false,
                 touched_at,
             };
             (Change::Update { set, guard }, After::Nothing)
@@ -299,6 +308,7 @@ pub fn plan(event: &EventEnvelope, source: Source) -> Result<Plan<'_>, Refusal> 
                 fields: None,
                 owner: None,
                 handoff_to: Some(None),
+                clears_assignee: false,
                 touched_at,
             };
             (Change::Update { set, guard }, After::Nothing)
@@ -376,6 +386,7 @@ fn ownership_set(event: &EventEnvelope, touched_at: Timestamp) -> Set<'static> {
             epoch: event.epoch,
         }),
         handoff_to: Some(None),
+        clears_assignee: true,
         touched_at,
     }
 }
@@ -615,6 +626,7 @@ mod tests {
                 epoch,
                 hlc_time: HlcTimestamp::new(self.clock, 0),
                 traceparent: None,
+                actor: None,
                 kind,
             });
             seq
@@ -762,6 +774,7 @@ mod tests {
                 epoch: ticket.owner.epoch,
                 hlc_time: HlcTimestamp::new(5_000, 0),
                 traceparent: None,
+                actor: None,
                 kind: EventKind::TicketUpdated { changes: TicketChanges {
                     epoch: ticket.owner.epoch,
                     status: Some(to),
@@ -791,6 +804,7 @@ mod tests {
             epoch: ticket.owner.epoch,
             hlc_time: HlcTimestamp::new(1, 0),
             traceparent: None,
+            actor: None,
             kind: EventKind::TicketCreated {
                 ticket: Box::new(ticket.clone()),
             },

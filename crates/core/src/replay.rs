@@ -104,9 +104,21 @@ pub fn replay(events: &[EventEnvelope]) -> Option<Replayed> {
             b.2.origin_seq,
         ))
     });
-    // Each counted write makes exactly the change its plan names.
-    for (_, _, event, _) in counted {
+    // Each counted write makes exactly the change its plan names. Each
+    // ownership change clears the assignee before the writes of its epoch
+    // (the new owner's), after those of earlier epochs.
+    let created = ticket.owner.epoch;
+    let mut handed_over: Vec<Epoch> = holders.keys().copied().filter(|e| *e != created).collect();
+    handed_over.reverse();
+    for (epoch, _, event, _) in counted {
+        while handed_over.last().is_some_and(|e| *e <= epoch) {
+            handed_over.pop();
+            ticket.assignee = None;
+        }
         apply_planned(&mut ticket, event, false);
+    }
+    if !handed_over.is_empty() {
+        ticket.assignee = None;
     }
     stale.sort_by(|a, b| (&a.origin_region, a.origin_seq).cmp(&(&b.origin_region, b.origin_seq)));
 
@@ -207,6 +219,7 @@ mod tests {
                 epoch,
                 hlc_time: HlcTimestamp::new(self.clock, 0),
                 traceparent: None,
+                actor: None,
                 kind,
             });
             *seq
@@ -305,11 +318,9 @@ mod tests {
             }
         );
         assert_eq!(replayed.ticket.status, Status::Escalated);
-        assert_eq!(
-            replayed.ticket.assignee.as_deref(),
-            Some("bo"),
-            "eu-west's write before the cursor counts"
-        );
+        // eu-west's write before the cursor counts (it is not stale, below),
+        // and the takeover then left the ticket to apac-south's queue.
+        assert_eq!(replayed.ticket.assignee, None);
         assert_eq!(replayed.ticket.handoff_to, None);
         assert_eq!(replayed.stale.len(), 1, "{:?}", replayed.stale);
         let stale = &replayed.stale[0];
@@ -350,7 +361,9 @@ mod tests {
         events.sort_by_key(|e| (e.origin_region.as_str() != "eu-west", e.origin_seq));
         let replayed = replay(&events).unwrap();
         assert!(replayed.stale.is_empty(), "{:?}", replayed.stale);
-        assert_eq!(replayed.ticket.assignee.as_deref(), Some("ana"));
+        // It counted, before the acceptance, which leaves the ticket to
+        // eu-west's queue: arriving late does not bring ana back.
+        assert_eq!(replayed.ticket.assignee, None);
         assert_eq!(replayed.ticket.status, Status::Open);
     }
 

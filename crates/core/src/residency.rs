@@ -251,6 +251,7 @@ mod tests {
             epoch: Epoch::initial(0),
             hlc_time: HlcTimestamp(7),
             traceparent: None,
+            actor: None,
             kind,
         }
     }

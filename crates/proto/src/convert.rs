@@ -198,6 +198,16 @@ pub fn event_to_proto(event: &core::EventEnvelope) -> v1::Event {
             .kind
             .payload_json()
             .unwrap_or_else(|_| "null".to_owned()),
+        actor_subject: event
+            .actor
+            .as_ref()
+            .map(|a| a.subject.clone())
+            .unwrap_or_default(),
+        actor_role: event
+            .actor
+            .as_ref()
+            .map(|a| a.role.clone())
+            .unwrap_or_default(),
     }
 }
 

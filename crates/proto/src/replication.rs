@@ -178,6 +178,7 @@ pub fn event_from_proto(field: &str, event: &v1::Event) -> Result<EventEnvelope>
             .map_err(|reason| ConvertError::new(at("traceparent"), reason))?;
         Some(event.traceparent.clone())
     };
+    let actor = actor_from_proto(field, &event.actor_subject, &event.actor_role)?;
     let kind = kind_from_proto(field, &event.kind, &event.payload_json)?;
     check_payload(field, &kind, ticket_id, epoch)?;
     Ok(EventEnvelope {
@@ -187,8 +188,54 @@ pub fn event_from_proto(field: &str, event: &v1::Event) -> Result<EventEnvelope>
         epoch,
         hlc_time,
         traceparent,
+        actor,
         kind,
     })
+}
+
+/// The longest actor subject a log stores (a token's `sub`).
+pub const ACTOR_SUBJECT_CHARS_MAX: usize = 256;
+/// The longest actor role (`admin`, `system`, ...).
+pub const ACTOR_ROLE_CHARS_MAX: usize = 32;
+
+/// Both parts or neither: an event from before actors were recorded has
+/// none, and a half-named actor is a sender's bug.
+fn actor_from_proto(field: &str, subject: &str, role: &str) -> Result<Option<core::Actor>> {
+    let at = |name: &str| format!("{field}.{name}");
+    match (subject.is_empty(), role.is_empty()) {
+        (true, true) => return Ok(None),
+        (false, true) => {
+            return Err(ConvertError::new(
+                at("actor_role"),
+                "is required with actor_subject",
+            ));
+        }
+        (true, false) => {
+            return Err(ConvertError::new(
+                at("actor_subject"),
+                "is required with actor_role",
+            ));
+        }
+        (false, false) => {}
+    }
+    for (name, value, max) in [
+        ("actor_subject", subject, ACTOR_SUBJECT_CHARS_MAX),
+        ("actor_role", role, ACTOR_ROLE_CHARS_MAX),
+    ] {
+        if value.chars().count() > max {
+            return Err(ConvertError::new(
+                at(name),
+                format!("is longer than {max} characters"),
+            ));
+        }
+        if let Some(bad) = value.chars().find(|c| c.is_control()) {
+            return Err(ConvertError::new(
+                at(name),
+                format!("contains the control character {bad:?}"),
+            ));
+        }
+    }
+    Ok(Some(core::Actor::new(subject, role)))
 }
 
 fn kind_from_proto(field: &str, kind: &str, payload: &str) -> Result<EventKind> {
@@ -489,6 +536,7 @@ mod tests {
             epoch: core::Epoch::initial(1),
             hlc_time: HlcTimestamp::new(1_750_000_000_000, 3),
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            actor: None,
             kind: EventKind::TicketCreated {
                 ticket: Box::new(ticket),
             },
@@ -503,6 +551,7 @@ mod tests {
             epoch: core::Epoch::initial(1),
             hlc_time: HlcTimestamp::new(1_750_000_000_100, 0),
             traceparent: None,
+            actor: None,
             kind: EventKind::NoteAdded { note: note(ticket) },
         }
     }

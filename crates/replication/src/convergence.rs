@@ -787,6 +787,7 @@ mod tests {
             epoch,
             hlc_time: meridian_core::HlcTimestamp::new(1_000 + seq, 0),
             traceparent: None,
+            actor: None,
             kind: EventKind::TicketUpdated {
                 changes: meridian_core::TicketChanges {
                     epoch,

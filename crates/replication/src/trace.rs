@@ -55,6 +55,7 @@ mod tests {
             epoch: Epoch::initial(0),
             hlc_time: HlcTimestamp::new(1_750_000_000_000, 0),
             traceparent: traceparent.map(str::to_owned),
+            actor: None,
             kind: EventKind::NoteAdded {
                 note: Note {
                     id: NoteId::new_v7(at, [2; 10]),

@@ -28,7 +28,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use meridian_rules::{Rules, RulesErrors};
+use meridian_rules::{Roster, Rules, RulesErrors};
 use tokio::time::MissedTickBehavior;
 
 /// The largest rules file read. The example for three regions with two
@@ -427,4 +427,133 @@ mod tests {
         }
         false
     }
+}
+
+/// A region's roster in force, and why the file on disk is not (when it
+/// is not). Checked against the rules in force: a rules reload that drops
+/// a shift the roster names refuses the roster until one of them is fixed,
+/// and the last good roster stays.
+#[derive(Debug)]
+pub struct ActiveRoster {
+    current: RwLock<Arc<Roster>>,
+    refused: RwLock<Arc<[String]>>,
+}
+
+impl ActiveRoster {
+    pub fn new(roster: Roster) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(roster)),
+            refused: RwLock::new(Arc::from([])),
+        }
+    }
+
+    /// The roster in force now; hold the `Arc` for a whole request.
+    pub fn current(&self) -> Arc<Roster> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Problems of the last file refused; empty when the file on disk is
+    /// the one in force.
+    pub fn refused(&self) -> Arc<[String]> {
+        self.refused
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn install(&self, roster: Roster) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(roster);
+        self.set_refused(Vec::new());
+    }
+
+    fn set_refused(&self, problems: Vec<String>) {
+        *self.refused.write().unwrap_or_else(PoisonError::into_inner) = Arc::from(problems);
+    }
+}
+
+/// A roster file, the roster loaded from it and the rules it is checked
+/// against.
+#[derive(Debug, Clone)]
+pub struct RosterSource {
+    pub path: PathBuf,
+    pub active: Arc<ActiveRoster>,
+    rules: Arc<ActiveRules>,
+    /// The file's hash and the rules' version it was last read with.
+    seen: (u64, String),
+}
+
+impl RosterSource {
+    /// Loads the roster at start, for `region`: a file that cannot be read
+    /// or parsed, or that is another region's, is an error.
+    pub async fn load(path: &Path, region: &str, rules: Arc<ActiveRules>) -> Result<RosterSource> {
+        let (text, hash) = read(path).await.map_err(Error::File)?;
+        let current = rules.current();
+        let roster = parse_roster(path, &text, region, &current)?;
+        tracing::info!(agents = roster.agents.len(), file = %path.display(), "roster loaded");
+        Ok(RosterSource {
+            path: path.to_owned(),
+            active: Arc::new(ActiveRoster::new(roster)),
+            seen: (hash, current.version_id()),
+            rules,
+        })
+    }
+
+    /// Polls the file (and the rules in force) every `interval`, installing
+    /// each roster that parses for the current rules. Runs until aborted.
+    pub async fn watch(mut self, region: String, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let rules = self.rules.current();
+            let (text, hash) = match read(&self.path).await {
+                Ok(read) => read,
+                Err(reason) => {
+                    if self.seen.0 != 0 {
+                        tracing::warn!(problem = %reason, "roster file unreadable, the active roster stays in force");
+                        self.active.set_refused(vec![reason]);
+                    }
+                    self.seen.0 = 0;
+                    continue;
+                }
+            };
+            let seen = (hash, rules.version_id());
+            if seen == self.seen {
+                continue;
+            }
+            self.seen = seen;
+            match parse_roster(&self.path, &text, &region, &rules) {
+                Ok(roster) => {
+                    tracing::info!(agents = roster.agents.len(), file = %self.path.display(), "roster reloaded");
+                    self.active.install(roster);
+                }
+                Err(error) => {
+                    let problems: Vec<String> = match error {
+                        Error::Refused(errors) => errors.iter().map(ToString::to_string).collect(),
+                        Error::File(reason) => vec![reason],
+                    };
+                    for problem in &problems {
+                        tracing::error!(problem = %problem, "roster file refused, the active roster stays in force");
+                    }
+                    self.active.set_refused(problems);
+                }
+            }
+        }
+    }
+}
+
+fn parse_roster(path: &Path, text: &str, region: &str, rules: &Rules) -> Result<Roster> {
+    let label = path.display().to_string();
+    let roster = Roster::parse(&label, text, rules).map_err(Error::Refused)?;
+    if roster.region.as_str() != region {
+        return Err(Error::File(format!(
+            "{label}: is the roster of {}, not of this gateway's region {region}",
+            roster.region
+        )));
+    }
+    Ok(roster)
 }

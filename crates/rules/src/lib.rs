@@ -49,6 +49,7 @@ mod model;
 mod parse;
 mod recur;
 pub mod render;
+pub mod roster;
 mod route;
 mod schedule;
 mod shifts;
@@ -68,9 +69,10 @@ pub use model::{
     OutOfHoursKind, REGIONS_MAX, Region, ResidencyRule, Routing, Rules, SKILLS_MAX,
     SLA_MINUTES_MAX, Shift, TierPolicy, WallTime,
 };
+pub use roster::{Agent, AgentShift, Roster};
 pub use route::{
     Candidate, Decision, FilterReason, Reason, RegionHealth, RegionLoad, RouteRequest, Score,
-    Warning, primary_subtag,
+    Staffing, Warning, primary_subtag,
 };
 pub use shifts::{ActiveShift, ShiftChange, ShiftChangeKind, ShiftPosition};
 pub use sla::{SLA_WARNING_PERCENT, pause_spans};

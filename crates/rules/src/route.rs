@@ -40,6 +40,22 @@ pub enum RegionHealth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RegionLoad {
     pub open_tickets: u32,
+    /// Who is at work now, from a region that keeps a roster; `None`
+    /// scores the load against the rules' `capacity`.
+    #[serde(default)]
+    pub staffing: Option<Staffing>,
+}
+
+/// A region's staffing now, from its roster and its agents' presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Staffing {
+    pub agents_on_shift: u32,
+    pub agents_available: u32,
+    /// The open tickets the on-shift agents may hold (their limits
+    /// summed): the capacity the load term scores against.
+    pub capacity: u32,
+    pub unassigned: u32,
+    pub oldest_unassigned: Option<Timestamp>,
 }
 
 /// The ticket attributes routing looks at.
@@ -308,6 +324,12 @@ impl Rules {
         for (i, region) in self.regions.iter().enumerate() {
             let state: ShiftState = region.shift_state(now, self.overlap);
             let open_tickets = load.get(&region.id).map_or(0, |l| l.open_tickets);
+            // Staffed regions score against the agents on shift now (none:
+            // full); the others against the rules' capacity.
+            let capacity = load
+                .get(&region.id)
+                .and_then(|l| l.staffing)
+                .map_or(region.capacity, |s| s.capacity);
             let filtered = if allowed & (1u64 << i) == 0 {
                 Some(FilterReason::Residency)
             } else if let Some(h) = health.get(&region.id) {
@@ -340,8 +362,11 @@ impl Rules {
                 .map(|l| region.languages.iter().any(|x| x == l));
             let score = if filtered.is_none() {
                 let preference = f64::from(region.preference) / 100.0;
-                let load_part =
-                    1.0 - (f64::from(open_tickets) / f64::from(region.capacity.max(1))).min(1.0);
+                let load_part = if capacity == 0 {
+                    0.0
+                } else {
+                    1.0 - (f64::from(open_tickets) / f64::from(capacity)).min(1.0)
+                };
                 let remaining = match state.position {
                     ShiftPosition::OnShift => state.covered_until,
                     _ => state.stretch.map(|s| s.end),
@@ -385,7 +410,7 @@ impl Rules {
                     .and_then(|s| region.shift_of(s.label))
                     .map(|s| s.queue_owner.as_str()),
                 open_tickets,
-                capacity: region.capacity,
+                capacity,
                 shift_ends_at,
                 next_shift_at,
             });

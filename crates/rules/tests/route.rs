@@ -57,7 +57,13 @@ fn on_shift_region_with_the_best_score_wins() {
         Some("now: our team in us-east is on shift")
     );
     // A quarter-full us-east loses to an empty eu-west.
-    let load = HashMap::from([(region("us-east"), RegionLoad { open_tickets: 100 })]);
+    let load = HashMap::from([(
+        region("us-east"),
+        RegionLoad {
+            open_tickets: 100,
+            staffing: None,
+        },
+    )]);
     let d = rules.decide(
         now,
         &all_up(&rules),
@@ -324,7 +330,7 @@ proptest! {
         let ids: Vec<RegionId> = rules.regions().iter().map(|r| r.id.clone()).collect();
         let health: HashMap<_, _> = ids.iter().zip(&down)
             .map(|(id, d)| (id.clone(), if *d { RegionHealth::Down } else { RegionHealth::Up })).collect();
-        let load: HashMap<_, _> = ids.iter().zip(&loads).map(|(id, l)| (id.clone(), RegionLoad { open_tickets: *l })).collect();
+        let load: HashMap<_, _> = ids.iter().zip(&loads).map(|(id, l)| (id.clone(), RegionLoad { open_tickets: *l, staffing: None })).collect();
         let req = request("premium", &skills, &residency);
         let d = rules.decide(now, &health, &load, &req);
         prop_assert_eq!(&d, &rules.decide(now, &health, &load, &req));

@@ -201,6 +201,7 @@ impl RegionDb {
             epoch,
             hlc_time: self.hlc.tick(millis(now)),
             traceparent: None,
+            actor: None,
             kind,
         };
         if let Some(sql) = &self.sql

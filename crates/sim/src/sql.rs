@@ -179,6 +179,7 @@ async fn write_through(
         hlc_time: event.hlc_time,
         traceparent: event.traceparent.clone(),
         at: now,
+        actor: event.actor.clone(),
     };
     let id = event.ticket_id;
     let written = match event.kind {

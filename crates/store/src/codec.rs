@@ -74,6 +74,8 @@ table!(
         "traceparent",
         "kind",
         "payload",
+        "actor_subject",
+        "actor_role",
         "recorded_at",
     ]
 );
@@ -272,6 +274,7 @@ pub(crate) struct EventRow {
     pub traceparent: Option<String>,
     pub kind: &'static str,
     pub payload: String,
+    pub actor: Option<meridian_core::Actor>,
 }
 
 impl EventRow {
@@ -287,6 +290,8 @@ impl EventRow {
             .bind(self.traceparent.as_deref())
             .bind(self.kind)
             .bind(self.payload.as_str())
+            .bind(self.actor.as_ref().map(|a| a.subject.as_str()))
+            .bind(self.actor.as_ref().map(|a| a.role.as_str()))
             .bind(recorded_at_ms)
     }
 
@@ -303,6 +308,7 @@ impl EventRow {
                 .kind
                 .payload_json()
                 .map_err(|e| Error::invalid("payload", format!("does not encode as JSON: {e}")))?,
+            actor: event.actor.clone(),
         })
     }
 }
@@ -429,6 +435,13 @@ pub(crate) fn event_from_row(row: &AnyRow) -> Result<EventEnvelope> {
         epoch: epoch(row, T, "epoch")?,
         hlc_time: HlcTimestamp(uint(row, T, "hlc_time")?),
         traceparent: opt_text(row, T, "traceparent")?,
+        actor: match (
+            opt_text(row, T, "actor_subject")?,
+            opt_text(row, T, "actor_role")?,
+        ) {
+            (Some(subject), Some(role)) => Some(meridian_core::Actor { subject, role }),
+            _ => None,
+        },
         kind: EventKind::from_parts(&kind, &payload)
             .map_err(|e| Error::corrupt(T, "payload", e))?,
     })

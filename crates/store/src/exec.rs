@@ -67,6 +67,9 @@ pub(crate) fn guarded_update(
         };
         sql.push(", ");
     }
+    if set.clears_assignee {
+        sql.push("assignee = NULL, ");
+    }
     let at = millis(set.touched_at);
     sql.push("updated_at = CASE WHEN updated_at > ")
         .bind(Bind::Int(at))
@@ -147,6 +150,7 @@ mod tests {
             epoch: Epoch::from_raw(2048),
             hlc_time: HlcTimestamp::new(5, 0),
             traceparent: None,
+            actor: None,
             kind: EventKind::TicketUpdated {
                 changes: TicketChanges {
                     epoch: Epoch::from_raw(2048),

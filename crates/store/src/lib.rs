@@ -148,6 +148,16 @@ pub struct QueueCounts {
     pub sla_at_risk: u64,
 }
 
+/// Open tickets of a region by assignee ([`Store::assignments`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignments {
+    /// Open tickets per agent; agents with none are absent.
+    pub open_by_agent: std::collections::HashMap<String, u32>,
+    pub unassigned: u32,
+    /// When the oldest unassigned open ticket was created.
+    pub oldest_unassigned: Option<jiff::Timestamp>,
+}
+
 /// One page of `list_tickets`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TicketPage {

@@ -239,6 +239,7 @@ impl<'c> WriteTx<'c> {
             epoch,
             hlc_time: meta.hlc_time,
             traceparent: meta.traceparent.clone(),
+            actor: meta.actor.clone(),
             kind,
         };
         let row = EventRow::new(&event).map_err(refused)?;
@@ -396,6 +397,25 @@ impl<'c> WriteTx<'c> {
         .execute(&mut *self.conn)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Records an agent's presence as they set it (one row per agent).
+    pub(crate) async fn set_presence(
+        &mut self,
+        agent: &str,
+        presence: meridian_core::Presence,
+        at: Timestamp,
+    ) -> Result<(), Fail> {
+        sqlx::query(
+            "INSERT INTO agent_presence (agent, presence, set_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (agent) DO UPDATE SET presence = excluded.presence, set_at = excluded.set_at",
+        )
+        .bind(agent)
+        .bind(presence.as_str())
+        .bind(millis(at))
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
     }
 
     /// Creates a run of tickets, each answered exactly as

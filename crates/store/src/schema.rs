@@ -43,6 +43,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::portable(2, include_str!("../migrations/0002_writer_generation.sql")),
     Migration::portable(3, include_str!("../migrations/0003_note_visibility.sql")),
     Migration::portable(4, include_str!("../migrations/0004_idempotency_keys.sql")),
+    Migration::portable(5, include_str!("../migrations/0005_people.sql")),
 ];
 
 /// The newest schema version this build knows.

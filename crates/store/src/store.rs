@@ -22,8 +22,8 @@ use tokio::{
 };
 
 use crate::{
-    Backend, CreateOutcome, Error, IdempotencyKey, QueueCounts, Result, StoreConfig, Synchronous,
-    TicketFilter, TicketPage, TicketRecord,
+    Assignments, Backend, CreateOutcome, Error, IdempotencyKey, QueueCounts, Result, StoreConfig,
+    Synchronous, TicketFilter, TicketPage, TicketRecord,
     codec::{
         self, Bind, CONFLICT_COLUMNS, EVENT_COLUMNS, NOTE_COLUMNS, SqlBuilder, TICKET_COLUMNS,
         millis, to_db, truncate_ms, truncate_ticket_times,
@@ -40,6 +40,16 @@ pub struct WriteMeta {
     pub traceparent: Option<String>,
     /// The wall time of the write; stored as the event's `recorded_at`.
     pub at: Timestamp,
+    /// Who asked for the write; recorded on each of its events.
+    pub actor: Option<meridian_core::Actor>,
+}
+
+impl WriteMeta {
+    /// The same write, made by `actor`.
+    pub fn by(mut self, actor: meridian_core::Actor) -> Self {
+        self.actor = Some(actor);
+        self
+    }
 }
 
 /// How many events a live subscriber may fall behind before it lags
@@ -373,6 +383,24 @@ impl Store {
         self.submit(|reply| Job::PruneIdempotencyKeys {
             before,
             limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Records the presence `agent` set at `at`. Region-local: it is not
+    /// an event (peers read it on the load path), and what counts is read
+    /// through the agent's shift ([`meridian_core::Presence::effective`]).
+    pub async fn set_presence(
+        &self,
+        agent: &str,
+        presence: meridian_core::Presence,
+        at: Timestamp,
+    ) -> Result<()> {
+        self.submit(|reply| Job::SetPresence {
+            agent: agent.to_owned(),
+            presence,
+            at,
             reply,
         })
         .await
@@ -838,6 +866,56 @@ impl Store {
         Ok(counts)
     }
 
+    /// Every agent's presence as they last set it, with when.
+    pub async fn presences(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (meridian_core::Presence, Timestamp)>> {
+        const T: &str = "agent_presence";
+        let rows = sqlx::query("SELECT agent, presence, set_at FROM agent_presence")
+            .fetch_all(&self.inner.pool)
+            .await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let presence = codec::text(row, T, "presence")?
+                .parse::<meridian_core::Presence>()
+                .map_err(|e| Error::corrupt(T, "presence", e))?;
+            found.insert(
+                codec::text(row, T, "agent")?,
+                (presence, codec::timestamp(row, T, "set_at")?),
+            );
+        }
+        Ok(found)
+    }
+
+    /// The work `owner` holds, as agents and queue owners see it: open
+    /// tickets (neither solved nor closed) per assignee, and the unassigned
+    /// ones' count and oldest creation.
+    pub async fn assignments(&self, owner: &RegionId) -> Result<Assignments> {
+        const T: &str = "tickets";
+        let rows = sqlx::query(
+            "SELECT assignee, COUNT(*) AS tickets, MIN(created_at) AS oldest FROM tickets \
+             WHERE owner_region = $1 AND status <> 'solved' AND status <> 'closed' \
+             GROUP BY assignee",
+        )
+        .bind(owner.as_str())
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let mut found = Assignments::default();
+        for row in &rows {
+            let tickets = u32::try_from(codec::uint(row, T, "tickets")?).unwrap_or(u32::MAX);
+            match codec::opt_text(row, T, "assignee")? {
+                Some(agent) => {
+                    found.open_by_agent.insert(agent, tickets);
+                }
+                None => {
+                    found.unassigned = tickets;
+                    found.oldest_unassigned = Some(codec::timestamp(row, T, "oldest")?);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Tickets owned by `owner` whose SLA clocks need a look at `now` (a
     /// warning or a deadline has passed), earliest first, at most `limit`.
     pub async fn sla_due(
@@ -1034,6 +1112,7 @@ mod intake_spike_tests {
             hlc_time: HlcTimestamp::new(1_780_000_000_000, 0),
             traceparent: None,
             at: Timestamp::UNIX_EPOCH,
+            actor: None,
         }
     }
 
@@ -1101,6 +1180,7 @@ mod intake_spike_tests {
             epoch: Epoch::default(),
             hlc_time: HlcTimestamp::new(1_780_000_000_001, 0),
             traceparent: None,
+            actor: None,
             kind: EventKind::IntakeSpike {
                 spike: theirs.clone(),
             },

@@ -89,6 +89,12 @@ pub(crate) enum Job {
         limit: u32,
         reply: Reply<u64>,
     },
+    SetPresence {
+        agent: String,
+        presence: meridian_core::Presence,
+        at: jiff::Timestamp,
+        reply: Reply<()>,
+    },
     UpdateTicket {
         ticket_id: TicketId,
         kind: EventKind,
@@ -167,6 +173,15 @@ impl Job {
             } => {
                 let result = tx.prune_idempotency_keys(*before, *limit).await;
                 reply.settle(result.map(|deleted| (deleted, Vec::new())))
+            }
+            Job::SetPresence {
+                agent,
+                presence,
+                at,
+                reply,
+            } => {
+                let result = tx.set_presence(agent, *presence, *at).await;
+                reply.settle(result.map(|()| ((), Vec::new())))
             }
             Job::UpdateTicket {
                 ticket_id,
@@ -260,6 +275,7 @@ impl Job {
             Job::AddMessage { reply, .. } => reply.outcome = None,
             Job::CreateTicketKeyed { reply, .. } => reply.outcome = None,
             Job::PruneIdempotencyKeys { reply, .. } => reply.outcome = None,
+            Job::SetPresence { reply, .. } => reply.outcome = None,
             Job::ApplyRemote { reply, .. } => reply.outcome = None,
         }
     }
@@ -274,6 +290,7 @@ impl Job {
             Job::AddMessage { reply, .. } => reply.answer(),
             Job::CreateTicketKeyed { reply, .. } => reply.answer(),
             Job::PruneIdempotencyKeys { reply, .. } => reply.answer(),
+            Job::SetPresence { reply, .. } => reply.answer(),
             Job::ApplyRemote { reply, .. } => reply.answer(),
         }
     }
@@ -290,6 +307,7 @@ impl Job {
             Job::AddMessage { reply, .. } => reply.send(Err(error)),
             Job::CreateTicketKeyed { reply, .. } => reply.send(Err(error)),
             Job::PruneIdempotencyKeys { reply, .. } => reply.send(Err(error)),
+            Job::SetPresence { reply, .. } => reply.send(Err(error)),
             Job::ApplyRemote { reply, .. } => reply.send(Err(error)),
         }
     }

@@ -270,6 +270,7 @@ mod fixtures {
             hlc_time: HlcTimestamp::new(hlc_ms, 0),
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             at: ms(hlc_ms as i64),
+            actor: None,
         }
     }
 
@@ -314,6 +315,7 @@ mod fixtures {
                 epoch,
                 hlc_time: HlcTimestamp::new(self.hlc, 0),
                 traceparent: None,
+                actor: None,
                 kind,
             }
         }

@@ -206,6 +206,7 @@ async fn traceparent_round_trips_through_metadata_and_the_event_envelope() {
         epoch: Epoch::initial(0),
         hlc_time: HlcTimestamp::new(1_700_000_000_000, 0),
         traceparent: traceparent.clone(),
+        actor: None,
         kind: EventKind::HandoffRefused {
             to: RegionId::new("eu-west").unwrap(),
             reason: "test".to_owned(),

@@ -76,6 +76,7 @@ fn bench_api(
         store,
         clock,
         rules: Some(Arc::new(ActiveRules::new(rules.clone()))),
+        roster: None,
         stopping,
         mesh: None,
         gate: WriteGate::default(),

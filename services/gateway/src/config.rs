@@ -28,6 +28,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("MERIDIAN_TLS_KEY", "tls.key"),
     ("MERIDIAN_AUTH_JWKS", "auth.jwks"),
     ("MERIDIAN_RULES", "rules.file"),
+    ("MERIDIAN_ROSTER", "rules.roster"),
     ("MERIDIAN_MESH_ANTI_ENTROPY", "mesh.anti_entropy"),
 ];
 
@@ -114,6 +115,9 @@ struct TelemetrySection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RulesSettings {
     pub file: PathBuf,
+    /// The region's roster (docs/people.md), checked against the rules and
+    /// reloaded with the same interval; `None`: assignees are plain labels.
+    pub roster: Option<PathBuf>,
     /// How often the file is checked for a new version.
     pub reload_interval: Duration,
     /// How often the SLA monitor looks for clocks that passed a warning or
@@ -163,6 +167,7 @@ impl RulesSettings {
     pub fn new(file: PathBuf) -> Self {
         Self {
             file,
+            roster: None,
             reload_interval: Duration::from_millis(RULES_RELOAD_MS_DEFAULT),
             sla_scan_interval: Duration::from_millis(SLA_SCAN_MS_DEFAULT),
             shift_check_interval: Duration::from_millis(SHIFT_CHECK_MS_DEFAULT),
@@ -286,6 +291,7 @@ impl<'de> Deserialize<'de> for Interval {
 #[serde(deny_unknown_fields)]
 struct RulesSection {
     file: PathBuf,
+    roster: Option<PathBuf>,
     reload_interval_ms: Option<u64>,
     sla_scan_interval_ms: Option<u64>,
     shift_check_interval_ms: Option<u64>,
@@ -505,6 +511,7 @@ impl FileConfig {
                     SWEEP_MS_DEFAULT,
                 )?),
                 file: section.file,
+                roster: section.roster,
                 reload_interval: Duration::from_millis(positive(
                     file,
                     "rules.reload_interval_ms",

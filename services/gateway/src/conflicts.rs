@@ -72,6 +72,7 @@ mod tests {
             hlc_time: HlcTimestamp::new(millis, 0),
             traceparent: None,
             at: Timestamp::from_millisecond(millis as i64).unwrap(),
+            actor: None,
         }
     }
 
@@ -149,6 +150,7 @@ mod tests {
             epoch: epoch.next_for(1),
             hlc_time: HlcTimestamp::new(1_750_000_000_010, 0),
             traceparent: None,
+            actor: None,
             kind: EventKind::TakenOver {
                 from: us.clone(),
                 fencing_token: 3,

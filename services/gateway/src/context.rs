@@ -11,7 +11,7 @@ use meridian_core::{
 };
 use meridian_proto::{ConvertError, convert};
 use meridian_replication::Replicator;
-use meridian_rules_source::ActiveRules;
+use meridian_rules_source::{ActiveRoster, ActiveRules};
 use meridian_store::{Store, WriteMeta};
 use meridian_telemetry::propagation::current_traceparent;
 use tonic::{Request, metadata::MetadataMap};
@@ -44,6 +44,10 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     /// The rules in force, for SLA policies; `None` means no SLA clocks.
     pub(crate) rules: Option<Arc<ActiveRules>>,
+    /// The region's roster in force; `None`: assignees are plain labels.
+    pub(crate) roster: Option<Arc<ActiveRoster>>,
+    /// Assignments being decided ([`crate::people`]).
+    pub(crate) ledger: Mutex<crate::people::Ledger>,
     /// Orders this gateway's events; replicated events will feed it too.
     pub(crate) hlc: Mutex<Hlc>,
     /// Mints this gateway's ids in creation order (listings page by id).
@@ -116,6 +120,7 @@ pub(crate) struct ApiParts {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub rules: Option<Arc<ActiveRules>>,
+    pub roster: Option<Arc<ActiveRoster>>,
     pub stopping: tokio::sync::watch::Receiver<bool>,
     pub mesh: Option<Arc<MeshLink>>,
     pub gate: WriteGate,
@@ -140,6 +145,7 @@ impl TicketApi {
             store,
             clock,
             rules,
+            roster,
             stopping,
             mesh,
             gate,
@@ -158,6 +164,8 @@ impl TicketApi {
             store,
             clock,
             rules,
+            roster,
+            ledger: Mutex::default(),
             hlc,
             ids: Mutex::default(),
             stopping,
@@ -273,8 +281,15 @@ impl TicketApi {
     /// The instant, the HLC stamp and trace context for one local write:
     /// the current span's, or with no span context (export off) the
     /// caller's header.
-    pub(crate) fn write_meta(&self, metadata: &MetadataMap) -> WriteMeta {
+    /// The writes are the caller's: `principal`'s subject and role are
+    /// their actor.
+    pub(crate) fn write_meta(
+        &self,
+        metadata: &MetadataMap,
+        principal: Option<&meridian_auth::Principal>,
+    ) -> WriteMeta {
         self.meta_with(current_traceparent().or_else(|| traceparent(metadata)))
+            .by(crate::people::actor_of(principal))
     }
 
     /// A fresh id, after every id this gateway minted before.
@@ -318,6 +333,7 @@ impl TicketApi {
             hlc_time,
             traceparent,
             at,
+            actor: None,
         }
     }
 

@@ -145,6 +145,10 @@ pub enum ApiError {
     },
     #[error("{0}")]
     PermissionDenied(String),
+    /// An assignment or a presence the roster does not allow (no roster,
+    /// an unfit agent, an agent off shift): the message says why.
+    #[error("{0}")]
+    Roster(String),
     /// A watch-stream cap, or a reader cut off for not reading.
     #[error("{0}")]
     Exhausted(String),
@@ -186,7 +190,8 @@ impl ApiError {
             | A::NoMesh
             | A::HandoffRefused { .. }
             | A::AlreadyOwned { .. }
-            | A::TakeoverMismatch(_) => Code::FailedPrecondition,
+            | A::TakeoverMismatch(_)
+            | A::Roster(_) => Code::FailedPrecondition,
             A::Fenced(_)
             | A::HandoffUnanswered { .. }
             | A::PeerUnreachable { .. }

@@ -668,8 +668,16 @@ async fn escalate(
         }
         .fit_to_note(&me, to);
         let body = note.render(&me, to);
-        match crate::handoff::offer(api, &me, ticket.id, to.clone(), note, api.meta_with(None))
-            .await
+        match crate::handoff::offer(
+            api,
+            &me,
+            ticket.id,
+            to.clone(),
+            note,
+            api.meta_with(None)
+                .by(meridian_core::Actor::system("escalation")),
+        )
+        .await
         {
             Ok(_) => {
                 tracing::info!(ticket_id = %ticket.id, from = %me, to = %to, reason = %reason, "escalated along the path");
@@ -712,7 +720,9 @@ async fn escalate(
         let alert = escalation_alert(api, ticket, &trigger.key, &body, target.clone());
         escalations.sink.notify(alert).await?;
     }
-    let meta = api.meta_with(None);
+    let meta = api
+        .meta_with(None)
+        .by(meridian_core::Actor::system("escalation"));
     let note = Note {
         id: api.mint_note_id(meta.at).map_err(|e| e.to_string())?,
         ticket_id: ticket.id,

@@ -694,8 +694,9 @@ impl Failover {
                         crate::spans::ticket_span(crate::spans::Step::Takeover, me, id, None);
                     span.record("meridian.epoch", new_epoch.raw());
                     span.record("meridian.reason", failed.as_str());
-                    let meta =
-                        api.meta_with(meridian_telemetry::propagation::traceparent_of(&span));
+                    let meta = api
+                        .meta_with(meridian_telemetry::propagation::traceparent_of(&span))
+                        .by(meridian_core::Actor::system("failover"));
                     let (store, failed) = (store.clone(), failed.clone());
                     async move {
                         (

@@ -362,12 +362,18 @@ async fn offer_in_span(
         &offer,
     )
     .await;
+    let actor = offer.actor.clone();
     let ask = v1::AcceptHandoffRequest {
         ticket_id: id.to_string(),
         from_region: api.inner.region.to_string(),
         offer_seq: offer.origin_seq,
         previous_epoch: offer.epoch.raw(),
         offer_events,
+        actor_subject: actor
+            .as_ref()
+            .map(|a| a.subject.clone())
+            .unwrap_or_default(),
+        actor_role: actor.as_ref().map(|a| a.role.clone()).unwrap_or_default(),
     };
     let answer = mesh.accept_handoff(&to, ask).await.map_err(|error| {
         tracing::warn!(ticket_id = %id, to = %to, error = %error, "handoff target did not answer; offer stays pending");
@@ -378,7 +384,8 @@ async fn offer_in_span(
         }
     })?;
     if !answer.accepted {
-        let meta = api.meta_with(None);
+        let mut meta = api.meta_with(None);
+        meta.actor = actor;
         api.inner
             .store
             .refuse_handoff(
@@ -459,6 +466,8 @@ struct Offer {
     from: RegionId,
     offer_seq: u64,
     previous_epoch: Epoch,
+    /// Who asked for the handoff; the acceptance is recorded as theirs.
+    actor: meridian_core::Actor,
 }
 
 /// What the target made of an offer.
@@ -505,11 +514,17 @@ impl Target<'_> {
             meridian_proto::convert::region_id("from_region", &req.from_region).map_err(invalid)?;
         // A gateway speaks only for its own region.
         meridian_tls::require_region(caller, &from)?;
+        let actor = if req.actor_subject.is_empty() || req.actor_role.is_empty() {
+            meridian_core::Actor::system("handoff")
+        } else {
+            meridian_core::Actor::new(req.actor_subject.clone(), req.actor_role.clone())
+        };
         let offer = Offer {
             ticket_id,
             from,
             offer_seq: req.offer_seq,
             previous_epoch: Epoch::from_raw(req.previous_epoch),
+            actor,
         };
         let carried = req
             .offer_events
@@ -637,7 +652,7 @@ impl Target<'_> {
         // `Ticket::decide_accept` gives once it is applied; the store's
         // fence (offer pending here at that epoch) checks the rest.
         let new_epoch = offer.previous_epoch.next_for(self.api.region_index());
-        let meta = self.api.meta_with(None);
+        let meta = self.api.meta_with(None).by(offer.actor.clone());
         // `join!` queues the apply before the acceptance, so the writer
         // runs them in that order, in one transaction when it takes both
         // together. If the acceptance runs without the offer applied (the
@@ -707,7 +722,7 @@ impl Target<'_> {
         let new_epoch = ticket
             .decide_accept(me, self.api.region_index(), &offer.from)
             .map_err(from_core)?;
-        let meta = self.api.meta_with(None);
+        let meta = self.api.meta_with(None).by(offer.actor.clone());
         let (ticket, event) = store
             .accept_handoff(
                 offer.ticket_id,
@@ -805,6 +820,7 @@ mod tests {
                 hlc_time: HlcTimestamp::new(1_780_000_000_000, hlc),
                 traceparent: None,
                 at,
+                actor: None,
             }
         };
         let mut events = Vec::new();

@@ -40,6 +40,7 @@ mod metrics;
 mod notifications;
 pub mod notify_settings;
 mod peers;
+mod people;
 mod replica;
 mod service;
 mod shift;
@@ -226,11 +227,9 @@ const REPLICA_CLOSE_MAX: std::time::Duration = std::time::Duration::from_secs(5)
 
 /// Loads the rules file, if the config names one, and starts its reload
 /// task; the task ends when the returned guard is dropped.
-async fn load_rules(
-    config: &GatewayConfig,
-) -> Result<(Option<Arc<ActiveRules>>, Option<AbortOnDrop>)> {
+async fn load_rules(config: &GatewayConfig) -> Result<LoadedRules> {
     let Some(settings) = &config.rules else {
-        return Ok((None, None));
+        return Ok(LoadedRules::default());
     };
     let source = RulesSource::load(&settings.file)
         .await
@@ -238,7 +237,31 @@ async fn load_rules(
     check_region_indexes(config, &source.active.current())?;
     let active = source.active.clone();
     let watcher = tokio::spawn(source.watch(settings.reload_interval, |_| {}));
-    Ok((Some(active), Some(AbortOnDrop(watcher))))
+    let mut loaded = LoadedRules {
+        rules: Some(active.clone()),
+        roster: None,
+        _watchers: vec![AbortOnDrop(watcher)],
+    };
+    if let Some(path) = &settings.roster {
+        let roster =
+            meridian_rules_source::RosterSource::load(path, config.region.as_str(), active)
+                .await
+                .map_err(|e| Error::Config(format!("rules.roster: {e}")))?;
+        loaded.roster = Some(roster.active.clone());
+        let watcher =
+            tokio::spawn(roster.watch(config.region.to_string(), settings.reload_interval));
+        loaded._watchers.push(AbortOnDrop(watcher));
+    }
+    Ok(loaded)
+}
+
+/// The rules and roster in force, and their reload tasks (which end when
+/// this is dropped).
+#[derive(Default)]
+struct LoadedRules {
+    rules: Option<Arc<ActiveRules>>,
+    roster: Option<Arc<meridian_rules_source::ActiveRoster>>,
+    _watchers: Vec<AbortOnDrop>,
 }
 
 /// The gateway's region order must give every region the epoch index the
@@ -316,7 +339,8 @@ async fn serve_listeners(
     let local_index = config
         .region_index(&config.region)
         .ok_or_else(|| Error::Config(format!("region {} is not in regions", config.region)))?;
-    let (rules, _rules_watcher) = load_rules(config).await?;
+    let loaded_rules = load_rules(config).await?;
+    let rules = loaded_rules.rules.clone();
     let (mesh, _tls_reload) = match &config.mesh {
         Some(settings) => {
             let tls = MeshTls::load(settings.tls.clone())
@@ -376,6 +400,7 @@ async fn serve_listeners(
         store,
         clock,
         rules,
+        roster: loaded_rules.roster.clone(),
         stopping: stopping.clone(),
         mesh: mesh.as_ref().map(|(_, link, _)| link.clone()),
         gate: failover.as_ref().map_or_else(
@@ -566,6 +591,11 @@ async fn serve_listeners(
         .add_service(
             meridian_proto::v1::region_load_service_server::RegionLoadServiceServer::new(
                 load::LoadApi::new(api.clone()),
+            ),
+        )
+        .add_service(
+            meridian_proto::v1::agent_service_server::AgentServiceServer::new(
+                people::AgentApi::new(api.clone()),
             ),
         )
         // TLS, the HTTP/2 preface within the handshake timeout, and

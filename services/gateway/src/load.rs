@@ -1,7 +1,9 @@
 //! `RegionLoadService`: the region's open load, for the router's probes
 //! (load-aware routing). Open like grpc.health, since it carries counts
 //! only. Counted from the store at most once a second, so probes from
-//! several router replicas cost one query.
+//! several router replicas cost one query. With a roster it adds the
+//! region's staffing now: agents on shift and available, their capacity,
+//! and the unassigned queue.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -58,13 +60,37 @@ impl RegionLoadService for LoadApi {
             .filter(|(status, _)| !DONE.contains(&status.as_str()))
             .map(|(_, n)| n)
             .sum();
-        let answer = v1::GetLoadResponse {
+        let mut answer = v1::GetLoadResponse {
             region: self.api.region().to_string(),
             open_tickets,
             counted_at: Some(timestamp_to_proto(self.api.now())),
+            ..Default::default()
         };
+        if let (Some(roster), Some(rules)) = (self.api.roster(), self.api.rules()) {
+            let (agents, assignments) = self
+                .api
+                .agents_now(&roster, &rules)
+                .await
+                .map_err(Status::from)?;
+            let on_shift = agents.iter().filter(|a| a.shift.is_some());
+            answer.has_roster = true;
+            answer.agents_on_shift = count(on_shift.clone().count());
+            answer.agents_available = count(
+                on_shift
+                    .clone()
+                    .filter(|a| a.presence == meridian_core::Presence::Available)
+                    .count(),
+            );
+            answer.agent_capacity = on_shift.map(|a| u64::from(a.agent.max_open)).sum();
+            answer.unassigned_open = u64::from(assignments.unassigned);
+            answer.oldest_unassigned_at = assignments.oldest_unassigned.map(timestamp_to_proto);
+        }
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
             Some((Instant::now(), answer.clone()));
         Ok(Response::new(answer))
     }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

@@ -415,7 +415,9 @@ async fn add_message(
         note_id: note_id.to_owned(),
     };
     let answer = if &owner == ctx.api.region() {
-        ctx.api.add_note(Request::new(request)).await.map(|_| ())
+        let mut local = Request::new(request);
+        local.extensions_mut().insert(principal(ctx.api.region()));
+        ctx.api.add_note(local).await.map(|_| ())
     } else {
         match ctx.api.mesh() {
             Some(mesh) => mesh.add_customer_message(&owner, request).await.map(|_| ()),
@@ -827,6 +829,16 @@ async fn send(ctx: Arc<MailCtx>, sender: SmtpSender) {
     }
 }
 
+/// Who a region's mail loop is when it writes in-process (or through a
+/// peer's mesh service): an intake system, speaking for the customer.
+pub(crate) fn principal(region: &meridian_core::RegionId) -> meridian_auth::Principal {
+    meridian_auth::Principal {
+        subject: format!("meridian:mail:{region}"),
+        role: meridian_auth::Role::Intake,
+        region: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -849,3 +861,4 @@ mod tests {
         assert!(key.bytes().all(|b| b.is_ascii_graphic()));
     }
 }
+

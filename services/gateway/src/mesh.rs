@@ -102,9 +102,13 @@ impl MeshService for MeshApi {
         tracing::debug!(caller = %caller, "customer message from a peer's mail loop");
         let (metadata, _, mut message) = request.into_parts();
         message.visibility = v1::Visibility::Inbound as i32;
-        // The public path, without a principal (the caller proved it is a
-        // gateway of the mesh), so the same checks and clocks apply.
+        // The public path (the caller proved it is a gateway of the mesh),
+        // so the same checks and clocks apply.
         let mut local = Request::new(message);
+        // Its writes are the peer's mail loop's, as when it is local.
+        local
+            .extensions_mut()
+            .insert(crate::mail::principal(caller.region()));
         if let Some(traceparent) = metadata.get(crate::TRACEPARENT_HEADER) {
             local
                 .metadata_mut()

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::{
     context::TicketApi,
     error::{ApiError, from_core, from_store, invalid},
-    handoff, idempotency,
+    handoff, idempotency, people,
     spans::{self, Step},
     watch::{Stalled, WatchStream},
 };
@@ -66,7 +66,7 @@ impl TicketApi {
     ) -> Result<Response<v1::CreateTicketResponse>, ApiError> {
         self.check_gate()?;
         let (metadata, extensions, message) = request.into_parts();
-        let mut meta = self.write_meta(&metadata);
+        let mut meta = self.write_meta(&metadata, extensions.get::<meridian_auth::Principal>());
         let (new, key) = convert::create_from_proto(message).map_err(invalid)?;
         let keyed = match key {
             Some(key) => {
@@ -134,6 +134,12 @@ impl TicketApi {
         tracing::Span::current().record("meridian.epoch", owner.epoch.raw());
         let mut ticket = Ticket::create(id, new, owner, meta.at).map_err(from_core)?;
         ticket.sla = self.sla_for_new(&ticket.tier, &ticket.customer, meta.at)?;
+        // The roster's policy may give it to an agent at once; the place is
+        // held until the creation commits.
+        let assigned = self.auto_assignee(&ticket).await?;
+        if let Some(reservation) = &assigned {
+            ticket.assignee = Some(reservation.agent().to_owned());
+        }
         let event = match keyed {
             None => self
                 .inner
@@ -171,7 +177,10 @@ impl TicketApi {
                 "store answered a create with another event kind".to_owned(),
             ));
         };
-        tracing::debug!(ticket_id = %ticket.id, seq = event.origin_seq, "ticket created");
+        if let Some(reservation) = assigned {
+            reservation.commit();
+        }
+        tracing::debug!(ticket_id = %ticket.id, seq = event.origin_seq, assignee = ?ticket.assignee, "ticket created");
         self.durable(&ticket.tier, event.origin_seq).await?;
         Ok(Response::new(v1::CreateTicketResponse {
             ticket: Some(ticket_to_proto(ticket)),
@@ -221,6 +230,11 @@ impl TicketApi {
             .map_err(from_core)?;
         self.sla_for_status(&current.ticket, &mut changes, meta.at)
             .await?;
+        // A new assignee must be an agent of the roster who may take it.
+        let reservation = match &changes.assignee {
+            Some(Some(agent)) => self.reserve_assignee(&current.ticket, agent).await?,
+            _ => None,
+        };
         if changes.is_empty() {
             return Ok(Response::new(v1::UpdateTicketResponse {
                 ticket: Some(ticket_to_proto(&current.ticket)),
@@ -233,6 +247,14 @@ impl TicketApi {
             .update_ticket(id, changes, meta)
             .await
             .map_err(from_store)?;
+        if let Some(reservation) = reservation {
+            reservation.commit();
+        }
+        if let Some(previous) = &current.ticket.assignee
+            && ticket.assignee.as_ref() != Some(previous)
+        {
+            self.released(previous);
+        }
         tracing::Span::current().record("meridian.epoch", event.epoch.raw());
         self.durable(&ticket.tier, event.origin_seq).await?;
         Ok(Response::new(v1::UpdateTicketResponse {
@@ -456,7 +478,54 @@ impl TicketService for TicketApi {
             id,
             Some(request.metadata()),
         );
-        let meta = span.in_scope(|| self.write_meta(request.metadata()));
+        let meta = span
+            .in_scope(|| self.write_meta(request.metadata(), meridian_auth::principal(&request)));
+        Ok(self
+            .update_in_span(caller, id, patch, meta)
+            .instrument(span)
+            .await?)
+    }
+
+    async fn assign_ticket(
+        &self,
+        request: Request<v1::AssignTicketRequest>,
+    ) -> Result<Response<v1::UpdateTicketResponse>, Status> {
+        let caller = self.caller_region(&request)?;
+        self.check_gate()?;
+        let principal = meridian_auth::principal(&request);
+        let req = request.get_ref();
+        let id = convert::ticket_id("ticket_id", &req.ticket_id).map_err(invalid)?;
+        let assignee = match (req.unassign, req.agent.as_str(), principal) {
+            (true, "", _) => None,
+            (true, _, _) => {
+                return Err(
+                    invalid(ConvertError::new("agent", "must be empty with unassign")).into(),
+                );
+            }
+            // A claim: "assign to me".
+            (false, "", Some(principal)) => Some(principal.subject.clone()),
+            (false, "", None) => {
+                return Err(invalid(ConvertError::new(
+                    "agent",
+                    "is required without a token (who claims it?)",
+                ))
+                .into());
+            }
+            (false, agent, _) => Some(agent.to_owned()),
+        };
+        self.check_agent_owns(principal, id, "assign").await?;
+        let span = spans::ticket_span(
+            Step::Update,
+            &self.inner.region,
+            id,
+            Some(request.metadata()),
+        );
+        let meta = span.in_scope(|| self.write_meta(request.metadata(), principal));
+        let patch = meridian_core::TicketPatch {
+            status: None,
+            assignee: Some(assignee),
+            priority: None,
+        };
         Ok(self
             .update_in_span(caller, id, patch, meta)
             .instrument(span)
@@ -465,7 +534,7 @@ impl TicketService for TicketApi {
 
     async fn add_note(
         &self,
-        request: Request<v1::AddNoteRequest>,
+        mut request: Request<v1::AddNoteRequest>,
     ) -> Result<Response<v1::AddNoteResponse>, Status> {
         let caller = self.caller_region(&request)?;
         let ticket_id =
@@ -487,13 +556,19 @@ impl TicketService for TicketApi {
             "add a note to",
         )
         .await?;
+        let author = people::note_author(
+            meridian_auth::principal(&request),
+            &request.get_ref().author,
+        )?;
+        request.get_mut().author = author;
         let span = spans::ticket_span(
             Step::Note,
             &self.inner.region,
             ticket_id,
             Some(request.metadata()),
         );
-        let meta = span.in_scope(|| self.write_meta(request.metadata()));
+        let meta = span
+            .in_scope(|| self.write_meta(request.metadata(), meridian_auth::principal(&request)));
         Ok(self
             .note_in_span(caller, ticket_id, request.into_inner(), meta)
             .instrument(span)
@@ -502,10 +577,14 @@ impl TicketService for TicketApi {
 
     async fn handoff(
         &self,
-        request: Request<v1::HandoffRequest>,
+        mut request: Request<v1::HandoffRequest>,
     ) -> Result<Response<v1::HandoffResponse>, Status> {
         let caller = self.caller_region(&request)?;
-        let meta = self.write_meta(request.metadata());
+        let meta = self.write_meta(request.metadata(), meridian_auth::principal(&request));
+        let principal = meridian_auth::principal(&request).cloned();
+        if let Some(note) = request.get_mut().note.as_mut() {
+            note.author = people::note_author(principal.as_ref(), &note.author)?;
+        }
         let (id, to, handoff) = convert::handoff_from_proto(request.get_ref()).map_err(invalid)?;
         self.check_agent_owns(meridian_auth::principal(&request), id, "hand off")
             .await?;

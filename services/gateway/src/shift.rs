@@ -205,7 +205,17 @@ pub(crate) async fn sweep(
             },
         };
         let note = note.fit_to_note(&me, &to);
-        match crate::handoff::offer(api, &me, id, to.clone(), note, api.meta_with(None)).await {
+        match crate::handoff::offer(
+            api,
+            &me,
+            id,
+            to.clone(),
+            note,
+            api.meta_with(None)
+                .by(meridian_core::Actor::system("shift-end")),
+        )
+        .await
+        {
             Ok(_) => {
                 moved += 1;
                 tracing::info!(ticket_id = %id, to = %to, "continuity sweep handed an off-shift ticket on");
@@ -445,7 +455,11 @@ async fn shift_end(
         summary.next_region = Some(me.clone());
         summary.next_queue_owner = Some(owner.to_owned());
         api.store()
-            .record_shift_summary(summary.clone(), api.meta_with(None))
+            .record_shift_summary(
+                summary.clone(),
+                api.meta_with(None)
+                    .by(meridian_core::Actor::system("shift-end")),
+            )
             .await
             .map_err(|e| e.to_string())?;
         return Ok(summary);
@@ -488,7 +502,17 @@ async fn shift_end(
         // handoff's status lines around it, it must be shortened to travel.
         let note = note.fit_to_note(&me, &to);
         let auto = note.auto;
-        match crate::handoff::offer(api, &me, id, to.clone(), note, api.meta_with(None)).await {
+        match crate::handoff::offer(
+            api,
+            &me,
+            id,
+            to.clone(),
+            note,
+            api.meta_with(None)
+                .by(meridian_core::Actor::system("shift-end")),
+        )
+        .await
+        {
             Ok(_) => {
                 summary.auto_notes += u32::from(auto);
                 summary.handed_off.push((id, to));
@@ -517,7 +541,11 @@ async fn shift_end(
         .or_else(|| summary.handed_off.first().map(|(_, r)| r.clone()));
     summary.next_queue_owner = next.1;
     api.store()
-        .record_shift_summary(summary.clone(), api.meta_with(None))
+        .record_shift_summary(
+            summary.clone(),
+            api.meta_with(None)
+                .by(meridian_core::Actor::system("shift-end")),
+        )
         .await
         .map_err(|e| e.to_string())?;
     Ok(summary)

@@ -54,7 +54,13 @@ pub(crate) async fn scan(api: &TicketApi) -> meridian_store::Result<usize> {
             };
             match api
                 .store()
-                .record_sla_alert(ticket.id, metric, alert, changes, api.meta_with(None))
+                .record_sla_alert(
+                    ticket.id,
+                    metric,
+                    alert,
+                    changes,
+                    api.meta_with(None).by(meridian_core::Actor::system("sla")),
+                )
                 .await
             {
                 Ok((updated, event)) => {

@@ -178,7 +178,11 @@ async fn record(api: &TicketApi, change: SpikeChange) {
     };
     match api
         .store()
-        .record_intake_spike(kind, api.meta_with(None))
+        .record_intake_spike(
+            kind,
+            api.meta_with(None)
+                .by(meridian_core::Actor::system("spike")),
+        )
         .await
     {
         Ok(_) if raised => tracing::warn!(region = %api.region(), "{text}"),

@@ -452,7 +452,7 @@ on_every_backend!(bad_requests_name_the_field_and_store_nothing, |gw| {
 
     let note = v1::AddNoteRequest {
         ticket_id: ticket.id.clone(),
-        author: String::new(),
+        author: "a".repeat(201),
         body: "b".into(),
         visibility: 0,
         note_id: String::new(),

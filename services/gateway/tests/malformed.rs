@@ -270,6 +270,7 @@ async fn malformed_and_oversized_messages_are_refused_and_harm_nothing() {
                 ..Default::default()
             }],
         }),
+        ..Default::default()
     };
     let refused = client.accept_handoff(oversized).await.unwrap_err();
     assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
@@ -282,6 +283,7 @@ async fn malformed_and_oversized_messages_are_refused_and_harm_nothing() {
         offer_seq: 1,
         previous_epoch: 0,
         offer_events: None,
+        ..Default::default()
     };
     let refused = client.accept_handoff(forged).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
@@ -303,6 +305,7 @@ async fn malformed_and_oversized_messages_are_refused_and_harm_nothing() {
         offer_events: Some(v1::EventBatch {
             events: vec![meridian_proto::convert::event_to_proto(&eu_log[0])],
         }),
+        ..Default::default()
     };
     let refused = client.accept_handoff(forged).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");

@@ -346,6 +346,7 @@ fn ask_for(ticket_id: &str, carried: &[v1::Event]) -> v1::AcceptHandoffRequest {
         offer_events: Some(v1::EventBatch {
             events: carried.to_vec(),
         }),
+        ..Default::default()
     }
 }
 

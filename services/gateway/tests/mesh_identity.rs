@@ -114,6 +114,7 @@ async fn the_mesh_port_refuses_the_wrong_identity_for_each_call() {
         offer_seq: 1,
         previous_epoch: 1,
         offer_events: None,
+        ..Default::default()
     };
     let denied = as_mars.accept_handoff(offer).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");

@@ -198,10 +198,7 @@ pub(crate) async fn probe(
                     match tokio::time::timeout(deadline, load_client.get_load(GetLoadRequest {}))
                         .await
                     {
-                        Ok(Ok(answer)) => Ok(RegionLoad {
-                            open_tickets: u32::try_from(answer.into_inner().open_tickets)
-                                .unwrap_or(u32::MAX),
-                        }),
+                        Ok(Ok(answer)) => Ok(load_of(&answer.into_inner())),
                         Ok(Err(status)) => {
                             Err(format!("{:?}: {}", status.code(), status.message()))
                         }
@@ -264,6 +261,24 @@ impl Transitions {
         let first = self.last.is_none();
         self.last = Some(up);
         if first && up { None } else { Some(up) }
+    }
+}
+
+/// What a gateway's load report says, as the decision reads it.
+fn load_of(answer: &meridian_proto::v1::GetLoadResponse) -> RegionLoad {
+    let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    RegionLoad {
+        open_tickets: small(answer.open_tickets),
+        staffing: answer.has_roster.then(|| meridian_rules::Staffing {
+            agents_on_shift: answer.agents_on_shift,
+            agents_available: answer.agents_available,
+            capacity: small(answer.agent_capacity),
+            unassigned: small(answer.unassigned_open),
+            oldest_unassigned: answer
+                .oldest_unassigned_at
+                .as_ref()
+                .and_then(|t| meridian_proto::timestamp_from_proto("oldest_unassigned_at", t).ok()),
+        }),
     }
 }
 
@@ -341,3 +356,4 @@ mod tests {
         assert_eq!(table.snapshot(at(1))[&east], RegionHealth::Down);
     }
 }
+

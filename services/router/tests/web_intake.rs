@@ -540,7 +540,7 @@ async fn a_customer_message_reaches_the_owner_and_starts_the_next_response_clock
         .add_note(with_auth(
             v1::AddNoteRequest {
                 ticket_id: id.clone(),
-                author: "ana".into(),
+                author: String::new(),
                 body: "Could you try a password reset?".into(),
                 visibility: v1::Visibility::Public.into(),
                 note_id: String::new(),

@@ -402,6 +402,7 @@ pub fn meta_at(millis: u64) -> WriteMeta {
         hlc_time: HlcTimestamp::new(millis, (unique() % 60_000) as u16),
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         at: Timestamp::from_millisecond(i64::try_from(millis).unwrap()).unwrap(),
+        actor: None,
     }
 }
 

@@ -36,6 +36,12 @@ pub struct Options<'a> {
     pub metrics: Option<meridian_telemetry::Metrics>,
     /// Where every gateway's escalation and stranded-ticket alerts go.
     pub alerts: meridian_gateway::escalation::AlertSink,
+    /// Every gateway checks bearer tokens with these settings.
+    pub auth: Option<meridian_auth::AuthSettings>,
+    /// A roster (TOML text) for each region named, written beside the PKI.
+    pub rosters: Vec<(&'a str, String)>,
+    /// With `auth`: the token the harness's own status calls carry.
+    pub harness_token: Option<String>,
 }
 
 impl Default for Options<'_> {
@@ -47,6 +53,9 @@ impl Default for Options<'_> {
             proxied_links: false,
             metrics: None,
             alerts: Default::default(),
+            auth: None,
+            rosters: Vec::new(),
+            harness_token: None,
         }
     }
 }
@@ -74,6 +83,7 @@ pub struct Mesh {
     /// With `proxied_links`: the proxy each (dialling region, target) pair
     /// goes through.
     links: BTreeMap<(RegionId, RegionId), Proxy>,
+    harness_token: Option<String>,
 }
 
 pub fn region(name: &str) -> RegionId {
@@ -195,7 +205,14 @@ impl Mesh {
             settings.sla_scan_interval = Duration::from_millis(20);
             settings.webhooks = options.webhooks.clone();
             settings.alerts = options.alerts.clone();
+            settings.reload_interval = Duration::from_millis(50);
+            if let Some((_, roster)) = options.rosters.iter().find(|(r, _)| *r == name.as_str()) {
+                let path = pki.path().join(format!("roster.{name}.toml"));
+                std::fs::write(&path, roster).unwrap();
+                settings.roster = Some(path);
+            }
             config.rules = Some(settings);
+            config.auth = options.auth.clone();
             if let Some(metrics) = &options.metrics {
                 config.metrics = Some(metrics.clone());
                 config.telemetry.queue_scan_interval = Duration::from_millis(50);
@@ -238,6 +255,7 @@ impl Mesh {
             tasks,
             _pki: pki,
             links,
+            harness_token: options.harness_token.clone(),
         };
         for r in &mesh.regions {
             mesh.wait_connected(r.name.as_str()).await;
@@ -353,12 +371,23 @@ impl Mesh {
         }
     }
 
+    /// A status request, with the harness's token when the mesh checks them.
+    fn status_request(&self) -> tonic::Request<v1::GetStatusRequest> {
+        let mut request = tonic::Request::new(v1::GetStatusRequest {});
+        if let Some(token) = &self.harness_token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        request
+    }
+
     /// Until every replication stream of `name` is open.
     pub async fn wait_connected(&self, name: &str) {
         let mut client = self.client(name).await;
         for _ in 0..500 {
             let status = client
-                .get_status(v1::GetStatusRequest {})
+                .get_status(self.status_request())
                 .await
                 .unwrap()
                 .into_inner();
@@ -379,7 +408,7 @@ impl Mesh {
                 let status = self
                     .client(r.name.as_str())
                     .await
-                    .get_status(v1::GetStatusRequest {})
+                    .get_status(self.status_request())
                     .await
                     .unwrap()
                     .into_inner();

@@ -442,6 +442,9 @@ pub fn render(journey: &Journey) -> String {
                 step_line(step)
             ));
             let indent = format!("{stem}{:26}", "");
+            if let Some(actor) = &step.actor {
+                line(format!("{indent}by {actor}"));
+            }
             if let StepDetail::HandoffOffered { note, .. } = &step.detail {
                 let auto = if note.auto { " (auto)" } else { "" };
                 line(format!(

@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod assign;
 mod catchup;
 mod console;
 mod handoff;
@@ -66,10 +67,11 @@ enum Scenario {
     Sweep,
     Notify,
     MailIntake,
+    Assign,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 13] = [
+    const ALL: [Scenario; 14] = [
         Scenario::IntakeSqlite,
         Scenario::IntakePostgres,
         Scenario::Handoff,
@@ -82,6 +84,7 @@ impl Scenario {
         Scenario::Stalled,
         Scenario::Sweep,
         Scenario::Notify,
+        Scenario::Assign,
         Scenario::MailIntake,
     ];
 
@@ -100,6 +103,7 @@ impl Scenario {
             Scenario::MailIntake => "mail-intake",
             Scenario::Sweep => "sweep",
             Scenario::Notify => "notify",
+            Scenario::Assign => "assign",
         }
     }
 }
@@ -258,6 +262,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Scenario::Sweep => sweep::run(&sizes, &progress).await.map(Some),
             Scenario::Notify => notify::run(&sizes, &progress).await.map(Some),
+            Scenario::Assign => assign::run(&sizes, &progress).await.map(Some),
         };
         match result {
             Ok(Some(mut scenario_report)) => {

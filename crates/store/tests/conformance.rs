@@ -2941,6 +2941,7 @@ mod cases {
             owned.id,
             TicketChanges {
                 assignee: Some(Some("bo".into())),
+                priority: Some(meridian_core::Priority::Urgent),
                 ..status_change(epoch, Status::Open)
             },
         );
@@ -2967,9 +2968,14 @@ mod cases {
         );
         store.apply_remote(&eu(), vec![seen]).await.unwrap();
         let record = store.get_ticket(owned.id).await.unwrap().unwrap();
+        // It counts; the takeover, after it, left the ticket unassigned.
         assert_eq!(
-            (record.ticket.status, record.ticket.assignee.as_deref()),
-            (Status::Open, Some("bo")),
+            (
+                record.ticket.status,
+                record.ticket.priority,
+                record.ticket.assignee.as_deref()
+            ),
+            (Status::Open, meridian_core::Priority::Urgent, None),
             "covered: counts"
         );
         assert!(record.conflicts.is_empty(), "{:?}", record.conflicts);
@@ -3002,6 +3008,7 @@ mod cases {
             owned.id,
             TicketChanges {
                 assignee: Some(Some("bo".into())),
+                priority: Some(meridian_core::Priority::Urgent),
                 ..status_change(epoch, Status::Open)
             },
         );
@@ -3039,9 +3046,9 @@ mod cases {
         let record = store.get_ticket(owned.id).await.unwrap().unwrap();
         assert!(record.conflicts.is_empty(), "{:?}", record.conflicts);
         assert_eq!(
-            record.ticket.assignee.as_deref(),
-            Some("bo"),
-            "the owner's write before its offer counts"
+            (record.ticket.priority, record.ticket.assignee.as_deref()),
+            (meridian_core::Priority::Urgent, None),
+            "the owner's write before its offer counts; the handoff after it clears the assignee"
         );
         assert_eq!(
             record.ticket.status,

@@ -524,6 +524,7 @@ async fn serve_listeners(
             // services of other ports, which would answer UNIMPLEMENTED.
             .with_service_name("meridian.v1.TicketService")
             .with_service_name("meridian.v1.RegionLoadService")
+            .with_service_name("meridian.v1.AgentService")
             .with_service_name("grpc.health.v1.Health")
             .with_service_name("grpc.reflection.v1.ServerReflection")
             .with_service_name("grpc.reflection.v1alpha.ServerReflection")

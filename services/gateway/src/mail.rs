@@ -861,4 +861,3 @@ mod tests {
         assert!(key.bytes().all(|b| b.is_ascii_graphic()));
     }
 }
-

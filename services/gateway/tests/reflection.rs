@@ -69,6 +69,7 @@ async fn python_grpcio_client_uses_server_reflection() {
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection",
+            "meridian.v1.AgentService",
             "meridian.v1.RegionLoadService",
             "meridian.v1.TicketService",
         ]

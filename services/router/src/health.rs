@@ -356,4 +356,3 @@ mod tests {
         assert_eq!(table.snapshot(at(1))[&east], RegionHealth::Down);
     }
 }
-

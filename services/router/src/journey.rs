@@ -110,6 +110,9 @@ pub struct Step {
     pub kind: String,
     #[serde(flatten)]
     pub detail: StepDetail,
+    /// Who made it: `subject (role)`; `None` for events from before actors
+    /// were recorded.
+    pub actor: Option<String>,
     pub traceparent: Option<String>,
     /// Asked regions that have not applied this event (yet).
     pub missing_in: Vec<String>,
@@ -297,6 +300,8 @@ pub fn build_journey(ticket_id: TicketId, copies: &[RegionCopy], now: Timestamp)
                 epoch: event.raw.epoch,
                 kind: event.raw.kind.clone(),
                 detail: detail(event, &seen),
+                actor: (!event.raw.actor_subject.is_empty())
+                    .then(|| format!("{} ({})", event.raw.actor_subject, event.raw.actor_role)),
                 traceparent: (!event.raw.traceparent.is_empty())
                     .then(|| event.raw.traceparent.clone()),
                 missing_in,

@@ -130,6 +130,14 @@ function regionCard(region, sunMinute, at) {
     facts.push(el("div", {}, "SLA at risk ", el("b", { "data-sla-risk": region.id }, g.sla_at_risk)));
     facts.push(el("div", {}, "lease ", g.fenced ? el("b", { class: "error", title: g.fenced_reason }, "fenced") : el("b", {}, "held")));
     facts.push(el("div", {}, "log head ", el("b", {}, g.local_head)));
+    const st = region.staffing;
+    if (st) {
+      facts.push(el("div", { "data-staffing": region.id }, "agents ", el("b", { "data-agents-available": region.id }, st.agents_available),
+        " available of ", el("b", { "data-agents-on-shift": region.id }, st.agents_on_shift), " on shift"));
+      facts.push(el("div", {}, "open per available agent ", el("b", { "data-open-per-agent": region.id }, st.open_per_available === null ? "–" : st.open_per_available)));
+      facts.push(el("div", {}, "unassigned ", el("b", { "data-unassigned": region.id }, st.unassigned),
+        st.oldest_unassigned ? el("span", { class: "muted" }, " · oldest " + relative(st.oldest_unassigned, at).replace(/^in /, "")) : null));
+    }
     const byStatus = Object.entries(g.queue_by_status).map(([s, n]) => `${s} ${n}`).join(" · ");
     if (byStatus) facts.push(el("div", { class: "muted" }, byStatus));
     if (g.peers.length) {
@@ -384,6 +392,7 @@ async function startJourney() {
     return el("li", { "data-kind": step.kind },
       el("div", { class: "head" }, el("span", { class: "kind " + step.kind }, text),
         el("span", { class: "muted" }, time(step.at) + " · " + step.origin_region + "#" + step.origin_seq + " · epoch " + step.epoch),
+        step.actor ? el("span", { class: "actor", "data-actor": step.actor }, "by " + step.actor) : null,
         step.missing_in.length ? el("span", { class: "badge warn", "data-missing-in": step.missing_in.join(" ") }, "not yet in " + step.missing_in.join(", ")) : null),
       extra);
   }));

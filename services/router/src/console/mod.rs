@@ -1319,6 +1319,8 @@ struct JourneyStep {
     #[serde(flatten)]
     event: HandoffItem,
     missing_in: Vec<String>,
+    /// Who made it (`subject (role)`), as `meridian trace` shows it.
+    actor: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -1423,6 +1425,7 @@ async fn journey(console: &Console, raw_id: &str) -> Response {
             Some(JourneyStep {
                 event: handoff_item(console.tracing_ui.as_deref(), event),
                 missing_in: step.missing_in.clone(),
+                actor: step.actor.clone(),
             })
         })
         .collect();

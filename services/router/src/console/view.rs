@@ -270,6 +270,36 @@ pub(crate) struct RegionNow {
     pub band: Band,
     /// `None` for a region without a gateway.
     pub gateway: Option<GatewayView>,
+    /// Who is at work, from the gateway's load report; `None` for a region
+    /// without a roster (or no fresh report).
+    pub staffing: Option<StaffingView>,
+}
+
+/// A region's people now, as the Now page shows them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct StaffingView {
+    pub agents_on_shift: u32,
+    pub agents_available: u32,
+    /// Open tickets per available agent; `None` with nobody available.
+    pub open_per_available: Option<f64>,
+    pub unassigned: u32,
+    pub oldest_unassigned: Option<Timestamp>,
+}
+
+impl StaffingView {
+    fn new(load: &RegionLoad) -> Option<Self> {
+        let staffing = load.staffing?;
+        Some(StaffingView {
+            agents_on_shift: staffing.agents_on_shift,
+            agents_available: staffing.agents_available,
+            open_per_available: (staffing.agents_available > 0).then(|| {
+                (f64::from(load.open_tickets) / f64::from(staffing.agents_available) * 10.0).round()
+                    / 10.0
+            }),
+            unassigned: staffing.unassigned,
+            oldest_unassigned: staffing.oldest_unassigned,
+        })
+    }
 }
 
 /// The Now page's whole state at one instant; sent on every SSE tick.
@@ -470,6 +500,7 @@ pub(crate) fn now_view(
                     openings: Vec::new(),
                 }),
                 gateway: statuses.get(region.id.as_str()).cloned(),
+                staffing: loads.get(&region.id).and_then(StaffingView::new),
             }
         })
         .collect();

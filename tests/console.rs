@@ -708,6 +708,19 @@ async fn the_console_shows_the_mesh_live_in_a_real_browser() {
             &format!("return window.__sameDocument === 'now' && document.querySelector('[data-queue=\"{east_region}\"]').textContent === '4';"),
         )
         .await;
+    // Staffing, from the region's load report: the development roster's
+    // three agents work every shift, nobody set a presence yet, and the
+    // four tickets wait unassigned for the queue owner.
+    browser
+        .wait_for(
+            "the Now page to show the active region's staffing",
+            &format!(
+                "return document.querySelector('[data-agents-on-shift=\"{east_region}\"]')?.textContent === '3'
+                     && document.querySelector('[data-agents-available=\"{east_region}\"]').textContent === '0'
+                     && document.querySelector('[data-unassigned=\"{east_region}\"]').textContent === '4';"
+            ),
+        )
+        .await;
     now_lists(&mesh, &browser).await;
     saved.push(browser.screenshot(&shots, "now-desktop").await);
     saved.push(browser.phone_check(&shots, "now").await);

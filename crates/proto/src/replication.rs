@@ -605,6 +605,16 @@ mod tests {
     }
 
     #[test]
+    fn an_actor_travels_with_its_event() {
+        let mut event = created(1);
+        event.actor = Some(core::Actor::new("ana", "agent"));
+        let back = event_from_proto("e", &event_to_proto(&event)).unwrap();
+        assert_eq!(back, event);
+        let none = event_from_proto("e", &event_to_proto(&created(2))).unwrap();
+        assert_eq!(none.actor, None, "an event from before actors has none");
+    }
+
+    #[test]
     fn bad_envelope_fields_are_named() {
         let good = event_to_proto(&created(1));
         type Spoil = Box<dyn Fn(&mut v1::Event)>;
@@ -631,6 +641,24 @@ mod tests {
                 Box::new(|e| e.ticket_id = "67e55044-10b1-426f-9247-bb680e5fe0c8".into()),
             ),
             ("batch.events[0].epoch", Box::new(|e| e.epoch = u64::MAX)),
+            (
+                "batch.events[0].actor_role",
+                Box::new(|e| e.actor_subject = "ana".into()),
+            ),
+            (
+                "batch.events[0].actor_subject",
+                Box::new(|e| {
+                    e.actor_subject = "x".repeat(ACTOR_SUBJECT_CHARS_MAX + 1);
+                    e.actor_role = "agent".into();
+                }),
+            ),
+            (
+                "batch.events[0].actor_role",
+                Box::new(|e| {
+                    e.actor_subject = "ana".into();
+                    e.actor_role = "ag\nent".into();
+                }),
+            ),
             (
                 "batch.events[0].hlc_time",
                 Box::new(|e| e.hlc_time = 1 << 63),

@@ -43,6 +43,13 @@ const MIGRATIONS: &[Migration] = &[
     Migration::portable(2, include_str!("../migrations/0002_writer_generation.sql")),
     Migration::portable(3, include_str!("../migrations/0003_note_visibility.sql")),
     Migration::portable(4, include_str!("../migrations/0004_idempotency_keys.sql")),
+    // 5 is taken by the people branch (issue 16); the runner applies any
+    // version it has not recorded, so the gap is harmless.
+    Migration {
+        version: 6,
+        sqlite: include_str!("../migrations/sqlite/0006_ticket_search.sql"),
+        postgres: include_str!("../migrations/postgres/0006_ticket_search.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const ALWAYS: [&str; 11] = [
+const ALWAYS: [&str; 12] = [
     "intake-sqlite",
     "handoff",
     "route",
@@ -23,6 +23,7 @@ const ALWAYS: [&str; 11] = [
     "stalled",
     "sweep",
     "notify",
+    "search",
 ];
 
 #[test]

@@ -131,6 +131,27 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the text, a query is refused naming `query` or holds
+        /// only non-empty runs of lowercase letters and digits: nothing a
+        /// backend could read as syntax.
+        #[test]
+        fn any_text_is_refused_or_only_words(text in "\\PC{0,80}|[\"*:&|!()'\\\\^+<>{}.\\- a-zA-Z0-9ü]{0,40}") {
+            match SearchText::parse(&text) {
+                Ok(parsed) => {
+                    proptest::prop_assert!(!parsed.phrases().is_empty());
+                    for term in parsed.phrases().iter().flatten() {
+                        proptest::prop_assert!(!term.is_empty());
+                        proptest::prop_assert!(term.chars().all(char::is_alphanumeric), "{term:?}");
+                        proptest::prop_assert_eq!(term.to_lowercase(), term.clone());
+                    }
+                }
+                Err(Error::InvalidField { field, .. }) => proptest::prop_assert_eq!(field, "query"),
+                Err(other) => proptest::prop_assert!(false, "{other}"),
+            }
+        }
+    }
+
     #[test]
     fn the_last_term_is_a_prefix_unless_it_is_one_character() {
         assert!(SearchText::parse("printer fi").unwrap().last_is_prefix());

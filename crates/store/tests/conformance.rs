@@ -3602,6 +3602,30 @@ mod search_cases {
         ] {
             assert_eq!(found(store, text).await, expected, "{text:?}");
         }
+        // Hostile text, made deterministically from both backends' operator
+        // characters, words and letters: an answer or a refusal naming
+        // `query`, never a database error.
+        let pieces = [
+            "\"", "*", ":", ":*", "&", "|", "!", "(", ")", "'", "\\", "^", "+", "-", "<->", "{",
+            "}", ".", " ", "NEAR", "AND", "OR", "NOT", "printer", "fire", "ü", "x", "0",
+        ];
+        let mut state: u64 = 0x5EED;
+        for _ in 0..200 {
+            let mut text = String::new();
+            for _ in 0..8 {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
+            }
+            match store.search_tickets(&query(&text)).await {
+                Ok(_) => {}
+                Err(Error::Invalid(meridian_core::Error::InvalidField {
+                    field: "query", ..
+                })) => {}
+                Err(other) => panic!("{text:?}: {other}"),
+            }
+        }
         for text in ["", "   ", "?!", r#""""#, "*:()&|!"] {
             let err = store.search_tickets(&query(text)).await.unwrap_err();
             assert!(

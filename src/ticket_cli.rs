@@ -190,6 +190,29 @@ pub enum TicketCommand {
         #[arg(long, default_value = "")]
         page_token: String,
     },
+    /// Find tickets whose subject, body, customer or notes hold every word
+    /// of QUERY (the last word also as a prefix), in the order and pages of
+    /// `ticket list`. An agent searches its own region's tickets.
+    Search {
+        #[command(flatten)]
+        conn: Connection,
+        /// The words to find; punctuation only separates words (at most 256
+        /// characters and 16 words).
+        query: String,
+        /// Only tickets this region owns.
+        #[arg(long)]
+        region: Option<String>,
+        /// Only tickets in this status: new, open, pending, escalated,
+        /// solved or closed.
+        #[arg(long)]
+        status: Option<String>,
+        /// Tickets per page.
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+        /// The next_page_token of a previous page.
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
     /// Add a note, a public reply or a customer message. An internal
     /// note may be added in any region; a reply or a customer message
     /// only in the owning region, since it moves the SLA clocks.
@@ -523,11 +546,34 @@ pub async fn run(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(refusal)?
                 .into_inner();
-            let value = json!({
-                "tickets": page.tickets.iter().map(ticket_json).collect::<Vec<_>>(),
-                "next_page_token": page.next_page_token,
-            });
-            conn.print(&value, &list_table(&page));
+            print_page(&conn, &page);
+        }
+        TicketCommand::Search {
+            conn,
+            query,
+            region,
+            status,
+            page_size,
+            page_token,
+        } => {
+            let request = v1::SearchTicketsRequest {
+                query,
+                owner_region: region.unwrap_or_default(),
+                status: status
+                    .as_deref()
+                    .map(parse_status)
+                    .transpose()?
+                    .map_or(0, Into::into),
+                page_size,
+                page_token,
+            };
+            let mut client = conn.client().await?;
+            let page = client
+                .search_tickets(conn.request(request)?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            print_page(&conn, &page);
         }
         TicketCommand::Note {
             conn,
@@ -926,6 +972,15 @@ fn ticket_table(t: &v1::Ticket) -> String {
         ("updated", time_text(t.updated_at.as_ref())),
     ];
     rows.iter().map(|(k, v)| format!("{k:<11} {v}\n")).collect()
+}
+
+/// A page of `ticket list` or `ticket search`, as a table or as JSON.
+fn print_page(conn: &Connection, page: &v1::ListTicketsResponse) {
+    let value = json!({
+        "tickets": page.tickets.iter().map(ticket_json).collect::<Vec<_>>(),
+        "next_page_token": page.next_page_token,
+    });
+    conn.print(&value, &list_table(page));
 }
 
 fn list_table(page: &v1::ListTicketsResponse) -> String {

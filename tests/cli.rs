@@ -335,6 +335,43 @@ fn up_create_get_and_a_refused_non_owner_update() {
     assert!(table.lines().next().unwrap().starts_with("ID "), "{table}");
     assert!(table.contains(&id) && table.contains("VPN down"), "{table}");
 
+    // Search prints as list does: the same JSON and the same table.
+    let found = json(&mesh.cli(
+        "agent-us-east",
+        &[
+            "ticket", "search", "vpn", "--target", &us, "--status", "open", "--output", "json",
+        ],
+    ));
+    let ids: Vec<&str> = found["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (ids, &found["next_page_token"]),
+        (vec![id.as_str()], &serde_json::json!(""))
+    );
+    let table = mesh.cli(
+        "agent-us-east",
+        &[
+            "ticket", "search", "VPN do", "--target", &us, "--region", "us-east",
+        ],
+    );
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.lines().next().unwrap().starts_with("ID "), "{table}");
+    assert!(table.contains(&id), "{table}");
+    let refused = mesh.cli(
+        "agent-us-east",
+        &["ticket", "search", "?!", "--target", &us],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("INVALID_ARGUMENT: query: holds no letter or digit"),
+        "{stderr}"
+    );
+
     // Submitted through the router, a ticket lands in the region the router
     // names, and that region's gateway has it.
     let submitted = json(&mesh.cli(

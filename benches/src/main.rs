@@ -15,6 +15,7 @@
 //! | `scale` | RSS and list latency at 1,000,000 tickets; a simulated week of ten regions | — |
 //! | `stalled` | gateway RSS and `GetStatus` latency with 1,000 `WatchEvents` streams never read | the same gateway idle |
 //! | `sweep` | one continuity sweep over 100,000 open tickets: wall time, CPU, share of one core at 60 s | listing the same tickets |
+//! | `search` | text search p50/p99 at 1,000,000 tickets, SQLite and PostgreSQL | `list_tickets`' first page on the same store |
 //! | `notify` | notification latency from the event's commit to an HTTPS receiver, one at a time and in a burst | a bare HTTPS POST on a fresh connection |
 //!
 //! `cargo run --release -p meridian-bench` runs all of them;
@@ -36,6 +37,7 @@ mod progress;
 mod report;
 mod route;
 mod scale;
+mod search;
 mod stalled;
 mod svg;
 mod sweep;
@@ -68,10 +70,11 @@ enum Scenario {
     Notify,
     MailIntake,
     Assign,
+    Search,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 14] = [
+    const ALL: [Scenario; 15] = [
         Scenario::IntakeSqlite,
         Scenario::IntakePostgres,
         Scenario::Handoff,
@@ -85,6 +88,7 @@ impl Scenario {
         Scenario::Sweep,
         Scenario::Notify,
         Scenario::Assign,
+        Scenario::Search,
         Scenario::MailIntake,
     ];
 
@@ -104,6 +108,7 @@ impl Scenario {
             Scenario::Sweep => "sweep",
             Scenario::Notify => "notify",
             Scenario::Assign => "assign",
+            Scenario::Search => "search",
         }
     }
 }
@@ -263,6 +268,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Scenario::Sweep => sweep::run(&sizes, &progress).await.map(Some),
             Scenario::Notify => notify::run(&sizes, &progress).await.map(Some),
             Scenario::Assign => assign::run(&sizes, &progress).await.map(Some),
+            Scenario::Search => search::run(&sizes, &progress).await.map(Some),
         };
         match result {
             Ok(Some(mut scenario_report)) => {

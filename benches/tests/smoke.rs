@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const ALWAYS: [&str; 12] = [
+const ALWAYS: [&str; 13] = [
     "intake-sqlite",
     "handoff",
     "route",
@@ -24,6 +24,7 @@ const ALWAYS: [&str; 12] = [
     "sweep",
     "notify",
     "assign",
+    "search",
 ];
 
 #[test]

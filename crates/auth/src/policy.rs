@@ -78,6 +78,10 @@ pub fn gateway_policy() -> Policy {
                 &[Agent, Sre, Admin],
             ),
             (
+                "/meridian.v1.TicketService/SearchTickets",
+                &[Agent, Sre, Admin],
+            ),
+            (
                 "/meridian.v1.TicketService/WatchEvents",
                 &[Agent, Sre, Admin],
             ),

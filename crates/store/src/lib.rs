@@ -26,6 +26,7 @@ mod exec;
 mod ops;
 mod region_lock;
 mod schema;
+mod search;
 mod store;
 mod writer;
 
@@ -43,6 +44,7 @@ pub use region_lock::{
     REGION_LOCK_CHECK_TIMEOUT_MS, REGION_LOCK_HEARTBEAT_MS, REGION_LOCK_KEEPALIVE_S, RegionLock,
 };
 pub use schema::schema_version;
+pub use search::SearchQuery;
 pub use store::{
     EVENTS_PAGE_MAX, LIST_LIMIT_MAX, SQLITE_BUSY_TIMEOUT_MS, SUBSCRIBE_CAPACITY, Store,
     SystemClock, WriteMeta,

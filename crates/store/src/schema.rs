@@ -44,6 +44,11 @@ const MIGRATIONS: &[Migration] = &[
     Migration::portable(3, include_str!("../migrations/0003_note_visibility.sql")),
     Migration::portable(4, include_str!("../migrations/0004_idempotency_keys.sql")),
     Migration::portable(5, include_str!("../migrations/0005_people.sql")),
+    Migration {
+        version: 6,
+        sqlite: include_str!("../migrations/sqlite/0006_ticket_search.sql"),
+        postgres: include_str!("../migrations/postgres/0006_ticket_search.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -796,7 +796,6 @@ impl Store {
     /// (UUIDv7, so creation order). Pass `next_after` back as `after` for
     /// the next page.
     pub async fn list_tickets(&self, filter: &TicketFilter) -> Result<TicketPage> {
-        let limit = filter.limit.clamp(1, LIST_LIMIT_MAX);
         let mut sql = SqlBuilder::new(format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE 1 = 1"));
         if let Some(status) = filter.status {
             sql.push(" AND status = ")
@@ -817,7 +816,20 @@ impl Store {
         if filter.sla_at_risk {
             sql.push(" AND sla_at_risk = ").bind(Bind::Int(1));
         }
-        if let Some(after) = filter.after {
+        self.ticket_page(sql, filter.after, filter.limit).await
+    }
+
+    /// The page of `sql` (a `SELECT` of [`TICKET_COLUMNS`] from `tickets`
+    /// ending in a `WHERE` clause) after `after`, in ticket id order: the
+    /// paging `list_tickets` and `search_tickets` share.
+    pub(crate) async fn ticket_page(
+        &self,
+        mut sql: SqlBuilder,
+        after: Option<TicketId>,
+        limit: u32,
+    ) -> Result<TicketPage> {
+        let limit = limit.clamp(1, LIST_LIMIT_MAX);
+        if let Some(after) = after {
             sql.push(" AND ticket_id > ")
                 .bind(Bind::Text(after.to_string()));
         }

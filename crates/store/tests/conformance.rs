@@ -431,6 +431,10 @@ conformance!(
     a_key_commits_with_its_ticket_or_not_at_all,
     keyed_creates_racing_across_replicas_make_one_ticket,
     idempotency_keys_are_pruned_by_age,
+    search_finds_every_text_field_and_notes,
+    search_pages_like_list,
+    search_follows_replication_text_changes_and_early_notes,
+    a_pinned_tickets_text_is_indexed_only_inside_its_residency,
 );
 
 #[cfg(test)]
@@ -442,6 +446,8 @@ mod cases {
     use tokio::sync::broadcast::error::TryRecvError;
 
     use crate::{fixtures::*, harness::Ctx};
+
+    pub use crate::search_cases::*;
 
     pub async fn create_then_get(ctx: Ctx) {
         let store = &ctx.store;
@@ -3469,5 +3475,459 @@ mod cases {
             2
         );
         assert_eq!(key_rows(&ctx).await.len(), 3);
+    }
+}
+
+/// Text search (issue 16): the cases `conformance!` runs on both backends.
+#[cfg(test)]
+mod search_cases {
+    use std::collections::BTreeSet;
+
+    use meridian_core::{EventEnvelope, EventKind, RegionId, Status, Ticket, TicketId, residency};
+    use meridian_store::{Backend, Error, SearchQuery, Store, TicketFilter};
+    use sqlx::{Connection, Row};
+
+    use crate::{fixtures::*, harness::Ctx};
+
+    fn query(text: &str) -> SearchQuery {
+        SearchQuery {
+            text: text.into(),
+            owner_region: None,
+            status: None,
+            after: None,
+            limit: 100,
+        }
+    }
+
+    async fn found(store: &Store, text: &str) -> Vec<TicketId> {
+        store
+            .search_tickets(&query(text))
+            .await
+            .unwrap_or_else(|e| panic!("search {text:?}: {e}"))
+            .tickets
+            .iter()
+            .map(|t| t.id)
+            .collect()
+    }
+
+    fn worded(owner: &RegionId, subject: &str, body: &str, customer: &str) -> Ticket {
+        let mut t = ticket(owner);
+        t.subject = subject.into();
+        t.body = body.into();
+        t.customer = customer.into();
+        t
+    }
+
+    /// How many tickets the index itself holds for `term`, read past the
+    /// store's API (and its residency condition).
+    async fn indexed(ctx: &Ctx, term: &str) -> i64 {
+        let sql = match ctx.backend() {
+            Backend::Sqlite => "SELECT COUNT(*) FROM ticket_search WHERE ticket_search MATCH $1",
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM ticket_search WHERE doc @@ to_tsquery('simple', $1)"
+            }
+        };
+        let mut conn = ctx.raw().await;
+        let count: i64 = sqlx::query(sql)
+            .bind(term)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+        conn.close().await.unwrap();
+        count
+    }
+
+    pub async fn search_finds_every_text_field_and_notes(ctx: Ctx) {
+        let store = &ctx.store;
+        let printer = worded(
+            &us(),
+            "Printer on fire",
+            "The tray smokes.\nSend help",
+            "ana@example.com",
+        );
+        let mut invoice = worded(
+            &us(),
+            "Invoice twice",
+            "Charged twice for März",
+            "Bob Müller",
+        );
+        invoice.status = Status::Pending;
+        for (i, t) in [&printer, &invoice].into_iter().enumerate() {
+            store
+                .create_ticket(t.clone(), meta(HLC0 + i as u64))
+                .await
+                .unwrap();
+        }
+        store
+            .add_note(
+                note(
+                    invoice.id,
+                    &us(),
+                    "Refund promised by Friday",
+                    BASE_MS + 9_000,
+                ),
+                meta(HLC0 + 10),
+            )
+            .await
+            .unwrap();
+
+        for (text, expected) in [
+            ("printer", vec![printer.id]),
+            ("SMOKES", vec![printer.id]),
+            ("ana@example.com", vec![printer.id]),
+            ("example", vec![printer.id]),
+            // A word's terms are a phrase: in this order, next to each other.
+            ("com.example", vec![]),
+            ("müller", vec![invoice.id]),
+            ("MÄRZ", vec![invoice.id]),
+            // Neither backend folds accents.
+            ("marz", vec![]),
+            ("refund", vec![invoice.id]),
+            // Every word, anywhere in the ticket or its notes.
+            ("invoice friday", vec![invoice.id]),
+            ("printer friday", vec![]),
+            // The last term is a prefix; the others are whole words.
+            ("refu", vec![invoice.id]),
+            ("invoice fri", vec![invoice.id]),
+            ("refu invoice", vec![]),
+            ("twice", vec![invoice.id]),
+            ("zebra", vec![]),
+        ] {
+            assert_eq!(found(store, text).await, expected, "{text:?}");
+        }
+
+        // Either backend's query syntax is only separators.
+        for (text, expected) in [
+            (r#"printer" OR "invoice"#, vec![]),
+            ("printer*", vec![printer.id]),
+            ("fire' & !smokes:*", vec![printer.id]),
+            ("NEAR(printer fire)", vec![]),
+            ("on:*|fire", vec![printer.id]),
+            ("printer:*|fire", vec![]),
+            ("tray) (smokes", vec![printer.id]),
+            ("-fire ^printer", vec![printer.id]),
+            ("\\'\"printer\"'", vec![printer.id]),
+        ] {
+            assert_eq!(found(store, text).await, expected, "{text:?}");
+        }
+        // Hostile text, made deterministically from both backends' operator
+        // characters, words and letters: an answer or a refusal naming
+        // `query`, never a database error.
+        let pieces = [
+            "\"", "*", ":", ":*", "&", "|", "!", "(", ")", "'", "\\", "^", "+", "-", "<->", "{",
+            "}", ".", " ", "NEAR", "AND", "OR", "NOT", "printer", "fire", "ü", "x", "0",
+        ];
+        let mut state: u64 = 0x5EED;
+        for _ in 0..200 {
+            let mut text = String::new();
+            for _ in 0..8 {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
+            }
+            match store.search_tickets(&query(&text)).await {
+                Ok(_) => {}
+                Err(Error::Invalid(meridian_core::Error::InvalidField {
+                    field: "query", ..
+                })) => {}
+                Err(other) => panic!("{text:?}: {other}"),
+            }
+        }
+        for text in ["", "   ", "?!", r#""""#, "*:()&|!"] {
+            let err = store.search_tickets(&query(text)).await.unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::Invalid(meridian_core::Error::InvalidField { field: "query", .. })
+                ),
+                "{text:?}: {err}"
+            );
+        }
+
+        let filtered = |owner: Option<RegionId>, status: Option<Status>| SearchQuery {
+            owner_region: owner,
+            status,
+            ..query("twice printer fire")
+        };
+        let ids = |page: meridian_store::TicketPage| -> Vec<TicketId> {
+            page.tickets.iter().map(|t| t.id).collect()
+        };
+        let any = SearchQuery {
+            text: "ana".into(),
+            ..query("")
+        };
+        assert_eq!(
+            ids(store.search_tickets(&any).await.unwrap()),
+            vec![printer.id]
+        );
+        assert_eq!(
+            ids(store.search_tickets(&filtered(None, None)).await.unwrap()),
+            Vec::<TicketId>::new(),
+            "every word"
+        );
+        let twice = |owner, status| SearchQuery {
+            owner_region: owner,
+            status,
+            ..query("twice")
+        };
+        assert_eq!(
+            ids(store
+                .search_tickets(&twice(Some(us()), Some(Status::Pending)))
+                .await
+                .unwrap()),
+            vec![invoice.id]
+        );
+        assert!(
+            store
+                .search_tickets(&twice(Some(eu()), None))
+                .await
+                .unwrap()
+                .tickets
+                .is_empty()
+        );
+        assert!(
+            store
+                .search_tickets(&twice(None, Some(Status::Open)))
+                .await
+                .unwrap()
+                .tickets
+                .is_empty()
+        );
+        // What a search returns is the ticket as list shows it.
+        let listed = store.list_tickets(&TicketFilter::default()).await.unwrap();
+        let searched = store.search_tickets(&query("twice")).await.unwrap();
+        assert_eq!(
+            searched.tickets[0],
+            *listed.tickets.iter().find(|t| t.id == invoice.id).unwrap()
+        );
+    }
+
+    pub async fn search_pages_like_list(ctx: Ctx) {
+        let store = &ctx.store;
+        let mut matching = Vec::new();
+        for i in 0..15u64 {
+            let mut t = if i % 4 == 3 {
+                worded(&us(), "Unrelated", "nothing here", "acme")
+            } else {
+                worded(&us(), "Paging test", "a page of words", "acme")
+            };
+            t.status = if i % 2 == 0 {
+                Status::Open
+            } else {
+                Status::Pending
+            };
+            store
+                .create_ticket(t.clone(), meta(HLC0 + i))
+                .await
+                .unwrap();
+            if i % 4 != 3 {
+                matching.push(t);
+            }
+        }
+        assert_eq!(matching.len(), 12);
+        let walk = |status: Option<Status>, limit: u32| async move {
+            let mut seen = Vec::new();
+            let mut pages = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store
+                    .search_tickets(&SearchQuery {
+                        status,
+                        after,
+                        limit,
+                        ..query("paging")
+                    })
+                    .await
+                    .unwrap();
+                pages.push(page.tickets.len());
+                seen.extend(page.tickets.iter().map(|t| t.id));
+                match page.next_after {
+                    Some(next) => {
+                        assert_eq!(Some(next), page.tickets.last().map(|t| t.id));
+                        after = Some(next);
+                    }
+                    None => break,
+                }
+                assert!(pages.len() < 100, "pagination does not end");
+            }
+            (seen, pages)
+        };
+        let all: Vec<TicketId> = matching.iter().map(|t| t.id).collect();
+        assert_eq!(walk(None, 5).await, (all.clone(), vec![5, 5, 2]));
+        // A last page exactly full says no more, as list does.
+        assert_eq!(walk(None, 4).await, (all.clone(), vec![4, 4, 4]));
+        assert_eq!(walk(None, 500).await, (all.clone(), vec![12]));
+        // Limits clamp as list's do.
+        assert_eq!(walk(None, 0).await.1, vec![1; 12]);
+        let open: Vec<TicketId> = matching
+            .iter()
+            .filter(|t| t.status == Status::Open)
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(walk(Some(Status::Open), 2).await.0, open);
+        // The same order and cursor as list_tickets.
+        let listed = store
+            .list_tickets(&TicketFilter {
+                status: Some(Status::Open),
+                limit: 2,
+                ..TicketFilter::default()
+            })
+            .await
+            .unwrap();
+        let searched = store
+            .search_tickets(&SearchQuery {
+                status: Some(Status::Open),
+                limit: 2,
+                ..query("paging")
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed, searched);
+    }
+
+    pub async fn search_follows_replication_text_changes_and_early_notes(ctx: Ctx) {
+        let store = &ctx.store;
+        let mut eu_log = Origin::new(eu());
+        let mut apac_log = Origin::new(apac());
+        let (mut theirs, _) = eu_log.create();
+        theirs.subject = "Replicated gearbox".into();
+        theirs.residency = BTreeSet::new();
+        eu_log.seq -= 1;
+        let created = eu_log.event(
+            theirs.id,
+            theirs.owner.epoch,
+            EventKind::TicketCreated {
+                ticket: Box::new(theirs.clone()),
+            },
+        );
+        // apac's note ("from afar") arrives before the ticket it belongs to.
+        let early = apac_log.note(theirs.id, theirs.owner.epoch);
+        store.apply_remote(&apac(), vec![early]).await.unwrap();
+        assert!(found(store, "afar").await.is_empty(), "no ticket yet");
+        store.apply_remote(&eu(), vec![created]).await.unwrap();
+        assert_eq!(found(store, "gearbox").await, vec![theirs.id]);
+        assert_eq!(found(store, "gearbox afar").await, vec![theirs.id]);
+        let later = eu_log.note(theirs.id, theirs.owner.epoch);
+        store.apply_remote(&eu(), vec![later]).await.unwrap();
+        assert_eq!(found(store, "afar").await, vec![theirs.id]);
+
+        // Text changed under the store (a refold's full-row rewrite writes
+        // every column) is reindexed; a row removed leaves the index.
+        let mut conn = ctx.raw().await;
+        sqlx::query("UPDATE tickets SET subject = $1 WHERE ticket_id = $2")
+            .bind("Renamed flywheel")
+            .bind(theirs.id.to_string())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(found(store, "flywheel afar").await, vec![theirs.id]);
+        assert!(found(store, "gearbox").await.is_empty());
+        sqlx::query("DELETE FROM notes WHERE ticket_id = $1")
+            .bind(theirs.id.to_string())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert!(found(store, "afar").await.is_empty());
+        assert_eq!(found(store, "flywheel").await, vec![theirs.id]);
+        sqlx::query("DELETE FROM tickets WHERE ticket_id = $1")
+            .bind(theirs.id.to_string())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        assert!(found(store, "flywheel").await.is_empty());
+        assert_eq!(indexed(&ctx, "flywheel").await, 0);
+    }
+
+    /// Residency: this store is us-east. A ticket pinned to eu-west reaches
+    /// it as replication ships it (`residency::outgoing`: the redacted
+    /// copy), and nothing of its text is indexed or found here, while a
+    /// ticket pinned to us-east, written here or replicated in full, is.
+    pub async fn a_pinned_tickets_text_is_indexed_only_inside_its_residency(ctx: Ctx) {
+        let store = &ctx.store;
+        let mut eu_log = Origin::new(eu());
+        let shipped = |event: &EventEnvelope, set: &BTreeSet<RegionId>| {
+            residency::outgoing(event, Some(set), &us()).expect("eu-west ships it to us-east")
+        };
+        let pin = |ticket: &mut Ticket, set: &[RegionId], words: [&str; 3]| {
+            ticket.residency = set.iter().cloned().collect();
+            ticket.subject = words[0].into();
+            ticket.body = words[1].into();
+            ticket.customer = words[2].into();
+        };
+        let make = |log: &mut Origin, set: &[RegionId], words: [&str; 3]| {
+            let (mut t, _) = log.create();
+            log.seq -= 1;
+            pin(&mut t, set, words);
+            let event = log.event(
+                t.id,
+                t.owner.epoch,
+                EventKind::TicketCreated {
+                    ticket: Box::new(t.clone()),
+                },
+            );
+            (t, event)
+        };
+        let (elsewhere, created) = make(
+            &mut eu_log,
+            &[eu()],
+            ["Zanzibar ledger", "Kestrel account", "quokka@eu.example"],
+        );
+        let mut note_event = eu_log.note(elsewhere.id, elsewhere.owner.epoch);
+        if let EventKind::NoteAdded { note } = &mut note_event.kind {
+            note.body = "Pelican settlement".into();
+        }
+        let (shared, shared_created) = make(
+            &mut eu_log,
+            &[us(), eu()],
+            ["Narwhal invoice", "shared text", "both@example.org"],
+        );
+        let set = elsewhere.residency.clone();
+        let batch = vec![
+            shipped(&created, &set),
+            shipped(&note_event, &set),
+            shipped(&shared_created, &shared.residency),
+        ];
+        assert!(residency::is_redacted(&batch[0].kind) && residency::is_redacted(&batch[1].kind));
+        assert_eq!(store.apply_remote(&eu(), batch).await.unwrap(), 3);
+
+        let mut mine = ticket(&us());
+        mine.residency = [us()].into();
+        mine.subject = "Wombat outage".into();
+        store.create_ticket(mine.clone(), meta(HLC0)).await.unwrap();
+        store
+            .add_note(
+                note(mine.id, &us(), "Platypus escalation", BASE_MS + 9_000),
+                meta(HLC0 + 1),
+            )
+            .await
+            .unwrap();
+
+        assert_eq!(found(store, "wombat platypus").await, vec![mine.id]);
+        assert_eq!(found(store, "narwhal").await, vec![shared.id]);
+        for word in [
+            "zanzibar",
+            "ledger",
+            "kestrel",
+            "quokka",
+            "pelican",
+            "settlement",
+        ] {
+            assert!(
+                found(store, word).await.is_empty(),
+                "{word} found outside its residency"
+            );
+            assert_eq!(
+                indexed(&ctx, word).await,
+                0,
+                "{word} indexed outside its residency"
+            );
+        }
+        assert_eq!(indexed(&ctx, "wombat").await, 1);
+        // The copy is here all the same, without its text.
+        let copy = store.get_ticket(elsewhere.id).await.unwrap().unwrap();
+        assert_eq!((copy.ticket.subject.as_str(), copy.notes.len()), ("", 1));
     }
 }

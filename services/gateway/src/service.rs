@@ -16,7 +16,7 @@ use meridian_proto::{
     timestamp_to_proto,
     v1::{self, ticket_service_server::TicketService, watch_events_request::Scope},
 };
-use meridian_store::{ConflictRecord, CreateOutcome, Store, TicketFilter, WriteMeta};
+use meridian_store::{ConflictRecord, CreateOutcome, SearchQuery, Store, TicketFilter, WriteMeta};
 use meridian_telemetry::propagation::traceparent_of;
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
@@ -402,34 +402,10 @@ impl TicketService for TicketApi {
         &self,
         request: Request<v1::ListTicketsRequest>,
     ) -> Result<Response<v1::ListTicketsResponse>, Status> {
-        let agent = meridian_auth::principal(&request)
-            .and_then(|p| p.agent_region().map(|r| (p.subject.clone(), r.clone())));
+        let agent = agent_of(&request);
         let mut req = request.into_inner();
-        // An agent lists its region's tickets: no owner filter means its
-        // region, another region is refused.
-        if let Some((subject, region)) = agent {
-            if req.owner_region.is_empty() {
-                req.owner_region = region.to_string();
-            } else if req.owner_region != region.as_str() {
-                let reason = format!(
-                    "agent {subject} of {region} may not list tickets owned by {}",
-                    req.owner_region
-                );
-                tracing::warn!(%subject, %reason, "call refused: permission denied");
-                return Err(ApiError::PermissionDenied(reason).into());
-            }
-        }
-        let limit = match req.page_size {
-            0 => PAGE_SIZE_DEFAULT,
-            n if n <= PAGE_SIZE_MAX => n,
-            n => {
-                return Err(invalid(ConvertError::new(
-                    "page_size",
-                    format!("is {n}; the limit is {PAGE_SIZE_MAX}"),
-                ))
-                .into());
-            }
-        };
+        agent_owner_filter(agent, &mut req.owner_region, "list")?;
+        let limit = page_limit(req.page_size)?;
         let filter = TicketFilter {
             status: convert::status_from_proto("status", req.status).map_err(invalid)?,
             owner_region: non_empty(&req.owner_region)
@@ -457,10 +433,45 @@ impl TicketService for TicketApi {
             .list_tickets(&filter)
             .await
             .map_err(from_store)?;
-        Ok(Response::new(v1::ListTicketsResponse {
-            tickets: page.tickets.iter().map(ticket_to_proto).collect(),
-            next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
-        }))
+        Ok(Response::new(page_to_proto(&page)))
+    }
+
+    async fn search_tickets(
+        &self,
+        request: Request<v1::SearchTicketsRequest>,
+    ) -> Result<Response<v1::ListTicketsResponse>, Status> {
+        let agent = agent_of(&request);
+        let mut req = request.into_inner();
+        agent_owner_filter(agent, &mut req.owner_region, "search")?;
+        let limit = page_limit(req.page_size)?;
+        // Parsed here too, so a refusal names its field as every other
+        // request field's does; the store parses the same text again.
+        meridian_core::SearchText::parse(&req.query).map_err(|e| match e {
+            meridian_core::Error::InvalidField { field, reason } => {
+                invalid(ConvertError::new(field, reason))
+            }
+            other => from_core(other),
+        })?;
+        let query = SearchQuery {
+            status: convert::status_from_proto("status", req.status).map_err(invalid)?,
+            owner_region: non_empty(&req.owner_region)
+                .map(|r| convert::region_id("owner_region", r))
+                .transpose()
+                .map_err(invalid)?,
+            after: non_empty(&req.page_token)
+                .map(|t| convert::ticket_id("page_token", t))
+                .transpose()
+                .map_err(invalid)?,
+            text: req.query,
+            limit,
+        };
+        let page = self
+            .inner
+            .store
+            .search_tickets(&query)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(page_to_proto(&page)))
     }
 
     async fn update_ticket(
@@ -765,6 +776,54 @@ impl tonic::service::Interceptor for MeshRegions {
             return Err(ApiError::PermissionDenied(reason).into());
         }
         Ok(request)
+    }
+}
+
+/// The agent making a request, with its region; `None` for other roles
+/// and when auth is off.
+fn agent_of<T>(request: &Request<T>) -> Option<(String, RegionId)> {
+    meridian_auth::principal(request)
+        .and_then(|p| p.agent_region().map(|r| (p.subject.clone(), r.clone())))
+}
+
+/// An agent lists and searches its region's tickets: no owner filter means
+/// its region, another region is refused. `what` names the call.
+fn agent_owner_filter(
+    agent: Option<(String, RegionId)>,
+    owner_region: &mut String,
+    what: &str,
+) -> Result<(), ApiError> {
+    let Some((subject, region)) = agent else {
+        return Ok(());
+    };
+    if owner_region.is_empty() {
+        *owner_region = region.to_string();
+    } else if owner_region != region.as_str() {
+        let reason =
+            format!("agent {subject} of {region} may not {what} tickets owned by {owner_region}");
+        tracing::warn!(%subject, %reason, "call refused: permission denied");
+        return Err(ApiError::PermissionDenied(reason));
+    }
+    Ok(())
+}
+
+/// A page size as asked: 0 means [`PAGE_SIZE_DEFAULT`], over
+/// [`PAGE_SIZE_MAX`] is refused naming `page_size`.
+fn page_limit(page_size: u32) -> Result<u32, ApiError> {
+    match page_size {
+        0 => Ok(PAGE_SIZE_DEFAULT),
+        n if n <= PAGE_SIZE_MAX => Ok(n),
+        n => Err(invalid(ConvertError::new(
+            "page_size",
+            format!("is {n}; the limit is {PAGE_SIZE_MAX}"),
+        ))),
+    }
+}
+
+fn page_to_proto(page: &meridian_store::TicketPage) -> v1::ListTicketsResponse {
+    v1::ListTicketsResponse {
+        tickets: page.tickets.iter().map(ticket_to_proto).collect(),
+        next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
     }
 }
 

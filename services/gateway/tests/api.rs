@@ -289,6 +289,123 @@ on_every_backend!(list_filters_and_pages, |gw| {
     assert!(basic.tickets.is_empty());
 });
 
+on_every_backend!(search_finds_text_and_notes_in_list_order_and_pages, |gw| {
+    let mut client = gw.client().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut request = create_request(&format!("Printer jam {i}"));
+        request.customer = format!("buyer{i}@example.com");
+        let ticket = client
+            .create_ticket(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .ticket
+            .unwrap();
+        ids.push(ticket.id);
+    }
+    client
+        .create_ticket(create_request("VPN down"))
+        .await
+        .unwrap();
+    client
+        .add_note(v1::AddNoteRequest {
+            ticket_id: ids[3].clone(),
+            author: "ana".into(),
+            body: "Toner replaced, waiting on the courier".into(),
+            visibility: 0,
+            note_id: String::new(),
+        })
+        .await
+        .unwrap();
+    let search = |query: &str| v1::SearchTicketsRequest {
+        query: query.into(),
+        ..Default::default()
+    };
+    let found = |page: v1::ListTicketsResponse| -> Vec<String> {
+        page.tickets.into_iter().map(|t| t.id).collect()
+    };
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .search_tickets(v1::SearchTicketsRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                ..search("printer")
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.tickets.len() <= 2);
+        seen.extend(page.tickets.into_iter().map(|t| t.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, ids, "pages cover every match once, in list order");
+    for (query, expected) in [
+        ("courier", vec![ids[3].clone()]),
+        ("jam cour", vec![ids[3].clone()]),
+        ("buyer2@example.com", vec![ids[2].clone()]),
+        (r#"printer" OR "vpn"#, vec![]),
+    ] {
+        let page = client.search_tickets(search(query)).await.unwrap();
+        assert_eq!(found(page.into_inner()), expected, "{query:?}");
+    }
+    let elsewhere = client
+        .search_tickets(v1::SearchTicketsRequest {
+            owner_region: "eu-west".into(),
+            ..search("printer")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(elsewhere.tickets.is_empty());
+    let open = client
+        .search_tickets(v1::SearchTicketsRequest {
+            status: v1::Status::Open.into(),
+            ..search("printer")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(open.tickets.is_empty(), "every ticket is new");
+
+    for (request, field) in [
+        (search(""), "query: holds no letter or digit"),
+        (search("?! -- ()"), "query: holds no letter or digit"),
+        (search(&"w ".repeat(17)), "query: holds 17 words"),
+        (
+            v1::SearchTicketsRequest {
+                page_size: 501,
+                ..search("printer")
+            },
+            "page_size: is 501; the limit is 500",
+        ),
+        (
+            v1::SearchTicketsRequest {
+                page_token: "nonsense".into(),
+                ..search("printer")
+            },
+            "page_token",
+        ),
+        (
+            v1::SearchTicketsRequest {
+                owner_region: "Nowhere".into(),
+                ..search("printer")
+            },
+            "owner_region",
+        ),
+    ] {
+        let status = client.search_tickets(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with(field), "{field}: {status:?}");
+    }
+});
+
 on_every_backend!(non_owner_update_is_refused_and_changes_nothing, |gw| {
     let mut client = gw.client().await;
     let ticket = client

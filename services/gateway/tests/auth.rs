@@ -525,6 +525,47 @@ async fn an_agent_of_another_region_is_permission_denied() {
         Code::PermissionDenied,
         "may not list tickets owned by us-east",
     );
+    // Search is refused and scoped exactly as list is.
+    let search = v1::SearchTicketsRequest {
+        query: "vpn".into(),
+        owner_region: "us-east".into(),
+        ..Default::default()
+    };
+    assert_refused(
+        client.search_tickets(with(eu, search.clone())).await,
+        Code::PermissionDenied,
+        "agent agent-tester of eu-west may not search tickets owned by us-east",
+    );
+    let unscoped = v1::SearchTicketsRequest {
+        owner_region: String::new(),
+        ..search.clone()
+    };
+    let mine = client
+        .search_tickets(with(eu, unscoped.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        mine.tickets.is_empty(),
+        "eu-west owns nothing here: {mine:?}"
+    );
+    let us_agent = keys.token(Role::Agent, Some("us-east"));
+    let theirs = client
+        .search_tickets(with(Some(&us_agent), unscoped))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        theirs.tickets.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        [&id],
+        "us-east's agent finds its region's ticket"
+    );
+    let operator = keys.token(Role::Operator, None);
+    assert_refused(
+        client.search_tickets(with(Some(&operator), search)).await,
+        Code::PermissionDenied,
+        "role operator may not call /meridian.v1.TicketService/SearchTickets; allowed: agent, sre, admin",
+    );
     let watch = v1::WatchEventsRequest {
         scope: Some(Scope::TicketId(id.clone())),
         after_seq: 0,

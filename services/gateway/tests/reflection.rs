@@ -79,6 +79,7 @@ async fn python_grpcio_client_uses_server_reflection() {
         "CreateTicket",
         "GetTicket",
         "ListTickets",
+        "SearchTickets",
         "UpdateTicket",
         "AddNote",
         "Handoff",

@@ -5,7 +5,8 @@
 //! directly (every text column of every table, and for SQLite the raw
 //! bytes of its files) and no region outside a ticket's set holds any of
 //! its text, while the envelope (owner, status, epoch) converged everywhere
-//! and the regions of the set hold everything.
+//! and the regions of the set hold everything. Search finds each ticket by
+//! its words inside its set and by none of them outside.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -74,9 +75,9 @@ fn handoff(ticket_id: &str, to: &str, last_action: &str, text: &str) -> v1::Hand
 }
 
 /// Every piece of text a region's database holds: each text column of each
-/// of its tables, read through SQL, and for SQLite also the raw bytes of
-/// the database file and its write-ahead log (which would show text even
-/// in pages no table reaches any more).
+/// of its tables and views (the search index's too), read through SQL, and
+/// for SQLite also the raw bytes of the database file and its write-ahead
+/// log (which would show text even in pages no table reaches any more).
 async fn everything_in(db: &TestDatabase) -> String {
     let mut dump = String::new();
     let mut conn = AnyConnection::connect(&db.config().url).await.unwrap();
@@ -99,11 +100,13 @@ async fn everything_in(db: &TestDatabase) -> String {
     );
     let mut columns_read = 0;
     for table in &tables {
-        for row in sqlx::query(&format!("SELECT * FROM {table}"))
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-        {
+        // On PostgreSQL each row as JSON text: the Any driver decodes no
+        // tsvector (the search index), and JSON shows every column.
+        let select = match db.backing {
+            Backing::Sqlite => format!("SELECT * FROM {table}"),
+            Backing::Postgres => format!("SELECT CAST(row_to_json(t) AS TEXT) FROM {table} t"),
+        };
+        for row in sqlx::query(&select).fetch_all(&mut conn).await.unwrap() {
             for column in row.columns() {
                 if let Ok(Some(text)) = row.try_get::<Option<String>, _>(column.ordinal()) {
                     columns_read += 1;
@@ -309,6 +312,46 @@ async fn residency(postgres_for: Option<&str>) {
             (&first.2, &first.3, &first.4, &first.5, &first.6),
             "{name}"
         );
+    }
+    // Search finds each ticket by any of its words inside its set, and by
+    // none of them outside (the author is not searched).
+    for name in REGIONS {
+        let mut client = mesh.client(name).await;
+        for (ticket, set, marks) in [
+            (&alpha, &["us-east"][..], &ALPHA[..5]),
+            (
+                &beta,
+                &["us-east", "eu-west"][..],
+                &[BETA[0], BETA[1], BETA[2], BETA[3], BETA[6]][..],
+            ),
+        ] {
+            for mark in marks {
+                let found: Vec<String> = client
+                    .search_tickets(v1::SearchTicketsRequest {
+                        query: (*mark).into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .tickets
+                    .into_iter()
+                    .map(|t| t.id)
+                    .collect();
+                if set.contains(&name) {
+                    assert_eq!(
+                        found,
+                        std::slice::from_ref(&ticket.id),
+                        "{name} searching {mark}"
+                    );
+                } else {
+                    assert!(
+                        found.is_empty(),
+                        "{name} is outside the set but finds {mark}"
+                    );
+                }
+            }
+        }
     }
     let beta_owner = envelopes
         .iter()

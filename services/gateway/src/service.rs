@@ -408,10 +408,7 @@ impl TicketService for TicketApi {
         let limit = page_limit(req.page_size)?;
         let filter = TicketFilter {
             status: convert::status_from_proto("status", req.status).map_err(invalid)?,
-            owner_region: non_empty(&req.owner_region)
-                .map(|r| convert::region_id("owner_region", r))
-                .transpose()
-                .map_err(invalid)?,
+            owner_region: owner_filter(&req.owner_region)?,
             assignee: non_empty(&req.assignee).map(str::to_owned),
             tier: non_empty(&req.tier)
                 .map(|t| {
@@ -420,10 +417,7 @@ impl TicketService for TicketApi {
                 })
                 .transpose()
                 .map_err(invalid)?,
-            after: non_empty(&req.page_token)
-                .map(|t| convert::ticket_id("page_token", t))
-                .transpose()
-                .map_err(invalid)?,
+            after: page_after(&req.page_token)?,
             sla_at_risk: req.sla_at_risk,
             limit,
         };
@@ -454,14 +448,8 @@ impl TicketService for TicketApi {
         })?;
         let query = SearchQuery {
             status: convert::status_from_proto("status", req.status).map_err(invalid)?,
-            owner_region: non_empty(&req.owner_region)
-                .map(|r| convert::region_id("owner_region", r))
-                .transpose()
-                .map_err(invalid)?,
-            after: non_empty(&req.page_token)
-                .map(|t| convert::ticket_id("page_token", t))
-                .transpose()
-                .map_err(invalid)?,
+            owner_region: owner_filter(&req.owner_region)?,
+            after: page_after(&req.page_token)?,
             text: req.query,
             limit,
         };
@@ -825,6 +813,22 @@ fn page_to_proto(page: &meridian_store::TicketPage) -> v1::ListTicketsResponse {
         tickets: page.tickets.iter().map(ticket_to_proto).collect(),
         next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
     }
+}
+
+/// A list or search request's `owner_region` filter (empty: any).
+fn owner_filter(raw: &str) -> Result<Option<RegionId>, ApiError> {
+    non_empty(raw)
+        .map(|r| convert::region_id("owner_region", r))
+        .transpose()
+        .map_err(invalid)
+}
+
+/// Where a page starts: after the `page_token`'s ticket (empty: the start).
+fn page_after(raw: &str) -> Result<Option<TicketId>, ApiError> {
+    non_empty(raw)
+        .map(|t| convert::ticket_id("page_token", t))
+        .transpose()
+        .map_err(invalid)
 }
 
 fn non_empty(value: &str) -> Option<&str> {
